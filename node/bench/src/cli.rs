@@ -1,0 +1,311 @@
+//! Command line: raw clap arguments, then validated into the configuration the
+//! scenarios run with.
+
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
+
+/// Load generator for rethink-node.
+#[derive(Debug, Parser)]
+#[command(name = "rethink-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: RawCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RawCommand {
+    /// WebSocket bus: runtimes in pairs send PING messages to each other's hyperty
+    /// (or, with --idle, open sessions that stay idle and report the node's RSS).
+    Ws(WsArgs),
+}
+
+#[derive(Debug, Args)]
+struct WsArgs {
+    /// Target a running node (e.g. ws://127.0.0.1:9000/ws) instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the node's process id, to report its RSS.
+    #[arg(long, requires = "url")]
+    node_pid: Option<u32>,
+    /// The node's domain (the bench starts its own node with this domain).
+    #[arg(long, default_value = "bench.local")]
+    domain: String,
+    /// Number of runtimes (sessions); they form runtimes/2 sender→receiver pairs.
+    #[arg(long, default_value_t = 100)]
+    runtimes: usize,
+    /// Every runtime both sends to and receives from its partner.
+    #[arg(long)]
+    bidirectional: bool,
+    /// Total offered messages per second over all senders (0 = as fast as the window allows).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Most messages a sender has in flight (sent, neither received nor refused).
+    #[arg(long, default_value_t = 256)]
+    window: u32,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before the measurement starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Approximate size of one message in bytes (padded).
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Messages per WebSocket frame (a JSON array when > 1).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Idle mode: open this many sessions (default 1000), keep them idle, report RSS.
+    #[arg(long, num_args = 0..=1, default_missing_value = "1000", value_name = "N")]
+    idle: Option<usize>,
+    /// Idle mode: seconds the sessions stay idle before the RSS is read again.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// Sessions opened concurrently while connecting.
+    #[arg(long, default_value_t = 50)]
+    connect_parallel: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A validated command.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Ws(WsConfig),
+}
+
+/// Where the node is.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// `Some` to target a running node, `None` to start one.
+    pub(crate) url: Option<String>,
+    pub(crate) node_pid: Option<u32>,
+    pub(crate) domain: String,
+}
+
+/// The `ws` command, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct WsConfig {
+    pub(crate) target: Target,
+    pub(crate) mode: WsMode,
+    pub(crate) connect_parallel: usize,
+    pub(crate) json: bool,
+}
+
+/// What the `ws` command does once the sessions are open.
+#[derive(Debug, Clone)]
+pub(crate) enum WsMode {
+    Load(LoadConfig),
+    Idle(IdleConfig),
+}
+
+/// The PING load scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadConfig {
+    pub(crate) runtimes: usize,
+    pub(crate) bidirectional: bool,
+    /// Total messages/s; `None` = unlimited (window-bound).
+    pub(crate) rate: Option<f64>,
+    pub(crate) window: u32,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) size: usize,
+    pub(crate) batch: u32,
+}
+
+impl LoadConfig {
+    /// Number of runtimes that send.
+    pub(crate) fn senders(&self) -> usize {
+        let pairs = self.runtimes / 2;
+        if self.bidirectional { pairs * 2 } else { pairs }
+    }
+}
+
+/// The idle-sessions scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleConfig {
+    pub(crate) sessions: usize,
+    pub(crate) hold: Duration,
+}
+
+/// Parses and validates the command line; prints the error and exits on failure.
+pub(crate) fn parse() -> Command {
+    let cli = Cli::parse();
+    match cli.command {
+        RawCommand::Ws(args) => match args.validate() {
+            Ok(cfg) => Command::Ws(cfg),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
+    }
+}
+
+fn seconds(name: &str, v: f64, min: f64) -> Result<Duration, String> {
+    if !v.is_finite() || v < min || v > 86_400.0 {
+        return Err(format!(
+            "--{name} must be between {min} and 86400 seconds, got {v}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl WsArgs {
+    fn validate(self) -> Result<WsConfig, String> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(format!("--url must be a ws:// URL, got {url:?}"));
+        }
+        if let Some(url) = &self.url
+            && url.starts_with("wss://")
+        {
+            return Err(
+                "wss:// is not supported by the bench (build has no TLS); use ws://".into(),
+            );
+        }
+        if self.domain.is_empty() || self.domain.contains(['/', ' ', '"']) {
+            return Err(format!(
+                "--domain must be a plain domain name, got {:?}",
+                self.domain
+            ));
+        }
+        if self.connect_parallel == 0 {
+            return Err("--connect-parallel must be at least 1".into());
+        }
+        let target = Target {
+            url: self.url,
+            node_pid: self.node_pid,
+            domain: self.domain,
+        };
+        let mode = if let Some(sessions) = self.idle {
+            if sessions == 0 {
+                return Err("--idle needs at least 1 session".into());
+            }
+            WsMode::Idle(IdleConfig {
+                sessions,
+                hold: seconds("hold", self.hold, 0.0)?,
+            })
+        } else {
+            if self.runtimes < 2 {
+                return Err(format!(
+                    "--runtimes must be at least 2 (one pair), got {}",
+                    self.runtimes
+                ));
+            }
+            if self.batch == 0 || self.batch > 10_000 {
+                return Err(format!(
+                    "--batch must be between 1 and 10000, got {}",
+                    self.batch
+                ));
+            }
+            if self.window < self.batch {
+                return Err(format!(
+                    "--window ({}) must be at least --batch ({})",
+                    self.window, self.batch
+                ));
+            }
+            if !self.rate.is_finite() || self.rate < 0.0 {
+                return Err(format!("--rate must be >= 0, got {}", self.rate));
+            }
+            if self.size > 16 * 1024 * 1024 {
+                return Err(format!("--size must be at most 16 MiB, got {}", self.size));
+            }
+            WsMode::Load(LoadConfig {
+                runtimes: self.runtimes,
+                bidirectional: self.bidirectional,
+                rate: (self.rate > 0.0).then_some(self.rate),
+                window: self.window,
+                duration: seconds("duration", self.duration, 0.1)?,
+                warmup: seconds("warmup", self.warmup, 0.0)?,
+                size: self.size,
+                batch: self.batch,
+            })
+        };
+        Ok(WsConfig {
+            target,
+            mode,
+            connect_parallel: self.connect_parallel,
+            json: self.json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(args: &[&str]) -> Result<WsConfig, String> {
+        let argv = ["rethink-bench", "ws"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let RawCommand::Ws(a) = cli.command;
+        a.validate()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = ws(&[]).expect("valid");
+        assert!(cfg.target.url.is_none());
+        assert_eq!(cfg.target.domain, "bench.local");
+        let WsMode::Load(l) = cfg.mode else {
+            panic!("load mode")
+        };
+        assert_eq!(l.runtimes, 100);
+        assert_eq!(l.senders(), 50);
+        assert_eq!(l.rate, None);
+        assert_eq!(l.window, 256);
+        assert_eq!(l.duration, Duration::from_secs(10));
+        assert_eq!(l.warmup, Duration::from_secs(2));
+        assert_eq!(l.batch, 1);
+    }
+
+    #[test]
+    fn bidirectional_senders() {
+        let WsMode::Load(l) = ws(&["--runtimes", "11", "--bidirectional"])
+            .expect("valid")
+            .mode
+        else {
+            panic!("load mode")
+        };
+        assert_eq!(l.senders(), 10);
+    }
+
+    #[test]
+    fn idle_flag_with_and_without_value() {
+        let WsMode::Idle(i) = ws(&["--idle"]).expect("valid").mode else {
+            panic!("idle")
+        };
+        assert_eq!(i.sessions, 1000);
+        let WsMode::Idle(i) = ws(&["--idle", "20", "--hold", "1"]).expect("valid").mode else {
+            panic!("idle")
+        };
+        assert_eq!(i.sessions, 20);
+        assert_eq!(i.hold, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(ws(&["--runtimes", "1"]).is_err());
+        assert!(ws(&["--batch", "0"]).is_err());
+        assert!(ws(&["--batch", "8", "--window", "4"]).is_err());
+        assert!(ws(&["--rate", "-1"]).is_err());
+        assert!(ws(&["--duration", "0"]).is_err());
+        assert!(ws(&["--url", "http://x/ws"]).is_err());
+        assert!(
+            ws(&["--node-pid", "12"]).is_err(),
+            "--node-pid requires --url"
+        );
+    }
+
+    #[test]
+    fn rate_zero_means_unlimited() {
+        let WsMode::Load(l) = ws(&["--rate", "5000"]).expect("valid").mode else {
+            panic!()
+        };
+        assert_eq!(l.rate, Some(5000.0));
+    }
+}

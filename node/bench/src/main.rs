@@ -1,0 +1,78 @@
+//! `rethink-bench`: a load generator for rethink-node.
+//!
+//! `rethink-bench ws [options]` opens many runtime sessions on the node's
+//! WebSocket bus and measures end-to-end throughput and latency percentiles of
+//! hyperty-to-hyperty messages, or (with `--idle`) the node's memory with idle
+//! sessions. Without `--url` it starts the `rethink-node` executable that sits
+//! next to its own executable (build it first:
+//! `cargo build --release -p rethink-node`).
+
+mod cli;
+mod client;
+#[cfg(test)]
+mod mock_node;
+mod node_proc;
+mod report;
+mod runtime;
+mod stats;
+mod ws_load;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+fn main() -> ExitCode {
+    let command = cli::parse();
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: cli::Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match command {
+        cli::Command::Ws(cfg) => runtime.block_on(async {
+            // A signal drops the scenario, which kills a node the bench started.
+            let report = tokio::select! {
+                r = ws_load::run(&cfg) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if cfg.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Completes on Ctrl-C (or SIGTERM on Unix), naming the signal.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

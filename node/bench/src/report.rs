@@ -1,0 +1,348 @@
+//! The result of a run, printed as text or as one JSON object.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::cli::{WsConfig, WsMode};
+use crate::runtime::ErrorStat;
+use crate::stats::Summary;
+
+/// Everything a `ws` run reports.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) config: WsConfig,
+    pub(crate) url: String,
+    pub(crate) node_pid: Option<u32>,
+    pub(crate) sessions: usize,
+    pub(crate) connect_secs: f64,
+    /// `None` in idle mode.
+    pub(crate) traffic: Option<Traffic>,
+    /// Error responses by code.
+    pub(crate) errors: BTreeMap<u16, ErrorStat>,
+    /// Sessions that ended early, and why.
+    pub(crate) failures: Vec<String>,
+    pub(crate) rss: Rss,
+}
+
+/// Message counts and latencies of the PING scenario.
+#[derive(Debug)]
+pub(crate) struct Traffic {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) received_in_window: u64,
+    /// PING messages answered by an error response.
+    pub(crate) refused: u64,
+    /// Sent, but neither received nor refused by the end of the drain.
+    pub(crate) lost: u64,
+    pub(crate) acks_sent: u64,
+    pub(crate) ok_responses: u64,
+    pub(crate) other_messages: u64,
+    pub(crate) bad_frames: u64,
+    pub(crate) measured_secs: f64,
+    /// Messages received per second in the measured window.
+    pub(crate) throughput: f64,
+    pub(crate) latency: Option<Summary>,
+}
+
+/// The node's resident set size in MiB, where it could be read.
+#[derive(Debug)]
+pub(crate) struct Rss {
+    pub(crate) start: Option<f64>,
+    pub(crate) connected: Option<f64>,
+    pub(crate) end: Option<f64>,
+    pub(crate) peak: Option<f64>,
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn mib(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |v| json!(round2(v)))
+}
+
+fn ms(us: u32) -> f64 {
+    f64::from(us) / 1000.0
+}
+
+impl Report {
+    /// The report as one JSON object (latencies in µs, RSS in MiB).
+    pub(crate) fn to_json(&self) -> Value {
+        let config = match &self.config.mode {
+            WsMode::Load(l) => json!({
+                "mode": "load",
+                "runtimes": l.runtimes,
+                "senders": l.senders(),
+                "bidirectional": l.bidirectional,
+                "rate": l.rate,
+                "window": l.window,
+                "duration_secs": l.duration.as_secs_f64(),
+                "warmup_secs": l.warmup.as_secs_f64(),
+                "size": l.size,
+                "batch": l.batch,
+            }),
+            WsMode::Idle(i) => json!({
+                "mode": "idle",
+                "sessions": i.sessions,
+                "hold_secs": i.hold.as_secs_f64(),
+            }),
+        };
+        let errors: serde_json::Map<String, Value> = self
+            .errors
+            .iter()
+            .map(|(code, e)| {
+                (
+                    code.to_string(),
+                    json!({"count": e.count, "description": e.description}),
+                )
+            })
+            .collect();
+        let traffic = self.traffic.as_ref().map(|t| {
+            json!({
+                "sent": t.sent,
+                "received": t.received,
+                "received_in_window": t.received_in_window,
+                "refused": t.refused,
+                "lost": t.lost,
+                "acks_sent": t.acks_sent,
+                "ok_responses": t.ok_responses,
+                "other_messages": t.other_messages,
+                "bad_frames": t.bad_frames,
+                "measured_secs": t.measured_secs,
+                "messages_per_sec": round2(t.throughput),
+                "latency_us": t.latency.as_ref().map(|l| json!({
+                    "count": l.count,
+                    "mean": round2(l.mean_us),
+                    "p50": l.p50_us,
+                    "p95": l.p95_us,
+                    "p99": l.p99_us,
+                    "p99_9": l.p999_us,
+                    "max": l.max_us,
+                })),
+            })
+        });
+        json!({
+            "scenario": "ws",
+            "url": self.url,
+            "node_started_by_bench": self.config.target.url.is_none(),
+            "node_pid": self.node_pid,
+            "domain": self.config.target.domain,
+            "config": config,
+            "sessions": self.sessions,
+            "connect_secs": round2(self.connect_secs),
+            "traffic": traffic,
+            "errors": errors,
+            "failures": self.failures.len(),
+            "first_failures": self.failures.iter().take(5).collect::<Vec<_>>(),
+            "rss_mib": {
+                "start": mib(self.rss.start),
+                "connected": mib(self.rss.connected),
+                "end": mib(self.rss.end),
+                "peak": mib(self.rss.peak),
+            },
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = if self.config.target.url.is_none() {
+            "started by the bench"
+        } else {
+            "external"
+        };
+        writeln!(f, "rethink-bench ws")?;
+        writeln!(
+            f,
+            "  node         {} ({who}, domain {})",
+            self.url, self.config.target.domain
+        )?;
+        match &self.config.mode {
+            WsMode::Load(l) => {
+                let direction = if l.bidirectional {
+                    "bidirectional"
+                } else {
+                    "one-way"
+                };
+                writeln!(
+                    f,
+                    "  runtimes     {} ({} pairs, {direction}, {} senders)",
+                    l.runtimes,
+                    l.runtimes / 2,
+                    l.senders()
+                )?;
+                match l.rate {
+                    Some(r) => writeln!(f, "  offered      {r} msg/s on a fixed timetable")?,
+                    None => writeln!(f, "  offered      unlimited (window-bound)")?,
+                }
+                writeln!(
+                    f,
+                    "  messages     ~{} B, batch {}, window {}",
+                    l.size, l.batch, l.window
+                )?;
+                writeln!(
+                    f,
+                    "  time         warm-up {:.1} s, measured {:.1} s",
+                    l.warmup.as_secs_f64(),
+                    l.duration.as_secs_f64()
+                )?;
+            }
+            WsMode::Idle(i) => {
+                writeln!(
+                    f,
+                    "  idle         {} sessions held {:.1} s",
+                    i.sessions,
+                    i.hold.as_secs_f64()
+                )?;
+            }
+        }
+        writeln!(f, "results")?;
+        writeln!(
+            f,
+            "  connected    {} sessions in {:.2} s",
+            self.sessions, self.connect_secs
+        )?;
+        if let Some(t) = &self.traffic {
+            writeln!(f, "  sent         {}", t.sent)?;
+            writeln!(
+                f,
+                "  received     {} ({} in the measured window)",
+                t.received, t.received_in_window
+            )?;
+            writeln!(f, "  refused      {} (error responses to PING)", t.refused)?;
+            writeln!(
+                f,
+                "  lost         {} (neither received nor refused)",
+                t.lost
+            )?;
+            writeln!(f, "  throughput   {:.1} msg/s", t.throughput)?;
+            match &t.latency {
+                Some(l) => writeln!(
+                    f,
+                    "  latency ms   p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  \
+                     mean {:.2}  (n={})",
+                    ms(l.p50_us),
+                    ms(l.p95_us),
+                    ms(l.p99_us),
+                    ms(l.p999_us),
+                    ms(l.max_us),
+                    l.mean_us / 1000.0,
+                    l.count
+                )?,
+                None => writeln!(
+                    f,
+                    "  latency      no message received in the measured window"
+                )?,
+            }
+            if t.other_messages + t.bad_frames > 0 {
+                writeln!(
+                    f,
+                    "  unexpected   {} other messages, {} unparsable frames",
+                    t.other_messages, t.bad_frames
+                )?;
+            }
+        }
+        if self.errors.is_empty() {
+            writeln!(f, "  errors       none")?;
+        } else {
+            for (code, e) in &self.errors {
+                let desc = e.description.as_deref().unwrap_or("");
+                writeln!(f, "  errors       {code}: {} {desc:?}", e.count)?;
+            }
+        }
+        if !self.failures.is_empty() {
+            writeln!(
+                f,
+                "  failures     {} session(s) ended early, e.g.:",
+                self.failures.len()
+            )?;
+            for fail in self.failures.iter().take(5) {
+                writeln!(f, "                 {fail}")?;
+            }
+        }
+        let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        write!(
+            f,
+            "  node RSS MiB start {}, connected {}, end {}, peak {}",
+            show(self.rss.start),
+            show(self.rss.connected),
+            show(self.rss.end),
+            show(self.rss.peak)
+        )?;
+        if let (Some(start), Some(end)) = (self.rss.start, self.rss.end)
+            && self.sessions > 0
+        {
+            let per_session_kib = (end - start) * 1024.0 / self.sessions as f64;
+            write!(f, " ({per_session_kib:.1} KiB per session)")?;
+        }
+        if self.node_pid.is_none() {
+            write!(f, " (pass --node-pid to read it)")?;
+        }
+        writeln!(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::{IdleConfig, Target};
+
+    fn idle_report() -> Report {
+        Report {
+            config: WsConfig {
+                target: Target {
+                    url: None,
+                    node_pid: None,
+                    domain: "bench.local".into(),
+                },
+                mode: WsMode::Idle(IdleConfig {
+                    sessions: 10,
+                    hold: Duration::from_secs(1),
+                }),
+                connect_parallel: 50,
+                json: true,
+            },
+            url: "ws://127.0.0.1:1/ws".into(),
+            node_pid: Some(42),
+            sessions: 10,
+            connect_secs: 0.123,
+            traffic: None,
+            errors: BTreeMap::from([(
+                503,
+                ErrorStat {
+                    count: 3,
+                    description: Some("outbox full".into()),
+                },
+            )]),
+            failures: vec![],
+            rss: Rss {
+                start: Some(10.0),
+                connected: Some(11.004),
+                end: Some(11.5),
+                peak: None,
+            },
+        }
+    }
+
+    #[test]
+    fn json_report_has_the_figures() {
+        let v = idle_report().to_json();
+        assert_eq!(v["config"]["mode"], "idle");
+        assert_eq!(v["errors"]["503"]["count"], 3);
+        assert_eq!(v["rss_mib"]["connected"], 11.0);
+        assert_eq!(v["rss_mib"]["peak"], Value::Null);
+        assert_eq!(v["traffic"], Value::Null);
+    }
+
+    #[test]
+    fn text_report_mentions_rss_and_errors() {
+        let text = idle_report().to_string();
+        assert!(text.contains("503: 3"), "{text}");
+        assert!(text.contains("start 10.00"), "{text}");
+        assert!(text.contains("KiB per session"), "{text}");
+    }
+}

@@ -1,0 +1,483 @@
+//! The `ws` scenarios: open the sessions (bounded parallelism), then either
+//! drive PING traffic between partner runtimes for warm-up + measured time and
+//! drain, or hold idle sessions; sample the node's RSS throughout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::cli::{IdleConfig, LoadConfig, Target, WsConfig, WsMode};
+use crate::client::{self, ClientError, PingTemplate, Session};
+use crate::node_proc::{self, NodeError, NodeProcess};
+use crate::report::{Report, Rss, Traffic};
+use crate::runtime::{self, Clock, Outgoing, Phase, Role, RuntimeStats, Schedule, Totals, ns};
+
+/// Most time given to in-flight messages after the senders stop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// RSS sampling period (for the peak).
+const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
+
+/// Why a scenario could not run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("{failed} of {total} sessions could not be opened; first error: {first}")]
+    Connect {
+        failed: usize,
+        total: usize,
+        first: ClientError,
+    },
+}
+
+/// The node under test: started here, or running elsewhere.
+#[derive(Debug)]
+enum Node {
+    Started(NodeProcess),
+    External { url: String, pid: Option<u32> },
+}
+
+impl Node {
+    async fn resolve(target: &Target) -> Result<Self, NodeError> {
+        Ok(match &target.url {
+            Some(url) => Node::External {
+                url: url.clone(),
+                pid: target.node_pid,
+            },
+            None => Node::Started(NodeProcess::start(&target.domain).await?),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Node::Started(p) => p.ws_url(),
+            Node::External { url, .. } => url.clone(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Node::Started(p) => Some(p.pid()),
+            Node::External { pid, .. } => *pid,
+        }
+    }
+}
+
+/// Runs the `ws` command and returns its report.
+pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
+    let sessions_wanted = match &cfg.mode {
+        WsMode::Load(l) => l.runtimes,
+        WsMode::Idle(i) => i.sessions,
+    };
+    warn_about_open_files(sessions_wanted, cfg.target.url.is_none());
+
+    let node = Node::resolve(&cfg.target).await?;
+    let url = node.url();
+    let pid = node.pid();
+    let sampler = RssSampler::spawn(pid);
+    let rss_start = pid.and_then(node_proc::rss_mib);
+
+    let started = Instant::now();
+    let sessions = connect_all(
+        &url,
+        &cfg.target.domain,
+        sessions_wanted,
+        cfg.connect_parallel,
+    )
+    .await?;
+    let connect_secs = started.elapsed().as_secs_f64();
+    let rss_connected = pid.and_then(node_proc::rss_mib);
+
+    let (traffic, stats, rss_end) = match &cfg.mode {
+        WsMode::Load(l) => {
+            let (traffic, stats, rss_end) = load(sessions, l, pid).await;
+            (Some(traffic), stats, rss_end)
+        }
+        WsMode::Idle(i) => {
+            let (stats, rss_end) = idle(sessions, i, pid).await;
+            (None, stats, rss_end)
+        }
+    };
+
+    let mut failures = stats.failures;
+    if let Node::Started(mut process) = node
+        && let Some(status) = process.exit_status()
+    {
+        failures.push(format!("the node process exited during the run ({status})"));
+    }
+    Ok(Report {
+        config: cfg.clone(),
+        url,
+        node_pid: pid,
+        sessions: sessions_wanted,
+        connect_secs,
+        traffic,
+        errors: stats.errors,
+        failures,
+        rss: Rss {
+            start: rss_start,
+            connected: rss_connected,
+            end: rss_end,
+            peak: [sampler.stop(), rss_start, rss_connected, rss_end]
+                .into_iter()
+                .flatten()
+                .reduce(f64::max),
+        },
+    })
+}
+
+fn warn_about_open_files(sessions: usize, own_node: bool) {
+    // Each session is one socket here, and one more in the node when it is our child
+    // (it inherits our limit).
+    let needed = sessions as u64 * if own_node { 2 } else { 1 } + 64;
+    if let Some(limit) = node_proc::open_files_limit()
+        && limit < needed
+    {
+        eprintln!(
+            "warning: the open-file limit is {limit} but about {needed} descriptors are needed; \
+             connecting may fail with EMFILE (raise it with `ulimit -n {}`)",
+            needed.next_power_of_two()
+        );
+    }
+}
+
+/// Opens `n` sessions, at most `parallel` at a time; fails if any fails.
+async fn connect_all(
+    url: &str,
+    domain: &str,
+    n: usize,
+    parallel: usize,
+) -> Result<Vec<Session>, LoadError> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let limit = Arc::new(Semaphore::new(parallel));
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            break;
+        };
+        let (url, domain) = (url.to_owned(), domain.to_owned());
+        let runtime_id = format!("bench-{}-{i}", &run_id[..8]);
+        tasks.spawn(async move {
+            let result = client::open_session(&url, &domain, &runtime_id).await;
+            drop(permit);
+            (i, result)
+        });
+    }
+    let mut sessions: Vec<Option<Session>> = (0..n).map(|_| None).collect();
+    let mut failed = 0;
+    let mut first = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, Ok(session))) => sessions[i] = Some(session),
+            Ok((_, Err(e))) => {
+                failed += 1;
+                // EMFILE is the most useful error to show.
+                if first.is_none() || matches!(e, ClientError::TooManyOpenFiles) {
+                    first = Some(e);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert(ClientError::Protocol {
+                    step: "connect",
+                    detail: format!("task failed: {e}"),
+                });
+            }
+        }
+    }
+    match first {
+        Some(first) => Err(LoadError::Connect {
+            failed,
+            total: n,
+            first,
+        }),
+        None => Ok(sessions.into_iter().flatten().collect()),
+    }
+}
+
+/// The PING scenario on open sessions. Returns the traffic figures, the merged
+/// per-session statistics and the RSS after draining.
+async fn load(
+    sessions: Vec<Session>,
+    cfg: &LoadConfig,
+    pid: Option<u32>,
+) -> (Traffic, RuntimeStats, Option<f64>) {
+    let epoch = Instant::now();
+    let clock = Arc::new(Clock {
+        epoch,
+        window_start_ns: ns(cfg.warmup),
+        window_end_ns: ns(cfg.warmup + cfg.duration),
+    });
+    let totals = Arc::new(Totals::default());
+    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
+
+    let paired = cfg.runtimes / 2 * 2;
+    let senders = cfg.senders();
+    // Frame interval of one sender on the timetable.
+    let interval = cfg
+        .rate
+        .map(|rate| Duration::from_secs_f64(f64::from(cfg.batch) * senders as f64 / rate));
+    let hyperties: Vec<String> = sessions.iter().map(|s| s.hyperty.clone()).collect();
+    let windows: Vec<Arc<Semaphore>> = (0..paired)
+        .map(|_| Arc::new(Semaphore::new(cfg.window as usize)))
+        .collect();
+
+    let mut tasks = Vec::with_capacity(sessions.len());
+    let mut sender_index = 0;
+    for (i, session) in sessions.into_iter().enumerate() {
+        let partner = i ^ 1;
+        let mut role = Role::default();
+        if i < paired {
+            let sends = cfg.bidirectional || i % 2 == 0;
+            let receives = cfg.bidirectional || i % 2 == 1;
+            if sends {
+                let schedule = interval.map(|interval| Schedule {
+                    // Spread the senders evenly over one interval.
+                    first_due: epoch + interval.mul_f64(sender_index as f64 / senders as f64),
+                    interval,
+                });
+                sender_index += 1;
+                role.outgoing = Some(Outgoing {
+                    template: PingTemplate::new(&hyperties[i], &hyperties[partner], cfg.size),
+                    window: Arc::clone(&windows[i]),
+                    batch: cfg.batch,
+                    schedule,
+                });
+            }
+            if receives {
+                role.incoming_window = Some(Arc::clone(&windows[partner]));
+            }
+        }
+        tasks.push(runtime::spawn(
+            session,
+            role,
+            Arc::clone(&clock),
+            Arc::clone(&totals),
+            phase_rx.clone(),
+        ));
+    }
+
+    tokio::time::sleep_until((epoch + cfg.warmup + cfg.duration).into()).await;
+    let _ = phase_tx.send(Phase::StopSending);
+    // Let the writers notice, then wait for what is still in flight.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while Instant::now() < drain_deadline {
+        let sent = totals.sent.load(Ordering::Relaxed);
+        let settled =
+            totals.received.load(Ordering::Relaxed) + totals.ping_errors.load(Ordering::Relaxed);
+        if settled >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss_end = pid.and_then(node_proc::rss_mib);
+    let _ = phase_tx.send(Phase::Shutdown);
+
+    let mut stats = RuntimeStats::default();
+    for t in tasks {
+        stats.merge(t.join().await);
+    }
+    let ping_errors = totals.ping_errors.load(Ordering::Relaxed);
+    let measured_secs = cfg.duration.as_secs_f64();
+    let latencies = std::mem::take(&mut stats.latencies);
+    let traffic = Traffic {
+        sent: stats.sent,
+        received: stats.received,
+        received_in_window: stats.received_in_window,
+        refused: ping_errors,
+        lost: stats.sent.saturating_sub(stats.received + ping_errors),
+        acks_sent: stats.acks_sent,
+        ok_responses: stats.ok_responses,
+        other_messages: stats.other_messages,
+        bad_frames: stats.bad_frames,
+        measured_secs,
+        throughput: stats.received_in_window as f64 / measured_secs,
+        latency: latencies.summarize(),
+    };
+    (traffic, stats, rss_end)
+}
+
+/// The idle scenario: the sessions only acknowledge what they get for `hold`.
+async fn idle(
+    sessions: Vec<Session>,
+    cfg: &IdleConfig,
+    pid: Option<u32>,
+) -> (RuntimeStats, Option<f64>) {
+    let clock = Arc::new(Clock {
+        epoch: Instant::now(),
+        window_start_ns: 0,
+        window_end_ns: 0,
+    });
+    let totals = Arc::new(Totals::default());
+    let (phase_tx, phase_rx) = watch::channel(Phase::StopSending);
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|s| {
+            runtime::spawn(
+                s,
+                Role::default(),
+                Arc::clone(&clock),
+                Arc::clone(&totals),
+                phase_rx.clone(),
+            )
+        })
+        .collect();
+    tokio::time::sleep(cfg.hold).await;
+    let rss_end = pid.and_then(node_proc::rss_mib);
+    let _ = phase_tx.send(Phase::Shutdown);
+    let mut stats = RuntimeStats::default();
+    for t in tasks {
+        stats.merge(t.join().await);
+    }
+    (stats, rss_end)
+}
+
+/// Samples a process's RSS periodically to find the peak.
+#[derive(Debug)]
+struct RssSampler {
+    peak_kib: Arc<AtomicU64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn spawn(pid: Option<u32>) -> Self {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let task = pid.map(|pid| {
+            let peak = Arc::clone(&peak_kib);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RSS_SAMPLE_PERIOD);
+                loop {
+                    tick.tick().await;
+                    if let Some(kib) = node_proc::rss_kib(pid) {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        RssSampler { peak_kib, task }
+    }
+
+    /// Stops sampling; the peak in MiB, if any sample was taken.
+    fn stop(self) -> Option<f64> {
+        let task = self.task?;
+        task.abort();
+        let kib = self.peak_kib.load(Ordering::Relaxed);
+        (kib > 0).then(|| kib as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Target;
+    use crate::mock_node::MockNode;
+
+    fn config(url: String, mode: WsMode) -> WsConfig {
+        WsConfig {
+            target: Target {
+                url: Some(url),
+                node_pid: None,
+                domain: "bench.local".into(),
+            },
+            mode,
+            connect_parallel: 4,
+            json: false,
+        }
+    }
+
+    fn load_mode(runtimes: usize, bidirectional: bool, rate: Option<f64>, batch: u32) -> WsMode {
+        WsMode::Load(LoadConfig {
+            runtimes,
+            bidirectional,
+            rate,
+            window: 64,
+            duration: Duration::from_millis(500),
+            warmup: Duration::from_millis(200),
+            size: 200,
+            batch,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unlimited_load_against_mock_node() {
+        let node = MockNode::start("bench.local", 0).await;
+        let report = run(&config(node.url(), load_mode(4, false, None, 1)))
+            .await
+            .expect("runs");
+        eprintln!("{report}\n{}", report.to_json());
+        let t = report.traffic.as_ref().expect("traffic");
+        assert!(t.received_in_window > 0, "{report}");
+        assert_eq!(t.lost, 0, "{report}");
+        assert_eq!(t.sent, t.received, "{report}");
+        assert!(report.errors.is_empty(), "{report}");
+        assert!(report.failures.is_empty(), "{report}");
+        assert!(t.acks_sent > 0, "{report}");
+        assert!(t.latency.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rated_bidirectional_batches_against_mock_node() {
+        let node = MockNode::start("bench.local", 0).await;
+        let mode = load_mode(6, true, Some(2_000.0), 4);
+        let report = run(&config(node.url(), mode)).await.expect("runs");
+        let t = report.traffic.as_ref().expect("traffic");
+        // 2000 msg/s offered for 0.7 s in total.
+        assert!((1_000..=1_800).contains(&t.sent), "{report}");
+        assert_eq!(t.lost, 0, "{report}");
+        assert!((1_000.0..3_000.0).contains(&t.throughput), "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refusals_are_counted_not_lost() {
+        let node = MockNode::start("bench.local", 7).await;
+        let report = run(&config(node.url(), load_mode(4, false, None, 1)))
+            .await
+            .expect("runs");
+        let t = report.traffic.as_ref().expect("traffic");
+        let refused = report.errors.get(&503).map(|e| e.count).unwrap_or(0);
+        assert!(refused > 0, "{report}");
+        assert_eq!(t.refused, refused, "{report}");
+        assert_eq!(t.lost, 0, "{report}");
+        assert_eq!(t.sent, t.received + t.refused, "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_sessions_against_mock_node() {
+        let node = MockNode::start("bench.local", 0).await;
+        let mode = WsMode::Idle(IdleConfig {
+            sessions: 20,
+            hold: Duration::from_millis(100),
+        });
+        let report = run(&config(node.url(), mode)).await.expect("runs");
+        assert_eq!(report.sessions, 20);
+        assert!(report.traffic.is_none());
+        assert!(report.failures.is_empty(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_reported() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let err = run(&config(url, load_mode(2, false, None, 1)))
+            .await
+            .expect_err("fails");
+        assert!(
+            matches!(
+                err,
+                LoadError::Connect {
+                    failed: 2,
+                    total: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! rethink-proto: the reTHINK message model shared by every crate of the node.
+//!
+//! It owns the wire shape of a message and nothing else: the [`Envelope`] (`id`, `type`, `from`,
+//! `to`, `body`, unknown fields kept), [`address`] parsing, [`MessageType`], response [`Code`]s and
+//! the response builder. It depends on serde only: no I/O, no async runtime.
+//!
+//! Tolerant where runtimes differ (`id` number or string, `to` string or array, `body.desc` or
+//! `body.description`, unknown fields preserved), strict where safety needs it (missing header
+//! fields and malformed addresses are a [`ParseError`], answered with 400 by the transports).
+//!
+//! The header is parsed once; the body is never parsed on the routing path: an [`Envelope`] keeps
+//! the original JSON text and forwards it byte for byte, with only the node's `seq` prepended.
+
+pub mod address;
+mod code;
+mod envelope;
+mod frame;
+mod kind;
+mod response;
+mod text;
+
+pub use address::{AddressError, AddressRef};
+pub use code::Code;
+pub use envelope::{Envelope, ParseError};
+pub use frame::{Frame, Rejected, parse_frame, salvage};
+pub use kind::MessageType;
+pub use response::{ResponseBody, ResponseBuilder};

@@ -1,0 +1,23 @@
+//! Routing errors: why a message could not reach one of its recipients. The WebSocket edge maps
+//! each to a reTHINK response code in `ws::codec`.
+
+use super::outbox::OutboxFull;
+
+/// Why one recipient of a message was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such address: {0}")]
+    NotFound(String),
+    #[error("no route to domain {0}")]
+    NoRouteToDomain(String),
+    #[error("{0} is not served by this node")]
+    NotServed(String),
+    #[error("{address}: {full}")]
+    OutboxFull { address: String, full: OutboxFull },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}

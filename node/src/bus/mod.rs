@@ -1,0 +1,485 @@
+//! The message bus: sessions, the address book, routing and the node's own services.
+//!
+//! [`Bus`] is a cheap-clone handle. A message enters through [`Bus::authorize`] (the enforcement
+//! point, which returns a [`Permit`]) and [`Bus::route`], which looks up each recipient (node
+//! endpoint, subscribers, or owner of the address or of an address above it) and appends the
+//! message to the recipients' outboxes. Outbox writes go to the store writer; for a recipient
+//! without a connection, `route` returns only after the message is committed, so an accepted
+//! message for a resumable session survives even a killed process.
+
+mod addresses;
+mod endpoints;
+mod error;
+pub mod outbox;
+mod permit;
+mod services;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rethink_proto::{AddressRef, Envelope};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+pub use addresses::AddressBook;
+pub use endpoints::{Endpoint, Endpoints, SESSION};
+pub use error::RouteError;
+pub use permit::{Denied, Origin, Permit};
+pub use session::{PushError, Session};
+
+use crate::auth::Identity;
+use crate::config::{AllocationConfig, SessionConfig};
+use crate::metrics::Metrics;
+use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
+use crate::sync::{lock, read, write};
+use outbox::Outbox;
+use session::Allocation;
+
+/// Seq numbers of a session restored at start begin at `epoch << EPOCH_SHIFT`, above anything the
+/// previous run can have sent, even frames it sent but had not yet committed.
+const EPOCH_SHIFT: u32 = 36;
+
+/// Store writes and durability waits collected while routing, applied after locks are released.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) ops: Vec<StoreOp>,
+    durable: Vec<oneshot::Receiver<()>>,
+}
+
+/// One recipient that was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFailure {
+    pub recipient: String,
+    pub error: RouteError,
+}
+
+/// The outcome of routing one message: answers from node services and per-recipient failures.
+#[derive(Debug, Default)]
+pub struct RouteReport {
+    pub replies: Vec<Envelope>,
+    pub failures: Vec<RouteFailure>,
+}
+
+/// What the bus needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub domain: String,
+    pub session: SessionConfig,
+    pub allocation: AllocationConfig,
+    /// This run's start counter (see [`crate::store::SessionStore::next_epoch`]).
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    domain: String,
+    endpoints: Endpoints,
+    book: AddressBook,
+    sessions: std::sync::RwLock<HashMap<SessionKey, Arc<Session>>>,
+    by_token: std::sync::RwLock<HashMap<[u8; 32], Arc<Session>>>,
+    store: StoreWriter,
+    metrics: Arc<Metrics>,
+    session_cfg: SessionConfig,
+    alloc_cfg: AllocationConfig,
+    epoch: u64,
+    next_connection: AtomicU64,
+}
+
+/// The message bus handle.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The OS random source failing is unrecoverable for a server that issues secrets.
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the OS random number generator failed: {e}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Bus {
+    pub fn new(config: BusConfig, store: StoreWriter, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: Endpoints::new(&config.domain),
+                domain: config.domain,
+                book: AddressBook::default(),
+                sessions: Default::default(),
+                by_token: Default::default(),
+                store,
+                metrics,
+                session_cfg: config.session,
+                alloc_cfg: config.allocation,
+                epoch: config.epoch,
+                next_connection: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The domain this node serves.
+    pub fn domain(&self) -> &str {
+        &self.inner.domain
+    }
+
+    /// The session settings.
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.inner.session_cfg
+    }
+
+    /// A fresh connection identifier.
+    pub fn next_connection_id(&self) -> u64 {
+        self.inner.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        read(&self.inner.sessions).values().cloned().collect()
+    }
+
+    fn outbox_for(&self, next_seq: u64) -> Outbox {
+        let c = &self.inner.session_cfg;
+        Outbox::new(next_seq, c.outbox_max_messages, c.outbox_max_bytes)
+    }
+
+    fn register(&self, session: &Arc<Session>) {
+        write(&self.inner.sessions).insert(Arc::clone(session.key()), Arc::clone(session));
+        write(&self.inner.by_token).insert(*session.token_hash(), Arc::clone(session));
+        self.inner.metrics.sessions.inc();
+    }
+
+    /// Rebuilds persisted sessions at start. They wait in their resume window from now on.
+    pub fn restore(&self, persisted: Vec<PersistedSession>) -> usize {
+        let c = &self.inner.session_cfg;
+        let floor = self.inner.epoch << EPOCH_SHIFT;
+        let count = persisted.len();
+        for p in persisted {
+            let last = p.outbox.last().map_or(0, |(seq, _)| *seq);
+            let next_seq = last.max(p.acked_seq).max(floor) + 1;
+            let pending = p.outbox.iter().filter(|(s, _)| *s > p.acked_seq).count();
+            let outbox = Outbox::restore(
+                p.acked_seq,
+                next_seq,
+                p.outbox,
+                c.outbox_max_messages,
+                c.outbox_max_bytes,
+            );
+            let identity =
+                serde_json::from_str(&p.identity_json).unwrap_or_else(|_| Identity::anonymous());
+            let session = Arc::new(Session::new(
+                p.id,
+                Arc::from(p.runtime_url),
+                p.token_hash,
+                identity,
+                outbox,
+                c,
+            ));
+            self.inner
+                .book
+                .claim(Arc::clone(session.runtime_url()), &session);
+            {
+                let mut st = lock(&session.state);
+                for a in p.addresses {
+                    let address: Arc<str> = Arc::from(a);
+                    self.inner.book.claim(Arc::clone(&address), &session);
+                    st.allocations.push(Allocation { address, key: None });
+                }
+                for s in p.subscriptions {
+                    let address: Arc<str> = Arc::from(s);
+                    self.inner.book.subscribe(Arc::clone(&address), &session);
+                    st.subscriptions.push(address);
+                }
+            }
+            self.inner.metrics.outbox_messages.inc_by(pending as i64);
+            self.register(&session);
+        }
+        count
+    }
+
+    /// Opens a new session for `runtime_url`. Returns it with its resume secret.
+    pub async fn open(
+        &self,
+        runtime_url: &str,
+        identity: Identity,
+    ) -> Result<(Arc<Session>, String), RouteError> {
+        let addr = AddressRef::parse(runtime_url)
+            .map_err(|e| RouteError::BadRequest(format!("runtime URL: {e}")))?;
+        if !matches!(addr.scheme(), "hyperty-runtime" | "runtime") || addr.path().len() < 2 {
+            return Err(RouteError::BadRequest(
+                "the runtime URL must be hyperty-runtime://<domain>/<id>".into(),
+            ));
+        }
+        if addr.authority() != self.inner.domain {
+            return Err(RouteError::Forbidden(format!(
+                "runtime URL {runtime_url} is not in domain {}",
+                self.inner.domain
+            )));
+        }
+        let token = new_token();
+        let key: SessionKey = Arc::from(uuid::Uuid::new_v4().to_string());
+        let identity_json = serde_json::to_string(&identity).unwrap_or_else(|_| "{}".into());
+        let session = Arc::new(Session::new(
+            Arc::clone(&key),
+            Arc::from(runtime_url),
+            hash_token(&token),
+            identity,
+            self.outbox_for(1),
+            &self.inner.session_cfg,
+        ));
+        if !self
+            .inner
+            .book
+            .claim(Arc::clone(session.runtime_url()), &session)
+        {
+            return Err(RouteError::Conflict(format!(
+                "runtime URL {runtime_url} has a session already; re-open it with its runtimeToken"
+            )));
+        }
+        self.register(&session);
+        self.submit(StoreOp::CreateSession {
+            id: key,
+            runtime_url: runtime_url.to_owned(),
+            token_hash: *session.token_hash(),
+            identity_json,
+        })
+        .await;
+        Ok((session, token))
+    }
+
+    /// The live session whose resume secret is `token`.
+    pub fn find_by_token(&self, token: &str) -> Option<Arc<Session>> {
+        read(&self.inner.by_token).get(&hash_token(token)).cloned()
+    }
+
+    /// Ends a session (close, or expiry): releases its addresses and subscriptions and forgets
+    /// it. Messages for its addresses get 404 from now on.
+    pub async fn end_session(&self, session: &Arc<Session>) {
+        let (allocations, subscriptions, held, attachment) = {
+            let mut st = lock(&session.state);
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            (
+                std::mem::take(&mut st.allocations),
+                std::mem::take(&mut st.subscriptions),
+                st.outbox.len(),
+                st.attachment.take(),
+            )
+        };
+        if let Some(a) = attachment {
+            a.cancel.cancel();
+        }
+        let book = &self.inner.book;
+        book.release(session.runtime_url(), session);
+        for a in &allocations {
+            book.release(&a.address, session);
+        }
+        for s in &subscriptions {
+            book.unsubscribe(s, session);
+        }
+        write(&self.inner.sessions).remove(session.key());
+        write(&self.inner.by_token).remove(session.token_hash());
+        self.inner.metrics.sessions.dec();
+        self.inner.metrics.outbox_messages.dec_by(held as i64);
+        self.submit(StoreOp::DeleteSession {
+            id: Arc::clone(session.key()),
+        })
+        .await;
+    }
+
+    /// Ends every session whose resume window has passed without a connection.
+    pub async fn reap_expired(&self) -> usize {
+        let window = self.inner.session_cfg.resume_window;
+        let now = Instant::now();
+        let expired: Vec<Arc<Session>> = read(&self.inner.sessions)
+            .values()
+            .filter(|s| {
+                lock(&s.state)
+                    .disconnected_at
+                    .is_some_and(|t| now.duration_since(t) >= window)
+            })
+            .cloned()
+            .collect();
+        for s in &expired {
+            tracing::debug!(session = %s.key(), runtime = %s.runtime_url(), "session expired");
+            self.end_session(s).await;
+        }
+        expired.len()
+    }
+
+    /// Attaches connection `id` to `session`, replaying after `last_seq` when resuming.
+    pub async fn attach(
+        &self,
+        session: &Arc<Session>,
+        id: u64,
+        last_seq: Option<u64>,
+    ) -> tokio_util::sync::CancellationToken {
+        let (cancel, released) = session.attach(id, last_seq);
+        self.inner.metrics.sessions_connected.inc();
+        if let Some(seq) = last_seq {
+            self.inner.metrics.outbox_messages.dec_by(released as i64);
+            self.submit(StoreOp::Ack {
+                session: Arc::clone(session.key()),
+                seq,
+            })
+            .await;
+        }
+        cancel
+    }
+
+    /// Detaches connection `id`; the session waits in its resume window.
+    pub fn detach(&self, session: &Arc<Session>, id: u64) {
+        if session.detach(id) {
+            self.inner.metrics.sessions_connected.dec();
+        }
+    }
+
+    /// Cumulative acknowledgement from the runtime.
+    pub async fn ack(&self, session: &Arc<Session>, seq: u64) {
+        let released = session.ack(seq);
+        if released > 0 {
+            self.inner.metrics.outbox_messages.dec_by(released as i64);
+            self.submit(StoreOp::Ack {
+                session: Arc::clone(session.key()),
+                seq,
+            })
+            .await;
+        }
+    }
+
+    /// Puts the node's answer to `session`'s own request in its outbox (over the bounds).
+    pub async fn answer(&self, session: &Arc<Session>, reply: &Envelope) -> Result<(), PushError> {
+        let mut pending = Pending::default();
+        self.push(session, reply.shared_json(), true, &mut pending)?;
+        self.commit(pending).await;
+        Ok(())
+    }
+
+    fn push(
+        &self,
+        session: &Arc<Session>,
+        json: &Arc<str>,
+        force: bool,
+        pending: &mut Pending,
+    ) -> Result<(), PushError> {
+        let (seq, connected) = session.push(Arc::clone(json), force)?;
+        let durable = (!connected).then(|| {
+            let (tx, rx) = oneshot::channel();
+            pending.durable.push(rx);
+            tx
+        });
+        pending.ops.push(StoreOp::Enqueue {
+            session: Arc::clone(session.key()),
+            seq,
+            json: Arc::clone(json),
+            durable,
+        });
+        self.inner.metrics.routed.inc();
+        self.inner.metrics.outbox_messages.inc();
+        Ok(())
+    }
+
+    fn deliver(
+        &self,
+        session: &Arc<Session>,
+        address: &str,
+        json: &Arc<str>,
+        pending: &mut Pending,
+    ) -> Result<(), RouteError> {
+        self.push(session, json, false, pending)
+            .map_err(|e| match e {
+                PushError::Gone => RouteError::NotFound(address.to_owned()),
+                PushError::Full(full) => RouteError::OutboxFull {
+                    address: address.to_owned(),
+                    full,
+                },
+            })
+    }
+
+    async fn submit(&self, op: StoreOp) {
+        if let Err(e) = self.inner.store.submit(op).await {
+            tracing::error!(error = %e, "store write lost: the writer has stopped");
+        }
+    }
+
+    async fn commit(&self, pending: Pending) {
+        for op in pending.ops {
+            self.submit(op).await;
+        }
+        for rx in pending.durable {
+            // An error means the writer stopped; it has logged why.
+            let _ = rx.await;
+        }
+    }
+
+    /// Routes a permitted message to every recipient.
+    pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
+        let started = Instant::now();
+        let Permit { envelope, origin } = permit;
+        let mut report = RouteReport::default();
+        let mut pending = Pending::default();
+        for to in envelope.to() {
+            match self.route_to(envelope, to, origin, &mut pending) {
+                Ok(Some(reply)) => report.replies.push(reply),
+                Ok(None) => {}
+                Err(error) => report.failures.push(RouteFailure {
+                    recipient: to.to_owned(),
+                    error,
+                }),
+            }
+        }
+        self.commit(pending).await;
+        self.inner
+            .metrics
+            .route_latency
+            .observe(started.elapsed().as_secs_f64());
+        report
+    }
+
+    fn route_to(
+        &self,
+        env: &Envelope,
+        to: &str,
+        origin: &Origin,
+        pending: &mut Pending,
+    ) -> Result<Option<Envelope>, RouteError> {
+        let sender = origin.session();
+        if let Some(ep) = self.inner.endpoints.classify(to) {
+            return self.serve(ep, env, to, sender, pending);
+        }
+        let addr = AddressRef::parse(to).map_err(|e| RouteError::BadRequest(e.to_string()))?;
+        if !addr.is_in_domain(&self.inner.domain) {
+            return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
+        }
+        let json = env.shared_json();
+        let published = self.inner.book.with_subscribers(to, |subs| {
+            let mut outcome = Ok(());
+            for s in subs {
+                if sender.is_some_and(|o| Arc::ptr_eq(o, s)) {
+                    continue;
+                }
+                if let Err(e) = self.deliver(s, to, json, pending) {
+                    outcome = Err(e);
+                }
+            }
+            outcome
+        });
+        if let Some(outcome) = published {
+            return outcome.map(|()| None);
+        }
+        match self.inner.book.owner_of(to) {
+            Some(owner) => self.deliver(&owner, to, json, pending).map(|()| None),
+            None => Err(RouteError::NotFound(to.to_owned())),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The session outbox: every frame the node owes a runtime, numbered by `seq`, kept until the
+//! runtime acknowledges it, bounded in messages and bytes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One frame owed to the runtime: the message JSON (without `seq`) and its sequence number.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub json: Arc<str>,
+}
+
+/// The outbox is full: the message is refused (503 to its sender), nothing is dropped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the recipient's outbox is full ({messages} messages, {bytes} bytes)")]
+pub struct OutboxFull {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// Unacknowledged frames of one session, in `seq` order.
+#[derive(Debug)]
+pub struct Outbox {
+    entries: VecDeque<Entry>,
+    next_seq: u64,
+    /// Highest seq handed to the current connection's writer.
+    sent: u64,
+    /// Highest seq acknowledged by the runtime.
+    acked: u64,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// An empty outbox whose first frame gets `next_seq`.
+    pub fn new(next_seq: u64, max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            next_seq,
+            sent: next_seq - 1,
+            acked: next_seq - 1,
+            bytes: 0,
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    /// Rebuilds an outbox from persisted entries (ascending seq, all above `acked`).
+    pub fn restore(
+        acked: u64,
+        next_seq: u64,
+        entries: Vec<(u64, String)>,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Self {
+        let mut outbox = Self::new(next_seq, max_messages, max_bytes);
+        outbox.acked = acked;
+        outbox.sent = acked;
+        for (seq, json) in entries {
+            if seq > acked {
+                outbox.bytes += json.len();
+                outbox.entries.push_back(Entry {
+                    seq,
+                    json: Arc::from(json),
+                });
+            }
+        }
+        outbox
+    }
+
+    /// Appends a frame, returning its seq. `force` admits it over the bounds (the node's own
+    /// answers to this session's requests, which the session's rate limit already bounds).
+    pub fn push(&mut self, json: Arc<str>, force: bool) -> Result<u64, OutboxFull> {
+        if !force
+            && (self.entries.len() >= self.max_messages || self.bytes + json.len() > self.max_bytes)
+        {
+            return Err(OutboxFull {
+                messages: self.entries.len(),
+                bytes: self.bytes,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += json.len();
+        self.entries.push_back(Entry { seq, json });
+        Ok(seq)
+    }
+
+    /// Drops every entry up to `seq` (cumulative acknowledgement). Returns how many were dropped.
+    /// An acknowledgement above what was sent is clamped to what was sent.
+    pub fn ack(&mut self, seq: u64) -> usize {
+        let seq = seq.min(self.sent.max(self.acked));
+        if seq <= self.acked {
+            return 0;
+        }
+        self.acked = seq;
+        let mut dropped = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.json.len();
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Prepares a replay for a resuming runtime that has seen everything up to `last_seq`:
+    /// acknowledges it and marks everything after it as not sent. Returns how many were dropped.
+    pub fn resume_from(&mut self, last_seq: u64) -> usize {
+        self.sent = self.sent.max(last_seq.min(self.next_seq - 1));
+        let dropped = self.ack(last_seq);
+        self.sent = self.acked;
+        dropped
+    }
+
+    /// Marks everything unacknowledged as not sent (the connection was lost).
+    pub fn rewind(&mut self) {
+        self.sent = self.acked;
+    }
+
+    /// Renders up to `max` unsent frames (with `seq`) into `out` and marks them sent.
+    pub fn take_unsent(&mut self, max: usize, out: &mut Vec<String>) {
+        let start = self.entries.partition_point(|e| e.seq <= self.sent);
+        for e in self.entries.range(start..).take(max) {
+            let mut frame = String::new();
+            rethink_proto::Envelope::write_frame(&e.json, e.seq, &mut frame);
+            out.push(frame);
+            self.sent = e.seq;
+        }
+    }
+
+    /// Whether frames wait to be written.
+    pub fn has_unsent(&self) -> bool {
+        self.entries.back().is_some_and(|e| e.seq > self.sent)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u32) -> Arc<str> {
+        Arc::from(format!(
+            r#"{{"id":{n},"type":"x","from":"a://d/1","to":"a://d/2"}}"#
+        ))
+    }
+
+    #[test]
+    fn bounds_refuse_without_dropping() {
+        let mut o = Outbox::new(1, 2, 1 << 20);
+        assert_eq!(o.push(msg(1), false), Ok(1));
+        assert_eq!(o.push(msg(2), false), Ok(2));
+        assert!(o.push(msg(3), false).is_err());
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.push(msg(4), true), Ok(3), "forced answers pass");
+        let small = Outbox::new(1, 100, 10).push(msg(1), false);
+        assert!(small.is_err(), "byte bound");
+    }
+
+    #[test]
+    fn ack_is_cumulative_and_clamped_to_what_was_sent() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        for n in 0..5 {
+            o.push(msg(n), false).unwrap();
+        }
+        let mut frames = Vec::new();
+        o.take_unsent(3, &mut frames);
+        assert_eq!(frames.len(), 3);
+        assert!(frames[0].starts_with(r#"{"seq":1,"id":0"#));
+        assert_eq!(o.ack(100), 3, "cannot ack what was never sent");
+        assert_eq!(o.acked(), 3);
+        assert_eq!(o.ack(2), 0);
+        assert!(o.has_unsent());
+    }
+
+    #[test]
+    fn resume_replays_after_last_seq_in_order() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        for n in 0..5 {
+            o.push(msg(n), false).unwrap();
+        }
+        let mut frames = Vec::new();
+        o.take_unsent(10, &mut frames);
+        assert!(!o.has_unsent());
+        assert_eq!(o.resume_from(2), 2);
+        frames.clear();
+        o.take_unsent(10, &mut frames);
+        let seqs: Vec<u64> = frames
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, [3, 4, 5]);
+    }
+
+    #[test]
+    fn restore_keeps_numbering() {
+        let mut o = Outbox::restore(
+            4,
+            100,
+            vec![(3, "{}".into()), (5, r#"{"a":1}"#.into())],
+            10,
+            1 << 20,
+        );
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.push(msg(1), false), Ok(100));
+    }
+}

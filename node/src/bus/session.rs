@@ -1,0 +1,201 @@
+//! A session: one hyperty runtime known to the node, connected or waiting in its resume window.
+//!
+//! It owns the runtime's outbox, the addresses allocated to it, its subscriptions, its rate
+//! limiter and the wake-up of the connection currently attached to it. All mutable state sits
+//! behind one short-held mutex, never held across `.await`.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbox, OutboxFull};
+use crate::auth::Identity;
+use crate::config::SessionConfig;
+use crate::store::SessionKey;
+use crate::sync::lock;
+
+/// An address allocated to a session, with the `allocationKey` it was allocated under.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    pub address: Arc<str>,
+    pub key: Option<String>,
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+pub struct Attachment {
+    pub id: u64,
+    /// Cancelled to close this connection (re-open elsewhere, close, shutdown).
+    pub cancel: CancellationToken,
+}
+
+/// Why a frame could not be put in a session's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the session has ended")]
+    Gone,
+    #[error(transparent)]
+    Full(#[from] OutboxFull),
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) outbox: Outbox,
+    pub(crate) attachment: Option<Attachment>,
+    /// When the last connection was lost (or the node restarted); `None` while connected.
+    pub(crate) disconnected_at: Option<Instant>,
+    pub(crate) allocations: Vec<Allocation>,
+    pub(crate) subscriptions: Vec<Arc<str>>,
+    pub(crate) ended: bool,
+}
+
+/// One runtime's session.
+#[derive(Debug)]
+pub struct Session {
+    key: SessionKey,
+    runtime_url: Arc<str>,
+    token_hash: [u8; 32],
+    identity: Identity,
+    pub(crate) state: Mutex<State>,
+    notify: Notify,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Session {
+    pub(crate) fn new(
+        key: SessionKey,
+        runtime_url: Arc<str>,
+        token_hash: [u8; 32],
+        identity: Identity,
+        outbox: Outbox,
+        config: &SessionConfig,
+    ) -> Self {
+        let per_second = NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            key,
+            runtime_url,
+            token_hash,
+            identity,
+            state: Mutex::new(State {
+                outbox,
+                attachment: None,
+                disconnected_at: Some(Instant::now()),
+                allocations: Vec::new(),
+                subscriptions: Vec::new(),
+                ended: false,
+            }),
+            notify: Notify::new(),
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+        }
+    }
+
+    pub fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    pub fn runtime_url(&self) -> &Arc<str> {
+        &self.runtime_url
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub(crate) fn token_hash(&self) -> &[u8; 32] {
+        &self.token_hash
+    }
+
+    /// Takes one unit of the session's message rate; false when the rate is exceeded.
+    pub fn take_rate(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
+    /// Appends a frame to the outbox. Returns its seq and whether a connection is attached.
+    pub(crate) fn push(&self, json: Arc<str>, force: bool) -> Result<(u64, bool), PushError> {
+        let mut st = lock(&self.state);
+        if st.ended {
+            return Err(PushError::Gone);
+        }
+        let seq = st.outbox.push(json, force)?;
+        let connected = st.attachment.is_some();
+        drop(st);
+        if connected {
+            self.notify.notify_one();
+        }
+        Ok((seq, connected))
+    }
+
+    /// Cumulative acknowledgement; returns how many entries it released.
+    pub(crate) fn ack(&self, seq: u64) -> usize {
+        lock(&self.state).outbox.ack(seq)
+    }
+
+    /// Attaches a new connection, replacing (and cancelling) any previous one, and prepares the
+    /// replay of everything after `last_seq`. Returns the new connection's cancel token and how
+    /// many entries `last_seq` acknowledged.
+    pub(crate) fn attach(&self, id: u64, last_seq: Option<u64>) -> (CancellationToken, usize) {
+        let cancel = CancellationToken::new();
+        let mut st = lock(&self.state);
+        if let Some(old) = st.attachment.take() {
+            old.cancel.cancel();
+        }
+        let released = match last_seq {
+            Some(seq) => st.outbox.resume_from(seq),
+            None => {
+                st.outbox.rewind();
+                0
+            }
+        };
+        st.attachment = Some(Attachment {
+            id,
+            cancel: cancel.clone(),
+        });
+        st.disconnected_at = None;
+        drop(st);
+        self.notify.notify_one();
+        (cancel, released)
+    }
+
+    /// Detaches connection `id` if it is still the attached one; the session enters its resume
+    /// window. Returns whether it was attached.
+    pub(crate) fn detach(&self, id: u64) -> bool {
+        let mut st = lock(&self.state);
+        if st.attachment.as_ref().is_some_and(|a| a.id == id) {
+            st.attachment = None;
+            st.outbox.rewind();
+            st.disconnected_at = Some(Instant::now());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Renders up to `max` frames not yet written, if connection `id` is the attached one (a
+    /// connection being replaced must not take frames meant for its successor).
+    pub fn take_unsent(&self, id: u64, max: usize, out: &mut Vec<String>) {
+        let mut st = lock(&self.state);
+        if st.attachment.as_ref().is_some_and(|a| a.id == id) {
+            st.outbox.take_unsent(max, out);
+        }
+    }
+
+    /// Waits until frames may be waiting to be written.
+    pub async fn wait_for_frames(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The number of unacknowledged frames.
+    pub fn outbox_len(&self) -> usize {
+        lock(&self.state).outbox.len()
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_attached(&self) -> bool {
+        lock(&self.state).attachment.is_some()
+    }
+}

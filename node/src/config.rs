@@ -1,0 +1,452 @@
+//! Configuration: raw settings collected from defaults, an optional TOML file and `RETHINK_*`
+//! environment variables (figment), then validated into [`Config`], the object the node runs with.
+//!
+//! Every setting is documented in `rethink.example.toml` at the repository root; a test parses it.
+//! Nested settings use `__` in environment variables: `RETHINK_SESSION__RATE_PER_SECOND=100`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used, with the setting it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("setting `{setting}`: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// The settings as written by the operator, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub domain: String,
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub log: String,
+    pub tls: Option<RawTls>,
+    pub auth: RawAuth,
+    pub session: RawSession,
+    pub allocation: RawAllocation,
+    pub store: RawStore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub allow_anonymous: bool,
+    pub tokens: Vec<StaticToken>,
+}
+
+/// A bearer token accepted as is, from the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    pub token: String,
+    /// The identity the token proves, e.g. `user://example.com/alice`.
+    pub subject: String,
+    /// If set, the token may only open a session for this runtime URL.
+    #[serde(default)]
+    pub runtime: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub resume_window_secs: u64,
+    pub max_frame_bytes: usize,
+    pub outbox_max_messages: usize,
+    pub outbox_max_bytes: usize,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAllocation {
+    pub max_number: u32,
+    pub max_per_session: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub commit_delay_ms: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            listen: "127.0.0.1:8900".into(),
+            data_dir: PathBuf::from("./data"),
+            log: "info".into(),
+            tls: None,
+            auth: RawAuth::default(),
+            session: RawSession::default(),
+            allocation: RawAllocation::default(),
+            store: RawStore::default(),
+        }
+    }
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            resume_window_secs: 300,
+            max_frame_bytes: 1024 * 1024,
+            outbox_max_messages: 10_000,
+            outbox_max_bytes: 16 * 1024 * 1024,
+            rate_per_second: 5_000,
+            rate_burst: 10_000,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for RawAllocation {
+    fn default() -> Self {
+        Self {
+            max_number: 100,
+            max_per_session: 1_000,
+        }
+    }
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self { commit_delay_ms: 5 }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub domain: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: String,
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
+    pub session: SessionConfig,
+    pub allocation: AllocationConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub allow_anonymous: bool,
+    pub tokens: Vec<StaticToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub resume_window: Duration,
+    pub max_frame_bytes: usize,
+    pub outbox_max_messages: usize,
+    pub outbox_max_bytes: usize,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AllocationConfig {
+    pub max_number: u32,
+    pub max_per_session: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub commit_delay: Duration,
+}
+
+impl RawConfig {
+    /// Collects settings: defaults, then the TOML file (if given), then `RETHINK_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file, Env::prefixed("RETHINK_").split("__"))
+    }
+
+    fn figment(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "config file",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig.merge(env.ignore(&["config"]))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks every setting and builds the runtime configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let domain = self.domain.trim().to_ascii_lowercase();
+        let domain_ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !domain_ok {
+            return Err(invalid(
+                "domain",
+                format!("{:?} is not a domain name", self.domain),
+            ));
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|e| {
+            invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8900: {e}",
+                    self.listen
+                ),
+            )
+        })?;
+        let tls = match self.tls {
+            None => None,
+            Some(t) => {
+                for (setting, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            setting,
+                            format!("{} is not a file", path.display()),
+                        ));
+                    }
+                }
+                Some(TlsConfig {
+                    cert: t.cert,
+                    key: t.key,
+                })
+            }
+        };
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!("token #{} is shorter than 16 characters", i + 1),
+                ));
+            }
+            if rethink_proto::AddressRef::parse(&t.subject).is_err() {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!(
+                        "token #{}: subject {:?} is not an address",
+                        i + 1,
+                        t.subject
+                    ),
+                ));
+            }
+        }
+        let s = &self.session;
+        positive("session.resume_window_secs", s.resume_window_secs)?;
+        positive("session.max_frame_bytes", s.max_frame_bytes as u64)?;
+        positive("session.outbox_max_messages", s.outbox_max_messages as u64)?;
+        positive("session.rate_per_second", u64::from(s.rate_per_second))?;
+        positive("session.ping_interval_secs", s.ping_interval_secs)?;
+        if s.outbox_max_bytes < s.max_frame_bytes {
+            return Err(invalid(
+                "session.outbox_max_bytes",
+                "must be at least session.max_frame_bytes",
+            ));
+        }
+        if s.rate_burst < s.rate_per_second.min(1) {
+            return Err(invalid("session.rate_burst", "must be at least 1"));
+        }
+        if s.idle_timeout_secs <= s.ping_interval_secs {
+            return Err(invalid(
+                "session.idle_timeout_secs",
+                "must be longer than session.ping_interval_secs",
+            ));
+        }
+        positive(
+            "allocation.max_number",
+            u64::from(self.allocation.max_number),
+        )?;
+        positive(
+            "allocation.max_per_session",
+            self.allocation.max_per_session as u64,
+        )?;
+        Ok(Config {
+            domain,
+            listen,
+            data_dir: self.data_dir,
+            log: self.log,
+            tls,
+            auth: AuthConfig {
+                allow_anonymous: self.auth.allow_anonymous,
+                tokens: self.auth.tokens,
+            },
+            session: SessionConfig {
+                resume_window: Duration::from_secs(s.resume_window_secs),
+                max_frame_bytes: s.max_frame_bytes,
+                outbox_max_messages: s.outbox_max_messages,
+                outbox_max_bytes: s.outbox_max_bytes,
+                rate_per_second: s.rate_per_second,
+                rate_burst: s.rate_burst.max(1),
+                ping_interval: Duration::from_secs(s.ping_interval_secs),
+                idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+            },
+            allocation: AllocationConfig {
+                max_number: self.allocation.max_number,
+                max_per_session: self.allocation.max_per_session,
+            },
+            store: StoreConfig {
+                commit_delay: Duration::from_millis(self.store.commit_delay_ms),
+            },
+        })
+    }
+}
+
+fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(setting, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The embedded default with a given data directory and listen address (tests, benchmarks).
+    pub fn for_tests(data_dir: &Path, domain: &str) -> Self {
+        let raw = RawConfig {
+            domain: domain.into(),
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_path_buf(),
+            ..RawConfig::default()
+        };
+        match raw.validate() {
+            Ok(c) => c,
+            Err(e) => panic!("the test configuration is invalid: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its own large error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rethink.example.toml");
+        let raw = RawConfig::figment(Some(&path), Env::prefixed("RETHINK_TEST_UNUSED_"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = raw.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.domain, "example.com");
+        assert_eq!(cfg.session.max_frame_bytes, 1024 * 1024);
+        assert_eq!(cfg.auth.tokens.len(), 1);
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let cfg = RawConfig::default()
+            .validate()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.listen.port(), 8900);
+        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+        assert!(cfg.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn environment_overrides_nested_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RETHINK_SESSION__RATE_PER_SECOND", "7");
+            jail.set_env("RETHINK_DOMAIN", "env.example");
+            let cfg = RawConfig::load(None)
+                .map_err(|e| e.to_string())?
+                .validate()
+                .map_err(|e| e.to_string())?;
+            assert_eq!(cfg.session.rate_per_second, 7);
+            assert_eq!(cfg.domain, "env.example");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let cases: Vec<(RawConfig, &str)> = vec![
+            (
+                RawConfig {
+                    listen: "nowhere".into(),
+                    ..RawConfig::default()
+                },
+                "setting `listen`",
+            ),
+            (
+                RawConfig {
+                    domain: "bad domain".into(),
+                    ..RawConfig::default()
+                },
+                "setting `domain`",
+            ),
+            (
+                RawConfig {
+                    session: RawSession {
+                        rate_per_second: 0,
+                        ..RawSession::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `session.rate_per_second`",
+            ),
+        ];
+        for (raw, want) in cases {
+            let err = raw.validate().expect_err(want).to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RETHINK_SESSION__NO_SUCH_SETTING", "1");
+            let err = RawConfig::load(None)
+                .expect_err("unknown setting")
+                .to_string();
+            assert!(err.contains("no_such_setting"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,21 @@
+//! rethink-node: the reTHINK messaging node.
+//!
+//! Hyperty runtimes connect over WebSocket (`ws`), open a session, get addresses and exchange
+//! reTHINK messages through the `bus`, which keeps every frame owed to a runtime in a persisted
+//! outbox (`store`) until the runtime acknowledges it. `node` starts and stops the parts;
+//! `config` reads and validates settings; `auth` checks credentials; `metrics` exports counters.
+//! See DESIGN.md (in the project's shared folder) for the architecture.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod store;
+mod sync;
+pub mod tls;
+pub mod ws;
+
+pub use config::{Config, RawConfig};
+pub use node::{Node, NodeError, RunningNode};

@@ -1,0 +1,185 @@
+//! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
+//! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
+//! listener, reaper) and stops them gracefully (stop accepting, close connections, flush the
+//! store).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::bus::{Bus, BusConfig};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::{self, ServerError};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    bus: Bus,
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+/// The node handle: configuration, bus, authenticator, metrics, shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Cancelled when the node begins shutting down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub fn session_tracker(&self) -> &TaskTracker {
+        &self.inner.sessions
+    }
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    node: Node,
+    addr: SocketAddr,
+    store: Arc<SqliteStore>,
+    writer: StoreWriter,
+    server: JoinHandle<()>,
+    reaper: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Opens the store, restores resumable sessions and starts serving.
+    pub async fn start(config: Config) -> Result<Self, NodeError> {
+        let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let epoch = store.next_epoch().await?;
+        let persisted = store.load_sessions().await?;
+        let dyn_store: Arc<dyn SessionStore> = store.clone();
+        let (writer, _writer_task) = spawn_writer(
+            dyn_store,
+            WriterConfig {
+                commit_delay: config.store.commit_delay,
+                ..WriterConfig::default()
+            },
+        );
+        let metrics = Arc::new(Metrics::new());
+        let bus = Bus::new(
+            BusConfig {
+                domain: config.domain.clone(),
+                session: config.session.clone(),
+                allocation: config.allocation.clone(),
+                epoch,
+            },
+            writer.clone(),
+            Arc::clone(&metrics),
+        );
+        let restored = bus.restore(persisted);
+        let node = Node {
+            inner: Arc::new(Inner {
+                auth: Authenticator::from_config(&config.auth),
+                config,
+                bus,
+                metrics,
+                shutdown: CancellationToken::new(),
+                sessions: TaskTracker::new(),
+            }),
+        };
+        let (addr, server) = server::serve(node.clone()).await?;
+        let reaper = tokio::spawn(reap(node.clone()));
+        tracing::info!(
+            %addr,
+            domain = %node.config().domain,
+            tls = node.config().tls.is_some(),
+            epoch,
+            restored,
+            "rethink-node listening"
+        );
+        Ok(Self {
+            node,
+            addr,
+            store,
+            writer,
+            server,
+            reaper,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node handle.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Graceful shutdown: stop accepting, close every connection (sessions stay resumable),
+    /// commit everything to the store.
+    pub async fn shutdown(self) {
+        let node = self.node;
+        node.shutdown_token().cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        let tracker = node.session_tracker();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after 5 s; shutting down anyway");
+        }
+        self.reaper.abort();
+        if let Err(e) = self.writer.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        self.store.close().await;
+        tracing::info!("rethink-node stopped");
+    }
+}
+
+async fn reap(node: Node) {
+    let window = node.config().session.resume_window;
+    let period = (window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => return,
+            _ = tick.tick() => { node.bus().reap_expired().await; }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Storage: what the node persists so that no accepted message is lost across a dropped
+//! connection, a graceful restart or a killed process (DESIGN.md section 8).
+//!
+//! This module owns the storage *interface*: the [`SessionStore`] trait (one backend per
+//! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
+//! and the group-commit [`writer`] that batches operations into transactions. The embedded default
+//! backend is [`sqlite::SqliteStore`].
+//!
+//! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
+//! commits them in groups. An operation can carry a `durable` notifier when the caller must wait
+//! until it is committed (messages for a disconnected session).
+
+pub mod sqlite;
+pub mod writer;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+pub use writer::{StoreWriter, WriterConfig, spawn_writer};
+
+/// A session's identifier: a UUID v4 in its hyphenated text form.
+pub type SessionKey = Arc<str>;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store writer has stopped")]
+    WriterStopped,
+}
+
+/// The persisted image of one resumable session, as loaded at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedSession {
+    pub id: SessionKey,
+    /// The runtime URL given in `open` (`hyperty-runtime://D/...`).
+    pub runtime_url: String,
+    /// SHA-256 of the session's `runtimeToken` (the token itself is never stored).
+    pub token_hash: [u8; 32],
+    /// The authenticated identity, as JSON written by the auth layer.
+    pub identity_json: String,
+    /// Highest `seq` acknowledged by the runtime.
+    pub acked_seq: u64,
+    /// Addresses allocated to the session, in allocation order.
+    pub addresses: Vec<String>,
+    /// Addresses the session subscribes to.
+    pub subscriptions: Vec<String>,
+    /// Unacknowledged outbox entries `(seq, frame JSON without seq)`, ascending by seq.
+    pub outbox: Vec<(u64, String)>,
+}
+
+/// One write. Operations on one session are applied in submission order.
+#[derive(Debug)]
+pub enum StoreOp {
+    /// A session was opened.
+    CreateSession {
+        id: SessionKey,
+        runtime_url: String,
+        token_hash: [u8; 32],
+        identity_json: String,
+    },
+    /// A session was closed or expired: remove it with its addresses, subscriptions and outbox.
+    DeleteSession { id: SessionKey },
+    /// A message was put in a session's outbox.
+    Enqueue {
+        session: SessionKey,
+        seq: u64,
+        json: Arc<str>,
+        /// Fired once the entry is committed (or known acknowledged, so never needed).
+        durable: Option<oneshot::Sender<()>>,
+    },
+    /// The runtime acknowledged every entry up to `seq`.
+    Ack { session: SessionKey, seq: u64 },
+    /// Addresses allocated to a session.
+    AddAddresses {
+        session: SessionKey,
+        addresses: Vec<String>,
+    },
+    /// Addresses released by a session.
+    RemoveAddresses {
+        session: SessionKey,
+        addresses: Vec<String>,
+    },
+    /// Subscriptions added by a session.
+    AddSubscriptions {
+        session: SessionKey,
+        addresses: Vec<String>,
+    },
+    /// Subscriptions removed by a session.
+    RemoveSubscriptions {
+        session: SessionKey,
+        addresses: Vec<String>,
+    },
+    /// A barrier: fired once everything submitted before it is committed.
+    Flush { done: oneshot::Sender<()> },
+}
+
+/// A storage backend for sessions and outboxes.
+///
+/// `apply` receives a batch already coalesced by the writer (no `Flush`, no `durable`
+/// notifiers) and must apply it in one transaction, in order.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Increments and returns the node's start counter (the epoch), durably, before serving.
+    fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Loads every persisted session.
+    fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>>;
+    /// Applies a batch of writes in one transaction.
+    fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
+}

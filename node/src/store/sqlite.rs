@@ -1,0 +1,543 @@
+//! The embedded default backend: SQLite through `sqlx` (DESIGN.md section 8).
+//!
+//! One database file, `<data_dir>/rethink.db`, in WAL mode with `synchronous = NORMAL`: a commit
+//! survives a killed process, and the group-commit [`writer`](super::writer) amortises the cost
+//! of each transaction over many operations. The schema lives in `migrations/`, embedded at build
+//! time and applied by [`SqliteStore::open`].
+//!
+//! Sequence numbers are `u64` in the interface and `INTEGER` (i64) in the database; they stay
+//! far below 2^53.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
+
+/// Name of the database file inside the data directory.
+const DB_FILE: &str = "rethink.db";
+/// Connections in the pool: one writer at a time, a few readers at start.
+const MAX_CONNECTIONS: u32 = 4;
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows per multi-row outbox `INSERT` (3 parameters each).
+const ENQUEUE_CHUNK: usize = 64;
+
+/// Inserts a run of outbox entries, skipping those of sessions that do not exist (deleted) or
+/// that are already acknowledged. Completed with `VALUES (...), ...` and [`ENQUEUE_TAIL`].
+const ENQUEUE_HEAD: &str = "INSERT OR REPLACE INTO outbox (session, seq, json) \
+     SELECT v.column1, v.column2, v.column3 FROM (";
+const ENQUEUE_TAIL: &str = ") AS v JOIN sessions AS s ON s.id = v.column1 \
+     WHERE v.column2 > s.acked_seq";
+
+/// The SQLite session store. Cheap to clone (it wraps a connection pool).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/rethink.db` and brings its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        tokio::fs::create_dir_all(data_dir)
+            .await
+            .map_err(|source| StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every connection of the pool, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn next_epoch_inner(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO node_meta (key, value) VALUES ('epoch', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = COALESCE(value, 0) + 1 \
+             RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(from_db(epoch))
+    }
+
+    async fn load_sessions_inner(&self) -> Result<Vec<PersistedSession>, StoreError> {
+        // One read transaction: a consistent snapshot of the four tables.
+        let mut tx = self.pool.begin().await?;
+
+        let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
+             FROM sessions ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        for (id, runtime_url, token_hash, identity_json, acked_seq) in rows {
+            let token_hash = <[u8; 32]>::try_from(token_hash.as_slice()).map_err(|_| {
+                sqlx::Error::Decode(format!("session {id}: token_hash is not 32 bytes").into())
+            })?;
+            index.insert(id.clone(), sessions.len());
+            sessions.push(PersistedSession {
+                id: SessionKey::from(id),
+                runtime_url,
+                token_hash,
+                identity_json,
+                acked_seq: from_db(acked_seq),
+                addresses: Vec::new(),
+                subscriptions: Vec::new(),
+                outbox: Vec::new(),
+            });
+        }
+
+        let addresses: Vec<(String, String)> =
+            sqlx::query_as("SELECT session, address FROM session_addresses ORDER BY session, ord")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (session, address) in addresses {
+            if let Some(&i) = index.get(&session) {
+                sessions[i].addresses.push(address);
+            }
+        }
+
+        let subscriptions: Vec<(String, String)> = sqlx::query_as(
+            "SELECT session, address FROM session_subscriptions ORDER BY session, rowid",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, address) in subscriptions {
+            if let Some(&i) = index.get(&session) {
+                sessions[i].subscriptions.push(address);
+            }
+        }
+
+        let outbox: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT o.session, o.seq, o.json FROM outbox AS o \
+             JOIN sessions AS s ON s.id = o.session \
+             WHERE o.seq > s.acked_seq ORDER BY o.session, o.seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, seq, json) in outbox {
+            if let Some(&i) = index.get(&session) {
+                sessions[i].outbox.push((from_db(seq), json));
+            }
+        }
+
+        tx.commit().await?;
+        Ok(sessions)
+    }
+
+    async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Runs of consecutive Enqueue ops become multi-row INSERTs; everything else one by one.
+        for run in batch.chunk_by(|a, b| is_enqueue(a) && is_enqueue(b)) {
+            if run.first().is_some_and(is_enqueue) {
+                insert_outbox(&mut tx, run).await?;
+            } else {
+                for op in run {
+                    apply_op(&mut tx, op).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl SessionStore for SqliteStore {
+    fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.next_epoch_inner())
+    }
+
+    fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
+        Box::pin(self.load_sessions_inner())
+    }
+
+    fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.apply_inner(batch))
+    }
+}
+
+fn is_enqueue(op: &StoreOp) -> bool {
+    matches!(op, StoreOp::Enqueue { .. })
+}
+
+/// A sequence number or counter as stored (saturating; real values stay below 2^53).
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored sequence number or counter (negative values cannot be written; read them as 0).
+fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Inserts a run of `Enqueue` ops (any other op in `ops` is skipped) in chunks of
+/// [`ENQUEUE_CHUNK`] rows.
+async fn insert_outbox(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreError> {
+    for chunk in ops.chunks(ENQUEUE_CHUNK) {
+        let mut query = QueryBuilder::<Sqlite>::new(ENQUEUE_HEAD);
+        query.push_values(
+            chunk.iter().filter_map(|op| match op {
+                StoreOp::Enqueue {
+                    session, seq, json, ..
+                } => Some((&**session, *seq, &**json)),
+                _ => None,
+            }),
+            |mut row, (session, seq, json)| {
+                row.push_bind(session).push_bind(to_db(seq)).push_bind(json);
+            },
+        );
+        query.push(ENQUEUE_TAIL);
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Applies one op other than a run of `Enqueue`s. Ops on a session that does not exist affect
+/// nothing.
+async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::CreateSession {
+            id,
+            runtime_url,
+            token_hash,
+            identity_json,
+        } => {
+            sqlx::query(
+                "INSERT INTO sessions (id, runtime_url, token_hash, identity_json) \
+                 VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET runtime_url = excluded.runtime_url, \
+                 token_hash = excluded.token_hash, identity_json = excluded.identity_json",
+            )
+            .bind(&**id)
+            .bind(runtime_url.as_str())
+            .bind(&token_hash[..])
+            .bind(identity_json.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        StoreOp::DeleteSession { id } => {
+            for sql in [
+                "DELETE FROM outbox WHERE session = ?",
+                "DELETE FROM session_addresses WHERE session = ?",
+                "DELETE FROM session_subscriptions WHERE session = ?",
+                "DELETE FROM sessions WHERE id = ?",
+            ] {
+                sqlx::query(sql).bind(&**id).execute(&mut *conn).await?;
+            }
+        }
+        StoreOp::Enqueue { .. } => insert_outbox(conn, std::slice::from_ref(op)).await?,
+        StoreOp::Ack { session, seq } => {
+            let seq = to_db(*seq);
+            sqlx::query("UPDATE sessions SET acked_seq = max(acked_seq, ?) WHERE id = ?")
+                .bind(seq)
+                .bind(&**session)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM outbox WHERE session = ? AND seq <= ?")
+                .bind(&**session)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+        }
+        StoreOp::AddAddresses { session, addresses } => {
+            for address in addresses {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO session_addresses (session, address, ord) \
+                     SELECT ?1, ?2, \
+                     COALESCE((SELECT MAX(ord) FROM session_addresses WHERE session = ?1), -1) + 1 \
+                     WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
+                )
+                .bind(&**session)
+                .bind(address.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        StoreOp::RemoveAddresses { session, addresses } => {
+            for address in addresses {
+                sqlx::query("DELETE FROM session_addresses WHERE session = ? AND address = ?")
+                    .bind(&**session)
+                    .bind(address.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        StoreOp::AddSubscriptions { session, addresses } => {
+            for address in addresses {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO session_subscriptions (session, address) \
+                     SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
+                )
+                .bind(&**session)
+                .bind(address.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        StoreOp::RemoveSubscriptions { session, addresses } => {
+            for address in addresses {
+                sqlx::query("DELETE FROM session_subscriptions WHERE session = ? AND address = ?")
+                    .bind(&**session)
+                    .bind(address.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        // The writer answers barriers itself; nothing to write.
+        StoreOp::Flush { .. } => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tempfile::TempDir;
+
+    use super::*;
+
+    fn key(id: &str) -> SessionKey {
+        SessionKey::from(id)
+    }
+
+    fn create(id: &str) -> StoreOp {
+        StoreOp::CreateSession {
+            id: key(id),
+            runtime_url: format!("hyperty-runtime://example.org/{id}"),
+            token_hash: [7; 32],
+            identity_json: r#"{"user":"alice"}"#.to_owned(),
+        }
+    }
+
+    fn enqueue(id: &str, seq: u64) -> StoreOp {
+        StoreOp::Enqueue {
+            session: key(id),
+            seq,
+            json: Arc::from(format!(r#"{{"n":{seq}}}"#)),
+            durable: None,
+        }
+    }
+
+    fn ack(id: &str, seq: u64) -> StoreOp {
+        StoreOp::Ack {
+            session: key(id),
+            seq,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn seqs(session: &PersistedSession) -> Vec<u64> {
+        session.outbox.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[tokio::test]
+    async fn epoch_increments_across_reopen() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let data = dir.path().join("nested").join("data");
+        let store = SqliteStore::open(&data).await?;
+        assert_eq!(store.next_epoch().await?, 1);
+        assert_eq!(store.next_epoch().await?, 2);
+        store.close().await;
+        drop(store);
+
+        let store = SqliteStore::open(&data).await?;
+        assert_eq!(store.next_epoch().await?, 3);
+        store.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn apply_and_load() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let store = SqliteStore::open(dir.path()).await?;
+        assert!(store.load_sessions().await?.is_empty());
+
+        store
+            .apply(&[
+                create("s1"),
+                StoreOp::AddAddresses {
+                    session: key("s1"),
+                    addresses: strings(&["hyperty://example.org/b", "hyperty://example.org/a"]),
+                },
+                StoreOp::AddSubscriptions {
+                    session: key("s1"),
+                    addresses: strings(&["comm://example.org/room/changes"]),
+                },
+                enqueue("s1", 1),
+                enqueue("s1", 2),
+                enqueue("s1", 3),
+                ack("s1", 1),
+            ])
+            .await?;
+
+        let sessions = store.load_sessions().await?;
+        assert_eq!(sessions.len(), 1);
+        let s = &sessions[0];
+        assert_eq!(&*s.id, "s1");
+        assert_eq!(s.runtime_url, "hyperty-runtime://example.org/s1");
+        assert_eq!(s.token_hash, [7; 32]);
+        assert_eq!(s.identity_json, r#"{"user":"alice"}"#);
+        assert_eq!(s.acked_seq, 1);
+        assert_eq!(
+            s.addresses,
+            strings(&["hyperty://example.org/b", "hyperty://example.org/a"])
+        );
+        assert_eq!(
+            s.subscriptions,
+            strings(&["comm://example.org/room/changes"])
+        );
+        assert_eq!(
+            s.outbox,
+            vec![(2, r#"{"n":2}"#.to_owned()), (3, r#"{"n":3}"#.to_owned())]
+        );
+        store.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn remove_and_delete() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let store = SqliteStore::open(dir.path()).await?;
+        store
+            .apply(&[
+                create("s1"),
+                create("s2"),
+                StoreOp::AddAddresses {
+                    session: key("s1"),
+                    addresses: strings(&["a1", "a2", "a3"]),
+                },
+                StoreOp::AddSubscriptions {
+                    session: key("s1"),
+                    addresses: strings(&["t1", "t2"]),
+                },
+                enqueue("s1", 1),
+                enqueue("s2", 1),
+            ])
+            .await?;
+        store
+            .apply(&[
+                StoreOp::RemoveAddresses {
+                    session: key("s1"),
+                    addresses: strings(&["a2", "unknown"]),
+                },
+                StoreOp::RemoveSubscriptions {
+                    session: key("s1"),
+                    addresses: strings(&["t1"]),
+                },
+                // Re-adding an address puts it last; adding a present one changes nothing.
+                StoreOp::AddAddresses {
+                    session: key("s1"),
+                    addresses: strings(&["a2", "a1"]),
+                },
+            ])
+            .await?;
+        let sessions = store.load_sessions().await?;
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0].addresses, strings(&["a1", "a3", "a2"]));
+        assert_eq!(sessions[0].subscriptions, strings(&["t2"]));
+
+        store
+            .apply(&[
+                StoreOp::DeleteSession { id: key("s1") },
+                // Ops on a deleted session affect nothing and do not fail the batch.
+                enqueue("s1", 2),
+                ack("s1", 1),
+                StoreOp::AddAddresses {
+                    session: key("s1"),
+                    addresses: strings(&["a9"]),
+                },
+                StoreOp::AddSubscriptions {
+                    session: key("s1"),
+                    addresses: strings(&["t9"]),
+                },
+                enqueue("s2", 2),
+            ])
+            .await?;
+        let sessions = store.load_sessions().await?;
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(&*sessions[0].id, "s2");
+        assert_eq!(seqs(&sessions[0]), vec![1, 2]);
+        for table in ["outbox", "session_addresses", "session_subscriptions"] {
+            let left: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE session = 's1'"
+            ))
+            .fetch_one(&store.pool)
+            .await?;
+            assert_eq!(left, 0, "rows of the deleted session left in {table}");
+        }
+
+        // A session can be created again after its deletion, in the same batch.
+        store
+            .apply(&[
+                StoreOp::DeleteSession { id: key("s2") },
+                create("s2"),
+                enqueue("s2", 5),
+            ])
+            .await?;
+        let sessions = store.load_sessions().await?;
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].acked_seq, 0);
+        assert_eq!(seqs(&sessions[0]), vec![5]);
+        store.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let store = SqliteStore::open(dir.path()).await?;
+        let mut batch = vec![create("s1")];
+        // More than one chunk of multi-row inserts.
+        batch.extend((1..=200).map(|seq| enqueue("s1", seq)));
+        batch.push(ack("s1", 150));
+        batch.push(enqueue("s1", 100)); // already acknowledged: not written
+        batch.push(enqueue("s1", 201));
+        store.apply(&batch).await?;
+        store.close().await;
+        drop(store);
+
+        let store = SqliteStore::open(dir.path()).await?;
+        let sessions = store.load_sessions().await?;
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].acked_seq, 150);
+        assert_eq!(seqs(&sessions[0]), (151..=201).collect::<Vec<_>>());
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&store.pool)
+            .await?;
+        assert_eq!(rows, 51);
+        store.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! The plain HTTP endpoints: `/healthz`, `/metrics` (Prometheus text), unknown paths.
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Rt, TestNode};
+
+/// A minimal HTTP/1.1 GET: status code and body.
+async fn get(node: &TestNode, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let node = TestNode::spawn().await;
+    let (status, body) = get(&node, "/healthz").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("ok"));
+    assert_eq!(get(&node, "/no-such-path").await.0, 404);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_routed_and_refused_messages() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-m-a").await;
+    let mut b = Rt::open(&node, "rt-m-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    for i in 0..3 {
+        a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
+            .await;
+        b.recv().await;
+    }
+    let spoof = a
+        .request(json!({"type": "PING", "from": fb, "to": fa}))
+        .await;
+    assert_eq!(spoof["body"]["code"], 403);
+    let (status, text) = get(&node, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metric(&text, "rethink_sessions_connected"), 2.0);
+    assert_eq!(metric(&text, "rethink_sessions"), 2.0);
+    // 3 messages + 2 open answers + 2 allocation answers + 1 refusal answer.
+    assert_eq!(metric(&text, "rethink_messages_routed_total"), 8.0);
+    assert_eq!(
+        metric(&text, "rethink_messages_refused_total{code=\"403\"}"),
+        1.0
+    );
+    assert!(metric(&text, "rethink_outbox_messages") >= 3.0);
+    assert!(metric(&text, "rethink_route_latency_seconds_count") >= 5.0);
+}

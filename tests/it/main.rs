@@ -1,0 +1,14 @@
+//! Integration tests: the real node on 127.0.0.1:0, driven by real WebSocket clients
+//! (tokio-tungstenite), over plain TCP and TLS.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod support;
+
+mod allocation;
+mod bad_input;
+mod http;
+mod resume;
+mod routing;
+mod tls;
+mod vectors;

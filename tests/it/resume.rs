@@ -1,0 +1,222 @@
+//! Losing nothing: resume after a dropped connection, after a graceful restart and after a
+//! killed node; acknowledgements; expiry; close; a session taken over by a new connection.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Rt, TestNode};
+
+/// Reads frames until the re-open response; returns the ids of the messages replayed before it.
+async fn replayed_until_reopen(rt: &mut Rt, reopen_id: &serde_json::Value) -> Vec<u64> {
+    let mut ids = Vec::new();
+    loop {
+        let v = rt.recv().await;
+        if v["type"] == "response" && &v["id"] == reopen_id {
+            assert_eq!(v["body"]["code"], 200, "re-open: {v}");
+            assert_eq!(v["body"]["value"]["resumed"], true);
+            return ids;
+        }
+        ids.push(v["id"].as_u64().expect("numeric id"));
+    }
+}
+
+#[tokio::test]
+async fn resume_after_a_dropped_connection_delivers_queued_messages_in_order() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-sender").await;
+    let mut b = Rt::open(&node, "rt-receiver").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+
+    a.send(&json!({"id": 0, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    let before_m0 = b.last_seq;
+    assert_eq!(b.recv().await["id"], 0);
+    // b drops without acknowledging message 0, and resumes as if it never processed it.
+    let mut memory = b.drop_connection();
+    memory.last_seq = before_m0;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=5 {
+        a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
+            .await;
+    }
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    let (mut b, reopen) = memory.resume(&node).await;
+    let ids = replayed_until_reopen(&mut b, &reopen["id"]).await;
+    assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+    // The resumed session routes as before.
+    a.send(&json!({"id": 6, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(b.recv().await["id"], 6);
+}
+
+#[tokio::test]
+async fn acknowledged_messages_are_not_replayed() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-ack-a").await;
+    let mut b = Rt::open(&node, "rt-ack-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    for i in 1..=3 {
+        a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
+            .await;
+        b.recv().await;
+    }
+    b.ack().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut memory = b.drop_connection();
+    // Even asking for everything again, acknowledged frames are gone.
+    memory.last_seq = 0;
+    a.send(&json!({"id": 4, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    let (mut b, reopen) = memory.resume(&node).await;
+    assert_eq!(replayed_until_reopen(&mut b, &reopen["id"]).await, [4]);
+}
+
+async fn survives_restart(kill: bool) {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-restart-a").await;
+    let mut b = Rt::open(&node, "rt-restart-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    b.ack().await;
+    let memory_b = b.drop_connection();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=4 {
+        a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
+            .await;
+    }
+    // Every message was accepted (no error came back).
+    a.expect_silence(Duration::from_millis(200)).await;
+    let memory_a = a.drop_connection();
+
+    let node = if kill {
+        node.kill_and_restart().await
+    } else {
+        node.restart().await
+    };
+
+    let (mut b, reopen) = memory_b.resume(&node).await;
+    assert_eq!(
+        replayed_until_reopen(&mut b, &reopen["id"]).await,
+        [1, 2, 3, 4]
+    );
+    // Addresses survived too: a, resumed, still reaches b's hyperty, with seq still increasing.
+    let (mut a, reopen_a) = memory_a.resume(&node).await;
+    replayed_until_reopen(&mut a, &reopen_a["id"]).await;
+    a.send(&json!({"id": 5, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(b.recv().await["id"], 5);
+}
+
+#[tokio::test]
+async fn graceful_restart_keeps_the_outbox_of_a_resumable_session() {
+    survives_restart(false).await;
+}
+
+#[tokio::test]
+async fn killed_node_keeps_every_accepted_message() {
+    survives_restart(true).await;
+}
+
+#[tokio::test]
+async fn a_connected_session_resumes_after_a_graceful_restart() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-conn-a").await;
+    let mut b = Rt::open(&node, "rt-conn-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    a.send(&json!({"id": 1, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    let seen = b.recv().await;
+    assert_eq!(seen["id"], 1);
+    let node = node.restart().await;
+    // The node closed b's connection with 1001 going away.
+    assert_eq!(b.closed_with(Duration::from_secs(3)).await, Some(1001));
+    let memory = b.drop_connection();
+    let (mut b, reopen) = memory.resume(&node).await;
+    assert_eq!(
+        replayed_until_reopen(&mut b, &reopen["id"]).await,
+        Vec::<u64>::new()
+    );
+    assert!(b.last_seq >= seen["seq"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn expiry_releases_addresses_and_subscriptions() {
+    let node = TestNode::spawn_with(|c| c.session.resume_window = Duration::from_millis(500)).await;
+    let mut a = Rt::open(&node, "rt-exp-a").await;
+    let mut b = Rt::open(&node, "rt-exp-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    let memory = b.drop_connection();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let resp = a
+        .request(json!({"type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(
+        resp["body"]["code"], 404,
+        "expired session's address is released: {resp}"
+    );
+    let (mut b, _) = memory.resume(&node).await;
+    let refused = b.recv().await;
+    assert_eq!(
+        refused["body"]["code"], 404,
+        "expired session cannot be resumed: {refused}"
+    );
+    // The runtime URL is free again, for a new session numbered from 1.
+    b.last_seq = 0;
+    assert_eq!(b.open_session(json!({})).await["body"]["code"], 200);
+}
+
+#[tokio::test]
+async fn close_ends_the_session_at_once() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-close-a").await;
+    let mut b = Rt::open(&node, "rt-close-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    let url = b.url.clone();
+    let resp = b
+        .request(json!({"type": "close", "from": url, "to": "mn:/session"}))
+        .await;
+    assert_eq!(resp["body"]["code"], 200);
+    assert_eq!(b.closed_with(Duration::from_secs(2)).await, Some(1000));
+    let gone = a
+        .request(json!({"type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(gone["body"]["code"], 404);
+}
+
+#[tokio::test]
+async fn re_open_on_a_new_connection_takes_the_session_over() {
+    let node = TestNode::spawn().await;
+    let mut a = Rt::open(&node, "rt-take-a").await;
+    let mut b = Rt::open(&node, "rt-take-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    let memory = crate::support::client::RtMemory {
+        url: b.url.clone(),
+        token: b.token.clone(),
+        last_seq: b.last_seq,
+        next_id: 5000,
+    };
+    let (mut b2, reopen) = memory.resume(&node).await;
+    replayed_until_reopen(&mut b2, &reopen["id"]).await;
+    assert_eq!(b.closed_with(Duration::from_secs(2)).await, Some(1008));
+    a.send(&json!({"id": 9, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(b2.recv().await["id"], 9);
+}
+
+#[tokio::test]
+async fn re_open_with_a_wrong_token_is_refused() {
+    let node = TestNode::spawn().await;
+    let b = Rt::open(&node, "rt-wrong-token").await;
+    let mut memory = b.drop_connection();
+    memory.token = Some("0".repeat(64));
+    let (mut rt, _) = memory.resume(&node).await;
+    assert_eq!(rt.recv().await["body"]["code"], 404);
+}

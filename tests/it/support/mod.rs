@@ -1,0 +1,21 @@
+//! Test support: a real node on 127.0.0.1:0 ([`TestNode`]) and a real WebSocket runtime client
+//! ([`Rt`]).
+
+pub(crate) mod client;
+pub(crate) mod node;
+
+pub(crate) use client::Rt;
+pub(crate) use node::TestNode;
+
+/// The domain every test node serves (the shared reTHINK vectors use it).
+pub(crate) const DOMAIN: &str = "example.com";
+
+/// The node's allocation endpoint.
+pub(crate) fn allocation_endpoint() -> String {
+    format!("domain://msg-node.{DOMAIN}/address-allocation")
+}
+
+/// The node's subscription manager.
+pub(crate) fn sm_endpoint() -> String {
+    format!("domain://msg-node.{DOMAIN}/sm")
+}

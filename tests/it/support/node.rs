@@ -1,0 +1,113 @@
+//! [`TestNode`]: the real node, started on an ephemeral port in its own tokio runtime so that a
+//! test can stop it gracefully, or kill it (drop every task at once, as a killed process would
+//! lose its memory), and start it again on the same data directory.
+
+use std::net::SocketAddr;
+
+use rethink_node::{Config, RunningNode};
+use tempfile::TempDir;
+
+use super::DOMAIN;
+
+/// A running node and the data directory it owns.
+#[derive(Debug)]
+pub(crate) struct TestNode {
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Option<RunningNode>,
+    addr: SocketAddr,
+    config: Config,
+    _dir: Option<TempDir>,
+}
+
+impl TestNode {
+    /// The embedded default configuration, on a fresh data directory.
+    pub(crate) async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// The default configuration changed by `edit`.
+    pub(crate) async fn spawn_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let mut config = Config::for_tests(dir.path(), DOMAIN);
+        edit(&mut config);
+        let mut node = Self::start(config).await;
+        node._dir = Some(dir);
+        node
+    }
+
+    async fn start(config: Config) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("node runtime");
+        let running = runtime
+            .spawn(RunningNode::start(config.clone()))
+            .await
+            .expect("start task")
+            .expect("node starts");
+        let addr = running.local_addr();
+        Self {
+            runtime: Some(runtime),
+            running: Some(running),
+            addr,
+            config,
+            _dir: None,
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Graceful shutdown (as on SIGTERM), then a new node on the same data directory.
+    pub(crate) async fn restart(mut self) -> Self {
+        let running = self.running.take().expect("running");
+        let runtime = self.runtime.take().expect("runtime");
+        runtime.spawn(running.shutdown()).await.expect("shutdown");
+        stop_runtime(runtime).await;
+        self.respawn().await
+    }
+
+    /// Kills the node: every task is dropped where it stands, nothing is flushed; then a new node
+    /// on the same data directory.
+    pub(crate) async fn kill_and_restart(mut self) -> Self {
+        drop(self.running.take());
+        if let Some(rt) = self.runtime.take() {
+            stop_runtime(rt).await;
+        }
+        self.respawn().await
+    }
+
+    async fn respawn(mut self) -> Self {
+        let mut config = self.config.clone();
+        // Come back on the same port so clients can reconnect to the same URL.
+        config.listen = self.addr;
+        let mut node = Self::start(config).await;
+        node._dir = self._dir.take();
+        node
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        drop(self.running.take());
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Drops every task of `runtime` where it stands and waits for its threads (and so its
+/// listening socket) to go away.
+async fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    tokio::task::spawn_blocking(move || {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2))
+    })
+    .await
+    .expect("runtime stops");
+}

@@ -1,0 +1,85 @@
+//! TLS: the node serves `wss://` with a certificate from its configuration; a rustls client
+//! that trusts that (self-signed, generated here) certificate opens a session and routes.
+
+use std::sync::Arc;
+
+use rethink_node::config::TlsConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::client_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{Rt, TestNode};
+
+async fn tls_client(
+    node: &TestNode,
+    cert: &CertificateDer<'static>,
+    name: &str,
+) -> Rt<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).expect("trust the test certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(node.addr()).await.expect("tcp");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with the node");
+    let request = format!("wss://localhost:{}/ws", node.addr().port())
+        .into_client_request()
+        .expect("request");
+    let (ws, _) = client_async(request, tls)
+        .await
+        .expect("WebSocket over TLS");
+    Rt::from_ws(ws, name)
+}
+
+#[tokio::test]
+async fn plain_connections_to_a_tls_port_fail() {
+    let (node, _cert, _dir) = tls_node().await;
+    let plain = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.addr())).await;
+    assert!(
+        plain.is_err(),
+        "a plain WebSocket cannot talk to the TLS port"
+    );
+}
+
+async fn tls_node() -> (TestNode, CertificateDer<'static>, tempfile::TempDir) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = tempfile::TempDir::new().expect("dir");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).expect("write key");
+    let node = TestNode::spawn_with(|c| {
+        c.tls = Some(TlsConfig {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        });
+    })
+    .await;
+    (node, key.cert.der().clone(), dir)
+}
+
+#[tokio::test]
+async fn sessions_work_over_tls() {
+    let (node, cert, _dir) = tls_node().await;
+    let mut a = tls_client(&node, &cert, "rt-tls-a").await;
+    let mut b = tls_client(&node, &cert, "rt-tls-b").await;
+    for rt in [&mut a, &mut b] {
+        assert_eq!(rt.open_session(json!({})).await["body"]["code"], 200);
+    }
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    a.send(&json!({"id": 1, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    assert_eq!(b.recv().await["id"], 1);
+}
