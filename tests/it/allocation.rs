@@ -140,3 +140,26 @@ async fn per_session_address_limit_is_enforced() {
         .await;
     assert_eq!(resp["body"]["code"], 403, "{resp}");
 }
+
+#[tokio::test]
+async fn allocation_key_survives_a_restart() {
+    let node = TestNode::spawn().await;
+    let mut rt = Rt::open(&node, "rt-key-restart").await;
+    let from = format!("{}/registry/allocation", rt.url);
+    let req = json!({"type": "create", "from": from, "to": allocation_endpoint(),
+        "body": {"value": {"number": 2, "allocationKey": "k"}}});
+    let addrs = rt.request(req).await["body"]["value"]["allocated"].clone();
+    rt.ack().await;
+    let memory = rt.drop_connection();
+    let node = node.restart().await;
+    let (mut rt, reopen) = memory.resume(&node).await;
+    assert_eq!(rt.recv().await["id"], reopen["id"]);
+    let del = rt
+        .request(
+            json!({"type": "delete", "from": from, "to": allocation_endpoint(),
+            "body": {"resource": "k"}}),
+        )
+        .await;
+    assert_eq!(del["body"]["code"], 200, "{del}");
+    assert_eq!(del["body"]["value"]["deallocated"], addrs);
+}

@@ -188,10 +188,12 @@ impl Bus {
                 .claim(Arc::clone(session.runtime_url()), &session);
             {
                 let mut st = lock(&session.state);
+                let mut keys = p.allocation_keys;
                 for a in p.addresses {
+                    let key = keys.remove(&a);
                     let address: Arc<str> = Arc::from(a);
                     self.inner.book.claim(Arc::clone(&address), &session);
-                    st.allocations.push(Allocation { address, key: None });
+                    st.allocations.push(Allocation { address, key });
                 }
                 for s in p.subscriptions {
                     let address: Arc<str> = Arc::from(s);

@@ -215,9 +215,11 @@ impl Bus {
                 address: Arc::clone(a),
                 key: key.clone(),
             }));
+        tracing::debug!(session = %session.key(), count = fresh.len(), "addresses allocated");
         pending.ops.push(StoreOp::AddAddresses {
             session: Arc::clone(session.key()),
             addresses: fresh.iter().map(|a| a.to_string()).collect(),
+            key,
         });
         Ok(fresh)
     }

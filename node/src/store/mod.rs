@@ -54,6 +54,8 @@ pub struct PersistedSession {
     pub acked_seq: u64,
     /// Addresses allocated to the session, in allocation order.
     pub addresses: Vec<String>,
+    /// The `allocationKey` of those addresses that were allocated under one: address → key.
+    pub allocation_keys: std::collections::HashMap<String, String>,
     /// Addresses the session subscribes to.
     pub subscriptions: Vec<String>,
     /// Unacknowledged outbox entries `(seq, frame JSON without seq)`, ascending by seq.
@@ -82,10 +84,11 @@ pub enum StoreOp {
     },
     /// The runtime acknowledged every entry up to `seq`.
     Ack { session: SessionKey, seq: u64 },
-    /// Addresses allocated to a session.
+    /// Addresses allocated to a session, under an `allocationKey` or none.
     AddAddresses {
         session: SessionKey,
         addresses: Vec<String>,
+        key: Option<String>,
     },
     /// Addresses released by a session.
     RemoveAddresses {

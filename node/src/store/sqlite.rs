@@ -110,17 +110,22 @@ impl SqliteStore {
                 identity_json,
                 acked_seq: from_db(acked_seq),
                 addresses: Vec::new(),
+                allocation_keys: HashMap::new(),
                 subscriptions: Vec::new(),
                 outbox: Vec::new(),
             });
         }
 
-        let addresses: Vec<(String, String)> =
-            sqlx::query_as("SELECT session, address FROM session_addresses ORDER BY session, ord")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (session, address) in addresses {
+        let addresses: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT session, address, alloc_key FROM session_addresses ORDER BY session, ord",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, address, key) in addresses {
             if let Some(&i) = index.get(&session) {
+                if let Some(key) = key {
+                    sessions[i].allocation_keys.insert(address.clone(), key);
+                }
                 sessions[i].addresses.push(address);
             }
         }
@@ -267,16 +272,21 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
                 .execute(&mut *conn)
                 .await?;
         }
-        StoreOp::AddAddresses { session, addresses } => {
+        StoreOp::AddAddresses {
+            session,
+            addresses,
+            key,
+        } => {
             for address in addresses {
                 sqlx::query(
-                    "INSERT OR IGNORE INTO session_addresses (session, address, ord) \
+                    "INSERT OR IGNORE INTO session_addresses (session, address, ord, alloc_key) \
                      SELECT ?1, ?2, \
-                     COALESCE((SELECT MAX(ord) FROM session_addresses WHERE session = ?1), -1) + 1 \
-                     WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
+                     COALESCE((SELECT MAX(ord) FROM session_addresses WHERE session = ?1), -1) + 1, \
+                     ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)",
                 )
                 .bind(&**session)
                 .bind(address.as_str())
+                .bind(key.as_deref())
                 .execute(&mut *conn)
                 .await?;
             }
@@ -390,6 +400,7 @@ mod tests {
                 StoreOp::AddAddresses {
                     session: key("s1"),
                     addresses: strings(&["hyperty://example.org/b", "hyperty://example.org/a"]),
+                    key: Some("k1".into()),
                 },
                 StoreOp::AddSubscriptions {
                     session: key("s1"),
@@ -415,6 +426,12 @@ mod tests {
             strings(&["hyperty://example.org/b", "hyperty://example.org/a"])
         );
         assert_eq!(
+            s.allocation_keys
+                .get("hyperty://example.org/a")
+                .map(String::as_str),
+            Some("k1")
+        );
+        assert_eq!(
             s.subscriptions,
             strings(&["comm://example.org/room/changes"])
         );
@@ -437,6 +454,7 @@ mod tests {
                 StoreOp::AddAddresses {
                     session: key("s1"),
                     addresses: strings(&["a1", "a2", "a3"]),
+                    key: None,
                 },
                 StoreOp::AddSubscriptions {
                     session: key("s1"),
@@ -460,6 +478,7 @@ mod tests {
                 StoreOp::AddAddresses {
                     session: key("s1"),
                     addresses: strings(&["a2", "a1"]),
+                    key: None,
                 },
             ])
             .await?;
@@ -477,6 +496,7 @@ mod tests {
                 StoreOp::AddAddresses {
                     session: key("s1"),
                     addresses: strings(&["a9"]),
+                    key: None,
                 },
                 StoreOp::AddSubscriptions {
                     session: key("s1"),

@@ -16,11 +16,13 @@ CREATE TABLE sessions (
     acked_seq     INTEGER NOT NULL DEFAULT 0
 );
 
--- Addresses allocated to a session; `ord` keeps the allocation order.
+-- Addresses allocated to a session; `ord` keeps the allocation order, `alloc_key` the
+-- allocationKey they were allocated under (NULL when none).
 CREATE TABLE session_addresses (
-    session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    address TEXT NOT NULL,
-    ord     INTEGER NOT NULL,
+    session   TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    address   TEXT NOT NULL,
+    ord       INTEGER NOT NULL,
+    alloc_key TEXT,
     PRIMARY KEY (session, address)
 );
 
