@@ -123,30 +123,40 @@ pub(crate) struct PingTemplate {
     tail: String,
 }
 
+/// Between the scheduled and the actual send time in a PING body.
+const PING_MID: &str = r#","s":"#;
+
 impl PingTemplate {
     pub(crate) fn new(from: &str, to: &str, size: usize) -> Self {
         let from = Value::from(from);
         let to = Value::from(to);
         let head = format!(r#","type":"PING","from":{from},"to":{to},"body":{{"t":"#);
-        // `{"id":` + a typical id (10 digits) + head + a typical t (11 digits) + `,"pad":""}}`
-        let overhead = 6 + 10 + head.len() + 11 + 11;
+        // `{"id":` + a typical id (10 digits) + head + a typical t (11 digits)
+        // + `,"s":` + a typical s (11 digits) + `,"pad":""}}`
+        let overhead = 6 + 10 + head.len() + 11 + PING_MID.len() + 11 + 11;
         let pad = size.saturating_sub(overhead);
         let tail = format!(r#","pad":"{}"}}}}"#, "x".repeat(pad));
         PingTemplate { head, tail }
     }
 
-    /// Appends one message to `out`.
-    pub(crate) fn write(&self, out: &mut String, id: u64, t_ns: u64) {
+    /// Appends one message to `out`: `t_ns` is its scheduled send time, `s_ns`
+    /// the actual one (both in ns since the run's start; equal without a timetable).
+    pub(crate) fn write(&self, out: &mut String, id: u64, t_ns: u64, s_ns: u64) {
         // Writing to a String cannot fail.
-        let _ = write!(out, r#"{{"id":{id}{}{t_ns}{}"#, self.head, self.tail);
+        let _ = write!(
+            out,
+            r#"{{"id":{id}{}{t_ns}{PING_MID}{s_ns}{}"#,
+            self.head, self.tail
+        );
     }
 
     /// One frame of `ids.len()` messages: a plain object for one, an array otherwise.
-    pub(crate) fn frame(&self, ids: std::ops::Range<u64>, t_ns: u64) -> String {
+    /// `t_ns` and `s_ns` as for [`PingTemplate::write`].
+    pub(crate) fn frame(&self, ids: std::ops::Range<u64>, t_ns: u64, s_ns: u64) -> String {
         let n = (ids.end - ids.start) as usize;
-        let mut out = String::with_capacity(n * (self.head.len() + self.tail.len() + 32) + 2);
+        let mut out = String::with_capacity(n * (self.head.len() + self.tail.len() + 48) + 2);
         if n == 1 {
-            self.write(&mut out, ids.start, t_ns);
+            self.write(&mut out, ids.start, t_ns, s_ns);
             return out;
         }
         out.push('[');
@@ -154,7 +164,7 @@ impl PingTemplate {
             if i > 0 {
                 out.push(',');
             }
-            self.write(&mut out, id, t_ns);
+            self.write(&mut out, id, t_ns, s_ns);
         }
         out.push(']');
         out
@@ -164,8 +174,9 @@ impl PingTemplate {
 /// What one message from the node means to the load generator.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Event<'a> {
-    /// A PING sent at `t_ns` (since the run's start).
-    Ping { t_ns: u64 },
+    /// A PING scheduled for `t_ns` and actually sent at `s_ns` (both since
+    /// the run's start; `s_ns == t_ns` when the sender gave no actual time).
+    Ping { t_ns: u64, s_ns: u64 },
     /// A response; `id` when numeric.
     Response {
         code: u16,
@@ -198,6 +209,8 @@ struct RawInbound<'a> {
 #[derive(Deserialize)]
 struct PingBody {
     t: u64,
+    #[serde(default)]
+    s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +226,10 @@ impl<'a> RawInbound<'a> {
     fn into_inbound(self) -> Inbound<'a> {
         let event = match (&*self.kind, self.body) {
             ("PING", Some(body)) => match serde_json::from_str::<PingBody>(body.get()) {
-                Ok(b) => Event::Ping { t_ns: b.t },
+                Ok(b) => Event::Ping {
+                    t_ns: b.t,
+                    s_ns: b.s.unwrap_or(b.t),
+                },
                 Err(_) => Event::Other,
             },
             ("response", Some(body)) => {
@@ -427,13 +443,18 @@ mod tests {
         let to = "hyperty://bench.local/7a1d2e3f-4b5c-6d7e-8f90-a1b2c3d4e5f6";
         for size in [200usize, 1000, 4096] {
             let t = PingTemplate::new(from, to, size);
-            let frame = t.frame(PING_ID_BASE + 12..PING_ID_BASE + 13, 12_345_678_901);
+            let frame = t.frame(
+                PING_ID_BASE + 12..PING_ID_BASE + 13,
+                12_345_678_901,
+                12_345_999_999,
+            );
             let v = parse(&frame);
             assert_eq!(v["id"], PING_ID_BASE + 12);
             assert_eq!(v["type"], "PING");
             assert_eq!(v["from"], from);
             assert_eq!(v["to"], to);
             assert_eq!(v["body"]["t"], 12_345_678_901u64);
+            assert_eq!(v["body"]["s"], 12_345_999_999u64);
             assert!(v["body"]["pad"].is_string());
             assert!(
                 frame.len().abs_diff(size) <= 4,
@@ -442,25 +463,27 @@ mod tests {
             );
         }
         // Too small a size: no padding, still valid.
-        let frame = PingTemplate::new(from, to, 10).frame(1..2, 0);
-        assert_eq!(parse(&frame)["body"]["pad"], "");
+        let frame = PingTemplate::new(from, to, 10).frame(1..2, 0, 3);
+        let v = parse(&frame);
+        assert_eq!(v["body"], json!({"t": 0, "s": 3, "pad": ""}));
     }
 
     #[test]
     fn ping_batch_is_an_array() {
         let t = PingTemplate::new("hyperty://d/a", "hyperty://d/b", 100);
-        let v = parse(&t.frame(10..13, 5));
+        let v = parse(&t.frame(10..13, 5, 8));
         let items = v.as_array().expect("array");
         assert_eq!(items.len(), 3);
         assert_eq!(items[0]["id"], 10);
         assert_eq!(items[2]["id"], 12);
         assert!(items.iter().all(|m| m["body"]["t"] == 5));
+        assert!(items.iter().all(|m| m["body"]["s"] == 8));
     }
 
     #[test]
     fn received_ping_is_parsed() {
         let t = PingTemplate::new("hyperty://d/a", "hyperty://d/b", 300);
-        let sent = t.frame(PING_ID_BASE..PING_ID_BASE + 1, 987_654);
+        let sent = t.frame(PING_ID_BASE..PING_ID_BASE + 1, 987_654, 990_321);
         // The node inserts `"seq":N,` first.
         let received = format!(r#"{{"seq":17,{}"#, &sent[1..]);
         let mut got = Vec::new();
@@ -469,7 +492,10 @@ mod tests {
             got,
             vec![Inbound {
                 seq: Some(17),
-                event: Event::Ping { t_ns: 987_654 }
+                event: Event::Ping {
+                    t_ns: 987_654,
+                    s_ns: 990_321
+                }
             }]
         );
     }
@@ -482,11 +508,13 @@ mod tests {
             {"seq":4,"id":9,"type":"response","from":"mn:/session","to":"x","body":{"code":404,"desc":"gone"}},
             {"seq":5,"id":"abc","type":"response","from":"mn:/session","to":"x","body":{"code":200,"value":{}}},
             {"seq":6,"type":"PING","from":"a","to":"b","body":{"t":55,"pad":"x"},"extra":[1,2]},
-            {"seq":7,"type":"update","from":"a","to":"b"}
+            {"seq":7,"type":"update","from":"a","to":"b"},
+            {"seq":8,"type":"PING","from":"a","to":"b","body":{"t":60,"s":61,"pad":""}},
+            {"seq":9,"type":"PING","from":"a","to":"b","body":{"s":61,"pad":""}}
         ]"#;
         let mut got = Vec::new();
         for_each_message(text, |m| got.push(m)).expect("parses");
-        assert_eq!(got.len(), 5);
+        assert_eq!(got.len(), 7);
         assert_eq!(
             got[0].event,
             Event::Response {
@@ -515,7 +543,8 @@ mod tests {
             got[3],
             Inbound {
                 seq: Some(6),
-                event: Event::Ping { t_ns: 55 }
+                // No `s` (an older sender): the actual send time is taken to be `t`.
+                event: Event::Ping { t_ns: 55, s_ns: 55 }
             }
         );
         assert_eq!(
@@ -525,6 +554,9 @@ mod tests {
                 event: Event::Other
             }
         );
+        assert_eq!(got[5].event, Event::Ping { t_ns: 60, s_ns: 61 });
+        // A PING without `t` is not measured.
+        assert_eq!(got[6].event, Event::Other);
     }
 
     #[test]

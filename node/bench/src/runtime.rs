@@ -110,7 +110,11 @@ pub(crate) struct RuntimeStats {
     pub(crate) acks_sent: u64,
     pub(crate) received: u64,
     pub(crate) received_in_window: u64,
+    /// From the scheduled send time (`t`): includes the generator's own timer
+    /// lateness, so that a late sender does not hide queueing (coordinated omission).
     pub(crate) latencies: Latencies,
+    /// From the actual send time (`s`): the node and the network only.
+    pub(crate) service_latencies: Latencies,
     pub(crate) errors: BTreeMap<u16, ErrorStat>,
     pub(crate) ok_responses: u64,
     pub(crate) other_messages: u64,
@@ -127,6 +131,7 @@ impl RuntimeStats {
         self.received += other.received;
         self.received_in_window += other.received_in_window;
         self.latencies.merge(other.latencies);
+        self.service_latencies.merge(other.service_latencies);
         for (code, e) in other.errors {
             let mine = self.errors.entry(code).or_default();
             mine.count += e.count;
@@ -370,14 +375,15 @@ impl Writer {
                 *sending = false;
                 break;
             }
-            // With a timetable, the latency counts from the scheduled time.
-            let t_ns = due.map_or(
-                now_ns,
-                |d| ns(d.saturating_duration_since(self.clock.epoch)),
-            );
-            let frame = out
-                .template
-                .frame(self.next_ping_id..self.next_ping_id + k, t_ns);
+            // With a timetable, the latency counts from the scheduled time (`t`);
+            // the actual send time (`s`, the same without one) is carried too.
+            let s_ns = now_ns;
+            let t_ns = due.map_or(s_ns, |d| {
+                ns(d.saturating_duration_since(self.clock.epoch))
+            });
+            let frame =
+                out.template
+                    .frame(self.next_ping_id..self.next_ping_id + k, t_ns, s_ns);
             self.next_ping_id += k;
             self.sink.feed(Message::text(frame)).await?;
             self.stats.sent += k;
@@ -463,10 +469,13 @@ impl Reader {
         let parsed = client::for_each_message(text, |m| {
             max_seq = max_seq.max(m.seq.unwrap_or(0));
             match m.event {
-                Event::Ping { t_ns } => {
+                Event::Ping { t_ns, s_ns } => {
                     pings += 1;
                     if in_window {
                         stats.latencies.record_ns(now_ns.saturating_sub(t_ns));
+                        stats
+                            .service_latencies
+                            .record_ns(now_ns.saturating_sub(s_ns));
                     }
                 }
                 Event::Response {

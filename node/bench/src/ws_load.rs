@@ -284,6 +284,7 @@ async fn load(
     let ping_errors = totals.ping_errors.load(Ordering::Relaxed);
     let measured_secs = cfg.duration.as_secs_f64();
     let latencies = std::mem::take(&mut stats.latencies);
+    let service_latencies = std::mem::take(&mut stats.service_latencies);
     let traffic = Traffic {
         sent: stats.sent,
         received: stats.received,
@@ -297,6 +298,7 @@ async fn load(
         measured_secs,
         throughput: stats.received_in_window as f64 / measured_secs,
         latency: latencies.summarize(),
+        service_latency: service_latencies.summarize(),
     };
     (traffic, stats, rss_end)
 }
@@ -416,7 +418,12 @@ mod tests {
         assert!(report.errors.is_empty(), "{report}");
         assert!(report.failures.is_empty(), "{report}");
         assert!(t.acks_sent > 0, "{report}");
-        assert!(t.latency.is_some());
+        let (l, s) = (
+            t.latency.as_ref().expect("latency"),
+            t.service_latency.as_ref().expect("service latency"),
+        );
+        // Without a timetable both count from the same (actual) send time.
+        assert_eq!(l, s);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,6 +436,17 @@ mod tests {
         assert!((1_000..=1_800).contains(&t.sent), "{report}");
         assert_eq!(t.lost, 0, "{report}");
         assert!((1_000.0..3_000.0).contains(&t.throughput), "{report}");
+        // Each message is sent at or after its scheduled time, so the latency
+        // from the actual send is never above the one from the schedule.
+        let (l, s) = (
+            t.latency.as_ref().expect("latency"),
+            t.service_latency.as_ref().expect("service latency"),
+        );
+        assert_eq!(l.count, s.count);
+        assert!(s.p50_us <= l.p50_us, "{report}");
+        assert!(s.p99_us <= l.p99_us, "{report}");
+        assert!(s.max_us <= l.max_us, "{report}");
+        assert!(s.mean_us <= l.mean_us, "{report}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,8 +125,10 @@ impl Envelope {
                 Ok(_) => Err(ParseError::NotAnObject),
             };
         }
+        // Copy once into the shared text, then borrow every header field from it.
+        let raw: Arc<str> = Arc::from(text);
         let header: Header<'_> =
-            serde_json::from_str(text).map_err(|e| ParseError::from_serde(&e))?;
+            serde_json::from_str(&raw).map_err(|e| ParseError::from_serde(&e))?;
         if header.seq.is_some() {
             // Rare: a peer sent its own `seq`. Rewrite the text once without it.
             let mut map: serde_json::Map<String, serde_json::Value> =
@@ -135,10 +137,6 @@ impl Envelope {
             let clean = serde_json::to_string(&map).map_err(|e| ParseError::from_serde(&e))?;
             return Self::parse_inner(&clean, allow_null_id);
         }
-        let raw: Arc<str> = Arc::from(text);
-        // Re-borrow the header from the shared copy so spans point into `raw`.
-        let header: Header<'_> =
-            serde_json::from_str(&raw).map_err(|e| ParseError::from_serde(&e))?;
         Self::from_header(Arc::clone(&raw), header, allow_null_id)
     }
 
