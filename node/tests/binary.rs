@@ -21,7 +21,8 @@ fn node_command(data_dir: &std::path::Path) -> Command {
 
 fn output_of(child: Child) -> (std::process::ExitStatus, String) {
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status, text)
 }
 
@@ -84,7 +85,10 @@ fn sigterm_shuts_down_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(up, "the node answers /healthz");
-    assert!(dir.path().join("rethink.db").exists(), "data kept in the data directory");
+    assert!(
+        dir.path().join("rethink.db").exists(),
+        "data kept in the data directory"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -92,5 +96,8 @@ fn sigterm_shuts_down_gracefully() {
     assert!(status.success());
     let (status, text) = output_of(child);
     assert!(status.success(), "exit status {status}: {text}");
-    assert!(text.contains("shutting down") && text.contains("rethink-node stopped"), "{text}");
+    assert!(
+        text.contains("shutting down") && text.contains("rethink-node stopped"),
+        "{text}"
+    );
 }

@@ -91,7 +91,7 @@ fn write_latency(f: &mut fmt::Formatter<'_>, label: &str, l: Option<&Summary>) -
     match l {
         Some(l) => writeln!(
             f,
-            "  {label:<34} p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  \
+            "  {label:<32}  p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  \
              mean {:.2}  (n={})",
             ms(l.p50_us),
             ms(l.p95_us),
@@ -101,7 +101,7 @@ fn write_latency(f: &mut fmt::Formatter<'_>, label: &str, l: Option<&Summary>) -
             l.mean_us / 1000.0,
             l.count
         ),
-        None => writeln!(f, "  {label:<34} n/a"),
+        None => writeln!(f, "  {label:<32}  n/a"),
     }
 }
 
@@ -255,11 +255,7 @@ impl fmt::Display for Report {
                     "  latency      no message received in the measured window"
                 )?;
             } else {
-                write_latency(
-                    f,
-                    "latency ms (from scheduled send)",
-                    t.latency.as_ref(),
-                )?;
+                write_latency(f, "latency ms (from scheduled send)", t.latency.as_ref())?;
                 write_latency(
                     f,
                     "latency ms (from actual send)",
@@ -319,7 +315,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cli::{IdleConfig, Target};
+    use crate::cli::{IdleConfig, LoadConfig, Target};
 
     fn idle_report() -> Report {
         Report {
@@ -356,6 +352,95 @@ mod tests {
                 peak: None,
             },
         }
+    }
+
+    fn summary(base_us: u32) -> Summary {
+        Summary {
+            count: 1000,
+            mean_us: f64::from(base_us) + 0.456,
+            p50_us: base_us,
+            p95_us: base_us + 100,
+            p99_us: base_us + 200,
+            p999_us: base_us + 300,
+            max_us: base_us + 400,
+        }
+    }
+
+    fn load_report(latency: Option<Summary>, service_latency: Option<Summary>) -> Report {
+        let mut r = idle_report();
+        r.config.mode = WsMode::Load(LoadConfig {
+            runtimes: 4,
+            bidirectional: false,
+            rate: Some(1000.0),
+            window: 64,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_secs(1),
+            size: 200,
+            batch: 1,
+        });
+        r.sessions = 4;
+        r.errors.clear();
+        r.traffic = Some(Traffic {
+            sent: 2000,
+            received: 2000,
+            received_in_window: 1000,
+            refused: 0,
+            lost: 0,
+            acks_sent: 30,
+            ok_responses: 0,
+            other_messages: 0,
+            bad_frames: 0,
+            measured_secs: 1.0,
+            throughput: 1000.0,
+            latency,
+            service_latency,
+        });
+        r
+    }
+
+    #[test]
+    fn json_report_has_both_latencies() {
+        let v = load_report(Some(summary(1250)), Some(summary(250))).to_json();
+        let t = &v["traffic"];
+        assert_eq!(
+            t["latency_us"],
+            json!({"count": 1000, "mean": 1250.46, "p50": 1250, "p95": 1350,
+                   "p99": 1450, "p99_9": 1550, "max": 1650})
+        );
+        assert_eq!(
+            t["service_latency_us"],
+            json!({"count": 1000, "mean": 250.46, "p50": 250, "p95": 350,
+                   "p99": 450, "p99_9": 550, "max": 650})
+        );
+        let v = load_report(None, None).to_json();
+        assert_eq!(v["traffic"]["latency_us"], Value::Null);
+        assert_eq!(v["traffic"]["service_latency_us"], Value::Null);
+    }
+
+    #[test]
+    fn text_report_has_both_latencies() {
+        let text = load_report(Some(summary(1250)), Some(summary(250))).to_string();
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+                .to_owned()
+        };
+        let scheduled = line("latency ms (from scheduled send)");
+        assert!(scheduled.contains("p50 1.25  p95 1.35"), "{text}");
+        assert!(
+            scheduled.contains("max 1.65  mean 1.25  (n=1000)"),
+            "{text}"
+        );
+        let actual = line("latency ms (from actual send)");
+        assert!(actual.contains("p50 0.25  p95 0.35"), "{text}");
+        assert!(actual.contains("p99 0.45  p99.9 0.55  max 0.65"), "{text}");
+        // Both lines line up.
+        assert_eq!(scheduled.find("p50"), actual.find("p50"), "{text}");
+
+        let text = load_report(None, None).to_string();
+        assert!(text.contains("no message received"), "{text}");
+        assert!(!text.contains("from actual send"), "{text}");
     }
 
     #[test]

@@ -378,12 +378,10 @@ impl Writer {
             // With a timetable, the latency counts from the scheduled time (`t`);
             // the actual send time (`s`, the same without one) is carried too.
             let s_ns = now_ns;
-            let t_ns = due.map_or(s_ns, |d| {
-                ns(d.saturating_duration_since(self.clock.epoch))
-            });
-            let frame =
-                out.template
-                    .frame(self.next_ping_id..self.next_ping_id + k, t_ns, s_ns);
+            let t_ns = due.map_or(s_ns, |d| ns(d.saturating_duration_since(self.clock.epoch)));
+            let frame = out
+                .template
+                .frame(self.next_ping_id..self.next_ping_id + k, t_ns, s_ns);
             self.next_ping_id += k;
             self.sink.feed(Message::text(frame)).await?;
             self.stats.sent += k;
