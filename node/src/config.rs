@@ -22,6 +22,9 @@ pub enum ConfigError {
         setting: &'static str,
         problem: String,
     },
+    /// An `[[auth.jwt]]` entry (its message names `auth.jwt[i].setting`).
+    #[error(transparent)]
+    Jwt(#[from] crate::auth::jwt::JwtConfigError),
 }
 
 fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -44,6 +47,34 @@ pub struct RawConfig {
     pub session: RawSession,
     pub allocation: RawAllocation,
     pub store: RawStore,
+    pub policy: RawPolicy,
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub dir: Option<PathBuf>,
+    pub watch_interval_ms: u64,
+    pub utc_offset_minutes: i32,
+    pub fixed_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            watch_interval_ms: 1000,
+            utc_offset_minutes: 0,
+            fixed_time: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +89,8 @@ pub struct RawTls {
 pub struct RawAuth {
     pub allow_anonymous: bool,
     pub tokens: Vec<StaticToken>,
+    /// JWT / OIDC ID token issuers (`[[auth.jwt]]`).
+    pub jwt: Vec<crate::auth::jwt::RawJwtIssuer>,
 }
 
 /// A bearer token accepted as is, from the configuration.
@@ -110,6 +143,8 @@ impl Default for RawConfig {
             session: RawSession::default(),
             allocation: RawAllocation::default(),
             store: RawStore::default(),
+            policy: RawPolicy::default(),
+            admin: RawAdmin::default(),
         }
     }
 }
@@ -119,6 +154,7 @@ impl Default for RawAuth {
         Self {
             allow_anonymous: true,
             tokens: Vec::new(),
+            jwt: Vec::new(),
         }
     }
 }
@@ -165,6 +201,28 @@ pub struct Config {
     pub session: SessionConfig,
     pub allocation: AllocationConfig,
     pub store: StoreConfig,
+    pub policy: PolicyConfig,
+    pub admin: AdminConfig,
+}
+
+/// Where operator policies live and how the policy clock runs.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The policy directory; `None` permits every message that passes the built-in checks.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    pub watch_interval: Duration,
+    /// Minutes east of UTC used for `context.hour` and `context.weekday`.
+    pub utc_offset_minutes: i32,
+    /// A pinned clock (unix seconds) for dry runs and tests.
+    pub fixed_time: Option<i64>,
+}
+
+/// The admin endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/*`; `None` disables the admin endpoints.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +235,7 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     pub allow_anonymous: bool,
     pub tokens: Vec<StaticToken>,
+    pub jwt: Vec<crate::auth::jwt::JwtIssuer>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +341,7 @@ impl RawConfig {
                 ));
             }
         }
+        let jwt = crate::auth::jwt::validate_issuers(self.auth.jwt)?;
         let s = &self.session;
         positive("session.resume_window_secs", s.resume_window_secs)?;
         positive("session.max_frame_bytes", s.max_frame_bytes as u64)?;
@@ -311,6 +371,24 @@ impl RawConfig {
             "allocation.max_per_session",
             self.allocation.max_per_session as u64,
         )?;
+        if let Some(dir) = &self.policy.dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "policy.dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        positive("policy.watch_interval_ms", self.policy.watch_interval_ms)?;
+        if self.policy.utc_offset_minutes.abs() > 14 * 60 {
+            return Err(invalid(
+                "policy.utc_offset_minutes",
+                "must be between -840 and 840",
+            ));
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
         Ok(Config {
             domain,
             listen,
@@ -320,6 +398,7 @@ impl RawConfig {
             auth: AuthConfig {
                 allow_anonymous: self.auth.allow_anonymous,
                 tokens: self.auth.tokens,
+                jwt,
             },
             session: SessionConfig {
                 resume_window: Duration::from_secs(s.resume_window_secs),
@@ -337,6 +416,15 @@ impl RawConfig {
             },
             store: StoreConfig {
                 commit_delay: Duration::from_millis(self.store.commit_delay_ms),
+            },
+            policy: PolicyConfig {
+                dir: self.policy.dir,
+                watch_interval: Duration::from_millis(self.policy.watch_interval_ms),
+                utc_offset_minutes: self.policy.utc_offset_minutes,
+                fixed_time: self.policy.fixed_time,
+            },
+            admin: AdminConfig {
+                token: self.admin.token,
             },
         })
     }

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod config;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod server;
 pub mod store;
 mod sync;

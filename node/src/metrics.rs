@@ -14,6 +14,18 @@ pub struct CodeLabel {
     pub code: u16,
 }
 
+/// The label of policy denials: the policy that denied (or `default-deny`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: String,
+}
+
+/// The label of policy reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
 /// Every metric the node exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -30,6 +42,10 @@ pub struct Metrics {
     pub outbox_messages: Gauge,
     /// Time from a frame's arrival to the message being in every recipient's outbox, seconds.
     pub route_latency: Histogram,
+    /// Messages denied by policy, by the policy that denied them.
+    pub policy_denials: Family<PolicyLabel, Counter>,
+    /// Policy reloads, by result (`ok`, `error`).
+    pub policy_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +89,18 @@ impl Metrics {
             "Messages held in session outboxes, not yet acknowledged",
             outbox_messages.clone(),
         );
+        let policy_denials = Family::<PolicyLabel, Counter>::default();
+        let policy_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "policy_denials",
+            "Messages denied by policy, by the policy that denied them",
+            policy_denials.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy set reloads, by result",
+            policy_reloads.clone(),
+        );
         registry.register(
             "route_latency_seconds",
             "Time from frame arrival to the message being in every recipient outbox",
@@ -86,7 +114,26 @@ impl Metrics {
             refused,
             outbox_messages,
             route_latency,
+            policy_denials,
+            policy_reloads,
         }
+    }
+
+    /// Counts a policy denial.
+    pub fn policy_denial(&self, policy: &str) {
+        self.policy_denials
+            .get_or_create(&PolicyLabel {
+                policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a policy reload.
+    pub fn policy_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.policy_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Counts a refusal with the code sent back.

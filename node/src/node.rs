@@ -11,10 +11,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthStartError, Authenticator};
 use crate::bus::{Bus, BusConfig};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyLoadError, PolicyPoint};
 use crate::server::{self, ServerError};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
@@ -24,6 +25,10 @@ use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_wr
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyLoadError),
+    #[error(transparent)]
+    Auth(#[from] AuthStartError),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -81,11 +86,14 @@ pub struct RunningNode {
     writer: StoreWriter,
     server: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    watcher: JoinHandle<()>,
 }
 
 impl RunningNode {
     /// Opens the store, restores resumable sessions and starts serving.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
+        let metrics = Arc::new(Metrics::new());
+        let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let epoch = store.next_epoch().await?;
         let persisted = store.load_sessions().await?;
@@ -97,7 +105,6 @@ impl RunningNode {
                 ..WriterConfig::default()
             },
         );
-        let metrics = Arc::new(Metrics::new());
         let bus = Bus::new(
             BusConfig {
                 domain: config.domain.clone(),
@@ -107,20 +114,27 @@ impl RunningNode {
             },
             writer.clone(),
             Arc::clone(&metrics),
+            Arc::clone(&policy),
         );
         let restored = bus.restore(persisted);
+        let shutdown = CancellationToken::new();
+        let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let node = Node {
             inner: Arc::new(Inner {
-                auth: Authenticator::from_config(&config.auth),
+                auth,
                 config,
                 bus,
                 metrics,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 sessions: TaskTracker::new(),
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;
         let reaper = tokio::spawn(reap(node.clone()));
+        let watcher = tokio::spawn(policy.watch(
+            node.config().policy.watch_interval,
+            node.shutdown_token().clone(),
+        ));
         tracing::info!(
             %addr,
             domain = %node.config().domain,
@@ -136,6 +150,7 @@ impl RunningNode {
             writer,
             server,
             reaper,
+            watcher,
         })
     }
 
@@ -164,6 +179,7 @@ impl RunningNode {
             tracing::warn!("connections still open after 5 s; shutting down anyway");
         }
         self.reaper.abort();
+        self.watcher.abort();
         if let Err(e) = self.writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -35,6 +36,7 @@ pub fn router(node: Node) -> Router {
         .route("/ws", get(ws::handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/admin/policy/reload", post(reload_policy))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node)
 }
@@ -55,6 +57,55 @@ async fn metrics(State(node): State<Node>) -> impl IntoResponse {
         )],
         node.metrics().render(),
     )
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> axum::response::Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /admin/policy/reload`: reloads the policy directory now. 200 with the policy count, or
+/// 400 naming the file, line and problem (the previous set stays). Needs `admin.token`.
+async fn reload_policy(State(node): State<Node>, headers: HeaderMap) -> axum::response::Response {
+    let Some(expected) = &node.config().admin.token else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "admin endpoints are disabled"}),
+        );
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = presented.is_some_and(|p| {
+        p.len() == expected.len()
+            && p.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if !ok {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "admin token required"}),
+        );
+    }
+    let point = std::sync::Arc::clone(node.bus().policy());
+    match tokio::task::spawn_blocking(move || point.reload()).await {
+        Ok(Ok(count)) => json(StatusCode::OK, serde_json::json!({"policies": count})),
+        Ok(Err(e)) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": e.to_string()}),
+        ),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": format!("reload task failed: {e}")}),
+        ),
+    }
 }
 
 /// Binds the configured address and serves until the node's shutdown token is cancelled.

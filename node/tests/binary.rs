@@ -101,3 +101,73 @@ fn sigterm_shuts_down_gracefully() {
         "{text}"
     );
 }
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policy/examples")
+        .join(name)
+}
+
+#[test]
+fn policy_validate_reports_the_count_or_the_file_and_line() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let child = node_command(dir.path())
+        .args(["policy", "validate"])
+        .arg(example("blocklist"))
+        .spawn()
+        .unwrap();
+    let (status, text) = output_of(child);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("2 policies, valid"), "{text}");
+
+    let bad = tempfile::TempDir::new().unwrap();
+    std::fs::copy(
+        example("blocklist").join("schema.cedarschema"),
+        bad.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        bad.path().join("broken.cedar"),
+        "permit(principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let child = node_command(dir.path())
+        .args(["policy", "validate"])
+        .arg(bad.path())
+        .spawn()
+        .unwrap();
+    let (status, text) = output_of(child);
+    assert!(!status.success());
+    assert!(text.contains("broken.cedar:2:"), "{text}");
+}
+
+#[test]
+fn policy_check_prints_the_decision_and_the_deciding_policy() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let msg = dir.path().join("msg.json");
+    std::fs::write(
+        &msg,
+        r#"{"id":1,"type":"PING","from":"hyperty://example.com/m-1","to":"hyperty://example.com/a-1"}"#,
+    )
+    .unwrap();
+    let check = |user: &str| {
+        let child = node_command(dir.path())
+            .args(["policy", "check", "--message"])
+            .arg(&msg)
+            .arg("--dir")
+            .arg(example("blocklist"))
+            .args(["--as", user, "--owner", "user://example.com/alice"])
+            .spawn()
+            .unwrap();
+        output_of(child)
+    };
+    let (status, text) = check("user://example.com/mallory");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("hyperty://example.com/a-1: DENY by blocked-sender"),
+        "{text}"
+    );
+    let (status, text) = check("user://example.com/bob");
+    assert!(status.success(), "{text}");
+    assert!(text.contains("ALLOW by allow-all"), "{text}");
+}

@@ -1,5 +1,69 @@
 //! rethink-policy: the policy decision point of the node (DESIGN.md section 6).
 //!
-//! Not built yet: this crate will hold the Cedar-based decision point, pure and synchronous, that
-//! the bus asks before routing any message. Until it exists, the bus applies only its built-in
-//! checks (anti-spoofing, sizes, rates) and permits everything else; see `rethink_node::bus::permit`.
+//! Built on Cedar. Pure and synchronous: it receives the *contents* of a policy directory
+//! (`schema.cedarschema`, `*.cedar`, `entities.json`, each with its file name for errors),
+//! validates them strictly, and answers one [`Query`] per message with a [`Decision`].
+//!
+//! Two things keep a decision fast with many policies and a large entity store:
+//! - a per-action index ([`index`](crate::index)): each action evaluates only the policies whose
+//!   action scope can match it;
+//! - entity slicing ([`slice`](crate::slice)): each request gets a small entity set holding the
+//!   synthesized principal and resource chains and what they reach in the operator's store.
+//!
+//! ```
+//! use rethink_policy::{Engine, Facts, Principal, PrincipalKind, Query, Resource, ResourceKind};
+//!
+//! let engine = Engine::allow_all();
+//! let query = Query {
+//!     principal: Principal {
+//!         address: "hyperty://example.com/alice-1",
+//!         kind: PrincipalKind::Hyperty,
+//!         runtime: Some("runtime://example.com/rt-1"),
+//!         user: Some("user://google.com/alice"),
+//!         domain: "example.com",
+//!     },
+//!     action: "create",
+//!     resource: Resource {
+//!         address: "comm://example.com/chat-1",
+//!         kind: ResourceKind::Object,
+//!         owner_user: None,
+//!         owner_runtime: None,
+//!         domain: "example.com",
+//!     },
+//!     context: Facts::default(),
+//! };
+//! let decision = engine.decide(&query);
+//! assert!(decision.allowed);
+//! assert_eq!(decision.policies, ["default-allow"]);
+//! ```
+
+mod action;
+mod address;
+mod context;
+mod decision;
+mod engine;
+mod error;
+mod evaluate;
+mod hash;
+mod index;
+mod names;
+mod parse;
+mod query;
+mod slice;
+mod sources;
+mod span;
+mod store;
+mod synth;
+mod validate;
+
+pub use action::action_name;
+pub use address::object_base;
+pub use decision::Decision;
+pub use engine::Engine;
+pub use error::PolicyError;
+pub use query::{Facts, Principal, PrincipalKind, Query, Resource, ResourceKind};
+pub use sources::{Source, Sources};
+
+/// The canonical schema (`policy/schema.cedarschema`): entity types, actions and the context
+/// record the node fills in. Policy directories ship an identical copy.
+pub const SCHEMA: &str = include_str!("../schema.cedarschema");

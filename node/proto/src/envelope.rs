@@ -254,6 +254,25 @@ impl Envelope {
         serde_json::from_str(self.body_json().unwrap_or("{}"))
     }
 
+    /// The same message with its body replaced by `body` (a JSON object's text), every other
+    /// field kept byte for byte. For the rare node-side rewrite (identity assertion).
+    pub fn with_body(&self, body: &str) -> Result<Envelope, ParseError> {
+        let text = match self.body {
+            Some((a, b)) => format!(
+                "{}{}{}",
+                &self.raw[..a as usize],
+                body,
+                &self.raw[b as usize..]
+            ),
+            None => {
+                let head = self.raw.trim_end();
+                let head = head.strip_suffix('}').unwrap_or(head);
+                format!("{head},\"body\":{body}}}")
+            }
+        };
+        Self::parse_inner(&text, true)
+    }
+
     /// Appends the frame the node sends for this message: the message with `"seq":N` first.
     pub fn write_frame(json: &str, seq: u64, out: &mut String) {
         use std::fmt::Write;
@@ -293,6 +312,24 @@ mod tests {
         assert_eq!(e.id_json(), r#""a\"b""#);
         assert_eq!(e.kind(), &MessageType::Update);
         assert_eq!(e.from(), "a://d/1");
+    }
+
+    #[test]
+    fn with_body_replaces_or_adds_the_body() {
+        let e = Envelope::parse(
+            r#"{"id":1,"type":"x","from":"a://d/1","to":"a://d/2","body":{"a":1},"z":true}"#,
+        )
+        .unwrap();
+        let r = e.with_body(r#"{"a":1,"b":2}"#).unwrap();
+        assert_eq!(
+            r.json(),
+            r#"{"id":1,"type":"x","from":"a://d/1","to":"a://d/2","body":{"a":1,"b":2},"z":true}"#
+        );
+        let bare =
+            Envelope::parse(r#"{"id":1,"type":"x","from":"a://d/1","to":"a://d/2"}"#).unwrap();
+        let r = bare.with_body(r#"{"k":"v"}"#).unwrap();
+        assert_eq!(r.body_json(), Some(r#"{"k":"v"}"#));
+        assert_eq!(r.from(), "a://d/1");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! each to a reTHINK response code in `ws::codec`.
 
 use super::outbox::OutboxFull;
+use super::permit::Denied;
 
 /// Why one recipient of a message was not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,4 +21,6 @@ pub enum RouteError {
     Forbidden(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error(transparent)]
+    Denied(Denied),
 }

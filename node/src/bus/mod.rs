@@ -10,8 +10,10 @@
 mod addresses;
 mod endpoints;
 mod error;
+pub mod identity;
 pub mod outbox;
 mod permit;
+mod rate;
 mod services;
 pub mod session;
 
@@ -33,6 +35,7 @@ pub use session::{PushError, Session};
 use crate::auth::Identity;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
+use crate::policy::PolicyPoint;
 use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
 use crate::sync::{lock, read, write};
 use outbox::Outbox;
@@ -82,6 +85,7 @@ struct Inner {
     by_token: std::sync::RwLock<HashMap<[u8; 32], Arc<Session>>>,
     store: StoreWriter,
     metrics: Arc<Metrics>,
+    policy: Arc<PolicyPoint>,
     session_cfg: SessionConfig,
     alloc_cfg: AllocationConfig,
     epoch: u64,
@@ -108,7 +112,12 @@ fn new_token() -> String {
 }
 
 impl Bus {
-    pub fn new(config: BusConfig, store: StoreWriter, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: BusConfig,
+        store: StoreWriter,
+        metrics: Arc<Metrics>,
+        policy: Arc<PolicyPoint>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 endpoints: Endpoints::new(&config.domain),
@@ -118,6 +127,7 @@ impl Bus {
                 by_token: Default::default(),
                 store,
                 metrics,
+                policy,
                 session_cfg: config.session,
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
@@ -129,6 +139,11 @@ impl Bus {
     /// The domain this node serves.
     pub fn domain(&self) -> &str {
         &self.inner.domain
+    }
+
+    /// The policy point.
+    pub fn policy(&self) -> &Arc<PolicyPoint> {
+        &self.inner.policy
     }
 
     /// The session settings.
@@ -427,10 +442,21 @@ impl Bus {
     /// Routes a permitted message to every recipient.
     pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
         let started = Instant::now();
-        let Permit { envelope, origin } = permit;
+        let Permit {
+            envelope,
+            origin,
+            mut refused,
+        } = permit;
         let mut report = RouteReport::default();
         let mut pending = Pending::default();
-        for to in envelope.to() {
+        for (i, to) in envelope.to().enumerate() {
+            if let Some(pos) = refused.iter().position(|(r, _)| *r == i) {
+                report.failures.push(RouteFailure {
+                    recipient: to.to_owned(),
+                    error: RouteError::Denied(refused.swap_remove(pos).1),
+                });
+                continue;
+            }
             match self.route_to(envelope, to, origin, &mut pending) {
                 Ok(Some(reply)) => report.replies.push(reply),
                 Ok(None) => {}

@@ -1,18 +1,22 @@
 //! The enforcement point: no message is routed without a [`Permit`], and only
 //! [`Bus::authorize`] makes one (the linkerd2-proxy `Permitted<T>` pattern, DESIGN.md section 6).
 //!
-//! Today the decision applies the built-in checks that are never left to policy: anti-spoofing
-//! (a session sends only from its runtime URL or its allocated addresses, and paths below them)
-//! and the per-session message rate. The Cargo crate `rethink-policy` will add the operator's
-//! Cedar decision here, so every origin (WebSocket now; Matrix, stubs, connectors, other domains
-//! later) passes the same check.
+//! The decision applies, in order, the built-in checks that are never left to policy
+//! (anti-spoofing: a session sends only from its runtime URL or its allocated addresses and
+//! paths below them; the per-session message rate), then the operator's Cedar policies
+//! (`rethink-policy`), once per recipient (and, for a subscription, once per subscribed
+//! resource). A permit may carry per-recipient refusals: those recipients get a 403, the others
+//! the message.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use rethink_proto::Envelope;
+use rethink_proto::{Envelope, MessageType};
 
 use super::Bus;
+use super::endpoints::Endpoint;
 use super::session::Session;
+use crate::policy::facts::{self, Sender, Target};
 
 /// Where a message entered the node.
 #[derive(Debug, Clone)]
@@ -28,15 +32,32 @@ impl Origin {
             Origin::Session(s) => Some(s),
         }
     }
+
+    /// The transport name policies see in `context.transport`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Origin::Session(_) => "ws",
+        }
+    }
 }
 
-/// Why a message is refused before routing.
+/// Why a message (or one recipient of it) is refused before routing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     #[error("sender {from} is not an address of this runtime")]
     Spoofed { from: String },
     #[error("message rate limit exceeded")]
     RateLimited,
+    #[error("{}", policy_reason(.policies))]
+    Policy { policies: Vec<String> },
+}
+
+fn policy_reason(policies: &[String]) -> String {
+    if policies.is_empty() {
+        "denied by policy: no policy permits this message".to_owned()
+    } else {
+        format!("denied by policy {}", policies.join(", "))
+    }
 }
 
 /// Proof that a message passed the enforcement point. Only [`Bus::authorize`] creates one, and
@@ -45,6 +66,14 @@ pub enum Denied {
 pub struct Permit<'a> {
     pub(super) envelope: &'a Envelope,
     pub(super) origin: &'a Origin,
+    /// Recipients (by index in `to`) refused by policy.
+    pub(super) refused: Vec<(usize, Denied)>,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Bus {
@@ -67,6 +96,82 @@ impl Bus {
                 }
             }
         }
-        Ok(Permit { envelope, origin })
+        let mut refused = self.decide(envelope, origin);
+        if !refused.is_empty() && refused.len() == envelope.to().len() {
+            return Err(refused.swap_remove(0).1);
+        }
+        Ok(Permit {
+            envelope,
+            origin,
+            refused,
+        })
+    }
+
+    /// Asks the operator's policies about every recipient; returns the refused ones.
+    fn decide(&self, env: &Envelope, origin: &Origin) -> Vec<(usize, Denied)> {
+        let Some(engine) = self.inner.policy.engine() else {
+            return Vec::new();
+        };
+        let session = origin.session();
+        let now = self.inner.policy.clock().now();
+        let sender = Sender {
+            address: env.from(),
+            runtime: session.map(|s| &**s.runtime_url()),
+            user: session.and_then(|s| s.identity().subject.as_deref()),
+            transport: origin.transport(),
+            rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),
+            allocations: session.map_or(0, |s| s.allocation_count() as i64),
+        };
+        let kind = env.kind().as_str();
+        let mut refused = Vec::new();
+        for (i, to) in env.to().enumerate() {
+            let endpoint = self.inner.endpoints.classify(to);
+            // A subscription is decided on the resources subscribed to, not on the manager.
+            let resources = match (endpoint, env.kind()) {
+                (
+                    Some(Endpoint::Subscriptions),
+                    MessageType::Subscribe | MessageType::Unsubscribe,
+                ) => Self::subscription_resources(env),
+                _ => None,
+            };
+            let targets: Vec<&str> = match &resources {
+                Some(list) => list.iter().map(String::as_str).collect(),
+                None => vec![to],
+            };
+            for target in targets {
+                let node_endpoint = resources.is_none() && endpoint.is_some();
+                let owner = if node_endpoint {
+                    None
+                } else {
+                    self.inner.book.owner_of(target)
+                };
+                let target = Target {
+                    address: target,
+                    node_endpoint,
+                    owner_user: owner.as_ref().and_then(|o| o.identity().subject.as_deref()),
+                    owner_runtime: owner.as_ref().map(|o| &**o.runtime_url()),
+                };
+                let query = facts::query(kind, env.json().len(), &sender, &target, now);
+                let decision = engine.decide(&query);
+                for e in &decision.errors {
+                    tracing::warn!(error = %e, "policy evaluation error");
+                }
+                if !decision.allowed {
+                    let first = decision
+                        .policies
+                        .first()
+                        .map_or("default-deny", String::as_str);
+                    self.inner.metrics.policy_denial(first);
+                    refused.push((
+                        i,
+                        Denied::Policy {
+                            policies: decision.policies,
+                        },
+                    ));
+                    break;
+                }
+            }
+        }
+        refused
     }
 }

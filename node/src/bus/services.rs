@@ -54,6 +54,19 @@ struct SubscriptionBody {
     source: Option<String>,
 }
 
+impl Bus {
+    /// The addresses a subscription request names (`body.resources`, or the older
+    /// `body.subscribe` / `body.unsubscribe`), if its body reads.
+    pub(super) fn subscription_resources(env: &Envelope) -> Option<Vec<String>> {
+        let body: SubscriptionBody = env.body().ok()?;
+        let legacy = match env.kind() {
+            MessageType::Unsubscribe => body.unsubscribe,
+            _ => body.subscribe,
+        };
+        body.resources.or(legacy)
+    }
+}
+
 fn ok(env: &Envelope, at: &str, value: serde_json::Value) -> Envelope {
     let built = ResponseBuilder::new(env.id_json(), at, env.from(), Code::OK)
         .value(value)

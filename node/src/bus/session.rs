@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Outbox, OutboxFull};
+use super::rate::MinuteCounter;
 use crate::auth::Identity;
 use crate::config::SessionConfig;
 use crate::store::SessionKey;
@@ -63,6 +64,7 @@ pub struct Session {
     pub(crate) state: Mutex<State>,
     notify: Notify,
     limiter: DefaultDirectRateLimiter,
+    per_minute: MinuteCounter,
 }
 
 impl Session {
@@ -91,6 +93,7 @@ impl Session {
             }),
             notify: Notify::new(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            per_minute: MinuteCounter::default(),
         }
     }
 
@@ -113,6 +116,16 @@ impl Session {
     /// Takes one unit of the session's message rate; false when the rate is exceeded.
     pub fn take_rate(&self) -> bool {
         self.limiter.check().is_ok()
+    }
+
+    /// Counts a message for `context.rate_per_minute`; returns the count over the last minute.
+    pub fn count_message(&self, now_ms: i64) -> u64 {
+        self.per_minute.hit(now_ms)
+    }
+
+    /// The number of addresses allocated to the session.
+    pub fn allocation_count(&self) -> usize {
+        lock(&self.state).allocations.len()
     }
 
     /// Appends a frame to the outbox. Returns its seq and whether a connection is attached.

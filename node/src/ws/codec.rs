@@ -16,6 +16,7 @@ pub fn route_code(e: &RouteError) -> Code {
         RouteError::BadRequest(_) => Code::BAD_REQUEST,
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,
+        RouteError::Denied(d) => denied_code(d),
     }
 }
 
@@ -24,6 +25,7 @@ pub fn denied_code(d: &Denied) -> Code {
     match d {
         Denied::Spoofed { .. } => Code::FORBIDDEN,
         Denied::RateLimited => Code::TOO_MANY_REQUESTS,
+        Denied::Policy { .. } => Code::FORBIDDEN,
     }
 }
 

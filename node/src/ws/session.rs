@@ -16,6 +16,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rethink_proto::{Code, Envelope, Frame, Rejected, parse_frame};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::codec;
 use super::control::{self, Control};
@@ -50,6 +51,8 @@ enum End {
     Misbehaving,
     /// The peer went away or the socket failed.
     PeerGone,
+    /// The credential the session was opened with has expired.
+    Expired,
 }
 
 /// Outcome of handling one message.
@@ -80,20 +83,56 @@ where
         let _ = sink.close().await;
         return;
     };
-    let span =
-        tracing::debug_span!("session", id = %session.key(), runtime = %session.runtime_url());
-    let _entered = span.enter();
     let cancel = {
         let st = crate::sync::lock(&session.state);
         st.attachment.as_ref().map(|a| a.cancel.clone())
     };
     let cancel = cancel.unwrap_or_default();
     let shutdown = node.shutdown_token().clone();
+    let span =
+        tracing::debug_span!("session", id = %session.key(), runtime = %session.runtime_url());
+    attached(node, session, sink, stream, conn_id, cancel, shutdown)
+        .instrument(span)
+        .await;
+}
+
+/// The attached phase, until the connection ends.
+async fn attached<S, R, SE, RE>(
+    node: Node,
+    session: Arc<Session>,
+    mut sink: S,
+    mut stream: R,
+    conn_id: u64,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+) where
+    S: Sink<Message, Error = SE> + Unpin + Send,
+    R: Stream<Item = Result<Message, RE>> + Unpin + Send,
+    SE: Display,
+    RE: Display,
+{
     let end = tokio::select! {
+        () = credential_expiry(&session) => End::Expired,
         end = read_loop(&node, &session, &mut stream) => end,
         end = write_loop(&session, conn_id, &mut sink, &cancel, &shutdown, node.config().session.ping_interval) => end,
     };
-    if matches!(end, End::CloseRequested | End::Misbehaving | End::Idle) {
+    if end == End::Expired {
+        let url = session.runtime_url().to_string();
+        refuse(
+            &node,
+            &session,
+            "null",
+            SESSION,
+            &url,
+            Code::UNAUTHORIZED,
+            "the credential of this session has expired: open a new session with a fresh token",
+        )
+        .await;
+    }
+    if matches!(
+        end,
+        End::CloseRequested | End::Misbehaving | End::Idle | End::Expired
+    ) {
         // Deliver the answers already owed (to `close`, to the last bad frames) before closing.
         let mut frames = Vec::new();
         session.take_unsent(conn_id, usize::MAX, &mut frames);
@@ -108,7 +147,7 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
     }
     node.bus().detach(&session, conn_id);
-    if end == End::CloseRequested {
+    if matches!(end, End::CloseRequested | End::Expired) {
         node.bus().end_session(&session).await;
     }
     let (code, reason) = match end {
@@ -120,6 +159,7 @@ where
         ),
         End::Idle => (close_code::GOING_AWAY, "idle timeout"),
         End::Misbehaving => (close_code::POLICY, "too many invalid messages"),
+        End::Expired => (close_code::POLICY, "credential expired"),
         End::PeerGone => {
             tracing::debug!("connection lost; session kept for its resume window");
             return;
@@ -143,6 +183,23 @@ where
     })
     .await;
     let _ = sink.close().await;
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Resolves when the session's credential expires (never for credentials without expiry).
+async fn credential_expiry(session: &Session) {
+    match session.identity().expires_at {
+        Some(exp) => {
+            let left = exp.saturating_sub(unix_now());
+            tokio::time::sleep(Duration::from_secs(left)).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends a frame directly on the socket, before a session exists (`seq` 0).
@@ -307,6 +364,18 @@ async fn reopen(
         return Err((
             Code::FORBIDDEN,
             "the runtimeToken belongs to another runtime URL".to_owned(),
+        ));
+    }
+    if session
+        .identity()
+        .expires_at
+        .is_some_and(|exp| exp <= unix_now())
+    {
+        bus.end_session(&session).await;
+        return Err((
+            Code::UNAUTHORIZED,
+            "the credential of this session has expired: open a new session with a fresh token"
+                .to_owned(),
         ));
     }
     bus.attach(&session, conn_id, Some(last_seq)).await;
@@ -507,6 +576,7 @@ async fn handle_message(
         return control_message(node, session, &env).await;
     }
     let origin = Origin::Session(Arc::clone(session));
+    let env = crate::bus::identity::stamp(&env, &origin).unwrap_or(env);
     let permit = match bus.authorize(&env, &origin) {
         Ok(p) => p,
         Err(denied) => {

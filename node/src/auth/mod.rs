@@ -1,14 +1,30 @@
 //! Authentication of runtimes: who is opening a session.
 //!
 //! The [`Authenticator`] asks its [`TokenSource`]s in turn for a bearer token (from the
-//! `Authorization` header, the `access_token` query parameter or `body.token` of `open`). This
-//! issue's sources are static tokens from the configuration; node-issued tokens (Matrix login)
-//! and JWT / OIDC ID tokens plug in later as further sources. Without a token, a runtime is
-//! anonymous, which only the operator's `auth.allow_anonymous` permits.
+//! `Authorization` header, the `access_token` query parameter or `body.token` of `open`): static
+//! tokens from the configuration ([`StaticTokens`]), then JWT / OIDC ID tokens of the configured
+//! issuers ([`jwt::JwtSource`], with key sets from [`jwks`]). Node-issued tokens (Matrix login)
+//! plug in later as a further source. Without a token, a runtime is anonymous, which only the
+//! operator's `auth.allow_anonymous` permits.
+//!
+//! [`Authenticator::start`] is the constructor the node uses: it loads every issuer's key set
+//! (file or URL) and starts their refresh tasks. [`Authenticator::from_config`] builds the same
+//! chain synchronously, without fetching URLs or refreshing.
+
+pub mod fetch;
+pub mod jwks;
+pub mod jwt;
+#[cfg(test)]
+mod test_keys;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, StaticToken};
+use jwks::{JwksError, JwksLocation, KeyCache, KeySet};
 
 /// Who a session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +34,9 @@ pub struct Identity {
     /// The runtime URL the credential is bound to, if any.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// When the credential expires (unix seconds), if it does: a JWT's `exp`.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
 }
 
 impl Identity {
@@ -26,6 +45,7 @@ impl Identity {
         Self {
             subject: None,
             runtime: None,
+            expires_at: None,
         }
     }
 
@@ -57,7 +77,7 @@ pub enum Verdict {
     NotMine,
 }
 
-/// One kind of credential (static tokens; later node-issued tokens and JWT / OIDC).
+/// One kind of credential (static tokens, JWT / OIDC; later node-issued tokens).
 pub trait TokenSource: Send + Sync + std::fmt::Debug {
     fn verify(&self, token: &str) -> Verdict;
 }
@@ -74,7 +94,7 @@ impl StaticTokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -87,9 +107,34 @@ impl TokenSource for StaticTokens {
                 Verdict::Valid(Identity {
                     subject: Some(t.subject.clone()),
                     runtime: t.runtime.clone(),
+                    expires_at: None,
                 })
             })
     }
+}
+
+/// A key set that could not be loaded when the node started.
+#[derive(Debug, thiserror::Error)]
+#[error("JWT issuer {issuer:?}: cannot load its key set from {location}: {source}")]
+pub struct AuthStartError {
+    pub issuer: String,
+    pub location: String,
+    #[source]
+    pub source: JwksError,
+}
+
+/// Reads a key set file now; a failure is logged and gives an empty set.
+fn read_key_file(issuer: &str, path: &std::path::Path) -> KeySet {
+    let loaded = std::fs::read(path)
+        .map_err(|source| JwksError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|bytes| KeySet::parse(&bytes));
+    loaded.unwrap_or_else(|e| {
+        tracing::error!(%issuer, error = %e, "cannot load the JWT key set");
+        KeySet::default()
+    })
 }
 
 /// The chain of token sources and the anonymous switch.
@@ -97,14 +142,60 @@ impl TokenSource for StaticTokens {
 pub struct Authenticator {
     sources: Vec<Box<dyn TokenSource>>,
     allow_anonymous: bool,
+    /// Each JWT issuer's key cache and refresh interval.
+    key_caches: Vec<(Arc<KeyCache>, Duration)>,
 }
 
 impl Authenticator {
-    /// The sources named by the configuration.
+    /// The sources named by the configuration, built without waiting: key set files are read
+    /// now (one that fails is logged and its issuer's tokens are refused until it loads), key
+    /// set URLs are fetched only when a token needs them, and nothing is refreshed
+    /// periodically. The node uses [`Authenticator::start`].
     pub fn from_config(config: &AuthConfig) -> Self {
+        Self::build(config, |issuer| match &issuer.jwks {
+            JwksLocation::File(path) => read_key_file(&issuer.issuer, path),
+            JwksLocation::Url(_) => KeySet::default(),
+        })
+    }
+
+    /// The sources named by the configuration, with every JWT issuer's key set loaded (files
+    /// read, URLs fetched: a failure stops the start) and refreshed every `jwks_refresh_secs`
+    /// until `shutdown` is cancelled.
+    pub async fn start(
+        config: &AuthConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, AuthStartError> {
+        let auth = Self::build(config, |_| KeySet::default());
+        for ((cache, every), issuer) in auth.key_caches.iter().zip(&config.jwt) {
+            let keys = cache.reload().await.map_err(|source| AuthStartError {
+                issuer: issuer.issuer.clone(),
+                location: cache.location().to_string(),
+                source,
+            })?;
+            let from = cache.location();
+            tracing::info!(issuer = %issuer.issuer, %from, keys, "JWT issuer ready");
+            Arc::clone(cache).spawn_refresh(*every, shutdown.child_token());
+        }
+        Ok(auth)
+    }
+
+    fn build(config: &AuthConfig, initial: impl Fn(&jwt::JwtIssuer) -> KeySet) -> Self {
+        let mut sources: Vec<Box<dyn TokenSource>> =
+            vec![Box::new(StaticTokens::new(config.tokens.clone()))];
+        let mut key_caches = Vec::with_capacity(config.jwt.len());
+        for issuer in &config.jwt {
+            let cache = Arc::new(KeyCache::new(
+                issuer.issuer.clone(),
+                issuer.jwks.clone(),
+                initial(issuer),
+            ));
+            sources.push(Box::new(jwt::JwtSource::new(issuer, Arc::clone(&cache))));
+            key_caches.push((cache, issuer.jwks_refresh));
+        }
         Self {
-            sources: vec![Box::new(StaticTokens::new(config.tokens.clone()))],
+            sources,
             allow_anonymous: config.allow_anonymous,
+            key_caches,
         }
     }
 
@@ -146,6 +237,7 @@ mod tests {
                 subject: "user://example.com/alice".into(),
                 runtime: None,
             }],
+            jwt: Vec::new(),
         })
     }
 

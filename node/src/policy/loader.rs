@@ -1,0 +1,112 @@
+//! Reading a policy directory: `schema.cedarschema`, every `*.cedar` (in name order) and the
+//! optional `entities.json`, handed to `rethink_policy::Engine::load` with their file names so
+//! that errors name the file and line.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rethink_policy::{Engine, PolicyError, Source, Sources};
+
+/// Why a policy directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dir}: no *.cedar policy file")]
+    NoPolicies { dir: String },
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    #[error("no policy directory is configured (policy.dir)")]
+    NotConfigured,
+}
+
+fn read(path: &Path) -> Result<String, PolicyLoadError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyLoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyLoadError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Loads and validates the policy set in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Engine, PolicyLoadError> {
+    let schema_path = dir.join("schema.cedarschema");
+    let schema = read(&schema_path)?;
+    let files = policy_files(dir)?;
+    if files.is_empty() {
+        return Err(PolicyLoadError::NoPolicies {
+            dir: dir.display().to_string(),
+        });
+    }
+    let mut texts = Vec::with_capacity(files.len());
+    for f in &files {
+        texts.push((file_name(f), read(f)?));
+    }
+    let entities_path = dir.join("entities.json");
+    let entities = if entities_path.exists() {
+        Some(read(&entities_path)?)
+    } else {
+        None
+    };
+    let sources = Sources {
+        schema: Source {
+            name: "schema.cedarschema",
+            text: &schema,
+        },
+        policies: texts
+            .iter()
+            .map(|(name, text)| Source { name, text })
+            .collect(),
+        entities: entities.as_deref().map(|text| Source {
+            name: "entities.json",
+            text,
+        }),
+    };
+    Ok(Engine::load(&sources)?)
+}
+
+/// What the watcher compares: every policy file's name, modification time and size.
+pub fn fingerprint(dir: &Path) -> Vec<(String, SystemTime, u64)> {
+    let mut out: Vec<(String, SystemTime, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let relevant =
+                name.ends_with(".cedar") || name == "schema.cedarschema" || name == "entities.json";
+            let meta = e.metadata().ok()?;
+            relevant.then(|| {
+                (
+                    name,
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
