@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{Rt, TestNode};
+use crate::support::{Rt, TestNode, pair};
 
 /// Checks that `rt` still routes: a message from `from` to `to` reaches `peer`.
 async fn still_works(rt: &mut Rt, peer: &mut Rt, from: &str, to: &str) {
@@ -19,18 +19,10 @@ async fn still_works(rt: &mut Rt, peer: &mut Rt, from: &str, to: &str) {
     assert_eq!(peer.recv().await["id"], id, "connection still usable");
 }
 
-async fn pair(node: &TestNode) -> (Rt, Rt, String, String) {
-    let mut a = Rt::open(node, "rt-bad-a").await;
-    let mut b = Rt::open(node, "rt-bad-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
-    (a, b, fa, fb)
-}
-
 #[tokio::test]
 async fn malformed_json_gets_400_and_the_connection_survives() {
     let node = TestNode::spawn().await;
-    let (mut a, mut b, fa, fb) = pair(&node).await;
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     a.send_text("{this is not json").await;
     let resp = a.recv().await;
     assert_eq!(resp["type"], "response");
@@ -48,7 +40,7 @@ async fn malformed_json_gets_400_and_the_connection_survives() {
 #[tokio::test]
 async fn missing_or_invalid_fields_get_400_echoing_the_id() {
     let node = TestNode::spawn().await;
-    let (mut a, mut b, fa, fb) = pair(&node).await;
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     let cases: Vec<(Value, &str)> = vec![
         (
             json!({"id": 5, "type": "create", "from": fa, "body": {}}),
@@ -81,7 +73,7 @@ async fn missing_or_invalid_fields_get_400_echoing_the_id() {
 #[tokio::test]
 async fn spoofed_sender_is_refused_with_403_and_not_delivered() {
     let node = TestNode::spawn().await;
-    let (mut a, mut b, fa, fb) = pair(&node).await;
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     for from in [
         fb.as_str(),
         "hyperty://example.com/made-up",
@@ -99,7 +91,7 @@ async fn spoofed_sender_is_refused_with_403_and_not_delivered() {
 #[tokio::test]
 async fn oversized_frame_gets_413_and_the_connection_survives() {
     let node = TestNode::spawn_with(|c| c.session.max_frame_bytes = 64 * 1024).await;
-    let (mut a, mut b, fa, fb) = pair(&node).await;
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     let big = "x".repeat(100 * 1024);
     a.send(&json!({"id": 9, "type": "PING", "from": fa, "to": fb, "body": {"big": big}}))
         .await;
@@ -153,7 +145,7 @@ async fn rate_limit_answers_429_and_delivers_the_rest() {
 #[tokio::test]
 async fn full_outbox_answers_503_and_keeps_what_it_holds() {
     let node = TestNode::spawn_with(|c| c.session.outbox_max_messages = 3).await;
-    let (mut a, b, fa, fb) = pair(&node).await;
+    let (mut a, b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     // b stops reading and acking; its outbox holds the allocation answer and the open answer
     // until acknowledged (acked by nothing), so only one more message fits.
     drop(b.drop_connection());
@@ -177,7 +169,7 @@ async fn full_outbox_answers_503_and_keeps_what_it_holds() {
 #[tokio::test]
 async fn binary_frames_get_400() {
     let node = TestNode::spawn().await;
-    let (mut a, mut b, fa, fb) = pair(&node).await;
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-bad-a", "rt-bad-b").await;
     a.send_raw(Message::binary(vec![1u8, 2, 3])).await;
     assert_eq!(a.recv().await["body"]["code"], 400);
     still_works(&mut a, &mut b, &fa, &fb).await;

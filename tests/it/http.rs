@@ -4,7 +4,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Rt, TestNode};
+use crate::support::{Rt, TestNode, pair};
 
 /// A minimal HTTP/1.1 GET: status code and body.
 async fn get(node: &TestNode, path: &str) -> (u16, String) {
@@ -45,10 +45,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn metrics_count_sessions_routed_and_refused_messages() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-m-a").await;
-    let mut b = Rt::open(&node, "rt-m-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-m-a", "rt-m-b").await;
     for i in 0..3 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Rt, TestNode};
+use crate::support::{Rt, TestNode, pair};
 
 /// Reads frames until the re-open response; returns the ids of the messages replayed before it.
 async fn replayed_until_reopen(rt: &mut Rt, reopen_id: &serde_json::Value) -> Vec<u64> {
@@ -24,10 +24,7 @@ async fn replayed_until_reopen(rt: &mut Rt, reopen_id: &serde_json::Value) -> Ve
 #[tokio::test]
 async fn resume_after_a_dropped_connection_delivers_queued_messages_in_order() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-sender").await;
-    let mut b = Rt::open(&node, "rt-receiver").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-sender", "rt-receiver").await;
 
     a.send(&json!({"id": 0, "type": "PING", "from": fa, "to": fb}))
         .await;
@@ -55,10 +52,7 @@ async fn resume_after_a_dropped_connection_delivers_queued_messages_in_order() {
 #[tokio::test]
 async fn acknowledged_messages_are_not_replayed() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-ack-a").await;
-    let mut b = Rt::open(&node, "rt-ack-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-ack-a", "rt-ack-b").await;
     for i in 1..=3 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
@@ -77,10 +71,7 @@ async fn acknowledged_messages_are_not_replayed() {
 
 async fn survives_restart(kill: bool) {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-restart-a").await;
-    let mut b = Rt::open(&node, "rt-restart-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-restart-a", "rt-restart-b").await;
     b.ack().await;
     let memory_b = b.drop_connection();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -124,10 +115,7 @@ async fn killed_node_keeps_every_accepted_message() {
 #[tokio::test]
 async fn a_connected_session_resumes_after_a_graceful_restart() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-conn-a").await;
-    let mut b = Rt::open(&node, "rt-conn-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-conn-a", "rt-conn-b").await;
     a.send(&json!({"id": 1, "type": "PING", "from": fa, "to": fb}))
         .await;
     let seen = b.recv().await;
@@ -147,10 +135,7 @@ async fn a_connected_session_resumes_after_a_graceful_restart() {
 #[tokio::test]
 async fn expiry_releases_addresses_and_subscriptions() {
     let node = TestNode::spawn_with(|c| c.session.resume_window = Duration::from_millis(500)).await;
-    let mut a = Rt::open(&node, "rt-exp-a").await;
-    let mut b = Rt::open(&node, "rt-exp-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-exp-a", "rt-exp-b").await;
     let memory = b.drop_connection();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let resp = a
@@ -174,10 +159,7 @@ async fn expiry_releases_addresses_and_subscriptions() {
 #[tokio::test]
 async fn close_ends_the_session_at_once() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-close-a").await;
-    let mut b = Rt::open(&node, "rt-close-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-close-a", "rt-close-b").await;
     let url = b.url.clone();
     let resp = b
         .request(json!({"type": "close", "from": url, "to": "mn:/session"}))
@@ -193,10 +175,7 @@ async fn close_ends_the_session_at_once() {
 #[tokio::test]
 async fn re_open_on_a_new_connection_takes_the_session_over() {
     let node = TestNode::spawn().await;
-    let mut a = Rt::open(&node, "rt-take-a").await;
-    let mut b = Rt::open(&node, "rt-take-b").await;
-    let fa = a.allocate(1).await.remove(0);
-    let fb = b.allocate(1).await.remove(0);
+    let (mut a, mut b, fa, fb) = pair(&node, "rt-take-a", "rt-take-b").await;
     let memory = crate::support::client::RtMemory {
         url: b.url.clone(),
         token: b.token.clone(),

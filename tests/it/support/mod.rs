@@ -10,6 +10,15 @@ pub(crate) use node::TestNode;
 /// The domain every test node serves (the shared reTHINK vectors use it).
 pub(crate) const DOMAIN: &str = "example.com";
 
+/// Two opened runtimes named `a` and `b`, each holding one allocated hyperty address.
+pub(crate) async fn pair(node: &TestNode, a: &str, b: &str) -> (Rt, Rt, String, String) {
+    let mut ra = Rt::open(node, a).await;
+    let mut rb = Rt::open(node, b).await;
+    let fa = ra.allocate(1).await.remove(0);
+    let fb = rb.allocate(1).await.remove(0);
+    (ra, rb, fa, fb)
+}
+
 /// The node's allocation endpoint.
 pub(crate) fn allocation_endpoint() -> String {
     format!("domain://msg-node.{DOMAIN}/address-allocation")
