@@ -1,29 +1,7 @@
 //! The plain HTTP endpoints: `/healthz`, `/metrics` (Prometheus text), unknown paths.
 
+use crate::support::{TestNode, get, metric, pair};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::support::{Rt, TestNode, pair};
-
-/// A minimal HTTP/1.1 GET: status code and body.
-async fn get(node: &TestNode, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -32,14 +10,6 @@ async fn healthz_answers_ok() {
     assert_eq!(status, 200);
     assert!(body.contains("ok"));
     assert_eq!(get(&node, "/no-such-path").await.0, 404);
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Rt, TestNode, pair};
+use crate::support::{Rt, TestNode, pair, wait_for_metric};
 
 /// Reads frames until the re-open response; returns the ids of the messages replayed before it.
 async fn replayed_until_reopen(rt: &mut Rt, reopen_id: &serde_json::Value) -> Vec<u64> {
@@ -59,8 +59,9 @@ async fn acknowledged_messages_are_not_replayed() {
         b.recv().await;
     }
     b.ack().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut memory = b.drop_connection();
+    // Once the node has seen the connection go, it has read everything before, the ack too.
+    wait_for_metric(&node, "rethink_sessions_connected", 1.0).await;
     // Even asking for everything again, acknowledged frames are gone.
     memory.last_seq = 0;
     a.send(&json!({"id": 4, "type": "PING", "from": fa, "to": fb}))
@@ -74,7 +75,7 @@ async fn survives_restart(kill: bool) {
     let (mut a, mut b, fa, fb) = pair(&node, "rt-restart-a", "rt-restart-b").await;
     b.ack().await;
     let memory_b = b.drop_connection();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_metric(&node, "rethink_sessions_connected", 1.0).await;
     for i in 1..=4 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;

@@ -2,9 +2,11 @@
 //! ([`Rt`]).
 
 pub(crate) mod client;
+pub(crate) mod http;
 pub(crate) mod node;
 
 pub(crate) use client::Rt;
+pub(crate) use http::{get, metric, wait_for_metric};
 pub(crate) use node::TestNode;
 
 /// The domain every test node serves (the shared reTHINK vectors use it).

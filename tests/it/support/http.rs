@@ -1,0 +1,48 @@
+//! Plain HTTP against the node: a minimal GET, and reading its Prometheus metrics.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::TestNode;
+
+/// A minimal HTTP/1.1 GET: status code and body.
+pub(crate) async fn get(node: &TestNode, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of metric `name` (with its labels, if any) in a Prometheus text exposition.
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// Waits until metric `name` reads `value` (up to 5 s); panics otherwise.
+pub(crate) async fn wait_for_metric(node: &TestNode, name: &str, value: f64) {
+    for _ in 0..100 {
+        let (_, text) = get(node, "/metrics").await;
+        if metric(&text, name) == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metric {name} did not reach {value}");
+}
