@@ -49,6 +49,27 @@ pub struct RawConfig {
     pub store: RawStore,
     pub policy: RawPolicy,
     pub admin: RawAdmin,
+    pub matrix: RawMatrix,
+}
+
+/// `[matrix]`: the Matrix Client-Server API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMatrix {
+    /// The server name in user IDs (`@name:<server_name>`); default: the domain.
+    pub server_name: Option<String>,
+    pub registration_enabled: bool,
+    pub jwt_create_accounts: bool,
+}
+
+impl Default for RawMatrix {
+    fn default() -> Self {
+        Self {
+            server_name: None,
+            registration_enabled: true,
+            jwt_create_accounts: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +166,7 @@ impl Default for RawConfig {
             store: RawStore::default(),
             policy: RawPolicy::default(),
             admin: RawAdmin::default(),
+            matrix: RawMatrix::default(),
         }
     }
 }
@@ -203,6 +225,19 @@ pub struct Config {
     pub store: StoreConfig,
     pub policy: PolicyConfig,
     pub admin: AdminConfig,
+    pub matrix: MatrixConfig,
+}
+
+/// The Matrix Client-Server API.
+#[derive(Debug, Clone)]
+pub struct MatrixConfig {
+    /// The server name in user IDs (`@name:<server_name>`).
+    pub server_name: ruma::OwnedServerName,
+    /// Whether `POST /_matrix/client/v3/register` creates accounts (403 when off).
+    pub registration_enabled: bool,
+    /// Whether a JWT login (`org.matrix.login.jwt`) of an identity without an account creates
+    /// one (403 when off).
+    pub jwt_create_accounts: bool,
 }
 
 /// Where operator policies live and how the policy clock runs.
@@ -389,6 +424,13 @@ impl RawConfig {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
+        let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
+        let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
+            invalid(
+                "matrix.server_name",
+                format!("{server_name:?} is not a server name: {e}"),
+            )
+        })?;
         Ok(Config {
             domain,
             listen,
@@ -425,6 +467,11 @@ impl RawConfig {
             },
             admin: AdminConfig {
                 token: self.admin.token,
+            },
+            matrix: MatrixConfig {
+                server_name,
+                registration_enabled: self.matrix.registration_enabled,
+                jwt_create_accounts: self.matrix.jwt_create_accounts,
             },
         })
     }
@@ -469,6 +516,8 @@ mod tests {
         assert_eq!(cfg.domain, "example.com");
         assert_eq!(cfg.session.max_frame_bytes, 1024 * 1024);
         assert_eq!(cfg.auth.tokens.len(), 1);
+        assert_eq!(cfg.matrix.server_name.as_str(), "example.com");
+        assert!(cfg.matrix.registration_enabled);
     }
 
     #[test]
@@ -479,6 +528,9 @@ mod tests {
         assert_eq!(cfg.listen.port(), 8900);
         assert_eq!(cfg.data_dir, PathBuf::from("./data"));
         assert!(cfg.auth.allow_anonymous);
+        assert_eq!(cfg.matrix.server_name.as_str(), "localhost");
+        assert!(cfg.matrix.registration_enabled);
+        assert!(cfg.matrix.jwt_create_accounts);
     }
 
     #[test]
@@ -522,6 +574,16 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "setting `session.rate_per_second`",
+            ),
+            (
+                RawConfig {
+                    matrix: RawMatrix {
+                        server_name: Some("bad name".into()),
+                        ..RawMatrix::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `matrix.server_name`",
             ),
         ];
         for (raw, want) in cases {

@@ -3,12 +3,14 @@
 //! Hyperty runtimes connect over WebSocket (`ws`), open a session, get addresses and exchange
 //! reTHINK messages through the `bus`, which keeps every frame owed to a runtime in a persisted
 //! outbox (`store`) until the runtime acknowledges it. `node` starts and stops the parts;
-//! `config` reads and validates settings; `auth` checks credentials; `metrics` exports counters.
+//! `config` reads and validates settings; `auth` checks credentials; `metrics` exports counters;
+//! `matrix` serves the Matrix Client-Server API.
 //! See DESIGN.md (in the project's shared folder) for the architecture.
 
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod matrix;
 pub mod metrics;
 pub mod node;
 pub mod policy;

@@ -14,9 +14,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bus::{Bus, BusConfig};
 use crate::config::Config;
+use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
 use crate::server::{self, ServerError};
+use crate::store::accounts::AccountStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
 
@@ -38,12 +40,13 @@ struct Inner {
     config: Config,
     bus: Bus,
     auth: Authenticator,
+    accounts: Accounts,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
 
-/// The node handle: configuration, bus, authenticator, metrics, shutdown signal.
+/// The node handle: configuration, bus, authenticator, Matrix accounts, metrics, shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Node {
     inner: Arc<Inner>,
@@ -60,6 +63,11 @@ impl Node {
 
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    /// Matrix accounts, devices and access tokens.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -119,9 +127,11 @@ impl RunningNode {
         let restored = bus.restore(persisted);
         let shutdown = CancellationToken::new();
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
+        let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let node = Node {
             inner: Arc::new(Inner {
                 auth,
+                accounts,
                 config,
                 bus,
                 metrics,

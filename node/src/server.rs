@@ -1,5 +1,6 @@
-//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`), a plain TCP or TLS listener
-//! with `TCP_NODELAY`, and graceful shutdown on the node's shutdown token.
+//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, the Matrix API under `/_matrix`),
+//! a plain TCP or TLS listener with `TCP_NODELAY`, and graceful shutdown on the node's shutdown
+//! token.
 
 use std::net::SocketAddr;
 
@@ -37,6 +38,7 @@ pub fn router(node: Node) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/policy/reload", post(reload_policy))
+        .merge(crate::matrix::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node)
 }

@@ -24,39 +24,43 @@ pub(crate) fn evaluate(
     let mut errors = Vec::new();
     for &i in candidates {
         let policy = &policies[i];
-        let Some(condition) = &policy.condition else {
-            if policy.forbid {
-                forbids.push(policy.id.clone());
-            } else {
-                permits.push(policy.id.clone());
-            }
-            continue;
-        };
-        match evaluator.interpret(condition, &slots) {
-            Ok(Value {
-                value: ValueKind::Lit(Literal::Bool(satisfied)),
-                ..
-            }) => {
-                if satisfied && policy.forbid {
-                    forbids.push(policy.id.clone());
-                } else if satisfied {
-                    permits.push(policy.id.clone());
+        let satisfied = match &policy.condition {
+            None => true,
+            Some(condition) => match evaluator.interpret(condition, &slots) {
+                Ok(Value {
+                    value: ValueKind::Lit(Literal::Bool(satisfied)),
+                    ..
+                }) => satisfied,
+                // Cannot happen to a validated policy: conditions are boolean.
+                Ok(other) => {
+                    errors.push(format!(
+                        "{}: condition is not a boolean: {other}",
+                        policy.id
+                    ));
+                    false
                 }
-            }
-            // Cannot happen to a validated policy: conditions are boolean.
-            Ok(other) => errors.push(format!(
-                "{}: condition is not a boolean: {other}",
-                policy.id
-            )),
-            Err(e) => errors.push(format!("{}: {e}", policy.id)),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", policy.id));
+                    false
+                }
+            },
+        };
+        match (satisfied, policy.forbid) {
+            (true, true) => forbids.push(i),
+            (true, false) => permits.push(i),
+            (false, _) => {}
         }
     }
     errors.sort_unstable();
-    let (allowed, mut ids) = match (forbids.is_empty(), permits.is_empty()) {
+    let (allowed, determining) = match (forbids.is_empty(), permits.is_empty()) {
         (false, _) => (false, forbids),
         (true, false) => (true, permits),
         (true, true) => (false, Vec::new()),
     };
+    let mut ids: Vec<String> = determining
+        .iter()
+        .map(|&i| policies[i].id.clone())
+        .collect();
     ids.sort_unstable();
     Decision {
         allowed,

@@ -4,11 +4,19 @@
 //! (`schema.cedarschema`, `*.cedar`, `entities.json`, each with its file name for errors),
 //! validates them strictly, and answers one [`Query`] per message with a [`Decision`].
 //!
-//! Two things keep a decision fast with many policies and a large entity store:
-//! - a per-action index ([`index`](crate::index)): each action evaluates only the policies whose
-//!   action scope can match it;
-//! - entity slicing ([`slice`](crate::slice)): each request gets a small entity set holding the
-//!   synthesized principal and resource chains and what they reach in the operator's store.
+//! Loading uses `cedar-policy` (parsing, strict validation, entity parsing, error spans).
+//! Deciding uses the evaluator underneath it (`cedar-policy-core`, the version `cedar-policy`
+//! pins), so that per request nothing is rebuilt that can be built at load:
+//! - a per-action index (module `index`): a message is checked only against the policies whose
+//!   action scope can match its action, and within those only against the ones whose principal
+//!   and resource scopes admit the sender and the target (bucketed by the entity they name);
+//!   their `when`/`unless` conditions go to Cedar's evaluator, compiled once at load;
+//! - entity slicing (modules `synth`, `slice`): each request gets a small entity set holding
+//!   the synthesized principal and resource chains and what they reach in the operator's
+//!   store, sharing the stored entities, with the hierarchy's closure computed on the spot.
+//!
+//! A test checks decisions against Cedar's own authorizer on the whole policy set and the
+//! whole entity store.
 //!
 //! ```
 //! use rethink_policy::{Engine, Facts, Principal, PrincipalKind, Query, Resource, ResourceKind};

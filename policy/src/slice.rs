@@ -13,7 +13,7 @@
 //! tens of microseconds on a dozen entities. An operator entity that gains synthesized parents
 //! is copied with them, and so is any sliced entity below it.
 
-use crate::names::Types;
+use crate::names::{Types, uid};
 use crate::query::Query;
 use crate::store::{Store, Stored};
 use crate::synth::{Synth, Synthesized, synthesize};
@@ -34,10 +34,45 @@ pub(crate) struct Slice {
     pub(crate) entities: Entities,
 }
 
+/// How many entities a slice can hold before its map grows.
+const ROOM: usize = 48;
+
+/// An empty entity set with room for [`ROOM`] entities (filled, then emptied). Each request
+/// fills a clone of it (a clone keeps the capacity), so building a slice does not rehash:
+/// Cedar's map hashes uids with SipHash, and growing a fresh map step by step rehashes more
+/// entities than the slice holds (about a tenth of a decision).
+#[derive(Debug, Clone)]
+pub(crate) struct Blank(Entities);
+
+impl Blank {
+    pub(crate) fn new(types: &Types) -> Self {
+        let fill = (0..ROOM).map(|i| {
+            let uid = uid(&types.group, &i.to_string());
+            (Arc::new(Entity::with_uid(uid.clone())), uid)
+        });
+        let (entities, uids): (Vec<_>, Vec<_>) = fill.unzip();
+        let room = Entities::new()
+            .add_entities(
+                entities,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .ok()
+            .and_then(|e| {
+                e.remove_entities(uids, TCComputation::AssumeAlreadyComputed)
+                    .ok()
+            });
+        // Adding and removing unrelated entities cannot fail; if it did, start from scratch.
+        Self(room.unwrap_or_default())
+    }
+}
+
 /// Synthesizes the query's entities and slices the operator's store around them.
 pub(crate) fn slice(
     types: &Types,
     store: &Store,
+    blank: &Blank,
     action_entities: &[Arc<Entity>],
     query: &Query<'_>,
 ) -> Result<Slice, String> {
@@ -51,7 +86,8 @@ pub(crate) fn slice(
     let mut grew = false;
     for ((item, closure), stored) in items.iter().zip(&closures).zip(&stored) {
         let entity = match stored {
-            Some(stored) if closure.iter().all(|a| stored.entity.is_descendant_of(a)) => {
+            // The closure holds the stored ancestors: equal sizes mean nothing was gained.
+            Some(stored) if closure.len() == stored.entity.ancestors().count() => {
                 Arc::clone(&stored.entity)
             }
             Some(stored) => {
@@ -92,7 +128,9 @@ pub(crate) fn slice(
     }
     slice.extend(action_entities.iter().cloned());
 
-    let entities = Entities::new()
+    let entities = blank
+        .0
+        .clone()
         .add_entities(
             slice,
             None::<&NoEntitiesSchema>,
@@ -100,50 +138,60 @@ pub(crate) fn slice(
             Extensions::all_available(),
         )
         .map_err(|e| e.to_string())?;
+    let mut closures = closures;
+    let resource_ancestors = closures[synth.resource].clone();
+    let principal_ancestors = std::mem::take(&mut closures[synth.principal]);
     Ok(Slice {
         principal: items[synth.principal].uid.clone(),
-        principal_ancestors: closures[synth.principal].clone(),
+        principal_ancestors,
         resource: items[synth.resource].uid.clone(),
-        resource_ancestors: closures[synth.resource].clone(),
+        resource_ancestors,
         entities,
     })
 }
 
-/// The closed ancestor list of every synthesized entity: its stored ancestors, its synthesized
-/// parents, and their ancestors (synthesized or stored).
+/// The closed ancestor list of every synthesized entity: its stored ancestors and synthesized
+/// parents, and the ancestors of those (the closed lists of the synthesized ones among them,
+/// which may have gained synthesized parents; the stored ancestors of the others).
 fn closures(store: &Store, synth: &Synthesized, stored: &[Option<&Stored>]) -> Vec<Vec<EntityUID>> {
     let items = &synth.items;
+    let direct: Vec<Vec<EntityUID>> = items
+        .iter()
+        .zip(stored)
+        .map(|(item, stored)| {
+            let mut list: Vec<EntityUID> = stored
+                .map(|s| s.entity.ancestors().cloned().collect())
+                .unwrap_or_default();
+            for parent in &item.parents {
+                if !list.contains(parent) {
+                    list.push(parent.clone());
+                }
+            }
+            list
+        })
+        .collect();
     let mut closures: Vec<Option<Vec<EntityUID>>> = vec![None; items.len()];
-    // Synthesized chains are at most three deep (hyperty, runtime, user or domain) and acyclic:
-    // close the items parents first.
+    // Synthesized chains are short (hyperty, runtime, user or domain) and acyclic: close an
+    // item once the synthesized entities among its ancestors are closed.
     let mut pending: Vec<usize> = (0..items.len()).collect();
     while !pending.is_empty() {
         let before = pending.len();
         pending.retain(|&i| {
-            let item = &items[i];
-            let parents: Vec<Option<usize>> =
-                item.parents.iter().map(|p| synth.position(p)).collect();
-            if parents
-                .iter()
-                .flatten()
-                .any(|&j| j != i && closures[j].is_none())
-            {
+            let mut waiting = direct[i].iter().filter_map(|a| synth.position(a));
+            if waiting.any(|j| j != i && closures[j].is_none()) {
                 return true;
             }
-            let mut list: Vec<EntityUID> = stored[i]
-                .map(|s| s.entity.ancestors().cloned().collect())
-                .unwrap_or_default();
-            let mut add = |uid: &EntityUID| {
-                if *uid != item.uid && !list.contains(uid) {
-                    list.push(uid.clone());
-                }
-            };
-            for (parent, position) in item.parents.iter().zip(&parents) {
-                add(parent);
-                match position.and_then(|j| closures[j].as_ref()) {
+            let mut list = direct[i].clone();
+            for ancestor in &direct[i] {
+                let mut add = |uid: &EntityUID| {
+                    if *uid != items[i].uid && !list.contains(uid) {
+                        list.push(uid.clone());
+                    }
+                };
+                match synth.position(ancestor).and_then(|j| closures[j].as_ref()) {
                     Some(inherited) => inherited.iter().for_each(&mut add),
                     None => {
-                        if let Some(s) = store.get(parent) {
+                        if let Some(s) = store.get(ancestor) {
                             s.entity.ancestors().for_each(&mut add);
                         }
                     }
@@ -153,9 +201,9 @@ fn closures(store: &Store, synth: &Synthesized, stored: &[Option<&Stored>]) -> V
             false
         });
         if pending.len() == before {
-            // A cycle (cannot come from a query): close the rest from what is known.
+            // A cycle (only an operator's extended schema could make one): stop there.
             for &i in &pending {
-                closures[i] = Some(items[i].parents.clone());
+                closures[i] = Some(direct[i].clone());
             }
             break;
         }

@@ -10,6 +10,7 @@ mod bad_input;
 mod http;
 mod identity;
 mod jwt;
+mod matrix_auth;
 mod policy;
 mod resume;
 mod routing;

@@ -136,7 +136,7 @@ async fn a_connected_session_resumes_after_a_graceful_restart() {
 #[tokio::test]
 async fn expiry_releases_addresses_and_subscriptions() {
     let node = TestNode::spawn_with(|c| c.session.resume_window = Duration::from_millis(500)).await;
-    let (mut a, mut b, fa, fb) = pair(&node, "rt-exp-a", "rt-exp-b").await;
+    let (mut a, b, fa, fb) = pair(&node, "rt-exp-a", "rt-exp-b").await;
     let memory = b.drop_connection();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let resp = a

@@ -4,12 +4,14 @@
 //! This module owns the storage *interface*: the [`SessionStore`] trait (one backend per
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
-//! backend is [`sqlite::SqliteStore`].
+//! backend is [`sqlite::SqliteStore`]. Matrix accounts, devices and access tokens are kept by
+//! [`accounts::AccountStore`] in the same database.
 //!
 //! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
 //! commits them in groups. An operation can carry a `durable` notifier when the caller must wait
 //! until it is committed (messages for a disconnected session).
 
+pub mod accounts;
 pub mod sqlite;
 pub mod writer;
 

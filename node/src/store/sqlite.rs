@@ -68,6 +68,11 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// The connection pool, for stores of other concerns that share the database file.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Closes every connection of the pool, waiting for those in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -1,0 +1,233 @@
+//! [`MatrixError`], every way a Matrix request can fail, and its one mapping to the wire: an
+//! HTTP status with a standard error body (`errcode`, `error`) built with ruma's error types, or
+//! the user-interactive authentication answer (401 with `flows`, `params` and `session`).
+//!
+//! Internal failures (store, hashing, randomness, tasks) are logged here with their source and
+//! answered with a bare 500 `M_UNKNOWN`: their details never reach the client.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ruma::api::OutgoingResponse;
+use ruma::api::OutgoingResponseExt as _;
+use ruma::api::client::uiaa::{UiaaInfo, UiaaResponse};
+use ruma::api::error::{
+    Error as RumaError, ErrorBody, ErrorKind, StandardErrorBody, UnknownTokenErrorData,
+};
+
+use crate::store::StoreError;
+
+/// A failed Matrix request. The `Display` text is the `error` message sent to the client
+/// (except for internal errors, which send a generic one).
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("missing access token")]
+    MissingToken,
+    #[error("unknown access token")]
+    UnknownToken,
+    #[error("the request body is not valid JSON")]
+    NotJson,
+    #[error("bad JSON: {0}")]
+    BadJson(String),
+    #[error("invalid parameter: {0}")]
+    InvalidParam(String),
+    #[error("missing parameter: {0}")]
+    MissingParam(&'static str),
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("unrecognized request")]
+    UnrecognizedEndpoint,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("guest access is not supported")]
+    GuestAccessForbidden,
+    #[error("invalid username: {0}")]
+    InvalidUsername(&'static str),
+    #[error("the user ID is already taken")]
+    UserInUse,
+    #[error("the user ID is in a namespace reserved by the node")]
+    Exclusive,
+    /// A request the node understands but does not support (login type, identifier type,
+    /// user-interactive authentication session): 400 `M_UNKNOWN`.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("too many requests: {0}")]
+    LimitExceeded(&'static str),
+    /// User-interactive authentication is needed (or its stage failed): 401 with the flows.
+    #[error("user-interactive authentication required")]
+    UiaRequired(Box<UiaaInfo>),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl MatrixError {
+    /// The status and error kind this error answers with.
+    fn status_and_kind(&self) -> (StatusCode, ErrorKind) {
+        use MatrixError as E;
+        match self {
+            E::MissingToken => (StatusCode::UNAUTHORIZED, ErrorKind::MissingToken),
+            E::UnknownToken => (
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::UnknownToken(UnknownTokenErrorData::new()),
+            ),
+            E::NotJson => (StatusCode::BAD_REQUEST, ErrorKind::NotJson),
+            E::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
+            E::InvalidParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
+            E::MissingParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::MissingParam),
+            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
+            E::UnrecognizedEndpoint => (StatusCode::NOT_FOUND, ErrorKind::Unrecognized),
+            E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized),
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
+            E::GuestAccessForbidden => (StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden),
+            E::InvalidUsername(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername),
+            E::UserInUse => (StatusCode::BAD_REQUEST, ErrorKind::UserInUse),
+            E::Exclusive => (StatusCode::BAD_REQUEST, ErrorKind::Exclusive),
+            E::Unsupported(_) => (StatusCode::BAD_REQUEST, ErrorKind::Unknown),
+            E::LimitExceeded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::LimitExceeded(Default::default()),
+            ),
+            E::UiaRequired(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unknown),
+            E::Store(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        matches!(self, MatrixError::Store(_) | MatrixError::Internal(_))
+    }
+
+    /// The error as ruma's error response.
+    fn into_ruma(self) -> RumaError {
+        let (status, kind) = self.status_and_kind();
+        let message = if self.is_internal() {
+            tracing::error!(error = %self, "matrix request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let standard = StandardErrorBody::new(kind, message);
+        let body = match &standard.kind {
+            // ruma leaves `soft_logout: false` out (the spec's default); say it explicitly, as
+            // other homeservers do, so that no client has to know the default.
+            ErrorKind::UnknownToken(data) if !data.soft_logout => {
+                match serde_json::to_value(&standard) {
+                    Ok(mut json) => {
+                        json["soft_logout"] = false.into();
+                        ErrorBody::Json(json)
+                    }
+                    Err(_) => ErrorBody::Standard(standard),
+                }
+            }
+            _ => ErrorBody::Standard(standard),
+        };
+        RumaError::new(status, body)
+    }
+}
+
+impl IntoResponse for MatrixError {
+    fn into_response(self) -> Response {
+        match self {
+            MatrixError::UiaRequired(info) => {
+                outgoing(UiaaResponse::AuthResponse(*info), StatusCode::UNAUTHORIZED)
+            }
+            other => {
+                let status = other.status_and_kind().0;
+                outgoing(other.into_ruma(), status)
+            }
+        }
+    }
+}
+
+/// A successful Matrix response: any ruma response type, serialised by ruma.
+#[derive(Debug)]
+pub(crate) struct RumaResponse<R>(pub(crate) R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        outgoing(self.0, StatusCode::OK)
+    }
+}
+
+/// Serialises a ruma response; a failure (a bug) is logged and answered with a bare 500.
+fn outgoing<R: OutgoingResponse>(response: R, expected: StatusCode) -> Response {
+    match response.try_into_http_response::<Vec<u8>>() {
+        Ok(http) => http.map(Body::from),
+        Err(e) => {
+            tracing::error!(error = %e, status = %expected, "cannot serialize a matrix response");
+            let body = r#"{"errcode":"M_UNKNOWN","error":"internal server error"}"#;
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The result of a Matrix handler.
+pub(crate) type MatrixResult<R> = Result<RumaResponse<R>, MatrixError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: MatrixError) -> (u16, serde_json::Value) {
+        let resp = e.into_response();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_map_to_status_and_errcode() {
+        let cases = [
+            (MatrixError::MissingToken, 401, "M_MISSING_TOKEN"),
+            (MatrixError::NotJson, 400, "M_NOT_JSON"),
+            (MatrixError::BadJson("x".into()), 400, "M_BAD_JSON"),
+            (MatrixError::UnrecognizedEndpoint, 404, "M_UNRECOGNIZED"),
+            (MatrixError::MethodNotAllowed, 405, "M_UNRECOGNIZED"),
+            (MatrixError::Forbidden("no"), 403, "M_FORBIDDEN"),
+            (MatrixError::UserInUse, 400, "M_USER_IN_USE"),
+            (MatrixError::Exclusive, 400, "M_EXCLUSIVE"),
+            (MatrixError::InvalidUsername("x"), 400, "M_INVALID_USERNAME"),
+            (
+                MatrixError::GuestAccessForbidden,
+                403,
+                "M_GUEST_ACCESS_FORBIDDEN",
+            ),
+            (MatrixError::TooLarge { limit: 1 }, 413, "M_TOO_LARGE"),
+        ];
+        for (e, status, errcode) in cases {
+            let (s, body) = answer(e).await;
+            assert_eq!(
+                (s, body["errcode"].as_str()),
+                (status, Some(errcode)),
+                "{body}"
+            );
+            assert!(body["error"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_token_says_soft_logout_false() {
+        let (s, body) = answer(MatrixError::UnknownToken).await;
+        assert_eq!(s, 401);
+        assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+        assert_eq!(body["soft_logout"], false);
+    }
+
+    #[tokio::test]
+    async fn internal_details_are_not_sent() {
+        let (s, body) = answer(MatrixError::Internal("secret detail".into())).await;
+        assert_eq!(s, 500);
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+        assert!(!body.to_string().contains("secret"));
+    }
+}
