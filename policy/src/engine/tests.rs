@@ -666,3 +666,52 @@ fn stored_ancestors_that_the_query_extends_pass_their_ancestors_on() {
     assert_eq!(d, reference(&engine, &q));
     assert_eq!(d.policies, ["alices"]);
 }
+
+#[test]
+fn errors_point_into_the_right_file() {
+    let load = |a: &str, b: &str| {
+        Engine::load(&Sources {
+            schema: Source {
+                name: "schema.cedarschema",
+                text: SCHEMA,
+            },
+            policies: vec![
+                Source {
+                    name: "a.cedar",
+                    text: a,
+                },
+                Source {
+                    name: "b.cedar",
+                    text: b,
+                },
+            ],
+            entities: None,
+        })
+    };
+    let good = "permit(principal, action, resource);\n";
+    let err = load(
+        good,
+        "\n\nforbid(principal, action, resource)\n  when { resource.domian == principal };\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.to_string().split(':').take(3).collect::<Vec<_>>()),
+        ["b.cedar", "4", "10"],
+        "{err}"
+    );
+    assert!(matches!(&err, PolicyError::Validation { policy, .. } if policy == "b.cedar#0"));
+    let err = load(
+        good,
+        "permit(principal, action, resource) when { context.size > \"x\" };",
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("b.cedar:1:"), "{err}");
+    let err = load("permit(principal, action, resource)\n", good).unwrap_err();
+    assert!(err.to_string().starts_with("a.cedar:"), "{err}");
+    let err = load(
+        good,
+        "permit(principal, action == Rethink::Action::\"fly\", resource);",
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("b.cedar:1:"), "{err}");
+}
