@@ -5,87 +5,23 @@
 //! keyed with the issuer's RSA public key are refused: HTTP 401 at the upgrade, a 401 response
 //! to `open`.
 
-use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rethink_node::auth::jwt::RawJwtIssuer;
-use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
 use crate::support::{Rt, TestNode};
 
-const ISS: &str = "https://login.example.org";
 const AUD: &str = "rethink-node-it";
-const KID: &str = "key-2025";
-
-struct RsaKey {
-    encoding: EncodingKey,
-    public_jwk: Value,
-    public_der: Vec<u8>,
-}
-
-fn rsa_key() -> RsaKey {
-    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-    let encoding = EncodingKey::from_rsa_der(key.to_pkcs1_der().unwrap().as_bytes());
-    let mut public_jwk =
-        serde_json::to_value(Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap()).unwrap();
-    public_jwk["kid"] = KID.into();
-    RsaKey {
-        encoding,
-        public_jwk,
-        public_der: key
-            .to_public_key()
-            .to_pkcs1_der()
-            .unwrap()
-            .as_bytes()
-            .to_vec(),
-    }
-}
-
-/// The issuer's key and another key (an attacker's), generated once.
-static KEYS: LazyLock<(RsaKey, RsaKey)> = LazyLock::new(|| (rsa_key(), rsa_key()));
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn claims(aud: &str, exp: u64) -> Value {
     json!({"iss": ISS, "aud": aud, "sub": "alice", "exp": exp, "iat": now()})
 }
 
-fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(KID.into());
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
 /// A node trusting `ISS` (RS256 only) with its key set in a file; no anonymous runtimes.
 async fn node(dir: &TempDir) -> TestNode {
-    let file = dir.path().join("jwks.json");
-    std::fs::write(
-        &file,
-        serde_json::to_vec(&json!({"keys": [KEYS.0.public_jwk]})).unwrap(),
-    )
-    .unwrap();
-    let issuer = RawJwtIssuer {
-        issuer: ISS.into(),
-        audience: vec![AUD.into()],
-        algorithms: vec!["RS256".into()],
-        jwks_file: Some(file),
-        jwks_url: None,
-        idp: None,
-        leeway_secs: 30,
-        jwks_refresh_secs: 3600,
-    }
-    .validate(0)
-    .unwrap();
+    let issuer = issuer(dir.path(), AUD, 30);
     TestNode::spawn_with(|c| {
         c.auth.allow_anonymous = false;
         c.auth.jwt = vec![issuer];

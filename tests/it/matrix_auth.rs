@@ -5,22 +5,17 @@
 //! HTTP/1.1 checks every error path with its exact status and `errcode`, and JWT login with an
 //! `[[auth.jwt]]` issuer whose key set is a file.
 
-use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use matrix_sdk::Client;
 use matrix_sdk::ruma::api::client::account::register::v3::Request as RegistrationRequest;
 use matrix_sdk::ruma::api::client::uiaa;
-use rethink_node::auth::jwt::RawJwtIssuer;
 use rethink_node::config::StaticToken;
-use rsa::pkcs1::EncodeRsaPrivateKey;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
 use crate::support::{DOMAIN, TestNode};
 
 // --- raw HTTP -------------------------------------------------------------------------------
@@ -508,60 +503,18 @@ async fn registration_can_be_switched_off() {
 
 // --- JWT login ----------------------------------------------------------------------------------
 
-const ISS: &str = "https://login.example.org";
 const AUD: &str = "rethink-matrix-it";
-const KID: &str = "matrix-key";
 const STATIC_TOKEN: &str = "static-runtime-token-0123456789";
 
-struct RsaKey {
-    encoding: EncodingKey,
-    public_jwk: Value,
-}
-
-fn rsa_key() -> RsaKey {
-    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-    let encoding = EncodingKey::from_rsa_der(key.to_pkcs1_der().unwrap().as_bytes());
-    let mut public_jwk =
-        serde_json::to_value(Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap()).unwrap();
-    public_jwk["kid"] = KID.into();
-    RsaKey {
-        encoding,
-        public_jwk,
-    }
-}
-
-/// The issuer's key and an attacker's, generated once.
-static KEYS: LazyLock<(RsaKey, RsaKey)> = LazyLock::new(|| (rsa_key(), rsa_key()));
-
 fn jwt(key: &EncodingKey, sub: &str, exp_in: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .cast_signed();
+    let now = now().cast_signed();
     let claims = json!({"iss": ISS, "aud": AUD, "sub": sub, "exp": now + exp_in, "iat": now});
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(KID.into());
-    jsonwebtoken::encode(&header, &claims, key).unwrap()
+    sign(Algorithm::RS256, key, &claims)
 }
 
 /// A node trusting `ISS` with its key set in a file, and knowing one static runtime token.
 async fn jwt_node(dir: &TempDir, create_accounts: bool) -> TestNode {
-    let file = dir.path().join("jwks.json");
-    let jwks = json!({"keys": [KEYS.0.public_jwk]});
-    std::fs::write(&file, serde_json::to_vec(&jwks).unwrap()).unwrap();
-    let issuer = RawJwtIssuer {
-        issuer: ISS.into(),
-        audience: vec![AUD.into()],
-        algorithms: vec!["RS256".into()],
-        jwks_file: Some(file),
-        jwks_url: None,
-        idp: None,
-        leeway_secs: 0,
-        jwks_refresh_secs: 3600,
-    }
-    .validate(0)
-    .unwrap();
+    let issuer = issuer(dir.path(), AUD, 0);
     TestNode::spawn_with(move |c| {
         c.auth.jwt = vec![issuer];
         c.auth.tokens = vec![StaticToken {
