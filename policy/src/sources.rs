@@ -20,3 +20,28 @@ pub struct Sources<'a> {
     /// `entities.json`, the operator's entity store, if there is one.
     pub entities: Option<Source<'a>>,
 }
+
+impl<'a> Sources<'a> {
+    /// A policy directory's files under their standard names: `schema.cedarschema`, the
+    /// `*.cedar` files as `(file name, text)` in id order, and `entities.json` if present.
+    pub fn directory(
+        schema: &'a str,
+        policies: &'a [(String, String)],
+        entities: Option<&'a str>,
+    ) -> Self {
+        Self {
+            schema: Source {
+                name: "schema.cedarschema",
+                text: schema,
+            },
+            policies: policies
+                .iter()
+                .map(|(name, text)| Source { name, text })
+                .collect(),
+            entities: entities.map(|text| Source {
+                name: "entities.json",
+                text,
+            }),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use rethink_policy::{
     Decision, Engine, Facts, Principal, PrincipalKind, Query, Resource, ResourceKind, SCHEMA,
-    Source, Sources,
+    Sources,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,20 +46,7 @@ fn files(name: &str) -> (String, Vec<(String, String)>, Option<String>) {
 
 fn load(name: &str) -> Engine {
     let (schema, policies, entities) = files(name);
-    let sources = Sources {
-        schema: Source {
-            name: "schema.cedarschema",
-            text: &schema,
-        },
-        policies: policies
-            .iter()
-            .map(|(name, text)| Source { name, text })
-            .collect(),
-        entities: entities.as_deref().map(|text| Source {
-            name: "entities.json",
-            text,
-        }),
-    };
+    let sources = Sources::directory(&schema, &policies, entities.as_deref());
     Engine::load(&sources).unwrap_or_else(|e| panic!("example {name}: {e}"))
 }
 

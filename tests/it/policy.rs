@@ -314,3 +314,19 @@ async fn hot_reload_applies_changes_and_refuses_invalid_sets() {
     let (status, _) = admin_reload(&node, "wrong-admin-token-xxxx").await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn admin_reload_is_off_without_a_token_and_needs_a_policy_dir() {
+    let node = TestNode::spawn().await;
+    let (status, body) = admin_reload(&node, "any-token-0123456789").await;
+    assert_eq!(status, 404, "admin endpoints disabled: {body}");
+
+    let admin = "admin-token-0123456789";
+    let node = TestNode::spawn_with(|c| c.admin.token = Some(admin.into())).await;
+    let (status, body) = admin_reload(&node, admin).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("policy.dir"),
+        "names the missing setting: {body}"
+    );
+}

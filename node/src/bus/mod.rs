@@ -136,29 +136,14 @@ impl Bus {
         }
     }
 
-    /// The domain this node serves.
-    pub fn domain(&self) -> &str {
-        &self.inner.domain
-    }
-
     /// The policy point.
     pub fn policy(&self) -> &Arc<PolicyPoint> {
         &self.inner.policy
     }
 
-    /// The session settings.
-    pub fn session_config(&self) -> &SessionConfig {
-        &self.inner.session_cfg
-    }
-
     /// A fresh connection identifier.
     pub fn next_connection_id(&self) -> u64 {
         self.inner.next_connection.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Every live session.
-    pub fn sessions(&self) -> Vec<Arc<Session>> {
-        read(&self.inner.sessions).values().cloned().collect()
     }
 
     fn outbox_for(&self, next_seq: u64) -> Outbox {

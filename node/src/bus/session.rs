@@ -201,14 +201,4 @@ impl Session {
     pub async fn wait_for_frames(&self) {
         self.notify.notified().await;
     }
-
-    /// The number of unacknowledged frames.
-    pub fn outbox_len(&self) -> usize {
-        lock(&self.state).outbox.len()
-    }
-
-    /// Whether a connection is attached.
-    pub fn is_attached(&self) -> bool {
-        lock(&self.state).attachment.is_some()
-    }
 }

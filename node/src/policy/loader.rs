@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rethink_policy::{Engine, PolicyError, Source, Sources};
+use rethink_policy::{Engine, PolicyError, Sources};
 
 /// Why a policy directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -70,20 +70,7 @@ pub fn load_dir(dir: &Path) -> Result<Engine, PolicyLoadError> {
     } else {
         None
     };
-    let sources = Sources {
-        schema: Source {
-            name: "schema.cedarschema",
-            text: &schema,
-        },
-        policies: texts
-            .iter()
-            .map(|(name, text)| Source { name, text })
-            .collect(),
-        entities: entities.as_deref().map(|text| Source {
-            name: "entities.json",
-            text,
-        }),
-    };
+    let sources = Sources::directory(&schema, &texts, entities.as_deref());
     Ok(Engine::load(&sources)?)
 }
 

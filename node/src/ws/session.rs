@@ -79,15 +79,11 @@ where
     RE: Display,
 {
     let conn_id = node.bus().next_connection_id();
-    let Some(session) = handshake(&node, &mut sink, &mut stream, pre_auth, conn_id).await else {
+    let Some((session, cancel)) = handshake(&node, &mut sink, &mut stream, pre_auth, conn_id).await
+    else {
         let _ = sink.close().await;
         return;
     };
-    let cancel = {
-        let st = crate::sync::lock(&session.state);
-        st.attachment.as_ref().map(|a| a.cancel.clone())
-    };
-    let cancel = cancel.unwrap_or_default();
     let shutdown = node.shutdown_token().clone();
     let span =
         tracing::debug_span!("session", id = %session.key(), runtime = %session.runtime_url());
@@ -216,7 +212,7 @@ async fn handshake<S, R, SE, RE>(
     stream: &mut R,
     pre_auth: Option<Identity>,
     conn_id: u64,
-) -> Option<Arc<Session>>
+) -> Option<(Arc<Session>, CancellationToken)>
 where
     S: Sink<Message, Error = SE> + Unpin,
     R: Stream<Item = Result<Message, RE>> + Unpin,
@@ -293,7 +289,7 @@ where
             ))
         };
         match result {
-            Ok(session) => return Some(session),
+            Ok(attached) => return Some(attached),
             Err((code, desc)) => {
                 tracing::debug!(code = code.as_u16(), %desc, "handshake refused");
                 node.metrics().refuse(code.as_u16());
@@ -313,7 +309,7 @@ async fn open(
     pre_auth: Option<Identity>,
     body_token: Option<String>,
     conn_id: u64,
-) -> Result<Arc<Session>, (Code, String)> {
+) -> Result<(Arc<Session>, CancellationToken), (Code, String)> {
     let identity = match pre_auth {
         Some(identity) => identity,
         None => node
@@ -330,7 +326,7 @@ async fn open(
         .open(env.from(), identity)
         .await
         .map_err(|e| (codec::route_code(&e), e.to_string()))?;
-    bus.attach(&session, conn_id, None).await;
+    let cancel = bus.attach(&session, conn_id, None).await;
     let window = node.config().session.resume_window.as_secs();
     let reply = env
         .reply(Code::OK)
@@ -343,7 +339,7 @@ async fn open(
         .map_err(|e| (Code::INTERNAL, e.to_string()))?;
     answer(node, &session, &reply).await;
     tracing::debug!(session = %session.key(), runtime = %env.from(), "session opened");
-    Ok(session)
+    Ok((session, cancel))
 }
 
 async fn reopen(
@@ -352,7 +348,7 @@ async fn reopen(
     runtime_token: &str,
     last_seq: u64,
     conn_id: u64,
-) -> Result<Arc<Session>, (Code, String)> {
+) -> Result<(Arc<Session>, CancellationToken), (Code, String)> {
     let bus = node.bus();
     let session = bus.find_by_token(runtime_token).ok_or_else(|| {
         (
@@ -378,7 +374,7 @@ async fn reopen(
                 .to_owned(),
         ));
     }
-    bus.attach(&session, conn_id, Some(last_seq)).await;
+    let cancel = bus.attach(&session, conn_id, Some(last_seq)).await;
     let reply = env
         .reply(Code::OK)
         .value(json!({
@@ -390,7 +386,7 @@ async fn reopen(
         .map_err(|e| (Code::INTERNAL, e.to_string()))?;
     answer(node, &session, &reply).await;
     tracing::debug!(session = %session.key(), last_seq, "session resumed");
-    Ok(session)
+    Ok((session, cancel))
 }
 
 /// Puts an answer in the session's outbox. False if the session has ended.
