@@ -21,6 +21,9 @@ use crate::server::{self, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
+use crate::rooms::{Rooms, ServerKey};
+use crate::store::rooms::RoomStore;
+use crate::stream::StreamWriter;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ struct Inner {
     bus: Bus,
     auth: Authenticator,
     accounts: Accounts,
+    stream: StreamWriter,
+    rooms: Rooms,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -68,6 +73,16 @@ impl Node {
     /// Matrix accounts, devices and access tokens.
     pub fn accounts(&self) -> &Accounts {
         &self.inner.accounts
+    }
+
+    /// The Matrix stream writer (positions, commits, `/sync` wake-ups).
+    pub fn stream(&self) -> &StreamWriter {
+        &self.inner.stream
+    }
+
+    /// The Matrix room engine.
+    pub fn rooms(&self) -> &Rooms {
+        &self.inner.rooms
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -105,6 +120,15 @@ impl RunningNode {
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let epoch = store.next_epoch().await?;
         let persisted = store.load_sessions().await?;
+        let (stream, _stream_task) = StreamWriter::start(store.pool().clone()).await?;
+        let server_key =
+            ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
+        let rooms = Rooms::new(
+            RoomStore::new(store.pool().clone()),
+            stream.clone(),
+            server_key,
+            config.matrix.server_name.clone(),
+        );
         let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(
             dyn_store,
@@ -132,6 +156,8 @@ impl RunningNode {
             inner: Arc::new(Inner {
                 auth,
                 accounts,
+                stream,
+                rooms,
                 config,
                 bus,
                 metrics,
@@ -190,6 +216,9 @@ impl RunningNode {
         }
         self.reaper.abort();
         self.watcher.abort();
+        if let Err(e) = node.stream().flush().await {
+            tracing::error!(error = %e, "final matrix stream flush failed");
+        }
         if let Err(e) = self.writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

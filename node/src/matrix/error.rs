@@ -15,6 +15,7 @@ use ruma::api::error::{
     Error as RumaError, ErrorBody, ErrorKind, StandardErrorBody, UnknownTokenErrorData,
 };
 
+use crate::rooms::RoomError;
 use crate::store::StoreError;
 
 /// A failed Matrix request. The `Display` text is the `error` message sent to the client
@@ -58,6 +59,10 @@ pub enum MatrixError {
     /// User-interactive authentication is needed (or its stage failed): 401 with the flows.
     #[error("user-interactive authentication required")]
     UiaRequired(Box<UiaaInfo>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Room(#[from] RoomError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -92,12 +97,19 @@ impl MatrixError {
                 ErrorKind::LimitExceeded(Default::default()),
             ),
             E::UiaRequired(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unknown),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            E::Room(room) => room_status_and_kind(room),
             E::Store(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
         }
     }
 
     fn is_internal(&self) -> bool {
-        matches!(self, MatrixError::Store(_) | MatrixError::Internal(_))
+        matches!(
+            self,
+            MatrixError::Store(_)
+                | MatrixError::Internal(_)
+                | MatrixError::Room(RoomError::Store(_) | RoomError::Internal(_))
+        )
     }
 
     /// The error as ruma's error response.
@@ -125,6 +137,25 @@ impl MatrixError {
             _ => ErrorBody::Standard(standard),
         };
         RumaError::new(status, body)
+    }
+}
+
+/// The status and error kind of a failed room operation.
+fn room_status_and_kind(error: &RoomError) -> (StatusCode, ErrorKind) {
+    use RoomError as R;
+    match error {
+        R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+        R::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
+        R::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
+        R::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
+        R::InvalidParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
+        R::AliasInUse => (StatusCode::CONFLICT, ErrorKind::Unknown),
+        R::RoomInUse => (StatusCode::BAD_REQUEST, ErrorKind::RoomInUse),
+        R::UnsupportedRoomVersion(_) => (
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UnsupportedRoomVersion,
+        ),
+        R::Store(_) | R::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
     }
 }
 

@@ -12,6 +12,7 @@
 //! until it is committed (messages for a disconnected session).
 
 pub mod accounts;
+pub mod rooms;
 pub mod sqlite;
 pub mod writer;
 

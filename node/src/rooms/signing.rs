@@ -1,0 +1,107 @@
+//! [`ServerKey`]: the server's ed25519 signing key, generated on first start and persisted in the
+//! database (`server_keys`), and the hashing and signing of new PDUs with it (room version 11:
+//! content hash, signature under the server name, event ID as the reference hash).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ruma::canonical_json::CanonicalJsonObject;
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::serde::Base64;
+use ruma::signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash};
+use ruma::{OwnedEventId, OwnedServerName};
+use sqlx::sqlite::SqlitePool;
+
+use super::error::RoomError;
+use crate::store::StoreError;
+
+/// The key's version: `ed25519:<version>`.
+const KEY_VERSION_PREFIX: &str = "a_";
+
+/// The server's signing key.
+pub struct ServerKey {
+    server_name: OwnedServerName,
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKey")
+            .field("server_name", &self.server_name)
+            .field("key_id", &self.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerKey {
+    /// Loads the server's key, generating and storing one on first start.
+    pub async fn load_or_generate(
+        pool: &SqlitePool,
+        server_name: OwnedServerName,
+    ) -> Result<Self, StoreError> {
+        let stored: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, pkcs8 FROM server_keys ORDER BY created_at LIMIT 1")
+                .fetch_optional(pool)
+                .await?;
+        let (version, pkcs8) = match stored {
+            Some((key_id, pkcs8)) => (
+                key_id
+                    .strip_prefix("ed25519:")
+                    .unwrap_or(&key_id)
+                    .to_owned(),
+                pkcs8,
+            ),
+            None => {
+                let pkcs8 = Ed25519KeyPair::generate().to_vec();
+                let version = format!(
+                    "{KEY_VERSION_PREFIX}{}",
+                    Base64::<ruma::serde::base64::UrlSafe, _>::new(&pkcs8[pkcs8.len() - 4..])
+                );
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                sqlx::query(
+                    "INSERT INTO server_keys (key_id, pkcs8, created_at) VALUES (?, ?, ?)",
+                )
+                .bind(format!("ed25519:{version}"))
+                .bind(&pkcs8)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                tracing::info!(key = %version, "generated the server's ed25519 signing key");
+                (version, pkcs8)
+            }
+        };
+        let pair = Ed25519KeyPair::from_der(&pkcs8, version).map_err(|e| {
+            StoreError::Database(sqlx::Error::Protocol(format!("stored server key: {e}")))
+        })?;
+        Ok(ServerKey { server_name, pair })
+    }
+
+    /// `ed25519:<version>`.
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.pair.version())
+    }
+
+    /// The public key, unpadded base64 as in the key server API.
+    pub fn public_key_base64(&self) -> String {
+        Base64::<ruma::serde::base64::Standard, _>::new(self.pair.public_key()).encode()
+    }
+
+    /// Adds the content hash and the server's signature to `pdu`, and returns its event ID (the
+    /// reference hash).
+    pub fn hash_and_sign(
+        &self,
+        pdu: &mut CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> Result<OwnedEventId, RoomError> {
+        hash_and_sign_event(self.server_name.as_str(), &self.pair, pdu, &rules.redaction)
+            .map_err(|e| RoomError::Internal(format!("signing an event: {e}")))?;
+        let hash = reference_hash(pdu, rules).map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
+            other => RoomError::Internal(format!("reference hash: {other}")),
+        })?;
+        OwnedEventId::try_from(format!("${hash}"))
+            .map_err(|e| RoomError::Internal(format!("event id: {e}")))
+    }
+}

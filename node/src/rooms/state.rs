@@ -1,0 +1,155 @@
+//! [`RoomState`]: what the node holds in memory for a room it serves: its version rules, its
+//! current state by `(type, state_key)`, the members by membership, the forward extremity
+//! (the last event) and the transactions in flight. Guarded by the room's lock; changed only by
+//! [`RoomState::apply`] after an event passed the auth rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ruma::events::room::member::MembershipState;
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, UInt, UserId};
+use serde::Deserialize;
+
+use super::pdu::Pdu;
+
+/// The in-memory state of one room.
+#[derive(Debug)]
+pub struct RoomState {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    state: HashMap<(StateEventType, String), Arc<Pdu>>,
+    by_id: HashMap<OwnedEventId, Arc<Pdu>>,
+    members: HashMap<OwnedUserId, MembershipState>,
+    last: Option<Arc<Pdu>>,
+    /// Transactions sent but perhaps not yet committed: (sender, device, txn) → event.
+    pub(super) txns: HashMap<(OwnedUserId, String, String), OwnedEventId>,
+}
+
+#[derive(Deserialize)]
+struct MembershipOnly {
+    membership: MembershipState,
+}
+
+/// The `membership` of an `m.room.member` content.
+pub fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
+    serde_json::from_str::<MembershipOnly>(pdu.content().get())
+        .ok()
+        .map(|m| m.membership)
+}
+
+impl RoomState {
+    /// An empty room, before its create event.
+    pub fn new(room_id: OwnedRoomId, version: RoomVersionId, rules: RoomVersionRules) -> Self {
+        RoomState {
+            room_id,
+            version,
+            rules,
+            state: HashMap::new(),
+            by_id: HashMap::new(),
+            members: HashMap::new(),
+            last: None,
+            txns: HashMap::new(),
+        }
+    }
+
+    /// A room loaded from the store: its current state events and last event.
+    pub fn restore(
+        room_id: OwnedRoomId,
+        version: RoomVersionId,
+        rules: RoomVersionRules,
+        state: Vec<Pdu>,
+        last: Option<Pdu>,
+    ) -> Self {
+        let mut room = RoomState::new(room_id, version, rules);
+        for pdu in state {
+            room.apply_state(Arc::new(pdu));
+        }
+        room.last = last.map(Arc::new);
+        room
+    }
+
+    /// Records an accepted event.
+    pub fn apply(&mut self, pdu: Arc<Pdu>) {
+        if pdu.state_key().is_some() {
+            self.apply_state(Arc::clone(&pdu));
+        }
+        self.last = Some(pdu);
+    }
+
+    fn apply_state(&mut self, pdu: Arc<Pdu>) {
+        let Some(state_key) = pdu.state_key() else {
+            return;
+        };
+        if *pdu.kind() == TimelineEventType::RoomMember
+            && let (Ok(user), Some(membership)) =
+                (UserId::parse(state_key), membership_of(&pdu))
+        {
+            self.members.insert(user, membership);
+        }
+        let key = (
+            StateEventType::from(pdu.kind().to_string()),
+            state_key.to_owned(),
+        );
+        self.by_id.insert(pdu.event_id.clone(), Arc::clone(&pdu));
+        if let Some(old) = self.state.insert(key, pdu) {
+            self.by_id.remove(&old.event_id);
+        }
+    }
+
+    /// The current state event of `(kind, state_key)`.
+    pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
+        self.state.get(&(kind.clone(), state_key.to_owned()))
+    }
+
+    /// A current state event by its ID.
+    pub fn by_id(&self, event_id: &ruma::EventId) -> Option<&Arc<Pdu>> {
+        self.by_id.get(event_id)
+    }
+
+    /// Every current state event.
+    pub fn state_events(&self) -> impl Iterator<Item = &Arc<Pdu>> {
+        self.state.values()
+    }
+
+    /// The membership of `user`, if any.
+    pub fn membership(&self, user: &UserId) -> Option<&MembershipState> {
+        self.members.get(user)
+    }
+
+    /// Users with the given membership.
+    pub fn members_with(&self, membership: &MembershipState) -> Vec<OwnedUserId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| *m == membership)
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// Users joined or invited: who hears about a new event.
+    pub fn audience(&self) -> Vec<OwnedUserId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| matches!(m, MembershipState::Join | MembershipState::Invite))
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// The forward extremity and the depth of the next event.
+    pub fn extremity(&self) -> (Vec<OwnedEventId>, UInt) {
+        match &self.last {
+            Some(last) => (
+                vec![last.event_id.clone()],
+                last.fields.depth.saturating_add(UInt::from(1u32)),
+            ),
+            None => (Vec::new(), UInt::from(1u32)),
+        }
+    }
+
+    /// Whether the room has its create event.
+    pub fn exists(&self) -> bool {
+        self.last.is_some()
+    }
+}

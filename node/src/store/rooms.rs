@@ -1,0 +1,378 @@
+//! Matrix rooms in SQLite (tables of `migrations/0003_rooms.sql`): events in stream order, the
+//! current state, memberships, aliases and bridged objects.
+//!
+//! New events are written by [`AppendEvent`], a [`StreamOp`] committed by the stream writer (so
+//! the event's stream position is its primary key); everything else here reads, or writes rare
+//! data (aliases, forgetting a room) directly.
+
+use futures_util::future::BoxFuture;
+use ruma::{OwnedEventId, OwnedRoomId};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{FromRow, Row as _};
+
+use super::StoreError;
+use crate::rooms::pdu::Pdu;
+use crate::stream::StreamOp;
+
+/// Access to the room tables. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RoomStore {
+    pool: SqlitePool,
+}
+
+/// A new event to store, with what it changes.
+#[derive(Debug)]
+pub struct AppendEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub json: String,
+    pub txn: Option<(String, String)>,
+    /// For `m.room.member`: the new membership of `state_key`.
+    pub membership: Option<String>,
+    /// For `m.room.create`: the room version.
+    pub create_version: Option<String>,
+    /// For an accepted redaction: the target and its redacted JSON.
+    pub redaction: Option<(String, String)>,
+}
+
+impl StreamOp for AppendEvent {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            if let Some(version) = &self.create_version {
+                sqlx::query("INSERT INTO rooms (room_id, version, creator) VALUES (?, ?, ?)")
+                    .bind(&self.room_id)
+                    .bind(version)
+                    .bind(&self.sender)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let (txn_device, txn_id) = match &self.txn {
+                Some((device, txn)) => (Some(device.as_str()), Some(txn.as_str())),
+                None => (None, None),
+            };
+            sqlx::query(
+                "INSERT INTO events (stream, event_id, room_id, type, state_key, sender, json, \
+                 txn_device, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(pos)
+            .bind(&self.event_id)
+            .bind(&self.room_id)
+            .bind(&self.kind)
+            .bind(&self.state_key)
+            .bind(&self.sender)
+            .bind(&self.json)
+            .bind(txn_device)
+            .bind(txn_id)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(state_key) = &self.state_key {
+                sqlx::query(
+                    "INSERT INTO room_state (room_id, type, state_key, event_id, stream) \
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) \
+                     DO UPDATE SET event_id = excluded.event_id, stream = excluded.stream",
+                )
+                .bind(&self.room_id)
+                .bind(&self.kind)
+                .bind(state_key)
+                .bind(&self.event_id)
+                .bind(pos)
+                .execute(&mut *conn)
+                .await?;
+                if let Some(membership) = &self.membership {
+                    sqlx::query(
+                        "INSERT INTO memberships (room_id, user_id, membership, stream) \
+                         VALUES (?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                         membership = excluded.membership, stream = excluded.stream, forgotten = 0",
+                    )
+                    .bind(&self.room_id)
+                    .bind(state_key)
+                    .bind(membership)
+                    .bind(pos)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            if let Some((target, redacted)) = &self.redaction {
+                sqlx::query("UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?")
+                    .bind(redacted)
+                    .bind(&self.event_id)
+                    .bind(target)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A stored room, as loaded into memory.
+#[derive(Debug)]
+pub struct LoadedRoom {
+    pub version: String,
+    pub state: Vec<Pdu>,
+    pub last: Option<Pdu>,
+}
+
+/// A user's membership in a room.
+#[derive(Debug, Clone, FromRow)]
+pub struct MembershipRow {
+    pub room_id: String,
+    pub membership: String,
+    pub stream: i64,
+    pub forgotten: bool,
+}
+
+const EVENT_COLUMNS: &str = "stream, event_id, json, txn_device, txn_id, redacted_by";
+
+fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    let txn_device: Option<String> = row.try_get("txn_device")?;
+    let txn_id: Option<String> = row.try_get("txn_id")?;
+    let redacted_by: Option<String> = row.try_get("redacted_by")?;
+    let corrupt = |what: String| StoreError::Database(sqlx::Error::Protocol(what));
+    Pdu::from_stored(
+        OwnedEventId::try_from(event_id.as_str())
+            .map_err(|e| corrupt(format!("stored event id {event_id}: {e}")))?,
+        row.try_get("stream")?,
+        row.try_get::<&str, _>("json")?,
+        txn_device.zip(txn_id),
+        redacted_by.and_then(|id| OwnedEventId::try_from(id).ok()),
+    )
+    .map_err(|e| corrupt(format!("stored event {event_id}: {e}")))
+}
+
+fn pdus(rows: &[SqliteRow]) -> Result<Vec<Pdu>, StoreError> {
+    rows.iter().map(pdu_from_row).collect()
+}
+
+impl RoomStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        RoomStore { pool }
+    }
+
+    /// The connection pool, for one-off reads.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Loads a room's current state and last event; `None` for an unknown room.
+    pub async fn load_room(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
+        let Some(version): Option<String> =
+            sqlx::query_scalar("SELECT version FROM rooms WHERE room_id = ?")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let state = self.state_upto(room_id, i64::MAX).await?;
+        let last = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? ORDER BY stream DESC LIMIT 1"
+        ))
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| pdu_from_row(&row))
+        .transpose()?;
+        Ok(Some(LoadedRoom {
+            version,
+            state,
+            last,
+        }))
+    }
+
+    /// The room's current state events committed at or before `upto`.
+    pub async fn state_upto(&self, room_id: &str, upto: i64) -> Result<Vec<Pdu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_by \
+             FROM room_state s JOIN events e ON e.event_id = s.event_id \
+             WHERE s.room_id = ? AND s.stream <= ?",
+        )
+        .bind(room_id)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        pdus(&rows)
+    }
+
+    /// One event by ID.
+    pub async fn event(&self, event_id: &str) -> Result<Option<Pdu>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| pdu_from_row(&row))
+        .transpose()
+    }
+
+    /// Events of a room with `after < stream <= upto`: the first `limit` going forwards, or the
+    /// last `limit` going backwards (then newest first).
+    pub async fn events(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+        limit: u32,
+        backwards: bool,
+    ) -> Result<Vec<Pdu>, StoreError> {
+        let order = if backwards { "DESC" } else { "ASC" };
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
+             ORDER BY stream {order} LIMIT ?"
+        ))
+        .bind(room_id)
+        .bind(after)
+        .bind(upto)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        pdus(&rows)
+    }
+
+    /// Counts a room's events in `(after, upto]` not sent by `user`.
+    pub async fn count_from_others(
+        &self,
+        room_id: &str,
+        user: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
+             AND sender != ? AND state_key IS NULL",
+        )
+        .bind(room_id)
+        .bind(after)
+        .bind(upto)
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The event a transaction sent, if it was committed.
+    pub async fn txn_event(
+        &self,
+        sender: &str,
+        device: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM events WHERE sender = ? AND txn_device = ? AND txn_id = ?",
+        )
+        .bind(sender)
+        .bind(device)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.and_then(|id| OwnedEventId::try_from(id).ok()))
+    }
+
+    /// Every room `user` has a membership in.
+    pub async fn user_rooms(&self, user: &str) -> Result<Vec<MembershipRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT room_id, membership, stream, forgotten FROM memberships WHERE user_id = ?",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Hides a left room from `user` (`/forget`).
+    pub async fn forget(&self, room_id: &str, user: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?")
+            .bind(room_id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an alias; `false` if it exists.
+    pub async fn put_alias(
+        &self,
+        alias: &str,
+        room_id: &str,
+        creator: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?) \
+             ON CONFLICT (alias) DO NOTHING",
+        )
+        .bind(alias)
+        .bind(room_id)
+        .bind(creator)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The room and creator of an alias.
+    pub async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, String)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = ?")
+                .bind(alias)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(room, creator)| Some((OwnedRoomId::try_from(room).ok()?, creator))))
+    }
+
+    pub async fn delete_alias(&self, alias: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM room_aliases WHERE alias = ?")
+            .bind(alias)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The aliases of a room.
+    pub async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias")
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The room bridged to a reTHINK object.
+    pub async fn bridged_room(&self, object_url: &str) -> Result<Option<OwnedRoomId>, StoreError> {
+        let room: Option<String> =
+            sqlx::query_scalar("SELECT room_id FROM bridged_objects WHERE object_url = ?")
+                .bind(object_url)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(room.and_then(|r| OwnedRoomId::try_from(r).ok()))
+    }
+
+    /// The reTHINK object bridged to a room.
+    pub async fn bridged_object(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT object_url FROM bridged_objects WHERE room_id = ?")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn put_bridge(&self, object_url: &str, room_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bridged_objects (object_url, room_id) VALUES (?, ?) \
+             ON CONFLICT (object_url) DO NOTHING",
+        )
+        .bind(object_url)
+        .bind(room_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

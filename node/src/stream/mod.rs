@@ -1,0 +1,217 @@
+//! The Matrix stream: one counter that orders everything a `/sync` reports (room events,
+//! account data, receipts, to-device messages, device-list changes), the task that commits those
+//! writes, and the notifier that wakes long-polling `/sync` requests.
+//!
+//! Every write that a `/sync` must see is a [`StreamOp`] submitted to the [`StreamWriter`]. One
+//! task takes ops from a bounded channel and commits them in groups, one SQLite transaction per
+//! group: each op gets the next stream position inside the transaction, and the positions become
+//! *visible* (see [`StreamWriter::visible`]) only after the commit. So a `/sync` that read up to
+//! position `p` never misses a later-committed write below `p`, and a submitter that awaits its
+//! [`Committed`] knows the write is durable (it survives a killed process).
+//!
+//! An op that fails is rolled back alone (a savepoint per op); the others of its group commit.
+//! After each commit the users an op names are woken ([`Notifier`]).
+
+mod notifier;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use futures_util::future::BoxFuture;
+use ruma::OwnedUserId;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::Acquire as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use notifier::Notifier;
+
+use crate::store::StoreError;
+
+/// Most ops committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Ops queued before [`StreamWriter::submit`] waits.
+const CHANNEL_CAPACITY: usize = 16_384;
+
+/// A write that takes a stream position. Implemented by each store of a concern (rooms, account
+/// data, ...), which owns its SQL.
+pub trait StreamOp: Send + 'static {
+    /// Applies the write inside the writer's transaction, at stream position `pos`.
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+}
+
+/// The result of a submitted op: resolves to its stream position once committed.
+#[derive(Debug)]
+pub struct Committed(oneshot::Receiver<Result<i64, StoreError>>);
+
+impl Committed {
+    /// Waits for the commit.
+    pub async fn wait(self) -> Result<i64, StoreError> {
+        self.0.await.unwrap_or(Err(StoreError::WriterStopped))
+    }
+}
+
+struct Pending {
+    op: Box<dyn StreamOp>,
+    wake: Vec<OwnedUserId>,
+    done: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// A cheap-clone handle to the stream writer task.
+#[derive(Clone)]
+pub struct StreamWriter {
+    tx: mpsc::Sender<Pending>,
+    visible: Arc<AtomicI64>,
+    notifier: Arc<Notifier>,
+}
+
+impl std::fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWriter")
+            .field("visible", &self.visible())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamWriter {
+    /// Starts the writer task over `pool`; positions continue from the persisted head.
+    pub async fn start(pool: SqlitePool) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT pos FROM stream_head WHERE id = 0")
+            .fetch_optional(&pool)
+            .await?
+            .unwrap_or(0);
+        let visible = Arc::new(AtomicI64::new(head));
+        let notifier = Arc::new(Notifier::new(head));
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = tokio::spawn(run(
+            pool,
+            rx,
+            head,
+            Arc::clone(&visible),
+            Arc::clone(&notifier),
+        ));
+        Ok((
+            StreamWriter {
+                tx,
+                visible,
+                notifier,
+            },
+            task,
+        ))
+    }
+
+    /// Queues `op`; after its commit, the users in `wake` are woken. Waits while the queue is
+    /// full.
+    pub async fn submit(
+        &self,
+        op: Box<dyn StreamOp>,
+        wake: Vec<OwnedUserId>,
+    ) -> Result<Committed, StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.tx
+            .send(Pending { op, wake, done })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(Committed(committed))
+    }
+
+    /// Every position up to this one is committed.
+    pub fn visible(&self) -> i64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// Wakes long-polling requests.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.submit(Box::new(Noop), Vec::new()).await?.wait().await?;
+        Ok(())
+    }
+}
+
+/// An op that writes nothing (used by [`StreamWriter::flush`]).
+struct Noop;
+
+impl StreamOp for Noop {
+    fn apply<'c>(
+        self: Box<Self>,
+        _conn: &'c mut SqliteConnection,
+        _pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn run(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Pending>,
+    mut head: i64,
+    visible: Arc<AtomicI64>,
+    notifier: Arc<Notifier>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match commit(&pool, &mut batch, head).await {
+            Ok((new_head, results)) => {
+                head = new_head;
+                visible.store(head, Ordering::Release);
+                for (pending, result) in batch.drain(..).zip(results) {
+                    if result.is_ok() {
+                        notifier.wake(&pending.wake, head);
+                    }
+                    let _ = pending.done.send(result);
+                }
+                notifier.advance(head);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stream commit failed");
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(StoreError::Database(
+                        sqlx::Error::Protocol(format!("stream commit failed: {e}")),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Commits one group; returns the new head and each op's result.
+async fn commit(
+    pool: &SqlitePool,
+    batch: &mut [Pending],
+    head: i64,
+) -> Result<(i64, Vec<Result<i64, StoreError>>), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut pos = head;
+    let mut results = Vec::with_capacity(batch.len());
+    for pending in batch.iter_mut() {
+        let op = std::mem::replace(&mut pending.op, Box::new(Noop));
+        let mut savepoint = tx.begin().await?;
+        match op.apply(&mut savepoint, pos + 1).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                pos += 1;
+                results.push(Ok(pos));
+            }
+            Err(e) => {
+                savepoint.rollback().await?;
+                tracing::warn!(error = %e, "stream op failed");
+                results.push(Err(StoreError::Database(e)));
+            }
+        }
+    }
+    sqlx::query("INSERT INTO stream_head (id, pos) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET pos = excluded.pos")
+        .bind(pos)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((pos, results))
+}
