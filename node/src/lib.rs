@@ -20,6 +20,7 @@ pub mod store;
 pub mod stream;
 mod sync;
 pub mod tls;
+pub mod userdata;
 pub mod ws;
 
 pub use config::{Config, RawConfig};

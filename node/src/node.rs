@@ -17,13 +17,14 @@ use crate::config::Config;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
+use crate::rooms::{Rooms, ServerKey};
 use crate::server::{self, ServerError};
 use crate::store::accounts::AccountStore;
+use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
-use crate::rooms::{Rooms, ServerKey};
-use crate::store::rooms::RoomStore;
 use crate::stream::StreamWriter;
+use crate::userdata::UserData;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,7 @@ struct Inner {
     accounts: Accounts,
     stream: StreamWriter,
     rooms: Rooms,
+    userdata: UserData,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -83,6 +85,12 @@ impl Node {
     /// The Matrix room engine.
     pub fn rooms(&self) -> &Rooms {
         &self.inner.rooms
+    }
+
+    /// Per-user Matrix data: filters, profiles, account data, devices, keys, to-device
+    /// messages, receipts, typing.
+    pub fn userdata(&self) -> &UserData {
+        &self.inner.userdata
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -152,11 +160,17 @@ impl RunningNode {
         let shutdown = CancellationToken::new();
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
+        let userdata = UserData::new(
+            store.pool().clone(),
+            stream.clone(),
+            config.matrix.server_name.clone(),
+        );
         let node = Node {
             inner: Arc::new(Inner {
                 auth,
                 accounts,
                 stream,
+                userdata,
                 rooms,
                 config,
                 bus,

@@ -173,6 +173,60 @@ impl AccountStore {
         Ok(())
     }
 
+    /// One device of an account.
+    pub async fn device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT device_id, display_name FROM devices WHERE localpart = ? AND device_id = ?",
+        )
+        .bind(localpart)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Sets (or with `None` removes) the display name of a device; `false` when the device
+    /// does not exist.
+    pub async fn set_device_display_name(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE devices SET display_name = ? WHERE localpart = ? AND device_id = ?",
+        )
+        .bind(display_name)
+        .bind(localpart)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    /// Deletes devices of an account (unknown IDs are skipped) and so their access tokens, in
+    /// one transaction.
+    pub async fn delete_devices(
+        &self,
+        localpart: &str,
+        device_ids: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for device_id in device_ids {
+            sqlx::query("DELETE FROM devices WHERE localpart = ? AND device_id = ?")
+                .bind(localpart)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The devices of an account, by device ID.
     pub async fn devices(&self, localpart: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         Ok(sqlx::query_as(

@@ -1,0 +1,499 @@
+//! [`Keys`]: end-to-end encryption keys. Device identity keys (ruma's `DeviceKeys`, as signed by
+//! the device), one-time keys (each handed out once by a claim) and fallback keys (one per
+//! algorithm, handed out when no one-time key is left, kept until replaced).
+//!
+//! A device-key upload that changes a device's keys, and a device deletion, are device-list
+//! changes: each is recorded at its stream position, and the users sharing a room with the
+//! owner (and the owner) are woken, so that `/sync` reports `device_lists.changed` and
+//! `GET /keys/changes` answers between two tokens.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use ruma::api::client::keys::claim_keys::v3::OneTimeKeys;
+use ruma::encryption::{DeviceKeys, OneTimeKey};
+use ruma::serde::Raw;
+use ruma::{
+    DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedUserId, UInt, UserId,
+};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+
+use super::memberships::Memberships;
+use super::{commit, raw};
+use crate::store::StoreError;
+use crate::stream::{StreamOp, StreamWriter};
+
+/// What one `POST /keys/upload` carries (checked by the handler).
+#[derive(Debug, Default)]
+pub struct KeyUpload {
+    pub device_keys: Option<Raw<DeviceKeys>>,
+    pub one_time_keys: BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
+    pub fallback_keys: BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
+}
+
+/// Device keys of users, by user and device.
+pub type DeviceKeysByUser = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Raw<DeviceKeys>>>;
+
+/// The key store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pool: SqlitePool,
+    stream: StreamWriter,
+    memberships: Memberships,
+}
+
+impl Keys {
+    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+        Self {
+            pool,
+            stream,
+            memberships,
+        }
+    }
+
+    /// Stores what a device uploaded; returns its unclaimed one-time key counts. One-time keys
+    /// already stored under the same ID are kept; a fallback key replaces the device's previous
+    /// one of its algorithm.
+    pub async fn upload(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        upload: KeyUpload,
+    ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>, StoreError> {
+        let wake = match &upload.device_keys {
+            Some(_) => self.memberships.sharing_a_room(user).await?,
+            None => Vec::new(),
+        };
+        let keys = |map: BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>| {
+            map.into_iter()
+                .map(|(id, key)| {
+                    let algorithm = id.algorithm().as_str().to_owned();
+                    (id.to_string(), algorithm, key.json().get().to_owned())
+                })
+                .collect()
+        };
+        let op = Upload {
+            user: user.as_str().to_owned(),
+            device: device.as_str().to_owned(),
+            device_keys: upload.device_keys.map(|k| k.json().get().to_owned()),
+            one_time_keys: keys(upload.one_time_keys),
+            fallback_keys: keys(upload.fallback_keys),
+        };
+        commit(&self.stream, op, wake).await?;
+        self.counts(user, device).await
+    }
+
+    /// The unclaimed one-time keys of a device, by algorithm (`signed_curve25519` always
+    /// present).
+    pub async fn counts(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT algorithm, COUNT(*) FROM one_time_keys \
+             WHERE user_id = ? AND device_id = ? AND fallback = 0 GROUP BY algorithm",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
+        for (algorithm, n) in rows {
+            let n = u64::try_from(n)
+                .ok()
+                .and_then(UInt::new)
+                .unwrap_or(UInt::MAX);
+            counts.insert(algorithm.as_str().into(), n);
+        }
+        Ok(counts)
+    }
+
+    /// The device keys of the asked devices (every device of a user asked with none).
+    pub async fn query(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<DeviceKeysByUser, StoreError> {
+        let mut out = BTreeMap::new();
+        for (user, devices) in wanted {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT device_id, json FROM device_keys WHERE user_id = ?")
+                    .bind(user.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
+            let mut found = BTreeMap::new();
+            for (device, json) in rows {
+                let device = OwnedDeviceId::from(device);
+                if devices.is_empty() || devices.contains(&device) {
+                    found.insert(device, raw(json)?);
+                }
+            }
+            out.insert(user.clone(), found);
+        }
+        Ok(out)
+    }
+
+    /// Hands out one key per asked device: a one-time key of the algorithm, which is removed,
+    /// or else the device's fallback key of the algorithm. Devices without either are left out.
+    pub async fn claim(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+    ) -> Result<BTreeMap<OwnedUserId, OneTimeKeys>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (user, devices) in wanted {
+            let mut by_device = BTreeMap::new();
+            for (device, algorithm) in devices {
+                if let Some((id, json)) = self.take_key(user, device, algorithm).await? {
+                    let Ok(id) = OwnedOneTimeKeyId::try_from(id) else {
+                        continue;
+                    };
+                    let key: BTreeMap<_, _> = [(id, raw(json)?)].into();
+                    by_device.insert(device.clone(), key);
+                }
+            }
+            out.insert(user.clone(), by_device);
+        }
+        Ok(out)
+    }
+
+    async fn take_key(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        algorithm: &OneTimeKeyAlgorithm,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        // One statement: two claims never get the same key.
+        let one_time: Option<(String, String)> = sqlx::query_as(
+            "DELETE FROM one_time_keys WHERE rowid = (SELECT rowid FROM one_time_keys \
+             WHERE user_id = ? AND device_id = ? AND fallback = 0 AND algorithm = ? \
+             ORDER BY key_id LIMIT 1) RETURNING key_id, json",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(algorithm.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if one_time.is_some() {
+            return Ok(one_time);
+        }
+        Ok(sqlx::query_as(
+            "SELECT key_id, json FROM one_time_keys \
+             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? LIMIT 1",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(algorithm.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Users whose device list changed in `(since, upto]` among `user` and those sharing a
+    /// room with `user` now.
+    pub async fn changed_users(
+        &self,
+        user: &UserId,
+        since: i64,
+        upto: i64,
+    ) -> Result<Vec<OwnedUserId>, StoreError> {
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT c.user_id FROM device_list_changes c \
+             WHERE c.stream > ? AND c.stream <= ? AND (c.user_id = ? OR c.user_id IN ( \
+                 SELECT b.user_id FROM memberships a JOIN memberships b ON b.room_id = a.room_id \
+                 WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join')) \
+             ORDER BY c.user_id",
+        )
+        .bind(since)
+        .bind(upto)
+        .bind(user.as_str())
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(users
+            .into_iter()
+            .filter_map(|u| u.try_into().ok())
+            .collect())
+    }
+
+    /// Removes the keys and waiting to-device messages of deleted devices and records the
+    /// device-list change.
+    pub(super) async fn devices_deleted(
+        &self,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let wake = self.memberships.sharing_a_room(user).await?;
+        let op = DevicesDeleted {
+            user: user.as_str().to_owned(),
+            devices: devices.iter().map(|d| d.as_str().to_owned()).collect(),
+        };
+        commit(&self.stream, op, wake).await?;
+        Ok(())
+    }
+}
+
+/// A key upload: `(key ID, algorithm, JSON)` per one-time or fallback key.
+struct Upload {
+    user: String,
+    device: String,
+    device_keys: Option<String>,
+    one_time_keys: Vec<(String, String, String)>,
+    fallback_keys: Vec<(String, String, String)>,
+}
+
+impl StreamOp for Upload {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            if let Some(json) = &self.device_keys {
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT json FROM device_keys WHERE user_id = ? AND device_id = ?",
+                )
+                .bind(&self.user)
+                .bind(&self.device)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if stored.as_ref() != Some(json) {
+                    sqlx::query(
+                        "INSERT INTO device_keys (user_id, device_id, json, stream) \
+                         VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) \
+                         DO UPDATE SET json = excluded.json, stream = excluded.stream",
+                    )
+                    .bind(&self.user)
+                    .bind(&self.device)
+                    .bind(json)
+                    .bind(pos)
+                    .execute(&mut *conn)
+                    .await?;
+                    record_change(conn, pos, &self.user).await?;
+                }
+            }
+            for (id, algorithm, json) in &self.one_time_keys {
+                sqlx::query(
+                    "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
+                     VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(&self.user)
+                .bind(&self.device)
+                .bind(id)
+                .bind(algorithm)
+                .bind(json)
+                .execute(&mut *conn)
+                .await?;
+            }
+            for (id, algorithm, json) in &self.fallback_keys {
+                sqlx::query(
+                    "DELETE FROM one_time_keys \
+                     WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ?",
+                )
+                .bind(&self.user)
+                .bind(&self.device)
+                .bind(algorithm)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
+                     VALUES (?, ?, ?, ?, 1, ?)",
+                )
+                .bind(&self.user)
+                .bind(&self.device)
+                .bind(id)
+                .bind(algorithm)
+                .bind(json)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Devices of a user were deleted.
+struct DevicesDeleted {
+    user: String,
+    devices: Vec<String>,
+}
+
+impl StreamOp for DevicesDeleted {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            for device in &self.devices {
+                for table in ["device_keys", "one_time_keys", "to_device"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
+                    ))
+                    .bind(&self.user)
+                    .bind(device)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            record_change(conn, pos, &self.user).await
+        })
+    }
+}
+
+async fn record_change(
+    conn: &mut SqliteConnection,
+    pos: i64,
+    user: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO device_list_changes (stream, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(pos)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, owned_device_id, owned_user_id, user_id};
+
+    use super::super::test_support::{fixture, join};
+    use super::*;
+
+    fn otk(id: &str, key: &str) -> (OwnedOneTimeKeyId, Raw<OneTimeKey>) {
+        (
+            id.try_into().unwrap(),
+            Raw::from_json_string(format!(r#"{{"key":"{key}","signatures":{{}}}}"#)).unwrap(),
+        )
+    }
+
+    fn device_keys(user: &str, device: &str, key: &str) -> Raw<DeviceKeys> {
+        Raw::from_json_string(format!(
+            r#"{{"user_id":"{user}","device_id":"{device}","algorithms":["m.olm.v1.curve25519-aes-sha2"],"keys":{{"curve25519:{device}":"{key}"}},"signatures":{{}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_time_keys_are_claimed_once_then_the_fallback() {
+        let f = fixture().await;
+        let keys = f.data.keys();
+        let alice = user_id!("@alice:example.com");
+        let dev = device_id!("DEV");
+        let counts = keys
+            .upload(
+                alice,
+                dev,
+                KeyUpload {
+                    one_time_keys: [
+                        otk("signed_curve25519:A", "a"),
+                        otk("signed_curve25519:B", "b"),
+                    ]
+                    .into(),
+                    fallback_keys: [otk("signed_curve25519:F", "f")].into(),
+                    ..KeyUpload::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            counts[&OneTimeKeyAlgorithm::SignedCurve25519],
+            UInt::from(2u32)
+        );
+
+        let wanted = BTreeMap::from([(
+            owned_user_id!("@alice:example.com"),
+            BTreeMap::from([(
+                owned_device_id!("DEV"),
+                OneTimeKeyAlgorithm::SignedCurve25519,
+            )]),
+        )]);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let got = keys.claim(&wanted).await.unwrap();
+            let key = got[alice][dev].keys().next().unwrap().to_string();
+            seen.push(key);
+        }
+        assert_eq!(
+            seen,
+            [
+                "signed_curve25519:A",
+                "signed_curve25519:B",
+                "signed_curve25519:F",
+                "signed_curve25519:F"
+            ]
+        );
+        assert_eq!(
+            keys.counts(alice, dev).await.unwrap()[&OneTimeKeyAlgorithm::SignedCurve25519],
+            UInt::MIN
+        );
+    }
+
+    #[tokio::test]
+    async fn device_key_changes_are_seen_by_room_mates_only() {
+        let f = fixture().await;
+        let keys = f.data.keys();
+        let (alice, bob, carol) = (
+            user_id!("@alice:example.com"),
+            user_id!("@bob:example.com"),
+            user_id!("@carol:example.com"),
+        );
+        join(&f.pool, "!r:example.com", alice.as_str()).await;
+        join(&f.pool, "!r:example.com", bob.as_str()).await;
+        let start = f.stream.visible();
+        let upload = || KeyUpload {
+            device_keys: Some(device_keys(alice.as_str(), "DEV", "k1")),
+            ..KeyUpload::default()
+        };
+        keys.upload(alice, device_id!("DEV"), upload())
+            .await
+            .unwrap();
+        let after_first = f.stream.visible();
+        assert_eq!(
+            keys.changed_users(bob, start, after_first).await.unwrap(),
+            [alice]
+        );
+        assert_eq!(
+            keys.changed_users(alice, start, after_first).await.unwrap(),
+            [alice]
+        );
+        assert!(
+            keys.changed_users(carol, start, after_first)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // The same keys again are no change.
+        keys.upload(alice, device_id!("DEV"), upload())
+            .await
+            .unwrap();
+        let after_same = f.stream.visible();
+        assert!(
+            keys.changed_users(bob, after_first, after_same)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let wanted = BTreeMap::from([(alice.to_owned(), Vec::new())]);
+        assert_eq!(keys.query(&wanted).await.unwrap()[alice].len(), 1);
+        f.data
+            .devices()
+            .delete(alice, &[owned_device_id!("DEV")])
+            .await
+            .unwrap();
+        assert!(keys.query(&wanted).await.unwrap()[alice].is_empty());
+        let after_delete = f.stream.visible();
+        assert_eq!(
+            keys.changed_users(bob, after_same, after_delete)
+                .await
+                .unwrap(),
+            [alice]
+        );
+    }
+}

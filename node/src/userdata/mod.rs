@@ -1,0 +1,312 @@
+//! [`UserData`]: what the node keeps per Matrix user besides rooms (DESIGN.md sections 5, 8):
+//! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
+//! messages, receipts and typing notifications.
+//!
+//! One submodule per concern, each owning its SQL (tables in `0004_userdata.sql`). Every write
+//! a `/sync` reports (account data, receipts, device-key changes, to-device messages) goes
+//! through the [`StreamWriter`] and so takes a stream position; typing is in memory with its own
+//! serial ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`]
+//! are what `/sync` asks for, between two positions.
+//!
+//! Errors are the store's ([`StoreError`]): absence is an `Option`, and who may do what is
+//! decided by the Matrix handlers.
+
+mod account_data;
+mod devices;
+mod filters;
+mod keys;
+mod memberships;
+mod profiles;
+mod receipts;
+mod to_device;
+mod typing;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ruma::events::{
+    AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent, AnySyncEphemeralRoomEvent, AnyToDeviceEvent,
+};
+use ruma::serde::Raw;
+use ruma::{
+    DeviceId, OneTimeKeyAlgorithm, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UInt, UserId,
+};
+use sqlx::sqlite::SqlitePool;
+
+pub use account_data::AccountData;
+pub use devices::Devices;
+pub use filters::Filters;
+pub use keys::{DeviceKeysByUser, KeyUpload, Keys};
+use memberships::Memberships;
+pub use profiles::{Profile, Profiles};
+pub use receipts::Receipts;
+pub use to_device::ToDevice;
+pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
+
+use crate::store::StoreError;
+use crate::store::accounts::AccountStore;
+use crate::stream::{StreamOp, StreamWriter};
+
+/// The per-user data service. Cheap to clone; the node holds one.
+#[derive(Debug, Clone)]
+pub struct UserData {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    filters: Filters,
+    profiles: Profiles,
+    account_data: AccountData,
+    devices: Devices,
+    keys: Keys,
+    to_device: ToDevice,
+    receipts: Receipts,
+    typing: Typing,
+}
+
+/// What `/sync` reports outside rooms, for one device.
+#[derive(Debug, Default)]
+pub struct GlobalSync {
+    /// Global account data: all of it on an initial sync, else what changed.
+    pub account_data: Vec<Raw<AnyGlobalAccountDataEvent>>,
+    /// To-device messages waiting for the device.
+    pub to_device: Vec<Raw<AnyToDeviceEvent>>,
+    /// Users (the syncing one, or sharing a room with them) whose devices or keys changed.
+    pub device_lists_changed: Vec<OwnedUserId>,
+    /// Unclaimed one-time keys of the device, by algorithm.
+    pub one_time_keys_count: BTreeMap<OneTimeKeyAlgorithm, UInt>,
+}
+
+/// What `/sync` reports in a room besides its timeline and state.
+#[derive(Debug, Default)]
+pub struct RoomExtras {
+    /// The user's account data in the room.
+    pub account_data: Vec<Raw<AnyRoomAccountDataEvent>>,
+    /// `m.receipt` and `m.typing`.
+    pub ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
+}
+
+impl UserData {
+    /// The service over the node's database and Matrix stream; `server_name` tells local users.
+    pub fn new(pool: SqlitePool, stream: StreamWriter, server_name: OwnedServerName) -> Self {
+        let accounts = AccountStore::new(pool.clone());
+        let memberships = Memberships::new(pool.clone());
+        let keys = Keys::new(pool.clone(), stream.clone(), memberships.clone());
+        Self {
+            inner: Arc::new(Inner {
+                filters: Filters::new(pool.clone()),
+                profiles: Profiles::new(pool.clone(), accounts.clone(), server_name.clone()),
+                account_data: AccountData::new(pool.clone(), stream.clone()),
+                devices: Devices::new(accounts.clone(), keys.clone()),
+                keys,
+                to_device: ToDevice::new(pool.clone(), stream.clone(), accounts, server_name),
+                receipts: Receipts::new(pool, stream.clone()),
+                typing: Typing::new(stream),
+            }),
+        }
+    }
+
+    /// Sync filters.
+    pub fn filters(&self) -> &Filters {
+        &self.inner.filters
+    }
+
+    /// Display names and avatars.
+    pub fn profiles(&self) -> &Profiles {
+        &self.inner.profiles
+    }
+
+    /// Global and per-room account data.
+    pub fn account_data(&self) -> &AccountData {
+        &self.inner.account_data
+    }
+
+    /// The devices of an account.
+    pub fn devices(&self) -> &Devices {
+        &self.inner.devices
+    }
+
+    /// End-to-end encryption keys and device-list changes.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// To-device messages.
+    pub fn to_device(&self) -> &ToDevice {
+        &self.inner.to_device
+    }
+
+    /// Read receipts.
+    pub fn receipts(&self) -> &Receipts {
+        &self.inner.receipts
+    }
+
+    /// Typing notifications (in memory).
+    pub fn typing(&self) -> &Typing {
+        &self.inner.typing
+    }
+
+    /// The profile of `user` (empty when never set).
+    pub async fn profile(&self, user: &UserId) -> Result<Profile, StoreError> {
+        self.inner.profiles.profile(user).await
+    }
+
+    /// The current typing serial: bumped on every change of anyone's typing in any room.
+    pub fn typing_serial(&self) -> u64 {
+        self.inner.typing.serial()
+    }
+
+    /// The event of the user's latest `m.read` receipt in the room (unthreaded or main thread).
+    pub async fn read_receipt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Option<OwnedEventId>, StoreError> {
+        self.inner.receipts.read_receipt(user, room).await
+    }
+
+    /// What `/sync` reports outside rooms for `device` between stream positions `since`
+    /// (exclusive; 0 for an initial sync) and `upto` (inclusive). To-device messages at or
+    /// below `since` were delivered by the previous sync and are deleted here.
+    pub async fn sync_global(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: i64,
+        upto: i64,
+    ) -> Result<GlobalSync, StoreError> {
+        let inner = &self.inner;
+        Ok(GlobalSync {
+            account_data: inner.account_data.global_changes(user, since, upto).await?,
+            to_device: inner.to_device.take(user, device, since, upto).await?,
+            device_lists_changed: if since == 0 {
+                Vec::new()
+            } else {
+                inner.keys.changed_users(user, since, upto).await?
+            },
+            one_time_keys_count: inner.keys.counts(user, device).await?,
+        })
+    }
+
+    /// What `/sync` reports in `room` besides its timeline and state, between stream positions
+    /// `since` (exclusive; 0 for an initial sync) and `upto` (inclusive), and typing changes
+    /// after typing serial `since_typing`.
+    pub async fn sync_room(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        since: i64,
+        upto: i64,
+        since_typing: u64,
+    ) -> Result<RoomExtras, StoreError> {
+        let inner = &self.inner;
+        let account_data = inner
+            .account_data
+            .room_changes(user, room, since, upto)
+            .await?;
+        let mut ephemeral = Vec::new();
+        if let Some(receipts) = inner.receipts.changes(user, room, since, upto).await? {
+            ephemeral.push(receipts);
+        }
+        let typing_since = (since != 0).then_some(since_typing);
+        if let Some(typing) = inner.typing.event(room, typing_since)? {
+            ephemeral.push(typing);
+        }
+        Ok(RoomExtras {
+            account_data,
+            ephemeral,
+        })
+    }
+}
+
+/// Submits `op` to the stream writer and waits for its position.
+async fn commit(
+    stream: &StreamWriter,
+    op: impl StreamOp,
+    wake: Vec<OwnedUserId>,
+) -> Result<i64, StoreError> {
+    stream.submit(Box::new(op), wake).await?.wait().await
+}
+
+/// An event of the kind that has only a type and content (account data, ephemeral events).
+#[derive(serde::Serialize)]
+struct TypeAndContent<'a, C: ?Sized> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    content: &'a C,
+}
+
+/// `{"type": kind, "content": content}` as a `Raw` event.
+fn content_event<T, C>(kind: &str, content: &C) -> Result<Raw<T>, StoreError>
+where
+    C: serde::Serialize + ?Sized,
+{
+    serde_json::value::to_raw_value(&TypeAndContent { kind, content })
+        .map(Raw::from_json)
+        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// Stored JSON as a `Raw`. It was valid when stored: a failure means a damaged database.
+fn raw<T>(json: String) -> Result<Raw<T>, StoreError> {
+    Raw::from_json_string(json).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// A value as JSON text for the database.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A store and stream writer on a temporary database, for the unit tests of this module.
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    pub(crate) struct Fixture {
+        _dir: TempDir,
+        pub(crate) pool: SqlitePool,
+        pub(crate) stream: StreamWriter,
+        pub(crate) data: UserData,
+    }
+
+    pub(crate) async fn fixture() -> Fixture {
+        let dir = TempDir::new().unwrap();
+        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+        let pool = sqlite.pool().clone();
+        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
+        let data = UserData::new(
+            pool.clone(),
+            stream.clone(),
+            "example.com".try_into().unwrap(),
+        );
+        Fixture {
+            _dir: dir,
+            pool,
+            stream,
+            data,
+        }
+    }
+
+    /// Makes `user` a joined member of `room` (the room engine's table).
+    pub(crate) async fn join(pool: &SqlitePool, room: &str, user: &str) {
+        sqlx::query(
+            "INSERT INTO memberships (room_id, user_id, membership, stream) VALUES (?, ?, 'join', 0)",
+        )
+        .bind(room)
+        .bind(user)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,291 @@
+//! [`ToDevice`]: to-device messages (`PUT /sendToDevice/{type}/{txnId}`), stored per recipient
+//! device at the stream position of their send, delivered by `/sync` and deleted once the device
+//! syncs with a token at or past them. A transaction ID is applied once per sending device.
+//!
+//! Recipients are local devices that exist when the message is sent (`*` means all of a user's
+//! devices); others are dropped, as there is no federation yet.
+
+use std::collections::BTreeSet;
+
+use futures_util::future::BoxFuture;
+use ruma::api::client::to_device::send_event_to_device::v3::Messages;
+use ruma::events::AnyToDeviceEvent;
+use ruma::serde::Raw;
+use ruma::to_device::DeviceIdOrAllDevices;
+use ruma::{DeviceId, OwnedServerName, TransactionId, UserId};
+use serde_json::value::RawValue;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+
+use super::{commit, raw, to_json};
+use crate::store::StoreError;
+use crate::store::accounts::AccountStore;
+use crate::stream::{StreamOp, StreamWriter};
+
+/// The to-device store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ToDevice {
+    pool: SqlitePool,
+    stream: StreamWriter,
+    accounts: AccountStore,
+    server_name: OwnedServerName,
+}
+
+impl ToDevice {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        accounts: AccountStore,
+        server_name: OwnedServerName,
+    ) -> Self {
+        Self {
+            pool,
+            stream,
+            accounts,
+            server_name,
+        }
+    }
+
+    /// Sends `messages` of `event_type` from `sender`'s device under `txn`; wakes the
+    /// recipients. A transaction already applied changes nothing.
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        txn: &TransactionId,
+        event_type: &str,
+        messages: &Messages,
+    ) -> Result<(), StoreError> {
+        if self.txn_seen(sender, sender_device, txn).await? {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        let mut wake = BTreeSet::new();
+        for (user, targets) in messages {
+            if user.server_name() != self.server_name {
+                continue;
+            }
+            let devices = self.accounts.devices(user.localpart()).await?;
+            for (target, content) in targets {
+                let json = event_json(event_type, sender, content.json())?;
+                for device in &devices {
+                    let addressed = match target {
+                        DeviceIdOrAllDevices::AllDevices => true,
+                        DeviceIdOrAllDevices::DeviceId(id) => id.as_str() == device.device_id,
+                    };
+                    if addressed {
+                        rows.push((user.to_string(), device.device_id.clone(), json.clone()));
+                        wake.insert(user.clone());
+                    }
+                }
+            }
+        }
+        let op = Send {
+            sender: sender.as_str().to_owned(),
+            sender_device: sender_device.as_str().to_owned(),
+            txn: txn.as_str().to_owned(),
+            rows,
+        };
+        commit(&self.stream, op, wake.into_iter().collect()).await?;
+        Ok(())
+    }
+
+    async fn txn_seen(
+        &self,
+        sender: &UserId,
+        device: &DeviceId,
+        txn: &TransactionId,
+    ) -> Result<bool, StoreError> {
+        let row: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM to_device_txns WHERE sender = ? AND device_id = ? AND txn_id = ?",
+        )
+        .bind(sender.as_str())
+        .bind(device.as_str())
+        .bind(txn.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Deletes the device's messages at or below `since` (delivered by the previous sync) and
+    /// returns those up to `upto`, in stream order.
+    pub(super) async fn take(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: i64,
+        upto: i64,
+    ) -> Result<Vec<Raw<AnyToDeviceEvent>>, StoreError> {
+        if since > 0 {
+            sqlx::query(
+                "DELETE FROM to_device WHERE user_id = ? AND device_id = ? AND stream <= ?",
+            )
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .bind(since)
+            .execute(&self.pool)
+            .await?;
+        }
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT json FROM to_device WHERE user_id = ? AND device_id = ? AND stream <= ? \
+             ORDER BY stream, id",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(raw).collect()
+    }
+}
+
+/// The event a device receives.
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sender: &'a UserId,
+    content: &'a RawValue,
+}
+
+fn event_json(kind: &str, sender: &UserId, content: &RawValue) -> Result<String, StoreError> {
+    to_json(&Event {
+        kind,
+        sender,
+        content,
+    })
+}
+
+/// One sendToDevice transaction: `(user, device, event JSON)` per recipient device.
+struct Send {
+    sender: String,
+    sender_device: String,
+    txn: String,
+    rows: Vec<(String, String, String)>,
+}
+
+impl StreamOp for Send {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let fresh = sqlx::query(
+                "INSERT INTO to_device_txns (sender, device_id, txn_id) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.sender)
+            .bind(&self.sender_device)
+            .bind(&self.txn)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                return Ok(());
+            }
+            for (user, device, json) in &self.rows {
+                sqlx::query(
+                    "INSERT INTO to_device (user_id, device_id, stream, json) VALUES (?, ?, ?, ?)",
+                )
+                .bind(user)
+                .bind(device)
+                .bind(pos)
+                .bind(json)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ruma::{device_id, owned_device_id, owned_user_id, user_id};
+
+    use super::super::test_support::fixture;
+    use super::*;
+    use crate::store::accounts::{NewAccount, NewDevice};
+
+    #[tokio::test]
+    async fn a_transaction_is_delivered_once_and_deleted_after_the_next_sync() {
+        let f = fixture().await;
+        let accounts = AccountStore::new(f.pool.clone());
+        let bob = NewAccount {
+            localpart: "bob",
+            password_hash: None,
+            external_subject: None,
+        };
+        for (i, id) in ["B1", "B2"].into_iter().enumerate() {
+            let device = NewDevice {
+                device_id: id,
+                display_name: None,
+                token_hash: &[u8::try_from(i).unwrap(); 32],
+            };
+            if i == 0 {
+                accounts.create_account(bob, Some(device), 1).await.unwrap();
+            } else {
+                accounts.login_device("bob", device, 1).await.unwrap();
+            }
+        }
+        let td = f.data.to_device();
+        let content: Raw<_> = Raw::from_json_string(r#"{"n":1}"#.to_owned()).unwrap();
+        let messages: Messages = BTreeMap::from([(
+            owned_user_id!("@bob:example.com"),
+            BTreeMap::from([
+                (
+                    DeviceIdOrAllDevices::DeviceId(owned_device_id!("B1")),
+                    content.clone(),
+                ),
+                (
+                    DeviceIdOrAllDevices::DeviceId(owned_device_id!("GONE")),
+                    content,
+                ),
+            ]),
+        )]);
+        let (alice, adev) = (user_id!("@alice:example.com"), device_id!("A"));
+        let txn: &TransactionId = "t1".into();
+        td.send(alice, adev, txn, "m.test", &messages)
+            .await
+            .unwrap();
+        td.send(alice, adev, txn, "m.test", &messages)
+            .await
+            .unwrap();
+        let upto = f.stream.visible();
+
+        let bob = user_id!("@bob:example.com");
+        let got = td.take(bob, device_id!("B1"), 0, upto).await.unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "the repeated transaction is not delivered again"
+        );
+        assert_eq!(
+            got[0].get_field::<String>("type").unwrap().as_deref(),
+            Some("m.test")
+        );
+        assert_eq!(
+            got[0].get_field::<String>("sender").unwrap().as_deref(),
+            Some("@alice:example.com")
+        );
+        assert!(
+            td.take(bob, device_id!("B2"), 0, upto)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Until a sync past them, they stay; then they are gone.
+        assert_eq!(
+            td.take(bob, device_id!("B1"), 0, upto).await.unwrap().len(),
+            1
+        );
+        assert!(
+            td.take(bob, device_id!("B1"), upto, upto)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
