@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ruma::api::client::uiaa::AuthData;
+use ruma::api::client::uiaa::{AuthData, AuthType, UserIdentifier};
+use ruma::api::error::{ErrorKind, StandardErrorBody};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 
 use super::credentials::{
@@ -134,6 +135,11 @@ impl Accounts {
 
     /// Checks that `username` can be registered and returns it as a localpart: a valid Matrix
     /// localpart (ASCII letters are lowercased), outside the reserved namespace, not taken.
+    /// Whether a local account with this localpart exists.
+    pub async fn exists(&self, localpart: &str) -> Result<bool, MatrixError> {
+        Ok(self.inner.store.account(localpart).await?.is_some())
+    }
+
     pub async fn check_username(&self, username: &str) -> Result<String, MatrixError> {
         if !self.inner.registration_enabled {
             return Err(MatrixError::Forbidden("registration is disabled"));
@@ -329,6 +335,71 @@ impl Accounts {
             return Err(MatrixError::Forbidden(BAD_CREDENTIALS));
         }
         Ok(login.into_session(self.user_id(localpart)?))
+    }
+
+    /// Checks the user-interactive authentication of a sensitive request (deleting devices):
+    /// one stage, `m.login.password`, with the caller's own password. Without it, or with a
+    /// wrong one, the answer is 401 with the flow and a session (and `M_FORBIDDEN` for a wrong
+    /// password). An account without a password cannot pass.
+    pub async fn check_password_uia(
+        &self,
+        caller: &Caller,
+        auth: Option<&AuthData>,
+    ) -> Result<(), MatrixError> {
+        let uia = &self.inner.uia;
+        let forbidden = |session: Option<&str>, message: &str| {
+            let error = StandardErrorBody::new(ErrorKind::Forbidden, message.to_owned());
+            uia.challenge(AuthType::Password, session, Some(error))
+        };
+        let password = match auth {
+            None => return Err(uia.challenge(AuthType::Password, None, None)),
+            Some(AuthData::Password(password)) => password,
+            Some(other) => {
+                let stage = other
+                    .auth_type()
+                    .map_or_else(|| "a fallback".to_owned(), |t| t.to_string());
+                return Err(forbidden(
+                    other.session(),
+                    &format!("{stage} is not offered: use m.login.password"),
+                ));
+            }
+        };
+        let session = password.session.as_deref();
+        if session.is_some_and(|s| !uia.is_live(s)) {
+            return Err(MatrixError::Unsupported(
+                "unknown or expired user-interactive authentication session".into(),
+            ));
+        }
+        let named = match &password.identifier {
+            UserIdentifier::Matrix(id) => self.login_localpart(&id.user),
+            _ => None,
+        };
+        let localpart = caller.user_id.localpart();
+        if named.as_deref() != Some(localpart) {
+            return Err(forbidden(
+                session,
+                "authenticate as the user who makes the request",
+            ));
+        }
+        let hash = self
+            .inner
+            .store
+            .account(localpart)
+            .await?
+            .and_then(|a| a.password_hash);
+        let ok = match hash {
+            Some(hash) => {
+                self.inner
+                    .hashing
+                    .verify(password.password.clone(), hash)
+                    .await?
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(forbidden(session, BAD_CREDENTIALS));
+        }
+        Ok(())
     }
 
     /// Deletes the caller's device, revoking its access token.

@@ -1,5 +1,6 @@
-//! [`UiaSessions`]: user-interactive authentication for registration, with one flow of one
-//! stage, `m.login.dummy`.
+//! [`UiaSessions`]: user-interactive authentication sessions, each for one flow of one stage:
+//! `m.login.dummy` for registration ([`UiaSessions::check`]), `m.login.password` for deleting
+//! devices ([`UiaSessions::challenge`], the password itself checked by `Accounts`).
 //!
 //! Sessions live in memory only (a restart makes clients start the flow again), each for
 //! [`UIA_TTL`], at most [`UIA_MAX_SESSIONS`] at once. A session stays usable until it expires,
@@ -63,8 +64,42 @@ impl UiaSessions {
         }
     }
 
+    /// The 401 answer asking for the one-stage flow `stage`: in session `session` if it is
+    /// live, else in a new one, with the stage's error, if any.
+    pub(crate) fn challenge(
+        &self,
+        stage: AuthType,
+        session: Option<&str>,
+        error: Option<StandardErrorBody>,
+    ) -> MatrixError {
+        let info = match session.filter(|s| self.is_live(s)) {
+            Some(id) => Ok(info(stage, id.to_owned(), error)),
+            None => self.start_flow(stage, error),
+        };
+        match info {
+            Ok(info) => MatrixError::UiaRequired(Box::new(info)),
+            Err(e) => e,
+        }
+    }
+
+    /// Whether `session` was issued by this node and has not expired.
+    pub(crate) fn is_live(&self, session: &str) -> bool {
+        self.lock()
+            .get(session)
+            .is_some_and(|at| at.elapsed() < UIA_TTL)
+    }
+
     /// A new session: the flows, empty `params`, the session ID and the stage's error, if any.
     fn start(&self, error: Option<StandardErrorBody>) -> Result<UiaaInfo, MatrixError> {
+        self.start_flow(AuthType::Dummy, error)
+    }
+
+    /// A new session for the one-stage flow `stage`.
+    fn start_flow(
+        &self,
+        stage: AuthType,
+        error: Option<StandardErrorBody>,
+    ) -> Result<UiaaInfo, MatrixError> {
         let id = URL_SAFE_NO_PAD.encode(random_bytes::<18>()?);
         {
             let mut issued = self.lock();
@@ -78,17 +113,22 @@ impl UiaSessions {
             }
             issued.insert(id.clone(), Instant::now());
         }
-        let mut info = UiaaInfo::new(vec![AuthFlow::new(vec![AuthType::Dummy])]);
-        info.session = Some(id);
-        info.params = serde_json::value::RawValue::from_string("{}".to_owned()).ok();
-        info.auth_error = error.map(Box::new);
-        Ok(info)
+        Ok(info(stage, id, error))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
         // A panic while holding this lock leaves a plain map behind: keep using it.
         self.issued.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The flows (one, of the one stage), empty `params`, the session and the stage's error.
+fn info(stage: AuthType, session: String, error: Option<StandardErrorBody>) -> UiaaInfo {
+    let mut info = UiaaInfo::new(vec![AuthFlow::new(vec![stage])]);
+    info.session = Some(session);
+    info.params = serde_json::value::RawValue::from_string("{}".to_owned()).ok();
+    info.auth_error = error.map(Box::new);
+    info
 }
 
 #[cfg(test)]

@@ -1,0 +1,76 @@
+//! `POST /keys/upload`, `POST /keys/query`, `POST /keys/claim` and `GET /keys/changes`:
+//! end-to-end encryption keys of devices. Uploaded device keys must name the caller's user and
+//! device.
+
+use axum::extract::State;
+use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+
+use super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::extract::Ruma;
+use super::token;
+use crate::node::Node;
+use crate::userdata::KeyUpload;
+
+pub(crate) async fn upload_keys(
+    State(node): State<Node>,
+    req: Ruma<upload_keys::v3::Request>,
+) -> MatrixResult<upload_keys::v3::Response> {
+    let caller = &req.caller;
+    let body = req.body;
+    if let Some(raw) = &body.device_keys {
+        let keys = raw
+            .deserialize()
+            .map_err(|e| MatrixError::BadJson(format!("device_keys: {e}")))?;
+        if keys.user_id != caller.user_id || keys.device_id != caller.device_id {
+            return Err(MatrixError::InvalidParam(
+                "device_keys must be those of the device making the request".into(),
+            ));
+        }
+    }
+    let upload = KeyUpload {
+        device_keys: body.device_keys,
+        one_time_keys: body.one_time_keys,
+        fallback_keys: body.fallback_keys,
+    };
+    let keys = node.userdata().keys();
+    let counts = keys
+        .upload(&caller.user_id, &caller.device_id, upload)
+        .await?;
+    Ok(RumaResponse(upload_keys::v3::Response::new(counts)))
+}
+
+pub(crate) async fn get_keys(
+    State(node): State<Node>,
+    req: Ruma<get_keys::v3::Request>,
+) -> MatrixResult<get_keys::v3::Response> {
+    let device_keys = node.userdata().keys().query(&req.body.device_keys).await?;
+    let mut resp = get_keys::v3::Response::new();
+    resp.device_keys = device_keys;
+    Ok(RumaResponse(resp))
+}
+
+pub(crate) async fn claim_keys(
+    State(node): State<Node>,
+    req: Ruma<claim_keys::v3::Request>,
+) -> MatrixResult<claim_keys::v3::Response> {
+    let claimed = node
+        .userdata()
+        .keys()
+        .claim(&req.body.one_time_keys)
+        .await?;
+    Ok(RumaResponse(claim_keys::v3::Response::new(claimed)))
+}
+
+pub(crate) async fn get_key_changes(
+    State(node): State<Node>,
+    req: Ruma<get_key_changes::v3::Request>,
+) -> MatrixResult<get_key_changes::v3::Response> {
+    let from = token::position(&req.body.from)?;
+    let to = token::position(&req.body.to)?;
+    let keys = node.userdata().keys();
+    let changed = keys.changed_users(&req.caller.user_id, from, to).await?;
+    Ok(RumaResponse(get_key_changes::v3::Response::new(
+        changed,
+        Vec::new(),
+    )))
+}

@@ -1,0 +1,92 @@
+//! `GET /profile/{userId}`, `GET`/`PUT /profile/{userId}/displayname` and `/avatar_url`: a user's
+//! profile, readable by anyone (404 for an unknown user), changed by its owner only. A change is
+//! re-sent as the user's member events in their rooms.
+
+use axum::extract::State;
+use ruma::UserId;
+use ruma::api::client::profile::{
+    get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
+};
+use ruma::profile::ProfileFieldValue;
+
+use super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::extract::Ruma;
+use super::userdata_routes::only_self;
+use crate::node::Node;
+use crate::userdata::Profile;
+
+/// The profile of a known user; 404 otherwise.
+async fn known_profile(node: &Node, user: &UserId) -> Result<Profile, MatrixError> {
+    let profiles = node.userdata().profiles();
+    if !profiles.exists(user).await? {
+        return Err(MatrixError::NotFound("unknown user".into()));
+    }
+    Ok(profiles.profile(user).await?)
+}
+
+/// After a change of `user`'s profile: their member events are re-sent.
+async fn profile_changed(_node: &Node, _user: &UserId) -> Result<(), MatrixError> {
+    // LEAD: connect `_node.rooms().profile_changed(_user).await?;` here once `Rooms` has it.
+    Ok(())
+}
+
+pub(crate) async fn get_profile(
+    State(node): State<Node>,
+    req: Ruma<get_profile::v3::Request>,
+) -> MatrixResult<get_profile::v3::Response> {
+    let profile = known_profile(&node, &req.body.user_id).await?;
+    let fields = profile
+        .displayname
+        .map(ProfileFieldValue::DisplayName)
+        .into_iter()
+        .chain(profile.avatar_url.map(ProfileFieldValue::AvatarUrl));
+    Ok(RumaResponse(fields.collect()))
+}
+
+pub(crate) async fn get_display_name(
+    State(node): State<Node>,
+    req: Ruma<get_display_name::v3::Request>,
+) -> MatrixResult<get_display_name::v3::Response> {
+    let profile = known_profile(&node, &req.body.user_id).await?;
+    Ok(RumaResponse(get_display_name::v3::Response::new(
+        profile.displayname,
+    )))
+}
+
+pub(crate) async fn get_avatar_url(
+    State(node): State<Node>,
+    req: Ruma<get_avatar_url::v3::Request>,
+) -> MatrixResult<get_avatar_url::v3::Response> {
+    let profile = known_profile(&node, &req.body.user_id).await?;
+    Ok(RumaResponse(get_avatar_url::v3::Response::new(
+        profile.avatar_url,
+    )))
+}
+
+pub(crate) async fn set_display_name(
+    State(node): State<Node>,
+    req: Ruma<set_display_name::v3::Request>,
+) -> MatrixResult<set_display_name::v3::Response> {
+    let user = &req.body.user_id;
+    only_self(&req.caller, user, "you can only change your own profile")?;
+    let profiles = node.userdata().profiles();
+    profiles
+        .set_displayname(user, req.body.displayname.as_deref())
+        .await?;
+    profile_changed(&node, user).await?;
+    Ok(RumaResponse(set_display_name::v3::Response::new()))
+}
+
+pub(crate) async fn set_avatar_url(
+    State(node): State<Node>,
+    req: Ruma<set_avatar_url::v3::Request>,
+) -> MatrixResult<set_avatar_url::v3::Response> {
+    let user = &req.body.user_id;
+    only_self(&req.caller, user, "you can only change your own profile")?;
+    let profiles = node.userdata().profiles();
+    profiles
+        .set_avatar_url(user, req.body.avatar_url.as_ref())
+        .await?;
+    profile_changed(&node, user).await?;
+    Ok(RumaResponse(set_avatar_url::v3::Response::new()))
+}
