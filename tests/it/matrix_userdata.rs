@@ -1,0 +1,594 @@
+//! The per-user Matrix endpoints over raw HTTP/1.1: filters, profiles, account data, push
+//! rules, devices (with password user-interactive authentication), end-to-end keys,
+//! sendToDevice, typing, receipts and read markers; each with its success and its error paths
+//! (exact status and `errcode`).
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{DOMAIN, TestNode};
+
+/// One HTTP/1.1 request on its own connection: status and JSON body (`Null` if empty).
+async fn call(
+    node: &TestNode,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    let body = body.map(Value::to_string);
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    match &body {
+        Some(b) => head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        )),
+        None if method != "GET" => head.push_str("Content-Length: 0\r\n"),
+        None => {}
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write");
+    if let Some(b) = &body {
+        s.write_all(b.as_bytes()).await.expect("write body");
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8(out).expect("utf-8 response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
+    };
+    (status, json)
+}
+
+/// A logged-in device.
+struct Session {
+    user_id: String,
+    device_id: String,
+    token: String,
+}
+
+impl Session {
+    async fn get(&self, node: &TestNode, path: &str) -> (u16, Value) {
+        call(node, "GET", &v3(path), Some(&self.token), None).await
+    }
+
+    async fn put(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        call(node, "PUT", &v3(path), Some(&self.token), Some(body)).await
+    }
+
+    async fn post(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        call(node, "POST", &v3(path), Some(&self.token), Some(body)).await
+    }
+
+    async fn delete(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        call(node, "DELETE", &v3(path), Some(&self.token), Some(body)).await
+    }
+}
+
+fn v3(path: &str) -> String {
+    format!("/_matrix/client/v3{path}")
+}
+
+/// Registers `user` (password `pw-<user>`) through the dummy flow.
+async fn register(node: &TestNode, user: &str) -> Session {
+    let req = json!({"username": user, "password": format!("pw-{user}")});
+    let (status, uia) = call(node, "POST", &v3("/register"), None, Some(&req)).await;
+    assert_eq!(status, 401, "{uia}");
+    let mut req = req;
+    req["auth"] = json!({"type": "m.login.dummy", "session": uia["session"]});
+    let (status, done) = call(node, "POST", &v3("/register"), None, Some(&req)).await;
+    assert_eq!(status, 200, "{done}");
+    session(&done)
+}
+
+/// Logs `user` in on a new device.
+async fn login(node: &TestNode, user: &str) -> Session {
+    let req = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": format!("pw-{user}"),
+    });
+    let (status, done) = call(node, "POST", &v3("/login"), None, Some(&req)).await;
+    assert_eq!(status, 200, "{done}");
+    session(&done)
+}
+
+fn session(done: &Value) -> Session {
+    Session {
+        user_id: done["user_id"].as_str().expect("user_id").to_owned(),
+        device_id: done["device_id"].as_str().expect("device_id").to_owned(),
+        token: done["access_token"].as_str().expect("token").to_owned(),
+    }
+}
+
+/// Asserts a Matrix error answer.
+#[track_caller]
+fn assert_error(answer: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["errcode"], errcode, "{}", answer.1);
+    assert!(answer.1["error"].is_string(), "{}", answer.1);
+}
+
+#[track_caller]
+fn assert_ok(answer: &(u16, Value)) -> &Value {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    &answer.1
+}
+
+fn user(name: &str) -> String {
+    format!("@{name}:{DOMAIN}")
+}
+
+#[tokio::test]
+async fn filters_belong_to_their_uploader() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let filter = json!({"room": {"timeline": {"limit": 7}}, "event_fields": ["type"]});
+
+    let path = format!("/user/{}/filter", alice.user_id);
+    let created = alice.post(&node, &path, &filter).await;
+    let id = assert_ok(&created)["filter_id"]
+        .as_str()
+        .expect("filter_id")
+        .to_owned();
+    let got = alice.get(&node, &format!("{path}/{id}")).await;
+    assert_eq!(assert_ok(&got)["room"]["timeline"]["limit"], 7);
+    assert_eq!(got.1["event_fields"], json!(["type"]));
+    // An empty body is an empty filter.
+    let empty = call(&node, "POST", &v3(&path), Some(&alice.token), None).await;
+    assert_ok(&empty);
+
+    assert_error(
+        &bob.get(&node, &format!("{path}/{id}")).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(&bob.post(&node, &path, &filter).await, 403, "M_FORBIDDEN");
+    let bobs = format!("/user/{}/filter/{id}", bob.user_id);
+    assert_error(&bob.get(&node, &bobs).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &alice.get(&node, &format!("{path}/9999")).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &call(&node, "GET", &v3(&format!("{path}/{id}")), None, None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}
+
+#[tokio::test]
+async fn profiles_are_public_and_changed_by_their_owner() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let profile = format!("/profile/{}", alice.user_id);
+
+    assert_eq!(assert_ok(&alice.get(&node, &profile).await), &json!({}));
+    let name = json!({"displayname": "Alice A."});
+    assert_ok(
+        &alice
+            .put(&node, &format!("{profile}/displayname"), &name)
+            .await,
+    );
+    let avatar = json!({"avatar_url": "mxc://example.com/alice"});
+    assert_ok(
+        &alice
+            .put(&node, &format!("{profile}/avatar_url"), &avatar)
+            .await,
+    );
+
+    // Readable without a token.
+    let anonymous = call(&node, "GET", &v3(&profile), None, None).await;
+    assert_eq!(
+        assert_ok(&anonymous),
+        &json!({"displayname": "Alice A.", "avatar_url": "mxc://example.com/alice"})
+    );
+    let dn = call(
+        &node,
+        "GET",
+        &v3(&format!("{profile}/displayname")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(assert_ok(&dn), &name);
+    let av = bob.get(&node, &format!("{profile}/avatar_url")).await;
+    assert_eq!(assert_ok(&av), &avatar);
+
+    let theft = json!({"displayname": "Not Alice"});
+    assert_error(
+        &bob.put(&node, &format!("{profile}/displayname"), &theft)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &bob.put(&node, &format!("{profile}/avatar_url"), &avatar)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let nobody = format!("/profile/{}", user("nobody"));
+    assert_error(&alice.get(&node, &nobody).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &alice.get(&node, &format!("{nobody}/displayname")).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &alice.get(&node, &format!("{nobody}/avatar_url")).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    // Removing the display name leaves the avatar.
+    assert_ok(
+        &alice
+            .put(&node, &format!("{profile}/displayname"), &json!({}))
+            .await,
+    );
+    assert_eq!(assert_ok(&alice.get(&node, &profile).await), &avatar);
+}
+
+#[tokio::test]
+async fn account_data_is_private_and_survives_a_restart() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let global = format!("/user/{}/account_data/org.example.settings", alice.user_id);
+    let room = format!(
+        "/user/{}/rooms/!somewhere:{DOMAIN}/account_data/org.example.tag",
+        alice.user_id
+    );
+
+    assert_error(&alice.get(&node, &global).await, 404, "M_NOT_FOUND");
+    assert_ok(&alice.put(&node, &global, &json!({"theme": "dark"})).await);
+    assert_ok(&alice.put(&node, &global, &json!({"theme": "light"})).await);
+    assert_ok(&alice.put(&node, &room, &json!({"order": 1})).await);
+
+    assert_error(&bob.get(&node, &global).await, 403, "M_FORBIDDEN");
+    assert_error(
+        &bob.put(&node, &global, &json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(&bob.get(&node, &room).await, 403, "M_FORBIDDEN");
+    assert_error(&bob.put(&node, &room, &json!({})).await, 403, "M_FORBIDDEN");
+    let unset = format!("/user/{}/account_data/org.example.other", alice.user_id);
+    assert_error(&alice.get(&node, &unset).await, 404, "M_NOT_FOUND");
+    let push_rules = format!("/user/{}/account_data/m.push_rules", alice.user_id);
+    assert_error(
+        &alice.put(&node, &push_rules, &json!({})).await,
+        405,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &alice.put(&node, &global, &json!([1])).await,
+        400,
+        "M_BAD_JSON",
+    );
+
+    let node = node.restart().await;
+    assert_eq!(
+        assert_ok(&alice.get(&node, &global).await),
+        &json!({"theme": "light"})
+    );
+    assert_eq!(
+        assert_ok(&alice.get(&node, &room).await),
+        &json!({"order": 1})
+    );
+}
+
+#[tokio::test]
+async fn push_rules_are_the_server_defaults() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let all = alice.get(&node, "/pushrules/").await;
+    let overrides = assert_ok(&all)["global"]["override"]
+        .as_array()
+        .expect("override");
+    assert!(
+        overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"),
+        "{}",
+        all.1
+    );
+    let global = alice.get(&node, "/pushrules/global/").await;
+    assert_eq!(assert_ok(&global), &all.1["global"]);
+    assert_error(
+        &call(&node, "GET", &v3("/pushrules/"), None, None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}
+
+#[tokio::test]
+async fn devices_are_listed_renamed_and_deleted_with_the_password() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let other = login(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+
+    let list = alice.get(&node, "/devices").await;
+    let ids: Vec<&str> = assert_ok(&list)["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", list.1);
+    assert!(ids.contains(&alice.device_id.as_str()) && ids.contains(&other.device_id.as_str()));
+
+    let path = format!("/devices/{}", other.device_id);
+    assert_ok(
+        &alice
+            .put(&node, &path, &json!({"display_name": "phone"}))
+            .await,
+    );
+    let got = alice.get(&node, &path).await;
+    assert_eq!(assert_ok(&got)["display_name"], "phone");
+    assert_error(
+        &alice.get(&node, "/devices/NOSUCH").await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &alice.put(&node, "/devices/NOSUCH", &json!({})).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    // Another user's device is not yours.
+    let bobs = format!("/devices/{}", bob.device_id);
+    assert_error(&alice.get(&node, &bobs).await, 404, "M_NOT_FOUND");
+
+    // Deleting asks for the password first.
+    let challenge = alice.delete(&node, &path, &json!({})).await;
+    assert_eq!(challenge.0, 401, "{}", challenge.1);
+    assert_eq!(
+        challenge.1["flows"],
+        json!([{"stages": ["m.login.password"]}])
+    );
+    let session = challenge.1["session"].as_str().expect("session").to_owned();
+    let auth = |password: &str| {
+        json!({"auth": {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": password,
+            "session": session,
+        }})
+    };
+    let wrong = alice.delete(&node, &path, &auth("wrong")).await;
+    assert_error(&wrong, 401, "M_FORBIDDEN");
+    assert_eq!(wrong.1["session"], session.as_str());
+    assert_eq!(wrong.1["flows"], challenge.1["flows"]);
+    // Bob's password does not delete Alice's device.
+    let bob_auth = json!({"auth": {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "bob"},
+        "password": "pw-bob",
+    }});
+    assert_error(
+        &alice.delete(&node, &path, &bob_auth).await,
+        401,
+        "M_FORBIDDEN",
+    );
+    assert_ok(&alice.delete(&node, &path, &auth("pw-alice")).await);
+    assert_error(&other.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
+    assert_error(
+        &alice.delete(&node, &path, &auth("pw-alice")).await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // POST /delete_devices: the same flow, several devices at once.
+    let third = login(&node, "alice").await;
+    let fourth = login(&node, "alice").await;
+    let devices = json!({"devices": [third.device_id, fourth.device_id]});
+    let challenge = alice.post(&node, "/delete_devices", &devices).await;
+    assert_eq!(challenge.0, 401, "{}", challenge.1);
+    assert_eq!(
+        challenge.1["flows"],
+        json!([{"stages": ["m.login.password"]}])
+    );
+    let mut with_auth = auth("pw-alice");
+    with_auth["devices"] = devices["devices"].clone();
+    assert_ok(&alice.post(&node, "/delete_devices", &with_auth).await);
+    assert_error(&third.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
+    assert_error(&fourth.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
+    let left = alice.get(&node, "/devices").await;
+    assert_eq!(
+        assert_ok(&left)["devices"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+fn device_keys(s: &Session, key: &str) -> Value {
+    json!({
+        "user_id": s.user_id,
+        "device_id": s.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{}", s.device_id): key,
+            format!("ed25519:{}", s.device_id): key,
+        },
+        "signatures": {s.user_id.clone(): {format!("ed25519:{}", s.device_id): "sig"}},
+    })
+}
+
+#[tokio::test]
+async fn keys_are_uploaded_queried_and_claimed_once() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+
+    let upload = json!({
+        "device_keys": device_keys(&alice, "aliceKey"),
+        "one_time_keys": {
+            "signed_curve25519:AAAA": {"key": "otk-a", "signatures": {}},
+            "signed_curve25519:BBBB": {"key": "otk-b", "signatures": {}},
+        },
+    });
+    let counts = alice.post(&node, "/keys/upload", &upload).await;
+    assert_eq!(
+        assert_ok(&counts)["one_time_key_counts"]["signed_curve25519"],
+        2
+    );
+
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let found = bob.post(&node, "/keys/query", &query).await;
+    let keys = &assert_ok(&found)["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(
+        keys["keys"][format!("curve25519:{}", alice.device_id)],
+        "aliceKey"
+    );
+    let unknown = json!({"device_keys": {alice.user_id.clone(): ["NOSUCH"]}});
+    let none = bob.post(&node, "/keys/query", &unknown).await;
+    assert_eq!(assert_ok(&none)["device_keys"][&alice.user_id], json!({}));
+
+    let claim = json!({"one_time_keys": {alice.user_id.clone(): {
+        alice.device_id.clone(): "signed_curve25519"
+    }}});
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let got = bob.post(&node, "/keys/claim", &claim).await;
+        let keys = &assert_ok(&got)["one_time_keys"][&alice.user_id][&alice.device_id];
+        claimed.push(
+            keys.as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        );
+    }
+    assert_eq!(
+        claimed,
+        [
+            Some(vec!["signed_curve25519:AAAA".to_owned()]),
+            Some(vec!["signed_curve25519:BBBB".to_owned()]),
+            None,
+        ]
+    );
+    // The count the device sees is down to zero (an empty body uploads nothing).
+    let empty = call(&node, "POST", &v3("/keys/upload"), Some(&alice.token), None).await;
+    assert_eq!(
+        assert_ok(&empty)["one_time_key_counts"]["signed_curve25519"],
+        0
+    );
+
+    // Keys of someone else's device are refused.
+    let forged = json!({"device_keys": device_keys(&bob, "x")});
+    assert_error(
+        &alice.post(&node, "/keys/upload", &forged).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    // Alice's upload is a change of her device list, between the first and a later token.
+    let changes = alice
+        .get(&node, "/keys/changes?from=s0_0&to=s1000000_0")
+        .await;
+    assert_eq!(assert_ok(&changes)["changed"], json!([alice.user_id]));
+    let later = alice
+        .get(&node, "/keys/changes?from=s1000000_0&to=s1000001_0")
+        .await;
+    assert_eq!(assert_ok(&later)["changed"], json!([]));
+    assert_error(
+        &alice.get(&node, "/keys/changes?from=bogus&to=s1_0").await,
+        400,
+        "M_INVALID_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn send_to_device_accepts_a_transaction_and_its_repetition() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let messages = json!({"messages": {bob.user_id.clone(): {"*": {"hello": "bob"}}}});
+    let path = "/sendToDevice/org.example.ping/txn1";
+    assert_ok(&alice.put(&node, path, &messages).await);
+    assert_ok(&alice.put(&node, path, &messages).await);
+    assert_error(
+        &call(&node, "PUT", &v3(path), None, Some(&messages)).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(&alice.put(&node, path, &json!({})).await, 400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let created = alice.post(&node, "/createRoom", &json!({})).await;
+    let room = assert_ok(&created)["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned();
+
+    let typing = format!("/rooms/{room}/typing/{}", alice.user_id);
+    let start = json!({"typing": true, "timeout": 30000});
+    assert_ok(&alice.put(&node, &typing, &start).await);
+    assert_ok(&alice.put(&node, &typing, &json!({"typing": false})).await);
+    assert_error(&bob.put(&node, &typing, &start).await, 403, "M_FORBIDDEN");
+    let bobs_typing = format!("/rooms/{room}/typing/{}", bob.user_id);
+    assert_error(
+        &bob.put(&node, &bobs_typing, &start).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &alice.put(&node, &typing, &json!({"typing": true})).await,
+        400,
+        "M_BAD_JSON",
+    );
+
+    let event = "$someevent";
+    for kind in ["m.read", "m.read.private"] {
+        let receipt = format!("/rooms/{room}/receipt/{kind}/{event}");
+        assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+        assert_error(
+            &bob.post(&node, &receipt, &json!({})).await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
+    let receipt = format!("/rooms/{room}/receipt/m.fully_read/{event}");
+    assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+    let fully_read = format!(
+        "/user/{}/rooms/{room}/account_data/m.fully_read",
+        alice.user_id
+    );
+    assert_eq!(
+        assert_ok(&alice.get(&node, &fully_read).await)["event_id"],
+        event
+    );
+    let markers = format!("/rooms/{room}/read_markers");
+    let body = json!({"m.fully_read": "$later", "m.read": "$later"});
+    assert_ok(&alice.post(&node, &markers, &body).await);
+    assert_eq!(
+        assert_ok(&alice.get(&node, &fully_read).await)["event_id"],
+        "$later"
+    );
+    assert_error(&bob.post(&node, &markers, &body).await, 403, "M_FORBIDDEN");
+    // Clients cannot set the marker as plain account data.
+    assert_error(
+        &alice
+            .put(&node, &fully_read, &json!({"event_id": "$x"}))
+            .await,
+        405,
+        "M_BAD_JSON",
+    );
+}
