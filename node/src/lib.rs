@@ -8,6 +8,7 @@
 //! See DESIGN.md (in the project's shared folder) for the architecture.
 
 pub mod auth;
+pub mod bridge;
 pub mod bus;
 pub mod config;
 pub mod matrix;

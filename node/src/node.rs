@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthStartError, Authenticator};
+use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
 use crate::config::Config;
 use crate::matrix::Accounts;
@@ -47,6 +48,7 @@ struct Inner {
     accounts: Accounts,
     stream: StreamWriter,
     rooms: Rooms,
+    bridge: Bridge,
     userdata: UserData,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -85,6 +87,11 @@ impl Node {
     /// The Matrix room engine.
     pub fn rooms(&self) -> &Rooms {
         &self.inner.rooms
+    }
+
+    /// The bridge between data objects on the bus and rooms.
+    pub fn bridge(&self) -> &Bridge {
+        &self.inner.bridge
     }
 
     /// Per-user Matrix data: filters, profiles, account data, devices, keys, to-device
@@ -158,6 +165,7 @@ impl RunningNode {
         );
         let restored = bus.restore(persisted);
         let shutdown = CancellationToken::new();
+        let (bridge, _bridge_task) = Bridge::start(rooms.clone(), bus.clone(), shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(
@@ -172,6 +180,7 @@ impl RunningNode {
                 stream,
                 userdata,
                 rooms,
+                bridge,
                 config,
                 bus,
                 metrics,

@@ -8,9 +8,11 @@
 //! message for a resumable session survives even a killed process.
 
 mod addresses;
+pub mod bridge;
 mod endpoints;
 mod error;
 pub mod identity;
+mod matrix_permit;
 pub mod outbox;
 mod permit;
 mod rate;
@@ -29,6 +31,7 @@ use tokio::sync::oneshot;
 pub use addresses::AddressBook;
 pub use endpoints::{Endpoint, Endpoints, SESSION};
 pub use error::RouteError;
+pub use matrix_permit::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use session::{PushError, Session};
 
@@ -38,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
 use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
 use crate::sync::{lock, read, write};
+use bridge::BridgeEvent;
 use outbox::Outbox;
 use session::Allocation;
 
@@ -50,6 +54,8 @@ const EPOCH_SHIFT: u32 = 36;
 pub(crate) struct Pending {
     pub(crate) ops: Vec<StoreOp>,
     durable: Vec<oneshot::Receiver<()>>,
+    /// For the Matrix bridge, handed over after the commit.
+    pub(crate) bridge: Vec<BridgeEvent>,
 }
 
 /// One recipient that was not served.
@@ -90,6 +96,8 @@ struct Inner {
     alloc_cfg: AllocationConfig,
     epoch: u64,
     next_connection: AtomicU64,
+    bridge: std::sync::OnceLock<tokio::sync::mpsc::Sender<BridgeEvent>>,
+    matrix_rates: matrix_permit::MatrixRates,
 }
 
 /// The message bus handle.
@@ -132,8 +140,23 @@ impl Bus {
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
                 next_connection: AtomicU64::new(1),
+                bridge: std::sync::OnceLock::new(),
+                matrix_rates: Default::default(),
             }),
         }
+    }
+
+    /// Connects the Matrix bridge: subscriptions to and updates of data objects are sent to
+    /// `tx` after they are routed. Set once, at start.
+    pub fn connect_bridge(&self, tx: tokio::sync::mpsc::Sender<BridgeEvent>) {
+        if self.inner.bridge.set(tx).is_err() {
+            tracing::warn!("the Matrix bridge was already connected");
+        }
+    }
+
+    /// This node's domain.
+    pub fn domain(&self) -> &str {
+        &self.inner.domain
     }
 
     /// The policy point.
@@ -422,6 +445,13 @@ impl Bus {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }
+        if let Some(bridge) = self.inner.bridge.get() {
+            for event in pending.bridge {
+                if bridge.send(event).await.is_err() {
+                    tracing::error!("the Matrix bridge has stopped; a bridged message is lost");
+                }
+            }
+        }
     }
 
     /// Routes a permitted message to every recipient.
@@ -474,6 +504,14 @@ impl Bus {
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
         }
+        let bridged = self.inner.bridge.get().is_some()
+            && match bridge::update_of(env, to, &self.inner.domain) {
+                Some(event) => {
+                    pending.bridge.push(event);
+                    true
+                }
+                None => false,
+            };
         let json = env.shared_json();
         let published = self.inner.book.with_subscribers(to, |subs| {
             let mut outcome = Ok(());
@@ -492,6 +530,8 @@ impl Bus {
         }
         match self.inner.book.owner_of(to) {
             Some(owner) => self.deliver(&owner, to, json, pending).map(|()| None),
+            // A data object's feed with nobody on the bus still reaches its room.
+            None if bridged => Ok(None),
             None => Err(RouteError::NotFound(to.to_owned())),
         }
     }

@@ -23,6 +23,9 @@ use crate::policy::facts::{self, Sender, Target};
 pub enum Origin {
     /// A hyperty runtime's WebSocket session.
     Session(Arc<Session>),
+    /// A Matrix user's event in a room bridged to a data object (`crate::bridge`), published
+    /// by the node from the object's address.
+    Matrix(ruma::OwnedUserId),
 }
 
 impl Origin {
@@ -30,6 +33,7 @@ impl Origin {
     pub fn session(&self) -> Option<&Arc<Session>> {
         match self {
             Origin::Session(s) => Some(s),
+            Origin::Matrix(_) => None,
         }
     }
 
@@ -37,6 +41,7 @@ impl Origin {
     pub fn transport(&self) -> &'static str {
         match self {
             Origin::Session(_) => "ws",
+            Origin::Matrix(_) => "matrix",
         }
     }
 }
@@ -95,6 +100,19 @@ impl Bus {
                     return Err(Denied::RateLimited);
                 }
             }
+            // The node speaks for a bridged room only from a data object of its domain.
+            Origin::Matrix(_) => {
+                let object = envelope.from();
+                let ours = object
+                    .strip_prefix("comm://")
+                    .and_then(|rest| rest.split_once('/'))
+                    .is_some_and(|(domain, _)| domain == self.inner.domain);
+                if !ours {
+                    return Err(Denied::Spoofed {
+                        from: object.to_owned(),
+                    });
+                }
+            }
         }
         let mut refused = self.decide(envelope, origin);
         if !refused.is_empty() && refused.len() == envelope.to().len() {
@@ -117,7 +135,10 @@ impl Bus {
         let sender = Sender {
             address: env.from(),
             runtime: session.map(|s| &**s.runtime_url()),
-            user: session.and_then(|s| s.identity().subject.as_deref()),
+            user: match origin {
+                Origin::Matrix(user) => Some(user.as_str()),
+                Origin::Session(s) => s.identity().subject.as_deref(),
+            },
             transport: origin.transport(),
             rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),
             allocations: session.map_or(0, |s| s.allocation_count() as i64),

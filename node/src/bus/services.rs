@@ -8,6 +8,7 @@ use rethink_proto::{AddressRef, Code, Envelope, MessageType, ResponseBuilder};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::bridge::{self, BridgeEvent};
 use super::endpoints::Endpoint;
 use super::error::RouteError;
 use super::session::{Allocation, Session};
@@ -318,6 +319,12 @@ impl Bus {
         }
         for r in &resources {
             if subscribe {
+                if let Some(object) = bridge::changes_of(r, &self.inner.domain) {
+                    pending.bridge.push(BridgeEvent::Subscribed {
+                        hyperty: body.source.clone().unwrap_or_else(|| env.from().to_owned()),
+                        object: object.to_owned(),
+                    });
+                }
                 self.inner.book.subscribe(Arc::from(r.as_str()), session);
             } else {
                 self.inner.book.unsubscribe(r, session);

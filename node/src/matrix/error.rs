@@ -61,8 +61,14 @@ pub enum MatrixError {
     UiaRequired(Box<UiaaInfo>),
     #[error("{0}")]
     NotFound(String),
+    /// A kind of account data that only the server sets (405 `M_BAD_JSON`).
+    #[error("{0} is controlled by the server; clients cannot set it")]
+    ServerManaged(String),
     #[error(transparent)]
     Room(#[from] RoomError),
+    /// The operator's policy refused the action (the reason names the policy).
+    #[error(transparent)]
+    Denied(#[from] crate::bus::Denied),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -98,7 +104,9 @@ impl MatrixError {
             ),
             E::UiaRequired(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unknown),
             E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            E::ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::BadJson),
             E::Room(room) => room_status_and_kind(room),
+            E::Denied(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
             E::Store(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
         }
     }
@@ -144,18 +152,28 @@ impl MatrixError {
 fn room_status_and_kind(error: &RoomError) -> (StatusCode, ErrorKind) {
     use RoomError as R;
     match error {
-        R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+        R::UnknownRoom(_) | R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
         R::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
         R::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
         R::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
         R::InvalidParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
         R::AliasInUse => (StatusCode::CONFLICT, ErrorKind::Unknown),
         R::RoomInUse => (StatusCode::BAD_REQUEST, ErrorKind::RoomInUse),
-        R::UnsupportedRoomVersion(_) => (
-            StatusCode::BAD_REQUEST,
-            ErrorKind::UnsupportedRoomVersion,
-        ),
+        R::UnsupportedRoomVersion(_) => {
+            (StatusCode::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion)
+        }
         R::Store(_) | R::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+    }
+}
+
+impl From<crate::bridge::BridgeError> for MatrixError {
+    fn from(e: crate::bridge::BridgeError) -> Self {
+        use crate::bridge::BridgeError as B;
+        match e {
+            B::Room(room) => MatrixError::Room(room),
+            B::Denied(denied) => MatrixError::Denied(denied),
+            other => MatrixError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use ruma::api::auth_scheme::{
     NoAuthentication, extract_bearer_or_query_token,
 };
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::path_builder::PathBuilder as _;
 use serde::de::IgnoredAny;
 
 use super::accounts::{Accounts, Caller};
@@ -143,7 +144,14 @@ where
         if carries_body && serde_json::from_slice::<IgnoredAny>(json).is_err() {
             return Err(MatrixError::NotJson);
         }
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // A route registered without its last (empty) segment, such as `/state/{eventType}/`
+        // for the empty state key: that parameter is the empty string.
+        let expected = T::PATH_BUILDER
+            .all_paths()
+            .next()
+            .map_or(0, |path| path.matches('{').count());
+        args.resize(expected.max(args.len()), "");
         let body = T::try_from_http_request(request, &args).map_err(parse_error)?;
         Ok(Ruma { body, caller })
     }

@@ -11,16 +11,32 @@
 //! `m.login.dummy`), `register/available`, `logout`, `logout/all`, `account/whoami`.
 
 mod account;
+mod account_data;
 pub mod accounts;
 mod capabilities;
 mod credentials;
+mod devices;
 pub mod error;
+mod event_filter;
+mod events;
 mod extract;
+mod filter;
+mod keys;
 mod login;
 mod logout;
+mod membership;
+mod profile;
+mod pushrules;
+mod receipts;
 mod register;
+mod room;
 pub mod subject;
+mod sync;
+mod to_device;
+mod token;
+mod typing;
 mod uia;
+mod userdata_routes;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -54,17 +70,53 @@ pub fn router() -> Router<Node> {
     routes.add::<register_api::v3::Request, _, _>(register::register);
     routes.add::<get_username_availability::v3::Request, _, _>(register::available);
     routes.add::<whoami::v3::Request, _, _>(account::whoami);
+    add_room_routes(&mut routes);
+    userdata_routes::add(&mut routes);
     routes
         .into_router()
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
 }
 
+/// Rooms, membership, events and `/sync`.
+fn add_room_routes(routes: &mut Routes) {
+    use ruma::api::client::{
+        alias, context, membership as m, message, redact, room as r, state, sync::sync_events,
+    };
+    routes.add::<r::create_room::v3::Request, _, _>(room::create_room);
+    routes.add::<m::joined_rooms::v3::Request, _, _>(room::joined_rooms);
+    routes.add::<alias::create_alias::v3::Request, _, _>(room::create_alias);
+    routes.add::<alias::get_alias::v3::Request, _, _>(room::get_alias);
+    routes.add::<alias::delete_alias::v3::Request, _, _>(room::delete_alias);
+    routes.add::<r::aliases::v3::Request, _, _>(room::room_aliases);
+    routes.add::<m::join_room_by_id::v3::Request, _, _>(membership::join_by_id);
+    routes.add::<m::join_room_by_id_or_alias::v3::Request, _, _>(membership::join_by_id_or_alias);
+    routes.add::<m::invite_user::v3::Request, _, _>(membership::invite);
+    routes.add::<m::leave_room::v3::Request, _, _>(membership::leave);
+    routes.add::<m::forget_room::v3::Request, _, _>(membership::forget);
+    routes.add::<m::kick_user::v3::Request, _, _>(membership::kick);
+    routes.add::<m::ban_user::v3::Request, _, _>(membership::ban);
+    routes.add::<m::unban_user::v3::Request, _, _>(membership::unban);
+    routes.add::<m::get_member_events::v3::Request, _, _>(membership::members);
+    routes.add::<m::joined_members::v3::Request, _, _>(membership::joined_members);
+    routes.add::<message::send_message_event::v3::Request, _, _>(events::send_message);
+    routes.add_empty_last::<state::send_state_event::v3::Request, _, _>(events::send_state);
+    routes.add::<state::get_state_events::v3::Request, _, _>(events::get_state);
+    routes.add_empty_last::<state::get_state_event_for_key::v3::Request, _, _>(
+        events::get_state_for_key,
+    );
+    routes.add::<redact::redact_event::v3::Request, _, _>(events::redact);
+    routes.add::<r::get_room_event::v3::Request, _, _>(events::get_event);
+    routes.add::<message::get_message_events::v3::Request, _, _>(events::messages);
+    routes.add::<context::get_context::v3::Request, _, _>(events::context);
+    routes.add::<sync_events::v3::Request, _, _>(sync::sync);
+}
+
 /// Method routers by path, merged before they become routes so that each path gets one
 /// "wrong method" fallback.
 #[derive(Default)]
 struct Routes {
-    paths: BTreeMap<&'static str, MethodRouter<Node>>,
+    paths: BTreeMap<String, MethodRouter<Node>>,
 }
 
 impl Routes {
@@ -78,20 +130,45 @@ impl Routes {
         let filter = MethodFilter::try_from(T::METHOD)
             .unwrap_or_else(|_| panic!("ruma endpoint with method {}", T::METHOD));
         for path in T::PATH_BUILDER.all_paths() {
-            let method = on(filter, handler.clone());
-            let merged = match self.paths.remove(path) {
-                Some(existing) => existing.merge(method),
-                None => method,
-            };
-            self.paths.insert(path, merged);
+            self.insert(path.to_owned(), on(filter, handler.clone()));
         }
+    }
+
+    /// Like [`Routes::add`], and also on each path without its last parameter (with and
+    /// without the trailing slash), where that parameter is empty (the empty state key).
+    fn add_empty_last<T, H, X>(&mut self, handler: H)
+    where
+        T: Metadata,
+        H: Handler<X, Node>,
+        X: 'static,
+    {
+        self.add::<T, H, X>(handler.clone());
+        let filter = MethodFilter::try_from(T::METHOD)
+            .unwrap_or_else(|_| panic!("ruma endpoint with method {}", T::METHOD));
+        for path in T::PATH_BUILDER.all_paths() {
+            let Some((prefix, _)) = path.rsplit_once('/') else {
+                continue;
+            };
+            for short in [prefix.to_owned(), format!("{prefix}/")] {
+                self.insert(short, on(filter, handler.clone()));
+            }
+        }
+    }
+
+    /// Adds `method` to the methods served on `path`.
+    fn insert(&mut self, path: String, method: MethodRouter<Node>) {
+        let merged = match self.paths.remove(&path) {
+            Some(existing) => existing.merge(method),
+            None => method,
+        };
+        self.paths.insert(path, merged);
     }
 
     fn into_router(self) -> Router<Node> {
         self.paths
             .into_iter()
             .fold(Router::new(), |router, (path, methods)| {
-                router.route(path, methods.fallback(method_not_allowed))
+                router.route(&path, methods.fallback(method_not_allowed))
             })
     }
 }

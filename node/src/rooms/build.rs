@@ -43,6 +43,10 @@ pub fn build(
     event: NewEvent,
     txn: Option<(String, String)>,
 ) -> Result<Built, RoomError> {
+    // The content alone over the limit: refused before any hashing.
+    if event.content.get().len() > MAX_PDU_BYTES {
+        return Err(RoomError::TooLarge);
+    }
     let auth_types = state_res::auth_types_for_event(
         &event.kind,
         sender,
@@ -94,7 +98,9 @@ fn canonical(fields: &PduFields) -> Result<CanonicalJsonObject, RoomError> {
     match CanonicalJsonValue::try_from(value) {
         Ok(CanonicalJsonValue::Object(object)) => Ok(object),
         Ok(_) => Err(RoomError::Internal("a PDU is not an object".to_owned())),
-        Err(e) => Err(RoomError::BadJson(format!("content is not canonical JSON: {e}"))),
+        Err(e) => Err(RoomError::BadJson(format!(
+            "content is not canonical JSON: {e}"
+        ))),
     }
 }
 

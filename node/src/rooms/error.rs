@@ -5,6 +5,8 @@ use crate::store::StoreError;
 /// A failed room operation. The `Display` text is what the client reads.
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
+    #[error("unknown room {0}")]
+    UnknownRoom(ruma::OwnedRoomId),
     #[error("{0}")]
     NotFound(String),
     /// The room's auth rules, the caller's membership or the policy refuse it; nothing changed.

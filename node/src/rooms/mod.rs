@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use ruma::canonical_json::{CanonicalJsonValue, RedactedBecause, redact};
 use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
-use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
+};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -32,6 +34,7 @@ pub use pdu::Pdu;
 pub use signing::ServerKey;
 pub use state::RoomState;
 
+use crate::bus::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
 use crate::stream::StreamWriter;
 use crate::sync::lock;
@@ -106,7 +109,7 @@ impl Rooms {
             .store
             .load_room(room_id.as_str())
             .await?
-            .ok_or_else(|| RoomError::NotFound(format!("unknown room {room_id}")))?;
+            .ok_or_else(|| RoomError::UnknownRoom(room_id.to_owned()))?;
         let version = RoomVersionId::try_from(loaded.version.as_str())
             .map_err(|e| RoomError::Internal(format!("stored room version: {e}")))?;
         let rules = version
@@ -134,9 +137,23 @@ impl Rooms {
         lock(&self.inner.rooms).remove(room_id);
     }
 
-    /// Sends an event to an existing room. With `txn` (device, transaction ID) the send is
-    /// idempotent: a repeated transaction returns the first event and stores nothing.
+    /// Sends an event to an existing room, as the enforcement point permitted. With `txn`
+    /// (device, transaction ID) the send is idempotent: a repeated transaction returns the first
+    /// event and stores nothing.
     pub async fn send(
+        &self,
+        _permit: &MatrixPermit,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<(String, String)>,
+    ) -> Result<Sent, RoomError> {
+        self.deliver(room_id, sender, event, txn).await
+    }
+
+    /// Sends an event without a Matrix permit: for the bridge, delivering a bus message that
+    /// the bus's enforcement point already permitted.
+    pub(crate) async fn deliver(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -252,7 +269,10 @@ impl Rooms {
     async fn committed(&self, room_id: &RoomId, submitted: Submitted) -> Result<Sent, RoomError> {
         match submitted.committed.wait().await {
             Ok(stream) => {
-                self.inner.stream.notifier().wake(&submitted.audience, stream);
+                self.inner
+                    .stream
+                    .notifier()
+                    .wake(&submitted.audience, stream);
                 Ok(Sent {
                     event_id: submitted.pdu.event_id.clone(),
                     stream,
@@ -274,12 +294,11 @@ impl Rooms {
         sender: &UserId,
         target: &ruma::EventId,
     ) -> Result<(OwnedEventId, String), RoomError> {
-        let stored: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT room_id, sender, json FROM events WHERE event_id = ?",
-        )
-        .bind(target.as_str())
-        .fetch_optional(self.inner.store.pool())
-        .await?;
+        let stored: Option<(String, String, String)> =
+            sqlx::query_as("SELECT room_id, sender, json FROM events WHERE event_id = ?")
+                .bind(target.as_str())
+                .fetch_optional(self.inner.store.pool())
+                .await?;
         let Some((target_room, target_sender, json)) = stored else {
             return Err(RoomError::NotFound(format!("unknown event {target}")));
         };
@@ -314,7 +333,7 @@ impl Rooms {
     ) -> Result<Option<MembershipState>, RoomError> {
         match self.room(room_id).await {
             Ok(room) => Ok(room.lock().await.membership(user).cloned()),
-            Err(RoomError::NotFound(_)) => Ok(None),
+            Err(RoomError::UnknownRoom(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -350,9 +369,10 @@ impl Rooms {
         let room = self.room(room_id).await?;
         let guard = room.lock().await;
         require_member(&guard, user)?;
-        guard.get(kind, state_key).cloned().ok_or_else(|| {
-            RoomError::NotFound(format!("no {kind} state with key {state_key:?}"))
-        })
+        guard
+            .get(kind, state_key)
+            .cloned()
+            .ok_or_else(|| RoomError::NotFound(format!("no {kind} state with key {state_key:?}")))
     }
 
     /// Checks that `user` is, or was, in the room, for reading its history.
@@ -362,15 +382,18 @@ impl Rooms {
         require_member(&guard, user)
     }
 
-    /// Sets `target`'s membership in a room, sent by `sender`.
+    /// Sets `target`'s membership in a room, sent by `sender`, as the enforcement point
+    /// permitted.
     pub async fn set_membership(
         &self,
+        permit: &MatrixPermit,
         room_id: &RoomId,
         sender: &UserId,
         target: &UserId,
         content: Box<RawValue>,
     ) -> Result<Sent, RoomError> {
         self.send(
+            permit,
             room_id,
             sender,
             NewEvent {

@@ -60,14 +60,12 @@ impl ServerKey {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
-                sqlx::query(
-                    "INSERT INTO server_keys (key_id, pkcs8, created_at) VALUES (?, ?, ?)",
-                )
-                .bind(format!("ed25519:{version}"))
-                .bind(&pkcs8)
-                .bind(now)
-                .execute(pool)
-                .await?;
+                sqlx::query("INSERT INTO server_keys (key_id, pkcs8, created_at) VALUES (?, ?, ?)")
+                    .bind(format!("ed25519:{version}"))
+                    .bind(&pkcs8)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
                 tracing::info!(key = %version, "generated the server's ed25519 signing key");
                 (version, pkcs8)
             }
@@ -95,8 +93,12 @@ impl ServerKey {
         pdu: &mut CanonicalJsonObject,
         rules: &RoomVersionRules,
     ) -> Result<OwnedEventId, RoomError> {
-        hash_and_sign_event(self.server_name.as_str(), &self.pair, pdu, &rules.redaction)
-            .map_err(|e| RoomError::Internal(format!("signing an event: {e}")))?;
+        hash_and_sign_event(self.server_name.as_str(), &self.pair, pdu, &rules.redaction).map_err(
+            |e| match e {
+                ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
+                other => RoomError::Internal(format!("signing an event: {other}")),
+            },
+        )?;
         let hash = reference_hash(pdu, rules).map_err(|e| match e {
             ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
             other => RoomError::Internal(format!("reference hash: {other}")),

@@ -84,8 +84,7 @@ impl RoomState {
             return;
         };
         if *pdu.kind() == TimelineEventType::RoomMember
-            && let (Ok(user), Some(membership)) =
-                (UserId::parse(state_key), membership_of(&pdu))
+            && let (Ok(user), Some(membership)) = (UserId::parse(state_key), membership_of(&pdu))
         {
             self.members.insert(user, membership);
         }

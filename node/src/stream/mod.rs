@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures_util::future::BoxFuture;
 use ruma::OwnedUserId;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Acquire as _;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -131,7 +131,10 @@ impl StreamWriter {
 
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.submit(Box::new(Noop), Vec::new()).await?.wait().await?;
+        self.submit(Box::new(Noop), Vec::new())
+            .await?
+            .wait()
+            .await?;
         Ok(())
     }
 }
@@ -173,9 +176,11 @@ async fn run(
             Err(e) => {
                 tracing::error!(error = %e, "stream commit failed");
                 for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(StoreError::Database(
-                        sqlx::Error::Protocol(format!("stream commit failed: {e}")),
-                    )));
+                    let _ = pending
+                        .done
+                        .send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                            "stream commit failed: {e}"
+                        )))));
                 }
             }
         }

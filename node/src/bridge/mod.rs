@@ -1,0 +1,344 @@
+//! The bridge between reTHINK data objects on the bus and Matrix rooms (DESIGN.md section 5).
+//!
+//! A data object `comm://<domain>/<id>` is a room (public, named after the object, with the
+//! alias `#_hyperty_comm.<id>:<server>` so that Matrix users can find and join it). Bus to
+//! rooms: a hyperty subscribing to `<object>/changes` gets a virtual user
+//! `@_hyperty_<hyperty id>:<server>` (the reserved namespace) joined to the room; an `update`
+//! published to `<object>/changes` becomes a room event sent by the publisher's virtual user:
+//! `m.room.message` when `body.value` carries `msgtype` and `body`, otherwise
+//! `org.rethink.update` with the message body as content. Rooms to bus: an event a Matrix client
+//! sends to such a room is published on the bus to `<object>/changes` as an `update` from the
+//! object, with `body.value` the event content and `body.source` the Matrix sender; it passes
+//! the bus's enforcement point like any message.
+//!
+//! Bus events arrive through a bounded channel ([`crate::bus::bridge::BridgeEvent`]) and are
+//! handled in order by one task; a failure is logged and counted, and the next event goes on.
+
+mod names;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rethink_proto::Envelope;
+use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::value::{RawValue, to_raw_value};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use names::{object_alias, virtual_user};
+
+use crate::bus::bridge::BridgeEvent;
+use crate::bus::{Bus, Denied, MatrixRequest, Origin};
+use crate::rooms::create::{CreateRoom, Preset};
+use crate::rooms::{NewEvent, Pdu, RoomError, Rooms};
+use crate::sync::lock;
+
+/// Bus events waiting for the bridge before senders wait.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Why a bridged message could not be carried over.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("room: {0}")]
+    Room(#[from] RoomError),
+    #[error("denied: {0}")]
+    Denied(#[from] Denied),
+    #[error("{0}")]
+    Name(String),
+    #[error("bus message: {0}")]
+    Message(String),
+}
+
+/// The bridge. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: Rooms,
+    bus: Bus,
+    /// Object → room, and room → object (`None`: known not to be bridged).
+    by_object: Mutex<HashMap<String, OwnedRoomId>>,
+    by_room: Mutex<HashMap<OwnedRoomId, Option<String>>>,
+    /// Serializes room creation for objects.
+    creating: AsyncMutex<()>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Bridge {
+    /// Starts the bridge task and connects it to the bus.
+    pub fn start(rooms: Rooms, bus: Bus, shutdown: CancellationToken) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        bus.connect_bridge(tx);
+        let bridge = Bridge {
+            inner: Arc::new(Inner {
+                rooms,
+                bus,
+                by_object: Mutex::new(HashMap::new()),
+                by_room: Mutex::new(HashMap::new()),
+                creating: AsyncMutex::new(()),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+            }),
+        };
+        let task = tokio::spawn(bridge.clone().run(rx, shutdown));
+        (bridge, task)
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<BridgeEvent>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                e = rx.recv() => e,
+                () = shutdown.cancelled() => {
+                    // Carry over what the bus already handed in, then stop.
+                    while let Ok(event) = rx.try_recv() {
+                        if let Err(e) = self.handle(&event).await {
+                            tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
+                        }
+                    }
+                    None
+                }
+            };
+            let Some(event) = event else {
+                return;
+            };
+            if let Err(e) = self.handle(&event).await {
+                tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
+            }
+        }
+    }
+
+    async fn handle(&self, event: &BridgeEvent) -> Result<(), BridgeError> {
+        match event {
+            BridgeEvent::Subscribed { hyperty, object } => {
+                let user = virtual_user(hyperty, self.inner.rooms.server_name())
+                    .map_err(BridgeError::Name)?;
+                let room = self.room_for(object, &user, hyperty).await?;
+                self.ensure_joined(&room, &user, hyperty).await
+            }
+            BridgeEvent::Update { from, object, body } => {
+                let user = virtual_user(from, self.inner.rooms.server_name())
+                    .map_err(BridgeError::Name)?;
+                let room = self.room_for(object, &user, from).await?;
+                self.ensure_joined(&room, &user, from).await?;
+                let event = room_event(body.as_deref())?;
+                self.inner.rooms.deliver(&room, &user, event, None).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The room of `object`, created by `creator` (the virtual user of `hyperty`) if needed.
+    async fn room_for(
+        &self,
+        object: &str,
+        creator: &UserId,
+        hyperty: &str,
+    ) -> Result<OwnedRoomId, BridgeError> {
+        if let Some(room) = lock(&self.inner.by_object).get(object) {
+            return Ok(room.clone());
+        }
+        let _creating = self.inner.creating.lock().await;
+        let store = self.inner.rooms.store();
+        let room = match store.bridged_room(object).await.map_err(RoomError::from)? {
+            Some(room) => room,
+            None => {
+                let alias = object_alias(object, self.inner.rooms.server_name())
+                    .map_err(BridgeError::Name)?;
+                let mut profile = Map::new();
+                profile.insert("displayname".to_owned(), Value::String(hyperty.to_owned()));
+                let spec = CreateRoom {
+                    version: None,
+                    preset: Preset::PublicChat,
+                    name: Some(object.to_owned()),
+                    topic: Some(format!("reTHINK data object {object}")),
+                    alias: Some(alias),
+                    invite: Vec::new(),
+                    is_direct: false,
+                    initial_state: Vec::new(),
+                    creation_content: None,
+                    power_level_override: None,
+                    creator_profile: profile,
+                };
+                let room = self.inner.rooms.create(creator, spec).await?;
+                store
+                    .put_bridge(object, room.as_str())
+                    .await
+                    .map_err(RoomError::from)?;
+                tracing::debug!(%object, %room, "data object bridged to a room");
+                room
+            }
+        };
+        lock(&self.inner.by_object).insert(object.to_owned(), room.clone());
+        lock(&self.inner.by_room).insert(room.clone(), Some(object.to_owned()));
+        Ok(room)
+    }
+
+    async fn ensure_joined(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        hyperty: &str,
+    ) -> Result<(), BridgeError> {
+        if self.inner.rooms.membership(room, user).await? == Some(MembershipState::Join) {
+            return Ok(());
+        }
+        let content = raw(&json!({ "membership": "join", "displayname": hyperty }))?;
+        self.inner
+            .rooms
+            .deliver(
+                room,
+                user,
+                NewEvent {
+                    kind: TimelineEventType::RoomMember,
+                    content,
+                    state_key: Some(user.to_string()),
+                    redacts: None,
+                },
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The data object bridged to `room`, if any.
+    pub async fn object_of(&self, room: &RoomId) -> Result<Option<String>, RoomError> {
+        if let Some(known) = lock(&self.inner.by_room).get(room) {
+            return Ok(known.clone());
+        }
+        let object = self
+            .inner
+            .rooms
+            .store()
+            .bridged_object(room.as_str())
+            .await?;
+        lock(&self.inner.by_room).insert(room.to_owned(), object.clone());
+        Ok(object)
+    }
+
+    /// Publishes a room event a Matrix client sent to a bridged room on the bus, to the
+    /// object's subscribers. Events of the node's virtual users came from the bus and are not
+    /// sent back.
+    pub async fn publish(&self, object: &str, pdu: &Pdu) -> Result<(), BridgeError> {
+        if names::is_virtual(pdu.sender()) {
+            return Ok(());
+        }
+        let id = self
+            .inner
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let message = json!({
+            "id": format!("matrix-{id}"),
+            "type": "update",
+            "from": object,
+            "to": format!("{object}/changes"),
+            "body": {
+                "value": serde_json::from_str::<Value>(pdu.content().get()).unwrap_or(Value::Null),
+                "source": pdu.sender(),
+                "eventId": pdu.event_id,
+                "eventType": pdu.kind().to_string(),
+            }
+        });
+        let envelope = Envelope::parse(&message.to_string())
+            .map_err(|e| BridgeError::Message(e.to_string()))?;
+        let origin = Origin::Matrix(pdu.sender().to_owned());
+        let bus = &self.inner.bus;
+        let permit = bus.authorize(&envelope, &origin)?;
+        let report = bus.route(permit).await;
+        for failure in report.failures {
+            tracing::debug!(recipient = %failure.recipient, error = %failure.error, "bridged Matrix event not delivered");
+        }
+        Ok(())
+    }
+
+    /// Decides a Matrix action on a room, with the room's object address when it is bridged.
+    pub async fn authorize(
+        &self,
+        action: &'static str,
+        user: &UserId,
+        identity: Option<&str>,
+        room: Option<&RoomId>,
+        invitee: Option<&UserId>,
+        size: usize,
+    ) -> Result<crate::bus::MatrixPermit, BridgeError> {
+        let object = match room {
+            Some(room) => self.object_of(room).await?,
+            None => None,
+        };
+        let room_address = match (&object, room) {
+            (Some(object), _) => object.as_str(),
+            (None, Some(room)) => room.as_str(),
+            (None, None) => "",
+        };
+        Ok(self.inner.bus.authorize_matrix(&MatrixRequest {
+            action,
+            user,
+            identity,
+            room: room_address,
+            bridged: object.is_some(),
+            invitee,
+            size,
+        })?)
+    }
+}
+
+fn raw(value: &Value) -> Result<Box<RawValue>, BridgeError> {
+    to_raw_value(value).map_err(|e| BridgeError::Message(e.to_string()))
+}
+
+/// The room event of an update's body.
+fn room_event(body: Option<&str>) -> Result<NewEvent, BridgeError> {
+    let body: Value = match body {
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| BridgeError::Message(e.to_string()))?
+        }
+        None => Value::Object(Map::new()),
+    };
+    let value = body.get("value");
+    let is_message = value.is_some_and(|v| {
+        v.get("msgtype").is_some_and(Value::is_string)
+            && v.get("body").is_some_and(Value::is_string)
+    });
+    let (kind, content) = match (is_message, value) {
+        (true, Some(value)) => (TimelineEventType::RoomMessage, value.clone()),
+        _ => (TimelineEventType::from("org.rethink.update"), body),
+    };
+    Ok(NewEvent {
+        kind,
+        content: raw(&content)?,
+        state_key: None,
+        redacts: None,
+    })
+}
+
+/// Users of the node's reserved namespace.
+pub fn is_virtual(user: &UserId) -> bool {
+    names::is_virtual(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_carrying_a_text_message_become_room_messages() {
+        let e = room_event(Some(r#"{"value":{"msgtype":"m.text","body":"hi"}}"#)).unwrap();
+        assert_eq!(e.kind, TimelineEventType::RoomMessage);
+        assert_eq!(e.content.get(), r#"{"body":"hi","msgtype":"m.text"}"#);
+    }
+
+    #[test]
+    fn other_updates_become_rethink_updates_with_the_whole_body() {
+        let e = room_event(Some(r#"{"value":{"x":1},"attribute":"a"}"#)).unwrap();
+        assert_eq!(e.kind.to_string(), "org.rethink.update");
+        let content: Value = serde_json::from_str(e.content.get()).unwrap();
+        assert_eq!(content, json!({"value": {"x": 1}, "attribute": "a"}));
+        let e = room_event(None).unwrap();
+        assert_eq!(e.content.get(), "{}");
+    }
+}

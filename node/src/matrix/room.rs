@@ -1,0 +1,237 @@
+//! Rooms: `POST /createRoom`, `GET /joined_rooms`, and the room directory's aliases
+//! (`PUT/GET/DELETE /directory/room/{roomAlias}`, `GET /rooms/{roomId}/aliases`).
+
+use axum::extract::State;
+use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
+use ruma::api::client::membership::joined_rooms;
+use ruma::api::client::room::{aliases, create_room};
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedUserId, RoomAliasId, UserId};
+use serde_json::{Map, Value};
+
+use super::accounts::RESERVED_PREFIX;
+use super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::extract::Ruma;
+use crate::node::Node;
+use crate::rooms::RoomError;
+use crate::rooms::create::{CreateRoom, InitialState, Preset};
+
+/// The `displayname` and `avatar_url` of `user`, for their member events.
+pub(super) async fn member_profile(
+    node: &Node,
+    user: &UserId,
+) -> Result<Map<String, Value>, MatrixError> {
+    let profile = node.userdata().profile(user).await?;
+    let mut content = Map::new();
+    if let Some(name) = profile.displayname {
+        content.insert("displayname".to_owned(), Value::String(name));
+    }
+    if let Some(url) = profile.avatar_url {
+        content.insert("avatar_url".to_owned(), Value::String(url.to_string()));
+    }
+    Ok(content)
+}
+
+/// A JSON object from a ruma `Raw` (of `creation_content`, `power_level_content_override`).
+fn object<T>(raw: &ruma::serde::Raw<T>, field: &str) -> Result<Map<String, Value>, MatrixError> {
+    serde_json::from_str(raw.json().get())
+        .map_err(|e| MatrixError::BadJson(format!("{field}: {e}")))
+}
+
+pub(crate) async fn create_room(
+    State(node): State<Node>,
+    req: Ruma<create_room::v3::Request>,
+) -> MatrixResult<create_room::v3::Response> {
+    let body = req.body;
+    let creator = req.caller.user_id;
+    let preset = match body.preset {
+        Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
+        Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
+        Some(create_room::v3::RoomPreset::PrivateChat) => Preset::PrivateChat,
+        Some(other) => {
+            return Err(MatrixError::InvalidParam(format!(
+                "unknown preset {}",
+                other.as_str()
+            )));
+        }
+        None => match body.visibility {
+            ruma::api::client::room::Visibility::Public => Preset::PublicChat,
+            _ => Preset::PrivateChat,
+        },
+    };
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            if name.contains(':') || name.is_empty() {
+                return Err(MatrixError::InvalidParam(
+                    "room_alias_name must be a localpart".to_owned(),
+                ));
+            }
+            Some(
+                RoomAliasId::parse(format!("#{name}:{}", node.rooms().server_name()))
+                    .map_err(|e| MatrixError::InvalidParam(format!("room_alias_name: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let initial_state = body
+        .initial_state
+        .iter()
+        .map(|raw| {
+            #[derive(serde::Deserialize)]
+            struct Initial {
+                #[serde(rename = "type")]
+                kind: String,
+                #[serde(default)]
+                state_key: String,
+                content: Box<serde_json::value::RawValue>,
+            }
+            serde_json::from_str::<Initial>(raw.json().get())
+                .map(|i| InitialState {
+                    kind: i.kind,
+                    state_key: i.state_key,
+                    content: i.content,
+                })
+                .map_err(|e| MatrixError::BadJson(format!("initial_state: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = CreateRoom {
+        version: body.room_version,
+        preset,
+        name: body.name,
+        topic: body.topic,
+        alias,
+        invite: body.invite,
+        is_direct: body.is_direct,
+        initial_state,
+        creation_content: body
+            .creation_content
+            .as_ref()
+            .map(|raw| object(raw, "creation_content"))
+            .transpose()?,
+        power_level_override: body
+            .power_level_content_override
+            .as_ref()
+            .map(|raw| object(raw, "power_level_content_override"))
+            .transpose()?,
+        creator_profile: member_profile(&node, &creator).await?,
+    };
+    let permit = node
+        .bridge()
+        .authorize("matrix:createRoom", &creator, None, None, None, 0)
+        .await?;
+    let room_id = node.rooms().create_room(&permit, &creator, spec).await?;
+    Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+pub(crate) async fn joined_rooms(
+    State(node): State<Node>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> MatrixResult<joined_rooms::v3::Response> {
+    let rooms = node
+        .rooms()
+        .store()
+        .user_rooms(req.caller.user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|row| row.membership == MembershipState::Join.as_str())
+        .filter_map(|row| ruma::OwnedRoomId::try_from(row.room_id).ok())
+        .collect();
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
+}
+
+/// Only aliases of this server can be managed here.
+fn local_alias(node: &Node, alias: &RoomAliasId) -> Result<(), MatrixError> {
+    if alias.server_name() != node.rooms().server_name() {
+        return Err(MatrixError::InvalidParam(format!(
+            "{alias} is not an alias of this server"
+        )));
+    }
+    if alias.alias().starts_with(RESERVED_PREFIX) {
+        return Err(MatrixError::Exclusive);
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_alias(
+    State(node): State<Node>,
+    req: Ruma<create_alias::v3::Request>,
+) -> MatrixResult<create_alias::v3::Response> {
+    let alias = &req.body.room_alias;
+    local_alias(&node, alias)?;
+    // The room must exist and the caller be in it.
+    let membership = node
+        .rooms()
+        .membership(&req.body.room_id, &req.caller.user_id)
+        .await?;
+    if membership != Some(MembershipState::Join) {
+        return Err(RoomError::Forbidden("you are not in this room".to_owned()).into());
+    }
+    if !node
+        .rooms()
+        .store()
+        .put_alias(
+            alias.as_str(),
+            req.body.room_id.as_str(),
+            req.caller.user_id.as_str(),
+        )
+        .await?
+    {
+        return Err(RoomError::AliasInUse.into());
+    }
+    Ok(RumaResponse(create_alias::v3::Response::new()))
+}
+
+pub(crate) async fn get_alias(
+    State(node): State<Node>,
+    req: Ruma<get_alias::v3::Request>,
+) -> MatrixResult<get_alias::v3::Response> {
+    let (room_id, _) = node
+        .rooms()
+        .store()
+        .alias(req.body.room_alias.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::NotFound(format!("unknown alias {}", req.body.room_alias)))?;
+    Ok(RumaResponse(get_alias::v3::Response::new(
+        room_id,
+        vec![node.rooms().server_name().clone()],
+    )))
+}
+
+pub(crate) async fn delete_alias(
+    State(node): State<Node>,
+    req: Ruma<delete_alias::v3::Request>,
+) -> MatrixResult<delete_alias::v3::Response> {
+    let alias = &req.body.room_alias;
+    let (_, creator) = node
+        .rooms()
+        .store()
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::NotFound(format!("unknown alias {alias}")))?;
+    let caller: &OwnedUserId = &req.caller.user_id;
+    if creator != caller.as_str() {
+        return Err(MatrixError::Forbidden(
+            "only the alias's creator may delete it",
+        ));
+    }
+    node.rooms().store().delete_alias(alias.as_str()).await?;
+    Ok(RumaResponse(delete_alias::v3::Response::new()))
+}
+
+pub(crate) async fn room_aliases(
+    State(node): State<Node>,
+    req: Ruma<aliases::v3::Request>,
+) -> MatrixResult<aliases::v3::Response> {
+    node.rooms()
+        .require_reader(&req.body.room_id, &req.caller.user_id)
+        .await?;
+    let aliases = node
+        .rooms()
+        .store()
+        .room_aliases(req.body.room_id.as_str())
+        .await?
+        .into_iter()
+        .filter_map(|a| ruma::OwnedRoomAliasId::try_from(a).ok())
+        .collect();
+    Ok(RumaResponse(aliases::v3::Response::new(aliases)))
+}
