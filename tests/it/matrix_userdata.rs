@@ -592,3 +592,91 @@ async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
         "M_BAD_JSON",
     );
 }
+
+/// `GET /sync` with `since` (if any) and no waiting; returns the body.
+async fn sync(node: &TestNode, s: &Session, since: Option<&str>) -> Value {
+    let path = match since {
+        Some(since) => format!("/sync?timeout=0&since={since}"),
+        None => "/sync?timeout=0".to_owned(),
+    };
+    let answer = s.get(node, &path).await;
+    assert_ok(&answer).clone()
+}
+
+fn next_batch(body: &Value) -> String {
+    body["next_batch"].as_str().expect("next_batch").to_owned()
+}
+
+#[tokio::test]
+async fn sync_delivers_to_device_once_account_data_typing_and_receipts() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let start = next_batch(&sync(&node, &bob, None).await);
+
+    let messages = json!({"messages": {bob.user_id.clone(): {"*": {"hello": "bob"}}}});
+    let path = "/sendToDevice/org.example.ping/txn1";
+    assert_ok(&alice.put(&node, path, &messages).await);
+    assert_ok(&alice.put(&node, path, &messages).await);
+    let first = sync(&node, &bob, Some(&start)).await;
+    let events = first["to_device"]["events"].as_array().expect("to_device");
+    assert_eq!(events.len(), 1, "{first}");
+    assert_eq!(events[0]["type"], "org.example.ping");
+    assert_eq!(events[0]["sender"], alice.user_id);
+    assert_eq!(events[0]["content"], json!({"hello": "bob"}));
+    // Syncing past them acknowledges them: they are gone, even for a retried older token.
+    let second = sync(&node, &bob, Some(&next_batch(&first))).await;
+    assert!(
+        second["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+    let retried = sync(&node, &bob, Some(&start)).await;
+    assert!(
+        retried["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+
+    let created = alice.post(&node, "/createRoom", &json!({})).await;
+    let room = assert_ok(&created)["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned();
+    let before = next_batch(&sync(&node, &alice, None).await);
+    let global = format!("/user/{}/account_data/org.example.settings", alice.user_id);
+    assert_ok(&alice.put(&node, &global, &json!({"theme": "dark"})).await);
+    let typing = format!("/rooms/{room}/typing/{}", alice.user_id);
+    assert_ok(
+        &alice
+            .put(&node, &typing, &json!({"typing": true, "timeout": 30000}))
+            .await,
+    );
+    let receipt = format!("/rooms/{room}/receipt/m.read/$seen");
+    assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+
+    let body = sync(&node, &alice, Some(&before)).await;
+    let account_data = body["account_data"]["events"]
+        .as_array()
+        .expect("account_data");
+    assert!(
+        account_data.iter().any(
+            |e| e["type"] == "org.example.settings" && e["content"] == json!({"theme": "dark"})
+        ),
+        "{body}"
+    );
+    let ephemeral = body["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ephemeral events in {body}"));
+    let typing_event = ephemeral.iter().find(|e| e["type"] == "m.typing");
+    assert_eq!(
+        typing_event.map(|e| &e["content"]["user_ids"]),
+        Some(&json!([alice.user_id])),
+        "{body}"
+    );
+    let receipts = ephemeral.iter().find(|e| e["type"] == "m.receipt");
+    assert!(
+        receipts.is_some_and(|e| e["content"]["$seen"]["m.read"][&alice.user_id].is_object()),
+        "{body}"
+    );
+}
