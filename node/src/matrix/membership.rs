@@ -74,6 +74,33 @@ pub(crate) async fn join(
     Ok(())
 }
 
+/// Re-sends `user`'s member event, with their current profile, in every room they joined (after
+/// a profile change).
+pub(crate) async fn resend_member_events(node: &Node, user: &UserId) -> Result<(), MatrixError> {
+    let profile = member_profile(node, user).await?;
+    let joined = node
+        .rooms()
+        .store()
+        .user_rooms(user.as_str())
+        .await?
+        .into_iter()
+        .filter(|row| row.membership == MembershipState::Join.as_str())
+        .filter_map(|row| OwnedRoomId::try_from(row.room_id).ok());
+    for room_id in joined {
+        let permit = permit(node, "matrix:state", user, &room_id, None).await?;
+        node.rooms()
+            .set_membership(
+                &permit,
+                &room_id,
+                user,
+                user,
+                content(MembershipState::Join, None, profile.clone())?,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 async fn resolve(node: &Node, target: &RoomOrAliasId) -> Result<OwnedRoomId, MatrixError> {
     match <&RoomId>::try_from(target) {
         Ok(room_id) => Ok(room_id.to_owned()),

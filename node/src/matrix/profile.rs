@@ -25,9 +25,8 @@ async fn known_profile(node: &Node, user: &UserId) -> Result<Profile, MatrixErro
 }
 
 /// After a change of `user`'s profile: their member events are re-sent.
-async fn profile_changed(_node: &Node, _user: &UserId) -> Result<(), MatrixError> {
-    // LEAD: connect `_node.rooms().profile_changed(_user).await?;` here once `Rooms` has it.
-    Ok(())
+async fn profile_changed(node: &Node, user: &UserId) -> Result<(), MatrixError> {
+    super::membership::resend_member_events(node, user).await
 }
 
 pub(crate) async fn get_profile(
