@@ -11,6 +11,8 @@ mod http;
 mod identity;
 mod jwt;
 mod matrix_auth;
+mod matrix_errors;
+mod matrix_rooms;
 mod policy;
 mod resume;
 mod routing;

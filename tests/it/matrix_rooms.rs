@@ -1,0 +1,999 @@
+//! Matrix rooms (issue 3), driven by a real client library: matrix-sdk creates a room, invites,
+//! joins, sends, receives through `/sync` (responses and event handlers), paginates history,
+//! redacts, reads room state, kicks, bans and leaves; `/sync` continues from the same `since`
+//! token across a graceful restart and a kill. Raw HTTP checks what the client library hides:
+//! room version 11 event IDs and `/messages` pages and tokens.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent,
+};
+use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId};
+use matrix_sdk::sync::SyncResponse;
+use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
+use serde_json::{Value, json};
+
+use crate::support::TestNode;
+use crate::support::matrix::{
+    V3, bodies, create_room as raw_create_room, get, messages, ok, post, put, register, sdk_login,
+    send_text, urlencode, user_id, whole_history,
+};
+
+// --- helpers ------------------------------------------------------------------------------------
+
+/// Registers alice and bob and logs both in with matrix-sdk.
+async fn alice_and_bob(node: &TestNode) -> (Client, Client) {
+    register(node, "alice").await;
+    register(node, "bob").await;
+    (sdk_login(node, "alice").await, sdk_login(node, "bob").await)
+}
+
+fn uid(name: &str) -> OwnedUserId {
+    UserId::parse(user_id(name)).unwrap()
+}
+
+/// One `/sync` from the client's last token (long-poll up to 5 s: it returns as soon as there
+/// is something new).
+async fn sync(client: &Client) -> SyncResponse {
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::from_secs(5)))
+        .await
+        .expect("sync")
+}
+
+/// Alice creates a private room named "Tea" with a topic, inviting bob.
+async fn create_tea_room(alice: &Client) -> Room {
+    let mut req = create_room::v3::Request::new();
+    req.name = Some("Tea".to_owned());
+    req.topic = Some("Darjeeling or Assam".to_owned());
+    req.invite = vec![uid("bob")];
+    alice.create_room(req).await.expect("createRoom")
+}
+
+/// A room alice created with bob invited and joined, both clients synced.
+async fn joined_room(alice: &Client, bob: &Client) -> OwnedRoomId {
+    let room = create_tea_room(alice).await;
+    sync(alice).await;
+    let invited = sync(bob).await;
+    assert!(
+        invited.rooms.invited.contains_key(room.room_id()),
+        "bob's sync shows no invitation: {:?}",
+        invited.rooms.invited.keys()
+    );
+    bob.join_room_by_id(room.room_id())
+        .await
+        .expect("bob joins");
+    sync(bob).await;
+    sync(alice).await;
+    room.room_id().to_owned()
+}
+
+/// The text bodies of the `m.room.message` events of `room` in a sync response, in order.
+fn synced_texts(response: &SyncResponse, room: &OwnedRoomId) -> Vec<String> {
+    response
+        .rooms
+        .joined
+        .get(room)
+        .map(|r| {
+            r.timeline
+                .events
+                .iter()
+                .filter_map(|e| text_of(e.raw().deserialize().ok()?))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The event IDs of every timeline event of `room` in a sync response.
+fn synced_ids(response: &SyncResponse, room: &OwnedRoomId) -> Vec<OwnedEventId> {
+    response
+        .rooms
+        .joined
+        .get(room)
+        .map(|r| {
+            r.timeline
+                .events
+                .iter()
+                .filter_map(|e| e.event_id())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text_of(event: AnySyncTimelineEvent) -> Option<String> {
+    match event {
+        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(m)) => {
+            match &m.as_original()?.content.msgtype {
+                MessageType::Text(t) => Some(t.body.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+async fn say(client: &Client, room: &OwnedRoomId, text: &str) -> OwnedEventId {
+    client
+        .get_room(room)
+        .expect("room known to the client")
+        .send(RoomMessageEventContent::text_plain(text))
+        .await
+        .expect("send")
+        .response
+        .event_id
+}
+
+fn texts(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i}")).collect()
+}
+
+// --- invite, join, send, receive ---------------------------------------------------------------
+
+#[tokio::test]
+async fn an_invitee_sees_the_invite_through_sync_and_joins() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = create_tea_room(&alice).await;
+
+    let response = sync(&bob).await;
+    let invite = response
+        .rooms
+        .invited
+        .get(room.room_id())
+        .expect("the invitation is in bob's sync");
+    let stripped: Vec<Value> = invite
+        .invite_state
+        .events
+        .iter()
+        .map(|e| serde_json::from_str(e.json().get()).unwrap())
+        .collect();
+    assert!(
+        stripped
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Tea"),
+        "{stripped:?}"
+    );
+    assert!(
+        stripped.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == user_id("bob")
+            && e["content"]["membership"] == "invite"),
+        "{stripped:?}"
+    );
+    let bobs_view = bob.get_room(room.room_id()).expect("bob knows the room");
+    assert_eq!(bobs_view.state(), RoomState::Invited);
+    assert_eq!(bobs_view.name().as_deref(), Some("Tea"));
+
+    bobs_view.join().await.expect("bob accepts");
+    let response = sync(&bob).await;
+    assert!(
+        response.rooms.joined.contains_key(room.room_id()),
+        "bob's next sync shows the room as joined"
+    );
+    assert_eq!(bobs_view.state(), RoomState::Joined);
+    assert_eq!(bob.joined_rooms().len(), 1);
+}
+
+#[tokio::test]
+async fn messages_reach_the_other_member_through_sync_and_event_handlers_in_order() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+
+    let seen: Arc<Mutex<Vec<(OwnedRoomId, String)>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    bob.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+        let sink = Arc::clone(&sink);
+        async move {
+            if let MessageType::Text(t) = ev.content.msgtype {
+                sink.lock()
+                    .unwrap()
+                    .push((room.room_id().to_owned(), t.body));
+            }
+        }
+    });
+
+    let sent = texts("hello bob", 5);
+    let mut ids = Vec::new();
+    for text in &sent {
+        ids.push(say(&alice, &room, text).await);
+    }
+    let mut received = Vec::new();
+    let mut received_ids = Vec::new();
+    for _ in 0..5 {
+        let response = sync(&bob).await;
+        received.extend(synced_texts(&response, &room));
+        received_ids.extend(synced_ids(&response, &room));
+        if received.len() >= sent.len() {
+            break;
+        }
+    }
+    assert_eq!(received, sent, "sync timeline");
+    assert_eq!(received_ids, ids, "event IDs as acknowledged to alice");
+    let handled: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(r, body)| {
+            assert_eq!(r, &room);
+            body.clone()
+        })
+        .collect();
+    assert_eq!(handled, sent, "event handler");
+}
+
+// --- history --------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn backward_pagination_returns_every_message_once_in_order() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let sent = texts("history", 23);
+    for text in &sent {
+        say(&alice, &room, text).await;
+    }
+
+    let bobs_room = bob.get_room(&room).unwrap();
+    let mut from: Option<String> = None;
+    let mut newest_first = Vec::new();
+    let mut ids = HashSet::new();
+    let mut pages = 0;
+    loop {
+        let mut options = MessagesOptions::backward().from(from.as_deref());
+        options.limit = UInt::from(7u32);
+        let page = bobs_room.messages(options).await.expect("/messages");
+        pages += 1;
+        assert!(page.chunk.len() <= 7, "page larger than the limit");
+        for event in &page.chunk {
+            let id = event.event_id().expect("event ID");
+            assert!(ids.insert(id.clone()), "{id} returned twice");
+            if let Some(text) = text_of(event.raw().deserialize().expect("event parses")) {
+                newest_first.push(text);
+            }
+        }
+        match page.end {
+            Some(end) => from = Some(end),
+            None => break,
+        }
+        assert!(pages < 20, "pagination does not end");
+    }
+    newest_first.reverse();
+    assert_eq!(newest_first, sent);
+    // 23 messages and the room's creation events (create, members, power levels, rules, ...).
+    assert!(pages >= 4, "{pages} pages");
+}
+
+// --- redaction ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_redacted_message_shows_as_redacted() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let secret = say(&alice, &room, "the secret is 42").await;
+    say(&alice, &room, "oops").await;
+    let redaction = alice
+        .get_room(&room)
+        .unwrap()
+        .redact(&secret, Some("too much"), None)
+        .await
+        .expect("redact")
+        .event_id;
+
+    // Bob sees the redaction event in his timeline.
+    let response = sync(&bob).await;
+    let timeline = &response
+        .rooms
+        .joined
+        .get(&room)
+        .expect("room in sync")
+        .timeline;
+    let redaction_event = timeline
+        .events
+        .iter()
+        .find(|e| e.event_id().as_ref() == Some(&redaction))
+        .expect("the redaction is in bob's sync");
+    let json: Value = serde_json::from_str(redaction_event.raw().json().get()).unwrap();
+    assert_eq!(json["type"], "m.room.redaction", "{json}");
+    assert_eq!(json["content"]["redacts"], secret.as_str(), "{json}");
+
+    // Fetched alone, and in history, the message is redacted: no body left.
+    let bobs_room = bob.get_room(&room).unwrap();
+    let fetched = bobs_room.event(&secret, None).await.expect("GET event");
+    let parsed = fetched
+        .raw()
+        .deserialize()
+        .expect("a redacted event parses");
+    assert!(parsed.is_redacted(), "{}", fetched.raw().json());
+    let json: Value = serde_json::from_str(fetched.raw().json().get()).unwrap();
+    assert_eq!(json["content"], json!({}), "{json}");
+
+    let page = bobs_room
+        .messages(MessagesOptions::backward())
+        .await
+        .expect("/messages");
+    let in_history = page
+        .chunk
+        .iter()
+        .find(|e| e.event_id().as_ref() == Some(&secret))
+        .expect("the redacted message stays in history");
+    let parsed = in_history.raw().deserialize().expect("parses");
+    assert!(parsed.is_redacted(), "{}", in_history.raw().json());
+    assert_eq!(text_of(parsed), None);
+}
+
+// --- room state -------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn room_name_topic_and_members_as_the_client_sees_them() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let bobs_room = bob.get_room(&room).unwrap();
+    assert_eq!(bobs_room.name().as_deref(), Some("Tea"));
+    assert_eq!(bobs_room.topic().as_deref(), Some("Darjeeling or Assam"));
+    let members: HashSet<String> = bobs_room
+        .members(RoomMemberships::JOIN)
+        .await
+        .expect("members")
+        .iter()
+        .map(|m| m.user_id().to_string())
+        .collect();
+    assert_eq!(
+        members,
+        HashSet::from([user_id("alice"), user_id("bob")]),
+        "joined members"
+    );
+    let alice_member = bobs_room.get_member(&uid("alice")).await.unwrap().unwrap();
+    assert_eq!(alice_member.power_level(), UserPowerLevel::Int(100.into()));
+
+    let alices_room = alice.get_room(&room).unwrap();
+    alices_room
+        .set_name("Coffee".to_owned())
+        .await
+        .expect("set name");
+    alices_room
+        .set_room_topic("Espresso only")
+        .await
+        .expect("set topic");
+    sync(&bob).await;
+    assert_eq!(bobs_room.name().as_deref(), Some("Coffee"));
+    assert_eq!(bobs_room.topic().as_deref(), Some("Espresso only"));
+}
+
+// --- leave, kick, ban ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_member_who_leaves_sees_the_room_as_left_and_stops_receiving() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    bob.get_room(&room).unwrap().leave().await.expect("leave");
+    let response = sync(&bob).await;
+    assert!(response.rooms.left.contains_key(&room), "left in sync");
+    assert_eq!(bob.get_room(&room).unwrap().state(), RoomState::Left);
+
+    say(&alice, &room, "are you there?").await;
+    let alices = sync(&alice).await;
+    assert!(
+        alices.rooms.joined.contains_key(&room),
+        "alice sees bob's leave and her message"
+    );
+    let bobs = bob
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(
+        synced_texts(&bobs, &room).is_empty() && !bobs.rooms.left.contains_key(&room),
+        "a former member receives nothing more: {:?}",
+        bobs.rooms
+    );
+    let members: Vec<OwnedUserId> = alice
+        .get_room(&room)
+        .unwrap()
+        .members(RoomMemberships::JOIN)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id().to_owned())
+        .collect();
+    assert_eq!(members, vec![uid("alice")]);
+}
+
+#[tokio::test]
+async fn a_kicked_member_cannot_rejoin_an_invite_only_room_until_invited_again() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    alice
+        .get_room(&room)
+        .unwrap()
+        .kick_user(&uid("bob"), Some("tea time is over"))
+        .await
+        .expect("kick");
+    let response = sync(&bob).await;
+    assert!(
+        response.rooms.left.contains_key(&room),
+        "kick shows as left"
+    );
+    assert_eq!(bob.get_room(&room).unwrap().state(), RoomState::Left);
+
+    let err = bob
+        .join_room_by_id(&room)
+        .await
+        .expect_err("a private room needs an invitation");
+    let api = err.as_client_api_error().expect("an API error");
+    assert_eq!(api.status_code.as_u16(), 403, "{err:?}");
+
+    alice
+        .get_room(&room)
+        .unwrap()
+        .invite_user_by_id(&uid("bob"))
+        .await
+        .expect("invite again");
+    bob.join_room_by_id(&room)
+        .await
+        .expect("join after the new invitation");
+    sync(&bob).await;
+    assert_eq!(bob.get_room(&room).unwrap().state(), RoomState::Joined);
+}
+
+#[tokio::test]
+async fn a_banned_member_cannot_rejoin_until_unbanned() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let alices_room = alice.get_room(&room).unwrap();
+    alices_room
+        .ban_user(&uid("bob"), Some("spilled the tea"))
+        .await
+        .expect("ban");
+    // matrix-sdk marks rooms from `/sync` v3's `leave` section as Left (Banned only with
+    // sliding sync); the ban itself is the member event in the left room's timeline.
+    let response = sync(&bob).await;
+    let left = response
+        .rooms
+        .left
+        .get(&room)
+        .expect("the ban shows as left");
+    let ban = left
+        .timeline
+        .events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.raw().json().get()).ok())
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == user_id("bob"))
+        .expect("bob's member event in the left room's timeline");
+    assert_eq!(ban["content"]["membership"], "ban", "{ban}");
+    assert_eq!(ban["content"]["reason"], "spilled the tea", "{ban}");
+    assert_eq!(bob.get_room(&room).unwrap().state(), RoomState::Left);
+    let err = bob
+        .join_room_by_id(&room)
+        .await
+        .expect_err("a banned user cannot join");
+    assert_eq!(err.as_client_api_error().unwrap().status_code.as_u16(), 403);
+
+    let err = alices_room
+        .invite_user_by_id(&uid("bob"))
+        .await
+        .expect_err("a banned user cannot be invited");
+    assert_eq!(err.as_client_api_error().unwrap().status_code.as_u16(), 403);
+
+    alices_room
+        .unban_user(&uid("bob"), None)
+        .await
+        .expect("unban");
+    alices_room
+        .invite_user_by_id(&uid("bob"))
+        .await
+        .expect("invite after unban");
+    bob.join_room_by_id(&room).await.expect("join");
+    sync(&bob).await;
+    assert_eq!(bob.get_room(&room).unwrap().state(), RoomState::Joined);
+}
+
+#[tokio::test]
+async fn a_member_without_power_cannot_kick() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let err = bob
+        .get_room(&room)
+        .unwrap()
+        .kick_user(&uid("alice"), None)
+        .await
+        .expect_err("bob has power level 0");
+    assert_eq!(err.as_client_api_error().unwrap().status_code.as_u16(), 403);
+    sync(&alice).await;
+    assert_eq!(alice.get_room(&room).unwrap().state(), RoomState::Joined);
+}
+
+// --- restarts ---------------------------------------------------------------------------------------
+
+/// Bob syncs, alice sends `before`, the node restarts (`restart`), bob syncs from the same
+/// token and must get exactly `before`; alice sends one more and bob gets exactly that.
+async fn sync_continues_across(restart: impl AsyncFnOnce(TestNode) -> TestNode) {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    say(&alice, &room, "first").await;
+    let first = sync(&bob).await;
+    assert_eq!(synced_texts(&first, &room), ["first"]);
+    let token = first.next_batch.clone();
+
+    let before = texts("before restart", 3);
+    for text in &before {
+        say(&alice, &room, text).await;
+    }
+    let node = restart(node).await;
+
+    let after = bob
+        .sync_once(
+            SyncSettings::default()
+                .token(token)
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("sync from the token taken before the restart");
+    assert_eq!(
+        synced_texts(&after, &room),
+        before,
+        "nothing lost, nothing repeated"
+    );
+    let new = say(&alice, &room, "after restart").await;
+    let last = sync(&bob).await;
+    assert_eq!(synced_texts(&last, &room), ["after restart"]);
+    assert_eq!(synced_ids(&last, &room), [new]);
+
+    // The whole history agrees, once per message.
+    let bob_token = bob.access_token().unwrap();
+    let history = whole_history(&node, &bob_token, room.as_str()).await;
+    let mut all = vec!["first".to_owned()];
+    all.extend(before);
+    all.push("after restart".to_owned());
+    assert_eq!(bodies(&history), all);
+}
+
+#[tokio::test]
+async fn sync_continues_from_the_same_token_after_a_graceful_restart() {
+    sync_continues_across(async |node: TestNode| node.restart().await).await;
+}
+
+#[tokio::test]
+async fn sync_continues_from_the_same_token_after_a_kill() {
+    sync_continues_across(async |node: TestNode| node.kill_and_restart().await).await;
+}
+
+// --- room version 11 events and /messages pages (raw HTTP) -------------------------------------
+
+/// `$` and 43 characters of unpadded URL-safe base64 (a reference hash, room version 4+).
+fn is_v11_event_id(id: &str) -> bool {
+    id.len() == 44
+        && id.starts_with('$')
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[tokio::test]
+async fn events_have_room_version_11_ids_and_can_be_fetched_alone() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({"name": "v11"})).await;
+    let create = ok(get(
+        &node,
+        &format!("{V3}/rooms/{room}/state/m.room.create/"),
+        &alice,
+    )
+    .await);
+    assert_eq!(create["room_version"], "11", "{create}");
+    let id = send_text(&node, &alice, &room, "t1", "hash me").await;
+    assert!(is_v11_event_id(&id), "{id}");
+
+    let event = ok(get(&node, &format!("{V3}/rooms/{room}/event/{id}"), &alice).await);
+    assert_eq!(event["event_id"], id.as_str(), "{event}");
+    assert_eq!(event["room_id"], room.as_str(), "{event}");
+    assert_eq!(event["sender"], user_id("alice"), "{event}");
+    assert_eq!(event["type"], "m.room.message", "{event}");
+    assert_eq!(event["content"]["body"], "hash me", "{event}");
+    assert!(event["origin_server_ts"].is_u64(), "{event}");
+    for e in whole_history(&node, &alice, &room).await {
+        let eid = e["event_id"].as_str().unwrap();
+        assert!(is_v11_event_id(eid), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn messages_pages_have_no_duplicates_or_gaps_in_either_direction() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({})).await;
+    let mut sent = Vec::new();
+    for i in 0..17 {
+        sent.push(send_text(&node, &alice, &room, &format!("p{i}"), &format!("page {i}")).await);
+    }
+
+    // Backwards, 4 at a time: newest first, each page continuing where `end` pointed.
+    let mut backwards = Vec::new();
+    let mut query = "dir=b&limit=4".to_owned();
+    for round in 0.. {
+        assert!(round < 50, "no end");
+        let page = messages(&node, &alice, &room, &query).await;
+        let chunk = page["chunk"].as_array().unwrap();
+        assert!(chunk.len() <= 4, "{page}");
+        assert!(page["start"].is_string(), "{page}");
+        backwards.extend(
+            chunk
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["end"].as_str() {
+            Some(end) => {
+                assert!(!chunk.is_empty(), "`end` given with an empty chunk: {page}");
+                query = format!("dir=b&limit=4&from={end}");
+            }
+            None => break,
+        }
+    }
+    // Forwards, 5 at a time, from the start.
+    let mut forwards = Vec::new();
+    let mut query = "dir=f&limit=5".to_owned();
+    for round in 0.. {
+        assert!(round < 50, "no end");
+        let page = messages(&node, &alice, &room, &query).await;
+        let chunk = page["chunk"].as_array().unwrap();
+        assert!(chunk.len() <= 5, "{page}");
+        forwards.extend(
+            chunk
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["end"].as_str() {
+            Some(end) => query = format!("dir=f&limit=5&from={end}"),
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = forwards.iter().collect();
+    assert_eq!(
+        unique.len(),
+        forwards.len(),
+        "duplicates forwards: {forwards:?}"
+    );
+    backwards.reverse();
+    assert_eq!(backwards, forwards, "both directions see the same timeline");
+    // The messages are the tail of the timeline, in send order, nothing in between.
+    assert_eq!(forwards[forwards.len() - sent.len()..], sent[..]);
+    // ... and the first is the room's creation.
+    let first = ok(get(
+        &node,
+        &format!("{V3}/rooms/{room}/event/{}", forwards[0]),
+        &alice,
+    )
+    .await);
+    assert_eq!(first["type"], "m.room.create", "{first}");
+}
+
+#[tokio::test]
+async fn a_sync_prev_batch_continues_backwards_without_overlap() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({})).await;
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        sent.push(send_text(&node, &alice, &room, &format!("s{i}"), &format!("m{i}")).await);
+    }
+    let filter = json!({"room": {"timeline": {"limit": 5}}}).to_string();
+    let response = ok(get(
+        &node,
+        &format!("{V3}/sync?filter={}", urlencode(&filter)),
+        &alice,
+    )
+    .await);
+    let timeline = &response["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true, "{timeline}");
+    let synced: Vec<String> = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(synced, sent[sent.len() - 5..]);
+    let prev = timeline["prev_batch"].as_str().expect("prev_batch");
+    let page = messages(&node, &alice, &room, &format!("dir=b&limit=3&from={prev}")).await;
+    let older: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = sent[sent.len() - 8..sent.len() - 5]
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        older, expected,
+        "the three events just before the synced timeline"
+    );
+}
+
+// --- more raw HTTP: visibility, transactions, redacted state, gaps --------------------------------
+
+/// Alice's private room with bob invited and joined: tokens of alice and bob, and the room.
+async fn raw_pair_room(node: &TestNode) -> (String, String, String) {
+    let alice = register(node, "alice").await;
+    let bob = register(node, "bob").await;
+    let room = raw_create_room(node, &alice, &json!({"invite": [user_id("bob")]})).await;
+    ok(post(node, &format!("{V3}/rooms/{room}/join"), &bob, &json!({})).await);
+    (alice, bob, room)
+}
+
+/// Bob joins alice's room, sees one message, leaves; alice then sends a message and sets the
+/// topic. Returns the node, bob's token, the room, the message bob saw and the one he must not.
+async fn bob_left_before(node: &TestNode) -> (String, String, String, String) {
+    let (alice, bob, room) = raw_pair_room(node).await;
+    let before = send_text(node, &alice, &room, "t1", "while bob is here").await;
+    ok(post(node, &format!("{V3}/rooms/{room}/leave"), &bob, &json!({})).await);
+    let after = send_text(node, &alice, &room, "t2", "after bob left").await;
+    ok(put(
+        node,
+        &format!("{V3}/rooms/{room}/state/m.room.topic/"),
+        &alice,
+        &json!({"topic": "bob must not read this"}),
+    )
+    .await);
+    (bob, room, before, after)
+}
+
+#[tokio::test]
+async fn messages_do_not_show_a_former_member_what_was_sent_after_leaving() {
+    let node = TestNode::spawn().await;
+    let (bob, room, before, after) = bob_left_before(&node).await;
+    let history = whole_history(&node, &bob, &room).await;
+    let seen: Vec<&str> = history
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert!(seen.contains(&before.as_str()), "{seen:?}");
+    assert!(
+        !seen.contains(&after.as_str()),
+        "/messages shows a former member an event sent after they left: {history:?}"
+    );
+}
+
+#[tokio::test]
+async fn event_does_not_show_a_former_member_what_was_sent_after_leaving() {
+    let node = TestNode::spawn().await;
+    let (bob, room, before, after) = bob_left_before(&node).await;
+    ok(get(&node, &format!("{V3}/rooms/{room}/event/{before}"), &bob).await);
+    let answer = get(&node, &format!("{V3}/rooms/{room}/event/{after}"), &bob).await;
+    assert_ne!(answer.0, 200, "/event shows it: {}", answer.1);
+}
+
+#[tokio::test]
+async fn state_does_not_show_a_former_member_what_was_set_after_leaving() {
+    let node = TestNode::spawn().await;
+    let (bob, room, _, _) = bob_left_before(&node).await;
+    let (status, topic) = get(
+        &node,
+        &format!("{V3}/rooms/{room}/state/m.room.topic/"),
+        &bob,
+    )
+    .await;
+    assert!(
+        status != 200 || topic["topic"] != "bob must not read this",
+        "a topic set after bob left is visible to him: {status} {topic}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_id_reused_in_another_room_sends_to_that_room() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let one = raw_create_room(&node, &alice, &json!({})).await;
+    let two = raw_create_room(&node, &alice, &json!({})).await;
+    let in_one = send_text(&node, &alice, &one, "1", "to room one").await;
+    let in_two = send_text(&node, &alice, &two, "1", "to room two").await;
+    assert_ne!(
+        in_one, in_two,
+        "room two's send was answered with room one's event"
+    );
+    assert_eq!(
+        bodies(&whole_history(&node, &alice, &two).await),
+        ["to room two"]
+    );
+}
+
+#[tokio::test]
+async fn a_redaction_reusing_a_sends_transaction_id_is_still_a_redaction() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({})).await;
+    let sent = send_text(&node, &alice, &room, "1", "to redact").await;
+    // Transaction IDs are scoped to one endpoint: `send` and `redact` are two.
+    let redaction = ok(put(
+        &node,
+        &format!("{V3}/rooms/{room}/redact/{sent}/1"),
+        &alice,
+        &json!({}),
+    )
+    .await);
+    let redaction = redaction["event_id"].as_str().unwrap();
+    assert_ne!(
+        redaction, sent,
+        "the redaction was answered with the send's event"
+    );
+    let event = ok(get(
+        &node,
+        &format!("{V3}/rooms/{room}/event/{redaction}"),
+        &alice,
+    )
+    .await);
+    assert_eq!(event["type"], "m.room.redaction", "{event}");
+    let target = ok(get(&node, &format!("{V3}/rooms/{room}/event/{sent}"), &alice).await);
+    assert_eq!(target["content"], json!({}), "{target}");
+}
+
+#[tokio::test]
+async fn a_redacted_state_event_leaves_redacted_state() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({"topic": "to be redacted"})).await;
+    let path = format!("{V3}/rooms/{room}/state/m.room.topic/");
+    let topic = ok(get(&node, &format!("{path}?format=event"), &alice).await);
+    let topic_id = topic["event_id"]
+        .as_str()
+        .expect("format=event gives the event")
+        .to_owned();
+    ok(put(
+        &node,
+        &format!("{V3}/rooms/{room}/redact/{topic_id}/r1"),
+        &alice,
+        &json!({"reason": "spoiler"}),
+    )
+    .await);
+    let now = ok(get(&node, &path, &alice).await);
+    assert_eq!(now, json!({}), "current state after the redaction");
+    let node = node.restart().await;
+    let after_restart = ok(get(&node, &path, &alice).await);
+    assert_eq!(after_restart, now, "the same after a restart");
+}
+
+#[tokio::test]
+async fn a_redacted_event_names_its_redaction_event_in_unsigned() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let room = raw_create_room(&node, &alice, &json!({})).await;
+    let id = send_text(&node, &alice, &room, "m", "redact me").await;
+    let redaction = ok(put(
+        &node,
+        &format!("{V3}/rooms/{room}/redact/{id}/r"),
+        &alice,
+        &json!({"reason": "why not"}),
+    )
+    .await);
+    let event = ok(get(&node, &format!("{V3}/rooms/{room}/event/{id}"), &alice).await);
+    let because = &event["unsigned"]["redacted_because"];
+    assert_eq!(because["event_id"], redaction["event_id"], "{event}");
+    // The spec's `redacted_because` is the redaction event itself (a ClientEvent).
+    assert_eq!(because["type"], "m.room.redaction", "{event}");
+    assert_eq!(because["sender"], user_id("alice"), "{event}");
+    assert_eq!(because["content"]["reason"], "why not", "{event}");
+}
+
+#[tokio::test]
+async fn an_incremental_sync_with_a_gap_carries_the_state_changed_in_the_gap() {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    let alices_room = alice.get_room(&room).unwrap();
+    alices_room
+        .set_room_topic("changed in the gap")
+        .await
+        .expect("topic");
+    for i in 0..15 {
+        say(&alice, &room, &format!("filler {i}")).await;
+    }
+    let response = sync(&bob).await;
+    let joined = response.rooms.joined.get(&room).expect("room in sync");
+    assert!(
+        joined.timeline.limited,
+        "15 messages exceed the default limit"
+    );
+    assert_eq!(
+        bob.get_room(&room).unwrap().topic().as_deref(),
+        Some("changed in the gap"),
+        "the topic change before the timeline reached bob's client"
+    );
+}
+
+#[tokio::test]
+async fn an_invitation_wakes_the_invitees_long_poll() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let room = raw_create_room(&node, &alice, &json!({})).await;
+    let since = ok(get(&node, &format!("{V3}/sync"), &bob).await)["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let path = format!("{V3}/sync?since={since}&timeout=10000");
+    let poll = get(&node, &path, &bob);
+    let invite = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ok(post(
+            &node,
+            &format!("{V3}/rooms/{room}/invite"),
+            &alice,
+            &json!({"user_id": user_id("bob")}),
+        )
+        .await);
+    };
+    let ((status, body), ()) = tokio::join!(poll, invite);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rooms"]["invite"][&room].is_object(), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn joining_by_alias_and_context_around_an_event() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let room = raw_create_room(
+        &node,
+        &alice,
+        &json!({"preset": "public_chat", "room_alias_name": "square"}),
+    )
+    .await;
+    let alias = urlencode("#square:example.com");
+    let joined = ok(post(&node, &format!("{V3}/join/{alias}"), &bob, &json!({})).await);
+    assert_eq!(joined["room_id"], room.as_str());
+
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(send_text(&node, &bob, &room, &format!("c{i}"), &format!("ctx {i}")).await);
+        }
+        ids
+    };
+    let ctx = ok(get(
+        &node,
+        &format!("{V3}/rooms/{room}/context/{}?limit=2", ids[2]),
+        &alice,
+    )
+    .await);
+    assert_eq!(ctx["event"]["event_id"], ids[2].as_str(), "{ctx}");
+    assert_eq!(
+        ctx["events_before"][0]["event_id"],
+        ids[1].as_str(),
+        "{ctx}"
+    );
+    assert_eq!(ctx["events_after"][0]["event_id"], ids[3].as_str(), "{ctx}");
+    // `end` continues forwards after the last event returned.
+    let end = ctx["end"].as_str().unwrap();
+    let page = messages(&node, &alice, &room, &format!("dir=f&from={end}")).await;
+    let next: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(next, [ids[4].as_str()], "{page}");
+    // `start` continues backwards before the first event returned.
+    let start = ctx["start"].as_str().unwrap();
+    let page = messages(&node, &alice, &room, &format!("dir=b&limit=1&from={start}")).await;
+    assert_eq!(page["chunk"][0]["event_id"], ids[0].as_str(), "{page}");
+}

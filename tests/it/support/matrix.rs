@@ -1,0 +1,224 @@
+//! The Matrix Client-Server API over raw HTTP/1.1 (one request per connection, so a test sees
+//! exactly the status and body the node sent), and a logged-in matrix-sdk client.
+
+use matrix_sdk::Client;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{DOMAIN, TestNode};
+
+/// `/_matrix/client/v3`.
+pub(crate) const V3: &str = "/_matrix/client/v3";
+
+/// One HTTP/1.1 request: status and JSON body (`Null` if empty, a JSON string if the body is
+/// not JSON). `body` is sent as is, with `Content-Type: application/json`.
+pub(crate) async fn call(
+    node: &TestNode,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    } else if method == "POST" || method == "PUT" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write");
+    if let Some(b) = body {
+        s.write_all(b).await.expect("write body");
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8(out).expect("utf-8 response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    };
+    (status, json)
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub(crate) async fn get(node: &TestNode, path: &str, token: &str) -> (u16, Value) {
+    call(node, "GET", path, Some(token), None).await
+}
+
+pub(crate) async fn post(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    call(node, "POST", path, Some(token), Some(body.as_bytes())).await
+}
+
+pub(crate) async fn put(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    call(node, "PUT", path, Some(token), Some(body.as_bytes())).await
+}
+
+/// Asserts a Matrix error answer: status, `errcode`, and an `error` message.
+#[track_caller]
+pub(crate) fn assert_error(answer: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["errcode"], errcode, "{}", answer.1);
+    assert!(answer.1["error"].is_string(), "{}", answer.1);
+}
+
+/// Asserts a 200 answer and returns its body.
+#[track_caller]
+pub(crate) fn ok(answer: (u16, Value)) -> Value {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    answer.1
+}
+
+/// The full Matrix user ID of `name` on the test domain.
+pub(crate) fn user_id(name: &str) -> String {
+    format!("@{name}:{DOMAIN}")
+}
+
+/// Registers `name` (password `pw-<name>`) through the dummy flow; returns the access token.
+pub(crate) async fn register(node: &TestNode, name: &str) -> String {
+    let req = json!({"username": name, "password": format!("pw-{name}")});
+    let (status, uia) = call(
+        node,
+        "POST",
+        &format!("{V3}/register"),
+        None,
+        Some(req.to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(status, 401, "{uia}");
+    let mut req = req;
+    req["auth"] = json!({"type": "m.login.dummy", "session": uia["session"]});
+    let (status, done) = call(
+        node,
+        "POST",
+        &format!("{V3}/register"),
+        None,
+        Some(req.to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["user_id"], user_id(name));
+    done["access_token"].as_str().expect("token").to_owned()
+}
+
+/// `POST /createRoom` with `body`; returns the room ID.
+pub(crate) async fn create_room(node: &TestNode, token: &str, body: &Value) -> String {
+    let created = ok(post(node, &format!("{V3}/createRoom"), token, body).await);
+    created["room_id"].as_str().expect("room_id").to_owned()
+}
+
+/// Sends an `m.room.message` text with transaction ID `txn`; returns the event ID.
+pub(crate) async fn send_text(
+    node: &TestNode,
+    token: &str,
+    room: &str,
+    txn: &str,
+    body: &str,
+) -> String {
+    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
+    let sent = ok(put(
+        node,
+        &path,
+        token,
+        &json!({"msgtype": "m.text", "body": body}),
+    )
+    .await);
+    sent["event_id"].as_str().expect("event_id").to_owned()
+}
+
+/// `GET /rooms/{room}/messages?{query}`.
+pub(crate) async fn messages(node: &TestNode, token: &str, room: &str, query: &str) -> Value {
+    ok(get(node, &format!("{V3}/rooms/{room}/messages?{query}"), token).await)
+}
+
+/// Every event of a room, oldest first, read backwards from the newest in pages of 100.
+pub(crate) async fn whole_history(node: &TestNode, token: &str, room: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut query = "dir=b&limit=100".to_owned();
+    loop {
+        let page = messages(node, token, room, &query).await;
+        out.extend(page["chunk"].as_array().expect("chunk").iter().cloned());
+        match page["end"].as_str() {
+            Some(end) => query = format!("dir=b&limit=100&from={end}"),
+            None => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The bodies of the `m.room.message` events among `events`.
+pub(crate) fn bodies(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A matrix-sdk client of the node, logged in as `name` (registered with [`register`]).
+pub(crate) async fn sdk_login(node: &TestNode, name: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(format!("http://{}", node.addr()))
+        .build()
+        .await
+        .expect("matrix-sdk client");
+    client
+        .matrix_auth()
+        .login_username(name, &format!("pw-{name}"))
+        .send()
+        .await
+        .expect("password login");
+    client
+}
+
+/// Percent-encodes a query parameter value.
+pub(crate) fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
