@@ -18,6 +18,47 @@ enum RawCommand {
     /// WebSocket bus: runtimes in pairs send PING messages to each other's hyperty
     /// (or, with --idle, open sessions that stay idle and report the node's RSS).
     Ws(WsArgs),
+    /// Matrix Client-Server API: users in rooms, each parked in a long-poll /sync, while
+    /// concurrent senders PUT m.room.message events; send and send-to-sync latencies.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, Args)]
+struct MatrixArgs {
+    /// Target a running node's HTTP API (e.g. http://127.0.0.1:9000) instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the node's process id, to report its RSS.
+    #[arg(long, requires = "url")]
+    node_pid: Option<u32>,
+    /// The node's domain (the bench starts its own node with this domain).
+    #[arg(long, default_value = "bench.local")]
+    domain: String,
+    /// Users to register; user u joins room u mod --rooms, and every user syncs.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Rooms to create (public, each created by its first user).
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Concurrent senders, each one PUT at a time on its own connection; sender s sends as
+    /// user s mod --users into that user's room.
+    #[arg(long, default_value_t = 20)]
+    senders: usize,
+    /// Total offered sends per second over all senders (0 = each sender back to back).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before the measurement starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Requests in flight at once while registering, creating rooms and joining.
+    #[arg(long, default_value_t = 8)]
+    setup_parallel: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +114,7 @@ struct WsArgs {
 #[derive(Debug)]
 pub(crate) enum Command {
     Ws(WsConfig),
+    Matrix(MatrixConfig),
 }
 
 /// Where the node is.
@@ -122,6 +164,22 @@ impl LoadConfig {
     }
 }
 
+/// The `matrix` command, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct MatrixConfig {
+    /// `url`, if given, is the node's HTTP base URL (`http://host:port`).
+    pub(crate) target: Target,
+    pub(crate) users: usize,
+    pub(crate) rooms: usize,
+    pub(crate) senders: usize,
+    /// Total sends/s; `None` = unlimited (each sender back to back).
+    pub(crate) rate: Option<f64>,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) setup_parallel: usize,
+    pub(crate) json: bool,
+}
+
 /// The idle-sessions scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct IdleConfig {
@@ -137,6 +195,10 @@ pub(crate) fn parse() -> Command {
             Ok(cfg) => Command::Ws(cfg),
             Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
         },
+        RawCommand::Matrix(args) => match args.validate() {
+            Ok(cfg) => Command::Matrix(cfg),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
     }
 }
 
@@ -147,6 +209,65 @@ fn seconds(name: &str, v: f64, min: f64) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() || domain.contains(['/', ' ', '"']) {
+        return Err(format!(
+            "--domain must be a plain domain name, got {domain:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_rate(rate: f64) -> Result<Option<f64>, String> {
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!("--rate must be >= 0, got {rate}"));
+    }
+    Ok((rate > 0.0).then_some(rate))
+}
+
+impl MatrixArgs {
+    fn validate(self) -> Result<MatrixConfig, String> {
+        if let Some(url) = &self.url {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                format!("--url must be an http:// URL (no TLS in the bench), got {url:?}")
+            })?;
+            if rest.trim_end_matches('/').contains('/') || rest.is_empty() {
+                return Err(format!(
+                    "--url must be the node's base URL without a path, got {url:?}"
+                ));
+            }
+        }
+        check_domain(&self.domain)?;
+        if self.rooms == 0 || self.users < self.rooms {
+            return Err(format!(
+                "--rooms must be between 1 and --users ({}), got {}",
+                self.users, self.rooms
+            ));
+        }
+        if self.senders == 0 {
+            return Err("--senders must be at least 1".into());
+        }
+        if self.setup_parallel == 0 {
+            return Err("--setup-parallel must be at least 1".into());
+        }
+        Ok(MatrixConfig {
+            target: Target {
+                url: self.url.map(|u| u.trim_end_matches('/').to_owned()),
+                node_pid: self.node_pid,
+                domain: self.domain,
+            },
+            users: self.users,
+            rooms: self.rooms,
+            senders: self.senders,
+            rate: check_rate(self.rate)?,
+            duration: seconds("duration", self.duration, 0.1)?,
+            warmup: seconds("warmup", self.warmup, 0.0)?,
+            setup_parallel: self.setup_parallel,
+            json: self.json,
+        })
+    }
 }
 
 impl WsArgs {
@@ -163,12 +284,7 @@ impl WsArgs {
                 "wss:// is not supported by the bench (build has no TLS); use ws://".into(),
             );
         }
-        if self.domain.is_empty() || self.domain.contains(['/', ' ', '"']) {
-            return Err(format!(
-                "--domain must be a plain domain name, got {:?}",
-                self.domain
-            ));
-        }
+        check_domain(&self.domain)?;
         if self.connect_parallel == 0 {
             return Err("--connect-parallel must be at least 1".into());
         }
@@ -204,16 +320,13 @@ impl WsArgs {
                     self.window, self.batch
                 ));
             }
-            if !self.rate.is_finite() || self.rate < 0.0 {
-                return Err(format!("--rate must be >= 0, got {}", self.rate));
-            }
             if self.size > 16 * 1024 * 1024 {
                 return Err(format!("--size must be at most 16 MiB, got {}", self.size));
             }
             WsMode::Load(LoadConfig {
                 runtimes: self.runtimes,
                 bidirectional: self.bidirectional,
-                rate: (self.rate > 0.0).then_some(self.rate),
+                rate: check_rate(self.rate)?,
                 window: self.window,
                 duration: seconds("duration", self.duration, 0.1)?,
                 warmup: seconds("warmup", self.warmup, 0.0)?,
@@ -237,8 +350,54 @@ mod tests {
     fn ws(args: &[&str]) -> Result<WsConfig, String> {
         let argv = ["rethink-bench", "ws"].iter().chain(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let RawCommand::Ws(a) = cli.command;
+        let RawCommand::Ws(a) = cli.command else {
+            return Err("not ws".into());
+        };
         a.validate()
+    }
+
+    fn matrix(args: &[&str]) -> Result<MatrixConfig, String> {
+        let argv = ["rethink-bench", "matrix"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let RawCommand::Matrix(a) = cli.command else {
+            return Err("not matrix".into());
+        };
+        a.validate()
+    }
+
+    #[test]
+    fn matrix_defaults_and_values() {
+        let cfg = matrix(&[]).expect("valid");
+        assert_eq!((cfg.users, cfg.rooms, cfg.senders), (100, 10, 20));
+        assert_eq!(cfg.rate, None);
+        assert_eq!(cfg.warmup, Duration::from_secs(2));
+        let cfg = matrix(&[
+            "--users",
+            "4",
+            "--rooms",
+            "2",
+            "--senders",
+            "1",
+            "--rate",
+            "500",
+            "--duration",
+            "1",
+            "--url",
+            "http://127.0.0.1:8008/",
+        ])
+        .expect("valid");
+        assert_eq!(cfg.rate, Some(500.0));
+        assert_eq!(cfg.target.url.as_deref(), Some("http://127.0.0.1:8008"));
+    }
+
+    #[test]
+    fn matrix_rejects_bad_values() {
+        assert!(matrix(&["--users", "2", "--rooms", "3"]).is_err());
+        assert!(matrix(&["--rooms", "0"]).is_err());
+        assert!(matrix(&["--senders", "0"]).is_err());
+        assert!(matrix(&["--rate", "-5"]).is_err());
+        assert!(matrix(&["--url", "ws://127.0.0.1:1/ws"]).is_err());
+        assert!(matrix(&["--url", "http://127.0.0.1:1/_matrix"]).is_err());
     }
 
     #[test]

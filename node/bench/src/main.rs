@@ -6,12 +6,24 @@
 //! sessions. Without `--url` it starts the `rethink-node` executable that sits
 //! next to its own executable (build it first:
 //! `cargo build --release -p rethink-node`).
+//!
+//! `rethink-bench matrix [options]` drives the node's Matrix Client-Server API:
+//! users registered and joined to rooms, each parked in a long-poll `/sync`,
+//! while concurrent senders PUT messages; it reports sends/s, the PUT's latency
+//! and the send-to-sync latency of the first and of every receiver.
 
 mod cli;
 mod client;
+mod deliveries;
+mod http;
+mod matrix_client;
+mod matrix_load;
+mod matrix_report;
+mod matrix_tasks;
 #[cfg(test)]
 mod mock_node;
 mod node_proc;
+mod node_under_test;
 mod report;
 mod runtime;
 mod stats;
@@ -42,6 +54,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
             // A signal drops the scenario, which kills a node the bench started.
             let report = tokio::select! {
                 r = ws_load::run(&cfg) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if cfg.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Matrix(cfg) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = matrix_load::run(&cfg) => r?,
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if cfg.json {

@@ -101,6 +101,11 @@ impl NodeProcess {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// The base URL of the node's HTTP API (the Matrix Client-Server API).
+    pub(crate) fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

@@ -1,13 +1,14 @@
-//! The result of a run, printed as text or as one JSON object.
+//! The result of a `ws` run, printed as text or as one JSON object, and the
+//! pieces every scenario's report shares (node line, latency lines, errors by
+//! code, RSS), so that all reports read alike.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::cli::{WsConfig, WsMode};
-use crate::runtime::ErrorStat;
-use crate::stats::Summary;
+use crate::cli::{Target, WsConfig, WsMode};
+use crate::stats::{ErrorStat, Summary};
 
 /// Everything a `ws` run reports.
 #[derive(Debug)]
@@ -54,12 +55,57 @@ pub(crate) struct Traffic {
 #[derive(Debug)]
 pub(crate) struct Rss {
     pub(crate) start: Option<f64>,
+    /// Once the clients are set up (sessions open; users registered, in their rooms).
     pub(crate) connected: Option<f64>,
     pub(crate) end: Option<f64>,
     pub(crate) peak: Option<f64>,
 }
 
-fn round2(v: f64) -> f64 {
+impl Rss {
+    /// The readings, with the peak the highest of them and of the `sampled` peak.
+    pub(crate) fn new(
+        start: Option<f64>,
+        connected: Option<f64>,
+        end: Option<f64>,
+        sampled: Option<f64>,
+    ) -> Self {
+        let peak = [sampled, start, connected, end]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max);
+        Rss {
+            start,
+            connected,
+            end,
+            peak,
+        }
+    }
+
+    /// The readings as JSON (MiB).
+    pub(crate) fn to_json(&self) -> Value {
+        json!({
+            "start": mib(self.start),
+            "connected": mib(self.connected),
+            "end": mib(self.end),
+            "peak": mib(self.peak),
+        })
+    }
+
+    /// The text line, without its newline (a scenario may append to it).
+    pub(crate) fn write_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        write!(
+            f,
+            "  node RSS MiB start {}, connected {}, end {}, peak {}",
+            show(self.start),
+            show(self.connected),
+            show(self.end),
+            show(self.peak)
+        )
+    }
+}
+
+pub(crate) fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
@@ -67,12 +113,67 @@ fn mib(v: Option<f64>) -> Value {
     v.map_or(Value::Null, |v| json!(round2(v)))
 }
 
+/// Error responses by code as JSON: `{"503": {"count": 3, "description": ...}}`.
+pub(crate) fn errors_json(errors: &BTreeMap<u16, ErrorStat>) -> Value {
+    let map: serde_json::Map<String, Value> = errors
+        .iter()
+        .map(|(code, e)| {
+            (
+                code.to_string(),
+                json!({"count": e.count, "description": e.description}),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// The `errors` lines: one per code, or `none`.
+pub(crate) fn write_errors(
+    f: &mut fmt::Formatter<'_>,
+    errors: &BTreeMap<u16, ErrorStat>,
+) -> fmt::Result {
+    if errors.is_empty() {
+        return writeln!(f, "  errors       none");
+    }
+    for (code, e) in errors {
+        let desc = e.description.as_deref().unwrap_or("");
+        writeln!(f, "  errors       {code}: {} {desc:?}", e.count)?;
+    }
+    Ok(())
+}
+
+/// The `failures` lines (the first five), if any.
+pub(crate) fn write_failures(
+    f: &mut fmt::Formatter<'_>,
+    failures: &[String],
+    what: &str,
+) -> fmt::Result {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    writeln!(f, "  failures     {} {what}, e.g.:", failures.len())?;
+    for fail in failures.iter().take(5) {
+        writeln!(f, "                 {fail}")?;
+    }
+    Ok(())
+}
+
+/// The `node` line: URL, who started it, domain.
+pub(crate) fn write_node(f: &mut fmt::Formatter<'_>, url: &str, target: &Target) -> fmt::Result {
+    let who = if target.url.is_none() {
+        "started by the bench"
+    } else {
+        "external"
+    };
+    writeln!(f, "  node         {url} ({who}, domain {})", target.domain)
+}
+
 fn ms(us: u32) -> f64 {
     f64::from(us) / 1000.0
 }
 
 /// A latency summary as JSON (µs).
-fn summary_json(l: Option<&Summary>) -> Value {
+pub(crate) fn summary_json(l: Option<&Summary>) -> Value {
     l.map_or(Value::Null, |l| {
         json!({
             "count": l.count,
@@ -87,7 +188,11 @@ fn summary_json(l: Option<&Summary>) -> Value {
 }
 
 /// One text line of latency percentiles (ms) under `label`.
-fn write_latency(f: &mut fmt::Formatter<'_>, label: &str, l: Option<&Summary>) -> fmt::Result {
+pub(crate) fn write_latency(
+    f: &mut fmt::Formatter<'_>,
+    label: &str,
+    l: Option<&Summary>,
+) -> fmt::Result {
     match l {
         Some(l) => writeln!(
             f,
@@ -127,16 +232,6 @@ impl Report {
                 "hold_secs": i.hold.as_secs_f64(),
             }),
         };
-        let errors: serde_json::Map<String, Value> = self
-            .errors
-            .iter()
-            .map(|(code, e)| {
-                (
-                    code.to_string(),
-                    json!({"count": e.count, "description": e.description}),
-                )
-            })
-            .collect();
         let traffic = self.traffic.as_ref().map(|t| {
             json!({
                 "sent": t.sent,
@@ -164,32 +259,18 @@ impl Report {
             "sessions": self.sessions,
             "connect_secs": round2(self.connect_secs),
             "traffic": traffic,
-            "errors": errors,
+            "errors": errors_json(&self.errors),
             "failures": self.failures.len(),
             "first_failures": self.failures.iter().take(5).collect::<Vec<_>>(),
-            "rss_mib": {
-                "start": mib(self.rss.start),
-                "connected": mib(self.rss.connected),
-                "end": mib(self.rss.end),
-                "peak": mib(self.rss.peak),
-            },
+            "rss_mib": self.rss.to_json(),
         })
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let who = if self.config.target.url.is_none() {
-            "started by the bench"
-        } else {
-            "external"
-        };
         writeln!(f, "rethink-bench ws")?;
-        writeln!(
-            f,
-            "  node         {} ({who}, domain {})",
-            self.url, self.config.target.domain
-        )?;
+        write_node(f, &self.url, &self.config.target)?;
         match &self.config.mode {
             WsMode::Load(l) => {
                 let direction = if l.bidirectional {
@@ -270,33 +351,9 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        if self.errors.is_empty() {
-            writeln!(f, "  errors       none")?;
-        } else {
-            for (code, e) in &self.errors {
-                let desc = e.description.as_deref().unwrap_or("");
-                writeln!(f, "  errors       {code}: {} {desc:?}", e.count)?;
-            }
-        }
-        if !self.failures.is_empty() {
-            writeln!(
-                f,
-                "  failures     {} session(s) ended early, e.g.:",
-                self.failures.len()
-            )?;
-            for fail in self.failures.iter().take(5) {
-                writeln!(f, "                 {fail}")?;
-            }
-        }
-        let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
-        write!(
-            f,
-            "  node RSS MiB start {}, connected {}, end {}, peak {}",
-            show(self.rss.start),
-            show(self.rss.connected),
-            show(self.rss.end),
-            show(self.rss.peak)
-        )?;
+        write_errors(f, &self.errors)?;
+        write_failures(f, &self.failures, "session(s) ended early")?;
+        self.rss.write_line(f)?;
         if let (Some(start), Some(end)) = (self.rss.start, self.rss.end)
             && self.sessions > 0
         {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::client::{self, Event, PING_ID_BASE, PingTemplate, Session, WsStream};
-use crate::stats::Latencies;
+use crate::stats::{ErrorStat, Latencies, merge_errors, record_error};
 
 /// Acknowledge after this many frames received ...
 const ACK_EVERY_FRAMES: u32 = 64;
@@ -52,7 +52,8 @@ impl Clock {
         ns(self.epoch.elapsed())
     }
 
-    fn in_window(&self, t_ns: u64) -> bool {
+    /// Whether `t_ns` falls in the measured window.
+    pub(crate) fn in_window(&self, t_ns: u64) -> bool {
         (self.window_start_ns..self.window_end_ns).contains(&t_ns)
     }
 }
@@ -96,13 +97,6 @@ pub(crate) struct Role {
     pub(crate) incoming_window: Option<Arc<Semaphore>>,
 }
 
-/// An error response code seen, how often, and the first description.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ErrorStat {
-    pub(crate) count: u64,
-    pub(crate) description: Option<String>,
-}
-
 /// What one runtime's tasks observed.
 #[derive(Debug, Default)]
 pub(crate) struct RuntimeStats {
@@ -132,13 +126,7 @@ impl RuntimeStats {
         self.received_in_window += other.received_in_window;
         self.latencies.merge(other.latencies);
         self.service_latencies.merge(other.service_latencies);
-        for (code, e) in other.errors {
-            let mine = self.errors.entry(code).or_default();
-            mine.count += e.count;
-            if mine.description.is_none() {
-                mine.description = e.description;
-            }
-        }
+        merge_errors(&mut self.errors, other.errors);
         self.ok_responses += other.ok_responses;
         self.other_messages += other.other_messages;
         self.bad_frames += other.bad_frames;
@@ -481,11 +469,9 @@ impl Reader {
                     id,
                     description,
                 } if code >= 400 => {
-                    let e = stats.errors.entry(code).or_default();
-                    e.count += 1;
-                    if e.description.is_none() {
-                        e.description = description.map(|d| d.into_owned());
-                    }
+                    record_error(&mut stats.errors, code, || {
+                        description.map(|d| d.into_owned())
+                    });
                     if id.is_some_and(|id| id >= PING_ID_BASE) {
                         ping_errors += 1;
                     }

@@ -1,5 +1,39 @@
 //! Latency statistics: all latencies of the measured window, in microseconds,
-//! merged from the receiving tasks and summarised by nearest-rank percentiles.
+//! merged from the receiving tasks and summarised by nearest-rank percentiles;
+//! error responses counted by code.
+
+use std::collections::BTreeMap;
+
+/// An error response code seen, how often, and the first description.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorStat {
+    pub(crate) count: u64,
+    pub(crate) description: Option<String>,
+}
+
+/// Counts one error response `code`; `description` is asked for the first one only.
+pub(crate) fn record_error(
+    errors: &mut BTreeMap<u16, ErrorStat>,
+    code: u16,
+    description: impl FnOnce() -> Option<String>,
+) {
+    let e = errors.entry(code).or_default();
+    e.count += 1;
+    if e.description.is_none() {
+        e.description = description();
+    }
+}
+
+/// Adds the counts of `other` into `errors` (keeping the first descriptions).
+pub(crate) fn merge_errors(errors: &mut BTreeMap<u16, ErrorStat>, other: BTreeMap<u16, ErrorStat>) {
+    for (code, e) in other {
+        let mine = errors.entry(code).or_default();
+        mine.count += e.count;
+        if mine.description.is_none() {
+            mine.description = e.description;
+        }
+    }
+}
 
 /// Latencies (µs) collected by one or more receiving tasks.
 #[derive(Debug, Default)]
@@ -141,6 +175,20 @@ mod tests {
     #[test]
     fn summary_of_nothing_is_none() {
         assert_eq!(Latencies::default().summarize(), None);
+    }
+
+    #[test]
+    fn errors_are_counted_and_merged() {
+        let mut a = BTreeMap::new();
+        record_error(&mut a, 503, || Some("busy".into()));
+        record_error(&mut a, 503, || Some("ignored".into()));
+        let mut b = BTreeMap::new();
+        record_error(&mut b, 503, || None);
+        record_error(&mut b, 429, || Some("slow down".into()));
+        merge_errors(&mut a, b);
+        assert_eq!(a[&503].count, 3);
+        assert_eq!(a[&503].description.as_deref(), Some("busy"));
+        assert_eq!(a[&429].count, 1);
     }
 
     #[test]

@@ -3,22 +3,21 @@
 //! drain, or hold idle sessions; sample the node's RSS throughout.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::cli::{IdleConfig, LoadConfig, Target, WsConfig, WsMode};
+use crate::cli::{IdleConfig, LoadConfig, WsConfig, WsMode};
 use crate::client::{self, ClientError, PingTemplate, Session};
-use crate::node_proc::{self, NodeError, NodeProcess};
+use crate::node_proc::{self, NodeError};
+use crate::node_under_test::{NodeUnderTest, Protocol, RssSampler, warn_about_open_files};
 use crate::report::{Report, Rss, Traffic};
 use crate::runtime::{self, Clock, Outgoing, Phase, Role, RuntimeStats, Schedule, Totals, ns};
 
 /// Most time given to in-flight messages after the senders stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// RSS sampling period (for the peak).
-const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
 
 /// Why a scenario could not run.
 #[derive(Debug, thiserror::Error)]
@@ -33,52 +32,22 @@ pub(crate) enum LoadError {
     },
 }
 
-/// The node under test: started here, or running elsewhere.
-#[derive(Debug)]
-enum Node {
-    Started(NodeProcess),
-    External { url: String, pid: Option<u32> },
-}
-
-impl Node {
-    async fn resolve(target: &Target) -> Result<Self, NodeError> {
-        Ok(match &target.url {
-            Some(url) => Node::External {
-                url: url.clone(),
-                pid: target.node_pid,
-            },
-            None => Node::Started(NodeProcess::start(&target.domain).await?),
-        })
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Node::Started(p) => p.ws_url(),
-            Node::External { url, .. } => url.clone(),
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Node::Started(p) => Some(p.pid()),
-            Node::External { pid, .. } => *pid,
-        }
-    }
-}
-
 /// Runs the `ws` command and returns its report.
 pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
     let sessions_wanted = match &cfg.mode {
         WsMode::Load(l) => l.runtimes,
         WsMode::Idle(i) => i.sessions,
     };
-    warn_about_open_files(sessions_wanted, cfg.target.url.is_none());
+    // Each session is one socket here, and one more in the node when it is our child
+    // (it inherits our limit).
+    let per_session = if cfg.target.url.is_none() { 2 } else { 1 };
+    warn_about_open_files(sessions_wanted as u64 * per_session);
 
-    let node = Node::resolve(&cfg.target).await?;
-    let url = node.url();
+    let node = NodeUnderTest::resolve(&cfg.target).await?;
+    let url = node.url(Protocol::Ws);
     let pid = node.pid();
     let sampler = RssSampler::spawn(pid);
-    let rss_start = pid.and_then(node_proc::rss_mib);
+    let rss_start = node.rss_mib();
 
     let started = Instant::now();
     let sessions = connect_all(
@@ -89,7 +58,7 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
     )
     .await?;
     let connect_secs = started.elapsed().as_secs_f64();
-    let rss_connected = pid.and_then(node_proc::rss_mib);
+    let rss_connected = node.rss_mib();
 
     let (traffic, stats, rss_end) = match &cfg.mode {
         WsMode::Load(l) => {
@@ -103,11 +72,7 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
     };
 
     let mut failures = stats.failures;
-    if let Node::Started(mut process) = node
-        && let Some(status) = process.exit_status()
-    {
-        failures.push(format!("the node process exited during the run ({status})"));
-    }
+    failures.extend(node.finish());
     Ok(Report {
         config: cfg.clone(),
         url,
@@ -117,31 +82,8 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
         traffic,
         errors: stats.errors,
         failures,
-        rss: Rss {
-            start: rss_start,
-            connected: rss_connected,
-            end: rss_end,
-            peak: [sampler.stop(), rss_start, rss_connected, rss_end]
-                .into_iter()
-                .flatten()
-                .reduce(f64::max),
-        },
+        rss: Rss::new(rss_start, rss_connected, rss_end, sampler.stop()),
     })
-}
-
-fn warn_about_open_files(sessions: usize, own_node: bool) {
-    // Each session is one socket here, and one more in the node when it is our child
-    // (it inherits our limit).
-    let needed = sessions as u64 * if own_node { 2 } else { 1 } + 64;
-    if let Some(limit) = node_proc::open_files_limit()
-        && limit < needed
-    {
-        eprintln!(
-            "warning: the open-file limit is {limit} but about {needed} descriptors are needed; \
-             connecting may fail with EMFILE (raise it with `ulimit -n {}`)",
-            needed.next_power_of_two()
-        );
-    }
 }
 
 /// Opens `n` sessions, at most `parallel` at a time; fails if any fails.
@@ -336,40 +278,6 @@ async fn idle(
         stats.merge(t.join().await);
     }
     (stats, rss_end)
-}
-
-/// Samples a process's RSS periodically to find the peak.
-#[derive(Debug)]
-struct RssSampler {
-    peak_kib: Arc<AtomicU64>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn spawn(pid: Option<u32>) -> Self {
-        let peak_kib = Arc::new(AtomicU64::new(0));
-        let task = pid.map(|pid| {
-            let peak = Arc::clone(&peak_kib);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(RSS_SAMPLE_PERIOD);
-                loop {
-                    tick.tick().await;
-                    if let Some(kib) = node_proc::rss_kib(pid) {
-                        peak.fetch_max(kib, Ordering::Relaxed);
-                    }
-                }
-            })
-        });
-        RssSampler { peak_kib, task }
-    }
-
-    /// Stops sampling; the peak in MiB, if any sample was taken.
-    fn stop(self) -> Option<f64> {
-        let task = self.task?;
-        task.abort();
-        let kib = self.peak_kib.load(Ordering::Relaxed);
-        (kib > 0).then(|| kib as f64 / 1024.0)
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,209 @@
+//! A minimal HTTP/1.1 client for the Matrix scenario: one keep-alive hyper
+//! connection per simulated client (one request at a time, reconnected after
+//! an error), JSON bodies, an optional bearer token.
+
+use std::fmt::Write as _;
+use std::io;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// Why a request got no HTTP response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HttpError {
+    #[error(
+        "too many open files (EMFILE) while connecting: raise the limit, e.g. `ulimit -n 65536`"
+    )]
+    TooManyOpenFiles,
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("HTTP handshake with {authority} failed: {source}")]
+    Handshake {
+        authority: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("cannot build the request {method} {path}: {source}")]
+    Build {
+        method: Method,
+        path: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("{method} {path}: {source}")]
+    Request {
+        method: Method,
+        path: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// A response: status and whole body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+}
+
+/// One keep-alive connection to `authority` (`host:port`), opened on first use.
+#[derive(Debug)]
+pub(crate) struct HttpConn {
+    authority: String,
+    open: Option<Open>,
+}
+
+#[derive(Debug)]
+struct Open {
+    sender: SendRequest<Full<Bytes>>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl HttpConn {
+    pub(crate) fn new(authority: &str) -> Self {
+        HttpConn {
+            authority: authority.to_owned(),
+            open: None,
+        }
+    }
+
+    async fn connect(&self) -> Result<Open, HttpError> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| {
+                // EMFILE (per process) and ENFILE (system wide) on Linux.
+                if matches!(source.raw_os_error(), Some(24 | 23)) {
+                    HttpError::TooManyOpenFiles
+                } else {
+                    HttpError::Connect {
+                        authority: self.authority.clone(),
+                        source,
+                    }
+                }
+            })?;
+        // Small requests and responses: do not wait for more to coalesce.
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| HttpError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let driver = tokio::spawn(async move {
+            // Its error surfaces in the pending request's result.
+            let _ = connection.await;
+        });
+        Ok(Open { sender, driver })
+    }
+
+    /// Sends one request (`path` with its query) and reads the whole response. After an
+    /// error the connection is dropped; the next request opens a new one.
+    pub(crate) async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<Response, HttpError> {
+        let result = self.try_request(method, path, token, body).await;
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+
+    async fn try_request(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<Response, HttpError> {
+        let request_error = |method: &Method, source| HttpError::Request {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let open = match self.open.take() {
+            Some(open) if !open.sender.is_closed() => open,
+            _ => self.connect().await?,
+        };
+        let open = self.open.insert(open);
+        open.sender
+            .ready()
+            .await
+            .map_err(|e| request_error(&method, e))?;
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(HOST, &self.authority);
+        if let Some(token) = token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|source| HttpError::Build {
+                method: method.clone(),
+                path: path.to_owned(),
+                source,
+            })?;
+        let response = open
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| request_error(&method, e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| request_error(&method, e))?
+            .to_bytes();
+        Ok(Response { status, body })
+    }
+}
+
+/// `s` percent-encoded for a path segment or query value: everything but RFC 3986's
+/// unreserved characters.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_matrix_ids() {
+        assert_eq!(encode("!abc:bench.local"), "%21abc%3Abench.local");
+        assert_eq!(encode("{\"a\":1}"), "%7B%22a%22%3A1%7D");
+        assert_eq!(encode("s12_3-x~"), "s12_3-x~");
+    }
+}
