@@ -2,15 +2,16 @@
 
 use crate::SCHEMA;
 use crate::action::action_name;
+use crate::chain::Chains;
 use crate::context::context;
 use crate::decision::Decision;
 use crate::error::PolicyError;
 use crate::evaluate::evaluate;
-use crate::index::ActionIndex;
+use crate::index::{ActionIndex, ActionSlot};
 use crate::names::Types;
 use crate::parse::parse;
 use crate::query::Query;
-use crate::slice::{Blank, slice};
+use crate::slice::{Anchors, Blank};
 use crate::sources::{Source, Sources};
 use crate::span::{describe, offset, position};
 use crate::store::Store;
@@ -18,6 +19,7 @@ use crate::validate::validate;
 use cedar_policy::{PolicySet, Schema};
 use cedar_policy_core::ast::{EntityType, EntityUIDEntry, Request};
 use std::fmt;
+use std::sync::Arc;
 
 /// The policy decision point: an immutable, validated, indexed policy directory.
 ///
@@ -27,6 +29,8 @@ pub struct Engine {
     index: ActionIndex,
     store: Store,
     blank: Blank,
+    /// The synthesized chains of the principals and resources seen so far.
+    chains: Chains,
     /// Every policy, as loaded.
     all: PolicySet,
 }
@@ -51,6 +55,7 @@ impl Engine {
         let index = ActionIndex::build(&types, &schema, &parsed.set, sources.schema.name)?;
         Ok(Self {
             blank: Blank::new(&types),
+            chains: Chains::default(),
             types,
             index,
             store,
@@ -83,24 +88,108 @@ impl Engine {
         let Some(slot) = self.index.get(action) else {
             return Decision::failed(format!("action \"{action}\" is not declared in the schema"));
         };
-        let slice = match slice(&self.types, &self.store, &self.blank, &slot.entities, query) {
-            Ok(slice) => slice,
-            Err(e) => return Decision::failed(format!("entities: {e}")),
-        };
+        let principal = self
+            .chains
+            .principal(&self.types, &self.store, &query.principal);
+        let resource = self
+            .chains
+            .resource(&self.types, &self.store, &query.resource);
+        if principal.interacts(&resource) {
+            return self.decide_whole(slot, query);
+        }
+        let policies = &self.index.policies;
         let mut candidates = Vec::new();
         slot.candidates(
-            &self.index.policies,
-            (&slice.principal, &slice.principal_ancestors[..]),
-            (&slice.resource, &slice.resource_ancestors[..]),
+            policies,
+            (&principal.uid, &principal.ancestors),
+            (&resource.uid, &resource.ancestors),
             &mut candidates,
         );
-        let request = Request::new_unchecked(
-            EntityUIDEntry::known(slice.principal, None),
-            EntityUIDEntry::known(slot.uid.clone(), None),
-            EntityUIDEntry::known(slice.resource, None),
-            Some(context(&query.context)),
+        let reading = || {
+            candidates
+                .iter()
+                .map(|&i| &policies[i].reads)
+                .filter(|reads| reads.entities)
+        };
+        let sliced;
+        let entities = if reading().next().is_none() {
+            self.blank.empty()
+        } else {
+            // Entity literals are sliced with the whole query.
+            if reading().any(|reads| !reads.literals.is_empty()) {
+                return self.decide_whole(slot, query);
+            }
+            let mut list = principal.entities.clone();
+            for entity in &resource.entities {
+                match list.iter().find(|e| e.uid() == entity.uid()) {
+                    None => list.push(Arc::clone(entity)),
+                    Some(same) if Arc::ptr_eq(same, entity) || same.deep_eq(entity) => {}
+                    // Differing versions of one entity: merge them as one query.
+                    Some(_) => return self.decide_whole(slot, query),
+                }
+            }
+            list.push(Arc::clone(&slot.entity));
+            match self.blank.fill(list) {
+                Ok(entities) => {
+                    sliced = entities;
+                    &sliced
+                }
+                Err(e) => return Decision::failed(format!("entities: {e}")),
+            }
+        };
+        let request = || {
+            Request::new_unchecked(
+                EntityUIDEntry::known(principal.uid.clone(), None),
+                EntityUIDEntry::known(slot.uid.clone(), None),
+                EntityUIDEntry::known(resource.uid.clone(), None),
+                Some(context(&query.context)),
+            )
+        };
+        evaluate(request, entities, policies, &candidates)
+    }
+
+    /// Decides `query` by synthesizing its entities as one (when its principal and resource
+    /// chains interact, or a condition names entity literals).
+    fn decide_whole(&self, slot: &ActionSlot, query: &Query<'_>) -> Decision {
+        let anchors = Anchors::new(&self.types, &self.store, query);
+        let policies = &self.index.policies;
+        let mut candidates = Vec::new();
+        slot.candidates(
+            policies,
+            anchors.principal(),
+            anchors.resource(),
+            &mut candidates,
         );
-        evaluate(request, &slice.entities, &self.index.policies, &candidates)
+        let sliced;
+        let entities = if candidates.iter().any(|&i| policies[i].reads.entities) {
+            let literals = candidates
+                .iter()
+                .map(|&i| &policies[i].reads)
+                .filter(|reads| reads.entities)
+                .flat_map(|reads| &reads.literals);
+            let actions = literals
+                .clone()
+                .filter_map(|uid| self.index.actions.get(uid))
+                .chain(std::iter::once(&slot.entity));
+            match anchors.entities(&self.store, &self.blank, actions, literals) {
+                Ok(entities) => {
+                    sliced = entities;
+                    &sliced
+                }
+                Err(e) => return Decision::failed(format!("entities: {e}")),
+            }
+        } else {
+            self.blank.empty()
+        };
+        let request = || {
+            Request::new_unchecked(
+                EntityUIDEntry::known(anchors.principal().0.clone(), None),
+                EntityUIDEntry::known(slot.uid.clone(), None),
+                EntityUIDEntry::known(anchors.resource().0.clone(), None),
+                Some(context(&query.context)),
+            )
+        };
+        evaluate(request, entities, policies, &candidates)
     }
 
     /// The number of policies loaded.

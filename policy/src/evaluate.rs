@@ -9,24 +9,29 @@ use cedar_policy_core::entities::Entities;
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
-/// Evaluates `candidates` (indices into `policies`, whose scopes admit the request) for
-/// `request` against `entities`.
+/// Evaluates `candidates` (indices into `policies`, whose scopes admit the request) for the
+/// request `request` makes against `entities`. The request (and its context) is made only if
+/// some candidate has a condition.
 pub(crate) fn evaluate(
-    request: Request,
+    request: impl FnOnce() -> Request,
     entities: &Entities,
     policies: &[Compiled],
     candidates: &[usize],
 ) -> Decision {
-    let evaluator = Evaluator::new(request, entities, Extensions::all_available());
+    let conditional = candidates.iter().any(|&i| policies[i].condition.is_some());
+    let evaluator =
+        conditional.then(|| Evaluator::new(request(), entities, Extensions::all_available()));
     let slots = SlotEnv::new();
     let mut permits = Vec::new();
     let mut forbids = Vec::new();
     let mut errors = Vec::new();
     for &i in candidates {
         let policy = &policies[i];
-        let satisfied = match &policy.condition {
-            None => true,
-            Some(condition) => match evaluator.interpret(condition, &slots) {
+        let satisfied = match (&policy.condition, &evaluator) {
+            (None, _) => true,
+            // Not reached: there is an evaluator when some candidate has a condition.
+            (Some(_), None) => false,
+            (Some(condition), Some(evaluator)) => match evaluator.interpret(condition, &slots) {
                 Ok(Value {
                     value: ValueKind::Lit(Literal::Bool(satisfied)),
                     ..

@@ -12,6 +12,7 @@
 use crate::error::PolicyError;
 use crate::hash::FastMap;
 use crate::names::Types;
+use crate::reads::Reads;
 use cedar_policy::{
     ActionConstraint, Effect, EntityUid, Policy, PolicySet, PrincipalConstraint,
     ResourceConstraint, Schema,
@@ -87,6 +88,9 @@ pub(crate) struct Compiled {
     pub(crate) condition: Option<Expr>,
     pub(crate) principal: Scope,
     pub(crate) resource: Scope,
+    /// What the condition reads: whether it needs the request's entity slice, and the entity
+    /// literals the slice must then hold.
+    pub(crate) reads: Reads,
 }
 
 /// What a request for one action looks at.
@@ -94,8 +98,12 @@ pub(crate) struct Compiled {
 pub(crate) struct ActionSlot {
     /// `Rethink::Action::"<name>"`.
     pub(crate) uid: EntityUID,
-    /// The action entity and its ancestor groups, for `action in ...` to evaluate.
-    pub(crate) entities: Box<[Arc<Entity>]>,
+    /// The action entity (with its closed ancestors), for `action in ...` to evaluate. Its
+    /// groups are never dereferenced, so they are not needed as entities.
+    pub(crate) entity: Arc<Entity>,
+    /// Whether some policy of this action has a scope that names an entity: only then does
+    /// finding the candidates need the ancestors of the principal and resource.
+    pub(crate) scoped: bool,
     /// Policies whose scopes name no entity (indices into [`ActionIndex::policies`]).
     open: Vec<usize>,
     /// Policies by the entity their principal scope names.
@@ -116,6 +124,10 @@ impl ActionSlot {
         resource: (&EntityUID, &[EntityUID]),
         out: &mut Vec<usize>,
     ) {
+        if !self.scoped {
+            out.extend(&self.open);
+            return;
+        }
         let admits = |i: &usize| {
             let p = &policies[*i];
             p.principal.admits(principal.0, principal.1)
@@ -145,6 +157,8 @@ impl ActionSlot {
 #[derive(Debug)]
 pub(crate) struct ActionIndex {
     pub(crate) policies: Vec<Compiled>,
+    /// Every action entity, for the action literals of conditions.
+    pub(crate) actions: FastMap<EntityUID, Arc<Entity>>,
     slots: FastMap<String, ActionSlot>,
 }
 
@@ -174,13 +188,16 @@ impl ActionIndex {
                 .flatten()
                 .cloned()
                 .collect();
+            let Some(entity) = action_entities.get(action) else {
+                return Err(PolicyError::Schema {
+                    file: schema_file.to_owned(),
+                    message: format!("action {action} has no entity"),
+                });
+            };
             let mut slot = ActionSlot {
                 uid: action.clone().into(),
-                entities: std::iter::once(action)
-                    .chain(ancestors.iter())
-                    .filter_map(|uid| action_entities.get(uid))
-                    .map(|e| Arc::new(AsRef::<Entity>::as_ref(e).clone()))
-                    .collect(),
+                entity: Arc::new(AsRef::<Entity>::as_ref(entity).clone()),
+                scoped: false,
                 open: Vec::new(),
                 by_principal: FastMap::default(),
                 by_resource: FastMap::default(),
@@ -192,6 +209,7 @@ impl ActionIndex {
                 }
                 slot.count += 1;
                 let compiled = &policies[i];
+                slot.scoped |= compiled.principal != Scope::Any || compiled.resource != Scope::Any;
                 if let Some(anchor) = compiled.principal.anchor() {
                     slot.by_principal.entry(anchor.clone()).or_default().push(i);
                 } else if let Some(anchor) = compiled.resource.anchor() {
@@ -202,7 +220,18 @@ impl ActionIndex {
             }
             slots.insert(action.id().unescaped().to_owned(), slot);
         }
-        Ok(Self { policies, slots })
+        let actions = action_entities
+            .iter()
+            .map(|e| {
+                let e: &Entity = e.as_ref();
+                (e.uid().clone(), Arc::new(e.clone()))
+            })
+            .collect();
+        Ok(Self {
+            policies,
+            actions,
+            slots,
+        })
     }
 
     /// The slot of the action with this id.
@@ -212,12 +241,14 @@ impl ActionIndex {
 }
 
 fn compile(policy: &Policy) -> Compiled {
+    let condition = AsRef::<cedar_policy_core::ast::Policy>::as_ref(policy)
+        .non_scope_constraints()
+        .cloned();
     Compiled {
         id: policy.id().to_string(),
         forbid: policy.effect() == Effect::Forbid,
-        condition: AsRef::<cedar_policy_core::ast::Policy>::as_ref(policy)
-            .non_scope_constraints()
-            .cloned(),
+        reads: condition.as_ref().map(Reads::of).unwrap_or_default(),
+        condition,
         principal: Scope::principal(policy.principal_constraint()),
         resource: Scope::resource(policy.resource_constraint()),
     }

@@ -47,6 +47,7 @@
 
 mod action;
 mod address;
+mod chain;
 mod context;
 mod decision;
 mod engine;
@@ -57,6 +58,7 @@ mod index;
 mod names;
 mod parse;
 mod query;
+mod reads;
 mod slice;
 mod sources;
 mod span;

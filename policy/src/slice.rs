@@ -2,10 +2,14 @@
 //!
 //! It holds the entities synthesized from the query ([`synth`](crate::synth)), each merged with
 //! the operator's entity of the same uid if there is one (the operator's attributes and parents,
-//! plus the synthesized parents); then every operator entity they reach (ancestors, and the
-//! entities their attributes name, one level, with their ancestors); then the action entities.
-//! The operator's store is never copied: the slice shares its entities, and what each stored
-//! entity reaches is listed at load.
+//! plus the synthesized parents); then every operator entity an evaluation can dereference from
+//! them or from the entity literals of the candidate policies (see [`store`](crate::store));
+//! then the action entities. Ancestors are not entities of the slice: each entity carries its
+//! closed ancestor set, which is all `in` reads. The operator's store is never copied: the
+//! slice shares its entities, and what each stored entity reaches is listed at load.
+//!
+//! The ancestor lists ([`Anchors`]) are computed first: they are all the index needs to pick
+//! the candidate policies, and the entity set is built only when a candidate reads entities.
 //!
 //! The slice is not validated (the operator's entities were validated at load), and its
 //! hierarchy's closure is computed here rather than by Cedar: stored entities are closed
@@ -24,23 +28,23 @@ use smol_str::SmolStr;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// The slice for one request, with the request's principal and resource and their ancestors.
+/// What a request is about: the synthesized entities, their stored versions, and their closed
+/// ancestor lists. Enough to find the candidate policies; the entity set is built from it only
+/// when some candidate's condition reads entities ([`Anchors::entities`]).
 #[derive(Debug)]
-pub(crate) struct Slice {
-    pub(crate) principal: EntityUID,
-    pub(crate) principal_ancestors: Vec<EntityUID>,
-    pub(crate) resource: EntityUID,
-    pub(crate) resource_ancestors: Vec<EntityUID>,
-    pub(crate) entities: Entities,
+pub(crate) struct Anchors<'s> {
+    synth: Synthesized,
+    stored: Vec<Option<&'s Stored>>,
+    closures: Vec<Vec<EntityUID>>,
 }
 
 /// How many entities a slice can hold before its map grows.
-const ROOM: usize = 48;
+const ROOM: usize = 32;
 
 /// An empty entity set with room for [`ROOM`] entities (filled, then emptied). Each request
 /// fills a clone of it (a clone keeps the capacity), so building a slice does not rehash:
 /// Cedar's map hashes uids with SipHash, and growing a fresh map step by step rehashes more
-/// entities than the slice holds (about a tenth of a decision).
+/// entities than the slice holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Blank(Entities);
 
@@ -66,88 +70,150 @@ impl Blank {
         // Adding and removing unrelated entities cannot fail; if it did, start from scratch.
         Self(room.unwrap_or_default())
     }
+
+    /// The empty entity set, for requests whose conditions read no entity.
+    pub(crate) fn empty(&self) -> &Entities {
+        &self.0
+    }
+
+    /// An entity set of `entities` (closed already, no two of one uid).
+    pub(crate) fn fill(&self, entities: Vec<Arc<Entity>>) -> Result<Entities, String> {
+        self.0
+            .clone()
+            .add_entities(
+                entities,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| e.to_string())
+    }
 }
 
-/// Synthesizes the query's entities and slices the operator's store around them.
-pub(crate) fn slice(
-    types: &Types,
-    store: &Store,
-    blank: &Blank,
-    action_entities: &[Arc<Entity>],
-    query: &Query<'_>,
-) -> Result<Slice, String> {
-    let synth = synthesize(types, query);
-    let items = &synth.items;
-    let stored: Vec<Option<&Stored>> = items.iter().map(|item| store.get(&item.uid)).collect();
-    let closures = closures(store, &synth, &stored);
+impl<'s> Anchors<'s> {
+    /// Synthesizes the query's entities and closes their ancestor lists against `store`.
+    pub(crate) fn new(types: &Types, store: &'s Store, query: &Query<'_>) -> Self {
+        Self::from_synthesized(store, synthesize(types, query))
+    }
 
-    let mut slice: Vec<Arc<Entity>> = Vec::with_capacity(items.len() + 12 + action_entities.len());
-    // Does some synthesized entity have ancestors its stored version lacks?
-    let mut grew = false;
-    for ((item, closure), stored) in items.iter().zip(&closures).zip(&stored) {
-        let entity = match stored {
-            // The closure holds the stored ancestors: equal sizes mean nothing was gained.
-            Some(stored) if closure.len() == stored.entity.ancestors().count() => {
-                Arc::clone(&stored.entity)
-            }
-            Some(stored) => {
-                grew = true;
-                let mut entity = Entity::clone(&stored.entity);
-                for parent in &item.parents {
-                    entity.add_parent(parent.clone());
+    /// Closes the ancestor lists of `synth` against `store`.
+    pub(crate) fn from_synthesized(store: &'s Store, synth: Synthesized) -> Self {
+        let stored: Vec<Option<&Stored>> = synth
+            .items
+            .iter()
+            .map(|item| store.get(&item.uid))
+            .collect();
+        let closures = closures(store, &synth, &stored);
+        Self {
+            synth,
+            stored,
+            closures,
+        }
+    }
+
+    /// The principal and its ancestors.
+    pub(crate) fn principal(&self) -> (&EntityUID, &[EntityUID]) {
+        let i = self.synth.principal;
+        (&self.synth.items[i].uid, &self.closures[i])
+    }
+
+    /// The resource and its ancestors.
+    pub(crate) fn resource(&self) -> (&EntityUID, &[EntityUID]) {
+        let i = self.synth.resource;
+        (&self.synth.items[i].uid, &self.closures[i])
+    }
+
+    /// The synthesized entities and their ancestor lists.
+    pub(crate) fn synthesized(&self) -> (&Synthesized, &[Vec<EntityUID>]) {
+        (&self.synth, &self.closures)
+    }
+
+    /// The entity set the request is evaluated against: the synthesized entities (merged with
+    /// the stored ones), what the stored ones and the `literals` reach, and `actions` (the
+    /// request's action and any action literals).
+    pub(crate) fn entities<'a>(
+        &self,
+        store: &Store,
+        blank: &Blank,
+        actions: impl IntoIterator<Item = &'a Arc<Entity>>,
+        literals: impl IntoIterator<Item = &'a EntityUID>,
+    ) -> Result<Entities, String> {
+        blank.fill(self.entity_list(store, actions, literals))
+    }
+
+    /// The entities of [`Anchors::entities`], as a list without duplicates.
+    pub(crate) fn entity_list<'a>(
+        &self,
+        store: &Store,
+        actions: impl IntoIterator<Item = &'a Arc<Entity>>,
+        literals: impl IntoIterator<Item = &'a EntityUID>,
+    ) -> Vec<Arc<Entity>> {
+        let synth = &self.synth;
+        let items = &synth.items;
+        let closures = &self.closures;
+        let mut slice: Vec<Arc<Entity>> = Vec::with_capacity(ROOM);
+        // Does some synthesized entity have ancestors its stored version lacks?
+        let mut grew = false;
+        for ((item, closure), stored) in items.iter().zip(closures).zip(&self.stored) {
+            let entity = match stored {
+                // The closure holds the stored ancestors: equal sizes mean nothing was gained.
+                Some(stored) if closure.len() == stored.entity.ancestors().count() => {
+                    Arc::clone(&stored.entity)
                 }
-                for ancestor in closure {
-                    if !entity.is_descendant_of(ancestor) {
-                        entity.add_indirect_ancestor(ancestor.clone());
+                Some(stored) => {
+                    grew = true;
+                    let mut entity = Entity::clone(&stored.entity);
+                    for parent in &item.parents {
+                        entity.add_parent(parent.clone());
                     }
+                    for ancestor in closure {
+                        if !entity.is_descendant_of(ancestor) {
+                            entity.add_indirect_ancestor(ancestor.clone());
+                        }
+                    }
+                    Arc::new(entity)
                 }
-                Arc::new(entity)
-            }
-            None => {
-                grew |= !closure.is_empty();
-                Arc::new(synthesized(item, closure))
+                None => {
+                    grew |= !closure.is_empty();
+                    Arc::new(synthesized(item, closure))
+                }
+            };
+            slice.push(entity);
+        }
+
+        // What the stored ones and the literals reach. (Synthesized entities only name
+        // synthesized entities.)
+        let first_stored = slice.len();
+        let add = |slice: &mut Vec<Arc<Entity>>, entity: &Arc<Entity>| {
+            let new = !slice[first_stored..].iter().any(|e| Arc::ptr_eq(e, entity));
+            if new && synth.position(entity.uid()).is_none() {
+                slice.push(Arc::clone(entity));
             }
         };
-        slice.push(entity);
-    }
-
-    // What the stored ones reach. (Synthesized entities only name synthesized entities.)
-    let first_stored = slice.len();
-    for reached in stored.iter().flatten().flat_map(|s| s.reach.iter()) {
-        let new = !slice[first_stored..]
-            .iter()
-            .any(|e| Arc::ptr_eq(e, reached));
-        if new && synth.position(reached.uid()).is_none() {
-            slice.push(Arc::clone(reached));
+        for reached in self.stored.iter().flatten().flat_map(|s| s.reach.iter()) {
+            add(&mut slice, reached);
         }
-    }
-    if grew {
-        for entity in &mut slice[first_stored..] {
-            extend_below_synthesized(entity, &synth, &closures);
+        for literal in literals {
+            if let Some(stored) = store.get(literal) {
+                add(&mut slice, &stored.entity);
+                for reached in &stored.reach {
+                    add(&mut slice, reached);
+                }
+            }
         }
-    }
-    slice.extend(action_entities.iter().cloned());
+        if grew {
+            for entity in &mut slice[first_stored..] {
+                extend_below_synthesized(entity, synth, closures);
+            }
+        }
+        for action in actions {
+            if !slice.iter().any(|e| e.uid() == action.uid()) {
+                slice.push(Arc::clone(action));
+            }
+        }
 
-    let entities = blank
-        .0
-        .clone()
-        .add_entities(
-            slice,
-            None::<&NoEntitiesSchema>,
-            TCComputation::AssumeAlreadyComputed,
-            Extensions::all_available(),
-        )
-        .map_err(|e| e.to_string())?;
-    let mut closures = closures;
-    let resource_ancestors = closures[synth.resource].clone();
-    let principal_ancestors = std::mem::take(&mut closures[synth.principal]);
-    Ok(Slice {
-        principal: items[synth.principal].uid.clone(),
-        principal_ancestors,
-        resource: items[synth.resource].uid.clone(),
-        resource_ancestors,
-        entities,
-    })
+        slice
+    }
 }
 
 /// The closed ancestor list of every synthesized entity: its stored ancestors and synthesized

@@ -1,21 +1,26 @@
 //! The operator's entity store (`entities.json`), validated against the schema at load, with
 //! what each entity reaches precomputed so that a request can take a small slice of it.
+//!
+//! What an evaluation can reach from an entity is what it can dereference: the entities named
+//! by its attributes and tags (directly or inside records), and theirs, transitively. Set
+//! elements are never dereferenced (Cedar has no way to take an element out of a set: sets are
+//! only compared, with `contains`, `containsAll`, `containsAny` and `in`), and an entity's
+//! ancestors are never needed as entities (`in` reads the closed ancestor set of its left
+//! operand), so neither is reached.
 
 use crate::error::PolicyError;
 use crate::hash::FastMap;
 use crate::sources::Source;
 use cedar_policy::Schema;
 use cedar_policy_core::ast::{Entity, EntityUID, Literal, PartialValue, Value, ValueKind};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// One operator entity (its hierarchy closed at load) and the entities it reaches.
 #[derive(Debug)]
 pub(crate) struct Stored {
     pub(crate) entity: Arc<Entity>,
-    /// Its ancestors, and the entities its attributes name (one level: direct values, set
-    /// elements, record fields) with their ancestors; those the store has. Never the entity
-    /// itself.
+    /// The entities an evaluation can dereference from it (see the module docs), those the
+    /// store has. Never the entity itself.
     pub(crate) reach: Box<[Arc<Entity>]>,
 }
 
@@ -44,25 +49,31 @@ impl Store {
             .filter(|e| !e.uid().is_action())
             .map(|e| (e.uid().clone(), Arc::new(e.clone())))
             .collect();
+        let named: FastMap<&EntityUID, Vec<EntityUID>> = shared
+            .iter()
+            .map(|(uid, entity)| (uid, dereferenceable(entity)))
+            .collect();
         let mut entities = FastMap::default();
         for (uid, entity) in &shared {
-            let mut reached: HashSet<EntityUID> = entity.ancestors().cloned().collect();
-            let mut named = Vec::new();
-            for (_, value) in entity.attrs() {
-                if let PartialValue::Value(value) = value {
-                    collect_uids(value, true, &mut named);
+            // Breadth-first over what can be dereferenced, in a stable order.
+            let mut reached: Vec<&EntityUID> = vec![uid];
+            let mut next = 0;
+            while next < reached.len() {
+                let current = reached[next];
+                next += 1;
+                for target in &named[current] {
+                    if let Some((key, _)) = named.get_key_value(target)
+                        && !reached.contains(key)
+                    {
+                        reached.push(key);
+                    }
                 }
             }
-            for target in named {
-                if let Some(target_entity) = shared.get(&target) {
-                    reached.extend(target_entity.ancestors().cloned());
-                }
-                reached.insert(target);
-            }
-            reached.remove(uid);
+            // Never the entity itself.
+            reached.remove(0);
             let reach = reached
                 .iter()
-                .filter_map(|r| shared.get(r).cloned())
+                .filter_map(|r| shared.get(*r).cloned())
                 .collect();
             let stored = Stored {
                 entity: Arc::clone(entity),
@@ -85,18 +96,23 @@ impl Store {
     }
 }
 
-/// The uids a value names: itself, or (at the top level only) its elements or fields.
-fn collect_uids(value: &Value, top: bool, out: &mut Vec<EntityUID>) {
+/// The uids an evaluation can dereference from `entity`: those its attribute and tag values
+/// name, directly or inside records (not inside sets).
+fn dereferenceable(entity: &Entity) -> Vec<EntityUID> {
+    let mut out = Vec::new();
+    for (_, value) in entity.attrs().chain(entity.tags()) {
+        if let PartialValue::Value(value) = value {
+            collect_uids(value, &mut out);
+        }
+    }
+    out
+}
+
+/// The uids a value names: itself, or the fields of a record, recursively.
+fn collect_uids(value: &Value, out: &mut Vec<EntityUID>) {
     match &value.value {
         ValueKind::Lit(Literal::EntityUID(uid)) => out.push(EntityUID::clone(uid)),
-        ValueKind::Set(set) if top => {
-            set.authoritative
-                .iter()
-                .for_each(|v| collect_uids(v, false, out));
-        }
-        ValueKind::Record(record) if top => {
-            record.values().for_each(|v| collect_uids(v, false, out));
-        }
+        ValueKind::Record(record) => record.values().for_each(|v| collect_uids(v, out)),
         _ => {}
     }
 }

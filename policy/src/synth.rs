@@ -5,7 +5,7 @@
 
 use crate::address::object_base;
 use crate::names::{Types, uid};
-use crate::query::{PrincipalKind, Query, ResourceKind};
+use crate::query::{Principal, PrincipalKind, Query, Resource, ResourceKind};
 use cedar_policy_core::ast::EntityUID;
 
 /// An entity synthesized from the query: every attribute names an entity.
@@ -27,8 +27,26 @@ pub(crate) struct Synthesized {
 /// Synthesizes the entities `query` implies.
 pub(crate) fn synthesize(types: &Types, query: &Query<'_>) -> Synthesized {
     let mut synth = Synthesized::default();
-    synth.principal = synth.add_principal(types, query);
-    synth.resource = synth.add_resource(types, query);
+    synth.principal = synth.add_principal(types, &query.principal);
+    synth.resource = synth.add_resource(types, &query.resource);
+    synth
+}
+
+/// Synthesizes the entities the principal alone implies (`principal` and `resource` are both
+/// the principal's index).
+pub(crate) fn synthesize_principal(types: &Types, principal: &Principal<'_>) -> Synthesized {
+    let mut synth = Synthesized::default();
+    synth.principal = synth.add_principal(types, principal);
+    synth.resource = synth.principal;
+    synth
+}
+
+/// Synthesizes the entities the resource alone implies (`principal` and `resource` are both
+/// the resource's index).
+pub(crate) fn synthesize_resource(types: &Types, resource: &Resource<'_>) -> Synthesized {
+    let mut synth = Synthesized::default();
+    synth.resource = synth.add_resource(types, resource);
+    synth.principal = synth.resource;
     synth
 }
 
@@ -117,8 +135,7 @@ impl Synthesized {
         self.add(uid, Vec::new(), Vec::new())
     }
 
-    fn add_principal(&mut self, types: &Types, query: &Query<'_>) -> usize {
-        let p = &query.principal;
+    fn add_principal(&mut self, types: &Types, p: &Principal<'_>) -> usize {
         let domain = uid(&types.domain, p.domain);
         let user = p.user.map(|u| uid(&types.user, u));
         let principal = match p.kind {
@@ -150,8 +167,7 @@ impl Synthesized {
         principal
     }
 
-    fn add_resource(&mut self, types: &Types, query: &Query<'_>) -> usize {
-        let r = &query.resource;
+    fn add_resource(&mut self, types: &Types, r: &Resource<'_>) -> usize {
         let domain = uid(&types.domain, r.domain);
         let user = r.owner_user.map(|u| uid(&types.user, u));
         let resource = match r.kind {
@@ -194,7 +210,7 @@ impl Synthesized {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::{Facts, Principal, Resource};
+    use crate::query::Facts;
 
     fn query<'a>(principal: Principal<'a>, resource: Resource<'a>) -> Query<'a> {
         Query {

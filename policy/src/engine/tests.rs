@@ -324,6 +324,29 @@ fn queries() -> Vec<Query<'static>> {
             None,
             "example.com",
         ),
+        // Chains that interact with the principal's: its own runtime (with another user), a
+        // hyperty in its runtime, and the first principal itself.
+        target(
+            "runtime://x/1",
+            ResourceKind::Runtime,
+            Some("user://idp.com/bob"),
+            "x",
+        ),
+        Resource {
+            owner_runtime: Some("runtime://x/1"),
+            ..target(
+                "hyperty://example.com/8",
+                ResourceKind::Hyperty,
+                Some("user://idp.com/bob"),
+                "example.com",
+            )
+        },
+        target(
+            "hyperty://example.com/1",
+            ResourceKind::Hyperty,
+            Some("user://idp.com/alice"),
+            "example.com",
+        ),
     ];
     let actions = [
         "create",
@@ -356,21 +379,21 @@ fn reference(engine: &Engine, q: &Query<'_>) -> Decision {
     use cedar_policy_core::ast;
     use std::collections::{HashMap, HashSet};
     let slot = engine.index.get(action_name(q.action)).unwrap();
-    let slice = slice(
-        &engine.types,
-        &engine.store,
-        &engine.blank,
-        &slot.entities,
-        q,
-    )
-    .unwrap();
+    let anchors = Anchors::new(&engine.types, &engine.store, q);
+    let sliced = anchors
+        .entities(&engine.store, &engine.blank, [&slot.entity], [])
+        .unwrap();
     let mut all: HashMap<ast::EntityUID, ast::Entity> = engine
         .store
         .iter()
         .map(|e| (e.uid().clone(), ast::Entity::clone(e)))
         .collect();
-    for e in slice.entities.iter() {
+    for e in sliced.iter() {
         all.insert(e.uid().clone(), e.clone());
+    }
+    // Every action entity, as Cedar's authorizer sees them with a schema.
+    for e in engine.index.actions.values() {
+        all.insert(e.uid().clone(), ast::Entity::clone(e));
     }
     let entities = all.into_values().map(|e| {
         let attrs = e.attrs().map(|(k, v)| (k.clone(), v.clone()));
@@ -386,9 +409,9 @@ fn reference(engine: &Engine, q: &Query<'_>) -> Decision {
     });
     let entities = cedar_policy::Entities::from_entities(entities, None).unwrap();
     let request = cedar_policy::Request::from(ast::Request::new_unchecked(
-        ast::EntityUIDEntry::known(slice.principal, None),
+        ast::EntityUIDEntry::known(anchors.principal().0.clone(), None),
         ast::EntityUIDEntry::known(slot.uid.clone(), None),
-        ast::EntityUIDEntry::known(slice.resource, None),
+        ast::EntityUIDEntry::known(anchors.resource().0.clone(), None),
         Some(context(&q.context)),
     ));
     let response = cedar_policy::Authorizer::new().is_authorized(&request, &engine.all, &entities);
@@ -422,6 +445,8 @@ fn the_index_and_the_slice_decide_like_cedar_on_everything() {
     for q in queries() {
         let indexed = engine.decide(&q);
         assert_eq!(indexed, reference(&engine, &q), "{q:?}");
+        // Again, with the chains cached.
+        assert_eq!(engine.decide(&q), indexed, "{q:?}");
         if indexed.allowed {
             allowed += 1;
         } else {
@@ -455,19 +480,12 @@ fn scopes_prune_candidates() {
         ),
     );
     let slot = engine.index.get("update").unwrap();
-    let slice = slice(
-        &engine.types,
-        &engine.store,
-        &engine.blank,
-        &slot.entities,
-        &q,
-    )
-    .unwrap();
+    let anchors = Anchors::new(&engine.types, &engine.store, &q);
     let mut candidates = Vec::new();
     slot.candidates(
         &engine.index.policies,
-        (&slice.principal, &slice.principal_ancestors[..]),
-        (&slice.resource, &slice.resource_ancestors[..]),
+        anchors.principal(),
+        anchors.resource(),
         &mut candidates,
     );
     let ids: Vec<&str> = candidates
@@ -714,4 +732,99 @@ fn errors_point_into_the_right_file() {
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("b.cedar:1:"), "{err}");
+}
+
+/// An operator schema with entity-valued attributes that chain (`manager`, a record naming a
+/// user), and policies that follow them, name entity literals and action literals: decided
+/// like Cedar's authorizer on the whole store, slice or no slice.
+#[test]
+fn chains_literals_and_context_only_conditions_decide_like_cedar() {
+    let schema = SCHEMA.replace(
+        "blocked?: Set<User>,",
+        "blocked?: Set<User>,\n    manager?: User,\n    desk?: {deputy: User},",
+    );
+    let entities = r#"[
+      {"uid": {"type": "Rethink::Group", "id": "board"}, "attrs": {}, "parents": []},
+      {"uid": {"type": "Rethink::User", "id": "user://idp/ceo"}, "attrs": {"idp": "idp"},
+       "parents": [{"type": "Rethink::Group", "id": "board"}]},
+      {"uid": {"type": "Rethink::User", "id": "user://idp/boss"},
+       "attrs": {"manager": {"__entity": {"type": "Rethink::User", "id": "user://idp/ceo"}}},
+       "parents": []},
+      {"uid": {"type": "Rethink::User", "id": "user://idp/alice"},
+       "attrs": {"manager": {"__entity": {"type": "Rethink::User", "id": "user://idp/boss"}},
+                 "desk": {"deputy": {"__entity": {"type": "Rethink::User", "id": "user://idp/dan"}}}},
+       "parents": []},
+      {"uid": {"type": "Rethink::User", "id": "user://idp/dan"},
+       "attrs": {"blocked": [{"__entity": {"type": "Rethink::User", "id": "user://idp/alice"}}]},
+       "parents": []},
+      {"uid": {"type": "Rethink::User", "id": "user://idp/root"},
+       "attrs": {"blocked": [{"__entity": {"type": "Rethink::User", "id": "user://idp/eve"}}]},
+       "parents": []}
+    ]"#;
+    let policies = r#"
+        @id("all") permit(principal, action, resource);
+        @id("grand-manager")
+        forbid(principal, action == Rethink::Action::"update", resource)
+        when { principal has user && principal.user has manager && principal.user.manager has manager
+               && principal.user.manager.manager in Rethink::Group::"board" && context.hour < 8 };
+        @id("deputy-blocks")
+        forbid(principal, action == Rethink::Action::"create", resource)
+        when { principal has user && principal.user has desk
+               && principal.user.desk.deputy has blocked
+               && principal.user.desk.deputy.blocked.contains(principal.user) };
+        @id("root-blocks")
+        forbid(principal, action, resource)
+        when { principal has user && Rethink::User::"user://idp/root" has blocked
+               && Rethink::User::"user://idp/root".blocked.contains(principal.user) };
+        @id("action-literal")
+        forbid(principal, action == Rethink::Action::"subscribe", resource)
+        when { Rethink::Action::"subscribe" in Rethink::Action::"any" && context.size > 100 };
+        @id("context-only")
+        forbid(principal, action, resource)
+        when { context.rate_per_minute > 1000 };
+    "#;
+    let engine = Engine::load(&Sources {
+        schema: Source {
+            name: "schema.cedarschema",
+            text: &schema,
+        },
+        policies: vec![Source {
+            name: "p.cedar",
+            text: policies,
+        }],
+        entities: Some(Source {
+            name: "entities.json",
+            text: entities,
+        }),
+    })
+    .unwrap();
+    let mut decided = Vec::new();
+    for user in ["alice", "boss", "eve", "dan"] {
+        let user = format!("user://idp/{user}");
+        for action in ["update", "create", "subscribe", "read"] {
+            for (hour, size, rate) in [(3, 10, 5), (12, 500, 5000)] {
+                let mut q = query(
+                    hyperty("hyperty://x/1", Some(&user), "x"),
+                    action,
+                    target("hyperty://x/2", ResourceKind::Hyperty, None, "x"),
+                );
+                q.context.hour = hour;
+                q.context.size = size;
+                q.context.rate_per_minute = rate;
+                let d = engine.decide(&q);
+                assert_eq!(d, reference(&engine, &q), "{q:?}");
+                decided.extend(d.policies);
+            }
+        }
+    }
+    for id in [
+        "all",
+        "grand-manager",
+        "deputy-blocks",
+        "root-blocks",
+        "action-literal",
+        "context-only",
+    ] {
+        assert!(decided.iter().any(|p| p == id), "{id} never decided");
+    }
 }
