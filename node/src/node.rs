@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
-use crate::rooms::{Rooms, ServerKey};
+use crate::rooms::{RoomCaches, Rooms, ServerKey};
 use crate::server::{self, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::rooms::RoomStore;
@@ -138,11 +138,14 @@ impl RunningNode {
         let (stream, _stream_task) = StreamWriter::start(store.pool().clone()).await?;
         let server_key =
             ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
+        let room_store = RoomStore::new(store.pool().clone());
+        let caches = RoomCaches::new(stream.visible(), room_store.all_memberships().await?);
         let rooms = Rooms::new(
-            RoomStore::new(store.pool().clone()),
+            room_store,
             stream.clone(),
             server_key,
             config.matrix.server_name.clone(),
+            caches,
         );
         let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(

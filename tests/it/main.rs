@@ -7,12 +7,15 @@ mod support;
 
 mod allocation;
 mod bad_input;
+mod bridge;
 mod http;
 mod identity;
 mod jwt;
 mod matrix_auth;
 mod matrix_errors;
+mod matrix_policy;
 mod matrix_rooms;
+mod matrix_userdata;
 mod policy;
 mod resume;
 mod routing;

@@ -20,7 +20,7 @@ use super::event_filter;
 use super::extract::Ruma;
 use super::token;
 use crate::node::Node;
-use crate::rooms::{NewEvent, Pdu, RoomError};
+use crate::rooms::{NewEvent, Pdu, RoomError, Txn, TxnScope};
 
 /// Most events one `/messages` or `/context` page returns.
 const MAX_PAGE: u32 = 1000;
@@ -41,7 +41,12 @@ pub(crate) async fn send_message(
         redacts: None,
     };
     let sent = node
-        .matrix_send(&b.room_id, &req.caller, event, Some(b.txn_id.to_string()))
+        .matrix_send(
+            &b.room_id,
+            &req.caller,
+            event,
+            Some((TxnScope::Send, b.txn_id.to_string())),
+        )
         .await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(
         sent.event_id,
@@ -84,7 +89,12 @@ pub(crate) async fn redact(
         redacts: Some(b.event_id),
     };
     let sent = node
-        .matrix_send(&b.room_id, &req.caller, event, Some(b.txn_id.to_string()))
+        .matrix_send(
+            &b.room_id,
+            &req.caller,
+            event,
+            Some((TxnScope::Redact, b.txn_id.to_string())),
+        )
         .await?;
     Ok(RumaResponse(redact_event::v3::Response::new(sent.event_id)))
 }
@@ -126,31 +136,41 @@ pub(crate) async fn get_state_for_key(
     )))
 }
 
-/// An event of a room, if the caller may read the room.
+/// The last position of a room `user` may read: everything visible for a member, up to their
+/// leave for a former member.
+async fn readable_upto(
+    node: &Node,
+    room_id: &ruma::RoomId,
+    user: &ruma::UserId,
+) -> Result<i64, MatrixError> {
+    let visible = node.stream().visible();
+    let bound = node.rooms().reader_bound(room_id, user).await?;
+    Ok(bound.map_or(visible, |b| b.min(visible)))
+}
+
+/// An event of a room, if the caller may read it; and how far the caller may read the room.
 async fn room_event(
     node: &Node,
     caller: &Caller,
     room_id: &ruma::RoomId,
     event_id: &ruma::EventId,
-) -> Result<Pdu, MatrixError> {
-    node.rooms()
-        .require_reader(room_id, &caller.user_id)
-        .await?;
+) -> Result<(Pdu, i64), MatrixError> {
+    let upto = readable_upto(node, room_id, &caller.user_id).await?;
     let pdu = node
         .rooms()
         .store()
         .event(event_id.as_str())
         .await?
-        .filter(|pdu| pdu.fields.room_id == room_id)
+        .filter(|pdu| pdu.fields.room_id == room_id && pdu.stream <= upto)
         .ok_or_else(|| MatrixError::NotFound(format!("unknown event {event_id}")))?;
-    Ok(pdu)
+    Ok((pdu, upto))
 }
 
 pub(crate) async fn get_event(
     State(node): State<Node>,
     req: Ruma<get_room_event::v3::Request>,
 ) -> MatrixResult<get_room_event::v3::Response> {
-    let pdu = room_event(&node, &req.caller, &req.body.room_id, &req.body.event_id).await?;
+    let (pdu, _) = room_event(&node, &req.caller, &req.body.room_id, &req.body.event_id).await?;
     Ok(RumaResponse(get_room_event::v3::Response::new(
         pdu.to_client(Some(device(&req.caller)), true),
     )))
@@ -210,10 +230,7 @@ pub(crate) async fn messages(
     req: Ruma<get_message_events::v3::Request>,
 ) -> MatrixResult<get_message_events::v3::Response> {
     let b = req.body;
-    node.rooms()
-        .require_reader(&b.room_id, &req.caller.user_id)
-        .await?;
-    let visible = node.stream().visible();
+    let visible = readable_upto(&node, &b.room_id, &req.caller.user_id).await?;
     let limit = limit_of(b.filter.limit.unwrap_or(b.limit).min(b.limit));
     let to = b.to.as_deref().map(token::position).transpose()?;
     let backwards = b.dir == Direction::Backward;
@@ -245,11 +262,10 @@ pub(crate) async fn context(
     req: Ruma<get_context::v3::Request>,
 ) -> MatrixResult<get_context::v3::Response> {
     let b = req.body;
-    let pdu = room_event(&node, &req.caller, &b.room_id, &b.event_id).await?;
+    let (pdu, visible) = room_event(&node, &req.caller, &b.room_id, &b.event_id).await?;
     let limit = limit_of(b.limit);
     let before_n = limit / 2;
     let after_n = limit - before_n;
-    let visible = node.stream().visible();
     let (before, _) = page(
         &node,
         &b.room_id,
@@ -305,7 +321,7 @@ impl Node {
         room_id: &ruma::RoomId,
         caller: &Caller,
         event: NewEvent,
-        txn_id: Option<String>,
+        txn: Option<(TxnScope, String)>,
     ) -> Result<crate::rooms::Sent, MatrixError> {
         let action = if event.state_key.is_some() {
             "matrix:state"
@@ -323,7 +339,11 @@ impl Node {
                 event.content.get().len(),
             )
             .await?;
-        let txn = txn_id.map(|t| (caller.device_id.to_string(), t));
+        let txn = txn.map(|(scope, id)| Txn {
+            device: caller.device_id.to_string(),
+            scope,
+            id,
+        });
         let sent = self
             .rooms()
             .send(&permit, room_id, &caller.user_id, event, txn)

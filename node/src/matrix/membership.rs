@@ -80,9 +80,8 @@ pub(crate) async fn resend_member_events(node: &Node, user: &UserId) -> Result<(
     let profile = member_profile(node, user).await?;
     let joined = node
         .rooms()
-        .store()
-        .user_rooms(user.as_str())
-        .await?
+        .caches()
+        .user_rooms(user)
         .into_iter()
         .filter(|row| row.membership == MembershipState::Join.as_str())
         .filter_map(|row| OwnedRoomId::try_from(row.room_id).ok());
@@ -220,6 +219,7 @@ pub(crate) async fn forget(
                 .store()
                 .forget(req.body.room_id.as_str(), user.as_str())
                 .await?;
+            node.rooms().caches().forget(user, &req.body.room_id);
             Ok(RumaResponse(forget_room::v3::Response::new()))
         }
         Some(_) => Err(MatrixError::Unsupported(

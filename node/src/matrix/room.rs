@@ -66,6 +66,9 @@ pub(crate) async fn create_room(
                     "room_alias_name must be a localpart".to_owned(),
                 ));
             }
+            if name.starts_with(RESERVED_PREFIX) {
+                return Err(MatrixError::Exclusive);
+            }
             Some(
                 RoomAliasId::parse(format!("#{name}:{}", node.rooms().server_name()))
                     .map_err(|e| MatrixError::InvalidParam(format!("room_alias_name: {e}")))?,
@@ -129,9 +132,8 @@ pub(crate) async fn joined_rooms(
 ) -> MatrixResult<joined_rooms::v3::Response> {
     let rooms = node
         .rooms()
-        .store()
-        .user_rooms(req.caller.user_id.as_str())
-        .await?
+        .caches()
+        .user_rooms(&req.caller.user_id)
         .into_iter()
         .filter(|row| row.membership == MembershipState::Join.as_str())
         .filter_map(|row| ruma::OwnedRoomId::try_from(row.room_id).ok())
@@ -223,7 +225,7 @@ pub(crate) async fn room_aliases(
     req: Ruma<aliases::v3::Request>,
 ) -> MatrixResult<aliases::v3::Response> {
     node.rooms()
-        .require_reader(&req.body.room_id, &req.caller.user_id)
+        .reader_bound(&req.body.room_id, &req.caller.user_id)
         .await?;
     let aliases = node
         .rooms()

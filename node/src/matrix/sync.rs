@@ -6,7 +6,12 @@
 //! it is committed), so the next `since` never skips a write. With a `since` and a `timeout`, the
 //! request waits (long-poll) until the notifier reports something for the caller or the timeout
 //! passes; it subscribes before building, so nothing that lands in between is missed.
+//!
+//! Incremental syncs ask the database only for what changed: the notifier's change marks tell
+//! whether the caller, their global data, or a room's events or per-room data changed after
+//! `since`; memberships and recent events come from the room caches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,6 +21,7 @@ use ruma::api::client::sync::sync_events::v3::{
     self, Filter, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomStateSection,
     StateEvents, Timeline,
 };
+use ruma::events::AnySyncStateEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt};
@@ -87,6 +93,26 @@ pub(crate) async fn sync(
     }
 }
 
+/// What one sync response is built from.
+struct Ctx<'a> {
+    node: &'a Node,
+    caller: &'a Caller,
+    filter: &'a FilterDefinition,
+    /// The `since` position (0 for an initial sync).
+    from: i64,
+    /// The position the response covers.
+    upto: i64,
+    since_typing: u64,
+    /// Typing changed somewhere since the token.
+    typing_changed: bool,
+}
+
+impl Ctx<'_> {
+    fn device(&self) -> (&ruma::UserId, &str) {
+        (&self.caller.user_id, self.caller.device_id.as_str())
+    }
+}
+
 /// One sync response, from `since` up to the currently visible position.
 async fn build(
     node: &Node,
@@ -97,11 +123,28 @@ async fn build(
 ) -> Result<v3::Response, MatrixError> {
     let upto = node.stream().visible();
     let typing = node.userdata().typing_serial();
-    let from = since.map_or(0, |t| t.pos);
     let mut response = v3::Response::new(SyncToken { pos: upto, typing }.to_string());
-    let user = caller.user_id.as_str();
-    let memberships = node.rooms().store().user_rooms(user).await?;
-    for row in memberships {
+    let notifier = node.stream().notifier();
+    let ctx = Ctx {
+        node,
+        caller,
+        filter,
+        from: since.map_or(0, |t| t.pos),
+        upto,
+        since_typing: since.map_or(0, |t| t.typing),
+        typing_changed: since.is_none_or(|t| t.typing != typing),
+    };
+    let incremental = since.is_some() && !full_state;
+    let global_due =
+        !incremental || notifier.global_due(&caller.user_id, &caller.device_id, ctx.from);
+    if incremental
+        && !ctx.typing_changed
+        && !global_due
+        && !notifier.user_changed(&caller.user_id, ctx.from)
+    {
+        return Ok(response);
+    }
+    for row in node.rooms().caches().user_rooms(&caller.user_id) {
         if row.stream > upto {
             continue;
         }
@@ -111,27 +154,16 @@ async fn build(
         if !room_wanted(&filter.room.rooms, &filter.room.not_rooms, &room_id) {
             continue;
         }
-        let changed = since.is_none() || row.stream > from;
+        let changed = !incremental || row.stream > ctx.from;
         match row.membership.as_str() {
             m if m == MembershipState::Join.as_str() => {
-                let room = joined_room(
-                    node,
-                    caller,
-                    &room_id,
-                    &row,
-                    since,
-                    upto,
-                    full_state || changed,
-                    filter,
-                )
-                .await?;
-                if let Some(room) = room {
+                if let Some(room) = joined_room(&ctx, &room_id, &row, changed).await? {
                     response.rooms.join.insert(room_id, room);
                 }
             }
             m if m == MembershipState::Invite.as_str() => {
-                if changed || full_state {
-                    let room = invited_room(node, &room_id, caller, upto).await?;
+                if changed {
+                    let room = invited_room(&ctx, &room_id).await?;
                     response.rooms.invite.insert(room_id, room);
                 }
             }
@@ -142,20 +174,23 @@ async fn build(
                     filter.room.include_leave
                 };
                 if wanted && !row.forgotten {
-                    let room = left_room(node, caller, &room_id, &row, from, filter).await?;
+                    let room = left_room(&ctx, &room_id, &row).await?;
                     response.rooms.leave.insert(room_id, room);
                 }
             }
         }
     }
-    let global = node
-        .userdata()
-        .sync_global(&caller.user_id, &caller.device_id, from, upto)
-        .await?;
-    response.account_data.events = global.account_data;
-    response.to_device.events = global.to_device;
-    response.device_lists.changed = global.device_lists_changed;
-    response.device_one_time_keys_count = global.one_time_keys_count;
+    if global_due {
+        notifier.global_read(&caller.user_id, &caller.device_id, ctx.from);
+        let global = node
+            .userdata()
+            .sync_global(&caller.user_id, &caller.device_id, ctx.from, upto)
+            .await?;
+        response.account_data.events = global.account_data;
+        response.to_device.events = global.to_device;
+        response.device_lists.changed = global.device_lists_changed;
+        response.device_one_time_keys_count = global.one_time_keys_count;
+    }
     Ok(response)
 }
 
@@ -176,24 +211,35 @@ fn timeline_limit(filter: &RoomEventFilter) -> u32 {
         .clamp(1, 1000)
 }
 
-/// The last events of a room in `(after, upto]`: the timeline, oldest first, and whether
-/// older events were left out.
-async fn timeline(
-    node: &Node,
-    caller: &Caller,
+/// The last events of a room in `(after, upto]` that pass the filter, oldest first, and
+/// whether older ones were left out: from the room's recent events when they cover the range,
+/// else from the database.
+async fn last_events(
+    ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
     after: i64,
     upto: i64,
     filter: &RoomEventFilter,
-) -> Result<(Timeline, Vec<Pdu>), MatrixError> {
-    let limit = timeline_limit(filter);
-    let (mut events, stopped) = page(node, room_id, after, upto, limit, true, filter).await?;
+) -> Result<(Vec<Arc<Pdu>>, bool), MatrixError> {
+    let limit = timeline_limit(filter) as usize;
+    if let Some(cached) = ctx.node.rooms().caches().events(room_id, after, upto) {
+        let mut events: Vec<Arc<Pdu>> = cached
+            .into_iter()
+            .filter(|p| event_filter::matches(filter, p))
+            .collect();
+        let limited = events.len() > limit;
+        if limited {
+            events.drain(..events.len() - limit);
+        }
+        return Ok((events, limited));
+    }
+    let (mut events, stopped) =
+        page(ctx.node, room_id, after, upto, limit as u32, true, filter).await?;
     events.reverse();
-    let device = (&*caller.user_id, caller.device_id.as_str());
-    let mut timeline = Timeline::new();
     // More events exist before the first one returned if the scan stopped early.
-    timeline.limited = stopped.is_some()
-        && node
+    let limited = stopped.is_some()
+        && !ctx
+            .node
             .rooms()
             .store()
             .events(
@@ -204,105 +250,112 @@ async fn timeline(
                 true,
             )
             .await?
-            .first()
-            .is_some();
+            .is_empty();
+    Ok((events.into_iter().map(Arc::new).collect(), limited))
+}
+
+/// A room's timeline in `(after, upto]`, and its events.
+async fn timeline(
+    ctx: &Ctx<'_>,
+    room_id: &OwnedRoomId,
+    after: i64,
+    upto: i64,
+) -> Result<(Timeline, Vec<Arc<Pdu>>), MatrixError> {
+    let (events, limited) =
+        last_events(ctx, room_id, after, upto, &ctx.filter.room.timeline).await?;
+    let mut timeline = Timeline::new();
+    timeline.limited = limited;
     timeline.prev_batch = Some(token::pagination(
         events.first().map_or(upto, |p| p.stream - 1),
     ));
     timeline.events = events
         .iter()
-        .map(|p| p.to_client(Some(device), false))
+        .map(|p| p.to_client(Some(ctx.device()), false))
         .collect();
     Ok((timeline, events))
 }
 
 /// State events to send with a timeline: with `full`, the room's state before the timeline;
-/// otherwise what changed between `from` and the timeline's start (only when it is limited).
+/// otherwise what changed between `since` and the timeline's start (only when it is limited).
 async fn state_section(
-    node: &Node,
-    caller: &Caller,
+    ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
-    from: i64,
     upto: i64,
-    timeline: &[Pdu],
+    timeline: &[Arc<Pdu>],
     full: bool,
     limited: bool,
-    filter: &RoomEventFilter,
-) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>, MatrixError> {
+) -> Result<Vec<Raw<AnySyncStateEvent>>, MatrixError> {
     if !full && !limited {
         return Ok(Vec::new());
     }
     let start = timeline.first().map_or(upto + 1, |p| p.stream);
-    let state = node
+    let state = ctx
+        .node
         .rooms()
         .store()
         .state_upto(room_id.as_str(), upto)
         .await?;
-    let device = (&*caller.user_id, caller.device_id.as_str());
     Ok(state
         .iter()
-        .filter(|p| p.stream < start && (full || p.stream > from))
+        .filter(|p| p.stream < start && (full || p.stream > ctx.from))
         .filter(|p| !timeline.iter().any(|t| t.event_id == p.event_id))
-        .filter(|p| event_filter::matches(filter, p))
-        .map(|p| p.to_client(Some(device), false))
+        .filter(|p| event_filter::matches(&ctx.filter.room.state, p))
+        .map(|p| p.to_client(Some(ctx.device()), false))
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn joined_room(
-    node: &Node,
-    caller: &Caller,
+    ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
     row: &MembershipRow,
-    since: Option<SyncToken>,
-    upto: i64,
     full: bool,
-    filter: &FilterDefinition,
 ) -> Result<Option<JoinedRoom>, MatrixError> {
-    let from = since.map_or(0, |t| t.pos);
-    let after = if full { 0 } else { from };
-    let (timeline, events) =
-        timeline(node, caller, room_id, after, upto, &filter.room.timeline).await?;
-    let state = state_section(
-        node,
-        caller,
-        room_id,
-        from,
-        upto,
-        &events,
-        full,
-        timeline.limited,
-        &filter.room.state,
-    )
-    .await?;
-    let extras = node
-        .userdata()
-        .sync_room(
-            &caller.user_id,
-            room_id,
-            from,
-            upto,
-            since.map_or(0, |t| t.typing),
+    let (events_changed, extras_changed) =
+        ctx.node.stream().notifier().room_changed(room_id, ctx.from);
+    if !full && !events_changed && !extras_changed && !ctx.typing_changed {
+        return Ok(None);
+    }
+    let after = if full { 0 } else { ctx.from };
+    let (timeline, events) = if full || events_changed {
+        timeline(ctx, room_id, after, ctx.upto).await?
+    } else {
+        (Timeline::new(), Vec::new())
+    };
+    let state = state_section(ctx, room_id, ctx.upto, &events, full, timeline.limited).await?;
+    let extras = if full || extras_changed || ctx.typing_changed {
+        Some(
+            ctx.node
+                .userdata()
+                .sync_room(
+                    &ctx.caller.user_id,
+                    room_id,
+                    ctx.from,
+                    ctx.upto,
+                    ctx.since_typing,
+                )
+                .await?,
         )
-        .await?;
-    if !full
-        && timeline.events.is_empty()
-        && state.is_empty()
-        && extras.account_data.is_empty()
-        && extras.ephemeral.is_empty()
-    {
+    } else {
+        None
+    };
+    let no_extras = extras
+        .as_ref()
+        .is_none_or(|e| e.account_data.is_empty() && e.ephemeral.is_empty());
+    if !full && timeline.events.is_empty() && state.is_empty() && no_extras {
         return Ok(None);
     }
     let mut room = JoinedRoom::new();
     room.timeline = timeline;
     room.state = RoomStateSection::Before(state_events(state));
-    room.account_data.events = extras.account_data;
-    room.ephemeral.events = extras.ephemeral;
-    room.unread_notifications = unread(node, caller, room_id, row, upto).await?;
+    if let Some(extras) = extras {
+        room.account_data.events = extras.account_data;
+        room.ephemeral.events = extras.ephemeral;
+    }
+    room.unread_notifications = unread(ctx, room_id, row).await?;
     Ok(Some(room))
 }
 
-fn state_events(events: Vec<Raw<ruma::events::AnySyncStateEvent>>) -> StateEvents {
+fn state_events(events: Vec<Raw<AnySyncStateEvent>>) -> StateEvents {
     let mut state = StateEvents::new();
     state.events = events;
     state
@@ -310,29 +363,20 @@ fn state_events(events: Vec<Raw<ruma::events::AnySyncStateEvent>>) -> StateEvent
 
 /// Messages from others after the caller's read receipt (or after joining, without one).
 async fn unread(
-    node: &Node,
-    caller: &Caller,
+    ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
     row: &MembershipRow,
-    upto: i64,
 ) -> Result<UnreadNotificationsCount, MatrixError> {
-    let receipt = node
-        .userdata()
-        .read_receipt(&caller.user_id, room_id)
-        .await?;
-    let read_at = match receipt {
-        Some(event_id) => node
-            .rooms()
-            .store()
-            .event(event_id.as_str())
-            .await?
-            .map_or(row.stream, |p| p.stream),
-        None => row.stream,
-    };
-    let count = node
+    let count = ctx
+        .node
         .rooms()
         .store()
-        .count_from_others(room_id.as_str(), caller.user_id.as_str(), read_at, upto)
+        .unread_count(
+            room_id.as_str(),
+            ctx.caller.user_id.as_str(),
+            row.stream,
+            ctx.upto,
+        )
         .await?;
     let mut unread = UnreadNotificationsCount::new();
     unread.notification_count = Some(UInt::try_from(count).unwrap_or(UInt::MAX));
@@ -341,23 +385,19 @@ async fn unread(
 }
 
 /// An invitation: the stripped state the invitee may see, with the invite itself.
-async fn invited_room(
-    node: &Node,
-    room_id: &OwnedRoomId,
-    caller: &Caller,
-    upto: i64,
-) -> Result<InvitedRoom, MatrixError> {
-    let state = node
+async fn invited_room(ctx: &Ctx<'_>, room_id: &OwnedRoomId) -> Result<InvitedRoom, MatrixError> {
+    let state = ctx
+        .node
         .rooms()
         .store()
-        .state_upto(room_id.as_str(), upto)
+        .state_upto(room_id.as_str(), ctx.upto)
         .await?;
     let events = state
         .iter()
         .filter(|p| {
             let kind = p.kind().to_string();
             INVITE_STATE_TYPES.contains(&kind.as_str())
-                || (kind == "m.room.member" && p.state_key() == Some(caller.user_id.as_str()))
+                || (kind == "m.room.member" && p.state_key() == Some(ctx.caller.user_id.as_str()))
         })
         .map(stripped)
         .collect::<Result<Vec<_>, _>>()?;
@@ -389,32 +429,18 @@ fn stripped<T>(pdu: &Pdu) -> Result<Raw<T>, MatrixError> {
 /// A room the caller left (or was kicked or banned from) since the last sync: its timeline up to
 /// the caller's leave event.
 async fn left_room(
-    node: &Node,
-    caller: &Caller,
+    ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
     row: &MembershipRow,
-    from: i64,
-    filter: &FilterDefinition,
 ) -> Result<LeftRoom, MatrixError> {
-    let (timeline, events) = timeline(
-        node,
-        caller,
-        room_id,
-        from,
-        row.stream,
-        &filter.room.timeline,
-    )
-    .await?;
+    let (timeline, events) = timeline(ctx, room_id, ctx.from, row.stream).await?;
     let state = state_section(
-        node,
-        caller,
+        ctx,
         room_id,
-        from,
         row.stream,
         &events,
-        from == 0,
+        ctx.from == 0,
         timeline.limited,
-        &filter.room.state,
     )
     .await?;
     let mut room = LeftRoom::new();

@@ -1,8 +1,8 @@
 //! Stream tokens as clients see them.
 //!
 //! A `/sync` token is `s<pos>_<typing>`: everything up to stream position `pos` was reported,
-//! and typing up to serial `typing` (typing is not persisted; after a restart its serial starts
-//! again, which at worst reports the current typing state once more). A pagination token
+//! and typing up to serial `typing` (typing is not persisted; its serials start from the clock at
+//! each start, so a token from before a restart at worst reports the current typing once more). A pagination token
 //! (`prev_batch`, `/messages` `start`/`end`) is `t<pos>`: the point just after the event at
 //! position `pos`. Both parse as a position, so a `/sync` `next_batch` can be used as `from` in
 //! `/messages`.

@@ -85,7 +85,7 @@ pub fn build(
         stream: 0,
         fields,
         txn,
-        redacted_by: None,
+        redacted_because: None,
     });
     authorize(room, &pdu)?;
     Ok(Built { pdu, json })

@@ -9,6 +9,7 @@
 //! in order under its lock, so stream order is the room's topological order.
 
 pub mod build;
+pub mod cache;
 pub mod create;
 pub mod error;
 pub mod pdu;
@@ -29,6 +30,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use build::NewEvent;
+pub use cache::RoomCaches;
 pub use error::RoomError;
 pub use pdu::Pdu;
 pub use signing::ServerKey;
@@ -36,7 +38,7 @@ pub use state::RoomState;
 
 use crate::bus::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
-use crate::stream::StreamWriter;
+use crate::stream::{CommitHook, StreamWriter, Touch};
 use crate::sync::lock;
 
 /// A room and its lock.
@@ -63,6 +65,7 @@ struct Inner {
     key: ServerKey,
     server_name: OwnedServerName,
     rooms: Mutex<HashMap<OwnedRoomId, SharedRoom>>,
+    caches: RoomCaches,
 }
 
 impl Rooms {
@@ -71,6 +74,7 @@ impl Rooms {
         stream: StreamWriter,
         key: ServerKey,
         server_name: OwnedServerName,
+        caches: RoomCaches,
     ) -> Self {
         Rooms {
             inner: Arc::new(Inner {
@@ -79,8 +83,14 @@ impl Rooms {
                 key,
                 server_name,
                 rooms: Mutex::new(HashMap::new()),
+                caches,
             }),
         }
+    }
+
+    /// The in-memory memberships and recent events.
+    pub fn caches(&self) -> &RoomCaches {
+        &self.inner.caches
     }
 
     pub fn store(&self) -> &RoomStore {
@@ -137,16 +147,15 @@ impl Rooms {
         lock(&self.inner.rooms).remove(room_id);
     }
 
-    /// Sends an event to an existing room, as the enforcement point permitted. With `txn`
-    /// (device, transaction ID) the send is idempotent: a repeated transaction returns the first
-    /// event and stores nothing.
+    /// Sends an event to an existing room, as the enforcement point permitted. With `txn` the
+    /// send is idempotent: a repeated transaction returns the first event and stores nothing.
     pub async fn send(
         &self,
         _permit: &MatrixPermit,
         room_id: &RoomId,
         sender: &UserId,
         event: NewEvent,
-        txn: Option<(String, String)>,
+        txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
         self.deliver(room_id, sender, event, txn).await
     }
@@ -158,12 +167,12 @@ impl Rooms {
         room_id: &RoomId,
         sender: &UserId,
         event: NewEvent,
-        txn: Option<(String, String)>,
+        txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
         let room = self.room(room_id).await?;
         let mut guard = room.lock().await;
-        if let Some((device, txn_id)) = &txn
-            && let Some(sent) = self.earlier_txn(&guard, sender, device, txn_id).await?
+        if let Some(txn) = &txn
+            && let Some(sent) = self.earlier_txn(&guard, sender, txn).await?
         {
             return Ok(sent);
         }
@@ -177,16 +186,20 @@ impl Rooms {
         &self,
         room: &RoomState,
         sender: &UserId,
-        device: &str,
-        txn_id: &str,
+        txn: &Txn,
     ) -> Result<Option<Sent>, RoomError> {
-        let key = (sender.to_owned(), device.to_owned(), txn_id.to_owned());
-        let event_id = match room.txns.get(&key) {
+        let event_id = match room.txns.get(&(sender.to_owned(), txn.clone())) {
             Some(id) => Some(id.clone()),
             None => {
                 self.inner
                     .store
-                    .txn_event(sender.as_str(), device, txn_id)
+                    .txn_event(
+                        room.room_id.as_str(),
+                        sender.as_str(),
+                        &txn.device,
+                        txn.scope.as_str(),
+                        &txn.id,
+                    )
                     .await?
             }
         };
@@ -209,12 +222,13 @@ impl Rooms {
     }
 
     /// Builds, checks and submits an event under the room's lock, and applies it to the room.
+    /// The stream writer updates the caches and change marks at the commit.
     async fn append(
         &self,
         room: &mut RoomState,
         sender: &UserId,
         event: NewEvent,
-        txn: Option<(String, String)>,
+        txn: Option<Txn>,
     ) -> Result<Submitted, RoomError> {
         let redaction = match (&event.kind, &event.redacts) {
             (TimelineEventType::RoomRedaction, Some(target)) => {
@@ -222,18 +236,41 @@ impl Rooms {
             }
             _ => None,
         };
-        let mut audience = room.audience();
-        let built = build::build(room, &self.inner.key, sender, event, txn.clone())?;
+        let built = build::build(
+            room,
+            &self.inner.key,
+            sender,
+            event,
+            txn.as_ref().map(|t| (t.device.clone(), t.id.clone())),
+        )?;
         let pdu = built.pdu;
         let membership = (*pdu.kind() == TimelineEventType::RoomMember)
             .then(|| state::membership_of(&pdu))
             .flatten();
-        if membership.is_some()
-            && let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok())
-            && !audience.contains(&target)
+        let target = membership
+            .as_ref()
+            .and(pdu.state_key())
+            .and_then(|k| UserId::parse(k).ok());
+        let mut audience = room.audience();
+        if let Some(target) = &target
+            && !audience.contains(target)
         {
-            audience.push(target);
+            audience.push(target.clone());
         }
+        // The redacted target, for the room's state and the caches.
+        let redacted = match &redaction {
+            Some(r) => Some(
+                Pdu::from_stored(
+                    r.target.clone(),
+                    0,
+                    &r.json,
+                    None,
+                    Some(pdu.to_client::<()>(None, true).into_json()),
+                )
+                .map_err(|e| RoomError::Internal(format!("redacted event: {e}")))?,
+            ),
+            None => None,
+        };
         let op = AppendEvent {
             event_id: pdu.event_id.to_string(),
             room_id: room.room_id.to_string(),
@@ -241,38 +278,65 @@ impl Rooms {
             state_key: pdu.state_key().map(str::to_owned),
             sender: sender.to_string(),
             json: built.json,
-            txn: txn.clone(),
-            membership: membership.map(|m| m.to_string()),
+            txn: txn
+                .as_ref()
+                .map(|t| (t.device.clone(), t.scope.as_str(), t.id.clone())),
+            membership: membership.as_ref().map(|m| m.to_string()),
             create_version: (*pdu.kind() == TimelineEventType::RoomCreate)
                 .then(|| room.version.to_string()),
-            redaction: redaction.map(|(target, json)| (target.to_string(), json)),
+            redaction: redacted.as_ref().and_then(|r| {
+                let because = r.redacted_because.as_ref()?.get().to_owned();
+                let json = redaction.as_ref()?.json.clone();
+                Some((r.event_id.to_string(), json, because))
+            }),
         };
-        let committed = self.inner.stream.submit(Box::new(op), Vec::new()).await?;
-        room.apply(Arc::clone(&pdu));
-        for user in room.audience() {
-            if !audience.contains(&user) {
-                audience.push(user);
+        let touch = Touch {
+            users: audience,
+            room_events: Some(room.room_id.clone()),
+            room_extras: None,
+        };
+        let caches = self.inner.caches.clone();
+        let committed_event = cache::CommittedEvent {
+            pdu: Arc::clone(&pdu),
+            membership: target.zip(membership.map(|m| m.to_string())),
+        };
+        let room_id = room.room_id.clone();
+        let redacted_for_cache = redacted.clone();
+        let hook: CommitHook = Box::new(move |pos| {
+            if let Some(r) = redacted_for_cache {
+                caches.redacted(&room_id, r);
             }
+            caches.committed(committed_event, pos);
+        });
+        let committed = self
+            .inner
+            .stream
+            .submit_touch(Box::new(op), touch, Some(hook))
+            .await?;
+        room.apply(Arc::clone(&pdu));
+        if let Some(r) = redacted {
+            room.replace_redacted(Arc::new(r));
         }
-        if let Some((device, txn_id)) = txn {
-            room.txns
-                .insert((sender.to_owned(), device, txn_id), pdu.event_id.clone());
-        }
+        room.prune_txns();
+        let txn = txn.map(|t| {
+            let key = (sender.to_owned(), t);
+            room.txns.insert(key.clone(), pdu.event_id.clone());
+            (key, Arc::clone(&room.committed_txns))
+        });
         Ok(Submitted {
             pdu,
             committed,
-            audience,
+            txn,
         })
     }
 
-    /// Waits for a submitted event's commit and wakes its audience.
+    /// Waits for a submitted event's commit.
     async fn committed(&self, room_id: &RoomId, submitted: Submitted) -> Result<Sent, RoomError> {
         match submitted.committed.wait().await {
             Ok(stream) => {
-                self.inner
-                    .stream
-                    .notifier()
-                    .wake(&submitted.audience, stream);
+                if let Some((key, done)) = submitted.txn {
+                    lock(&done).push(key);
+                }
                 Ok(Sent {
                     event_id: submitted.pdu.event_id.clone(),
                     stream,
@@ -293,7 +357,7 @@ impl Rooms {
         room: &RoomState,
         sender: &UserId,
         target: &ruma::EventId,
-    ) -> Result<(OwnedEventId, String), RoomError> {
+    ) -> Result<Redaction, RoomError> {
         let stored: Option<(String, String, String)> =
             sqlx::query_as("SELECT room_id, sender, json FROM events WHERE event_id = ?")
                 .bind(target.as_str())
@@ -322,7 +386,10 @@ impl Rooms {
             .map_err(|e| RoomError::Internal(format!("redacting {target}: {e}")))?;
         let json = serde_json::to_string(&redacted)
             .map_err(|e| RoomError::Internal(format!("redacting {target}: {e}")))?;
-        Ok((target.to_owned(), json))
+        Ok(Redaction {
+            target: target.to_owned(),
+            json,
+        })
     }
 
     /// The membership of `user` in a room (`None` if never a member or the room is unknown).
@@ -345,20 +412,52 @@ impl Rooms {
         Ok(guard.members_with(&MembershipState::Join))
     }
 
-    /// The current state of a room, if `user` may see it (joined; or up to the leave for a
-    /// former member, approximated by the current state).
+    /// How far `user` may read a room: `None` for a member (everything), the position of their
+    /// leave (or ban) for a former member; refused for anyone else.
+    pub async fn reader_bound(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<i64>, RoomError> {
+        let room = self.room(room_id).await?;
+        let membership = room.lock().await.membership(user).cloned();
+        match membership {
+            Some(MembershipState::Join) => Ok(None),
+            Some(MembershipState::Leave | MembershipState::Ban) => self
+                .inner
+                .caches
+                .membership(user, room_id)
+                .map(|row| Some(row.stream))
+                .ok_or_else(|| not_in_room(user, room_id)),
+            _ => Err(not_in_room(user, room_id)),
+        }
+    }
+
+    /// The state of a room as `user` may see it: the current state for a member, the state at
+    /// their leave for a former member.
     pub async fn current_state(
         &self,
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<Vec<Arc<Pdu>>, RoomError> {
-        let room = self.room(room_id).await?;
-        let guard = room.lock().await;
-        require_member(&guard, user)?;
-        Ok(guard.state_events().cloned().collect())
+        match self.reader_bound(room_id, user).await? {
+            None => {
+                let room = self.room(room_id).await?;
+                let guard = room.lock().await;
+                Ok(guard.state_events().cloned().collect())
+            }
+            Some(bound) => Ok(self
+                .inner
+                .store
+                .state_upto(room_id.as_str(), bound)
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
+        }
     }
 
-    /// One current state event, if `user` may see it.
+    /// One state event as `user` may see it (see [`Rooms::current_state`]).
     pub async fn state_event(
         &self,
         room_id: &RoomId,
@@ -366,20 +465,22 @@ impl Rooms {
         kind: &StateEventType,
         state_key: &str,
     ) -> Result<Arc<Pdu>, RoomError> {
-        let room = self.room(room_id).await?;
-        let guard = room.lock().await;
-        require_member(&guard, user)?;
-        guard
-            .get(kind, state_key)
-            .cloned()
-            .ok_or_else(|| RoomError::NotFound(format!("no {kind} state with key {state_key:?}")))
-    }
-
-    /// Checks that `user` is, or was, in the room, for reading its history.
-    pub async fn require_reader(&self, room_id: &RoomId, user: &UserId) -> Result<(), RoomError> {
-        let room = self.room(room_id).await?;
-        let guard = room.lock().await;
-        require_member(&guard, user)
+        let missing = || RoomError::NotFound(format!("no {kind} state with key {state_key:?}"));
+        match self.reader_bound(room_id, user).await? {
+            None => {
+                let room = self.room(room_id).await?;
+                let guard = room.lock().await;
+                guard.get(kind, state_key).cloned().ok_or_else(missing)
+            }
+            Some(_) => self
+                .current_state(room_id, user)
+                .await?
+                .into_iter()
+                .find(|p| {
+                    p.kind().to_string() == kind.to_string() && p.state_key() == Some(state_key)
+                })
+                .ok_or_else(missing),
+        }
     }
 
     /// Sets `target`'s membership in a room, sent by `sender`, as the enforcement point
@@ -412,17 +513,41 @@ impl Rooms {
 struct Submitted {
     pdu: Arc<Pdu>,
     committed: crate::stream::Committed,
-    audience: Vec<OwnedUserId>,
+    /// The transaction, to be forgotten by the room once committed.
+    txn: Option<(state::TxnKey, Arc<Mutex<Vec<state::TxnKey>>>)>,
 }
 
-/// Reading a room's state or history needs a membership that is, or was, `join` (or an
-/// invitation, for the stripped state clients show).
-fn require_member(room: &RoomState, user: &UserId) -> Result<(), RoomError> {
-    match room.membership(user) {
-        Some(MembershipState::Join | MembershipState::Leave | MembershipState::Ban) => Ok(()),
-        _ => Err(RoomError::Forbidden(format!(
-            "{user} is not in room {}",
-            room.room_id
-        ))),
+/// An accepted redaction's target and its redacted JSON.
+struct Redaction {
+    target: OwnedEventId,
+    json: String,
+}
+
+/// The endpoint a client transaction came through: transaction IDs are scoped per device, room
+/// and endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnScope {
+    Send,
+    Redact,
+}
+
+impl TxnScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            TxnScope::Send => "send",
+            TxnScope::Redact => "redact",
+        }
     }
+}
+
+/// A client transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Txn {
+    pub device: String,
+    pub scope: TxnScope,
+    pub id: String,
+}
+
+fn not_in_room(user: &UserId, room_id: &RoomId) -> RoomError {
+    RoomError::Forbidden(format!("{user} is not in room {room_id}"))
 }

@@ -23,8 +23,8 @@ pub struct Pdu {
     pub fields: PduFields,
     /// The transaction ID, for the sending device only (`unsigned.transaction_id`).
     pub txn: Option<(String, String)>,
-    /// The redaction event that redacted this one, if any.
-    pub redacted_by: Option<OwnedEventId>,
+    /// The client form of the redaction that redacted this event, if any.
+    pub redacted_because: Option<Box<RawValue>>,
 }
 
 /// The fields of a PDU that the node reads.
@@ -70,12 +70,7 @@ struct Unsigned<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     transaction_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    redacted_because: Option<RedactedBecause<'a>>,
-}
-
-#[derive(Serialize)]
-struct RedactedBecause<'a> {
-    event_id: &'a EventId,
+    redacted_because: Option<&'a RawValue>,
 }
 
 impl Pdu {
@@ -85,14 +80,14 @@ impl Pdu {
         stream: i64,
         json: &str,
         txn: Option<(String, String)>,
-        redacted_by: Option<OwnedEventId>,
+        redacted_because: Option<Box<RawValue>>,
     ) -> Result<Self, serde_json::Error> {
         Ok(Pdu {
             event_id,
             stream,
             fields: serde_json::from_str(json)?,
             txn,
-            redacted_by,
+            redacted_because,
         })
     }
 
@@ -135,10 +130,7 @@ impl Pdu {
             redacts: self.fields.redacts.as_deref(),
             unsigned: Unsigned {
                 transaction_id,
-                redacted_because: self
-                    .redacted_by
-                    .as_deref()
-                    .map(|event_id| RedactedBecause { event_id }),
+                redacted_because: self.redacted_because.as_deref(),
             },
         };
         // Serializing borrowed JSON values and identifiers cannot fail.

@@ -4,7 +4,7 @@
 //! [`RoomState::apply`] after an event passed the auth rules.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
@@ -13,6 +13,9 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, UInt, UserId};
 use serde::Deserialize;
 
 use super::pdu::Pdu;
+
+/// A client transaction of a sender.
+pub type TxnKey = (OwnedUserId, super::Txn);
 
 /// The in-memory state of one room.
 #[derive(Debug)]
@@ -24,8 +27,11 @@ pub struct RoomState {
     by_id: HashMap<OwnedEventId, Arc<Pdu>>,
     members: HashMap<OwnedUserId, MembershipState>,
     last: Option<Arc<Pdu>>,
-    /// Transactions sent but perhaps not yet committed: (sender, device, txn) → event.
-    pub(super) txns: HashMap<(OwnedUserId, String, String), OwnedEventId>,
+    /// Transactions sent but perhaps not yet committed: (sender, device, txn) → event. Once
+    /// committed, the store answers for them; their keys are queued in `committed_txns` and
+    /// dropped from here at the next send.
+    pub(super) txns: HashMap<TxnKey, OwnedEventId>,
+    pub(super) committed_txns: Arc<Mutex<Vec<TxnKey>>>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +58,7 @@ impl RoomState {
             members: HashMap::new(),
             last: None,
             txns: HashMap::new(),
+            committed_txns: Arc::default(),
         }
     }
 
@@ -144,6 +151,21 @@ impl RoomState {
                 last.fields.depth.saturating_add(UInt::from(1u32)),
             ),
             None => (Vec::new(), UInt::from(1u32)),
+        }
+    }
+
+    /// Replaces a current state event by its redacted form (an accepted redaction).
+    pub(super) fn replace_redacted(&mut self, redacted: Arc<Pdu>) {
+        if self.by_id.contains_key(&redacted.event_id) {
+            self.apply_state(redacted);
+        }
+    }
+
+    /// Forgets the transactions whose events are committed (the store knows them now).
+    pub(super) fn prune_txns(&mut self) {
+        let done = std::mem::take(&mut *crate::sync::lock(&self.committed_txns));
+        for key in done {
+            self.txns.remove(&key);
         }
     }
 

@@ -6,7 +6,7 @@
 //! data (aliases, forgetting a room) directly.
 
 use futures_util::future::BoxFuture;
-use ruma::{OwnedEventId, OwnedRoomId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row as _};
 
@@ -29,13 +29,15 @@ pub struct AppendEvent {
     pub state_key: Option<String>,
     pub sender: String,
     pub json: String,
-    pub txn: Option<(String, String)>,
+    /// The client transaction: device, scope (`send` or `redact`), ID.
+    pub txn: Option<(String, &'static str, String)>,
     /// For `m.room.member`: the new membership of `state_key`.
     pub membership: Option<String>,
     /// For `m.room.create`: the room version.
     pub create_version: Option<String>,
-    /// For an accepted redaction: the target and its redacted JSON.
-    pub redaction: Option<(String, String)>,
+    /// For an accepted redaction: the target, its redacted JSON, and the client form of this
+    /// redaction (the target's `unsigned.redacted_because`).
+    pub redaction: Option<(String, String, String)>,
 }
 
 impl StreamOp for AppendEvent {
@@ -53,13 +55,15 @@ impl StreamOp for AppendEvent {
                     .execute(&mut *conn)
                     .await?;
             }
-            let (txn_device, txn_id) = match &self.txn {
-                Some((device, txn)) => (Some(device.as_str()), Some(txn.as_str())),
-                None => (None, None),
+            let (txn_device, txn_scope, txn_id) = match &self.txn {
+                Some((device, scope, txn)) => {
+                    (Some(device.as_str()), Some(*scope), Some(txn.as_str()))
+                }
+                None => (None, None, None),
             };
             sqlx::query(
                 "INSERT INTO events (stream, event_id, room_id, type, state_key, sender, json, \
-                 txn_device, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 txn_device, txn_scope, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(pos)
             .bind(&self.event_id)
@@ -69,6 +73,7 @@ impl StreamOp for AppendEvent {
             .bind(&self.sender)
             .bind(&self.json)
             .bind(txn_device)
+            .bind(txn_scope)
             .bind(txn_id)
             .execute(&mut *conn)
             .await?;
@@ -99,10 +104,10 @@ impl StreamOp for AppendEvent {
                     .await?;
                 }
             }
-            if let Some((target, redacted)) = &self.redaction {
-                sqlx::query("UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?")
+            if let Some((target, redacted, because)) = &self.redaction {
+                sqlx::query("UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?")
                     .bind(redacted)
-                    .bind(&self.event_id)
+                    .bind(because)
                     .bind(target)
                     .execute(&mut *conn)
                     .await?;
@@ -129,13 +134,13 @@ pub struct MembershipRow {
     pub forgotten: bool,
 }
 
-const EVENT_COLUMNS: &str = "stream, event_id, json, txn_device, txn_id, redacted_by";
+const EVENT_COLUMNS: &str = "stream, event_id, json, txn_device, txn_id, redacted_because";
 
 fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
     let event_id: String = row.try_get("event_id")?;
     let txn_device: Option<String> = row.try_get("txn_device")?;
     let txn_id: Option<String> = row.try_get("txn_id")?;
-    let redacted_by: Option<String> = row.try_get("redacted_by")?;
+    let redacted_because: Option<String> = row.try_get("redacted_because")?;
     let corrupt = |what: String| StoreError::Database(sqlx::Error::Protocol(what));
     Pdu::from_stored(
         OwnedEventId::try_from(event_id.as_str())
@@ -143,7 +148,7 @@ fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
         row.try_get("stream")?,
         row.try_get::<&str, _>("json")?,
         txn_device.zip(txn_id),
-        redacted_by.and_then(|id| OwnedEventId::try_from(id).ok()),
+        redacted_because.and_then(|json| serde_json::value::RawValue::from_string(json).ok()),
     )
     .map_err(|e| corrupt(format!("stored event {event_id}: {e}")))
 }
@@ -191,7 +196,7 @@ impl RoomStore {
     /// The room's current state events committed at or before `upto`.
     pub async fn state_upto(&self, room_id: &str, upto: i64) -> Result<Vec<Pdu>, StoreError> {
         let rows = sqlx::query(
-            "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_by \
+            "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_because \
              FROM room_state s JOIN events e ON e.event_id = s.event_id \
              WHERE s.room_id = ? AND s.stream <= ?",
         )
@@ -238,22 +243,25 @@ impl RoomStore {
         pdus(&rows)
     }
 
-    /// Counts a room's events in `(after, upto]` not sent by `user`.
-    pub async fn count_from_others(
+    /// Counts a room's messages from others after `user`'s `m.read` receipt (or after
+    /// `floor`, their membership, without one), up to `upto`: the unread notification count.
+    pub async fn unread_count(
         &self,
         room_id: &str,
         user: &str,
-        after: i64,
+        floor: i64,
         upto: i64,
     ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
-             AND sender != ? AND state_key IS NULL",
+            "SELECT COUNT(*) FROM events WHERE room_id = ?1 AND stream <= ?4 AND sender != ?2 \
+             AND state_key IS NULL AND stream > MAX(?3, COALESCE((SELECT MAX(e.stream) \
+             FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = ?1 \
+             AND r.user_id = ?2 AND r.type = 'm.read' AND r.thread IN ('', 'main')), 0))",
         )
         .bind(room_id)
-        .bind(after)
-        .bind(upto)
         .bind(user)
+        .bind(floor)
+        .bind(upto)
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -262,29 +270,47 @@ impl RoomStore {
     /// The event a transaction sent, if it was committed.
     pub async fn txn_event(
         &self,
+        room_id: &str,
         sender: &str,
         device: &str,
+        scope: &str,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>, StoreError> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM events WHERE sender = ? AND txn_device = ? AND txn_id = ?",
+            "SELECT event_id FROM events WHERE room_id = ? AND sender = ? AND txn_device = ? \
+             AND txn_scope = ? AND txn_id = ?",
         )
+        .bind(room_id)
         .bind(sender)
         .bind(device)
+        .bind(scope)
         .bind(txn_id)
         .fetch_optional(&self.pool)
         .await?;
         Ok(id.and_then(|id| OwnedEventId::try_from(id).ok()))
     }
 
-    /// Every room `user` has a membership in.
-    pub async fn user_rooms(&self, user: &str) -> Result<Vec<MembershipRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT room_id, membership, stream, forgotten FROM memberships WHERE user_id = ?",
+    /// Every stored membership, by user (loaded into memory at start).
+    pub async fn all_memberships(&self) -> Result<Vec<(OwnedUserId, MembershipRow)>, StoreError> {
+        let rows: Vec<(String, String, String, i64, bool)> = sqlx::query_as(
+            "SELECT user_id, room_id, membership, stream, forgotten FROM memberships",
         )
-        .bind(user)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, room_id, membership, stream, forgotten)| {
+                Some((
+                    OwnedUserId::try_from(user).ok()?,
+                    MembershipRow {
+                        room_id,
+                        membership,
+                        stream,
+                        forgotten,
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Hides a left room from `user` (`/forget`).

@@ -10,7 +10,11 @@
 //! [`Committed`] knows the write is durable (it survives a killed process).
 //!
 //! An op that fails is rolled back alone (a savepoint per op); the others of its group commit.
-//! After each commit the users an op names are woken ([`Notifier`]).
+//! After each commit, and *before* the new positions become visible, the writer records what
+//! each op [`Touch`]es (its users, its room) in the [`Notifier`] and runs the op's hook (the room
+//! engine updates its caches there). So whoever reads up to a visible position also sees every
+//! cache and change mark up to it; `/sync` relies on this to skip rooms and users that did not
+//! change without asking the database.
 
 mod notifier;
 
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures_util::future::BoxFuture;
-use ruma::OwnedUserId;
+use ruma::{OwnedRoomId, OwnedUserId};
 use sqlx::Acquire as _;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -55,9 +59,34 @@ impl Committed {
     }
 }
 
+/// What a committed op concerns: the users to wake (and mark as changed), and the room whose
+/// events or whose per-room data (receipts, room account data) it changes.
+#[derive(Debug, Default, Clone)]
+pub struct Touch {
+    pub users: Vec<OwnedUserId>,
+    /// A room event was added to this room.
+    pub room_events: Option<OwnedRoomId>,
+    /// Per-room user data of this room changed.
+    pub room_extras: Option<OwnedRoomId>,
+}
+
+impl Touch {
+    /// Global per-user data of `users` changed (account data, to-device, keys).
+    pub fn users(users: Vec<OwnedUserId>) -> Self {
+        Touch {
+            users,
+            ..Touch::default()
+        }
+    }
+}
+
+/// Runs after the op's commit, before its position is visible, with that position.
+pub type CommitHook = Box<dyn FnOnce(i64) + Send>;
+
 struct Pending {
     op: Box<dyn StreamOp>,
-    wake: Vec<OwnedUserId>,
+    touch: Touch,
+    hook: Option<CommitHook>,
     done: oneshot::Sender<Result<i64, StoreError>>,
 }
 
@@ -86,6 +115,7 @@ impl StreamWriter {
             .unwrap_or(0);
         let visible = Arc::new(AtomicI64::new(head));
         let notifier = Arc::new(Notifier::new(head));
+        tracing::debug!(head, "matrix stream opened");
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(run(
             pool,
@@ -104,16 +134,31 @@ impl StreamWriter {
         ))
     }
 
-    /// Queues `op`; after its commit, the users in `wake` are woken. Waits while the queue is
-    /// full.
+    /// Queues `op`, a change of global per-user data; after its commit, the users in `wake` are
+    /// woken. Waits while the queue is full.
     pub async fn submit(
         &self,
         op: Box<dyn StreamOp>,
         wake: Vec<OwnedUserId>,
     ) -> Result<Committed, StoreError> {
+        self.submit_touch(op, Touch::users(wake), None).await
+    }
+
+    /// Queues `op` with what it touches and a hook to run at its commit.
+    pub async fn submit_touch(
+        &self,
+        op: Box<dyn StreamOp>,
+        touch: Touch,
+        hook: Option<CommitHook>,
+    ) -> Result<Committed, StoreError> {
         let (done, committed) = oneshot::channel();
         self.tx
-            .send(Pending { op, wake, done })
+            .send(Pending {
+                op,
+                touch,
+                hook,
+                done,
+            })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         Ok(Committed(committed))
@@ -164,10 +209,19 @@ async fn run(
         match commit(&pool, &mut batch, head).await {
             Ok((new_head, results)) => {
                 head = new_head;
+                // Marks and caches first, then visibility, then the wake-ups and answers.
+                for (pending, result) in batch.iter_mut().zip(&results) {
+                    if let Ok(pos) = result {
+                        notifier.touch(&pending.touch, *pos);
+                        if let Some(hook) = pending.hook.take() {
+                            hook(*pos);
+                        }
+                    }
+                }
                 visible.store(head, Ordering::Release);
                 for (pending, result) in batch.drain(..).zip(results) {
-                    if result.is_ok() {
-                        notifier.wake(&pending.wake, head);
+                    if let Ok(pos) = result {
+                        notifier.wake(&pending.touch.users, pos);
                     }
                     let _ = pending.done.send(result);
                 }

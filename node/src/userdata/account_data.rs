@@ -9,7 +9,7 @@ use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{commit, content_event, raw};
+use super::{commit, commit_in_room, content_event, raw};
 use crate::store::StoreError;
 use crate::stream::{StreamOp, StreamWriter};
 
@@ -43,7 +43,10 @@ impl AccountData {
             kind: kind.to_owned(),
             content: content.get().to_owned(),
         };
-        commit(&self.stream, op, vec![user.to_owned()]).await
+        match room {
+            Some(room) => commit_in_room(&self.stream, op, vec![user.to_owned()], room).await,
+            None => commit(&self.stream, op, vec![user.to_owned()]).await,
+        }
     }
 
     /// The content of `kind` for `user` (global when `room` is `None`), if set.

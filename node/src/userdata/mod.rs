@@ -45,7 +45,7 @@ pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
-use crate::stream::{StreamOp, StreamWriter};
+use crate::stream::{StreamOp, StreamWriter, Touch};
 
 /// The per-user data service. Cheap to clone; the node holds one.
 #[derive(Debug, Clone)]
@@ -220,13 +220,34 @@ impl UserData {
     }
 }
 
-/// Submits `op` to the stream writer and waits for its position.
+/// Submits `op`, a change of global per-user data, to the stream writer and waits for its
+/// position.
 async fn commit(
     stream: &StreamWriter,
     op: impl StreamOp,
     wake: Vec<OwnedUserId>,
 ) -> Result<i64, StoreError> {
     stream.submit(Box::new(op), wake).await?.wait().await
+}
+
+/// Submits `op`, a change of per-room user data of `room` (receipts, room account data), and
+/// waits for its position.
+async fn commit_in_room(
+    stream: &StreamWriter,
+    op: impl StreamOp,
+    wake: Vec<OwnedUserId>,
+    room: &RoomId,
+) -> Result<i64, StoreError> {
+    let touch = Touch {
+        users: wake,
+        room_events: None,
+        room_extras: Some(room.to_owned()),
+    };
+    stream
+        .submit_touch(Box::new(op), touch, None)
+        .await?
+        .wait()
+        .await
 }
 
 /// An event of the kind that has only a type and content (account data, ephemeral events).

@@ -11,7 +11,7 @@ use ruma::serde::Raw;
 use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedUserId, RoomId, UInt, UserId};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{commit, content_event, now_ms};
+use super::{commit_in_room, content_event, now_ms};
 use crate::store::StoreError;
 use crate::stream::{StreamOp, StreamWriter};
 
@@ -47,7 +47,7 @@ impl Receipts {
             event: event.as_str().to_owned(),
             ts: now_ms(),
         };
-        commit(&self.stream, op, wake).await
+        commit_in_room(&self.stream, op, wake, room).await
     }
 
     /// The `m.receipt` event `user` sees for the receipts of `room` changed in `(since, upto]`

@@ -51,9 +51,18 @@ impl State {
 }
 
 impl Typing {
+    /// Typing state starting with a serial of the current time in microseconds: serials keep
+    /// growing across restarts (one change per microsecond would be needed to catch up), so a
+    /// `/sync` token from before a restart sees every room's typing as changed, never as old.
     pub(super) fn new(stream: StreamWriter) -> Self {
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
         Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                serial: start,
+                rooms: HashMap::new(),
+            })),
             stream,
         }
     }

@@ -31,13 +31,17 @@ CREATE TABLE events (
     state_key   TEXT,
     sender      TEXT NOT NULL,
     json        TEXT NOT NULL,
-    -- The transaction that sent it (client-server idempotence), if any.
+    -- The transaction that sent it (client-server idempotence), if any: per device, endpoint
+    -- (`send` or `redact`) and room.
     txn_device  TEXT,
+    txn_scope   TEXT,
     txn_id      TEXT,
-    redacted_by TEXT
+    -- The client form of the redaction that redacted this event, if any.
+    redacted_because TEXT
 );
 CREATE INDEX events_by_room ON events (room_id, stream);
-CREATE UNIQUE INDEX events_by_txn ON events (sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE UNIQUE INDEX events_by_txn ON events (room_id, sender, txn_device, txn_scope, txn_id)
+    WHERE txn_id IS NOT NULL;
 
 -- The current state of each room.
 CREATE TABLE room_state (
