@@ -8,14 +8,41 @@
 //! These writes are rare (registration, login, logout) and are committed at once, outside the
 //! group-commit writer that serves the message hot path.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use sqlx::sqlite::SqlitePool;
 
 use super::StoreError;
+use crate::sync::lock;
 
 /// Access to the account tables. Cheap to clone (it wraps the connection pool).
+///
+/// Access tokens are looked up on every authenticated request, so their owners are cached in
+/// memory. Every write that removes a token (a device deleted, a device logged in again)
+/// goes through this store and drops the device's cached tokens; a lookup that raced with such a
+/// write does not cache its (possibly stale) answer (a generation counter tells).
 #[derive(Debug, Clone)]
 pub struct AccountStore {
     pool: SqlitePool,
+    tokens: Arc<TokenCache>,
+}
+
+#[derive(Debug, Default)]
+struct TokenCache {
+    owners: Mutex<HashMap<[u8; 32], TokenOwner>>,
+    generation: AtomicU64,
+}
+
+impl TokenCache {
+    /// Drops the cached tokens of `localpart`'s `device` (every device with `None`).
+    fn forget(&self, localpart: &str, device: Option<&str>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        lock(&self.owners).retain(|_, owner| {
+            owner.localpart != localpart || device.is_some_and(|d| owner.device_id != d)
+        });
+    }
 }
 
 /// A stored account.
@@ -64,7 +91,10 @@ pub struct DeviceRecord {
 
 impl AccountStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            tokens: Arc::default(),
+        }
     }
 
     /// Creates an account, and with it a first device and access token when `device` is given,
@@ -138,6 +168,7 @@ impl AccountStore {
         }
         add_device(&mut tx, localpart, device, now).await?;
         tx.commit().await?;
+        self.tokens.forget(localpart, Some(device.device_id));
         Ok(true)
     }
 
@@ -146,12 +177,22 @@ impl AccountStore {
         &self,
         token_hash: &[u8; 32],
     ) -> Result<Option<TokenOwner>, StoreError> {
-        Ok(
+        if let Some(owner) = lock(&self.tokens.owners).get(token_hash) {
+            return Ok(Some(owner.clone()));
+        }
+        let generation = self.tokens.generation.load(Ordering::SeqCst);
+        let owner: Option<TokenOwner> =
             sqlx::query_as("SELECT localpart, device_id FROM access_tokens WHERE token_hash = ?")
                 .bind(token_hash.as_slice())
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        if let Some(owner) = &owner {
+            let mut owners = lock(&self.tokens.owners);
+            if self.tokens.generation.load(Ordering::SeqCst) == generation {
+                owners.insert(*token_hash, owner.clone());
+            }
+        }
+        Ok(owner)
     }
 
     /// Deletes a device and so its access token.
@@ -161,6 +202,7 @@ impl AccountStore {
             .bind(device_id)
             .execute(&self.pool)
             .await?;
+        self.tokens.forget(localpart, Some(device_id));
         Ok(())
     }
 
@@ -170,6 +212,7 @@ impl AccountStore {
             .bind(localpart)
             .execute(&self.pool)
             .await?;
+        self.tokens.forget(localpart, None);
         Ok(())
     }
 
@@ -224,6 +267,9 @@ impl AccountStore {
                 .await?;
         }
         tx.commit().await?;
+        for device_id in device_ids {
+            self.tokens.forget(localpart, Some(device_id));
+        }
         Ok(())
     }
 
