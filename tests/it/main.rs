@@ -15,6 +15,7 @@ mod matrix_auth;
 mod matrix_errors;
 mod matrix_policy;
 mod matrix_rooms;
+mod matrix_sync;
 mod matrix_userdata;
 mod policy;
 mod resume;

@@ -352,6 +352,19 @@ async fn joined_room(
         room.ephemeral.events = extras.ephemeral;
     }
     room.unread_notifications = unread(ctx, room_id, row).await?;
+    let members_changed = events
+        .iter()
+        .any(|p| p.kind().to_string() == "m.room.member");
+    if full || members_changed {
+        let (joined, invited, heroes) = ctx
+            .node
+            .rooms()
+            .summary(room_id, &ctx.caller.user_id)
+            .await?;
+        room.summary.joined_member_count = Some(UInt::try_from(joined).unwrap_or(UInt::MAX));
+        room.summary.invited_member_count = Some(UInt::try_from(invited).unwrap_or(UInt::MAX));
+        room.summary.heroes = heroes;
+    }
     Ok(Some(room))
 }
 

@@ -412,6 +412,28 @@ impl Rooms {
         Ok(guard.members_with(&MembershipState::Join))
     }
 
+    /// The room's joined and invited member counts, and up to five other members (heroes) by
+    /// user ID, for `viewer`'s sync summary.
+    pub async fn summary(
+        &self,
+        room_id: &RoomId,
+        viewer: &UserId,
+    ) -> Result<(usize, usize, Vec<OwnedUserId>), RoomError> {
+        let room = self.room(room_id).await?;
+        let guard = room.lock().await;
+        let joined = guard.members_with(&MembershipState::Join);
+        let invited = guard.members_with(&MembershipState::Invite);
+        let mut heroes: Vec<OwnedUserId> = joined
+            .iter()
+            .chain(&invited)
+            .filter(|u| *u != viewer)
+            .cloned()
+            .collect();
+        heroes.sort();
+        heroes.truncate(5);
+        Ok((joined.len(), invited.len(), heroes))
+    }
+
     /// How far `user` may read a room: `None` for a member (everything), the position of their
     /// leave (or ban) for a former member; refused for anyone else.
     pub async fn reader_bound(
