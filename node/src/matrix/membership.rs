@@ -232,15 +232,46 @@ pub(crate) async fn forget(
     }
 }
 
-/// Kick, ban and unban: a member event for another user, sent by the caller.
+/// A moderation: kick (leave, from join or invite), ban (from anything), unban (leave, from
+/// ban).
+struct Moderation {
+    to: MembershipState,
+    /// The target's memberships it applies to (any, when empty), and the refusal otherwise.
+    from: &'static [MembershipState],
+    refusal: &'static str,
+}
+
+const KICK: Moderation = Moderation {
+    to: MembershipState::Leave,
+    from: &[MembershipState::Join, MembershipState::Invite],
+    refusal: "is not in the room",
+};
+const BAN: Moderation = Moderation {
+    to: MembershipState::Ban,
+    from: &[],
+    refusal: "",
+};
+const UNBAN: Moderation = Moderation {
+    to: MembershipState::Leave,
+    from: &[MembershipState::Ban],
+    refusal: "is not banned",
+};
+
+/// A member event for another user, sent by the caller.
 async fn moderate(
     node: &Node,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
-    membership: MembershipState,
+    moderation: &Moderation,
     reason: Option<String>,
 ) -> Result<(), MatrixError> {
+    if !moderation.from.is_empty() {
+        let current = node.rooms().membership(room_id, target).await?;
+        if !current.is_some_and(|m| moderation.from.contains(&m)) {
+            return Err(RoomError::Forbidden(format!("{target} {}", moderation.refusal)).into());
+        }
+    }
     let permit = permit(node, "matrix:state", sender, room_id, None).await?;
     node.rooms()
         .set_membership(
@@ -248,7 +279,7 @@ async fn moderate(
             room_id,
             sender,
             target,
-            content(membership, reason, Map::new())?,
+            content(moderation.to.clone(), reason, Map::new())?,
         )
         .await?;
     Ok(())
@@ -259,19 +290,12 @@ pub(crate) async fn kick(
     req: Ruma<kick_user::v3::Request>,
 ) -> MatrixResult<kick_user::v3::Response> {
     let b = req.body;
-    let current = node.rooms().membership(&b.room_id, &b.user_id).await?;
-    if !matches!(
-        current,
-        Some(MembershipState::Join | MembershipState::Invite)
-    ) {
-        return Err(RoomError::Forbidden(format!("{} is not in the room", b.user_id)).into());
-    }
     moderate(
         &node,
         &b.room_id,
         &req.caller.user_id,
         &b.user_id,
-        MembershipState::Leave,
+        &KICK,
         b.reason,
     )
     .await?;
@@ -288,7 +312,7 @@ pub(crate) async fn ban(
         &b.room_id,
         &req.caller.user_id,
         &b.user_id,
-        MembershipState::Ban,
+        &BAN,
         b.reason,
     )
     .await?;
@@ -300,15 +324,12 @@ pub(crate) async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> MatrixResult<unban_user::v3::Response> {
     let b = req.body;
-    if node.rooms().membership(&b.room_id, &b.user_id).await? != Some(MembershipState::Ban) {
-        return Err(RoomError::Forbidden(format!("{} is not banned", b.user_id)).into());
-    }
     moderate(
         &node,
         &b.room_id,
         &req.caller.user_id,
         &b.user_id,
-        MembershipState::Leave,
+        &UNBAN,
         b.reason,
     )
     .await?;
