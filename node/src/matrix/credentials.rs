@@ -1,76 +1,17 @@
-//! Secrets: argon2 password hashes ([`PasswordHashing`]), access tokens and their SHA-256, device
-//! IDs, randomness.
-//!
-//! argon2 runs with its default parameters (argon2id, 19 MiB, 2 passes) on the blocking pool, at
-//! most one computation per core at a time. Access tokens carry 256 random bits.
+//! Secrets: passwords (hashed by [`PasswordHashing`], in `password.rs`), access tokens and their
+//! SHA-256, device IDs, randomness. Access tokens carry 256 random bits.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ruma::OwnedDeviceId;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use super::error::MatrixError;
 
 /// Longest password accepted, in bytes.
 const MAX_PASSWORD_BYTES: usize = 512;
 
-/// Hashes and verifies passwords off the async threads, a bounded number at a time.
-#[derive(Debug)]
-pub(crate) struct PasswordHashing {
-    permits: Semaphore,
-}
-
-impl PasswordHashing {
-    /// At most one computation per core.
-    pub(crate) fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        Self {
-            permits: Semaphore::new(cores),
-        }
-    }
-
-    /// The argon2 PHC string of `password`, with a random salt.
-    pub(crate) async fn hash(&self, password: String) -> Result<String, MatrixError> {
-        let salt: [u8; 16] = random_bytes()?;
-        self.run(move || {
-            let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .await
-    }
-
-    /// Whether `password` matches a PHC string (with the parameters written in it).
-    pub(crate) async fn verify(&self, password: String, phc: String) -> Result<bool, MatrixError> {
-        self.run(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| format!("stored hash: {e}"))?;
-            Ok(Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
-        })
-        .await
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, String> + Send + 'static,
-    ) -> Result<T, MatrixError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| MatrixError::Internal(format!("hashing: {e}")))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| MatrixError::Internal(format!("hashing task: {e}")))?
-            .map_err(|e| MatrixError::Internal(format!("argon2: {e}")))
-    }
-}
+pub(crate) use super::password::PasswordHashing;
 
 /// A password a registration may set: not empty, at most [`MAX_PASSWORD_BYTES`].
 pub(crate) fn check_password(password: &str) -> Result<(), MatrixError> {
@@ -115,26 +56,6 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MatrixError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn passwords_verify_against_their_hash_only() {
-        let hashing = PasswordHashing::new();
-        let phc = hashing.hash("correct horse".into()).await.unwrap();
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
-        assert!(
-            hashing
-                .verify("correct horse".into(), phc.clone())
-                .await
-                .unwrap()
-        );
-        assert!(!hashing.verify("wrong".into(), phc).await.unwrap());
-        assert!(
-            hashing
-                .verify("x".into(), "not a hash".into())
-                .await
-                .is_err()
-        );
-    }
 
     #[test]
     fn tokens_and_device_ids_are_random() {

@@ -25,6 +25,7 @@ mod keys;
 mod login;
 mod logout;
 mod membership;
+mod password;
 mod profile;
 mod pushrules;
 mod receipts;
