@@ -145,7 +145,7 @@ impl Engine {
                 Some(context(&query.context)),
             )
         };
-        evaluate(request, entities, policies, &candidates)
+        evaluate(request, &query.context, entities, policies, &candidates)
     }
 
     /// Decides `query` by synthesizing its entities as one (when its principal and resource
@@ -189,7 +189,7 @@ impl Engine {
                 Some(context(&query.context)),
             )
         };
-        evaluate(request, entities, policies, &candidates)
+        evaluate(request, &query.context, entities, policies, &candidates)
     }
 
     /// The number of policies loaded.

@@ -4,21 +4,26 @@
 
 use crate::decision::Decision;
 use crate::index::Compiled;
+use crate::query::Facts;
 use cedar_policy_core::ast::{Literal, Request, SlotEnv, Value, ValueKind};
 use cedar_policy_core::entities::Entities;
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
 /// Evaluates `candidates` (indices into `policies`, whose scopes admit the request) for the
-/// request `request` makes against `entities`. The request (and its context) is made only if
-/// some candidate has a condition.
+/// request `request` makes against `entities`: compiled conditions on `facts`, the others with
+/// Cedar's evaluator. The request (and its context record) is made only if some candidate
+/// needs Cedar's evaluator.
 pub(crate) fn evaluate(
     request: impl FnOnce() -> Request,
+    facts: &Facts<'_>,
     entities: &Entities,
     policies: &[Compiled],
     candidates: &[usize],
 ) -> Decision {
-    let conditional = candidates.iter().any(|&i| policies[i].condition.is_some());
+    let conditional = candidates
+        .iter()
+        .any(|&i| policies[i].condition.is_some() && policies[i].fast.is_none());
     let evaluator =
         conditional.then(|| Evaluator::new(request(), entities, Extensions::all_available()));
     let slots = SlotEnv::new();
@@ -29,6 +34,9 @@ pub(crate) fn evaluate(
         let policy = &policies[i];
         let satisfied = match (&policy.condition, &evaluator) {
             (None, _) => true,
+            (Some(_), _) if policy.fast.is_some() => {
+                policy.fast.as_ref().is_some_and(|fast| fast.eval(facts))
+            }
             // Not reached: there is an evaluator when some candidate has a condition.
             (Some(_), None) => false,
             (Some(condition), Some(evaluator)) => match evaluator.interpret(condition, &slots) {

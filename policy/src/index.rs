@@ -10,6 +10,7 @@
 //! conditions go to Cedar's evaluator, as one expression built once per policy at load.
 
 use crate::error::PolicyError;
+use crate::fast::Fast;
 use crate::hash::FastMap;
 use crate::names::Types;
 use crate::reads::Reads;
@@ -91,6 +92,8 @@ pub(crate) struct Compiled {
     /// What the condition reads: whether it needs the request's entity slice, and the entity
     /// literals the slice must then hold.
     pub(crate) reads: Reads,
+    /// The condition compiled for the query's facts, when it reads only the context.
+    pub(crate) fast: Option<Fast>,
 }
 
 /// What a request for one action looks at.
@@ -248,6 +251,7 @@ fn compile(policy: &Policy) -> Compiled {
         id: policy.id().to_string(),
         forbid: policy.effect() == Effect::Forbid,
         reads: condition.as_ref().map(Reads::of).unwrap_or_default(),
+        fast: condition.as_ref().and_then(Fast::compile),
         condition,
         principal: Scope::principal(policy.principal_constraint()),
         resource: Scope::resource(policy.resource_constraint()),

@@ -53,6 +53,7 @@ mod decision;
 mod engine;
 mod error;
 mod evaluate;
+mod fast;
 mod hash;
 mod index;
 mod names;

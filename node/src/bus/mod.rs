@@ -455,24 +455,21 @@ impl Bus {
     }
 
     /// Routes a permitted message to every recipient.
-    pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
+    pub async fn route(&self, mut permit: Permit<'_>) -> RouteReport {
         let started = Instant::now();
-        let Permit {
-            envelope,
-            origin,
-            mut refused,
-        } = permit;
+        let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
         let mut pending = Pending::default();
         for (i, to) in envelope.to().enumerate() {
-            if let Some(pos) = refused.iter().position(|(r, _)| *r == i) {
+            if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {
                     recipient: to.to_owned(),
-                    error: RouteError::Denied(refused.swap_remove(pos).1),
+                    error: RouteError::Denied(permit.refused.swap_remove(pos).1),
                 });
                 continue;
             }
-            match self.route_to(envelope, to, origin, &mut pending) {
+            let owner = permit.take_owner(i);
+            match self.route_to(envelope, to, origin, owner, &mut pending) {
                 Ok(Some(reply)) => report.replies.push(reply),
                 Ok(None) => {}
                 Err(error) => report.failures.push(RouteFailure {
@@ -489,11 +486,13 @@ impl Bus {
         report
     }
 
+    /// Routes to one recipient; `owner` is its address's owner when the decision looked it up.
     fn route_to(
         &self,
         env: &Envelope,
         to: &str,
         origin: &Origin,
+        owner: Option<Option<Arc<Session>>>,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
         let sender = origin.session();
@@ -528,7 +527,7 @@ impl Bus {
         if let Some(outcome) = published {
             return outcome.map(|()| None);
         }
-        match self.inner.book.owner_of(to) {
+        match owner.unwrap_or_else(|| self.inner.book.owner_of(to)) {
             Some(owner) => self.deliver(&owner, to, json, pending).map(|()| None),
             // A data object's feed with nobody on the bus still reaches its room.
             None if bridged => Ok(None),

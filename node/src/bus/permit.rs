@@ -16,7 +16,7 @@ use rethink_proto::{Envelope, MessageType};
 use super::Bus;
 use super::endpoints::Endpoint;
 use super::session::Session;
-use crate::policy::facts::{self, Sender, Target};
+use crate::policy::facts::{Message, Sender, Target};
 
 /// Where a message entered the node.
 #[derive(Debug, Clone)]
@@ -73,6 +73,24 @@ pub struct Permit<'a> {
     pub(super) origin: &'a Origin,
     /// Recipients (by index in `to`) refused by policy.
     pub(super) refused: Vec<(usize, Denied)>,
+    /// The owners of recipients' addresses that the decision looked up (by index in `to`), so
+    /// that routing does not look them up again.
+    pub(super) owners: Vec<(usize, Option<Arc<Session>>)>,
+}
+
+impl Permit<'_> {
+    /// The owner of recipient `i`'s address, if the decision looked it up.
+    pub(super) fn take_owner(&mut self, i: usize) -> Option<Option<Arc<Session>>> {
+        let at = self.owners.iter().position(|(r, _)| *r == i)?;
+        Some(self.owners.swap_remove(at).1)
+    }
+}
+
+/// What the decision of one message found out.
+#[derive(Debug, Default)]
+struct Decided {
+    refused: Vec<(usize, Denied)>,
+    owners: Vec<(usize, Option<Arc<Session>>)>,
 }
 
 fn unix_ms() -> i64 {
@@ -114,7 +132,10 @@ impl Bus {
                 }
             }
         }
-        let mut refused = self.decide(envelope, origin);
+        let Decided {
+            mut refused,
+            owners,
+        } = self.decide(envelope, origin);
         if !refused.is_empty() && refused.len() == envelope.to().len() {
             return Err(refused.swap_remove(0).1);
         }
@@ -122,13 +143,15 @@ impl Bus {
             envelope,
             origin,
             refused,
+            owners,
         })
     }
 
-    /// Asks the operator's policies about every recipient; returns the refused ones.
-    fn decide(&self, env: &Envelope, origin: &Origin) -> Vec<(usize, Denied)> {
+    /// Asks the operator's policies about every recipient; returns the refused ones, and the
+    /// owners it looked up.
+    fn decide(&self, env: &Envelope, origin: &Origin) -> Decided {
         let Some(engine) = self.inner.policy.engine() else {
-            return Vec::new();
+            return Decided::default();
         };
         let session = origin.session();
         let now = self.inner.policy.clock().now();
@@ -143,8 +166,8 @@ impl Bus {
             rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),
             allocations: session.map_or(0, |s| s.allocation_count() as i64),
         };
-        let kind = env.kind().as_str();
-        let mut refused = Vec::new();
+        let message = Message::new(env.kind().as_str(), env.json().len(), &sender, now);
+        let mut decided = Decided::default();
         for (i, to) in env.to().enumerate() {
             let endpoint = self.inner.endpoints.classify(to);
             // A subscription is decided on the resources subscribed to, not on the manager.
@@ -166,14 +189,16 @@ impl Bus {
                 } else {
                     self.inner.book.owner_of(target)
                 };
-                let target = Target {
+                let query = message.query(&Target {
                     address: target,
                     node_endpoint,
                     owner_user: owner.as_ref().and_then(|o| o.identity().subject.as_deref()),
                     owner_runtime: owner.as_ref().map(|o| &**o.runtime_url()),
-                };
-                let query = facts::query(kind, env.json().len(), &sender, &target, now);
+                });
                 let decision = engine.decide(&query);
+                if resources.is_none() && !node_endpoint {
+                    decided.owners.push((i, owner.clone()));
+                }
                 for e in &decision.errors {
                     tracing::warn!(error = %e, "policy evaluation error");
                 }
@@ -183,7 +208,7 @@ impl Bus {
                         .first()
                         .map_or("default-deny", String::as_str);
                     self.inner.metrics.policy_denial(first);
-                    refused.push((
+                    decided.refused.push((
                         i,
                         Denied::Policy {
                             policies: decision.policies,
@@ -193,6 +218,6 @@ impl Bus {
                 }
             }
         }
-        refused
+        decided
     }
 }

@@ -61,9 +61,10 @@ pub fn time_facts(time: i64, offset_minutes: i32) -> Now {
 /// The domain an address belongs to: its authority, without the node's service prefixes for
 /// `domain://` addresses (`msg-node.D`, `registry.D`, `idm.D` are all domain `D`).
 pub fn domain_of(address: &str) -> &str {
-    let Ok(a) = AddressRef::parse(address) else {
-        return "";
-    };
+    AddressRef::parse(address).map_or("", |a| domain(&a))
+}
+
+fn domain<'a>(a: &AddressRef<'a>) -> &'a str {
     let auth = a.authority();
     if a.scheme() == "domain" {
         for prefix in ["msg-node.", "registry.", "idm."] {
@@ -73,10 +74,6 @@ pub fn domain_of(address: &str) -> &str {
         }
     }
     auth
-}
-
-fn scheme_of(address: &str) -> &str {
-    AddressRef::parse(address).map_or("", |a| a.scheme())
 }
 
 /// The identity provider of a subject `user://idp/name` (empty for other forms).
@@ -111,7 +108,11 @@ pub struct Target<'a> {
 
 /// The principal kind of a sending address.
 pub fn principal_kind(address: &str) -> PrincipalKind {
-    match scheme_of(address) {
+    principal_kind_of_scheme(AddressRef::parse(address).map_or("", |a| a.scheme()))
+}
+
+fn principal_kind_of_scheme(scheme: &str) -> PrincipalKind {
+    match scheme {
         "hyperty-runtime" | "runtime" => PrincipalKind::Runtime,
         "user" => PrincipalKind::User,
         "domain" => PrincipalKind::Domain,
@@ -121,14 +122,97 @@ pub fn principal_kind(address: &str) -> PrincipalKind {
 
 /// The resource kind of a target address.
 pub fn resource_kind(address: &str, node_endpoint: bool) -> ResourceKind {
+    resource_kind_of_scheme(
+        AddressRef::parse(address).map_or("", |a| a.scheme()),
+        node_endpoint,
+    )
+}
+
+fn resource_kind_of_scheme(scheme: &str, node_endpoint: bool) -> ResourceKind {
     if node_endpoint {
         return ResourceKind::Node;
     }
-    match scheme_of(address) {
+    match scheme {
         "hyperty" => ResourceKind::Hyperty,
         "hyperty-runtime" | "runtime" => ResourceKind::Runtime,
         "domain" => ResourceKind::Domain,
         _ => ResourceKind::Object,
+    }
+}
+
+/// The sender's half of the queries for one message, computed once for all its recipients:
+/// the sender's address is parsed once, each target's once in [`Message::query`].
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    kind: &'a str,
+    size: i64,
+    now: Now,
+    sender: Sender<'a>,
+    principal: Principal<'a>,
+    from_scheme: &'a str,
+    idp: &'a str,
+}
+
+impl<'a> Message<'a> {
+    /// A message of type `kind`, `size` bytes, from `sender`, decided at `now`.
+    pub fn new(kind: &'a str, size: usize, sender: &Sender<'a>, now: Now) -> Self {
+        let (from_scheme, from_domain) = match AddressRef::parse(sender.address) {
+            Ok(a) => (a.scheme(), domain(&a)),
+            Err(_) => ("", ""),
+        };
+        Self {
+            kind,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            now,
+            sender: *sender,
+            principal: Principal {
+                address: sender.address,
+                kind: principal_kind_of_scheme(from_scheme),
+                runtime: sender.runtime,
+                user: sender.user,
+                domain: from_domain,
+            },
+            from_scheme,
+            idp: sender.user.map_or("", idp_of),
+        }
+    }
+
+    /// The query for this message to `target`.
+    pub fn query(&self, target: &Target<'a>) -> Query<'a> {
+        let (to_scheme, to_domain) = match AddressRef::parse(target.address) {
+            Ok(a) => (a.scheme(), domain(&a)),
+            Err(_) => ("", ""),
+        };
+        let sender = &self.sender;
+        Query {
+            principal: self.principal,
+            action: self.kind,
+            resource: Resource {
+                address: target.address,
+                kind: resource_kind_of_scheme(to_scheme, target.node_endpoint),
+                owner_user: target.owner_user,
+                owner_runtime: target.owner_runtime,
+                domain: to_domain,
+            },
+            context: Facts {
+                time: self.now.time,
+                weekday: self.now.weekday,
+                hour: self.now.hour,
+                transport: sender.transport,
+                message_type: self.kind,
+                from: sender.address,
+                to: target.address,
+                from_scheme: self.from_scheme,
+                to_scheme,
+                from_domain: self.principal.domain,
+                to_domain,
+                size: self.size,
+                authenticated: sender.user.is_some(),
+                idp: self.idp,
+                rate_per_minute: sender.rate_per_minute,
+                allocations: sender.allocations,
+            },
+        }
     }
 }
 
@@ -140,43 +224,7 @@ pub fn query<'a>(
     target: &Target<'a>,
     now: Now,
 ) -> Query<'a> {
-    let from_domain = domain_of(sender.address);
-    let to_domain = domain_of(target.address);
-    Query {
-        principal: Principal {
-            address: sender.address,
-            kind: principal_kind(sender.address),
-            runtime: sender.runtime,
-            user: sender.user,
-            domain: from_domain,
-        },
-        action: kind,
-        resource: Resource {
-            address: target.address,
-            kind: resource_kind(target.address, target.node_endpoint),
-            owner_user: target.owner_user,
-            owner_runtime: target.owner_runtime,
-            domain: to_domain,
-        },
-        context: Facts {
-            time: now.time,
-            weekday: now.weekday,
-            hour: now.hour,
-            transport: sender.transport,
-            message_type: kind,
-            from: sender.address,
-            to: target.address,
-            from_scheme: scheme_of(sender.address),
-            to_scheme: scheme_of(target.address),
-            from_domain,
-            to_domain,
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            authenticated: sender.user.is_some(),
-            idp: sender.user.map_or("", idp_of),
-            rate_per_minute: sender.rate_per_minute,
-            allocations: sender.allocations,
-        },
-    }
+    Message::new(kind, size, sender, now).query(target)
 }
 
 #[cfg(test)]
@@ -200,6 +248,46 @@ mod tests {
         assert_eq!(time_facts(t, -11 * 60).hour, 23);
         assert_eq!(time_facts(t, -11 * 60).weekday, 0);
         assert_eq!(time_facts(0, 0).weekday, 3, "1970-01-01 was a Thursday");
+    }
+
+    #[test]
+    fn a_message_parses_its_sender_once_and_each_target_once() {
+        let sender = Sender {
+            address: "hyperty://example.com/a",
+            runtime: Some("hyperty-runtime://example.com/rt"),
+            user: Some("user://idp.org/alice"),
+            transport: "ws",
+            rate_per_minute: 3,
+            allocations: 2,
+        };
+        let now = time_facts(1_795_516_200, 0);
+        let message = Message::new("PING", 120, &sender, now);
+        let target = Target {
+            address: "domain://registry.example.com",
+            node_endpoint: true,
+            owner_user: None,
+            owner_runtime: None,
+        };
+        let q = message.query(&target);
+        assert_eq!(q, query("PING", 120, &sender, &target, now));
+        assert_eq!(q.principal.kind, PrincipalKind::Hyperty);
+        assert_eq!(q.principal.domain, "example.com");
+        assert_eq!(q.resource.kind, ResourceKind::Node);
+        assert_eq!(q.resource.domain, "example.com");
+        let c = q.context;
+        assert_eq!((c.from_scheme, c.to_scheme), ("hyperty", "domain"));
+        assert_eq!((c.idp, c.size, c.hour), ("idp.org", 120, 10));
+        assert!(c.authenticated);
+        let q = message.query(&Target {
+            address: "comm://other.org/chat/changes",
+            node_endpoint: false,
+            ..target
+        });
+        assert_eq!(q.resource.kind, ResourceKind::Object);
+        assert_eq!(
+            (q.context.to_domain, q.context.to_scheme),
+            ("other.org", "comm")
+        );
     }
 
     #[test]
