@@ -35,6 +35,7 @@ use super::extract::Ruma;
 use super::token::{self, SyncToken};
 use crate::node::Node;
 use crate::rooms::Pdu;
+use crate::rooms::cache::ReadMark;
 use crate::store::rooms::MembershipRow;
 
 /// Timeline events per room when the filter sets no limit.
@@ -374,23 +375,51 @@ fn state_events(events: Vec<Raw<AnySyncStateEvent>>) -> StateEvents {
     state
 }
 
-/// Messages from others after the caller's read receipt (or after joining, without one).
+/// Messages from others after the caller's read receipt (or after joining, without one):
+/// counted in memory for what happened since the start; the caller's read position and any
+/// count reaching before the start are asked of the database once and remembered.
 async fn unread(
     ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
     row: &MembershipRow,
 ) -> Result<UnreadNotificationsCount, MatrixError> {
-    let count = ctx
-        .node
-        .rooms()
-        .store()
-        .unread_count(
-            room_id.as_str(),
-            ctx.caller.user_id.as_str(),
-            row.stream,
-            ctx.upto,
-        )
-        .await?;
+    let node = ctx.node;
+    let user = &ctx.caller.user_id;
+    let caches = node.rooms().caches();
+    let notifier = node.stream().notifier();
+    let read = match caches.read_mark(user, room_id) {
+        Some(mark) if !notifier.room_changed(room_id, mark.at).1 => mark.pos,
+        _ => {
+            let pos = match node.userdata().read_receipt(user, room_id).await? {
+                Some(event) => node
+                    .rooms()
+                    .store()
+                    .event(event.as_str())
+                    .await?
+                    .map_or(0, |p| p.stream),
+                None => 0,
+            };
+            caches.remember_read_mark(user, room_id, ReadMark { pos, at: ctx.upto });
+            pos
+        }
+    };
+    let floor = read.max(row.stream);
+    let mut count = caches.others_after_start(room_id, user, floor, ctx.upto);
+    let start = caches.start();
+    if floor < start {
+        count += match caches.before_start(user, room_id, floor) {
+            Some(n) => n,
+            None => {
+                let n = node
+                    .rooms()
+                    .store()
+                    .count_from_others(room_id.as_str(), user.as_str(), floor, start)
+                    .await?;
+                caches.remember_before_start(user, room_id, floor, n);
+                n
+            }
+        };
+    }
     let mut unread = UnreadNotificationsCount::new();
     unread.notification_count = Some(UInt::try_from(count).unwrap_or(UInt::MAX));
     unread.highlight_count = Some(UInt::from(0u32));

@@ -5,6 +5,12 @@
 //! A room's recent events are complete after the position `complete_from`: at start that is the
 //! head (no event of any room is later), and it moves up as old events are dropped. A read for
 //! a range that starts earlier goes to the database.
+//!
+//! For unread counts, each room also keeps the positions of its non-state events since the
+//! start, in all and by sender (16 bytes an event): the number of events from others in a range
+//! is then two binary searches a list. Counts that reach before the start are asked of the
+//! database once and remembered (that part of history never changes); so is each user's read
+//! receipt position, until the room's per-room data changes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,11 +30,36 @@ struct Recent {
     events: VecDeque<Arc<Pdu>>,
 }
 
+/// Positions of a room's non-state events since the start.
+#[derive(Debug, Default)]
+struct Messages {
+    all: Vec<i64>,
+    by_sender: HashMap<OwnedUserId, Vec<i64>>,
+}
+
+/// How many positions of a sorted list lie in `(after, upto]`.
+fn count_in(list: &[i64], after: i64, upto: i64) -> u64 {
+    let lo = list.partition_point(|&p| p <= after);
+    let hi = list.partition_point(|&p| p <= upto);
+    (hi.saturating_sub(lo)) as u64
+}
+
+/// A user's read position in a room, and the position it was read at.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMark {
+    pub pos: i64,
+    pub at: i64,
+}
+
 #[derive(Debug)]
 struct Inner {
     start: i64,
     memberships: Mutex<HashMap<OwnedUserId, HashMap<OwnedRoomId, MembershipRow>>>,
     recent: Mutex<HashMap<OwnedRoomId, Recent>>,
+    messages: Mutex<HashMap<OwnedRoomId, Messages>>,
+    /// (user, room, floor) → events from others in `(floor, start]` (from the database).
+    before_start: Mutex<HashMap<(OwnedUserId, OwnedRoomId, i64), u64>>,
+    read_marks: Mutex<HashMap<(OwnedUserId, OwnedRoomId), ReadMark>>,
 }
 
 /// The caches. Cheap to clone.
@@ -59,6 +90,9 @@ impl RoomCaches {
                 start,
                 memberships: Mutex::new(by_user),
                 recent: Mutex::new(HashMap::new()),
+                messages: Mutex::new(HashMap::new()),
+                before_start: Mutex::new(HashMap::new()),
+                read_marks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -81,6 +115,15 @@ impl RoomCaches {
                         forgotten: false,
                     },
                 );
+        }
+        if pdu.state_key().is_none() {
+            let mut messages = lock(&self.inner.messages);
+            let m = messages.entry(room.clone()).or_default();
+            m.all.push(pos);
+            m.by_sender
+                .entry(pdu.sender().to_owned())
+                .or_default()
+                .push(pos);
         }
         let mut recent = lock(&self.inner.recent);
         let entry = recent.entry(room).or_insert_with(|| Recent {
@@ -137,6 +180,48 @@ impl RoomCaches {
         }
     }
 
+    /// The start position: the caches know every event after it.
+    pub fn start(&self) -> i64 {
+        self.inner.start
+    }
+
+    /// Non-state events from others than `user` in `(after, upto]`, counting only those after
+    /// the start.
+    pub fn others_after_start(&self, room: &RoomId, user: &UserId, after: i64, upto: i64) -> u64 {
+        let after = after.max(self.inner.start);
+        let messages = lock(&self.inner.messages);
+        let Some(m) = messages.get(room) else {
+            return 0;
+        };
+        let own = m
+            .by_sender
+            .get(user)
+            .map_or(0, |list| count_in(list, after, upto));
+        count_in(&m.all, after, upto).saturating_sub(own)
+    }
+
+    /// The remembered count of events from others in `(floor, start]`.
+    pub fn before_start(&self, user: &UserId, room: &RoomId, floor: i64) -> Option<u64> {
+        lock(&self.inner.before_start)
+            .get(&(user.to_owned(), room.to_owned(), floor))
+            .copied()
+    }
+
+    pub fn remember_before_start(&self, user: &UserId, room: &RoomId, floor: i64, count: u64) {
+        lock(&self.inner.before_start).insert((user.to_owned(), room.to_owned(), floor), count);
+    }
+
+    /// The remembered read position of `user` in `room`.
+    pub fn read_mark(&self, user: &UserId, room: &RoomId) -> Option<ReadMark> {
+        lock(&self.inner.read_marks)
+            .get(&(user.to_owned(), room.to_owned()))
+            .copied()
+    }
+
+    pub fn remember_read_mark(&self, user: &UserId, room: &RoomId, mark: ReadMark) {
+        lock(&self.inner.read_marks).insert((user.to_owned(), room.to_owned()), mark);
+    }
+
     /// The room's events in `(after, upto]`, oldest first, if the cache holds all of them.
     pub fn events(&self, room: &RoomId, after: i64, upto: i64) -> Option<Vec<Arc<Pdu>>> {
         let recent = lock(&self.inner.recent);
@@ -155,5 +240,19 @@ impl RoomCaches {
                 .cloned()
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_in_a_range_of_sorted_positions() {
+        let list = [3, 5, 8, 13];
+        assert_eq!(count_in(&list, 0, 100), 4);
+        assert_eq!(count_in(&list, 3, 8), 2);
+        assert_eq!(count_in(&list, 13, 20), 0);
+        assert_eq!(count_in(&list, 4, 4), 0);
     }
 }

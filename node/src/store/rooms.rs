@@ -243,25 +243,22 @@ impl RoomStore {
         pdus(&rows)
     }
 
-    /// Counts a room's messages from others after `user`'s `m.read` receipt (or after
-    /// `floor`, their membership, without one), up to `upto`: the unread notification count.
-    pub async fn unread_count(
+    /// Counts a room's non-state events in `(after, upto]` not sent by `user` (unread counts).
+    pub async fn count_from_others(
         &self,
         room_id: &str,
         user: &str,
-        floor: i64,
+        after: i64,
         upto: i64,
     ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = ?1 AND stream <= ?4 AND sender != ?2 \
-             AND state_key IS NULL AND stream > MAX(?3, COALESCE((SELECT MAX(e.stream) \
-             FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = ?1 \
-             AND r.user_id = ?2 AND r.type = 'm.read' AND r.thread IN ('', 'main')), 0))",
+            "SELECT COUNT(*) FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
+             AND sender != ? AND state_key IS NULL",
         )
         .bind(room_id)
-        .bind(user)
-        .bind(floor)
+        .bind(after)
         .bind(upto)
+        .bind(user)
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
