@@ -6,120 +6,24 @@
 //! `[[auth.jwt]]` issuer whose key set is a file.
 
 use jsonwebtoken::{Algorithm, EncodingKey};
-use matrix_sdk::Client;
 use matrix_sdk::ruma::api::client::account::register::v3::Request as RegistrationRequest;
 use matrix_sdk::ruma::api::client::uiaa;
 use rethink_node::config::StaticToken;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::support::TestNode;
 use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
-use crate::support::{DOMAIN, TestNode};
-
-// --- raw HTTP -------------------------------------------------------------------------------
-
-/// A minimal HTTP/1.1 request (one per connection): status and JSON body (`Null` if empty, a
-/// JSON string if the body is not JSON).
-async fn call(
-    node: &TestNode,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&[u8]>,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    } else if method == "POST" || method == "PUT" {
-        head.push_str("Content-Length: 0\r\n");
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write");
-    if let Some(b) = body {
-        s.write_all(b).await.expect("write body");
-    }
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    let text = String::from_utf8(out).expect("utf-8 response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
-    };
-    (status, json)
-}
-
-async fn get(node: &TestNode, path: &str, token: Option<&str>) -> (u16, Value) {
-    call(node, "GET", path, token, None).await
-}
-
-async fn post(node: &TestNode, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-    call(node, "POST", path, token, Some(body.to_string().as_bytes())).await
-}
-
-/// Asserts a Matrix error answer.
-#[track_caller]
-fn assert_error(answer: &(u16, Value), status: u16, errcode: &str) {
-    assert_eq!(answer.0, status, "{}", answer.1);
-    assert_eq!(answer.1["errcode"], errcode, "{}", answer.1);
-    assert!(answer.1["error"].is_string(), "{}", answer.1);
-}
+use crate::support::matrix::{
+    anon_get, anon_post, assert_error, call, get, login, login_with, password_login, register,
+    sdk_client, user_id,
+};
 
 const REGISTER: &str = "/_matrix/client/v3/register";
 const LOGIN: &str = "/_matrix/client/v3/login";
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 
-/// Registers `user` through the full dummy flow; returns the access token.
-async fn register(node: &TestNode, user: &str, password: &str) -> String {
-    let req = json!({"username": user, "password": password});
-    let (status, uia) = post(node, REGISTER, None, &req).await;
-    assert_eq!(status, 401, "{uia}");
-    let mut req = req;
-    req["auth"] = json!({"type": "m.login.dummy", "session": uia["session"]});
-    let (status, done) = post(node, REGISTER, None, &req).await;
-    assert_eq!(status, 200, "{done}");
-    assert_eq!(done["user_id"], format!("@{user}:{DOMAIN}"));
-    done["access_token"].as_str().expect("token").to_owned()
-}
-
-fn password_login(user: &str, password: &str) -> Value {
-    json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": password,
-    })
-}
-
-async fn login(node: &TestNode, user: &str, password: &str) -> Value {
-    let (status, body) = post(node, LOGIN, None, &password_login(user, password)).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 // --- matrix-sdk -------------------------------------------------------------------------------
-
-async fn sdk_client(node: &TestNode) -> Client {
-    Client::builder()
-        .homeserver_url(format!("http://{}", node.addr()))
-        .build()
-        .await
-        .expect("matrix-sdk client")
-}
 
 #[tokio::test]
 async fn matrix_sdk_registers_logs_in_and_logs_in_again_after_a_restart() {
@@ -142,7 +46,7 @@ async fn matrix_sdk_registers_logs_in_and_logs_in_again_after_a_restart() {
     dummy.session = info.session.clone();
     request.auth = Some(uiaa::AuthData::Dummy(dummy));
     let registered = auth.register(request).await.expect("registration");
-    assert_eq!(registered.user_id.as_str(), format!("@alice:{DOMAIN}"));
+    assert_eq!(registered.user_id.as_str(), user_id("alice"));
     assert!(registered.access_token.is_some());
 
     let client = sdk_client(&node).await;
@@ -154,26 +58,22 @@ async fn matrix_sdk_registers_logs_in_and_logs_in_again_after_a_restart() {
         .await
         .expect("password login");
     let me = client.whoami().await.expect("whoami");
-    assert_eq!(me.user_id.as_str(), format!("@alice:{DOMAIN}"));
+    assert_eq!(me.user_id.as_str(), user_id("alice"));
     assert_eq!(me.device_id, client.device_id().map(ToOwned::to_owned));
     let token = client.access_token().expect("logged in");
     client.matrix_auth().logout().await.expect("logout");
-    assert_error(
-        &get(&node, WHOAMI, Some(&token)).await,
-        401,
-        "M_UNKNOWN_TOKEN",
-    );
+    assert_error(&get(&node, WHOAMI, &token).await, 401, "M_UNKNOWN_TOKEN");
 
     let node = node.restart().await;
     let client = sdk_client(&node).await;
     client
         .matrix_auth()
-        .login_username(format!("@alice:{DOMAIN}"), "correct horse")
+        .login_username(user_id("alice"), "correct horse")
         .send()
         .await
         .expect("the account survives a restart");
     let me = client.whoami().await.expect("whoami after restart");
-    assert_eq!(me.user_id.as_str(), format!("@alice:{DOMAIN}"));
+    assert_eq!(me.user_id.as_str(), user_id("alice"));
 }
 
 // --- discovery --------------------------------------------------------------------------------
@@ -181,23 +81,23 @@ async fn matrix_sdk_registers_logs_in_and_logs_in_again_after_a_restart() {
 #[tokio::test]
 async fn versions_capabilities_and_login_flows() {
     let node = TestNode::spawn().await;
-    let (status, versions) = get(&node, "/_matrix/client/versions", None).await;
+    let (status, versions) = anon_get(&node, "/_matrix/client/versions").await;
     assert_eq!(status, 200);
     let list = versions["versions"].as_array().expect("versions");
     for v in ["v1.1", "v1.12"] {
         assert!(list.iter().any(|x| x == v), "{versions}");
     }
-    let (status, flows) = get(&node, LOGIN, None).await;
+    let (status, flows) = anon_get(&node, LOGIN).await;
     assert_eq!(status, 200);
     assert_eq!(flows, json!({"flows": [{"type": "m.login.password"}]}));
 
     assert_error(
-        &get(&node, "/_matrix/client/v3/capabilities", None).await,
+        &anon_get(&node, "/_matrix/client/v3/capabilities").await,
         401,
         "M_MISSING_TOKEN",
     );
-    let token = register(&node, "carol", "pw-carol").await;
-    let (status, caps) = get(&node, "/_matrix/client/v3/capabilities", Some(&token)).await;
+    let token = register(&node, "carol").await;
+    let (status, caps) = get(&node, "/_matrix/client/v3/capabilities", &token).await;
     assert_eq!(status, 200, "{caps}");
     let caps = &caps["capabilities"];
     assert_eq!(caps["m.change_password"]["enabled"], false, "{caps}");
@@ -214,24 +114,24 @@ async fn versions_capabilities_and_login_flows() {
 #[tokio::test]
 async fn access_tokens_are_required_checked_and_read_from_the_query() {
     let node = TestNode::spawn().await;
-    let token = register(&node, "dave", "pw-dave").await;
+    let token = register(&node, "dave").await;
 
-    assert_error(&get(&node, WHOAMI, None).await, 401, "M_MISSING_TOKEN");
-    let bad = get(&node, WHOAMI, Some("rtm_not-a-token")).await;
+    assert_error(&anon_get(&node, WHOAMI).await, 401, "M_MISSING_TOKEN");
+    let bad = get(&node, WHOAMI, "rtm_not-a-token").await;
     assert_error(&bad, 401, "M_UNKNOWN_TOKEN");
     assert_eq!(bad.1["soft_logout"], false, "{}", bad.1);
 
-    let (status, me) = get(&node, WHOAMI, Some(&token)).await;
+    let (status, me) = get(&node, WHOAMI, &token).await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me["user_id"], format!("@dave:{DOMAIN}"));
+    assert_eq!(me["user_id"], user_id("dave"));
     assert!(me["device_id"].is_string(), "{me}");
     assert!(me.get("is_guest").is_none_or(|g| g == false), "{me}");
 
-    let (status, me) = get(&node, &format!("{WHOAMI}?access_token={token}"), None).await;
+    let (status, me) = anon_get(&node, &format!("{WHOAMI}?access_token={token}")).await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me["user_id"], format!("@dave:{DOMAIN}"));
+    assert_eq!(me["user_id"], user_id("dave"));
     assert_error(
-        &get(&node, &format!("{WHOAMI}?access_token=nope"), None).await,
+        &anon_get(&node, &format!("{WHOAMI}?access_token=nope")).await,
         401,
         "M_UNKNOWN_TOKEN",
     );
@@ -240,26 +140,21 @@ async fn access_tokens_are_required_checked_and_read_from_the_query() {
 #[tokio::test]
 async fn logout_revokes_the_token_and_logout_all_every_device() {
     let node = TestNode::spawn().await;
-    register(&node, "erin", "pw-erin").await;
-    let one = login(&node, "erin", "pw-erin").await;
-    let one = one["access_token"].as_str().unwrap().to_owned();
+    register(&node, "erin").await;
+    let one = login(&node, "erin").await.token;
     // No body at all: every field of logout is optional.
     let (status, body) = call(&node, "POST", "/_matrix/client/v3/logout", Some(&one), None).await;
     assert_eq!((status, &body), (200, &json!({})));
-    assert_error(
-        &get(&node, WHOAMI, Some(&one)).await,
-        401,
-        "M_UNKNOWN_TOKEN",
-    );
+    assert_error(&get(&node, WHOAMI, &one).await, 401, "M_UNKNOWN_TOKEN");
 
-    let a = login(&node, "erin", "pw-erin").await;
-    let b = login(&node, "@erin:example.com", "pw-erin").await;
+    let a = login_with(&node, "erin", "pw-erin").await;
+    let b = login_with(&node, "@erin:example.com", "pw-erin").await;
     assert_ne!(a["device_id"], b["device_id"]);
     let (a, b) = (
         a["access_token"].as_str().unwrap().to_owned(),
         b["access_token"].as_str().unwrap().to_owned(),
     );
-    assert_eq!(get(&node, WHOAMI, Some(&b)).await.0, 200);
+    assert_eq!(get(&node, WHOAMI, &b).await.0, 200);
     let (status, body) = call(
         &node,
         "POST",
@@ -270,23 +165,23 @@ async fn logout_revokes_the_token_and_logout_all_every_device() {
     .await;
     assert_eq!((status, &body), (200, &json!({})));
     for t in [&a, &b] {
-        assert_error(&get(&node, WHOAMI, Some(t)).await, 401, "M_UNKNOWN_TOKEN");
+        assert_error(&get(&node, WHOAMI, t).await, 401, "M_UNKNOWN_TOKEN");
     }
 }
 
 #[tokio::test]
 async fn a_login_with_a_known_device_id_replaces_its_token() {
     let node = TestNode::spawn().await;
-    register(&node, "faye", "pw-faye").await;
+    register(&node, "faye").await;
     let mut req = password_login("faye", "pw-faye");
     req["device_id"] = "PHONE".into();
-    let (_, first) = post(&node, LOGIN, None, &req).await;
+    let (_, first) = anon_post(&node, LOGIN, &req).await;
     assert_eq!(first["device_id"], "PHONE", "{first}");
-    let (_, second) = post(&node, LOGIN, None, &req).await;
+    let (_, second) = anon_post(&node, LOGIN, &req).await;
     assert_eq!(second["device_id"], "PHONE", "{second}");
     let old = first["access_token"].as_str().unwrap();
-    assert_error(&get(&node, WHOAMI, Some(old)).await, 401, "M_UNKNOWN_TOKEN");
-    let (status, me) = get(&node, WHOAMI, second["access_token"].as_str()).await;
+    assert_error(&get(&node, WHOAMI, old).await, 401, "M_UNKNOWN_TOKEN");
+    let (status, me) = get(&node, WHOAMI, second["access_token"].as_str().unwrap()).await;
     assert_eq!((status, &me["device_id"]), (200, &json!("PHONE")));
 }
 
@@ -303,29 +198,29 @@ async fn malformed_requests_get_exact_errcodes() {
         "password": true,
     });
     assert_error(
-        &post(&node, LOGIN, None, &wrong_types).await,
+        &anon_post(&node, LOGIN, &wrong_types).await,
         400,
         "M_BAD_JSON",
     );
     let wrong_types = json!({"username": ["alice"], "password": 7});
     assert_error(
-        &post(&node, REGISTER, None, &wrong_types).await,
+        &anon_post(&node, REGISTER, &wrong_types).await,
         400,
         "M_BAD_JSON",
     );
 
     assert_error(
-        &get(&node, "/_matrix/client/v3/no/such/endpoint", None).await,
+        &anon_get(&node, "/_matrix/client/v3/no/such/endpoint").await,
         404,
         "M_UNRECOGNIZED",
     );
     assert_error(
-        &post(&node, "/_matrix/federation/v1/send/1", None, &json!({})).await,
+        &anon_post(&node, "/_matrix/federation/v1/send/1", &json!({})).await,
         404,
         "M_UNRECOGNIZED",
     );
     assert_error(
-        &get(&node, "/_matrix/client/v3/logout", None).await,
+        &anon_get(&node, "/_matrix/client/v3/logout").await,
         405,
         "M_UNRECOGNIZED",
     );
@@ -336,7 +231,7 @@ async fn malformed_requests_get_exact_errcodes() {
         "M_TOO_LARGE",
     );
     // Outside /_matrix the node's own 404 stays.
-    assert_eq!(get(&node, "/no-such-path", None).await.0, 404);
+    assert_eq!(anon_get(&node, "/no-such-path").await.0, 404);
 }
 
 // --- password login -----------------------------------------------------------------------------
@@ -344,21 +239,21 @@ async fn malformed_requests_get_exact_errcodes() {
 #[tokio::test]
 async fn password_login_failures_are_forbidden() {
     let node = TestNode::spawn().await;
-    register(&node, "gina", "pw-gina").await;
-    let wrong = post(&node, LOGIN, None, &password_login("gina", "nope")).await;
+    register(&node, "gina").await;
+    let wrong = anon_post(&node, LOGIN, &password_login("gina", "nope")).await;
     assert_error(&wrong, 403, "M_FORBIDDEN");
-    let unknown = post(&node, LOGIN, None, &password_login("nobody", "pw-gina")).await;
+    let unknown = anon_post(&node, LOGIN, &password_login("nobody", "pw-gina")).await;
     assert_error(&unknown, 403, "M_FORBIDDEN");
     assert_eq!(wrong.1["error"], unknown.1["error"], "failures look alike");
     let other_server = password_login("@gina:elsewhere.org", "pw-gina");
     assert_error(
-        &post(&node, LOGIN, None, &other_server).await,
+        &anon_post(&node, LOGIN, &other_server).await,
         403,
         "M_FORBIDDEN",
     );
 
-    let ok = login(&node, "GINA", "pw-gina").await;
-    assert_eq!(ok["user_id"], format!("@gina:{DOMAIN}"));
+    let ok = login_with(&node, "GINA", "pw-gina").await;
+    assert_eq!(ok["user_id"], user_id("gina"));
     assert!(ok["device_id"].is_string());
 
     let email = json!({
@@ -366,10 +261,10 @@ async fn password_login_failures_are_forbidden() {
         "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "g@example.com"},
         "password": "pw-gina",
     });
-    assert_error(&post(&node, LOGIN, None, &email).await, 400, "M_UNKNOWN");
+    assert_error(&anon_post(&node, LOGIN, &email).await, 400, "M_UNKNOWN");
     let jwt_without_issuer = json!({"type": "org.matrix.login.jwt", "token": "x.y.z"});
     assert_error(
-        &post(&node, LOGIN, None, &jwt_without_issuer).await,
+        &anon_post(&node, LOGIN, &jwt_without_issuer).await,
         400,
         "M_UNKNOWN",
     );
@@ -394,29 +289,29 @@ async fn registration_asks_for_the_dummy_stage_and_checks_names() {
         "{uia}"
     );
 
-    register(&node, "hank", "pw-hank").await;
+    register(&node, "hank").await;
     let dummy = json!({"type": "m.login.dummy"});
     let taken = json!({"username": "hank", "password": "x", "auth": dummy});
     assert_error(
-        &post(&node, REGISTER, None, &taken).await,
+        &anon_post(&node, REGISTER, &taken).await,
         400,
         "M_USER_IN_USE",
     );
     let taken = json!({"username": "HANK", "password": "x"});
     assert_error(
-        &post(&node, REGISTER, None, &taken).await,
+        &anon_post(&node, REGISTER, &taken).await,
         400,
         "M_USER_IN_USE",
     );
     let reserved = json!({"username": "_hyperty_x", "password": "x", "auth": dummy});
     assert_error(
-        &post(&node, REGISTER, None, &reserved).await,
+        &anon_post(&node, REGISTER, &reserved).await,
         400,
         "M_EXCLUSIVE",
     );
     let invalid = json!({"username": "a b", "password": "x", "auth": dummy});
     assert_error(
-        &post(&node, REGISTER, None, &invalid).await,
+        &anon_post(&node, REGISTER, &invalid).await,
         400,
         "M_INVALID_USERNAME",
     );
@@ -424,17 +319,17 @@ async fn registration_asks_for_the_dummy_stage_and_checks_names() {
     assert_error(&guest, 403, "M_GUEST_ACCESS_FORBIDDEN");
     let stale = json!({"username": "ivy", "password": "x",
         "auth": {"type": "m.login.dummy", "session": "not-issued-here"}});
-    assert_error(&post(&node, REGISTER, None, &stale).await, 400, "M_UNKNOWN");
+    assert_error(&anon_post(&node, REGISTER, &stale).await, 400, "M_UNKNOWN");
     let other_stage = json!({"username": "ivy", "password": "x",
         "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "ivy"},
                  "password": "x"}});
-    let (status, again) = post(&node, REGISTER, None, &other_stage).await;
+    let (status, again) = anon_post(&node, REGISTER, &other_stage).await;
     assert_eq!(status, 401, "{again}");
     assert_eq!(again["errcode"], "M_FORBIDDEN", "{again}");
     assert!(again["session"].is_string(), "{again}");
     let no_password = json!({"username": "ivy", "auth": dummy});
     assert_error(
-        &post(&node, REGISTER, None, &no_password).await,
+        &anon_post(&node, REGISTER, &no_password).await,
         400,
         "M_MISSING_PARAM",
     );
@@ -442,15 +337,15 @@ async fn registration_asks_for_the_dummy_stage_and_checks_names() {
     // Registration without logging in; then the account logs in.
     let quiet = json!({"username": "ivy", "password": "pw-ivy", "auth": dummy,
         "inhibit_login": true});
-    let (status, done) = post(&node, REGISTER, None, &quiet).await;
+    let (status, done) = anon_post(&node, REGISTER, &quiet).await;
     assert_eq!(status, 200, "{done}");
-    assert_eq!(done["user_id"], format!("@ivy:{DOMAIN}"));
+    assert_eq!(done["user_id"], user_id("ivy"));
     assert!(done.get("access_token").is_none(), "{done}");
-    login(&node, "ivy", "pw-ivy").await;
+    login_with(&node, "ivy", "pw-ivy").await;
 
     // A generated name when none is given.
     let anon = json!({"password": "pw-anon", "auth": dummy});
-    let (status, done) = post(&node, REGISTER, None, &anon).await;
+    let (status, done) = anon_post(&node, REGISTER, &anon).await;
     assert_eq!(status, 200, "{done}");
     assert!(done["user_id"].as_str().unwrap().ends_with(":example.com"));
 }
@@ -458,22 +353,22 @@ async fn registration_asks_for_the_dummy_stage_and_checks_names() {
 #[tokio::test]
 async fn username_availability() {
     let node = TestNode::spawn().await;
-    register(&node, "jack", "pw-jack").await;
+    register(&node, "jack").await;
     let available = "/_matrix/client/v3/register/available?username=";
-    let (status, body) = get(&node, &format!("{available}kate"), None).await;
+    let (status, body) = anon_get(&node, &format!("{available}kate")).await;
     assert_eq!((status, body), (200, json!({"available": true})));
     assert_error(
-        &get(&node, &format!("{available}jack"), None).await,
+        &anon_get(&node, &format!("{available}jack")).await,
         400,
         "M_USER_IN_USE",
     );
     assert_error(
-        &get(&node, &format!("{available}_hyperty_abc"), None).await,
+        &anon_get(&node, &format!("{available}_hyperty_abc")).await,
         400,
         "M_EXCLUSIVE",
     );
     assert_error(
-        &get(&node, &format!("{available}a%20b"), None).await,
+        &anon_get(&node, &format!("{available}a%20b")).await,
         400,
         "M_INVALID_USERNAME",
     );
@@ -483,19 +378,14 @@ async fn username_availability() {
 async fn registration_can_be_switched_off() {
     let node = TestNode::spawn_with(|c| c.matrix.registration_enabled = false).await;
     let req = json!({"username": "lena", "password": "x", "auth": {"type": "m.login.dummy"}});
-    assert_error(&post(&node, REGISTER, None, &req).await, 403, "M_FORBIDDEN");
+    assert_error(&anon_post(&node, REGISTER, &req).await, 403, "M_FORBIDDEN");
     assert_error(
         &call(&node, "POST", REGISTER, None, None).await,
         403,
         "M_FORBIDDEN",
     );
     assert_error(
-        &get(
-            &node,
-            "/_matrix/client/v3/register/available?username=lena",
-            None,
-        )
-        .await,
+        &anon_get(&node, "/_matrix/client/v3/register/available?username=lena").await,
         403,
         "M_FORBIDDEN",
     );
@@ -537,7 +427,7 @@ async fn jwt_login_creates_the_account_once_and_refuses_bad_tokens() {
     let node = jwt_node(&dir, true).await;
     let (issuer, attacker) = &*KEYS;
 
-    let (status, flows) = get(&node, LOGIN, None).await;
+    let (status, flows) = anon_get(&node, LOGIN).await;
     assert_eq!(status, 200);
     let types: Vec<&str> = flows["flows"]
         .as_array()
@@ -547,21 +437,19 @@ async fn jwt_login_creates_the_account_once_and_refuses_bad_tokens() {
         .collect();
     assert_eq!(types, ["m.login.password", "org.matrix.login.jwt"]);
 
-    let (status, first) = post(
+    let (status, first) = anon_post(
         &node,
         LOGIN,
-        None,
         &jwt_login(&jwt(&issuer.encoding, "Nina", 600)),
     )
     .await;
     assert_eq!(status, 200, "{first}");
-    assert_eq!(first["user_id"], format!("@_nina:{DOMAIN}"));
-    let (status, me) = get(&node, WHOAMI, first["access_token"].as_str()).await;
+    assert_eq!(first["user_id"], user_id("_nina"));
+    let (status, me) = get(&node, WHOAMI, first["access_token"].as_str().unwrap()).await;
     assert_eq!((status, &me["user_id"]), (200, &first["user_id"]));
-    let (status, second) = post(
+    let (status, second) = anon_post(
         &node,
         LOGIN,
-        None,
         &jwt_login(&jwt(&issuer.encoding, "Nina", 600)),
     )
     .await;
@@ -576,32 +464,26 @@ async fn jwt_login_creates_the_account_once_and_refuses_bad_tokens() {
         ("a static runtime token", STATIC_TOKEN.to_owned()),
     ];
     for (what, token) in &refused {
-        let answer = post(&node, LOGIN, None, &jwt_login(token)).await;
+        let answer = anon_post(&node, LOGIN, &jwt_login(token)).await;
         assert_eq!(answer.0, 403, "{what}: {}", answer.1);
         assert_eq!(answer.1["errcode"], "M_FORBIDDEN", "{what}");
     }
     let no_token = json!({"type": "org.matrix.login.jwt"});
-    assert_error(
-        &post(&node, LOGIN, None, &no_token).await,
-        400,
-        "M_BAD_JSON",
-    );
+    assert_error(&anon_post(&node, LOGIN, &no_token).await, 400, "M_BAD_JSON");
 
     // A password account is never taken over by an identity with the same name.
-    register(&node, "omar", "pw-omar").await;
-    let takeover = post(
+    register(&node, "omar").await;
+    let takeover = anon_post(
         &node,
         LOGIN,
-        None,
         &jwt_login(&jwt(&issuer.encoding, "omar", 600)),
     )
     .await;
     assert_error(&takeover, 403, "M_FORBIDDEN");
     // An identity cannot reach the reserved namespace either.
-    let reserved = post(
+    let reserved = anon_post(
         &node,
         LOGIN,
-        None,
         &jwt_login(&jwt(&issuer.encoding, "HypertyX", 600)),
     )
     .await;
@@ -612,12 +494,6 @@ async fn jwt_login_creates_the_account_once_and_refuses_bad_tokens() {
 async fn jwt_login_without_account_creation_needs_an_existing_account() {
     let dir = TempDir::new().unwrap();
     let node = jwt_node(&dir, false).await;
-    let answer = post(
-        &node,
-        LOGIN,
-        None,
-        &jwt_login(&jwt(&KEYS.0.encoding, "pat", 600)),
-    )
-    .await;
+    let answer = anon_post(&node, LOGIN, &jwt_login(&jwt(&KEYS.0.encoding, "pat", 600))).await;
     assert_error(&answer, 403, "M_FORBIDDEN");
 }

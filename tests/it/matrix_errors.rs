@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::support::TestNode;
 use crate::support::matrix::{
-    V3, assert_error, bodies, call, create_room, get, messages, ok, post, put, register, send_text,
+    V3, anon_post, assert_error, bodies, call, create_room, event_ids, get, invite, join, login,
+    messages, next_batch, ok, post, put, register, room_path, send_path, send_text, sync, text,
     urlencode, user_id, whole_history,
 };
 
@@ -21,18 +22,50 @@ async fn alices_room(node: &TestNode) -> (String, String, String) {
     (alice, bob, room)
 }
 
-fn send_path(room: &str, txn: &str) -> String {
-    format!("{V3}/rooms/{room}/send/m.room.message/{txn}")
+/// A node with [`alices_room`], and the room's history as alice saw it then: refused requests
+/// must leave it as it was.
+struct Refusals {
+    node: TestNode,
+    alice: String,
+    bob: String,
+    room: String,
+    history: Vec<Value>,
 }
 
-fn text(body: &str) -> Value {
-    json!({"msgtype": "m.text", "body": body})
+impl Refusals {
+    async fn new() -> Self {
+        let node = TestNode::spawn().await;
+        let (alice, bob, room) = alices_room(&node).await;
+        let history = whole_history(&node, &alice, &room).await;
+        Self {
+            node,
+            alice,
+            bob,
+            room,
+            history,
+        }
+    }
+
+    /// `PUT` of `content` to the room's send endpoint (transaction `txn`) with `token`.
+    async fn send(&self, token: &str, txn: &str, content: &Value) -> (u16, Value) {
+        put(&self.node, &send_path(&self.room, txn), token, content).await
+    }
+
+    /// Asserts that alice sees the history she saw when the room was made.
+    async fn assert_history_unchanged(&self) {
+        let now = whole_history(&self.node, &self.alice, &self.room).await;
+        assert_eq!(now, self.history);
+    }
+}
+
+/// `POST /createRoom` with `body`: the whole answer.
+async fn try_create_room(node: &TestNode, token: &str, body: &Value) -> (u16, Value) {
+    post(node, &format!("{V3}/createRoom"), token, body).await
 }
 
 /// The current state of a room as `token` sees it, sorted, for before/after comparisons.
 async fn state(node: &TestNode, token: &str, room: &str) -> Vec<Value> {
-    let (status, body) = get(node, &format!("{V3}/rooms/{room}/state"), token).await;
-    assert_eq!(status, 200, "{body}");
+    let body = ok(get(node, &room_path(room, "state"), token).await);
     let mut events = body.as_array().expect("state is an array").clone();
     events.sort_by_key(|e| e["event_id"].as_str().unwrap_or_default().to_owned());
     events
@@ -43,98 +76,62 @@ async fn joined_rooms(node: &TestNode, token: &str) -> Vec<Value> {
     body["joined_rooms"].as_array().unwrap().clone()
 }
 
-fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["event_id"].as_str().expect("event_id").to_owned())
-        .collect()
-}
-
 // --- authentication -----------------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_missing_token_is_401_m_missing_token() {
-    let node = TestNode::spawn().await;
-    let (alice, _, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
+    let t = Refusals::new().await;
     let body = text("no token").to_string();
-    let answer = call(
-        &node,
-        "PUT",
-        &send_path(&room, "t1"),
-        None,
-        Some(body.as_bytes()),
-    )
-    .await;
+    let path = send_path(&t.room, "t1");
+    let answer = call(&t.node, "PUT", &path, None, Some(body.as_bytes())).await;
     assert_error(&answer, 401, "M_MISSING_TOKEN");
     for path in [
         format!("{V3}/joined_rooms"),
-        format!("{V3}/rooms/{room}/messages?dir=b"),
+        room_path(&t.room, "messages?dir=b"),
         format!("{V3}/sync"),
     ] {
         assert_error(
-            &call(&node, "GET", &path, None, None).await,
+            &call(&t.node, "GET", &path, None, None).await,
             401,
             "M_MISSING_TOKEN",
         );
     }
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
+    t.assert_history_unchanged().await;
 }
 
 #[tokio::test]
 async fn an_unknown_token_is_401_m_unknown_token() {
-    let node = TestNode::spawn().await;
-    let (alice, _, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
-    let answer = put(
-        &node,
-        &send_path(&room, "t1"),
-        "rtm_forged",
-        &text("forged"),
-    )
-    .await;
+    let t = Refusals::new().await;
+    let answer = t.send("rtm_forged", "t1", &text("forged")).await;
     assert_error(&answer, 401, "M_UNKNOWN_TOKEN");
     assert_error(
-        &post(&node, &format!("{V3}/createRoom"), "rtm_forged", &json!({})).await,
+        &try_create_room(&t.node, "rtm_forged", &json!({})).await,
         401,
         "M_UNKNOWN_TOKEN",
     );
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
+    t.assert_history_unchanged().await;
 }
 
 // --- malformed requests ---------------------------------------------------------------------------
 
 #[tokio::test]
 async fn malformed_json_is_400_m_not_json_and_stores_nothing() {
-    let node = TestNode::spawn().await;
-    let (alice, _, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
+    let t = Refusals::new().await;
+    let alice = Some(t.alice.as_str());
+    let path = send_path(&t.room, "t1");
     for bad in [
         &b"{\"msgtype\": \"m.text\", \"body\": "[..],
         b"not json",
         b"{'a': 1}",
     ] {
-        let answer = call(
-            &node,
-            "PUT",
-            &send_path(&room, "t1"),
-            Some(&alice),
-            Some(bad),
-        )
-        .await;
+        let answer = call(&t.node, "PUT", &path, alice, Some(bad)).await;
         assert_error(&answer, 400, "M_NOT_JSON");
     }
-    let answer = call(
-        &node,
-        "POST",
-        &format!("{V3}/createRoom"),
-        Some(&alice),
-        Some(b"{\"name\":"),
-    )
-    .await;
+    let create = format!("{V3}/createRoom");
+    let answer = call(&t.node, "POST", &create, alice, Some(b"{\"name\":")).await;
     assert_error(&answer, 400, "M_NOT_JSON");
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
-    assert_eq!(joined_rooms(&node, &alice).await.len(), 1);
+    t.assert_history_unchanged().await;
+    assert_eq!(joined_rooms(&t.node, &t.alice).await.len(), 1);
 }
 
 #[tokio::test]
@@ -142,46 +139,27 @@ async fn wrong_field_types_are_400_m_bad_json() {
     let node = TestNode::spawn().await;
     let (alice, _, room) = alices_room(&node).await;
     let rooms_before = joined_rooms(&node, &alice).await;
-    let answer = post(
-        &node,
-        &format!("{V3}/createRoom"),
-        &alice,
-        &json!({"name": 5}),
-    )
-    .await;
-    assert_error(&answer, 400, "M_BAD_JSON");
-    let answer = post(
-        &node,
-        &format!("{V3}/createRoom"),
-        &alice,
-        &json!({"invite": "@bob:example.com"}),
-    )
-    .await;
-    assert_error(&answer, 400, "M_BAD_JSON");
+    for body in [json!({"name": 5}), json!({"invite": "@bob:example.com"})] {
+        let answer = try_create_room(&node, &alice, &body).await;
+        assert_error(&answer, 400, "M_BAD_JSON");
+    }
     assert_eq!(joined_rooms(&node, &alice).await, rooms_before);
 
     let state_before = state(&node, &alice, &room).await;
-    let answer = post(
-        &node,
-        &format!("{V3}/rooms/{room}/invite"),
-        &alice,
-        &json!({"user_id": 42}),
-    )
-    .await;
+    let invite = room_path(&room, "invite");
+    let answer = post(&node, &invite, &alice, &json!({"user_id": 42})).await;
     assert_error(&answer, 400, "M_BAD_JSON");
     assert_eq!(state(&node, &alice, &room).await, state_before);
 }
 
 #[tokio::test]
 async fn event_content_that_is_not_an_object_is_400_m_bad_json_and_stores_nothing() {
-    let node = TestNode::spawn().await;
-    let (alice, _, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
+    let t = Refusals::new().await;
     for content in [json!([1, 2]), json!("text"), json!(7)] {
-        let answer = put(&node, &send_path(&room, "t-array"), &alice, &content).await;
+        let answer = t.send(&t.alice, "t-array", &content).await;
         assert_error(&answer, 400, "M_BAD_JSON");
     }
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
+    t.assert_history_unchanged().await;
 }
 
 #[tokio::test]
@@ -189,7 +167,7 @@ async fn an_unknown_endpoint_is_404_m_unrecognized() {
     let node = TestNode::spawn().await;
     let (alice, _, room) = alices_room(&node).await;
     for path in [
-        format!("{V3}/rooms/{room}/no_such_thing"),
+        room_path(&room, "no_such_thing"),
         format!("{V3}/no/such/endpoint"),
         "/_matrix/client/v9/sync".to_owned(),
     ] {
@@ -201,28 +179,22 @@ async fn an_unknown_endpoint_is_404_m_unrecognized() {
 
 #[tokio::test]
 async fn sending_to_a_room_you_are_not_in_is_403_and_stores_nothing() {
-    let node = TestNode::spawn().await;
-    let (alice, bob, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
-    let answer = put(&node, &send_path(&room, "t1"), &bob, &text("let me in")).await;
+    let t = Refusals::new().await;
+    let (node, bob, room) = (&t.node, &t.bob, &t.room);
+    let answer = t.send(bob, "t1", &text("let me in")).await;
     assert_error(&answer, 403, "M_FORBIDDEN");
-    let answer = put(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.topic/"),
-        &bob,
-        &json!({"topic": "bob was here"}),
-    )
-    .await;
+    let topic = json!({"topic": "bob was here"});
+    let answer = put(node, &room_path(room, "state/m.room.topic/"), bob, &topic).await;
     assert_error(&answer, 403, "M_FORBIDDEN");
     // Nor may a stranger read the room.
-    for path in [
-        format!("{V3}/rooms/{room}/messages?dir=b"),
-        format!("{V3}/rooms/{room}/state"),
-        format!("{V3}/rooms/{room}/state/m.room.name/"),
-    ] {
-        assert_error(&get(&node, &path, &bob).await, 403, "M_FORBIDDEN");
+    for rest in ["messages?dir=b", "state", "state/m.room.name/"] {
+        assert_error(
+            &get(node, &room_path(room, rest), bob).await,
+            403,
+            "M_FORBIDDEN",
+        );
     }
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
+    t.assert_history_unchanged().await;
 }
 
 #[tokio::test]
@@ -230,10 +202,10 @@ async fn joining_an_invite_only_room_uninvited_is_403_and_changes_nothing() {
     let node = TestNode::spawn().await;
     let (alice, bob, room) = alices_room(&node).await;
     let before = state(&node, &alice, &room).await;
-    let answer = post(&node, &format!("{V3}/rooms/{room}/join"), &bob, &json!({})).await;
-    assert_error(&answer, 403, "M_FORBIDDEN");
-    let answer = post(&node, &format!("{V3}/join/{room}"), &bob, &json!({})).await;
-    assert_error(&answer, 403, "M_FORBIDDEN");
+    for path in [room_path(&room, "join"), format!("{V3}/join/{room}")] {
+        let answer = post(&node, &path, &bob, &json!({})).await;
+        assert_error(&answer, 403, "M_FORBIDDEN");
+    }
     assert_eq!(state(&node, &alice, &room).await, before);
     assert!(joined_rooms(&node, &bob).await.is_empty());
 }
@@ -242,39 +214,18 @@ async fn joining_an_invite_only_room_uninvited_is_403_and_changes_nothing() {
 async fn kicking_without_power_is_403_and_changes_nothing() {
     let node = TestNode::spawn().await;
     let (alice, bob, room) = alices_room(&node).await;
-    ok(post(
-        &node,
-        &format!("{V3}/rooms/{room}/invite"),
-        &alice,
-        &json!({"user_id": user_id("bob")}),
-    )
-    .await);
-    ok(post(&node, &format!("{V3}/rooms/{room}/join"), &bob, &json!({})).await);
+    invite(&node, &alice, &room, &user_id("bob")).await;
+    join(&node, &bob, &room).await;
     let before = state(&node, &alice, &room).await;
-    let answer = post(
-        &node,
-        &format!("{V3}/rooms/{room}/kick"),
-        &bob,
-        &json!({"user_id": user_id("alice"), "reason": "coup"}),
-    )
-    .await;
-    assert_error(&answer, 403, "M_FORBIDDEN");
-    let answer = post(
-        &node,
-        &format!("{V3}/rooms/{room}/ban"),
-        &bob,
-        &json!({"user_id": user_id("alice")}),
-    )
-    .await;
-    assert_error(&answer, 403, "M_FORBIDDEN");
+    let kick = json!({"user_id": user_id("alice"), "reason": "coup"});
+    let ban = json!({"user_id": user_id("alice")});
+    for (action, body) in [("kick", kick), ("ban", ban)] {
+        let answer = post(&node, &room_path(&room, action), &bob, &body).await;
+        assert_error(&answer, 403, "M_FORBIDDEN");
+    }
     // Nor may bob (power 0) change the room's name (needs 50).
-    let answer = put(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.name/"),
-        &bob,
-        &json!({"name": "Bob's now"}),
-    )
-    .await;
+    let name = json!({"name": "Bob's now"});
+    let answer = put(&node, &room_path(&room, "state/m.room.name/"), &bob, &name).await;
     assert_error(&answer, 403, "M_FORBIDDEN");
     assert_eq!(state(&node, &alice, &room).await, before);
     assert_eq!(state(&node, &bob, &room).await, before);
@@ -298,28 +249,21 @@ async fn state_of_an_unknown_room_is_404_m_not_found() {
 async fn a_state_event_the_room_does_not_have_is_404_m_not_found() {
     let node = TestNode::spawn().await;
     let (alice, _, room) = alices_room(&node).await;
-    let answer = get(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.encryption/"),
-        &alice,
-    )
-    .await;
-    assert_error(&answer, 404, "M_NOT_FOUND");
-    let answer = get(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.member/@nobody:example.com"),
-        &alice,
-    )
-    .await;
-    assert_error(&answer, 404, "M_NOT_FOUND");
+    for rest in [
+        "state/m.room.encryption/",
+        "state/m.room.member/@nobody:example.com",
+    ] {
+        let answer = get(&node, &room_path(&room, rest), &alice).await;
+        assert_error(&answer, 404, "M_NOT_FOUND");
+    }
 }
 
 #[tokio::test]
 async fn the_empty_state_key_works_with_and_without_the_trailing_slash() {
     let node = TestNode::spawn().await;
     let (alice, _, room) = alices_room(&node).await;
-    let with_slash = format!("{V3}/rooms/{room}/state/m.room.name/");
-    let without = format!("{V3}/rooms/{room}/state/m.room.name");
+    let with_slash = room_path(&room, "state/m.room.name/");
+    let without = room_path(&room, "state/m.room.name");
 
     assert_eq!(
         ok(get(&node, &with_slash, &alice).await),
@@ -362,13 +306,8 @@ async fn an_alias_already_taken_by_create_room_is_400_m_room_in_use() {
     let alice = register(&node, "alice").await;
     let bob = register(&node, "bob").await;
     let first = create_room(&node, &alice, &json!({"room_alias_name": "lobby"})).await;
-    let answer = post(
-        &node,
-        &format!("{V3}/createRoom"),
-        &bob,
-        &json!({"room_alias_name": "lobby", "name": "Second lobby"}),
-    )
-    .await;
+    let second = json!({"room_alias_name": "lobby", "name": "Second lobby"});
+    let answer = try_create_room(&node, &bob, &second).await;
     assert_error(&answer, 400, "M_ROOM_IN_USE");
     assert!(
         joined_rooms(&node, &bob).await.is_empty(),
@@ -390,16 +329,8 @@ async fn registering_in_the_reserved_hyperty_namespace_is_m_exclusive() {
         "username": "_hyperty_abc",
         "password": "pw",
         "auth": {"type": "m.login.dummy"},
-    })
-    .to_string();
-    let answer = call(
-        &node,
-        "POST",
-        &format!("{V3}/register"),
-        None,
-        Some(req.as_bytes()),
-    )
-    .await;
+    });
+    let answer = anon_post(&node, &format!("{V3}/register"), &req).await;
     assert_error(&answer, 400, "M_EXCLUSIVE");
 }
 
@@ -407,13 +338,8 @@ async fn registering_in_the_reserved_hyperty_namespace_is_m_exclusive() {
 async fn room_aliases_in_the_reserved_hyperty_namespace_are_m_exclusive() {
     let node = TestNode::spawn().await;
     let alice = register(&node, "alice").await;
-    let answer = post(
-        &node,
-        &format!("{V3}/createRoom"),
-        &alice,
-        &json!({"room_alias_name": "_hyperty_abc"}),
-    )
-    .await;
+    let reserved = json!({"room_alias_name": "_hyperty_abc"});
+    let answer = try_create_room(&node, &alice, &reserved).await;
     assert_error(&answer, 400, "M_EXCLUSIVE");
     assert!(
         joined_rooms(&node, &alice).await.is_empty(),
@@ -436,25 +362,20 @@ async fn room_aliases_in_the_reserved_hyperty_namespace_are_m_exclusive() {
 
 #[tokio::test]
 async fn an_event_over_65536_bytes_is_413_m_too_large_and_not_stored() {
-    let node = TestNode::spawn().await;
-    let (alice, _, room) = alices_room(&node).await;
-    let before = whole_history(&node, &alice, &room).await;
+    let t = Refusals::new().await;
+    let (node, alice, room) = (&t.node, &t.alice, &t.room);
     // The content alone over the limit, and content under it whose event is over it.
     for len in [70_000, 65_400] {
-        let answer = put(
-            &node,
-            &send_path(&room, &format!("big{len}")),
-            &alice,
-            &text(&"x".repeat(len)),
-        )
-        .await;
+        let answer = t
+            .send(alice, &format!("big{len}"), &text(&"x".repeat(len)))
+            .await;
         assert_error(&answer, 413, "M_TOO_LARGE");
     }
-    assert_eq!(whole_history(&node, &alice, &room).await, before);
+    t.assert_history_unchanged().await;
     // A large event under the limit is fine.
-    let id = send_text(&node, &alice, &room, "fits", &"y".repeat(60_000)).await;
-    let after = whole_history(&node, &alice, &room).await;
-    assert_eq!(after.len(), before.len() + 1);
+    let id = send_text(node, alice, room, "fits", &"y".repeat(60_000)).await;
+    let after = whole_history(node, alice, room).await;
+    assert_eq!(after.len(), t.history.len() + 1);
     assert_eq!(after.last().unwrap()["event_id"], id.as_str());
 }
 
@@ -476,23 +397,8 @@ async fn a_repeated_transaction_id_returns_the_first_event_and_creates_nothing()
     assert_eq!(bodies(&history), ["once"]);
 
     // The same transaction ID from another device is another transaction.
-    let login = json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": "alice"},
-        "password": "pw-alice",
-    })
-    .to_string();
-    let (status, second_device) = call(
-        &node,
-        "POST",
-        &format!("{V3}/login"),
-        None,
-        Some(login.as_bytes()),
-    )
-    .await;
-    assert_eq!(status, 200, "{second_device}");
-    let token2 = second_device["access_token"].as_str().unwrap();
-    let from_other_device = send_text(&node, token2, &room, "txn-1", "once").await;
+    let token2 = login(&node, "alice").await.token;
+    let from_other_device = send_text(&node, &token2, &room, "txn-1", "once").await;
     assert_ne!(from_other_device, first);
     assert_eq!(whole_history(&node, &alice, &room).await.len(), before + 2);
 }
@@ -513,24 +419,18 @@ async fn a_repeated_transaction_id_is_recognised_after_a_kill() {
 
 // --- /sync --------------------------------------------------------------------------------------------
 
-async fn next_batch(node: &TestNode, token: &str) -> String {
-    let body = ok(get(node, &format!("{V3}/sync"), token).await);
-    body["next_batch"].as_str().expect("next_batch").to_owned()
+/// The `next_batch` of an immediate `/sync`.
+async fn sync_now(node: &TestNode, token: &str) -> String {
+    next_batch(&sync(node, token, None).await)
 }
 
 #[tokio::test]
 async fn a_sync_long_poll_wakes_as_soon_as_a_message_is_sent() {
     let node = TestNode::spawn().await;
     let (alice, bob, room) = alices_room(&node).await;
-    ok(post(
-        &node,
-        &format!("{V3}/rooms/{room}/invite"),
-        &alice,
-        &json!({"user_id": user_id("bob")}),
-    )
-    .await);
-    ok(post(&node, &format!("{V3}/rooms/{room}/join"), &bob, &json!({})).await);
-    let since = next_batch(&node, &bob).await;
+    invite(&node, &alice, &room, &user_id("bob")).await;
+    join(&node, &bob, &room).await;
+    let since = sync_now(&node, &bob).await;
 
     let started = Instant::now();
     let poll = {
@@ -550,7 +450,7 @@ async fn a_sync_long_poll_wakes_as_soon_as_a_message_is_sent() {
     let events = body["rooms"]["join"][&room]["timeline"]["events"]
         .as_array()
         .unwrap_or_else(|| panic!("no timeline for the room: {body}"));
-    assert_eq!(ids(events), [sent], "{body}");
+    assert_eq!(event_ids(events), [sent], "{body}");
     assert_eq!(events[0]["content"]["body"], "wake up bob");
     assert!(
         elapsed < Duration::from_secs(5),
@@ -563,7 +463,7 @@ async fn a_sync_long_poll_wakes_as_soon_as_a_message_is_sent() {
 async fn a_sync_with_nothing_new_waits_for_its_timeout_then_answers_empty() {
     let node = TestNode::spawn().await;
     let (alice, _, _) = alices_room(&node).await;
-    let since = next_batch(&node, &alice).await;
+    let since = sync_now(&node, &alice).await;
     let started = Instant::now();
     let body = ok(get(
         &node,
@@ -590,7 +490,7 @@ async fn a_sync_next_batch_as_messages_from_includes_the_newest_event() {
     let (alice, _, room) = alices_room(&node).await;
     send_text(&node, &alice, &room, "a", "older").await;
     let newest = send_text(&node, &alice, &room, "b", "newest").await;
-    let since = next_batch(&node, &alice).await;
+    let since = sync_now(&node, &alice).await;
     let page = messages(&node, &alice, &room, &format!("dir=b&limit=2&from={since}")).await;
     let chunk = page["chunk"].as_array().unwrap();
     assert_eq!(chunk[0]["event_id"], newest.as_str(), "{page}");
@@ -601,7 +501,7 @@ async fn a_sync_next_batch_as_messages_from_includes_the_newest_event() {
     assert_eq!(page["chunk"], json!([]), "{page}");
     let later = send_text(&node, &alice, &room, "c", "later").await;
     let page = messages(&node, &alice, &room, &format!("dir=f&from={since}")).await;
-    assert_eq!(ids(page["chunk"].as_array().unwrap()), [later]);
+    assert_eq!(event_ids(page["chunk"].as_array().unwrap()), [later]);
 }
 
 // --- durability -------------------------------------------------------------------------------------
@@ -618,7 +518,7 @@ async fn every_acknowledged_send_survives_a_kill() {
     let acknowledged = futures_util::future::join_all(sends).await;
     let node = node.kill_and_restart().await;
     let history = whole_history(&node, &alice, &room).await;
-    let stored = ids(&history);
+    let stored = event_ids(&history);
     for id in &acknowledged {
         assert!(stored.contains(id), "acknowledged {id} lost in the kill");
     }

@@ -4,153 +4,28 @@
 //! (exact status and `errcode`).
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::support::matrix::{
+    Session, V3, anon_get, assert_error, call, create_room, login, next_batch, ok,
+    register_session, sync, user_id,
+};
 use crate::support::{DOMAIN, TestNode};
-
-/// One HTTP/1.1 request on its own connection: status and JSON body (`Null` if empty).
-async fn call(
-    node: &TestNode,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
-    let body = body.map(Value::to_string);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    match &body {
-        Some(b) => head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        )),
-        None if method != "GET" => head.push_str("Content-Length: 0\r\n"),
-        None => {}
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write");
-    if let Some(b) = &body {
-        s.write_all(b.as_bytes()).await.expect("write body");
-    }
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    let text = String::from_utf8(out).expect("utf-8 response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
-    };
-    (status, json)
-}
-
-/// A logged-in device.
-struct Session {
-    user_id: String,
-    device_id: String,
-    token: String,
-}
-
-impl Session {
-    async fn get(&self, node: &TestNode, path: &str) -> (u16, Value) {
-        call(node, "GET", &v3(path), Some(&self.token), None).await
-    }
-
-    async fn put(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
-        call(node, "PUT", &v3(path), Some(&self.token), Some(body)).await
-    }
-
-    async fn post(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
-        call(node, "POST", &v3(path), Some(&self.token), Some(body)).await
-    }
-
-    async fn delete(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
-        call(node, "DELETE", &v3(path), Some(&self.token), Some(body)).await
-    }
-}
-
-fn v3(path: &str) -> String {
-    format!("/_matrix/client/v3{path}")
-}
-
-/// Registers `user` (password `pw-<user>`) through the dummy flow.
-async fn register(node: &TestNode, user: &str) -> Session {
-    let req = json!({"username": user, "password": format!("pw-{user}")});
-    let (status, uia) = call(node, "POST", &v3("/register"), None, Some(&req)).await;
-    assert_eq!(status, 401, "{uia}");
-    let mut req = req;
-    req["auth"] = json!({"type": "m.login.dummy", "session": uia["session"]});
-    let (status, done) = call(node, "POST", &v3("/register"), None, Some(&req)).await;
-    assert_eq!(status, 200, "{done}");
-    session(&done)
-}
-
-/// Logs `user` in on a new device.
-async fn login(node: &TestNode, user: &str) -> Session {
-    let req = json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": format!("pw-{user}"),
-    });
-    let (status, done) = call(node, "POST", &v3("/login"), None, Some(&req)).await;
-    assert_eq!(status, 200, "{done}");
-    session(&done)
-}
-
-fn session(done: &Value) -> Session {
-    Session {
-        user_id: done["user_id"].as_str().expect("user_id").to_owned(),
-        device_id: done["device_id"].as_str().expect("device_id").to_owned(),
-        token: done["access_token"].as_str().expect("token").to_owned(),
-    }
-}
-
-/// Asserts a Matrix error answer.
-#[track_caller]
-fn assert_error(answer: &(u16, Value), status: u16, errcode: &str) {
-    assert_eq!(answer.0, status, "{}", answer.1);
-    assert_eq!(answer.1["errcode"], errcode, "{}", answer.1);
-    assert!(answer.1["error"].is_string(), "{}", answer.1);
-}
-
-#[track_caller]
-fn assert_ok(answer: &(u16, Value)) -> &Value {
-    assert_eq!(answer.0, 200, "{}", answer.1);
-    &answer.1
-}
-
-fn user(name: &str) -> String {
-    format!("@{name}:{DOMAIN}")
-}
 
 #[tokio::test]
 async fn filters_belong_to_their_uploader() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
     let filter = json!({"room": {"timeline": {"limit": 7}}, "event_fields": ["type"]});
 
     let path = format!("/user/{}/filter", alice.user_id);
-    let created = alice.post(&node, &path, &filter).await;
-    let id = assert_ok(&created)["filter_id"]
-        .as_str()
-        .expect("filter_id")
-        .to_owned();
-    let got = alice.get(&node, &format!("{path}/{id}")).await;
-    assert_eq!(assert_ok(&got)["room"]["timeline"]["limit"], 7);
-    assert_eq!(got.1["event_fields"], json!(["type"]));
+    let created = ok(alice.post(&node, &path, &filter).await);
+    let id = created["filter_id"].as_str().expect("filter_id").to_owned();
+    let got = ok(alice.get(&node, &format!("{path}/{id}")).await);
+    assert_eq!(got["room"]["timeline"]["limit"], 7);
+    assert_eq!(got["event_fields"], json!(["type"]));
     // An empty body is an empty filter.
-    let empty = call(&node, "POST", &v3(&path), Some(&alice.token), None).await;
-    assert_ok(&empty);
+    ok(alice.post_empty(&node, &path).await);
 
     assert_error(
         &bob.get(&node, &format!("{path}/{id}")).await,
@@ -166,7 +41,7 @@ async fn filters_belong_to_their_uploader() {
         "M_NOT_FOUND",
     );
     assert_error(
-        &call(&node, "GET", &v3(&format!("{path}/{id}")), None, None).await,
+        &anon_get(&node, &format!("{V3}{path}/{id}")).await,
         401,
         "M_MISSING_TOKEN",
     );
@@ -175,41 +50,30 @@ async fn filters_belong_to_their_uploader() {
 #[tokio::test]
 async fn profiles_are_public_and_changed_by_their_owner() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
     let profile = format!("/profile/{}", alice.user_id);
 
-    assert_eq!(assert_ok(&alice.get(&node, &profile).await), &json!({}));
+    assert_eq!(ok(alice.get(&node, &profile).await), json!({}));
     let name = json!({"displayname": "Alice A."});
-    assert_ok(
-        &alice
-            .put(&node, &format!("{profile}/displayname"), &name)
-            .await,
-    );
+    ok(alice
+        .put(&node, &format!("{profile}/displayname"), &name)
+        .await);
     let avatar = json!({"avatar_url": "mxc://example.com/alice"});
-    assert_ok(
-        &alice
-            .put(&node, &format!("{profile}/avatar_url"), &avatar)
-            .await,
-    );
+    ok(alice
+        .put(&node, &format!("{profile}/avatar_url"), &avatar)
+        .await);
 
     // Readable without a token.
-    let anonymous = call(&node, "GET", &v3(&profile), None, None).await;
+    let anonymous = ok(anon_get(&node, &format!("{V3}{profile}")).await);
     assert_eq!(
-        assert_ok(&anonymous),
-        &json!({"displayname": "Alice A.", "avatar_url": "mxc://example.com/alice"})
+        anonymous,
+        json!({"displayname": "Alice A.", "avatar_url": "mxc://example.com/alice"})
     );
-    let dn = call(
-        &node,
-        "GET",
-        &v3(&format!("{profile}/displayname")),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(assert_ok(&dn), &name);
-    let av = bob.get(&node, &format!("{profile}/avatar_url")).await;
-    assert_eq!(assert_ok(&av), &avatar);
+    let dn = ok(anon_get(&node, &format!("{V3}{profile}/displayname")).await);
+    assert_eq!(dn, name);
+    let av = ok(bob.get(&node, &format!("{profile}/avatar_url")).await);
+    assert_eq!(av, avatar);
 
     let theft = json!({"displayname": "Not Alice"});
     assert_error(
@@ -224,7 +88,7 @@ async fn profiles_are_public_and_changed_by_their_owner() {
         403,
         "M_FORBIDDEN",
     );
-    let nobody = format!("/profile/{}", user("nobody"));
+    let nobody = format!("/profile/{}", user_id("nobody"));
     assert_error(&alice.get(&node, &nobody).await, 404, "M_NOT_FOUND");
     assert_error(
         &alice.get(&node, &format!("{nobody}/displayname")).await,
@@ -237,19 +101,17 @@ async fn profiles_are_public_and_changed_by_their_owner() {
         "M_NOT_FOUND",
     );
     // Removing the display name leaves the avatar.
-    assert_ok(
-        &alice
-            .put(&node, &format!("{profile}/displayname"), &json!({}))
-            .await,
-    );
-    assert_eq!(assert_ok(&alice.get(&node, &profile).await), &avatar);
+    ok(alice
+        .put(&node, &format!("{profile}/displayname"), &json!({}))
+        .await);
+    assert_eq!(ok(alice.get(&node, &profile).await), avatar);
 }
 
 #[tokio::test]
 async fn account_data_is_private_and_survives_a_restart() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
     let global = format!("/user/{}/account_data/org.example.settings", alice.user_id);
     let room = format!(
         "/user/{}/rooms/!somewhere:{DOMAIN}/account_data/org.example.tag",
@@ -257,9 +119,9 @@ async fn account_data_is_private_and_survives_a_restart() {
     );
 
     assert_error(&alice.get(&node, &global).await, 404, "M_NOT_FOUND");
-    assert_ok(&alice.put(&node, &global, &json!({"theme": "dark"})).await);
-    assert_ok(&alice.put(&node, &global, &json!({"theme": "light"})).await);
-    assert_ok(&alice.put(&node, &room, &json!({"order": 1})).await);
+    ok(alice.put(&node, &global, &json!({"theme": "dark"})).await);
+    ok(alice.put(&node, &global, &json!({"theme": "light"})).await);
+    ok(alice.put(&node, &room, &json!({"order": 1})).await);
 
     assert_error(&bob.get(&node, &global).await, 403, "M_FORBIDDEN");
     assert_error(
@@ -285,32 +147,27 @@ async fn account_data_is_private_and_survives_a_restart() {
 
     let node = node.restart().await;
     assert_eq!(
-        assert_ok(&alice.get(&node, &global).await),
-        &json!({"theme": "light"})
+        ok(alice.get(&node, &global).await),
+        json!({"theme": "light"})
     );
-    assert_eq!(
-        assert_ok(&alice.get(&node, &room).await),
-        &json!({"order": 1})
-    );
+    assert_eq!(ok(alice.get(&node, &room).await), json!({"order": 1}));
 }
 
 #[tokio::test]
 async fn push_rules_are_the_server_defaults() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let all = alice.get(&node, "/pushrules/").await;
-    let overrides = assert_ok(&all)["global"]["override"]
-        .as_array()
-        .expect("override");
+    let alice = register_session(&node, "alice").await;
+    let all = ok(alice.get(&node, "/pushrules/").await);
+    let overrides = all["global"]["override"].as_array().expect("override");
     assert!(
         overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"),
         "{}",
-        all.1
+        all
     );
-    let global = alice.get(&node, "/pushrules/global/").await;
-    assert_eq!(assert_ok(&global), &all.1["global"]);
+    let global = ok(alice.get(&node, "/pushrules/global/").await);
+    assert_eq!(global, all["global"]);
     assert_error(
-        &call(&node, "GET", &v3("/pushrules/"), None, None).await,
+        &anon_get(&node, &format!("{V3}/pushrules/")).await,
         401,
         "M_MISSING_TOKEN",
     );
@@ -319,28 +176,26 @@ async fn push_rules_are_the_server_defaults() {
 #[tokio::test]
 async fn devices_are_listed_renamed_and_deleted_with_the_password() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
+    let alice = register_session(&node, "alice").await;
     let other = login(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let bob = register_session(&node, "bob").await;
 
-    let list = alice.get(&node, "/devices").await;
-    let ids: Vec<&str> = assert_ok(&list)["devices"]
+    let list = ok(alice.get(&node, "/devices").await);
+    let ids: Vec<&str> = list["devices"]
         .as_array()
         .expect("devices")
         .iter()
         .filter_map(|d| d["device_id"].as_str())
         .collect();
-    assert_eq!(ids.len(), 2, "{}", list.1);
+    assert_eq!(ids.len(), 2, "{}", list);
     assert!(ids.contains(&alice.device_id.as_str()) && ids.contains(&other.device_id.as_str()));
 
     let path = format!("/devices/{}", other.device_id);
-    assert_ok(
-        &alice
-            .put(&node, &path, &json!({"display_name": "phone"}))
-            .await,
-    );
-    let got = alice.get(&node, &path).await;
-    assert_eq!(assert_ok(&got)["display_name"], "phone");
+    ok(alice
+        .put(&node, &path, &json!({"display_name": "phone"}))
+        .await);
+    let got = ok(alice.get(&node, &path).await);
+    assert_eq!(got["display_name"], "phone");
     assert_error(
         &alice.get(&node, "/devices/NOSUCH").await,
         404,
@@ -386,7 +241,7 @@ async fn devices_are_listed_renamed_and_deleted_with_the_password() {
         401,
         "M_FORBIDDEN",
     );
-    assert_ok(&alice.delete(&node, &path, &auth("pw-alice")).await);
+    ok(alice.delete(&node, &path, &auth("pw-alice")).await);
     assert_error(&other.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
     assert_error(
         &alice.delete(&node, &path, &auth("pw-alice")).await,
@@ -406,14 +261,11 @@ async fn devices_are_listed_renamed_and_deleted_with_the_password() {
     );
     let mut with_auth = auth("pw-alice");
     with_auth["devices"] = devices["devices"].clone();
-    assert_ok(&alice.post(&node, "/delete_devices", &with_auth).await);
+    ok(alice.post(&node, "/delete_devices", &with_auth).await);
     assert_error(&third.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
     assert_error(&fourth.get(&node, "/devices").await, 401, "M_UNKNOWN_TOKEN");
-    let left = alice.get(&node, "/devices").await;
-    assert_eq!(
-        assert_ok(&left)["devices"].as_array().map(Vec::len),
-        Some(1)
-    );
+    let left = ok(alice.get(&node, "/devices").await);
+    assert_eq!(left["devices"].as_array().map(Vec::len), Some(1));
 }
 
 fn device_keys(s: &Session, key: &str) -> Value {
@@ -432,8 +284,8 @@ fn device_keys(s: &Session, key: &str) -> Value {
 #[tokio::test]
 async fn keys_are_uploaded_queried_and_claimed_once() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
 
     let upload = json!({
         "device_keys": device_keys(&alice, "aliceKey"),
@@ -442,30 +294,27 @@ async fn keys_are_uploaded_queried_and_claimed_once() {
             "signed_curve25519:BBBB": {"key": "otk-b", "signatures": {}},
         },
     });
-    let counts = alice.post(&node, "/keys/upload", &upload).await;
-    assert_eq!(
-        assert_ok(&counts)["one_time_key_counts"]["signed_curve25519"],
-        2
-    );
+    let counts = ok(alice.post(&node, "/keys/upload", &upload).await);
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 2);
 
     let query = json!({"device_keys": {alice.user_id.clone(): []}});
-    let found = bob.post(&node, "/keys/query", &query).await;
-    let keys = &assert_ok(&found)["device_keys"][&alice.user_id][&alice.device_id];
+    let found = ok(bob.post(&node, "/keys/query", &query).await);
+    let keys = &found["device_keys"][&alice.user_id][&alice.device_id];
     assert_eq!(
         keys["keys"][format!("curve25519:{}", alice.device_id)],
         "aliceKey"
     );
     let unknown = json!({"device_keys": {alice.user_id.clone(): ["NOSUCH"]}});
-    let none = bob.post(&node, "/keys/query", &unknown).await;
-    assert_eq!(assert_ok(&none)["device_keys"][&alice.user_id], json!({}));
+    let none = ok(bob.post(&node, "/keys/query", &unknown).await);
+    assert_eq!(none["device_keys"][&alice.user_id], json!({}));
 
     let claim = json!({"one_time_keys": {alice.user_id.clone(): {
         alice.device_id.clone(): "signed_curve25519"
     }}});
     let mut claimed = Vec::new();
     for _ in 0..3 {
-        let got = bob.post(&node, "/keys/claim", &claim).await;
-        let keys = &assert_ok(&got)["one_time_keys"][&alice.user_id][&alice.device_id];
+        let got = ok(bob.post(&node, "/keys/claim", &claim).await);
+        let keys = &got["one_time_keys"][&alice.user_id][&alice.device_id];
         claimed.push(
             keys.as_object()
                 .map(|o| o.keys().cloned().collect::<Vec<_>>()),
@@ -480,11 +329,8 @@ async fn keys_are_uploaded_queried_and_claimed_once() {
         ]
     );
     // The count the device sees is down to zero (an empty body uploads nothing).
-    let empty = call(&node, "POST", &v3("/keys/upload"), Some(&alice.token), None).await;
-    assert_eq!(
-        assert_ok(&empty)["one_time_key_counts"]["signed_curve25519"],
-        0
-    );
+    let empty = ok(alice.post_empty(&node, "/keys/upload").await);
+    assert_eq!(empty["one_time_key_counts"]["signed_curve25519"], 0);
 
     // Keys of someone else's device are refused.
     let forged = json!({"device_keys": device_keys(&bob, "x")});
@@ -495,14 +341,14 @@ async fn keys_are_uploaded_queried_and_claimed_once() {
     );
 
     // Alice's upload is a change of her device list, between the first and a later token.
-    let changes = alice
+    let changes = ok(alice
         .get(&node, "/keys/changes?from=s0_0&to=s1000000_0")
-        .await;
-    assert_eq!(assert_ok(&changes)["changed"], json!([alice.user_id]));
-    let later = alice
+        .await);
+    assert_eq!(changes["changed"], json!([alice.user_id]));
+    let later = ok(alice
         .get(&node, "/keys/changes?from=s1000000_0&to=s1000001_0")
-        .await;
-    assert_eq!(assert_ok(&later)["changed"], json!([]));
+        .await);
+    assert_eq!(later["changed"], json!([]));
     assert_error(
         &alice.get(&node, "/keys/changes?from=bogus&to=s1_0").await,
         400,
@@ -513,14 +359,21 @@ async fn keys_are_uploaded_queried_and_claimed_once() {
 #[tokio::test]
 async fn send_to_device_accepts_a_transaction_and_its_repetition() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
     let messages = json!({"messages": {bob.user_id.clone(): {"*": {"hello": "bob"}}}});
     let path = "/sendToDevice/org.example.ping/txn1";
-    assert_ok(&alice.put(&node, path, &messages).await);
-    assert_ok(&alice.put(&node, path, &messages).await);
+    ok(alice.put(&node, path, &messages).await);
+    ok(alice.put(&node, path, &messages).await);
     assert_error(
-        &call(&node, "PUT", &v3(path), None, Some(&messages)).await,
+        &call(
+            &node,
+            "PUT",
+            &format!("{V3}{path}"),
+            None,
+            Some(messages.to_string().as_bytes()),
+        )
+        .await,
         401,
         "M_MISSING_TOKEN",
     );
@@ -530,18 +383,14 @@ async fn send_to_device_accepts_a_transaction_and_its_repetition() {
 #[tokio::test]
 async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
-    let created = alice.post(&node, "/createRoom", &json!({})).await;
-    let room = assert_ok(&created)["room_id"]
-        .as_str()
-        .expect("room_id")
-        .to_owned();
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
+    let room = create_room(&node, &alice.token, &json!({})).await;
 
     let typing = format!("/rooms/{room}/typing/{}", alice.user_id);
     let start = json!({"typing": true, "timeout": 30000});
-    assert_ok(&alice.put(&node, &typing, &start).await);
-    assert_ok(&alice.put(&node, &typing, &json!({"typing": false})).await);
+    ok(alice.put(&node, &typing, &start).await);
+    ok(alice.put(&node, &typing, &json!({"typing": false})).await);
     assert_error(&bob.put(&node, &typing, &start).await, 403, "M_FORBIDDEN");
     let bobs_typing = format!("/rooms/{room}/typing/{}", bob.user_id);
     assert_error(
@@ -558,7 +407,7 @@ async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
     let event = "$someevent";
     for kind in ["m.read", "m.read.private"] {
         let receipt = format!("/rooms/{room}/receipt/{kind}/{event}");
-        assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+        ok(alice.post(&node, &receipt, &json!({})).await);
         assert_error(
             &bob.post(&node, &receipt, &json!({})).await,
             403,
@@ -566,20 +415,17 @@ async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
         );
     }
     let receipt = format!("/rooms/{room}/receipt/m.fully_read/{event}");
-    assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+    ok(alice.post(&node, &receipt, &json!({})).await);
     let fully_read = format!(
         "/user/{}/rooms/{room}/account_data/m.fully_read",
         alice.user_id
     );
-    assert_eq!(
-        assert_ok(&alice.get(&node, &fully_read).await)["event_id"],
-        event
-    );
+    assert_eq!(ok(alice.get(&node, &fully_read).await)["event_id"], event);
     let markers = format!("/rooms/{room}/read_markers");
     let body = json!({"m.fully_read": "$later", "m.read": "$later"});
-    assert_ok(&alice.post(&node, &markers, &body).await);
+    ok(alice.post(&node, &markers, &body).await);
     assert_eq!(
-        assert_ok(&alice.get(&node, &fully_read).await)["event_id"],
+        ok(alice.get(&node, &fully_read).await)["event_id"],
         "$later"
     );
     assert_error(&bob.post(&node, &markers, &body).await, 403, "M_FORBIDDEN");
@@ -593,69 +439,49 @@ async fn typing_and_receipts_need_a_joined_room_and_your_own_user() {
     );
 }
 
-/// `GET /sync` with `since` (if any) and no waiting; returns the body.
-async fn sync(node: &TestNode, s: &Session, since: Option<&str>) -> Value {
-    let path = match since {
-        Some(since) => format!("/sync?timeout=0&since={since}"),
-        None => "/sync?timeout=0".to_owned(),
-    };
-    let answer = s.get(node, &path).await;
-    assert_ok(&answer).clone()
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
 #[tokio::test]
 async fn sync_delivers_to_device_once_account_data_typing_and_receipts() {
     let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
-    let start = next_batch(&sync(&node, &bob, None).await);
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
+    let start = next_batch(&sync(&node, &bob.token, None).await);
 
     let messages = json!({"messages": {bob.user_id.clone(): {"*": {"hello": "bob"}}}});
     let path = "/sendToDevice/org.example.ping/txn1";
-    assert_ok(&alice.put(&node, path, &messages).await);
-    assert_ok(&alice.put(&node, path, &messages).await);
-    let first = sync(&node, &bob, Some(&start)).await;
+    ok(alice.put(&node, path, &messages).await);
+    ok(alice.put(&node, path, &messages).await);
+    let first = sync(&node, &bob.token, Some(&start)).await;
     let events = first["to_device"]["events"].as_array().expect("to_device");
     assert_eq!(events.len(), 1, "{first}");
     assert_eq!(events[0]["type"], "org.example.ping");
     assert_eq!(events[0]["sender"], alice.user_id);
     assert_eq!(events[0]["content"], json!({"hello": "bob"}));
     // Syncing past them acknowledges them: they are gone, even for a retried older token.
-    let second = sync(&node, &bob, Some(&next_batch(&first))).await;
+    let second = sync(&node, &bob.token, Some(&next_batch(&first))).await;
     assert!(
         second["to_device"]["events"]
             .as_array()
             .is_none_or(Vec::is_empty)
     );
-    let retried = sync(&node, &bob, Some(&start)).await;
+    let retried = sync(&node, &bob.token, Some(&start)).await;
     assert!(
         retried["to_device"]["events"]
             .as_array()
             .is_none_or(Vec::is_empty)
     );
 
-    let created = alice.post(&node, "/createRoom", &json!({})).await;
-    let room = assert_ok(&created)["room_id"]
-        .as_str()
-        .expect("room_id")
-        .to_owned();
-    let before = next_batch(&sync(&node, &alice, None).await);
+    let room = create_room(&node, &alice.token, &json!({})).await;
+    let before = next_batch(&sync(&node, &alice.token, None).await);
     let global = format!("/user/{}/account_data/org.example.settings", alice.user_id);
-    assert_ok(&alice.put(&node, &global, &json!({"theme": "dark"})).await);
+    ok(alice.put(&node, &global, &json!({"theme": "dark"})).await);
     let typing = format!("/rooms/{room}/typing/{}", alice.user_id);
-    assert_ok(
-        &alice
-            .put(&node, &typing, &json!({"typing": true, "timeout": 30000}))
-            .await,
-    );
+    ok(alice
+        .put(&node, &typing, &json!({"typing": true, "timeout": 30000}))
+        .await);
     let receipt = format!("/rooms/{room}/receipt/m.read/$seen");
-    assert_ok(&alice.post(&node, &receipt, &json!({})).await);
+    ok(alice.post(&node, &receipt, &json!({})).await);
 
-    let body = sync(&node, &alice, Some(&before)).await;
+    let body = sync(&node, &alice.token, Some(&before)).await;
     let account_data = body["account_data"]["events"]
         .as_array()
         .expect("account_data");

@@ -79,18 +79,46 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// `GET` with `token`.
 pub(crate) async fn get(node: &TestNode, path: &str, token: &str) -> (u16, Value) {
     call(node, "GET", path, Some(token), None).await
 }
 
+/// `POST` of `body` with `token`.
 pub(crate) async fn post(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    call(node, "POST", path, Some(token), Some(body.as_bytes())).await
+    send(node, "POST", path, Some(token), body).await
 }
 
+/// `PUT` of `body` with `token`.
 pub(crate) async fn put(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    send(node, "PUT", path, Some(token), body).await
+}
+
+/// `DELETE` with `body` and `token`.
+pub(crate) async fn delete(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    send(node, "DELETE", path, Some(token), body).await
+}
+
+/// `GET` without an access token.
+pub(crate) async fn anon_get(node: &TestNode, path: &str) -> (u16, Value) {
+    call(node, "GET", path, None, None).await
+}
+
+/// `POST` of `body` without an access token.
+pub(crate) async fn anon_post(node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+    send(node, "POST", path, None, body).await
+}
+
+/// A request with a JSON body.
+async fn send(
+    node: &TestNode,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
     let body = body.to_string();
-    call(node, "PUT", path, Some(token), Some(body.as_bytes())).await
+    call(node, method, path, token, Some(body.as_bytes())).await
 }
 
 /// Asserts a Matrix error answer: status, `errcode`, and an `error` message.
@@ -113,37 +141,153 @@ pub(crate) fn user_id(name: &str) -> String {
     format!("@{name}:{DOMAIN}")
 }
 
+/// A logged-in device: its user, its device and its access token. Its request methods take
+/// paths below [`V3`].
+pub(crate) struct Session {
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) token: String,
+}
+
+impl Session {
+    /// The device a successful register or login answer names.
+    fn from_login(done: &Value) -> Self {
+        let field = |name: &str| done[name].as_str().expect(name).to_owned();
+        Self {
+            user_id: field("user_id"),
+            device_id: field("device_id"),
+            token: field("access_token"),
+        }
+    }
+
+    /// `GET {V3}{path}`.
+    pub(crate) async fn get(&self, node: &TestNode, path: &str) -> (u16, Value) {
+        get(node, &format!("{V3}{path}"), &self.token).await
+    }
+
+    /// `PUT {V3}{path}`.
+    pub(crate) async fn put(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        put(node, &format!("{V3}{path}"), &self.token, body).await
+    }
+
+    /// `POST {V3}{path}`.
+    pub(crate) async fn post(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        post(node, &format!("{V3}{path}"), &self.token, body).await
+    }
+
+    /// `POST {V3}{path}` with no body at all.
+    pub(crate) async fn post_empty(&self, node: &TestNode, path: &str) -> (u16, Value) {
+        call(
+            node,
+            "POST",
+            &format!("{V3}{path}"),
+            Some(&self.token),
+            None,
+        )
+        .await
+    }
+
+    /// `DELETE {V3}{path}`.
+    pub(crate) async fn delete(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+        delete(node, &format!("{V3}{path}"), &self.token, body).await
+    }
+}
+
 /// Registers `name` (password `pw-<name>`) through the dummy flow; returns the access token.
 pub(crate) async fn register(node: &TestNode, name: &str) -> String {
+    register_session(node, name).await.token
+}
+
+/// Registers `name` (password `pw-<name>`) through the dummy flow; returns its first device.
+pub(crate) async fn register_session(node: &TestNode, name: &str) -> Session {
+    let path = format!("{V3}/register");
     let req = json!({"username": name, "password": format!("pw-{name}")});
-    let (status, uia) = call(
-        node,
-        "POST",
-        &format!("{V3}/register"),
-        None,
-        Some(req.to_string().as_bytes()),
-    )
-    .await;
+    let (status, uia) = anon_post(node, &path, &req).await;
     assert_eq!(status, 401, "{uia}");
     let mut req = req;
     req["auth"] = json!({"type": "m.login.dummy", "session": uia["session"]});
-    let (status, done) = call(
-        node,
-        "POST",
-        &format!("{V3}/register"),
-        None,
-        Some(req.to_string().as_bytes()),
-    )
-    .await;
+    let (status, done) = anon_post(node, &path, &req).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["user_id"], user_id(name));
-    done["access_token"].as_str().expect("token").to_owned()
+    Session::from_login(&done)
+}
+
+/// The body of an `m.login.password` login of `user` (a localpart or a full user ID).
+pub(crate) fn password_login(user: &str, password: &str) -> Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password,
+    })
+}
+
+/// Logs `user` in with `password` on a new device; returns the 200 answer's body.
+pub(crate) async fn login_with(node: &TestNode, user: &str, password: &str) -> Value {
+    ok(anon_post(
+        node,
+        &format!("{V3}/login"),
+        &password_login(user, password),
+    )
+    .await)
+}
+
+/// Logs `name` (registered with [`register`]) in on a new device.
+pub(crate) async fn login(node: &TestNode, name: &str) -> Session {
+    Session::from_login(&login_with(node, name, &format!("pw-{name}")).await)
+}
+
+/// `{V3}/rooms/{room}/{rest}`.
+pub(crate) fn room_path(room: &str, rest: &str) -> String {
+    format!("{V3}/rooms/{room}/{rest}")
+}
+
+/// `POST /rooms/{room}/invite` of `user` (a full user ID) by `token`.
+pub(crate) async fn invite(node: &TestNode, token: &str, room: &str, user: &str) {
+    let body = json!({"user_id": user});
+    ok(post(node, &room_path(room, "invite"), token, &body).await);
+}
+
+/// `POST /rooms/{room}/join` by `token`.
+pub(crate) async fn join(node: &TestNode, token: &str, room: &str) {
+    ok(post(node, &room_path(room, "join"), token, &json!({})).await);
+}
+
+/// `GET /sync` with `since` (if any) and no waiting; returns the body.
+pub(crate) async fn sync(node: &TestNode, token: &str, since: Option<&str>) -> Value {
+    let path = match since {
+        Some(since) => format!("{V3}/sync?timeout=0&since={since}"),
+        None => format!("{V3}/sync?timeout=0"),
+    };
+    ok(get(node, &path, token).await)
+}
+
+/// The `next_batch` token of a `/sync` answer.
+pub(crate) fn next_batch(body: &Value) -> String {
+    body["next_batch"].as_str().expect("next_batch").to_owned()
+}
+
+/// The event IDs of `events`, in order.
+pub(crate) fn event_ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("event_id").to_owned())
+        .collect()
 }
 
 /// `POST /createRoom` with `body`; returns the room ID.
 pub(crate) async fn create_room(node: &TestNode, token: &str, body: &Value) -> String {
     let created = ok(post(node, &format!("{V3}/createRoom"), token, body).await);
     created["room_id"].as_str().expect("room_id").to_owned()
+}
+
+/// The path that sends an `m.room.message` to `room` with transaction ID `txn`.
+pub(crate) fn send_path(room: &str, txn: &str) -> String {
+    room_path(room, &format!("send/m.room.message/{txn}"))
+}
+
+/// The content of an `m.text` message.
+pub(crate) fn text(body: &str) -> Value {
+    json!({"msgtype": "m.text", "body": body})
 }
 
 /// Sends an `m.room.message` text with transaction ID `txn`; returns the event ID.
@@ -154,20 +298,13 @@ pub(crate) async fn send_text(
     txn: &str,
     body: &str,
 ) -> String {
-    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
-    let sent = ok(put(
-        node,
-        &path,
-        token,
-        &json!({"msgtype": "m.text", "body": body}),
-    )
-    .await);
+    let sent = ok(put(node, &send_path(room, txn), token, &text(body)).await);
     sent["event_id"].as_str().expect("event_id").to_owned()
 }
 
 /// `GET /rooms/{room}/messages?{query}`.
 pub(crate) async fn messages(node: &TestNode, token: &str, room: &str, query: &str) -> Value {
-    ok(get(node, &format!("{V3}/rooms/{room}/messages?{query}"), token).await)
+    ok(get(node, &room_path(room, &format!("messages?{query}")), token).await)
 }
 
 /// Every event of a room, oldest first, read backwards from the newest in pages of 100.
@@ -195,13 +332,18 @@ pub(crate) fn bodies(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A matrix-sdk client of the node, logged in as `name` (registered with [`register`]).
-pub(crate) async fn sdk_login(node: &TestNode, name: &str) -> Client {
-    let client = Client::builder()
+/// A matrix-sdk client of the node, not logged in.
+pub(crate) async fn sdk_client(node: &TestNode) -> Client {
+    Client::builder()
         .homeserver_url(format!("http://{}", node.addr()))
         .build()
         .await
-        .expect("matrix-sdk client");
+        .expect("matrix-sdk client")
+}
+
+/// A matrix-sdk client of the node, logged in as `name` (registered with [`register`]).
+pub(crate) async fn sdk_login(node: &TestNode, name: &str) -> Client {
+    let client = sdk_client(node).await;
     client
         .matrix_auth()
         .login_username(name, &format!("pw-{name}"))
