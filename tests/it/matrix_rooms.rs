@@ -1,14 +1,16 @@
 //! Matrix rooms (issue 3), driven by a real client library: matrix-sdk creates a room, invites,
 //! joins, sends, receives through `/sync` (responses and event handlers), paginates history,
-//! redacts, reads room state, kicks, bans and leaves; `/sync` continues from the same `since`
-//! token across a graceful restart and a kill. Raw HTTP checks what the client library hides:
-//! room version 11 event IDs and `/messages` pages and tokens.
+//! redacts, reads room state, kicks, bans and leaves; an incremental `/sync` over a gap carries
+//! the state changed in it; `/sync` continues from the same `since` token across a graceful
+//! restart and a kill. What the client library hides is checked over raw HTTP in
+//! `matrix_history` and `matrix_redaction`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::events::room::message::{
@@ -22,10 +24,7 @@ use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde_json::{Value, json};
 
 use crate::support::TestNode;
-use crate::support::matrix::{
-    V3, bodies, create_room as raw_create_room, get, messages, ok, post, put, register, sdk_login,
-    send_text, urlencode, user_id, whole_history,
-};
+use crate::support::matrix::{bodies, register, sdk_login, user_id, whole_history};
 
 // --- helpers ------------------------------------------------------------------------------------
 
@@ -58,6 +57,14 @@ async fn create_tea_room(alice: &Client) -> Room {
     alice.create_room(req).await.expect("createRoom")
 }
 
+/// A node where alice and bob are logged in with matrix-sdk and share [`joined_room`].
+async fn tea_party() -> (TestNode, Client, Client, OwnedRoomId) {
+    let node = TestNode::spawn().await;
+    let (alice, bob) = alice_and_bob(&node).await;
+    let room = joined_room(&alice, &bob).await;
+    (node, alice, bob, room)
+}
+
 /// A room alice created with bob invited and joined, both clients synced.
 async fn joined_room(alice: &Client, bob: &Client) -> OwnedRoomId {
     let room = create_tea_room(alice).await;
@@ -76,36 +83,29 @@ async fn joined_room(alice: &Client, bob: &Client) -> OwnedRoomId {
     room.room_id().to_owned()
 }
 
-/// The text bodies of the `m.room.message` events of `room` in a sync response, in order.
-fn synced_texts(response: &SyncResponse, room: &OwnedRoomId) -> Vec<String> {
+/// The timeline events of `room` in a sync response (none if the room is not in it).
+fn synced<'a>(response: &'a SyncResponse, room: &OwnedRoomId) -> &'a [TimelineEvent] {
     response
         .rooms
         .joined
         .get(room)
-        .map(|r| {
-            r.timeline
-                .events
-                .iter()
-                .filter_map(|e| text_of(e.raw().deserialize().ok()?))
-                .collect()
-        })
-        .unwrap_or_default()
+        .map_or(&[], |r| &r.timeline.events)
+}
+
+/// The text bodies of the `m.room.message` events of `room` in a sync response, in order.
+fn synced_texts(response: &SyncResponse, room: &OwnedRoomId) -> Vec<String> {
+    synced(response, room)
+        .iter()
+        .filter_map(|e| text_of(e.raw().deserialize().ok()?))
+        .collect()
 }
 
 /// The event IDs of every timeline event of `room` in a sync response.
 fn synced_ids(response: &SyncResponse, room: &OwnedRoomId) -> Vec<OwnedEventId> {
-    response
-        .rooms
-        .joined
-        .get(room)
-        .map(|r| {
-            r.timeline
-                .events
-                .iter()
-                .filter_map(|e| e.event_id())
-                .collect()
-        })
-        .unwrap_or_default()
+    synced(response, room)
+        .iter()
+        .filter_map(TimelineEvent::event_id)
+        .collect()
 }
 
 fn text_of(event: AnySyncTimelineEvent) -> Option<String> {
@@ -183,9 +183,7 @@ async fn an_invitee_sees_the_invite_through_sync_and_joins() {
 
 #[tokio::test]
 async fn messages_reach_the_other_member_through_sync_and_event_handlers_in_order() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
 
     let seen: Arc<Mutex<Vec<(OwnedRoomId, String)>>> = Arc::default();
     let sink = Arc::clone(&seen);
@@ -233,9 +231,7 @@ async fn messages_reach_the_other_member_through_sync_and_event_handlers_in_orde
 
 #[tokio::test]
 async fn backward_pagination_returns_every_message_once_in_order() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     let sent = texts("history", 23);
     for text in &sent {
         say(&alice, &room, text).await;
@@ -275,9 +271,7 @@ async fn backward_pagination_returns_every_message_once_in_order() {
 
 #[tokio::test]
 async fn a_redacted_message_shows_as_redacted() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     let secret = say(&alice, &room, "the secret is 42").await;
     say(&alice, &room, "oops").await;
     let redaction = alice
@@ -334,9 +328,7 @@ async fn a_redacted_message_shows_as_redacted() {
 
 #[tokio::test]
 async fn room_name_topic_and_members_as_the_client_sees_them() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     let bobs_room = bob.get_room(&room).unwrap();
     assert_eq!(bobs_room.name().as_deref(), Some("Tea"));
     assert_eq!(bobs_room.topic().as_deref(), Some("Darjeeling or Assam"));
@@ -373,9 +365,7 @@ async fn room_name_topic_and_members_as_the_client_sees_them() {
 
 #[tokio::test]
 async fn a_member_who_leaves_sees_the_room_as_left_and_stops_receiving() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     bob.get_room(&room).unwrap().leave().await.expect("leave");
     let response = sync(&bob).await;
     assert!(response.rooms.left.contains_key(&room), "left in sync");
@@ -410,9 +400,7 @@ async fn a_member_who_leaves_sees_the_room_as_left_and_stops_receiving() {
 
 #[tokio::test]
 async fn a_kicked_member_cannot_rejoin_an_invite_only_room_until_invited_again() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     alice
         .get_room(&room)
         .unwrap()
@@ -448,9 +436,7 @@ async fn a_kicked_member_cannot_rejoin_an_invite_only_room_until_invited_again()
 
 #[tokio::test]
 async fn a_banned_member_cannot_rejoin_until_unbanned() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     let alices_room = alice.get_room(&room).unwrap();
     alices_room
         .ban_user(&uid("bob"), Some("spilled the tea"))
@@ -501,9 +487,7 @@ async fn a_banned_member_cannot_rejoin_until_unbanned() {
 
 #[tokio::test]
 async fn a_member_without_power_cannot_kick() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (_node, alice, bob, room) = tea_party().await;
     let err = bob
         .get_room(&room)
         .unwrap()
@@ -515,14 +499,38 @@ async fn a_member_without_power_cannot_kick() {
     assert_eq!(alice.get_room(&room).unwrap().state(), RoomState::Joined);
 }
 
+// --- incremental sync -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_incremental_sync_with_a_gap_carries_the_state_changed_in_the_gap() {
+    let (_node, alice, bob, room) = tea_party().await;
+    let alices_room = alice.get_room(&room).unwrap();
+    alices_room
+        .set_room_topic("changed in the gap")
+        .await
+        .expect("topic");
+    for i in 0..15 {
+        say(&alice, &room, &format!("filler {i}")).await;
+    }
+    let response = sync(&bob).await;
+    let joined = response.rooms.joined.get(&room).expect("room in sync");
+    assert!(
+        joined.timeline.limited,
+        "15 messages exceed the default limit"
+    );
+    assert_eq!(
+        bob.get_room(&room).unwrap().topic().as_deref(),
+        Some("changed in the gap"),
+        "the topic change before the timeline reached bob's client"
+    );
+}
+
 // --- restarts ---------------------------------------------------------------------------------------
 
 /// Bob syncs, alice sends `before`, the node restarts (`restart`), bob syncs from the same
 /// token and must get exactly `before`; alice sends one more and bob gets exactly that.
 async fn sync_continues_across(restart: impl AsyncFnOnce(TestNode) -> TestNode) {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
+    let (node, alice, bob, room) = tea_party().await;
     say(&alice, &room, "first").await;
     let first = sync(&bob).await;
     assert_eq!(synced_texts(&first, &room), ["first"]);
@@ -569,431 +577,4 @@ async fn sync_continues_from_the_same_token_after_a_graceful_restart() {
 #[tokio::test]
 async fn sync_continues_from_the_same_token_after_a_kill() {
     sync_continues_across(async |node: TestNode| node.kill_and_restart().await).await;
-}
-
-// --- room version 11 events and /messages pages (raw HTTP) -------------------------------------
-
-/// `$` and 43 characters of unpadded URL-safe base64 (a reference hash, room version 4+).
-fn is_v11_event_id(id: &str) -> bool {
-    id.len() == 44
-        && id.starts_with('$')
-        && id[1..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-#[tokio::test]
-async fn events_have_room_version_11_ids_and_can_be_fetched_alone() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({"name": "v11"})).await;
-    let create = ok(get(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.create/"),
-        &alice,
-    )
-    .await);
-    assert_eq!(create["room_version"], "11", "{create}");
-    let id = send_text(&node, &alice, &room, "t1", "hash me").await;
-    assert!(is_v11_event_id(&id), "{id}");
-
-    let event = ok(get(&node, &format!("{V3}/rooms/{room}/event/{id}"), &alice).await);
-    assert_eq!(event["event_id"], id.as_str(), "{event}");
-    assert_eq!(event["room_id"], room.as_str(), "{event}");
-    assert_eq!(event["sender"], user_id("alice"), "{event}");
-    assert_eq!(event["type"], "m.room.message", "{event}");
-    assert_eq!(event["content"]["body"], "hash me", "{event}");
-    assert!(event["origin_server_ts"].is_u64(), "{event}");
-    for e in whole_history(&node, &alice, &room).await {
-        let eid = e["event_id"].as_str().unwrap();
-        assert!(is_v11_event_id(eid), "{e}");
-    }
-}
-
-#[tokio::test]
-async fn messages_pages_have_no_duplicates_or_gaps_in_either_direction() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({})).await;
-    let mut sent = Vec::new();
-    for i in 0..17 {
-        sent.push(send_text(&node, &alice, &room, &format!("p{i}"), &format!("page {i}")).await);
-    }
-
-    // Backwards, 4 at a time: newest first, each page continuing where `end` pointed.
-    let mut backwards = Vec::new();
-    let mut query = "dir=b&limit=4".to_owned();
-    for round in 0.. {
-        assert!(round < 50, "no end");
-        let page = messages(&node, &alice, &room, &query).await;
-        let chunk = page["chunk"].as_array().unwrap();
-        assert!(chunk.len() <= 4, "{page}");
-        assert!(page["start"].is_string(), "{page}");
-        backwards.extend(
-            chunk
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
-        );
-        match page["end"].as_str() {
-            Some(end) => {
-                assert!(!chunk.is_empty(), "`end` given with an empty chunk: {page}");
-                query = format!("dir=b&limit=4&from={end}");
-            }
-            None => break,
-        }
-    }
-    // Forwards, 5 at a time, from the start.
-    let mut forwards = Vec::new();
-    let mut query = "dir=f&limit=5".to_owned();
-    for round in 0.. {
-        assert!(round < 50, "no end");
-        let page = messages(&node, &alice, &room, &query).await;
-        let chunk = page["chunk"].as_array().unwrap();
-        assert!(chunk.len() <= 5, "{page}");
-        forwards.extend(
-            chunk
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
-        );
-        match page["end"].as_str() {
-            Some(end) => query = format!("dir=f&limit=5&from={end}"),
-            None => break,
-        }
-    }
-    let unique: HashSet<&String> = forwards.iter().collect();
-    assert_eq!(
-        unique.len(),
-        forwards.len(),
-        "duplicates forwards: {forwards:?}"
-    );
-    backwards.reverse();
-    assert_eq!(backwards, forwards, "both directions see the same timeline");
-    // The messages are the tail of the timeline, in send order, nothing in between.
-    assert_eq!(forwards[forwards.len() - sent.len()..], sent[..]);
-    // ... and the first is the room's creation.
-    let first = ok(get(
-        &node,
-        &format!("{V3}/rooms/{room}/event/{}", forwards[0]),
-        &alice,
-    )
-    .await);
-    assert_eq!(first["type"], "m.room.create", "{first}");
-}
-
-#[tokio::test]
-async fn a_sync_prev_batch_continues_backwards_without_overlap() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({})).await;
-    let mut sent = Vec::new();
-    for i in 0..12 {
-        sent.push(send_text(&node, &alice, &room, &format!("s{i}"), &format!("m{i}")).await);
-    }
-    let filter = json!({"room": {"timeline": {"limit": 5}}}).to_string();
-    let response = ok(get(
-        &node,
-        &format!("{V3}/sync?filter={}", urlencode(&filter)),
-        &alice,
-    )
-    .await);
-    let timeline = &response["rooms"]["join"][&room]["timeline"];
-    assert_eq!(timeline["limited"], true, "{timeline}");
-    let synced: Vec<String> = timeline["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(synced, sent[sent.len() - 5..]);
-    let prev = timeline["prev_batch"].as_str().expect("prev_batch");
-    let page = messages(&node, &alice, &room, &format!("dir=b&limit=3&from={prev}")).await;
-    let older: Vec<&str> = page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap())
-        .collect();
-    let expected: Vec<&str> = sent[sent.len() - 8..sent.len() - 5]
-        .iter()
-        .rev()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        older, expected,
-        "the three events just before the synced timeline"
-    );
-}
-
-// --- more raw HTTP: visibility, transactions, redacted state, gaps --------------------------------
-
-/// Alice's private room with bob invited and joined: tokens of alice and bob, and the room.
-async fn raw_pair_room(node: &TestNode) -> (String, String, String) {
-    let alice = register(node, "alice").await;
-    let bob = register(node, "bob").await;
-    let room = raw_create_room(node, &alice, &json!({"invite": [user_id("bob")]})).await;
-    ok(post(node, &format!("{V3}/rooms/{room}/join"), &bob, &json!({})).await);
-    (alice, bob, room)
-}
-
-/// Bob joins alice's room, sees one message, leaves; alice then sends a message and sets the
-/// topic. Returns the node, bob's token, the room, the message bob saw and the one he must not.
-async fn bob_left_before(node: &TestNode) -> (String, String, String, String) {
-    let (alice, bob, room) = raw_pair_room(node).await;
-    let before = send_text(node, &alice, &room, "t1", "while bob is here").await;
-    ok(post(node, &format!("{V3}/rooms/{room}/leave"), &bob, &json!({})).await);
-    let after = send_text(node, &alice, &room, "t2", "after bob left").await;
-    ok(put(
-        node,
-        &format!("{V3}/rooms/{room}/state/m.room.topic/"),
-        &alice,
-        &json!({"topic": "bob must not read this"}),
-    )
-    .await);
-    (bob, room, before, after)
-}
-
-#[tokio::test]
-async fn messages_do_not_show_a_former_member_what_was_sent_after_leaving() {
-    let node = TestNode::spawn().await;
-    let (bob, room, before, after) = bob_left_before(&node).await;
-    let history = whole_history(&node, &bob, &room).await;
-    let seen: Vec<&str> = history
-        .iter()
-        .filter_map(|e| e["event_id"].as_str())
-        .collect();
-    assert!(seen.contains(&before.as_str()), "{seen:?}");
-    assert!(
-        !seen.contains(&after.as_str()),
-        "/messages shows a former member an event sent after they left: {history:?}"
-    );
-}
-
-#[tokio::test]
-async fn event_does_not_show_a_former_member_what_was_sent_after_leaving() {
-    let node = TestNode::spawn().await;
-    let (bob, room, before, after) = bob_left_before(&node).await;
-    ok(get(&node, &format!("{V3}/rooms/{room}/event/{before}"), &bob).await);
-    let answer = get(&node, &format!("{V3}/rooms/{room}/event/{after}"), &bob).await;
-    assert_ne!(answer.0, 200, "/event shows it: {}", answer.1);
-}
-
-#[tokio::test]
-async fn state_does_not_show_a_former_member_what_was_set_after_leaving() {
-    let node = TestNode::spawn().await;
-    let (bob, room, _, _) = bob_left_before(&node).await;
-    let (status, topic) = get(
-        &node,
-        &format!("{V3}/rooms/{room}/state/m.room.topic/"),
-        &bob,
-    )
-    .await;
-    assert!(
-        status != 200 || topic["topic"] != "bob must not read this",
-        "a topic set after bob left is visible to him: {status} {topic}"
-    );
-}
-
-#[tokio::test]
-async fn a_transaction_id_reused_in_another_room_sends_to_that_room() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let one = raw_create_room(&node, &alice, &json!({})).await;
-    let two = raw_create_room(&node, &alice, &json!({})).await;
-    let in_one = send_text(&node, &alice, &one, "1", "to room one").await;
-    let in_two = send_text(&node, &alice, &two, "1", "to room two").await;
-    assert_ne!(
-        in_one, in_two,
-        "room two's send was answered with room one's event"
-    );
-    assert_eq!(
-        bodies(&whole_history(&node, &alice, &two).await),
-        ["to room two"]
-    );
-}
-
-#[tokio::test]
-async fn a_redaction_reusing_a_sends_transaction_id_is_still_a_redaction() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({})).await;
-    let sent = send_text(&node, &alice, &room, "1", "to redact").await;
-    // Transaction IDs are scoped to one endpoint: `send` and `redact` are two.
-    let redaction = ok(put(
-        &node,
-        &format!("{V3}/rooms/{room}/redact/{sent}/1"),
-        &alice,
-        &json!({}),
-    )
-    .await);
-    let redaction = redaction["event_id"].as_str().unwrap();
-    assert_ne!(
-        redaction, sent,
-        "the redaction was answered with the send's event"
-    );
-    let event = ok(get(
-        &node,
-        &format!("{V3}/rooms/{room}/event/{redaction}"),
-        &alice,
-    )
-    .await);
-    assert_eq!(event["type"], "m.room.redaction", "{event}");
-    let target = ok(get(&node, &format!("{V3}/rooms/{room}/event/{sent}"), &alice).await);
-    assert_eq!(target["content"], json!({}), "{target}");
-}
-
-#[tokio::test]
-async fn a_redacted_state_event_leaves_redacted_state() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({"topic": "to be redacted"})).await;
-    let path = format!("{V3}/rooms/{room}/state/m.room.topic/");
-    let topic = ok(get(&node, &format!("{path}?format=event"), &alice).await);
-    let topic_id = topic["event_id"]
-        .as_str()
-        .expect("format=event gives the event")
-        .to_owned();
-    ok(put(
-        &node,
-        &format!("{V3}/rooms/{room}/redact/{topic_id}/r1"),
-        &alice,
-        &json!({"reason": "spoiler"}),
-    )
-    .await);
-    let now = ok(get(&node, &path, &alice).await);
-    assert_eq!(now, json!({}), "current state after the redaction");
-    let node = node.restart().await;
-    let after_restart = ok(get(&node, &path, &alice).await);
-    assert_eq!(after_restart, now, "the same after a restart");
-}
-
-#[tokio::test]
-async fn a_redacted_event_names_its_redaction_event_in_unsigned() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let room = raw_create_room(&node, &alice, &json!({})).await;
-    let id = send_text(&node, &alice, &room, "m", "redact me").await;
-    let redaction = ok(put(
-        &node,
-        &format!("{V3}/rooms/{room}/redact/{id}/r"),
-        &alice,
-        &json!({"reason": "why not"}),
-    )
-    .await);
-    let event = ok(get(&node, &format!("{V3}/rooms/{room}/event/{id}"), &alice).await);
-    let because = &event["unsigned"]["redacted_because"];
-    assert_eq!(because["event_id"], redaction["event_id"], "{event}");
-    // The spec's `redacted_because` is the redaction event itself (a ClientEvent).
-    assert_eq!(because["type"], "m.room.redaction", "{event}");
-    assert_eq!(because["sender"], user_id("alice"), "{event}");
-    assert_eq!(because["content"]["reason"], "why not", "{event}");
-}
-
-#[tokio::test]
-async fn an_incremental_sync_with_a_gap_carries_the_state_changed_in_the_gap() {
-    let node = TestNode::spawn().await;
-    let (alice, bob) = alice_and_bob(&node).await;
-    let room = joined_room(&alice, &bob).await;
-    let alices_room = alice.get_room(&room).unwrap();
-    alices_room
-        .set_room_topic("changed in the gap")
-        .await
-        .expect("topic");
-    for i in 0..15 {
-        say(&alice, &room, &format!("filler {i}")).await;
-    }
-    let response = sync(&bob).await;
-    let joined = response.rooms.joined.get(&room).expect("room in sync");
-    assert!(
-        joined.timeline.limited,
-        "15 messages exceed the default limit"
-    );
-    assert_eq!(
-        bob.get_room(&room).unwrap().topic().as_deref(),
-        Some("changed in the gap"),
-        "the topic change before the timeline reached bob's client"
-    );
-}
-
-#[tokio::test]
-async fn an_invitation_wakes_the_invitees_long_poll() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
-    let room = raw_create_room(&node, &alice, &json!({})).await;
-    let since = ok(get(&node, &format!("{V3}/sync"), &bob).await)["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let started = std::time::Instant::now();
-    let path = format!("{V3}/sync?since={since}&timeout=10000");
-    let poll = get(&node, &path, &bob);
-    let invite = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        ok(post(
-            &node,
-            &format!("{V3}/rooms/{room}/invite"),
-            &alice,
-            &json!({"user_id": user_id("bob")}),
-        )
-        .await);
-    };
-    let ((status, body), ()) = tokio::join!(poll, invite);
-    assert_eq!(status, 200, "{body}");
-    assert!(body["rooms"]["invite"][&room].is_object(), "{body}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn joining_by_alias_and_context_around_an_event() {
-    let node = TestNode::spawn().await;
-    let alice = register(&node, "alice").await;
-    let bob = register(&node, "bob").await;
-    let room = raw_create_room(
-        &node,
-        &alice,
-        &json!({"preset": "public_chat", "room_alias_name": "square"}),
-    )
-    .await;
-    let alias = urlencode("#square:example.com");
-    let joined = ok(post(&node, &format!("{V3}/join/{alias}"), &bob, &json!({})).await);
-    assert_eq!(joined["room_id"], room.as_str());
-
-    let ids: Vec<String> = {
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            ids.push(send_text(&node, &bob, &room, &format!("c{i}"), &format!("ctx {i}")).await);
-        }
-        ids
-    };
-    let ctx = ok(get(
-        &node,
-        &format!("{V3}/rooms/{room}/context/{}?limit=2", ids[2]),
-        &alice,
-    )
-    .await);
-    assert_eq!(ctx["event"]["event_id"], ids[2].as_str(), "{ctx}");
-    assert_eq!(
-        ctx["events_before"][0]["event_id"],
-        ids[1].as_str(),
-        "{ctx}"
-    );
-    assert_eq!(ctx["events_after"][0]["event_id"], ids[3].as_str(), "{ctx}");
-    // `end` continues forwards after the last event returned.
-    let end = ctx["end"].as_str().unwrap();
-    let page = messages(&node, &alice, &room, &format!("dir=f&from={end}")).await;
-    let next: Vec<&str> = page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(next, [ids[4].as_str()], "{page}");
-    // `start` continues backwards before the first event returned.
-    let start = ctx["start"].as_str().unwrap();
-    let page = messages(&node, &alice, &room, &format!("dir=b&limit=1&from={start}")).await;
-    assert_eq!(page["chunk"][0]["event_id"], ids[0].as_str(), "{page}");
 }

@@ -266,6 +266,28 @@ pub(crate) fn next_batch(body: &Value) -> String {
     body["next_batch"].as_str().expect("next_batch").to_owned()
 }
 
+/// Registers alice and creates a room of hers with `body`: her token and the room ID.
+pub(crate) async fn room_of_alice(node: &TestNode, body: &Value) -> (String, String) {
+    let alice = register(node, "alice").await;
+    let room = create_room(node, &alice, body).await;
+    (alice, room)
+}
+
+/// `GET /rooms/{room}/event/{event}`.
+pub(crate) async fn get_event(
+    node: &TestNode,
+    token: &str,
+    room: &str,
+    event: &str,
+) -> (u16, Value) {
+    get(node, &room_path(room, &format!("event/{event}")), token).await
+}
+
+/// The event IDs of a `/messages` page's `chunk`, in order.
+pub(crate) fn chunk_ids(page: &Value) -> Vec<String> {
+    event_ids(page["chunk"].as_array().expect("chunk"))
+}
+
 /// The event IDs of `events`, in order.
 pub(crate) fn event_ids(events: &[Value]) -> Vec<String> {
     events
