@@ -9,7 +9,8 @@
 //! ancestors of what the other reaches, the two must be merged as one query, and the engine
 //! falls back to synthesizing the whole query (see [`Chain::interacts`]).
 //!
-//! Each cache holds at most [`CAPACITY`] chains and is emptied when full. Lookups hash the
+//! Each cache holds at most [`CAPACITY`] chains (a new one replaces an arbitrary one when
+//! full). A chain's entities are built the first time a condition reads them. Lookups hash the
 //! query's fields (no allocation) and compare them with the chain's own copy, so a hash
 //! collision is only a miss.
 
@@ -18,12 +19,12 @@ use crate::names::Types;
 use crate::query::{Principal, PrincipalKind, Resource, ResourceKind};
 use crate::slice::Anchors;
 use crate::store::Store;
-use crate::synth::{synthesize_principal, synthesize_resource};
+use crate::synth::{Synthesized, synthesize_principal, synthesize_resource};
 use cedar_policy_core::ast::{Entity, EntityUID};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-/// How many chains each cache keeps before it is emptied.
+/// How many chains each cache keeps.
 pub(crate) const CAPACITY: usize = 4096;
 
 /// The synthesized entities of one principal or one resource, ready to use.
@@ -34,45 +35,63 @@ pub(crate) struct Chain {
     pub(crate) uid: EntityUID,
     /// Its closed ancestors.
     pub(crate) ancestors: Vec<EntityUID>,
-    /// The chain's entities: the synthesized ones merged with the stored ones, and what they
-    /// reach in the store; no two of one uid.
-    pub(crate) entities: Vec<Arc<Entity>>,
     /// The synthesized entities that have synthesized parents.
     parented: Vec<EntityUID>,
-    /// Every uid of `entities`, and their ancestors.
+    /// Every uid of the chain's entities, and their ancestors.
     ancestry: Vec<EntityUID>,
+    /// The synthesized entities and their closed ancestor lists, for [`Chain::entities`].
+    synth: Synthesized,
+    closures: Vec<Vec<EntityUID>>,
+    /// The chain's entities, built the first time a condition reads them.
+    entities: OnceLock<Vec<Arc<Entity>>>,
 }
 
 impl Chain {
-    fn build(key: Key, store: &Store, anchors: &Anchors<'_>, principal: bool) -> Self {
+    fn build(key: Key, anchors: Anchors<'_>, principal: bool) -> Self {
         let (uid, ancestors) = if principal {
             anchors.principal()
         } else {
             anchors.resource()
         };
-        let (synth, _) = anchors.synthesized();
-        let entities = anchors.entity_list(store, [], []);
+        let (uid, ancestors) = (uid.clone(), ancestors.to_vec());
+        let (synth, closures) = anchors.synthesized();
         let mut ancestry: Vec<EntityUID> = Vec::new();
-        for entity in &entities {
-            for uid in std::iter::once(entity.uid()).chain(entity.ancestors()) {
-                if !ancestry.contains(uid) {
-                    ancestry.push(uid.clone());
-                }
+        let items = synth.items.iter().map(|item| &item.uid);
+        for uid in items
+            .chain(closures.iter().flatten())
+            .chain(anchors.reached())
+        {
+            if !ancestry.contains(uid) {
+                ancestry.push(uid.clone());
             }
         }
         Self {
             key,
-            uid: uid.clone(),
-            ancestors: ancestors.to_vec(),
+            uid,
+            ancestors,
             parented: synth
                 .items
                 .iter()
                 .filter(|item| !item.parents.is_empty())
                 .map(|item| item.uid.clone())
                 .collect(),
-            entities,
             ancestry,
+            synth: synth.clone(),
+            closures: closures.to_vec(),
+            entities: OnceLock::new(),
         }
+    }
+
+    /// The chain's entities: the synthesized ones merged with the stored ones, and what they
+    /// reach in the store; no two of one uid. `store` is the one the chain was built from.
+    pub(crate) fn entities(&self, store: &Store) -> &[Arc<Entity>] {
+        self.entities.get_or_init(|| {
+            Anchors::from_parts(store, self.synth.clone(), self.closures.clone()).entity_list(
+                store,
+                [],
+                [],
+            )
+        })
     }
 
     /// Whether this chain and `other` cannot be used as they are for one request: an entity
@@ -158,12 +177,18 @@ impl Cache {
         map.get(&hash).filter(|c| matches(&c.key)).cloned()
     }
 
+    /// Keeps `chain`; when the cache is full, one other chain makes room (dropped after the
+    /// lock is released).
     fn put(&self, hash: u64, chain: Arc<Chain>) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= CAPACITY {
-            map.clear();
-        }
-        map.insert(hash, chain);
+        let evicted = {
+            let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+            let evicted = match map.keys().next() {
+                Some(&old) if map.len() >= CAPACITY && !map.contains_key(&hash) => map.remove(&old),
+                _ => None,
+            };
+            (evicted, map.insert(hash, chain))
+        };
+        drop(evicted);
     }
 }
 
@@ -177,7 +202,7 @@ impl Chains {
             return chain;
         }
         let anchors = Anchors::from_synthesized(store, synthesize_principal(types, p));
-        let chain = Arc::new(Chain::build(Key::principal(p), store, &anchors, true));
+        let chain = Arc::new(Chain::build(Key::principal(p), anchors, true));
         self.principals.put(hash, Arc::clone(&chain));
         chain
     }
@@ -191,7 +216,7 @@ impl Chains {
             return chain;
         }
         let anchors = Anchors::from_synthesized(store, synthesize_resource(types, r));
-        let chain = Arc::new(Chain::build(Key::resource(r), store, &anchors, false));
+        let chain = Arc::new(Chain::build(Key::resource(r), anchors, false));
         self.resources.put(hash, Arc::clone(&chain));
         chain
     }

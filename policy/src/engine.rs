@@ -3,11 +3,11 @@
 use crate::SCHEMA;
 use crate::action::action_name;
 use crate::chain::Chains;
-use crate::context::context;
+use crate::context::context_of;
 use crate::decision::Decision;
 use crate::error::PolicyError;
 use crate::evaluate::evaluate;
-use crate::index::{ActionIndex, ActionSlot};
+use crate::index::{ActionIndex, ActionSlot, Compiled};
 use crate::names::Types;
 use crate::parse::parse;
 use crate::query::Query;
@@ -119,8 +119,8 @@ impl Engine {
             if reading().any(|reads| !reads.literals.is_empty()) {
                 return self.decide_whole(slot, query);
             }
-            let mut list = principal.entities.clone();
-            for entity in &resource.entities {
+            let mut list = principal.entities(&self.store).to_vec();
+            for entity in resource.entities(&self.store) {
                 match list.iter().find(|e| e.uid() == entity.uid()) {
                     None => list.push(Arc::clone(entity)),
                     Some(same) if Arc::ptr_eq(same, entity) || same.deep_eq(entity) => {}
@@ -142,7 +142,10 @@ impl Engine {
                 EntityUIDEntry::known(principal.uid.clone(), None),
                 EntityUIDEntry::known(slot.uid.clone(), None),
                 EntityUIDEntry::known(resource.uid.clone(), None),
-                Some(context(&query.context)),
+                Some(context_of(
+                    &query.context,
+                    context_mask(policies, &candidates),
+                )),
             )
         };
         evaluate(request, &query.context, entities, policies, &candidates)
@@ -186,7 +189,10 @@ impl Engine {
                 EntityUIDEntry::known(anchors.principal().0.clone(), None),
                 EntityUIDEntry::known(slot.uid.clone(), None),
                 EntityUIDEntry::known(anchors.resource().0.clone(), None),
-                Some(context(&query.context)),
+                Some(context_of(
+                    &query.context,
+                    context_mask(policies, &candidates),
+                )),
             )
         };
         evaluate(request, &query.context, entities, policies, &candidates)
@@ -196,6 +202,15 @@ impl Engine {
     pub fn policy_count(&self) -> usize {
         self.all.num_of_policies()
     }
+}
+
+/// The context fields the candidates that go to Cedar's evaluator read.
+fn context_mask(policies: &[Compiled], candidates: &[usize]) -> u32 {
+    candidates
+        .iter()
+        .map(|&i| &policies[i])
+        .filter(|p| p.condition.is_some() && p.fast.is_none())
+        .fold(0, |mask, p| mask | p.reads.context)
 }
 
 /// Parses the schema and checks that it declares the entity types the crate synthesizes.

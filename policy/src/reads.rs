@@ -7,6 +7,7 @@
 //! entity literals a condition names (`Rethink::User::"root".blocked`) are entities the slice
 //! must hold besides those the query implies.
 
+use crate::context::{ALL_FIELDS, field_bit};
 use cedar_policy_core::ast::{BinaryOp, EntityUID, Expr, ExprKind, Literal, Var};
 
 /// What one condition reads.
@@ -16,13 +17,35 @@ pub(crate) struct Reads {
     pub(crate) entities: bool,
     /// The entity literals it names, each once.
     pub(crate) literals: Vec<EntityUID>,
+    /// The context fields it reads, as a mask of [`FIELDS`](crate::context::FIELDS): all of
+    /// them when it uses `context` other than as `context.<field>` or `context has <field>`,
+    /// or names a field the node does not fill.
+    pub(crate) context: u32,
 }
 
 impl Reads {
     /// What `condition` reads (conservatively: a dereference of anything but `context` counts).
     pub(crate) fn of(condition: &Expr) -> Self {
         let mut reads = Self::default();
+        // Uses of `context`, and those that read one named field.
+        let (mut uses, mut fields) = (0, 0);
         for e in condition.subexpressions() {
+            match e.expr_kind() {
+                ExprKind::Var(Var::Context) => uses += 1,
+                ExprKind::GetAttr { expr, attr } | ExprKind::HasAttr { expr, attr }
+                    if matches!(expr.expr_kind(), ExprKind::Var(Var::Context)) =>
+                {
+                    fields += 1;
+                    reads.context |= field_bit(attr).unwrap_or(ALL_FIELDS);
+                }
+                ExprKind::ExtHasAttr { expr, attrs }
+                    if matches!(expr.expr_kind(), ExprKind::Var(Var::Context)) =>
+                {
+                    fields += 1;
+                    reads.context |= field_bit(attrs.first()).unwrap_or(ALL_FIELDS);
+                }
+                _ => {}
+            }
             match e.expr_kind() {
                 ExprKind::GetAttr { expr, .. }
                 | ExprKind::HasAttr { expr, .. }
@@ -40,6 +63,9 @@ impl Reads {
                 }
                 _ => {}
             }
+        }
+        if uses > fields {
+            reads.context = ALL_FIELDS;
         }
         reads
     }
@@ -63,10 +89,24 @@ mod tests {
     #[test]
     fn context_alone_reads_no_entity() {
         let r = reads(r#"context.hour < 8 && context.to like "domain://*" && context has idp"#);
-        assert_eq!(r, Reads::default());
+        assert!(!r.entities && r.literals.is_empty());
         let r = reads(r#"principal is Rethink::User && resource == Rethink::Object::"o""#);
         assert!(!r.entities);
         assert_eq!(r.literals.len(), 1);
+    }
+
+    #[test]
+    fn context_fields_read() {
+        let bit = |name| field_bit(name).unwrap();
+        assert_eq!(reads("context.hour < 8").context, bit("hour"));
+        assert_eq!(
+            reads("context has idp && context.to like \"x*\"").context,
+            bit("idp") | bit("to")
+        );
+        assert_eq!(reads("principal has user").context, 0);
+        assert_eq!(reads("context.extra == 1").context, ALL_FIELDS);
+        assert_eq!(reads("context == {}").context, ALL_FIELDS);
+        assert_eq!(reads("{a: context}.a.hour < 8").context, ALL_FIELDS);
     }
 
     #[test]

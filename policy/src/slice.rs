@@ -111,6 +111,33 @@ impl<'s> Anchors<'s> {
         }
     }
 
+    /// Anchors computed before (by [`Anchors::from_synthesized`] on the same store).
+    pub(crate) fn from_parts(
+        store: &'s Store,
+        synth: Synthesized,
+        closures: Vec<Vec<EntityUID>>,
+    ) -> Self {
+        let stored = synth
+            .items
+            .iter()
+            .map(|item| store.get(&item.uid))
+            .collect();
+        Self {
+            synth,
+            stored,
+            closures,
+        }
+    }
+
+    /// The uids of what the stored entities reach, and their ancestors.
+    pub(crate) fn reached(&self) -> impl Iterator<Item = &EntityUID> {
+        self.stored
+            .iter()
+            .flatten()
+            .flat_map(|s| s.reach.iter())
+            .flat_map(|e| std::iter::once(e.uid()).chain(e.ancestors()))
+    }
+
     /// The principal and its ancestors.
     pub(crate) fn principal(&self) -> (&EntityUID, &[EntityUID]) {
         let i = self.synth.principal;

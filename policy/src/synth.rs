@@ -9,7 +9,7 @@ use crate::query::{Principal, PrincipalKind, Query, Resource, ResourceKind};
 use cedar_policy_core::ast::EntityUID;
 
 /// An entity synthesized from the query: every attribute names an entity.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Synth {
     pub(crate) uid: EntityUID,
     pub(crate) attrs: Vec<(&'static str, EntityUID)>,
@@ -17,7 +17,7 @@ pub(crate) struct Synth {
 }
 
 /// The synthesized entities of one query, and which of them are the principal and resource.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Synthesized {
     pub(crate) items: Vec<Synth>,
     pub(crate) principal: usize,

@@ -1,6 +1,7 @@
 //! Tests of the engine: loading errors, decisions, and the index and slice against Cedar's
 //! own authorizer on the whole policy set and entity store.
 use super::*;
+use crate::context::context;
 use crate::query::{Facts, Principal, PrincipalKind, Resource, ResourceKind};
 
 const POLICIES: &str = r#"
