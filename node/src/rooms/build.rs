@@ -86,6 +86,7 @@ pub fn build(
         fields,
         txn,
         redacted_because: None,
+        client: Default::default(),
     });
     authorize(room, &pdu)?;
     Ok(Built { pdu, json })

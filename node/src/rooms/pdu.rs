@@ -2,7 +2,7 @@
 //! section 5), its view for ruma's state-resolution auth checks ([`state_res::Event`]), and its
 //! client form (what `/sync`, `/messages` and `/event` return).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ruma::events::TimelineEventType;
 use ruma::serde::Raw;
@@ -25,6 +25,9 @@ pub struct Pdu {
     pub txn: Option<(String, String)>,
     /// The client form of the redaction that redacted this event, if any.
     pub redacted_because: Option<Box<RawValue>>,
+    /// The client forms without a transaction ID (what every device but the sender's sees),
+    /// without and with `room_id`, serialized once.
+    pub client: [OnceLock<Box<RawValue>>; 2],
 }
 
 /// The fields of a PDU that the node reads.
@@ -88,6 +91,7 @@ impl Pdu {
             fields: serde_json::from_str(json)?,
             txn,
             redacted_because,
+            client: Default::default(),
         })
     }
 
@@ -119,6 +123,15 @@ impl Pdu {
             }
             _ => None,
         };
+        if transaction_id.is_none() {
+            let cached = self.client[usize::from(with_room_id)]
+                .get_or_init(|| self.serialize_client(None, with_room_id));
+            return Raw::from_json(cached.clone());
+        }
+        Raw::from_json(self.serialize_client(transaction_id, with_room_id))
+    }
+
+    fn serialize_client(&self, transaction_id: Option<&str>, with_room_id: bool) -> Box<RawValue> {
         let event = ClientEvent {
             content: &self.fields.content,
             event_id: &self.event_id,
@@ -134,9 +147,7 @@ impl Pdu {
             },
         };
         // Serializing borrowed JSON values and identifiers cannot fail.
-        Raw::new(&event)
-            .map(Raw::cast_unchecked)
-            .unwrap_or_else(|_| Raw::from_json(RawValue::NULL.to_owned()))
+        serde_json::value::to_raw_value(&event).unwrap_or_else(|_| RawValue::NULL.to_owned())
     }
 }
 

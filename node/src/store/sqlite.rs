@@ -5,6 +5,12 @@
 //! of each transaction over many operations. The schema lives in `migrations/`, embedded at build
 //! time and applied by [`SqliteStore::open`].
 //!
+//! Checkpoints (copying the WAL back into the database file, with its fsync) are not left to
+//! SQLite's automatic checkpoint, which runs inside the commit that crosses the threshold and
+//! stalled that commit (and every request waiting for it) for milliseconds: automatic
+//! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one every second on its
+//! own connection, beside the writers.
+//!
 //! Sequence numbers are `u64` in the interface and `INTEGER` (i64) in the database; they stay
 //! far below 2^53.
 
@@ -27,6 +33,8 @@ const DB_FILE: &str = "rethink.db";
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Rows per multi-row outbox `INSERT` (3 parameters each).
 const ENQUEUE_CHUNK: usize = 64;
 
@@ -58,6 +66,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -66,6 +75,27 @@ impl SqliteStore {
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
         tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
         Ok(SqliteStore { pool })
+    }
+
+    /// Runs a passive WAL checkpoint every [`CHECKPOINT_EVERY`] until `shutdown`.
+    pub async fn checkpoints(
+        self: std::sync::Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
     }
 
     /// The connection pool, for stores of other concerns that share the database file.
