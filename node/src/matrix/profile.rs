@@ -9,11 +9,12 @@ use ruma::api::client::profile::{
 };
 use ruma::profile::ProfileFieldValue;
 
+use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
 use super::userdata_routes::only_self;
 use crate::node::Node;
-use crate::userdata::Profile;
+use crate::userdata::{Profile, ProfileField};
 
 /// The profile of a known user; 404 otherwise.
 async fn known_profile(node: &Node, user: &UserId) -> Result<Profile, MatrixError> {
@@ -24,8 +25,16 @@ async fn known_profile(node: &Node, user: &UserId) -> Result<Profile, MatrixErro
     Ok(profiles.profile(user).await?)
 }
 
-/// After a change of `user`'s profile: their member events are re-sent.
-async fn profile_changed(node: &Node, user: &UserId) -> Result<(), MatrixError> {
+/// `caller` sets `field` of `user`'s profile (403 unless it is their own); their member events
+/// are re-sent.
+async fn change_profile(
+    node: &Node,
+    caller: &Caller,
+    user: &UserId,
+    field: ProfileField<'_>,
+) -> Result<(), MatrixError> {
+    only_self(caller, user, "you can only change your own profile")?;
+    node.userdata().profiles().set(user, field).await?;
     super::membership::resend_member_events(node, user).await
 }
 
@@ -66,13 +75,8 @@ pub(crate) async fn set_display_name(
     State(node): State<Node>,
     req: Ruma<set_display_name::v3::Request>,
 ) -> MatrixResult<set_display_name::v3::Response> {
-    let user = &req.body.user_id;
-    only_self(&req.caller, user, "you can only change your own profile")?;
-    let profiles = node.userdata().profiles();
-    profiles
-        .set_displayname(user, req.body.displayname.as_deref())
-        .await?;
-    profile_changed(&node, user).await?;
+    let field = ProfileField::DisplayName(req.body.displayname.as_deref());
+    change_profile(&node, &req.caller, &req.body.user_id, field).await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }
 
@@ -80,12 +84,7 @@ pub(crate) async fn set_avatar_url(
     State(node): State<Node>,
     req: Ruma<set_avatar_url::v3::Request>,
 ) -> MatrixResult<set_avatar_url::v3::Response> {
-    let user = &req.body.user_id;
-    only_self(&req.caller, user, "you can only change your own profile")?;
-    let profiles = node.userdata().profiles();
-    profiles
-        .set_avatar_url(user, req.body.avatar_url.as_ref())
-        .await?;
-    profile_changed(&node, user).await?;
+    let field = ProfileField::AvatarUrl(req.body.avatar_url.as_deref());
+    change_profile(&node, &req.caller, &req.body.user_id, field).await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
 }

@@ -2,19 +2,23 @@
 //! through the stream writer so that `/sync` reports each change once. Global data is stored
 //! under the room ID `''`.
 
-use futures_util::future::BoxFuture;
 use ruma::events::{AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent};
 use ruma::serde::Raw;
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 
-use super::{commit, commit_in_room, content_event, raw};
+use super::{Arg, Upsert, commit, commit_in_room, stored_event, stored_json};
 use crate::store::StoreError;
-use crate::stream::{StreamOp, StreamWriter};
+use crate::stream::StreamWriter;
 
 /// The room ID under which global account data is stored.
 const GLOBAL: &str = "";
+
+/// Upserts one entry: user, room, type, content, stream position.
+const PUT: &str = "INSERT INTO account_data (user_id, room_id, type, content, stream) \
+     VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) \
+     DO UPDATE SET content = excluded.content, stream = excluded.stream";
 
 /// The account data store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,11 +41,14 @@ impl AccountData {
         kind: &str,
         content: &RawValue,
     ) -> Result<i64, StoreError> {
-        let op = PutAccountData {
-            user: user.as_str().to_owned(),
-            room: room.map_or(GLOBAL, |r| r.as_str()).to_owned(),
-            kind: kind.to_owned(),
-            content: content.get().to_owned(),
+        let op = Upsert {
+            sql: PUT,
+            args: vec![
+                Arg::Text(user.as_str().to_owned()),
+                Arg::Text(room.map_or(GLOBAL, |r| r.as_str()).to_owned()),
+                Arg::Text(kind.to_owned()),
+                Arg::Text(content.get().to_owned()),
+            ],
         };
         match room {
             Some(room) => commit_in_room(&self.stream, op, vec![user.to_owned()], room).await,
@@ -64,9 +71,7 @@ impl AccountData {
         .bind(kind)
         .fetch_optional(&self.pool)
         .await?;
-        content
-            .map(|c| raw::<()>(c).map(Raw::into_json))
-            .transpose()
+        content.map(stored_json).transpose()
     }
 
     /// The user's global account data events: all of them when `since` is 0, else those
@@ -109,44 +114,7 @@ impl AccountData {
         .bind(upto)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(kind, content)| {
-                let content = raw::<()>(content)?.into_json();
-                content_event(&kind, &*content)
-            })
-            .collect()
-    }
-}
-
-/// Upserts one account data entry at the op's stream position.
-struct PutAccountData {
-    user: String,
-    room: String,
-    kind: String,
-    content: String,
-}
-
-impl StreamOp for PutAccountData {
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO account_data (user_id, room_id, type, content, stream) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) \
-                 DO UPDATE SET content = excluded.content, stream = excluded.stream",
-            )
-            .bind(self.user)
-            .bind(self.room)
-            .bind(self.kind)
-            .bind(self.content)
-            .bind(pos)
-            .execute(conn)
-            .await?;
-            Ok(())
-        })
+        rows.into_iter().map(stored_event).collect()
     }
 }
 

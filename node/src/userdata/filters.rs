@@ -5,7 +5,7 @@ use ruma::UserId;
 use ruma::api::client::filter::FilterDefinition;
 use sqlx::sqlite::SqlitePool;
 
-use super::to_json;
+use super::{from_json, to_json};
 use crate::store::StoreError;
 
 /// The filter store. Cheap to clone.
@@ -50,11 +50,7 @@ impl Filters {
                 .bind(user.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        json.map(|j| {
-            serde_json::from_str(&j)
-                .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-        })
-        .transpose()
+        json.map(|j| from_json(&j)).transpose()
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::future::BoxFuture;
 use ruma::api::client::keys::claim_keys::v3::OneTimeKeys;
 use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::serde::Raw;
@@ -19,9 +18,9 @@ use ruma::{
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::memberships::Memberships;
-use super::{commit, raw};
+use super::{Write, commit, raw, user_ids};
 use crate::store::StoreError;
-use crate::stream::{StreamOp, StreamWriter};
+use crate::stream::StreamWriter;
 
 /// What one `POST /keys/upload` carries (checked by the handler).
 #[derive(Debug, Default)]
@@ -208,10 +207,7 @@ impl Keys {
         .bind(user.as_str())
         .fetch_all(&self.pool)
         .await?;
-        Ok(users
-            .into_iter()
-            .filter_map(|u| u.try_into().ok())
-            .collect())
+        Ok(user_ids(users))
     }
 
     /// Removes the keys and waiting to-device messages of deleted devices and records the
@@ -243,73 +239,67 @@ struct Upload {
     fallback_keys: Vec<(String, String, String)>,
 }
 
-impl StreamOp for Upload {
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            if let Some(json) = &self.device_keys {
-                let stored: Option<String> = sqlx::query_scalar(
-                    "SELECT json FROM device_keys WHERE user_id = ? AND device_id = ?",
-                )
-                .bind(&self.user)
-                .bind(&self.device)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if stored.as_ref() != Some(json) {
-                    sqlx::query(
-                        "INSERT INTO device_keys (user_id, device_id, json, stream) \
-                         VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) \
-                         DO UPDATE SET json = excluded.json, stream = excluded.stream",
-                    )
-                    .bind(&self.user)
-                    .bind(&self.device)
-                    .bind(json)
-                    .bind(pos)
-                    .execute(&mut *conn)
-                    .await?;
-                    record_change(conn, pos, &self.user).await?;
-                }
-            }
-            for (id, algorithm, json) in &self.one_time_keys {
+impl Write for Upload {
+    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+        if let Some(json) = &self.device_keys {
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT json FROM device_keys WHERE user_id = ? AND device_id = ?",
+            )
+            .bind(&self.user)
+            .bind(&self.device)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if stored.as_ref() != Some(json) {
                 sqlx::query(
-                    "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
-                     VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO device_keys (user_id, device_id, json, stream) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) \
+                     DO UPDATE SET json = excluded.json, stream = excluded.stream",
                 )
                 .bind(&self.user)
                 .bind(&self.device)
-                .bind(id)
-                .bind(algorithm)
                 .bind(json)
+                .bind(pos)
                 .execute(&mut *conn)
                 .await?;
+                record_change(conn, pos, &self.user).await?;
             }
-            for (id, algorithm, json) in &self.fallback_keys {
-                sqlx::query(
-                    "DELETE FROM one_time_keys \
-                     WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ?",
-                )
-                .bind(&self.user)
-                .bind(&self.device)
-                .bind(algorithm)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
-                     VALUES (?, ?, ?, ?, 1, ?)",
-                )
-                .bind(&self.user)
-                .bind(&self.device)
-                .bind(id)
-                .bind(algorithm)
-                .bind(json)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Ok(())
-        })
+        }
+        for (id, algorithm, json) in &self.one_time_keys {
+            sqlx::query(
+                "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
+                 VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.user)
+            .bind(&self.device)
+            .bind(id)
+            .bind(algorithm)
+            .bind(json)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for (id, algorithm, json) in &self.fallback_keys {
+            sqlx::query(
+                "DELETE FROM one_time_keys \
+                 WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ?",
+            )
+            .bind(&self.user)
+            .bind(&self.device)
+            .bind(algorithm)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
+                 VALUES (?, ?, ?, ?, 1, ?)",
+            )
+            .bind(&self.user)
+            .bind(&self.device)
+            .bind(id)
+            .bind(algorithm)
+            .bind(json)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -319,26 +309,20 @@ struct DevicesDeleted {
     devices: Vec<String>,
 }
 
-impl StreamOp for DevicesDeleted {
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            for device in &self.devices {
-                for table in ["device_keys", "one_time_keys", "to_device"] {
-                    sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
-                    ))
-                    .bind(&self.user)
-                    .bind(device)
-                    .execute(&mut *conn)
-                    .await?;
-                }
+impl Write for DevicesDeleted {
+    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+        for device in &self.devices {
+            for table in ["device_keys", "one_time_keys", "to_device"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
+                ))
+                .bind(&self.user)
+                .bind(device)
+                .execute(&mut *conn)
+                .await?;
             }
-            record_change(conn, pos, &self.user).await
-        })
+        }
+        record_change(conn, pos, &self.user).await
     }
 }
 

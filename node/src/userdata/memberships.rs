@@ -5,6 +5,7 @@
 use ruma::{OwnedUserId, UserId};
 use sqlx::sqlite::SqlitePool;
 
+use super::user_ids;
 use crate::store::StoreError;
 
 /// The membership value of a joined user (`MembershipState::Join`).
@@ -37,9 +38,6 @@ impl Memberships {
         .bind(JOIN)
         .fetch_all(&self.pool)
         .await?;
-        Ok(users
-            .into_iter()
-            .filter_map(|u| u.try_into().ok())
-            .collect())
+        Ok(user_ids(users))
     }
 }

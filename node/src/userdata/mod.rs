@@ -3,10 +3,11 @@
 //! messages, receipts and typing notifications.
 //!
 //! One submodule per concern, each owning its SQL (tables in `0004_userdata.sql`). Every write
-//! a `/sync` reports (account data, receipts, device-key changes, to-device messages) goes
-//! through the [`StreamWriter`] and so takes a stream position; typing is in memory with its own
-//! serial ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`]
-//! are what `/sync` asks for, between two positions.
+//! a `/sync` reports (account data, receipts, device-key changes, to-device messages) is a
+//! `Write` (for account data and receipts, one `Upsert` statement) that goes through the
+//! [`StreamWriter`] and so takes a stream position; typing is in memory with its own serial
+//! ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`] are what
+//! `/sync` asks for, between two positions.
 //!
 //! Errors are the store's ([`StoreError`]): absence is an `Option`, and who may do what is
 //! decided by the Matrix handlers.
@@ -24,6 +25,7 @@ mod typing;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use ruma::events::{
     AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent, AnySyncEphemeralRoomEvent, AnyToDeviceEvent,
 };
@@ -31,14 +33,15 @@ use ruma::serde::Raw;
 use ruma::{
     DeviceId, OneTimeKeyAlgorithm, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UInt, UserId,
 };
-use sqlx::sqlite::SqlitePool;
+use serde_json::value::RawValue;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 pub use account_data::AccountData;
 pub use devices::Devices;
 pub use filters::Filters;
 pub use keys::{DeviceKeysByUser, KeyUpload, Keys};
 use memberships::Memberships;
-pub use profiles::{Profile, Profiles};
+pub use profiles::{Profile, ProfileField, Profiles};
 pub use receipts::Receipts;
 pub use to_device::ToDevice;
 pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
@@ -220,21 +223,71 @@ impl UserData {
     }
 }
 
-/// Submits `op`, a change of global per-user data, to the stream writer and waits for its
+/// A write of user data that `/sync` reports: applied by the stream writer inside its
+/// transaction, at the write's stream position `pos`.
+trait Write: Send + 'static {
+    fn apply(
+        self,
+        conn: &mut SqliteConnection,
+        pos: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// A [`Write`] as the stream writer's [`StreamOp`].
+struct Op<W>(W);
+
+impl<W: Write> StreamOp for Op<W> {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(self.0.apply(conn, pos))
+    }
+}
+
+/// A value bound to an [`Upsert`] statement.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// One statement (an upsert of the latest entry of its kind), its arguments bound in order and
+/// then the stream position.
+struct Upsert {
+    sql: &'static str,
+    args: Vec<Arg>,
+}
+
+impl Write for Upsert {
+    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+        let mut query = sqlx::query(self.sql);
+        for arg in self.args {
+            query = match arg {
+                Arg::Text(text) => query.bind(text),
+                Arg::Int(n) => query.bind(n),
+            };
+        }
+        query.bind(pos).execute(conn).await?;
+        Ok(())
+    }
+}
+
+/// Submits `write`, a change of global per-user data, to the stream writer and waits for its
 /// position.
 async fn commit(
     stream: &StreamWriter,
-    op: impl StreamOp,
+    write: impl Write,
     wake: Vec<OwnedUserId>,
 ) -> Result<i64, StoreError> {
-    stream.submit(Box::new(op), wake).await?.wait().await
+    stream.submit(Box::new(Op(write)), wake).await?.wait().await
 }
 
-/// Submits `op`, a change of per-room user data of `room` (receipts, room account data), and
-/// waits for its position.
+/// Submits `write`, a change of per-room user data of `room` (receipts, room account data),
+/// and waits for its position.
 async fn commit_in_room(
     stream: &StreamWriter,
-    op: impl StreamOp,
+    write: impl Write,
     wake: Vec<OwnedUserId>,
     room: &RoomId,
 ) -> Result<i64, StoreError> {
@@ -244,7 +297,7 @@ async fn commit_in_room(
         room_extras: Some(room.to_owned()),
     };
     stream
-        .submit_touch(Box::new(op), touch, None)
+        .submit_touch(Box::new(Op(write)), touch, None)
         .await?
         .wait()
         .await
@@ -265,17 +318,48 @@ where
 {
     serde_json::value::to_raw_value(&TypeAndContent { kind, content })
         .map(Raw::from_json)
-        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+        .map_err(encode_error)
+}
+
+/// A `{"type": kind, "content": content}` event from a stored `(type, content JSON)` row.
+fn stored_event<T>((kind, content): (String, String)) -> Result<Raw<T>, StoreError> {
+    content_event(&kind, &*stored_json(content)?)
+}
+
+/// Stored JSON text. It was valid when stored: a failure means a damaged database.
+fn stored_json(json: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(json).map_err(decode_error)
 }
 
 /// Stored JSON as a `Raw`. It was valid when stored: a failure means a damaged database.
 fn raw<T>(json: String) -> Result<Raw<T>, StoreError> {
-    Raw::from_json_string(json).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    Raw::from_json_string(json).map_err(decode_error)
+}
+
+/// Stored JSON as a value. It was valid when stored: a failure means a damaged database.
+fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(decode_error)
 }
 
 /// A value as JSON text for the database.
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+    serde_json::to_string(value).map_err(encode_error)
+}
+
+fn encode_error(e: serde_json::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Encode(Box::new(e)))
+}
+
+fn decode_error(e: serde_json::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(Box::new(e)))
+}
+
+/// User IDs read from the database; any that no longer parses is left out.
+fn user_ids(users: Vec<String>) -> Vec<OwnedUserId> {
+    users
+        .into_iter()
+        .filter_map(|u| u.try_into().ok())
+        .collect()
 }
 
 /// Unix milliseconds.

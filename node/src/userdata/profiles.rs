@@ -1,7 +1,7 @@
 //! [`Profiles`]: display names and avatar URLs. A user exists for the profile API when it is a
 //! local account or has a stored profile; a user without a stored profile has an empty one.
 
-use ruma::{OwnedMxcUri, OwnedServerName, UserId};
+use ruma::{MxcUri, OwnedMxcUri, OwnedServerName, UserId};
 use sqlx::sqlite::SqlitePool;
 
 use crate::store::StoreError;
@@ -12,6 +12,13 @@ use crate::store::accounts::AccountStore;
 pub struct Profile {
     pub displayname: Option<String>,
     pub avatar_url: Option<OwnedMxcUri>,
+}
+
+/// One field of a profile, as set by its owner: `None` removes it.
+#[derive(Debug, Clone, Copy)]
+pub enum ProfileField<'a> {
+    DisplayName(Option<&'a str>),
+    AvatarUrl(Option<&'a MxcUri>),
 }
 
 /// The profile store. Cheap to clone.
@@ -65,37 +72,25 @@ impl Profiles {
         })
     }
 
-    /// Sets (or with `None` removes) the display name of `user`.
-    pub async fn set_displayname(
-        &self,
-        user: &UserId,
-        displayname: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO profiles (user_id, displayname) VALUES (?, ?) \
-             ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
-        )
-        .bind(user.as_str())
-        .bind(displayname)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Sets (or with `None` removes) the avatar URL of `user`.
-    pub async fn set_avatar_url(
-        &self,
-        user: &UserId,
-        avatar_url: Option<&OwnedMxcUri>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO profiles (user_id, avatar_url) VALUES (?, ?) \
-             ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
-        )
-        .bind(user.as_str())
-        .bind(avatar_url.map(|u| u.as_str()))
-        .execute(&self.pool)
-        .await?;
+    /// Sets (or with `None` removes) one field of `user`'s profile.
+    pub async fn set(&self, user: &UserId, field: ProfileField<'_>) -> Result<(), StoreError> {
+        let (sql, value) = match field {
+            ProfileField::DisplayName(name) => (
+                "INSERT INTO profiles (user_id, displayname) VALUES (?, ?) \
+                 ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
+                name,
+            ),
+            ProfileField::AvatarUrl(url) => (
+                "INSERT INTO profiles (user_id, avatar_url) VALUES (?, ?) \
+                 ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
+                url.map(MxcUri::as_str),
+            ),
+        };
+        sqlx::query(sql)
+            .bind(user.as_str())
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -114,10 +109,13 @@ mod tests {
         let alice = user_id!("@alice:example.com");
         assert_eq!(p.profile(alice).await.unwrap(), Profile::default());
         assert!(!p.exists(alice).await.unwrap());
-        p.set_displayname(alice, Some("Alice")).await.unwrap();
+        let name = ProfileField::DisplayName(Some("Alice"));
+        p.set(alice, name).await.unwrap();
         let avatar = owned_mxc_uri!("mxc://example.com/abc");
-        p.set_avatar_url(alice, Some(&avatar)).await.unwrap();
-        p.set_displayname(alice, None).await.unwrap();
+        p.set(alice, ProfileField::AvatarUrl(Some(&avatar)))
+            .await
+            .unwrap();
+        p.set(alice, ProfileField::DisplayName(None)).await.unwrap();
         let got = p.profile(alice).await.unwrap();
         assert_eq!(got.displayname, None);
         assert_eq!(got.avatar_url, Some(avatar));

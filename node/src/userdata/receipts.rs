@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::future::BoxFuture;
 use ruma::events::AnySyncEphemeralRoomEvent;
 use ruma::events::receipt::{Receipt, ReceiptEventContent, ReceiptThread, ReceiptType};
 use ruma::serde::Raw;
 use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedUserId, RoomId, UInt, UserId};
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 
-use super::{commit_in_room, content_event, now_ms};
+use super::{Arg, Upsert, commit_in_room, content_event, now_ms};
 use crate::store::StoreError;
-use crate::stream::{StreamOp, StreamWriter};
+use crate::stream::StreamWriter;
+
+/// Upserts one receipt: room, user, type, thread, event, time, stream position.
+const PUT: &str = "INSERT INTO receipts (room_id, user_id, type, thread, event_id, ts, stream) \
+     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, type, thread) \
+     DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream = excluded.stream";
 
 /// The receipt store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -39,13 +43,16 @@ impl Receipts {
         event: &EventId,
         wake: Vec<OwnedUserId>,
     ) -> Result<i64, StoreError> {
-        let op = PutReceipt {
-            room: room.as_str().to_owned(),
-            user: user.as_str().to_owned(),
-            kind: kind.as_str().to_owned(),
-            thread: thread.as_str().unwrap_or_default().to_owned(),
-            event: event.as_str().to_owned(),
-            ts: now_ms(),
+        let op = Upsert {
+            sql: PUT,
+            args: vec![
+                Arg::Text(room.as_str().to_owned()),
+                Arg::Text(user.as_str().to_owned()),
+                Arg::Text(kind.as_str().to_owned()),
+                Arg::Text(thread.as_str().unwrap_or_default().to_owned()),
+                Arg::Text(event.as_str().to_owned()),
+                Arg::Int(now_ms()),
+            ],
         };
         commit_in_room(&self.stream, op, wake, room).await
     }
@@ -114,43 +121,6 @@ impl Receipts {
         .fetch_optional(&self.pool)
         .await?;
         Ok(event.and_then(|e| e.try_into().ok()))
-    }
-}
-
-/// Upserts one receipt at the op's stream position.
-struct PutReceipt {
-    room: String,
-    user: String,
-    kind: String,
-    thread: String,
-    event: String,
-    ts: i64,
-}
-
-impl StreamOp for PutReceipt {
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO receipts (room_id, user_id, type, thread, event_id, ts, stream) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, type, thread) \
-                 DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, \
-                 stream = excluded.stream",
-            )
-            .bind(self.room)
-            .bind(self.user)
-            .bind(self.kind)
-            .bind(self.thread)
-            .bind(self.event)
-            .bind(self.ts)
-            .bind(pos)
-            .execute(conn)
-            .await?;
-            Ok(())
-        })
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use futures_util::future::BoxFuture;
 use ruma::api::client::to_device::send_event_to_device::v3::Messages;
 use ruma::events::AnyToDeviceEvent;
 use ruma::serde::Raw;
@@ -16,10 +15,10 @@ use ruma::{DeviceId, OwnedServerName, TransactionId, UserId};
 use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{commit, raw, to_json};
+use super::{Write, commit, raw, to_json};
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
-use crate::stream::{StreamOp, StreamWriter};
+use crate::stream::StreamWriter;
 
 /// The to-device store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -163,39 +162,33 @@ struct Send {
     rows: Vec<(String, String, String)>,
 }
 
-impl StreamOp for Send {
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            let fresh = sqlx::query(
-                "INSERT INTO to_device_txns (sender, device_id, txn_id) VALUES (?, ?, ?) \
-                 ON CONFLICT DO NOTHING",
+impl Write for Send {
+    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+        let fresh = sqlx::query(
+            "INSERT INTO to_device_txns (sender, device_id, txn_id) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.sender)
+        .bind(&self.sender_device)
+        .bind(&self.txn)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            return Ok(());
+        }
+        for (user, device, json) in &self.rows {
+            sqlx::query(
+                "INSERT INTO to_device (user_id, device_id, stream, json) VALUES (?, ?, ?, ?)",
             )
-            .bind(&self.sender)
-            .bind(&self.sender_device)
-            .bind(&self.txn)
+            .bind(user)
+            .bind(device)
+            .bind(pos)
+            .bind(json)
             .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if fresh == 0 {
-                return Ok(());
-            }
-            for (user, device, json) in &self.rows {
-                sqlx::query(
-                    "INSERT INTO to_device (user_id, device_id, stream, json) VALUES (?, ?, ?, ?)",
-                )
-                .bind(user)
-                .bind(device)
-                .bind(pos)
-                .bind(json)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Ok(())
-        })
+            .await?;
+        }
+        Ok(())
     }
 }
 
