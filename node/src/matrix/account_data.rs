@@ -8,8 +8,10 @@ use ruma::api::client::config::{
     get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
 };
 use ruma::serde::Raw;
+use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
+use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
 use super::userdata_routes::only_self;
@@ -30,8 +32,35 @@ fn check_settable(kind: &str, content: &RawValue) -> Result<(), MatrixError> {
     Ok(())
 }
 
-fn not_found() -> MatrixError {
-    MatrixError::NotFound("account data not found".into())
+/// `caller` sets `kind` of `user`'s account data, globally (`room` `None`) or in `room`.
+async fn set(
+    node: &Node,
+    caller: &Caller,
+    user: &UserId,
+    room: Option<&RoomId>,
+    kind: &str,
+    content: &RawValue,
+) -> Result<(), MatrixError> {
+    only_self(caller, user, "you can only set your own account data")?;
+    check_settable(kind, content)?;
+    let data = node.userdata().account_data();
+    data.set(user, room, kind, content).await?;
+    Ok(())
+}
+
+/// `kind` of `user`'s account data, globally (`room` `None`) or in `room`, as `caller` asks it.
+async fn get<T>(
+    node: &Node,
+    caller: &Caller,
+    user: &UserId,
+    room: Option<&RoomId>,
+    kind: &str,
+) -> Result<Raw<T>, MatrixError> {
+    only_self(caller, user, "you can only read your own account data")?;
+    let data = node.userdata().account_data();
+    let content = data.get(user, room, kind).await?;
+    let content = content.ok_or_else(|| MatrixError::NotFound("account data not found".into()))?;
+    Ok(Raw::from_json(content))
 }
 
 pub(crate) async fn set_global(
@@ -39,16 +68,16 @@ pub(crate) async fn set_global(
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> MatrixResult<set_global_account_data::v3::Response> {
     let body = &req.body;
-    only_self(
+    let kind = body.event_type.to_string();
+    set(
+        &node,
         &req.caller,
         &body.user_id,
-        "you can only set your own account data",
-    )?;
-    let kind = body.event_type.to_string();
-    check_settable(&kind, body.data.json())?;
-    let data = node.userdata().account_data();
-    data.set(&body.user_id, None, &kind, body.data.json())
-        .await?;
+        None,
+        &kind,
+        body.data.json(),
+    )
+    .await?;
     Ok(RumaResponse(set_global_account_data::v3::Response::new()))
 }
 
@@ -57,19 +86,10 @@ pub(crate) async fn get_global(
     req: Ruma<get_global_account_data::v3::Request>,
 ) -> MatrixResult<get_global_account_data::v3::Response> {
     let body = &req.body;
-    only_self(
-        &req.caller,
-        &body.user_id,
-        "you can only read your own account data",
-    )?;
-    let data = node.userdata().account_data();
     let kind = body.event_type.to_string();
-    let content = data
-        .get(&body.user_id, None, &kind)
-        .await?
-        .ok_or_else(not_found)?;
+    let content = get(&node, &req.caller, &body.user_id, None, &kind).await?;
     Ok(RumaResponse(get_global_account_data::v3::Response::new(
-        Raw::from_json(content),
+        content,
     )))
 }
 
@@ -78,16 +98,16 @@ pub(crate) async fn set_room(
     req: Ruma<set_room_account_data::v3::Request>,
 ) -> MatrixResult<set_room_account_data::v3::Response> {
     let body = &req.body;
-    only_self(
+    let (kind, room) = (body.event_type.to_string(), Some(&*body.room_id));
+    set(
+        &node,
         &req.caller,
         &body.user_id,
-        "you can only set your own account data",
-    )?;
-    let kind = body.event_type.to_string();
-    check_settable(&kind, body.data.json())?;
-    let data = node.userdata().account_data();
-    data.set(&body.user_id, Some(&body.room_id), &kind, body.data.json())
-        .await?;
+        room,
+        &kind,
+        body.data.json(),
+    )
+    .await?;
     Ok(RumaResponse(set_room_account_data::v3::Response::new()))
 }
 
@@ -96,18 +116,9 @@ pub(crate) async fn get_room(
     req: Ruma<get_room_account_data::v3::Request>,
 ) -> MatrixResult<get_room_account_data::v3::Response> {
     let body = &req.body;
-    only_self(
-        &req.caller,
-        &body.user_id,
-        "you can only read your own account data",
-    )?;
-    let data = node.userdata().account_data();
-    let kind = body.event_type.to_string();
-    let content = data
-        .get(&body.user_id, Some(&body.room_id), &kind)
-        .await?
-        .ok_or_else(not_found)?;
+    let (kind, room) = (body.event_type.to_string(), Some(&*body.room_id));
+    let content = get(&node, &req.caller, &body.user_id, room, &kind).await?;
     Ok(RumaResponse(get_room_account_data::v3::Response::new(
-        Raw::from_json(content),
+        content,
     )))
 }

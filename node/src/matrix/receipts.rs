@@ -7,24 +7,16 @@ use axum::extract::State;
 use ruma::api::client::read_marker::set_read_marker;
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType as RequestedType};
 use ruma::events::receipt::{ReceiptThread, ReceiptType};
-use ruma::events::room::member::MembershipState;
 use ruma::{EventId, RoomId};
 use serde_json::value::RawValue;
 
 use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
+use super::userdata_routes::require_joined;
 use crate::node::Node;
 
 const FULLY_READ: &str = "m.fully_read";
-
-async fn require_joined(node: &Node, caller: &Caller, room: &RoomId) -> Result<(), MatrixError> {
-    let membership = node.rooms().membership(room, &caller.user_id).await?;
-    if membership != Some(MembershipState::Join) {
-        return Err(MatrixError::Forbidden("you are not joined to this room"));
-    }
-    Ok(())
-}
 
 /// Records a receipt, waking whoever can see it.
 async fn receipt(
@@ -67,7 +59,7 @@ pub(crate) async fn create_receipt(
     req: Ruma<create_receipt::v3::Request>,
 ) -> MatrixResult<create_receipt::v3::Response> {
     let (caller, body) = (&req.caller, &req.body);
-    require_joined(&node, caller, &body.room_id).await?;
+    require_joined(&node, &caller.user_id, &body.room_id).await?;
     let (room, event) = (&body.room_id, &body.event_id);
     match &body.receipt_type {
         RequestedType::FullyRead => fully_read(&node, caller, room, event).await?,
@@ -95,7 +87,7 @@ pub(crate) async fn set_read_marker(
 ) -> MatrixResult<set_read_marker::v3::Response> {
     let (caller, body) = (&req.caller, &req.body);
     let room = &body.room_id;
-    require_joined(&node, caller, room).await?;
+    require_joined(&node, &caller.user_id, room).await?;
     if let Some(event) = &body.fully_read {
         fully_read(&node, caller, room, event).await?;
     }

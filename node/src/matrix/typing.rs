@@ -4,11 +4,10 @@
 
 use axum::extract::State;
 use ruma::api::client::typing::create_typing_event::{self, v3::Typing};
-use ruma::events::room::member::MembershipState;
 
-use super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::error::{MatrixResult, RumaResponse};
 use super::extract::Ruma;
-use super::userdata_routes::only_self;
+use super::userdata_routes::{only_self, require_joined};
 use crate::node::Node;
 
 pub(crate) async fn set_typing(
@@ -21,11 +20,8 @@ pub(crate) async fn set_typing(
         &body.user_id,
         "you can only set your own typing state",
     )?;
-    let rooms = node.rooms();
-    if rooms.membership(&body.room_id, &body.user_id).await? != Some(MembershipState::Join) {
-        return Err(MatrixError::Forbidden("you are not joined to this room"));
-    }
-    let members = rooms.joined_members(&body.room_id).await?;
+    require_joined(&node, &body.user_id, &body.room_id).await?;
+    let members = node.rooms().joined_members(&body.room_id).await?;
     let timeout = match body.state {
         Typing::Yes(info) => Some(info.timeout),
         Typing::No => None,

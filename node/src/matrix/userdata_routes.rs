@@ -1,8 +1,8 @@
 //! The routes of the per-user endpoints (filters, profile, account data, push rules, devices,
 //! keys, to-device, typing, receipts), served by the handlers beside this file over the
-//! [`UserData`](crate::userdata::UserData) service.
+//! [`UserData`](crate::userdata::UserData) service, and the checks those handlers share (the
+//! caller acts for themself, the caller is joined to the room).
 
-use ruma::UserId;
 use ruma::api::client::config::{
     get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
 };
@@ -19,12 +19,15 @@ use ruma::api::client::read_marker::set_read_marker;
 use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::to_device::send_event_to_device;
 use ruma::api::client::typing::create_typing_event;
+use ruma::events::room::member::MembershipState;
+use ruma::{RoomId, UserId};
 
 use super::accounts::Caller;
 use super::error::MatrixError;
 use super::{
     Routes, account_data, devices, filter, keys, profile, pushrules, receipts, to_device, typing,
 };
+use crate::node::Node;
 
 /// Registers every per-user endpoint.
 pub(super) fn add(routes: &mut Routes) {
@@ -70,6 +73,18 @@ pub(super) fn only_self(
 ) -> Result<(), MatrixError> {
     if caller.user_id != user {
         return Err(MatrixError::Forbidden(message));
+    }
+    Ok(())
+}
+
+/// 403 `M_FORBIDDEN` unless `user` is joined to `room`.
+pub(super) async fn require_joined(
+    node: &Node,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<(), MatrixError> {
+    if node.rooms().membership(room, user).await? != Some(MembershipState::Join) {
+        return Err(MatrixError::Forbidden("you are not joined to this room"));
     }
     Ok(())
 }
