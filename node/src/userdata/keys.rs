@@ -264,41 +264,53 @@ impl Write for Upload {
                 record_change(conn, pos, &self.user).await?;
             }
         }
-        for (id, algorithm, json) in &self.one_time_keys {
-            sqlx::query(
+        for key in &self.one_time_keys {
+            self.insert_key(
+                conn,
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
                  VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                key,
             )
-            .bind(&self.user)
-            .bind(&self.device)
-            .bind(id)
-            .bind(algorithm)
-            .bind(json)
-            .execute(&mut *conn)
             .await?;
         }
-        for (id, algorithm, json) in &self.fallback_keys {
+        for key in &self.fallback_keys {
             sqlx::query(
                 "DELETE FROM one_time_keys \
                  WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ?",
             )
             .bind(&self.user)
             .bind(&self.device)
-            .bind(algorithm)
+            .bind(&key.1)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
+            self.insert_key(
+                conn,
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
                  VALUES (?, ?, ?, ?, 1, ?)",
+                key,
             )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Upload {
+    /// Runs `sql`, an insert of one key `(key ID, algorithm, JSON)` of the uploading device.
+    async fn insert_key(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+        (id, algorithm, json): &(String, String, String),
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sql)
             .bind(&self.user)
             .bind(&self.device)
             .bind(id)
             .bind(algorithm)
             .bind(json)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
-        }
         Ok(())
     }
 }
