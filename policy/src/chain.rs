@@ -44,27 +44,33 @@ pub(crate) struct Chain {
     closures: Vec<Vec<EntityUID>>,
     /// The chain's entities, built the first time a condition reads them.
     entities: OnceLock<Vec<Arc<Entity>>>,
+    /// Per action slot, the policies in the buckets of this principal (or resource) that its
+    /// scope admits, found the first time the chain is decided for that action.
+    buckets: Box<[OnceLock<Box<[usize]>>]>,
 }
 
 impl Chain {
-    fn build(key: Key, anchors: Anchors<'_>, principal: bool) -> Self {
+    fn build(key: Key, anchors: Anchors<'_>, principal: bool, slots: usize) -> Self {
         let (uid, ancestors) = if principal {
             anchors.principal()
         } else {
             anchors.resource()
         };
         let (uid, ancestors) = (uid.clone(), ancestors.to_vec());
-        let (synth, closures) = anchors.synthesized();
         let mut ancestry: Vec<EntityUID> = Vec::new();
-        let items = synth.items.iter().map(|item| &item.uid);
-        for uid in items
-            .chain(closures.iter().flatten())
-            .chain(anchors.reached())
         {
-            if !ancestry.contains(uid) {
-                ancestry.push(uid.clone());
+            let (synth, closures) = anchors.synthesized();
+            let items = synth.items.iter().map(|item| &item.uid);
+            for uid in items
+                .chain(closures.iter().flatten())
+                .chain(anchors.reached())
+            {
+                if !ancestry.contains(uid) {
+                    ancestry.push(uid.clone());
+                }
             }
         }
+        let (synth, closures) = anchors.into_parts();
         Self {
             key,
             uid,
@@ -76,9 +82,23 @@ impl Chain {
                 .map(|item| item.uid.clone())
                 .collect(),
             ancestry,
-            synth: synth.clone(),
-            closures: closures.to_vec(),
+            synth,
+            closures,
             entities: OnceLock::new(),
+            buckets: (0..slots).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The bucketed policies of slot `position` that admit this chain's principal (or
+    /// resource), computed by `find` the first time.
+    pub(crate) fn bucket(
+        &self,
+        position: usize,
+        find: impl FnOnce(&EntityUID, &[EntityUID]) -> Box<[usize]>,
+    ) -> &[usize] {
+        match self.buckets.get(position) {
+            Some(cell) => cell.get_or_init(|| find(&self.uid, &self.ancestors)),
+            None => &[],
         }
     }
 
@@ -194,7 +214,13 @@ impl Cache {
 
 impl Chains {
     /// The chain of `p`, built on a miss.
-    pub(crate) fn principal(&self, types: &Types, store: &Store, p: &Principal<'_>) -> Arc<Chain> {
+    pub(crate) fn principal(
+        &self,
+        types: &Types,
+        store: &Store,
+        slots: usize,
+        p: &Principal<'_>,
+    ) -> Arc<Chain> {
         let mut h = FastHasher::default();
         (p.kind, p.address, p.runtime, p.user, p.domain).hash(&mut h);
         let hash = h.finish();
@@ -202,13 +228,19 @@ impl Chains {
             return chain;
         }
         let anchors = Anchors::from_synthesized(store, synthesize_principal(types, p));
-        let chain = Arc::new(Chain::build(Key::principal(p), anchors, true));
+        let chain = Arc::new(Chain::build(Key::principal(p), anchors, true, slots));
         self.principals.put(hash, Arc::clone(&chain));
         chain
     }
 
     /// The chain of `r`, built on a miss.
-    pub(crate) fn resource(&self, types: &Types, store: &Store, r: &Resource<'_>) -> Arc<Chain> {
+    pub(crate) fn resource(
+        &self,
+        types: &Types,
+        store: &Store,
+        slots: usize,
+        r: &Resource<'_>,
+    ) -> Arc<Chain> {
         let mut h = FastHasher::default();
         (r.kind, r.address, r.owner_user, r.owner_runtime, r.domain).hash(&mut h);
         let hash = h.finish();
@@ -216,7 +248,7 @@ impl Chains {
             return chain;
         }
         let anchors = Anchors::from_synthesized(store, synthesize_resource(types, r));
-        let chain = Arc::new(Chain::build(Key::resource(r), anchors, false));
+        let chain = Arc::new(Chain::build(Key::resource(r), anchors, false, slots));
         self.resources.put(hash, Arc::clone(&chain));
         chain
     }

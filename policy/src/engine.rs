@@ -88,21 +88,34 @@ impl Engine {
         let Some(slot) = self.index.get(action) else {
             return Decision::failed(format!("action \"{action}\" is not declared in the schema"));
         };
+        let slots = self.index.slot_count();
         let principal = self
             .chains
-            .principal(&self.types, &self.store, &query.principal);
+            .principal(&self.types, &self.store, slots, &query.principal);
         let resource = self
             .chains
-            .resource(&self.types, &self.store, &query.resource);
+            .resource(&self.types, &self.store, slots, &query.resource);
         if principal.interacts(&resource) {
             return self.decide_whole(slot, query);
         }
         let policies = &self.index.policies;
         let mut candidates = Vec::new();
-        slot.candidates(
+        let (by_principal, by_resource): (&[usize], &[usize]) = if slot.scoped() {
+            (
+                principal.bucket(slot.position(), |uid, ancestors| {
+                    slot.principal_bucket(policies, uid, ancestors)
+                }),
+                resource.bucket(slot.position(), |uid, ancestors| {
+                    slot.resource_bucket(policies, uid, ancestors)
+                }),
+            )
+        } else {
+            (&[], &[])
+        };
+        slot.candidates_from(
             policies,
-            (&principal.uid, &principal.ancestors),
-            (&resource.uid, &resource.ancestors),
+            (&principal.uid, &principal.ancestors, by_principal),
+            (&resource.uid, &resource.ancestors, by_resource),
             &mut candidates,
         );
         let reading = || {

@@ -115,6 +115,8 @@ pub(crate) struct ActionSlot {
     by_resource: FastMap<EntityUID, Vec<usize>>,
     /// How many policies can apply to this action.
     count: usize,
+    /// This slot's position among the index's slots (for per-slot caches).
+    position: usize,
 }
 
 impl ActionSlot {
@@ -147,6 +149,74 @@ impl ActionSlot {
                 out.extend(bucket.iter().filter(|i| admits(i)));
             }
         }
+    }
+
+    /// The policies of this action in the buckets of `principal` and its `ancestors` whose
+    /// principal scope admits it (their resource scope is checked per request).
+    pub(crate) fn principal_bucket(
+        &self,
+        policies: &[Compiled],
+        principal: &EntityUID,
+        ancestors: &[EntityUID],
+    ) -> Box<[usize]> {
+        let buckets = std::iter::once(principal).chain(ancestors);
+        let found = buckets.filter_map(|a| self.by_principal.get(a)).flatten();
+        found
+            .copied()
+            .filter(|&i| policies[i].principal.admits(principal, ancestors))
+            .collect()
+    }
+
+    /// The policies of this action in the buckets of `resource` and its `ancestors` whose
+    /// resource scope admits it (their principal scope is checked per request).
+    pub(crate) fn resource_bucket(
+        &self,
+        policies: &[Compiled],
+        resource: &EntityUID,
+        ancestors: &[EntityUID],
+    ) -> Box<[usize]> {
+        let buckets = std::iter::once(resource).chain(ancestors);
+        let found = buckets.filter_map(|a| self.by_resource.get(a)).flatten();
+        found
+            .copied()
+            .filter(|&i| policies[i].resource.admits(resource, ancestors))
+            .collect()
+    }
+
+    /// [`ActionSlot::candidates`] from the buckets of the principal and of the resource found
+    /// before ([`ActionSlot::principal_bucket`], [`ActionSlot::resource_bucket`]).
+    pub(crate) fn candidates_from(
+        &self,
+        policies: &[Compiled],
+        principal: (&EntityUID, &[EntityUID], &[usize]),
+        resource: (&EntityUID, &[EntityUID], &[usize]),
+        out: &mut Vec<usize>,
+    ) {
+        if !self.scoped {
+            out.extend(&self.open);
+            return;
+        }
+        let admits_principal =
+            |i: &&usize| policies[**i].principal.admits(principal.0, principal.1);
+        let admits_resource = |i: &&usize| policies[**i].resource.admits(resource.0, resource.1);
+        out.extend(
+            self.open
+                .iter()
+                .filter(admits_principal)
+                .filter(admits_resource),
+        );
+        out.extend(principal.2.iter().filter(admits_resource));
+        out.extend(resource.2.iter().filter(admits_principal));
+    }
+
+    /// Whether some policy of this action is in a bucket.
+    pub(crate) fn scoped(&self) -> bool {
+        self.scoped
+    }
+
+    /// This slot's position among the index's slots.
+    pub(crate) fn position(&self) -> usize {
+        self.position
     }
 
     /// How many policies can apply to this action.
@@ -205,6 +275,7 @@ impl ActionIndex {
                 by_principal: FastMap::default(),
                 by_resource: FastMap::default(),
                 count: 0,
+                position: slots.len(),
             };
             for (i, policy) in listed.iter().enumerate() {
                 if !applies(&policy.action_constraint(), action, &ancestors) {
@@ -235,6 +306,11 @@ impl ActionIndex {
             actions,
             slots,
         })
+    }
+
+    /// How many slots there are.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// The slot of the action with this id.

@@ -129,6 +129,12 @@ impl<'s> Anchors<'s> {
         }
     }
 
+    /// The synthesized entities and their closed ancestor lists, for
+    /// [`Anchors::from_parts`].
+    pub(crate) fn into_parts(self) -> (Synthesized, Vec<Vec<EntityUID>>) {
+        (self.synth, self.closures)
+    }
+
     /// The uids of what the stored entities reach, and their ancestors.
     pub(crate) fn reached(&self) -> impl Iterator<Item = &EntityUID> {
         self.stored
