@@ -242,3 +242,52 @@ async fn each_matrix_action_is_decided_and_a_denial_changes_nothing() {
         ["alice may"]
     );
 }
+
+const NINA_POLICIES: &str = r#"
+@id("allow-all")
+permit(principal, action, resource);
+
+@id("no-rooms-for-nina")
+forbid(principal == Rethink::User::"user://login.example.org/nina",
+       action == Rethink::Action::"matrix:createRoom", resource);
+"#;
+
+#[tokio::test]
+async fn the_principal_of_a_jwt_account_is_its_verified_identity() {
+    use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
+    let keys = tempfile::tempdir().unwrap();
+    let policies = custom_policies(NINA_POLICIES);
+    let jwt_issuer = issuer(keys.path(), "rethink-matrix", 0);
+    let dir = policies.path().to_path_buf();
+    let node = TestNode::spawn_with(move |c| {
+        c.policy.dir = Some(dir);
+        c.auth.jwt = vec![jwt_issuer];
+        c.matrix.jwt_create_accounts = true;
+    })
+    .await;
+    let now = now().cast_signed();
+    let claims =
+        json!({"iss": ISS, "aud": "rethink-matrix", "sub": "nina", "exp": now + 600, "iat": now});
+    let token = sign(jsonwebtoken::Algorithm::RS256, &KEYS.0.encoding, &claims);
+    let login = crate::support::matrix::call(
+        &node,
+        "POST",
+        &format!("{V3}/login"),
+        None,
+        Some(
+            json!({"type": "org.matrix.login.jwt", "token": token})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(login.0, 200, "{}", login.1);
+    let nina = login.1["access_token"].as_str().unwrap().to_owned();
+    assert_denied_by(
+        &post(&node, &format!("{V3}/createRoom"), &nina, &json!({})).await,
+        "no-rooms-for-nina",
+    );
+    // The same policy set lets a password account create rooms.
+    let alice = register(&node, "alice").await;
+    create_room(&node, &alice, &json!({})).await;
+}

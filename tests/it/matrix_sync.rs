@@ -50,7 +50,11 @@ async fn an_incremental_sync_reports_exactly_the_rooms_that_changed() {
     // A message in room A only.
     send_text(&node, &alice, &room_a, "a1", "in a").await;
     let after_a = sync(&node, &bob, Some(&next_batch(&quiet))).await;
-    assert_eq!(joined_rooms(&after_a), [room_a.clone()], "{after_a}");
+    assert_eq!(
+        joined_rooms(&after_a),
+        std::slice::from_ref(&room_a),
+        "{after_a}"
+    );
     let timeline = &after_a["rooms"]["join"][&room_a]["timeline"]["events"];
     assert_eq!(timeline.as_array().unwrap().len(), 1);
     assert_eq!(timeline[0]["content"]["body"], "in a");
@@ -62,7 +66,7 @@ async fn an_incremental_sync_reports_exactly_the_rooms_that_changed() {
     // A receipt in room B only: room B with its ephemeral receipt, no timeline.
     let event_b = send_text(&node, &alice, &room_b, "b1", "in b").await;
     let after_b = sync(&node, &bob, Some(&next_batch(&after_a))).await;
-    assert_eq!(joined_rooms(&after_b), [room_b.clone()]);
+    assert_eq!(joined_rooms(&after_b), std::slice::from_ref(&room_b));
     ok(post(
         &node,
         &format!("{V3}/rooms/{room_b}/receipt/m.read/{event_b}"),
@@ -71,7 +75,11 @@ async fn an_incremental_sync_reports_exactly_the_rooms_that_changed() {
     )
     .await);
     let receipt = sync(&node, &bob, Some(&next_batch(&after_b))).await;
-    assert_eq!(joined_rooms(&receipt), [room_b.clone()], "{receipt}");
+    assert_eq!(
+        joined_rooms(&receipt),
+        std::slice::from_ref(&room_b),
+        "{receipt}"
+    );
     let room = &receipt["rooms"]["join"][&room_b];
     assert!(
         room["timeline"]["events"]

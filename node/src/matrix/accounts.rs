@@ -92,6 +92,8 @@ struct Inner {
     jwt_create_accounts: bool,
     hashing: PasswordHashing,
     uia: UiaSessions,
+    /// Local account → the verified identity it is linked to (links never change).
+    identities: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 impl Accounts {
@@ -104,6 +106,7 @@ impl Accounts {
                 jwt_create_accounts: config.jwt_create_accounts,
                 hashing: PasswordHashing::new(),
                 uia: UiaSessions::default(),
+                identities: Default::default(),
             }),
         }
     }
@@ -135,6 +138,26 @@ impl Accounts {
 
     /// Checks that `username` can be registered and returns it as a localpart: a valid Matrix
     /// localpart (ASCII letters are lowercased), outside the reserved namespace, not taken.
+    /// The verified identity (`user://idp/sub`) a local account is linked to, if any: what
+    /// policies see as the principal of its Matrix actions.
+    pub async fn linked_identity(&self, user: &UserId) -> Result<Option<String>, MatrixError> {
+        if user.server_name() != self.inner.server_name {
+            return Ok(None);
+        }
+        let localpart = user.localpart();
+        if let Some(known) = crate::sync::lock(&self.inner.identities).get(localpart) {
+            return Ok(known.clone());
+        }
+        let identity = self
+            .inner
+            .store
+            .account(localpart)
+            .await?
+            .and_then(|a| a.external_subject);
+        crate::sync::lock(&self.inner.identities).insert(localpart.to_owned(), identity.clone());
+        Ok(identity)
+    }
+
     /// Whether a local account with this localpart exists.
     pub async fn exists(&self, localpart: &str) -> Result<bool, MatrixError> {
         Ok(self.inner.store.account(localpart).await?.is_some())

@@ -328,17 +328,15 @@ impl Node {
         } else {
             "matrix:send"
         };
-        let permit = self
-            .bridge()
-            .authorize(
-                action,
-                &caller.user_id,
-                None,
-                Some(room_id),
-                None,
-                event.content.get().len(),
-            )
-            .await?;
+        let permit = super::permit::permit(
+            self,
+            action,
+            &caller.user_id,
+            Some(room_id),
+            None,
+            event.content.get().len(),
+        )
+        .await?;
         let txn = txn.map(|(scope, id)| Txn {
             device: caller.device_id.to_string(),
             scope,

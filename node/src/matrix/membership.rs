@@ -44,10 +44,7 @@ async fn permit(
     room_id: &RoomId,
     invitee: Option<&UserId>,
 ) -> Result<MatrixPermit, MatrixError> {
-    Ok(node
-        .bridge()
-        .authorize(action, user, None, Some(room_id), invitee, 0)
-        .await?)
+    super::permit::permit(node, action, user, Some(room_id), invitee, 0).await
 }
 
 /// Joins `user` to a room (with their profile), unless already joined.

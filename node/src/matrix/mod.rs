@@ -26,6 +26,7 @@ mod login;
 mod logout;
 mod membership;
 mod password;
+mod permit;
 mod profile;
 mod pushrules;
 mod receipts;

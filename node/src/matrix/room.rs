@@ -118,10 +118,7 @@ pub(crate) async fn create_room(
             .transpose()?,
         creator_profile: member_profile(&node, &creator).await?,
     };
-    let permit = node
-        .bridge()
-        .authorize("matrix:createRoom", &creator, None, None, None, 0)
-        .await?;
+    let permit = super::permit::permit(&node, "matrix:createRoom", &creator, None, None, 0).await?;
     let room_id = node.rooms().create_room(&permit, &creator, spec).await?;
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
