@@ -16,6 +16,7 @@ pub mod pdu;
 mod power;
 pub mod signing;
 pub mod state;
+pub mod txns;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ pub use error::RoomError;
 pub use pdu::Pdu;
 pub use signing::ServerKey;
 pub use state::RoomState;
+pub use txns::TxnWindow;
 
 use crate::bus::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
@@ -125,12 +127,14 @@ impl Rooms {
         let rules = version
             .rules()
             .ok_or_else(|| RoomError::UnsupportedRoomVersion(version.to_string()))?;
+        let txns = self.load_txns(room_id).await?;
         let state = RoomState::restore(
             room_id.to_owned(),
             version,
             rules,
             loaded.state,
             loaded.last,
+            txns,
         );
         let mut rooms = lock(&self.inner.rooms);
         // Another request may have loaded it meanwhile: keep the first.
@@ -181,29 +185,42 @@ impl Rooms {
         self.committed(room_id, submitted).await
     }
 
-    /// The event an earlier send of this transaction created, if any.
+    /// The recent transactions of a stored room (see [`txns`]).
+    async fn load_txns(&self, room_id: &RoomId) -> Result<TxnWindow, RoomError> {
+        let now = now_ms();
+        let mut rows = self
+            .inner
+            .store
+            .recent_txns(room_id.as_str(), now - txns::KEEP_MS, txns::MAX_PER_ROOM)
+            .await?;
+        rows.reverse();
+        let mut window = TxnWindow::default();
+        for row in rows {
+            let (Ok(sender), Ok(event), Some(scope)) = (
+                OwnedUserId::try_from(row.sender),
+                OwnedEventId::try_from(row.event_id),
+                TxnScope::parse(&row.txn_scope),
+            ) else {
+                continue;
+            };
+            let txn = Txn {
+                device: row.txn_device,
+                scope,
+                id: row.txn_id,
+            };
+            window.insert((sender, txn), event, row.received_ms);
+        }
+        Ok(window)
+    }
+
+    /// The event an earlier send of this transaction created, if the room remembers it.
     async fn earlier_txn(
         &self,
         room: &RoomState,
         sender: &UserId,
         txn: &Txn,
     ) -> Result<Option<Sent>, RoomError> {
-        let event_id = match room.txns.get(&(sender.to_owned(), txn.clone())) {
-            Some(id) => Some(id.clone()),
-            None => {
-                self.inner
-                    .store
-                    .txn_event(
-                        room.room_id.as_str(),
-                        sender.as_str(),
-                        &txn.device,
-                        txn.scope.as_str(),
-                        &txn.id,
-                    )
-                    .await?
-            }
-        };
-        let Some(event_id) = event_id else {
+        let Some(event_id) = room.txns.get(&(sender.to_owned(), txn.clone())).cloned() else {
             return Ok(None);
         };
         // Wait until the first send is committed, then answer with it.
@@ -236,13 +253,21 @@ impl Rooms {
             }
             _ => None,
         };
+        // A non-state event that passed the auth rules against the current state passes again.
+        let cacheable = event.state_key.is_none() && event.kind != TimelineEventType::RoomRedaction;
+        let known = cacheable && room.is_authorized(sender, &event.kind);
         let built = build::build(
             room,
             &self.inner.key,
             sender,
             event,
             txn.as_ref().map(|t| (t.device.clone(), t.id.clone())),
+            !known,
         )?;
+        if cacheable && !known {
+            room.remember_authorized(sender, built.pdu.kind());
+        }
+        let received_ms = now_ms();
         let pdu = built.pdu;
         let membership = (*pdu.kind() == TimelineEventType::RoomMember)
             .then(|| state::membership_of(&pdu))
@@ -281,6 +306,7 @@ impl Rooms {
             txn: txn
                 .as_ref()
                 .map(|t| (t.device.clone(), t.scope.as_str(), t.id.clone())),
+            received_ms,
             membership: membership.as_ref().map(|m| m.to_string()),
             create_version: (*pdu.kind() == TimelineEventType::RoomCreate)
                 .then(|| room.version.to_string()),
@@ -317,32 +343,21 @@ impl Rooms {
         if let Some(r) = redacted {
             room.replace_redacted(Arc::new(r));
         }
-        room.prune_txns();
-        let txn = txn.map(|t| {
-            let key = (sender.to_owned(), t);
-            room.txns.insert(key.clone(), pdu.event_id.clone());
-            (key, Arc::clone(&room.committed_txns))
-        });
-        Ok(Submitted {
-            pdu,
-            committed,
-            txn,
-        })
+        if let Some(txn) = txn {
+            room.txns
+                .insert((sender.to_owned(), txn), pdu.event_id.clone(), received_ms);
+        }
+        Ok(Submitted { pdu, committed })
     }
 
     /// Waits for a submitted event's commit.
     async fn committed(&self, room_id: &RoomId, submitted: Submitted) -> Result<Sent, RoomError> {
         match submitted.committed.wait().await {
-            Ok(stream) => {
-                if let Some((key, done)) = submitted.txn {
-                    lock(&done).push(key);
-                }
-                Ok(Sent {
-                    event_id: submitted.pdu.event_id.clone(),
-                    stream,
-                    pdu: submitted.pdu,
-                })
-            }
+            Ok(stream) => Ok(Sent {
+                event_id: submitted.pdu.event_id.clone(),
+                stream,
+                pdu: submitted.pdu,
+            }),
             Err(e) => {
                 self.evict(room_id);
                 Err(e.into())
@@ -535,8 +550,6 @@ impl Rooms {
 struct Submitted {
     pdu: Arc<Pdu>,
     committed: crate::stream::Committed,
-    /// The transaction, to be forgotten by the room once committed.
-    txn: Option<(state::TxnKey, Arc<Mutex<Vec<state::TxnKey>>>)>,
 }
 
 /// An accepted redaction's target and its redacted JSON.
@@ -560,6 +573,21 @@ impl TxnScope {
             TxnScope::Redact => "redact",
         }
     }
+
+    fn parse(scope: &str) -> Option<Self> {
+        match scope {
+            "send" => Some(TxnScope::Send),
+            "redact" => Some(TxnScope::Redact),
+            _ => None,
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A client transaction.

@@ -3,8 +3,8 @@
 //! (the last event) and the transactions in flight. Guarded by the room's lock; changed only by
 //! [`RoomState::apply`] after an event passed the auth rules.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
@@ -13,6 +13,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, UInt, UserId};
 use serde::Deserialize;
 
 use super::pdu::Pdu;
+use super::txns::TxnWindow;
 
 /// A client transaction of a sender.
 pub type TxnKey = (OwnedUserId, super::Txn);
@@ -27,11 +28,11 @@ pub struct RoomState {
     by_id: HashMap<OwnedEventId, Arc<Pdu>>,
     members: HashMap<OwnedUserId, MembershipState>,
     last: Option<Arc<Pdu>>,
-    /// Transactions sent but perhaps not yet committed: (sender, device, txn) → event. Once
-    /// committed, the store answers for them; their keys are queued in `committed_txns` and
-    /// dropped from here at the next send.
-    pub(super) txns: HashMap<TxnKey, OwnedEventId>,
-    pub(super) committed_txns: Arc<Mutex<Vec<TxnKey>>>,
+    /// The recent client transactions.
+    pub(super) txns: TxnWindow,
+    /// (sender, type) of non-state events that passed the auth rules against the current
+    /// state: the same event passes again until the state changes.
+    authorized: HashSet<(OwnedUserId, TimelineEventType)>,
 }
 
 #[derive(Deserialize)]
@@ -57,8 +58,8 @@ impl RoomState {
             by_id: HashMap::new(),
             members: HashMap::new(),
             last: None,
-            txns: HashMap::new(),
-            committed_txns: Arc::default(),
+            txns: TxnWindow::default(),
+            authorized: HashSet::new(),
         }
     }
 
@@ -69,8 +70,10 @@ impl RoomState {
         rules: RoomVersionRules,
         state: Vec<Pdu>,
         last: Option<Pdu>,
+        txns: TxnWindow,
     ) -> Self {
         let mut room = RoomState::new(room_id, version, rules);
+        room.txns = txns;
         for pdu in state {
             room.apply_state(Arc::new(pdu));
         }
@@ -90,6 +93,7 @@ impl RoomState {
         let Some(state_key) = pdu.state_key() else {
             return;
         };
+        self.authorized.clear();
         if *pdu.kind() == TimelineEventType::RoomMember
             && let (Ok(user), Some(membership)) = (UserId::parse(state_key), membership_of(&pdu))
         {
@@ -161,12 +165,15 @@ impl RoomState {
         }
     }
 
-    /// Forgets the transactions whose events are committed (the store knows them now).
-    pub(super) fn prune_txns(&mut self) {
-        let done = std::mem::take(&mut *crate::sync::lock(&self.committed_txns));
-        for key in done {
-            self.txns.remove(&key);
-        }
+    /// Whether a non-state event of `kind` from `sender` already passed the auth rules against
+    /// the current state.
+    pub(super) fn is_authorized(&self, sender: &UserId, kind: &TimelineEventType) -> bool {
+        self.authorized.contains(&(sender.to_owned(), kind.clone()))
+    }
+
+    /// Remembers that a non-state event of `kind` from `sender` passed the auth rules.
+    pub(super) fn remember_authorized(&mut self, sender: &UserId, kind: &TimelineEventType) {
+        self.authorized.insert((sender.to_owned(), kind.clone()));
     }
 
     /// Whether the room has its create event.

@@ -31,6 +31,8 @@ pub struct AppendEvent {
     pub json: String,
     /// The client transaction: device, scope (`send` or `redact`), ID.
     pub txn: Option<(String, &'static str, String)>,
+    /// When the node accepted the event (unix ms).
+    pub received_ms: i64,
     /// For `m.room.member`: the new membership of `state_key`.
     pub membership: Option<String>,
     /// For `m.room.create`: the room version.
@@ -63,7 +65,8 @@ impl StreamOp for AppendEvent {
             };
             sqlx::query(
                 "INSERT INTO events (stream, event_id, room_id, type, state_key, sender, json, \
-                 txn_device, txn_scope, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 txn_device, txn_scope, txn_id, received_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(pos)
             .bind(&self.event_id)
@@ -75,6 +78,7 @@ impl StreamOp for AppendEvent {
             .bind(txn_device)
             .bind(txn_scope)
             .bind(txn_id)
+            .bind(self.received_ms)
             .execute(&mut *conn)
             .await?;
             if let Some(state_key) = &self.state_key {
@@ -123,6 +127,17 @@ pub struct LoadedRoom {
     pub version: String,
     pub state: Vec<Pdu>,
     pub last: Option<Pdu>,
+}
+
+/// A stored client transaction.
+#[derive(Debug, Clone, FromRow)]
+pub struct StoredTxn {
+    pub sender: String,
+    pub txn_device: String,
+    pub txn_scope: String,
+    pub txn_id: String,
+    pub event_id: String,
+    pub received_ms: i64,
 }
 
 /// A user's membership in a room.
@@ -264,27 +279,24 @@ impl RoomStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The event a transaction sent, if it was committed.
-    pub async fn txn_event(
+    /// The room's transactions accepted at or after `since_ms`, newest first, at most `limit`:
+    /// (sender, device, scope, transaction ID, event ID, accepted at).
+    pub async fn recent_txns(
         &self,
         room_id: &str,
-        sender: &str,
-        device: &str,
-        scope: &str,
-        txn_id: &str,
-    ) -> Result<Option<OwnedEventId>, StoreError> {
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM events WHERE room_id = ? AND sender = ? AND txn_device = ? \
-             AND txn_scope = ? AND txn_id = ?",
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredTxn>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT sender, txn_device, txn_scope, txn_id, event_id, received_ms FROM events \
+             WHERE room_id = ? AND txn_id IS NOT NULL AND received_ms >= ? \
+             ORDER BY received_ms DESC LIMIT ?",
         )
         .bind(room_id)
-        .bind(sender)
-        .bind(device)
-        .bind(scope)
-        .bind(txn_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(id.and_then(|id| OwnedEventId::try_from(id).ok()))
+        .bind(since_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Every stored membership, by user (loaded into memory at start).

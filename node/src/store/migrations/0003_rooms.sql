@@ -36,12 +36,13 @@ CREATE TABLE events (
     txn_device  TEXT,
     txn_scope   TEXT,
     txn_id      TEXT,
+    -- When the node accepted it (unix ms): rooms remember recent transactions by it.
+    received_ms INTEGER NOT NULL,
     -- The client form of the redaction that redacted this event, if any.
     redacted_because TEXT
 );
 CREATE INDEX events_by_room ON events (room_id, stream);
-CREATE UNIQUE INDEX events_by_txn ON events (room_id, sender, txn_device, txn_scope, txn_id)
-    WHERE txn_id IS NOT NULL;
+CREATE INDEX events_with_txn ON events (room_id, received_ms) WHERE txn_id IS NOT NULL;
 
 -- The current state of each room.
 CREATE TABLE room_state (
