@@ -11,9 +11,14 @@
 //!   action scope can match its action, and within those only against the ones whose principal
 //!   and resource scopes admit the sender and the target (bucketed by the entity they name);
 //!   their `when`/`unless` conditions go to Cedar's evaluator, compiled once at load;
-//! - entity slicing (modules `synth`, `slice`): each request gets a small entity set holding
-//!   the synthesized principal and resource chains and what they reach in the operator's
-//!   store, sharing the stored entities, with the hierarchy's closure computed on the spot.
+//! - entity slicing (modules `synth`, `slice`, `reads`): a request whose candidate conditions
+//!   read entities gets a small entity set holding the synthesized principal and resource
+//!   chains and what a condition can dereference from them in the operator's store, sharing
+//!   the stored entities, with the hierarchy's closure computed on the spot;
+//! - chain caches (module `chain`): each sender's and target's synthesized chain, ancestors and
+//!   admitted policies per action are kept, so a repeated sender costs a lookup;
+//! - compiled conditions (module `fast`): conditions on the context alone are evaluated on the
+//!   query's facts, without Cedar's evaluator or a context record.
 //!
 //! A test checks decisions against Cedar's own authorizer on the whole policy set and the
 //! whole entity store.
