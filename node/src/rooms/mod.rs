@@ -231,6 +231,13 @@ impl Rooms {
             .event(event_id.as_str())
             .await?
             .ok_or_else(|| RoomError::Internal(format!("transaction event {event_id} lost")))?;
+        // The window keeps hashes: confirm that this is the transaction's event.
+        let same = pdu.sender() == sender
+            && pdu.txn.as_ref() == Some(&(txn.device.clone(), txn.id.clone()))
+            && (*pdu.kind() == TimelineEventType::RoomRedaction) == (txn.scope == TxnScope::Redact);
+        if !same {
+            return Ok(None);
+        }
         Ok(Some(Sent {
             event_id,
             stream: pdu.stream,

@@ -5,9 +5,13 @@
 //! A room remembers its transactions of the last [`KEEP_MS`] (30 minutes, as other homeservers
 //! do), at most [`MAX_PER_ROOM`] of them; when a room is loaded the window is refilled from the
 //! stored events, so a retry after a restart is still recognised. Checking memory only keeps a
-//! database read off every send.
+//! database read off every send. A transaction is kept as a 64-bit hash of its key with the
+//! event ID (about 100 bytes); the caller confirms a hit against the stored event, so a hash
+//! collision cannot answer with another transaction's event.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash as _, Hasher as _};
 
 use ruma::OwnedEventId;
 
@@ -16,20 +20,27 @@ use super::state::TxnKey;
 /// How long a transaction is remembered, in milliseconds.
 pub const KEEP_MS: i64 = 30 * 60 * 1000;
 /// Most transactions remembered per room.
-pub const MAX_PER_ROOM: usize = 4096;
+pub const MAX_PER_ROOM: usize = 2048;
 
 /// The remembered transactions of one room.
 #[derive(Debug, Default)]
 pub struct TxnWindow {
-    events: HashMap<TxnKey, OwnedEventId>,
-    /// Keys by arrival, oldest first, with their time (unix ms).
-    order: VecDeque<(i64, TxnKey)>,
+    events: HashMap<u64, OwnedEventId>,
+    /// Key hashes by arrival, oldest first, with their time (unix ms).
+    order: VecDeque<(i64, u64)>,
+}
+
+fn hash(key: &TxnKey) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl TxnWindow {
-    /// The event of a remembered transaction.
+    /// The event of a remembered transaction (or, in the rare case of a hash collision, of
+    /// another: confirm against the event).
     pub fn get(&self, key: &TxnKey) -> Option<&OwnedEventId> {
-        self.events.get(key)
+        self.events.get(&hash(key))
     }
 
     /// Remembers a transaction sent at `now_ms`, forgetting the expired and the oldest beyond
@@ -43,8 +54,9 @@ impl TxnWindow {
                 self.events.remove(&old);
             }
         }
-        self.order.push_back((now_ms, key.clone()));
-        self.events.insert(key, event);
+        let h = hash(&key);
+        self.order.push_back((now_ms, h));
+        self.events.insert(h, event);
     }
 
     pub fn len(&self) -> usize {
