@@ -22,7 +22,7 @@ use crate::store::rooms::MembershipRow;
 use crate::sync::lock;
 
 /// Recent events kept per room.
-const RECENT_PER_ROOM: usize = 128;
+const RECENT_PER_ROOM: usize = 64;
 
 #[derive(Debug)]
 struct Recent {
