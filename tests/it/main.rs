@@ -15,6 +15,7 @@ mod matrix_auth;
 mod matrix_errors;
 mod matrix_history;
 mod matrix_policy;
+mod matrix_presence;
 mod matrix_redaction;
 mod matrix_rooms;
 mod matrix_sync;

@@ -27,6 +27,7 @@ mod logout;
 mod membership;
 mod password;
 mod permit;
+mod presence;
 mod profile;
 mod pushrules;
 mod receipts;

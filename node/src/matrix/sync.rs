@@ -2,7 +2,8 @@
 //! ephemeral events, account data and unread counts, plus global account data, to-device
 //! messages, device-list changes and one-time-key counts, since a token.
 //!
-//! A response covers the stream up to the position visible when it was built (everything below
+//! `set_presence` (default `online`) sets the caller's presence when it differs from the stored
+//! one. A response covers the stream up to the position visible when it was built (everything below
 //! it is committed), so the next `since` never skips a write. With a `since` and a `timeout`, the
 //! request waits (long-poll) until the notifier reports something for the caller or the timeout
 //! passes; it subscribes before building, so nothing that lands in between is missed.
@@ -70,12 +71,17 @@ pub(crate) async fn sync(
         Some(_) => return Err(MatrixError::InvalidParam("unsupported filter".to_owned())),
     };
     let since = b.since.as_deref().map(SyncToken::parse).transpose()?;
+    node.userdata()
+        .presence()
+        .set_if_changed(&caller.user_id, &b.set_presence)
+        .await?;
     let timeout = b.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
     let mut wake = node.stream().notifier().subscribe(&caller.user_id);
     loop {
         let response = build(&node, &caller, since, b.full_state, &filter).await?;
         let empty = response.rooms.is_empty()
+            && response.presence.is_empty()
             && response.account_data.is_empty()
             && response.to_device.is_empty()
             && response.device_lists.is_empty();
@@ -191,6 +197,7 @@ async fn build(
         response.to_device.events = global.to_device;
         response.device_lists.changed = global.device_lists_changed;
         response.device_one_time_keys_count = global.one_time_keys_count;
+        response.presence.events = global.presence;
     }
     Ok(response)
 }

@@ -35,6 +35,12 @@ pub(super) fn add(routes: &mut Routes) {
     routes.add::<get_filter::v3::Request, _, _>(filter::get_filter);
 
     routes.add::<get_profile::v3::Request, _, _>(profile::get_profile);
+    routes.add::<ruma::api::client::presence::get_presence::v3::Request, _, _>(
+        super::presence::get_presence,
+    );
+    routes.add::<ruma::api::client::presence::set_presence::v3::Request, _, _>(
+        super::presence::set_presence,
+    );
     routes.add::<get_display_name::v3::Request, _, _>(profile::get_display_name);
     routes.add::<set_display_name::v3::Request, _, _>(profile::set_display_name);
     routes.add::<get_avatar_url::v3::Request, _, _>(profile::get_avatar_url);

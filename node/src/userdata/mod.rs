@@ -1,9 +1,9 @@
 //! [`UserData`]: what the node keeps per Matrix user besides rooms (DESIGN.md sections 5, 8):
 //! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
-//! messages, receipts and typing notifications.
+//! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
 //! One submodule per concern, each owning its SQL (tables in `0004_userdata.sql`). Every write
-//! a `/sync` reports (account data, receipts, device-key changes, to-device messages) is a
+//! a `/sync` reports (account data, receipts, presence, device-key changes, to-device messages) is a
 //! `Write` (for account data and receipts, one `Upsert` statement) that goes through the
 //! [`StreamWriter`] and so takes a stream position; typing is in memory with its own serial
 //! ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`] are what
@@ -17,6 +17,7 @@ mod devices;
 mod filters;
 mod keys;
 mod memberships;
+mod presence;
 mod profiles;
 mod receipts;
 mod to_device;
@@ -41,6 +42,7 @@ pub use devices::Devices;
 pub use filters::Filters;
 pub use keys::{DeviceKeysByUser, KeyUpload, Keys};
 use memberships::Memberships;
+pub use presence::{Presence, StoredPresence};
 pub use profiles::{Profile, ProfileField, Profiles};
 pub use receipts::Receipts;
 pub use to_device::ToDevice;
@@ -66,6 +68,7 @@ struct Inner {
     to_device: ToDevice,
     receipts: Receipts,
     typing: Typing,
+    presence: Presence,
 }
 
 /// What `/sync` reports outside rooms, for one device.
@@ -79,6 +82,9 @@ pub struct GlobalSync {
     pub device_lists_changed: Vec<OwnedUserId>,
     /// Unclaimed one-time keys of the device, by algorithm.
     pub one_time_keys_count: BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    /// Presence of the user and those sharing a room with them: all on an initial sync, else
+    /// what changed.
+    pub presence: Vec<Raw<ruma::events::presence::PresenceEvent>>,
 }
 
 /// What `/sync` reports in a room besides its timeline and state.
@@ -104,7 +110,8 @@ impl UserData {
                 devices: Devices::new(accounts.clone(), keys.clone()),
                 keys,
                 to_device: ToDevice::new(pool.clone(), stream.clone(), accounts, server_name),
-                receipts: Receipts::new(pool, stream.clone()),
+                receipts: Receipts::new(pool.clone(), stream.clone()),
+                presence: Presence::new(pool, stream.clone(), memberships.clone()),
                 typing: Typing::new(stream),
             }),
         }
@@ -146,6 +153,10 @@ impl UserData {
     }
 
     /// Typing notifications (in memory).
+    pub fn presence(&self) -> &Presence {
+        &self.inner.presence
+    }
+
     pub fn typing(&self) -> &Typing {
         &self.inner.typing
     }
@@ -189,6 +200,7 @@ impl UserData {
                 inner.keys.changed_users(user, since, upto).await?
             },
             one_time_keys_count: inner.keys.counts(user, device).await?,
+            presence: inner.presence.changes(user, since, upto).await?,
         })
     }
 
@@ -249,6 +261,7 @@ impl<W: Write> StreamOp for Op<W> {
 /// A value bound to an [`Upsert`] statement.
 enum Arg {
     Text(String),
+    OptText(Option<String>),
     Int(i64),
 }
 
@@ -265,6 +278,7 @@ impl Write for Upsert {
         for arg in self.args {
             query = match arg {
                 Arg::Text(text) => query.bind(text),
+                Arg::OptText(text) => query.bind(text),
                 Arg::Int(n) => query.bind(n),
             };
         }
