@@ -17,7 +17,7 @@ use ruma::{
 };
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::memberships::Memberships;
+use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Write, commit, raw, user_ids};
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
@@ -194,13 +194,12 @@ impl Keys {
         since: i64,
         upto: i64,
     ) -> Result<Vec<OwnedUserId>, StoreError> {
-        let users: Vec<String> = sqlx::query_scalar(
+        let users: Vec<String> = sqlx::query_scalar(concat!(
             "SELECT DISTINCT c.user_id FROM device_list_changes c \
-             WHERE c.stream > ? AND c.stream <= ? AND (c.user_id = ? OR c.user_id IN ( \
-                 SELECT b.user_id FROM memberships a JOIN memberships b ON b.room_id = a.room_id \
-                 WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join')) \
-             ORDER BY c.user_id",
-        )
+             WHERE c.stream > ? AND c.stream <= ? AND c.user_id IN (",
+            sharing_a_room_sql!(),
+            ") ORDER BY c.user_id"
+        ))
         .bind(since)
         .bind(upto)
         .bind(user.as_str())

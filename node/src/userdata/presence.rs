@@ -17,7 +17,7 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
 
-use super::memberships::Memberships;
+use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
@@ -149,13 +149,12 @@ impl Presence {
         since: i64,
         upto: i64,
     ) -> Result<Vec<Raw<ruma::events::presence::PresenceEvent>>, StoreError> {
-        let rows: Vec<StoredPresence> = sqlx::query_as(
+        let rows: Vec<StoredPresence> = sqlx::query_as(concat!(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
-             WHERE stream > ? AND stream <= ? AND user_id IN (SELECT ? UNION \
-             SELECT b.user_id FROM memberships a JOIN memberships b ON b.room_id = a.room_id \
-             WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join') \
-             ORDER BY user_id",
-        )
+             WHERE stream > ? AND stream <= ? AND user_id IN (",
+            sharing_a_room_sql!(),
+            ") ORDER BY user_id"
+        ))
         .bind(since)
         .bind(upto)
         .bind(user.as_str())
