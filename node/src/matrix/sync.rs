@@ -383,8 +383,8 @@ fn state_events(events: Vec<Raw<AnySyncStateEvent>>) -> StateEvents {
 }
 
 /// Messages from others after the caller's read receipt (or after joining, without one):
-/// counted in memory for what happened since the start; the caller's read position and any
-/// count reaching before the start are asked of the database once and remembered.
+/// counted in memory for the room's latest events; the caller's read position and any count
+/// reaching before them are asked of the database once and remembered.
 async fn unread(
     ctx: &Ctx<'_>,
     room_id: &OwnedRoomId,
@@ -411,18 +411,17 @@ async fn unread(
         }
     };
     let floor = read.max(row.stream);
-    let mut count = caches.others_after_start(room_id, user, floor, ctx.upto);
-    let start = caches.start();
-    if floor < start {
-        count += match caches.before_start(user, room_id, floor) {
+    let (mut count, complete_from) = caches.others_after(room_id, user, floor, ctx.upto);
+    if floor < complete_from {
+        count += match caches.counted(user, room_id, floor, complete_from) {
             Some(n) => n,
             None => {
                 let n = node
                     .rooms()
                     .store()
-                    .count_from_others(room_id.as_str(), user.as_str(), floor, start)
+                    .count_from_others(room_id.as_str(), user.as_str(), floor, complete_from)
                     .await?;
-                caches.remember_before_start(user, room_id, floor, n);
+                caches.remember_counted(user, room_id, floor, complete_from, n);
                 n
             }
         };

@@ -6,10 +6,10 @@
 //! head (no event of any room is later), and it moves up as old events are dropped. A read for
 //! a range that starts earlier goes to the database.
 //!
-//! For unread counts, each room also keeps the positions of its non-state events since the
-//! start, in all and by sender (16 bytes an event): the number of events from others in a range
-//! is then two binary searches a list. Counts that reach before the start are asked of the
-//! database once and remembered (that part of history never changes); so is each user's read
+//! For unread counts, each room also keeps the positions of its latest non-state events (up to
+//! 65,536, in all and by sender, 16 bytes an event): the number of events from others in a range
+//! is then two binary searches a list. Counts that reach before what a room keeps are asked of
+//! the database once and remembered (that part of history never changes); so is each user's read
 //! receipt position, until the room's per-room data changes.
 
 use std::collections::{HashMap, VecDeque};
@@ -30,15 +30,43 @@ struct Recent {
     events: VecDeque<Arc<Pdu>>,
 }
 
-/// Positions of a room's non-state events since the start.
-#[derive(Debug, Default)]
+/// Non-state event positions kept per room before the oldest [`DROP_MESSAGES`] are dropped.
+const MAX_MESSAGES: usize = 65_536;
+const DROP_MESSAGES: usize = 8_192;
+
+/// Positions of a room's non-state events, all of them after `complete_from`.
+#[derive(Debug)]
 struct Messages {
-    all: Vec<i64>,
-    by_sender: HashMap<OwnedUserId, Vec<i64>>,
+    complete_from: i64,
+    all: VecDeque<i64>,
+    by_sender: HashMap<OwnedUserId, VecDeque<i64>>,
+}
+
+impl Messages {
+    fn push(&mut self, sender: &UserId, pos: i64) {
+        self.all.push_back(pos);
+        self.by_sender
+            .entry(sender.to_owned())
+            .or_default()
+            .push_back(pos);
+        if self.all.len() > MAX_MESSAGES {
+            let dropped = self.all.drain(..DROP_MESSAGES).next_back();
+            if let Some(last) = dropped {
+                self.complete_from = last;
+            }
+            let from = self.complete_from;
+            self.by_sender.retain(|_, list| {
+                while list.front().is_some_and(|&p| p <= from) {
+                    list.pop_front();
+                }
+                !list.is_empty()
+            });
+        }
+    }
 }
 
 /// How many positions of a sorted list lie in `(after, upto]`.
-fn count_in(list: &[i64], after: i64, upto: i64) -> u64 {
+fn count_in(list: &VecDeque<i64>, after: i64, upto: i64) -> u64 {
     let lo = list.partition_point(|&p| p <= after);
     let hi = list.partition_point(|&p| p <= upto);
     (hi.saturating_sub(lo)) as u64
@@ -57,8 +85,8 @@ struct Inner {
     memberships: Mutex<HashMap<OwnedUserId, HashMap<OwnedRoomId, MembershipRow>>>,
     recent: Mutex<HashMap<OwnedRoomId, Recent>>,
     messages: Mutex<HashMap<OwnedRoomId, Messages>>,
-    /// (user, room, floor) → events from others in `(floor, start]` (from the database).
-    before_start: Mutex<HashMap<(OwnedUserId, OwnedRoomId, i64), u64>>,
+    /// (user, room, floor, bound) → events from others in `(floor, bound]` (from the database).
+    counted: Mutex<HashMap<(OwnedUserId, OwnedRoomId, i64, i64), u64>>,
     read_marks: Mutex<HashMap<(OwnedUserId, OwnedRoomId), ReadMark>>,
 }
 
@@ -91,7 +119,7 @@ impl RoomCaches {
                 memberships: Mutex::new(by_user),
                 recent: Mutex::new(HashMap::new()),
                 messages: Mutex::new(HashMap::new()),
-                before_start: Mutex::new(HashMap::new()),
+                counted: Mutex::new(HashMap::new()),
                 read_marks: Mutex::new(HashMap::new()),
             }),
         }
@@ -117,13 +145,14 @@ impl RoomCaches {
                 );
         }
         if pdu.state_key().is_none() {
-            let mut messages = lock(&self.inner.messages);
-            let m = messages.entry(room.clone()).or_default();
-            m.all.push(pos);
-            m.by_sender
-                .entry(pdu.sender().to_owned())
-                .or_default()
-                .push(pos);
+            lock(&self.inner.messages)
+                .entry(room.clone())
+                .or_insert_with(|| Messages {
+                    complete_from: self.inner.start,
+                    all: VecDeque::new(),
+                    by_sender: HashMap::new(),
+                })
+                .push(pdu.sender(), pos);
         }
         let mut recent = lock(&self.inner.recent);
         let entry = recent.entry(room).or_insert_with(|| Recent {
@@ -180,35 +209,38 @@ impl RoomCaches {
         }
     }
 
-    /// The start position: the caches know every event after it.
-    pub fn start(&self) -> i64 {
-        self.inner.start
-    }
-
-    /// Non-state events from others than `user` in `(after, upto]`, counting only those after
-    /// the start.
-    pub fn others_after_start(&self, room: &RoomId, user: &UserId, after: i64, upto: i64) -> u64 {
-        let after = after.max(self.inner.start);
+    /// Non-state events from others than `user` in `(after, upto]` that the cache holds, and
+    /// the position after which it holds all of them (events up to it must be counted
+    /// elsewhere).
+    pub fn others_after(&self, room: &RoomId, user: &UserId, after: i64, upto: i64) -> (u64, i64) {
         let messages = lock(&self.inner.messages);
         let Some(m) = messages.get(room) else {
-            return 0;
+            return (0, self.inner.start);
         };
+        let after = after.max(m.complete_from);
         let own = m
             .by_sender
             .get(user)
             .map_or(0, |list| count_in(list, after, upto));
-        count_in(&m.all, after, upto).saturating_sub(own)
+        (
+            count_in(&m.all, after, upto).saturating_sub(own),
+            m.complete_from,
+        )
     }
 
-    /// The remembered count of events from others in `(floor, start]`.
-    pub fn before_start(&self, user: &UserId, room: &RoomId, floor: i64) -> Option<u64> {
-        lock(&self.inner.before_start)
-            .get(&(user.to_owned(), room.to_owned(), floor))
+    /// The remembered count of events from others in `(floor, bound]`.
+    pub fn counted(&self, user: &UserId, room: &RoomId, floor: i64, bound: i64) -> Option<u64> {
+        lock(&self.inner.counted)
+            .get(&(user.to_owned(), room.to_owned(), floor, bound))
             .copied()
     }
 
-    pub fn remember_before_start(&self, user: &UserId, room: &RoomId, floor: i64, count: u64) {
-        lock(&self.inner.before_start).insert((user.to_owned(), room.to_owned(), floor), count);
+    /// Remembers a count of events from others in `(floor, bound]` (history there is final).
+    pub fn remember_counted(&self, user: &UserId, room: &RoomId, floor: i64, bound: i64, n: u64) {
+        let mut counted = lock(&self.inner.counted);
+        // Older bounds of this user and room are of no further use.
+        counted.retain(|(u, r, _, b), _| !(u == user && r == room && *b < bound));
+        counted.insert((user.to_owned(), room.to_owned(), floor, bound), n);
     }
 
     /// The remembered read position of `user` in `room`.
@@ -248,8 +280,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn message_positions_drop_the_oldest_beyond_the_cap() {
+        let alice = ruma::user_id!("@alice:x");
+        let bob = ruma::user_id!("@bob:x");
+        let mut m = Messages {
+            complete_from: 0,
+            all: VecDeque::new(),
+            by_sender: HashMap::new(),
+        };
+        for pos in 1..=(MAX_MESSAGES as i64 + 1) {
+            m.push(if pos % 2 == 0 { alice } else { bob }, pos);
+        }
+        assert_eq!(m.complete_from, DROP_MESSAGES as i64);
+        assert_eq!(m.all.len(), MAX_MESSAGES + 1 - DROP_MESSAGES);
+        assert!(
+            m.by_sender
+                .values()
+                .all(|l| l.front().is_some_and(|&p| p > m.complete_from))
+        );
+    }
+
+    #[test]
     fn counts_in_a_range_of_sorted_positions() {
-        let list = [3, 5, 8, 13];
+        let list: VecDeque<i64> = [3, 5, 8, 13].into();
         assert_eq!(count_in(&list, 0, 100), 4);
         assert_eq!(count_in(&list, 3, 8), 2);
         assert_eq!(count_in(&list, 13, 20), 0);
