@@ -6,7 +6,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rethink_policy::{
-    Engine, Facts, Principal, PrincipalKind, Query, Resource, ResourceKind, SCHEMA, Source, Sources,
+    Engine, Facts, MATRIX_ACTIONS, Principal, PrincipalKind, Query, RETHINK_TYPES, Resource,
+    ResourceKind, SCHEMA, Source, Sources,
 };
 use std::fmt::Write;
 use std::hint::black_box;
@@ -17,23 +18,13 @@ const GROUPS: usize = 50;
 const POLICIES: usize = 1_000;
 /// Distinct senders and targets of the uncached queries (the engine's caches keep 4,096).
 const UNCACHED: usize = 10_000;
-const ACTIONS: [&str; 15] = [
-    "create",
-    "read",
-    "update",
-    "delete",
-    "subscribe",
-    "unsubscribe",
-    "response",
-    "forward",
-    "execute",
-    "message",
-    "matrix:send",
-    "matrix:state",
-    "matrix:invite",
-    "matrix:join",
-    "matrix:createRoom",
-];
+/// Every action: the reTHINK types, `message` (custom types), the Matrix actions.
+fn actions() -> Vec<&'static str> {
+    let mut all = RETHINK_TYPES.to_vec();
+    all.push("message");
+    all.extend(MATRIX_ACTIONS);
+    all
+}
 
 fn user(i: usize) -> String {
     format!("user://idp.com/u{i}")
@@ -102,10 +93,11 @@ fn entities() -> String {
 /// scoped to a group, a user or an entity type, as operators write them; one shape in eight is
 /// a global forbid on a context condition, which every request of its action evaluates.
 fn policies() -> String {
+    let actions = actions();
     let mut out = String::new();
     for i in 0..POLICIES {
-        let a = ACTIONS[i % ACTIONS.len()];
-        let b = ACTIONS[(i * 7 + 3) % ACTIONS.len()];
+        let a = actions[i % actions.len()];
+        let b = actions[(i * 7 + 3) % actions.len()];
         let g = i % GROUPS;
         let action = if i % 40 == 0 {
             "action".to_owned()

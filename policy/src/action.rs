@@ -1,7 +1,7 @@
 //! Which Cedar action a message type is.
 
 /// The reTHINK message types that are Cedar actions of the same name.
-pub(crate) const RETHINK_TYPES: [&str; 9] = [
+pub const RETHINK_TYPES: [&str; 9] = [
     "create",
     "read",
     "update",
@@ -11,6 +11,15 @@ pub(crate) const RETHINK_TYPES: [&str; 9] = [
     "response",
     "forward",
     "execute",
+];
+
+/// The Matrix client actions (`Rethink::Action`s of the same name, in the group `matrix`).
+pub const MATRIX_ACTIONS: [&str; 5] = [
+    "matrix:send",
+    "matrix:state",
+    "matrix:invite",
+    "matrix:join",
+    "matrix:createRoom",
 ];
 
 /// The action that stands for every custom message type.

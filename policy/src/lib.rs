@@ -72,7 +72,7 @@ mod store;
 mod synth;
 mod validate;
 
-pub use action::action_name;
+pub use action::{MATRIX_ACTIONS, RETHINK_TYPES, action_name};
 pub use address::object_base;
 pub use decision::Decision;
 pub use engine::Engine;

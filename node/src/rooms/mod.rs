@@ -99,16 +99,8 @@ impl Rooms {
         &self.inner.store
     }
 
-    pub fn stream(&self) -> &StreamWriter {
-        &self.inner.stream
-    }
-
     pub fn server_name(&self) -> &OwnedServerName {
         &self.inner.server_name
-    }
-
-    pub fn server_key(&self) -> &ServerKey {
-        &self.inner.key
     }
 
     /// The room, loaded from the store on first use.

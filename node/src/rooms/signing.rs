@@ -81,11 +81,6 @@ impl ServerKey {
         format!("ed25519:{}", self.pair.version())
     }
 
-    /// The public key, unpadded base64 as in the key server API.
-    pub fn public_key_base64(&self) -> String {
-        Base64::<ruma::serde::base64::Standard, _>::new(self.pair.public_key()).encode()
-    }
-
     /// Adds the content hash and the server's signature to `pdu`, and returns its event ID (the
     /// reference hash).
     pub fn hash_and_sign(

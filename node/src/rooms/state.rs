@@ -175,9 +175,4 @@ impl RoomState {
     pub(super) fn remember_authorized(&mut self, sender: &UserId, kind: &TimelineEventType) {
         self.authorized.insert((sender.to_owned(), kind.clone()));
     }
-
-    /// Whether the room has its create event.
-    pub fn exists(&self) -> bool {
-        self.last.is_some()
-    }
 }

@@ -225,7 +225,6 @@ async fn run(
                     }
                     let _ = pending.done.send(result);
                 }
-                notifier.advance(head);
             }
             Err(e) => {
                 tracing::error!(error = %e, "stream commit failed");

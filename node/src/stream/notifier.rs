@@ -47,7 +47,6 @@ pub struct Notifier {
     start: i64,
     marks: Mutex<Marks>,
     waiting: Mutex<HashMap<OwnedUserId, watch::Sender<i64>>>,
-    head: watch::Sender<i64>,
 }
 
 impl Notifier {
@@ -56,7 +55,6 @@ impl Notifier {
             start: head,
             marks: Mutex::new(Marks::default()),
             waiting: Mutex::new(HashMap::new()),
-            head: watch::Sender::new(head),
         }
     }
 
@@ -171,16 +169,6 @@ impl Notifier {
                 sender.send_modify(|_| {});
             }
         }
-    }
-
-    /// Publishes the committed head.
-    pub(crate) fn advance(&self, head: i64) {
-        self.head.send_replace(head);
-    }
-
-    /// A receiver of the committed head.
-    pub fn head(&self) -> watch::Receiver<i64> {
-        self.head.subscribe()
     }
 }
 

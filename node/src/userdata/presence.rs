@@ -89,25 +89,10 @@ impl Presence {
         presence: &PresenceState,
         status_msg: Option<&str>,
     ) -> Result<(), StoreError> {
-        let write = Upsert {
-            sql: "INSERT INTO presence (user_id, presence, status_msg, last_active_ms, stream) \
-                  VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
-                  presence = excluded.presence, status_msg = excluded.status_msg, \
-                  last_active_ms = excluded.last_active_ms, stream = excluded.stream",
-            args: vec![
-                Arg::Text(user.to_string()),
-                Arg::Text(presence.as_str().to_owned()),
-                Arg::OptText(status_msg.map(str::to_owned)),
-                Arg::Int(now_ms()),
-            ],
-        };
-        let wake = self.memberships.sharing_a_room(user).await?;
-        commit(&self.stream, write, wake).await?;
-        lock(&self.current).insert(user.to_owned(), Some(presence.as_str().to_owned()));
-        Ok(())
+        self.store(user, presence, Some(status_msg)).await
     }
 
-    /// `/sync`'s `set_presence`: sets the state (keeping the status message) unless it is the
+    /// `/sync`'s `set_presence`: sets the state, keeping the status message, unless it is the
     /// stored one.
     pub async fn set_if_changed(
         &self,
@@ -118,8 +103,7 @@ impl Presence {
         let current = match known {
             Some(current) => current,
             None => {
-                let stored = self.get(user).await?;
-                let current = stored.as_ref().map(|s| s.presence.clone());
+                let current = self.get(user).await?.map(|s| s.presence);
                 lock(&self.current).insert(user.to_owned(), current.clone());
                 current
             }
@@ -127,8 +111,35 @@ impl Presence {
         if current.as_deref() == Some(presence.as_str()) {
             return Ok(());
         }
-        let status = self.get(user).await?.and_then(|s| s.status_msg);
-        self.set(user, presence, status.as_deref()).await
+        self.store(user, presence, None).await
+    }
+
+    /// Stores `user`'s presence with a new status message, or (`None`) the stored one.
+    async fn store(
+        &self,
+        user: &UserId,
+        presence: &PresenceState,
+        status_msg: Option<Option<&str>>,
+    ) -> Result<(), StoreError> {
+        let write = Upsert {
+            sql: "INSERT INTO presence (user_id, presence, status_msg, last_active_ms, stream) \
+                  VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (user_id) DO UPDATE SET \
+                  presence = excluded.presence, \
+                  status_msg = CASE WHEN ?5 THEN presence.status_msg \
+                               ELSE excluded.status_msg END, \
+                  last_active_ms = excluded.last_active_ms, stream = excluded.stream",
+            args: vec![
+                Arg::Text(user.to_string()),
+                Arg::Text(presence.as_str().to_owned()),
+                Arg::OptText(status_msg.flatten().map(str::to_owned)),
+                Arg::Int(now_ms()),
+                Arg::Int(i64::from(status_msg.is_none())),
+            ],
+        };
+        let wake = self.memberships.sharing_a_room(user).await?;
+        commit(&self.stream, write, wake).await?;
+        lock(&self.current).insert(user.to_owned(), Some(presence.as_str().to_owned()));
+        Ok(())
     }
 
     /// `user`'s stored presence, if ever set.
