@@ -30,9 +30,3 @@ pub enum RoomError {
     #[error("{0}")]
     Internal(String),
 }
-
-impl From<sqlx::Error> for RoomError {
-    fn from(e: sqlx::Error) -> Self {
-        RoomError::Store(StoreError::Database(e))
-    }
-}

@@ -372,11 +372,7 @@ impl Rooms {
         sender: &UserId,
         target: &ruma::EventId,
     ) -> Result<Redaction, RoomError> {
-        let stored: Option<(String, String, String)> =
-            sqlx::query_as("SELECT room_id, sender, json FROM events WHERE event_id = ?")
-                .bind(target.as_str())
-                .fetch_optional(self.inner.store.pool())
-                .await?;
+        let stored = self.inner.store.signed_event(target.as_str()).await?;
         let Some((target_room, target_sender, json)) = stored else {
             return Err(RoomError::NotFound(format!("unknown event {target}")));
         };

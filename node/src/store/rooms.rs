@@ -177,11 +177,6 @@ impl RoomStore {
         RoomStore { pool }
     }
 
-    /// The connection pool, for one-off reads.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     /// Loads a room's current state and last event; `None` for an unknown room.
     pub async fn load_room(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
         let Some(version): Option<String> =
@@ -232,6 +227,19 @@ impl RoomStore {
         .await?
         .map(|row| pdu_from_row(&row))
         .transpose()
+    }
+
+    /// The room, sender and signed JSON of an event (what a redaction rewrites).
+    pub async fn signed_event(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<(String, String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT room_id, sender, json FROM events WHERE event_id = ?")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Events of a room with `after < stream <= upto`: the first `limit` going forwards, or the
