@@ -188,9 +188,9 @@ impl RoomStore {
             return Ok(None);
         };
         let state = self.state_upto(room_id, i64::MAX).await?;
-        let last = sqlx::query(&format!(
+        let last = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? ORDER BY stream DESC LIMIT 1"
-        ))
+        )))
         .bind(room_id)
         .fetch_optional(&self.pool)
         .await?
@@ -219,9 +219,9 @@ impl RoomStore {
 
     /// One event by ID.
     pub async fn event(&self, event_id: &str) -> Result<Option<Pdu>, StoreError> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
-        ))
+        )))
         .bind(event_id)
         .fetch_optional(&self.pool)
         .await?
@@ -253,10 +253,10 @@ impl RoomStore {
         backwards: bool,
     ) -> Result<Vec<Pdu>, StoreError> {
         let order = if backwards { "DESC" } else { "ASC" };
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
              ORDER BY stream {order} LIMIT ?"
-        ))
+        )))
         .bind(room_id)
         .bind(after)
         .bind(upto)

@@ -549,9 +549,9 @@ mod tests {
         assert_eq!(&*sessions[0].id, "s2");
         assert_eq!(seqs(&sessions[0]), vec![1, 2]);
         for table in ["outbox", "session_addresses", "session_subscriptions"] {
-            let left: i64 = sqlx::query_scalar(&format!(
+            let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT COUNT(*) FROM {table} WHERE session = 's1'"
-            ))
+            )))
             .fetch_one(&store.pool)
             .await?;
             assert_eq!(left, 0, "rows of the deleted session left in {table}");

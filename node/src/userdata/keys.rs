@@ -324,9 +324,9 @@ impl Write for DevicesDeleted {
     async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
         for device in &self.devices {
             for table in ["device_keys", "one_time_keys", "to_device"] {
-                sqlx::query(&format!(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
-                ))
+                )))
                 .bind(&self.user)
                 .bind(device)
                 .execute(&mut *conn)
