@@ -2,12 +2,13 @@
 //! Matrix client exchange messages through one room, in both directions, and the history is
 //! visible through `/messages`.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::matrix::{
-    V3, bodies, get, ok, post, register, send_text, urlencode, whole_history,
+    V3, bodies, get, ok, post, register, send_text, urlencode, user_id, whole_history,
 };
 use crate::support::{DOMAIN, Rt, TestNode, sm_endpoint};
 
@@ -159,4 +160,193 @@ async fn the_reserved_namespace_is_closed_to_clients() {
     )
     .await;
     crate::support::matrix::assert_error(&answer, 400, "M_EXCLUSIVE");
+}
+
+/// Allocates a data object address `comm://<DOMAIN>/<id>` to `rt`.
+async fn allocate_object(rt: &mut Rt) -> String {
+    let answer = rt
+        .request(
+            json!({"type": "create", "from": format!("{}/address-allocation", rt.url),
+            "to": crate::support::allocation_endpoint(),
+            "body": {"scheme": "comm", "value": {"number": 1}}}),
+        )
+        .await;
+    assert_eq!(answer["body"]["code"], 200, "{answer}");
+    answer["body"]["value"]["allocated"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `<id>` of an address `scheme://<DOMAIN>/<id>`.
+fn id_of(address: &str) -> &str {
+    address.rsplit('/').next().unwrap()
+}
+
+/// The virtual user of a hyperty whose id needs no escaping (allocated UUIDs).
+fn virtual_user(hyperty: &str) -> String {
+    format!("@_hyperty_{}:{DOMAIN}", id_of(hyperty))
+}
+
+/// A room's current state event of `kind` (state key `""`), whole (with its sender).
+async fn state_event(node: &TestNode, token: &str, room: &str, kind: &str) -> Value {
+    let (status, state) = get(node, &format!("{V3}/rooms/{room}/state"), token).await;
+    assert_eq!(status, 200, "{state}");
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == "")
+        .unwrap_or_else(|| panic!("no {kind} in {state}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn an_objects_create_makes_its_room_before_anyone_subscribes() {
+    let node = TestNode::spawn().await;
+    let mut rt = Rt::open(&node, "rt-reporter").await;
+    let reporter = rt.allocate(1).await.remove(0);
+    let object = allocate_object(&mut rt).await;
+    let value = json!({"name": "Team chat", "reporter": reporter, "data": {"topic": "plans"}});
+    rt.send(&json!({"id": 20, "type": "create", "from": reporter, "to": object,
+        "body": {"value": value, "schema": "hyperty-catalogue://example.com/.well-known/dataschema/Communication"}}))
+        .await;
+
+    // Nobody subscribed: the room exists, a Matrix user finds it by the alias and joins it.
+    let alice = register(&node, "alice").await;
+    let room = room_of(&node, &alice, id_of(&object)).await;
+    ok(post(
+        &node,
+        &format!("{V3}/join/{}", urlencode(&object_alias(id_of(&object)))),
+        &alice,
+        &json!({}),
+    )
+    .await);
+
+    // Created by the reporter's virtual user, named after the object, with its initial value.
+    let create = state_event(&node, &alice, &room, "m.room.create").await;
+    assert_eq!(create["sender"], json!(virtual_user(&reporter)), "{create}");
+    let name = state_event(&node, &alice, &room, "m.room.name").await;
+    assert_eq!(name["content"]["name"], "Team chat");
+    let described = state_event(&node, &alice, &room, "org.rethink.object").await;
+    assert_eq!(described["sender"], json!(virtual_user(&reporter)));
+    assert_eq!(described["content"]["url"], json!(object));
+    assert_eq!(described["content"]["reporter"], json!(reporter));
+    assert_eq!(described["content"]["value"], value);
+    assert_eq!(
+        described["content"]["schema"],
+        "hyperty-catalogue://example.com/.well-known/dataschema/Communication"
+    );
+    let (_, members) = get(&node, &format!("{V3}/rooms/{room}/joined_members"), &alice).await;
+    let joined: BTreeSet<&str> = members["joined"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected = [user_id("alice"), virtual_user(&reporter)];
+    assert_eq!(
+        joined,
+        expected.iter().map(String::as_str).collect(),
+        "{members}"
+    );
+
+    // A later subscriber joins that same room; the reporter's updates reach it.
+    let (_observer_rt, observer) = subscribed_hyperty(&node, "rt-observer", &object).await;
+    rt.send(
+        &json!({"id": 21, "type": "update", "from": reporter, "to": format!("{object}/changes"),
+        "body": {"value": {"msgtype": "m.text", "body": "first"}}}),
+    )
+    .await;
+    let events = wait_for_messages(&node, &alice, &room, 1).await;
+    assert_eq!(bodies(&events), ["first"]);
+    assert_eq!(room_of(&node, &alice, id_of(&object)).await, room);
+    let (_, members) = get(&node, &format!("{V3}/rooms/{room}/joined_members"), &alice).await;
+    assert!(
+        members["joined"]
+            .as_object()
+            .unwrap()
+            .contains_key(&virtual_user(&observer)),
+        "{members}"
+    );
+}
+
+#[tokio::test]
+async fn the_sync_managers_invitation_creates_the_room_for_its_reporter() {
+    let node = TestNode::spawn().await;
+    let mut reporter_rt = Rt::open(&node, "rt-sm-reporter").await;
+    let reporter = reporter_rt.allocate(1).await.remove(0);
+    let object = allocate_object(&mut reporter_rt).await;
+    let mut observer_rt = Rt::open(&node, "rt-sm-observer").await;
+    let observer = observer_rt.allocate(1).await.remove(0);
+
+    // reTHINK's "Observer Invitation": from the object's subscription handler, naming the reporter.
+    let invitation = json!({"id": 30, "type": "create", "from": format!("{object}/subscription"),
+        "to": observer, "body": {"source": reporter, "value": {"name": "Shared doc"}}});
+    reporter_rt.send(&invitation).await;
+    let got = observer_rt.recv().await;
+    assert_eq!(got["type"], "create", "{got}");
+    assert_eq!(got["body"]["source"], json!(reporter));
+
+    let alice = register(&node, "alice").await;
+    let room = room_of(&node, &alice, id_of(&object)).await;
+    let (status, _) = post(
+        &node,
+        &format!("{V3}/rooms/{room}/join"),
+        &alice,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let create = state_event(&node, &alice, &room, "m.room.create").await;
+    assert_eq!(create["sender"], json!(virtual_user(&reporter)), "{create}");
+    let name = state_event(&node, &alice, &room, "m.room.name").await;
+    assert_eq!(name["content"]["name"], "Shared doc");
+}
+
+#[tokio::test]
+async fn a_create_for_another_runtimes_object_or_reporter_makes_no_room() {
+    let node = TestNode::spawn().await;
+    let mut owner_rt = Rt::open(&node, "rt-owner").await;
+    let owner = owner_rt.allocate(1).await.remove(0);
+    let owned = allocate_object(&mut owner_rt).await;
+    let mut other_rt = Rt::open(&node, "rt-other").await;
+    let other = other_rt.allocate(1).await.remove(0);
+    let mine = allocate_object(&mut other_rt).await;
+    let later = allocate_object(&mut other_rt).await;
+
+    // Another runtime's object, and this runtime's object claiming another runtime's hyperty as
+    // its reporter: both are routed (the owner receives them), neither creates a room.
+    other_rt
+        .send(
+            &json!({"id": 40, "type": "create", "from": other, "to": owned,
+            "body": {"value": {"name": "stolen"}}}),
+        )
+        .await;
+    assert_eq!(owner_rt.recv().await["id"], 40);
+    other_rt
+        .send(
+            &json!({"id": 41, "type": "create", "from": format!("{mine}/subscription"),
+            "to": owner, "body": {"source": owner, "value": {"name": "forged"}}}),
+        )
+        .await;
+    assert_eq!(owner_rt.recv().await["id"], 41);
+    // The same runtime's next, proper create: once its room exists, the bridge has handled the
+    // two before it (one session's messages are routed in order, the bridge handles in order).
+    other_rt
+        .send(
+            &json!({"id": 42, "type": "create", "from": other, "to": later,
+            "body": {"value": {"name": "fine"}}}),
+        )
+        .await;
+    let alice = register(&node, "alice").await;
+    room_of(&node, &alice, id_of(&later)).await;
+    for object in [&owned, &mine] {
+        let path = format!(
+            "{V3}/directory/room/{}",
+            urlencode(&object_alias(id_of(object)))
+        );
+        let answer = get(&node, &path, &alice).await;
+        crate::support::matrix::assert_error(&answer, 404, "M_NOT_FOUND");
+    }
 }

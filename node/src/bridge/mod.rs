@@ -1,10 +1,16 @@
 //! The bridge between reTHINK data objects on the bus and Matrix rooms (DESIGN.md section 5).
 //!
-//! A data object `comm://<domain>/<id>` is a room (public, named after the object, with the
-//! alias `#_hyperty_comm.<id>:<server>` so that Matrix users can find and join it). Bus to
-//! rooms: a hyperty subscribing to `<object>/changes` gets a virtual user
-//! `@_hyperty_<hyperty id>:<server>` (the reserved namespace) joined to the room; an `update`
-//! published to `<object>/changes` becomes a room event sent by the publisher's virtual user:
+//! A data object `comm://<domain>/<id>` is a room (public, with the alias
+//! `#_hyperty_comm.<id>:<server>` so that Matrix users can find and join it, and an
+//! `org.rethink.object` state event describing the object: see [`object_room`]). The object's
+//! `create` (as the bus recognises it: `crate::bus::bridge`) creates the room, with the
+//! reporter's virtual user `@_hyperty_<reporter id>:<server>` (the reserved namespace) as its
+//! creator, named after the object's `value.name`, with the initial value in the state event.
+//! Objects whose `create` the node never saw (created before a restart, or by a runtime that
+//! sends its creation elsewhere) get their room lazily, at the first subscription or update,
+//! created by that hyperty's virtual user. Bus to rooms: a hyperty subscribing to
+//! `<object>/changes` gets its virtual user joined to the room; an `update` published to
+//! `<object>/changes` becomes a room event sent by the publisher's virtual user:
 //! `m.room.message` when `body.value` carries `msgtype` and `body`, otherwise
 //! `org.rethink.update` with the message body as content. Rooms to bus: an event a Matrix client
 //! sends to such a room is published on the bus to `<object>/changes` as an `update` from the
@@ -12,9 +18,11 @@
 //! the bus's enforcement point like any message.
 //!
 //! Bus events arrive through a bounded channel ([`crate::bus::bridge::BridgeEvent`]) and are
-//! handled in order by one task; a failure is logged and counted, and the next event goes on.
+//! handled in order by one task (so an object's `create` is handled before the subscriptions
+//! that follow it); a failure is logged and counted, and the next event goes on.
 
 mod names;
+pub mod object_room;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +38,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use names::{object_alias, virtual_user};
+use object_room::{Creation, room_spec};
 
 use crate::bus::bridge::BridgeEvent;
 use crate::bus::{Bus, Denied, MatrixRequest, Origin};
-use crate::rooms::create::{CreateRoom, Preset};
 use crate::rooms::{NewEvent, Pdu, RoomError, Rooms};
 use crate::sync::lock;
 
@@ -115,16 +123,30 @@ impl Bridge {
 
     async fn handle(&self, event: &BridgeEvent) -> Result<(), BridgeError> {
         match event {
+            BridgeEvent::Created {
+                reporter,
+                object,
+                body,
+            } => {
+                let user = virtual_user(reporter, self.inner.rooms.server_name())
+                    .map_err(BridgeError::Name)?;
+                let creation = Creation::new(reporter, body.as_deref());
+                let room = self
+                    .room_for(object, &user, reporter, Some(&creation))
+                    .await?;
+                // The room may predate this create (made lazily): the reporter joins it then.
+                self.ensure_joined(&room, &user, reporter).await
+            }
             BridgeEvent::Subscribed { hyperty, object } => {
                 let user = virtual_user(hyperty, self.inner.rooms.server_name())
                     .map_err(BridgeError::Name)?;
-                let room = self.room_for(object, &user, hyperty).await?;
+                let room = self.room_for(object, &user, hyperty, None).await?;
                 self.ensure_joined(&room, &user, hyperty).await
             }
             BridgeEvent::Update { from, object, body } => {
                 let user = virtual_user(from, self.inner.rooms.server_name())
                     .map_err(BridgeError::Name)?;
-                let room = self.room_for(object, &user, from).await?;
+                let room = self.room_for(object, &user, from, None).await?;
                 self.ensure_joined(&room, &user, from).await?;
                 let event = room_event(body.as_deref())?;
                 self.inner.rooms.deliver(&room, &user, event, None).await?;
@@ -133,12 +155,14 @@ impl Bridge {
         }
     }
 
-    /// The room of `object`, created by `creator` (the virtual user of `hyperty`) if needed.
+    /// The room of `object`, created by `creator` (the virtual user of `hyperty`) if needed, from
+    /// the object's `creation` when it is known.
     async fn room_for(
         &self,
         object: &str,
         creator: &UserId,
         hyperty: &str,
+        creation: Option<&Creation>,
     ) -> Result<OwnedRoomId, BridgeError> {
         if let Some(room) = lock(&self.inner.by_object).get(object) {
             return Ok(room.clone());
@@ -150,27 +174,13 @@ impl Bridge {
             None => {
                 let alias = object_alias(object, self.inner.rooms.server_name())
                     .map_err(BridgeError::Name)?;
-                let mut profile = Map::new();
-                profile.insert("displayname".to_owned(), Value::String(hyperty.to_owned()));
-                let spec = CreateRoom {
-                    version: None,
-                    preset: Preset::PublicChat,
-                    name: Some(object.to_owned()),
-                    topic: Some(format!("reTHINK data object {object}")),
-                    alias: Some(alias),
-                    invite: Vec::new(),
-                    is_direct: false,
-                    initial_state: Vec::new(),
-                    creation_content: None,
-                    power_level_override: None,
-                    creator_profile: profile,
-                };
+                let spec = room_spec(object, alias, hyperty, creation)?;
                 let room = self.inner.rooms.create(creator, spec).await?;
                 store
                     .put_bridge(object, room.as_str())
                     .await
                     .map_err(RoomError::from)?;
-                tracing::debug!(%object, %room, "data object bridged to a room");
+                tracing::debug!(%object, %room, %creator, by_create = creation.is_some(), "data object bridged to a room");
                 room
             }
         };

@@ -146,8 +146,8 @@ impl Bus {
         }
     }
 
-    /// Connects the Matrix bridge: subscriptions to and updates of data objects are sent to
-    /// `tx` after they are routed. Set once, at start.
+    /// Connects the Matrix bridge: creations of, subscriptions to and updates of data objects
+    /// are sent to `tx` after they are routed. Set once, at start.
     pub fn connect_bridge(&self, tx: tokio::sync::mpsc::Sender<BridgeEvent>) {
         if self.inner.bridge.set(tx).is_err() {
             tracing::warn!("the Matrix bridge was already connected");
@@ -502,6 +502,19 @@ impl Bus {
         let addr = AddressRef::parse(to).map_err(|e| RouteError::BadRequest(e.to_string()))?;
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
+        }
+        if self.inner.bridge.get().is_some()
+            && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {
+                sender.is_some_and(|s| {
+                    self.inner
+                        .book
+                        .owner_of(a)
+                        .is_some_and(|o| Arc::ptr_eq(&o, s))
+                })
+            })
+            && !pending.bridge.contains(&event)
+        {
+            pending.bridge.push(event);
         }
         let bridged = self.inner.bridge.get().is_some()
             && match bridge::update_of(env, to, &self.inner.domain) {
