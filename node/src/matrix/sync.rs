@@ -1,6 +1,7 @@
 //! `GET /sync` (v3): the caller's rooms (joined, invited, left), their timelines, state,
 //! ephemeral events, account data and unread counts, plus global account data, to-device
-//! messages, device-list changes and one-time-key counts, since a token.
+//! messages, device-list changes, one-time-key counts and unused fallback key algorithms, since
+//! a token.
 //!
 //! `set_presence` (default `online`) sets the caller's presence when it differs from the stored
 //! one. A response covers the stream up to the position visible when it was built (everything below
@@ -197,6 +198,11 @@ async fn build(
         response.to_device.events = global.to_device;
         response.device_lists.changed = global.device_lists_changed;
         response.device_one_time_keys_count = global.one_time_keys_count;
+        let keys = node.userdata().keys();
+        let unused_fallback = keys
+            .unused_fallback_key_types(&caller.user_id, &caller.device_id)
+            .await?;
+        response.device_unused_fallback_key_types = Some(unused_fallback);
         response.presence.events = global.presence;
     }
     Ok(response)

@@ -1,6 +1,8 @@
 //! [`Keys`]: end-to-end encryption keys. Device identity keys (ruma's `DeviceKeys`, as signed by
 //! the device), one-time keys (each handed out once by a claim) and fallback keys (one per
-//! algorithm, handed out when no one-time key is left, kept until replaced).
+//! algorithm, handed out when no one-time key is left, then marked used, kept until replaced).
+//! A claim that hands out keys takes a stream position that wakes their owners, so that their
+//! next `/sync` reports the new one-time key counts and unused fallback key algorithms.
 //!
 //! A device-key upload that changes a device's keys, and a device deletion, are device-list
 //! changes: each is recorded at its stream position, and the users sharing a room with the
@@ -108,6 +110,23 @@ impl Keys {
         Ok(counts)
     }
 
+    /// The algorithms of the device's fallback keys that no claim has handed out yet.
+    pub async fn unused_fallback_key_types(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<OneTimeKeyAlgorithm>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT algorithm FROM one_time_keys \
+             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND used = 0 ORDER BY algorithm",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|a| a.as_str().into()).collect())
+    }
+
     /// The device keys of the asked devices (every device of a user asked with none).
     pub async fn query(
         &self,
@@ -133,12 +152,14 @@ impl Keys {
     }
 
     /// Hands out one key per asked device: a one-time key of the algorithm, which is removed,
-    /// or else the device's fallback key of the algorithm. Devices without either are left out.
+    /// or else the device's fallback key of the algorithm, which is marked used. Devices without
+    /// either are left out. The owners of the keys handed out are woken.
     pub async fn claim(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
     ) -> Result<BTreeMap<OwnedUserId, OneTimeKeys>, StoreError> {
         let mut out = BTreeMap::new();
+        let mut owners = Vec::new();
         for (user, devices) in wanted {
             let mut by_device = BTreeMap::new();
             for (device, algorithm) in devices {
@@ -150,7 +171,13 @@ impl Keys {
                     by_device.insert(device.clone(), key);
                 }
             }
+            if !by_device.is_empty() {
+                owners.push(user.clone());
+            }
             out.insert(user.clone(), by_device);
+        }
+        if !owners.is_empty() {
+            commit(&self.stream, KeysClaimed, owners).await?;
         }
         Ok(out)
     }
@@ -176,8 +203,9 @@ impl Keys {
             return Ok(one_time);
         }
         Ok(sqlx::query_as(
-            "SELECT key_id, json FROM one_time_keys \
-             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? LIMIT 1",
+            "UPDATE one_time_keys SET used = 1 \
+             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? \
+             RETURNING key_id, json",
         )
         .bind(user.as_str())
         .bind(device.as_str())
@@ -273,19 +301,24 @@ impl Write for Upload {
             .await?;
         }
         for key in &self.fallback_keys {
+            // The same key again keeps its row (and whether it was used); another replaces it.
+            let (id, algorithm, json) = key;
             sqlx::query(
                 "DELETE FROM one_time_keys \
-                 WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ?",
+                 WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? \
+                 AND NOT (key_id = ? AND json = ?)",
             )
             .bind(&self.user)
             .bind(&self.device)
-            .bind(&key.1)
+            .bind(algorithm)
+            .bind(id)
+            .bind(json)
             .execute(&mut *conn)
             .await?;
             self.insert_key(
                 conn,
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
-                 VALUES (?, ?, ?, ?, 1, ?)",
+                 VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING",
                 key,
             )
             .await?;
@@ -310,6 +343,16 @@ impl Upload {
             .bind(json)
             .execute(conn)
             .await?;
+        Ok(())
+    }
+}
+
+/// A claim handed out keys: nothing to write, but the position it takes wakes the owners, whose
+/// next `/sync` reports their remaining keys.
+struct KeysClaimed;
+
+impl Write for KeysClaimed {
+    async fn apply(self, _conn: &mut SqliteConnection, _pos: i64) -> Result<(), sqlx::Error> {
         Ok(())
     }
 }
@@ -425,6 +468,63 @@ mod tests {
         assert_eq!(
             keys.counts(alice, dev).await.unwrap()[&OneTimeKeyAlgorithm::SignedCurve25519],
             UInt::MIN
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fallback_key_is_unused_until_claimed_and_a_new_one_starts_unused() {
+        let f = fixture().await;
+        let keys = f.data.keys();
+        let alice = user_id!("@alice:example.com");
+        let dev = device_id!("DEV");
+        let fallback = |id: &str, key: &str| KeyUpload {
+            fallback_keys: [otk(id, key)].into(),
+            ..KeyUpload::default()
+        };
+        let unused = || keys.unused_fallback_key_types(alice, dev);
+        assert!(unused().await.unwrap().is_empty(), "none uploaded yet");
+        keys.upload(alice, dev, fallback("signed_curve25519:F1", "f1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            unused().await.unwrap(),
+            [OneTimeKeyAlgorithm::SignedCurve25519]
+        );
+
+        let wanted = BTreeMap::from([(
+            alice.to_owned(),
+            BTreeMap::from([(dev.to_owned(), OneTimeKeyAlgorithm::SignedCurve25519)]),
+        )]);
+        let before = f.stream.visible();
+        keys.claim(&wanted).await.unwrap();
+        assert!(
+            unused().await.unwrap().is_empty(),
+            "the fallback key was used"
+        );
+        assert!(
+            f.stream.visible() > before,
+            "the claim took a position (waking alice)"
+        );
+
+        // The same key uploaded again stays used; a new one is unused and replaces it.
+        keys.upload(alice, dev, fallback("signed_curve25519:F1", "f1"))
+            .await
+            .unwrap();
+        assert!(unused().await.unwrap().is_empty());
+        keys.upload(alice, dev, fallback("signed_curve25519:F2", "f2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            unused().await.unwrap(),
+            [OneTimeKeyAlgorithm::SignedCurve25519]
+        );
+        let got = keys.claim(&wanted).await.unwrap();
+        assert_eq!(
+            got[alice][dev]
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["signed_curve25519:F2"]
         );
     }
 
