@@ -221,3 +221,111 @@ impl Bus {
         decided
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The built-in checks of [`Bus::authorize`] for messages the node publishes for Matrix
+    //! users (no public path reaches the refusal: the bridge always sends from the room's object).
+
+    use std::sync::Arc;
+
+    use futures_util::future::BoxFuture;
+    use rethink_proto::Envelope;
+    use serde_json::json;
+
+    use super::{Denied, Origin};
+    use crate::bus::{Bus, BusConfig};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::policy::PolicyPoint;
+    use crate::store::{
+        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
+    };
+
+    /// A store that keeps nothing: these tests never write.
+    struct NoStore;
+
+    impl SessionStore for NoStore {
+        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+            Box::pin(async { Ok(1) })
+        }
+
+        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A bus of `example.com` without policies (only the built-in checks decide).
+    fn bus() -> Bus {
+        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
+        let metrics = Arc::new(Metrics::new());
+        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
+        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
+        Bus::new(
+            BusConfig {
+                domain: config.domain,
+                session: config.session,
+                allocation: config.allocation,
+                epoch: 1,
+            },
+            writer,
+            metrics,
+            Arc::new(policy),
+        )
+    }
+
+    /// A bridged Matrix event published on the bus from `from`.
+    fn from_matrix(from: &str) -> Envelope {
+        let message = json!({"id": "matrix-1", "type": "update", "from": from,
+            "to": "comm://example.com/chat-1/changes",
+            "body": {"value": {"msgtype": "m.text", "body": "hi"}, "source": "@alice:example.com"}});
+        Envelope::parse(&message.to_string()).unwrap()
+    }
+
+    fn alice() -> Origin {
+        Origin::Matrix(ruma::OwnedUserId::try_from("@alice:example.com").unwrap())
+    }
+
+    #[tokio::test]
+    async fn matrix_origins_may_not_send_from_a_hyperty_or_another_domains_object() {
+        let bus = bus();
+        let origin = alice();
+        for from in [
+            "hyperty://example.com/h-1",
+            "comm://other.org/chat-1",
+            "comm://example.com.evil.org/chat-1",
+        ] {
+            let env = from_matrix(from);
+            let refused = bus.authorize(&env, &origin).unwrap_err();
+            assert_eq!(
+                refused,
+                Denied::Spoofed {
+                    from: from.to_owned()
+                },
+                "{from}"
+            );
+            assert_eq!(
+                refused.to_string(),
+                format!("sender {from} is not an address of this runtime")
+            );
+            assert_eq!(
+                crate::ws::codec::denied_code(&refused),
+                rethink_proto::Code::FORBIDDEN
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn matrix_origins_may_send_from_this_domains_objects() {
+        let bus = bus();
+        let origin = alice();
+        let env = from_matrix("comm://example.com/chat-1");
+        let permit = bus.authorize(&env, &origin).unwrap();
+        assert!(permit.refused.is_empty());
+        assert_eq!(permit.envelope.from(), "comm://example.com/chat-1");
+    }
+}
