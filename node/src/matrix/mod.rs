@@ -35,6 +35,7 @@ mod register;
 mod room;
 pub mod subject;
 mod sync;
+mod sync_request;
 mod to_device;
 mod token;
 mod typing;

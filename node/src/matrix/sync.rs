@@ -20,8 +20,8 @@ use axum::extract::State;
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::api::client::sync::sync_events::UnreadNotificationsCount;
 use ruma::api::client::sync::sync_events::v3::{
-    self, Filter, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomStateSection,
-    StateEvents, Timeline,
+    self, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomStateSection, StateEvents,
+    Timeline,
 };
 use ruma::events::AnySyncStateEvent;
 use ruma::events::room::member::MembershipState;
@@ -33,7 +33,7 @@ use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::event_filter;
 use super::events::page;
-use super::extract::Ruma;
+use super::sync_request::SyncRequest;
 use super::token::{self, SyncToken};
 use crate::node::Node;
 use crate::rooms::Pdu;
@@ -54,29 +54,24 @@ const INVITE_STATE_TYPES: [&str; 6] = [
     "m.room.encryption",
 ];
 
-pub(crate) async fn sync(
-    State(node): State<Node>,
-    req: Ruma<v3::Request>,
-) -> MatrixResult<v3::Response> {
+pub(crate) async fn sync(State(node): State<Node>, req: SyncRequest) -> MatrixResult<v3::Response> {
     let caller = req.caller;
-    let b = req.body;
-    let filter = match b.filter {
-        None => FilterDefinition::default(),
-        Some(Filter::FilterDefinition(def)) => def,
-        Some(Filter::FilterId(id)) => node
+    let b = req.query;
+    let filter = match &b.filter {
+        None => Arc::new(FilterDefinition::default()),
+        Some(param) => node
             .userdata()
             .filters()
-            .get(&caller.user_id, &id)
+            .for_sync(&caller.user_id, param)
             .await?
-            .ok_or_else(|| MatrixError::NotFound(format!("unknown filter {id}")))?,
-        Some(_) => return Err(MatrixError::InvalidParam("unsupported filter".to_owned())),
+            .ok_or_else(|| MatrixError::NotFound(format!("unknown filter {param}")))?,
     };
     let since = b.since.as_deref().map(SyncToken::parse).transpose()?;
     node.userdata()
         .presence()
         .set_if_changed(&caller.user_id, &b.set_presence)
         .await?;
-    let timeout = b.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    let timeout = b.timeout().unwrap_or_default().min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
     let mut wake = node.stream().notifier().subscribe(&caller.user_id);
     loop {

@@ -119,6 +119,11 @@ impl StreamOp for AppendEvent {
             Ok(())
         })
     }
+
+    /// A message event (no new room, no state, no redaction) is the one `INSERT`.
+    fn needs_savepoint(&self) -> bool {
+        self.create_version.is_some() || self.state_key.is_some() || self.redaction.is_some()
+    }
 }
 
 /// A stored room, as loaded into memory.

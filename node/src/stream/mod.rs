@@ -9,7 +9,8 @@
 //! position `p` never misses a later-committed write below `p`, and a submitter that awaits its
 //! [`Committed`] knows the write is durable (it survives a killed process).
 //!
-//! An op that fails is rolled back alone (a savepoint per op); the others of its group commit.
+//! An op that fails is rolled back alone (a savepoint per op, or SQLite's own statement rollback
+//! for an op of one statement); the others of its group commit.
 //! After each commit, and *before* the new positions become visible, the writer records what
 //! each op [`Touch`]es (its users, its room) in the [`Notifier`] and runs the op's hook (the room
 //! engine updates its caches there). So whoever reads up to a visible position also sees every
@@ -46,6 +47,13 @@ pub trait StreamOp: Send + 'static {
         conn: &'c mut SqliteConnection,
         pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
+    /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
+    /// keeps the transaction open. Default `true`.
+    fn needs_savepoint(&self) -> bool {
+        true
+    }
 }
 
 /// The result of a submitted op: resolves to its stream position once committed.
@@ -195,6 +203,10 @@ impl StreamOp for Noop {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async { Ok(()) })
     }
+
+    fn needs_savepoint(&self) -> bool {
+        false
+    }
 }
 
 async fn run(
@@ -252,15 +264,25 @@ async fn commit(
     let mut results = Vec::with_capacity(batch.len());
     for pending in batch.iter_mut() {
         let op = std::mem::replace(&mut pending.op, Box::new(Noop));
-        let mut savepoint = tx.begin().await?;
-        match op.apply(&mut savepoint, pos + 1).await {
+        let applied = if op.needs_savepoint() {
+            let mut savepoint = tx.begin().await?;
+            let applied = op.apply(&mut savepoint, pos + 1).await;
+            match applied {
+                Ok(()) => savepoint.commit().await?,
+                Err(_) => savepoint.rollback().await?,
+            }
+            applied
+        } else {
+            // One statement: a failure is undone by SQLite alone. An error that ends the whole
+            // transaction (I/O, full disk) makes the commit below fail, and with it the group.
+            op.apply(&mut tx, pos + 1).await
+        };
+        match applied {
             Ok(()) => {
-                savepoint.commit().await?;
                 pos += 1;
                 results.push(Ok(pos));
             }
             Err(e) => {
-                savepoint.rollback().await?;
                 tracing::warn!(error = %e, "stream op failed");
                 results.push(Err(StoreError::Database(e)));
             }
@@ -272,4 +294,103 @@ async fn commit(
         .await?;
     tx.commit().await?;
     Ok((pos, results))
+}
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Inserts `value` into a table whose values are unique, as one statement or as two (the
+    /// second inserting `value + 1000`).
+    struct Insert {
+        value: i64,
+        two_statements: bool,
+    }
+
+    impl StreamOp for Insert {
+        fn apply<'c>(
+            self: Box<Self>,
+            conn: &'c mut SqliteConnection,
+            _pos: i64,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+            Box::pin(async move {
+                if self.two_statements {
+                    sqlx::query("INSERT INTO unique_values (v) VALUES (?)")
+                        .bind(self.value + 1000)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query("INSERT INTO unique_values (v) VALUES (?)")
+                    .bind(self.value)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        }
+
+        fn needs_savepoint(&self) -> bool {
+            self.two_statements
+        }
+    }
+
+    /// One group of ops, submitted before the writer runs; the stored values afterwards.
+    async fn commit_group(ops: Vec<Insert>) -> (Vec<Result<i64, StoreError>>, Vec<i64>) {
+        let dir = TempDir::new().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let pool = store.pool().clone();
+        sqlx::query("CREATE TABLE unique_values (v INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
+        let mut waiting = Vec::new();
+        for op in ops {
+            waiting.push(stream.submit(Box::new(op), Vec::new()).await.unwrap());
+        }
+        let mut results = Vec::new();
+        for committed in waiting {
+            results.push(committed.wait().await);
+        }
+        let values = sqlx::query_scalar("SELECT v FROM unique_values ORDER BY v")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        (results, values)
+    }
+
+    fn op(value: i64, two_statements: bool) -> Insert {
+        Insert {
+            value,
+            two_statements,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_one_statement_op_fails_alone_and_takes_no_position() {
+        let (results, values) = commit_group(vec![op(1, false), op(1, false), op(2, false)]).await;
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(matches!(results[1], Err(StoreError::Database(_))));
+        let positions: Vec<i64> = [&results[0], &results[2]]
+            .iter()
+            .map(|r| *r.as_ref().unwrap())
+            .collect();
+        assert_eq!(
+            positions[1],
+            positions[0] + 1,
+            "no position for the failed op"
+        );
+        assert_eq!(values, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_op_of_several_statements_leaves_none_of_its_writes() {
+        // The second op writes 1001, then fails on 1: its savepoint undoes the 1001.
+        let (results, values) = commit_group(vec![op(1, false), op(1, true), op(2, true)]).await;
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(results[1].is_err());
+        assert_eq!(values, vec![1, 2, 1002]);
+    }
 }

@@ -1,0 +1,103 @@
+//! [`SyncRequest`], the extractor of `GET /sync`: the caller, authenticated as for every
+//! endpoint that takes an access token (see [`super::extract`]), and the query parameters read
+//! straight into their own types. The `filter` parameter stays text: `/sync` repeats it on every
+//! request, and [`crate::userdata::Filters::for_sync`] turns it into a filter from memory after
+//! the first time, instead of parsing a JSON filter per request as the generic ruma extractor
+//! does.
+//!
+//! Parameters and errors are those of ruma's `sync_events::v3::Request`: `filter`, `since`,
+//! `full_state`, `set_presence` (default `online`), `timeout` (milliseconds); a parameter of the
+//! wrong type is 400 `M_INVALID_PARAM`. Other parameters (`access_token`, `use_state_after`)
+//! are ignored here.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Request};
+use ruma::api::auth_scheme::{AccessToken, extract_bearer_or_query_token};
+use ruma::presence::PresenceState;
+use serde::Deserialize;
+
+use super::accounts::Caller;
+use super::error::MatrixError;
+use super::extract::Authentication as _;
+use crate::node::Node;
+
+/// A parsed, authenticated `GET /sync`.
+#[derive(Debug)]
+pub(crate) struct SyncRequest {
+    pub(crate) caller: Caller,
+    pub(crate) query: SyncQuery,
+}
+
+/// The query parameters of `GET /sync`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SyncQuery {
+    /// A filter definition as JSON, or a stored filter's ID.
+    pub(crate) filter: Option<String>,
+    pub(crate) since: Option<String>,
+    #[serde(default)]
+    pub(crate) full_state: bool,
+    #[serde(default)]
+    pub(crate) set_presence: PresenceState,
+    /// Milliseconds.
+    timeout: Option<u64>,
+}
+
+impl SyncQuery {
+    /// The long-poll timeout asked for.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout.map(Duration::from_millis)
+    }
+
+    fn parse(query: &str) -> Result<Self, MatrixError> {
+        serde_html_form::from_str(query).map_err(|e| MatrixError::InvalidParam(e.to_string()))
+    }
+}
+
+impl FromRequest<Node> for SyncRequest {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, node: &Node) -> Result<Self, MatrixError> {
+        let request = req.map(|_body| ());
+        let token =
+            extract_bearer_or_query_token(&request).map_err(|_| MatrixError::MissingToken)?;
+        let caller = AccessToken::authenticate(node.accounts(), token).await?;
+        let query = SyncQuery::parse(request.uri().query().unwrap_or(""))?;
+        Ok(SyncRequest { caller, query })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_read_as_ruma_reads_them() {
+        let q = SyncQuery::parse(
+            "since=s5_1&timeout=30000&full_state=true&set_presence=unavailable\
+             &filter=%7B%22room%22%3A%7B%7D%7D&access_token=x&use_state_after=true",
+        )
+        .unwrap();
+        assert_eq!(q.since.as_deref(), Some("s5_1"));
+        assert_eq!(q.timeout(), Some(Duration::from_secs(30)));
+        assert!(q.full_state);
+        assert_eq!(q.set_presence, PresenceState::Unavailable);
+        assert_eq!(q.filter.as_deref(), Some(r#"{"room":{}}"#));
+
+        let q = SyncQuery::parse("").unwrap();
+        assert_eq!(
+            (q.timeout(), q.since, q.full_state, q.set_presence),
+            (None, None, false, PresenceState::Online)
+        );
+    }
+
+    #[test]
+    fn a_parameter_of_the_wrong_type_is_an_invalid_param() {
+        for query in ["timeout=soon", "full_state=maybe", "timeout=-1"] {
+            assert!(
+                matches!(SyncQuery::parse(query), Err(MatrixError::InvalidParam(_))),
+                "{query}"
+            );
+        }
+    }
+}
