@@ -60,6 +60,7 @@ pub struct RawMatrix {
     pub server_name: Option<String>,
     pub registration_enabled: bool,
     pub jwt_create_accounts: bool,
+    pub presence: RawPresence,
 }
 
 impl Default for RawMatrix {
@@ -68,6 +69,26 @@ impl Default for RawMatrix {
             server_name: None,
             registration_enabled: true,
             jwt_create_accounts: true,
+            presence: RawPresence::default(),
+        }
+    }
+}
+
+/// `[matrix.presence]`: when presence goes idle and offline by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPresence {
+    pub idle_timeout_ms: u64,
+    pub offline_timeout_ms: u64,
+}
+
+impl Default for RawPresence {
+    fn default() -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let defaults = PresenceConfig::default();
+        Self {
+            idle_timeout_ms: ms(defaults.idle_timeout),
+            offline_timeout_ms: ms(defaults.offline_timeout),
         }
     }
 }
@@ -238,6 +259,36 @@ pub struct MatrixConfig {
     /// Whether a JWT login (`org.matrix.login.jwt`) of an identity without an account creates
     /// one (403 when off).
     pub jwt_create_accounts: bool,
+    pub presence: PresenceConfig,
+}
+
+/// Presence timeouts (`crate::userdata::Presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// An `online` user without activity (a `/sync` with `set_presence=online`, or a presence
+    /// `PUT`) for this long is no longer `currently_active`.
+    pub idle_timeout: Duration,
+    /// A user who is not `offline`, has no `/sync` in progress and has neither synced nor set
+    /// their presence for this long goes `offline`.
+    pub offline_timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    /// Five minutes to idle, thirty seconds to offline (as Synapse).
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(5 * 60),
+            offline_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PresenceConfig {
+    /// How often the timeouts are checked: a quarter of the shorter one, between 50 ms and 5 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.idle_timeout.min(self.offline_timeout) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
 }
 
 /// Where operator policies live and how the policy clock runs.
@@ -424,6 +475,14 @@ impl RawConfig {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
+        positive(
+            "matrix.presence.idle_timeout_ms",
+            self.matrix.presence.idle_timeout_ms,
+        )?;
+        positive(
+            "matrix.presence.offline_timeout_ms",
+            self.matrix.presence.offline_timeout_ms,
+        )?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(
@@ -472,6 +531,10 @@ impl RawConfig {
                 server_name,
                 registration_enabled: self.matrix.registration_enabled,
                 jwt_create_accounts: self.matrix.jwt_create_accounts,
+                presence: PresenceConfig {
+                    idle_timeout: Duration::from_millis(self.matrix.presence.idle_timeout_ms),
+                    offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
+                },
             },
         })
     }
@@ -518,6 +581,8 @@ mod tests {
         assert_eq!(cfg.auth.tokens.len(), 1);
         assert_eq!(cfg.matrix.server_name.as_str(), "example.com");
         assert!(cfg.matrix.registration_enabled);
+        assert_eq!(cfg.matrix.presence, PresenceConfig::default());
+        assert_eq!(cfg.matrix.presence.idle_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -531,6 +596,9 @@ mod tests {
         assert_eq!(cfg.matrix.server_name.as_str(), "localhost");
         assert!(cfg.matrix.registration_enabled);
         assert!(cfg.matrix.jwt_create_accounts);
+        assert_eq!(cfg.matrix.presence.offline_timeout, Duration::from_secs(30));
+        // A quarter of 30 s is more than the 5 s ceiling.
+        assert_eq!(cfg.matrix.presence.sweep_interval(), Duration::from_secs(5));
     }
 
     #[test]
@@ -584,6 +652,19 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "setting `matrix.server_name`",
+            ),
+            (
+                RawConfig {
+                    matrix: RawMatrix {
+                        presence: RawPresence {
+                            offline_timeout_ms: 0,
+                            ..RawPresence::default()
+                        },
+                        ..RawMatrix::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `matrix.presence.offline_timeout_ms`",
             ),
         ];
         for (raw, want) in cases {

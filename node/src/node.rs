@@ -1,7 +1,7 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
 //! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper) and stops them gracefully (stop accepting, close connections, flush the
-//! store).
+//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully (stop
+//! accepting, close connections, flush the store).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +125,7 @@ pub struct RunningNode {
     server: JoinHandle<()>,
     reaper: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    presence: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -198,6 +199,12 @@ impl RunningNode {
             node.config().policy.watch_interval,
             node.shutdown_token().clone(),
         ));
+        let presence = tokio::spawn(
+            node.userdata()
+                .presence()
+                .clone()
+                .run_timeouts(node.config().matrix.presence, node.shutdown_token().clone()),
+        );
         tracing::info!(
             %addr,
             domain = %node.config().domain,
@@ -214,6 +221,7 @@ impl RunningNode {
             server,
             reaper,
             watcher,
+            presence,
         })
     }
 
@@ -243,6 +251,13 @@ impl RunningNode {
         }
         self.reaper.abort();
         self.watcher.abort();
+        // It stops at the shutdown token; a timeout being stored finishes first.
+        if tokio::time::timeout(Duration::from_secs(5), self.presence)
+            .await
+            .is_err()
+        {
+            tracing::warn!("presence timeouts still being stored after 5 s");
+        }
         if let Err(e) = node.stream().flush().await {
             tracing::error!(error = %e, "final matrix stream flush failed");
         }

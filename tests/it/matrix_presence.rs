@@ -1,9 +1,10 @@
 //! Presence: set and read through `/presence/{userId}/status`, set by `/sync`'s
 //! `set_presence`, and reported by `/sync` to the users who share a room (and only to them),
-//! waking their long-polls.
+//! waking their long-polls; it goes idle and offline by itself (short timeouts configured here).
 
 use std::time::{Duration, Instant};
 
+use rethink_node::config::PresenceConfig;
 use serde_json::{Value, json};
 
 use crate::support::TestNode;
@@ -129,5 +130,147 @@ async fn a_presence_change_wakes_a_long_poll() {
     assert!(
         waited < Duration::from_secs(5),
         "woken by the change, not the timeout: {waited:?}"
+    );
+}
+
+/// `name`'s presence state, read by `token`.
+async fn state_of(node: &TestNode, token: &str, name: &str) -> String {
+    let read = ok(get(node, &presence_path(name), token).await);
+    read["presence"].as_str().expect("presence").to_owned()
+}
+
+/// A node whose presence goes idle after `idle_ms` and offline after `offline_ms`.
+async fn node_with_presence_timeouts(idle_ms: u64, offline_ms: u64) -> TestNode {
+    TestNode::spawn_with(|c| {
+        c.matrix.presence = PresenceConfig {
+            idle_timeout: Duration::from_millis(idle_ms),
+            offline_timeout: Duration::from_millis(offline_ms),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_user_who_stops_syncing_goes_idle_then_offline_for_room_members() {
+    const IDLE_MS: u64 = 800;
+    const OFFLINE_MS: u64 = 2500;
+    let node = node_with_presence_timeouts(IDLE_MS, OFFLINE_MS).await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let room = create_room(&node, &alice, &json!({"preset": "public_chat"})).await;
+    join(&node, &bob, &room).await;
+    let mut since = next_batch(&sync(&node, &bob, None).await);
+
+    // Alice syncs once (set_presence defaults to online), then stops.
+    sync(&node, &alice, None).await;
+    let alice_stopped = Instant::now();
+    let seen = sync(&node, &bob, Some(&since)).await;
+    let online = presence_of(&seen, "alice").expect("bob sees alice online");
+    assert_eq!(
+        (
+            online["presence"].clone(),
+            online["currently_active"].clone()
+        ),
+        (json!("online"), json!(true)),
+        "{online}"
+    );
+    since = next_batch(&seen);
+
+    // Bob keeps long-polling: alice's presence changes reach him, idle first, then offline.
+    let mut changes = Vec::new();
+    let offline_at = loop {
+        assert!(
+            alice_stopped.elapsed() < Duration::from_secs(15),
+            "alice never went offline: {changes:?}"
+        );
+        let answer = ok(get(
+            &node,
+            &format!("{V3}/sync?timeout=3000&since={since}"),
+            &bob,
+        )
+        .await);
+        since = next_batch(&answer);
+        if let Some(content) = presence_of(&answer, "alice") {
+            changes.push(content.clone());
+            if content["presence"] == "offline" {
+                break alice_stopped.elapsed();
+            }
+        }
+    };
+    assert!(
+        offline_at >= Duration::from_millis(OFFLINE_MS - 100),
+        "offline only after the timeout: {offline_at:?}"
+    );
+    let [idle, offline] = changes.as_slice() else {
+        panic!("expected an idle change, then offline: {changes:?}");
+    };
+    assert_eq!(
+        (idle["presence"].clone(), idle["currently_active"].clone()),
+        (json!("online"), json!(false)),
+        "{idle}"
+    );
+    assert_eq!(offline["currently_active"], false);
+    let ago = |c: &Value| c["last_active_ago"].as_u64().expect("last_active_ago");
+    assert!(ago(idle) >= IDLE_MS - 100, "{idle}");
+    assert!(ago(offline) >= OFFLINE_MS - 100, "{offline}");
+    assert!(
+        ago(offline) > ago(idle),
+        "last_active_ago grows: {changes:?}"
+    );
+    let read = ok(get(&node, &presence_path("alice"), &bob).await);
+    assert_eq!(
+        (read["presence"].clone(), read["currently_active"].clone()),
+        (json!("offline"), json!(false))
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_in_progress_keeps_its_user_online() {
+    const OFFLINE_MS: u64 = 1000;
+    let node = node_with_presence_timeouts(60_000, OFFLINE_MS).await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    let since = next_batch(&sync(&node, &alice, None).await);
+
+    // A 2.5 s long-poll: nothing happens for alice, so it runs to its end.
+    let started = Instant::now();
+    let long_poll = async {
+        let answer = get(
+            &node,
+            &format!("{V3}/sync?timeout=2500&since={since}"),
+            &alice,
+        )
+        .await;
+        (answer, Instant::now())
+    };
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        state_of(&node, &bob, "alice").await
+    };
+    let (((status, _), ended), during) = tokio::join!(long_poll, during);
+    assert_eq!(status, 200);
+    assert!(
+        ended - started >= Duration::from_millis(2400),
+        "a full long-poll"
+    );
+    assert_eq!(
+        during, "online",
+        "still online in the middle of a long-poll"
+    );
+
+    // After it ends, the offline timeout runs from its end.
+    let offline_after = loop {
+        assert!(
+            ended.elapsed() < Duration::from_secs(10),
+            "alice never went offline"
+        );
+        if state_of(&node, &bob, "alice").await == "offline" {
+            break ended.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        offline_after >= Duration::from_millis(OFFLINE_MS - 100),
+        "offline {offline_after:?} after the long-poll ended"
     );
 }

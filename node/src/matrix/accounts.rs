@@ -517,6 +517,7 @@ mod tests {
             server_name: "example.com".try_into().unwrap(),
             registration_enabled,
             jwt_create_accounts: true,
+            presence: Default::default(),
         };
         let accounts = Accounts::new(AccountStore::new(sqlite.pool().clone()), &config);
         (dir, sqlite, accounts)

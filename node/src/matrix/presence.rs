@@ -1,5 +1,7 @@
 //! `GET`/`PUT /presence/{userId}/status`: a user's presence, readable by any user (404 for a
-//! user who never set one), set by its owner only (403 otherwise). `/sync` reports changes.
+//! user who never set one), set by its owner only (403 otherwise). `currently_active` and
+//! `last_active_ago` follow the user's activity (`crate::userdata::Presence`, which also times
+//! presence out). `/sync` reports changes.
 
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ pub(crate) async fn get_presence(
     let presence = PresenceState::from(stored.presence.as_str());
     let mut resp = get_presence::v3::Response::new(presence.clone());
     resp.status_msg = stored.status_msg.clone();
-    resp.currently_active = Some(presence == PresenceState::Online);
+    resp.currently_active = Some(stored.currently_active);
     resp.last_active_ago = Some(Duration::from_millis(stored.last_active_ago()));
     Ok(RumaResponse(resp))
 }

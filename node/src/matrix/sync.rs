@@ -67,9 +67,11 @@ pub(crate) async fn sync(State(node): State<Node>, req: SyncRequest) -> MatrixRe
             .ok_or_else(|| MatrixError::NotFound(format!("unknown filter {param}")))?,
     };
     let since = b.since.as_deref().map(SyncToken::parse).transpose()?;
-    node.userdata()
+    // The sync counts for presence (keeps the caller from timing out) until it returns.
+    let _presence = node
+        .userdata()
         .presence()
-        .set_if_changed(&caller.user_id, &b.set_presence)
+        .syncing(&caller.user_id, &b.set_presence)
         .await?;
     let timeout = b.timeout().unwrap_or_default().min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;

@@ -1,14 +1,22 @@
 //! [`Presence`]: each user's presence (`online`, `unavailable`, `offline`), status message and
-//! the time it was last set, kept in the `presence` table through the stream writer. Setting it
-//! wakes the user and everyone sharing a room with them; `/sync` reports the presence of those
-//! users that changed since its token (all of it on an initial sync).
+//! the time they were last active, kept in the `presence` table through the stream writer.
+//! Storing it wakes the user and everyone sharing a room with them; `/sync` reports the presence
+//! of those users that changed since its token (all of it on an initial sync).
 //!
-//! `/sync`'s `set_presence` writes only when the state differs from the stored one (the current
-//! states are remembered in memory), so a client syncing in a loop does not write each time.
-//! Presence does not time out: a user stays `online` until they (or a sync) set another state.
+//! What changes often stays in memory ([`live::LiveMap`]): a `/sync` ([`Presence::syncing`])
+//! refreshes the user's activity and writes only when the state changes (or an idle user becomes
+//! active again), so a client syncing in a loop does not write each time, and no `/sync` reads
+//! the database for presence once the user is known. Presence times out by itself
+//! ([`Presence::run_timeouts`], a periodic sweep owned by the node; thresholds in
+//! `[matrix.presence]`): an `online` user inactive for the idle timeout stays `online` with
+//! `currently_active: false` (and `last_active_ago` growing); a user with no `/sync` in progress
+//! who has neither ended one nor been active for the offline timeout goes `offline`. Both are
+//! stored and reported like any change. Presence writes are serialized, so the table always ends
+//! with the state decided last.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod live;
+
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::presence::PresenceState;
@@ -16,26 +24,43 @@ use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
+use crate::config::PresenceConfig;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
 use crate::sync::lock;
+use live::{LiveMap, View, Write};
 
-/// A user's stored presence.
+/// A user's stored presence, with what this run knows of their activity.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredPresence {
     pub user_id: String,
     pub presence: String,
     pub status_msg: Option<String>,
+    /// When the user was last active (unix ms).
     pub last_active_ms: i64,
+    /// `online` and active within the idle timeout.
+    #[sqlx(skip)]
+    pub currently_active: bool,
 }
 
 impl StoredPresence {
-    /// Milliseconds since the presence was set.
+    /// Milliseconds since the user was last active.
     pub fn last_active_ago(&self) -> u64 {
         u64::try_from(now_ms() - self.last_active_ms).unwrap_or(0)
+    }
+
+    /// The row completed with what this run knows of the user.
+    fn with(mut self, view: Option<View>) -> Self {
+        if let Some(view) = view {
+            self.last_active_ms = self.last_active_ms.max(view.last_active_ms);
+            self.currently_active = view.currently_active;
+        }
+        self
     }
 
     /// The `m.presence` event of this presence.
@@ -43,7 +68,7 @@ impl StoredPresence {
         let mut content = json!({
             "presence": self.presence,
             "last_active_ago": self.last_active_ago(),
-            "currently_active": self.presence == PresenceState::Online.as_str(),
+            "currently_active": self.currently_active,
         });
         if let Some(msg) = &self.status_msg {
             content["status_msg"] = msg.as_str().into();
@@ -68,8 +93,25 @@ pub struct Presence {
     pool: SqlitePool,
     stream: StreamWriter,
     memberships: Memberships,
-    /// The presence state last stored for each user this run has seen.
-    current: std::sync::Arc<Mutex<HashMap<OwnedUserId, Option<String>>>>,
+    live: Arc<Mutex<LiveMap>>,
+    /// Held while deciding and storing a change, so the store sees changes in decision order.
+    writing: Arc<AsyncMutex<()>>,
+}
+
+/// A `/sync` in progress that keeps its user from going offline; it ends when dropped.
+#[derive(Debug)]
+#[must_use = "the sync counts until this is dropped"]
+pub struct Syncing {
+    live: Arc<Mutex<LiveMap>>,
+    user: Option<OwnedUserId>,
+}
+
+impl Drop for Syncing {
+    fn drop(&mut self) {
+        if let Some(user) = self.user.take() {
+            lock(&self.live).sync_ended(&user, now_ms());
+        }
+    }
 }
 
 impl Presence {
@@ -78,50 +120,64 @@ impl Presence {
             pool,
             stream,
             memberships,
-            current: Default::default(),
+            live: Default::default(),
+            writing: Default::default(),
         }
     }
 
-    /// Sets `user`'s presence and status message; wakes them and those sharing a room.
+    /// Sets `user`'s presence and status message (activity); wakes them and those sharing a
+    /// room.
     pub async fn set(
         &self,
         user: &UserId,
         presence: &PresenceState,
         status_msg: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.store(user, presence, Some(status_msg)).await
+        let _writing = self.writing.lock().await;
+        let write = lock(&self.live).set(user, presence, now_ms());
+        self.store(user, &write, Some(status_msg)).await
     }
 
-    /// `/sync`'s `set_presence`: sets the state, keeping the status message, unless it is the
-    /// stored one.
-    pub async fn set_if_changed(
+    /// A `/sync` of `user` with `set_presence` `requested` starts: refreshes the user's activity
+    /// (`online`), stores the state, keeping the status message, when it changes, and counts the
+    /// sync (`online` or `unavailable`) until the returned guard is dropped.
+    pub async fn syncing(
         &self,
         user: &UserId,
-        presence: &PresenceState,
-    ) -> Result<(), StoreError> {
-        let known = lock(&self.current).get(user).cloned();
-        let current = match known {
-            Some(current) => current,
-            None => {
-                let current = self.get(user).await?.map(|s| s.presence);
-                lock(&self.current).insert(user.to_owned(), current.clone());
-                current
-            }
-        };
-        if current.as_deref() == Some(presence.as_str()) {
-            return Ok(());
+        requested: &PresenceState,
+    ) -> Result<Syncing, StoreError> {
+        if !lock(&self.live).knows(user) {
+            let stored = self.row(user).await?;
+            let state = stored
+                .as_ref()
+                .map(|s| PresenceState::from(s.presence.as_str()));
+            let last_active = stored.map_or(0, |s| s.last_active_ms);
+            lock(&self.live).learn(user, state, last_active, false, now_ms());
         }
-        self.store(user, presence, None).await
+        let (counts, wants) = lock(&self.live).sync_started(user, requested, now_ms());
+        let guard = Syncing {
+            live: Arc::clone(&self.live),
+            user: counts.then(|| user.to_owned()),
+        };
+        if wants {
+            let _writing = self.writing.lock().await;
+            let write = lock(&self.live).sync_write(user, requested);
+            if let Some(write) = write {
+                self.store(user, &write, None).await?;
+            }
+        }
+        Ok(guard)
     }
 
-    /// Stores `user`'s presence with a new status message, or (`None`) the stored one.
+    /// Stores `write` for `user` with a new status message, or (`None`) the stored one. On
+    /// failure the user is forgotten, to be read again from the store.
     async fn store(
         &self,
         user: &UserId,
-        presence: &PresenceState,
+        write: &Write,
         status_msg: Option<Option<&str>>,
     ) -> Result<(), StoreError> {
-        let write = Upsert {
+        let upsert = Upsert {
             sql: "INSERT INTO presence (user_id, presence, status_msg, last_active_ms, stream) \
                   VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (user_id) DO UPDATE SET \
                   presence = excluded.presence, \
@@ -130,26 +186,37 @@ impl Presence {
                   last_active_ms = excluded.last_active_ms, stream = excluded.stream",
             args: vec![
                 Arg::Text(user.to_string()),
-                Arg::Text(presence.as_str().to_owned()),
+                Arg::Text(write.state.as_str().to_owned()),
                 Arg::OptText(status_msg.flatten().map(str::to_owned)),
-                Arg::Int(now_ms()),
+                Arg::Int(write.last_active_ms),
                 Arg::Int(i64::from(status_msg.is_none())),
             ],
         };
-        let wake = self.memberships.sharing_a_room(user).await?;
-        commit(&self.stream, write, wake).await?;
-        lock(&self.current).insert(user.to_owned(), Some(presence.as_str().to_owned()));
-        Ok(())
+        let stored = async {
+            let wake = self.memberships.sharing_a_room(user).await?;
+            commit(&self.stream, upsert, wake).await
+        }
+        .await;
+        if stored.is_err() {
+            lock(&self.live).forget(user);
+        }
+        stored.map(|_| ())
     }
 
-    /// `user`'s stored presence, if ever set.
-    pub async fn get(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
+    /// `user`'s stored row, if any.
+    async fn row(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence WHERE user_id = ?",
         )
         .bind(user.as_str())
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// `user`'s presence, if ever set.
+    pub async fn get(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
+        let row = self.row(user).await?;
+        Ok(row.map(|r| r.with(lock(&self.live).view(user))))
     }
 
     /// The presence of `user` and those sharing a room with them, set in `(since, upto]` (all
@@ -172,6 +239,78 @@ impl Presence {
         .bind(user.as_str())
         .fetch_all(&self.pool)
         .await?;
+        let rows: Vec<StoredPresence> = {
+            let live = lock(&self.live);
+            rows.into_iter()
+                .map(|r| {
+                    let view = UserId::parse(r.user_id.as_str())
+                        .ok()
+                        .and_then(|u| live.view(&u));
+                    r.with(view)
+                })
+                .collect()
+        };
         rows.iter().map(StoredPresence::event).collect()
+    }
+
+    /// Applies the presence timeouts every `config.sweep_interval()` until `shutdown`. First
+    /// learns the users the store has as not `offline` (from before a restart): they have one
+    /// offline timeout to sync again.
+    pub async fn run_timeouts(self, config: PresenceConfig, shutdown: CancellationToken) {
+        if let Err(e) = self.restore(&config).await {
+            tracing::warn!(error = %e, "presence: the users online before the start were not read");
+        }
+        let mut tick = tokio::time::interval(config.sweep_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.sweep(&config).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(changes = n, "presence timeouts applied"),
+                Err(e) => tracing::warn!(error = %e, "presence: storing a timeout failed"),
+            }
+        }
+    }
+
+    /// Learns every user stored as not `offline`.
+    async fn restore(&self, config: &PresenceConfig) -> Result<(), StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT user_id, presence, last_active_ms FROM presence WHERE presence != 'offline'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now = now_ms();
+        let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut live = lock(&self.live);
+        for (user, state, last_active) in rows {
+            if let Ok(user) = UserId::parse(user.as_str()) {
+                let active = now.saturating_sub(last_active) < idle;
+                live.learn(
+                    &user,
+                    Some(PresenceState::from(state.as_str())),
+                    last_active,
+                    active,
+                    now,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the timeouts due now; returns how many.
+    async fn sweep(&self, config: &PresenceConfig) -> Result<usize, StoreError> {
+        let _writing = self.writing.lock().await;
+        let due = lock(&self.live).due(config.idle_timeout, config.offline_timeout, now_ms());
+        let mut failed = None;
+        for (user, write) in &due {
+            tracing::debug!(%user, state = write.state.as_str(), "presence timed out");
+            if let Err(e) = self.store(user, write, None).await {
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(due.len()), Err)
     }
 }
