@@ -34,6 +34,9 @@ pub enum MatrixError {
     InvalidParam(String),
     #[error("missing parameter: {0}")]
     MissingParam(&'static str),
+    /// A signature of an uploaded key is missing or wrong (400 `M_INVALID_SIGNATURE`).
+    #[error("{0}")]
+    InvalidSignature(String),
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("unrecognized request")]
@@ -89,6 +92,7 @@ impl MatrixError {
             E::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
             E::InvalidParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
             E::MissingParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::MissingParam),
+            E::InvalidSignature(_) => (StatusCode::BAD_REQUEST, custom_kind("M_INVALID_SIGNATURE")),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
             E::UnrecognizedEndpoint => (StatusCode::NOT_FOUND, ErrorKind::Unrecognized),
             E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized),
@@ -146,6 +150,12 @@ impl MatrixError {
         };
         RumaError::new(status, body)
     }
+}
+
+/// An error kind ruma does not name (it has no constructor for them: one is read from its
+/// `errcode`).
+fn custom_kind(errcode: &str) -> ErrorKind {
+    serde_json::from_value(serde_json::json!({ "errcode": errcode })).unwrap_or(ErrorKind::Unknown)
 }
 
 /// The status and error kind of a failed room operation.
@@ -252,6 +262,11 @@ mod tests {
                 "M_GUEST_ACCESS_FORBIDDEN",
             ),
             (MatrixError::TooLarge { limit: 1 }, 413, "M_TOO_LARGE"),
+            (
+                MatrixError::InvalidSignature("x".into()),
+                400,
+                "M_INVALID_SIGNATURE",
+            ),
         ];
         for (e, status, errcode) in cases {
             let (s, body) = answer(e).await;

@@ -1,6 +1,8 @@
 //! `POST /keys/upload`, `POST /keys/query`, `POST /keys/claim` and `GET /keys/changes`:
 //! end-to-end encryption keys of devices. Uploaded device keys must name the caller's user and
-//! device.
+//! device. A query also answers the users' cross-signing keys, which [`cross_signing`] serves.
+
+pub(super) mod cross_signing;
 
 use axum::extract::State;
 use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
@@ -43,9 +45,15 @@ pub(crate) async fn get_keys(
     State(node): State<Node>,
     req: Ruma<get_keys::v3::Request>,
 ) -> MatrixResult<get_keys::v3::Response> {
-    let device_keys = node.userdata().keys().query(&req.body.device_keys).await?;
+    let keys = node.userdata().keys();
+    let found = keys
+        .query(&req.caller.user_id, &req.body.device_keys)
+        .await?;
     let mut resp = get_keys::v3::Response::new();
-    resp.device_keys = device_keys;
+    resp.device_keys = found.device_keys;
+    resp.master_keys = found.signing_keys.master_keys;
+    resp.self_signing_keys = found.signing_keys.self_signing_keys;
+    resp.user_signing_keys = found.signing_keys.user_signing_keys;
     Ok(RumaResponse(resp))
 }
 

@@ -10,7 +10,9 @@ use ruma::api::client::device::{
     delete_device, delete_devices, get_device, get_devices, update_device,
 };
 use ruma::api::client::filter::{create_filter, get_filter};
-use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+use ruma::api::client::keys::{
+    claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
+};
 use ruma::api::client::profile::{
     get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
 };
@@ -64,6 +66,8 @@ pub(super) fn add(routes: &mut Routes) {
     routes.add::<get_keys::v3::Request, _, _>(keys::get_keys);
     routes.add::<claim_keys::v3::Request, _, _>(keys::claim_keys);
     routes.add::<get_key_changes::v3::Request, _, _>(keys::get_key_changes);
+    routes.add::<upload_signing_keys::v3::Request, _, _>(keys::cross_signing::upload_signing_keys);
+    routes.add::<upload_signatures::v3::Request, _, _>(keys::cross_signing::upload_signatures);
 
     routes.add::<send_event_to_device::v3::Request, _, _>(to_device::send_to_device);
     routes.add::<create_typing_event::v3::Request, _, _>(typing::set_typing);

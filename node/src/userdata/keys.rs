@@ -7,7 +7,12 @@
 //! A device-key upload that changes a device's keys, and a device deletion, are device-list
 //! changes: each is recorded at its stream position, and the users sharing a room with the
 //! owner (and the owner) are woken, so that `/sync` reports `device_lists.changed` and
-//! `GET /keys/changes` answers between two tokens.
+//! `GET /keys/changes` answers between two tokens. Cross-signing keys and signatures
+//! ([`CrossSigning`], in `keys/cross_signing.rs`) are device-list changes too; a query answers
+//! them with the device keys, the signatures uploaded for a key merged into it.
+
+mod cross_signing;
+mod signed;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +29,8 @@ use super::{Write, commit, raw, user_ids};
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
 
+pub use cross_signing::{CrossSigning, CrossSigningError, QueriedSigningKeys};
+
 /// What one `POST /keys/upload` carries (checked by the handler).
 #[derive(Debug, Default)]
 pub struct KeyUpload {
@@ -35,21 +42,36 @@ pub struct KeyUpload {
 /// Device keys of users, by user and device.
 pub type DeviceKeysByUser = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Raw<DeviceKeys>>>;
 
+/// What a key query answers: device keys and cross-signing keys, with the signatures the
+/// asking user may see.
+#[derive(Debug, Default)]
+pub struct QueriedKeys {
+    pub device_keys: DeviceKeysByUser,
+    pub signing_keys: QueriedSigningKeys,
+}
+
 /// The key store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Keys {
     pool: SqlitePool,
     stream: StreamWriter,
     memberships: Memberships,
+    cross_signing: CrossSigning,
 }
 
 impl Keys {
     pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
         Self {
+            cross_signing: CrossSigning::new(pool.clone(), stream.clone(), memberships.clone()),
             pool,
             stream,
             memberships,
         }
+    }
+
+    /// Cross-signing keys and the signatures uploaded for keys.
+    pub fn cross_signing(&self) -> &CrossSigning {
+        &self.cross_signing
     }
 
     /// Stores what a device uploaded; returns its unclaimed one-time key counts. One-time keys
@@ -127,13 +149,17 @@ impl Keys {
         Ok(rows.into_iter().map(|a| a.as_str().into()).collect())
     }
 
-    /// The device keys of the asked devices (every device of a user asked with none).
+    /// What `viewer` asks of the asked devices (every device of a user asked with none): their
+    /// device keys, and their owners' cross-signing keys (the user-signing key only of the
+    /// viewer), each with the signatures uploaded for it by its owner or by the viewer.
     pub async fn query(
         &self,
+        viewer: &UserId,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
-    ) -> Result<DeviceKeysByUser, StoreError> {
-        let mut out = BTreeMap::new();
+    ) -> Result<QueriedKeys, StoreError> {
+        let mut out = QueriedKeys::default();
         for (user, devices) in wanted {
+            let seen = self.cross_signing.signatures_seen(user, viewer).await?;
             let rows: Vec<(String, String)> =
                 sqlx::query_as("SELECT device_id, json FROM device_keys WHERE user_id = ?")
                     .bind(user.as_str())
@@ -141,12 +167,16 @@ impl Keys {
                     .await?;
             let mut found = BTreeMap::new();
             for (device, json) in rows {
+                let json = cross_signing::merged(&json, &device, &seen)?;
                 let device = OwnedDeviceId::from(device);
                 if devices.is_empty() || devices.contains(&device) {
                     found.insert(device, raw(json)?);
                 }
             }
-            out.insert(user.clone(), found);
+            out.device_keys.insert(user.clone(), found);
+            self.cross_signing
+                .query_into(user, viewer, &seen, &mut out.signing_keys)
+                .await?;
         }
         Ok(out)
     }
@@ -375,6 +405,7 @@ impl Write for DevicesDeleted {
                 .execute(&mut *conn)
                 .await?;
             }
+            cross_signing::devices_deleted(conn, &self.user, device).await?;
         }
         record_change(conn, pos, &self.user).await
     }
@@ -576,13 +607,14 @@ mod tests {
         );
 
         let wanted = BTreeMap::from([(alice.to_owned(), Vec::new())]);
-        assert_eq!(keys.query(&wanted).await.unwrap()[alice].len(), 1);
+        let query = || keys.query(bob, &wanted);
+        assert_eq!(query().await.unwrap().device_keys[alice].len(), 1);
         f.data
             .devices()
             .delete(alice, &[owned_device_id!("DEV")])
             .await
             .unwrap();
-        assert!(keys.query(&wanted).await.unwrap()[alice].is_empty());
+        assert!(query().await.unwrap().device_keys[alice].is_empty());
         let after_delete = f.stream.visible();
         assert_eq!(
             keys.changed_users(bob, after_same, after_delete)

@@ -40,7 +40,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 pub use account_data::AccountData;
 pub use devices::Devices;
 pub use filters::Filters;
-pub use keys::{DeviceKeysByUser, KeyUpload, Keys};
+pub use keys::{
+    CrossSigning, CrossSigningError, DeviceKeysByUser, KeyUpload, Keys, QueriedKeys,
+    QueriedSigningKeys,
+};
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};
 pub use profiles::{Profile, ProfileField, Profiles};

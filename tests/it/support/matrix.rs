@@ -386,3 +386,30 @@ pub(crate) fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A matrix-sdk client of the node logged in as `name` (registered with [`register`]) that
+/// bootstraps cross-signing when it logs in (uploading its master, self-signing and user-signing
+/// keys, and signing its device with them); returns once that is done.
+pub(crate) async fn sdk_login_cross_signing(node: &TestNode, name: &str) -> Client {
+    let settings = matrix_sdk::encryption::EncryptionSettings {
+        auto_enable_cross_signing: true,
+        ..Default::default()
+    };
+    let client = Client::builder()
+        .homeserver_url(format!("http://{}", node.addr()))
+        .with_encryption_settings(settings)
+        .build()
+        .await
+        .expect("matrix-sdk client");
+    client
+        .matrix_auth()
+        .login_username(name, &format!("pw-{name}"))
+        .send()
+        .await
+        .expect("password login");
+    client
+        .encryption()
+        .wait_for_e2ee_initialization_tasks()
+        .await;
+    client
+}
