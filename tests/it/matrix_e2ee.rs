@@ -4,7 +4,8 @@
 //! Alice's message reaches Bob as `m.room.encrypted` and Bob decrypts it (the room key arrives
 //! olm-encrypted through `sendToDevice`, after `keys/query` and `keys/claim`), and the other way
 //! round; a device Bob adds later is learned by Alice through `device_lists.changed` and
-//! decrypts her next message; a room without encryption is seen as such after the node answers
+//! decrypts her next message; with Bob's one-time keys used up, Alice's client gets his fallback
+//! key (then reported used) and he still decrypts; a room without encryption is seen as such after the node answers
 //! 404 `M_NOT_FOUND` for its `m.room.encryption` state.
 //!
 //! Cross-signing: a client that bootstraps it on login has its identity and its device signed
@@ -377,6 +378,53 @@ async fn a_device_bob_adds_later_decrypts_alices_next_message() {
     assert_eq!(
         receive(&bob, &room, &second).await.0,
         Seen::Decrypted("after the new phone".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn with_bobs_one_time_keys_used_up_his_fallback_key_still_starts_a_session() {
+    let node = TestNode::spawn().await;
+    let alice = e2ee_client(&node, "alice").await;
+    let bob = e2ee_client(&node, "bob").await;
+    let room = encrypted_room(&alice, &bob).await;
+    let bob_device = bob.device_id().unwrap().to_owned();
+    let bobs_keys = || async {
+        let body = ok(get(&node, &format!("{V3}/sync?timeout=0"), &token(&bob)).await);
+        let count = body["device_one_time_keys_count"]["signed_curve25519"].as_u64();
+        (
+            count.expect("count"),
+            body["device_unused_fallback_key_types"].clone(),
+        )
+    };
+    let (count, fallback) = bobs_keys().await;
+    assert_eq!(fallback, json!(["signed_curve25519"]));
+
+    // Carol claims every one-time key of Bob's device: each once.
+    let carol = register_session(&node, "carol").await;
+    let claim =
+        json!({"one_time_keys": {user_id("bob"): {bob_device.as_str(): "signed_curve25519"}}});
+    let mut claimed = std::collections::HashSet::new();
+    for _ in 0..count {
+        let got = ok(carol.post(&node, "/keys/claim", &claim).await);
+        let keys = got["one_time_keys"][user_id("bob")][bob_device.as_str()]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(keys.len(), 1, "{got}");
+        assert!(claimed.insert(keys.keys().next().unwrap().clone()), "{got}");
+    }
+    assert_eq!(bobs_keys().await, (0, json!(["signed_curve25519"])));
+
+    // Alice's client gets the fallback key, which is then used, and Bob still decrypts.
+    let sent = say(&alice, &room, "sent with the last resort").await;
+    assert_eq!(
+        bobs_keys().await,
+        (0, json!([])),
+        "the fallback key was handed out"
+    );
+    assert_eq!(
+        receive(&bob, &room, &sent).await.0,
+        Seen::Decrypted("sent with the last resort".to_owned())
     );
 }
 
