@@ -121,7 +121,10 @@ pub async fn serve(node: Node) -> Result<(SocketAddr, JoinHandle<()>), ServerErr
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
     let shutdown = node.shutdown_token().clone().cancelled_owned();
-    let app = router(node.clone());
+    // One route table for every connection: serving the `Router` itself would rebuild it for
+    // each connection (`Router::with_state` per connection in axum 0.8), ~110 KiB of boxed
+    // routes per open connection.
+    let app = router(node.clone()).into_make_service();
     let task = match &config.tls {
         Some(tls) => {
             let listener = TlsListener::new(tcp, &tls.cert, &tls.key)?;
