@@ -2,8 +2,8 @@
 //! endpoint that takes an access token (see [`super::extract`]), and the query parameters read
 //! straight into their own types. The `filter` parameter stays text: `/sync` repeats it on every
 //! request, and [`crate::userdata::Filters::for_sync`] turns it into a filter from memory after
-//! the first time, instead of parsing a JSON filter per request as the generic ruma extractor
-//! does.
+//! the first time (keyed by the text still form-encoded), instead of decoding and parsing a JSON
+//! filter per request as the generic ruma extractor does.
 //!
 //! Parameters and errors are those of ruma's `sync_events::v3::Request`: `filter`, `since`,
 //! `full_state`, `set_presence` (default `online`), `timeout` (milliseconds); a parameter of the
@@ -32,7 +32,8 @@ pub(crate) struct SyncRequest {
 /// The query parameters of `GET /sync`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct SyncQuery {
-    /// A filter definition as JSON, or a stored filter's ID.
+    /// A filter definition as JSON, or a stored filter's ID, form-encoded as sent.
+    #[serde(skip)]
     pub(crate) filter: Option<String>,
     pub(crate) since: Option<String>,
     #[serde(default)]
@@ -50,7 +51,23 @@ impl SyncQuery {
     }
 
     fn parse(query: &str) -> Result<Self, MatrixError> {
-        serde_html_form::from_str(query).map_err(|e| MatrixError::InvalidParam(e.to_string()))
+        // The filter's value stays form-encoded: the filter cache is keyed by it, so a known
+        // filter is neither decoded nor parsed again.
+        let mut filter = None;
+        let mut rest = String::with_capacity(query.len());
+        for pair in query.split('&') {
+            match pair.strip_prefix("filter=") {
+                Some(value) => filter = Some(value.to_owned()),
+                None => {
+                    rest.push_str(pair);
+                    rest.push('&');
+                }
+            }
+        }
+        let mut parsed: Self = serde_html_form::from_str(&rest)
+            .map_err(|e| MatrixError::InvalidParam(e.to_string()))?;
+        parsed.filter = filter;
+        Ok(parsed)
     }
 }
 
@@ -82,7 +99,7 @@ mod tests {
         assert_eq!(q.timeout(), Some(Duration::from_secs(30)));
         assert!(q.full_state);
         assert_eq!(q.set_presence, PresenceState::Unavailable);
-        assert_eq!(q.filter.as_deref(), Some(r#"{"room":{}}"#));
+        assert_eq!(q.filter.as_deref(), Some("%7B%22room%22%3A%7B%7D%7D"));
 
         let q = SyncQuery::parse("").unwrap();
         assert_eq!(

@@ -44,31 +44,32 @@ impl Filters {
     }
 
     /// The filter a `/sync` names with its `filter` parameter: a filter definition as JSON, or
-    /// else the ID of one of `user`'s stored filters (as ruma reads the parameter). `None`: no
-    /// such stored filter.
+    /// else the ID of one of `user`'s stored filters (as ruma reads the parameter). `encoded` is
+    /// the parameter's value as it appears in the query string (form-encoded): it is the cache
+    /// key, decoded only the first time. `None`: no such stored filter.
     pub async fn for_sync(
         &self,
         user: &UserId,
-        param: &str,
+        encoded: &str,
     ) -> Result<Option<SharedFilter>, StoreError> {
-        let known = lock(&self.inline).get(param).cloned();
+        let known = lock(&self.inline).get(encoded).cloned();
         let inline = match known {
             Some(inline) => inline,
             None => {
-                let parsed = serde_json::from_str::<FilterDefinition>(param)
+                let parsed = serde_json::from_str::<FilterDefinition>(&decode(encoded))
                     .ok()
                     .map(Arc::new);
                 let mut cache = lock(&self.inline);
                 if cache.len() >= MAX_CACHED_INLINE {
                     cache.clear();
                 }
-                cache.insert(param.to_owned(), parsed.clone());
+                cache.insert(encoded.to_owned(), parsed.clone());
                 parsed
             }
         };
         match inline {
             Some(filter) => Ok(Some(filter)),
-            None => self.get_shared(user, param).await,
+            None => self.get_shared(user, &decode(encoded)).await,
         }
     }
 
@@ -132,6 +133,14 @@ impl Filters {
     }
 }
 
+/// A form-encoded query value, decoded as a query parser does (`+` is a space).
+fn decode(encoded: &str) -> String {
+    form_urlencoded::parse(format!("v={encoded}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::user_id;
@@ -183,7 +192,7 @@ mod tests {
         let f = fixture().await;
         let filters = f.data.filters();
         let alice = user_id!("@a:example.com");
-        let inline = r#"{"room":{"timeline":{"limit":3}}}"#;
+        let inline = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A3%7D%7D%7D";
         for _ in 0..2 {
             let got = filters.for_sync(alice, inline).await.unwrap().unwrap();
             assert_eq!(got.room.timeline.limit.map(u64::from), Some(3));
