@@ -12,6 +12,7 @@ mod http;
 mod identity;
 mod jwt;
 mod matrix_auth;
+mod matrix_cors;
 mod matrix_e2ee;
 mod matrix_errors;
 mod matrix_history;

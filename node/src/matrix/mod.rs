@@ -14,6 +14,7 @@ mod account;
 mod account_data;
 pub mod accounts;
 mod capabilities;
+mod cors;
 mod credentials;
 mod devices;
 pub mod error;
@@ -80,6 +81,7 @@ pub fn router() -> Router<Node> {
         .into_router()
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
+        .layer(axum::middleware::from_fn(cors::cors))
 }
 
 /// Rooms, membership, events and `/sync`.
