@@ -211,8 +211,15 @@ impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
     }
 }
 
-/// Serialises a ruma response; a failure (a bug) is logged and answered with a bare 500.
+/// Serialises a ruma response with the CORS headers (every Matrix answer passes here); a failure
+/// (a bug) is logged and answered with a bare 500.
 fn outgoing<R: OutgoingResponse>(response: R, expected: StatusCode) -> Response {
+    let mut answer = serialized(response, expected);
+    super::cors::add_headers(answer.headers_mut());
+    answer
+}
+
+fn serialized<R: OutgoingResponse>(response: R, expected: StatusCode) -> Response {
     match response.try_into_http_response::<Vec<u8>>() {
         Ok(http) => http.map(Body::from),
         Err(e) => {

@@ -48,6 +48,8 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::handler::Handler;
+use axum::http::Method;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, on};
 use ruma::api::Metadata;
 use ruma::api::client::account::{get_username_availability, register as register_api, whoami};
@@ -81,7 +83,6 @@ pub fn router() -> Router<Node> {
         .into_router()
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
-        .layer(axum::middleware::from_fn(cors::cors))
 }
 
 /// Rooms, membership, events and `/sync`.
@@ -174,13 +175,22 @@ impl Routes {
         self.paths
             .into_iter()
             .fold(Router::new(), |router, (path, methods)| {
-                router.route(&path, methods.fallback(method_not_allowed))
+                router.route(
+                    &path,
+                    methods
+                        .options(cors::preflight)
+                        .fallback(method_not_allowed),
+                )
             })
     }
 }
 
-async fn unrecognized() -> MatrixError {
-    MatrixError::UnrecognizedEndpoint
+/// An unknown endpoint; a preflight for it is answered all the same.
+async fn unrecognized(method: Method) -> Response {
+    if method == Method::OPTIONS {
+        return cors::preflight().await;
+    }
+    MatrixError::UnrecognizedEndpoint.into_response()
 }
 
 async fn method_not_allowed() -> MatrixError {
