@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{ProcessedToDeviceEvent, TimelineEventKind};
 use matrix_sdk::encryption::identities::UserIdentity;
 use matrix_sdk::encryption::vodozemac::Ed25519SecretKey;
@@ -25,11 +24,11 @@ use matrix_sdk::ruma::api::client::uiaa::{
     AuthData, AuthType, MatrixUserIdentifier, Password, UserIdentifier,
 };
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
-use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use matrix_sdk::ruma::events::room::message::MessageType;
 use matrix_sdk::ruma::events::{
     AnyMessageLikeEvent, AnyTimelineEvent, AnyToDeviceEvent, InitialStateEvent,
 };
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, EncryptionState};
 use serde_json::{Value, json};
@@ -37,23 +36,19 @@ use serde_json::{Value, json};
 use crate::support::TestNode;
 use crate::support::matrix::{
     V3, anon_post, assert_error, call, get, ok, password_login, register, register_session,
-    room_path, sdk_login, sdk_login_cross_signing, user_id,
+    room_path, sdk_login, sdk_login_cross_signing, sdk_say as say, sdk_sync, sdk_user_id, user_id,
 };
 
 // --- helpers ------------------------------------------------------------------------------------
 
 fn uid(name: &str) -> OwnedUserId {
-    UserId::parse(user_id(name)).unwrap()
+    sdk_user_id(name)
 }
 
-/// One `/sync` from the client's last token (long-poll up to 2 s: it returns as soon as there
-/// is something new). matrix-sdk sends its pending E2EE requests (keys/upload, keys/query,
-/// keys/claim, sendToDevice) before and after it.
+/// One `/sync` from the client's last token (long-poll up to 2 s). matrix-sdk sends its pending
+/// E2EE requests (keys/upload, keys/query, keys/claim, sendToDevice) before and after it.
 async fn sync(client: &Client) -> SyncResponse {
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::from_secs(2)))
-        .await
-        .expect("sync")
+    sdk_sync(client, Duration::from_secs(2)).await
 }
 
 /// Registers `name` and logs in with an encryption-enabled matrix-sdk client that has synced
@@ -114,18 +109,6 @@ async fn encrypted_room(alice: &Client, bob: &Client) -> OwnedRoomId {
         );
     }
     room_id
-}
-
-/// Sends `text` to `room` as `client`; returns the event ID.
-async fn say(client: &Client, room: &OwnedRoomId, text: &str) -> OwnedEventId {
-    client
-        .get_room(room)
-        .expect("room known to the client")
-        .send(RoomMessageEventContent::text_plain(text))
-        .await
-        .expect("send")
-        .response
-        .event_id
 }
 
 /// What a client made of one timeline event: decrypted (with the text body), still encrypted,

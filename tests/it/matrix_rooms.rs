@@ -13,18 +13,18 @@ use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::room::create_room;
-use matrix_sdk::ruma::events::room::message::{
-    MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent,
-};
+use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent};
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde_json::{Value, json};
 
 use crate::support::TestNode;
-use crate::support::matrix::{bodies, register, sdk_login, user_id, whole_history};
+use crate::support::matrix::{
+    bodies, register, sdk_login, sdk_say as say, sdk_sync, sdk_user_id, user_id, whole_history,
+};
 
 // --- helpers ------------------------------------------------------------------------------------
 
@@ -36,16 +36,12 @@ async fn alice_and_bob(node: &TestNode) -> (Client, Client) {
 }
 
 fn uid(name: &str) -> OwnedUserId {
-    UserId::parse(user_id(name)).unwrap()
+    sdk_user_id(name)
 }
 
-/// One `/sync` from the client's last token (long-poll up to 5 s: it returns as soon as there
-/// is something new).
+/// One `/sync` from the client's last token (long-poll up to 5 s).
 async fn sync(client: &Client) -> SyncResponse {
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::from_secs(5)))
-        .await
-        .expect("sync")
+    sdk_sync(client, Duration::from_secs(5)).await
 }
 
 /// Alice creates a private room named "Tea" with a topic, inviting bob.
@@ -118,17 +114,6 @@ fn text_of(event: AnySyncTimelineEvent) -> Option<String> {
         }
         _ => None,
     }
-}
-
-async fn say(client: &Client, room: &OwnedRoomId, text: &str) -> OwnedEventId {
-    client
-        .get_room(room)
-        .expect("room known to the client")
-        .send(RoomMessageEventContent::text_plain(text))
-        .await
-        .expect("send")
-        .response
-        .event_id
 }
 
 fn texts(prefix: &str, n: usize) -> Vec<String> {

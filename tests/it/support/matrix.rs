@@ -366,13 +366,51 @@ pub(crate) async fn sdk_client(node: &TestNode) -> Client {
 /// A matrix-sdk client of the node, logged in as `name` (registered with [`register`]).
 pub(crate) async fn sdk_login(node: &TestNode, name: &str) -> Client {
     let client = sdk_client(node).await;
+    sdk_password_login(&client, name).await;
+    client
+}
+
+/// Logs `client` in as `name` with the password [`register`] gave it.
+async fn sdk_password_login(client: &Client, name: &str) {
     client
         .matrix_auth()
         .login_username(name, &format!("pw-{name}"))
         .send()
         .await
         .expect("password login");
+}
+
+/// The user ID of `name` on the test node, as matrix-sdk's type.
+pub(crate) fn sdk_user_id(name: &str) -> matrix_sdk::ruma::OwnedUserId {
+    matrix_sdk::ruma::UserId::parse(user_id(name)).expect("a user ID")
+}
+
+/// One matrix-sdk `/sync` from the client's last token, long-polling up to `timeout` (it
+/// returns as soon as there is something new).
+pub(crate) async fn sdk_sync(
+    client: &Client,
+    timeout: std::time::Duration,
+) -> matrix_sdk::sync::SyncResponse {
     client
+        .sync_once(matrix_sdk::config::SyncSettings::default().timeout(timeout))
+        .await
+        .expect("sync")
+}
+
+/// Sends `text` to `room` as `client` (a room it knows); returns the event ID.
+pub(crate) async fn sdk_say(
+    client: &Client,
+    room: &matrix_sdk::ruma::OwnedRoomId,
+    text: &str,
+) -> matrix_sdk::ruma::OwnedEventId {
+    client
+        .get_room(room)
+        .expect("room known to the client")
+        .send(matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain(text))
+        .await
+        .expect("send")
+        .response
+        .event_id
 }
 
 /// Percent-encodes a query parameter value.
@@ -401,12 +439,7 @@ pub(crate) async fn sdk_login_cross_signing(node: &TestNode, name: &str) -> Clie
         .build()
         .await
         .expect("matrix-sdk client");
-    client
-        .matrix_auth()
-        .login_username(name, &format!("pw-{name}"))
-        .send()
-        .await
-        .expect("password login");
+    sdk_password_login(&client, name).await;
     client
         .encryption()
         .wait_for_e2ee_initialization_tasks()
