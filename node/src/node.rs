@@ -136,7 +136,7 @@ impl RunningNode {
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let epoch = store.next_epoch().await?;
         let persisted = store.load_sessions().await?;
-        let (stream, _stream_task) = StreamWriter::start(store.pool().clone()).await?;
+        let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
         let server_key =
             ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
         let room_store = RoomStore::new(store.pool().clone());

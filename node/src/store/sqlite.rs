@@ -29,7 +29,8 @@ use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 
 /// Name of the database file inside the data directory.
 const DB_FILE: &str = "rethink.db";
-/// Connections in the pool: one writer at a time, a few readers at start.
+/// Connections in the shared pool (readers, the session writer, checkpoints), besides the
+/// Matrix stream writer's own.
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,10 +49,12 @@ const ENQUEUE_HEAD: &str = "INSERT OR REPLACE INTO outbox (session, seq, json) \
 const ENQUEUE_TAIL: &str = ") AS v JOIN sessions AS s ON s.id = v.column1 \
      WHERE v.column2 > s.acked_seq";
 
-/// The SQLite session store. Cheap to clone (it wraps a connection pool).
+/// The SQLite session store. Cheap to clone (it wraps the connection pools).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection, for the Matrix stream writer alone (see [`SqliteStore::stream_pool`]).
+    stream_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -74,11 +77,15 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        let stream_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, stream_pool })
     }
 
     /// Runs a passive WAL checkpoint every [`CHECKPOINT_EVERY`] until `shutdown`.
@@ -107,8 +114,18 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection of the pool, waiting for those in use to be returned.
+    /// The Matrix stream writer's own connection (a pool of one). SQLite drops a connection's
+    /// page cache whenever another connection has written since its last transaction; a writer
+    /// that took any connection of the shared pool re-read, at nearly every commit, the pages
+    /// its inserts touch (a dozen `pread`s per event in the Matrix bench). Its own connection
+    /// keeps them cached.
+    pub fn stream_pool(&self) -> &SqlitePool {
+        &self.stream_pool
+    }
+
+    /// Closes every connection of both pools, waiting for those in use to be returned.
     pub async fn close(&self) {
+        self.stream_pool.close().await;
         self.pool.close().await;
     }
 
