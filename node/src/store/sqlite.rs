@@ -31,12 +31,16 @@ use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 const DB_FILE: &str = "rethink.db";
 /// Connections in the shared pool (readers, the session writer, checkpoints), besides the
 /// Matrix stream writer's own.
-const MAX_CONNECTIONS: u32 = 4;
+const MAX_CONNECTIONS: u32 = 3;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Page cache per connection: 1 MiB (SQLite's default is 2 MiB). Hot Matrix reads are served
-/// from the room caches, so a smaller page cache keeps the node's memory down.
-const CACHE_KIB: &str = "-1024";
+/// Page cache of the Matrix stream writer's connection: 1 MiB (SQLite's default is 2 MiB). It is
+/// the only connection whose cache survives the commits (see [`SqliteStore::stream_pool`]).
+const STREAM_CACHE_KIB: &str = "-1024";
+/// Page cache of each shared connection: 256 KiB. SQLite drops it whenever another connection
+/// committed, which under Matrix load is every few milliseconds, and hot Matrix reads are served
+/// from the room caches, so a larger one would only hold memory.
+const CACHE_KIB: &str = "-256";
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Rows per multi-row outbox `INSERT` (3 parameters each).
@@ -82,7 +86,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
         let stream_pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(options.pragma("cache_size", STREAM_CACHE_KIB))
             .await?;
         tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
         Ok(SqliteStore { pool, stream_pool })
