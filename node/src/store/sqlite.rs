@@ -8,8 +8,12 @@
 //! Checkpoints (copying the WAL back into the database file, with its fsync) are not left to
 //! SQLite's automatic checkpoint, which runs inside the commit that crosses the threshold and
 //! stalled that commit (and every request waiting for it) for milliseconds: automatic
-//! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one every second on its
-//! own connection, beside the writers.
+//! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one every second on a
+//! shared connection, beside the writers.
+//!
+//! Two pools: the shared one (readers, the session writer, checkpoints; small page caches, since
+//! SQLite drops a connection's cache whenever another one committed) and the Matrix stream
+//! writer's own single connection, whose cache stays valid across its commits.
 //!
 //! Sequence numbers are `u64` in the interface and `INTEGER` (i64) in the database; they stay
 //! far below 2^53.
