@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::support::matrix::{
-    Session, V3, anon_get, assert_error, call, create_room, login, next_batch, ok,
-    register_session, sync, user_id,
+    Session, V3, anon_get, assert_error, call, create_room, join, login, next_batch, ok,
+    register_session, send_text, sync, user_id,
 };
 use crate::support::{DOMAIN, TestNode};
 
@@ -505,4 +505,74 @@ async fn sync_delivers_to_device_once_account_data_typing_and_receipts() {
         receipts.is_some_and(|e| e["content"]["$seen"]["m.read"][&alice.user_id].is_object()),
         "{body}"
     );
+}
+
+/// The key counts a `/sync` answer gives its device: `(signed_curve25519 count, unused
+/// fallback key types)`; `None` where a field is missing.
+fn key_counts(body: &Value) -> (Option<u64>, Option<Value>) {
+    (
+        body["device_one_time_keys_count"]["signed_curve25519"].as_u64(),
+        body.get("device_unused_fallback_key_types").cloned(),
+    )
+}
+
+#[tokio::test]
+async fn every_sync_answer_carries_the_devices_key_counts() {
+    let node = TestNode::spawn().await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
+    let room = create_room(&node, &alice.token, &json!({"preset": "public_chat"})).await;
+    join(&node, &bob.token, &room).await;
+
+    let upload = json!({
+        "device_keys": device_keys(&alice, "aliceKey"),
+        "one_time_keys": {
+            "signed_curve25519:AAAA": {"key": "otk-a", "signatures": {}},
+            "signed_curve25519:BBBB": {"key": "otk-b", "signatures": {}},
+        },
+        "fallback_keys": {
+            "signed_curve25519:FFFF": {"key": "fb", "fallback": true, "signatures": {}},
+        },
+    });
+    ok(alice.post(&node, "/keys/upload", &upload).await);
+    let first = sync(&node, &alice.token, None).await;
+    assert_eq!(
+        key_counts(&first),
+        (Some(2), Some(json!(["signed_curve25519"])))
+    );
+
+    // An answer that only brings a room message (nothing of alice's own data changed).
+    send_text(&node, &bob.token, &room, "t1", "hello").await;
+    let second = sync(&node, &alice.token, Some(&next_batch(&first))).await;
+    assert!(second["rooms"]["join"][&room].is_object(), "{second}");
+    assert_eq!(
+        key_counts(&second),
+        (Some(2), Some(json!(["signed_curve25519"])))
+    );
+
+    // Bob claims a one-time key: the next answer has the new count, and so does the one after,
+    // which again only brings a message.
+    let claim = json!({"one_time_keys": {alice.user_id.clone(): {
+        alice.device_id.clone(): "signed_curve25519"
+    }}});
+    ok(bob.post(&node, "/keys/claim", &claim).await);
+    let third = sync(&node, &alice.token, Some(&next_batch(&second))).await;
+    assert_eq!(
+        key_counts(&third),
+        (Some(1), Some(json!(["signed_curve25519"])))
+    );
+    send_text(&node, &bob.token, &room, "t2", "again").await;
+    let fourth = sync(&node, &alice.token, Some(&next_batch(&third))).await;
+    assert!(fourth["rooms"]["join"][&room].is_object(), "{fourth}");
+    assert_eq!(
+        key_counts(&fourth),
+        (Some(1), Some(json!(["signed_curve25519"])))
+    );
+
+    // The last one-time key and then the fallback key are handed out.
+    ok(bob.post(&node, "/keys/claim", &claim).await);
+    ok(bob.post(&node, "/keys/claim", &claim).await);
+    send_text(&node, &bob.token, &room, "t3", "once more").await;
+    let fifth = sync(&node, &alice.token, Some(&next_batch(&fourth))).await;
+    assert_eq!(key_counts(&fifth), (Some(0), Some(json!([]))));
 }

@@ -142,6 +142,14 @@ async fn build(
     let incremental = since.is_some() && !full_state;
     let global_due =
         !incremental || notifier.global_due(&caller.user_id, &caller.device_id, ctx.from);
+    // In every answer (the spec allows leaving the counts out only when no key is left).
+    let counts = node
+        .userdata()
+        .keys()
+        .sync_counts(&caller.user_id, &caller.device_id, global_due, upto)
+        .await?;
+    response.device_one_time_keys_count = counts.one_time;
+    response.device_unused_fallback_key_types = Some(counts.unused_fallback);
     if incremental
         && !ctx.typing_changed
         && !global_due
@@ -194,12 +202,6 @@ async fn build(
         response.account_data.events = global.account_data;
         response.to_device.events = global.to_device;
         response.device_lists.changed = global.device_lists_changed;
-        response.device_one_time_keys_count = global.one_time_keys_count;
-        let keys = node.userdata().keys();
-        let unused_fallback = keys
-            .unused_fallback_key_types(&caller.user_id, &caller.device_id)
-            .await?;
-        response.device_unused_fallback_key_types = Some(unused_fallback);
         response.presence.events = global.presence;
     }
     Ok(response)

@@ -14,7 +14,8 @@
 mod cross_signing;
 mod signed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use ruma::api::client::keys::claim_keys::v3::OneTimeKeys;
 use ruma::encryption::{DeviceKeys, OneTimeKey};
@@ -28,6 +29,7 @@ use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Write, commit, raw, user_ids};
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
+use crate::sync::lock;
 
 pub use cross_signing::{CrossSigning, CrossSigningError, QueriedSigningKeys};
 
@@ -50,6 +52,19 @@ pub struct QueriedKeys {
     pub signing_keys: QueriedSigningKeys,
 }
 
+/// What every `/sync` answer tells a device about its own keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceKeyCounts {
+    /// Unclaimed one-time keys by algorithm (`signed_curve25519` always present).
+    pub one_time: BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    /// Algorithms of fallback keys no claim has handed out yet.
+    pub unused_fallback: Vec<OneTimeKeyAlgorithm>,
+}
+
+/// The counts last read for each device, with the stream position of the `/sync` that read
+/// them.
+type CountsByDevice = HashMap<OwnedUserId, HashMap<OwnedDeviceId, (i64, DeviceKeyCounts)>>;
+
 /// The key store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -57,6 +72,7 @@ pub struct Keys {
     stream: StreamWriter,
     memberships: Memberships,
     cross_signing: CrossSigning,
+    sync_counts: Arc<Mutex<CountsByDevice>>,
 }
 
 impl Keys {
@@ -66,7 +82,42 @@ impl Keys {
             pool,
             stream,
             memberships,
+            sync_counts: Arc::default(),
         }
+    }
+
+    /// The device's key counts for a `/sync` answer covering the stream up to `upto`. Every
+    /// change of them (an upload, a claim) marks the owner's global data as changed, so with
+    /// `fresh` (the caller's global data changed since its token) they are read from the store,
+    /// and otherwise the counts last read are answered without asking the database (read once
+    /// if this run has none). A read never replaces one made for a later position.
+    pub async fn sync_counts(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        fresh: bool,
+        upto: i64,
+    ) -> Result<DeviceKeyCounts, StoreError> {
+        if !fresh
+            && let Some((_, counts)) = lock(&self.sync_counts)
+                .get(user)
+                .and_then(|devices| devices.get(device))
+        {
+            return Ok(counts.clone());
+        }
+        let counts = DeviceKeyCounts {
+            one_time: self.counts(user, device).await?,
+            unused_fallback: self.unused_fallback_key_types(user, device).await?,
+        };
+        let mut known = lock(&self.sync_counts);
+        let devices = known.entry(user.to_owned()).or_default();
+        match devices.get(device) {
+            Some((pos, newer)) if *pos > upto => return Ok(newer.clone()),
+            _ => {
+                devices.insert(device.to_owned(), (upto, counts.clone()));
+            }
+        }
+        Ok(counts)
     }
 
     /// Cross-signing keys and the signatures uploaded for keys.
@@ -283,6 +334,11 @@ impl Keys {
             devices: devices.iter().map(|d| d.as_str().to_owned()).collect(),
         };
         commit(&self.stream, op, wake).await?;
+        if let Some(known) = lock(&self.sync_counts).get_mut(user) {
+            for device in devices {
+                known.remove(device);
+            }
+        }
         Ok(())
     }
 }

@@ -23,7 +23,6 @@ mod receipts;
 mod to_device;
 mod typing;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -31,9 +30,7 @@ use ruma::events::{
     AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent, AnySyncEphemeralRoomEvent, AnyToDeviceEvent,
 };
 use ruma::serde::Raw;
-use ruma::{
-    DeviceId, OneTimeKeyAlgorithm, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UInt, UserId,
-};
+use ruma::{DeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
@@ -41,8 +38,8 @@ pub use account_data::AccountData;
 pub use devices::Devices;
 pub use filters::Filters;
 pub use keys::{
-    CrossSigning, CrossSigningError, DeviceKeysByUser, KeyUpload, Keys, QueriedKeys,
-    QueriedSigningKeys,
+    CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, KeyUpload, Keys,
+    QueriedKeys, QueriedSigningKeys,
 };
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};
@@ -83,8 +80,6 @@ pub struct GlobalSync {
     pub to_device: Vec<Raw<AnyToDeviceEvent>>,
     /// Users (the syncing one, or sharing a room with them) whose devices or keys changed.
     pub device_lists_changed: Vec<OwnedUserId>,
-    /// Unclaimed one-time keys of the device, by algorithm.
-    pub one_time_keys_count: BTreeMap<OneTimeKeyAlgorithm, UInt>,
     /// Presence of the user and those sharing a room with them: all on an initial sync, else
     /// what changed.
     pub presence: Vec<Raw<ruma::events::presence::PresenceEvent>>,
@@ -202,7 +197,6 @@ impl UserData {
             } else {
                 inner.keys.changed_users(user, since, upto).await?
             },
-            one_time_keys_count: inner.keys.counts(user, device).await?,
             presence: inner.presence.changes(user, since, upto).await?,
         })
     }
