@@ -13,6 +13,7 @@ mod identity;
 mod jwt;
 mod matrix_auth;
 mod matrix_cors;
+mod matrix_cross_signing;
 mod matrix_e2ee;
 mod matrix_errors;
 mod matrix_history;
