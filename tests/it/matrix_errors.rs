@@ -530,3 +530,55 @@ async fn every_acknowledged_send_survives_a_kill() {
     // The room still works.
     send_text(&node, &alice, &room, "after", "after the kill").await;
 }
+
+#[tokio::test]
+async fn sync_refuses_bad_parameters_unknown_filters_and_tokens_with_their_errcodes() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let bob = register(&node, "bob").await;
+    for query in ["timeout=soon", "full_state=maybe", "timeout=-5"] {
+        assert_error(
+            &get(&node, &format!("{V3}/sync?{query}"), &alice).await,
+            400,
+            "M_INVALID_PARAM",
+        );
+    }
+    // A filter ID that does not exist, one of another user, and text that is no filter.
+    let path = format!("{V3}/user/{}/filter", urlencode(&user_id("bob")));
+    let bobs = ok(post(
+        &node,
+        &path,
+        &bob,
+        &json!({"room": {"timeline": {"limit": 1}}}),
+    )
+    .await);
+    let bobs = bobs["filter_id"].as_str().expect("filter_id");
+    for filter in ["999", bobs, "%7Bnot%20json"] {
+        assert_error(
+            &get(&node, &format!("{V3}/sync?filter={filter}"), &alice).await,
+            404,
+            "M_NOT_FOUND",
+        );
+    }
+    assert!(
+        get(&node, &format!("{V3}/sync?filter={bobs}"), &bob)
+            .await
+            .0
+            == 200
+    );
+    // The token in the query string is checked like the header's.
+    assert_error(
+        &call(
+            &node,
+            "GET",
+            &format!("{V3}/sync?access_token=rtm_forged"),
+            None,
+            None,
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let by_query = format!("{V3}/sync?access_token={}", urlencode(&alice));
+    assert_eq!(call(&node, "GET", &by_query, None, None).await.0, 200);
+}

@@ -137,9 +137,7 @@ where
         };
         let request = axum::http::Request::from_parts(parts, json);
 
-        let token =
-            extract_bearer_or_query_token(&request).map_err(|_| MatrixError::MissingToken)?;
-        let caller = T::Authentication::authenticate(node.accounts(), token).await?;
+        let caller = authenticate::<T::Authentication, _>(&request, node).await?;
 
         if carries_body && serde_json::from_slice::<IgnoredAny>(json).is_err() {
             return Err(MatrixError::NotJson);
@@ -155,6 +153,16 @@ where
         let body = T::try_from_http_request(request, &args).map_err(parse_error)?;
         Ok(Ruma { body, caller })
     }
+}
+
+/// The caller of `request` under authentication scheme `A`: the token from `Authorization:
+/// Bearer` or the `access_token` query parameter, checked as `A` requires.
+pub(super) async fn authenticate<A: Authentication, B>(
+    request: &axum::http::Request<B>,
+    node: &Node,
+) -> Result<A::Caller, MatrixError> {
+    let token = extract_bearer_or_query_token(request).map_err(|_| MatrixError::MissingToken)?;
+    A::authenticate(node.accounts(), token).await
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`].

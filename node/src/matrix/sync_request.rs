@@ -13,13 +13,13 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
-use ruma::api::auth_scheme::{AccessToken, extract_bearer_or_query_token};
+use ruma::api::auth_scheme::AccessToken;
 use ruma::presence::PresenceState;
 use serde::Deserialize;
 
 use super::accounts::Caller;
 use super::error::MatrixError;
-use super::extract::Authentication as _;
+use super::extract::authenticate;
 use crate::node::Node;
 
 /// A parsed, authenticated `GET /sync`.
@@ -76,9 +76,7 @@ impl FromRequest<Node> for SyncRequest {
 
     async fn from_request(req: Request, node: &Node) -> Result<Self, MatrixError> {
         let request = req.map(|_body| ());
-        let token =
-            extract_bearer_or_query_token(&request).map_err(|_| MatrixError::MissingToken)?;
-        let caller = AccessToken::authenticate(node.accounts(), token).await?;
+        let caller = authenticate::<AccessToken, _>(&request, node).await?;
         let query = SyncQuery::parse(request.uri().query().unwrap_or(""))?;
         Ok(SyncRequest { caller, query })
     }
