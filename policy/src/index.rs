@@ -119,6 +119,24 @@ pub(crate) struct ActionSlot {
     position: usize,
 }
 
+/// The policies in the buckets of `entity` and its `ancestors` (from `by_anchor`) whose scope
+/// (`scope_of`) admits `entity`.
+fn bucket(
+    by_anchor: &FastMap<EntityUID, Vec<usize>>,
+    policies: &[Compiled],
+    scope_of: impl Fn(&Compiled) -> &Scope,
+    entity: &EntityUID,
+    ancestors: &[EntityUID],
+) -> Box<[usize]> {
+    std::iter::once(entity)
+        .chain(ancestors)
+        .filter_map(|a| by_anchor.get(a))
+        .flatten()
+        .copied()
+        .filter(|&i| scope_of(&policies[i]).admits(entity, ancestors))
+        .collect()
+}
+
 impl ActionSlot {
     /// Pushes onto `out` the policies of this action whose scopes admit this principal and
     /// resource (given their ancestors in the request's slice).
@@ -159,12 +177,13 @@ impl ActionSlot {
         principal: &EntityUID,
         ancestors: &[EntityUID],
     ) -> Box<[usize]> {
-        let buckets = std::iter::once(principal).chain(ancestors);
-        let found = buckets.filter_map(|a| self.by_principal.get(a)).flatten();
-        found
-            .copied()
-            .filter(|&i| policies[i].principal.admits(principal, ancestors))
-            .collect()
+        bucket(
+            &self.by_principal,
+            policies,
+            |p| &p.principal,
+            principal,
+            ancestors,
+        )
     }
 
     /// The policies of this action in the buckets of `resource` and its `ancestors` whose
@@ -175,12 +194,13 @@ impl ActionSlot {
         resource: &EntityUID,
         ancestors: &[EntityUID],
     ) -> Box<[usize]> {
-        let buckets = std::iter::once(resource).chain(ancestors);
-        let found = buckets.filter_map(|a| self.by_resource.get(a)).flatten();
-        found
-            .copied()
-            .filter(|&i| policies[i].resource.admits(resource, ancestors))
-            .collect()
+        bucket(
+            &self.by_resource,
+            policies,
+            |p| &p.resource,
+            resource,
+            ancestors,
+        )
     }
 
     /// [`ActionSlot::candidates`] from the buckets of the principal and of the resource found

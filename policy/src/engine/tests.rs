@@ -49,10 +49,18 @@ const ENTITIES: &str = r#"[
 ]"#;
 
 fn engine(policies: &str, entities: Option<&str>) -> Result<Engine, PolicyError> {
+    engine_with_schema(SCHEMA, policies, entities)
+}
+
+fn engine_with_schema(
+    schema: &str,
+    policies: &str,
+    entities: Option<&str>,
+) -> Result<Engine, PolicyError> {
     Engine::load(&Sources {
         schema: Source {
             name: "schema.cedarschema",
-            text: SCHEMA,
+            text: schema,
         },
         policies: vec![Source {
             name: "policies.cedar",

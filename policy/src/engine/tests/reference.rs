@@ -238,21 +238,7 @@ fn stored_entities_below_synthesized_ones_inherit_their_synthesized_ancestors() 
     let policies = r#"@id("h2-is-alices")
         permit(principal, action, resource)
         when { Rethink::Hyperty::"hyperty://x/h2" in Rethink::User::"user://idp/alice" };"#;
-    let engine = Engine::load(&Sources {
-        schema: Source {
-            name: "schema.cedarschema",
-            text: &schema,
-        },
-        policies: vec![Source {
-            name: "p.cedar",
-            text: policies,
-        }],
-        entities: Some(Source {
-            name: "entities.json",
-            text: entities,
-        }),
-    })
-    .unwrap();
+    let engine = engine_with_schema(&schema, policies, Some(entities)).unwrap();
     let q = query(
         Principal {
             address: "hyperty://x/h1",
@@ -359,21 +345,7 @@ fn chains_literals_and_context_only_conditions_decide_like_cedar() {
         forbid(principal, action, resource)
         when { context.rate_per_minute > 1000 };
     "#;
-    let engine = Engine::load(&Sources {
-        schema: Source {
-            name: "schema.cedarschema",
-            text: &schema,
-        },
-        policies: vec![Source {
-            name: "p.cedar",
-            text: policies,
-        }],
-        entities: Some(Source {
-            name: "entities.json",
-            text: entities,
-        }),
-    })
-    .unwrap();
+    let engine = engine_with_schema(&schema, policies, Some(entities)).unwrap();
     let mut decided = Vec::new();
     for user in ["alice", "boss", "eve", "dan"] {
         let user = format!("user://idp/{user}");
