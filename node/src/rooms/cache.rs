@@ -199,6 +199,36 @@ impl RoomCaches {
             .cloned()
     }
 
+    /// Whether a membership of `user` changed after position `after`, or a room `user` is joined
+    /// to has a state event after it (or may have: its recent events do not reach back that
+    /// far). Allocates nothing; locks the memberships, then the recent events (`committed` never
+    /// holds both).
+    pub fn state_changed_since(&self, user: &UserId, after: i64) -> bool {
+        let memberships = lock(&self.inner.memberships);
+        let Some(rooms) = memberships.get(user) else {
+            return false;
+        };
+        if rooms.values().any(|row| row.stream > after) {
+            return true;
+        }
+        let recent = lock(&self.inner.recent);
+        rooms
+            .iter()
+            .filter(|(_, row)| row.membership == "join")
+            .any(|(room, _)| match recent.get(room) {
+                None => after < self.inner.start,
+                Some(entry) => {
+                    after < entry.complete_from
+                        || entry
+                            .events
+                            .iter()
+                            .rev()
+                            .take_while(|p| p.stream > after)
+                            .any(|p| p.state_key().is_some())
+                }
+            })
+    }
+
     /// Marks a room forgotten by `user`.
     pub fn forget(&self, user: &UserId, room: &RoomId) {
         if let Some(row) = lock(&self.inner.memberships)
