@@ -9,9 +9,12 @@
 //! owner (and the owner) are woken, so that `/sync` reports `device_lists.changed` and
 //! `GET /keys/changes` answers between two tokens. Cross-signing keys and signatures
 //! ([`CrossSigning`], in `keys/cross_signing.rs`) are device-list changes too; a query answers
-//! them with the device keys, the signatures uploaded for a key merged into it.
+//! them with the device keys, the signatures uploaded for a key merged into it. Memberships change
+//! device lists as well: who now shares an encrypted room with a user, and who shares none any
+//! more ([`DeviceListChanges`], in `keys/device_lists.rs`).
 
 mod cross_signing;
+mod device_lists;
 mod signed;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +35,7 @@ use crate::stream::StreamWriter;
 use crate::sync::lock;
 
 pub use cross_signing::{CrossSigning, CrossSigningError, QueriedSigningKeys};
+pub use device_lists::DeviceListChanges;
 
 /// What one `POST /keys/upload` carries (checked by the handler).
 #[derive(Debug, Default)]

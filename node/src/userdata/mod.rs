@@ -38,8 +38,8 @@ pub use account_data::AccountData;
 pub use devices::Devices;
 pub use filters::Filters;
 pub use keys::{
-    CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, KeyUpload, Keys,
-    QueriedKeys, QueriedSigningKeys,
+    CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, DeviceListChanges,
+    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys,
 };
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};
