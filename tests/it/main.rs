@@ -14,6 +14,7 @@ mod jwt;
 mod matrix_auth;
 mod matrix_cors;
 mod matrix_cross_signing;
+mod matrix_device_lists;
 mod matrix_e2ee;
 mod matrix_errors;
 mod matrix_history;

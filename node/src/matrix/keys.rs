@@ -1,12 +1,21 @@
 //! `POST /keys/upload`, `POST /keys/query`, `POST /keys/claim` and `GET /keys/changes`:
 //! end-to-end encryption keys of devices. Uploaded device keys must name the caller's user and
 //! device. A query also answers the users' cross-signing keys, which [`cross_signing`] serves.
+//!
+//! Device lists: `GET /keys/changes` and an incremental `/sync` report the users whose keys
+//! changed or who now share an encrypted room with the caller (`changed`), and those who share
+//! none any more (`left`; never in `changed`). `/sync` asks the database for the membership part
+//! only when the room caches say that the caller's memberships, or the state of a room they are
+//! joined to, changed since the token (a look at memory): syncs that bring only messages read
+//! nothing more from the database.
 
 pub(super) mod cross_signing;
 
 use axum::extract::State;
 use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+use ruma::api::client::sync::sync_events::DeviceLists;
 
+use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
 use super::token;
@@ -75,10 +84,38 @@ pub(crate) async fn get_key_changes(
 ) -> MatrixResult<get_key_changes::v3::Response> {
     let from = token::position(&req.body.from)?;
     let to = token::position(&req.body.to)?;
-    let keys = node.userdata().keys();
-    let changed = keys.changed_users(&req.caller.user_id, from, to).await?;
+    let changes = node
+        .userdata()
+        .keys()
+        .device_list_changes(&req.caller.user_id, from, to)
+        .await?;
     Ok(RumaResponse(get_key_changes::v3::Response::new(
-        changed,
-        Vec::new(),
+        changes.changed,
+        changes.left,
     )))
+}
+
+/// Adds to the device lists of an incremental `/sync` from `since` (holding the key changes, if
+/// read) the membership changes up to `upto`, when the caller's memberships or the state of
+/// their rooms changed since `since` (otherwise there are none, and nothing is read).
+pub(super) async fn sync_membership_changes(
+    node: &Node,
+    caller: &Caller,
+    since: i64,
+    upto: i64,
+    lists: &mut DeviceLists,
+) -> Result<(), MatrixError> {
+    let user = &caller.user_id;
+    if !node.rooms().caches().state_changed_since(user, since) {
+        return Ok(());
+    }
+    let changes = node
+        .userdata()
+        .keys()
+        .shared_room_changes(user, since, upto)
+        .await?
+        .with_key_changes(std::mem::take(&mut lists.changed));
+    lists.changed = changes.changed;
+    lists.left = changes.left;
+    Ok(())
 }

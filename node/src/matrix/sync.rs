@@ -204,6 +204,10 @@ async fn build(
         response.device_lists.changed = global.device_lists_changed;
         response.presence.events = global.presence;
     }
+    if since.is_some() {
+        let lists = &mut response.device_lists;
+        super::keys::sync_membership_changes(node, caller, ctx.from, upto, lists).await?;
+    }
     Ok(response)
 }
 
