@@ -14,6 +14,7 @@
 
 mod cli;
 mod client;
+mod cpu;
 mod deliveries;
 mod http;
 mod matrix_client;

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::MatrixConfig;
+use crate::cpu::{CpuMark, CpuUse};
 use crate::deliveries;
 use crate::http::HttpConn;
 use crate::matrix_client::{self, ApiError, User};
@@ -77,7 +78,7 @@ pub(crate) async fn run(cfg: &MatrixConfig) -> Result<MatrixReport, MatrixLoadEr
     let (population, syncs, setup) = set_up(cfg, &authority, &node).await?;
     let rss_connected = node.rss_mib();
 
-    let (stats, rss_end) = load(cfg, &authority, &population, syncs, &node).await;
+    let (stats, rss_end, cpu) = load(cfg, &authority, &population, syncs, &node).await;
 
     let figures = deliveries::account(&stats.sent, &stats.deliveries);
     let measured_secs = cfg.duration.as_secs_f64();
@@ -111,6 +112,7 @@ pub(crate) async fn run(cfg: &MatrixConfig) -> Result<MatrixReport, MatrixLoadEr
         errors: stats.errors,
         failures,
         rss: Rss::new(rss_start, rss_connected, rss_end, sampler.stop()),
+        cpu,
     })
 }
 
@@ -199,7 +201,7 @@ async fn set_up(
 /// A sync without `since` (and without waiting): the user's starting `next_batch`.
 async fn initial_sync(conn: &mut HttpConn, user: &User) -> Result<String, ApiError> {
     let step = "initial sync";
-    let path = matrix_client::sync_path(None, 0);
+    let path = matrix_client::SyncPath::new(0).path(None);
     let r = conn
         .request(hyper::Method::GET, &path, Some(&user.token), None)
         .await
@@ -270,14 +272,15 @@ where
 }
 
 /// The load itself: receivers parked in `/sync`, senders for warm-up + measured time,
-/// then the drain. Returns the merged statistics and the RSS after the drain.
+/// then the drain. Returns the merged statistics, the RSS after the drain and the CPU used
+/// over the measured window.
 async fn load(
     cfg: &MatrixConfig,
     authority: &Arc<str>,
     population: &Population,
     syncs: Vec<(HttpConn, String)>,
     node: &NodeUnderTest,
-) -> (TaskStats, Option<f64>) {
+) -> (TaskStats, Option<f64>, CpuUse) {
     let epoch = Instant::now();
     let shared = Shared {
         authority: Arc::clone(authority),
@@ -332,7 +335,10 @@ async fn load(
         })
         .collect();
 
+    tokio::time::sleep_until((epoch + cfg.warmup).into()).await;
+    let window_start = CpuMark::now(node.pid());
     tokio::time::sleep_until((epoch + cfg.warmup + cfg.duration).into()).await;
+    let cpu = window_start.until(CpuMark::now(node.pid()), cfg.duration);
     let _ = stop_sends.send(true);
     let mut stats = TaskStats::default();
     for task in senders {
@@ -351,7 +357,7 @@ async fn load(
     for task in receivers {
         collect(&mut stats, task.await);
     }
-    (stats, rss_end)
+    (stats, rss_end, cpu)
 }
 
 /// Merges a finished task's statistics, or notes that it failed.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::cli::MatrixConfig;
+use crate::cpu::CpuUse;
 use crate::report::{
     Rss, errors_json, round2, summary_json, write_errors, write_failures, write_latency, write_node,
 };
@@ -25,6 +26,8 @@ pub(crate) struct MatrixReport {
     pub(crate) errors: BTreeMap<u16, ErrorStat>,
     pub(crate) failures: Vec<String>,
     pub(crate) rss: Rss,
+    /// CPU over the measured window.
+    pub(crate) cpu: CpuUse,
 }
 
 /// One setup phase: how many requests, how long, the node's RSS after it.
@@ -144,6 +147,11 @@ impl MatrixReport {
             "failures": self.failures.len(),
             "first_failures": self.failures.iter().take(5).collect::<Vec<_>>(),
             "rss_mib": self.rss.to_json(),
+            "cpu": {
+                "node_cores": self.cpu.node_cores.map(round2),
+                "node_us_per_send": self.cpu.node_us_per_op(t.sends_per_sec).map(round2),
+                "bench_cores": self.cpu.bench_cores.map(round2),
+            },
         })
     }
 }
@@ -160,6 +168,16 @@ fn write_phase(f: &mut fmt::Formatter<'_>, label: &str, what: &str, p: Phase) ->
         Some(rss) => writeln!(f, ", node RSS {rss:.2} MiB after"),
         None => writeln!(f),
     }
+}
+
+/// The CPU line: the node's cores and CPU per send, the bench's cores.
+fn write_cpu(f: &mut fmt::Formatter<'_>, cpu: &CpuUse, sends_per_sec: f64) -> fmt::Result {
+    let cores = |c: Option<f64>| c.map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}"));
+    write!(f, "  cpu          node {} cores", cores(cpu.node_cores))?;
+    if let Some(us) = cpu.node_us_per_op(sends_per_sec) {
+        write!(f, " ({us:.0} µs per send)")?;
+    }
+    writeln!(f, ", bench {} cores", cores(cpu.bench_cores))
 }
 
 impl fmt::Display for MatrixReport {
@@ -236,6 +254,7 @@ impl fmt::Display for MatrixReport {
             )?;
         }
         write_failures(f, &self.failures, "failure(s)")?;
+        write_cpu(f, &self.cpu, t.sends_per_sec)?;
         self.rss.write_line(f)?;
         if self.node_pid.is_none() {
             write!(f, " (pass --node-pid to read it)")?;
@@ -321,6 +340,10 @@ mod tests {
             )]),
             failures: vec![],
             rss: Rss::new(Some(25.0), Some(30.0), Some(35.5), None),
+            cpu: CpuUse {
+                node_cores: Some(1.3),
+                bench_cores: Some(0.5),
+            },
         }
     }
 
@@ -339,6 +362,9 @@ mod tests {
         assert_eq!(t["missing"], 10);
         assert_eq!(v["errors"]["429"]["count"], 1);
         assert_eq!(v["rss_mib"]["peak"], 35.5);
+        assert_eq!(v["cpu"]["node_cores"], 1.3);
+        assert_eq!(v["cpu"]["node_us_per_send"], 3250.0);
+        assert_eq!(v["cpu"]["bench_cores"], 0.5);
     }
 
     #[test]
@@ -359,6 +385,10 @@ mod tests {
         );
         assert!(
             text.contains("start 25.00, connected 30.00, end 35.50"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cpu          node 1.30 cores (3250 µs per send), bench 0.50 cores"),
             "{text}"
         );
         let line = |label: &str| {
