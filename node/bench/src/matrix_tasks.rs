@@ -198,11 +198,12 @@ pub(crate) async fn sync_loop(
     let mut stats = TaskStats::default();
     let mut seen: HashSet<u64> = HashSet::new();
     let who = format!("sync of {}", user.user_id);
+    let sync_path = matrix_client::SyncPath::new(SYNC_TIMEOUT_MS);
     loop {
         if *stop.borrow_and_update() {
             break;
         }
-        let path = matrix_client::sync_path(Some(&since), SYNC_TIMEOUT_MS);
+        let path = sync_path.path(Some(&since));
         let answer = tokio::select! {
             answer = conn.request(Method::GET, &path, Some(&user.token), None) => answer,
             _ = stop.changed() => break,
