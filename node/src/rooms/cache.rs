@@ -45,10 +45,13 @@ struct Messages {
 impl Messages {
     fn push(&mut self, sender: &UserId, pos: i64) {
         self.all.push_back(pos);
-        self.by_sender
-            .entry(sender.to_owned())
-            .or_default()
-            .push_back(pos);
+        match self.by_sender.get_mut(sender) {
+            Some(list) => list.push_back(pos),
+            None => {
+                self.by_sender
+                    .insert(sender.to_owned(), VecDeque::from([pos]));
+            }
+        }
         if self.all.len() > MAX_MESSAGES {
             let dropped = self.all.drain(..DROP_MESSAGES).next_back();
             if let Some(last) = dropped {
@@ -87,7 +90,7 @@ struct Inner {
     messages: Mutex<HashMap<OwnedRoomId, Messages>>,
     /// (user, room, floor, bound) → events from others in `(floor, bound]` (from the database).
     counted: Mutex<HashMap<(OwnedUserId, OwnedRoomId, i64, i64), u64>>,
-    read_marks: Mutex<HashMap<(OwnedUserId, OwnedRoomId), ReadMark>>,
+    read_marks: Mutex<HashMap<OwnedUserId, HashMap<OwnedRoomId, ReadMark>>>,
 }
 
 /// The caches. Cheap to clone.
@@ -276,12 +279,21 @@ impl RoomCaches {
     /// The remembered read position of `user` in `room`.
     pub fn read_mark(&self, user: &UserId, room: &RoomId) -> Option<ReadMark> {
         lock(&self.inner.read_marks)
-            .get(&(user.to_owned(), room.to_owned()))
+            .get(user)
+            .and_then(|rooms| rooms.get(room))
             .copied()
     }
 
     pub fn remember_read_mark(&self, user: &UserId, room: &RoomId, mark: ReadMark) {
-        lock(&self.inner.read_marks).insert((user.to_owned(), room.to_owned()), mark);
+        let mut marks = lock(&self.inner.read_marks);
+        match marks.get_mut(user) {
+            Some(rooms) => {
+                rooms.insert(room.to_owned(), mark);
+            }
+            None => {
+                marks.insert(user.to_owned(), HashMap::from([(room.to_owned(), mark)]));
+            }
+        }
     }
 
     /// The room's events in `(after, upto]`, oldest first, if the cache holds all of them.

@@ -36,8 +36,9 @@ struct RoomMarks {
 struct Marks {
     users: HashMap<OwnedUserId, UserMarks>,
     rooms: HashMap<OwnedRoomId, RoomMarks>,
-    /// Per device: the `since` of the last sync that read the user's global data.
-    global_read: HashMap<(OwnedUserId, OwnedDeviceId), i64>,
+    /// Per user and device: the `since` of the last sync that read the user's global data.
+    /// (Nested maps: a lookup by borrowed ids, without allocating a key, on every sync.)
+    global_read: HashMap<OwnedUserId, HashMap<OwnedDeviceId, i64>>,
 }
 
 /// Change marks and wake-ups.
@@ -68,19 +69,18 @@ impl Notifier {
         let mut marks = lock(&self.marks);
         let global = touch.room_events.is_none() && touch.room_extras.is_none();
         for user in &touch.users {
-            let m = marks.users.entry(user.clone()).or_default();
-            m.any = m.any.max(pos);
-            if global {
-                m.global = m.global.max(pos);
-            }
+            update(&mut marks.users, user, |m| {
+                m.any = m.any.max(pos);
+                if global {
+                    m.global = m.global.max(pos);
+                }
+            });
         }
         if let Some(room) = &touch.room_events {
-            let m = marks.rooms.entry(room.clone()).or_default();
-            m.events = m.events.max(pos);
+            update(&mut marks.rooms, room, |m| m.events = m.events.max(pos));
         }
         if let Some(room) = &touch.room_extras {
-            let m = marks.rooms.entry(room.clone()).or_default();
-            m.extras = m.extras.max(pos);
+            update(&mut marks.rooms, room, |m| m.extras = m.extras.max(pos));
         }
     }
 
@@ -104,7 +104,8 @@ impl Notifier {
         let changed = marks.users.get(user).map_or(0, |m| m.global);
         let last_read = marks
             .global_read
-            .get(&(user.to_owned(), device.to_owned()))
+            .get(user)
+            .and_then(|devices| devices.get(device))
             .copied()
             .unwrap_or(i64::MIN);
         changed > since || changed > last_read
@@ -112,9 +113,9 @@ impl Notifier {
 
     /// Records that a sync of `device` from `since` read `user`'s global data.
     pub fn global_read(&self, user: &UserId, device: &DeviceId, since: i64) {
-        lock(&self.marks)
-            .global_read
-            .insert((user.to_owned(), device.to_owned()), since);
+        update(&mut lock(&self.marks).global_read, user, |devices| {
+            update(devices, device, |read| *read = since);
+        });
     }
 
     /// Whether `room` may have new events, or changed per-room data, after `since`.
@@ -168,6 +169,24 @@ impl Notifier {
             if let Some(sender) = waiting.get(user) {
                 sender.send_modify(|_| {});
             }
+        }
+    }
+}
+
+/// Applies `change` to the value of `key` in `map`, inserted as the default if missing; the key
+/// is cloned only then (marks change for every member of a room at every event).
+fn update<K, Q, V>(map: &mut HashMap<K, V>, key: &Q, change: impl FnOnce(&mut V))
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    V: Default,
+{
+    match map.get_mut(key) {
+        Some(value) => change(value),
+        None => {
+            let mut value = V::default();
+            change(&mut value);
+            map.insert(key.to_owned(), value);
         }
     }
 }
