@@ -20,13 +20,14 @@
 mod notifier;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ruma::{OwnedRoomId, OwnedUserId};
 use sqlx::Acquire as _;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use notifier::Notifier;
@@ -98,11 +99,22 @@ struct Pending {
     done: oneshot::Sender<Result<i64, StoreError>>,
 }
 
+/// What the writer task shares with its handles: the visible position, and whether ops are
+/// queued or being committed (with a signal at every commit).
+#[derive(Debug)]
+struct Progress {
+    visible: AtomicI64,
+    /// Ops submitted and not yet answered.
+    pending: AtomicUsize,
+    /// Notified after every group's positions became visible.
+    committed: Notify,
+}
+
 /// A cheap-clone handle to the stream writer task.
 #[derive(Clone)]
 pub struct StreamWriter {
     tx: mpsc::Sender<Pending>,
-    visible: Arc<AtomicI64>,
+    progress: Arc<Progress>,
     notifier: Arc<Notifier>,
 }
 
@@ -121,7 +133,11 @@ impl StreamWriter {
             .fetch_optional(&pool)
             .await?
             .unwrap_or(0);
-        let visible = Arc::new(AtomicI64::new(head));
+        let progress = Arc::new(Progress {
+            visible: AtomicI64::new(head),
+            pending: AtomicUsize::new(0),
+            committed: Notify::new(),
+        });
         let notifier = Arc::new(Notifier::new(head));
         tracing::debug!(head, "matrix stream opened");
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -129,13 +145,13 @@ impl StreamWriter {
             pool,
             rx,
             head,
-            Arc::clone(&visible),
+            Arc::clone(&progress),
             Arc::clone(&notifier),
         ));
         Ok((
             StreamWriter {
                 tx,
-                visible,
+                progress,
                 notifier,
             },
             task,
@@ -160,21 +176,42 @@ impl StreamWriter {
         hook: Option<CommitHook>,
     ) -> Result<Committed, StoreError> {
         let (done, committed) = oneshot::channel();
-        self.tx
+        self.progress.pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self
+            .tx
             .send(Pending {
                 op,
                 touch,
                 hook,
                 done,
             })
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
+            .await;
+        if sent.is_err() {
+            self.progress.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::WriterStopped);
+        }
         Ok(Committed(committed))
     }
 
     /// Every position up to this one is committed.
     pub fn visible(&self) -> i64 {
-        self.visible.load(Ordering::Acquire)
+        self.progress.visible.load(Ordering::Acquire)
+    }
+
+    /// If writes are queued or being committed, waits (at most `max`) until the next group of
+    /// them is visible; returns at once otherwise. A woken `/sync` calls this before building
+    /// its answer: under load, one answer then carries the writes of the group committing at
+    /// wake-up time instead of a second answer following a moment later; on an idle node it
+    /// costs nothing.
+    pub async fn settled(&self, max: Duration) {
+        let committed = self.progress.committed.notified();
+        tokio::pin!(committed);
+        // Registered before the check, so a commit in between is not missed.
+        committed.as_mut().enable();
+        if self.progress.pending.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(max, committed).await;
     }
 
     /// Wakes long-polling requests.
@@ -213,7 +250,7 @@ async fn run(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Pending>,
     mut head: i64,
-    visible: Arc<AtomicI64>,
+    progress: Arc<Progress>,
     notifier: Arc<Notifier>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -230,7 +267,9 @@ async fn run(
                         }
                     }
                 }
-                visible.store(head, Ordering::Release);
+                progress.visible.store(head, Ordering::Release);
+                progress.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                progress.committed.notify_waiters();
                 for (pending, result) in batch.drain(..).zip(results) {
                     if let Ok(pos) = result {
                         notifier.wake(&pending.touch.users, pos);
@@ -240,6 +279,8 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, "stream commit failed");
+                progress.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                progress.committed.notify_waiters();
                 for pending in batch.drain(..) {
                     let _ = pending
                         .done
@@ -392,5 +433,77 @@ mod tests {
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         assert!(results[1].is_err());
         assert_eq!(values, vec![1, 2, 1002]);
+    }
+
+    /// Takes `delay` before committing (nothing written).
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl StreamOp for Slow {
+        fn apply<'c>(
+            self: Box<Self>,
+            _conn: &'c mut SqliteConnection,
+            _pos: i64,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                Ok(())
+            })
+        }
+
+        fn needs_savepoint(&self) -> bool {
+            false
+        }
+    }
+
+    async fn writer() -> (TempDir, StreamWriter) {
+        let dir = TempDir::new().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let (stream, _task) = StreamWriter::start(store.pool().clone()).await.unwrap();
+        (dir, stream)
+    }
+
+    #[tokio::test]
+    async fn settled_returns_at_once_when_nothing_is_being_written() {
+        let (_dir, stream) = writer().await;
+        stream.flush().await.unwrap();
+        let started = std::time::Instant::now();
+        stream.settled(Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_the_group_being_committed() {
+        let (_dir, stream) = writer().await;
+        let before = stream.visible();
+        let slow = Slow {
+            delay: Duration::from_millis(200),
+        };
+        let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
+        let started = std::time::Instant::now();
+        stream.settled(Duration::from_secs(10)).await;
+        assert_eq!(stream.visible(), before + 1, "returned before the commit");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(committed.wait().await.unwrap(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_no_longer_than_asked() {
+        let (_dir, stream) = writer().await;
+        let before = stream.visible();
+        let slow = Slow {
+            delay: Duration::from_secs(3),
+        };
+        let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
+        let started = std::time::Instant::now();
+        stream.settled(Duration::from_millis(50)).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            stream.visible(),
+            before,
+            "the slow op is still being committed"
+        );
+        assert_eq!(committed.wait().await.unwrap(), before + 1);
     }
 }
