@@ -222,17 +222,31 @@ fn outgoing<R: OutgoingResponse>(response: R, expected: StatusCode) -> Response 
 fn serialized<R: OutgoingResponse>(response: R, expected: StatusCode) -> Response {
     match response.try_into_http_response::<Vec<u8>>() {
         Ok(http) => http.map(Body::from),
-        Err(e) => {
-            tracing::error!(error = %e, status = %expected, "cannot serialize a matrix response");
-            let body = r#"{"errcode":"M_UNKNOWN","error":"internal server error"}"#;
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
-        }
+        Err(e) => unserializable(&e, expected),
     }
+}
+
+/// A 200 answer with a JSON `body` serialized by the caller, with the CORS headers.
+pub(super) fn json_ok(body: Vec<u8>) -> Response {
+    let mut answer = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    super::cors::add_headers(answer.headers_mut());
+    answer
+}
+
+/// The answer to a response that could not be serialized (a bug): logged, a bare 500.
+pub(super) fn unserializable(error: &dyn std::fmt::Display, expected: StatusCode) -> Response {
+    tracing::error!(error = %error, status = %expected, "cannot serialize a matrix response");
+    let body = r#"{"errcode":"M_UNKNOWN","error":"internal server error"}"#;
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// The result of a Matrix handler.

@@ -36,6 +36,7 @@ mod register;
 mod room;
 pub mod subject;
 mod sync;
+mod sync_answer;
 mod sync_request;
 mod to_device;
 mod token;

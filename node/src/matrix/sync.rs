@@ -32,9 +32,10 @@ use ruma::{OwnedRoomId, UInt};
 use tokio::time::Instant;
 
 use super::accounts::Caller;
-use super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::error::MatrixError;
 use super::event_filter;
 use super::events::page;
+use super::sync_answer::SyncAnswer;
 use super::sync_request::SyncRequest;
 use super::token::{self, SyncToken};
 use crate::node::Node;
@@ -59,7 +60,10 @@ const INVITE_STATE_TYPES: [&str; 6] = [
     "m.room.encryption",
 ];
 
-pub(crate) async fn sync(State(node): State<Node>, req: SyncRequest) -> MatrixResult<v3::Response> {
+pub(crate) async fn sync(
+    State(node): State<Node>,
+    req: SyncRequest,
+) -> Result<SyncAnswer, MatrixError> {
     let caller = req.caller;
     let b = req.query;
     let filter = match &b.filter {
@@ -89,17 +93,17 @@ pub(crate) async fn sync(State(node): State<Node>, req: SyncRequest) -> MatrixRe
             && response.to_device.is_empty()
             && response.device_lists.is_empty();
         if since.is_none() || b.full_state || !empty || Instant::now() >= deadline {
-            return Ok(RumaResponse(response));
+            return Ok(SyncAnswer(response));
         }
         tokio::select! {
             changed = wake.changed() => {
                 if changed.is_err() {
-                    return Ok(RumaResponse(response));
+                    return Ok(SyncAnswer(response));
                 }
                 node.stream().settled(SETTLE_AT_MOST).await;
             }
-            () = tokio::time::sleep_until(deadline) => return Ok(RumaResponse(response)),
-            () = node.shutdown_token().cancelled() => return Ok(RumaResponse(response)),
+            () = tokio::time::sleep_until(deadline) => return Ok(SyncAnswer(response)),
+            () = node.shutdown_token().cancelled() => return Ok(SyncAnswer(response)),
         }
     }
 }
