@@ -275,12 +275,14 @@ impl Rooms {
             .as_ref()
             .and(pdu.state_key())
             .and_then(|k| UserId::parse(k).ok());
-        let mut audience = room.audience();
-        if let Some(target) = &target
-            && !audience.contains(target)
-        {
-            audience.push(target.clone());
-        }
+        let audience = match &target {
+            Some(target) if !room.audience().contains(target) => {
+                let mut with_target = room.audience().to_vec();
+                with_target.push(target.clone());
+                with_target.into()
+            }
+            _ => room.audience(),
+        };
         // The redacted target, for the room's state and the caches.
         let redacted = match &redaction {
             Some(r) => Some(

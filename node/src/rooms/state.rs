@@ -27,6 +27,8 @@ pub struct RoomState {
     state: HashMap<(StateEventType, String), Arc<Pdu>>,
     by_id: HashMap<OwnedEventId, Arc<Pdu>>,
     members: HashMap<OwnedUserId, MembershipState>,
+    /// The members joined or invited (see [`RoomState::audience`]), kept with `members`.
+    audience: Arc<[OwnedUserId]>,
     last: Option<Arc<Pdu>>,
     /// The recent client transactions.
     pub(super) txns: TxnWindow,
@@ -57,6 +59,7 @@ impl RoomState {
             state: HashMap::new(),
             by_id: HashMap::new(),
             members: HashMap::new(),
+            audience: Arc::from([]),
             last: None,
             txns: TxnWindow::default(),
             authorized: HashSet::new(),
@@ -98,6 +101,12 @@ impl RoomState {
             && let (Ok(user), Some(membership)) = (UserId::parse(state_key), membership_of(&pdu))
         {
             self.members.insert(user, membership);
+            self.audience = self
+                .members
+                .iter()
+                .filter(|(_, m)| matches!(m, MembershipState::Join | MembershipState::Invite))
+                .map(|(u, _)| u.clone())
+                .collect();
         }
         let key = (
             StateEventType::from(pdu.kind().to_string()),
@@ -139,12 +148,8 @@ impl RoomState {
     }
 
     /// Users joined or invited: who hears about a new event.
-    pub fn audience(&self) -> Vec<OwnedUserId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| matches!(m, MembershipState::Join | MembershipState::Invite))
-            .map(|(u, _)| u.clone())
-            .collect()
+    pub fn audience(&self) -> Arc<[OwnedUserId]> {
+        Arc::clone(&self.audience)
     }
 
     /// The forward extremity and the depth of the next event.

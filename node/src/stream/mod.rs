@@ -70,9 +70,10 @@ impl Committed {
 
 /// What a committed op concerns: the users to wake (and mark as changed), and the room whose
 /// events or whose per-room data (receipts, room account data) it changes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Touch {
-    pub users: Vec<OwnedUserId>,
+    /// Shared: a room's audience is the same list for every event until its membership changes.
+    pub users: Arc<[OwnedUserId]>,
     /// A room event was added to this room.
     pub room_events: Option<OwnedRoomId>,
     /// Per-room user data of this room changed.
@@ -83,8 +84,9 @@ impl Touch {
     /// Global per-user data of `users` changed (account data, to-device, keys).
     pub fn users(users: Vec<OwnedUserId>) -> Self {
         Touch {
-            users,
-            ..Touch::default()
+            users: users.into(),
+            room_events: None,
+            room_extras: None,
         }
     }
 }

@@ -68,7 +68,7 @@ impl Notifier {
     pub(crate) fn touch(&self, touch: &Touch, pos: i64) {
         let mut marks = lock(&self.marks);
         let global = touch.room_events.is_none() && touch.room_extras.is_none();
-        for user in &touch.users {
+        for user in touch.users.iter() {
             update(&mut marks.users, user, |m| {
                 m.any = m.any.max(pos);
                 if global {
@@ -209,7 +209,7 @@ mod tests {
         assert!(!n.user_changed(alice, 10));
         n.touch(
             &Touch {
-                users: vec![alice.to_owned()],
+                users: vec![alice.to_owned()].into(),
                 room_events: Some(room.to_owned()),
                 room_extras: None,
             },

@@ -303,7 +303,7 @@ async fn commit_in_room(
     room: &RoomId,
 ) -> Result<i64, StoreError> {
     let touch = Touch {
-        users: wake,
+        users: wake.into(),
         room_events: None,
         room_extras: Some(room.to_owned()),
     };
