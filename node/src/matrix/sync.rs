@@ -25,8 +25,8 @@ use ruma::api::client::sync::sync_events::v3::{
     self, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomStateSection, StateEvents,
     Timeline,
 };
-use ruma::events::AnySyncStateEvent;
 use ruma::events::room::member::MembershipState;
+use ruma::events::{AnySyncStateEvent, TimelineEventType};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt};
 use tokio::time::Instant;
@@ -381,7 +381,7 @@ async fn joined_room(
     room.unread_notifications = unread(ctx, room_id, row).await?;
     let members_changed = events
         .iter()
-        .any(|p| p.kind().to_string() == "m.room.member");
+        .any(|p| *p.kind() == TimelineEventType::RoomMember);
     if full || members_changed {
         let (joined, invited, heroes) = ctx
             .node
