@@ -7,15 +7,16 @@
 //!
 //! Parameters and errors are those of ruma's `sync_events::v3::Request`: `filter`, `since`,
 //! `full_state`, `set_presence` (default `online`), `timeout` (milliseconds); a parameter of the
-//! wrong type is 400 `M_INVALID_PARAM`. Other parameters (`access_token`, `use_state_after`)
-//! are ignored here.
+//! wrong type is 400 `M_INVALID_PARAM`; an empty value counts as absent. Other parameters
+//! (`access_token`, `use_state_after`) are ignored here. The pairs are read one by one with
+//! `form_urlencoded` (no allocation for a value without escapes) rather than through serde:
+//! this runs for every `/sync`.
 
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
 use ruma::api::auth_scheme::AccessToken;
 use ruma::presence::PresenceState;
-use serde::Deserialize;
 
 use super::accounts::Caller;
 use super::error::MatrixError;
@@ -30,15 +31,12 @@ pub(crate) struct SyncRequest {
 }
 
 /// The query parameters of `GET /sync`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub(crate) struct SyncQuery {
     /// A filter definition as JSON, or a stored filter's ID, form-encoded as sent.
-    #[serde(skip)]
     pub(crate) filter: Option<String>,
     pub(crate) since: Option<String>,
-    #[serde(default)]
     pub(crate) full_state: bool,
-    #[serde(default)]
     pub(crate) set_presence: PresenceState,
     /// Milliseconds.
     timeout: Option<u64>,
@@ -51,24 +49,37 @@ impl SyncQuery {
     }
 
     fn parse(query: &str) -> Result<Self, MatrixError> {
-        // The filter's value stays form-encoded: the filter cache is keyed by it, so a known
-        // filter is neither decoded nor parsed again.
-        let mut filter = None;
-        let mut rest = String::with_capacity(query.len());
+        let mut parsed = SyncQuery::default();
         for pair in query.split('&') {
-            match pair.strip_prefix("filter=") {
-                Some(value) => filter = Some(value.to_owned()),
-                None => {
-                    rest.push_str(pair);
-                    rest.push('&');
-                }
+            // The filter's value stays form-encoded: the filter cache is keyed by it, so a known
+            // filter is neither decoded nor parsed again.
+            if let Some(value) = pair.strip_prefix("filter=") {
+                parsed.filter = (!value.is_empty()).then(|| value.to_owned());
+                continue;
+            }
+            let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            match &*key {
+                "since" => parsed.since = Some(value.into_owned()),
+                "timeout" => parsed.timeout = Some(typed(&key, &value)?),
+                "full_state" => parsed.full_state = typed(&key, &value)?,
+                "set_presence" => parsed.set_presence = PresenceState::from(&*value),
+                _ => {}
             }
         }
-        let mut parsed: Self = serde_html_form::from_str(&rest)
-            .map_err(|e| MatrixError::InvalidParam(e.to_string()))?;
-        parsed.filter = filter;
         Ok(parsed)
     }
+}
+
+/// `value` of parameter `key` as a `T`, or 400 `M_INVALID_PARAM`.
+fn typed<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, MatrixError> {
+    value
+        .parse()
+        .map_err(|_| MatrixError::InvalidParam(format!("invalid value {value:?} for `{key}`")))
 }
 
 impl FromRequest<Node> for SyncRequest {
@@ -104,6 +115,11 @@ mod tests {
             (q.timeout(), q.since, q.full_state, q.set_presence),
             (None, None, false, PresenceState::Online)
         );
+
+        let q = SyncQuery::parse("since=s1%5F2+x&set_presence=offline&timeout=&filter=").unwrap();
+        assert_eq!(q.since.as_deref(), Some("s1_2 x"), "decoded as a form");
+        assert_eq!(q.set_presence, PresenceState::Offline);
+        assert_eq!((q.timeout(), q.filter), (None, None), "empty is absent");
     }
 
     #[test]
