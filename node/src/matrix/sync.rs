@@ -8,8 +8,8 @@
 //! it is committed), so the next `since` never skips a write. With a `since` and a `timeout`, the
 //! request waits (long-poll) until the notifier reports something for the caller or the timeout
 //! passes; it subscribes before building, so nothing that lands in between is missed. Once woken,
-//! it lets a group commit already under way finish first (at most 2 ms), so that under load one
-//! answer carries what would otherwise take two.
+//! it lets the writes being committed at that moment finish first (at most 2 ms), so that under
+//! load one answer carries what would otherwise take several.
 //!
 //! Incremental syncs ask the database only for what changed: the notifier's change marks tell
 //! whether the caller, their global data, or a room's events or per-room data changed after
@@ -47,7 +47,7 @@ use crate::store::rooms::MembershipRow;
 const DEFAULT_TIMELINE_LIMIT: u32 = 10;
 /// The longest long-poll.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait, once woken, for writes being committed at that moment (see
+/// Longest wait, once woken, for the writer to finish what it is committing (see
 /// [`crate::stream::StreamWriter::settled`]); a group commit takes well under a millisecond.
 const SETTLE_AT_MOST: Duration = Duration::from_millis(2);
 /// State event types shown to an invitee (stripped state).

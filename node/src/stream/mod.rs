@@ -20,7 +20,7 @@
 mod notifier;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -101,13 +101,15 @@ struct Pending {
     done: oneshot::Sender<Result<i64, StoreError>>,
 }
 
-/// What the writer task shares with its handles: the visible position, and whether ops are
-/// queued or being committed (with a signal at every commit).
+/// What the writer task shares with its handles: the visible position, and how many ops were
+/// submitted and how many are done (with a signal at every commit).
 #[derive(Debug)]
 struct Progress {
     visible: AtomicI64,
-    /// Ops submitted and not yet answered.
-    pending: AtomicUsize,
+    /// Ops submitted so far.
+    submitted: AtomicU64,
+    /// Ops committed or failed so far (each counted once its group is visible).
+    done: AtomicU64,
     /// Notified after every group's positions became visible.
     committed: Notify,
 }
@@ -137,7 +139,8 @@ impl StreamWriter {
             .unwrap_or(0);
         let progress = Arc::new(Progress {
             visible: AtomicI64::new(head),
-            pending: AtomicUsize::new(0),
+            submitted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
             committed: Notify::new(),
         });
         let notifier = Arc::new(Notifier::new(head));
@@ -178,7 +181,7 @@ impl StreamWriter {
         hook: Option<CommitHook>,
     ) -> Result<Committed, StoreError> {
         let (done, committed) = oneshot::channel();
-        self.progress.pending.fetch_add(1, Ordering::AcqRel);
+        self.progress.submitted.fetch_add(1, Ordering::AcqRel);
         let sent = self
             .tx
             .send(Pending {
@@ -189,7 +192,7 @@ impl StreamWriter {
             })
             .await;
         if sent.is_err() {
-            self.progress.pending.fetch_sub(1, Ordering::AcqRel);
+            self.progress.done.fetch_add(1, Ordering::AcqRel);
             return Err(StoreError::WriterStopped);
         }
         Ok(Committed(committed))
@@ -200,20 +203,25 @@ impl StreamWriter {
         self.progress.visible.load(Ordering::Acquire)
     }
 
-    /// If writes are queued or being committed, waits (at most `max`) until the next group of
-    /// them is visible; returns at once otherwise. A woken `/sync` calls this before building
-    /// its answer: under load, one answer then carries the writes of the group committing at
-    /// wake-up time instead of a second answer following a moment later; on an idle node it
-    /// costs nothing.
+    /// Waits (at most `max`) until no write is queued or being committed; returns at once on an
+    /// idle writer. A woken `/sync` calls this before building its answer: under load, one
+    /// answer then carries the writes committed meanwhile instead of several answers following
+    /// each other; on an idle node it costs nothing.
     pub async fn settled(&self, max: Duration) {
-        let committed = self.progress.committed.notified();
-        tokio::pin!(committed);
-        // Registered before the check, so a commit in between is not missed.
-        committed.as_mut().enable();
-        if self.progress.pending.load(Ordering::Acquire) == 0 {
-            return;
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let committed = self.progress.committed.notified();
+            tokio::pin!(committed);
+            // Registered before the check, so a commit in between is not missed.
+            committed.as_mut().enable();
+            let done = self.progress.done.load(Ordering::Acquire);
+            if done >= self.progress.submitted.load(Ordering::Acquire) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, committed).await.is_err() {
+                return;
+            }
         }
-        let _ = tokio::time::timeout(max, committed).await;
     }
 
     /// Wakes long-polling requests.
@@ -270,7 +278,9 @@ async fn run(
                     }
                 }
                 progress.visible.store(head, Ordering::Release);
-                progress.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                progress
+                    .done
+                    .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
                 for (pending, result) in batch.drain(..).zip(results) {
                     if let Ok(pos) = result {
@@ -281,7 +291,9 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, "stream commit failed");
-                progress.pending.fetch_sub(batch.len(), Ordering::AcqRel);
+                progress
+                    .done
+                    .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
                 for pending in batch.drain(..) {
                     let _ = pending
@@ -488,6 +500,27 @@ mod tests {
         assert_eq!(stream.visible(), before + 1, "returned before the commit");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(committed.wait().await.unwrap(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_writes_queued_behind_the_group() {
+        let (_dir, stream) = writer().await;
+        let before = stream.visible();
+        let slow = || Slow {
+            delay: Duration::from_millis(300),
+        };
+        let first = stream.submit(Box::new(slow()), Vec::new()).await.unwrap();
+        // The writer has taken the first op and is committing it; the second one queues.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = stream.submit(Box::new(slow()), Vec::new()).await.unwrap();
+        stream.settled(Duration::from_secs(10)).await;
+        assert_eq!(
+            stream.visible(),
+            before + 2,
+            "returned before the queue was empty"
+        );
+        assert_eq!(first.wait().await.unwrap(), before + 1);
+        assert_eq!(second.wait().await.unwrap(), before + 2);
     }
 
     #[tokio::test]
