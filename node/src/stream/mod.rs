@@ -181,20 +181,19 @@ impl StreamWriter {
         hook: Option<CommitHook>,
     ) -> Result<Committed, StoreError> {
         let (done, committed) = oneshot::channel();
-        self.progress.submitted.fetch_add(1, Ordering::AcqRel);
-        let sent = self
-            .tx
+        self.tx
             .send(Pending {
                 op,
                 touch,
                 hook,
                 done,
             })
-            .await;
-        if sent.is_err() {
-            self.progress.done.fetch_add(1, Ordering::AcqRel);
-            return Err(StoreError::WriterStopped);
-        }
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        // Counted once queued (a submitter dropped while waiting for room in the queue must not
+        // leave the count above `done` for good). The writer may count the op done first: the
+        // writer then looks idle for that moment, which only makes a `settled` return early.
+        self.progress.submitted.fetch_add(1, Ordering::AcqRel);
         Ok(Committed(committed))
     }
 
