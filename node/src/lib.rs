@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bridge;
 pub mod bus;
 pub mod config;
+mod maps;
 pub mod matrix;
 pub mod metrics;
 pub mod node;

@@ -214,6 +214,39 @@ pub(crate) fn encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_connection_closed_mid_request_is_an_error_and_the_next_request_reconnects() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            // First connection: read the request, close without answering.
+            let (mut first, _) = listener.accept().await.unwrap();
+            let _ = first.read(&mut buf).await.unwrap();
+            drop(first);
+            // Second connection: answer.
+            let (mut second, _) = listener.accept().await.unwrap();
+            let _ = second.read(&mut buf).await.unwrap();
+            second
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            second
+        });
+        let mut conn = HttpConn::new(&authority);
+        let failed = conn.request(Method::GET, "/x", None, None).await;
+        assert!(failed.is_err(), "{failed:?}");
+        let answered = conn
+            .request(Method::GET, "/x", Some("t"), None)
+            .await
+            .unwrap();
+        assert_eq!(answered.status, 200);
+        assert_eq!(&answered.body[..], b"ok");
+        drop(server.await.unwrap());
+    }
+
     #[test]
     fn encodes_matrix_ids() {
         assert_eq!(encode("!abc:bench.local"), "%21abc%3Abench.local");

@@ -226,19 +226,23 @@ fn serialized<R: OutgoingResponse>(response: R, expected: StatusCode) -> Respons
     }
 }
 
-/// A 200 answer with a JSON `body` serialized by the caller, with the CORS headers.
-pub(super) fn json_ok(body: Vec<u8>) -> Response {
-    let mut answer = (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
+/// The answer for a JSON body serialized by the handler: 200 with it, or, when serializing failed
+/// (a bug), the bare 500; with the CORS headers either way.
+pub(super) fn json_answer(body: Result<Vec<u8>, serde_json::Error>) -> Response {
+    let mut answer = match body {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => unserializable(&e, StatusCode::OK),
+    };
     super::cors::add_headers(answer.headers_mut());
     answer
 }
 
 /// The answer to a response that could not be serialized (a bug): logged, a bare 500.
-pub(super) fn unserializable(error: &dyn std::fmt::Display, expected: StatusCode) -> Response {
+fn unserializable(error: &dyn std::fmt::Display, expected: StatusCode) -> Response {
     tracing::error!(error = %error, status = %expected, "cannot serialize a matrix response");
     let body = r#"{"errcode":"M_UNKNOWN","error":"internal server error"}"#;
     (
@@ -263,6 +267,19 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_failed_to_serialize_is_a_500_with_the_cors_headers() {
+        let failed = serde_json::from_str::<u8>("not a number").unwrap_err();
+        let resp = json_answer(Err(failed));
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().contains_key("access-control-allow-origin"));
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["errcode"], "M_UNKNOWN");
     }
 
     #[tokio::test]

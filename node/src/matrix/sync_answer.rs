@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ruma::OneTimeKeyAlgorithm;
 use ruma::UInt;
@@ -16,7 +15,7 @@ use ruma::api::client::sync::sync_events::v3::{
 };
 use serde::Serialize;
 
-use super::error::{json_ok, unserializable};
+use super::error::json_answer;
 
 /// Bytes reserved for an answer before serializing it: a few events' worth.
 const INITIAL_CAPACITY: usize = 4096;
@@ -66,10 +65,7 @@ impl SyncAnswer {
 
 impl IntoResponse for SyncAnswer {
     fn into_response(self) -> Response {
-        match self.to_json() {
-            Ok(bytes) => json_ok(bytes),
-            Err(e) => unserializable(&e, StatusCode::OK),
-        }
+        json_answer(self.to_json())
     }
 }
 
@@ -81,6 +77,8 @@ mod tests {
     use ruma::serde::Raw;
     use ruma::{owned_room_id, owned_user_id};
     use serde_json::json;
+
+    use axum::http::StatusCode;
 
     use super::*;
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::pdu::Pdu;
+use crate::maps::update;
 use crate::store::rooms::MembershipRow;
 use crate::sync::lock;
 
@@ -45,13 +46,7 @@ struct Messages {
 impl Messages {
     fn push(&mut self, sender: &UserId, pos: i64) {
         self.all.push_back(pos);
-        match self.by_sender.get_mut(sender) {
-            Some(list) => list.push_back(pos),
-            None => {
-                self.by_sender
-                    .insert(sender.to_owned(), VecDeque::from([pos]));
-            }
-        }
+        update(&mut self.by_sender, sender, |list| list.push_back(pos));
         if self.all.len() > MAX_MESSAGES {
             let dropped = self.all.drain(..DROP_MESSAGES).next_back();
             if let Some(last) = dropped {
@@ -285,15 +280,9 @@ impl RoomCaches {
     }
 
     pub fn remember_read_mark(&self, user: &UserId, room: &RoomId, mark: ReadMark) {
-        let mut marks = lock(&self.inner.read_marks);
-        match marks.get_mut(user) {
-            Some(rooms) => {
-                rooms.insert(room.to_owned(), mark);
-            }
-            None => {
-                marks.insert(user.to_owned(), HashMap::from([(room.to_owned(), mark)]));
-            }
-        }
+        update(&mut lock(&self.inner.read_marks), user, |rooms| {
+            rooms.insert(room.to_owned(), mark);
+        });
     }
 
     /// The room's events in `(after, upto]`, oldest first, if the cache holds all of them.

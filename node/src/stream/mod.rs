@@ -390,16 +390,22 @@ mod tests {
         }
     }
 
-    /// One group of ops, submitted before the writer runs; the stored values afterwards.
-    async fn commit_group(ops: Vec<Insert>) -> (Vec<Result<i64, StoreError>>, Vec<i64>) {
+    /// A writer over a fresh store, and the store's pool.
+    async fn writer() -> (TempDir, SqlitePool, StreamWriter) {
         let dir = TempDir::new().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let pool = store.pool().clone();
+        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
+        (dir, pool, stream)
+    }
+
+    /// One group of ops, submitted at once; the stored values afterwards.
+    async fn commit_group(ops: Vec<Insert>) -> (Vec<Result<i64, StoreError>>, Vec<i64>) {
+        let (_dir, pool, stream) = writer().await;
         sqlx::query("CREATE TABLE unique_values (v INTEGER PRIMARY KEY)")
             .execute(&pool)
             .await
             .unwrap();
-        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
         let mut waiting = Vec::new();
         for op in ops {
             waiting.push(stream.submit(Box::new(op), Vec::new()).await.unwrap());
@@ -470,16 +476,9 @@ mod tests {
         }
     }
 
-    async fn writer() -> (TempDir, StreamWriter) {
-        let dir = TempDir::new().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let (stream, _task) = StreamWriter::start(store.pool().clone()).await.unwrap();
-        (dir, stream)
-    }
-
     #[tokio::test]
     async fn settled_returns_at_once_when_nothing_is_being_written() {
-        let (_dir, stream) = writer().await;
+        let (_dir, _pool, stream) = writer().await;
         stream.flush().await.unwrap();
         let started = std::time::Instant::now();
         stream.settled(Duration::from_secs(10)).await;
@@ -488,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn settled_waits_for_the_group_being_committed() {
-        let (_dir, stream) = writer().await;
+        let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
         let slow = Slow {
             delay: Duration::from_millis(200),
@@ -503,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn settled_waits_for_writes_queued_behind_the_group() {
-        let (_dir, stream) = writer().await;
+        let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
         let slow = || Slow {
             delay: Duration::from_millis(300),
@@ -524,7 +523,7 @@ mod tests {
 
     #[tokio::test]
     async fn settled_waits_no_longer_than_asked() {
-        let (_dir, stream) = writer().await;
+        let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
         let slow = Slow {
             delay: Duration::from_secs(3),

@@ -18,6 +18,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 use super::Touch;
+use crate::maps::update;
 use crate::sync::lock;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -169,24 +170,6 @@ impl Notifier {
             if let Some(sender) = waiting.get(user) {
                 sender.send_modify(|_| {});
             }
-        }
-    }
-}
-
-/// Applies `change` to the value of `key` in `map`, inserted as the default if missing; the key
-/// is cloned only then (marks change for every member of a room at every event).
-fn update<K, Q, V>(map: &mut HashMap<K, V>, key: &Q, change: impl FnOnce(&mut V))
-where
-    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
-    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
-    V: Default,
-{
-    match map.get_mut(key) {
-        Some(value) => change(value),
-        None => {
-            let mut value = V::default();
-            change(&mut value);
-            map.insert(key.to_owned(), value);
         }
     }
 }
