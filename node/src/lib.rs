@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod bus;
+pub mod cli;
 pub mod config;
 mod maps;
 pub mod matrix;

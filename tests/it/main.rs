@@ -25,6 +25,7 @@ mod matrix_rooms;
 mod matrix_sync;
 mod matrix_userdata;
 mod policy;
+mod process;
 mod resume;
 mod routing;
 mod tls;

@@ -9,7 +9,12 @@ use super::TestNode;
 
 /// A minimal HTTP/1.1 GET: status code and body.
 pub(crate) async fn get(node: &TestNode, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    get_at(node.addr(), path).await
+}
+
+/// A minimal HTTP/1.1 GET to any address (a node started as a child process, say).
+pub(crate) async fn get_at(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();

@@ -6,10 +6,12 @@ pub(crate) mod http;
 pub(crate) mod jwt;
 pub(crate) mod matrix;
 pub(crate) mod node;
+pub(crate) mod process;
 
 pub(crate) use client::Rt;
-pub(crate) use http::{get, metric, wait_for_metric};
+pub(crate) use http::{get, get_at, metric, wait_for_metric};
 pub(crate) use node::TestNode;
+pub(crate) use process::NodeProcess;
 
 /// The domain every test node serves (the shared reTHINK vectors use it).
 pub(crate) const DOMAIN: &str = "example.com";
