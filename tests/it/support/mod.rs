@@ -11,7 +11,7 @@ pub(crate) use client::Rt;
 pub(crate) use http::{get, metric, wait_for_metric};
 pub(crate) use node::TestNode;
 
-/// The domain every test node serves (the shared reTHINK vectors use it).
+/// The domain every test node serves (the reTHINK example messages of `node/proto/testdata/rethink` use it).
 pub(crate) const DOMAIN: &str = "example.com";
 
 /// Two opened runtimes named `a` and `b`, each holding one allocated hyperty address.
