@@ -1,4 +1,4 @@
-//! The embedded default backend: SQLite through `sqlx` (DESIGN.md section 8).
+//! The embedded default backend: SQLite through `sqlx`.
 //!
 //! One database file, `<data_dir>/rethink.db`, in WAL mode with `synchronous = NORMAL`: a commit
 //! survives a killed process, and the group-commit [`writer`](super::writer) amortises the cost
@@ -96,7 +96,7 @@ impl SqliteStore {
         Ok(SqliteStore { pool, stream_pool })
     }
 
-    /// Runs a passive WAL checkpoint every [`CHECKPOINT_EVERY`] until `shutdown`.
+    /// Runs a passive WAL checkpoint every `CHECKPOINT_EVERY` until `shutdown`.
     pub async fn checkpoints(
         self: std::sync::Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
