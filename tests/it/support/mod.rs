@@ -1,5 +1,6 @@
-//! Test support: a real node on 127.0.0.1:0 ([`TestNode`]) and a real WebSocket runtime client
-//! ([`Rt`]).
+//! Test support: a real node on 127.0.0.1:0 ([`TestNode`]), a real WebSocket runtime client
+//! ([`Rt`]), plain HTTP and metrics (`http`), the Matrix API over raw HTTP and matrix-sdk
+//! (`matrix`), and a test JWT issuer (`jwt`).
 
 pub(crate) mod client;
 pub(crate) mod http;
