@@ -1,7 +1,17 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
-//! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully (stop
-//! accepting, close connections, flush the store).
+//! [`RunningNode`], which starts the parts and stops them gracefully.
+//!
+//! Start, in order: metrics; the policy point (an invalid policy set stops the start); the SQLite
+//! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
+//! the server signing key; the room caches and engine; the session writer; the bus, which
+//! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
+//! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
+//! watcher and the presence timeouts.
+//!
+//! Stop: cancel the shutdown token (the listener stops accepting, connections close with 1001,
+//! long-polls answer), wait for the server and the connections (5 s each at most), stop the
+//! reaper and the watcher, let presence timeouts finish (5 s at most), flush the stream writer and
+//! then the session writer, close the store. Sessions stay resumable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, the Matrix API under `/_matrix`),
-//! a plain TCP or TLS listener with `TCP_NODELAY`, and graceful shutdown on the node's shutdown
-//! token.
+//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
+//! Matrix API under `/_matrix`), a plain TCP or TLS listener with `TCP_NODELAY`, and graceful
+//! shutdown on the node's shutdown token.
 
 use std::net::SocketAddr;
 

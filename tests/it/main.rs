@@ -1,5 +1,6 @@
-//! Integration tests: the real node on 127.0.0.1:0, driven by real WebSocket clients
-//! (tokio-tungstenite), over plain TCP and TLS.
+//! Integration tests: the real node on 127.0.0.1:0, driven by real clients: WebSocket runtimes
+//! (tokio-tungstenite, over plain TCP and TLS), raw HTTP/1.1 and a Matrix client library
+//! (matrix-sdk).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 

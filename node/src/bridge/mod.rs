@@ -1,4 +1,4 @@
-//! The bridge between reTHINK data objects on the bus and Matrix rooms (DESIGN.md section 5).
+//! The bridge between reTHINK data objects on the bus and Matrix rooms.
 //!
 //! A data object `comm://<domain>/<id>` is a room (public, with the alias
 //! `#_hyperty_comm.<id>:<server>` so that Matrix users can find and join it, and an

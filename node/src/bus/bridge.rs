@@ -1,4 +1,4 @@
-//! What the bus hands to the Matrix bridge (DESIGN.md section 5): the creation of a data
+//! What the bus hands to the Matrix bridge: the creation of a data
 //! object, a hyperty subscribing to its `changes`, and an `update` published there. The bus only
 //! recognises these messages (objects `comm://<this domain>/<id>`) and passes them on, after the
 //! enforcement point and routing, through a bounded channel whose back-pressure reaches the

@@ -1,4 +1,4 @@
-//! The enforcement point for Matrix actions (DESIGN.md section 6): `matrix:send`,
+//! The enforcement point for Matrix actions: `matrix:send`,
 //! `matrix:state`, `matrix:invite`, `matrix:join` and `matrix:createRoom` are decided by the same
 //! operator policies as bus messages, before the room engine sees them. Only
 //! [`Bus::authorize_matrix`] makes a [`MatrixPermit`], and the room engine's public write methods

@@ -1,5 +1,5 @@
 //! The enforcement point: no message is routed without a [`Permit`], and only
-//! [`Bus::authorize`] makes one (the linkerd2-proxy `Permitted<T>` pattern, DESIGN.md section 6).
+//! [`Bus::authorize`] makes one (the linkerd2-proxy `Permitted<T>` pattern).
 //!
 //! The decision applies, in order, the built-in checks that are never left to policy
 //! (anti-spoofing: a session sends only from its runtime URL or its allocated addresses and

@@ -1,9 +1,9 @@
-//! [`Accounts`]: local Matrix accounts, their devices and access tokens (DESIGN.md section 5).
+//! [`Accounts`]: local Matrix accounts, their devices and access tokens.
 //!
 //! Registration (with user-interactive authentication by `m.login.dummy`), password and JWT
-//! login, access-token authentication and logout. Secrets are handled by
-//! [`credentials`](super::credentials) (argon2 passwords, SHA-256 of access tokens), the
-//! registration's user-interactive authentication by [`uia`](super::uia).
+//! login, access-token authentication and logout. Secrets are handled by `credentials.rs`
+//! (argon2 passwords, SHA-256 of access tokens), the registration's user-interactive
+//! authentication by `uia.rs`.
 //!
 //! A verified reTHINK identity `user://<idp>/<sub>` (a JWT login) maps to the account linked to
 //! it, created on first login (if `matrix.jwt_create_accounts`) with the localpart

@@ -1,6 +1,6 @@
 //! Building a new event of a room: auth events chosen from the current state, `prev_events` and
 //! `depth` from the forward extremity, content hash, signature and event ID
-//! ([`ServerKey`](super::signing::ServerKey)), then the room's auth rules checked with ruma's
+//! ([`ServerKey`]), then the room's auth rules checked with ruma's
 //! state-resolution functions. An event that fails them is never stored.
 
 use std::sync::Arc;

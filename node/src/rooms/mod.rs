@@ -1,4 +1,4 @@
-//! The Matrix room engine (DESIGN.md section 5): rooms of version 11, their events (hashed,
+//! The Matrix room engine: rooms of version 11, their events (hashed,
 //! signed, auth-checked with ruma's state-res functions), current state and memberships.
 //! Independent of HTTP: the handlers in `matrix/` call it, and so does the bridge to the bus.
 //!

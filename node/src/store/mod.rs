@@ -1,11 +1,12 @@
 //! Storage: what the node persists so that no accepted message is lost across a dropped
-//! connection, a graceful restart or a killed process (DESIGN.md section 8).
+//! connection, a graceful restart or a killed process.
 //!
 //! This module owns the storage *interface*: the [`SessionStore`] trait (one backend per
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
 //! backend is [`sqlite::SqliteStore`]. Matrix accounts, devices and access tokens are kept by
-//! [`accounts::AccountStore`] in the same database.
+//! [`accounts::AccountStore`] in the same database, and rooms by [`rooms::RoomStore`] (new
+//! events are written by the Matrix stream writer, [`crate::stream`]).
 //!
 //! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
 //! commits them in groups. An operation can carry a `durable` notifier when the caller must wait

@@ -1,4 +1,4 @@
-//! The embedded default backend: SQLite through `sqlx` (DESIGN.md section 8).
+//! The embedded default backend: SQLite through `sqlx`.
 //!
 //! Two database files in the data directory, each in WAL mode with `synchronous = NORMAL` (a
 //! commit survives a killed process):
@@ -144,7 +144,7 @@ impl SqliteStore {
         })
     }
 
-    /// Runs a passive WAL checkpoint every [`CHECKPOINT_EVERY`] until `shutdown`.
+    /// Runs a passive WAL checkpoint every `CHECKPOINT_EVERY` until `shutdown`.
     pub async fn checkpoints(
         self: std::sync::Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,

@@ -1,5 +1,5 @@
 //! The group-commit writer: one task that takes [`StoreOp`]s from a bounded channel and commits
-//! them in batches, one transaction per batch (DESIGN.md section 8).
+//! them in batches, one transaction per batch.
 //!
 //! A batch starts with the first op received; the task then takes what is already queued and, if
 //! nobody waits for this batch (no `durable` notifier, no `Flush`), keeps collecting until

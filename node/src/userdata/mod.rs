@@ -1,4 +1,4 @@
-//! [`UserData`]: what the node keeps per Matrix user besides rooms (DESIGN.md sections 5, 8):
+//! [`UserData`]: what the node keeps per Matrix user besides rooms:
 //! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
 //! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
