@@ -37,7 +37,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use names::{object_alias, virtual_user};
+pub use names::{RESERVED_PREFIX, object_alias, virtual_user};
 use object_room::{Creation, room_spec};
 
 use crate::bus::bridge::BridgeEvent;
