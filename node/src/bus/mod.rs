@@ -9,7 +9,6 @@
 
 mod addresses;
 pub mod bridge;
-mod endpoints;
 mod error;
 pub mod identity;
 mod matrix_permit;
@@ -29,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
-pub use endpoints::{Endpoint, Endpoints, SESSION};
+pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use error::RouteError;
 pub use matrix_permit::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};

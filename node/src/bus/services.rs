@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::bridge::{self, BridgeEvent};
-use super::endpoints::Endpoint;
+use super::Endpoint;
 use super::error::RouteError;
 use super::session::{Allocation, Session};
 use super::{Bus, Pending};
