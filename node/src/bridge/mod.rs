@@ -80,10 +80,19 @@ struct Inner {
 }
 
 impl Bridge {
-    /// Starts the bridge task and connects it to the bus.
-    pub fn start(rooms: Rooms, bus: Bus, shutdown: CancellationToken) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        bus.connect_bridge(tx);
+    /// The channel from the bus to the bridge: the sender goes to [`Bus::new`], the receiver to
+    /// [`Bridge::start`].
+    pub fn channel() -> (mpsc::Sender<BridgeEvent>, mpsc::Receiver<BridgeEvent>) {
+        mpsc::channel(CHANNEL_CAPACITY)
+    }
+
+    /// Starts the bridge task on the events the bus sends through `rx` (see [`Bridge::channel`]).
+    pub fn start(
+        rooms: Rooms,
+        bus: Bus,
+        rx: mpsc::Receiver<BridgeEvent>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 rooms,

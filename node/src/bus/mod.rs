@@ -95,7 +95,9 @@ struct Inner {
     alloc_cfg: AllocationConfig,
     epoch: u64,
     next_connection: AtomicU64,
-    bridge: std::sync::OnceLock<tokio::sync::mpsc::Sender<BridgeEvent>>,
+    /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
+    /// objects are sent there after they are routed.
+    bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     matrix_rates: matrix_permit::MatrixRates,
 }
 
@@ -124,6 +126,7 @@ impl Bus {
         store: StoreWriter,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyPoint>,
+        bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -139,17 +142,9 @@ impl Bus {
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
                 next_connection: AtomicU64::new(1),
-                bridge: std::sync::OnceLock::new(),
+                bridge,
                 matrix_rates: Default::default(),
             }),
-        }
-    }
-
-    /// Connects the Matrix bridge: creations of, subscriptions to and updates of data objects
-    /// are sent to `tx` after they are routed. Set once, at start.
-    pub fn connect_bridge(&self, tx: tokio::sync::mpsc::Sender<BridgeEvent>) {
-        if self.inner.bridge.set(tx).is_err() {
-            tracing::warn!("the Matrix bridge was already connected");
         }
     }
 
@@ -444,7 +439,7 @@ impl Bus {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }
-        if let Some(bridge) = self.inner.bridge.get() {
+        if let Some(bridge) = &self.inner.bridge {
             for event in pending.bridge {
                 if bridge.send(event).await.is_err() {
                     tracing::error!("the Matrix bridge has stopped; a bridged message is lost");
@@ -502,7 +497,7 @@ impl Bus {
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
         }
-        if self.inner.bridge.get().is_some()
+        if self.inner.bridge.is_some()
             && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {
                 sender.is_some_and(|s| {
                     self.inner
@@ -515,7 +510,7 @@ impl Bus {
         {
             pending.bridge.push(event);
         }
-        let bridged = self.inner.bridge.get().is_some()
+        let bridged = self.inner.bridge.is_some()
             && match bridge::update_of(env, to, &self.inner.domain) {
                 Some(event) => {
                     pending.bridge.push(event);

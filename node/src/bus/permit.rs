@@ -275,6 +275,7 @@ mod tests {
             writer,
             metrics,
             Arc::new(policy),
+            None,
         )
     }
 
