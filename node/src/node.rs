@@ -172,12 +172,8 @@ impl RunningNode {
         let restored = bus.restore(persisted);
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
-        let (bridge, _bridge_task) = Bridge::start(
-            rooms.clone(),
-            bus.clone(),
-            bridge_rx,
-            shutdown.clone(),
-        );
+        let (bridge, _bridge_task) =
+            Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(

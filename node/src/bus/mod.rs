@@ -28,10 +28,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
-pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use error::RouteError;
 pub use matrix_permit::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
+pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
