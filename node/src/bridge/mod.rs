@@ -298,6 +298,7 @@ impl Bridge {
             action,
             user,
             identity,
+            room_id: room,
             room: room_address,
             bridged: object.is_some(),
             invitee,
