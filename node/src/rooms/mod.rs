@@ -12,7 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod create;
 pub mod error;
-pub mod pdu;
+pub use crate::store::pdu;
 #[cfg(test)]
 mod permit_tests;
 mod power;
