@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{AuthConfig, StaticToken};
+
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,18 +135,6 @@ pub struct RawAuth {
     pub tokens: Vec<StaticToken>,
     /// JWT / OIDC ID token issuers (`[[auth.jwt]]`).
     pub jwt: Vec<crate::auth::jwt::RawJwtIssuer>,
-}
-
-/// A bearer token accepted as is, from the configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct StaticToken {
-    pub token: String,
-    /// The identity the token proves, e.g. `user://example.com/alice`.
-    pub subject: String,
-    /// If set, the token may only open a session for this runtime URL.
-    #[serde(default)]
-    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,13 +305,6 @@ pub struct AdminConfig {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub allow_anonymous: bool,
-    pub tokens: Vec<StaticToken>,
-    pub jwt: Vec<crate::auth::jwt::JwtIssuer>,
 }
 
 #[derive(Debug, Clone)]

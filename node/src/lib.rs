@@ -26,8 +26,30 @@
 //!   error-to-`errcode` mapping, accounts.
 //! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
 //! - [`metrics`]: the node's counters and their Prometheus text.
+//! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
 //! - `sync` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
 //!   borrowed key.
+//!
+//! # Layers
+//!
+//! Lowest first: a module imports only modules named before it in this list, so there are no
+//! import cycles between the top-level modules (`tests/layering.rs` checks both). Higher layers
+//! hand their handles to lower ones at construction, and types that several layers share live in
+//! the lowest that needs them.
+//!
+//! 1. `sync`, `maps`, `metrics`: lock helpers, map helpers, counters (they import nothing here).
+//! 2. `auth` (credentials), then `config` (settings; it validates `auth`'s issuer settings).
+//! 3. `store` (persistence: sessions and outboxes, accounts, room events, [`store::StreamOp`]),
+//!    `stream` (the Matrix stream writer), `policy` (the policy point, and the Matrix permit
+//!    [`policy::MatrixPermit`]).
+//! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
+//!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
+//! 5. `bridge` (data objects on the bus as rooms).
+//! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`.
+//! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
+//!
+//! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
+//! `ws` and `matrix`, which `node` builds.
 
 pub mod auth;
 pub mod bridge;

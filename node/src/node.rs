@@ -166,6 +166,7 @@ impl RunningNode {
                 ..WriterConfig::default()
             },
         );
+        let (bridge_tx, bridge_rx) = Bridge::channel();
         let bus = Bus::new(
             BusConfig {
                 domain: config.domain.clone(),
@@ -176,11 +177,13 @@ impl RunningNode {
             writer.clone(),
             Arc::clone(&metrics),
             Arc::clone(&policy),
+            Some(bridge_tx),
         );
         let restored = bus.restore(persisted);
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
-        let (bridge, _bridge_task) = Bridge::start(rooms.clone(), bus.clone(), shutdown.clone());
+        let (bridge, _bridge_task) =
+            Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(

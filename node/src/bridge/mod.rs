@@ -37,7 +37,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use names::{object_alias, virtual_user};
+pub use names::{RESERVED_PREFIX, object_alias, virtual_user};
 use object_room::{Creation, room_spec};
 
 use crate::bus::bridge::BridgeEvent;
@@ -80,10 +80,19 @@ struct Inner {
 }
 
 impl Bridge {
-    /// Starts the bridge task and connects it to the bus.
-    pub fn start(rooms: Rooms, bus: Bus, shutdown: CancellationToken) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        bus.connect_bridge(tx);
+    /// The channel from the bus to the bridge: the sender goes to [`Bus::new`], the receiver to
+    /// [`Bridge::start`].
+    pub fn channel() -> (mpsc::Sender<BridgeEvent>, mpsc::Receiver<BridgeEvent>) {
+        mpsc::channel(CHANNEL_CAPACITY)
+    }
+
+    /// Starts the bridge task on the events the bus sends through `rx` (see [`Bridge::channel`]).
+    pub fn start(
+        rooms: Rooms,
+        bus: Bus,
+        rx: mpsc::Receiver<BridgeEvent>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 rooms,
@@ -289,6 +298,7 @@ impl Bridge {
             action,
             user,
             identity,
+            room_id: room,
             room: room_address,
             bridged: object.is_some(),
             invitee,

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use rethink_proto::AddressRef;
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, ServerName, UserId};
 
-use crate::matrix::accounts::RESERVED_PREFIX;
+/// Localparts with this prefix are the node's virtual users of hyperties (`M_EXCLUSIVE`).
+pub const RESERVED_PREFIX: &str = "_hyperty_";
 
 fn encode(path: &str) -> String {
     let mut out = String::with_capacity(path.len());

@@ -9,7 +9,6 @@
 
 mod addresses;
 pub mod bridge;
-mod endpoints;
 mod error;
 pub mod identity;
 mod matrix_permit;
@@ -29,10 +28,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
-pub use endpoints::{Endpoint, Endpoints, SESSION};
 pub use error::RouteError;
 pub use matrix_permit::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
+pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
@@ -96,7 +95,9 @@ struct Inner {
     alloc_cfg: AllocationConfig,
     epoch: u64,
     next_connection: AtomicU64,
-    bridge: std::sync::OnceLock<tokio::sync::mpsc::Sender<BridgeEvent>>,
+    /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
+    /// objects are sent there after they are routed.
+    bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     matrix_rates: matrix_permit::MatrixRates,
 }
 
@@ -125,6 +126,7 @@ impl Bus {
         store: StoreWriter,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyPoint>,
+        bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -140,17 +142,9 @@ impl Bus {
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
                 next_connection: AtomicU64::new(1),
-                bridge: std::sync::OnceLock::new(),
+                bridge,
                 matrix_rates: Default::default(),
             }),
-        }
-    }
-
-    /// Connects the Matrix bridge: creations of, subscriptions to and updates of data objects
-    /// are sent to `tx` after they are routed. Set once, at start.
-    pub fn connect_bridge(&self, tx: tokio::sync::mpsc::Sender<BridgeEvent>) {
-        if self.inner.bridge.set(tx).is_err() {
-            tracing::warn!("the Matrix bridge was already connected");
         }
     }
 
@@ -445,7 +439,7 @@ impl Bus {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }
-        if let Some(bridge) = self.inner.bridge.get() {
+        if let Some(bridge) = &self.inner.bridge {
             for event in pending.bridge {
                 if bridge.send(event).await.is_err() {
                     tracing::error!("the Matrix bridge has stopped; a bridged message is lost");
@@ -503,7 +497,7 @@ impl Bus {
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
         }
-        if self.inner.bridge.get().is_some()
+        if self.inner.bridge.is_some()
             && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {
                 sender.is_some_and(|s| {
                     self.inner
@@ -516,7 +510,7 @@ impl Bus {
         {
             pending.bridge.push(event);
         }
-        let bridged = self.inner.bridge.get().is_some()
+        let bridged = self.inner.bridge.is_some()
             && match bridge::update_of(env, to, &self.inner.domain) {
                 Some(event) => {
                     pending.bridge.push(event);

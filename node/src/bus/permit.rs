@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rethink_proto::{Envelope, MessageType};
 
 use super::Bus;
-use super::endpoints::Endpoint;
+use super::Endpoint;
 use super::session::Session;
 use crate::policy::facts::{Message, Sender, Target};
 
@@ -275,6 +275,7 @@ mod tests {
             writer,
             metrics,
             Arc::new(policy),
+            None,
         )
     }
 

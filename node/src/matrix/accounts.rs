@@ -24,11 +24,10 @@ use super::credentials::{
 use super::error::MatrixError;
 use super::subject::localpart_for_subject;
 use super::uia::UiaSessions;
+use crate::bridge::RESERVED_PREFIX;
 use crate::config::MatrixConfig;
 use crate::store::accounts::{AccountStore, NewAccount, NewDevice};
 
-/// Localparts with this prefix are the node's virtual users of hyperties (`M_EXCLUSIVE`).
-pub const RESERVED_PREFIX: &str = "_hyperty_";
 /// Longest device ID accepted from a client, in bytes.
 const MAX_DEVICE_ID_BYTES: usize = 255;
 /// The one message for every failed password login: it does not tell which part was wrong.

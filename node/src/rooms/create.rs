@@ -16,7 +16,7 @@ use super::build::NewEvent;
 use super::error::RoomError;
 use super::state::RoomState;
 use super::{Rooms, Sent};
-use crate::bus::MatrixPermit;
+use crate::policy::MatrixPermit;
 use crate::sync::lock;
 
 /// The presets of `createRoom`.
@@ -202,10 +202,11 @@ impl Rooms {
     /// Creates a room for `creator`, as the enforcement point permitted.
     pub async fn create_room(
         &self,
-        _permit: &MatrixPermit,
+        permit: &MatrixPermit,
         creator: &UserId,
         spec: CreateRoom,
     ) -> Result<OwnedRoomId, RoomError> {
+        super::check_permit(permit, &["matrix:createRoom"], creator, None)?;
         self.create(creator, spec).await
     }
 

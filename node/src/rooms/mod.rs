@@ -12,7 +12,9 @@ pub mod build;
 pub mod cache;
 pub mod create;
 pub mod error;
-pub mod pdu;
+pub use crate::store::pdu;
+#[cfg(test)]
+mod permit_tests;
 mod power;
 pub mod signing;
 pub mod state;
@@ -38,7 +40,7 @@ pub use signing::ServerKey;
 pub use state::RoomState;
 pub use txns::TxnWindow;
 
-use crate::bus::MatrixPermit;
+use crate::policy::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
 use crate::stream::{CommitHook, StreamWriter, Touch};
 use crate::sync::lock;
@@ -143,16 +145,26 @@ impl Rooms {
         lock(&self.inner.rooms).remove(room_id);
     }
 
-    /// Sends an event to an existing room, as the enforcement point permitted. With `txn` the
-    /// send is idempotent: a repeated transaction returns the first event and stores nothing.
+    /// Sends an event to an existing room, as the enforcement point permitted: `permit` must be
+    /// for `sender` in `room_id`, for `matrix:send` (`matrix:state` for a state event; a member
+    /// event also `matrix:join` or `matrix:invite`). With `txn` the send is idempotent: a repeated
+    /// transaction returns the first event and stores nothing.
     pub async fn send(
         &self,
-        _permit: &MatrixPermit,
+        permit: &MatrixPermit,
         room_id: &RoomId,
         sender: &UserId,
         event: NewEvent,
         txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
+        let actions: &[&str] = match (&event.state_key, &event.kind) {
+            (None, _) => &["matrix:send"],
+            (Some(_), TimelineEventType::RoomMember) => {
+                &["matrix:state", "matrix:join", "matrix:invite"]
+            }
+            (Some(_), _) => &["matrix:state"],
+        };
+        check_permit(permit, actions, sender, Some(room_id))?;
         self.deliver(room_id, sender, event, txn).await
     }
 
@@ -518,7 +530,8 @@ impl Rooms {
     }
 
     /// Sets `target`'s membership in a room, sent by `sender`, as the enforcement point
-    /// permitted.
+    /// permitted: `matrix:join` only for the sender's own membership, `matrix:invite` only for
+    /// another user's, `matrix:state` for either.
     pub async fn set_membership(
         &self,
         permit: &MatrixPermit,
@@ -527,6 +540,12 @@ impl Rooms {
         target: &UserId,
         content: Box<RawValue>,
     ) -> Result<Sent, RoomError> {
+        let actions: &[&str] = if target == sender {
+            &["matrix:state", "matrix:join"]
+        } else {
+            &["matrix:state", "matrix:invite"]
+        };
+        check_permit(permit, actions, sender, Some(room_id))?;
         self.send(
             permit,
             room_id,
@@ -593,6 +612,33 @@ pub struct Txn {
     pub device: String,
     pub scope: TxnScope,
     pub id: String,
+}
+
+/// Refuses what `permit` does not cover: one of `actions` by `user` in `room` (`None`: a room
+/// to be created). A refusal means a caller asked the enforcement point about something else.
+pub(crate) fn check_permit(
+    permit: &MatrixPermit,
+    actions: &[&str],
+    user: &UserId,
+    room: Option<&RoomId>,
+) -> Result<(), RoomError> {
+    if permit.covers(actions, user, room) {
+        return Ok(());
+    }
+    let room_name = |room: Option<&RoomId>| room.map_or("a new room", RoomId::as_str).to_owned();
+    tracing::error!(
+        permitted = permit.action(),
+        permitted_user = %permit.user(),
+        permitted_room = %room_name(permit.room()),
+        action = %actions.join(" or "),
+        %user,
+        room = %room_name(room),
+        "a Matrix permit used for another action, user or room"
+    );
+    Err(RoomError::Forbidden(format!(
+        "{user} is not permitted to do this in {}",
+        room_name(room)
+    )))
 }
 
 fn not_in_room(user: &UserId, room_id: &RoomId) -> RoomError {

@@ -5,14 +5,16 @@
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
 //! backend is [`sqlite::SqliteStore`]. Matrix accounts, devices and access tokens are kept by
-//! [`accounts::AccountStore`] in the same database, and rooms by [`rooms::RoomStore`] (new
-//! events are written by the Matrix stream writer, [`crate::stream`]).
+//! [`accounts::AccountStore`] in the same database; room events ([`pdu::Pdu`]) by
+//! [`rooms::RoomStore`]. Writes that take a Matrix stream position are [`StreamOp`]s, which the
+//! stream writer (`crate::stream`) commits.
 //!
 //! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
 //! commits them in groups. An operation can carry a `durable` notifier when the caller must wait
 //! until it is committed (messages for a disconnected session).
 
 pub mod accounts;
+pub mod pdu;
 pub mod rooms;
 pub mod sqlite;
 pub mod writer;
@@ -20,6 +22,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use sqlx::sqlite::SqliteConnection;
 use tokio::sync::oneshot;
 
 pub use writer::{StoreWriter, WriterConfig, spawn_writer};
@@ -42,6 +45,24 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store writer has stopped")]
     WriterStopped,
+}
+
+/// A write that takes a stream position. Implemented by each store of a concern (rooms, account
+/// data, ...), which owns its SQL.
+pub trait StreamOp: Send + 'static {
+    /// Applies the write inside the writer's transaction, at stream position `pos`.
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
+    /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
+    /// keeps the transaction open. Default `true`.
+    fn needs_savepoint(&self) -> bool {
+        true
+    }
 }
 
 /// The persisted image of one resumable session, as loaded at start.

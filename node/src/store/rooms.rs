@@ -10,9 +10,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row as _};
 
-use super::StoreError;
-use crate::rooms::pdu::Pdu;
-use crate::stream::StreamOp;
+use super::pdu::Pdu;
+use super::{StoreError, StreamOp};
 
 /// Access to the room tables. Cheap to clone.
 #[derive(Debug, Clone)]
