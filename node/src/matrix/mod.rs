@@ -7,8 +7,7 @@
 //! A known path with another method answers 405 `M_UNRECOGNIZED`; any other `/_matrix/` path
 //! 404 `M_UNRECOGNIZED`.
 //!
-//! Served so far: `versions`, `capabilities`, `login` (password, JWT), `register` (with
-//! `m.login.dummy`), `register/available`, `logout`, `logout/all`, `account/whoami`.
+//! The server's signing key is published at `GET /_matrix/key/v2/server` (`server_key.rs`).
 
 mod account;
 mod account_data;
@@ -34,6 +33,7 @@ mod pushrules;
 mod receipts;
 mod register;
 mod room;
+mod server_key;
 pub mod subject;
 mod sync;
 mod sync_answer;
@@ -63,6 +63,7 @@ use ruma::api::path_builder::PathBuilder as _;
 pub use accounts::Accounts;
 pub use error::MatrixError;
 pub use login::JWT_LOGIN_TYPE;
+pub use password::HashError;
 
 use crate::node::Node;
 
@@ -82,6 +83,12 @@ pub fn router() -> Router<Node> {
     userdata_routes::add(&mut routes);
     routes
         .into_router()
+        .route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(server_key::server_keys)
+                .options(cors::preflight)
+                .fallback(method_not_allowed),
+        )
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
 }
