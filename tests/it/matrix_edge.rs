@@ -144,8 +144,10 @@ async fn device_keys_with_a_lone_surrogate_are_refused_and_never_served() {
     let node = TestNode::spawn().await;
     let alice = register_session(&node, "alice").await;
     let bob = register(&node, "bob").await;
+    // In a field ruma's `DeviceKeys` does not name: kept raw (never decoded) by the typed
+    // check of the upload, and served as stored.
     let body = format!(
-        r#"{{"device_keys":{{"user_id":"{}","device_id":"{}","algorithms":["m.olm.v1.curve25519-aes-sha2"],"keys":{{"ed25519:{}":"{LONE}"}},"signatures":{{}}}}}}"#,
+        r#"{{"device_keys":{{"user_id":"{}","device_id":"{}","algorithms":["m.olm.v1.curve25519-aes-sha2"],"keys":{{"ed25519:{}":"key"}},"signatures":{{}},"org.example.note":"{LONE}"}}}}"#,
         alice.user_id, alice.device_id, alice.device_id
     );
     let uploaded = raw(
