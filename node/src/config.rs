@@ -62,6 +62,7 @@ pub struct RawMatrix {
     pub server_name: Option<String>,
     pub registration_enabled: bool,
     pub jwt_create_accounts: bool,
+    pub txn_retention_secs: u64,
     pub presence: RawPresence,
 }
 
@@ -71,6 +72,7 @@ impl Default for RawMatrix {
             server_name: None,
             registration_enabled: true,
             jwt_create_accounts: true,
+            txn_retention_secs: 24 * 60 * 60,
             presence: RawPresence::default(),
         }
     }
@@ -249,6 +251,9 @@ pub struct MatrixConfig {
     /// Whether a JWT login (`org.matrix.login.jwt`) of an identity without an account creates
     /// one (403 when off).
     pub jwt_create_accounts: bool,
+    /// How long a client transaction ID of a room event is remembered: a repeated `PUT` with it
+    /// within this time returns the first event.
+    pub txn_retention: Duration,
     pub presence: PresenceConfig,
 }
 
@@ -458,6 +463,13 @@ impl RawConfig {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
+        positive("matrix.txn_retention_secs", self.matrix.txn_retention_secs)?;
+        if self.matrix.txn_retention_secs > MAX_TXN_RETENTION_SECS {
+            return Err(invalid(
+                "matrix.txn_retention_secs",
+                format!("must be at most {MAX_TXN_RETENTION_SECS} (a year)"),
+            ));
+        }
         positive(
             "matrix.presence.idle_timeout_ms",
             self.matrix.presence.idle_timeout_ms,
@@ -514,6 +526,7 @@ impl RawConfig {
                 server_name,
                 registration_enabled: self.matrix.registration_enabled,
                 jwt_create_accounts: self.matrix.jwt_create_accounts,
+                txn_retention: Duration::from_secs(self.matrix.txn_retention_secs),
                 presence: PresenceConfig {
                     idle_timeout: Duration::from_millis(self.matrix.presence.idle_timeout_ms),
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
@@ -522,6 +535,9 @@ impl RawConfig {
         })
     }
 }
+
+/// The longest `matrix.txn_retention_secs`.
+const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {

@@ -65,6 +65,7 @@ pub mod rooms;
 pub mod server;
 pub mod store;
 pub mod stream;
+mod strict_json;
 mod sync;
 pub mod tls;
 pub mod userdata;

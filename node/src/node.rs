@@ -157,6 +157,7 @@ impl RunningNode {
             server_key,
             config.matrix.server_name.clone(),
             caches,
+            config.matrix.txn_retention,
         );
         let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(

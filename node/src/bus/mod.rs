@@ -511,7 +511,9 @@ impl Bus {
             pending.bridge.push(event);
         }
         let bridged = self.inner.bridge.is_some()
-            && match bridge::update_of(env, to, &self.inner.domain) {
+            && match bridge::update_of(env, to, &self.inner.domain)
+                .map_err(RouteError::Unbridgeable)?
+            {
                 Some(event) => {
                     pending.bridge.push(event);
                     true

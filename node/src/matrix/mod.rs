@@ -17,6 +17,8 @@
 //! `redact`, `event`, `messages`, `context`) and `/sync`; and, registered by
 //! `userdata_routes.rs`, filters, profiles, presence, account data, push rules, devices,
 //! end-to-end keys (with cross-signing), `sendToDevice`, typing, receipts and read markers.
+//!
+//! The server's signing key is published at `GET /_matrix/key/v2/server` (`server_key.rs`).
 
 mod account;
 mod account_data;
@@ -42,6 +44,7 @@ mod pushrules;
 mod receipts;
 mod register;
 mod room;
+mod server_key;
 pub mod subject;
 mod sync;
 mod sync_answer;
@@ -71,6 +74,7 @@ use ruma::api::path_builder::PathBuilder as _;
 pub use accounts::Accounts;
 pub use error::MatrixError;
 pub use login::JWT_LOGIN_TYPE;
+pub use password::HashError;
 
 use crate::node::Node;
 
@@ -90,6 +94,12 @@ pub fn router() -> Router<Node> {
     userdata_routes::add(&mut routes);
     routes
         .into_router()
+        .route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(server_key::server_keys)
+                .options(cors::preflight)
+                .fallback(method_not_allowed),
+        )
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
 }

@@ -36,10 +36,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 pub use account_data::AccountData;
 pub use devices::Devices;
-pub use filters::Filters;
+pub use filters::{FilterError, Filters};
 pub use keys::{
     CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, DeviceListChanges,
-    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys,
+    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
 };
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};

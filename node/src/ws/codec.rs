@@ -4,6 +4,7 @@
 use rethink_proto::{Code, Envelope, ParseError, ResponseBuilder};
 
 use crate::auth::AuthError;
+use crate::bus::bridge::Unbridgeable;
 use crate::bus::{Denied, RouteError};
 
 /// The code for a routing failure.
@@ -17,6 +18,8 @@ pub fn route_code(e: &RouteError) -> Code {
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,
         RouteError::Denied(d) => denied_code(d),
+        RouteError::Unbridgeable(Unbridgeable::TooLarge { .. }) => Code::TOO_LARGE,
+        RouteError::Unbridgeable(Unbridgeable::NotUnicode) => Code::BAD_REQUEST,
     }
 }
 

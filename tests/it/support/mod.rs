@@ -5,6 +5,7 @@
 pub(crate) mod client;
 pub(crate) mod http;
 pub(crate) mod jwt;
+pub(crate) mod keepalive;
 pub(crate) mod matrix;
 pub(crate) mod node;
 pub(crate) mod process;
