@@ -8,6 +8,7 @@ mod support;
 mod allocation;
 mod bad_input;
 mod bridge;
+mod canonical;
 mod http;
 mod identity;
 mod jwt;
