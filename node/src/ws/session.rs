@@ -10,16 +10,19 @@
 //!
 //! Backpressure: the node's answers count against the session's outbox bounds. While a frame is
 //! being handled (its messages routed, its answers waiting for room in a full outbox), the
-//! reader still applies acknowledgements as they arrive, since they may be what frees the room;
-//! the first other frame is held and nothing more is read until the handling is done, so a
-//! runtime that never acknowledges is slowed down instead of growing the node's memory. If no
-//! room appears within `session.idle_timeout_secs`, the connection is closed with 1008.
+//! reader still applies acknowledgements as they arrive, since they may be what frees the room
+//! (a runtime may have sent requests, then acknowledgements); other frames are held, up to
+//! [`HOLD_FRAMES`] frames and `session.max_frame_bytes` bytes, and then nothing more is read
+//! until the handling is done, so a runtime that never acknowledges is slowed down instead of
+//! growing the node's memory. If no room appears within `session.idle_timeout_secs`, the
+//! connection is closed with 1008.
 //!
 //! Closing: every way the node ends a connection (too many refused frames before or after
 //! `open`, invalid UTF-8, idle, expired credential, `close`) first writes the answers owed, then
 //! a close frame with its code and reason, then waits (bounded) for the peer's close frame.
 //! Refusals are [`SessionError`]s, turned into codes and descriptions only by [`codec`].
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ use crate::node::Node;
 const MAX_STRIKES: u32 = 50;
 /// Frames written per wake-up of the writer before it flushes.
 const WRITE_BATCH: usize = 256;
+/// Most frames read ahead (and held) while a frame is handled.
+const HOLD_FRAMES: usize = 256;
 /// How long the node writes owed answers, and then waits for the peer's close frame, when it
 /// closes a connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -588,15 +593,55 @@ where
     }
 }
 
+/// Frames read ahead while an earlier frame is handled, in order, bounded.
+struct Held {
+    frames: VecDeque<Message>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Held {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn size(msg: &Message) -> usize {
+        match msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.frames.len() < HOLD_FRAMES && self.bytes < self.max_bytes
+    }
+
+    fn push(&mut self, msg: Message) {
+        self.bytes += Self::size(&msg);
+        self.frames.push_back(msg);
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let msg = self.frames.pop_front()?;
+        self.bytes -= Self::size(&msg);
+        Some(msg)
+    }
+}
+
 /// Runs `work` (the handling of one frame) while reading what arrives meanwhile:
 /// acknowledgements are applied at once (they may be what frees the outbox room `work` waits
-/// for), pings and pongs skipped; the first other frame is put in `held` and nothing more is
-/// read until `work` is done. `Err` when the connection ended meanwhile.
+/// for), pings and pongs skipped, other frames held (while `held` has room; then nothing more
+/// is read until `work` is done). `Err` when the connection ended meanwhile.
 async fn with_acks<R, RE, F>(
     node: &Node,
     session: &Arc<Session>,
     stream: &mut R,
-    held: &mut Option<Message>,
+    held: &mut Held,
     work: F,
 ) -> Result<F::Output, End>
 where
@@ -609,16 +654,16 @@ where
         tokio::select! {
             biased;
             out = &mut work => return Ok(out),
-            msg = stream.next(), if held.is_none() => match msg {
+            msg = stream.next(), if held.has_room() => match msg {
                 None => return Err(End::PeerGone),
                 Some(Err(e)) => return Err(read_failed(&e)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) => return Err(End::PeerGone),
                 Some(Ok(Message::Text(text))) => match control::short_ack(&text) {
                     Some(seq) => node.bus().ack(session, seq).await,
-                    None => *held = Some(Message::Text(text)),
+                    None => held.push(Message::Text(text)),
                 },
-                Some(Ok(other)) => *held = Some(other),
+                Some(Ok(other)) => held.push(other),
             },
         }
     }
@@ -646,7 +691,7 @@ where
     RE: ReadError,
 {
     let idle: Duration = node.config().session.idle_timeout;
-    let mut held = None;
+    let mut held = Held::new(node.config().session.max_frame_bytes);
     // The answer to `open` / `re-open` goes through the outbox like every other frame (after a
     // replay into a full outbox, it waits for the runtime's acknowledgements).
     match with_acks(node, session, stream, &mut held, answer(node, session, &reply)).await {
@@ -657,7 +702,7 @@ where
     }
     let mut strikes = 0u32;
     loop {
-        let msg = match held.take() {
+        let msg = match held.pop() {
             Some(msg) => msg,
             None => match tokio::time::timeout(idle, stream.next()).await {
                 Err(_) => return End::Idle,
