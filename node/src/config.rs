@@ -150,6 +150,7 @@ pub struct RawSession {
     pub rate_burst: u32,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +206,7 @@ impl Default for RawSession {
             rate_burst: 10_000,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
+            max_recipients: 100,
         }
     }
 }
@@ -322,6 +324,8 @@ pub struct SessionConfig {
     pub rate_burst: u32,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Most distinct recipients (`to`) of one message; beyond it the message is refused whole.
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +426,7 @@ impl RawConfig {
         positive("session.outbox_max_messages", s.outbox_max_messages as u64)?;
         positive("session.rate_per_second", u64::from(s.rate_per_second))?;
         positive("session.ping_interval_secs", s.ping_interval_secs)?;
+        positive("session.max_recipients", s.max_recipients as u64)?;
         if s.outbox_max_bytes < s.max_frame_bytes {
             return Err(invalid(
                 "session.outbox_max_bytes",
@@ -505,6 +510,7 @@ impl RawConfig {
                 rate_burst: s.rate_burst.max(1),
                 ping_interval: Duration::from_secs(s.ping_interval_secs),
                 idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+                max_recipients: s.max_recipients,
             },
             allocation: AllocationConfig {
                 max_number: self.allocation.max_number,

@@ -3,9 +3,19 @@
 //! [`Bus`] is a cheap-clone handle. A message enters through [`Bus::authorize`] (the enforcement
 //! point, which returns a [`Permit`]) and [`Bus::route`], which looks up each recipient (node
 //! endpoint, subscribers, or owner of the address or of an address above it) and appends the
-//! message to the recipients' outboxes. Outbox writes go to the store writer; for a recipient
-//! without a connection, `route` returns only after the message is committed, so an accepted
-//! message for a resumable session survives even a killed process.
+//! message to the recipients' outboxes.
+//!
+//! Durability: outbox writes go to the store writer, and `route` returns only once every frame
+//! it put in an outbox is *settled*: written to the recipient's socket by its connection's
+//! writer, or committed to the store, whichever comes first. A frame for a recipient without a
+//! connection is committed at once (an urgent batch); one for a connected recipient is usually
+//! written to its socket within microseconds, and if that socket is full (the recipient stopped
+//! reading) it is settled by the next group commit (`store.commit_delay_ms`). So an accepted
+//! message survives even a killed process: it is on the recipient's socket or in the store.
+//!
+//! The node's own answers to a session count against that session's outbox bounds like any
+//! frame: [`Bus::answer`] waits for room (see `ws::session` for how the connection keeps
+//! reading acknowledgements meanwhile).
 
 mod addresses;
 pub mod bridge;
@@ -38,7 +48,7 @@ use crate::auth::Identity;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
-use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
+use crate::store::{PersistedSession, SessionKey, Settle, StoreOp, StoreWriter};
 use crate::sync::{lock, read, write};
 use bridge::BridgeEvent;
 use outbox::Outbox;
@@ -52,7 +62,8 @@ const EPOCH_SHIFT: u32 = 36;
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) ops: Vec<StoreOp>,
-    durable: Vec<oneshot::Receiver<()>>,
+    /// One per frame delivered: fired when it is on the recipient's socket or committed.
+    settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, handed over after the commit.
     pub(crate) bridge: Vec<BridgeEvent>,
 }
@@ -298,6 +309,7 @@ impl Bus {
         if let Some(a) = attachment {
             a.cancel.cancel();
         }
+        session.wake_waiters();
         let book = &self.inner.book;
         book.release(session.runtime_url(), session);
         for a in &allocations {
@@ -376,32 +388,58 @@ impl Bus {
         }
     }
 
-    /// Puts the node's answer to `session`'s own request in its outbox (over the bounds).
+    /// Puts the node's answer to `session`'s own request in its outbox, waiting while the
+    /// outbox is full (until the runtime acknowledges frames). `Gone` if the session ended.
     pub async fn answer(&self, session: &Arc<Session>, reply: &Envelope) -> Result<(), PushError> {
-        let mut pending = Pending::default();
-        self.push(session, reply.shared_json(), true, &mut pending)?;
-        self.commit(pending).await;
+        let json = reply.shared_json();
+        let seq = session.push_answer(Arc::clone(json)).await?;
+        self.answered(session, seq, json).await;
         Ok(())
     }
 
+    /// Puts the node's answer in `session`'s outbox if it fits now (a notice before the
+    /// connection closes, when nothing would free room any more).
+    pub async fn try_answer(
+        &self,
+        session: &Arc<Session>,
+        reply: &Envelope,
+    ) -> Result<(), PushError> {
+        let json = reply.shared_json();
+        let (seq, _) = session.push(Arc::clone(json), None)?;
+        self.answered(session, seq, json).await;
+        Ok(())
+    }
+
+    async fn answered(&self, session: &Arc<Session>, seq: u64, json: &Arc<str>) {
+        self.inner.metrics.routed.inc();
+        self.inner.metrics.outbox_messages.inc();
+        self.submit(StoreOp::Enqueue {
+            session: Arc::clone(session.key()),
+            seq,
+            json: Arc::clone(json),
+            durable: None,
+            urgent: false,
+        })
+        .await;
+    }
+
+    /// Puts a message in a recipient's outbox; the route waits for it to settle.
     fn push(
         &self,
         session: &Arc<Session>,
         json: &Arc<str>,
-        force: bool,
         pending: &mut Pending,
     ) -> Result<(), PushError> {
-        let (seq, connected) = session.push(Arc::clone(json), force)?;
-        let durable = (!connected).then(|| {
-            let (tx, rx) = oneshot::channel();
-            pending.durable.push(rx);
-            tx
-        });
+        let (settle, settled) = Settle::new();
+        let (seq, connected) = session.push(Arc::clone(json), Some(settle.clone()))?;
+        pending.settled.push(settled);
         pending.ops.push(StoreOp::Enqueue {
             session: Arc::clone(session.key()),
             seq,
             json: Arc::clone(json),
-            durable,
+            durable: Some(settle),
+            // Without a connection only the commit can settle it: do not wait for the delay.
+            urgent: !connected,
         });
         self.inner.metrics.routed.inc();
         self.inner.metrics.outbox_messages.inc();
@@ -415,8 +453,7 @@ impl Bus {
         json: &Arc<str>,
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
-        self.push(session, json, false, pending)
-            .map_err(|e| match e {
+        self.push(session, json, pending).map_err(|e| match e {
                 PushError::Gone => RouteError::NotFound(address.to_owned()),
                 PushError::Full(full) => RouteError::OutboxFull {
                     address: address.to_owned(),
@@ -435,7 +472,7 @@ impl Bus {
         for op in pending.ops {
             self.submit(op).await;
         }
-        for rx in pending.durable {
+        for rx in pending.settled {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }

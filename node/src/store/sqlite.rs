@@ -520,6 +520,7 @@ mod tests {
             seq,
             json: Arc::from(format!(r#"{{"n":{seq}}}"#)),
             durable: None,
+            urgent: false,
         }
     }
 
