@@ -1,13 +1,15 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
 //! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully (stop
-//! accepting, close connections, flush the store).
+//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully within
+//! `server.shutdown_timeout_secs` (stop accepting, close connections, drop those left at the
+//! deadline, flush the store).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,7 +21,7 @@ use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
 use crate::rooms::{RoomCaches, Rooms, ServerKey};
-use crate::server::{self, ServerError};
+use crate::server::{self, Server, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
@@ -122,7 +124,7 @@ pub struct RunningNode {
     addr: SocketAddr,
     store: Arc<SqliteStore>,
     writer: StoreWriter,
-    server: JoinHandle<()>,
+    server: Server,
     reaper: JoinHandle<()>,
     watcher: JoinHandle<()>,
     presence: JoinHandle<()>,
@@ -235,39 +237,71 @@ impl RunningNode {
         &self.node
     }
 
-    /// Graceful shutdown: stop accepting, close every connection (sessions stay resumable),
-    /// commit everything to the store.
+    /// Graceful shutdown: stop accepting, let every connection close (WebSocket sessions with
+    /// 1001, resumable; long-polls answered; requests in progress finished) until the
+    /// `server.shutdown_timeout_secs` deadline, then drop the connections left; commit everything
+    /// to the store in either case.
     pub async fn shutdown(self) {
-        let node = self.node;
+        let Self {
+            node,
+            mut server,
+            store,
+            writer,
+            reaper,
+            watcher,
+            presence,
+            ..
+        } = self;
+        let deadline = Instant::now() + node.config().server.shutdown_timeout;
         node.shutdown_token().cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         let tracker = node.session_tracker();
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after 5 s; shutting down anyway");
+        let closed = async {
+            server.closed().await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            tracing::warn!(
+                connections = server.connections().open(),
+                sessions = tracker.len(),
+                "connections still open at the shutdown deadline; dropping them"
+            );
+            server.connections().drop_all();
+            // Every socket now fails at once; the tasks only have to notice.
+            let ended = async {
+                server.closed().await;
+                tracker.wait().await;
+            };
+            if tokio::time::timeout(DROP_GRACE, ended).await.is_err() {
+                tracing::warn!(
+                    sessions = tracker.len(),
+                    "connection tasks still running after being dropped"
+                );
+            }
         }
-        self.reaper.abort();
-        self.watcher.abort();
+        reaper.abort();
+        watcher.abort();
         // It stops at the shutdown token; a timeout being stored finishes first.
-        if tokio::time::timeout(Duration::from_secs(5), self.presence)
+        let presence_deadline = deadline.max(Instant::now() + DROP_GRACE);
+        if tokio::time::timeout_at(presence_deadline, presence)
             .await
             .is_err()
         {
-            tracing::warn!("presence timeouts still being stored after 5 s");
+            tracing::warn!("presence timeouts still being stored at the shutdown deadline");
         }
         if let Err(e) = node.stream().flush().await {
             tracing::error!(error = %e, "final matrix stream flush failed");
         }
-        if let Err(e) = self.writer.flush().await {
+        if let Err(e) = writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
-        self.store.close().await;
+        store.close().await;
         tracing::info!("rethink-node stopped");
     }
 }
+
+/// How long connection tasks get to end once their sockets were dropped at the deadline.
+const DROP_GRACE: Duration = Duration::from_secs(1);
 
 async fn reap(node: Node) {
     let window = node.config().session.resume_window;

@@ -28,5 +28,7 @@ mod policy;
 mod process;
 mod resume;
 mod routing;
+mod server_limits;
+mod shutdown;
 mod tls;
 mod vectors;
