@@ -1,6 +1,6 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
 //! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully within
+//! listener, reaper, policy watcher, presence timeouts, typing timer) and stops them gracefully within
 //! `server.shutdown_timeout_secs` (stop accepting, close connections, drop those left at the
 //! deadline, flush the store).
 
@@ -128,6 +128,8 @@ pub struct RunningNode {
     reaper: JoinHandle<()>,
     watcher: JoinHandle<()>,
     presence: JoinHandle<()>,
+    presence_stop: CancellationToken,
+    typing: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -201,11 +203,19 @@ impl RunningNode {
             node.config().policy.watch_interval,
             node.shutdown_token().clone(),
         ));
+        // Stopped by `shutdown` once no request is left that could still store presence.
+        let presence_stop = CancellationToken::new();
         let presence = tokio::spawn(
             node.userdata()
                 .presence()
                 .clone()
-                .run_timeouts(node.config().matrix.presence, node.shutdown_token().clone()),
+                .run(node.config().matrix.presence, presence_stop.clone()),
+        );
+        let typing = tokio::spawn(
+            node.userdata()
+                .typing()
+                .clone()
+                .run_timers(node.shutdown_token().clone()),
         );
         tracing::info!(
             %addr,
@@ -224,6 +234,8 @@ impl RunningNode {
             reaper,
             watcher,
             presence,
+            presence_stop,
+            typing,
         })
     }
 
@@ -250,6 +262,8 @@ impl RunningNode {
             reaper,
             watcher,
             presence,
+            presence_stop,
+            typing,
             ..
         } = self;
         let deadline = Instant::now() + node.config().server.shutdown_timeout;
@@ -281,13 +295,15 @@ impl RunningNode {
         }
         reaper.abort();
         watcher.abort();
-        // It stops at the shutdown token; a timeout being stored finishes first.
+        typing.abort();
+        // It stores what is queued, then stops.
+        presence_stop.cancel();
         let presence_deadline = deadline.max(Instant::now() + DROP_GRACE);
         if tokio::time::timeout_at(presence_deadline, presence)
             .await
             .is_err()
         {
-            tracing::warn!("presence timeouts still being stored at the shutdown deadline");
+            tracing::warn!("presence still being stored at the shutdown deadline");
         }
         if let Err(e) = node.stream().flush().await {
             tracing::error!(error = %e, "final matrix stream flush failed");
