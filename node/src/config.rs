@@ -52,6 +52,36 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub admin: RawAdmin,
     pub matrix: RawMatrix,
+    pub server: RawServer,
+}
+
+/// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub header_timeout_ms: u64,
+    pub keepalive_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: u32,
+    pub max_tls_handshakes: u32,
+    pub tls_handshake_timeout_ms: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        let d = ServerConfig::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            header_timeout_ms: ms(d.header_timeout),
+            keepalive_timeout_secs: d.keepalive_timeout.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_tls_handshakes: d.max_tls_handshakes,
+            tls_handshake_timeout_ms: ms(d.tls_handshake_timeout),
+            shutdown_timeout_secs: d.shutdown_timeout.as_secs(),
+        }
+    }
 }
 
 /// `[matrix]`: the Matrix Client-Server API.
@@ -181,6 +211,7 @@ impl Default for RawConfig {
             policy: RawPolicy::default(),
             admin: RawAdmin::default(),
             matrix: RawMatrix::default(),
+            server: RawServer::default(),
         }
     }
 }
@@ -241,6 +272,44 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
+    pub server: ServerConfig,
+}
+
+/// The HTTP listener (`crate::server`): limits, timeouts, and the shutdown deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// A request head (request line and headers) must be complete this long after the
+    /// connection was accepted, or after the first byte of a later request arrived on it.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub keepalive_timeout: Duration,
+    /// The longest an ordinary request may take (not `/sync`, whose own `timeout` is bounded,
+    /// nor a WebSocket session after its upgrade).
+    pub request_timeout: Duration,
+    /// Most connections open at once (HTTP, WebSocket, TLS handshakes); beyond it new
+    /// connections wait in the listen backlog.
+    pub max_connections: u32,
+    /// Most TLS handshakes in progress at once; beyond it new connections wait.
+    pub max_tls_handshakes: u32,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// After SIGTERM, how long connections may take to close by themselves before they are
+    /// dropped (the store is flushed either way).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_tls_handshakes: 256,
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The Matrix Client-Server API.
@@ -483,6 +552,7 @@ impl RawConfig {
             "matrix.presence.offline_timeout_ms",
             self.matrix.presence.offline_timeout_ms,
         )?;
+        let server = validate_server(&self.server)?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(
@@ -538,12 +608,39 @@ impl RawConfig {
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
                 },
             },
+            server,
         })
     }
 }
 
 /// The longest `matrix.txn_retention_secs`.
 const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
+
+fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
+    positive("server.header_timeout_ms", s.header_timeout_ms)?;
+    positive("server.keepalive_timeout_secs", s.keepalive_timeout_secs)?;
+    positive("server.request_timeout_secs", s.request_timeout_secs)?;
+    positive("server.max_connections", u64::from(s.max_connections))?;
+    positive("server.max_tls_handshakes", u64::from(s.max_tls_handshakes))?;
+    positive(
+        "server.tls_handshake_timeout_ms",
+        s.tls_handshake_timeout_ms,
+    )?;
+    positive("server.shutdown_timeout_secs", s.shutdown_timeout_secs)?;
+    // A semaphore holds at most this many permits.
+    if s.max_connections as usize > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(invalid("server.max_connections", "is too large"));
+    }
+    Ok(ServerConfig {
+        header_timeout: Duration::from_millis(s.header_timeout_ms),
+        keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+        request_timeout: Duration::from_secs(s.request_timeout_secs),
+        max_connections: s.max_connections,
+        max_tls_handshakes: s.max_tls_handshakes,
+        tls_handshake_timeout: Duration::from_millis(s.tls_handshake_timeout_ms),
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+    })
+}
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
@@ -588,6 +685,7 @@ mod tests {
         assert!(cfg.matrix.registration_enabled);
         assert_eq!(cfg.matrix.presence, PresenceConfig::default());
         assert_eq!(cfg.matrix.presence.idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.server, ServerConfig::default());
     }
 
     #[test]
@@ -670,6 +768,36 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "setting `matrix.presence.offline_timeout_ms`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        header_timeout_ms: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.header_timeout_ms`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        max_connections: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.max_connections`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        shutdown_timeout_secs: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.shutdown_timeout_secs`",
             ),
         ];
         for (raw, want) in cases {

@@ -37,6 +37,8 @@ mod policy;
 mod process;
 mod resume;
 mod routing;
+mod server_limits;
+mod shutdown;
 mod takeover;
 mod tls;
 mod vectors;

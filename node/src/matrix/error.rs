@@ -109,6 +109,12 @@ pub enum MatrixError {
     /// The bridge of a room to its data object failed.
     #[error("bridge: {0}")]
     Bridge(#[source] crate::bridge::BridgeError),
+    /// The handler panicked (caught by the server's panic catcher, which logged it).
+    #[error("the request handler panicked")]
+    Panicked,
+    /// The request took longer than `server.request_timeout_secs`.
+    #[error("the request took too long")]
+    TimedOut,
 }
 
 impl MatrixError {
@@ -156,7 +162,9 @@ impl MatrixError {
             | E::NoRandomness(_)
             | E::StoredLocalpart { .. }
             | E::NoFreeLocalpart
-            | E::Bridge(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+            | E::Bridge(_)
+            | E::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+            E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
         }
     }
 
@@ -172,7 +180,8 @@ impl MatrixError {
             | E::NoRandomness(_)
             | E::StoredLocalpart { .. }
             | E::NoFreeLocalpart
-            | E::Bridge(_) => true,
+            | E::Bridge(_)
+            | E::Panicked => true,
             _ => false,
         }
     }

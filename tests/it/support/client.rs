@@ -45,6 +45,15 @@ impl Rt<Plain> {
         assert_eq!(resp["body"]["code"], 200, "open: {resp}");
         rt
     }
+
+    /// Shuts the sending side of the TCP connection (a half-close: the node reads EOF, this
+    /// client could still read).
+    pub(crate) async fn shutdown_write(&mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() {
+            tcp.shutdown().await.expect("half-close");
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
@@ -81,6 +90,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
     /// Sends a JSON value as one text frame.
     pub(crate) async fn send(&mut self, v: &Value) {
         self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends a JSON value as one text frame; `false` if the connection is gone.
+    pub(crate) async fn try_send(&mut self, v: &Value) -> bool {
+        self.ws.send(Message::text(v.to_string())).await.is_ok()
     }
 
     /// Sends raw text as one frame.
