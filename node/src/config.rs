@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -247,6 +249,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
+    /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
+    /// setting (no file or variable sets it).
+    pub clock: Clock,
 }
 
 /// The Matrix Client-Server API.
@@ -536,6 +541,7 @@ impl RawConfig {
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
                 },
             },
+            clock: Clock::system(),
         })
     }
 }

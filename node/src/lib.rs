@@ -3,14 +3,16 @@
 //! Hyperty runtimes connect over WebSocket (`ws`), open a session, get addresses and exchange
 //! reTHINK messages through the `bus`, which keeps every frame owed to a runtime in a persisted
 //! outbox (`store`) until the runtime acknowledges it. `node` starts and stops the parts;
-//! `config` reads and validates settings; `auth` checks credentials; `metrics` exports counters;
-//! `matrix` serves the Matrix Client-Server API.
+//! `config` reads and validates settings; `clock` is the node's time (a handle that tests
+//! control); `auth` checks credentials; `metrics` exports counters; `matrix` serves the Matrix
+//! Client-Server API.
 //! See DESIGN.md (in the project's shared folder) for the architecture.
 
 pub mod auth;
 pub mod bridge;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 mod maps;
 pub mod matrix;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{AuthConfig, StaticToken};
 use jwks::{JwksError, JwksLocation, KeyCache, KeySet};
 
@@ -164,6 +165,7 @@ impl Authenticator {
     pub async fn start(
         config: &AuthConfig,
         shutdown: &CancellationToken,
+        clock: &Clock,
     ) -> Result<Self, AuthStartError> {
         let auth = Self::build(config, |_| KeySet::default());
         for ((cache, every), issuer) in auth.key_caches.iter().zip(&config.jwt) {
@@ -174,9 +176,15 @@ impl Authenticator {
             })?;
             let from = cache.location();
             tracing::info!(issuer = %issuer.issuer, %from, keys, "JWT issuer ready");
-            Arc::clone(cache).spawn_refresh(*every, shutdown.child_token());
+            Arc::clone(cache).spawn_refresh(*every, shutdown.child_token(), clock);
         }
         Ok(auth)
+    }
+
+    /// The key cache of the `i`th JWT issuer.
+    #[cfg(test)]
+    pub(crate) fn key_cache(&self, i: usize) -> &Arc<KeyCache> {
+        &self.key_caches[i].0
     }
 
     fn build(config: &AuthConfig, initial: impl Fn(&jwt::JwtIssuer) -> KeySet) -> Self {

@@ -36,6 +36,7 @@ pub use permit::{Denied, Origin, Permit};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
+use crate::clock::Clock;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
@@ -80,6 +81,8 @@ pub struct BusConfig {
     pub allocation: AllocationConfig,
     /// This run's start counter (see [`crate::store::SessionStore::next_epoch`]).
     pub epoch: u64,
+    /// The node's time (resume windows).
+    pub clock: Clock,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,7 @@ struct Inner {
     session_cfg: SessionConfig,
     alloc_cfg: AllocationConfig,
     epoch: u64,
+    clock: Clock,
     next_connection: AtomicU64,
     bridge: std::sync::OnceLock<tokio::sync::mpsc::Sender<BridgeEvent>>,
     matrix_rates: matrix_permit::MatrixRates,
@@ -139,6 +143,7 @@ impl Bus {
                 session_cfg: config.session,
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
+                clock: config.clock,
                 next_connection: AtomicU64::new(1),
                 bridge: std::sync::OnceLock::new(),
                 matrix_rates: Default::default(),
@@ -205,6 +210,7 @@ impl Bus {
                 identity,
                 outbox,
                 c,
+                self.inner.clock.now(),
             ));
             self.inner
                 .book
@@ -259,6 +265,7 @@ impl Bus {
             identity,
             self.outbox_for(1),
             &self.inner.session_cfg,
+            self.inner.clock.now(),
         ));
         if !self
             .inner
@@ -325,7 +332,7 @@ impl Bus {
     /// Ends every session whose resume window has passed without a connection.
     pub async fn reap_expired(&self) -> usize {
         let window = self.inner.session_cfg.resume_window;
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let expired: Vec<Arc<Session>> = read(&self.inner.sessions)
             .values()
             .filter(|s| {
@@ -364,7 +371,7 @@ impl Bus {
 
     /// Detaches connection `id`; the session waits in its resume window.
     pub fn detach(&self, session: &Arc<Session>, id: u64) {
-        if session.detach(id) {
+        if session.detach(id, self.inner.clock.now()) {
             self.inner.metrics.sessions_connected.dec();
         }
     }

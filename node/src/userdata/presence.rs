@@ -17,7 +17,6 @@
 mod live;
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::presence::PresenceState;
 use ruma::serde::Raw;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
+use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
@@ -49,9 +49,9 @@ pub struct StoredPresence {
 }
 
 impl StoredPresence {
-    /// Milliseconds since the user was last active.
-    pub fn last_active_ago(&self) -> u64 {
-        u64::try_from(now_ms() - self.last_active_ms).unwrap_or(0)
+    /// Milliseconds since the user was last active, at `now_ms` (unix ms).
+    pub fn last_active_ago(&self, now_ms: i64) -> u64 {
+        u64::try_from(now_ms - self.last_active_ms).unwrap_or(0)
     }
 
     /// The row completed with what this run knows of the user.
@@ -63,11 +63,11 @@ impl StoredPresence {
         self
     }
 
-    /// The `m.presence` event of this presence.
-    fn event(&self) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
+    /// The `m.presence` event of this presence, at `now_ms`.
+    fn event(&self, now_ms: i64) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
         let mut content = json!({
             "presence": self.presence,
-            "last_active_ago": self.last_active_ago(),
+            "last_active_ago": self.last_active_ago(now_ms),
             "currently_active": self.currently_active,
         });
         if let Some(msg) = &self.status_msg {
@@ -81,12 +81,6 @@ impl StoredPresence {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The presence store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -96,6 +90,7 @@ pub struct Presence {
     live: Arc<Mutex<LiveMap>>,
     /// Held while deciding and storing a change, so the store sees changes in decision order.
     writing: Arc<AsyncMutex<()>>,
+    clock: Clock,
 }
 
 /// A `/sync` in progress that keeps its user from going offline; it ends when dropped.
@@ -104,24 +99,31 @@ pub struct Presence {
 pub struct Syncing {
     live: Arc<Mutex<LiveMap>>,
     user: Option<OwnedUserId>,
+    clock: Clock,
 }
 
 impl Drop for Syncing {
     fn drop(&mut self) {
         if let Some(user) = self.user.take() {
-            lock(&self.live).sync_ended(&user, now_ms());
+            lock(&self.live).sync_ended(&user, self.clock.unix_ms());
         }
     }
 }
 
 impl Presence {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        memberships: Memberships,
+        clock: Clock,
+    ) -> Self {
         Self {
             pool,
             stream,
             memberships,
             live: Default::default(),
             writing: Default::default(),
+            clock,
         }
     }
 
@@ -134,7 +136,7 @@ impl Presence {
         status_msg: Option<&str>,
     ) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
-        let write = lock(&self.live).set(user, presence, now_ms());
+        let write = lock(&self.live).set(user, presence, self.clock.unix_ms());
         self.store(user, &write, Some(status_msg)).await
     }
 
@@ -152,12 +154,13 @@ impl Presence {
                 .as_ref()
                 .map(|s| PresenceState::from(s.presence.as_str()));
             let last_active = stored.map_or(0, |s| s.last_active_ms);
-            lock(&self.live).learn(user, state, last_active, false, now_ms());
+            lock(&self.live).learn(user, state, last_active, false, self.clock.unix_ms());
         }
-        let (counts, wants) = lock(&self.live).sync_started(user, requested, now_ms());
+        let (counts, wants) = lock(&self.live).sync_started(user, requested, self.clock.unix_ms());
         let guard = Syncing {
             live: Arc::clone(&self.live),
             user: counts.then(|| user.to_owned()),
+            clock: self.clock.clone(),
         };
         if wants {
             let _writing = self.writing.lock().await;
@@ -250,24 +253,41 @@ impl Presence {
                 })
                 .collect()
         };
-        rows.iter().map(StoredPresence::event).collect()
+        let now = self.clock.unix_ms();
+        rows.iter().map(|r| r.event(now)).collect()
     }
 
     /// Applies the presence timeouts every `config.sweep_interval()` until `shutdown`. First
     /// learns the users the store has as not `offline` (from before a restart): they have one
-    /// offline timeout to sync again.
-    pub async fn run_timeouts(self, config: PresenceConfig, shutdown: CancellationToken) {
-        if let Err(e) = self.restore(&config).await {
-            tracing::warn!(error = %e, "presence: the users online before the start were not read");
+    /// offline timeout to sync again. (The ticker is made at once, before the task runs, so
+    /// that a test's manual clock knows it from the start.)
+    pub fn run_timeouts(
+        self,
+        config: PresenceConfig,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut tick = self.clock.ticker(config.sweep_interval());
+        async move {
+            if let Err(e) = self.restore(&config).await {
+                tracing::warn!(error = %e, "presence: the users online before the start were not read");
+            }
+            self.sweep_on(&mut tick, &config, &shutdown).await;
         }
-        let mut tick = tokio::time::interval(config.sweep_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+
+    /// Sweeps at every tick until `shutdown`.
+    async fn sweep_on(
+        &self,
+        tick: &mut Ticker,
+        config: &PresenceConfig,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+                () = tick.tick() => {}
             }
-            match self.sweep(&config).await {
+            match self.sweep(config).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(changes = n, "presence timeouts applied"),
                 Err(e) => tracing::warn!(error = %e, "presence: storing a timeout failed"),
@@ -282,7 +302,7 @@ impl Presence {
         )
         .fetch_all(&self.pool)
         .await?;
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);
         for (user, state, last_active) in rows {
@@ -303,7 +323,11 @@ impl Presence {
     /// Stores the timeouts due now; returns how many.
     async fn sweep(&self, config: &PresenceConfig) -> Result<usize, StoreError> {
         let _writing = self.writing.lock().await;
-        let due = lock(&self.live).due(config.idle_timeout, config.offline_timeout, now_ms());
+        let due = lock(&self.live).due(
+            config.idle_timeout,
+            config.offline_timeout,
+            self.clock.unix_ms(),
+        );
         let mut failed = None;
         for (user, write) in &due {
             tracing::debug!(%user, state = write.state.as_str(), "presence timed out");

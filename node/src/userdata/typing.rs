@@ -11,9 +11,10 @@ use ruma::events::AnySyncEphemeralRoomEvent;
 use ruma::events::typing::TypingEventContent;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::content_event;
+use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
 use crate::sync::lock;
@@ -26,6 +27,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Typing {
     state: Arc<Mutex<State>>,
     stream: StreamWriter,
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -54,16 +56,17 @@ impl Typing {
     /// Typing state starting with a serial of the current time in microseconds: serials keep
     /// growing across restarts (one change per microsecond would be needed to catch up), so a
     /// `/sync` token from before a restart sees every room's typing as changed, never as old.
-    pub(super) fn new(stream: StreamWriter) -> Self {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    pub(super) fn new(stream: StreamWriter, clock: Clock) -> Self {
+        let start = u64::try_from(clock.unix_ms())
+            .unwrap_or(0)
+            .saturating_mul(1000);
         Self {
             state: Arc::new(Mutex::new(State {
                 serial: start,
                 rooms: HashMap::new(),
             })),
             stream,
+            clock,
         }
     }
 
@@ -86,7 +89,7 @@ impl Typing {
             let users = &mut state.rooms.entry(room.to_owned()).or_default().users;
             let changed = match timeout {
                 Some(timeout) => {
-                    let until = Instant::now() + timeout.min(MAX_TIMEOUT);
+                    let until = self.clock.now() + timeout.min(MAX_TIMEOUT);
                     let was_typing = users.insert(user.to_owned(), until).is_some();
                     self.schedule_end(room, user, until, members.clone());
                     !was_typing
@@ -114,12 +117,12 @@ impl Typing {
         let this = self.clone();
         let (room, user) = (room.to_owned(), user.to_owned());
         tokio::spawn(async move {
-            tokio::time::sleep_until(until).await;
+            this.clock.sleep_until(until).await;
             let ended = {
                 let mut state = lock(&this.state);
                 let users = state.rooms.get_mut(&room).map(|r| &mut r.users);
                 let expired = users.is_some_and(|users| match users.get(&user) {
-                    Some(end) if *end <= Instant::now() => users.remove(&user).is_some(),
+                    Some(end) if *end <= this.clock.now() => users.remove(&user).is_some(),
                     _ => false,
                 });
                 if expired {
@@ -144,7 +147,7 @@ impl Typing {
         let Some(typing) = state.rooms.get(room) else {
             return (0, Vec::new());
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut users: Vec<_> = typing
             .users
             .iter()
@@ -190,19 +193,34 @@ mod tests {
         let s0 = t.serial();
         assert!(t.event(room, None).unwrap().is_none());
 
-        t.set(room, alice, Some(Duration::from_millis(200)), vec![]);
+        // Alice is the room's only member: she is woken by every change.
+        let members = vec![alice.to_owned()];
+        let mut woken = f.stream.notifier().subscribe(alice);
+        t.set(room, alice, Some(Duration::from_secs(20)), members.clone());
         let s1 = t.serial();
         assert!(s1 > s0);
+        assert!(woken.has_changed().unwrap(), "a start wakes the members");
+        woken.mark_unchanged();
         assert_eq!(t.typing_users(room), [alice]);
         assert!(t.event(room, None).unwrap().is_some());
         assert!(t.event(room, Some(s0)).unwrap().is_some());
         assert!(t.event(room, Some(s1)).unwrap().is_none());
-        // Renewing is no change.
-        t.set(room, alice, Some(Duration::from_millis(200)), vec![]);
+        // Renewing (for 20 s from 10 s on) is no change.
+        f.clock.advance(Duration::from_secs(10)).await;
+        t.set(room, alice, Some(Duration::from_secs(20)), members.clone());
         assert_eq!(t.serial(), s1);
+        assert!(!woken.has_changed().unwrap());
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The first timeout passes: renewed, still typing. At the renewed one, typing ends.
+        f.clock.advance(Duration::from_secs(19)).await;
+        assert_eq!(t.typing_users(room), [alice]);
+        f.clock.advance(Duration::from_secs(1)).await;
         assert!(t.typing_users(room).is_empty());
+        // The end is a change, and wakes the members.
+        tokio::time::timeout(Duration::from_secs(5), woken.changed())
+            .await
+            .expect("the timeout wakes the members")
+            .unwrap();
         let s2 = t.serial();
         assert!(s2 > s1, "the timeout is a change");
         let event = t.event(room, Some(s1)).unwrap().unwrap();

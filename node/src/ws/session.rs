@@ -107,9 +107,11 @@ async fn attached<S, R, SE, RE>(
     SE: Display,
     RE: Display,
 {
+    let attached_at = node.clock().now();
+    let expiry = credential_expiry(&node, &session);
     let end = tokio::select! {
-        () = credential_expiry(&session) => End::Expired,
-        end = read_loop(&node, &session, &mut stream) => end,
+        () = expiry => End::Expired,
+        end = read_loop(&node, &session, &mut stream, attached_at) => end,
         end = write_loop(&session, conn_id, &mut sink, &cancel, &shutdown, node.config().session.ping_interval) => end,
     };
     if end == End::Expired {
@@ -181,20 +183,22 @@ async fn attached<S, R, SE, RE>(
     let _ = sink.close().await;
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Resolves when the session's credential expires (never for credentials without expiry).
-async fn credential_expiry(session: &Session) {
-    match session.identity().expires_at {
-        Some(exp) => {
-            let left = exp.saturating_sub(unix_now());
-            tokio::time::sleep(Duration::from_secs(left)).await;
+/// Resolves when the session's credential expires (never for credentials without expiry). The
+/// deadline is taken at once, on the node's clock.
+fn credential_expiry(node: &Node, session: &Session) -> impl Future<Output = ()> + use<> {
+    let clock = node.clock().clone();
+    let deadline = session.identity().expires_at.map(|exp| {
+        let exp_ms = i64::try_from(exp)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        let left = u64::try_from(exp_ms.saturating_sub(clock.unix_ms())).unwrap_or(0);
+        clock.now() + Duration::from_millis(left)
+    });
+    async move {
+        match deadline {
+            Some(deadline) => clock.sleep_until(deadline).await,
+            None => std::future::pending().await,
         }
-        None => std::future::pending().await,
     }
 }
 
@@ -365,7 +369,7 @@ async fn reopen(
     if session
         .identity()
         .expires_at
-        .is_some_and(|exp| exp <= unix_now())
+        .is_some_and(|exp| exp <= node.clock().unix_secs())
     {
         bus.end_session(&session).await;
         return Err((
@@ -461,15 +465,26 @@ where
     }
 }
 
-async fn read_loop<R, RE>(node: &Node, session: &Arc<Session>, stream: &mut R) -> End
+/// Reads and handles frames until the connection ends; idle when no frame arrives within the
+/// idle timeout of the last one (or of `attached_at`).
+async fn read_loop<R, RE>(
+    node: &Node,
+    session: &Arc<Session>,
+    stream: &mut R,
+    attached_at: std::time::Instant,
+) -> End
 where
     R: Stream<Item = Result<Message, RE>> + Unpin,
     RE: Display,
 {
     let idle: Duration = node.config().session.idle_timeout;
+    let clock = node.clock();
+    let mut deadline = attached_at + idle;
     let mut strikes = 0u32;
     loop {
-        let msg = match tokio::time::timeout(idle, stream.next()).await {
+        let next = clock.timeout_at(deadline, stream.next()).await;
+        deadline = clock.now() + idle;
+        let msg = match next {
             Err(_) => return End::Idle,
             Ok(None) => return End::PeerGone,
             Ok(Some(Err(e))) => {
