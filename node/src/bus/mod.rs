@@ -525,6 +525,9 @@ impl Bus {
         }
         let bridged = self.inner.bridge.get().is_some()
             && match bridge::update_of(env, to, &self.inner.domain) {
+                // Published from the object's room (a Matrix client's event): it is in the
+                // room already, and must not come back as a second event.
+                Some(_) if matches!(origin, Origin::Matrix(_)) => true,
                 Some(event) => {
                     pending.bridge.push(event);
                     true
