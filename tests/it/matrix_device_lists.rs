@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     Session, V3, get, join, next_batch, ok, post, put, register_session, room_path, sync,
     urlencode, user_id,
@@ -282,7 +283,7 @@ async fn a_long_poll_wakes_with_the_device_lists_of_a_join() {
         "{V3}/sync?timeout=20000&since={since}&filter={}",
         urlencode(&filter.to_string())
     );
-    let poll = get(&node, &path, &alice.token);
+    let poll = woken(get(&node, &path, &alice.token));
     let act = async {
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
         join(&node, &bob.token, &room).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     V3, anon_post, assert_error, bodies, call, create_room, event_ids, get, invite, join, login,
     messages, next_batch, ok, post, put, register, room_path, send_path, send_text, sync, text,
@@ -437,7 +438,7 @@ async fn a_sync_long_poll_wakes_as_soon_as_a_message_is_sent() {
         let path = format!("{V3}/sync?since={since}&timeout=10000");
         let addr_node = &node;
         let bob = bob.clone();
-        async move { get(addr_node, &path, &bob).await }
+        async move { woken(get(addr_node, &path, &bob)).await }
     };
     let send = async {
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
@@ -459,7 +460,7 @@ async fn a_sync_with_nothing_new_waits_for_its_timeout_then_answers_empty() {
     let (alice, _, _) = alices_room(&node).await;
     let since = sync_now(&node, &alice).await;
     let path = format!("{V3}/sync?since={since}&timeout=600");
-    let poll = get(&node, &path, &alice);
+    let poll = woken(get(&node, &path, &alice));
     let time_passes = async {
         // It waits (an answer at once would never show up here) until its timeout comes.
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     V3, chunk_ids, create_room, event_ids, get, get_event, invite, join, messages, next_batch, ok,
     post, put, register, room_of_alice, room_path, send_text, sync, urlencode, user_id,
@@ -201,7 +202,7 @@ async fn an_invitation_wakes_the_invitees_long_poll() {
     let bob = register(&node, "bob").await;
     let since = next_batch(&sync(&node, &bob, None).await);
     let path = format!("{V3}/sync?since={since}&timeout=10000");
-    let poll = get(&node, &path, &bob);
+    let poll = woken(get(&node, &path, &bob));
     let invite = async {
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
         invite(&node, &alice, &room, &user_id("bob")).await;

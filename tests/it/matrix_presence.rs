@@ -7,6 +7,7 @@ use std::time::Duration;
 use rethink_node::config::PresenceConfig;
 use serde_json::{Value, json};
 
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     V3, assert_error, create_room, get, join, next_batch, ok, put, register, sync, user_id,
 };
@@ -103,7 +104,7 @@ async fn a_presence_change_wakes_a_long_poll() {
     let first = sync(&node, &bob, None).await;
     let since = next_batch(&first);
     let path = format!("{V3}/sync?timeout=10000&since={since}");
-    let long_poll = get(&node, &path, &bob);
+    let long_poll = woken(get(&node, &path, &bob));
     let change = async {
         // Once bob's long-poll waits, alice changes her presence.
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
@@ -228,7 +229,7 @@ async fn a_long_poll_in_progress_keeps_its_user_online() {
     // A long-poll of 60 s (of the node's clock) for alice; while it waits, the clock passes
     // the offline timeout and a sweep runs: alice stays online.
     let path = format!("{V3}/sync?timeout=60000&since={since}");
-    let long_poll = get(&node, &path, &alice);
+    let long_poll = woken(get(&node, &path, &alice));
     let during = async {
         wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
         node.advance(OFFLINE + SWEEP).await;
