@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::{AuthConfig, StaticToken};
+use crate::clock::Clock;
 
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +274,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
     pub server: ServerConfig,
+    /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
+    /// setting (no file or variable sets it).
+    pub clock: Clock,
 }
 
 /// The HTTP listener (`crate::server`): limits, timeouts, and the shutdown deadline.
@@ -609,6 +613,7 @@ impl RawConfig {
                 },
             },
             server,
+            clock: Clock::system(),
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`node`]: [`Node`], the handle every part receives, and [`RunningNode`], start and
 //!   graceful shutdown.
 //! - [`config`]: settings from defaults, a TOML file and `RETHINK_*` variables, validated.
+//! - [`clock`]: the node's time, a handle that tests control (a manual clock).
 //! - [`server`]: the HTTP router and listener; [`tls`]: the TLS listener for `wss://`.
 //! - [`ws`]: the WebSocket edge: the session protocol and the one error-to-code mapping.
 //! - [`bus`]: sessions, outboxes, the address book, the enforcement point, routing and the
@@ -37,7 +38,8 @@
 //! hand their handles to lower ones at construction, and types that several layers share live in
 //! the lowest that needs them.
 //!
-//! 1. `sync`, `maps`, `metrics`: lock helpers, map helpers, counters (they import nothing here).
+//! 1. `sync`, `maps`, `metrics`, `clock`: lock helpers, map helpers, counters, the node's time
+//!    (they import nothing here).
 //! 2. `auth` (credentials), then `config` (settings; it validates `auth`'s issuer settings).
 //! 3. `store` (persistence: sessions and outboxes, accounts, room events, [`store::StreamOp`]),
 //!    `stream` (the Matrix stream writer), `policy` (the policy point, and the Matrix permit
@@ -55,6 +57,7 @@ pub mod auth;
 pub mod bridge;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 mod maps;
 pub mod matrix;

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
+use crate::clock::{Clock, Ticker};
 use crate::config::Config;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
@@ -75,6 +76,11 @@ pub struct Node {
 impl Node {
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The node's time (from the configuration).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.clock
     }
 
     pub fn bus(&self) -> &Bus {
@@ -177,6 +183,7 @@ impl RunningNode {
                 session: config.session.clone(),
                 allocation: config.allocation.clone(),
                 epoch,
+                clock: config.clock.clone(),
             },
             writer.clone(),
             Arc::clone(&metrics),
@@ -188,12 +195,13 @@ impl RunningNode {
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =
             Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
-        let auth = Authenticator::start(&config.auth, &shutdown).await?;
+        let auth = Authenticator::start(&config.auth, &shutdown, &config.clock).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(
             store.pool().clone(),
             stream.clone(),
             config.matrix.server_name.clone(),
+            config.clock.clone(),
         );
         let node = Node {
             inner: Arc::new(Inner {
@@ -211,7 +219,9 @@ impl RunningNode {
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;
-        let reaper = tokio::spawn(reap(node.clone()));
+        // Tickers are made before their tasks start, so that a test's manual clock knows them
+        // from the start.
+        let reaper = tokio::spawn(reap(node.clone(), reap_ticker(node.config())));
         let watcher = tokio::spawn(policy.watch(
             node.config().policy.watch_interval,
             node.shutdown_token().clone(),
@@ -332,10 +342,14 @@ impl RunningNode {
 /// How long connection tasks get to end once their sockets were dropped at the deadline.
 const DROP_GRACE: Duration = Duration::from_secs(1);
 
-async fn reap(node: Node) {
-    let window = node.config().session.resume_window;
+/// Checks for expired sessions four times per resume window (between every 50 ms and 1 s).
+fn reap_ticker(config: &Config) -> Ticker {
+    let window = config.session.resume_window;
     let period = (window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    config.clock.ticker(period)
+}
+
+async fn reap(node: Node, mut tick: Ticker) {
     loop {
         tokio::select! {
             _ = node.shutdown_token().cancelled() => return,

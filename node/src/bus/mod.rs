@@ -45,6 +45,7 @@ pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
+use crate::clock::Clock;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
@@ -90,6 +91,8 @@ pub struct BusConfig {
     pub allocation: AllocationConfig,
     /// This run's start counter (see [`crate::store::SessionStore::next_epoch`]).
     pub epoch: u64,
+    /// The node's time (resume windows).
+    pub clock: Clock,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,7 @@ struct Inner {
     session_cfg: SessionConfig,
     alloc_cfg: AllocationConfig,
     epoch: u64,
+    clock: Clock,
     next_connection: AtomicU64,
     /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
     /// objects are sent there after they are routed.
@@ -152,6 +156,7 @@ impl Bus {
                 session_cfg: config.session,
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
+                clock: config.clock,
                 next_connection: AtomicU64::new(1),
                 bridge,
                 matrix_rates: Default::default(),
@@ -210,6 +215,7 @@ impl Bus {
                 identity,
                 outbox,
                 c,
+                self.inner.clock.now(),
             ));
             self.inner
                 .book
@@ -264,6 +270,7 @@ impl Bus {
             identity,
             self.outbox_for(1),
             &self.inner.session_cfg,
+            self.inner.clock.now(),
         ));
         if !self
             .inner
@@ -331,7 +338,7 @@ impl Bus {
     /// Ends every session whose resume window has passed without a connection.
     pub async fn reap_expired(&self) -> usize {
         let window = self.inner.session_cfg.resume_window;
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let expired: Vec<Arc<Session>> = read(&self.inner.sessions)
             .values()
             .filter(|s| {
@@ -370,7 +377,7 @@ impl Bus {
 
     /// Detaches connection `id`; the session waits in its resume window.
     pub fn detach(&self, session: &Arc<Session>, id: u64) {
-        if session.detach(id) {
+        if session.detach(id, self.inner.clock.now()) {
             self.inner.metrics.sessions_connected.dec();
         }
     }
@@ -551,6 +558,9 @@ impl Bus {
             && match bridge::update_of(env, to, &self.inner.domain)
                 .map_err(RouteError::Unbridgeable)?
             {
+                // Published from the object's room (a Matrix client's event): it is in the
+                // room already, and must not come back as a second event.
+                Some(_) if matches!(origin, Origin::Matrix(_)) => true,
                 Some(event) => {
                     pending.bridge.push(event);
                     true

@@ -279,6 +279,7 @@ mod tests {
                 session: config.session,
                 allocation: config.allocation,
                 epoch: 1,
+                clock: config.clock,
             },
             writer,
             metrics,

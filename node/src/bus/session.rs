@@ -79,6 +79,7 @@ impl Session {
         identity: Identity,
         outbox: Outbox,
         config: &SessionConfig,
+        now: Instant,
     ) -> Self {
         let per_second = NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN);
@@ -90,7 +91,7 @@ impl Session {
             state: Mutex::new(State {
                 outbox,
                 attachment: None,
-                disconnected_at: Some(Instant::now()),
+                disconnected_at: Some(now),
                 allocations: Vec::new(),
                 subscriptions: Vec::new(),
                 ended: false,
@@ -212,13 +213,13 @@ impl Session {
     }
 
     /// Detaches connection `id` if it is still the attached one; the session enters its resume
-    /// window. Returns whether it was attached.
-    pub(crate) fn detach(&self, id: u64) -> bool {
+    /// window (from `now`). Returns whether it was attached.
+    pub(crate) fn detach(&self, id: u64, now: Instant) -> bool {
         let mut st = lock(&self.state);
         if st.attachment.as_ref().is_some_and(|a| a.id == id) {
             st.attachment = None;
             st.outbox.rewind();
-            st.disconnected_at = Some(Instant::now());
+            st.disconnected_at = Some(now);
             true
         } else {
             false

@@ -7,7 +7,7 @@
 //! refreshes the user's activity and writes only when the state changes (or an idle user becomes
 //! active again), so a client syncing in a loop does not write each time, and no `/sync` reads
 //! the database for presence once the user is known. Presence times out by itself
-//! ([`Presence::run_timeouts`], a periodic sweep owned by the node; thresholds in
+//! ([`Presence::run`], a periodic sweep owned by the node; thresholds in
 //! `[matrix.presence]`): an `online` user inactive for the idle timeout stays `online` with
 //! `currently_active: false` (and `last_active_ago` growing); a user with no `/sync` in progress
 //! who has neither ended one nor been active for the offline timeout goes `offline`. Both are
@@ -23,7 +23,6 @@ mod live;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::presence::PresenceState;
 use ruma::serde::Raw;
@@ -35,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
+use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
@@ -55,9 +55,9 @@ pub struct StoredPresence {
 }
 
 impl StoredPresence {
-    /// Milliseconds since the user was last active.
-    pub fn last_active_ago(&self) -> u64 {
-        u64::try_from(now_ms() - self.last_active_ms).unwrap_or(0)
+    /// Milliseconds since the user was last active, at `now_ms` (unix ms).
+    pub fn last_active_ago(&self, now_ms: i64) -> u64 {
+        u64::try_from(now_ms - self.last_active_ms).unwrap_or(0)
     }
 
     /// The row completed with what this run knows of the user.
@@ -69,11 +69,11 @@ impl StoredPresence {
         self
     }
 
-    /// The `m.presence` event of this presence.
-    fn event(&self) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
+    /// The `m.presence` event of this presence, at `now_ms`.
+    fn event(&self, now_ms: i64) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
         let mut content = json!({
             "presence": self.presence,
-            "last_active_ago": self.last_active_ago(),
+            "last_active_ago": self.last_active_ago(now_ms),
             "currently_active": self.currently_active,
         });
         if let Some(msg) = &self.status_msg {
@@ -87,12 +87,6 @@ impl StoredPresence {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The presence store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -104,6 +98,7 @@ pub struct Presence {
     queue: Arc<Mutex<WriteQueue>>,
     /// Wakes the writer task when a write was queued.
     queued: Arc<Notify>,
+    clock: Clock,
 }
 
 /// Presence writes decided and not yet stored.
@@ -130,18 +125,24 @@ struct Queued {
 pub struct Syncing {
     live: Arc<Mutex<LiveMap>>,
     user: Option<OwnedUserId>,
+    clock: Clock,
 }
 
 impl Drop for Syncing {
     fn drop(&mut self) {
         if let Some(user) = self.user.take() {
-            lock(&self.live).sync_ended(&user, now_ms());
+            lock(&self.live).sync_ended(&user, self.clock.unix_ms());
         }
     }
 }
 
 impl Presence {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        memberships: Memberships,
+        clock: Clock,
+    ) -> Self {
         Self {
             pool,
             stream,
@@ -149,6 +150,7 @@ impl Presence {
             live: Default::default(),
             queue: Default::default(),
             queued: Default::default(),
+            clock,
         }
     }
 
@@ -192,7 +194,7 @@ impl Presence {
     ) -> Result<(), StoreError> {
         let stored = {
             let mut live = lock(&self.live);
-            let write = live.set(user, presence, now_ms());
+            let write = live.set(user, presence, self.clock.unix_ms());
             self.enqueue(&live, user, write, Some(status_msg))
         };
         Self::stored(stored).await
@@ -212,12 +214,13 @@ impl Presence {
                 .as_ref()
                 .map(|s| PresenceState::from(s.presence.as_str()));
             let last_active = stored.map_or(0, |s| s.last_active_ms);
-            lock(&self.live).learn(user, state, last_active, false, now_ms());
+            lock(&self.live).learn(user, state, last_active, false, self.clock.unix_ms());
         }
-        let (counts, wants) = lock(&self.live).sync_started(user, requested, now_ms());
+        let (counts, wants) = lock(&self.live).sync_started(user, requested, self.clock.unix_ms());
         let guard = Syncing {
             live: Arc::clone(&self.live),
             user: counts.then(|| user.to_owned()),
+            clock: self.clock.clone(),
         };
         if wants {
             let stored = {
@@ -313,25 +316,37 @@ impl Presence {
                 })
                 .collect()
         };
-        rows.iter().map(StoredPresence::event).collect()
+        let now = self.clock.unix_ms();
+        rows.iter().map(|r| r.event(now)).collect()
     }
 
     /// The presence writer: stores the queued writes in order, and queues the timeouts due every
     /// `config.sweep_interval()`, until `stop` (the node stops it once no request is left); what
     /// is queued by then is stored first. First learns the users the store has as not `offline`
-    /// (from before a restart): they have one offline timeout to sync again.
-    pub async fn run(self, config: PresenceConfig, stop: CancellationToken) {
-        if let Err(e) = self.restore(&config).await {
-            tracing::warn!(error = %e, "presence: the users online before the start were not read");
+    /// (from before a restart): they have one offline timeout to sync again. (The ticker is made
+    /// at once, before the task runs, so that a test's manual clock knows it from the start.)
+    pub fn run(
+        self,
+        config: PresenceConfig,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let tick = self.clock.ticker(config.sweep_interval());
+        async move {
+            if let Err(e) = self.restore(&config).await {
+                tracing::warn!(error = %e, "presence: the users online before the start were not read");
+            }
+            self.write_on(tick, &config, &stop).await;
         }
-        let mut tick = tokio::time::interval(config.sweep_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+
+    /// The writer's loop (see [`Presence::run`]).
+    async fn write_on(&self, mut tick: Ticker, config: &PresenceConfig, stop: &CancellationToken) {
         loop {
             let stopping = tokio::select! {
                 () = stop.cancelled() => true,
                 () = self.queued.notified() => false,
-                _ = tick.tick() => {
-                    let due = self.queue_timeouts(&config);
+                () = tick.tick() => {
+                    let due = self.queue_timeouts(config);
                     if due > 0 {
                         tracing::debug!(changes = due, "presence timeouts applied");
                     }
@@ -381,7 +396,7 @@ impl Presence {
         )
         .fetch_all(&self.pool)
         .await?;
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);
         for (user, state, last_active) in rows {
@@ -402,7 +417,11 @@ impl Presence {
     /// Queues the timeouts due now; returns how many.
     fn queue_timeouts(&self, config: &PresenceConfig) -> usize {
         let mut live = lock(&self.live);
-        let due = live.due(config.idle_timeout, config.offline_timeout, now_ms());
+        let due = live.due(
+            config.idle_timeout,
+            config.offline_timeout,
+            self.clock.unix_ms(),
+        );
         let count = due.len();
         let mut queue = lock(&self.queue);
         for (user, write) in due {

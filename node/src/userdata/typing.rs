@@ -16,11 +16,12 @@ use ruma::events::AnySyncEphemeralRoomEvent;
 use ruma::events::typing::TypingEventContent;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use std::time::Instant;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::content_event;
+use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
 use crate::sync::lock;
@@ -35,6 +36,7 @@ pub struct Typing {
     stream: StreamWriter,
     /// Wakes the timer task when a deadline sooner than all others was queued.
     sooner: Arc<Notify>,
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -68,10 +70,10 @@ impl Typing {
     /// Typing state starting with a serial of the current time in microseconds: serials keep
     /// growing across restarts (one change per microsecond would be needed to catch up), so a
     /// `/sync` token from before a restart sees every room's typing as changed, never as old.
-    pub(super) fn new(stream: StreamWriter) -> Self {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    pub(super) fn new(stream: StreamWriter, clock: Clock) -> Self {
+        let start = u64::try_from(clock.unix_ms())
+            .unwrap_or(0)
+            .saturating_mul(1000);
         Self {
             state: Arc::new(Mutex::new(State {
                 serial: start,
@@ -80,6 +82,7 @@ impl Typing {
             })),
             stream,
             sooner: Arc::new(Notify::new()),
+            clock,
         }
     }
 
@@ -102,7 +105,7 @@ impl Typing {
             let typing = state.rooms.entry(room.to_owned()).or_default();
             let (changed, queue) = match timeout {
                 Some(timeout) => {
-                    let until = Instant::now() + timeout.min(MAX_TIMEOUT);
+                    let until = self.clock.now() + timeout.min(MAX_TIMEOUT);
                     let before = typing.users.insert(user.to_owned(), until);
                     // A renewal keeps the queued deadline (due no later than `until`: the timer
                     // queues it again), unless it now ends sooner.
@@ -143,7 +146,7 @@ impl Typing {
                 .map(|Reverse((at, ..))| *at);
             let due = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => self.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -152,7 +155,7 @@ impl Typing {
                 () = self.sooner.notified() => continue,
                 () = due => {}
             }
-            for members in self.expire(Instant::now()) {
+            for members in self.expire(self.clock.now()) {
                 self.stream.notifier().wake_all_for(&members);
             }
         }
@@ -197,7 +200,7 @@ impl Typing {
         let Some(typing) = state.rooms.get(room) else {
             return (0, Vec::new());
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut users: Vec<_> = typing
             .users
             .iter()
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(t.serial(), s1);
 
         // The timeout is a change, and wakes the members.
+        f.clock.advance(Duration::from_millis(300)).await;
         woken(&mut bob_rx).await;
         assert!(t.typing_users(room).is_empty());
         let s2 = t.serial();
@@ -327,6 +331,7 @@ mod tests {
         );
         assert_eq!(t.typing_users(room).len(), 1000);
         // Every timeout wakes the watcher; all of them end.
+        f.clock.advance(Duration::from_millis(400)).await;
         while !t.typing_users(room).is_empty() || !lock(&t.state).deadlines.is_empty() {
             woken(&mut rx).await;
         }

@@ -235,9 +235,11 @@ async fn attached<S, R, SE, RE>(
     RE: ReadError,
 {
     let ping = node.config().session.ping_interval;
+    let attached_at = node.clock().now();
+    let expiry = credential_expiry(&node, &session);
     let end = tokio::select! {
-        () = credential_expiry(&session) => End::Expired,
-        end = read_loop(&node, &session, &mut conn.stream, reply) => end,
+        () = expiry => End::Expired,
+        end = read_loop(&node, &session, &mut conn.stream, reply, attached_at) => end,
         end = write_loop(&session, conn.id, &mut conn.sink, &conn.cancel, &conn.shutdown, ping) => end,
     };
     if end == End::Expired {
@@ -305,20 +307,22 @@ where
     let _ = sink.close().await;
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Resolves when the session's credential expires (never for credentials without expiry).
-async fn credential_expiry(session: &Session) {
-    match session.identity().expires_at {
-        Some(exp) => {
-            let left = exp.saturating_sub(unix_now());
-            tokio::time::sleep(Duration::from_secs(left)).await;
+/// Resolves when the session's credential expires (never for credentials without expiry). The
+/// deadline is taken at once, on the node's clock.
+fn credential_expiry(node: &Node, session: &Session) -> impl Future<Output = ()> + use<> {
+    let clock = node.clock().clone();
+    let deadline = session.identity().expires_at.map(|exp| {
+        let exp_ms = i64::try_from(exp)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        let left = u64::try_from(exp_ms.saturating_sub(clock.unix_ms())).unwrap_or(0);
+        clock.now() + Duration::from_millis(left)
+    });
+    async move {
+        match deadline {
+            Some(deadline) => clock.sleep_until(deadline).await,
+            None => std::future::pending().await,
         }
-        None => std::future::pending().await,
     }
 }
 
@@ -506,7 +510,7 @@ async fn reopen(
     if session
         .identity()
         .expires_at
-        .is_some_and(|exp| exp <= unix_now())
+        .is_some_and(|exp| exp <= node.clock().unix_secs())
     {
         bus.end_session(&session).await;
         return Err(SessionError::CredentialExpired);
@@ -698,11 +702,14 @@ fn read_failed<RE: ReadError>(e: &RE) -> End {
     }
 }
 
+/// Answers the handshake (`reply`), then reads and handles frames until the connection ends;
+/// idle when no frame arrives within the idle timeout of the last one (or of `attached_at`).
 async fn read_loop<R, RE>(
     node: &Node,
     session: &Arc<Session>,
     stream: &mut R,
     reply: Envelope,
+    attached_at: std::time::Instant,
 ) -> End
 where
     R: Stream<Item = Result<Message, RE>> + Unpin,
@@ -726,17 +733,20 @@ where
         Ok(Err(Unanswered::Stalled)) => return End::Stalled,
         Err(end) => return end,
     }
+    let clock = node.clock();
+    let mut deadline = attached_at + idle;
     let mut strikes = 0u32;
     loop {
         let msg = match held.pop() {
             Some(msg) => msg,
-            None => match tokio::time::timeout(idle, stream.next()).await {
+            None => match clock.timeout_at(deadline, stream.next()).await {
                 Err(_) => return End::Idle,
                 Ok(None) => return End::PeerGone,
                 Ok(Some(Err(e))) => return read_failed(&e),
                 Ok(Some(Ok(m))) => m,
             },
         };
+        deadline = clock.now() + idle;
         let step = match msg {
             Message::Text(text) => {
                 with_acks(
