@@ -46,7 +46,9 @@ fn invalid_utf8() -> Message {
 #[tokio::test]
 async fn fifty_refusals_before_open_are_answered_then_closed_with_1008() {
     let node = TestNode::spawn().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
     for i in 0..60 {
         ws.send(Message::text(format!(r#"{{"id":{i},"type":"PING"}}"#)))
             .await
@@ -62,7 +64,11 @@ async fn fifty_refusals_before_open_are_answered_then_closed_with_1008() {
             a["id"].as_u64().unwrap()
         })
         .collect();
-    assert_eq!(ids, (0..50).collect::<Vec<_>>(), "every refusal before the close");
+    assert_eq!(
+        ids,
+        (0..50).collect::<Vec<_>>(),
+        "every refusal before the close"
+    );
     // The closing handshake completes: the stream ends after our close reply.
     assert!(
         tokio::time::timeout(RECV_TIMEOUT, ws.next())
@@ -95,14 +101,18 @@ async fn fifty_refusals_after_open_are_answered_then_closed_with_1008() {
 async fn invalid_utf8_is_closed_with_1007() {
     let node = TestNode::spawn().await;
     // Before open.
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
     ws.send(invalid_utf8()).await.unwrap();
     let (texts, code, reason) = read_until_close(&mut ws).await;
     assert!(texts.is_empty(), "{texts:?}");
     assert_eq!(code, 1007, "{reason}");
 
     // In a session: the answer to the frame before it is delivered first.
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
     let open = r#"{"id":1,"type":"open","from":"hyperty-runtime://example.com/rt-utf8","to":"mn:/session"}"#;
     ws.send(Message::text(open)).await.unwrap();
     ws.send(Message::text("not json")).await.unwrap();

@@ -21,7 +21,9 @@ const MESSAGES: u64 = 48;
 const PAD: usize = 256 * 1024;
 
 async fn open(node: &NodeProcess, name: &str) -> Rt {
-    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
     let mut rt = Rt::from_ws(ws, name);
     let resp = rt.open_session(json!({})).await;
     assert_eq!(resp["body"]["code"], 200, "{resp}");
@@ -31,14 +33,18 @@ async fn open(node: &NodeProcess, name: &str) -> Rt {
 /// Re-opens `memory`'s session on `node` and reads the replay up to the re-open's answer:
 /// the message ids by seq.
 async fn resume(node: &NodeProcess, memory: &RtMemory, got: &mut BTreeMap<u64, u64>) {
-    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
     let mut rt = Rt::from_ws(ws, "resumed");
     rt.url = memory.url.clone();
     rt.last_seq = memory.last_seq;
     let url = rt.url.clone();
-    rt.send(&json!({"id": "resume", "type": "re-open", "from": url, "to": "mn:/session",
-        "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}))
-        .await;
+    rt.send(
+        &json!({"id": "resume", "type": "re-open", "from": url, "to": "mn:/session",
+        "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}),
+    )
+    .await;
     loop {
         let v = rt.recv().await;
         if v["id"] == "resume" {
@@ -95,8 +101,10 @@ async fn accepted_messages_survive_sigkill_for_stalled_and_disconnected_recipien
     let pad = "x".repeat(PAD);
     for id in 0..MESSAGES {
         sender
-            .send(&json!({"id": id, "type": "PING", "from": from, "to": [to_stuck, to_gone],
-                "body": {"pad": pad}}))
+            .send(
+                &json!({"id": id, "type": "PING", "from": from, "to": [to_stuck, to_gone],
+                "body": {"pad": pad}}),
+            )
             .await;
     }
     // Answered: the node handled every message before this request, so all were accepted.
@@ -118,7 +126,10 @@ async fn accepted_messages_survive_sigkill_for_stalled_and_disconnected_recipien
     let mut gone_got = BTreeMap::new();
     resume(&node, &gone, &mut gone_got).await;
 
-    for (name, got) in [("connected, not reading", &stuck_got), ("disconnected", &gone_got)] {
+    for (name, got) in [
+        ("connected, not reading", &stuck_got),
+        ("disconnected", &gone_got),
+    ] {
         let mut ids: Vec<u64> = got.values().copied().collect();
         ids.sort_unstable();
         assert_eq!(

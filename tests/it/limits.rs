@@ -105,7 +105,11 @@ async fn a_session_that_never_acknowledges_cannot_grow_its_outbox() {
         assert_eq!(v["body"]["code"], 404, "{v}");
         answered.push(v["id"].as_u64().unwrap());
         let (_, text) = get(&node, "/metrics").await;
-        assert!(outbox(&text) <= MAX, "outbox gauge {} > {MAX}", outbox(&text));
+        assert!(
+            outbox(&text) <= MAX,
+            "outbox gauge {} > {MAX}",
+            outbox(&text)
+        );
     }
     assert_eq!(answered, (0..REQUESTS as u64).collect::<Vec<_>>());
 }

@@ -36,18 +36,24 @@ async fn reopen(rt: &mut Rt, runtime_token: &str, body_token: Option<&str>) -> V
 async fn a_session_is_resumed_only_with_the_identity_it_was_opened_with() {
     let node = TestNode::spawn_with(|c| {
         c.auth.allow_anonymous = false;
-        c.auth.tokens = [("user://example.com/alice", ALICE), ("user://example.com/bob", BOB)]
-            .into_iter()
-            .map(|(subject, token)| StaticToken {
-                token: token.into(),
-                subject: subject.into(),
-                runtime: None,
-            })
-            .collect();
+        c.auth.tokens = [
+            ("user://example.com/alice", ALICE),
+            ("user://example.com/bob", BOB),
+        ]
+        .into_iter()
+        .map(|(subject, token)| StaticToken {
+            token: token.into(),
+            subject: subject.into(),
+            runtime: None,
+        })
+        .collect();
     })
     .await;
     let mut alice = connect(&node, None).await;
-    assert_eq!(alice.open_session(json!({"token": ALICE})).await["body"]["code"], 200);
+    assert_eq!(
+        alice.open_session(json!({"token": ALICE})).await["body"]["code"],
+        200
+    );
     let hyperty = alice.allocate(1).await.remove(0);
     alice.ack().await;
     let runtime_token = alice.token.clone().unwrap();
@@ -80,15 +86,20 @@ async fn a_session_is_resumed_only_with_the_identity_it_was_opened_with() {
     let resp = carol
         .request(json!({"type": "PING", "from": from, "to": "hyperty://example.com/nobody"}))
         .await;
-    assert_eq!(resp["body"]["code"], 404, "carol's message was handled first");
+    assert_eq!(
+        resp["body"]["code"], 404,
+        "carol's message was handled first"
+    );
 
     // Alice's own token resumes it (in the body here; the header works the same).
     let mut alice = connect(&node, None).await;
     alice.last_seq = last_seq;
     let url = alice.url.clone();
     alice
-        .send(&json!({"id": "resume", "type": "re-open", "from": url, "to": "mn:/session",
-            "body": {"runtimeToken": runtime_token, "lastSeq": last_seq, "token": ALICE}}))
+        .send(
+            &json!({"id": "resume", "type": "re-open", "from": url, "to": "mn:/session",
+            "body": {"runtimeToken": runtime_token, "lastSeq": last_seq, "token": ALICE}}),
+        )
         .await;
     let replayed = alice.recv().await;
     assert_eq!(replayed["id"], "while-away", "{replayed}");

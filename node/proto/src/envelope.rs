@@ -369,13 +369,16 @@ mod tests {
     #[test]
     fn repeated_recipients_are_kept_once() {
         let many: Vec<String> = (0..10_000).map(|i| format!("a://d/{}", i % 3)).collect();
-        let text = serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": many})
-            .to_string();
+        let text =
+            serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": many}).to_string();
         let e = Envelope::parse(&text).unwrap();
-        assert_eq!(e.to().collect::<Vec<_>>(), ["a://d/0", "a://d/1", "a://d/2"]);
+        assert_eq!(
+            e.to().collect::<Vec<_>>(),
+            ["a://d/0", "a://d/1", "a://d/2"]
+        );
         let spread: Vec<String> = (0..20).chain(0..20).map(|i| format!("a://d/{i}")).collect();
-        let text = serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": spread})
-            .to_string();
+        let text =
+            serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": spread}).to_string();
         let e = Envelope::parse(&text).unwrap();
         assert_eq!(e.to().len(), 20);
         assert_eq!(e.first_to(), "a://d/0");

@@ -460,12 +460,12 @@ impl Bus {
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
         self.push(session, json, pending).map_err(|e| match e {
-                PushError::Gone => RouteError::NotFound(address.to_owned()),
-                PushError::Full(full) => RouteError::OutboxFull {
-                    address: address.to_owned(),
-                    full,
-                },
-            })
+            PushError::Gone => RouteError::NotFound(address.to_owned()),
+            PushError::Full(full) => RouteError::OutboxFull {
+                address: address.to_owned(),
+                full,
+            },
+        })
     }
 
     async fn submit(&self, op: StoreOp) {

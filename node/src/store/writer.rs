@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{SessionKey, Settle, SessionStore, StoreError, StoreOp};
+use super::{SessionKey, SessionStore, Settle, StoreError, StoreOp};
 
 /// First retry delay after a failed commit; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -24,9 +24,9 @@ pub fn session_code(e: &SessionError) -> Code {
         SessionError::Denied(d) => denied_code(d),
         SessionError::Route(e) => route_code(e),
         SessionError::FrameTooLarge { .. } => Code::TOO_LARGE,
-        SessionError::NoSession
-        | SessionError::OtherIdentity
-        | SessionError::CredentialExpired => Code::UNAUTHORIZED,
+        SessionError::NoSession | SessionError::OtherIdentity | SessionError::CredentialExpired => {
+            Code::UNAUTHORIZED
+        }
         SessionError::AlreadyOpen => Code::CONFLICT,
         SessionError::UnknownRuntimeToken => Code::NOT_FOUND,
         SessionError::OtherRuntime => Code::FORBIDDEN,
@@ -49,13 +49,7 @@ pub fn session_description(e: &SessionError) -> Cow<'static, str> {
 /// The response refusing a request with `e`. `id_json` is the request's raw id (`null` when
 /// unknown); `from` the address answering, `to` the requester.
 pub fn refusal(id_json: &str, from: &str, to: &str, e: &SessionError) -> Envelope {
-    error_response(
-        id_json,
-        from,
-        to,
-        session_code(e),
-        &session_description(e),
-    )
+    error_response(id_json, from, to, session_code(e), &session_description(e))
 }
 
 /// The one response to a routed message some of whose recipients failed.
@@ -219,12 +213,19 @@ mod tests {
             (AuthError::AnonymousRefused.into(), Code::UNAUTHORIZED),
             (Denied::RateLimited.into(), Code::TOO_MANY_REQUESTS),
             (
-                Denied::TooManyRecipients { count: 101, max: 100 }.into(),
+                Denied::TooManyRecipients {
+                    count: 101,
+                    max: 100,
+                }
+                .into(),
                 Code::TOO_LARGE,
             ),
             (RouteError::NotFound("x".into()).into(), Code::NOT_FOUND),
             (SessionError::Binary, Code::BAD_REQUEST),
-            (SessionError::FrameTooLarge { size: 2, max: 1 }, Code::TOO_LARGE),
+            (
+                SessionError::FrameTooLarge { size: 2, max: 1 },
+                Code::TOO_LARGE,
+            ),
             (SessionError::NoSession, Code::UNAUTHORIZED),
             (SessionError::NotAHandshake, Code::BAD_REQUEST),
             (SessionError::AlreadyOpen, Code::CONFLICT),

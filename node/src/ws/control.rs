@@ -52,7 +52,8 @@ pub enum ControlError {
 }
 
 fn body<'a, T: Deserialize<'a>>(env: &'a Envelope, kind: &'static str) -> Result<T, ControlError> {
-    env.body().map_err(|source| ControlError::Body { kind, source })
+    env.body()
+        .map_err(|source| ControlError::Body { kind, source })
 }
 
 #[derive(Deserialize)]
@@ -112,7 +113,10 @@ mod tests {
 
     #[test]
     fn reads_each_control_message() {
-        assert_eq!(parse(&env("open", "{}")).ok(), Some(Control::Open { token: None }));
+        assert_eq!(
+            parse(&env("open", "{}")).ok(),
+            Some(Control::Open { token: None })
+        );
         assert_eq!(
             parse(&env("re-open", r#"{"runtimeToken":"t","lastSeq":4}"#)).ok(),
             Some(Control::ReOpen {

@@ -43,9 +43,7 @@ pub enum SessionError {
         "the session was opened with another identity: re-open it with the credential it was opened with"
     )]
     OtherIdentity,
-    #[error(
-        "the credential of this session has expired: open a new session with a fresh token"
-    )]
+    #[error("the credential of this session has expired: open a new session with a fresh token")]
     CredentialExpired,
     /// The node failed to build its own answer: a bug, logged, never described to the peer.
     #[error("cannot build the answer")]

@@ -337,7 +337,9 @@ where
     let reply = codec::refusal(id_json, SESSION, to, e);
     node.metrics().refuse(codec::session_code(e).as_u16());
     tracing::debug!(error = %e, "handshake refused");
-    sink.send(Message::Text(reply.frame(0).into())).await.is_ok()
+    sink.send(Message::Text(reply.frame(0).into()))
+        .await
+        .is_ok()
 }
 
 async fn handshake<S, R, SE, RE>(
@@ -377,17 +379,18 @@ where
         };
         strikes += 1;
         let (id, to, error) = match parse_frame(&text) {
-            Frame::Single(Ok(env)) => match handshake_message(node, &env, pre_auth, conn_id).await
-            {
-                Ok((session, cancel, reply)) => {
-                    return Handshake::Attached {
-                        session,
-                        cancel,
-                        reply,
-                    };
+            Frame::Single(Ok(env)) => {
+                match handshake_message(node, &env, pre_auth, conn_id).await {
+                    Ok((session, cancel, reply)) => {
+                        return Handshake::Attached {
+                            session,
+                            cancel,
+                            reply,
+                        };
+                    }
+                    Err(e) => (env.id_json().to_owned(), env.from().to_owned(), e),
                 }
-                Err(e) => (env.id_json().to_owned(), env.from().to_owned(), e),
-            },
+            }
             Frame::Single(Err(rej)) => (
                 rej.id_json.unwrap_or_else(|| "null".to_owned()),
                 rej.from.unwrap_or_else(|| SESSION.to_owned()),
@@ -422,7 +425,18 @@ async fn handshake_message(
             runtime_token,
             last_seq,
             token,
-        } => reopen(node, env, pre_auth, token, &runtime_token, last_seq, conn_id).await,
+        } => {
+            reopen(
+                node,
+                env,
+                pre_auth,
+                token,
+                &runtime_token,
+                last_seq,
+                conn_id,
+            )
+            .await
+        }
         Control::Close | Control::Ack { .. } => Err(SessionError::NoSession),
     }
 }
@@ -537,14 +551,18 @@ async fn refuse(
 }
 
 /// Refuses a message that did not parse.
-async fn refuse_rejected(
-    node: &Node,
-    session: &Arc<Session>,
-    rej: Rejected,
-) -> Step {
+async fn refuse_rejected(node: &Node, session: &Arc<Session>, rej: Rejected) -> Step {
     let id = rej.id_json.as_deref().unwrap_or("null");
     let to = rej.from.as_deref().unwrap_or(session.runtime_url());
-    refuse(node, session, id, SESSION, to, &SessionError::Parse(rej.error.clone())).await
+    refuse(
+        node,
+        session,
+        id,
+        SESSION,
+        to,
+        &SessionError::Parse(rej.error.clone()),
+    )
+    .await
 }
 
 async fn write_loop<S, SE>(
@@ -694,7 +712,15 @@ where
     let mut held = Held::new(node.config().session.max_frame_bytes);
     // The answer to `open` / `re-open` goes through the outbox like every other frame (after a
     // replay into a full outbox, it waits for the runtime's acknowledgements).
-    match with_acks(node, session, stream, &mut held, answer(node, session, &reply)).await {
+    match with_acks(
+        node,
+        session,
+        stream,
+        &mut held,
+        answer(node, session, &reply),
+    )
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(Unanswered::Gone)) => return End::Gone,
         Ok(Err(Unanswered::Stalled)) => return End::Stalled,
@@ -713,8 +739,14 @@ where
         };
         let step = match msg {
             Message::Text(text) => {
-                with_acks(node, session, stream, &mut held, handle_text(node, session, &text))
-                    .await
+                with_acks(
+                    node,
+                    session,
+                    stream,
+                    &mut held,
+                    handle_text(node, session, &text),
+                )
+                .await
             }
             Message::Binary(_) => {
                 let url = session.runtime_url();
