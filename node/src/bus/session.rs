@@ -242,11 +242,6 @@ impl Session {
         }
     }
 
-    /// The number of frames in the outbox (sent or not, unacknowledged).
-    pub fn outbox_len(&self) -> usize {
-        lock(&self.state).outbox.len()
-    }
-
     /// Waits until frames may be waiting to be written.
     pub async fn wait_for_frames(&self) {
         self.notify.notified().await;
