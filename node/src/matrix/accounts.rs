@@ -518,6 +518,7 @@ mod tests {
             server_name: "example.com".try_into().unwrap(),
             registration_enabled,
             jwt_create_accounts: true,
+            txn_retention: std::time::Duration::from_secs(60),
             presence: Default::default(),
         };
         let accounts = Accounts::new(AccountStore::new(sqlite.pool().clone()), &config);
