@@ -517,6 +517,7 @@ mod tests {
             server_name: "example.com".try_into().unwrap(),
             registration_enabled,
             jwt_create_accounts: true,
+            txn_retention: std::time::Duration::from_secs(60),
             presence: Default::default(),
             txn_retention: std::time::Duration::from_secs(24 * 60 * 60),
         };

@@ -72,9 +72,12 @@ impl ServerKey {
                 (version, pkcs8)
             }
         };
-        let pair = Ed25519KeyPair::from_der(&pkcs8, version).map_err(|e| {
-            StoreError::Database(sqlx::Error::Protocol(format!("stored server key: {e}")))
-        })?;
+        let pair =
+            Ed25519KeyPair::from_der(&pkcs8, version.clone()).map_err(|e| StoreError::Corrupt {
+                what: "server key",
+                id: version,
+                source: e.into(),
+            })?;
         Ok(ServerKey { server_name, pair })
     }
 

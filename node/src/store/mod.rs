@@ -47,6 +47,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store writer has stopped")]
     WriterStopped,
+    /// A group of writes failed to commit: every write of the group fails with it.
+    #[error("the group commit failed: {0}")]
+    GroupCommit(#[source] Arc<sqlx::Error>),
+    /// A stored value that cannot be read back (a corrupt database, or a bug that stored it).
+    #[error("stored {what} {id}: {source}")]
+    Corrupt {
+        what: &'static str,
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A write that takes a stream position. Implemented by each store of a concern (rooms, account

@@ -237,16 +237,19 @@ fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
     let txn_device: Option<String> = row.try_get("txn_device")?;
     let txn_id: Option<String> = row.try_get("txn_id")?;
     let redacted_because: Option<String> = row.try_get("redacted_because")?;
-    let corrupt = |what: String| StoreError::Database(sqlx::Error::Protocol(what));
+    let corrupt = |what, source: Box<dyn std::error::Error + Send + Sync>| StoreError::Corrupt {
+        what,
+        id: event_id.clone(),
+        source,
+    };
     Pdu::from_stored(
-        OwnedEventId::try_from(event_id.as_str())
-            .map_err(|e| corrupt(format!("stored event id {event_id}: {e}")))?,
+        OwnedEventId::try_from(event_id.as_str()).map_err(|e| corrupt("event ID", e.into()))?,
         row.try_get("stream")?,
         row.try_get::<&str, _>("json")?,
         txn_device.zip(txn_id),
         redacted_because.and_then(|json| serde_json::value::RawValue::from_string(json).ok()),
     )
-    .map_err(|e| corrupt(format!("stored event {event_id}: {e}")))
+    .map_err(|e| corrupt("event", e.into()))
 }
 
 fn pdus(rows: &[SqliteRow]) -> Result<Vec<Pdu>, StoreError> {

@@ -277,12 +277,11 @@ async fn run(
                     .done
                     .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
+                let e = Arc::new(e);
                 for pending in batch.drain(..) {
                     let _ = pending
                         .done
-                        .send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                            "stream commit failed: {e}"
-                        )))));
+                        .send(Err(StoreError::GroupCommit(Arc::clone(&e))));
                 }
             }
         }
