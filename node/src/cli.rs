@@ -98,7 +98,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let node = RunningNode::start(config)
             .await
             .context("cannot start the node")?;
@@ -106,8 +106,15 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // The store is flushed and closed: tasks still running (none normally) are dropped, and
+    // blocking work is not waited for beyond this.
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    result
 }
+
+/// How long the process waits, after the node stopped, for tasks of the runtime to finish.
+const RUNTIME_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn policy(config: Option<PathBuf>, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {

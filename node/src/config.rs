@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::{AuthConfig, StaticToken};
+use crate::clock::Clock;
 
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,36 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub admin: RawAdmin,
     pub matrix: RawMatrix,
+    pub server: RawServer,
+}
+
+/// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub header_timeout_ms: u64,
+    pub keepalive_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: u32,
+    pub max_tls_handshakes: u32,
+    pub tls_handshake_timeout_ms: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        let d = ServerConfig::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            header_timeout_ms: ms(d.header_timeout),
+            keepalive_timeout_secs: d.keepalive_timeout.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_tls_handshakes: d.max_tls_handshakes,
+            tls_handshake_timeout_ms: ms(d.tls_handshake_timeout),
+            shutdown_timeout_secs: d.shutdown_timeout.as_secs(),
+        }
+    }
 }
 
 /// `[matrix]`: the Matrix Client-Server API.
@@ -62,6 +93,7 @@ pub struct RawMatrix {
     pub server_name: Option<String>,
     pub registration_enabled: bool,
     pub jwt_create_accounts: bool,
+    pub txn_retention_secs: u64,
     pub presence: RawPresence,
 }
 
@@ -71,6 +103,7 @@ impl Default for RawMatrix {
             server_name: None,
             registration_enabled: true,
             jwt_create_accounts: true,
+            txn_retention_secs: 24 * 60 * 60,
             presence: RawPresence::default(),
         }
     }
@@ -148,6 +181,7 @@ pub struct RawSession {
     pub rate_burst: u32,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +212,7 @@ impl Default for RawConfig {
             policy: RawPolicy::default(),
             admin: RawAdmin::default(),
             matrix: RawMatrix::default(),
+            server: RawServer::default(),
         }
     }
 }
@@ -203,6 +238,7 @@ impl Default for RawSession {
             rate_burst: 10_000,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
+            max_recipients: 100,
         }
     }
 }
@@ -237,6 +273,47 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
+    pub server: ServerConfig,
+    /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
+    /// setting (no file or variable sets it).
+    pub clock: Clock,
+}
+
+/// The HTTP listener (`crate::server`): limits, timeouts, and the shutdown deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// A request head (request line and headers) must be complete this long after the
+    /// connection was accepted, or after the first byte of a later request arrived on it.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub keepalive_timeout: Duration,
+    /// The longest an ordinary request may take (not `/sync`, whose own `timeout` is bounded,
+    /// nor a WebSocket session after its upgrade).
+    pub request_timeout: Duration,
+    /// Most connections open at once (HTTP, WebSocket, TLS handshakes); beyond it new
+    /// connections wait in the listen backlog.
+    pub max_connections: u32,
+    /// Most TLS handshakes in progress at once; beyond it new connections wait.
+    pub max_tls_handshakes: u32,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// After SIGTERM, how long connections may take to close by themselves before they are
+    /// dropped (the store is flushed either way).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_tls_handshakes: 256,
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The Matrix Client-Server API.
@@ -249,6 +326,9 @@ pub struct MatrixConfig {
     /// Whether a JWT login (`org.matrix.login.jwt`) of an identity without an account creates
     /// one (403 when off).
     pub jwt_create_accounts: bool,
+    /// How long a client transaction ID of a room event is remembered: a repeated `PUT` with it
+    /// within this time returns the first event.
+    pub txn_retention: Duration,
     pub presence: PresenceConfig,
 }
 
@@ -317,6 +397,8 @@ pub struct SessionConfig {
     pub rate_burst: u32,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Most distinct recipients (`to`) of one message; beyond it the message is refused whole.
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -417,6 +499,7 @@ impl RawConfig {
         positive("session.outbox_max_messages", s.outbox_max_messages as u64)?;
         positive("session.rate_per_second", u64::from(s.rate_per_second))?;
         positive("session.ping_interval_secs", s.ping_interval_secs)?;
+        positive("session.max_recipients", s.max_recipients as u64)?;
         if s.outbox_max_bytes < s.max_frame_bytes {
             return Err(invalid(
                 "session.outbox_max_bytes",
@@ -458,6 +541,13 @@ impl RawConfig {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
+        positive("matrix.txn_retention_secs", self.matrix.txn_retention_secs)?;
+        if self.matrix.txn_retention_secs > MAX_TXN_RETENTION_SECS {
+            return Err(invalid(
+                "matrix.txn_retention_secs",
+                format!("must be at most {MAX_TXN_RETENTION_SECS} (a year)"),
+            ));
+        }
         positive(
             "matrix.presence.idle_timeout_ms",
             self.matrix.presence.idle_timeout_ms,
@@ -466,6 +556,7 @@ impl RawConfig {
             "matrix.presence.offline_timeout_ms",
             self.matrix.presence.offline_timeout_ms,
         )?;
+        let server = validate_server(&self.server)?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(
@@ -493,6 +584,7 @@ impl RawConfig {
                 rate_burst: s.rate_burst.max(1),
                 ping_interval: Duration::from_secs(s.ping_interval_secs),
                 idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+                max_recipients: s.max_recipients,
             },
             allocation: AllocationConfig {
                 max_number: self.allocation.max_number,
@@ -514,13 +606,45 @@ impl RawConfig {
                 server_name,
                 registration_enabled: self.matrix.registration_enabled,
                 jwt_create_accounts: self.matrix.jwt_create_accounts,
+                txn_retention: Duration::from_secs(self.matrix.txn_retention_secs),
                 presence: PresenceConfig {
                     idle_timeout: Duration::from_millis(self.matrix.presence.idle_timeout_ms),
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
                 },
             },
+            server,
+            clock: Clock::system(),
         })
     }
+}
+
+/// The longest `matrix.txn_retention_secs`.
+const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
+
+fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
+    positive("server.header_timeout_ms", s.header_timeout_ms)?;
+    positive("server.keepalive_timeout_secs", s.keepalive_timeout_secs)?;
+    positive("server.request_timeout_secs", s.request_timeout_secs)?;
+    positive("server.max_connections", u64::from(s.max_connections))?;
+    positive("server.max_tls_handshakes", u64::from(s.max_tls_handshakes))?;
+    positive(
+        "server.tls_handshake_timeout_ms",
+        s.tls_handshake_timeout_ms,
+    )?;
+    positive("server.shutdown_timeout_secs", s.shutdown_timeout_secs)?;
+    // A semaphore holds at most this many permits.
+    if s.max_connections as usize > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(invalid("server.max_connections", "is too large"));
+    }
+    Ok(ServerConfig {
+        header_timeout: Duration::from_millis(s.header_timeout_ms),
+        keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+        request_timeout: Duration::from_secs(s.request_timeout_secs),
+        max_connections: s.max_connections,
+        max_tls_handshakes: s.max_tls_handshakes,
+        tls_handshake_timeout: Duration::from_millis(s.tls_handshake_timeout_ms),
+        shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+    })
 }
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
@@ -566,6 +690,7 @@ mod tests {
         assert!(cfg.matrix.registration_enabled);
         assert_eq!(cfg.matrix.presence, PresenceConfig::default());
         assert_eq!(cfg.matrix.presence.idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.server, ServerConfig::default());
     }
 
     #[test]
@@ -648,6 +773,36 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "setting `matrix.presence.offline_timeout_ms`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        header_timeout_ms: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.header_timeout_ms`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        max_connections: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.max_connections`",
+            ),
+            (
+                RawConfig {
+                    server: RawServer {
+                        shutdown_timeout_secs: 0,
+                        ..RawServer::default()
+                    },
+                    ..RawConfig::default()
+                },
+                "setting `server.shutdown_timeout_secs`",
             ),
         ];
         for (raw, want) in cases {

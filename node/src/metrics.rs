@@ -46,6 +46,8 @@ pub struct Metrics {
     pub policy_denials: Family<PolicyLabel, Counter>,
     /// Policy reloads, by result (`ok`, `error`).
     pub policy_reloads: Family<ResultLabel, Counter>,
+    /// Matrix `/sync` long-polls waiting for a change.
+    pub matrix_syncs_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +103,12 @@ impl Metrics {
             "Policy set reloads, by result",
             policy_reloads.clone(),
         );
+        let matrix_syncs_waiting = Gauge::default();
+        registry.register(
+            "matrix_syncs_waiting",
+            "Matrix /sync long-polls waiting for a change",
+            matrix_syncs_waiting.clone(),
+        );
         registry.register(
             "route_latency_seconds",
             "Time from frame arrival to the message being in every recipient outbox",
@@ -116,6 +124,7 @@ impl Metrics {
             route_latency,
             policy_denials,
             policy_reloads,
+            matrix_syncs_waiting,
         }
     }
 

@@ -1,25 +1,37 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
-//! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper, policy watcher, presence timeouts) and stops them gracefully (stop
-//! accepting, close connections, flush the store).
+//! [`RunningNode`], which starts the parts and stops them gracefully.
+//!
+//! Start, in order: metrics; the policy point (an invalid policy set stops the start); the SQLite
+//! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
+//! the server signing key; the room caches and engine; the session writer; the bus, which
+//! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
+//! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
+//! watcher, the presence timeouts and the typing timer.
+//!
+//! Stop, within `server.shutdown_timeout_secs`: cancel the shutdown token (the listener stops
+//! accepting, connections close with 1001, long-polls answer), wait for the connections, drop
+//! those left at the deadline, stop the background tasks, flush the stream writer and then the
+//! session writer, close the store. Sessions stay resumable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
+use crate::clock::{Clock, Ticker};
 use crate::config::Config;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
 use crate::rooms::{RoomCaches, Rooms, ServerKey};
-use crate::server::{self, ServerError};
+use crate::server::{self, Server, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
@@ -64,6 +76,11 @@ pub struct Node {
 impl Node {
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The node's time (from the configuration).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.clock
     }
 
     pub fn bus(&self) -> &Bus {
@@ -122,10 +139,12 @@ pub struct RunningNode {
     addr: SocketAddr,
     store: Arc<SqliteStore>,
     writer: StoreWriter,
-    server: JoinHandle<()>,
+    server: Server,
     reaper: JoinHandle<()>,
     watcher: JoinHandle<()>,
     presence: JoinHandle<()>,
+    presence_stop: CancellationToken,
+    typing: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -147,6 +166,7 @@ impl RunningNode {
             server_key,
             config.matrix.server_name.clone(),
             caches,
+            config.matrix.txn_retention,
         );
         let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(
@@ -163,6 +183,7 @@ impl RunningNode {
                 session: config.session.clone(),
                 allocation: config.allocation.clone(),
                 epoch,
+                clock: config.clock.clone(),
             },
             writer.clone(),
             Arc::clone(&metrics),
@@ -174,12 +195,13 @@ impl RunningNode {
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =
             Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
-        let auth = Authenticator::start(&config.auth, &shutdown).await?;
+        let auth = Authenticator::start(&config.auth, &shutdown, &config.clock).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(
             store.pool().clone(),
             stream.clone(),
             config.matrix.server_name.clone(),
+            config.clock.clone(),
         );
         let node = Node {
             inner: Arc::new(Inner {
@@ -197,16 +219,26 @@ impl RunningNode {
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;
-        let reaper = tokio::spawn(reap(node.clone()));
+        // Tickers are made before their tasks start, so that a test's manual clock knows them
+        // from the start.
+        let reaper = tokio::spawn(reap(node.clone(), reap_ticker(node.config())));
         let watcher = tokio::spawn(policy.watch(
             node.config().policy.watch_interval,
             node.shutdown_token().clone(),
         ));
+        // Stopped by `shutdown` once no request is left that could still store presence.
+        let presence_stop = CancellationToken::new();
         let presence = tokio::spawn(
             node.userdata()
                 .presence()
                 .clone()
-                .run_timeouts(node.config().matrix.presence, node.shutdown_token().clone()),
+                .run(node.config().matrix.presence, presence_stop.clone()),
+        );
+        let typing = tokio::spawn(
+            node.userdata()
+                .typing()
+                .clone()
+                .run_timers(node.shutdown_token().clone()),
         );
         tracing::info!(
             %addr,
@@ -225,6 +257,8 @@ impl RunningNode {
             reaper,
             watcher,
             presence,
+            presence_stop,
+            typing,
         })
     }
 
@@ -238,44 +272,84 @@ impl RunningNode {
         &self.node
     }
 
-    /// Graceful shutdown: stop accepting, close every connection (sessions stay resumable),
-    /// commit everything to the store.
+    /// Graceful shutdown: stop accepting, let every connection close (WebSocket sessions with
+    /// 1001, resumable; long-polls answered; requests in progress finished) until the
+    /// `server.shutdown_timeout_secs` deadline, then drop the connections left; commit everything
+    /// to the store in either case.
     pub async fn shutdown(self) {
-        let node = self.node;
+        let Self {
+            node,
+            mut server,
+            store,
+            writer,
+            reaper,
+            watcher,
+            presence,
+            presence_stop,
+            typing,
+            ..
+        } = self;
+        let deadline = Instant::now() + node.config().server.shutdown_timeout;
         node.shutdown_token().cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         let tracker = node.session_tracker();
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after 5 s; shutting down anyway");
+        let closed = async {
+            server.closed().await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            tracing::warn!(
+                connections = server.connections().open(),
+                sessions = tracker.len(),
+                "connections still open at the shutdown deadline; dropping them"
+            );
+            server.connections().drop_all();
+            // Every socket now fails at once; the tasks only have to notice.
+            let ended = async {
+                server.closed().await;
+                tracker.wait().await;
+            };
+            if tokio::time::timeout(DROP_GRACE, ended).await.is_err() {
+                tracing::warn!(
+                    sessions = tracker.len(),
+                    "connection tasks still running after being dropped"
+                );
+            }
         }
-        self.reaper.abort();
-        self.watcher.abort();
-        // It stops at the shutdown token; a timeout being stored finishes first.
-        if tokio::time::timeout(Duration::from_secs(5), self.presence)
+        reaper.abort();
+        watcher.abort();
+        typing.abort();
+        // It stores what is queued, then stops.
+        presence_stop.cancel();
+        let presence_deadline = deadline.max(Instant::now() + DROP_GRACE);
+        if tokio::time::timeout_at(presence_deadline, presence)
             .await
             .is_err()
         {
-            tracing::warn!("presence timeouts still being stored after 5 s");
+            tracing::warn!("presence still being stored at the shutdown deadline");
         }
         if let Err(e) = node.stream().flush().await {
             tracing::error!(error = %e, "final matrix stream flush failed");
         }
-        if let Err(e) = self.writer.flush().await {
+        if let Err(e) = writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
-        self.store.close().await;
+        store.close().await;
         tracing::info!("rethink-node stopped");
     }
 }
 
-async fn reap(node: Node) {
-    let window = node.config().session.resume_window;
+/// How long connection tasks get to end once their sockets were dropped at the deadline.
+const DROP_GRACE: Duration = Duration::from_secs(1);
+
+/// Checks for expired sessions four times per resume window (between every 50 ms and 1 s).
+fn reap_ticker(config: &Config) -> Ticker {
+    let window = config.session.resume_window;
     let period = (window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    config.clock.ticker(period)
+}
+
+async fn reap(node: Node, mut tick: Ticker) {
     loop {
         tokio::select! {
             _ = node.shutdown_token().cancelled() => return,

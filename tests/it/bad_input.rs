@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::support::client::RECV_TIMEOUT;
 use crate::support::{Rt, TestNode, pair};
 
 /// Checks that `rt` still routes: a message from `from` to `to` reaches `peer`.
@@ -84,7 +85,8 @@ async fn spoofed_sender_is_refused_with_403_and_not_delivered() {
             .await;
         assert_eq!(resp["body"]["code"], 403, "{from}: {resp}");
     }
-    b.expect_silence(Duration::from_millis(300)).await;
+    // Refused before b's marker: had it been delivered, it would be in b's outbox.
+    b.expect_nothing_queued().await;
     still_works(&mut a, &mut b, &fa, &fb).await;
 }
 
@@ -98,7 +100,8 @@ async fn oversized_frame_gets_413_and_the_connection_survives() {
     let resp = a.recv().await;
     assert_eq!(resp["body"]["code"], 413, "{resp}");
     assert_eq!(resp["id"], 9);
-    b.expect_silence(Duration::from_millis(300)).await;
+    // Refused before b's marker: had it been delivered, it would be in b's outbox.
+    b.expect_nothing_queued().await;
     still_works(&mut a, &mut b, &fa, &fb).await;
 }
 
@@ -118,15 +121,18 @@ async fn rate_limit_answers_429_and_delivers_the_rest() {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
-    let mut delivered = Vec::new();
-    while let Some(v) = b.try_recv(Duration::from_millis(300)).await {
-        delivered.push(v["id"].as_u64().unwrap());
-    }
+    // a's marker comes after every refusal, b's after every delivery.
     let mut refused = Vec::new();
-    while let Some(v) = a.try_recv(Duration::from_millis(300)).await {
+    for v in a.drain().await {
         assert_eq!(v["body"]["code"], 429, "{v}");
         refused.push(v["id"].as_u64().unwrap());
     }
+    let delivered: Vec<u64> = b
+        .drain()
+        .await
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(
         delivered.len(),
         4,
@@ -149,17 +155,21 @@ async fn full_outbox_answers_503_and_keeps_what_it_holds() {
     // b stops reading and acking; its outbox holds the allocation answer and the open answer
     // until acknowledged (acked by nothing), so only one more message fits.
     drop(b.drop_connection());
-    let mut codes = Vec::new();
     for i in 0..4 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
-    while let Some(v) = a.try_recv(Duration::from_millis(500)).await {
-        codes.push((
-            v["id"].as_u64().unwrap(),
-            v["body"]["code"].as_u64().unwrap(),
-        ));
-    }
+    let codes: Vec<(u64, u64)> = a
+        .drain()
+        .await
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap(),
+                v["body"]["code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert!(!codes.is_empty(), "the full outbox is reported");
     assert!(codes.iter().all(|(_, c)| *c == 503), "{codes:?}");
     let accepted = 4 - codes.len();
@@ -255,15 +265,21 @@ async fn tokens_are_checked_and_anonymous_runtimes_only_when_allowed() {
 
 #[tokio::test]
 async fn a_silent_peer_is_closed_after_the_idle_timeout() {
-    let node = TestNode::spawn_with(|c| {
-        c.session.ping_interval = Duration::from_millis(200);
-        c.session.idle_timeout = Duration::from_millis(600);
+    const IDLE: Duration = Duration::from_secs(60);
+    let node = TestNode::spawn_with_clock(|c| {
+        c.session.ping_interval = Duration::from_secs(3600);
+        c.session.idle_timeout = IDLE;
     })
     .await;
     let mut rt = Rt::open(&node, "rt-idle").await;
-    // Not reading means not answering pings: the node closes the connection.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let code = rt.closed_with(Duration::from_secs(3)).await;
+    // Just before the timeout the connection is open; a frame starts the timeout anew.
+    node.advance(IDLE - Duration::from_millis(1)).await;
+    rt.expect_nothing_queued().await;
+    node.advance(IDLE - Duration::from_millis(1)).await;
+    rt.expect_nothing_queued().await;
+    // A whole idle timeout without a frame: the node closes the connection.
+    node.advance(IDLE).await;
+    let code = rt.closed_with(RECV_TIMEOUT).await;
     assert_eq!(code, Some(1001), "closed as idle");
 }
 
@@ -274,12 +290,16 @@ async fn repeated_garbage_closes_the_connection_but_not_the_node() {
     for _ in 0..60 {
         rt.send_text("garbage").await;
     }
-    let mut refusals = 0;
-    while let Some(v) = rt.try_recv(Duration::from_millis(500)).await {
-        assert_eq!(v["body"]["code"], 400);
-        refusals += 1;
+    let (refusals, code) = rt.frames_until_close().await;
+    for v in &refusals {
+        assert_eq!(v["body"]["code"], 400, "{v}");
     }
-    assert_eq!(refusals, 50, "each bad frame answered until the limit");
+    assert_eq!(
+        refusals.len(),
+        50,
+        "each bad frame answered until the limit"
+    );
+    assert_eq!(code, 1008, "closed for misbehaving");
     // The node still serves others.
     let mut other = Rt::open(&node, "rt-after-garbage").await;
     assert_eq!(other.allocate(1).await.len(), 1);

@@ -5,11 +5,14 @@
 //! keyed with the issuer's RSA public key are refused: HTTP 401 at the upgrade, a 401 response
 //! to `open`.
 
+use std::time::Duration;
+
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::support::client::RECV_TIMEOUT;
 use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
 use crate::support::{Rt, TestNode};
 
@@ -136,12 +139,19 @@ async fn bad_id_tokens_are_refused_at_upgrade_and_at_open() {
 #[tokio::test]
 async fn a_session_ends_when_its_token_expires() {
     let dir = TempDir::new().unwrap();
-    let node = node(&dir).await;
-    let short = sign(Algorithm::RS256, &KEYS.0.encoding, &claims(AUD, now() + 2));
+    let issuer = issuer(dir.path(), AUD, 30);
+    // On a manual clock (that starts at the system time); no idle timeout within the test.
+    let node = TestNode::spawn_with_clock(|c| {
+        c.auth.allow_anonymous = false;
+        c.auth.jwt = vec![issuer];
+        c.session.idle_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let short = sign(Algorithm::RS256, &KEYS.0.encoding, &claims(AUD, now() + 60));
     let long = sign(
         Algorithm::RS256,
         &KEYS.0.encoding,
-        &claims(AUD, now() + 600),
+        &claims(AUD, now() + 3600),
     );
     let mut a = Rt::connect(&node, "rt-short").await;
     assert_eq!(
@@ -156,16 +166,15 @@ async fn a_session_ends_when_its_token_expires() {
     );
     let fb = b.allocate(1).await.remove(0);
 
-    let expired = a
-        .try_recv(std::time::Duration::from_secs(5))
-        .await
-        .expect("a 401 when the token expires");
+    // The token expires 60 s (of the node's clock, from the whole second the token was made
+    // in) after the start: not before.
+    node.advance(Duration::from_secs(58)).await;
+    a.expect_nothing_queued().await;
+    node.advance(Duration::from_secs(5)).await;
+    let expired = a.recv().await;
     assert_eq!(expired["body"]["code"], 401, "{expired}");
     assert_eq!(expired["from"], "mn:/session");
-    assert_eq!(
-        a.closed_with(std::time::Duration::from_secs(3)).await,
-        Some(1008)
-    );
+    assert_eq!(a.closed_with(RECV_TIMEOUT).await, Some(1008));
     // The session is gone with its addresses.
     let gone = b
         .request(json!({"type": "PING", "from": fb, "to": fa}))

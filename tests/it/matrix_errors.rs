@@ -3,16 +3,17 @@
 //! Also the `/sync` long-poll, `/sync` tokens as `/messages` tokens, transaction IDs, and the
 //! durability of every acknowledged send across a kill.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::TestNode;
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     V3, anon_post, assert_error, bodies, call, create_room, event_ids, get, invite, join, login,
     messages, next_batch, ok, post, put, register, room_path, send_path, send_text, sync, text,
     urlencode, user_id, whole_history,
 };
+use crate::support::{TestNode, wait_for_metric};
 
 /// Alice's private room (bob is not in it): tokens of alice and bob, and the room ID.
 async fn alices_room(node: &TestNode) -> (String, String, String) {
@@ -426,55 +427,47 @@ async fn sync_now(node: &TestNode, token: &str) -> String {
 
 #[tokio::test]
 async fn a_sync_long_poll_wakes_as_soon_as_a_message_is_sent() {
-    let node = TestNode::spawn().await;
+    // On a manual clock the long-poll's timeout never comes: only the message can end it.
+    let node = TestNode::spawn_with_clock(|_| {}).await;
     let (alice, bob, room) = alices_room(&node).await;
     invite(&node, &alice, &room, &user_id("bob")).await;
     join(&node, &bob, &room).await;
     let since = sync_now(&node, &bob).await;
 
-    let started = Instant::now();
     let poll = {
         let path = format!("{V3}/sync?since={since}&timeout=10000");
         let addr_node = &node;
         let bob = bob.clone();
-        async move { get(addr_node, &path, &bob).await }
+        async move { woken(get(addr_node, &path, &bob)).await }
     };
     let send = async {
-        // Give the long-poll time to start waiting (a head start, not an assertion).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
         send_text(&node, &alice, &room, "wake", "wake up bob").await
     };
     let ((status, body), sent) = tokio::join!(poll, send);
-    let elapsed = started.elapsed();
     assert_eq!(status, 200, "{body}");
     let events = body["rooms"]["join"][&room]["timeline"]["events"]
         .as_array()
         .unwrap_or_else(|| panic!("no timeline for the room: {body}"));
     assert_eq!(event_ids(events), [sent], "{body}");
     assert_eq!(events[0]["content"]["body"], "wake up bob");
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "the long-poll took {elapsed:?} to notice a message"
-    );
     assert_ne!(body["next_batch"], since.as_str());
 }
 
 #[tokio::test]
 async fn a_sync_with_nothing_new_waits_for_its_timeout_then_answers_empty() {
-    let node = TestNode::spawn().await;
+    let node = TestNode::spawn_with_clock(|_| {}).await;
     let (alice, _, _) = alices_room(&node).await;
     let since = sync_now(&node, &alice).await;
-    let started = Instant::now();
-    let body = ok(get(
-        &node,
-        &format!("{V3}/sync?since={since}&timeout=600"),
-        &alice,
-    )
-    .await);
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "did not wait"
-    );
+    let path = format!("{V3}/sync?since={since}&timeout=600");
+    let poll = woken(get(&node, &path, &alice));
+    let time_passes = async {
+        // It waits (an answer at once would never show up here) until its timeout comes.
+        wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
+        node.advance(Duration::from_millis(600)).await;
+    };
+    let (answer, ()) = tokio::join!(poll, time_passes);
+    let body = ok(answer);
     assert!(
         body["rooms"]["join"]
             .as_object()

@@ -2,15 +2,16 @@
 //! `set_presence`, and reported by `/sync` to the users who share a room (and only to them),
 //! waking their long-polls; it goes idle and offline by itself (short timeouts configured here).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rethink_node::config::PresenceConfig;
 use serde_json::{Value, json};
 
-use crate::support::TestNode;
+use crate::support::matrix::woken;
 use crate::support::matrix::{
     V3, assert_error, create_room, get, join, next_batch, ok, put, register, sync, user_id,
 };
+use crate::support::{TestNode, wait_for_metric};
 
 fn presence_path(name: &str) -> String {
     format!("{V3}/presence/{}/status", user_id(name))
@@ -94,25 +95,19 @@ async fn presence_is_set_read_and_reported_to_room_members_only() {
 
 #[tokio::test]
 async fn a_presence_change_wakes_a_long_poll() {
-    let node = TestNode::spawn().await;
+    // On a manual clock the long-poll's timeout never comes: only the change can end it.
+    let node = TestNode::spawn_with_clock(|_| {}).await;
     let alice = register(&node, "alice").await;
     let bob = register(&node, "bob").await;
     let room = create_room(&node, &alice, &json!({"preset": "public_chat"})).await;
     join(&node, &bob, &room).await;
     let first = sync(&node, &bob, None).await;
     let since = next_batch(&first);
-    let long_poll = async {
-        let started = Instant::now();
-        let answer = get(
-            &node,
-            &format!("{V3}/sync?timeout=10000&since={since}"),
-            &bob,
-        )
-        .await;
-        (answer, started.elapsed())
-    };
+    let path = format!("{V3}/sync?timeout=10000&since={since}");
+    let long_poll = woken(get(&node, &path, &bob));
     let change = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once bob's long-poll waits, alice changes her presence.
+        wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
         ok(put(
             &node,
             &presence_path("alice"),
@@ -121,15 +116,11 @@ async fn a_presence_change_wakes_a_long_poll() {
         )
         .await);
     };
-    let (((status, answer), waited), ()) = tokio::join!(long_poll, change);
+    let ((status, answer), ()) = tokio::join!(long_poll, change);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         presence_of(&answer, "alice").unwrap()["presence"],
         "unavailable"
-    );
-    assert!(
-        waited < Duration::from_secs(5),
-        "woken by the change, not the timeout: {waited:?}"
     );
 }
 
@@ -139,33 +130,44 @@ async fn state_of(node: &TestNode, token: &str, name: &str) -> String {
     read["presence"].as_str().expect("presence").to_owned()
 }
 
-/// A node whose presence goes idle after `idle_ms` and offline after `offline_ms`.
-async fn node_with_presence_timeouts(idle_ms: u64, offline_ms: u64) -> TestNode {
-    TestNode::spawn_with(|c| {
+/// A node on a manual clock whose presence goes idle after `idle` and offline after `offline`.
+/// The timeouts are applied by a sweep every `SWEEP` (a quarter of the shorter, at most 5 s).
+async fn node_with_presence_timeouts(idle: Duration, offline: Duration) -> TestNode {
+    TestNode::spawn_with_clock(|c| {
         c.matrix.presence = PresenceConfig {
-            idle_timeout: Duration::from_millis(idle_ms),
-            offline_timeout: Duration::from_millis(offline_ms),
-        }
+            idle_timeout: idle,
+            offline_timeout: offline,
+        };
+        assert_eq!(c.matrix.presence.sweep_interval(), SWEEP);
     })
     .await
 }
 
+const SWEEP: Duration = Duration::from_secs(5);
+const MS: Duration = Duration::from_millis(1);
+
+/// Alice's presence change in a `/sync` of bob from `since` that returns at once; the next
+/// `since`.
+async fn alices_change(node: &TestNode, bob: &str, since: &str) -> (Option<Value>, String) {
+    let answer = ok(get(node, &format!("{V3}/sync?timeout=0&since={since}"), bob).await);
+    (presence_of(&answer, "alice"), next_batch(&answer))
+}
+
 #[tokio::test]
 async fn a_user_who_stops_syncing_goes_idle_then_offline_for_room_members() {
-    const IDLE_MS: u64 = 800;
-    const OFFLINE_MS: u64 = 2500;
-    let node = node_with_presence_timeouts(IDLE_MS, OFFLINE_MS).await;
+    const IDLE: Duration = Duration::from_secs(60);
+    const OFFLINE: Duration = Duration::from_secs(120);
+    let node = node_with_presence_timeouts(IDLE, OFFLINE).await;
     let alice = register(&node, "alice").await;
     let bob = register(&node, "bob").await;
     let room = create_room(&node, &alice, &json!({"preset": "public_chat"})).await;
     join(&node, &bob, &room).await;
-    let mut since = next_batch(&sync(&node, &bob, None).await);
+    let since = next_batch(&sync(&node, &bob, None).await);
 
-    // Alice syncs once (set_presence defaults to online), then stops.
+    // Alice syncs once (set_presence defaults to online), then stops; time stands still.
     sync(&node, &alice, None).await;
-    let alice_stopped = Instant::now();
-    let seen = sync(&node, &bob, Some(&since)).await;
-    let online = presence_of(&seen, "alice").expect("bob sees alice online");
+    let (online, since) = alices_change(&node, &bob, &since).await;
+    let online = online.expect("bob sees alice online");
     assert_eq!(
         (
             online["presence"].clone(),
@@ -174,49 +176,41 @@ async fn a_user_who_stops_syncing_goes_idle_then_offline_for_room_members() {
         (json!("online"), json!(true)),
         "{online}"
     );
-    since = next_batch(&seen);
+    let ago = |c: &Value| c["last_active_ago"].as_u64().expect("last_active_ago");
+    assert_eq!(ago(&online), 0, "{online}");
 
-    // Bob keeps long-polling: alice's presence changes reach him, idle first, then offline.
-    let mut changes = Vec::new();
-    let offline_at = loop {
-        assert!(
-            alice_stopped.elapsed() < Duration::from_secs(15),
-            "alice never went offline: {changes:?}"
-        );
-        let answer = ok(get(
-            &node,
-            &format!("{V3}/sync?timeout=3000&since={since}"),
-            &bob,
-        )
-        .await);
-        since = next_batch(&answer);
-        if let Some(content) = presence_of(&answer, "alice") {
-            changes.push(content.clone());
-            if content["presence"] == "offline" {
-                break alice_stopped.elapsed();
-            }
-        }
-    };
-    assert!(
-        offline_at >= Duration::from_millis(OFFLINE_MS - 100),
-        "offline only after the timeout: {offline_at:?}"
-    );
-    let [idle, offline] = changes.as_slice() else {
-        panic!("expected an idle change, then offline: {changes:?}");
-    };
+    // A sweep just before the idle timeout changes nothing; the next one, after it, makes
+    // alice idle (still online, no longer currently active), and bob sees it.
+    node.advance(IDLE - MS).await;
+    let (change, since) = alices_change(&node, &bob, &since).await;
+    assert_eq!(change, None, "not idle yet");
+    node.advance(SWEEP).await;
+    let (idle, since) = alices_change(&node, &bob, &since).await;
+    let idle = idle.expect("alice went idle");
     assert_eq!(
         (idle["presence"].clone(), idle["currently_active"].clone()),
         (json!("online"), json!(false)),
         "{idle}"
     );
-    assert_eq!(offline["currently_active"], false);
-    let ago = |c: &Value| c["last_active_ago"].as_u64().expect("last_active_ago");
-    assert!(ago(idle) >= IDLE_MS - 100, "{idle}");
-    assert!(ago(offline) >= OFFLINE_MS - 100, "{offline}");
-    assert!(
-        ago(offline) > ago(idle),
-        "last_active_ago grows: {changes:?}"
+    let idle_at = IDLE - MS + SWEEP;
+    assert_eq!(ago(&idle), idle_at.as_millis() as u64, "{idle}");
+
+    // The same for the offline timeout.
+    node.advance(OFFLINE - MS - idle_at).await;
+    let (change, since) = alices_change(&node, &bob, &since).await;
+    assert_eq!(change, None, "not offline yet");
+    node.advance(SWEEP).await;
+    let (offline, _) = alices_change(&node, &bob, &since).await;
+    let offline = offline.expect("alice went offline");
+    assert_eq!(
+        (
+            offline["presence"].clone(),
+            offline["currently_active"].clone()
+        ),
+        (json!("offline"), json!(false)),
+        "{offline}"
     );
+    assert_eq!(ago(&offline), (OFFLINE - MS + SWEEP).as_millis() as u64);
     let read = ok(get(&node, &presence_path("alice"), &bob).await);
     assert_eq!(
         (read["presence"].clone(), read["currently_active"].clone()),
@@ -226,51 +220,43 @@ async fn a_user_who_stops_syncing_goes_idle_then_offline_for_room_members() {
 
 #[tokio::test]
 async fn a_long_poll_in_progress_keeps_its_user_online() {
-    const OFFLINE_MS: u64 = 1000;
-    let node = node_with_presence_timeouts(60_000, OFFLINE_MS).await;
+    const OFFLINE: Duration = Duration::from_secs(20);
+    let node = node_with_presence_timeouts(Duration::from_secs(3600), OFFLINE).await;
     let alice = register(&node, "alice").await;
     let bob = register(&node, "bob").await;
     let since = next_batch(&sync(&node, &alice, None).await);
 
-    // A 2.5 s long-poll: nothing happens for alice, so it runs to its end.
-    let started = Instant::now();
-    let long_poll = async {
-        let answer = get(
-            &node,
-            &format!("{V3}/sync?timeout=2500&since={since}"),
-            &alice,
-        )
-        .await;
-        (answer, Instant::now())
-    };
+    // A long-poll of 60 s (of the node's clock) for alice; while it waits, the clock passes
+    // the offline timeout and a sweep runs: alice stays online.
+    let path = format!("{V3}/sync?timeout=60000&since={since}");
+    let long_poll = woken(get(&node, &path, &alice));
     let during = async {
-        tokio::time::sleep(Duration::from_millis(1800)).await;
-        state_of(&node, &bob, "alice").await
+        wait_for_metric(&node, "rethink_matrix_syncs_waiting", 1.0).await;
+        node.advance(OFFLINE + SWEEP).await;
+        let during = state_of(&node, &bob, "alice").await;
+        // Then something for alice ends her long-poll.
+        ok(put(
+            &node,
+            &format!(
+                "{V3}/user/{}/account_data/org.example.wake",
+                user_id("alice")
+            ),
+            &alice,
+            &json!({"n": 1}),
+        )
+        .await);
+        during
     };
-    let (((status, _), ended), during) = tokio::join!(long_poll, during);
-    assert_eq!(status, 200);
-    assert!(
-        ended - started >= Duration::from_millis(2400),
-        "a full long-poll"
-    );
+    let ((status, answer), during) = tokio::join!(long_poll, during);
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(
         during, "online",
         "still online in the middle of a long-poll"
     );
 
     // After it ends, the offline timeout runs from its end.
-    let offline_after = loop {
-        assert!(
-            ended.elapsed() < Duration::from_secs(10),
-            "alice never went offline"
-        );
-        if state_of(&node, &bob, "alice").await == "offline" {
-            break ended.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        offline_after >= Duration::from_millis(OFFLINE_MS - 100),
-        "offline {offline_after:?} after the long-poll ended"
-    );
+    node.advance(OFFLINE - MS).await;
+    assert_eq!(state_of(&node, &bob, "alice").await, "online");
+    node.advance(SWEEP).await;
+    assert_eq!(state_of(&node, &bob, "alice").await, "offline");
 }

@@ -1,6 +1,7 @@
 //! The policy proxy over WebSocket: every shipped example (`policy/examples/`) in its allowed and
 //! its denied case, denials naming the policy, hot reload of a changed directory, refusal of an
-//! invalid set (the previous one stays), and the admin reload endpoint.
+//! invalid set (the previous one stays), and the admin reload endpoint. Acceptance is shown by a
+//! marker ([`Rt::drain`]: no refusal came before it), reloads by the reload counter.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use rethink_node::config::StaticToken;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Rt, TestNode, sm_endpoint};
+use crate::support::http::metric_if_any;
+use crate::support::{Rt, TestNode, get, sm_endpoint, wait_for_metric};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,11 +60,17 @@ async fn user(node: &TestNode, user: Option<&str>, rt: &str) -> (Rt, String) {
     (r, addr)
 }
 
+/// Sends a PING; returns its refusal, or `None` when it was accepted (nothing came back before
+/// a marker sent after it).
 async fn ping(from: &mut Rt, fa: &str, to: &str) -> Option<Value> {
     let id = from.fresh_id();
     from.send(&json!({"id": id, "type": "PING", "from": fa, "to": to}))
         .await;
-    from.try_recv(Duration::from_millis(300)).await
+    let mut frames = from.drain().await;
+    assert!(frames.len() <= 1, "one answer at most: {frames:?}");
+    let refusal = frames.pop()?;
+    assert_eq!(refusal["id"], id, "{refusal}");
+    Some(refusal)
 }
 
 fn assert_denied_by(resp: &Value, policy: &str) {
@@ -113,6 +121,7 @@ async fn working_hours_protect_staff_on_weekends() {
             Some(resp) => {
                 assert!(!staff_reachable, "{resp}");
                 assert_denied_by(&resp, "staff-off-hours");
+                alice.expect_nothing_queued().await;
             }
         }
         // bob is not staff: reachable at any time.
@@ -174,15 +183,14 @@ async fn rate_limit_in_policy_refuses_the_excess() {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
-    let mut delivered = 0;
-    while b.try_recv(Duration::from_millis(300)).await.is_some() {
-        delivered += 1;
+    // a's marker comes after every refusal; then all 130 are routed, and b's marker comes
+    // after every delivery.
+    let refusals = a.drain().await;
+    for resp in &refusals {
+        assert_denied_by(resp, "rate-limit");
     }
-    let mut refused = 0;
-    while let Some(resp) = a.try_recv(Duration::from_millis(300)).await {
-        assert_denied_by(&resp, "rate-limit");
-        refused += 1;
-    }
+    let refused = refusals.len();
+    let delivered = b.drain().await.len();
     assert_eq!(
         delivered + refused,
         130,
@@ -201,6 +209,7 @@ async fn anonymous_runtimes_only_allocate_and_reach_the_registry() {
     let (mut alice, fb) = user(&node, Some("alice"), "rt-alice").await;
     let resp = ping(&mut anon, &fa, &fb).await.expect("refusal");
     assert_denied_by(&resp, "anonymous-limited");
+    alice.expect_nothing_queued().await;
     let reg = anon
         .request(json!({"type": "create", "from": fa, "to": "domain://registry.example.com"}))
         .await;
@@ -234,82 +243,89 @@ async fn admin_reload(node: &TestNode, token: &str) -> (u16, String) {
     )
 }
 
-async fn wait_for_ping_outcome(
-    a: &mut Rt,
-    b: &mut Rt,
-    fa: &str,
-    fb: &str,
-    denied_by: Option<&str>,
-) {
-    for _ in 0..40 {
-        match (ping(a, fa, fb).await, denied_by) {
-            (Some(resp), Some(policy)) => {
-                assert_denied_by(&resp, policy);
-                return;
-            }
-            (None, None) => {
-                b.recv().await;
-                return;
-            }
-            (None, Some(_)) => {
-                b.recv().await;
-            }
-            (Some(resp), None) => panic!("unexpected refusal {resp}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the policy change was not applied in time");
+/// How many policy reloads ended with `result` ("ok" or "error") so far.
+async fn reloads(node: &TestNode, result: &str) -> f64 {
+    let (_, text) = get(node, "/metrics").await;
+    let name = format!("rethink_policy_reloads_total{{result=\"{result}\"}}");
+    metric_if_any(&text, &name).unwrap_or(0.0)
+}
+
+/// Writes `file` in `dir` at once (written beside, then renamed in), so that the watcher never
+/// sees it half written.
+fn put_file(dir: &Path, file: &str, text: &str) {
+    let staging = tempfile::NamedTempFile::new_in(dir.parent().expect("a parent")).unwrap();
+    std::fs::write(staging.path(), text).unwrap();
+    staging.persist(dir.join(file)).unwrap();
 }
 
 #[tokio::test]
 async fn hot_reload_applies_changes_and_refuses_invalid_sets() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let parent = tempfile::TempDir::new().unwrap();
+    let dir = parent.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
     for f in ["schema.cedarschema", "policies.cedar", "entities.json"] {
         let from = example("intra-domain").join(f);
         if from.exists() {
-            std::fs::copy(&from, dir.path().join(f)).unwrap();
+            std::fs::copy(&from, dir.join(f)).unwrap();
         }
     }
     let admin = "admin-token-0123456789";
-    let node = policy_node(dir.path(), |c| {
+    let node = policy_node(&dir, |c| {
         c.policy.watch_interval = Duration::from_millis(100);
         c.admin.token = Some(admin.into());
     })
     .await;
     let (mut a, fa) = user(&node, None, "rt-a").await;
     let (mut b, fb) = user(&node, None, "rt-b").await;
-    wait_for_ping_outcome(&mut a, &mut b, &fa, &fb, None).await;
+    assert!(ping(&mut a, &fa, &fb).await.is_none());
+    b.recv().await;
+    let (ok0, err0) = (reloads(&node, "ok").await, reloads(&node, "error").await);
 
-    // A new file: the watcher picks it up and the next messages see it.
-    std::fs::write(
-        dir.path().join("zz-deny.cedar"),
+    // A new file: the watcher picks it up (one reload) and the next messages see it.
+    put_file(
+        &dir,
+        "zz-deny.cedar",
         "@id(\"deny-ping\")\nforbid(principal, action, resource) when { context.message_type == \"PING\" };\n",
+    );
+    wait_for_metric(
+        &node,
+        "rethink_policy_reloads_total{result=\"ok\"}",
+        ok0 + 1.0,
     )
-    .unwrap();
-    wait_for_ping_outcome(&mut a, &mut b, &fa, &fb, Some("deny-ping")).await;
+    .await;
+    let resp = ping(&mut a, &fa, &fb).await.expect("refusal");
+    assert_denied_by(&resp, "deny-ping");
+    b.expect_nothing_queued().await;
 
-    // An invalid file is refused with its name and line; the previous set stays in force.
-    std::fs::write(
-        dir.path().join("zz-deny.cedar"),
+    // An invalid file is refused with its name and line, by the admin endpoint and by the
+    // watcher (two refusals); the previous set stays in force.
+    put_file(
+        &dir,
+        "zz-deny.cedar",
         "@id(\"deny-ping\")\nforbid(principal, action, resource) when { context.no_such_fact };\n",
-    )
-    .unwrap();
+    );
     let (status, body) = admin_reload(&node, admin).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("zz-deny.cedar"), "names the file: {body}");
     assert!(body.contains(":2:"), "names the line: {body}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(
+        &node,
+        "rethink_policy_reloads_total{result=\"error\"}",
+        err0 + 2.0,
+    )
+    .await;
     let resp = ping(&mut a, &fa, &fb)
         .await
         .expect("still denied by the previous set");
     assert_denied_by(&resp, "deny-ping");
 
-    // Fixed and reloaded through the admin endpoint.
-    std::fs::remove_file(dir.path().join("zz-deny.cedar")).unwrap();
+    // Fixed and reloaded through the admin endpoint: in force when it answers.
+    std::fs::remove_file(dir.join("zz-deny.cedar")).unwrap();
     let (status, body) = admin_reload(&node, admin).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"policies\""), "{body}");
-    wait_for_ping_outcome(&mut a, &mut b, &fa, &fb, None).await;
+    assert!(ping(&mut a, &fa, &fb).await.is_none(), "allowed again");
+    assert_eq!(b.recv().await["from"], json!(fa));
 
     let (status, _) = admin_reload(&node, "wrong-admin-token-xxxx").await;
     assert_eq!(status, 401);

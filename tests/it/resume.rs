@@ -33,12 +33,13 @@ async fn resume_after_a_dropped_connection_delivers_queued_messages_in_order() {
     // b drops without acknowledging message 0, and resumes as if it never processed it.
     let mut memory = b.drop_connection();
     memory.last_seq = before_m0;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The node has seen the connection go: what follows waits in the outbox.
+    wait_for_metric(&node, "rethink_sessions_connected", 1.0).await;
     for i in 1..=5 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
-    a.expect_silence(Duration::from_millis(200)).await;
+    a.expect_nothing_queued().await;
 
     let (mut b, reopen) = memory.resume(&node).await;
     let ids = replayed_until_reopen(&mut b, &reopen["id"]).await;
@@ -66,6 +67,8 @@ async fn acknowledged_messages_are_not_replayed() {
     memory.last_seq = 0;
     a.send(&json!({"id": 4, "type": "PING", "from": fa, "to": fb}))
         .await;
+    // Accepted (no refusal before the marker), so in b's outbox before b resumes.
+    a.expect_nothing_queued().await;
     let (mut b, reopen) = memory.resume(&node).await;
     assert_eq!(replayed_until_reopen(&mut b, &reopen["id"]).await, [4]);
 }
@@ -80,8 +83,8 @@ async fn survives_restart(kill: bool) {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
-    // Every message was accepted (no error came back).
-    a.expect_silence(Duration::from_millis(200)).await;
+    // Every message was accepted: no error came back before the marker.
+    a.expect_nothing_queued().await;
     let memory_a = a.drop_connection();
 
     let node = if kill {
@@ -135,10 +138,19 @@ async fn a_connected_session_resumes_after_a_graceful_restart() {
 
 #[tokio::test]
 async fn expiry_releases_addresses_and_subscriptions() {
-    let node = TestNode::spawn_with(|c| c.session.resume_window = Duration::from_millis(500)).await;
+    const WINDOW: Duration = Duration::from_secs(60);
+    let node = TestNode::spawn_with_clock(|c| c.session.resume_window = WINDOW).await;
     let (mut a, b, fa, fb) = pair(&node, "rt-exp-a", "rt-exp-b").await;
     let memory = b.drop_connection();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The resume window runs from when the node saw the connection go.
+    wait_for_metric(&node, "rethink_sessions_connected", 1.0).await;
+    // Just before the end of its window the session still takes messages...
+    node.advance(WINDOW - Duration::from_millis(1)).await;
+    a.send(&json!({"id": 1, "type": "PING", "from": fa, "to": fb}))
+        .await;
+    a.expect_nothing_queued().await;
+    // ... and the reaper's next pass after it (a quarter of the window, at most 1 s) ends it.
+    node.advance(Duration::from_secs(1)).await;
     let resp = a
         .request(json!({"type": "PING", "from": fa, "to": fb}))
         .await;

@@ -2,11 +2,14 @@
 //! that trusts that (self-signed, generated here) certificate opens a session and routes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rethink_node::config::TlsConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::client_async;
@@ -53,6 +56,12 @@ async fn plain_connections_to_a_tls_port_fail() {
 }
 
 async fn tls_node() -> (TestNode, CertificateDer<'static>, tempfile::TempDir) {
+    tls_node_with(|_| {}).await
+}
+
+async fn tls_node_with(
+    edit: impl FnOnce(&mut rethink_node::Config),
+) -> (TestNode, CertificateDer<'static>, tempfile::TempDir) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let dir = tempfile::TempDir::new().expect("dir");
     let cert_path = dir.path().join("cert.pem");
@@ -64,9 +73,37 @@ async fn tls_node() -> (TestNode, CertificateDer<'static>, tempfile::TempDir) {
             cert: cert_path.clone(),
             key: key_path.clone(),
         });
+        edit(c);
     })
     .await;
     (node, key.cert.der().clone(), dir)
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_dropped_in_time_and_handshakes_in_progress_are_bounded() {
+    let within = Duration::from_millis(600);
+    let (node, cert, _dir) = tls_node_with(|c| {
+        c.server.max_tls_handshakes = 1;
+        c.server.tls_handshake_timeout = within;
+        c.server.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // A client that connects and never starts its handshake holds the one handshake slot.
+    let mut stalled = TcpStream::connect(node.addr()).await.expect("tcp");
+    let started = Instant::now();
+    // The next client's handshake can only begin when the stalled one is dropped.
+    let mut next = tls_client(&node, &cert, "rt-tls-next").await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= within - Duration::from_millis(50),
+        "a second handshake ran after {waited:?} while one was in progress (limit 1)"
+    );
+    assert_eq!(next.open_session(json!({})).await["body"]["code"], 200);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf))
+        .await
+        .expect("the node drops a stalled handshake");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
 #[tokio::test]

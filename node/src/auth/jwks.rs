@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::fetch::{self, JwksUrl};
+use crate::clock::Clock;
 use crate::sync::{lock, read, write};
 
 /// The shortest time between two reloads caused by unknown `kid`s.
@@ -324,6 +325,8 @@ pub struct KeyCache {
     last_on_demand: Mutex<Option<Instant>>,
     /// A reload is under way (periodic or on demand).
     loading: AtomicBool,
+    /// Background reloads (periodic or on demand) finished so far, whatever their result.
+    loads: tokio::sync::watch::Sender<u64>,
 }
 
 impl KeyCache {
@@ -334,11 +337,29 @@ impl KeyCache {
             keys: RwLock::new(Arc::new(initial)),
             last_on_demand: Mutex::new(None),
             loading: AtomicBool::new(false),
+            loads: tokio::sync::watch::Sender::new(0),
         }
     }
 
     pub fn location(&self) -> &JwksLocation {
         &self.location
+    }
+
+    /// Counts the background reloads (periodic or on demand) as they finish, whatever their
+    /// result.
+    pub fn loads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.loads.subscribe()
+    }
+
+    /// Whether a background reload is under way.
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
+    }
+
+    /// A background reload's end: not loading any more, one more load counted.
+    fn loaded(&self) {
+        self.loading.store(false, Ordering::Release);
+        self.loads.send_modify(|n| *n += 1);
     }
 
     /// The current key set (a cheap clone).
@@ -379,36 +400,37 @@ impl KeyCache {
                 let issuer = &cache.issuer;
                 tracing::warn!(%issuer, error = %e, "JWKS reload (unknown kid) failed; keeping the keys");
             }
-            cache.loading.store(false, Ordering::Release);
+            cache.loaded();
         });
         true
     }
 
-    /// Reloads the set every `every` until `shutdown` is cancelled; after a failure, tries again
-    /// sooner (30 s at most).
+    /// Reloads the set every `every` (of `clock`) until `shutdown` is cancelled; after a
+    /// failure, tries again sooner (30 s at most).
     pub fn spawn_refresh(
         self: Arc<Self>,
         every: Duration,
         shutdown: CancellationToken,
+        clock: &Clock,
     ) -> tokio::task::JoinHandle<()> {
+        let mut tick = clock.ticker(every);
         tokio::spawn(async move {
-            let mut wait = every;
+            // The first tick is at once: the set was just loaded.
+            tick.tick().await;
             loop {
                 tokio::select! {
+                    biased;
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
+                    () = tick.tick() => {}
                 }
                 self.loading.store(true, Ordering::Release);
                 let result = self.reload().await;
-                self.loading.store(false, Ordering::Release);
-                wait = match result {
-                    Ok(_) => every,
-                    Err(e) => {
-                        let issuer = &self.issuer;
-                        tracing::warn!(%issuer, error = %e, "JWKS refresh failed; keeping the keys");
-                        every.min(RETRY_AFTER_FAILURE)
-                    }
-                };
+                self.loaded();
+                if let Err(e) = result {
+                    let issuer = &self.issuer;
+                    tracing::warn!(%issuer, error = %e, "JWKS refresh failed; keeping the keys");
+                    tick.reset_after(every.min(RETRY_AFTER_FAILURE));
+                }
             }
         })
     }
@@ -609,14 +631,13 @@ mod tests {
         }
     }
 
-    async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-        for _ in 0..100 {
-            if ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for: {what}");
+    /// Waits until `cache` has finished `n` background loads (5 s at most).
+    async fn loaded(cache: &KeyCache, n: u64) {
+        let mut loads = cache.loads();
+        tokio::time::timeout(Duration::from_secs(5), loads.wait_for(|done| *done >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} background loads never finished"))
+            .expect("the cache lives");
     }
 
     #[tokio::test]
@@ -629,9 +650,11 @@ mod tests {
         let auth = Authenticator::start(
             &url_config(&server.url, Duration::from_secs(3600)),
             &shutdown,
+            &Clock::system(),
         )
         .await
         .unwrap();
+        let cache = Arc::clone(auth.key_cache(0));
         assert_eq!(server.hits(), 1, "fetched once at start");
         let exp = now() + 600;
         let id = auth
@@ -645,44 +668,68 @@ mod tests {
         server.serve(set_json(&[k.rsa.jwk("k1"), k.ec.jwk("k2")]));
         let new = k.ec.sign(Some("k2"), &claims("bob", exp));
         assert_eq!(auth.authenticate(Some(&new)), Err(AuthError::InvalidToken));
-        eventually("the re-fetch after an unknown kid", || {
-            auth.authenticate(Some(&new)).is_ok()
-        })
-        .await;
+        assert!(cache.is_loading(), "a reload started");
+        loaded(&cache, 1).await;
+        assert!(auth.authenticate(Some(&new)).is_ok());
         assert_eq!(server.hits(), 2);
 
-        // Another unknown kid within 30 s: refused, and no fetch.
+        // Another unknown kid within 30 s: refused, and no reload starts (one would be under
+        // way at once: the test's runtime has not run anything since).
         let unknown = k.ec.sign(Some("k3"), &claims("carol", exp));
         assert_eq!(
             auth.authenticate(Some(&unknown)),
             Err(AuthError::InvalidToken)
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(server.hits(), 2, "at most one on-demand fetch per 30 s");
+        assert!(!cache.is_loading(), "at most one on-demand fetch per 30 s");
+        assert_eq!(*cache.loads().borrow(), 1);
         shutdown.cancel();
     }
 
     #[tokio::test]
     async fn the_key_set_is_refreshed_periodically_until_shutdown() {
+        const EVERY: Duration = Duration::from_secs(3600);
         let k = &*KEYS;
         let server = JwksServer::start(200, set_json(&[k.rsa.jwk("k1")])).await;
+        let manual = crate::clock::ManualClock::new();
         let shutdown = CancellationToken::new();
-        let config = url_config(&server.url, Duration::from_millis(100));
-        let _auth = crate::auth::Authenticator::start(&config, &shutdown)
+        let config = url_config(&server.url, EVERY);
+        let auth = crate::auth::Authenticator::start(&config, &shutdown, &manual.clock())
             .await
             .unwrap();
-        eventually("periodic refreshes", || server.hits() >= 3).await;
-        // A failed refresh keeps the previous keys (checked through the cache directly).
-        let cache = KeyCache::new("i", config.jwt[0].jwks.clone(), KeySet::default());
-        cache.reload().await.unwrap();
+        let cache = Arc::clone(auth.key_cache(0));
+        assert_eq!(server.hits(), 1, "fetched at start");
+        // The refresh comes when the period has passed, not before.
+        manual.advance(EVERY - Duration::from_millis(1)).await;
+        assert_eq!(server.hits(), 1);
+        manual.advance(Duration::from_millis(1)).await;
+        loaded(&cache, 1).await;
+        assert_eq!(server.hits(), 2);
+        manual.advance(EVERY).await;
+        loaded(&cache, 2).await;
+        assert_eq!(server.hits(), 3);
+
+        // A failed refresh keeps the previous keys, and the next one comes sooner.
         server.serve(b"not json".to_vec());
-        assert!(matches!(cache.reload().await, Err(JwksError::Parse(_))));
+        manual.advance(EVERY).await;
+        loaded(&cache, 3).await;
         assert_eq!(cache.keys().len(), 1);
+        server.serve(set_json(&[k.rsa.jwk("k1"), k.ec.jwk("k2")]));
+        manual.advance(RETRY_AFTER_FAILURE).await;
+        loaded(&cache, 4).await;
+        assert_eq!(
+            cache.keys().len(),
+            2,
+            "retried after {RETRY_AFTER_FAILURE:?}"
+        );
+
+        // After shutdown the refresh task is gone: time passing fetches nothing.
+        let task = Arc::clone(&cache).spawn_refresh(EVERY, shutdown.child_token(), &manual.clock());
         shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let after = server.hits();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(server.hits(), after, "no refresh after shutdown");
+        task.await.expect("the refresh task ends at shutdown");
+        let hits = server.hits();
+        manual.advance(EVERY * 3).await;
+        assert_eq!(server.hits(), hits, "no refresh after shutdown");
+        assert!(!cache.is_loading());
     }
 
     #[tokio::test]
@@ -691,6 +738,7 @@ mod tests {
         let err = crate::auth::Authenticator::start(
             &url_config(&server.url, Duration::from_secs(3600)),
             &CancellationToken::new(),
+            &Clock::system(),
         )
         .await
         .unwrap_err();

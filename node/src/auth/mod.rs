@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use jwks::{JwksError, JwksLocation, KeyCache, KeySet};
 
 /// The validated `[auth]` settings (read by `crate::config`).
@@ -183,6 +184,7 @@ impl Authenticator {
     pub async fn start(
         config: &AuthConfig,
         shutdown: &CancellationToken,
+        clock: &Clock,
     ) -> Result<Self, AuthStartError> {
         let auth = Self::build(config, |_| KeySet::default());
         for ((cache, every), issuer) in auth.key_caches.iter().zip(&config.jwt) {
@@ -193,9 +195,15 @@ impl Authenticator {
             })?;
             let from = cache.location();
             tracing::info!(issuer = %issuer.issuer, %from, keys, "JWT issuer ready");
-            Arc::clone(cache).spawn_refresh(*every, shutdown.child_token());
+            Arc::clone(cache).spawn_refresh(*every, shutdown.child_token(), clock);
         }
         Ok(auth)
+    }
+
+    /// The key cache of the `i`th JWT issuer.
+    #[cfg(test)]
+    pub(crate) fn key_cache(&self, i: usize) -> &Arc<KeyCache> {
+        &self.key_caches[i].0
     }
 
     fn build(config: &AuthConfig, initial: impl Fn(&jwt::JwtIssuer) -> KeySet) -> Self {
@@ -281,12 +289,24 @@ mod tests {
         );
     }
 
-    #[derive(Debug)]
-    struct Refuser;
-    impl TokenSource for Refuser {
+    /// A source after the static tokens: refuses tokens starting with `ey`, accepts those
+    /// starting with `later-`, and records every token it is asked about.
+    #[derive(Debug, Default)]
+    struct Later {
+        asked: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl TokenSource for Later {
         fn verify(&self, token: &str) -> Verdict {
+            crate::sync::lock(&self.asked).push(token.to_owned());
             if token.starts_with("ey") {
                 Verdict::Invalid
+            } else if let Some(name) = token.strip_prefix("later-") {
+                Verdict::Valid(Identity {
+                    subject: Some(format!("user://example.com/{name}")),
+                    runtime: None,
+                    expires_at: None,
+                })
             } else {
                 Verdict::NotMine
             }
@@ -295,11 +315,24 @@ mod tests {
 
     #[test]
     fn later_sources_are_asked_in_turn() {
-        let a = auth(false).with_source(Box::new(Refuser));
+        let later = Later::default();
+        let asked = Arc::clone(&later.asked);
+        let a = auth(false).with_source(Box::new(later));
+        // Only the later source knows this token: it proves its subject.
+        let id = a.authenticate(Some("later-bob-0123456789")).unwrap();
+        assert_eq!(
+            id.subject.as_deref(),
+            Some("user://example.com/bob-0123456789")
+        );
         assert_eq!(
             a.authenticate(Some("eyJ.x.y")),
             Err(AuthError::InvalidToken)
         );
+        // A token the first source decides is not passed on.
         assert!(a.authenticate(Some("0123456789abcdef-alice")).is_ok());
+        assert_eq!(
+            *crate::sync::lock(&asked),
+            ["later-bob-0123456789", "eyJ.x.y"]
+        );
     }
 }

@@ -3,9 +3,19 @@
 //! [`Bus`] is a cheap-clone handle. A message enters through [`Bus::authorize`] (the enforcement
 //! point, which returns a [`Permit`]) and [`Bus::route`], which looks up each recipient (node
 //! endpoint, subscribers, or owner of the address or of an address above it) and appends the
-//! message to the recipients' outboxes. Outbox writes go to the store writer; for a recipient
-//! without a connection, `route` returns only after the message is committed, so an accepted
-//! message for a resumable session survives even a killed process.
+//! message to the recipients' outboxes.
+//!
+//! Durability: outbox writes go to the store writer, and `route` returns only once every frame
+//! it put in an outbox is *settled*: written to the recipient's socket by its connection's
+//! writer, or committed to the store, whichever comes first. A frame for a recipient without a
+//! connection is committed at once (an urgent batch); one for a connected recipient is usually
+//! written to its socket within microseconds, and if that socket is full (the recipient stopped
+//! reading) it is settled by the next group commit (`store.commit_delay_ms`). So an accepted
+//! message survives even a killed process: it is on the recipient's socket or in the store.
+//!
+//! The node's own answers to a session count against that session's outbox bounds like any
+//! frame: [`Bus::answer`] waits for room (see `ws::session` for how the connection keeps
+//! reading acknowledgements meanwhile).
 
 mod addresses;
 pub mod bridge;
@@ -35,10 +45,11 @@ pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
+use crate::clock::Clock;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
-use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
+use crate::store::{PersistedSession, SessionKey, Settle, StoreOp, StoreWriter};
 use crate::sync::{lock, read, write};
 use bridge::BridgeEvent;
 use outbox::Outbox;
@@ -52,7 +63,8 @@ const EPOCH_SHIFT: u32 = 36;
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) ops: Vec<StoreOp>,
-    durable: Vec<oneshot::Receiver<()>>,
+    /// One per frame delivered: fired when it is on the recipient's socket or committed.
+    settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, handed over after the commit.
     pub(crate) bridge: Vec<BridgeEvent>,
 }
@@ -79,6 +91,8 @@ pub struct BusConfig {
     pub allocation: AllocationConfig,
     /// This run's start counter (see [`crate::store::SessionStore::next_epoch`]).
     pub epoch: u64,
+    /// The node's time (resume windows).
+    pub clock: Clock,
 }
 
 #[derive(Debug)]
@@ -94,6 +108,7 @@ struct Inner {
     session_cfg: SessionConfig,
     alloc_cfg: AllocationConfig,
     epoch: u64,
+    clock: Clock,
     next_connection: AtomicU64,
     /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
     /// objects are sent there after they are routed.
@@ -141,6 +156,7 @@ impl Bus {
                 session_cfg: config.session,
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
+                clock: config.clock,
                 next_connection: AtomicU64::new(1),
                 bridge,
                 matrix_rates: Default::default(),
@@ -199,6 +215,7 @@ impl Bus {
                 identity,
                 outbox,
                 c,
+                self.inner.clock.now(),
             ));
             self.inner
                 .book
@@ -253,6 +270,7 @@ impl Bus {
             identity,
             self.outbox_for(1),
             &self.inner.session_cfg,
+            self.inner.clock.now(),
         ));
         if !self
             .inner
@@ -298,6 +316,7 @@ impl Bus {
         if let Some(a) = attachment {
             a.cancel.cancel();
         }
+        session.wake_waiters();
         let book = &self.inner.book;
         book.release(session.runtime_url(), session);
         for a in &allocations {
@@ -319,7 +338,7 @@ impl Bus {
     /// Ends every session whose resume window has passed without a connection.
     pub async fn reap_expired(&self) -> usize {
         let window = self.inner.session_cfg.resume_window;
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let expired: Vec<Arc<Session>> = read(&self.inner.sessions)
             .values()
             .filter(|s| {
@@ -358,7 +377,7 @@ impl Bus {
 
     /// Detaches connection `id`; the session waits in its resume window.
     pub fn detach(&self, session: &Arc<Session>, id: u64) {
-        if session.detach(id) {
+        if session.detach(id, self.inner.clock.now()) {
             self.inner.metrics.sessions_connected.dec();
         }
     }
@@ -376,32 +395,58 @@ impl Bus {
         }
     }
 
-    /// Puts the node's answer to `session`'s own request in its outbox (over the bounds).
+    /// Puts the node's answer to `session`'s own request in its outbox, waiting while the
+    /// outbox is full (until the runtime acknowledges frames). `Gone` if the session ended.
     pub async fn answer(&self, session: &Arc<Session>, reply: &Envelope) -> Result<(), PushError> {
-        let mut pending = Pending::default();
-        self.push(session, reply.shared_json(), true, &mut pending)?;
-        self.commit(pending).await;
+        let json = reply.shared_json();
+        let seq = session.push_answer(Arc::clone(json)).await?;
+        self.answered(session, seq, json).await;
         Ok(())
     }
 
+    /// Puts the node's answer in `session`'s outbox if it fits now (a notice before the
+    /// connection closes, when nothing would free room any more).
+    pub async fn try_answer(
+        &self,
+        session: &Arc<Session>,
+        reply: &Envelope,
+    ) -> Result<(), PushError> {
+        let json = reply.shared_json();
+        let (seq, _) = session.push(Arc::clone(json), None)?;
+        self.answered(session, seq, json).await;
+        Ok(())
+    }
+
+    async fn answered(&self, session: &Arc<Session>, seq: u64, json: &Arc<str>) {
+        self.inner.metrics.routed.inc();
+        self.inner.metrics.outbox_messages.inc();
+        self.submit(StoreOp::Enqueue {
+            session: Arc::clone(session.key()),
+            seq,
+            json: Arc::clone(json),
+            durable: None,
+            urgent: false,
+        })
+        .await;
+    }
+
+    /// Puts a message in a recipient's outbox; the route waits for it to settle.
     fn push(
         &self,
         session: &Arc<Session>,
         json: &Arc<str>,
-        force: bool,
         pending: &mut Pending,
     ) -> Result<(), PushError> {
-        let (seq, connected) = session.push(Arc::clone(json), force)?;
-        let durable = (!connected).then(|| {
-            let (tx, rx) = oneshot::channel();
-            pending.durable.push(rx);
-            tx
-        });
+        let (settle, settled) = Settle::new();
+        let (seq, connected) = session.push(Arc::clone(json), Some(settle.clone()))?;
+        pending.settled.push(settled);
         pending.ops.push(StoreOp::Enqueue {
             session: Arc::clone(session.key()),
             seq,
             json: Arc::clone(json),
-            durable,
+            durable: Some(settle),
+            // Without a connection only the commit can settle it: do not wait for the delay.
+            urgent: !connected,
         });
         self.inner.metrics.routed.inc();
         self.inner.metrics.outbox_messages.inc();
@@ -415,14 +460,13 @@ impl Bus {
         json: &Arc<str>,
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
-        self.push(session, json, false, pending)
-            .map_err(|e| match e {
-                PushError::Gone => RouteError::NotFound(address.to_owned()),
-                PushError::Full(full) => RouteError::OutboxFull {
-                    address: address.to_owned(),
-                    full,
-                },
-            })
+        self.push(session, json, pending).map_err(|e| match e {
+            PushError::Gone => RouteError::NotFound(address.to_owned()),
+            PushError::Full(full) => RouteError::OutboxFull {
+                address: address.to_owned(),
+                full,
+            },
+        })
     }
 
     async fn submit(&self, op: StoreOp) {
@@ -435,7 +479,7 @@ impl Bus {
         for op in pending.ops {
             self.submit(op).await;
         }
-        for rx in pending.durable {
+        for rx in pending.settled {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }
@@ -511,7 +555,12 @@ impl Bus {
             pending.bridge.push(event);
         }
         let bridged = self.inner.bridge.is_some()
-            && match bridge::update_of(env, to, &self.inner.domain) {
+            && match bridge::update_of(env, to, &self.inner.domain)
+                .map_err(RouteError::Unbridgeable)?
+            {
+                // Published from the object's room (a Matrix client's event): it is in the
+                // room already, and must not come back as a second event.
+                Some(_) if matches!(origin, Origin::Matrix(_)) => true,
                 Some(event) => {
                     pending.bridge.push(event);
                     true

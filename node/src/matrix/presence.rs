@@ -29,7 +29,9 @@ pub(crate) async fn get_presence(
     let mut resp = get_presence::v3::Response::new(presence.clone());
     resp.status_msg = stored.status_msg.clone();
     resp.currently_active = Some(stored.currently_active);
-    resp.last_active_ago = Some(Duration::from_millis(stored.last_active_ago()));
+    resp.last_active_ago = Some(Duration::from_millis(
+        stored.last_active_ago(node.clock().unix_ms()),
+    ));
     Ok(RumaResponse(resp))
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use prometheus_client::metrics::gauge::Gauge;
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::api::client::sync::sync_events::UnreadNotificationsCount;
 use ruma::api::client::sync::sync_events::v3::{
@@ -29,7 +30,6 @@ use ruma::events::room::member::MembershipState;
 use ruma::events::{AnySyncStateEvent, TimelineEventType};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt};
-use tokio::time::Instant;
 
 use super::accounts::Caller;
 use super::error::MatrixError;
@@ -83,8 +83,10 @@ pub(crate) async fn sync(
         .syncing(&caller.user_id, &b.set_presence)
         .await?;
     let timeout = b.timeout().unwrap_or_default().min(MAX_TIMEOUT);
-    let deadline = Instant::now() + timeout;
+    let clock = node.clock();
+    let deadline = clock.now() + timeout;
     let mut wake = node.stream().notifier().subscribe(&caller.user_id);
+    let mut waiting = None;
     loop {
         let response = build(&node, &caller, since, b.full_state, &filter).await?;
         let empty = response.rooms.is_empty()
@@ -92,9 +94,10 @@ pub(crate) async fn sync(
             && response.account_data.is_empty()
             && response.to_device.is_empty()
             && response.device_lists.is_empty();
-        if since.is_none() || b.full_state || !empty || Instant::now() >= deadline {
+        if since.is_none() || b.full_state || !empty || clock.now() >= deadline {
             return Ok(SyncAnswer(response));
         }
+        waiting.get_or_insert_with(|| Waiting::new(&node.metrics().matrix_syncs_waiting));
         tokio::select! {
             changed = wake.changed() => {
                 if changed.is_err() {
@@ -102,9 +105,25 @@ pub(crate) async fn sync(
                 }
                 node.stream().settled(SETTLE_AT_MOST).await;
             }
-            () = tokio::time::sleep_until(deadline) => return Ok(SyncAnswer(response)),
+            () = clock.sleep_until(deadline) => return Ok(SyncAnswer(response)),
             () = node.shutdown_token().cancelled() => return Ok(SyncAnswer(response)),
         }
+    }
+}
+
+/// Counts a long-poll as waiting (the `matrix_syncs_waiting` gauge) until dropped.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -490,7 +509,10 @@ fn stripped<T>(pdu: &Pdu) -> Result<Raw<T>, MatrixError> {
         kind: pdu.kind().to_string(),
     })
     .map(Raw::cast_unchecked)
-    .map_err(|e| MatrixError::Internal(format!("stripped state: {e}")))
+    .map_err(|source| MatrixError::Json {
+        what: "stripped state",
+        source,
+    })
 }
 
 /// A room the caller left (or was kicked or banned from) since the last sync: its timeline up to

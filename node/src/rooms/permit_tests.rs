@@ -42,7 +42,14 @@ async fn engine() -> Engine {
         room_store.all_memberships().await.unwrap(),
     );
     Engine {
-        rooms: Rooms::new(room_store, stream, key, server_name, caches),
+        rooms: Rooms::new(
+            room_store,
+            stream,
+            key,
+            server_name,
+            caches,
+            std::time::Duration::from_secs(24 * 60 * 60),
+        ),
         policy,
         _dir: dir,
     }

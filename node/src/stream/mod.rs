@@ -437,9 +437,20 @@ mod tests {
         assert_eq!(values, vec![1, 2, 1002]);
     }
 
-    /// Takes `delay` before committing (nothing written).
+    /// Takes `delay` before committing (nothing written); tells `started` when the writer
+    /// applies it.
     struct Slow {
         delay: Duration,
+        started: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Slow {
+        fn new(delay: Duration) -> Self {
+            Self {
+                delay,
+                started: None,
+            }
+        }
     }
 
     impl StreamOp for Slow {
@@ -449,6 +460,9 @@ mod tests {
             _pos: i64,
         ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
             Box::pin(async move {
+                if let Some(started) = self.started {
+                    let _ = started.send(());
+                }
                 tokio::time::sleep(self.delay).await;
                 Ok(())
             })
@@ -472,9 +486,7 @@ mod tests {
     async fn settled_waits_for_the_group_being_committed() {
         let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
-        let slow = Slow {
-            delay: Duration::from_millis(200),
-        };
+        let slow = Slow::new(Duration::from_millis(200));
         let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
         let started = std::time::Instant::now();
         stream.settled(Duration::from_secs(10)).await;
@@ -487,13 +499,16 @@ mod tests {
     async fn settled_waits_for_writes_queued_behind_the_group() {
         let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
-        let slow = || Slow {
-            delay: Duration::from_millis(300),
+        let (started, applying) = tokio::sync::oneshot::channel();
+        let first = Slow {
+            started: Some(started),
+            ..Slow::new(Duration::from_millis(300))
         };
-        let first = stream.submit(Box::new(slow()), Vec::new()).await.unwrap();
-        // The writer has taken the first op and is committing it; the second one queues.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let second = stream.submit(Box::new(slow()), Vec::new()).await.unwrap();
+        let first = stream.submit(Box::new(first), Vec::new()).await.unwrap();
+        // Once the writer is committing the first op, the second one queues behind it.
+        applying.await.unwrap();
+        let second = Slow::new(Duration::from_millis(300));
+        let second = stream.submit(Box::new(second), Vec::new()).await.unwrap();
         stream.settled(Duration::from_secs(10)).await;
         assert_eq!(
             stream.visible(),
@@ -508,9 +523,7 @@ mod tests {
     async fn settled_waits_no_longer_than_asked() {
         let (_dir, _pool, stream) = writer().await;
         let before = stream.visible();
-        let slow = Slow {
-            delay: Duration::from_secs(3),
-        };
+        let slow = Slow::new(Duration::from_secs(3));
         let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
         let started = std::time::Instant::now();
         stream.settled(Duration::from_millis(50)).await;

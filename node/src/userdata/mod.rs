@@ -1,4 +1,4 @@
-//! [`UserData`]: what the node keeps per Matrix user besides rooms (DESIGN.md sections 5, 8):
+//! [`UserData`]: what the node keeps per Matrix user besides rooms:
 //! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
 //! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
@@ -36,10 +36,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 pub use account_data::AccountData;
 pub use devices::Devices;
-pub use filters::Filters;
+pub use filters::{FilterError, Filters};
 pub use keys::{
     CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, DeviceListChanges,
-    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys,
+    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
 };
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};
@@ -48,6 +48,7 @@ pub use receipts::Receipts;
 pub use to_device::ToDevice;
 pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 
+use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
 use crate::stream::{StreamOp, StreamWriter, Touch};
@@ -95,8 +96,14 @@ pub struct RoomExtras {
 }
 
 impl UserData {
-    /// The service over the node's database and Matrix stream; `server_name` tells local users.
-    pub fn new(pool: SqlitePool, stream: StreamWriter, server_name: OwnedServerName) -> Self {
+    /// The service over the node's database and Matrix stream; `server_name` tells local users;
+    /// `clock` times presence and typing.
+    pub fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        server_name: OwnedServerName,
+        clock: Clock,
+    ) -> Self {
         let accounts = AccountStore::new(pool.clone());
         let memberships = Memberships::new(pool.clone());
         let keys = Keys::new(pool.clone(), stream.clone(), memberships.clone());
@@ -109,8 +116,8 @@ impl UserData {
                 keys,
                 to_device: ToDevice::new(pool.clone(), stream.clone(), accounts, server_name),
                 receipts: Receipts::new(pool.clone(), stream.clone()),
-                presence: Presence::new(pool, stream.clone(), memberships.clone()),
-                typing: Typing::new(stream),
+                presence: Presence::new(pool, stream.clone(), memberships.clone(), clock.clone()),
+                typing: Typing::new(stream, clock),
             }),
         }
     }
@@ -394,6 +401,8 @@ pub(crate) mod test_support {
         pub(crate) pool: SqlitePool,
         pub(crate) stream: StreamWriter,
         pub(crate) data: UserData,
+        /// The time of `data`: it moves only when a test advances it.
+        pub(crate) clock: crate::clock::ManualClock,
     }
 
     pub(crate) async fn fixture() -> Fixture {
@@ -401,16 +410,19 @@ pub(crate) mod test_support {
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let pool = sqlite.pool().clone();
         let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
+        let clock = crate::clock::ManualClock::new();
         let data = UserData::new(
             pool.clone(),
             stream.clone(),
             "example.com".try_into().unwrap(),
+            clock.clock(),
         );
         Fixture {
             _dir: dir,
             pool,
             stream,
             data,
+            clock,
         }
     }
 

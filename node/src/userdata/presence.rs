@@ -7,28 +7,34 @@
 //! refreshes the user's activity and writes only when the state changes (or an idle user becomes
 //! active again), so a client syncing in a loop does not write each time, and no `/sync` reads
 //! the database for presence once the user is known. Presence times out by itself
-//! ([`Presence::run_timeouts`], a periodic sweep owned by the node; thresholds in
+//! ([`Presence::run`], a periodic sweep owned by the node; thresholds in
 //! `[matrix.presence]`): an `online` user inactive for the idle timeout stays `online` with
 //! `currently_active: false` (and `last_active_ago` growing); a user with no `/sync` in progress
 //! who has neither ended one nor been active for the offline timeout goes `offline`. Both are
-//! stored and reported like any change. Presence writes are serialized, so the table always ends
-//! with the state decided last.
+//! stored and reported like any change.
+//!
+//! Presence writes are decided under the [`LiveMap`] lock and queued in that order in the same
+//! critical section; one writer task ([`Presence::run`], owned by the node, which also applies
+//! the timeouts) stores them one after the other, so the table always ends with the state
+//! decided last, and no lock is held while the database is written. A caller that must know its
+//! write is stored (a presence `PUT`, a `/sync` that changes the state) waits for its turn.
 
 mod live;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
+use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
@@ -49,9 +55,9 @@ pub struct StoredPresence {
 }
 
 impl StoredPresence {
-    /// Milliseconds since the user was last active.
-    pub fn last_active_ago(&self) -> u64 {
-        u64::try_from(now_ms() - self.last_active_ms).unwrap_or(0)
+    /// Milliseconds since the user was last active, at `now_ms` (unix ms).
+    pub fn last_active_ago(&self, now_ms: i64) -> u64 {
+        u64::try_from(now_ms - self.last_active_ms).unwrap_or(0)
     }
 
     /// The row completed with what this run knows of the user.
@@ -63,11 +69,11 @@ impl StoredPresence {
         self
     }
 
-    /// The `m.presence` event of this presence.
-    fn event(&self) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
+    /// The `m.presence` event of this presence, at `now_ms`.
+    fn event(&self, now_ms: i64) -> Result<Raw<ruma::events::presence::PresenceEvent>, StoreError> {
         let mut content = json!({
             "presence": self.presence,
-            "last_active_ago": self.last_active_ago(),
+            "last_active_ago": self.last_active_ago(now_ms),
             "currently_active": self.currently_active,
         });
         if let Some(msg) = &self.status_msg {
@@ -81,12 +87,6 @@ impl StoredPresence {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The presence store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -94,8 +94,29 @@ pub struct Presence {
     stream: StreamWriter,
     memberships: Memberships,
     live: Arc<Mutex<LiveMap>>,
-    /// Held while deciding and storing a change, so the store sees changes in decision order.
-    writing: Arc<AsyncMutex<()>>,
+    /// Decided writes in decision order, for the writer task.
+    queue: Arc<Mutex<WriteQueue>>,
+    /// Wakes the writer task when a write was queued.
+    queued: Arc<Notify>,
+    clock: Clock,
+}
+
+/// Presence writes decided and not yet stored.
+#[derive(Debug, Default)]
+struct WriteQueue {
+    writes: VecDeque<Queued>,
+    /// The writer task has stopped: nothing more is queued.
+    closed: bool,
+}
+
+/// One decided write: for `user`, with a new status message or (`None`) the stored one, and
+/// who waits for it to be stored (no one for a timeout).
+#[derive(Debug)]
+struct Queued {
+    user: OwnedUserId,
+    write: Write,
+    status_msg: Option<Option<String>>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 /// A `/sync` in progress that keeps its user from going offline; it ends when dropped.
@@ -104,25 +125,63 @@ pub struct Presence {
 pub struct Syncing {
     live: Arc<Mutex<LiveMap>>,
     user: Option<OwnedUserId>,
+    clock: Clock,
 }
 
 impl Drop for Syncing {
     fn drop(&mut self) {
         if let Some(user) = self.user.take() {
-            lock(&self.live).sync_ended(&user, now_ms());
+            lock(&self.live).sync_ended(&user, self.clock.unix_ms());
         }
     }
 }
 
 impl Presence {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        memberships: Memberships,
+        clock: Clock,
+    ) -> Self {
         Self {
             pool,
             stream,
             memberships,
             live: Default::default(),
-            writing: Default::default(),
+            queue: Default::default(),
+            queued: Default::default(),
+            clock,
         }
+    }
+
+    /// Queues `write` (decided while `_decided`, the live map's guard, is held: the queue keeps
+    /// decision order); the receiver resolves once it is stored.
+    fn enqueue(
+        &self,
+        _decided: &std::sync::MutexGuard<'_, LiveMap>,
+        user: &UserId,
+        write: Write,
+        status_msg: Option<Option<&str>>,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, stored) = oneshot::channel();
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            let _ = done.send(Err(StoreError::WriterStopped));
+        } else {
+            queue.writes.push_back(Queued {
+                user: user.to_owned(),
+                write,
+                status_msg: status_msg.map(|m| m.map(str::to_owned)),
+                done: Some(done),
+            });
+            self.queued.notify_one();
+        }
+        stored
+    }
+
+    /// Waits for a queued write to be stored.
+    async fn stored(stored: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), StoreError> {
+        stored.await.unwrap_or(Err(StoreError::WriterStopped))
     }
 
     /// Sets `user`'s presence and status message (activity); wakes them and those sharing a
@@ -133,9 +192,12 @@ impl Presence {
         presence: &PresenceState,
         status_msg: Option<&str>,
     ) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().await;
-        let write = lock(&self.live).set(user, presence, now_ms());
-        self.store(user, &write, Some(status_msg)).await
+        let stored = {
+            let mut live = lock(&self.live);
+            let write = live.set(user, presence, self.clock.unix_ms());
+            self.enqueue(&live, user, write, Some(status_msg))
+        };
+        Self::stored(stored).await
     }
 
     /// A `/sync` of `user` with `set_presence` `requested` starts: refreshes the user's activity
@@ -152,18 +214,22 @@ impl Presence {
                 .as_ref()
                 .map(|s| PresenceState::from(s.presence.as_str()));
             let last_active = stored.map_or(0, |s| s.last_active_ms);
-            lock(&self.live).learn(user, state, last_active, false, now_ms());
+            lock(&self.live).learn(user, state, last_active, false, self.clock.unix_ms());
         }
-        let (counts, wants) = lock(&self.live).sync_started(user, requested, now_ms());
+        let (counts, wants) = lock(&self.live).sync_started(user, requested, self.clock.unix_ms());
         let guard = Syncing {
             live: Arc::clone(&self.live),
             user: counts.then(|| user.to_owned()),
+            clock: self.clock.clone(),
         };
         if wants {
-            let _writing = self.writing.lock().await;
-            let write = lock(&self.live).sync_write(user, requested);
-            if let Some(write) = write {
-                self.store(user, &write, None).await?;
+            let stored = {
+                let mut live = lock(&self.live);
+                live.sync_write(user, requested)
+                    .map(|write| self.enqueue(&live, user, write, None))
+            };
+            if let Some(stored) = stored {
+                Self::stored(stored).await?;
             }
         }
         Ok(guard)
@@ -250,27 +316,75 @@ impl Presence {
                 })
                 .collect()
         };
-        rows.iter().map(StoredPresence::event).collect()
+        let now = self.clock.unix_ms();
+        rows.iter().map(|r| r.event(now)).collect()
     }
 
-    /// Applies the presence timeouts every `config.sweep_interval()` until `shutdown`. First
-    /// learns the users the store has as not `offline` (from before a restart): they have one
-    /// offline timeout to sync again.
-    pub async fn run_timeouts(self, config: PresenceConfig, shutdown: CancellationToken) {
-        if let Err(e) = self.restore(&config).await {
-            tracing::warn!(error = %e, "presence: the users online before the start were not read");
-        }
-        let mut tick = tokio::time::interval(config.sweep_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+    /// The presence writer: stores the queued writes in order, and queues the timeouts due every
+    /// `config.sweep_interval()`, until `stop` (the node stops it once no request is left); what
+    /// is queued by then is stored first. First learns the users the store has as not `offline`
+    /// (from before a restart): they have one offline timeout to sync again. (The ticker is made
+    /// at once, before the task runs, so that a test's manual clock knows it from the start.)
+    pub fn run(
+        self,
+        config: PresenceConfig,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let tick = self.clock.ticker(config.sweep_interval());
+        async move {
+            if let Err(e) = self.restore(&config).await {
+                tracing::warn!(error = %e, "presence: the users online before the start were not read");
             }
-            match self.sweep(&config).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(changes = n, "presence timeouts applied"),
-                Err(e) => tracing::warn!(error = %e, "presence: storing a timeout failed"),
+            self.write_on(tick, &config, &stop).await;
+        }
+    }
+
+    /// The writer's loop (see [`Presence::run`]).
+    async fn write_on(&self, mut tick: Ticker, config: &PresenceConfig, stop: &CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = stop.cancelled() => true,
+                () = self.queued.notified() => false,
+                () = tick.tick() => {
+                    let due = self.queue_timeouts(config);
+                    if due > 0 {
+                        tracing::debug!(changes = due, "presence timeouts applied");
+                    }
+                    false
+                }
+            };
+            if stopping {
+                lock(&self.queue).closed = true;
+            }
+            self.store_queued().await;
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Stores the queued writes, in order, until none is left.
+    async fn store_queued(&self) {
+        loop {
+            let Some(next) = lock(&self.queue).writes.pop_front() else {
+                return;
+            };
+            let stored = self
+                .store(
+                    &next.user,
+                    &next.write,
+                    next.status_msg.as_ref().map(|m| m.as_deref()),
+                )
+                .await;
+            match next.done {
+                Some(done) => {
+                    let _ = done.send(stored);
+                }
+                None => {
+                    if let Err(e) = stored {
+                        tracing::warn!(user = %next.user, error = %e, "presence: storing a timeout failed");
+                    }
+                }
             }
         }
     }
@@ -282,7 +396,7 @@ impl Presence {
         )
         .fetch_all(&self.pool)
         .await?;
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);
         for (user, state, last_active) in rows {
@@ -300,17 +414,25 @@ impl Presence {
         Ok(())
     }
 
-    /// Stores the timeouts due now; returns how many.
-    async fn sweep(&self, config: &PresenceConfig) -> Result<usize, StoreError> {
-        let _writing = self.writing.lock().await;
-        let due = lock(&self.live).due(config.idle_timeout, config.offline_timeout, now_ms());
-        let mut failed = None;
-        for (user, write) in &due {
+    /// Queues the timeouts due now; returns how many.
+    fn queue_timeouts(&self, config: &PresenceConfig) -> usize {
+        let mut live = lock(&self.live);
+        let due = live.due(
+            config.idle_timeout,
+            config.offline_timeout,
+            self.clock.unix_ms(),
+        );
+        let count = due.len();
+        let mut queue = lock(&self.queue);
+        for (user, write) in due {
             tracing::debug!(%user, state = write.state.as_str(), "presence timed out");
-            if let Err(e) = self.store(user, write, None).await {
-                failed = Some(e);
-            }
+            queue.writes.push_back(Queued {
+                user,
+                write,
+                status_msg: None,
+                done: None,
+            });
         }
-        failed.map_or(Ok(due.len()), Err)
+        count
     }
 }

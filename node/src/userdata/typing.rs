@@ -2,8 +2,13 @@
 //! (at most [`MAX_TIMEOUT`]). Every change (someone starts, stops, or times out) bumps one
 //! global serial and records it as the room's last change, so that `/sync` can tell which
 //! rooms changed since the serial it last saw; the room's joined members are woken.
+//!
+//! Timeouts are one deadline queue and one task ([`Typing::run_timers`], owned by the node),
+//! not a task per request: a start queues its deadline (a renewal only when it comes sooner), and
+//! the task ends typing whose deadline passed, or queues it again at its renewed deadline.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +16,12 @@ use ruma::events::AnySyncEphemeralRoomEvent;
 use ruma::events::typing::TypingEventContent;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use tokio::time::Instant;
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::content_event;
+use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
 use crate::sync::lock;
@@ -26,12 +34,18 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Typing {
     state: Arc<Mutex<State>>,
     stream: StreamWriter,
+    /// Wakes the timer task when a deadline sooner than all others was queued.
+    sooner: Arc<Notify>,
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
 struct State {
     serial: u64,
     rooms: HashMap<OwnedRoomId, RoomTyping>,
+    /// When to look at whose typing, soonest first. An entry may be stale (the user stopped or
+    /// renewed): the timer checks `users` when it is due.
+    deadlines: BinaryHeap<Reverse<(Instant, OwnedRoomId, OwnedUserId)>>,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +54,8 @@ struct RoomTyping {
     changed: u64,
     /// Who is typing, until when.
     users: HashMap<OwnedUserId, Instant>,
+    /// The room's joined members as the last change named them: woken when typing times out.
+    members: Vec<OwnedUserId>,
 }
 
 impl State {
@@ -54,16 +70,19 @@ impl Typing {
     /// Typing state starting with a serial of the current time in microseconds: serials keep
     /// growing across restarts (one change per microsecond would be needed to catch up), so a
     /// `/sync` token from before a restart sees every room's typing as changed, never as old.
-    pub(super) fn new(stream: StreamWriter) -> Self {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    pub(super) fn new(stream: StreamWriter, clock: Clock) -> Self {
+        let start = u64::try_from(clock.unix_ms())
+            .unwrap_or(0)
+            .saturating_mul(1000);
         Self {
             state: Arc::new(Mutex::new(State {
                 serial: start,
                 rooms: HashMap::new(),
+                deadlines: BinaryHeap::new(),
             })),
             stream,
+            sooner: Arc::new(Notify::new()),
+            clock,
         }
     }
 
@@ -73,7 +92,7 @@ impl Typing {
     }
 
     /// `user` starts typing in `room` for `timeout` (`Some`), or stops (`None`). When that is a
-    /// change, `members` (the room's joined members) are woken; a start also schedules its end.
+    /// change, `members` (the room's joined members) are woken; a start also queues its end.
     pub fn set(
         &self,
         room: &RoomId,
@@ -83,16 +102,31 @@ impl Typing {
     ) {
         let changed = {
             let mut state = lock(&self.state);
-            let users = &mut state.rooms.entry(room.to_owned()).or_default().users;
-            let changed = match timeout {
+            let typing = state.rooms.entry(room.to_owned()).or_default();
+            let (changed, queue) = match timeout {
                 Some(timeout) => {
-                    let until = Instant::now() + timeout.min(MAX_TIMEOUT);
-                    let was_typing = users.insert(user.to_owned(), until).is_some();
-                    self.schedule_end(room, user, until, members.clone());
-                    !was_typing
+                    let until = self.clock.now() + timeout.min(MAX_TIMEOUT);
+                    let before = typing.users.insert(user.to_owned(), until);
+                    // A renewal keeps the queued deadline (due no later than `until`: the timer
+                    // queues it again), unless it now ends sooner.
+                    let queue = before.is_none_or(|b| until < b).then_some(until);
+                    (before.is_none(), queue)
                 }
-                None => users.remove(user).is_some(),
+                None => (typing.users.remove(user).is_some(), None),
             };
+            typing.members.clone_from(&members);
+            if let Some(until) = queue {
+                let soonest = state
+                    .deadlines
+                    .peek()
+                    .is_none_or(|Reverse((first, ..))| until < *first);
+                state
+                    .deadlines
+                    .push(Reverse((until, room.to_owned(), user.to_owned())));
+                if soonest {
+                    self.sooner.notify_one();
+                }
+            }
             if changed {
                 state.bump(room);
             }
@@ -103,34 +137,56 @@ impl Typing {
         }
     }
 
-    /// Ends `user`'s typing at `until` unless it was renewed or stopped by then.
-    fn schedule_end(
-        &self,
-        room: &RoomId,
-        user: &UserId,
-        until: Instant,
-        members: Vec<OwnedUserId>,
-    ) {
-        let this = self.clone();
-        let (room, user) = (room.to_owned(), user.to_owned());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(until).await;
-            let ended = {
-                let mut state = lock(&this.state);
-                let users = state.rooms.get_mut(&room).map(|r| &mut r.users);
-                let expired = users.is_some_and(|users| match users.get(&user) {
-                    Some(end) if *end <= Instant::now() => users.remove(&user).is_some(),
-                    _ => false,
-                });
-                if expired {
+    /// Ends typing as it times out, until `shutdown`: the node's one typing timer.
+    pub async fn run_timers(self, shutdown: CancellationToken) {
+        loop {
+            let next = lock(&self.state)
+                .deadlines
+                .peek()
+                .map(|Reverse((at, ..))| *at);
+            let due = async {
+                match next {
+                    Some(at) => self.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.sooner.notified() => continue,
+                () = due => {}
+            }
+            for members in self.expire(self.clock.now()) {
+                self.stream.notifier().wake_all_for(&members);
+            }
+        }
+    }
+
+    /// Ends the typing due at `now` (queuing renewed typing again); the members of each room
+    /// that changed.
+    fn expire(&self, now: Instant) -> Vec<Vec<OwnedUserId>> {
+        let mut state = lock(&self.state);
+        let mut woken = Vec::new();
+        while let Some(Reverse((at, ..))) = state.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, room, user))) = state.deadlines.pop() else {
+                break;
+            };
+            let Some(typing) = state.rooms.get_mut(&room) else {
+                continue;
+            };
+            match typing.users.get(&user).copied() {
+                Some(until) if until <= now => {
+                    typing.users.remove(&user);
+                    woken.push(typing.members.clone());
                     state.bump(&room);
                 }
-                expired
-            };
-            if ended {
-                this.stream.notifier().wake_all_for(&members);
+                Some(until) => state.deadlines.push(Reverse((until, room, user))),
+                None => {}
             }
-        });
+        }
+        woken
     }
 
     /// Who is typing in `room` now.
@@ -144,7 +200,7 @@ impl Typing {
         let Some(typing) = state.rooms.get(room) else {
             return (0, Vec::new());
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut users: Vec<_> = typing
             .users
             .iter()
@@ -181,16 +237,35 @@ mod tests {
     use super::super::test_support::fixture;
     use super::*;
 
+    /// Waits (at most 5 s) for `rx`'s next wake-up.
+    async fn woken(rx: &mut tokio::sync::watch::Receiver<i64>) {
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("woken in time")
+            .expect("notifier alive");
+    }
+
     #[tokio::test]
     async fn changes_bump_the_serial_and_timeouts_end_typing() {
         let f = fixture().await;
         let t = f.data.typing();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(t.clone().run_timers(shutdown.clone()));
         let room = room_id!("!r:example.com");
         let alice = user_id!("@alice:example.com");
+        let bob = user_id!("@bob:example.com");
+        let mut bob_rx = f.stream.notifier().subscribe(bob);
+        let members = vec![alice.to_owned(), bob.to_owned()];
         let s0 = t.serial();
         assert!(t.event(room, None).unwrap().is_none());
 
-        t.set(room, alice, Some(Duration::from_millis(200)), vec![]);
+        t.set(
+            room,
+            alice,
+            Some(Duration::from_millis(200)),
+            members.clone(),
+        );
+        woken(&mut bob_rx).await;
         let s1 = t.serial();
         assert!(s1 > s0);
         assert_eq!(t.typing_users(room), [alice]);
@@ -198,10 +273,17 @@ mod tests {
         assert!(t.event(room, Some(s0)).unwrap().is_some());
         assert!(t.event(room, Some(s1)).unwrap().is_none());
         // Renewing is no change.
-        t.set(room, alice, Some(Duration::from_millis(200)), vec![]);
+        t.set(
+            room,
+            alice,
+            Some(Duration::from_millis(300)),
+            members.clone(),
+        );
         assert_eq!(t.serial(), s1);
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The timeout is a change, and wakes the members.
+        f.clock.advance(Duration::from_millis(300)).await;
+        woken(&mut bob_rx).await;
         assert!(t.typing_users(room).is_empty());
         let s2 = t.serial();
         assert!(s2 > s1, "the timeout is a change");
@@ -215,5 +297,45 @@ mod tests {
         assert!(t.serial() > s2 + 1);
         t.set(room, alice, None, vec![]);
         assert_eq!(t.serial(), s2 + 2, "stopping twice is one change");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_thousand_typing_requests_start_no_task_and_all_time_out() {
+        let f = fixture().await;
+        let t = f.data.typing();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(t.clone().run_timers(shutdown.clone()));
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let tasks_before = metrics.num_alive_tasks();
+        let room = room_id!("!busy:example.com");
+        let watcher = user_id!("@watcher:example.com");
+        let mut rx = f.stream.notifier().subscribe(watcher);
+        let users: Vec<OwnedUserId> = (0..1000)
+            .map(|i| OwnedUserId::try_from(format!("@u{i}:example.com")).unwrap())
+            .collect();
+        for (i, user) in users.iter().enumerate() {
+            // Deadlines in no particular order, between 100 and 400 ms.
+            let ms = 100 + (i as u64 * 7919) % 300;
+            t.set(
+                room,
+                user,
+                Some(Duration::from_millis(ms)),
+                vec![watcher.to_owned()],
+            );
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            tasks_before,
+            "typing requests spawned tasks"
+        );
+        assert_eq!(t.typing_users(room).len(), 1000);
+        // Every timeout wakes the watcher; all of them end.
+        f.clock.advance(Duration::from_millis(400)).await;
+        while !t.typing_users(room).is_empty() || !lock(&t.state).deadlines.is_empty() {
+            woken(&mut rx).await;
+        }
+        assert!(metrics.num_alive_tasks() <= tasks_before);
+        shutdown.cancel();
     }
 }

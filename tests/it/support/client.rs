@@ -45,6 +45,15 @@ impl Rt<Plain> {
         assert_eq!(resp["body"]["code"], 200, "open: {resp}");
         rt
     }
+
+    /// Shuts the sending side of the TCP connection (a half-close: the node reads EOF, this
+    /// client could still read).
+    pub(crate) async fn shutdown_write(&mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() {
+            tcp.shutdown().await.expect("half-close");
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
@@ -81,6 +90,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
     /// Sends a JSON value as one text frame.
     pub(crate) async fn send(&mut self, v: &Value) {
         self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends a JSON value as one text frame; `false` if the connection is gone.
+    pub(crate) async fn try_send(&mut self, v: &Value) -> bool {
+        self.ws.send(Message::text(v.to_string())).await.is_ok()
     }
 
     /// Sends raw text as one frame.
@@ -146,10 +160,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
         }
     }
 
-    /// Asserts that no text frame arrives within `wait`.
-    pub(crate) async fn expect_silence(&mut self, wait: Duration) {
-        if let Some(v) = self.try_recv(wait).await {
-            panic!("expected no frame, got {v}");
+    /// Every frame the node has queued for this runtime so far, up to a marker: sends a request
+    /// the session itself answers (a second `open` on this connection: 409, past no policy and
+    /// no rate) and returns the frames that arrive before that answer.
+    ///
+    /// No waiting on time: the session handles one frame at a time, and a message is in its
+    /// recipients' outboxes before its sender's next frame is read, so the frames returned
+    /// include everything caused by this runtime's earlier frames (refusals, answers) and by
+    /// any request of another runtime that was answered (or itself drained) before this call.
+    pub(crate) async fn drain(&mut self) -> Vec<Value> {
+        let id = json!(format!("marker-{}", self.fresh_id()));
+        let url = self.url.clone();
+        self.send(&json!({"id": id, "type": "open", "from": url, "to": "mn:/session"}))
+            .await;
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "response" && v["id"] == id {
+                assert_eq!(v["body"]["code"], 409, "the marker's answer: {v}");
+                return before;
+            }
+            before.push(v);
+        }
+    }
+
+    /// Asserts that the node has queued nothing for this runtime (see [`Self::drain`]).
+    pub(crate) async fn expect_nothing_queued(&mut self) {
+        let frames = self.drain().await;
+        assert!(frames.is_empty(), "expected no frame, got {frames:?}");
+    }
+
+    /// Every frame up to the node's close frame, and the close code; panics unless the node
+    /// closes within [`RECV_TIMEOUT`].
+    pub(crate) async fn frames_until_close(&mut self) -> (Vec<Value>, u16) {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        let mut frames = Vec::new();
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("the node closes the connection in time");
+            match msg {
+                None | Some(Err(_)) => return (frames, 1006),
+                Some(Ok(Message::Close(frame))) => {
+                    return (frames, frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(serde_json::from_str(&t).expect("node sends JSON"));
+                }
+                Some(Ok(_)) => {}
+            }
         }
     }
 

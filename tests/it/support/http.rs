@@ -6,6 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::TestNode;
+use super::client::RECV_TIMEOUT;
 
 /// A minimal HTTP/1.1 GET: status code and body.
 pub(crate) async fn get(node: &TestNode, path: &str) -> (u16, String) {
@@ -33,21 +34,33 @@ pub(crate) async fn get_at(addr: std::net::SocketAddr, path: &str) -> (u16, Stri
 
 /// The value of metric `name` (with its labels, if any) in a Prometheus text exposition.
 pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    metric_if_any(text, name).unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// The value of metric `name`, if the exposition has it (a labelled counter appears once
+/// counted).
+pub(crate) fn metric_if_any(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
-/// Waits until metric `name` reads `value` (up to 5 s); panics otherwise.
+/// Waits until metric `name` reads `value`; panics after [`RECV_TIMEOUT`]. A bounded wait on a
+/// state the node publishes (never a guess at how long something takes): it reads the metric
+/// again and again, the pause between two reads only sets how soon it notices.
 pub(crate) async fn wait_for_metric(node: &TestNode, name: &str, value: f64) {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
         let (_, text) = get(node, "/metrics").await;
-        if metric(&text, name) == value {
+        let now = metric_if_any(&text, name);
+        if now == Some(value) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metric {name} is {now:?}, never reached {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("metric {name} did not reach {value}");
 }

@@ -79,6 +79,14 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// `fut`'s output, which must come within [`RECV_TIMEOUT`](super::client::RECV_TIMEOUT): for a
+/// `/sync` long-poll on a node with a manual clock, which nothing but a wake-up can end.
+pub(crate) async fn woken<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(super::client::RECV_TIMEOUT, fut)
+        .await
+        .expect("the long-poll is woken")
+}
+
 /// `GET` with `token`.
 pub(crate) async fn get(node: &TestNode, path: &str, token: &str) -> (u16, Value) {
     call(node, "GET", path, Some(token), None).await

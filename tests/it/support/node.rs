@@ -1,9 +1,12 @@
 //! [`TestNode`]: the real node, started on an ephemeral port in its own tokio runtime so that a
 //! test can stop it gracefully, or kill it (drop every task at once, as a killed process would
-//! lose its memory), and start it again on the same data directory.
+//! lose its memory), and start it again on the same data directory. A node may run on a manual
+//! clock ([`TestNode::spawn_with_clock`]) that the test advances instead of waiting.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use rethink_node::clock::ManualClock;
 use rethink_node::{Config, RunningNode};
 use tempfile::TempDir;
 
@@ -16,6 +19,7 @@ pub(crate) struct TestNode {
     running: Option<RunningNode>,
     addr: SocketAddr,
     config: Config,
+    clock: Option<ManualClock>,
     _dir: Option<TempDir>,
 }
 
@@ -35,6 +39,32 @@ impl TestNode {
         node
     }
 
+    /// Like [`Self::spawn_with`], on a manual clock: the node's time stands still until the
+    /// test calls [`Self::advance`]. It stays the node's clock across restarts.
+    pub(crate) async fn spawn_with_clock(edit: impl FnOnce(&mut Config)) -> Self {
+        let clock = ManualClock::new();
+        let mut node = Self::spawn_with(|c| {
+            c.clock = clock.clock();
+            edit(c);
+        })
+        .await;
+        node.clock = Some(clock);
+        node
+    }
+
+    /// Moves the node's manual clock forward by `by`; returns once the periodic tasks made due
+    /// (the session reaper, the presence sweep) have finished their pass. Panics for a node on
+    /// the system clock, or if a pass does not finish within 5 s.
+    pub(crate) async fn advance(&self, by: Duration) {
+        let clock = self
+            .clock
+            .as_ref()
+            .expect("a node started with spawn_with_clock");
+        tokio::time::timeout(Duration::from_secs(5), clock.advance(by))
+            .await
+            .expect("the node's periodic tasks finish their pass");
+    }
+
     async fn start(config: Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -52,6 +82,7 @@ impl TestNode {
             running: Some(running),
             addr,
             config,
+            clock: None,
             _dir: None,
         }
     }
@@ -89,6 +120,7 @@ impl TestNode {
         config.listen = self.addr;
         let mut node = Self::start(config).await;
         node._dir = self._dir.take();
+        node.clock = self.clock.take();
         node
     }
 }

@@ -1,8 +1,16 @@
-//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, the Matrix API under `/_matrix`),
-//! a plain TCP or TLS listener with `TCP_NODELAY`, and graceful shutdown on the node's shutdown
-//! token.
+//! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the Matrix API under `/_matrix`)
+//! with what every request passes ([`layers`]: span, panic catcher, request deadline), and the
+//! listener ([`conn`]: plain TCP or TLS with `TCP_NODELAY`, connection and handshake limits,
+//! header and keep-alive deadlines), stopped by the node's shutdown token.
+//!
+//! The connections are served with hyper's HTTP/1.1 connection builder rather than
+//! `axum::serve`, which can set neither deadlines nor limits.
+
+mod conn;
+mod layers;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,12 +18,15 @@ use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use conn::Connections;
 
 use crate::node::Node;
-use crate::tls::{TlsError, TlsListener};
+use crate::tls::TlsError;
 use crate::ws;
 
 /// Why the server could not start.
@@ -31,16 +42,18 @@ pub enum ServerError {
     Tls(#[from] TlsError),
 }
 
-/// The node's routes.
+/// The node's routes, each request in its span, with the panic catcher and the request deadline.
 pub fn router(node: Node) -> Router {
-    Router::new()
+    let request_timeout = node.config().server.request_timeout;
+    let routes = Router::new()
         .route("/ws", get(ws::handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/policy/reload", post(reload_policy))
         .merge(crate::matrix::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
-        .with_state(node)
+        .with_state(node);
+    layers::edge(routes, request_timeout)
 }
 
 async fn healthz(State(node): State<Node>) -> impl IntoResponse {
@@ -110,8 +123,36 @@ async fn reload_policy(State(node): State<Node>, headers: HeaderMap) -> axum::re
     }
 }
 
-/// Binds the configured address and serves until the node's shutdown token is cancelled.
-pub async fn serve(node: Node) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+/// The running listener: its accept task and its connections.
+#[derive(Debug)]
+pub struct Server {
+    /// `None` once it has ended.
+    accept: Option<JoinHandle<()>>,
+    connections: Connections,
+}
+
+impl Server {
+    /// The connections (to wait for them, or drop them, at shutdown).
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Waits until the accept loop has stopped (it stops at the node's shutdown token) and every
+    /// socket is closed.
+    pub async fn closed(&mut self) {
+        if let Some(accept) = &mut self.accept {
+            if let Err(e) = accept.await {
+                tracing::error!(error = %e, "the accept loop failed");
+            }
+            self.accept = None;
+        }
+        self.connections.all_closed().await;
+    }
+}
+
+/// Binds the configured address and accepts connections until the node's shutdown token is
+/// cancelled.
+pub async fn serve(node: Node) -> Result<(SocketAddr, Server), ServerError> {
     let config = node.config();
     let addr = config.listen;
     let tcp = TcpListener::bind(addr)
@@ -120,36 +161,29 @@ pub async fn serve(node: Node) -> Result<(SocketAddr, JoinHandle<()>), ServerErr
     let local = tcp
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let shutdown = node.shutdown_token().clone().cancelled_owned();
-    // One route table for every connection: serving the `Router` itself would rebuild it for
-    // each connection (`Router::with_state` per connection in axum 0.8), ~110 KiB of boxed
-    // routes per open connection.
-    let app = router(node.clone()).into_make_service();
-    let task = match &config.tls {
-        Some(tls) => {
-            let listener = TlsListener::new(tcp, &tls.cert, &tls.key)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "server failed");
-                }
-            })
-        }
-        None => {
-            let listener = tcp.tap_io(|s| {
-                let _ = s.set_nodelay(true);
-            });
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "server failed");
-                }
-            })
-        }
+    let tls = match &config.tls {
+        Some(tls) => Some(conn::TlsAccept {
+            acceptor: TlsAcceptor::from(Arc::new(crate::tls::server_config(&tls.cert, &tls.key)?)),
+            handshakes: Arc::new(Semaphore::new(config.server.max_tls_handshakes as usize)),
+        }),
+        None => None,
     };
-    Ok((local, task))
+    let connections = Connections::new(config.server.max_connections);
+    // One route table for every connection (a clone is a reference count).
+    let app = router(node.clone());
+    let accept = tokio::spawn(conn::accept_loop(
+        tcp,
+        tls,
+        app,
+        config.server,
+        connections.clone(),
+        node.shutdown_token().clone(),
+    ));
+    Ok((
+        local,
+        Server {
+            accept: Some(accept),
+            connections,
+        },
+    ))
 }
