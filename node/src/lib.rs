@@ -38,8 +38,8 @@
 //! hand their handles to lower ones at construction, and types that several layers share live in
 //! the lowest that needs them.
 //!
-//! 1. `sync`, `maps`, `metrics`, `clock`: lock helpers, map helpers, counters, the node's time
-//!    (they import nothing here).
+//! 1. `sync`, `maps`, `metrics`, `clock`, `strict_json`: lock helpers, map helpers, counters, the
+//!    node's time, the check that JSON text is Unicode (they import nothing here).
 //! 2. `auth` (credentials), then `config` (settings; it validates `auth`'s issuer settings).
 //! 3. `store` (persistence: sessions and outboxes, accounts, room events, [`store::StreamOp`]),
 //!    `stream` (the Matrix stream writer), `policy` (the policy point, and the Matrix permit
