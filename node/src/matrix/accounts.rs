@@ -519,7 +519,6 @@ mod tests {
             jwt_create_accounts: true,
             txn_retention: std::time::Duration::from_secs(60),
             presence: Default::default(),
-            txn_retention: std::time::Duration::from_secs(24 * 60 * 60),
         };
         let accounts = Accounts::new(AccountStore::new(sqlite.pool().clone()), &config);
         (dir, sqlite, accounts)

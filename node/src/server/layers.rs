@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "request timed out");
         let (status, body) = answer(&router, "/_matrix/client/v3/slow").await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
         // /sync is left to its own bound: it answers after three times the request deadline.
         let (status, body) = answer(&router, "/_matrix/client/v3/sync").await;
