@@ -1,4 +1,5 @@
-//! rethink-connectors: application services (the Matrix AS API, external and WASM connectors)
-//! (DESIGN.md section 7).
+//! rethink-connectors: reserved for application services (the Matrix application-service API,
+//! external and WebAssembly connectors).
 //!
-//! Not built yet: no connector runs in the node so far.
+//! Not built yet: this crate is empty and nothing depends on it; no connector runs in the node.
+//! See "Planned parts" in `ARCHITECTURE.md`.

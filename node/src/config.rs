@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{AuthConfig, StaticToken};
+
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,6 +92,7 @@ pub struct RawMatrix {
     pub server_name: Option<String>,
     pub registration_enabled: bool,
     pub jwt_create_accounts: bool,
+    pub txn_retention_secs: u64,
     pub presence: RawPresence,
 }
 
@@ -99,6 +102,7 @@ impl Default for RawMatrix {
             server_name: None,
             registration_enabled: true,
             jwt_create_accounts: true,
+            txn_retention_secs: 24 * 60 * 60,
             presence: RawPresence::default(),
         }
     }
@@ -165,18 +169,6 @@ pub struct RawAuth {
     pub jwt: Vec<crate::auth::jwt::RawJwtIssuer>,
 }
 
-/// A bearer token accepted as is, from the configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct StaticToken {
-    pub token: String,
-    /// The identity the token proves, e.g. `user://example.com/alice`.
-    pub subject: String,
-    /// If set, the token may only open a session for this runtime URL.
-    #[serde(default)]
-    pub runtime: Option<String>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
@@ -188,6 +180,7 @@ pub struct RawSession {
     pub rate_burst: u32,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +237,7 @@ impl Default for RawSession {
             rate_burst: 10_000,
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
+            max_recipients: 100,
         }
     }
 }
@@ -328,6 +322,9 @@ pub struct MatrixConfig {
     /// Whether a JWT login (`org.matrix.login.jwt`) of an identity without an account creates
     /// one (403 when off).
     pub jwt_create_accounts: bool,
+    /// How long a client transaction ID of a room event is remembered: a repeated `PUT` with it
+    /// within this time returns the first event.
+    pub txn_retention: Duration,
     pub presence: PresenceConfig,
 }
 
@@ -387,13 +384,6 @@ pub struct TlsConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub allow_anonymous: bool,
-    pub tokens: Vec<StaticToken>,
-    pub jwt: Vec<crate::auth::jwt::JwtIssuer>,
-}
-
-#[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub resume_window: Duration,
     pub max_frame_bytes: usize,
@@ -403,6 +393,8 @@ pub struct SessionConfig {
     pub rate_burst: u32,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Most distinct recipients (`to`) of one message; beyond it the message is refused whole.
+    pub max_recipients: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -503,6 +495,7 @@ impl RawConfig {
         positive("session.outbox_max_messages", s.outbox_max_messages as u64)?;
         positive("session.rate_per_second", u64::from(s.rate_per_second))?;
         positive("session.ping_interval_secs", s.ping_interval_secs)?;
+        positive("session.max_recipients", s.max_recipients as u64)?;
         if s.outbox_max_bytes < s.max_frame_bytes {
             return Err(invalid(
                 "session.outbox_max_bytes",
@@ -544,6 +537,13 @@ impl RawConfig {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
+        positive("matrix.txn_retention_secs", self.matrix.txn_retention_secs)?;
+        if self.matrix.txn_retention_secs > MAX_TXN_RETENTION_SECS {
+            return Err(invalid(
+                "matrix.txn_retention_secs",
+                format!("must be at most {MAX_TXN_RETENTION_SECS} (a year)"),
+            ));
+        }
         positive(
             "matrix.presence.idle_timeout_ms",
             self.matrix.presence.idle_timeout_ms,
@@ -580,6 +580,7 @@ impl RawConfig {
                 rate_burst: s.rate_burst.max(1),
                 ping_interval: Duration::from_secs(s.ping_interval_secs),
                 idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+                max_recipients: s.max_recipients,
             },
             allocation: AllocationConfig {
                 max_number: self.allocation.max_number,
@@ -601,6 +602,7 @@ impl RawConfig {
                 server_name,
                 registration_enabled: self.matrix.registration_enabled,
                 jwt_create_accounts: self.matrix.jwt_create_accounts,
+                txn_retention: Duration::from_secs(self.matrix.txn_retention_secs),
                 presence: PresenceConfig {
                     idle_timeout: Duration::from_millis(self.matrix.presence.idle_timeout_ms),
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
@@ -636,6 +638,9 @@ fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
     })
 }
+
+/// The longest `matrix.txn_retention_secs`.
+const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {

@@ -1,11 +1,55 @@
 //! rethink-node: the reTHINK messaging node.
 //!
-//! Hyperty runtimes connect over WebSocket (`ws`), open a session, get addresses and exchange
-//! reTHINK messages through the `bus`, which keeps every frame owed to a runtime in a persisted
-//! outbox (`store`) until the runtime acknowledges it. `node` starts and stops the parts;
-//! `config` reads and validates settings; `auth` checks credentials; `metrics` exports counters;
-//! `matrix` serves the Matrix Client-Server API.
-//! See DESIGN.md (in the project's shared folder) for the architecture.
+//! Hyperty runtimes connect over WebSocket, open a session, get addresses and exchange reTHINK
+//! messages through the bus, which keeps every frame owed to a runtime in a persisted outbox until
+//! the runtime acknowledges it. The same node is a Matrix homeserver (Client-Server API), and a
+//! data object `comm://<domain>/<id>` is a room. `ARCHITECTURE.md` at the repository root
+//! describes the parts and the message paths. The modules:
+//!
+//! - [`node`]: [`Node`], the handle every part receives, and [`RunningNode`], start and
+//!   graceful shutdown.
+//! - [`config`]: settings from defaults, a TOML file and `RETHINK_*` variables, validated.
+//! - [`server`]: the HTTP router and listener; [`tls`]: the TLS listener for `wss://`.
+//! - [`ws`]: the WebSocket edge: the session protocol and the one error-to-code mapping.
+//! - [`bus`]: sessions, outboxes, the address book, the enforcement point, routing and the
+//!   node's own services (address allocation, subscriptions).
+//! - [`auth`]: runtime credentials (static tokens, JWT / OIDC ID tokens).
+//! - [`policy`]: the operator's Cedar policies loaded and hot-reloaded, and the facts of a
+//!   decision (the decision itself is `rethink-policy`).
+//! - [`store`]: storage traits, the SQLite backend and the session group-commit writer.
+//! - [`stream`]: the Matrix stream writer (positions, group commits, change marks, `/sync`
+//!   wake-ups).
+//! - [`rooms`]: the Matrix room engine (version 11 events, signing, auth rules, state, caches).
+//! - [`userdata`]: per-user Matrix data (filters, profiles, account data, devices, keys,
+//!   to-device, receipts, presence, typing).
+//! - [`matrix`]: the Client-Server API: the request extractor, the handlers, the one
+//!   error-to-`errcode` mapping, accounts.
+//! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
+//! - [`metrics`]: the node's counters and their Prometheus text.
+//! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
+//! - `sync` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
+//!   borrowed key.
+//!
+//! # Layers
+//!
+//! Lowest first: a module imports only modules named before it in this list, so there are no
+//! import cycles between the top-level modules (`tests/layering.rs` checks both). Higher layers
+//! hand their handles to lower ones at construction, and types that several layers share live in
+//! the lowest that needs them.
+//!
+//! 1. `sync`, `maps`, `metrics`: lock helpers, map helpers, counters (they import nothing here).
+//! 2. `auth` (credentials), then `config` (settings; it validates `auth`'s issuer settings).
+//! 3. `store` (persistence: sessions and outboxes, accounts, room events, [`store::StreamOp`]),
+//!    `stream` (the Matrix stream writer), `policy` (the policy point, and the Matrix permit
+//!    [`policy::MatrixPermit`]).
+//! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
+//!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
+//! 5. `bridge` (data objects on the bus as rooms).
+//! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`.
+//! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
+//!
+//! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
+//! `ws` and `matrix`, which `node` builds.
 
 pub mod auth;
 pub mod bridge;
@@ -21,6 +65,7 @@ pub mod rooms;
 pub mod server;
 pub mod store;
 pub mod stream;
+mod strict_json;
 mod sync;
 pub mod tls;
 pub mod userdata;

@@ -1,8 +1,18 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
-//! [`RunningNode`], which starts the parts in order (store, epoch, restore, writer, bus,
-//! listener, reaper, policy watcher, presence timeouts, typing timer) and stops them gracefully within
-//! `server.shutdown_timeout_secs` (stop accepting, close connections, drop those left at the
-//! deadline, flush the store).
+//! [`RunningNode`], which starts the parts and stops them gracefully.
+//!
+//! Start, in order: metrics; the policy point (an invalid policy set stops the start); the SQLite
+//! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
+//! the server signing key; the room caches and engine; the session writer; the bus, which
+//! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
+//! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
+//! watcher, the presence writer (with its timeouts) and the typing timer.
+//!
+//! Stop: cancel the shutdown token (the listener stops accepting, connections close with 1001,
+//! long-polls answer), wait for the listener's sockets and the WebSocket sessions until the
+//! `server.shutdown_timeout_secs` deadline, then drop those left; stop the reaper, the watcher and
+//! the typing timer, let the presence writer store what is queued, flush the stream writer and
+//! then the session writer, close the store. Sessions stay resumable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,6 +161,7 @@ impl RunningNode {
             server_key,
             config.matrix.server_name.clone(),
             caches,
+            config.matrix.txn_retention,
         );
         let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(
@@ -160,6 +171,7 @@ impl RunningNode {
                 ..WriterConfig::default()
             },
         );
+        let (bridge_tx, bridge_rx) = Bridge::channel();
         let bus = Bus::new(
             BusConfig {
                 domain: config.domain.clone(),
@@ -170,11 +182,13 @@ impl RunningNode {
             writer.clone(),
             Arc::clone(&metrics),
             Arc::clone(&policy),
+            Some(bridge_tx),
         );
         let restored = bus.restore(persisted);
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
-        let (bridge, _bridge_task) = Bridge::start(rooms.clone(), bus.clone(), shutdown.clone());
+        let (bridge, _bridge_task) =
+            Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown).await?;
         let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
         let userdata = UserData::new(

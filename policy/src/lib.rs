@@ -1,4 +1,4 @@
-//! rethink-policy: the policy decision point of the node (DESIGN.md section 6).
+//! rethink-policy: the policy decision point of the node.
 //!
 //! Built on Cedar. Pure and synchronous: it receives the *contents* of a policy directory
 //! (`schema.cedarschema`, `*.cedar`, `entities.json`, each with its file name for errors),

@@ -1,5 +1,6 @@
-//! rethink-stubs: the wasmtime host for protocol stubs, the WIT files and the stub catalogue
-//! (DESIGN.md section 7).
+//! rethink-stubs: reserved for the wasmtime host of reTHINK protocol stubs (WebAssembly
+//! components), their WIT interface and the signed stub catalogue.
 //!
-//! Not built yet: the node does not serve or run stubs so far, and messages for other domains are
-//! answered with 404 "no route to domain".
+//! Not built yet: this crate is empty and nothing depends on it. The node neither serves nor runs
+//! stubs, and messages for other domains are answered with 404 "no route to domain". See
+//! "Planned parts" in `ARCHITECTURE.md`.

@@ -1,4 +1,4 @@
-//! The bridge between data objects and rooms (DESIGN.md section 5): a WebSocket hyperty and a
+//! The bridge between data objects and rooms: a WebSocket hyperty and a
 //! Matrix client exchange messages through one room, in both directions, and the history is
 //! visible through `/messages`.
 

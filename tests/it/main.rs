@@ -1,5 +1,6 @@
-//! Integration tests: the real node on 127.0.0.1:0, driven by real WebSocket clients
-//! (tokio-tungstenite), over plain TCP and TLS.
+//! Integration tests: the real node on 127.0.0.1:0, driven by real clients: WebSocket runtimes
+//! (tokio-tungstenite, over plain TCP and TLS), raw HTTP/1.1 and a Matrix client library
+//! (matrix-sdk).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -8,21 +9,29 @@ mod support;
 mod allocation;
 mod bad_input;
 mod bridge;
+mod canonical;
+mod closing;
+mod durability;
 mod http;
 mod identity;
 mod jwt;
+mod limits;
 mod matrix_auth;
+mod matrix_bridge_refusals;
 mod matrix_cors;
 mod matrix_cross_signing;
 mod matrix_device_lists;
 mod matrix_e2ee;
+mod matrix_edge;
 mod matrix_errors;
 mod matrix_history;
 mod matrix_policy;
 mod matrix_presence;
 mod matrix_redaction;
 mod matrix_rooms;
+mod matrix_signatures;
 mod matrix_sync;
+mod matrix_txns;
 mod matrix_userdata;
 mod policy;
 mod process;
@@ -30,5 +39,6 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
+mod takeover;
 mod tls;
 mod vectors;

@@ -1,6 +1,7 @@
-//! The shared reTHINK example messages (`shared/vectors/rethink`) sent to a real node by a
-//! runtime that owns their senders: allocation (current and phase-1), deallocation, subscribe
-//! (current and legacy), the domain registry, and the `invalid-*` messages, which get 400.
+//! The reTHINK example messages (test data of `rethink-proto`: `node/proto/testdata/rethink`)
+//! sent to a real node by a runtime that owns their senders: allocation (current and phase-1),
+//! deallocation, subscribe (current and legacy), the domain registry, and the `invalid-*`
+//! messages, which get 400.
 
 use std::path::PathBuf;
 
@@ -9,17 +10,12 @@ use serde_json::{Value, json};
 use crate::support::{Rt, TestNode};
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/rethink")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../node/proto/testdata/rethink")
 }
 
 fn vector(name: &str) -> Value {
     let path = vectors_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (shared/ must sit beside the repository)",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("vector is JSON")
 }
 

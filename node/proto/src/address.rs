@@ -33,6 +33,13 @@ pub enum AddressError {
     EmptyAuthority,
     #[error("address contains whitespace or a control character")]
     BadCharacter,
+    /// A path segment that a URL normaliser (JavaScript's `new URL()`, RFC 3986 section 5.2.4)
+    /// would remove or resolve: `.`, `..`, or either spelled with percent-encoded dots
+    /// (`%2e`, `.%2E`, ...). Such an address names another address than the one it spells.
+    #[error(
+        "address is not canonical: path segment {0:?} is a dot segment; send the address without `.` or `..` segments"
+    )]
+    DotSegment(String),
 }
 
 impl<'a> AddressRef<'a> {
@@ -72,6 +79,7 @@ impl<'a> AddressRef<'a> {
             if authority.is_empty() {
                 return Err(AddressError::EmptyAuthority);
             }
+            check_canonical_path(path)?;
             Ok(Self {
                 raw: text,
                 scheme,
@@ -79,6 +87,7 @@ impl<'a> AddressRef<'a> {
                 path,
             })
         } else if rest.starts_with('/') && rest.len() > 1 {
+            check_canonical_path(rest)?;
             Ok(Self {
                 raw: text,
                 scheme,
@@ -126,6 +135,43 @@ impl<'a> AddressRef<'a> {
     pub fn is_at_or_below(&self, prefix: &str) -> bool {
         is_at_or_below(self.raw, prefix)
     }
+}
+
+/// Refuses a path holding a dot segment, in any spelling a URL parser reads as one.
+///
+/// The WHATWG URL standard (what `new URL()` implements) reads a segment as `.` when it is `.`
+/// or `%2e`, and as `..` when it is `..`, `.%2e`, `%2e.` or `%2e%2e`, case-insensitively; for
+/// the special schemes (`http`, `ws`, ...) a `\` also separates segments. The path ends at `?`
+/// or `#`. Allocation-free: this runs for every address of every message.
+fn check_canonical_path(path: &str) -> Result<(), AddressError> {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    for segment in path[..end].split(['/', '\\']) {
+        if is_dot_segment(segment) {
+            return Err(AddressError::DotSegment(segment.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `segment` is `.` or `..`, each dot possibly written `%2e` / `%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e'
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// Whether `addr` equals `prefix` or continues it with a `/` (so `hyperty://d/a/b` is below
@@ -185,6 +231,56 @@ mod tests {
         assert_eq!(AddressRef::parse("mn:"), Err(AddressError::NoScheme));
         let long = format!("hyperty://d/{}", "x".repeat(MAX_ADDRESS_LEN));
         assert_eq!(AddressRef::parse(&long), Err(AddressError::TooLong));
+    }
+
+    #[test]
+    fn refuses_dot_segments_in_every_spelling() {
+        for text in [
+            "hyperty-runtime://example.com/rA/../rB",
+            "hyperty-runtime://example.com/rA/%2e%2e/rB",
+            "hyperty-runtime://example.com/rA/%2E%2E/rB",
+            "hyperty-runtime://example.com/rA/.%2e/rB",
+            "hyperty-runtime://example.com/rA/%2E./rB",
+            "hyperty://example.com/mine/../other",
+            "hyperty://example.com/mine/./x",
+            "hyperty://example.com/mine/%2e/x",
+            "hyperty://example.com/mine/..",
+            "hyperty://example.com/mine/%2e%2E",
+            "hyperty://example.com/..",
+            "hyperty://example.com/a/..?q=1",
+            "hyperty://example.com/a/..#frag",
+            "http://example.com/a\\..\\b",
+            "mn:/a/../session",
+        ] {
+            assert!(
+                matches!(AddressRef::parse(text), Err(AddressError::DotSegment(_))),
+                "{text}: {:?}",
+                AddressRef::parse(text)
+            );
+        }
+        assert_eq!(
+            AddressRef::parse("hyperty://d/a/%2e%2e/b"),
+            Err(AddressError::DotSegment("%2e%2e".into()))
+        );
+    }
+
+    #[test]
+    fn accepts_dots_that_are_not_whole_segments() {
+        for text in [
+            "hyperty://example.com/a.b",
+            "hyperty://example.com/...",
+            "hyperty://example.com/.hidden",
+            "hyperty://example.com/a../b",
+            "hyperty://example.com/%2e%2e%2e",
+            "hyperty://example.com/%2ex",
+            "hyperty://example.com/a?x=../b",
+            "hyperty://example.com/a#../b",
+            "hyperty://example.com//double",
+            "domain://msg-node.example.com",
+            "comm://example.com/obj/children/chat",
+        ] {
+            assert!(AddressRef::parse(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

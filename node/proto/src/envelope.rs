@@ -174,8 +174,21 @@ impl Envelope {
                     });
                 }
                 let mut out = Vec::with_capacity(items.len());
+                let mut seen = std::collections::HashSet::new();
                 for item in items {
-                    out.push(Text::new(&raw, address_field(item, "to")?));
+                    let address = address_field(item, "to")?;
+                    // A recipient named twice gets the message once.
+                    let fresh = if out.len() < 8 {
+                        !out.iter().any(|t: &Text| t.get(&raw) == address)
+                    } else {
+                        if seen.is_empty() {
+                            seen.extend(out.iter().map(|t: &Text| t.get(&raw).to_owned()));
+                        }
+                        seen.insert(address.to_string())
+                    };
+                    if fresh {
+                        out.push(Text::new(&raw, address));
+                    }
                 }
                 Recipients::Many(out.into_boxed_slice())
             }
@@ -227,7 +240,7 @@ impl Envelope {
         self.from.get(&self.raw)
     }
 
-    /// The recipient addresses, in the order given.
+    /// The distinct recipient addresses, in the order given (a repeated one is kept once).
     pub fn to(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         let slice: &[Text] = match &self.to {
             Recipients::One(t) => std::slice::from_ref(t),
@@ -351,6 +364,54 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(v["to"][1], "a://d/3");
         assert_eq!(e.to().collect::<Vec<_>>(), ["a://d/2", "a://d/3"]);
+    }
+
+    #[test]
+    fn repeated_recipients_are_kept_once() {
+        let many: Vec<String> = (0..10_000).map(|i| format!("a://d/{}", i % 3)).collect();
+        let text =
+            serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": many}).to_string();
+        let e = Envelope::parse(&text).unwrap();
+        assert_eq!(
+            e.to().collect::<Vec<_>>(),
+            ["a://d/0", "a://d/1", "a://d/2"]
+        );
+        let spread: Vec<String> = (0..20).chain(0..20).map(|i| format!("a://d/{i}")).collect();
+        let text =
+            serde_json::json!({"id": 1, "type": "x", "from": "a://d/1", "to": spread}).to_string();
+        let e = Envelope::parse(&text).unwrap();
+        assert_eq!(e.to().len(), 20);
+        assert_eq!(e.first_to(), "a://d/0");
+    }
+
+    #[test]
+    fn refuses_non_canonical_senders_and_recipients() {
+        for (text, field) in [
+            (
+                r#"{"id":1,"type":"x","from":"hyperty-runtime://d/rA/../rB","to":"a://d/2"}"#,
+                "from",
+            ),
+            (
+                r#"{"id":1,"type":"x","from":"hyperty://d/mine/%2e%2e/other","to":"a://d/2"}"#,
+                "from",
+            ),
+            (
+                r#"{"id":1,"type":"x","from":"a://d/1","to":"hyperty://d/x/./y"}"#,
+                "to",
+            ),
+            (
+                r#"{"id":1,"type":"x","from":"a://d/1","to":["a://d/2","a://d/3/%2E%2e"]}"#,
+                "to",
+            ),
+        ] {
+            match Envelope::parse(text) {
+                Err(ParseError::InvalidAddress {
+                    field: f,
+                    source: AddressError::DotSegment(_),
+                }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! rethink-proto: the reTHINK message model shared by every crate of the node.
 //!
-//! It owns the wire shape of a message and nothing else: the [`Envelope`] (`id`, `type`, `from`,
+//! It owns the wire shape of a message: the [`Envelope`] (`id`, `type`, `from`,
 //! `to`, `body`, unknown fields kept), [`address`] parsing, [`MessageType`], response [`Code`]s and
-//! the response builder. It depends on serde only: no I/O, no async runtime.
+//! the response builder; and the node-owned addresses of a domain ([`Endpoints`], DESIGN.md
+//! section 3), which the bus serves and policies and their dry run name. It depends on serde only:
+//! no I/O, no async runtime.
 //!
 //! Tolerant where runtimes differ (`id` number or string, `to` string or array, `body.desc` or
 //! `body.description`, unknown fields preserved), strict where safety needs it (missing header
@@ -13,6 +15,7 @@
 
 pub mod address;
 mod code;
+mod endpoints;
 mod envelope;
 mod frame;
 mod kind;
@@ -21,6 +24,7 @@ mod text;
 
 pub use address::{AddressError, AddressRef};
 pub use code::Code;
+pub use endpoints::{Endpoint, Endpoints, SESSION};
 pub use envelope::{Envelope, ParseError};
 pub use frame::{Frame, Rejected, parse_frame, salvage};
 pub use kind::MessageType;

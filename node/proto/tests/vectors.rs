@@ -1,5 +1,5 @@
-//! Every shared reTHINK vector: valid ones parse and keep all their fields on a round trip,
-//! `invalid-*` ones are refused.
+//! Every reTHINK example message of `testdata/rethink` (see its README): valid ones parse and
+//! keep all their fields on a round trip, `invalid-*` ones are refused.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -9,14 +9,9 @@ use rethink_proto::{Envelope, Frame, parse_frame};
 use serde_json::Value;
 
 fn vectors() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/rethink");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/rethink");
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (shared/ must sit beside the repository)",
-                dir.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| {
             let path = e.ok()?.path();
             (path.extension()? == "json").then(|| {

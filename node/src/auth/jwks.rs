@@ -587,7 +587,7 @@ mod tests {
         }
     }
 
-    fn url_config(url: &str, refresh: Duration) -> crate::config::AuthConfig {
+    fn url_config(url: &str, refresh: Duration) -> crate::auth::AuthConfig {
         use super::super::test_keys::{AUD, ISS};
         let mut issuer = crate::auth::jwt::RawJwtIssuer {
             issuer: ISS.into(),
@@ -602,7 +602,7 @@ mod tests {
         .validate(0)
         .unwrap();
         issuer.jwks_refresh = refresh;
-        crate::config::AuthConfig {
+        crate::auth::AuthConfig {
             allow_anonymous: false,
             tokens: Vec::new(),
             jwt: vec![issuer],

@@ -23,8 +23,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthConfig, StaticToken};
 use jwks::{JwksError, JwksLocation, KeyCache, KeySet};
+
+/// The validated `[auth]` settings (read by `crate::config`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub allow_anonymous: bool,
+    pub tokens: Vec<StaticToken>,
+    pub jwt: Vec<jwt::JwtIssuer>,
+}
+
+/// A bearer token accepted as is, from the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    pub token: String,
+    /// The identity the token proves, e.g. `user://example.com/alice`.
+    pub subject: String,
+    /// If set, the token may only open a session for this runtime URL.
+    #[serde(default)]
+    pub runtime: Option<String>,
+}
 
 /// Who a session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The bridge between reTHINK data objects on the bus and Matrix rooms (DESIGN.md section 5).
+//! The bridge between reTHINK data objects on the bus and Matrix rooms.
 //!
 //! A data object `comm://<domain>/<id>` is a room (public, with the alias
 //! `#_hyperty_comm.<id>:<server>` so that Matrix users can find and join it, and an
@@ -19,7 +19,10 @@
 //!
 //! Bus events arrive through a bounded channel ([`crate::bus::bridge::BridgeEvent`]) and are
 //! handled in order by one task (so an object's `create` is handled before the subscriptions
-//! that follow it); a failure is logged and counted, and the next event goes on.
+//! that follow it); a failure is logged, and the next event goes on. An update the room does not
+//! take (the room refuses it, or it cannot be stored) is answered to its sender: a `response`
+//! from `<object>/changes` with the update's `id`, a code ([`BridgeError::code`]) and why. (What
+//! the bus can tell before routing, it refuses at once: `crate::bus::bridge::Unbridgeable`.)
 
 mod names;
 pub mod object_room;
@@ -27,7 +30,7 @@ pub mod object_room;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rethink_proto::Envelope;
+use rethink_proto::{Code, Envelope, ResponseBuilder};
 use ruma::events::TimelineEventType;
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, RoomId, UserId};
@@ -37,7 +40,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use names::{object_alias, virtual_user};
+pub use names::{NameError, RESERVED_PREFIX, object_alias, virtual_user};
 use object_room::{Creation, room_spec};
 
 use crate::bus::bridge::BridgeEvent;
@@ -55,10 +58,38 @@ pub enum BridgeError {
     Room(#[from] RoomError),
     #[error("denied: {0}")]
     Denied(#[from] Denied),
-    #[error("{0}")]
-    Name(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A bus body or a room event content that cannot be read or written as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The bus message built from a room event is not a valid envelope (a bug).
     #[error("bus message: {0}")]
-    Message(String),
+    Envelope(#[source] rethink_proto::ParseError),
+}
+
+impl BridgeError {
+    /// The reTHINK code of the answer to an update that failed with this error: what the room
+    /// refused (too large, not a valid event, forbidden) or an internal failure (500, details
+    /// logged only).
+    pub fn code(&self) -> Code {
+        match self {
+            BridgeError::Room(room) if room.is_internal() => Code::INTERNAL,
+            BridgeError::Room(RoomError::TooLarge) => Code::TOO_LARGE,
+            BridgeError::Room(RoomError::Forbidden(_)) | BridgeError::Denied(_) => Code::FORBIDDEN,
+            BridgeError::Room(RoomError::UnknownRoom(_) | RoomError::NotFound(_)) => {
+                Code::NOT_FOUND
+            }
+            BridgeError::Room(_) | BridgeError::Json { .. } | BridgeError::Name(_) => {
+                Code::BAD_REQUEST
+            }
+            BridgeError::Envelope(_) => Code::INTERNAL,
+        }
+    }
 }
 
 /// The bridge. Cheap to clone.
@@ -80,10 +111,19 @@ struct Inner {
 }
 
 impl Bridge {
-    /// Starts the bridge task and connects it to the bus.
-    pub fn start(rooms: Rooms, bus: Bus, shutdown: CancellationToken) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        bus.connect_bridge(tx);
+    /// The channel from the bus to the bridge: the sender goes to [`Bus::new`], the receiver to
+    /// [`Bridge::start`].
+    pub fn channel() -> (mpsc::Sender<BridgeEvent>, mpsc::Receiver<BridgeEvent>) {
+        mpsc::channel(CHANNEL_CAPACITY)
+    }
+
+    /// Starts the bridge task on the events the bus sends through `rx` (see [`Bridge::channel`]).
+    pub fn start(
+        rooms: Rooms,
+        bus: Bus,
+        rx: mpsc::Receiver<BridgeEvent>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 rooms,
@@ -105,9 +145,7 @@ impl Bridge {
                 () = shutdown.cancelled() => {
                     // Carry over what the bus already handed in, then stop.
                     while let Ok(event) = rx.try_recv() {
-                        if let Err(e) = self.handle(&event).await {
-                            tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
-                        }
+                        self.carry(&event).await;
                     }
                     None
                 }
@@ -115,9 +153,59 @@ impl Bridge {
             let Some(event) = event else {
                 return;
             };
-            if let Err(e) = self.handle(&event).await {
-                tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
+            self.carry(&event).await;
+        }
+    }
+
+    /// Handles one bus event; a failed update is answered to its sender.
+    async fn carry(&self, event: &BridgeEvent) {
+        let Err(e) = self.handle(event).await else {
+            return;
+        };
+        tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
+        if let BridgeEvent::Update {
+            from, object, id, ..
+        } = event
+        {
+            self.refuse_update(from, object, id, &e).await;
+        }
+    }
+
+    /// Answers `from`'s update (`id`) of `object`, which the room did not take.
+    async fn refuse_update(&self, from: &str, object: &str, id: &str, error: &BridgeError) {
+        let code = error.code();
+        let description = if code == Code::INTERNAL {
+            "the update could not be stored in the object's room".to_owned()
+        } else {
+            format!("the object's room refused the update: {error}")
+        };
+        let changes = format!("{object}/changes");
+        let reply = match ResponseBuilder::new(id, &changes, from, code)
+            .description(&description)
+            .build()
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!(error = %e, %from, "cannot build the answer to a refused update");
+                return;
             }
+        };
+        let origin = match virtual_user(from, self.inner.rooms.server_name()) {
+            Ok(user) => Origin::Matrix(user),
+            Err(e) => {
+                tracing::debug!(error = %e, %from, "a refused update's sender has no Matrix name");
+                return;
+            }
+        };
+        let permit = match self.inner.bus.authorize(&reply, &origin) {
+            Ok(permit) => permit,
+            Err(denied) => {
+                tracing::debug!(%denied, %from, "the answer to a refused update was denied");
+                return;
+            }
+        };
+        for failure in self.inner.bus.route(permit).await.failures {
+            tracing::debug!(recipient = %failure.recipient, error = %failure.error, "the answer to a refused update was not delivered");
         }
     }
 
@@ -128,8 +216,7 @@ impl Bridge {
                 object,
                 body,
             } => {
-                let user = virtual_user(reporter, self.inner.rooms.server_name())
-                    .map_err(BridgeError::Name)?;
+                let user = virtual_user(reporter, self.inner.rooms.server_name())?;
                 let creation = Creation::new(reporter, body.as_deref());
                 let room = self
                     .room_for(object, &user, reporter, Some(&creation))
@@ -138,14 +225,14 @@ impl Bridge {
                 self.ensure_joined(&room, &user, reporter).await
             }
             BridgeEvent::Subscribed { hyperty, object } => {
-                let user = virtual_user(hyperty, self.inner.rooms.server_name())
-                    .map_err(BridgeError::Name)?;
+                let user = virtual_user(hyperty, self.inner.rooms.server_name())?;
                 let room = self.room_for(object, &user, hyperty, None).await?;
                 self.ensure_joined(&room, &user, hyperty).await
             }
-            BridgeEvent::Update { from, object, body } => {
-                let user = virtual_user(from, self.inner.rooms.server_name())
-                    .map_err(BridgeError::Name)?;
+            BridgeEvent::Update {
+                from, object, body, ..
+            } => {
+                let user = virtual_user(from, self.inner.rooms.server_name())?;
                 let room = self.room_for(object, &user, from, None).await?;
                 self.ensure_joined(&room, &user, from).await?;
                 let event = room_event(body.as_deref())?;
@@ -172,8 +259,7 @@ impl Bridge {
         let room = match store.bridged_room(object).await.map_err(RoomError::from)? {
             Some(room) => room,
             None => {
-                let alias = object_alias(object, self.inner.rooms.server_name())
-                    .map_err(BridgeError::Name)?;
+                let alias = object_alias(object, self.inner.rooms.server_name())?;
                 let spec = room_spec(object, alias, hyperty, creation)?;
                 let room = self.inner.rooms.create(creator, spec).await?;
                 store
@@ -254,8 +340,7 @@ impl Bridge {
                 "eventType": pdu.kind().to_string(),
             }
         });
-        let envelope = Envelope::parse(&message.to_string())
-            .map_err(|e| BridgeError::Message(e.to_string()))?;
+        let envelope = Envelope::parse(&message.to_string()).map_err(BridgeError::Envelope)?;
         let origin = Origin::Matrix(pdu.sender().to_owned());
         let bus = &self.inner.bus;
         let permit = bus.authorize(&envelope, &origin)?;
@@ -289,6 +374,7 @@ impl Bridge {
             action,
             user,
             identity,
+            room_id: room,
             room: room_address,
             bridged: object.is_some(),
             invitee,
@@ -298,15 +384,19 @@ impl Bridge {
 }
 
 fn raw(value: &Value) -> Result<Box<RawValue>, BridgeError> {
-    to_raw_value(value).map_err(|e| BridgeError::Message(e.to_string()))
+    to_raw_value(value).map_err(|source| BridgeError::Json {
+        what: "room event content",
+        source,
+    })
 }
 
 /// The room event of an update's body.
 fn room_event(body: Option<&str>) -> Result<NewEvent, BridgeError> {
     let body: Value = match body {
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| BridgeError::Message(e.to_string()))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(|source| BridgeError::Json {
+            what: "update body",
+            source,
+        })?,
         None => Value::Object(Map::new()),
     };
     let value = body.get("value");

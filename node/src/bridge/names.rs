@@ -8,10 +8,30 @@
 
 use std::fmt::Write as _;
 
-use rethink_proto::AddressRef;
+use rethink_proto::{AddressError, AddressRef};
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, ServerName, UserId};
 
-use crate::matrix::accounts::RESERVED_PREFIX;
+/// Localparts with this prefix are the node's virtual users of hyperties (`M_EXCLUSIVE`).
+pub const RESERVED_PREFIX: &str = "_hyperty_";
+
+/// Why a bus address has no Matrix name.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error("{address}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: AddressError,
+    },
+    #[error("{0} has no path")]
+    NoPath(String),
+    #[error("{address}: {source}")]
+    Identifier {
+        address: String,
+        #[source]
+        source: ruma::IdParseError,
+    },
+}
 
 fn encode(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
@@ -32,8 +52,11 @@ fn encode(path: &str) -> String {
 }
 
 /// The path of a bus address after its authority, without the leading `/`.
-fn path_of(address: &str) -> Result<&str, String> {
-    let parsed = AddressRef::parse(address).map_err(|e| format!("{address}: {e}"))?;
+fn path_of(address: &str) -> Result<&str, NameError> {
+    let parsed = AddressRef::parse(address).map_err(|source| NameError::Address {
+        address: address.to_owned(),
+        source,
+    })?;
     let rest = address
         .split_once("://")
         .map(|(_, rest)| rest)
@@ -43,24 +66,30 @@ fn path_of(address: &str) -> Result<&str, String> {
         .unwrap_or_default()
         .trim_start_matches('/');
     if path.is_empty() {
-        return Err(format!("{address} has no path"));
+        return Err(NameError::NoPath(address.to_owned()));
     }
     Ok(path)
 }
 
 /// The virtual user of a hyperty.
-pub fn virtual_user(hyperty: &str, server: &ServerName) -> Result<OwnedUserId, String> {
+pub fn virtual_user(hyperty: &str, server: &ServerName) -> Result<OwnedUserId, NameError> {
     let localpart = format!("{RESERVED_PREFIX}{}", encode(path_of(hyperty)?));
-    UserId::parse_with_server_name(localpart, server).map_err(|e| format!("{hyperty}: {e}"))
+    UserId::parse_with_server_name(localpart, server).map_err(|source| NameError::Identifier {
+        address: hyperty.to_owned(),
+        source,
+    })
 }
 
 /// The alias of a data object's room.
-pub fn object_alias(object: &str, server: &ServerName) -> Result<OwnedRoomAliasId, String> {
+pub fn object_alias(object: &str, server: &ServerName) -> Result<OwnedRoomAliasId, NameError> {
     RoomAliasId::parse(format!(
         "#{RESERVED_PREFIX}comm.{}:{server}",
         encode(path_of(object)?)
     ))
-    .map_err(|e| format!("{object}: {e}"))
+    .map_err(|source| NameError::Identifier {
+        address: object.to_owned(),
+        source,
+    })
 }
 
 /// Whether `user` is one of the node's virtual users.

@@ -94,7 +94,10 @@ pub fn room_spec(
         initial_state: vec![InitialState {
             kind: OBJECT_EVENT.to_owned(),
             state_key: String::new(),
-            content: to_raw_value(&description).map_err(|e| BridgeError::Message(e.to_string()))?,
+            content: to_raw_value(&description).map_err(|source| BridgeError::Json {
+                what: "object description",
+                source,
+            })?,
         }],
         creation_content: None,
         power_level_override: None,

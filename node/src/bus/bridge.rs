@@ -1,4 +1,4 @@
-//! What the bus hands to the Matrix bridge (DESIGN.md section 5): the creation of a data
+//! What the bus hands to the Matrix bridge: the creation of a data
 //! object, a hyperty subscribing to its `changes`, and an `update` published there. The bus only
 //! recognises these messages (objects `comm://<this domain>/<id>`) and passes them on, after the
 //! enforcement point and routing, through a bounded channel whose back-pressure reaches the
@@ -14,6 +14,12 @@
 //! Both the object and the reporter must belong to the sending session (allocated to it, or its
 //! runtime URL and paths below), so a runtime cannot create another runtime's object or make
 //! another runtime's hyperty its creator; other `create`s are routed and nothing more.
+//!
+//! An `update` that cannot become a room event is refused before it is routed at all
+//! ([`Unbridgeable`]: a body over [`MAX_UPDATE_BODY`] bytes, since a room event holds at most
+//! 65,536; a string that is not Unicode), so that the object's subscribers and its room never
+//! disagree and the sender learns why. What fails later, in the bridge, is answered to the
+//! sender too (`crate::bridge`), with the update's `id`.
 
 use rethink_proto::{Envelope, MessageType};
 use serde::Deserialize;
@@ -22,6 +28,25 @@ use serde::Deserialize;
 const CHANGES: &str = "/changes";
 /// The suffix of a data object's subscription handler (its reporter's sync manager).
 const SUBSCRIPTION: &str = "/subscription";
+
+/// The largest `update` body that can become a room event: Matrix's 65,536-byte event limit, less
+/// what the event adds around the content (IDs, hashes, signature: well under 4 KiB).
+pub const MAX_UPDATE_BODY: usize = 65_536 - 4_096;
+
+/// Why an `update` to an object's change feed cannot become a room event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unbridgeable {
+    #[error(
+        "the update's body is {size} bytes: an update of a data object becomes a room event, \
+         which holds at most {limit} bytes of it (Matrix's 65,536-byte event limit)"
+    )]
+    TooLarge { size: usize, limit: usize },
+    #[error(
+        "the update's body holds a string that is not Unicode (a lone surrogate escape): it \
+         cannot become a room event"
+    )]
+    NotUnicode,
+}
 
 /// A bus message the Matrix bridge acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +59,13 @@ pub enum BridgeEvent {
     },
     /// `hyperty` subscribed to `object`'s changes.
     Subscribed { hyperty: String, object: String },
-    /// `from` published an update of `object`; `body` is the message body (JSON).
+    /// `from` published an update of `object`; `body` is the message body (JSON); `id` the
+    /// message's `id` as JSON (for an answer to the sender if the room does not take it).
     Update {
         from: String,
         object: String,
         body: Option<String>,
+        id: String,
     },
 }
 
@@ -108,17 +135,37 @@ pub(crate) fn creation_of(
     })
 }
 
-/// The bridge event of a routed message, if it is an update of a data object of `domain`.
-pub(crate) fn update_of(env: &Envelope, to: &str, domain: &str) -> Option<BridgeEvent> {
+/// The bridge event of a routed message, if it is an update of a data object of `domain`; an
+/// error if it is one that cannot become a room event.
+pub(crate) fn update_of(
+    env: &Envelope,
+    to: &str,
+    domain: &str,
+) -> Result<Option<BridgeEvent>, Unbridgeable> {
     if *env.kind() != MessageType::Update {
-        return None;
+        return Ok(None);
     }
-    let object = changes_of(to, domain)?;
-    Some(BridgeEvent::Update {
+    let Some(object) = changes_of(to, domain) else {
+        return Ok(None);
+    };
+    let body = env.body_json();
+    if let Some(body) = body {
+        if body.len() > MAX_UPDATE_BODY {
+            return Err(Unbridgeable::TooLarge {
+                size: body.len(),
+                limit: MAX_UPDATE_BODY,
+            });
+        }
+        if crate::strict_json::check(body.as_bytes()).is_err() {
+            return Err(Unbridgeable::NotUnicode);
+        }
+    }
+    Ok(Some(BridgeEvent::Update {
         from: env.from().to_owned(),
         object: object.to_owned(),
-        body: env.body_json().map(str::to_owned),
-    })
+        body: body.map(str::to_owned),
+        id: env.id_json().to_owned(),
+    }))
 }
 
 #[cfg(test)]
@@ -204,6 +251,28 @@ mod tests {
         // The object, or the reporter, belongs to another session.
         assert_eq!(check(REPORTER, OBJECT, "create", &|a| a == REPORTER), None);
         assert_eq!(check(REPORTER, OBJECT, "create", &|a| a == OBJECT), None);
+    }
+
+    #[test]
+    fn updates_that_cannot_become_room_events_are_refused() {
+        let changes = format!("{OBJECT}/changes");
+        let update = |body: &str| {
+            let text = format!(
+                r#"{{"id":7,"type":"update","from":"{REPORTER}","to":"{changes}","body":{body}}}"#
+            );
+            update_of(&Envelope::parse(&text).unwrap(), &changes, D)
+        };
+        let fits = format!(r#"{{"value":"{}"}}"#, "x".repeat(MAX_UPDATE_BODY - 12));
+        assert!(matches!(
+            update(&fits),
+            Ok(Some(BridgeEvent::Update { .. }))
+        ));
+        let over = format!(r#"{{"value":"{}"}}"#, "x".repeat(MAX_UPDATE_BODY));
+        assert!(matches!(update(&over), Err(Unbridgeable::TooLarge { .. })));
+        assert_eq!(
+            update(r#"{"value":"\ud800"}"#),
+            Err(Unbridgeable::NotUnicode)
+        );
     }
 
     #[test]

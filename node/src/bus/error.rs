@@ -23,4 +23,7 @@ pub enum RouteError {
     Conflict(String),
     #[error(transparent)]
     Denied(Denied),
+    /// An update of a data object that cannot become its room's event.
+    #[error(transparent)]
+    Unbridgeable(super::bridge::Unbridgeable),
 }

@@ -3,13 +3,22 @@
 //! [`Bus`] is a cheap-clone handle. A message enters through [`Bus::authorize`] (the enforcement
 //! point, which returns a [`Permit`]) and [`Bus::route`], which looks up each recipient (node
 //! endpoint, subscribers, or owner of the address or of an address above it) and appends the
-//! message to the recipients' outboxes. Outbox writes go to the store writer; for a recipient
-//! without a connection, `route` returns only after the message is committed, so an accepted
-//! message for a resumable session survives even a killed process.
+//! message to the recipients' outboxes.
+//!
+//! Durability: outbox writes go to the store writer, and `route` returns only once every frame
+//! it put in an outbox is *settled*: written to the recipient's socket by its connection's
+//! writer, or committed to the store, whichever comes first. A frame for a recipient without a
+//! connection is committed at once (an urgent batch); one for a connected recipient is usually
+//! written to its socket within microseconds, and if that socket is full (the recipient stopped
+//! reading) it is settled by the next group commit (`store.commit_delay_ms`). So an accepted
+//! message survives even a killed process: it is on the recipient's socket or in the store.
+//!
+//! The node's own answers to a session count against that session's outbox bounds like any
+//! frame: [`Bus::answer`] waits for room (see `ws::session` for how the connection keeps
+//! reading acknowledgements meanwhile).
 
 mod addresses;
 pub mod bridge;
-mod endpoints;
 mod error;
 pub mod identity;
 mod matrix_permit;
@@ -29,17 +38,17 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
-pub use endpoints::{Endpoint, Endpoints, SESSION};
 pub use error::RouteError;
 pub use matrix_permit::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
+pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
 
 use crate::auth::Identity;
 use crate::config::{AllocationConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
-use crate::store::{PersistedSession, SessionKey, StoreOp, StoreWriter};
+use crate::store::{PersistedSession, SessionKey, Settle, StoreOp, StoreWriter};
 use crate::sync::{lock, read, write};
 use bridge::BridgeEvent;
 use outbox::Outbox;
@@ -53,7 +62,8 @@ const EPOCH_SHIFT: u32 = 36;
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) ops: Vec<StoreOp>,
-    durable: Vec<oneshot::Receiver<()>>,
+    /// One per frame delivered: fired when it is on the recipient's socket or committed.
+    settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, handed over after the commit.
     pub(crate) bridge: Vec<BridgeEvent>,
 }
@@ -96,7 +106,9 @@ struct Inner {
     alloc_cfg: AllocationConfig,
     epoch: u64,
     next_connection: AtomicU64,
-    bridge: std::sync::OnceLock<tokio::sync::mpsc::Sender<BridgeEvent>>,
+    /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
+    /// objects are sent there after they are routed.
+    bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     matrix_rates: matrix_permit::MatrixRates,
 }
 
@@ -125,6 +137,7 @@ impl Bus {
         store: StoreWriter,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyPoint>,
+        bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -140,17 +153,9 @@ impl Bus {
                 alloc_cfg: config.allocation,
                 epoch: config.epoch,
                 next_connection: AtomicU64::new(1),
-                bridge: std::sync::OnceLock::new(),
+                bridge,
                 matrix_rates: Default::default(),
             }),
-        }
-    }
-
-    /// Connects the Matrix bridge: creations of, subscriptions to and updates of data objects
-    /// are sent to `tx` after they are routed. Set once, at start.
-    pub fn connect_bridge(&self, tx: tokio::sync::mpsc::Sender<BridgeEvent>) {
-        if self.inner.bridge.set(tx).is_err() {
-            tracing::warn!("the Matrix bridge was already connected");
         }
     }
 
@@ -304,6 +309,7 @@ impl Bus {
         if let Some(a) = attachment {
             a.cancel.cancel();
         }
+        session.wake_waiters();
         let book = &self.inner.book;
         book.release(session.runtime_url(), session);
         for a in &allocations {
@@ -382,32 +388,58 @@ impl Bus {
         }
     }
 
-    /// Puts the node's answer to `session`'s own request in its outbox (over the bounds).
+    /// Puts the node's answer to `session`'s own request in its outbox, waiting while the
+    /// outbox is full (until the runtime acknowledges frames). `Gone` if the session ended.
     pub async fn answer(&self, session: &Arc<Session>, reply: &Envelope) -> Result<(), PushError> {
-        let mut pending = Pending::default();
-        self.push(session, reply.shared_json(), true, &mut pending)?;
-        self.commit(pending).await;
+        let json = reply.shared_json();
+        let seq = session.push_answer(Arc::clone(json)).await?;
+        self.answered(session, seq, json).await;
         Ok(())
     }
 
+    /// Puts the node's answer in `session`'s outbox if it fits now (a notice before the
+    /// connection closes, when nothing would free room any more).
+    pub async fn try_answer(
+        &self,
+        session: &Arc<Session>,
+        reply: &Envelope,
+    ) -> Result<(), PushError> {
+        let json = reply.shared_json();
+        let (seq, _) = session.push(Arc::clone(json), None)?;
+        self.answered(session, seq, json).await;
+        Ok(())
+    }
+
+    async fn answered(&self, session: &Arc<Session>, seq: u64, json: &Arc<str>) {
+        self.inner.metrics.routed.inc();
+        self.inner.metrics.outbox_messages.inc();
+        self.submit(StoreOp::Enqueue {
+            session: Arc::clone(session.key()),
+            seq,
+            json: Arc::clone(json),
+            durable: None,
+            urgent: false,
+        })
+        .await;
+    }
+
+    /// Puts a message in a recipient's outbox; the route waits for it to settle.
     fn push(
         &self,
         session: &Arc<Session>,
         json: &Arc<str>,
-        force: bool,
         pending: &mut Pending,
     ) -> Result<(), PushError> {
-        let (seq, connected) = session.push(Arc::clone(json), force)?;
-        let durable = (!connected).then(|| {
-            let (tx, rx) = oneshot::channel();
-            pending.durable.push(rx);
-            tx
-        });
+        let (settle, settled) = Settle::new();
+        let (seq, connected) = session.push(Arc::clone(json), Some(settle.clone()))?;
+        pending.settled.push(settled);
         pending.ops.push(StoreOp::Enqueue {
             session: Arc::clone(session.key()),
             seq,
             json: Arc::clone(json),
-            durable,
+            durable: Some(settle),
+            // Without a connection only the commit can settle it: do not wait for the delay.
+            urgent: !connected,
         });
         self.inner.metrics.routed.inc();
         self.inner.metrics.outbox_messages.inc();
@@ -421,14 +453,13 @@ impl Bus {
         json: &Arc<str>,
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
-        self.push(session, json, false, pending)
-            .map_err(|e| match e {
-                PushError::Gone => RouteError::NotFound(address.to_owned()),
-                PushError::Full(full) => RouteError::OutboxFull {
-                    address: address.to_owned(),
-                    full,
-                },
-            })
+        self.push(session, json, pending).map_err(|e| match e {
+            PushError::Gone => RouteError::NotFound(address.to_owned()),
+            PushError::Full(full) => RouteError::OutboxFull {
+                address: address.to_owned(),
+                full,
+            },
+        })
     }
 
     async fn submit(&self, op: StoreOp) {
@@ -441,11 +472,11 @@ impl Bus {
         for op in pending.ops {
             self.submit(op).await;
         }
-        for rx in pending.durable {
+        for rx in pending.settled {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
         }
-        if let Some(bridge) = self.inner.bridge.get() {
+        if let Some(bridge) = &self.inner.bridge {
             for event in pending.bridge {
                 if bridge.send(event).await.is_err() {
                     tracing::error!("the Matrix bridge has stopped; a bridged message is lost");
@@ -503,7 +534,7 @@ impl Bus {
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
         }
-        if self.inner.bridge.get().is_some()
+        if self.inner.bridge.is_some()
             && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {
                 sender.is_some_and(|s| {
                     self.inner
@@ -516,8 +547,10 @@ impl Bus {
         {
             pending.bridge.push(event);
         }
-        let bridged = self.inner.bridge.get().is_some()
-            && match bridge::update_of(env, to, &self.inner.domain) {
+        let bridged = self.inner.bridge.is_some()
+            && match bridge::update_of(env, to, &self.inner.domain)
+                .map_err(RouteError::Unbridgeable)?
+            {
                 Some(event) => {
                     pending.bridge.push(event);
                     true

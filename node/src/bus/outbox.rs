@@ -1,14 +1,20 @@
 //! The session outbox: every frame the node owes a runtime, numbered by `seq`, kept until the
-//! runtime acknowledges it, bounded in messages and bytes.
+//! runtime acknowledges it, bounded in messages and bytes. The bounds hold for every frame,
+//! the node's own answers included.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+use crate::store::Settle;
 
 /// One frame owed to the runtime: the message JSON (without `seq`) and its sequence number.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
     pub json: Arc<str>,
+    /// Fired when the connection's writer has written the frame to the socket (its sender
+    /// waits for this or for the commit, see `Bus::route`).
+    pub settle: Option<Settle>,
 }
 
 /// The outbox is full: the message is refused (503 to its sender), nothing is dropped silently.
@@ -64,18 +70,16 @@ impl Outbox {
                 outbox.entries.push_back(Entry {
                     seq,
                     json: Arc::from(json),
+                    settle: None,
                 });
             }
         }
         outbox
     }
 
-    /// Appends a frame, returning its seq. `force` admits it over the bounds (the node's own
-    /// answers to this session's requests, which the session's rate limit already bounds).
-    pub fn push(&mut self, json: Arc<str>, force: bool) -> Result<u64, OutboxFull> {
-        if !force
-            && (self.entries.len() >= self.max_messages || self.bytes + json.len() > self.max_bytes)
-        {
+    /// Appends a frame within the bounds, returning its seq.
+    pub fn push(&mut self, json: Arc<str>, settle: Option<Settle>) -> Result<u64, OutboxFull> {
+        if !self.has_room_for(json.len()) {
             return Err(OutboxFull {
                 messages: self.entries.len(),
                 bytes: self.bytes,
@@ -84,8 +88,13 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += json.len();
-        self.entries.push_back(Entry { seq, json });
+        self.entries.push_back(Entry { seq, json, settle });
         Ok(seq)
+    }
+
+    /// Whether a frame of `len` bytes fits.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.entries.len() < self.max_messages && self.bytes + len <= self.max_bytes
     }
 
     /// Drops every entry up to `seq` (cumulative acknowledgement). Returns how many were dropped.
@@ -120,13 +129,15 @@ impl Outbox {
         self.sent = self.acked;
     }
 
-    /// Renders up to `max` unsent frames (with `seq`) into `out` and marks them sent.
-    pub fn take_unsent(&mut self, max: usize, out: &mut Vec<String>) {
+    /// Renders up to `max` unsent frames (with `seq`) into `out` and marks them sent. The
+    /// frames' settle signals go to `settles`, to be fired once the frames are on the socket.
+    pub fn take_unsent(&mut self, max: usize, out: &mut Vec<String>, settles: &mut Vec<Settle>) {
         let start = self.entries.partition_point(|e| e.seq <= self.sent);
-        for e in self.entries.range(start..).take(max) {
+        for e in self.entries.range_mut(start..).take(max) {
             let mut frame = String::new();
             rethink_proto::Envelope::write_frame(&e.json, e.seq, &mut frame);
             out.push(frame);
+            settles.extend(e.settle.take());
             self.sent = e.seq;
         }
     }
@@ -166,12 +177,12 @@ mod tests {
     #[test]
     fn bounds_refuse_without_dropping() {
         let mut o = Outbox::new(1, 2, 1 << 20);
-        assert_eq!(o.push(msg(1), false), Ok(1));
-        assert_eq!(o.push(msg(2), false), Ok(2));
-        assert!(o.push(msg(3), false).is_err());
+        assert_eq!(o.push(msg(1), None), Ok(1));
+        assert_eq!(o.push(msg(2), None), Ok(2));
+        assert!(o.push(msg(3), None).is_err());
         assert_eq!(o.len(), 2);
-        assert_eq!(o.push(msg(4), true), Ok(3), "forced answers pass");
-        let small = Outbox::new(1, 100, 10).push(msg(1), false);
+        assert!(!o.has_room_for(1));
+        let small = Outbox::new(1, 100, 10).push(msg(1), None);
         assert!(small.is_err(), "byte bound");
     }
 
@@ -179,10 +190,10 @@ mod tests {
     fn ack_is_cumulative_and_clamped_to_what_was_sent() {
         let mut o = Outbox::new(1, 10, 1 << 20);
         for n in 0..5 {
-            o.push(msg(n), false).unwrap();
+            o.push(msg(n), None).unwrap();
         }
         let mut frames = Vec::new();
-        o.take_unsent(3, &mut frames);
+        o.take_unsent(3, &mut frames, &mut Vec::new());
         assert_eq!(frames.len(), 3);
         assert!(frames[0].starts_with(r#"{"seq":1,"id":0"#));
         assert_eq!(o.ack(100), 3, "cannot ack what was never sent");
@@ -195,14 +206,14 @@ mod tests {
     fn resume_replays_after_last_seq_in_order() {
         let mut o = Outbox::new(1, 10, 1 << 20);
         for n in 0..5 {
-            o.push(msg(n), false).unwrap();
+            o.push(msg(n), None).unwrap();
         }
         let mut frames = Vec::new();
-        o.take_unsent(10, &mut frames);
+        o.take_unsent(10, &mut frames, &mut Vec::new());
         assert!(!o.has_unsent());
         assert_eq!(o.resume_from(2), 2);
         frames.clear();
-        o.take_unsent(10, &mut frames);
+        o.take_unsent(10, &mut frames, &mut Vec::new());
         let seqs: Vec<u64> = frames
             .iter()
             .map(|f| {
@@ -215,6 +226,25 @@ mod tests {
     }
 
     #[test]
+    fn taking_a_frame_hands_over_its_settle_signal_once() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        let (settle, mut settled) = Settle::new();
+        o.push(msg(1), Some(settle)).unwrap();
+        o.push(msg(2), None).unwrap();
+        let (mut frames, mut settles) = (Vec::new(), Vec::new());
+        o.take_unsent(10, &mut frames, &mut settles);
+        assert_eq!((frames.len(), settles.len()), (2, 1));
+        assert!(settled.try_recv().is_err(), "not fired by taking");
+        settles.drain(..).for_each(|s| s.fire());
+        assert!(settled.try_recv().is_ok());
+        // A replay after a lost connection carries no signal any more.
+        o.rewind();
+        frames.clear();
+        o.take_unsent(10, &mut frames, &mut settles);
+        assert_eq!((frames.len(), settles.len()), (2, 0));
+    }
+
+    #[test]
     fn restore_keeps_numbering() {
         let mut o = Outbox::restore(
             4,
@@ -224,6 +254,6 @@ mod tests {
             1 << 20,
         );
         assert_eq!(o.len(), 1);
-        assert_eq!(o.push(msg(1), false), Ok(100));
+        assert_eq!(o.push(msg(1), None), Ok(100));
     }
 }

@@ -1,9 +1,10 @@
 //! The enforcement point: no message is routed without a [`Permit`], and only
-//! [`Bus::authorize`] makes one (the linkerd2-proxy `Permitted<T>` pattern, DESIGN.md section 6).
+//! [`Bus::authorize`] makes one (the linkerd2-proxy `Permitted<T>` pattern).
 //!
 //! The decision applies, in order, the built-in checks that are never left to policy
 //! (anti-spoofing: a session sends only from its runtime URL or its allocated addresses and
-//! paths below them; the per-session message rate), then the operator's Cedar policies
+//! paths below them, in canonical form, which `rethink-proto` guarantees; the per-session
+//! message rate; the number of distinct recipients, `session.max_recipients`), then the operator's Cedar policies
 //! (`rethink-policy`), once per recipient (and, for a subscription, once per subscribed
 //! resource). A permit may carry per-recipient refusals: those recipients get a 403, the others
 //! the message.
@@ -14,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rethink_proto::{Envelope, MessageType};
 
 use super::Bus;
-use super::endpoints::Endpoint;
+use super::Endpoint;
 use super::session::Session;
 use crate::policy::facts::{Message, Sender, Target};
 
@@ -53,6 +54,8 @@ pub enum Denied {
     Spoofed { from: String },
     #[error("message rate limit exceeded")]
     RateLimited,
+    #[error("the message names {count} recipients; at most {max} are accepted")]
+    TooManyRecipients { count: usize, max: usize },
     #[error("{}", policy_reason(.policies))]
     Policy { policies: Vec<String> },
 }
@@ -131,6 +134,11 @@ impl Bus {
                     });
                 }
             }
+        }
+        let count = envelope.to().len();
+        let max = self.inner.session_cfg.max_recipients;
+        if count > max {
+            return Err(Denied::TooManyRecipients { count, max });
         }
         let Decided {
             mut refused,
@@ -275,6 +283,7 @@ mod tests {
             writer,
             metrics,
             Arc::new(policy),
+            None,
         )
     }
 

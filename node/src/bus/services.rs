@@ -8,8 +8,8 @@ use rethink_proto::{AddressRef, Code, Envelope, MessageType, ResponseBuilder};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Endpoint;
 use super::bridge::{self, BridgeEvent};
-use super::endpoints::Endpoint;
 use super::error::RouteError;
 use super::session::{Allocation, Session};
 use super::{Bus, Pending};

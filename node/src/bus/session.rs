@@ -16,7 +16,7 @@ use super::outbox::{Outbox, OutboxFull};
 use super::rate::MinuteCounter;
 use crate::auth::Identity;
 use crate::config::SessionConfig;
-use crate::store::SessionKey;
+use crate::store::{SessionKey, Settle};
 use crate::sync::lock;
 
 /// An address allocated to a session, with the `allocationKey` it was allocated under.
@@ -62,7 +62,11 @@ pub struct Session {
     token_hash: [u8; 32],
     identity: Identity,
     pub(crate) state: Mutex<State>,
+    /// Wakes the attached connection's writer: frames wait to be written.
     notify: Notify,
+    /// Wakes answers waiting for room in the outbox: entries were acknowledged, or the
+    /// session ended.
+    room: Notify,
     limiter: DefaultDirectRateLimiter,
     per_minute: MinuteCounter,
 }
@@ -92,6 +96,7 @@ impl Session {
                 ended: false,
             }),
             notify: Notify::new(),
+            room: Notify::new(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             per_minute: MinuteCounter::default(),
         }
@@ -128,13 +133,18 @@ impl Session {
         lock(&self.state).allocations.len()
     }
 
-    /// Appends a frame to the outbox. Returns its seq and whether a connection is attached.
-    pub(crate) fn push(&self, json: Arc<str>, force: bool) -> Result<(u64, bool), PushError> {
+    /// Appends a frame to the outbox, within its bounds. Returns its seq and whether a
+    /// connection is attached.
+    pub(crate) fn push(
+        &self,
+        json: Arc<str>,
+        settle: Option<Settle>,
+    ) -> Result<(u64, bool), PushError> {
         let mut st = lock(&self.state);
         if st.ended {
             return Err(PushError::Gone);
         }
-        let seq = st.outbox.push(json, force)?;
+        let seq = st.outbox.push(json, settle)?;
         let connected = st.attachment.is_some();
         drop(st);
         if connected {
@@ -143,9 +153,33 @@ impl Session {
         Ok((seq, connected))
     }
 
+    /// Appends one of the node's answers, waiting while the outbox is full (until the runtime
+    /// acknowledges frames, or the session ends). Returns its seq.
+    pub(crate) async fn push_answer(&self, json: Arc<str>) -> Result<u64, PushError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so an acknowledgement in between is not missed.
+            room.as_mut().enable();
+            match self.push(Arc::clone(&json), None) {
+                Err(PushError::Full(_)) => room.await,
+                other => return other.map(|(seq, _)| seq),
+            }
+        }
+    }
+
     /// Cumulative acknowledgement; returns how many entries it released.
     pub(crate) fn ack(&self, seq: u64) -> usize {
-        lock(&self.state).outbox.ack(seq)
+        let released = lock(&self.state).outbox.ack(seq);
+        if released > 0 {
+            self.room.notify_waiters();
+        }
+        released
+    }
+
+    /// Wakes every answer waiting for room (the session has ended: they fail with `Gone`).
+    pub(crate) fn wake_waiters(&self) {
+        self.room.notify_waiters();
     }
 
     /// Attaches a new connection, replacing (and cancelling) any previous one, and prepares the
@@ -171,6 +205,9 @@ impl Session {
         st.disconnected_at = None;
         drop(st);
         self.notify.notify_one();
+        if released > 0 {
+            self.room.notify_waiters();
+        }
         (cancel, released)
     }
 
@@ -189,12 +226,24 @@ impl Session {
     }
 
     /// Renders up to `max` frames not yet written, if connection `id` is the attached one (a
-    /// connection being replaced must not take frames meant for its successor).
-    pub fn take_unsent(&self, id: u64, max: usize, out: &mut Vec<String>) {
+    /// connection being replaced must not take frames meant for its successor). The caller
+    /// fires the `settles` once the frames are written to the socket.
+    pub fn take_unsent(
+        &self,
+        id: u64,
+        max: usize,
+        out: &mut Vec<String>,
+        settles: &mut Vec<Settle>,
+    ) {
         let mut st = lock(&self.state);
         if st.attachment.as_ref().is_some_and(|a| a.id == id) {
-            st.outbox.take_unsent(max, out);
+            st.outbox.take_unsent(max, out, settles);
         }
+    }
+
+    /// The number of frames in the outbox (sent or not, unacknowledged).
+    pub fn outbox_len(&self) -> usize {
+        lock(&self.state).outbox.len()
     }
 
     /// Waits until frames may be waiting to be written.

@@ -1,9 +1,9 @@
-//! [`Accounts`]: local Matrix accounts, their devices and access tokens (DESIGN.md section 5).
+//! [`Accounts`]: local Matrix accounts, their devices and access tokens.
 //!
 //! Registration (with user-interactive authentication by `m.login.dummy`), password and JWT
-//! login, access-token authentication and logout. Secrets are handled by
-//! [`credentials`](super::credentials) (argon2 passwords, SHA-256 of access tokens), the
-//! registration's user-interactive authentication by [`uia`](super::uia).
+//! login, access-token authentication and logout. Secrets are handled by `credentials.rs`
+//! (argon2 passwords, SHA-256 of access tokens), the registration's user-interactive
+//! authentication by `uia.rs`.
 //!
 //! A verified reTHINK identity `user://<idp>/<sub>` (a JWT login) maps to the account linked to
 //! it, created on first login (if `matrix.jwt_create_accounts`) with the localpart
@@ -15,20 +15,18 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::api::client::uiaa::{AuthData, AuthType, UserIdentifier};
-use ruma::api::error::{ErrorKind, StandardErrorBody};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 
 use super::credentials::{
     PasswordHashing, check_password, new_access_token, new_device_id, random_bytes, token_hash,
 };
-use super::error::MatrixError;
+use super::error::{MatrixError, uia_forbidden};
 use super::subject::localpart_for_subject;
 use super::uia::UiaSessions;
+use crate::bridge::RESERVED_PREFIX;
 use crate::config::MatrixConfig;
 use crate::store::accounts::{AccountStore, NewAccount, NewDevice};
 
-/// Localparts with this prefix are the node's virtual users of hyperties (`M_EXCLUSIVE`).
-pub const RESERVED_PREFIX: &str = "_hyperty_";
 /// Longest device ID accepted from a client, in bytes.
 const MAX_DEVICE_ID_BYTES: usize = 255;
 /// The one message for every failed password login: it does not tell which part was wrong.
@@ -118,8 +116,12 @@ impl Accounts {
 
     /// The user ID of a local account.
     fn user_id(&self, localpart: &str) -> Result<OwnedUserId, MatrixError> {
-        UserId::parse_with_server_name(localpart, &self.inner.server_name)
-            .map_err(|e| MatrixError::Internal(format!("stored localpart {localpart:?}: {e}")))
+        UserId::parse_with_server_name(localpart, &self.inner.server_name).map_err(|source| {
+            MatrixError::StoredLocalpart {
+                localpart: localpart.to_owned(),
+                source,
+            }
+        })
     }
 
     /// The caller an access token belongs to.
@@ -257,9 +259,7 @@ impl Accounts {
                 return Ok(localpart);
             }
         }
-        Err(MatrixError::Internal(
-            "no free generated localpart after 8 tries".into(),
-        ))
+        Err(MatrixError::NoFreeLocalpart)
     }
 
     /// Logs in with a password. `user` is a localpart or a full user ID of this server; every
@@ -371,7 +371,7 @@ impl Accounts {
     ) -> Result<(), MatrixError> {
         let uia = &self.inner.uia;
         let forbidden = |session: Option<&str>, message: &str| {
-            let error = StandardErrorBody::new(ErrorKind::Forbidden, message.to_owned());
+            let error = uia_forbidden(message.to_owned());
             uia.challenge(AuthType::Password, session, Some(error))
         };
         let password = match auth {
@@ -518,6 +518,7 @@ mod tests {
             registration_enabled,
             jwt_create_accounts: true,
             presence: Default::default(),
+            txn_retention: std::time::Duration::from_secs(24 * 60 * 60),
         };
         let accounts = Accounts::new(AccountStore::new(sqlite.pool().clone()), &config);
         (dir, sqlite, accounts)

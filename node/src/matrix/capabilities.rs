@@ -1,6 +1,7 @@
 //! `GET /_matrix/client/v3/capabilities`: what this node lets clients do. Only what is
-//! implemented is advertised: no password change, no profile or third-party ID changes yet;
-//! room version 11, stable.
+//! implemented is advertised: no password change, no third-party ID changes, no extended profile
+//! fields (`m.profile_fields`) yet; display name and avatar changes are left at their default
+//! (allowed, as `profile.rs` serves them); room version 11, stable.
 
 use std::collections::BTreeMap;
 

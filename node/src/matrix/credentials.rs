@@ -48,8 +48,7 @@ pub(crate) fn new_device_id() -> Result<OwnedDeviceId, MatrixError> {
 
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MatrixError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| MatrixError::Internal(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(MatrixError::NoRandomness)?;
     Ok(bytes)
 }
 

@@ -15,8 +15,11 @@ use ruma::api::error::{
     Error as RumaError, ErrorBody, ErrorKind, StandardErrorBody, UnknownTokenErrorData,
 };
 
+use ruma::api::client::keys::upload_signatures::v3::Failure;
+
 use crate::rooms::RoomError;
 use crate::store::StoreError;
+use crate::userdata::{FilterError, SignatureFailure, SignatureFailureKind};
 
 /// A failed Matrix request. The `Display` text is the `error` message sent to the client
 /// (except for internal errors, which send a generic one).
@@ -69,13 +72,49 @@ pub enum MatrixError {
     ServerManaged(String),
     #[error(transparent)]
     Room(#[from] RoomError),
+    /// The `filter` of a `/sync`.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
     /// The operator's policy refused the action (the reason names the policy).
     #[error(transparent)]
     Denied(#[from] crate::bus::Denied),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Internal(String),
+    /// A value the node builds or reads (event content, a stored filter) that cannot be
+    /// written or read as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Hashing or verifying a password failed.
+    #[error("password hashing: {0}")]
+    PasswordHashing(#[source] super::password::HashError),
+    /// The password hashing thread is gone.
+    #[error("the password hashing thread has stopped")]
+    HashingStopped,
+    #[error("no randomness: {0}")]
+    NoRandomness(#[source] getrandom::Error),
+    /// A stored localpart that no longer makes a valid user ID.
+    #[error("stored localpart {localpart:?}: {source}")]
+    StoredLocalpart {
+        localpart: String,
+        #[source]
+        source: ruma::IdParseError,
+    },
+    /// Eight random localparts in a row were taken.
+    #[error("no free generated localpart after 8 tries")]
+    NoFreeLocalpart,
+    /// The bridge of a room to its data object failed.
+    #[error("bridge: {0}")]
+    Bridge(#[source] crate::bridge::BridgeError),
+    /// The handler panicked (caught by the server's request layer; the panic is logged there).
+    #[error("the request handler panicked")]
+    HandlerPanicked,
+    /// The request took longer than `server.request_timeout_secs` (503 `M_UNKNOWN`).
+    #[error("the request took too long")]
+    TimedOut,
 }
 
 impl MatrixError {
@@ -92,7 +131,7 @@ impl MatrixError {
             E::BadJson(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
             E::InvalidParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
             E::MissingParam(_) => (StatusCode::BAD_REQUEST, ErrorKind::MissingParam),
-            E::InvalidSignature(_) => (StatusCode::BAD_REQUEST, custom_kind("M_INVALID_SIGNATURE")),
+            E::InvalidSignature(_) => (StatusCode::BAD_REQUEST, custom_kind(INVALID_SIGNATURE)),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
             E::UnrecognizedEndpoint => (StatusCode::NOT_FOUND, ErrorKind::Unrecognized),
             E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized),
@@ -110,18 +149,41 @@ impl MatrixError {
             E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             E::ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::BadJson),
             E::Room(room) => room_status_and_kind(room),
+            E::Filter(FilterError::NotJson(_)) => (StatusCode::BAD_REQUEST, ErrorKind::NotJson),
+            E::Filter(FilterError::BadJson(_)) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
+            E::Filter(FilterError::Store(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown)
+            }
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
-            E::Store(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+            E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+            E::HandlerPanicked
+            | E::Store(_)
+            | E::Json { .. }
+            | E::PasswordHashing(_)
+            | E::HashingStopped
+            | E::NoRandomness(_)
+            | E::StoredLocalpart { .. }
+            | E::NoFreeLocalpart
+            | E::Bridge(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
         }
     }
 
     fn is_internal(&self) -> bool {
-        matches!(
-            self,
-            MatrixError::Store(_)
-                | MatrixError::Internal(_)
-                | MatrixError::Room(RoomError::Store(_) | RoomError::Internal(_))
-        )
+        use MatrixError as E;
+        match self {
+            E::Room(room) => room.is_internal(),
+            E::Filter(FilterError::Store(_)) => true,
+            E::HandlerPanicked
+            | E::Store(_)
+            | E::Json { .. }
+            | E::PasswordHashing(_)
+            | E::HashingStopped
+            | E::NoRandomness(_)
+            | E::StoredLocalpart { .. }
+            | E::NoFreeLocalpart
+            | E::Bridge(_) => true,
+            _ => false,
+        }
     }
 
     /// The error as ruma's error response.
@@ -152,6 +214,30 @@ impl MatrixError {
     }
 }
 
+/// `M_INVALID_SIGNATURE` (ruma's `ErrorKind` has no variant for it).
+const INVALID_SIGNATURE: &str = "M_INVALID_SIGNATURE";
+
+/// A refused signature of `keys/signatures/upload` as ruma's `Failure` (which has no
+/// constructor: it is read from its JSON).
+pub(crate) fn signature_failure(failure: SignatureFailure) -> Result<Failure, MatrixError> {
+    let kind = match failure.kind {
+        SignatureFailureKind::InvalidSignature => custom_kind(INVALID_SIGNATURE),
+        SignatureFailureKind::UnknownKey => ErrorKind::NotFound,
+        SignatureFailureKind::BadJson => ErrorKind::BadJson,
+    };
+    let json = serde_json::json!({"errcode": kind.errcode(), "error": failure.error});
+    serde_json::from_value(json).map_err(|source| MatrixError::Json {
+        what: "signature failure",
+        source,
+    })
+}
+
+/// The `auth_error` of a user-interactive authentication answer whose stage failed
+/// (`M_FORBIDDEN`).
+pub(crate) fn uia_forbidden(message: String) -> StandardErrorBody {
+    StandardErrorBody::new(ErrorKind::Forbidden, message)
+}
+
 /// An error kind ruma does not name (it has no constructor for them: one is read from its
 /// `errcode`).
 fn custom_kind(errcode: &str) -> ErrorKind {
@@ -172,7 +258,14 @@ fn room_status_and_kind(error: &RoomError) -> (StatusCode, ErrorKind) {
         R::UnsupportedRoomVersion(_) => {
             (StatusCode::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion)
         }
-        R::Store(_) | R::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
+        R::Store(_)
+        | R::Json { .. }
+        | R::PduNotAnObject
+        | R::StoredNotAnObject(_)
+        | R::Signing(_)
+        | R::Redaction { .. }
+        | R::Identifier { .. }
+        | R::TxnEventLost(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
     }
 }
 
@@ -182,7 +275,7 @@ impl From<crate::bridge::BridgeError> for MatrixError {
         match e {
             B::Room(room) => MatrixError::Room(room),
             B::Denied(denied) => MatrixError::Denied(denied),
-            other => MatrixError::Internal(other.to_string()),
+            other => MatrixError::Bridge(other),
         }
     }
 }
@@ -327,7 +420,11 @@ mod tests {
 
     #[tokio::test]
     async fn internal_details_are_not_sent() {
-        let (s, body) = answer(MatrixError::Internal("secret detail".into())).await;
+        let (s, body) = answer(MatrixError::StoredLocalpart {
+            localpart: "secret detail".into(),
+            source: ruma::UserId::parse("not an id").unwrap_err(),
+        })
+        .await;
         assert_eq!(s, 500);
         assert_eq!(body["errcode"], "M_UNKNOWN");
         assert!(!body.to_string().contains("secret"));

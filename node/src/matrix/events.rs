@@ -83,8 +83,10 @@ pub(crate) async fn redact(
     }
     let event = NewEvent {
         kind: TimelineEventType::RoomRedaction,
-        content: to_raw_value(&content)
-            .map_err(|e| MatrixError::Internal(format!("redaction content: {e}")))?,
+        content: to_raw_value(&content).map_err(|source| MatrixError::Json {
+            what: "redaction content",
+            source,
+        })?,
         state_key: None,
         redacts: Some(b.event_id),
     };

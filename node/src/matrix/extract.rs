@@ -3,11 +3,16 @@
 //! parses the request with ruma's `IncomingRequest::try_from_http_request`.
 //!
 //! In that order, so nothing of an unauthenticated request is parsed. A body that is not JSON
-//! is `M_NOT_JSON`; JSON of the wrong shape is `M_BAD_JSON`. A `POST`, `PUT` or `DELETE` without
-//! a body is read as `{}` (some clients send none when every field is optional). The access
-//! token comes from `Authorization: Bearer` or the `access_token` query parameter (ruma's
+//! is `M_NOT_JSON`; JSON of the wrong shape is `M_BAD_JSON`, and so is JSON holding a string
+//! that is not Unicode (a lone surrogate escape such as `"\ud800"`, which ruma and the store
+//! would carry as raw JSON into events, to-device messages and keys, and which a strict client
+//! then cannot parse): every string of every body is decoded once here
+//! ([`crate::strict_json`]), so nothing
+//! that could not be served back is stored. A `POST`, `PUT` or `DELETE` without a body is read
+//! as `{}` (some clients send none when every field is optional). The access token comes from
+//! `Authorization: Bearer` or the `access_token` query parameter (ruma's
 //! `extract_bearer_or_query_token`); an `Authorization` header of another scheme counts as
-//! missing.
+//! missing. `login` and `register` ignore any token (clients send their stale one).
 
 use std::future::Future;
 
@@ -102,15 +107,13 @@ impl Authentication for NoAccessToken {
 }
 
 /// Endpoints (`login`, `register`) where only an application service presents a token. No
-/// application service is registered with the node yet, so any token is unknown.
+/// application service is registered with the node yet, and clients often send the access
+/// token they hold (perhaps a stale one) to these too: whatever is sent is ignored.
 impl Authentication for AppserviceTokenOptional {
     type Caller = ();
 
-    async fn authenticate(_: &Accounts, token: Option<String>) -> Result<(), MatrixError> {
-        match token {
-            None => Ok(()),
-            Some(_) => Err(MatrixError::UnknownToken),
-        }
+    async fn authenticate(_: &Accounts, _: Option<String>) -> Result<(), MatrixError> {
+        Ok(())
     }
 }
 
@@ -139,8 +142,8 @@ where
 
         let caller = authenticate::<T::Authentication, _>(&request, node).await?;
 
-        if carries_body && serde_json::from_slice::<IgnoredAny>(json).is_err() {
-            return Err(MatrixError::NotJson);
+        if carries_body {
+            check_json(json)?;
         }
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // A route registered without its last (empty) segment, such as `/state/{eventType}/`
@@ -182,6 +185,19 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, MatrixError> {
         })
 }
 
+/// Checks that a body is JSON whose every string is Unicode: `M_NOT_JSON` if it is not JSON at
+/// all, `M_BAD_JSON` for a string with a lone surrogate escape (or nesting beyond serde_json's
+/// limit).
+fn check_json(json: &[u8]) -> Result<(), MatrixError> {
+    match crate::strict_json::check(json) {
+        Ok(()) => Ok(()),
+        Err(e) if serde_json::from_slice::<IgnoredAny>(json).is_ok() => Err(MatrixError::BadJson(
+            format!("the body holds a string that is not Unicode: {e}"),
+        )),
+        Err(_) => Err(MatrixError::NotJson),
+    }
+}
+
 /// What a parse failure tells the client.
 fn parse_error(e: FromHttpRequestError) -> MatrixError {
     match e {
@@ -191,5 +207,39 @@ fn parse_error(e: FromHttpRequestError) -> MatrixError {
         }
         FromHttpRequestError::Deserialization(e) => MatrixError::InvalidParam(e.to_string()),
         other => MatrixError::BadJson(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_that_are_not_unicode_are_bad_json() {
+        for bad in [
+            &br#"{"body":"\ud800"}"#[..],
+            br#"{"a":["x",{"b":"\udc00"}]}"#,
+            br#"{"\ud800":1}"#,
+            br#"{"a":"\ud800\u0041"}"#,
+        ] {
+            assert!(
+                matches!(check_json(bad), Err(MatrixError::BadJson(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &br#"{"a":"\ud83d\ude00","b":[1,2.5,-3,true,null],"\u00e9":"\u0000"}"#[..],
+            b"{}",
+            b"[]",
+        ] {
+            assert!(
+                check_json(good).is_ok(),
+                "{}",
+                String::from_utf8_lossy(good)
+            );
+        }
+        assert!(matches!(check_json(b"{\"a\":"), Err(MatrixError::NotJson)));
+        assert!(matches!(check_json(b"not json"), Err(MatrixError::NotJson)));
     }
 }

@@ -24,8 +24,12 @@ pub(crate) async fn get_login_types(
 ) -> MatrixResult<get_login_types::Response> {
     let mut flows = vec![LoginType::Password(PasswordLoginType::new())];
     if jwt_enabled(&node) {
-        let jwt = LoginType::new(JWT_LOGIN_TYPE, serde_json::Map::new())
-            .map_err(|e| MatrixError::Internal(format!("login type: {e}")))?;
+        let jwt = LoginType::new(JWT_LOGIN_TYPE, serde_json::Map::new()).map_err(|source| {
+            MatrixError::Json {
+                what: "login type",
+                source,
+            }
+        })?;
         flows.push(jwt);
     }
     Ok(RumaResponse(get_login_types::Response::new(flows)))

@@ -32,8 +32,10 @@ fn content(
     if let Some(reason) = reason {
         extra.insert("reason".to_owned(), Value::String(reason));
     }
-    serde_json::value::to_raw_value(&extra)
-        .map_err(|e| MatrixError::Internal(format!("member content: {e}")))
+    serde_json::value::to_raw_value(&extra).map_err(|source| MatrixError::Json {
+        what: "member content",
+        source,
+    })
 }
 
 /// Asks the enforcement point about a membership action in a room.

@@ -1,14 +1,24 @@
-//! The Matrix Client-Server API inside the node (DESIGN.md section 5), with ruma's types.
+//! The Matrix Client-Server API inside the node, with ruma's types.
 //!
-//! Every route is a thin handler: the [`Ruma`](extract::Ruma) extractor reads, authenticates
-//! and parses the request; the handler calls the [`Accounts`](accounts::Accounts) service; a
-//! failure is a [`MatrixError`](error::MatrixError), mapped to status and `errcode` in one place
-//! (`error.rs`). Routes are registered under every path ruma knows for an endpoint (`r0`, `v3`).
-//! A known path with another method answers 405 `M_UNRECOGNIZED`; any other `/_matrix/` path
-//! 404 `M_UNRECOGNIZED`.
+//! Every route is a thin handler: the `Ruma<T>` extractor (`extract.rs`) reads, authenticates and
+//! parses the request (`/sync` has its own, `SyncRequest` in `sync_request.rs`); the handler
+//! calls a service: [`Accounts`], the room engine ([`crate::rooms`]), per-user data
+//! ([`crate::userdata`]), the bridge ([`crate::bridge`]); an action that changes a room first
+//! passes the enforcement point (`permit.rs`). A failure is a [`MatrixError`], mapped to status
+//! and `errcode` in one place (`error.rs`).
+//! Routes are registered under every path ruma knows for an endpoint (`r0`, `v3`). A known path
+//! with another method answers 405 `M_UNRECOGNIZED`; any other `/_matrix/` path 404
+//! `M_UNRECOGNIZED`; a preflight `OPTIONS` on any of them is answered by `cors.rs`.
 //!
-//! Served so far: `versions`, `capabilities`, `login` (password, JWT), `register` (with
-//! `m.login.dummy`), `register/available`, `logout`, `logout/all`, `account/whoami`.
+//! Served: `versions`, `capabilities`, `login` (password, JWT), `register` (with
+//! `m.login.dummy`), `register/available`, `logout`, `logout/all`, `account/whoami`; rooms
+//! (`createRoom`, `joined_rooms`, directory aliases), membership (`join`, `invite`, `leave`,
+//! `forget`, `kick`, `ban`, `unban`, `members`, `joined_members`), events (`send`, state,
+//! `redact`, `event`, `messages`, `context`) and `/sync`; and, registered by
+//! `userdata_routes.rs`, filters, profiles, presence, account data, push rules, devices,
+//! end-to-end keys (with cross-signing), `sendToDevice`, typing, receipts and read markers.
+//!
+//! The server's signing key is published at `GET /_matrix/key/v2/server` (`server_key.rs`).
 
 mod account;
 mod account_data;
@@ -34,6 +44,7 @@ mod pushrules;
 mod receipts;
 mod register;
 mod room;
+mod server_key;
 pub mod subject;
 mod sync;
 mod sync_answer;
@@ -63,6 +74,7 @@ use ruma::api::path_builder::PathBuilder as _;
 pub use accounts::Accounts;
 pub use error::MatrixError;
 pub use login::JWT_LOGIN_TYPE;
+pub use password::HashError;
 
 use crate::node::Node;
 
@@ -82,6 +94,12 @@ pub fn router() -> Router<Node> {
     userdata_routes::add(&mut routes);
     routes
         .into_router()
+        .route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(server_key::server_keys)
+                .options(cors::preflight)
+                .fallback(method_not_allowed),
+        )
         .route("/_matrix", any(unrecognized))
         .route("/_matrix/{*rest}", any(unrecognized))
 }

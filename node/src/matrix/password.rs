@@ -23,6 +23,31 @@ const OUTPUT_LEN: usize = 32;
 /// Jobs queued before callers wait.
 const QUEUE: usize = 64;
 
+/// Why hashing or verifying a password failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The PHC string layer's error (no `std::error::Error` either).
+    #[error("{0}")]
+    Phc(argon2::password_hash::Error),
+    /// argon2's own error (it implements no `std::error::Error`, so it is kept as a value).
+    #[error("argon2: {0}")]
+    Argon2(argon2::Error),
+    #[error("stored hash without salt or hash")]
+    Incomplete,
+}
+
+impl From<argon2::password_hash::Error> for HashError {
+    fn from(e: argon2::password_hash::Error) -> Self {
+        HashError::Phc(e)
+    }
+}
+
+impl From<argon2::Error> for HashError {
+    fn from(e: argon2::Error) -> Self {
+        HashError::Argon2(e)
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// Hashes and verifies passwords on the hashing thread. The thread ends when this is dropped.
@@ -53,9 +78,8 @@ impl PasswordHashing {
     pub(crate) async fn hash(&self, password: String) -> Result<String, MatrixError> {
         let salt: [u8; 16] = super::credentials::random_bytes()?;
         self.run(move |memory| {
-            let params =
-                Params::new(M_COST, T_COST, 1, Some(OUTPUT_LEN)).map_err(|e| e.to_string())?;
-            let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+            let params = Params::new(M_COST, T_COST, 1, Some(OUTPUT_LEN))?;
+            let salt = SaltString::encode_b64(&salt)?;
             let output = compute(
                 Algorithm::Argon2id,
                 Version::V0x13,
@@ -68,7 +92,7 @@ impl PasswordHashing {
             let phc = PasswordHash {
                 algorithm: Algorithm::Argon2id.ident(),
                 version: Some(Version::V0x13.into()),
-                params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+                params: ParamsString::try_from(&params)?,
                 salt: Some(salt.as_salt()),
                 hash: Some(output),
             };
@@ -80,15 +104,14 @@ impl PasswordHashing {
     /// Whether `password` matches a PHC string (with the parameters written in it).
     pub(crate) async fn verify(&self, password: String, phc: String) -> Result<bool, MatrixError> {
         self.run(move |memory| {
-            let parsed = PasswordHash::new(&phc).map_err(|e| format!("stored hash: {e}"))?;
-            let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| e.to_string())?;
+            let parsed = PasswordHash::new(&phc)?;
+            let algorithm = Algorithm::try_from(parsed.algorithm)?;
             let version = parsed
                 .version
-                .map_or(Ok(Version::V0x13), Version::try_from)
-                .map_err(|e| e.to_string())?;
-            let params = Params::try_from(&parsed).map_err(|e| e.to_string())?;
+                .map_or(Ok(Version::V0x13), Version::try_from)?;
+            let params = Params::try_from(&parsed)?;
             let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-                return Err("stored hash without salt or hash".to_owned());
+                return Err(HashError::Incomplete);
             };
             let output = compute(
                 algorithm,
@@ -107,7 +130,7 @@ impl PasswordHashing {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Vec<Block>) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, MatrixError> {
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
@@ -117,12 +140,12 @@ impl PasswordHashing {
         // The queue may be full: wait for room off the async threads.
         tokio::task::spawn_blocking(move || jobs.send(job))
             .await
-            .map_err(|e| MatrixError::Internal(format!("hashing queue: {e}")))?
-            .map_err(|_| MatrixError::Internal("the password hashing thread has stopped".into()))?;
+            .map_err(|_| MatrixError::HashingStopped)?
+            .map_err(|_| MatrixError::HashingStopped)?;
         result
             .await
-            .map_err(|_| MatrixError::Internal("the password hashing thread has stopped".into()))?
-            .map_err(|e| MatrixError::Internal(format!("argon2: {e}")))
+            .map_err(|_| MatrixError::HashingStopped)?
+            .map_err(MatrixError::PasswordHashing)
     }
 }
 
@@ -135,11 +158,9 @@ fn compute(
     salt: Salt<'_>,
     len: usize,
     memory: &mut Vec<Block>,
-) -> Result<Output, String> {
+) -> Result<Output, HashError> {
     let mut salt_bytes = [0u8; 64];
-    let salt = salt
-        .decode_b64(&mut salt_bytes)
-        .map_err(|e| e.to_string())?;
+    let salt = salt.decode_b64(&mut salt_bytes)?;
     if memory.len() < params.block_count() {
         memory.resize(params.block_count(), Block::default());
     }
@@ -154,7 +175,7 @@ fn compute(
             )
             .map_err(|_| argon2::password_hash::Error::Crypto)
     })
-    .map_err(|e| e.to_string())
+    .map_err(HashError::from)
 }
 
 #[cfg(test)]

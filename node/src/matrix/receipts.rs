@@ -46,8 +46,10 @@ async fn fully_read(
     event: &EventId,
 ) -> Result<(), MatrixError> {
     let content = serde_json::json!({ "event_id": event }).to_string();
-    let content = RawValue::from_string(content)
-        .map_err(|e| MatrixError::Internal(format!("fully read content: {e}")))?;
+    let content = RawValue::from_string(content).map_err(|source| MatrixError::Json {
+        what: "fully read content",
+        source,
+    })?;
     let data = node.userdata().account_data();
     data.set(&caller.user_id, Some(room), FULLY_READ, &content)
         .await?;

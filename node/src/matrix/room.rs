@@ -9,9 +9,9 @@ use ruma::events::room::member::MembershipState;
 use ruma::{OwnedUserId, RoomAliasId, UserId};
 use serde_json::{Map, Value};
 
-use super::accounts::RESERVED_PREFIX;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
+use crate::bridge::RESERVED_PREFIX;
 use crate::node::Node;
 use crate::rooms::RoomError;
 use crate::rooms::create::{CreateRoom, InitialState, Preset};

@@ -490,7 +490,10 @@ fn stripped<T>(pdu: &Pdu) -> Result<Raw<T>, MatrixError> {
         kind: pdu.kind().to_string(),
     })
     .map(Raw::cast_unchecked)
-    .map_err(|e| MatrixError::Internal(format!("stripped state: {e}")))
+    .map_err(|source| MatrixError::Json {
+        what: "stripped state",
+        source,
+    })
 }
 
 /// A room the caller left (or was kicked or banned from) since the last sync: its timeline up to

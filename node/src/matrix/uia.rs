@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ruma::api::client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo};
-use ruma::api::error::{ErrorKind, StandardErrorBody};
+use ruma::api::error::StandardErrorBody;
 
 use super::credentials::random_bytes;
-use super::error::MatrixError;
+use super::error::{MatrixError, uia_forbidden};
 
 /// How long a session stays usable.
 const UIA_TTL: Duration = Duration::from_secs(15 * 60);
@@ -55,10 +55,7 @@ impl UiaSessions {
                 let stage = other
                     .auth_type()
                     .map_or_else(|| "a fallback".to_owned(), |t| t.to_string());
-                let error = StandardErrorBody::new(
-                    ErrorKind::Forbidden,
-                    format!("{stage} is not offered: use m.login.dummy"),
-                );
+                let error = uia_forbidden(format!("{stage} is not offered: use m.login.dummy"));
                 Err(MatrixError::UiaRequired(Box::new(self.start(Some(error))?)))
             }
         }
@@ -133,6 +130,8 @@ fn info(stage: AuthType, session: String, error: Option<StandardErrorBody>) -> U
 
 #[cfg(test)]
 mod tests {
+    use ruma::api::error::ErrorKind;
+
     use super::*;
 
     fn dummy(session: Option<&str>) -> AuthData {

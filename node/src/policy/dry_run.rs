@@ -86,7 +86,7 @@ pub fn check(engine: &Engine, message: &str, opts: &CheckOptions) -> Result<Vec<
         rate_per_minute: opts.rate_per_minute,
         allocations: opts.allocations,
     };
-    let endpoints = crate::bus::Endpoints::new(facts::domain_of(env.from()));
+    let endpoints = rethink_proto::Endpoints::new(facts::domain_of(env.from()));
     Ok(env
         .to()
         .map(|to| {

@@ -2,11 +2,13 @@
 //! `rethink_policy::Engine`, swaps it atomically when the directory changes (file watch by polling,
 //! SIGHUP, `POST /admin/policy/reload`), refuses an invalid set while keeping the previous one,
 //! and builds the facts of each decision ([`facts`]). The decision itself is pure and lives in the
-//! `rethink-policy` crate; the enforcement point is `bus::permit`.
+//! `rethink-policy` crate; the enforcement point is `bus::permit`. Matrix actions are decided
+//! here too ([`matrix`]: the query and the [`MatrixPermit`] the room engine requires).
 
 pub mod dry_run;
 pub mod facts;
 mod loader;
+pub mod matrix;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use facts::PolicyClock;
 pub use loader::{PolicyLoadError, fingerprint, load_dir};
+pub use matrix::{MatrixDenied, MatrixPermit, MatrixRequest};
 
 use crate::config::PolicyConfig;
 use crate::metrics::Metrics;

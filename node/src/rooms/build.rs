@@ -1,6 +1,6 @@
 //! Building a new event of a room: auth events chosen from the current state, `prev_events` and
 //! `depth` from the forward extremity, content hash, signature and event ID
-//! ([`ServerKey`](super::signing::ServerKey)), then the room's auth rules checked with ruma's
+//! ([`ServerKey`]), then the room's auth rules checked with ruma's
 //! state-resolution functions. An event that fails them is never stored.
 
 use std::sync::Arc;
@@ -78,8 +78,10 @@ pub fn build(
     };
     let mut object = canonical(&fields)?;
     let event_id = key.hash_and_sign(&mut object, &room.rules)?;
-    let json = serde_json::to_string(&object)
-        .map_err(|e| RoomError::Internal(format!("serializing a PDU: {e}")))?;
+    let json = serde_json::to_string(&object).map_err(|source| RoomError::Json {
+        what: "serializing a PDU",
+        source,
+    })?;
     if json.len() > MAX_PDU_BYTES {
         return Err(RoomError::TooLarge);
     }
@@ -99,11 +101,13 @@ pub fn build(
 
 /// The PDU fields as canonical JSON (integers in range, no floats).
 fn canonical(fields: &PduFields) -> Result<CanonicalJsonObject, RoomError> {
-    let value = serde_json::to_value(fields)
-        .map_err(|e| RoomError::Internal(format!("serializing a PDU: {e}")))?;
+    let value = serde_json::to_value(fields).map_err(|source| RoomError::Json {
+        what: "serializing a PDU",
+        source,
+    })?;
     match CanonicalJsonValue::try_from(value) {
         Ok(CanonicalJsonValue::Object(object)) => Ok(object),
-        Ok(_) => Err(RoomError::Internal("a PDU is not an object".to_owned())),
+        Ok(_) => Err(RoomError::PduNotAnObject),
         Err(e) => Err(RoomError::BadJson(format!(
             "content is not canonical JSON: {e}"
         ))),

@@ -1,5 +1,5 @@
 //! [`RoomCaches`]: what `/sync` reads most, kept in memory and updated by the stream writer at
-//! each commit, before the position becomes visible (DESIGN.md section 8): every user's
+//! each commit, before the position becomes visible: every user's
 //! memberships (loaded whole at start) and each room's most recent committed events.
 //!
 //! A room's recent events are complete after the position `complete_from`: at start that is the

@@ -15,8 +15,9 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::build::NewEvent;
 use super::error::RoomError;
 use super::state::RoomState;
+use super::txns::TxnWindow;
 use super::{Rooms, Sent};
-use crate::bus::MatrixPermit;
+use crate::policy::MatrixPermit;
 use crate::sync::lock;
 
 /// The presets of `createRoom`.
@@ -53,7 +54,10 @@ pub struct CreateRoom {
 }
 
 fn raw(value: Value) -> Result<Box<RawValue>, RoomError> {
-    to_raw_value(&value).map_err(|e| RoomError::Internal(format!("event content: {e}")))
+    to_raw_value(&value).map_err(|source| RoomError::Json {
+        what: "serializing event content",
+        source,
+    })
 }
 
 fn state(kind: TimelineEventType, state_key: &str, content: Value) -> Result<NewEvent, RoomError> {
@@ -202,10 +206,11 @@ impl Rooms {
     /// Creates a room for `creator`, as the enforcement point permitted.
     pub async fn create_room(
         &self,
-        _permit: &MatrixPermit,
+        permit: &MatrixPermit,
         creator: &UserId,
         spec: CreateRoom,
     ) -> Result<OwnedRoomId, RoomError> {
+        super::check_permit(permit, &["matrix:createRoom"], creator, None)?;
         self.create(creator, spec).await
     }
 
@@ -230,10 +235,13 @@ impl Rooms {
         }
         let events = creation_events(creator, &spec)?;
         let room_id = RoomId::new_v1(self.server_name());
+        // A new room: no transaction of it was ever sent.
+        let txns = TxnWindow::new(self.txn_retention_ms(), i64::MIN);
         let room = Arc::new(AsyncMutex::new(RoomState::new(
             room_id.clone(),
             version,
             rules,
+            txns,
         )));
         let mut guard = room.lock().await;
         lock(&self.inner.rooms).insert(room_id.clone(), Arc::clone(&room));

@@ -1,8 +1,11 @@
 //! [`RoomError`]: every way a room operation fails. `matrix/error.rs` maps it to the wire.
 
+use ruma::OwnedEventId;
+
 use crate::store::StoreError;
 
-/// A failed room operation. The `Display` text is what the client reads.
+/// A failed room operation. The `Display` text is what the client reads, except for the
+/// internal ones ([`RoomError::is_internal`]), which are logged and answered with a bare 500.
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
     #[error("unknown room {0}")]
@@ -27,6 +30,55 @@ pub enum RoomError {
     UnsupportedRoomVersion(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Internal(String),
+    /// An event (built, or read from the store) that cannot be written or read as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A built PDU that is not a JSON object.
+    #[error("a built PDU is not a JSON object")]
+    PduNotAnObject,
+    /// A stored event that is not a JSON object.
+    #[error("stored event {0} is not a JSON object")]
+    StoredNotAnObject(OwnedEventId),
+    /// Hashing, signing or computing the reference hash of a new event failed.
+    #[error("signing an event: {0}")]
+    Signing(#[source] ruma::signatures::JsonError),
+    /// Redacting a stored event failed.
+    #[error("redacting {event}: {source}")]
+    Redaction {
+        event: OwnedEventId,
+        #[source]
+        source: ruma::canonical_json::CanonicalJsonFieldError,
+    },
+    /// An identifier (room version, event ID) read from the store or computed is invalid.
+    #[error("invalid {what}: {source}")]
+    Identifier {
+        what: &'static str,
+        #[source]
+        source: ruma::IdParseError,
+    },
+    /// The event of a remembered transaction is not in the store.
+    #[error("the event {0} of a stored transaction is missing")]
+    TxnEventLost(OwnedEventId),
+}
+
+impl RoomError {
+    /// A failure of the node (store, bug, corrupt data), not of the request: its details are
+    /// logged, never sent.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            RoomError::Store(_)
+                | RoomError::Json { .. }
+                | RoomError::PduNotAnObject
+                | RoomError::StoredNotAnObject(_)
+                | RoomError::Signing(_)
+                | RoomError::Redaction { .. }
+                | RoomError::Identifier { .. }
+                | RoomError::TxnEventLost(_)
+        )
+    }
 }

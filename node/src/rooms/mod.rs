@@ -1,4 +1,4 @@
-//! The Matrix room engine (DESIGN.md section 5): rooms of version 11, their events (hashed,
+//! The Matrix room engine: rooms of version 11, their events (hashed,
 //! signed, auth-checked with ruma's state-res functions), current state and memberships.
 //! Independent of HTTP: the handlers in `matrix/` call it, and so does the bridge to the bus.
 //!
@@ -12,14 +12,18 @@ pub mod build;
 pub mod cache;
 pub mod create;
 pub mod error;
-pub mod pdu;
+pub use crate::store::pdu;
+#[cfg(test)]
+mod permit_tests;
 mod power;
 pub mod signing;
 pub mod state;
 pub mod txns;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ruma::canonical_json::{CanonicalJsonValue, RedactedBecause, redact};
 use ruma::events::room::member::MembershipState;
@@ -36,12 +40,17 @@ pub use error::RoomError;
 pub use pdu::Pdu;
 pub use signing::ServerKey;
 pub use state::RoomState;
+use txns::Lookup;
 pub use txns::TxnWindow;
 
-use crate::bus::MatrixPermit;
-use crate::store::rooms::{AppendEvent, RoomStore};
+use crate::policy::MatrixPermit;
+use crate::store::StoreError;
+use crate::store::rooms::{AppendEvent, PruneTxns, RoomStore};
 use crate::stream::{CommitHook, StreamWriter, Touch};
 use crate::sync::lock;
+
+/// How often expired client transactions are pruned (while rooms get transactions).
+const PRUNE_EVERY_MS: i64 = 1000;
 
 /// A room and its lock.
 type SharedRoom = Arc<AsyncMutex<RoomState>>;
@@ -68,6 +77,10 @@ struct Inner {
     server_name: OwnedServerName,
     rooms: Mutex<HashMap<OwnedRoomId, SharedRoom>>,
     caches: RoomCaches,
+    /// How long a client transaction is remembered (`matrix.txn_retention_secs`), in ms.
+    txn_retention_ms: i64,
+    /// When expired transactions were last pruned (unix ms).
+    last_prune_ms: AtomicI64,
 }
 
 impl Rooms {
@@ -77,6 +90,7 @@ impl Rooms {
         key: ServerKey,
         server_name: OwnedServerName,
         caches: RoomCaches,
+        txn_retention: Duration,
     ) -> Self {
         Rooms {
             inner: Arc::new(Inner {
@@ -86,6 +100,8 @@ impl Rooms {
                 server_name,
                 rooms: Mutex::new(HashMap::new()),
                 caches,
+                txn_retention_ms: i64::try_from(txn_retention.as_millis()).unwrap_or(i64::MAX),
+                last_prune_ms: AtomicI64::new(0),
             }),
         }
     }
@@ -103,6 +119,11 @@ impl Rooms {
         &self.inner.server_name
     }
 
+    /// The server's signing key.
+    pub fn server_key(&self) -> &ServerKey {
+        &self.inner.key
+    }
+
     /// The room, loaded from the store on first use.
     async fn room(&self, room_id: &RoomId) -> Result<SharedRoom, RoomError> {
         if let Some(room) = lock(&self.inner.rooms).get(room_id) {
@@ -114,8 +135,12 @@ impl Rooms {
             .load_room(room_id.as_str())
             .await?
             .ok_or_else(|| RoomError::UnknownRoom(room_id.to_owned()))?;
-        let version = RoomVersionId::try_from(loaded.version.as_str())
-            .map_err(|e| RoomError::Internal(format!("stored room version: {e}")))?;
+        let version = RoomVersionId::try_from(loaded.version.as_str()).map_err(|source| {
+            RoomError::Identifier {
+                what: "stored room version",
+                source,
+            }
+        })?;
         let rules = version
             .rules()
             .ok_or_else(|| RoomError::UnsupportedRoomVersion(version.to_string()))?;
@@ -143,16 +168,26 @@ impl Rooms {
         lock(&self.inner.rooms).remove(room_id);
     }
 
-    /// Sends an event to an existing room, as the enforcement point permitted. With `txn` the
-    /// send is idempotent: a repeated transaction returns the first event and stores nothing.
+    /// Sends an event to an existing room, as the enforcement point permitted: `permit` must be
+    /// for `sender` in `room_id`, for `matrix:send` (`matrix:state` for a state event; a member
+    /// event also `matrix:join` or `matrix:invite`). With `txn` the send is idempotent: a repeated
+    /// transaction returns the first event and stores nothing.
     pub async fn send(
         &self,
-        _permit: &MatrixPermit,
+        permit: &MatrixPermit,
         room_id: &RoomId,
         sender: &UserId,
         event: NewEvent,
         txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
+        let actions: &[&str] = match (&event.state_key, &event.kind) {
+            (None, _) => &["matrix:send"],
+            (Some(_), TimelineEventType::RoomMember) => {
+                &["matrix:state", "matrix:join", "matrix:invite"]
+            }
+            (Some(_), _) => &["matrix:state"],
+        };
+        check_permit(permit, actions, sender, Some(room_id))?;
         self.deliver(room_id, sender, event, txn).await
     }
 
@@ -166,27 +201,65 @@ impl Rooms {
         txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
         let room = self.room(room_id).await?;
-        let mut guard = room.lock().await;
-        if let Some(txn) = &txn
-            && let Some(sent) = self.earlier_txn(&guard, sender, txn).await?
-        {
-            return Ok(sent);
+        if txn.is_some() {
+            self.prune_txns().await?;
         }
-        let submitted = self.append(&mut guard, sender, event, txn).await?;
+        let mut guard = room.lock().await;
+        if let Some(txn) = &txn {
+            let key = (sender.to_owned(), txn.clone());
+            let mut lookup = guard.txns.lookup(&key, now_ms());
+            if lookup == Lookup::Ask {
+                // Only the store can tell: asked without holding the room's lock.
+                drop(guard);
+                if let Some(sent) = self.stored_txn(room_id, sender, txn).await? {
+                    return Ok(sent);
+                }
+                guard = room.lock().await;
+                // Sent meanwhile (perhaps not committed yet when the store was asked)?
+                lookup = guard.txns.lookup(&key, now_ms());
+            }
+            if let Lookup::Sent(event_id) = lookup
+                && let Some(sent) = self.earlier_txn(event_id, sender, txn).await?
+            {
+                return Ok(sent);
+            }
+        }
+        let submitted = self.append(&mut guard, sender, event, txn.clone()).await?;
         drop(guard);
-        self.committed(room_id, submitted).await
+        match self.committed(room_id, submitted).await {
+            // The store refused a second event of a live transaction (a send racing its retry
+            // after the cache had dropped it): answer with the first.
+            Err(e) if is_txn_conflict(&e) => match &txn {
+                Some(txn) => self.stored_txn(room_id, sender, txn).await?.ok_or(e),
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
-    /// The recent transactions of a stored room (see [`txns`]).
+    /// Milliseconds a client transaction is remembered.
+    pub(crate) fn txn_retention_ms(&self) -> i64 {
+        self.inner.txn_retention_ms
+    }
+
+    /// The cached transactions of a stored room: its latest ones within the retention (see
+    /// [`txns`]).
     async fn load_txns(&self, room_id: &RoomId) -> Result<TxnWindow, RoomError> {
         let now = now_ms();
+        let since = now - self.inner.txn_retention_ms;
         let mut rows = self
             .inner
             .store
-            .recent_txns(room_id.as_str(), now - txns::KEEP_MS, txns::MAX_PER_ROOM)
+            .recent_txns(room_id.as_str(), since, txns::MAX_PER_ROOM)
             .await?;
+        // All of the retention, or what is later than the oldest row read (rows of that same
+        // millisecond may have been left out).
+        let complete_from = match rows.last() {
+            Some(oldest) if rows.len() >= txns::MAX_PER_ROOM => oldest.received_ms + 1,
+            _ => since,
+        };
         rows.reverse();
-        let mut window = TxnWindow::default();
+        let mut window = TxnWindow::new(self.inner.txn_retention_ms, complete_from);
         for row in rows {
             let (Ok(sender), Ok(event), Some(scope)) = (
                 OwnedUserId::try_from(row.sender),
@@ -200,21 +273,80 @@ impl Rooms {
                 scope,
                 id: row.txn_id,
             };
-            window.insert((sender, txn), event, row.received_ms);
+            window.insert(&(sender, txn), event, row.received_ms);
         }
         Ok(window)
     }
 
-    /// The event an earlier send of this transaction created, if the room remembers it.
-    async fn earlier_txn(
+    /// The event a transaction created within the retention, as the store remembers it.
+    async fn stored_txn(
         &self,
-        room: &RoomState,
+        room_id: &RoomId,
         sender: &UserId,
         txn: &Txn,
     ) -> Result<Option<Sent>, RoomError> {
-        let Some(event_id) = room.txns.get(&(sender.to_owned(), txn.clone())).cloned() else {
+        let stored = self
+            .inner
+            .store
+            .txn_event(
+                room_id.as_str(),
+                sender.as_str(),
+                &txn.device,
+                txn.scope.as_str(),
+                &txn.id,
+                now_ms() - self.inner.txn_retention_ms,
+            )
+            .await?;
+        let Some(event_id) = stored else {
             return Ok(None);
         };
+        let event_id =
+            OwnedEventId::try_from(event_id).map_err(|source| RoomError::Identifier {
+                what: "stored transaction event ID",
+                source,
+            })?;
+        let pdu = self
+            .inner
+            .store
+            .event(event_id.as_str())
+            .await?
+            .ok_or_else(|| RoomError::TxnEventLost(event_id.clone()))?;
+        Ok(Some(Sent {
+            event_id,
+            stream: pdu.stream,
+            pdu: Arc::new(pdu),
+        }))
+    }
+
+    /// Forgets the transactions past their retention, at most every [`PRUNE_EVERY_MS`] (a
+    /// stream op, not waited for).
+    async fn prune_txns(&self) -> Result<(), RoomError> {
+        let now = now_ms();
+        let last = self.inner.last_prune_ms.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY_MS
+            || self
+                .inner
+                .last_prune_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        let op = PruneTxns {
+            before_ms: now - self.inner.txn_retention_ms,
+        };
+        // Its commit concerns no one: not waited for.
+        drop(self.inner.stream.submit(Box::new(op), Vec::new()).await?);
+        Ok(())
+    }
+
+    /// The event an earlier send of this transaction created, as the cache remembers it.
+    async fn earlier_txn(
+        &self,
+        event_id: OwnedEventId,
+        sender: &UserId,
+        txn: &Txn,
+    ) -> Result<Option<Sent>, RoomError> {
         // Wait until the first send is committed, then answer with it.
         self.inner.stream.flush().await?;
         let pdu = self
@@ -222,8 +354,8 @@ impl Rooms {
             .store
             .event(event_id.as_str())
             .await?
-            .ok_or_else(|| RoomError::Internal(format!("transaction event {event_id} lost")))?;
-        // The window keeps hashes: confirm that this is the transaction's event.
+            .ok_or_else(|| RoomError::TxnEventLost(event_id.clone()))?;
+        // The cache keeps hashes: confirm that this is the transaction's event.
         let same = pdu.sender() == sender
             && pdu.txn.as_ref() == Some(&(txn.device.clone(), txn.id.clone()))
             && (*pdu.kind() == TimelineEventType::RoomRedaction) == (txn.scope == TxnScope::Redact);
@@ -293,7 +425,10 @@ impl Rooms {
                     None,
                     Some(pdu.to_client::<()>(None, true).into_json()),
                 )
-                .map_err(|e| RoomError::Internal(format!("redacted event: {e}")))?,
+                .map_err(|source| RoomError::Json {
+                    what: "the redacted event",
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -307,6 +442,7 @@ impl Rooms {
             txn: txn
                 .as_ref()
                 .map(|t| (t.device.clone(), t.scope.as_str(), t.id.clone())),
+            txn_expired_before: received_ms - self.inner.txn_retention_ms,
             received_ms,
             membership: membership.as_ref().map(|m| m.to_string()),
             create_version: (*pdu.kind() == TimelineEventType::RoomCreate)
@@ -346,7 +482,7 @@ impl Rooms {
         }
         if let Some(txn) = txn {
             room.txns
-                .insert((sender.to_owned(), txn), pdu.event_id.clone(), received_ms);
+                .insert(&(sender.to_owned(), txn), pdu.event_id.clone(), received_ms);
         }
         Ok(Submitted { pdu, committed })
     }
@@ -389,15 +525,25 @@ impl Rooms {
                 ));
             }
         }
-        let object: CanonicalJsonValue = serde_json::from_str(&json)
-            .map_err(|e| RoomError::Internal(format!("stored event {target}: {e}")))?;
+        let object: CanonicalJsonValue =
+            serde_json::from_str(&json).map_err(|source| RoomError::Json {
+                what: "a stored event",
+                source,
+            })?;
         let CanonicalJsonValue::Object(object) = object else {
-            return Err(RoomError::Internal(format!("stored event {target}")));
+            return Err(RoomError::StoredNotAnObject(target.to_owned()));
         };
-        let redacted = redact(object, &room.rules.redaction, None::<RedactedBecause>)
-            .map_err(|e| RoomError::Internal(format!("redacting {target}: {e}")))?;
-        let json = serde_json::to_string(&redacted)
-            .map_err(|e| RoomError::Internal(format!("redacting {target}: {e}")))?;
+        let redacted =
+            redact(object, &room.rules.redaction, None::<RedactedBecause>).map_err(|source| {
+                RoomError::Redaction {
+                    event: target.to_owned(),
+                    source,
+                }
+            })?;
+        let json = serde_json::to_string(&redacted).map_err(|source| RoomError::Json {
+            what: "a redacted event",
+            source,
+        })?;
         Ok(Redaction {
             target: target.to_owned(),
             json,
@@ -518,7 +664,8 @@ impl Rooms {
     }
 
     /// Sets `target`'s membership in a room, sent by `sender`, as the enforcement point
-    /// permitted.
+    /// permitted: `matrix:join` only for the sender's own membership, `matrix:invite` only for
+    /// another user's, `matrix:state` for either.
     pub async fn set_membership(
         &self,
         permit: &MatrixPermit,
@@ -527,6 +674,12 @@ impl Rooms {
         target: &UserId,
         content: Box<RawValue>,
     ) -> Result<Sent, RoomError> {
+        let actions: &[&str] = if target == sender {
+            &["matrix:state", "matrix:join"]
+        } else {
+            &["matrix:state", "matrix:invite"]
+        };
+        check_permit(permit, actions, sender, Some(room_id))?;
         self.send(
             permit,
             room_id,
@@ -593,6 +746,43 @@ pub struct Txn {
     pub device: String,
     pub scope: TxnScope,
     pub id: String,
+}
+
+/// Refuses what `permit` does not cover: one of `actions` by `user` in `room` (`None`: a room
+/// to be created). A refusal means a caller asked the enforcement point about something else.
+pub(crate) fn check_permit(
+    permit: &MatrixPermit,
+    actions: &[&str],
+    user: &UserId,
+    room: Option<&RoomId>,
+) -> Result<(), RoomError> {
+    if permit.covers(actions, user, room) {
+        return Ok(());
+    }
+    let room_name = |room: Option<&RoomId>| room.map_or("a new room", RoomId::as_str).to_owned();
+    tracing::error!(
+        permitted = permit.action(),
+        permitted_user = %permit.user(),
+        permitted_room = %room_name(permit.room()),
+        action = %actions.join(" or "),
+        %user,
+        room = %room_name(room),
+        "a Matrix permit used for another action, user or room"
+    );
+    Err(RoomError::Forbidden(format!(
+        "{user} is not permitted to do this in {}",
+        room_name(room)
+    )))
+}
+
+/// Whether a failed send is the store's refusal of a second event of a live transaction.
+fn is_txn_conflict(error: &RoomError) -> bool {
+    match error {
+        RoomError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+            db.is_unique_violation() && db.message().contains("room_txns")
+        }
+        _ => false,
+    }
 }
 
 fn not_in_room(user: &UserId, room_id: &RoomId) -> RoomError {

@@ -1,13 +1,15 @@
 //! [`ServerKey`]: the server's ed25519 signing key, generated on first start and persisted in the
-//! database (`server_keys`), and the hashing and signing of new PDUs with it (room version 11:
-//! content hash, signature under the server name, event ID as the reference hash).
+//! database (`server_keys`), the hashing and signing of new PDUs with it (room version 11:
+//! content hash, signature under the server name, event ID as the reference hash), and its
+//! publication in the Matrix server-key format ([`ServerKey::published`], served at
+//! `GET /_matrix/key/v2/server`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ruma::canonical_json::CanonicalJsonObject;
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::serde::Base64;
-use ruma::signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash};
+use ruma::signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash, sign_json};
 use ruma::{OwnedEventId, OwnedServerName};
 use sqlx::sqlite::SqlitePool;
 
@@ -81,6 +83,41 @@ impl ServerKey {
         format!("ed25519:{}", self.pair.version())
     }
 
+    /// The key as the Matrix server-key API publishes it (`GET /_matrix/key/v2/server`): the
+    /// server name, `verify_keys` (`ed25519:<version>` → unpadded base64 public key), no old
+    /// keys, valid until `valid_until_ts` (unix ms), signed by the key itself.
+    pub fn published(&self, valid_until_ts: u64) -> Result<CanonicalJsonObject, RoomError> {
+        let public = Base64::<ruma::serde::base64::Standard, _>::new(self.pair.public_key());
+        let mut key = CanonicalJsonObject::new();
+        key.insert(
+            "key".to_owned(),
+            CanonicalJsonValue::String(public.encode()),
+        );
+        let mut verify_keys = CanonicalJsonObject::new();
+        verify_keys.insert(self.key_id(), CanonicalJsonValue::Object(key));
+        let valid_until = ruma::UInt::try_from(valid_until_ts).unwrap_or(ruma::UInt::MAX);
+        let mut object = CanonicalJsonObject::new();
+        object.insert(
+            "server_name".to_owned(),
+            CanonicalJsonValue::String(self.server_name.to_string()),
+        );
+        object.insert(
+            "valid_until_ts".to_owned(),
+            CanonicalJsonValue::Integer(valid_until.into()),
+        );
+        object.insert(
+            "verify_keys".to_owned(),
+            CanonicalJsonValue::Object(verify_keys),
+        );
+        object.insert(
+            "old_verify_keys".to_owned(),
+            CanonicalJsonValue::Object(CanonicalJsonObject::new()),
+        );
+        sign_json(self.server_name.as_str(), &self.pair, &mut object)
+            .map_err(RoomError::Signing)?;
+        Ok(object)
+    }
+
     /// Adds the content hash and the server's signature to `pdu`, and returns its event ID (the
     /// reference hash).
     pub fn hash_and_sign(
@@ -91,14 +128,16 @@ impl ServerKey {
         hash_and_sign_event(self.server_name.as_str(), &self.pair, pdu, &rules.redaction).map_err(
             |e| match e {
                 ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
-                other => RoomError::Internal(format!("signing an event: {other}")),
+                other => RoomError::Signing(other),
             },
         )?;
         let hash = reference_hash(pdu, rules).map_err(|e| match e {
             ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
-            other => RoomError::Internal(format!("reference hash: {other}")),
+            other => RoomError::Signing(other),
         })?;
-        OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| RoomError::Internal(format!("event id: {e}")))
+        OwnedEventId::try_from(format!("${hash}")).map_err(|source| RoomError::Identifier {
+            what: "event ID",
+            source,
+        })
     }
 }

@@ -30,7 +30,7 @@ pub struct RoomState {
     /// The members joined or invited (see [`RoomState::audience`]), kept with `members`.
     audience: Arc<[OwnedUserId]>,
     last: Option<Arc<Pdu>>,
-    /// The recent client transactions.
+    /// The cache of the room's client transactions.
     pub(super) txns: TxnWindow,
     /// (sender, type) of non-state events that passed the auth rules against the current
     /// state: the same event passes again until the state changes.
@@ -50,8 +50,13 @@ pub fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
 }
 
 impl RoomState {
-    /// An empty room, before its create event.
-    pub fn new(room_id: OwnedRoomId, version: RoomVersionId, rules: RoomVersionRules) -> Self {
+    /// An empty room, before its create event, with its transaction cache.
+    pub fn new(
+        room_id: OwnedRoomId,
+        version: RoomVersionId,
+        rules: RoomVersionRules,
+        txns: TxnWindow,
+    ) -> Self {
         RoomState {
             room_id,
             version,
@@ -61,7 +66,7 @@ impl RoomState {
             members: HashMap::new(),
             audience: Arc::from([]),
             last: None,
-            txns: TxnWindow::default(),
+            txns,
             authorized: HashSet::new(),
         }
     }
@@ -75,8 +80,7 @@ impl RoomState {
         last: Option<Pdu>,
         txns: TxnWindow,
     ) -> Self {
-        let mut room = RoomState::new(room_id, version, rules);
-        room.txns = txns;
+        let mut room = RoomState::new(room_id, version, rules, txns);
         for pdu in state {
             room.apply_state(Arc::new(pdu));
         }

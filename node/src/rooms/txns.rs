@@ -1,13 +1,18 @@
-//! [`TxnWindow`]: the client transactions a room remembers, so that a repeated `PUT` with the
-//! same transaction ID (per sender, device, endpoint) returns the first event and stores
-//! nothing.
+//! [`TxnWindow`]: the memory cache of a room's client transactions, so that a repeated `PUT`
+//! with the same transaction ID (per sender, device, room and endpoint) returns the first event
+//! and stores nothing.
 //!
-//! A room remembers its transactions of the last [`KEEP_MS`] (30 minutes, as other homeservers
-//! do), at most [`MAX_PER_ROOM`] of them; when a room is loaded the window is refilled from the
-//! stored events, so a retry after a restart is still recognised. Checking memory only keeps a
-//! database read off every send. A transaction is kept as a 64-bit hash of its key with the
-//! event ID (about 100 bytes); the caller confirms a hit against the stored event, so a hash
-//! collision cannot answer with another transaction's event.
+//! The store is the truth: every transaction is written to `room_txns` (unique per key) in the
+//! same commit as its event, and kept there for `matrix.txn_retention_secs` (24 hours by
+//! default, as Synapse) however busy the room. This window keeps the room's latest transactions
+//! (at most [`MAX_PER_ROOM`], none older than the retention) so that most retries and most new
+//! sends are decided without a database read: it knows the time from which it holds *every*
+//! transaction of the room ([`TxnWindow::lookup`] answers [`Lookup::New`] only when that covers
+//! the whole retention, and [`Lookup::Ask`] otherwise, and the caller then asks the store).
+//!
+//! A transaction is kept as a 64-bit hash of its key with the event ID (about 100 bytes); the
+//! caller confirms a hit against the stored event, so a hash collision cannot answer with
+//! another transaction's event.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -17,17 +22,31 @@ use ruma::OwnedEventId;
 
 use super::state::TxnKey;
 
-/// How long a transaction is remembered, in milliseconds.
-pub const KEEP_MS: i64 = 30 * 60 * 1000;
-/// Most transactions remembered per room.
+/// Most transactions cached per room. A send whose retry comes after this many others in the
+/// same room is answered from the store.
 pub const MAX_PER_ROOM: usize = 2048;
 
-/// The remembered transactions of one room.
-#[derive(Debug, Default)]
+/// What the window knows of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Sent before, creating this event (or, after a hash collision, another: confirm it).
+    Sent(OwnedEventId),
+    /// Never sent within the retention: the window holds every transaction of that time.
+    New,
+    /// Not in the window, which does not reach back over the whole retention: ask the store.
+    Ask,
+}
+
+/// The cached transactions of one room.
+#[derive(Debug)]
 pub struct TxnWindow {
+    /// How long a transaction is remembered, in milliseconds.
+    retention_ms: i64,
     events: HashMap<u64, OwnedEventId>,
     /// Key hashes by arrival, oldest first, with their time (unix ms).
     order: VecDeque<(i64, u64)>,
+    /// Every transaction of the room accepted at or after this time (unix ms) is in the window.
+    complete_from: i64,
 }
 
 fn hash(key: &TxnKey) -> u64 {
@@ -37,24 +56,42 @@ fn hash(key: &TxnKey) -> u64 {
 }
 
 impl TxnWindow {
-    /// The event of a remembered transaction (or, in the rare case of a hash collision, of
-    /// another: confirm against the event).
-    pub fn get(&self, key: &TxnKey) -> Option<&OwnedEventId> {
-        self.events.get(&hash(key))
+    /// An empty window that holds every transaction accepted from `complete_from` (unix ms) on.
+    pub fn new(retention_ms: i64, complete_from: i64) -> Self {
+        TxnWindow {
+            retention_ms,
+            events: HashMap::new(),
+            order: VecDeque::new(),
+            complete_from,
+        }
     }
 
-    /// Remembers a transaction sent at `now_ms`, forgetting the expired and the oldest beyond
-    /// the cap.
-    pub fn insert(&mut self, key: TxnKey, event: OwnedEventId, now_ms: i64) {
-        while let Some((at, _)) = self.order.front() {
-            if *at >= now_ms - KEEP_MS && self.order.len() < MAX_PER_ROOM {
+    /// What the window knows of `key` at `now_ms`.
+    pub fn lookup(&self, key: &TxnKey, now_ms: i64) -> Lookup {
+        match self.events.get(&hash(key)) {
+            Some(event) => Lookup::Sent(event.clone()),
+            None if self.complete_from <= now_ms - self.retention_ms => Lookup::New,
+            None => Lookup::Ask,
+        }
+    }
+
+    /// Remembers a transaction accepted at `now_ms` (times do not decrease), forgetting the
+    /// expired and the oldest beyond the cap.
+    pub fn insert(&mut self, key: &TxnKey, event: OwnedEventId, now_ms: i64) {
+        while let Some(&(at, old)) = self.order.front() {
+            let expired = at < now_ms - self.retention_ms;
+            if !expired && self.order.len() < MAX_PER_ROOM {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.events.remove(&old);
+            self.order.pop_front();
+            self.events.remove(&old);
+            if !expired {
+                // Dropped while still remembered by the store: the window no longer holds
+                // everything accepted at that time.
+                self.complete_from = self.complete_from.max(at + 1);
             }
         }
-        let h = hash(&key);
+        let h = hash(key);
         self.order.push_back((now_ms, h));
         self.events.insert(h, event);
     }
@@ -75,6 +112,8 @@ mod tests {
     use super::*;
     use crate::rooms::{Txn, TxnScope};
 
+    const KEEP: i64 = 1000;
+
     fn key(id: &str) -> TxnKey {
         (
             user_id!("@a:x").to_owned(),
@@ -87,21 +126,37 @@ mod tests {
     }
 
     #[test]
-    fn transactions_are_forgotten_after_the_window_or_beyond_the_cap() {
-        let mut w = TxnWindow::default();
-        w.insert(key("1"), event_id!("$one").to_owned(), 0);
-        assert_eq!(w.get(&key("1")).map(|e| e.as_str()), Some("$one"));
-        w.insert(key("2"), event_id!("$two").to_owned(), KEEP_MS + 1);
-        assert!(w.get(&key("1")).is_none(), "expired");
-        assert!(w.get(&key("2")).is_some());
+    fn a_complete_window_answers_alone_until_it_drops_a_live_transaction() {
+        // Complete over the whole retention (a room with few transactions).
+        let mut w = TxnWindow::new(KEEP, 0);
+        w.insert(&key("1"), event_id!("$one").to_owned(), 10);
+        assert_eq!(
+            w.lookup(&key("1"), 20),
+            Lookup::Sent(event_id!("$one").to_owned())
+        );
+        assert_eq!(w.lookup(&key("2"), 20), Lookup::New);
+        // Expired ones are forgotten and still known to be new.
+        w.insert(&key("2"), event_id!("$two").to_owned(), KEEP + 11);
+        assert_eq!(w.lookup(&key("1"), KEEP + 11), Lookup::New);
+        // Beyond the cap, the oldest live one is dropped: the store must be asked.
         for i in 0..MAX_PER_ROOM {
             w.insert(
-                key(&format!("n{i}")),
+                &key(&format!("n{i}")),
                 event_id!("$n").to_owned(),
-                KEEP_MS + 2,
+                KEEP + 12,
             );
         }
         assert_eq!(w.len(), MAX_PER_ROOM);
-        assert!(w.get(&key("2")).is_none(), "the oldest goes beyond the cap");
+        assert_eq!(w.lookup(&key("2"), KEEP + 12), Lookup::Ask);
+        assert_eq!(w.lookup(&key("never"), KEEP + 12), Lookup::Ask);
+        // Once everything it dropped is past the retention, it answers alone again.
+        assert_eq!(w.lookup(&key("never"), 2 * KEEP + 12), Lookup::New);
+    }
+
+    #[test]
+    fn a_window_loaded_partially_asks_the_store() {
+        let w = TxnWindow::new(KEEP, 500);
+        assert_eq!(w.lookup(&key("old"), 600), Lookup::Ask);
+        assert_eq!(w.lookup(&key("old"), KEEP + 500), Lookup::New);
     }
 }

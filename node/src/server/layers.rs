@@ -67,12 +67,12 @@ async fn guard(State(deadline): State<Duration>, req: Request, next: Next) -> Re
 }
 
 /// The answer for a request that panicked or timed out: under `/_matrix`, the Matrix error
-/// mapping's internal error (500 `M_UNKNOWN`, CORS headers); elsewhere plain text.
+/// mapping's (`M_UNKNOWN`, CORS headers); elsewhere plain text.
 fn failure(matrix: bool, status: StatusCode, text: &'static str) -> Response {
-    if matrix {
-        MatrixError::Internal(text.to_owned()).into_response()
-    } else {
-        (status, text).into_response()
+    match (matrix, status) {
+        (true, StatusCode::SERVICE_UNAVAILABLE) => MatrixError::TimedOut.into_response(),
+        (true, _) => MatrixError::HandlerPanicked.into_response(),
+        (false, _) => (status, text).into_response(),
     }
 }
 
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "request timed out");
         let (status, body) = answer(&router, "/_matrix/client/v3/slow").await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
         // /sync is left to its own bound: it answers after three times the request deadline.
         let (status, body) = answer(&router, "/_matrix/client/v3/sync").await;

@@ -1,4 +1,4 @@
-//! Matrix accounts, devices and access tokens in SQLite (DESIGN.md sections 5 and 8).
+//! Matrix accounts, devices and access tokens in SQLite.
 //!
 //! The tables come from `migrations/0002_accounts.sql` and live in the node's database file
 //! beside the sessions. Secrets never reach this module: callers pass argon2 PHC strings for

@@ -1,17 +1,22 @@
 //! Storage: what the node persists so that no accepted message is lost across a dropped
-//! connection, a graceful restart or a killed process (DESIGN.md section 8).
+//! connection, a graceful restart or a killed process.
 //!
 //! This module owns the storage *interface*: the [`SessionStore`] trait (one backend per
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
 //! backend is [`sqlite::SqliteStore`]. Matrix accounts, devices and access tokens are kept by
-//! [`accounts::AccountStore`] in the same database.
+//! [`accounts::AccountStore`] in the same database; room events ([`pdu::Pdu`]) by
+//! [`rooms::RoomStore`]. Writes that take a Matrix stream position are [`StreamOp`]s, which the
+//! stream writer (`crate::stream`) commits.
 //!
 //! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
-//! commits them in groups. An operation can carry a `durable` notifier when the caller must wait
-//! until it is committed (messages for a disconnected session).
+//! commits them in groups. An outbox entry can carry a [`Settle`] signal that the commit fires:
+//! `urgent` when the caller waits for the commit itself (a message for a disconnected session:
+//! the batch is committed at once), not urgent when the recipient's connection may fire it first
+//! by writing the frame to its socket (the batch keeps its commit delay).
 
 pub mod accounts;
+pub mod pdu;
 pub mod rooms;
 pub mod sqlite;
 pub mod writer;
@@ -19,6 +24,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use sqlx::sqlite::SqliteConnection;
 use tokio::sync::oneshot;
 
 pub use writer::{StoreWriter, WriterConfig, spawn_writer};
@@ -41,6 +47,24 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store writer has stopped")]
     WriterStopped,
+}
+
+/// A write that takes a stream position. Implemented by each store of a concern (rooms, account
+/// data, ...), which owns its SQL.
+pub trait StreamOp: Send + 'static {
+    /// Applies the write inside the writer's transaction, at stream position `pos`.
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
+    /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
+    /// keeps the transaction open. Default `true`.
+    fn needs_savepoint(&self) -> bool {
+        true
+    }
 }
 
 /// The persisted image of one resumable session, as loaded at start.
@@ -83,7 +107,9 @@ pub enum StoreOp {
         seq: u64,
         json: Arc<str>,
         /// Fired once the entry is committed (or known acknowledged, so never needed).
-        durable: Option<oneshot::Sender<()>>,
+        durable: Option<Settle>,
+        /// Somebody waits for nothing but this commit: commit the batch without delay.
+        urgent: bool,
     },
     /// The runtime acknowledged every entry up to `seq`.
     Ack { session: SessionKey, seq: u64 },
@@ -110,6 +136,29 @@ pub enum StoreOp {
     },
     /// A barrier: fired once everything submitted before it is committed.
     Flush { done: oneshot::Sender<()> },
+}
+
+/// A one-shot signal with several possible firers: the first [`Settle::fire`] of any clone wakes
+/// the waiter, later ones do nothing. An outbox entry for a connected runtime is settled by its
+/// connection's writer (the frame reached the socket) or by the store writer (the entry is
+/// committed), whichever comes first.
+#[derive(Debug, Clone)]
+pub struct Settle(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Settle {
+    /// A signal and the receiver its first firing wakes.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Fires the signal (once; later calls do nothing).
+    pub fn fire(&self) {
+        if let Some(tx) = crate::sync::lock(&self.0).take() {
+            // The waiter may have gone away; nothing to do then.
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// A storage backend for sessions and outboxes.

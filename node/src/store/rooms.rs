@@ -2,17 +2,18 @@
 //! current state, memberships, aliases and bridged objects.
 //!
 //! New events are written by [`AppendEvent`], a [`StreamOp`] committed by the stream writer (so
-//! the event's stream position is its primary key); everything else here reads, or writes rare
-//! data (aliases, forgetting a room) directly.
+//! the event's stream position is its primary key), with their client transaction
+//! (`migrations/0008_room_txns.sql`) in the same commit; [`PruneTxns`] forgets transactions past
+//! their retention. Everything else here reads, or writes rare data (aliases, forgetting a room)
+//! directly.
 
 use futures_util::future::BoxFuture;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row as _};
 
-use super::StoreError;
-use crate::rooms::pdu::Pdu;
-use crate::stream::StreamOp;
+use super::pdu::Pdu;
+use super::{StoreError, StreamOp};
 
 /// Access to the room tables. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -29,8 +30,12 @@ pub struct AppendEvent {
     pub state_key: Option<String>,
     pub sender: String,
     pub json: String,
-    /// The client transaction: device, scope (`send` or `redact`), ID.
+    /// The client transaction: device, scope (`send` or `redact`), ID. Stored in `room_txns`
+    /// too, unique per key: the op fails if a live transaction of the same key is stored.
     pub txn: Option<(String, &'static str, String)>,
+    /// A stored transaction of the same key accepted before this time (unix ms) is past its
+    /// retention: it is replaced.
+    pub txn_expired_before: i64,
     /// When the node accepted the event (unix ms).
     pub received_ms: i64,
     /// For `m.room.member`: the new membership of `state_key`.
@@ -108,6 +113,33 @@ impl StreamOp for AppendEvent {
                     .await?;
                 }
             }
+            if let Some((device, scope, txn)) = &self.txn {
+                sqlx::query(
+                    "DELETE FROM room_txns WHERE sender = ? AND device = ? AND room_id = ? \
+                     AND scope = ? AND txn_id = ? AND received_ms < ?",
+                )
+                .bind(&self.sender)
+                .bind(device)
+                .bind(&self.room_id)
+                .bind(*scope)
+                .bind(txn)
+                .bind(self.txn_expired_before)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO room_txns (sender, device, room_id, scope, txn_id, event_id, \
+                     received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&self.sender)
+                .bind(device)
+                .bind(&self.room_id)
+                .bind(*scope)
+                .bind(txn)
+                .bind(&self.event_id)
+                .bind(self.received_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
             if let Some((target, redacted, because)) = &self.redaction {
                 sqlx::query("UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?")
                     .bind(redacted)
@@ -120,9 +152,53 @@ impl StreamOp for AppendEvent {
         })
     }
 
-    /// A message event (no new room, no state, no redaction) is the one `INSERT`.
+    /// A message event (no new room, no state, no redaction, no transaction) is the one
+    /// `INSERT`.
     fn needs_savepoint(&self) -> bool {
-        self.create_version.is_some() || self.state_key.is_some() || self.redaction.is_some()
+        self.create_version.is_some()
+            || self.state_key.is_some()
+            || self.redaction.is_some()
+            || self.txn.is_some()
+    }
+}
+
+/// Most transactions one [`PruneTxns`] deletes (the rest is left to the next).
+pub const PRUNE_BATCH: i64 = 5_000;
+
+/// Forgets client transactions accepted before `before_ms` (at most [`PRUNE_BATCH`], oldest
+/// first): past their retention, a repeated transaction ID is a new event.
+#[derive(Debug)]
+pub struct PruneTxns {
+    pub before_ms: i64,
+}
+
+impl StreamOp for PruneTxns {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        _pos: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let deleted = sqlx::query(
+                "DELETE FROM room_txns WHERE rowid IN (SELECT rowid FROM room_txns \
+                 WHERE received_ms < ? ORDER BY received_ms LIMIT ?)",
+            )
+            .bind(self.before_ms)
+            .bind(PRUNE_BATCH)
+            .execute(&mut *conn)
+            .await?;
+            if deleted.rows_affected() > 0 {
+                tracing::debug!(
+                    deleted = deleted.rows_affected(),
+                    "expired matrix transactions pruned"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn needs_savepoint(&self) -> bool {
+        false
     }
 }
 
@@ -301,14 +377,38 @@ impl RoomStore {
         limit: usize,
     ) -> Result<Vec<StoredTxn>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT sender, txn_device, txn_scope, txn_id, event_id, received_ms FROM events \
-             WHERE room_id = ? AND txn_id IS NOT NULL AND received_ms >= ? \
+            "SELECT sender, device AS txn_device, scope AS txn_scope, txn_id, event_id, \
+             received_ms FROM room_txns WHERE room_id = ? AND received_ms >= ? \
              ORDER BY received_ms DESC LIMIT ?",
         )
         .bind(room_id)
         .bind(since_ms)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The event of a client transaction accepted at or after `since_ms`, if any.
+    pub async fn txn_event(
+        &self,
+        room_id: &str,
+        sender: &str,
+        device: &str,
+        scope: &str,
+        txn_id: &str,
+        since_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM room_txns WHERE sender = ? AND device = ? AND room_id = ? \
+             AND scope = ? AND txn_id = ? AND received_ms >= ?",
+        )
+        .bind(sender)
+        .bind(device)
+        .bind(room_id)
+        .bind(scope)
+        .bind(txn_id)
+        .bind(since_ms)
+        .fetch_optional(&self.pool)
         .await?)
     }
 

@@ -1,19 +1,31 @@
-//! The embedded default backend: SQLite through `sqlx` (DESIGN.md section 8).
+//! The embedded default backend: SQLite through `sqlx`.
 //!
-//! One database file, `<data_dir>/rethink.db`, in WAL mode with `synchronous = NORMAL`: a commit
-//! survives a killed process, and the group-commit [`writer`](super::writer) amortises the cost
-//! of each transaction over many operations. The schema lives in `migrations/`, embedded at build
-//! time and applied by [`SqliteStore::open`].
+//! Two database files in the data directory, each in WAL mode with `synchronous = NORMAL` (a
+//! commit survives a killed process):
+//!
+//! - `bus.db`: sessions, their addresses, subscriptions and outboxes (the bus's group-commit
+//!   [`writer`](super::writer)), and the start counter;
+//! - `rethink.db`: everything Matrix (accounts, rooms, events, stream positions, user data), written
+//!   by the Matrix stream writer.
+//!
+//! SQLite has one write lock per database file, and a writer that finds it taken sleeps in its
+//! busy handler (1, 2, 5, 10 ... 100 ms steps). With both writers on one file, a bus carrying tens
+//! of thousands of messages per second held the lock for most of each second, and Matrix sends
+//! waited for it: p99 of seconds (issue 10, defect 10). Two files, two locks: neither path waits
+//! for the other. Each file's schema lives in its own migrations directory (`migrations/`,
+//! `bus_migrations/`), embedded at build time and applied by [`SqliteStore::open`]. Nodes before
+//! the split kept the session tables in `rethink.db`; `open` moves them to `bus.db` once.
 //!
 //! Checkpoints (copying the WAL back into the database file, with its fsync) are not left to
 //! SQLite's automatic checkpoint, which runs inside the commit that crosses the threshold and
 //! stalled that commit (and every request waiting for it) for milliseconds: automatic
-//! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one every second on a
-//! shared connection, beside the writers.
+//! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one on each file every
+//! second, beside the writers.
 //!
-//! Two pools: the shared one (readers, the session writer, checkpoints; small page caches, since
-//! SQLite drops a connection's cache whenever another one committed) and the Matrix stream
-//! writer's own single connection, whose cache stays valid across its commits.
+//! Three pools: the bus pool (`bus.db`: the session writer and the start-time load), the shared
+//! Matrix pool (`rethink.db` readers and checkpoints; small page caches, since SQLite drops a
+//! connection's cache whenever another one committed) and the Matrix stream writer's own single
+//! connection, whose cache stays valid across its commits.
 //!
 //! Sequence numbers are `u64` in the interface and `INTEGER` (i64) in the database; they stay
 //! far below 2^53.
@@ -31,11 +43,31 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 
-/// Name of the database file inside the data directory.
+/// Name of the Matrix database file inside the data directory.
 const DB_FILE: &str = "rethink.db";
-/// Connections in the shared pool (readers, the session writer, checkpoints), besides the
-/// Matrix stream writer's own.
+/// Name of the bus's database file (sessions and outboxes) inside the data directory.
+const BUS_DB_FILE: &str = "bus.db";
+/// Connections in the shared Matrix pool (readers, checkpoints), besides the Matrix stream
+/// writer's own.
 const MAX_CONNECTIONS: u32 = 3;
+/// Connections to `bus.db`: the session writer's, and one for loads and checkpoints.
+const BUS_CONNECTIONS: u32 = 2;
+/// Copies the tables that moved from `rethink.db` (attached as `old`) to `bus.db`, parents first.
+const BUS_TABLES_COPY: [&str; 5] = [
+    "INSERT OR IGNORE INTO main.node_meta SELECT * FROM old.node_meta",
+    "INSERT OR IGNORE INTO main.sessions SELECT * FROM old.sessions",
+    "INSERT OR IGNORE INTO main.session_addresses SELECT * FROM old.session_addresses",
+    "INSERT OR IGNORE INTO main.session_subscriptions SELECT * FROM old.session_subscriptions",
+    "INSERT OR IGNORE INTO main.outbox SELECT * FROM old.outbox",
+];
+/// Drops the moved tables from `rethink.db`, children first.
+const BUS_TABLES_DROP: [&str; 5] = [
+    "DROP TABLE IF EXISTS outbox",
+    "DROP TABLE IF EXISTS session_subscriptions",
+    "DROP TABLE IF EXISTS session_addresses",
+    "DROP TABLE IF EXISTS sessions",
+    "DROP TABLE IF EXISTS node_meta",
+];
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the Matrix stream writer's connection: 1 MiB (SQLite's default is 2 MiB). It is
@@ -57,16 +89,20 @@ const ENQUEUE_HEAD: &str = "INSERT OR REPLACE INTO outbox (session, seq, json) \
 const ENQUEUE_TAIL: &str = ") AS v JOIN sessions AS s ON s.id = v.column1 \
      WHERE v.column2 > s.acked_seq";
 
-/// The SQLite session store. Cheap to clone (it wraps the connection pools).
+/// The SQLite store. Cheap to clone (it wraps the connection pools).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// `bus.db`: sessions and outboxes.
+    bus_pool: SqlitePool,
+    /// `rethink.db`: the Matrix data, shared by its readers.
     pool: SqlitePool,
     /// One connection, for the Matrix stream writer alone (see [`SqliteStore::stream_pool`]).
     stream_pool: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `<data_dir>/rethink.db` and brings its schema up to date.
+    /// Opens (creating if needed) `<data_dir>/rethink.db` and `<data_dir>/bus.db`, brings their
+    /// schemas up to date, and moves session tables left in `rethink.db` by an older node.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         tokio::fs::create_dir_all(data_dir)
             .await
@@ -88,15 +124,27 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        let bus_pool = SqlitePoolOptions::new()
+            .max_connections(BUS_CONNECTIONS)
+            .connect_with(options.clone().filename(data_dir.join(BUS_DB_FILE)))
+            .await?;
+        sqlx::migrate!("src/store/bus_migrations")
+            .run(&bus_pool)
+            .await?;
+        move_bus_tables(&pool, &bus_pool, &data_dir.join(DB_FILE)).await?;
         let stream_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.pragma("cache_size", STREAM_CACHE_KIB))
             .await?;
         tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
-        Ok(SqliteStore { pool, stream_pool })
+        Ok(SqliteStore {
+            bus_pool,
+            pool,
+            stream_pool,
+        })
     }
 
-    /// Runs a passive WAL checkpoint every [`CHECKPOINT_EVERY`] until `shutdown`.
+    /// Runs a passive WAL checkpoint every `CHECKPOINT_EVERY` until `shutdown`.
     pub async fn checkpoints(
         self: std::sync::Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -108,16 +156,18 @@ impl SqliteStore {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => break,
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.pool)
-                .await
-            {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+            for (file, pool) in [(DB_FILE, &self.pool), (BUS_DB_FILE, &self.bus_pool)] {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, file, "WAL checkpoint failed");
+                }
             }
         }
     }
 
-    /// The connection pool, for stores of other concerns that share the database file.
+    /// The Matrix database's shared connection pool, for the stores of the Matrix concerns.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -131,14 +181,15 @@ impl SqliteStore {
         &self.stream_pool
     }
 
-    /// Closes every connection of both pools, waiting for those in use to be returned.
+    /// Closes every connection of the three pools, waiting for those in use to be returned.
     pub async fn close(&self) {
         self.stream_pool.close().await;
         self.pool.close().await;
+        self.bus_pool.close().await;
     }
 
     async fn next_epoch_inner(&self) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bus_pool.begin().await?;
         let epoch: i64 = sqlx::query_scalar(
             "INSERT INTO node_meta (key, value) VALUES ('epoch', 1) \
              ON CONFLICT (key) DO UPDATE SET value = COALESCE(value, 0) + 1 \
@@ -152,7 +203,7 @@ impl SqliteStore {
 
     async fn load_sessions_inner(&self) -> Result<Vec<PersistedSession>, StoreError> {
         // One read transaction: a consistent snapshot of the four tables.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bus_pool.begin().await?;
 
         let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
             "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
@@ -223,7 +274,7 @@ impl SqliteStore {
     }
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bus_pool.begin().await?;
         // Runs of consecutive Enqueue ops become multi-row INSERTs; everything else one by one.
         for run in batch.chunk_by(|a, b| is_enqueue(a) && is_enqueue(b)) {
             if run.first().is_some_and(is_enqueue) {
@@ -251,6 +302,57 @@ impl SessionStore for SqliteStore {
     fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.apply_inner(batch))
     }
+}
+
+/// Moves the session tables that a node before the split kept in `rethink.db` into `bus.db`, in
+/// one `bus.db` transaction, then drops them from `rethink.db`. Idempotent: a crash between the
+/// copy and the drop copies again at the next start (`INSERT OR IGNORE` keeps what is there).
+/// On a fresh data directory the tables are the empty ones migration 0001 created.
+async fn move_bus_tables(
+    pool: &SqlitePool,
+    bus_pool: &SqlitePool,
+    db_file: &Path,
+) -> Result<(), StoreError> {
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sessions'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if left.is_none() {
+        return Ok(());
+    }
+    let mut conn = bus_pool.acquire().await?;
+    sqlx::query("ATTACH DATABASE ? AS old")
+        .bind(db_file.to_string_lossy().as_ref())
+        .execute(&mut *conn)
+        .await?;
+    let copied = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut moved = 0u64;
+        for copy in BUS_TABLES_COPY {
+            moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok::<u64, sqlx::Error>(moved)
+    }
+    .await;
+    sqlx::query("DETACH DATABASE old")
+        .execute(&mut *conn)
+        .await?;
+    let moved = copied?;
+    drop(conn);
+    let mut tx = pool.begin().await?;
+    for drop_table in BUS_TABLES_DROP {
+        sqlx::query(drop_table).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    if moved > 0 {
+        tracing::info!(
+            rows = moved,
+            "session tables moved from rethink.db to bus.db"
+        );
+    }
+    Ok(())
 }
 
 fn is_enqueue(op: &StoreOp) -> bool {
@@ -418,6 +520,7 @@ mod tests {
             seq,
             json: Arc::from(format!(r#"{{"n":{seq}}}"#)),
             durable: None,
+            urgent: false,
         }
     }
 
@@ -434,6 +537,72 @@ mod tests {
 
     fn seqs(session: &PersistedSession) -> Vec<u64> {
         session.outbox.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    /// A data directory written before the split (session tables in rethink.db) keeps its
+    /// sessions, outboxes and start counter: they are moved to bus.db once, and rethink.db no
+    /// longer has them.
+    #[tokio::test]
+    async fn sessions_left_in_the_matrix_file_are_moved_to_bus_db() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        {
+            // Today's layout, then the old one rebuilt by hand: sessions in rethink.db only.
+            let store = SqliteStore::open(dir.path()).await?;
+            store.close().await;
+        }
+        std::fs::remove_file(dir.path().join(BUS_DB_FILE))?;
+        let old = SqlitePool::connect_with(
+            SqliteConnectOptions::new().filename(dir.path().join(DB_FILE)),
+        )
+        .await?;
+        sqlx::raw_sql(include_str!("bus_migrations/0001_sessions.sql"))
+            .execute(&old)
+            .await?;
+        sqlx::raw_sql(
+            "INSERT INTO node_meta VALUES ('epoch', 41); \
+             INSERT INTO sessions VALUES ('s1', 'hyperty-runtime://example.org/s1', zeroblob(32), '{}', 1); \
+             INSERT INTO outbox VALUES ('s1', 1, '{\"n\":1}'), ('s1', 2, '{\"n\":2}');",
+        )
+        .execute(&old)
+        .await?;
+        old.close().await;
+
+        for _ in 0..2 {
+            // Twice: the second start finds nothing left to move.
+            let store = SqliteStore::open(dir.path()).await?;
+            let sessions = store.load_sessions().await?;
+            assert_eq!(sessions.len(), 1);
+            assert_eq!(seqs(&sessions[0]), [2], "acked frames stay acked");
+            let left: Option<String> =
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'sessions'")
+                    .fetch_optional(store.pool())
+                    .await?;
+            assert_eq!(left, None, "rethink.db keeps no session table");
+            store.close().await;
+        }
+        let store = SqliteStore::open(dir.path()).await?;
+        assert_eq!(store.next_epoch().await?, 42, "the start counter goes on");
+        store.close().await;
+        Ok(())
+    }
+
+    /// The bus writes to its own file: a transaction holding rethink.db's write lock (as the
+    /// Matrix stream writer does while committing) does not block a session write.
+    #[tokio::test]
+    async fn bus_writes_do_not_wait_for_the_matrix_write_lock() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let store = SqliteStore::open(dir.path()).await?;
+        let mut matrix = store.stream_pool().begin().await?;
+        sqlx::query("CREATE TABLE lock_holder (x INTEGER)")
+            .execute(&mut *matrix)
+            .await?;
+        // rethink.db's write lock is now held until `matrix` ends. With one file, this write
+        // would wait BUSY_TIMEOUT and then fail with "database is locked"; with two it commits.
+        store.apply(&[create("s1"), enqueue("s1", 1)]).await?;
+        matrix.rollback().await?;
+        assert_eq!(seqs(&store.load_sessions().await?[0]), [1]);
+        store.close().await;
+        Ok(())
     }
 
     #[tokio::test]
@@ -577,7 +746,7 @@ mod tests {
             let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT COUNT(*) FROM {table} WHERE session = 's1'"
             )))
-            .fetch_one(&store.pool)
+            .fetch_one(&store.bus_pool)
             .await?;
             assert_eq!(left, 0, "rows of the deleted session left in {table}");
         }
@@ -618,7 +787,7 @@ mod tests {
         assert_eq!(sessions[0].acked_seq, 150);
         assert_eq!(seqs(&sessions[0]), (151..=201).collect::<Vec<_>>());
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.bus_pool)
             .await?;
         assert_eq!(rows, 51);
         store.close().await;

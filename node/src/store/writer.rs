@@ -1,8 +1,8 @@
 //! The group-commit writer: one task that takes [`StoreOp`]s from a bounded channel and commits
-//! them in batches, one transaction per batch (DESIGN.md section 8).
+//! them in batches, one transaction per batch.
 //!
 //! A batch starts with the first op received; the task then takes what is already queued and, if
-//! nobody waits for this batch (no `durable` notifier, no `Flush`), keeps collecting until
+//! nobody waits for this batch (no `urgent` enqueue, no `Flush`), keeps collecting until
 //! [`WriterConfig::commit_delay`] has passed or [`WriterConfig::max_batch`] ops are held. Before
 //! the commit the batch is coalesced per session (an entry acknowledged later in the same batch is
 //! never written). A failed commit is retried with a growing backoff; nothing is ever dropped.
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{SessionKey, SessionStore, StoreError, StoreOp};
+use super::{SessionKey, SessionStore, Settle, StoreError, StoreOp};
 
 /// First retry delay after a failed commit; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -90,12 +90,13 @@ impl StoreWriter {
         seq: u64,
         json: Arc<str>,
     ) -> Result<(), StoreError> {
-        let (durable, committed) = oneshot::channel();
+        let (durable, committed) = Settle::new();
         self.submit(StoreOp::Enqueue {
             session,
             seq,
             json,
             durable: Some(durable),
+            urgent: true,
         })
         .await?;
         committed.await.map_err(|_| StoreError::WriterStopped)
@@ -158,16 +159,30 @@ async fn collect(
     false
 }
 
-/// Whether somebody waits for the commit of this op.
+/// Whether somebody waits for nothing but the commit of this op.
 fn is_urgent(op: &StoreOp) -> bool {
     matches!(
         op,
-        StoreOp::Flush { .. }
-            | StoreOp::Enqueue {
-                durable: Some(_),
-                ..
-            }
+        StoreOp::Flush { .. } | StoreOp::Enqueue { urgent: true, .. }
     )
+}
+
+/// Who is told that a batch is committed.
+enum Notifier {
+    Flush(oneshot::Sender<()>),
+    Settle(Settle),
+}
+
+impl Notifier {
+    fn fire(self) {
+        match self {
+            // The waiter may have gone away; nothing to do then.
+            Notifier::Flush(done) => {
+                let _ = done.send(());
+            }
+            Notifier::Settle(settle) => settle.fire(),
+        }
+    }
 }
 
 /// Coalesces and commits `batch` (emptying it), retrying until the store accepts it, then
@@ -193,8 +208,7 @@ async fn commit(store: &dyn SessionStore, batch: &mut Vec<StoreOp>) {
     }
     batch.clear();
     for notifier in notifiers {
-        // The waiter may have gone away; nothing to do then.
-        let _ = notifier.send(());
+        notifier.fire();
     }
 }
 
@@ -218,7 +232,7 @@ impl Later {
 /// (returned, to be fired after the commit), and drops, per session, the `Enqueue`s and `Ack`s
 /// that a later `Ack` (with a seq at least as high) or `DeleteSession` in the same batch makes
 /// useless. The order of the remaining ops is kept.
-fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<oneshot::Sender<()>> {
+fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<Notifier> {
     let mut notifiers = Vec::new();
     let mut later: HashMap<SessionKey, Later> = HashMap::new();
     let mut keep = vec![true; batch.len()];
@@ -231,7 +245,7 @@ fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<oneshot::Sender<()>> {
                 durable,
                 ..
             } => {
-                notifiers.extend(durable.take());
+                notifiers.extend(durable.take().map(Notifier::Settle));
                 keep[i] = !later.get(session).is_some_and(|l| l.covers(*seq));
             }
             StoreOp::Ack { session, seq } => {
@@ -249,7 +263,7 @@ fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<oneshot::Sender<()>> {
     let mut kept_ops = Vec::with_capacity(batch.len());
     for (op, kept) in batch.drain(..).zip(keep) {
         match op {
-            StoreOp::Flush { done } => notifiers.push(done),
+            StoreOp::Flush { done } => notifiers.push(Notifier::Flush(done)),
             op if kept => kept_ops.push(op),
             _ => {}
         }
@@ -292,6 +306,7 @@ mod tests {
             seq,
             json: Arc::from(format!("m{seq}")),
             durable: None,
+            urgent: false,
         }
     }
 
@@ -473,12 +488,13 @@ mod tests {
 
         // An entry acknowledged in the same batch is never written, but its waiter is released.
         // `try_submit` does not yield: both ops are queued before the writer runs again.
-        let (durable, committed) = oneshot::channel();
+        let (durable, committed) = Settle::new();
         let durable_enqueue = StoreOp::Enqueue {
             session: key("s1"),
             seq: 3,
             json: Arc::from("acked"),
             durable: Some(durable),
+            urgent: true,
         };
         assert!(writer.try_submit(durable_enqueue).is_ok());
         assert!(writer.try_submit(ack("s1", 3)).is_ok());
@@ -572,7 +588,7 @@ mod tests {
     #[test]
     fn coalesce_drops_what_later_ops_make_useless() {
         let (done, _flushed) = oneshot::channel();
-        let (durable, _committed) = oneshot::channel();
+        let (durable, _committed) = Settle::new();
         let mut batch = vec![
             create("a"),
             enqueue("a", 1),
@@ -581,6 +597,7 @@ mod tests {
                 seq: 2,
                 json: Arc::from("x"),
                 durable: Some(durable),
+                urgent: true,
             },
             ack("a", 1),
             enqueue("b", 1),

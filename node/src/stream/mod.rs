@@ -33,29 +33,12 @@ use tokio::task::JoinHandle;
 pub use notifier::Notifier;
 
 use crate::store::StoreError;
+pub use crate::store::StreamOp;
 
 /// Most ops committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Ops queued before [`StreamWriter::submit`] waits.
 const CHANNEL_CAPACITY: usize = 16_384;
-
-/// A write that takes a stream position. Implemented by each store of a concern (rooms, account
-/// data, ...), which owns its SQL.
-pub trait StreamOp: Send + 'static {
-    /// Applies the write inside the writer's transaction, at stream position `pos`.
-    fn apply<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
-
-    /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
-    /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
-    /// keeps the transaction open. Default `true`.
-    fn needs_savepoint(&self) -> bool {
-        true
-    }
-}
 
 /// The result of a submitted op: resolves to its stream position once committed.
 #[derive(Debug)]

@@ -29,9 +29,8 @@ pub(crate) type SharedFilter = Arc<FilterDefinition>;
 pub struct Filters {
     pool: SqlitePool,
     by_id: Arc<Mutex<HashMap<(OwnedUserId, i64), SharedFilter>>>,
-    /// Inline filter text → its definition, or `None` when the text is not a filter
-    /// definition (then it is an ID).
-    inline: Arc<Mutex<HashMap<String, Option<SharedFilter>>>>,
+    /// Inline filter text (form-encoded) → its definition.
+    inline: Arc<Mutex<HashMap<String, SharedFilter>>>,
 }
 
 impl Filters {
@@ -43,34 +42,30 @@ impl Filters {
         }
     }
 
-    /// The filter a `/sync` names with its `filter` parameter: a filter definition as JSON, or
-    /// else the ID of one of `user`'s stored filters (as ruma reads the parameter). `encoded` is
-    /// the parameter's value as it appears in the query string (form-encoded): it is the cache
-    /// key, decoded only the first time. `None`: no such stored filter.
+    /// The filter a `/sync` names with its `filter` parameter: a value starting with `{` is a
+    /// filter definition as JSON (as the spec tells servers to read it), anything else the ID of
+    /// one of `user`'s stored filters. `encoded` is the parameter's value as it appears in the
+    /// query string (form-encoded): an inline filter is cached by it, decoded and parsed only the
+    /// first time. `None`: no such stored filter.
     pub async fn for_sync(
         &self,
         user: &UserId,
         encoded: &str,
-    ) -> Result<Option<SharedFilter>, StoreError> {
-        let known = lock(&self.inline).get(encoded).cloned();
-        let inline = match known {
-            Some(inline) => inline,
-            None => {
-                let parsed = serde_json::from_str::<FilterDefinition>(&decode(encoded))
-                    .ok()
-                    .map(Arc::new);
-                let mut cache = lock(&self.inline);
-                if cache.len() >= MAX_CACHED_INLINE {
-                    cache.clear();
-                }
-                cache.insert(encoded.to_owned(), parsed.clone());
-                parsed
-            }
-        };
-        match inline {
-            Some(filter) => Ok(Some(filter)),
-            None => self.get_shared(user, &decode(encoded)).await,
+    ) -> Result<Option<SharedFilter>, FilterError> {
+        if let Some(known) = lock(&self.inline).get(encoded) {
+            return Ok(Some(Arc::clone(known)));
         }
+        let decoded = decode(encoded);
+        if !decoded.trim_start().starts_with('{') {
+            return Ok(self.get_shared(user, &decoded).await?);
+        }
+        let parsed = Arc::new(parse_inline(&decoded)?);
+        let mut cache = lock(&self.inline);
+        if cache.len() >= MAX_CACHED_INLINE {
+            cache.clear();
+        }
+        cache.insert(encoded.to_owned(), Arc::clone(&parsed));
+        Ok(Some(parsed))
     }
 
     /// Stores `filter` for `user`; returns its ID.
@@ -134,6 +129,28 @@ impl Filters {
 }
 
 /// A form-encoded query value, decoded as a query parser does (`+` is a space).
+/// Why an inline `/sync` filter is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("the inline filter is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the inline filter is not a filter definition: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An inline filter definition.
+fn parse_inline(json: &str) -> Result<FilterDefinition, FilterError> {
+    serde_json::from_str(json).map_err(|e| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok() {
+            FilterError::BadJson(e)
+        } else {
+            FilterError::NotJson(e)
+        }
+    })
+}
+
 fn decode(encoded: &str) -> String {
     form_urlencoded::parse(format!("v={encoded}").as_bytes())
         .next()
@@ -204,16 +221,24 @@ mod tests {
             let got = filters.for_sync(alice, &id).await.unwrap().unwrap();
             assert_eq!(got.event_fields, def.event_fields);
         }
-        // Another user's ID, an unknown ID, and text that is neither JSON nor an ID.
+        // Another user's ID, an unknown ID, and text that is not an ID.
         let bob = user_id!("@b:example.com");
         assert!(filters.for_sync(bob, &id).await.unwrap().is_none());
         assert!(filters.for_sync(alice, "999").await.unwrap().is_none());
-        assert!(
-            filters
-                .for_sync(alice, "{not json")
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(filters.for_sync(alice, "nope").await.unwrap().is_none());
+        // A value starting with `{` is inline JSON, however bad (form-encoded or not).
+        for not_json in ["{not json", "%7Bbad", "+%7B"] {
+            assert!(
+                matches!(
+                    filters.for_sync(alice, not_json).await,
+                    Err(FilterError::NotJson(_))
+                ),
+                "{not_json}"
+            );
+        }
+        assert!(matches!(
+            filters.for_sync(alice, "%7B%22room%22%3A5%7D").await,
+            Err(FilterError::BadJson(_))
+        ));
     }
 }

@@ -34,7 +34,9 @@ use crate::store::StoreError;
 use crate::stream::StreamWriter;
 use crate::sync::lock;
 
-pub use cross_signing::{CrossSigning, CrossSigningError, QueriedSigningKeys};
+pub use cross_signing::{
+    CrossSigning, CrossSigningError, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
+};
 pub use device_lists::DeviceListChanges;
 
 /// What one `POST /keys/upload` carries (checked by the handler).

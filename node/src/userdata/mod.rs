@@ -1,4 +1,4 @@
-//! [`UserData`]: what the node keeps per Matrix user besides rooms (DESIGN.md sections 5, 8):
+//! [`UserData`]: what the node keeps per Matrix user besides rooms:
 //! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
 //! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
@@ -36,10 +36,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 pub use account_data::AccountData;
 pub use devices::Devices;
-pub use filters::Filters;
+pub use filters::{FilterError, Filters};
 pub use keys::{
     CrossSigning, CrossSigningError, DeviceKeyCounts, DeviceKeysByUser, DeviceListChanges,
-    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys,
+    KeyUpload, Keys, QueriedKeys, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
 };
 use memberships::Memberships;
 pub use presence::{Presence, StoredPresence};

@@ -13,6 +13,8 @@ pub enum Control {
     ReOpen {
         runtime_token: String,
         last_seq: u64,
+        /// A credential for the re-opening connection, as `open`'s (when not in the header).
+        token: Option<String>,
     },
     Close,
     Ack {
@@ -32,6 +34,26 @@ struct ReOpenBody {
     runtime_token: String,
     #[serde(rename = "lastSeq", default)]
     last_seq: u64,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Why a control message was refused (a 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{kind} body: {source}")]
+    Body {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unknown session control type {0:?} (expected open, re-open, close or ack)")]
+    UnknownType(String),
+}
+
+fn body<'a, T: Deserialize<'a>>(env: &'a Envelope, kind: &'static str) -> Result<T, ControlError> {
+    env.body()
+        .map_err(|source| ControlError::Body { kind, source })
 }
 
 #[derive(Deserialize)]
@@ -39,28 +61,27 @@ struct AckBody {
     seq: u64,
 }
 
-/// Reads a control message. `Err` carries the description of a 400.
-pub fn parse(env: &Envelope) -> Result<Control, String> {
+/// Reads a control message.
+pub fn parse(env: &Envelope) -> Result<Control, ControlError> {
     match env.kind().as_str() {
         "open" => {
-            let body: OpenBody = env.body().map_err(|e| format!("open body: {e}"))?;
+            let body: OpenBody = body(env, "open")?;
             Ok(Control::Open { token: body.token })
         }
         "re-open" => {
-            let body: ReOpenBody = env.body().map_err(|e| format!("re-open body: {e}"))?;
+            let body: ReOpenBody = body(env, "re-open")?;
             Ok(Control::ReOpen {
                 runtime_token: body.runtime_token,
                 last_seq: body.last_seq,
+                token: body.token,
             })
         }
         "close" => Ok(Control::Close),
         "ack" => {
-            let body: AckBody = env.body().map_err(|e| format!("ack body: {e}"))?;
+            let body: AckBody = body(env, "ack")?;
             Ok(Control::Ack { seq: body.seq })
         }
-        other => Err(format!(
-            "unknown session control type {other:?} (expected open, re-open, close or ack)"
-        )),
+        other => Err(ControlError::UnknownType(other.to_owned())),
     }
 }
 
@@ -72,8 +93,8 @@ struct ShortAck {
     body: AckBody,
 }
 
-/// The short acknowledgement form `{"type":"ack","to":"mn:/session","body":{"seq":N}}`, which
-/// omits `id` and `from`. Returns its seq.
+/// An acknowledgement, in the short form `{"type":"ack","to":"mn:/session","body":{"seq":N}}`
+/// (which omits `id` and `from`) or the full one. Returns its seq.
 pub fn short_ack(text: &str) -> Option<u64> {
     let ack: ShortAck = serde_json::from_str(text).ok()?;
     (ack.kind == "ack" && ack.to == crate::bus::SESSION).then_some(ack.body.seq)
@@ -92,21 +113,28 @@ mod tests {
 
     #[test]
     fn reads_each_control_message() {
-        assert_eq!(parse(&env("open", "{}")), Ok(Control::Open { token: None }));
         assert_eq!(
-            parse(&env("re-open", r#"{"runtimeToken":"t","lastSeq":4}"#)),
-            Ok(Control::ReOpen {
+            parse(&env("open", "{}")).ok(),
+            Some(Control::Open { token: None })
+        );
+        assert_eq!(
+            parse(&env("re-open", r#"{"runtimeToken":"t","lastSeq":4}"#)).ok(),
+            Some(Control::ReOpen {
                 runtime_token: "t".into(),
-                last_seq: 4
+                last_seq: 4,
+                token: None,
             })
         );
         assert_eq!(
-            parse(&env("ack", r#"{"seq":9}"#)),
-            Ok(Control::Ack { seq: 9 })
+            parse(&env("ack", r#"{"seq":9}"#)).ok(),
+            Some(Control::Ack { seq: 9 })
         );
-        assert_eq!(parse(&env("close", "{}")), Ok(Control::Close));
+        assert_eq!(parse(&env("close", "{}")).ok(), Some(Control::Close));
         assert!(parse(&env("ack", r#"{"seq":"x"}"#)).is_err());
-        assert!(parse(&env("dance", "{}")).is_err());
+        assert!(matches!(
+            parse(&env("dance", "{}")),
+            Err(ControlError::UnknownType(t)) if t == "dance"
+        ));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The WebSocket transport: `GET /ws` upgrades, authenticates a bearer token presented in the
 //! `Authorization` header or the `access_token` query parameter, and runs the session protocol
-//! ([`session`]) with error mapping in [`codec`] and control messages in [`control`].
+//! ([`session`]) with its errors in [`error`], their one mapping to the wire in [`codec`] and
+//! control messages in [`control`].
 
 pub mod codec;
 pub mod control;
+pub mod error;
 pub mod session;
+
+pub use error::SessionError;
 
 use std::collections::HashMap;
 

@@ -2,12 +2,29 @@
 //! driven by channels in unit tests and by axum's WebSocket in the server.
 //!
 //! Phase 1, the handshake: the first message must be `open` or `re-open` to `mn:/session`;
-//! anything else is answered directly (with `seq` 0, since no session exists yet).
+//! anything else is answered directly (with `seq` 0, since no session exists yet). A `re-open`
+//! must present the identity the session was opened with.
 //! Phase 2, attached: a reader handles frames (routing, control, errors) while a writer drains
 //! the session outbox to the socket and pings the peer. Every frame the node sends then goes
 //! through the outbox and carries the session's `seq`.
+//!
+//! Backpressure: the node's answers count against the session's outbox bounds. While a frame is
+//! being handled (its messages routed, its answers waiting for room in a full outbox), the
+//! reader still applies acknowledgements as they arrive, since they may be what frees the room
+//! (a runtime may have sent requests, then acknowledgements); other frames are held, up to
+//! [`HOLD_FRAMES`] frames and `session.max_frame_bytes` bytes, and then nothing more is read
+//! until the handling is done, so a runtime that never acknowledges is slowed down instead of
+//! growing the node's memory. If no room appears within `session.idle_timeout_secs`, the
+//! connection is closed with 1008.
+//!
+//! Closing: every way the node ends a connection (too many refused frames before or after
+//! `open`, invalid UTF-8, idle, expired credential, `close`) first writes the answers owed, then
+//! a close frame with its code and reason, then waits (bounded) for the peer's close frame.
+//! Refusals are [`SessionError`]s, turned into codes and descriptions only by [`codec`].
 
+use std::collections::VecDeque;
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +37,8 @@ use tracing::Instrument;
 
 use super::codec;
 use super::control::{self, Control};
-use crate::auth::Identity;
+use super::error::SessionError;
+use crate::auth::{AuthError, Identity};
 use crate::bus::{Origin, SESSION, Session};
 use crate::node::Node;
 
@@ -28,12 +46,39 @@ use crate::node::Node;
 const MAX_STRIKES: u32 = 50;
 /// Frames written per wake-up of the writer before it flushes.
 const WRITE_BATCH: usize = 256;
+/// Most frames read ahead (and held) while a frame is handled.
+const HOLD_FRAMES: usize = 256;
+/// How long the node writes owed answers, and then waits for the peer's close frame, when it
+/// closes a connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Close codes the node uses.
+/// Close codes the node uses (RFC 6455 section 7.4.1).
 mod close_code {
     pub(super) const NORMAL: u16 = 1000;
     pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const INVALID_DATA: u16 = 1007;
     pub(super) const POLICY: u16 = 1008;
+}
+
+/// A read error of the WebSocket stream, as far as the session protocol cares.
+pub trait ReadError: Display {
+    /// Whether a text frame held invalid UTF-8 (the connection is closed with 1007).
+    fn is_invalid_utf8(&self) -> bool;
+}
+
+impl ReadError for axum::Error {
+    fn is_invalid_utf8(&self) -> bool {
+        std::error::Error::source(self)
+            .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+            .is_some_and(|e| matches!(e, tungstenite::Error::Utf8(_)))
+    }
+}
+
+/// Channel-driven sessions (unit tests) report their read errors as text.
+impl ReadError for String {
+    fn is_invalid_utf8(&self) -> bool {
+        false
+    }
 }
 
 /// Why the attached phase ended.
@@ -49,10 +94,42 @@ enum End {
     Idle,
     /// Too many bad frames in a row.
     Misbehaving,
+    /// A text frame was not UTF-8.
+    InvalidUtf8,
+    /// The outbox stayed full (nothing acknowledged) for the idle timeout.
+    Stalled,
     /// The peer went away or the socket failed.
     PeerGone,
     /// The credential the session was opened with has expired.
     Expired,
+}
+
+impl End {
+    /// The close frame for this end; `None` when the peer is gone.
+    fn close_frame(self, shutting_down: bool) -> Option<(u16, &'static str)> {
+        Some(match self {
+            End::CloseRequested | End::Gone => (close_code::NORMAL, "session closed"),
+            End::Cancelled if shutting_down => (close_code::GOING_AWAY, "node shutting down"),
+            End::Cancelled => (
+                close_code::POLICY,
+                "session re-opened on another connection",
+            ),
+            End::Idle => (close_code::GOING_AWAY, "idle timeout"),
+            End::Misbehaving => (close_code::POLICY, "too many invalid messages"),
+            End::InvalidUtf8 => (close_code::INVALID_DATA, "invalid UTF-8 in a text frame"),
+            End::Stalled => (
+                close_code::POLICY,
+                "outbox full: acknowledge the frames you received",
+            ),
+            End::Expired => (close_code::POLICY, "credential expired"),
+            End::PeerGone => return None,
+        })
+    }
+
+    /// Whether the answers already owed are written before closing.
+    fn flushes(self) -> bool {
+        !matches!(self, End::Gone | End::Cancelled | End::PeerGone)
+    }
 }
 
 /// Outcome of handling one message.
@@ -62,12 +139,41 @@ enum Step {
     Refused,
     CloseRequested,
     Gone,
+    Stalled,
+}
+
+/// Why an answer did not reach the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// The session has ended.
+    Gone,
+    /// The outbox stayed full for the idle timeout.
+    Stalled,
 }
 
 impl Step {
-    fn from_answer(delivered: bool) -> Self {
-        if delivered { Step::Refused } else { Step::Gone }
+    /// The step of a refusal, by whether its answer was put in the outbox.
+    fn refused(answered: Result<(), Unanswered>) -> Self {
+        match answered {
+            Ok(()) => Step::Refused,
+            Err(Unanswered::Gone) => Step::Gone,
+            Err(Unanswered::Stalled) => Step::Stalled,
+        }
     }
+}
+
+/// The result of the handshake phase.
+enum Handshake {
+    /// A session is attached to this connection; `reply` is the answer to `open` / `re-open`.
+    Attached {
+        session: Arc<Session>,
+        cancel: CancellationToken,
+        reply: Envelope,
+    },
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+    /// The peer went away.
+    PeerGone,
 }
 
 /// Serves one connection until it ends.
@@ -76,108 +182,126 @@ where
     S: Sink<Message, Error = SE> + Unpin + Send,
     R: Stream<Item = Result<Message, RE>> + Unpin + Send,
     SE: Display,
-    RE: Display,
+    RE: ReadError,
 {
     let conn_id = node.bus().next_connection_id();
-    let Some((session, cancel)) = handshake(&node, &mut sink, &mut stream, pre_auth, conn_id).await
-    else {
-        let _ = sink.close().await;
-        return;
-    };
-    let shutdown = node.shutdown_token().clone();
-    let span =
-        tracing::debug_span!("session", id = %session.key(), runtime = %session.runtime_url());
-    attached(node, session, sink, stream, conn_id, cancel, shutdown)
-        .instrument(span)
-        .await;
+    match handshake(&node, &mut sink, &mut stream, pre_auth.as_ref(), conn_id).await {
+        Handshake::Attached {
+            session,
+            cancel,
+            reply,
+        } => {
+            let shutdown = node.shutdown_token().clone();
+            let span = tracing::debug_span!("session", id = %session.key(), runtime = %session.runtime_url());
+            let conn = Connection {
+                sink,
+                stream,
+                id: conn_id,
+                cancel,
+                shutdown,
+            };
+            attached(node, session, conn, reply).instrument(span).await;
+        }
+        Handshake::Close(code, reason) => {
+            tracing::debug!(code, reason, "closing connection before open");
+            close(&mut sink, &mut stream, code, reason).await;
+        }
+        Handshake::PeerGone => {
+            let _ = sink.close().await;
+        }
+    }
+}
+
+/// The socket halves and signals of an attached connection.
+struct Connection<S, R> {
+    sink: S,
+    stream: R,
+    id: u64,
+    /// Cancelled when the session is re-opened elsewhere or closed.
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 /// The attached phase, until the connection ends.
 async fn attached<S, R, SE, RE>(
     node: Node,
     session: Arc<Session>,
-    mut sink: S,
-    mut stream: R,
-    conn_id: u64,
-    cancel: CancellationToken,
-    shutdown: CancellationToken,
+    mut conn: Connection<S, R>,
+    reply: Envelope,
 ) where
     S: Sink<Message, Error = SE> + Unpin + Send,
     R: Stream<Item = Result<Message, RE>> + Unpin + Send,
     SE: Display,
-    RE: Display,
+    RE: ReadError,
 {
+    let ping = node.config().session.ping_interval;
     let end = tokio::select! {
         () = credential_expiry(&session) => End::Expired,
-        end = read_loop(&node, &session, &mut stream) => end,
-        end = write_loop(&session, conn_id, &mut sink, &cancel, &shutdown, node.config().session.ping_interval) => end,
+        end = read_loop(&node, &session, &mut conn.stream, reply) => end,
+        end = write_loop(&session, conn.id, &mut conn.sink, &conn.cancel, &conn.shutdown, ping) => end,
     };
     if end == End::Expired {
         let url = session.runtime_url().to_string();
-        refuse(
-            &node,
-            &session,
-            "null",
-            SESSION,
-            &url,
-            Code::UNAUTHORIZED,
-            "the credential of this session has expired: open a new session with a fresh token",
-        )
-        .await;
+        let notice = codec::refusal("null", SESSION, &url, &SessionError::CredentialExpired);
+        node.metrics().refuse(Code::UNAUTHORIZED.as_u16());
+        // Without a reader nothing frees room any more: only if it fits now.
+        let _ = node.bus().try_answer(&session, &notice).await;
     }
-    if matches!(
-        end,
-        End::CloseRequested | End::Misbehaving | End::Idle | End::Expired
-    ) {
+    if end.flushes() {
         // Deliver the answers already owed (to `close`, to the last bad frames) before closing.
         let mut frames = Vec::new();
-        session.take_unsent(conn_id, usize::MAX, &mut frames);
+        let mut settles = Vec::new();
+        session.take_unsent(conn.id, usize::MAX, &mut frames, &mut settles);
+        let sink = &mut conn.sink;
         let flush = async {
             for f in frames {
                 if sink.feed(Message::Text(f.into())).await.is_err() {
-                    break;
+                    return;
                 }
             }
-            let _ = sink.flush().await;
+            if sink.flush().await.is_ok() {
+                settles.iter().for_each(crate::store::Settle::fire);
+            }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, flush).await;
     }
-    node.bus().detach(&session, conn_id);
+    node.bus().detach(&session, conn.id);
     if matches!(end, End::CloseRequested | End::Expired) {
         node.bus().end_session(&session).await;
     }
-    let (code, reason) = match end {
-        End::CloseRequested | End::Gone => (close_code::NORMAL, "session closed"),
-        End::Cancelled if shutdown.is_cancelled() => (close_code::GOING_AWAY, "node shutting down"),
-        End::Cancelled => (
-            close_code::POLICY,
-            "session re-opened on another connection",
-        ),
-        End::Idle => (close_code::GOING_AWAY, "idle timeout"),
-        End::Misbehaving => (close_code::POLICY, "too many invalid messages"),
-        End::Expired => (close_code::POLICY, "credential expired"),
-        End::PeerGone => {
-            tracing::debug!("connection lost; session kept for its resume window");
-            return;
-        }
+    let Some((code, reason)) = end.close_frame(conn.shutdown.is_cancelled()) else {
+        tracing::debug!("connection lost; session kept for its resume window");
+        return;
     };
     tracing::debug!(?end, "closing connection");
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        })))
-        .await;
-    // Complete the closing handshake: wait briefly for the peer's Close, so it reads ours
-    // before the TCP connection goes away.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
+    close(&mut conn.sink, &mut conn.stream, code, reason).await;
+}
+
+/// Sends a close frame, then waits (at most [`CLOSE_WAIT`]) for the peer's, so that the peer
+/// reads everything sent before it and the closing handshake completes before TCP goes away.
+async fn close<S, R, SE, RE>(sink: &mut S, stream: &mut R, code: u16, reason: &'static str)
+where
+    S: Sink<Message, Error = SE> + Unpin,
+    R: Stream<Item = Result<Message, RE>> + Unpin,
+    RE: ReadError,
+{
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if sink.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.is_invalid_utf8() => {}
+                    Some(Err(_)) => break,
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
+    }
     let _ = sink.close().await;
 }
 
@@ -198,135 +322,151 @@ async fn credential_expiry(session: &Session) {
     }
 }
 
-/// Sends a frame directly on the socket, before a session exists (`seq` 0).
-async fn send_direct<S, SE>(sink: &mut S, env: &Envelope) -> bool
+/// Sends a refusal directly on the socket, before a session exists (`seq` 0). False if the
+/// socket failed.
+async fn refuse_direct<S, SE>(
+    node: &Node,
+    sink: &mut S,
+    id_json: &str,
+    to: &str,
+    e: &SessionError,
+) -> bool
 where
     S: Sink<Message, Error = SE> + Unpin,
 {
-    sink.send(Message::Text(env.frame(0).into())).await.is_ok()
+    let reply = codec::refusal(id_json, SESSION, to, e);
+    node.metrics().refuse(codec::session_code(e).as_u16());
+    tracing::debug!(error = %e, "handshake refused");
+    sink.send(Message::Text(reply.frame(0).into()))
+        .await
+        .is_ok()
 }
 
 async fn handshake<S, R, SE, RE>(
     node: &Node,
     sink: &mut S,
     stream: &mut R,
-    pre_auth: Option<Identity>,
+    pre_auth: Option<&Identity>,
     conn_id: u64,
-) -> Option<(Arc<Session>, CancellationToken)>
+) -> Handshake
 where
     S: Sink<Message, Error = SE> + Unpin,
     R: Stream<Item = Result<Message, RE>> + Unpin,
+    RE: ReadError,
 {
     let idle = node.config().session.idle_timeout;
     let mut strikes = 0;
     while strikes < MAX_STRIKES {
         let msg = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(m))) => m,
-            _ => return None,
+            Ok(Some(Err(e))) if e.is_invalid_utf8() => {
+                return Handshake::Close(close_code::INVALID_DATA, "invalid UTF-8 in a text frame");
+            }
+            Err(_) => return Handshake::Close(close_code::GOING_AWAY, "idle timeout"),
+            Ok(Some(Err(_)) | None) => return Handshake::PeerGone,
         };
         let text = match msg {
             Message::Text(t) => t,
-            Message::Close(_) => return None,
+            Message::Close(_) => return Handshake::PeerGone,
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Binary(_) => {
                 strikes += 1;
-                let e = codec::error_response(
-                    "null",
-                    SESSION,
-                    SESSION,
-                    Code::BAD_REQUEST,
-                    "binary frames are not supported; send JSON text frames",
-                );
-                if !send_direct(sink, &e).await {
-                    return None;
+                if !refuse_direct(node, sink, "null", SESSION, &SessionError::Binary).await {
+                    return Handshake::PeerGone;
                 }
                 continue;
             }
         };
         strikes += 1;
-        let env = match parse_frame(&text) {
-            Frame::Single(Ok(env)) => env,
-            Frame::Single(Err(rej)) => {
-                let e = rejected_response(&rej, SESSION);
-                node.metrics().refuse(Code::BAD_REQUEST.as_u16());
-                if !send_direct(sink, &e).await {
-                    return None;
+        let (id, to, error) = match parse_frame(&text) {
+            Frame::Single(Ok(env)) => {
+                match handshake_message(node, &env, pre_auth, conn_id).await {
+                    Ok((session, cancel, reply)) => {
+                        return Handshake::Attached {
+                            session,
+                            cancel,
+                            reply,
+                        };
+                    }
+                    Err(e) => (env.id_json().to_owned(), env.from().to_owned(), e),
                 }
-                continue;
             }
-            Frame::Batch(_) | Frame::Invalid(_) => {
-                let e = codec::error_response(
-                    "null",
-                    SESSION,
-                    SESSION,
-                    Code::BAD_REQUEST,
-                    "the first message must be a single open or re-open to mn:/session",
-                );
-                node.metrics().refuse(Code::BAD_REQUEST.as_u16());
-                if !send_direct(sink, &e).await {
-                    return None;
-                }
-                continue;
-            }
+            Frame::Single(Err(rej)) => (
+                rej.id_json.unwrap_or_else(|| "null".to_owned()),
+                rej.from.unwrap_or_else(|| SESSION.to_owned()),
+                SessionError::Parse(rej.error),
+            ),
+            Frame::Batch(_) | Frame::Invalid(_) => (
+                "null".to_owned(),
+                SESSION.to_owned(),
+                SessionError::NotAHandshake,
+            ),
         };
-        let is_control = env.to().len() == 1 && env.first_to() == SESSION;
-        let result = if is_control {
-            match control::parse(&env) {
-                Ok(Control::Open { token }) => {
-                    open(node, &env, pre_auth.clone(), token, conn_id).await
-                }
-                Ok(Control::ReOpen {
-                    runtime_token,
-                    last_seq,
-                }) => reopen(node, &env, &runtime_token, last_seq, conn_id).await,
-                Ok(_) => Err((Code::UNAUTHORIZED, "open a session first".to_owned())),
-                Err(desc) => Err((Code::BAD_REQUEST, desc)),
-            }
-        } else {
-            Err((
-                Code::UNAUTHORIZED,
-                "open a session first: send open to mn:/session".to_owned(),
-            ))
-        };
-        match result {
-            Ok(attached) => return Some(attached),
-            Err((code, desc)) => {
-                tracing::debug!(code = code.as_u16(), %desc, "handshake refused");
-                node.metrics().refuse(code.as_u16());
-                let e = codec::error_response(env.id_json(), SESSION, env.from(), code, &desc);
-                if !send_direct(sink, &e).await {
-                    return None;
-                }
-            }
+        if !refuse_direct(node, sink, &id, &to, &error).await {
+            return Handshake::PeerGone;
         }
     }
-    None
+    Handshake::Close(close_code::POLICY, "too many invalid messages")
+}
+
+/// Acts on the first message of a connection: only `open` and `re-open` are served.
+async fn handshake_message(
+    node: &Node,
+    env: &Envelope,
+    pre_auth: Option<&Identity>,
+    conn_id: u64,
+) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
+    if !(env.to().len() == 1 && env.first_to() == SESSION) {
+        return Err(SessionError::NoSession);
+    }
+    match control::parse(env)? {
+        Control::Open { token } => open(node, env, pre_auth, token, conn_id).await,
+        Control::ReOpen {
+            runtime_token,
+            last_seq,
+            token,
+        } => {
+            reopen(
+                node,
+                env,
+                pre_auth,
+                token,
+                &runtime_token,
+                last_seq,
+                conn_id,
+            )
+            .await
+        }
+        Control::Close | Control::Ack { .. } => Err(SessionError::NoSession),
+    }
+}
+
+/// The identity of this connection: the token it was upgraded with, else `body.token`, else
+/// anonymous (if allowed).
+fn presented_identity(
+    node: &Node,
+    pre_auth: Option<&Identity>,
+    body_token: Option<&str>,
+) -> Result<Identity, AuthError> {
+    match pre_auth {
+        Some(identity) => Ok(identity.clone()),
+        None => node.auth().authenticate(body_token),
+    }
 }
 
 async fn open(
     node: &Node,
     env: &Envelope,
-    pre_auth: Option<Identity>,
+    pre_auth: Option<&Identity>,
     body_token: Option<String>,
     conn_id: u64,
-) -> Result<(Arc<Session>, CancellationToken), (Code, String)> {
-    let identity = match pre_auth {
-        Some(identity) => identity,
-        None => node
-            .auth()
-            .authenticate(body_token.as_deref())
-            .map_err(|e| (codec::auth_code(&e), e.to_string()))?,
-    };
+) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
+    let identity = presented_identity(node, pre_auth, body_token.as_deref())?;
     if identity.runtime.as_deref().is_some_and(|r| r != env.from()) {
-        let e = crate::auth::AuthError::WrongRuntime;
-        return Err((codec::auth_code(&e), e.to_string()));
+        return Err(AuthError::WrongRuntime.into());
     }
     let bus = node.bus();
-    let (session, token) = bus
-        .open(env.from(), identity)
-        .await
-        .map_err(|e| (codec::route_code(&e), e.to_string()))?;
-    let cancel = bus.attach(&session, conn_id, None).await;
+    let (session, token) = bus.open(env.from(), identity).await?;
     let window = node.config().session.resume_window.as_secs();
     let reply = env
         .reply(Code::OK)
@@ -336,31 +476,32 @@ async fn open(
             "session": session.key().as_ref(),
         }))
         .build()
-        .map_err(|e| (Code::INTERNAL, e.to_string()))?;
-    answer(node, &session, &reply).await;
+        .map_err(SessionError::Internal)?;
+    let cancel = bus.attach(&session, conn_id, None).await;
     tracing::debug!(session = %session.key(), runtime = %env.from(), "session opened");
-    Ok((session, cancel))
+    Ok((session, cancel, reply))
 }
 
 async fn reopen(
     node: &Node,
     env: &Envelope,
+    pre_auth: Option<&Identity>,
+    body_token: Option<String>,
     runtime_token: &str,
     last_seq: u64,
     conn_id: u64,
-) -> Result<(Arc<Session>, CancellationToken), (Code, String)> {
+) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
     let bus = node.bus();
-    let session = bus.find_by_token(runtime_token).ok_or_else(|| {
-        (
-            Code::NOT_FOUND,
-            "no session for this runtimeToken (it may have expired): open a new session".to_owned(),
-        )
-    })?;
+    let session = bus
+        .find_by_token(runtime_token)
+        .ok_or(SessionError::UnknownRuntimeToken)?;
     if **session.runtime_url() != *env.from() {
-        return Err((
-            Code::FORBIDDEN,
-            "the runtimeToken belongs to another runtime URL".to_owned(),
-        ));
+        return Err(SessionError::OtherRuntime);
+    }
+    // The runtimeToken alone does not carry the identity over to another connection.
+    let presented = presented_identity(node, pre_auth, body_token.as_deref())?;
+    if presented.subject != session.identity().subject {
+        return Err(SessionError::OtherIdentity);
     }
     if session
         .identity()
@@ -368,13 +509,8 @@ async fn reopen(
         .is_some_and(|exp| exp <= unix_now())
     {
         bus.end_session(&session).await;
-        return Err((
-            Code::UNAUTHORIZED,
-            "the credential of this session has expired: open a new session with a fresh token"
-                .to_owned(),
-        ));
+        return Err(SessionError::CredentialExpired);
     }
-    let cancel = bus.attach(&session, conn_id, Some(last_seq)).await;
     let reply = env
         .reply(Code::OK)
         .value(json!({
@@ -383,15 +519,20 @@ async fn reopen(
             "resumeWindow": node.config().session.resume_window.as_secs(),
         }))
         .build()
-        .map_err(|e| (Code::INTERNAL, e.to_string()))?;
-    answer(node, &session, &reply).await;
+        .map_err(SessionError::Internal)?;
+    let cancel = bus.attach(&session, conn_id, Some(last_seq)).await;
     tracing::debug!(session = %session.key(), last_seq, "session resumed");
-    Ok((session, cancel))
+    Ok((session, cancel, reply))
 }
 
-/// Puts an answer in the session's outbox. False if the session has ended.
-async fn answer(node: &Node, session: &Arc<Session>, reply: &Envelope) -> bool {
-    node.bus().answer(session, reply).await.is_ok()
+/// Puts an answer in the session's outbox, waiting (at most the idle timeout) for room.
+async fn answer(node: &Node, session: &Arc<Session>, reply: &Envelope) -> Result<(), Unanswered> {
+    let wait = node.config().session.idle_timeout;
+    match tokio::time::timeout(wait, node.bus().answer(session, reply)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Unanswered::Gone),
+        Err(_) => Err(Unanswered::Stalled),
+    }
 }
 
 /// Answers a refused message: the metric, one debug line, the response.
@@ -401,23 +542,27 @@ async fn refuse(
     id_json: &str,
     from: &str,
     to: &str,
-    code: Code,
-    description: &str,
-) -> bool {
-    node.metrics().refuse(code.as_u16());
-    tracing::debug!(code = code.as_u16(), %from, %to, %description, "message refused");
-    let reply = codec::error_response(id_json, from, to, code, description);
-    answer(node, session, &reply).await
+    e: &SessionError,
+) -> Step {
+    node.metrics().refuse(codec::session_code(e).as_u16());
+    tracing::debug!(error = %e, %from, %to, "message refused");
+    let reply = codec::refusal(id_json, from, to, e);
+    Step::refused(answer(node, session, &reply).await)
 }
 
-fn rejected_response(rej: &Rejected, fallback_to: &str) -> Envelope {
-    codec::error_response(
-        rej.id_json.as_deref().unwrap_or("null"),
+/// Refuses a message that did not parse.
+async fn refuse_rejected(node: &Node, session: &Arc<Session>, rej: Rejected) -> Step {
+    let id = rej.id_json.as_deref().unwrap_or("null");
+    let to = rej.from.as_deref().unwrap_or(session.runtime_url());
+    refuse(
+        node,
+        session,
+        id,
         SESSION,
-        rej.from.as_deref().unwrap_or(fallback_to),
-        codec::parse_code(&rej.error),
-        &rej.error.to_string(),
+        to,
+        &SessionError::Parse(rej.error.clone()),
     )
+    .await
 }
 
 async fn write_loop<S, SE>(
@@ -432,11 +577,12 @@ where
     S: Sink<Message, Error = SE> + Unpin,
 {
     let mut frames = Vec::with_capacity(WRITE_BATCH);
+    let mut settles = Vec::new();
     let mut ping = tokio::time::interval(ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
-        session.take_unsent(conn_id, WRITE_BATCH, &mut frames);
+        session.take_unsent(conn_id, WRITE_BATCH, &mut frames, &mut settles);
         if frames.is_empty() {
             tokio::select! {
                 _ = cancel.cancelled() => return End::Cancelled,
@@ -458,48 +604,166 @@ where
         if sink.flush().await.is_err() {
             return End::PeerGone;
         }
+        // On the socket: their senders may go on (the store settles the frames not written).
+        for settle in settles.drain(..) {
+            settle.fire();
+        }
     }
 }
 
-async fn read_loop<R, RE>(node: &Node, session: &Arc<Session>, stream: &mut R) -> End
+/// Frames read ahead while an earlier frame is handled, in order, bounded.
+struct Held {
+    frames: VecDeque<Message>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Held {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn size(msg: &Message) -> usize {
+        match msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.frames.len() < HOLD_FRAMES && self.bytes < self.max_bytes
+    }
+
+    fn push(&mut self, msg: Message) {
+        self.bytes += Self::size(&msg);
+        self.frames.push_back(msg);
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let msg = self.frames.pop_front()?;
+        self.bytes -= Self::size(&msg);
+        Some(msg)
+    }
+}
+
+/// Runs `work` (the handling of one frame) while reading what arrives meanwhile:
+/// acknowledgements are applied at once (they may be what frees the outbox room `work` waits
+/// for), pings and pongs skipped, other frames held (while `held` has room; then nothing more
+/// is read until `work` is done). `Err` when the connection ended meanwhile.
+async fn with_acks<R, RE, F>(
+    node: &Node,
+    session: &Arc<Session>,
+    stream: &mut R,
+    held: &mut Held,
+    work: F,
+) -> Result<F::Output, End>
 where
     R: Stream<Item = Result<Message, RE>> + Unpin,
-    RE: Display,
+    RE: ReadError,
+    F: Future,
+{
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return Ok(out),
+            msg = stream.next(), if held.has_room() => match msg {
+                None => return Err(End::PeerGone),
+                Some(Err(e)) => return Err(read_failed(&e)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) => return Err(End::PeerGone),
+                Some(Ok(Message::Text(text))) => match control::short_ack(&text) {
+                    Some(seq) => node.bus().ack(session, seq).await,
+                    None => held.push(Message::Text(text)),
+                },
+                Some(Ok(other)) => held.push(other),
+            },
+        }
+    }
+}
+
+/// How a failed read ends the connection.
+fn read_failed<RE: ReadError>(e: &RE) -> End {
+    if e.is_invalid_utf8() {
+        tracing::debug!(error = %e, "invalid UTF-8 in a text frame");
+        End::InvalidUtf8
+    } else {
+        tracing::debug!(error = %e, "read failed");
+        End::PeerGone
+    }
+}
+
+async fn read_loop<R, RE>(
+    node: &Node,
+    session: &Arc<Session>,
+    stream: &mut R,
+    reply: Envelope,
+) -> End
+where
+    R: Stream<Item = Result<Message, RE>> + Unpin,
+    RE: ReadError,
 {
     let idle: Duration = node.config().session.idle_timeout;
+    let mut held = Held::new(node.config().session.max_frame_bytes);
+    // The answer to `open` / `re-open` goes through the outbox like every other frame (after a
+    // replay into a full outbox, it waits for the runtime's acknowledgements).
+    match with_acks(
+        node,
+        session,
+        stream,
+        &mut held,
+        answer(node, session, &reply),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(Unanswered::Gone)) => return End::Gone,
+        Ok(Err(Unanswered::Stalled)) => return End::Stalled,
+        Err(end) => return end,
+    }
     let mut strikes = 0u32;
     loop {
-        let msg = match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => return End::Idle,
-            Ok(None) => return End::PeerGone,
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "read failed");
-                return End::PeerGone;
-            }
-            Ok(Some(Ok(m))) => m,
+        let msg = match held.pop() {
+            Some(msg) => msg,
+            None => match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return End::Idle,
+                Ok(None) => return End::PeerGone,
+                Ok(Some(Err(e))) => return read_failed(&e),
+                Ok(Some(Ok(m))) => m,
+            },
         };
         let step = match msg {
-            Message::Text(text) => handle_text(node, session, &text).await,
-            Message::Binary(_) => {
-                let url = session.runtime_url();
-                let delivered = refuse(
+            Message::Text(text) => {
+                with_acks(
                     node,
                     session,
-                    "null",
-                    SESSION,
-                    url,
-                    Code::BAD_REQUEST,
-                    "binary frames are not supported; send JSON text frames",
+                    stream,
+                    &mut held,
+                    handle_text(node, session, &text),
                 )
-                .await;
-                Step::from_answer(delivered)
+                .await
             }
-            Message::Ping(_) | Message::Pong(_) => Step::Accepted,
+            Message::Binary(_) => {
+                let url = session.runtime_url();
+                let refusal = refuse(node, session, "null", SESSION, url, &SessionError::Binary);
+                with_acks(node, session, stream, &mut held, refusal).await
+            }
+            Message::Ping(_) | Message::Pong(_) => Ok(Step::Accepted),
             Message::Close(_) => return End::PeerGone,
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(end) => return end,
         };
         match step {
             Step::CloseRequested => return End::CloseRequested,
             Step::Gone => return End::Gone,
+            Step::Stalled => return End::Stalled,
             Step::Accepted | Step::Refused => {}
         }
         let good = step == Step::Accepted;
@@ -515,21 +779,16 @@ async fn handle_text(node: &Node, session: &Arc<Session>, text: &str) -> Step {
     let max = node.config().session.max_frame_bytes;
     if text.len() > max {
         let (id, from) = rethink_proto::salvage(text);
-        let desc = format!(
-            "frame of {} bytes exceeds the limit of {max} bytes",
-            text.len()
-        );
+        let error = SessionError::FrameTooLarge {
+            size: text.len(),
+            max,
+        };
         let to = from.as_deref().unwrap_or(url);
         let id = id.as_deref().unwrap_or("null");
-        let delivered = refuse(node, session, id, SESSION, to, Code::TOO_LARGE, &desc).await;
-        return Step::from_answer(delivered);
+        return refuse(node, session, id, SESSION, to, &error).await;
     }
     match parse_frame(text) {
-        Frame::Invalid(e) => {
-            let code = codec::parse_code(&e);
-            let delivered = refuse(node, session, "null", SESSION, url, code, &e.to_string()).await;
-            Step::from_answer(delivered)
-        }
+        Frame::Invalid(e) => refuse(node, session, "null", SESSION, url, &e.into()).await,
         Frame::Single(item) => handle_message(node, session, item, text).await,
         Frame::Batch(items) => {
             // A batch counts as accepted if any of its messages was.
@@ -539,7 +798,7 @@ async fn handle_text(node: &Node, session: &Arc<Session>, text: &str) -> Step {
                 match handle_message(node, session, item, "").await {
                     Step::Accepted => outcome = Step::Accepted,
                     Step::Refused => {}
-                    end @ (Step::CloseRequested | Step::Gone) => return end,
+                    end @ (Step::CloseRequested | Step::Gone | Step::Stalled) => return end,
                 }
             }
             outcome
@@ -562,10 +821,7 @@ async fn handle_message(
                 bus.ack(session, seq).await;
                 return Step::Accepted;
             }
-            let reply = rejected_response(&rej, session.runtime_url());
-            node.metrics().refuse(Code::BAD_REQUEST.as_u16());
-            tracing::debug!(error = %rej.error, "message refused");
-            return Step::from_answer(answer(node, session, &reply).await);
+            return refuse_rejected(node, session, rej).await;
         }
     };
     if env.to().len() == 1 && env.first_to() == SESSION {
@@ -576,83 +832,46 @@ async fn handle_message(
     let permit = match bus.authorize(&env, &origin) {
         Ok(p) => p,
         Err(denied) => {
-            let code = codec::denied_code(&denied);
-            let desc = denied.to_string();
-            let delivered = refuse(
-                node,
-                session,
-                env.id_json(),
-                env.first_to(),
-                env.from(),
-                code,
-                &desc,
-            )
-            .await;
-            return Step::from_answer(delivered);
+            let (id, at, to) = (env.id_json(), env.first_to(), env.from());
+            return refuse(node, session, id, at, to, &denied.into()).await;
         }
     };
     let report = bus.route(permit).await;
     for reply in &report.replies {
-        if !answer(node, session, reply).await {
-            return Step::Gone;
+        if let Err(e) = answer(node, session, reply).await {
+            return Step::refused(Err(e));
         }
     }
+    let Some(response) = codec::failures_response(&env, &report.failures) else {
+        return Step::Accepted;
+    };
     for f in &report.failures {
-        let code = codec::route_code(&f.error);
-        let desc = f.error.to_string();
-        if !refuse(
-            node,
-            session,
-            env.id_json(),
-            &f.recipient,
-            env.from(),
-            code,
-            &desc,
-        )
-        .await
-        {
-            return Step::Gone;
-        }
+        node.metrics().refuse(codec::route_code(&f.error).as_u16());
+        tracing::debug!(error = %f.error, to = %f.recipient, from = %env.from(), "recipient refused");
     }
-    if report.failures.is_empty() {
-        Step::Accepted
-    } else {
-        Step::Refused
-    }
+    Step::refused(answer(node, session, &response).await)
 }
 
 async fn control_message(node: &Node, session: &Arc<Session>, env: &Envelope) -> Step {
     let bus = node.bus();
-    let (code, desc) = match control::parse(env) {
+    let error = match control::parse(env) {
         Ok(Control::Ack { seq }) => {
             bus.ack(session, seq).await;
             return Step::Accepted;
         }
         Ok(Control::Close) => {
             if let Ok(reply) = env.reply(Code::OK).build() {
-                answer(node, session, &reply).await;
+                // The session ends either way: the answer only if it fits (the close frame
+                // that follows says the same).
+                let _ = bus.try_answer(session, &reply).await;
             }
             tracing::debug!("session closed by the runtime");
             return Step::CloseRequested;
         }
-        Ok(Control::Open { .. } | Control::ReOpen { .. }) => (
-            Code::CONFLICT,
-            "this connection already has a session".to_owned(),
-        ),
-        Err(desc) => (Code::BAD_REQUEST, desc),
+        Ok(Control::Open { .. } | Control::ReOpen { .. }) => SessionError::AlreadyOpen,
+        Err(e) => e.into(),
     };
-    Step::from_answer(
-        refuse(
-            node,
-            session,
-            env.id_json(),
-            SESSION,
-            env.from(),
-            code,
-            &desc,
-        )
-        .await,
-    )
+    refuse(node, session, env.id_json(), SESSION, env.from(), &error).await
 }
 
 #[cfg(test)]

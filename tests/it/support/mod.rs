@@ -1,9 +1,11 @@
-//! Test support: a real node on 127.0.0.1:0 ([`TestNode`]) and a real WebSocket runtime client
-//! ([`Rt`]).
+//! Test support: a real node on 127.0.0.1:0 ([`TestNode`]), a real WebSocket runtime client
+//! ([`Rt`]), plain HTTP and metrics (`http`), the Matrix API over raw HTTP and matrix-sdk
+//! (`matrix`), and a test JWT issuer (`jwt`).
 
 pub(crate) mod client;
 pub(crate) mod http;
 pub(crate) mod jwt;
+pub(crate) mod keepalive;
 pub(crate) mod matrix;
 pub(crate) mod node;
 pub(crate) mod process;
@@ -13,7 +15,7 @@ pub(crate) use http::{get, get_at, metric, wait_for_metric};
 pub(crate) use node::TestNode;
 pub(crate) use process::NodeProcess;
 
-/// The domain every test node serves (the shared reTHINK vectors use it).
+/// The domain every test node serves (the reTHINK example messages of `node/proto/testdata/rethink` use it).
 pub(crate) const DOMAIN: &str = "example.com";
 
 /// Two opened runtimes named `a` and `b`, each holding one allocated hyperty address.

@@ -7,10 +7,9 @@
 //! request: it is listed in `failures`, by user and key ID.
 
 use axum::extract::State;
-use ruma::api::client::keys::upload_signatures::v3::Failure;
 use ruma::api::client::keys::{upload_signatures, upload_signing_keys};
 
-use super::super::error::{MatrixError, MatrixResult, RumaResponse};
+use super::super::error::{MatrixError, MatrixResult, RumaResponse, signature_failure};
 use super::super::extract::Ruma;
 use crate::node::Node;
 use crate::userdata::CrossSigningError;
@@ -51,11 +50,7 @@ pub(crate) async fn upload_signatures(
     for (user, by_key) in refused {
         let mut failures = std::collections::BTreeMap::new();
         for (key_id, failure) in by_key {
-            // ruma's `Failure` has no constructor: it is built from its JSON.
-            let json = serde_json::json!({"errcode": failure.errcode, "error": failure.error});
-            let failure: Failure = serde_json::from_value(json)
-                .map_err(|e| MatrixError::Internal(format!("signature failure: {e}")))?;
-            failures.insert(key_id, failure);
+            failures.insert(key_id, signature_failure(failure)?);
         }
         resp.failures.insert(user, failures);
     }

@@ -101,24 +101,36 @@ pub struct CheckedSigningKeys {
     pub replaces_keys: bool,
 }
 
-/// Why one signature of a `keys/signatures/upload` was refused: `errcode` and `error`.
+/// Why one signature of a `keys/signatures/upload` was refused: its kind (mapped to an
+/// `errcode` by `matrix/error.rs`) and the message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SignatureFailure {
-    pub errcode: &'static str,
+    pub kind: SignatureFailureKind,
     pub error: String,
+}
+
+/// The kinds of [`SignatureFailure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFailureKind {
+    /// The signature is missing or wrong.
+    InvalidSignature,
+    /// The signed key is unknown.
+    UnknownKey,
+    /// The signed object is not a JSON object.
+    BadJson,
 }
 
 impl SignatureFailure {
     fn invalid(error: impl Into<String>) -> Self {
         Self {
-            errcode: "M_INVALID_SIGNATURE",
+            kind: SignatureFailureKind::InvalidSignature,
             error: error.into(),
         }
     }
 
     fn unknown_key() -> Self {
         Self {
-            errcode: "M_NOT_FOUND",
+            kind: SignatureFailureKind::UnknownKey,
             error: "no such key: a device ID of yours, or the public key of a master key".into(),
         }
     }
@@ -295,7 +307,7 @@ impl CrossSigning {
     ) -> Result<Result<Vec<SignatureRow>, SignatureFailure>, StoreError> {
         let Some(uploaded) = signed::object(json) else {
             return Ok(Err(SignatureFailure {
-                errcode: "M_BAD_JSON",
+                kind: SignatureFailureKind::BadJson,
                 error: "the signed key is not a JSON object".into(),
             }));
         };

@@ -63,11 +63,11 @@ impl Endpoints {
             Some(Endpoint::ObjectAllocation)
         } else if address == self.sm {
             Some(Endpoint::Subscriptions)
-        } else if rethink_proto::address::is_at_or_below(address, &self.registry) {
+        } else if crate::address::is_at_or_below(address, &self.registry) {
             Some(Endpoint::Registry)
-        } else if rethink_proto::address::is_at_or_below(address, &self.identity) {
+        } else if crate::address::is_at_or_below(address, &self.identity) {
             Some(Endpoint::Identity)
-        } else if rethink_proto::address::is_at_or_below(address, &self.msg_node) {
+        } else if crate::address::is_at_or_below(address, &self.msg_node) {
             Some(Endpoint::OtherNode)
         } else {
             None

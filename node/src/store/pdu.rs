@@ -1,6 +1,6 @@
-//! [`Pdu`]: one room event as the node keeps it (the signed federation form, DESIGN.md
-//! section 5), its view for ruma's state-resolution auth checks ([`state_res::Event`]), and its
-//! client form (what `/sync`, `/messages` and `/event` return).
+//! [`Pdu`]: one room event as the node keeps it (the signed federation form), its view for
+//! ruma's state-resolution auth checks ([`state_res::Event`]), and its client form (what
+//! `/sync`, `/messages` and `/event` return).
 
 use std::sync::{Arc, OnceLock};
 
