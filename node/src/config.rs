@@ -618,9 +618,6 @@ impl RawConfig {
     }
 }
 
-/// The longest `matrix.txn_retention_secs`.
-const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
-
 fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
     positive("server.header_timeout_ms", s.header_timeout_ms)?;
     positive("server.keepalive_timeout_secs", s.keepalive_timeout_secs)?;
@@ -646,6 +643,9 @@ fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
         shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
     })
 }
+
+/// The longest `matrix.txn_retention_secs`.
+const MAX_TXN_RETENTION_SECS: u64 = 366 * 24 * 60 * 60;
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {

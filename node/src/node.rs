@@ -6,12 +6,13 @@
 //! the server signing key; the room caches and engine; the session writer; the bus, which
 //! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
 //! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
-//! watcher, the presence timeouts and the typing timer.
+//! watcher, the presence writer (with its timeouts) and the typing timer.
 //!
-//! Stop, within `server.shutdown_timeout_secs`: cancel the shutdown token (the listener stops
-//! accepting, connections close with 1001, long-polls answer), wait for the connections, drop
-//! those left at the deadline, stop the background tasks, flush the stream writer and then the
-//! session writer, close the store. Sessions stay resumable.
+//! Stop: cancel the shutdown token (the listener stops accepting, connections close with 1001,
+//! long-polls answer), wait for the listener's sockets and the WebSocket sessions until the
+//! `server.shutdown_timeout_secs` deadline, then drop those left; stop the reaper, the watcher and
+//! the typing timer, let the presence writer store what is queued, flush the stream writer and
+//! then the session writer, close the store. Sessions stay resumable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

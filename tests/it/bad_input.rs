@@ -155,7 +155,10 @@ async fn full_outbox_answers_503_and_keeps_what_it_holds() {
     // b stops reading and acking; its outbox holds the allocation answer and the open answer
     // until acknowledged (acked by nothing), so only one more message fits.
     drop(b.drop_connection());
-    for i in 0..4 {
+    // a's own answers count against the same bound: it acknowledges what it has, and sends no
+    // more than its outbox can answer (two refusals and the drain marker's answer).
+    a.ack().await;
+    for i in 0..3 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
@@ -172,7 +175,7 @@ async fn full_outbox_answers_503_and_keeps_what_it_holds() {
         .collect();
     assert!(!codes.is_empty(), "the full outbox is reported");
     assert!(codes.iter().all(|(_, c)| *c == 503), "{codes:?}");
-    let accepted = 4 - codes.len();
+    let accepted = 3 - codes.len();
     assert!(accepted >= 1, "what fits is accepted: {codes:?}");
 }
 

@@ -79,12 +79,10 @@ async fn send_acknowledged(rt: &mut Rt<Plain>, from: &str, msgs: &[Value], marke
     if !rt.try_send(&mark).await {
         return false;
     }
-    loop {
-        match rt.try_recv(WAIT).await {
-            None => return false,
-            Some(v) if v["id"] == marker => return true,
-            Some(v) => panic!("unexpected frame: {v}"),
-        }
+    match rt.try_recv(WAIT).await {
+        None => false,
+        Some(v) if v["id"] == marker => true,
+        Some(v) => panic!("unexpected frame: {v}"),
     }
 }
 

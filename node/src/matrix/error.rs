@@ -109,10 +109,10 @@ pub enum MatrixError {
     /// The bridge of a room to its data object failed.
     #[error("bridge: {0}")]
     Bridge(#[source] crate::bridge::BridgeError),
-    /// The handler panicked (caught by the server's panic catcher, which logged it).
+    /// The handler panicked (caught by the server's request layer; the panic is logged there).
     #[error("the request handler panicked")]
-    Panicked,
-    /// The request took longer than `server.request_timeout_secs`.
+    HandlerPanicked,
+    /// The request took longer than `server.request_timeout_secs` (503 `M_UNKNOWN`).
     #[error("the request took too long")]
     TimedOut,
 }
@@ -155,16 +155,16 @@ impl MatrixError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown)
             }
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
-            E::Store(_)
+            E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+            E::HandlerPanicked
+            | E::Store(_)
             | E::Json { .. }
             | E::PasswordHashing(_)
             | E::HashingStopped
             | E::NoRandomness(_)
             | E::StoredLocalpart { .. }
             | E::NoFreeLocalpart
-            | E::Bridge(_)
-            | E::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
-            E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+            | E::Bridge(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown),
         }
     }
 
@@ -173,15 +173,15 @@ impl MatrixError {
         match self {
             E::Room(room) => room.is_internal(),
             E::Filter(FilterError::Store(_)) => true,
-            E::Store(_)
+            E::HandlerPanicked
+            | E::Store(_)
             | E::Json { .. }
             | E::PasswordHashing(_)
             | E::HashingStopped
             | E::NoRandomness(_)
             | E::StoredLocalpart { .. }
             | E::NoFreeLocalpart
-            | E::Bridge(_)
-            | E::Panicked => true,
+            | E::Bridge(_) => true,
             _ => false,
         }
     }

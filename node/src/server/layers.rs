@@ -45,24 +45,14 @@ async fn guard(State(deadline): State<Duration>, req: Request, next: Next) -> Re
             Some(Ok(response)) => response,
             Some(Err(panic)) => {
                 tracing::error!(panic = panic_message(panic.as_ref()), "handler panicked");
-                failure(
-                    matrix,
-                    MatrixError::Panicked,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                )
+                failure(matrix, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
             None => {
                 tracing::warn!(
                     timeout_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
                     "request timed out"
                 );
-                failure(
-                    matrix,
-                    MatrixError::TimedOut,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "request timed out",
-                )
+                failure(matrix, StatusCode::SERVICE_UNAVAILABLE, "request timed out")
             }
         };
         tracing::debug!(
@@ -76,13 +66,13 @@ async fn guard(State(deadline): State<Duration>, req: Request, next: Next) -> Re
     .await
 }
 
-/// The answer for a request that panicked or timed out: under `/_matrix`, `error` through the
-/// Matrix error mapping (`M_UNKNOWN`, CORS headers); elsewhere `status` with plain text.
-fn failure(matrix: bool, error: MatrixError, status: StatusCode, text: &'static str) -> Response {
-    if matrix {
-        error.into_response()
-    } else {
-        (status, text).into_response()
+/// The answer for a request that panicked or timed out: under `/_matrix`, the Matrix error
+/// mapping's (`M_UNKNOWN`, CORS headers); elsewhere plain text.
+fn failure(matrix: bool, status: StatusCode, text: &'static str) -> Response {
+    match (matrix, status) {
+        (true, StatusCode::SERVICE_UNAVAILABLE) => MatrixError::TimedOut.into_response(),
+        (true, _) => MatrixError::HandlerPanicked.into_response(),
+        (false, _) => (status, text).into_response(),
     }
 }
 
