@@ -28,7 +28,7 @@
 //! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
 //! - [`metrics`]: the node's counters and their Prometheus text.
 //! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
-//! - `sync` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
+//! - `locks` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
 //!   borrowed key.
 //!
 //! # Layers
@@ -38,7 +38,7 @@
 //! hand their handles to lower ones at construction, and types that several layers share live in
 //! the lowest that needs them.
 //!
-//! 1. `sync`, `maps`, `metrics`, `clock`, `strict_json`: lock helpers, map helpers, counters, the
+//! 1. `locks`, `maps`, `metrics`, `clock`, `strict_json`: lock helpers, map helpers, counters, the
 //!    node's time, the check that JSON text is Unicode (they import nothing here).
 //! 2. `auth` (credentials), then `config` (settings; it validates `auth`'s issuer settings).
 //! 3. `store` (persistence: sessions and outboxes, accounts, room events, [`store::StreamOp`]),
@@ -59,6 +59,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+mod locks;
 mod maps;
 pub mod matrix;
 pub mod metrics;
@@ -69,7 +70,6 @@ pub mod server;
 pub mod store;
 pub mod stream;
 mod strict_json;
-mod sync;
 pub mod tls;
 pub mod userdata;
 pub mod ws;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetch::{self, JwksUrl};
 use crate::clock::Clock;
-use crate::sync::{lock, read, write};
+use crate::locks::{lock, read, write};
 
 /// The shortest time between two reloads caused by unknown `kid`s.
 pub const ON_DEMAND_MIN_INTERVAL: Duration = Duration::from_secs(30);

@@ -298,7 +298,7 @@ mod tests {
 
     impl TokenSource for Later {
         fn verify(&self, token: &str) -> Verdict {
-            crate::sync::lock(&self.asked).push(token.to_owned());
+            crate::locks::lock(&self.asked).push(token.to_owned());
             if token.starts_with("ey") {
                 Verdict::Invalid
             } else if let Some(name) = token.strip_prefix("later-") {
@@ -331,7 +331,7 @@ mod tests {
         // A token the first source decides is not passed on.
         assert!(a.authenticate(Some("0123456789abcdef-alice")).is_ok());
         assert_eq!(
-            *crate::sync::lock(&asked),
+            *crate::locks::lock(&asked),
             ["later-bob-0123456789", "eyJ.x.y"]
         );
     }

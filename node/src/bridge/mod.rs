@@ -45,8 +45,8 @@ use object_room::{Creation, room_spec};
 
 use crate::bus::bridge::BridgeEvent;
 use crate::bus::{Bus, Denied, MatrixRequest, Origin};
+use crate::locks::lock;
 use crate::rooms::{NewEvent, Pdu, RoomError, Rooms};
-use crate::sync::lock;
 
 /// Bus events waiting for the bridge before senders wait.
 const CHANNEL_CAPACITY: usize = 4096;

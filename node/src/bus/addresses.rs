@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, RwLock};
 
 use super::session::Session;
-use crate::sync::{read, write};
+use crate::locks::{read, write};
 
 /// Owners and subscribers of addresses.
 #[derive(Debug, Default)]

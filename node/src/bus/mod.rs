@@ -21,7 +21,7 @@ mod addresses;
 pub mod bridge;
 mod error;
 pub mod identity;
-mod matrix_permit;
+mod matrix_actions;
 pub mod outbox;
 mod permit;
 mod rate;
@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
 pub use error::RouteError;
-pub use matrix_permit::{MatrixPermit, MatrixRequest};
+pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
@@ -47,10 +47,10 @@ pub use session::{PushError, Session};
 use crate::auth::Identity;
 use crate::clock::Clock;
 use crate::config::{AllocationConfig, SessionConfig};
+use crate::locks::{lock, read, write};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
 use crate::store::{PersistedSession, SessionKey, Settle, StoreOp, StoreWriter};
-use crate::sync::{lock, read, write};
 use bridge::BridgeEvent;
 use outbox::Outbox;
 use session::Allocation;
@@ -113,7 +113,7 @@ struct Inner {
     /// To the Matrix bridge, if there is one: creations of, subscriptions to and updates of data
     /// objects are sent there after they are routed.
     bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
-    matrix_rates: matrix_permit::MatrixRates,
+    matrix_rates: matrix_actions::MatrixRates,
 }
 
 /// The message bus handle.

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use crate::sync::lock;
+use crate::locks::lock;
 
 /// Messages counted in the current and the previous minute.
 #[derive(Debug, Default)]

@@ -13,8 +13,8 @@ use super::bridge::{self, BridgeEvent};
 use super::error::RouteError;
 use super::session::{Allocation, Session};
 use super::{Bus, Pending};
+use crate::locks::lock;
 use crate::store::StoreOp;
-use crate::sync::lock;
 
 /// Schemes that name the node, identities or runtimes, never allocated to a hyperty.
 const RESERVED_SCHEMES: &[&str] = &[

@@ -16,8 +16,8 @@ use super::outbox::{Outbox, OutboxFull};
 use super::rate::MinuteCounter;
 use crate::auth::Identity;
 use crate::config::SessionConfig;
+use crate::locks::lock;
 use crate::store::{SessionKey, Settle};
-use crate::sync::lock;
 
 /// An address allocated to a session, with the `allocationKey` it was allocated under.
 #[derive(Debug, Clone)]

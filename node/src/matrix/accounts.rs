@@ -147,7 +147,7 @@ impl Accounts {
             return Ok(None);
         }
         let localpart = user.localpart();
-        if let Some(known) = crate::sync::lock(&self.inner.identities).get(localpart) {
+        if let Some(known) = crate::locks::lock(&self.inner.identities).get(localpart) {
             return Ok(known.clone());
         }
         let identity = self
@@ -156,7 +156,7 @@ impl Accounts {
             .account(localpart)
             .await?
             .and_then(|a| a.external_subject);
-        crate::sync::lock(&self.inner.identities).insert(localpart.to_owned(), identity.clone());
+        crate::locks::lock(&self.inner.identities).insert(localpart.to_owned(), identity.clone());
         Ok(identity)
     }
 

@@ -330,7 +330,7 @@ impl Node {
         } else {
             "matrix:send"
         };
-        let permit = super::permit::permit(
+        let permit = super::enforce::permit(
             self,
             action,
             &caller.user_id,

@@ -46,7 +46,7 @@ async fn permit(
     room_id: &RoomId,
     invitee: Option<&UserId>,
 ) -> Result<MatrixPermit, MatrixError> {
-    super::permit::permit(node, action, user, Some(room_id), invitee, 0).await
+    super::enforce::permit(node, action, user, Some(room_id), invitee, 0).await
 }
 
 /// Joins `user` to a room (with their profile), unless already joined.

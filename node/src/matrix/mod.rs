@@ -4,7 +4,7 @@
 //! parses the request (`/sync` has its own, `SyncRequest` in `sync_request.rs`); the handler
 //! calls a service: [`Accounts`], the room engine ([`crate::rooms`]), per-user data
 //! ([`crate::userdata`]), the bridge ([`crate::bridge`]); an action that changes a room first
-//! passes the enforcement point (`permit.rs`). A failure is a [`MatrixError`], mapped to status
+//! passes the enforcement point (`enforce.rs`). A failure is a [`MatrixError`], mapped to status
 //! and `errcode` in one place (`error.rs`).
 //! Routes are registered under every path ruma knows for an endpoint (`r0`, `v3`). A known path
 //! with another method answers 405 `M_UNRECOGNIZED`; any other `/_matrix/` path 404
@@ -27,6 +27,7 @@ mod capabilities;
 mod cors;
 mod credentials;
 mod devices;
+mod enforce;
 pub mod error;
 mod event_filter;
 mod events;
@@ -37,7 +38,6 @@ mod login;
 mod logout;
 mod membership;
 mod password;
-mod permit;
 mod presence;
 mod profile;
 mod pushrules;

@@ -118,7 +118,8 @@ pub(crate) async fn create_room(
             .transpose()?,
         creator_profile: member_profile(&node, &creator).await?,
     };
-    let permit = super::permit::permit(&node, "matrix:createRoom", &creator, None, None, 0).await?;
+    let permit =
+        super::enforce::permit(&node, "matrix:createRoom", &creator, None, None, 0).await?;
     let room_id = node.rooms().create_room(&permit, &creator, spec).await?;
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }

@@ -1,4 +1,4 @@
-//! The decision on Matrix actions (DESIGN.md section 6): `matrix:send`, `matrix:state`,
+//! The decision on Matrix actions: `matrix:send`, `matrix:state`,
 //! `matrix:invite`, `matrix:join` and `matrix:createRoom` are decided by the same operator
 //! policies as bus messages, before the room engine sees them. Only
 //! [`PolicyPoint::decide_matrix`] makes a [`MatrixPermit`] (its enforcement point is

@@ -22,8 +22,8 @@ pub use loader::{PolicyLoadError, fingerprint, load_dir};
 pub use matrix::{MatrixDenied, MatrixPermit, MatrixRequest};
 
 use crate::config::PolicyConfig;
+use crate::locks::{read, write};
 use crate::metrics::Metrics;
-use crate::sync::{read, write};
 
 /// The current policy set, if a directory is configured.
 #[derive(Debug)]

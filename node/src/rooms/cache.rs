@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::pdu::Pdu;
+use crate::locks::lock;
 use crate::maps::update;
 use crate::store::rooms::MembershipRow;
-use crate::sync::lock;
 
 /// Recent events kept per room.
 const RECENT_PER_ROOM: usize = 64;

@@ -17,8 +17,8 @@ use super::error::RoomError;
 use super::state::RoomState;
 use super::txns::TxnWindow;
 use super::{Rooms, Sent};
+use crate::locks::lock;
 use crate::policy::MatrixPermit;
-use crate::sync::lock;
 
 /// The presets of `createRoom`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

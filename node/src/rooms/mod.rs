@@ -43,11 +43,11 @@ pub use state::RoomState;
 use txns::Lookup;
 pub use txns::TxnWindow;
 
+use crate::locks::lock;
 use crate::policy::MatrixPermit;
 use crate::store::StoreError;
 use crate::store::rooms::{AppendEvent, PruneTxns, RoomStore};
 use crate::stream::{CommitHook, StreamWriter, Touch};
-use crate::sync::lock;
 
 /// How often expired client transactions are pruned (while rooms get transactions).
 const PRUNE_EVERY_MS: i64 = 1000;

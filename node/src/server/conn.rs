@@ -43,7 +43,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::ServiceExt as _;
 
 use crate::config::ServerConfig;
-use crate::sync::lock;
+use crate::locks::lock;
 
 /// The node's open connections, as shutdown sees them.
 #[derive(Debug, Clone)]

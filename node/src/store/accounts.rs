@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::sqlite::SqlitePool;
 
 use super::StoreError;
-use crate::sync::lock;
+use crate::locks::lock;
 
 /// Access to the account tables. Cheap to clone (it wraps the connection pool).
 ///

@@ -165,7 +165,7 @@ impl Settle {
 
     /// Fires the signal (once; later calls do nothing).
     pub fn fire(&self) {
-        if let Some(tx) = crate::sync::lock(&self.0).take() {
+        if let Some(tx) = crate::locks::lock(&self.0).take() {
             // The waiter may have gone away; nothing to do then.
             let _ = tx.send(());
         }

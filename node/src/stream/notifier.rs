@@ -18,8 +18,8 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 use super::Touch;
+use crate::locks::lock;
 use crate::maps::update;
-use crate::sync::lock;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct UserMarks {

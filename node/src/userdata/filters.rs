@@ -13,8 +13,8 @@ use ruma::{OwnedUserId, UserId};
 use sqlx::sqlite::SqlitePool;
 
 use super::{from_json, to_json};
+use crate::locks::lock;
 use crate::store::StoreError;
-use crate::sync::lock;
 
 /// Stored filters kept in memory, by owner and ID.
 const MAX_CACHED_BY_ID: usize = 4096;

@@ -30,9 +30,9 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Write, commit, raw, user_ids};
+use crate::locks::lock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
-use crate::sync::lock;
 
 pub use cross_signing::{
     CrossSigning, CrossSigningError, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,

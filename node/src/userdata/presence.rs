@@ -36,9 +36,9 @@ use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Arg, Upsert, commit};
 use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
+use crate::locks::lock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
-use crate::sync::lock;
 use live::{LiveMap, View, Write};
 
 /// A user's stored presence, with what this run knows of their activity.

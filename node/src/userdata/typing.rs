@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::content_event;
 use crate::clock::Clock;
+use crate::locks::lock;
 use crate::store::StoreError;
 use crate::stream::StreamWriter;
-use crate::sync::lock;
 
 /// The longest a typing notification lasts without being renewed.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,4 +1,4 @@
--- The bus's own database file, bus.db: sessions and their outboxes (DESIGN.md section 8).
+-- The bus's own database file, bus.db: sessions and their outboxes (ARCHITECTURE.md, "Durability").
 -- Kept apart from rethink.db (Matrix) so that the two group-commit writers never wait for each
 -- other's SQLite write lock. Nodes before the split kept these tables in rethink.db; they are
 -- moved here once at start (SqliteStore::open).

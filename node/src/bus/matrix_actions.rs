@@ -11,8 +11,8 @@ use ruma::{OwnedUserId, UserId};
 use super::Bus;
 use super::permit::Denied;
 use super::rate::MinuteCounter;
+use crate::locks::lock;
 pub use crate::policy::matrix::{MatrixPermit, MatrixRequest};
-use crate::sync::lock;
 
 /// Per-user counts of Matrix actions in the last minute.
 #[derive(Debug, Default)]
