@@ -40,7 +40,8 @@ pub struct Metrics {
     pub refused: Family<CodeLabel, Counter>,
     /// Messages held in outboxes (sent or not, not yet acknowledged), over all sessions.
     pub outbox_messages: Gauge,
-    /// Time from a frame's arrival to the message being in every recipient's outbox, seconds.
+    /// Time from a frame's arrival to the message being settled for every recipient (written to
+    /// its socket or committed) and handed to the bridge, seconds.
     pub route_latency: Histogram,
     /// Messages denied by policy, by the policy that denied them.
     pub policy_denials: Family<PolicyLabel, Counter>,
@@ -111,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "route_latency_seconds",
-            "Time from frame arrival to the message being in every recipient outbox",
+            "Time from frame arrival to the message being settled for every recipient (on its socket or committed)",
             route_latency.clone(),
         );
         Self {
