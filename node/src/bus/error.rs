@@ -17,6 +17,13 @@ pub enum RouteError {
     OutboxFull { address: String, full: OutboxFull },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// An address of the message (`what`: which one) that is not a valid, canonical address.
+    #[error("bad request: {what}: {source}")]
+    BadAddress {
+        what: &'static str,
+        #[source]
+        source: rethink_proto::AddressError,
+    },
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("conflict: {0}")]

@@ -247,8 +247,10 @@ impl Bus {
         runtime_url: &str,
         identity: Identity,
     ) -> Result<(Arc<Session>, String), RouteError> {
-        let addr = AddressRef::parse(runtime_url)
-            .map_err(|e| RouteError::BadRequest(format!("runtime URL: {e}")))?;
+        let addr = AddressRef::parse(runtime_url).map_err(|source| RouteError::BadAddress {
+            what: "runtime URL",
+            source,
+        })?;
         if !matches!(addr.scheme(), "hyperty-runtime" | "runtime") || addr.path().len() < 2 {
             return Err(RouteError::BadRequest(
                 "the runtime URL must be hyperty-runtime://<domain>/<id>".into(),
@@ -537,7 +539,10 @@ impl Bus {
         if let Some(ep) = self.inner.endpoints.classify(to) {
             return self.serve(ep, env, to, sender, pending);
         }
-        let addr = AddressRef::parse(to).map_err(|e| RouteError::BadRequest(e.to_string()))?;
+        let addr = AddressRef::parse(to).map_err(|source| RouteError::BadAddress {
+            what: "recipient",
+            source,
+        })?;
         if !addr.is_in_domain(&self.inner.domain) {
             return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
         }

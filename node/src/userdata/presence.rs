@@ -81,8 +81,10 @@ impl StoredPresence {
         }
         Raw::new(&json!({"type": "m.presence", "sender": self.user_id, "content": content}))
             .map(Raw::cast_unchecked)
-            .map_err(|e| {
-                StoreError::Database(sqlx::Error::Protocol(format!("presence event: {e}")))
+            .map_err(|e| StoreError::Corrupt {
+                what: "presence of",
+                id: self.user_id.clone(),
+                source: Box::new(e),
             })
     }
 }

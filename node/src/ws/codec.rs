@@ -107,7 +107,7 @@ pub fn route_code(e: &RouteError) -> Code {
             Code::NOT_FOUND
         }
         RouteError::OutboxFull { .. } => Code::UNAVAILABLE,
-        RouteError::BadRequest(_) => Code::BAD_REQUEST,
+        RouteError::BadRequest(_) | RouteError::BadAddress { .. } => Code::BAD_REQUEST,
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,
         RouteError::Denied(d) => denied_code(d),
@@ -172,6 +172,15 @@ mod tests {
         assert_eq!(
             route_code(&RouteError::NotFound("x".into())),
             Code::NOT_FOUND
+        );
+        let bad = RouteError::BadAddress {
+            what: "recipient",
+            source: rethink_proto::AddressError::Empty,
+        };
+        assert_eq!(route_code(&bad), Code::BAD_REQUEST);
+        assert!(
+            std::error::Error::source(&bad).is_some(),
+            "the address error is kept"
         );
         assert_eq!(
             route_code(&RouteError::NoRouteToDomain("o".into())),
