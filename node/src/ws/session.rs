@@ -281,6 +281,8 @@ async fn attached<S, R, SE, RE>(
 
 /// Sends a close frame, then waits (at most [`CLOSE_WAIT`]) for the peer's, so that the peer
 /// reads everything sent before it and the closing handshake completes before TCP goes away.
+/// Every step is bounded: a peer that reads nothing (its socket full) cannot hold the connection
+/// by not taking the close frame.
 async fn close<S, R, SE, RE>(sink: &mut S, stream: &mut R, code: u16, reason: &'static str)
 where
     S: Sink<Message, Error = SE> + Unpin,
@@ -291,7 +293,8 @@ where
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    if sink.send(Message::Close(Some(frame))).await.is_ok() {
+    let sent = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
             loop {
                 match stream.next().await {
@@ -304,7 +307,7 @@ where
         })
         .await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
 }
 
 /// Resolves when the session's credential expires (never for credentials without expiry). The
