@@ -28,6 +28,6 @@ async fn the_program_restarts_after_sigkill_and_stops_on_sigterm() {
         .await
         .expect("SIGTERM stops the node within 15 s");
     assert!(status.success(), "graceful stop exits 0: {status}");
-    let log = node.drain_log().join("\n");
+    let log = node.drain_log().await.join("\n");
     assert!(log.contains("rethink-node stopped"), "{log}");
 }

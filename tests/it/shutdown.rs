@@ -196,7 +196,7 @@ async fn sigterm_under_websocket_load_exits_in_time_and_loses_nothing_acknowledg
         .await
         .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", term.elapsed()));
     assert!(status.success(), "exit status {status}");
-    let log = node.drain_log().join("\n");
+    let log = node.drain_log().await.join("\n");
     assert!(log.contains("rethink-node stopped"), "{log}");
     drop((flooder, stuck, half_closed));
 

@@ -157,12 +157,24 @@ impl NodeProcess {
         }
     }
 
-    /// Log lines the node has written so far (not yet taken).
-    pub(crate) fn drain_log(&mut self) -> Vec<String> {
+    /// Log lines the node has written and not yet taken. Once the node has exited, every line up
+    /// to the end of its output (the pipes' end is the signal that nothing more comes).
+    pub(crate) async fn drain_log(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
-        while let Ok(line) = self.log.try_recv() {
-            lines.push(line);
+        if self.child.is_some() {
+            while let Ok(line) = self.log.try_recv() {
+                lines.push(line);
+            }
+            return lines;
         }
+        let all = async {
+            while let Some(line) = self.log.recv().await {
+                lines.push(line);
+            }
+        };
+        tokio::time::timeout(DEADLINE, all)
+            .await
+            .expect("the exited node's output ends in time");
         lines
     }
 
