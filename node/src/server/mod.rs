@@ -1,6 +1,6 @@
 //! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
-//! Matrix API under `/_matrix`) with what every request passes ([`layers`]: span, panic catcher,
-//! request deadline), and the listener ([`conn`]: plain TCP or TLS with `TCP_NODELAY`, connection
+//! Matrix API under `/_matrix`) with what every request passes (`layers`: span, panic catcher,
+//! request deadline), and the listener (`conn`: plain TCP or TLS with `TCP_NODELAY`, connection
 //! and handshake limits, header and keep-alive deadlines), stopped by the node's shutdown token.
 //!
 //! The connections are served with hyper's HTTP/1.1 connection builder rather than

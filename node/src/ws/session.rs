@@ -12,7 +12,7 @@
 //! being handled (its messages routed, its answers waiting for room in a full outbox), the
 //! reader still applies acknowledgements as they arrive, since they may be what frees the room
 //! (a runtime may have sent requests, then acknowledgements); other frames are held, up to
-//! [`HOLD_FRAMES`] frames and `session.max_frame_bytes` bytes, and then nothing more is read
+//! `HOLD_FRAMES` frames and `session.max_frame_bytes` bytes, and then nothing more is read
 //! until the handling is done, so a runtime that never acknowledges is slowed down instead of
 //! growing the node's memory. If no room appears within `session.idle_timeout_secs`, the
 //! connection is closed with 1008.
