@@ -22,7 +22,8 @@
 //! a close frame with its code and reason, then waits (bounded) for the peer's close frame.
 //! Refusals are [`SessionError`]s, turned into codes and descriptions only by [`codec`].
 
-use std::collections::VecDeque;
+mod read_ahead;
+
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use super::error::SessionError;
 use crate::auth::{AuthError, Identity};
 use crate::bus::{Origin, SESSION, Session};
 use crate::node::Node;
+use read_ahead::{Held, read_failed, with_acks};
 
 /// Consecutive frames that produce only errors before the connection is closed.
 const MAX_STRIKES: u32 = 50;
@@ -618,93 +620,6 @@ where
     }
 }
 
-/// Frames read ahead while an earlier frame is handled, in order, bounded.
-struct Held {
-    frames: VecDeque<Message>,
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl Held {
-    fn new(max_bytes: usize) -> Self {
-        Self {
-            frames: VecDeque::new(),
-            bytes: 0,
-            max_bytes,
-        }
-    }
-
-    fn size(msg: &Message) -> usize {
-        match msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-            _ => 0,
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.frames.len() < HOLD_FRAMES && self.bytes < self.max_bytes
-    }
-
-    fn push(&mut self, msg: Message) {
-        self.bytes += Self::size(&msg);
-        self.frames.push_back(msg);
-    }
-
-    fn pop(&mut self) -> Option<Message> {
-        let msg = self.frames.pop_front()?;
-        self.bytes -= Self::size(&msg);
-        Some(msg)
-    }
-}
-
-/// Runs `work` (the handling of one frame) while reading what arrives meanwhile:
-/// acknowledgements are applied at once (they may be what frees the outbox room `work` waits
-/// for), pings and pongs skipped, other frames held (while `held` has room; then nothing more
-/// is read until `work` is done). `Err` when the connection ended meanwhile.
-async fn with_acks<R, RE, F>(
-    node: &Node,
-    session: &Arc<Session>,
-    stream: &mut R,
-    held: &mut Held,
-    work: F,
-) -> Result<F::Output, End>
-where
-    R: Stream<Item = Result<Message, RE>> + Unpin,
-    RE: ReadError,
-    F: Future,
-{
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return Ok(out),
-            msg = stream.next(), if held.has_room() => match msg {
-                None => return Err(End::PeerGone),
-                Some(Err(e)) => return Err(read_failed(&e)),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) => return Err(End::PeerGone),
-                Some(Ok(Message::Text(text))) => match control::short_ack(&text) {
-                    Some(seq) => node.bus().ack(session, seq).await,
-                    None => held.push(Message::Text(text)),
-                },
-                Some(Ok(other)) => held.push(other),
-            },
-        }
-    }
-}
-
-/// How a failed read ends the connection.
-fn read_failed<RE: ReadError>(e: &RE) -> End {
-    if e.is_invalid_utf8() {
-        tracing::debug!(error = %e, "invalid UTF-8 in a text frame");
-        End::InvalidUtf8
-    } else {
-        tracing::debug!(error = %e, "read failed");
-        End::PeerGone
-    }
-}
-
 /// Answers the handshake (`reply`), then reads and handles frames until the connection ends;
 /// idle when no frame arrives within the idle timeout of the last one (or of `attached_at`).
 async fn read_loop<R, RE>(
@@ -888,113 +803,4 @@ async fn control_message(node: &Node, session: &Arc<Session>, env: &Envelope) ->
 }
 
 #[cfg(test)]
-mod tests {
-    //! The session loop driven over channels instead of a socket.
-
-    use std::time::Duration;
-
-    use axum::extract::ws::Message;
-    use futures_util::{sink, stream};
-    use serde_json::{Value, json};
-    use tokio::sync::mpsc;
-
-    use crate::config::Config;
-    use crate::node::RunningNode;
-
-    type Pipe = (
-        mpsc::Sender<Result<Message, String>>,
-        mpsc::Receiver<Message>,
-    );
-
-    fn spawn_session(node: &RunningNode) -> Pipe {
-        let (to_node, from_test) = mpsc::channel::<Result<Message, String>>(16);
-        let (to_test, from_node) = mpsc::channel::<Message>(64);
-        let input = stream::unfold(from_test, |mut rx| async move {
-            rx.recv().await.map(|m| (m, rx))
-        });
-        let output = sink::unfold(to_test, |tx, m: Message| async move {
-            tx.send(m).await.map(|()| tx).map_err(|e| e.to_string())
-        });
-        let node = node.node().clone();
-        tokio::spawn(super::run(node, Box::pin(output), Box::pin(input), None));
-        (to_node, from_node)
-    }
-
-    async fn next_json(rx: &mut mpsc::Receiver<Message>) -> Value {
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a frame in time")
-                .expect("channel open");
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(&t).expect("JSON");
-            }
-        }
-    }
-
-    async fn send(tx: &mpsc::Sender<Result<Message, String>>, v: Value) {
-        tx.send(Ok(Message::Text(v.to_string().into())))
-            .await
-            .expect("send");
-    }
-
-    #[tokio::test]
-    async fn open_route_refuse_and_close_over_channels() {
-        let dir = tempfile::TempDir::new().expect("dir");
-        let node = RunningNode::start(Config::for_tests(dir.path(), "example.com"))
-            .await
-            .expect("node");
-        let (tx, mut rx) = spawn_session(&node);
-        let rt = "hyperty-runtime://example.com/chan";
-
-        send(
-            &tx,
-            json!({"id": 1, "type": "open", "from": rt, "to": "mn:/session"}),
-        )
-        .await;
-        let opened = next_json(&mut rx).await;
-        assert_eq!(opened["seq"], 1);
-        assert_eq!(opened["body"]["code"], 200);
-        assert!(
-            opened["body"]["value"]["runtimeToken"]
-                .as_str()
-                .is_some_and(|t| t.len() == 64)
-        );
-
-        send(&tx, json!({"id": 2, "type": "create", "from": rt,
-            "to": "domain://msg-node.example.com/address-allocation", "body": {"value": {"number": 1}}}))
-        .await;
-        let alloc = next_json(&mut rx).await;
-        assert_eq!(alloc["seq"], 2);
-        let me = alloc["body"]["value"]["allocated"][0]
-            .as_str()
-            .expect("address")
-            .to_owned();
-
-        // A message to the runtime's own address comes back through its outbox.
-        send(&tx, json!({"id": 3, "type": "PING", "from": me, "to": me})).await;
-        let echo = next_json(&mut rx).await;
-        assert_eq!(
-            (echo["seq"].as_u64(), echo["id"].as_u64()),
-            (Some(3), Some(3))
-        );
-
-        tx.send(Ok(Message::Text("nope".into())))
-            .await
-            .expect("send");
-        let refused = next_json(&mut rx).await;
-        assert_eq!(refused["body"]["code"], 400);
-
-        send(
-            &tx,
-            json!({"id": 5, "type": "close", "from": rt, "to": "mn:/session"}),
-        )
-        .await;
-        assert_eq!(next_json(&mut rx).await["body"]["code"], 200);
-        let close = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("close");
-        assert!(matches!(close, Some(Message::Close(Some(f))) if f.code == 1000));
-        node.shutdown().await;
-    }
-}
+mod tests;
