@@ -189,13 +189,7 @@ async fn sigterm_under_websocket_load_exits_in_time_and_loses_nothing_acknowledg
             .expect("the senders make progress");
     }
 
-    let term = Instant::now();
-    node.terminate();
-    let status = node
-        .wait_exit(deadline + MARGIN)
-        .await
-        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", term.elapsed()));
-    assert!(status.success(), "exit status {status}");
+    terminate_in_time(&mut node, deadline + MARGIN).await;
     let log = node.drain_log().await.join("\n");
     assert!(log.contains("rethink-node stopped"), "{log}");
     drop((flooder, stuck, half_closed));
@@ -360,13 +354,7 @@ async fn sigterm_under_sync_long_polls_exits_in_time_and_keeps_committed_events(
             .expect("alice's sends are answered");
     }
 
-    let term = Instant::now();
-    node.terminate();
-    let status = node
-        .wait_exit(deadline + MARGIN)
-        .await
-        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", term.elapsed()));
-    assert!(status.success(), "exit status {status}");
+    terminate_in_time(&mut node, deadline + MARGIN).await;
     let mut answered = 0;
     for poll in polls {
         // A long-poll the node had read is answered (empty); one it never read finds no node.
@@ -394,4 +382,15 @@ async fn sigterm_under_sync_long_polls_exits_in_time_and_keeps_committed_events(
             "event {event} acknowledged before SIGTERM: {body}"
         );
     }
+}
+
+/// Sends SIGTERM and asserts the node exits successfully within `within`.
+async fn terminate_in_time(node: &mut NodeProcess, within: Duration) {
+    let term = Instant::now();
+    node.terminate();
+    let status = node
+        .wait_exit(within)
+        .await
+        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", term.elapsed()));
+    assert!(status.success(), "exit status {status}");
 }

@@ -168,28 +168,11 @@ impl MatrixError {
         }
     }
 
-    fn is_internal(&self) -> bool {
-        use MatrixError as E;
-        match self {
-            E::Room(room) => room.is_internal(),
-            E::Filter(FilterError::Store(_)) => true,
-            E::HandlerPanicked
-            | E::Store(_)
-            | E::Json { .. }
-            | E::PasswordHashing(_)
-            | E::HashingStopped
-            | E::NoRandomness(_)
-            | E::StoredLocalpart { .. }
-            | E::NoFreeLocalpart
-            | E::Bridge(_) => true,
-            _ => false,
-        }
-    }
-
     /// The error as ruma's error response.
     fn into_ruma(self) -> RumaError {
         let (status, kind) = self.status_and_kind();
-        let message = if self.is_internal() {
+        // Internal errors are exactly those answered 500: their details are logged, not sent.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "matrix request failed");
             "internal server error".to_owned()
         } else {
