@@ -1,6 +1,10 @@
-//! rethink-stubs: reserved for the wasmtime host of reTHINK protocol stubs (WebAssembly
-//! components), their WIT interface and the signed stub catalogue.
+//! rethink-stubs: reTHINK protocol stubs (WebAssembly components of the WIT package
+//! `rethink:stub`, `wit/stub.wit`).
 //!
-//! Not built yet: this crate is empty and nothing depends on it. The node neither serves nor runs
-//! stubs, and messages for other domains are answered with 404 "no route to domain". See
-//! "Planned parts" in `ARCHITECTURE.md`.
+//! - [`catalogue`]: the stubs this node serves (the built-in `default` and the operator's
+//!   `stubs.dir`), checked, reloaded on change, and their reTHINK descriptors.
+//!
+//! The wasmtime host that runs stubs inside the node is not built yet; see "Planned parts" in
+//! `ARCHITECTURE.md`.
+
+pub mod catalogue;
