@@ -66,9 +66,7 @@ pub(super) fn validate_public_url(raw: Option<String>) -> Result<Option<String>,
         .or_else(|| url.strip_prefix("http://"));
     let host = rest.map(|r| r.split('/').next().unwrap_or(""));
     let ok = host.is_some_and(|h| {
-        !h.is_empty()
-            && !h.contains('@')
-            && h.bytes().all(|b| b.is_ascii_graphic())
+        !h.is_empty() && !h.contains('@') && h.bytes().all(|b| b.is_ascii_graphic())
     }) && !url.contains(['?', '#', ' ']);
     if !ok {
         return Err(invalid(
@@ -88,10 +86,15 @@ mod tests {
         for (raw, expected) in [
             ("https://node.example.com/", "https://node.example.com"),
             ("http://127.0.0.1:8900", "http://127.0.0.1:8900"),
-            ("https://example.com/rethink/", "https://example.com/rethink"),
+            (
+                "https://example.com/rethink/",
+                "https://example.com/rethink",
+            ),
         ] {
             assert_eq!(
-                validate_public_url(Some(raw.into())).expect("valid").as_deref(),
+                validate_public_url(Some(raw.into()))
+                    .expect("valid")
+                    .as_deref(),
                 Some(expected)
             );
         }

@@ -44,7 +44,11 @@ impl Public {
     /// address such as `0.0.0.0`) with `https` under TLS.
     pub(super) fn new(config: &Config, bound: SocketAddr) -> Self {
         let base_url = config.public_url.clone().unwrap_or_else(|| {
-            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             if bound.ip().is_unspecified() {
                 format!("{scheme}://{}:{}", config.domain, bound.port())
             } else {
@@ -88,7 +92,10 @@ impl IntoResponse for FrontError {
             }
             FrontError::Canonical(_) | FrontError::Signing(_) | FrontError::Serialize(_) => {
                 tracing::error!(error = %self, "catalogue request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
             }
         };
         let body = serde_json::json!({"code": status.as_u16(), "desc": desc});
@@ -114,7 +121,10 @@ pub(super) fn cors(headers: &mut HeaderMap) {
         ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("If-None-Match, Content-Type"),
     );
-    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag"));
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag"),
+    );
 }
 
 /// The answer to a CORS preflight.
@@ -185,7 +195,9 @@ fn none_match(headers: &HeaderMap, sha256: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == "*" || tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) == Some(sha256))
+        .any(|tag| {
+            tag == "*" || tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) == Some(sha256)
+        })
 }
 
 /// `GET /.well-known/protocolstub/<name>/sha256/<hex>.wasm`.
@@ -229,6 +241,55 @@ async fn package(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TlsConfig;
+
+    #[test]
+    fn public_urls_come_from_the_setting_or_the_bound_address() {
+        let mut config = Config::for_tests(&std::env::temp_dir(), "example.com");
+        let at = |config: &Config, bound: &str| {
+            let p = Public::new(config, bound.parse().expect("address"));
+            (p.base_url, p.ws_url)
+        };
+        assert_eq!(
+            at(&config, "127.0.0.1:8900"),
+            (
+                "http://127.0.0.1:8900".into(),
+                "ws://127.0.0.1:8900/ws".into()
+            )
+        );
+        assert_eq!(
+            at(&config, "[::1]:80"),
+            ("http://[::1]:80".into(), "ws://[::1]:80/ws".into())
+        );
+        assert_eq!(
+            at(&config, "0.0.0.0:8900"),
+            (
+                "http://example.com:8900".into(),
+                "ws://example.com:8900/ws".into()
+            )
+        );
+        config.tls = Some(TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        assert_eq!(
+            at(&config, "127.0.0.1:443"),
+            (
+                "https://127.0.0.1:443".into(),
+                "wss://127.0.0.1:443/ws".into()
+            )
+        );
+        config.public_url = Some("https://node.example.com/rethink".into());
+        assert_eq!(
+            at(&config, "127.0.0.1:443"),
+            (
+                "https://node.example.com/rethink".into(),
+                "wss://node.example.com/rethink/ws".into()
+            )
+        );
+        config.public_url = Some("http://node.example.com".into());
+        assert_eq!(at(&config, "127.0.0.1:443").1, "ws://node.example.com/ws");
+    }
 
     #[test]
     fn if_none_match_names_the_hash() {
