@@ -7,6 +7,7 @@
 //! - otherwise (`rebuild`, or unset): `stubs/guests/build.sh --check` rebuilds them and fails if
 //!   a committed component is stale; without the `wasm32-wasip2` target this test fails, naming
 //!   the two ways out.
+//! - always: the guests' unit tests (`cargo test` in stubs/guests, natively).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,5 +82,25 @@ fn committed_components_are_what_the_source_builds() {
     assert!(
         out.status.success(),
         "guests: a committed component is stale or the build failed:\n{stdout}{stderr}"
+    );
+}
+
+/// The guests' own unit tests (the `default` stub's session driven through a recording host,
+/// the envelope's JSON) run natively: the guests' workspace is not part of the root one.
+#[test]
+fn guest_unit_tests_pass() {
+    let dir = guests_dir();
+    let out = Command::new("cargo")
+        .args(["test", "--locked", "--quiet"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()
+        .expect("run cargo test in stubs/guests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("guests: cargo test in stubs/guests:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "guests: unit tests failed:\n{stdout}{stderr}"
     );
 }

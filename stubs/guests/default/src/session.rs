@@ -217,10 +217,14 @@ impl Session {
             return;
         }
         if msg.from == SESSION && msg.kind == "response" {
-            io.log(
-                Level::Warn,
-                &format!("session refusal: {}", msg.body_value()),
-            );
+            // The answer to `close`, or a refusal of one of our acks.
+            let body = msg.body_value();
+            let level = if body["code"] == 200 {
+                Level::Debug
+            } else {
+                Level::Warn
+            };
+            io.log(level, &format!("from the session: {body}"));
             self.mark_delivered(seq);
             return;
         }
@@ -336,6 +340,10 @@ impl Session {
         }
         if self.conn == (Conn::Closing { socket }) {
             self.conn = Conn::Closed;
+            if !self.queue.is_empty() {
+                // Messages that came while the session was closing: a new session.
+                self.connect(io);
+            }
             return;
         }
         self.conn = Conn::Idle;

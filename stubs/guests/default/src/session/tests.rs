@@ -256,3 +256,41 @@ fn loops_are_dropped_and_a_busy_bus_holds_the_ack() {
     let ack = io.take_ws().pop().expect("ack");
     assert_eq!(ack["body"]["seq"], 4);
 }
+
+#[test]
+fn close_on_request_ends_the_session_and_forgets_it() {
+    let mut io = Rec::default();
+    let mut s = Session::new(cfg(&[]), &mut io);
+    open(&mut s, &mut io, 1);
+    s.on_text(&mut io, 1, &frame(2, 10, "create"));
+    s.on_message(&mut io, bus_msg(7)); // written, unconfirmed: answered 503 by the close
+    io.take_ws();
+    io.bus.clear();
+    let close =
+        Msg::parse(r#"{"id":99,"type":"close","from":"hyperty://d/me","to":"mn:/session"}"#)
+            .expect("close");
+    s.on_message(&mut io, close);
+    let sent = io.take_ws();
+    assert_eq!(sent.len(), 2, "the last ack, then close: {sent:?}");
+    assert_eq!(sent[0]["type"], "ack");
+    assert_eq!(sent[1]["type"], "close");
+    assert!(!io.kv.contains_key(SAVED_KEY));
+    let answers: Vec<(String, Value)> = io
+        .bus
+        .iter()
+        .map(|m| (m.id.clone(), m.body_value()["code"].clone()))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![("7".into(), json!(503)), ("99".into(), json!(200))]
+    );
+    // The node closes the socket; a later message opens a new session.
+    s.on_closed(&mut io, 1, 1000, "closed");
+    assert!(
+        !io.timers.contains_key(&(Timer::Reconnect as u64)),
+        "no reconnect after close"
+    );
+    s.on_message(&mut io, bus_msg(8));
+    s.on_opened(&mut io, 2);
+    assert_eq!(io.take_ws()[0]["type"], "open");
+}
