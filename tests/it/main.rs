@@ -39,6 +39,7 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
+mod stubs_host;
 mod takeover;
 mod tls;
 mod vectors;
