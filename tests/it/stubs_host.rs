@@ -4,6 +4,9 @@
 //! their latency; a stub may not send from an address it was not given (403), and the policy's
 //! denial of what it sends comes back to it as a response. The stubs are WAT guests built at
 //! test time (`stubs/tests/guests/echo.wat`).
+//!
+//! Not yet declared in `main.rs`: written in a session whose build of this crate did not finish,
+//! so never compiled nor run. Declare it there, build, run, fix.
 
 #[path = "../../stubs/tests/guests/mod.rs"]
 mod guests;
@@ -74,7 +77,6 @@ async fn latencies(a: &mut Rt, b: &mut Rt, from: &str, to: &str, n: u64) -> Vec<
 }
 
 #[tokio::test]
-#[ignore = "not run yet: written with the node glue, its first build did not finish in the session that wrote it; run with --ignored"]
 async fn runaway_stubs_cost_only_themselves() {
     let dir = TempDir::new().unwrap();
     let run = vec![
@@ -225,7 +227,6 @@ async fn runaway_stubs_cost_only_themselves() {
 }
 
 #[tokio::test]
-#[ignore = "not run yet: written with the node glue, its first build did not finish in the session that wrote it; run with --ignored"]
 async fn a_stub_may_not_forge_and_policy_denials_come_back_to_it() {
     let dir = TempDir::new().unwrap();
     let policies = dir.path().join("policies");
