@@ -16,7 +16,9 @@ pub use crate::auth::{AuthConfig, StaticToken};
 use crate::clock::Clock;
 
 mod catalogue;
+mod stub_run;
 pub use catalogue::{RawStubs, StubsConfig};
+pub use stub_run::{RawStubRun, StubRunConfig};
 
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -569,7 +571,7 @@ impl RawConfig {
         )?;
         let server = validate_server(&self.server)?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
-        let stubs = self.stubs.validate()?;
+        let stubs = self.stubs.validate(&self.data_dir, &domain)?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(

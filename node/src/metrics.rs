@@ -152,6 +152,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// The registry, for parts that register their own families before the node starts
+    /// (the stub host's `rethink_stub_*`).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -41,6 +41,7 @@ use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
 use crate::stream::StreamWriter;
+use crate::stubhost::{RunningStubs, StubsError};
 use crate::userdata::UserData;
 
 /// Why the node could not start.
@@ -56,6 +57,8 @@ pub enum NodeError {
     Server(#[from] ServerError),
     #[error("stub catalogue: {0}")]
     Catalogue(#[from] CatalogueError),
+    #[error(transparent)]
+    Stubs(#[from] StubsError),
 }
 
 #[derive(Debug)]
@@ -158,12 +161,15 @@ pub struct RunningNode {
     presence: JoinHandle<()>,
     presence_stop: CancellationToken,
     typing: JoinHandle<()>,
+    stubs: RunningStubs,
 }
 
 impl RunningNode {
     /// Opens the store, restores resumable sessions and starts serving.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let stub_metrics = rethink_stubs::StubMetrics::new(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
         let catalogue = Arc::new(Catalogue::open(
             config.stubs.dir.clone(),
@@ -209,6 +215,8 @@ impl RunningNode {
             Some(bridge_tx),
         );
         let restored = bus.restore(persisted);
+        let stub_kv = Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()));
+        let stubs = crate::stubhost::start(&bus, &config.stubs, stub_metrics, stub_kv).await?;
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =
@@ -283,6 +291,7 @@ impl RunningNode {
             presence,
             presence_stop,
             typing,
+            stubs,
         })
     }
 
@@ -312,6 +321,7 @@ impl RunningNode {
             presence,
             presence_stop,
             typing,
+            stubs,
             ..
         } = self;
         let deadline = Instant::now() + node.config().server.shutdown_timeout;
@@ -341,6 +351,8 @@ impl RunningNode {
                 );
             }
         }
+        // What the stubs still send is routed while the store still takes it.
+        stubs.stop().await;
         reaper.abort();
         watcher.abort();
         stub_watcher.abort();

@@ -27,6 +27,7 @@ mod permit;
 mod rate;
 mod services;
 pub mod session;
+mod stub_port;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,13 +27,15 @@ pub enum Origin {
     /// A Matrix user's event in a room bridged to a data object (`crate::bridge`), published
     /// by the node from the object's address.
     Matrix(ruma::OwnedUserId),
+    /// A protocol stub the node runs (`crate::stubhost`), through its session.
+    Stub(Arc<Session>),
 }
 
 impl Origin {
     /// The session the message came from, if it came from one.
     pub fn session(&self) -> Option<&Arc<Session>> {
         match self {
-            Origin::Session(s) => Some(s),
+            Origin::Session(s) | Origin::Stub(s) => Some(s),
             Origin::Matrix(_) => None,
         }
     }
@@ -43,6 +45,7 @@ impl Origin {
         match self {
             Origin::Session(_) => "ws",
             Origin::Matrix(_) => "matrix",
+            Origin::Stub(_) => "stub",
         }
     }
 }
@@ -110,7 +113,7 @@ impl Bus {
         origin: &'a Origin,
     ) -> Result<Permit<'a>, Denied> {
         match origin {
-            Origin::Session(session) => {
+            Origin::Session(session) | Origin::Stub(session) => {
                 let owner = self.inner.book.owner_of(envelope.from());
                 if !owner.is_some_and(|o| Arc::ptr_eq(&o, session)) {
                     return Err(Denied::Spoofed {
@@ -168,7 +171,7 @@ impl Bus {
             runtime: session.map(|s| &**s.runtime_url()),
             user: match origin {
                 Origin::Matrix(user) => Some(user.as_str()),
-                Origin::Session(s) => s.identity().subject.as_deref(),
+                Origin::Session(s) | Origin::Stub(s) => s.identity().subject.as_deref(),
             },
             transport: origin.transport(),
             rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),

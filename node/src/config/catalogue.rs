@@ -1,12 +1,15 @@
 //! Settings of the stub catalogue and of what the node says about itself: `public_url` (the
 //! address runtimes and Matrix clients reach this node at) and `[stubs]` `dir` and
-//! `watch_interval_ms`.
+//! `watch_interval_ms`, `cache_dir`, and the instances the node runs (`[stubs.run.*]`,
+//! checked in `stub_run.rs`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::stub_run::{RawStubRun, StubRunConfig, validate_run};
 use super::{ConfigError, invalid, positive};
 
 /// `[stubs]` as written.
@@ -15,6 +18,10 @@ use super::{ConfigError, invalid, positive};
 pub struct RawStubs {
     pub dir: Option<PathBuf>,
     pub watch_interval_ms: u64,
+    /// Where precompiled components are cached (default `<data_dir>/stub-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// The stubs the node runs itself: `[stubs.run.<instance>]`.
+    pub run: BTreeMap<String, RawStubRun>,
 }
 
 impl Default for RawStubs {
@@ -22,6 +29,8 @@ impl Default for RawStubs {
         Self {
             dir: None,
             watch_interval_ms: 1000,
+            cache_dir: None,
+            run: BTreeMap::new(),
         }
     }
 }
@@ -34,10 +43,14 @@ pub struct StubsConfig {
     pub dir: Option<PathBuf>,
     /// How often the directory is checked for changes.
     pub watch_interval: Duration,
+    /// Where precompiled components are cached.
+    pub cache_dir: PathBuf,
+    /// The stubs the node runs itself.
+    pub run: Vec<StubRunConfig>,
 }
 
 impl RawStubs {
-    pub(super) fn validate(self) -> Result<StubsConfig, ConfigError> {
+    pub(super) fn validate(self, data_dir: &Path, domain: &str) -> Result<StubsConfig, ConfigError> {
         if let Some(dir) = &self.dir
             && !dir.is_dir()
         {
@@ -47,9 +60,14 @@ impl RawStubs {
             ));
         }
         positive("stubs.watch_interval_ms", self.watch_interval_ms)?;
+        let run = validate_run(&self.run, domain)?;
         Ok(StubsConfig {
             dir: self.dir,
             watch_interval: Duration::from_millis(self.watch_interval_ms),
+            cache_dir: self
+                .cache_dir
+                .unwrap_or_else(|| data_dir.join("stub-cache")),
+            run,
         })
     }
 }
@@ -118,7 +136,9 @@ mod tests {
             dir: Some("/nonexistent/stubs".into()),
             ..RawStubs::default()
         };
-        let e = raw.validate().expect_err("missing dir");
+        let e = raw
+            .validate(Path::new("/tmp"), "example.com")
+            .expect_err("missing dir");
         assert!(e.to_string().starts_with("setting `stubs.dir`"), "{e}");
     }
 }

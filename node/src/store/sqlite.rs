@@ -167,6 +167,11 @@ impl SqliteStore {
         }
     }
 
+    /// The bus database's pool (`bus.db`), for the stubs' key-value store.
+    pub fn bus_pool(&self) -> &SqlitePool {
+        &self.bus_pool
+    }
+
     /// The Matrix database's shared connection pool, for the stores of the Matrix concerns.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

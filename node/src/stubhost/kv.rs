@@ -1,0 +1,116 @@
+//! [`SqliteKv`]: the stubs' key-value store, persisted in `bus.db` (table `stub_kv`, migration
+//! `0002_stub_kv.sql`), so a stub's data survives its restarts and the node's.
+
+use rethink_stubs::{BoxFuture, Failure, KvStore};
+use sqlx::SqlitePool;
+
+/// The stubs' persisted key-value store.
+#[derive(Debug, Clone)]
+pub struct SqliteKv {
+    pool: SqlitePool,
+}
+
+impl SqliteKv {
+    /// The store in the database behind `pool` (`bus.db`).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn failed(e: &sqlx::Error) -> Failure {
+    tracing::error!(error = %e, "stub key-value store");
+    Failure::new(503, "the key-value store is unavailable")
+}
+
+impl KvStore for SqliteKv {
+    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT value FROM stub_kv WHERE stub = ? AND key = ?")
+                .bind(stub)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| failed(&e))
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM stub_kv \
+                 WHERE stub = ? AND key <> ?",
+            )
+            .bind(stub)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| failed(&e))?;
+            if others as usize + key.len() + value.len() > max_total {
+                return Err(Failure::new(
+                    413,
+                    format!("the stub's store is limited to {max_total} bytes"),
+                ));
+            }
+            sqlx::query(
+                "INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (stub, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(stub)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| failed(&e))?;
+            tx.commit().await.map_err(|e| failed(&e))
+        })
+    }
+
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = sqlx::query("DELETE FROM stub_kv WHERE stub = ? AND key = ?")
+                .bind(stub)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+            {
+                failed(&e);
+            }
+        })
+    }
+
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            // Keys at or after the prefix, in byte order, while they start with it.
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT key FROM stub_kv WHERE stub = ? AND key >= ? ORDER BY key LIMIT ?",
+            )
+            .bind(stub)
+            .bind(prefix)
+            .bind(i64::from(limit) * 4 + 16)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| {
+                failed(&e);
+                Vec::new()
+            });
+            rows.into_iter()
+                .take_while(|k| k.starts_with(prefix))
+                .take(limit as usize)
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! [`NodePort`]: the bus as the stub host sees it. A stub's sends and the answers owed for
+//! messages lost with a crashed instance go, through bounded queues, to the stub's router task
+//! (`super::route_stub`), which passes them through `Bus::authorize` / `route` with the stub's
+//! session as origin. Listeners are kept here; the pump delivers only messages for an address
+//! at or below one of them.
+
+use std::sync::Mutex;
+
+use rethink_proto::Envelope;
+use rethink_stubs::{BusPort, Failure, LostReason};
+use tokio::sync::mpsc;
+
+use crate::locks::lock;
+
+/// Something for the stub's router task.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// A message the stub sent.
+    Send(Envelope),
+    /// A message accepted by the stub and lost: its sender is owed an answer.
+    Lost(Envelope, LostReason),
+}
+
+/// The port of one running stub.
+#[derive(Debug)]
+pub(super) struct NodePort {
+    sends: mpsc::Sender<Outgoing>,
+    /// Unbounded, but only messages the mailbox accepted can be lost: bounded by it.
+    lost: mpsc::UnboundedSender<Outgoing>,
+    listeners: Mutex<Vec<String>>,
+}
+
+impl NodePort {
+    pub(super) fn new(
+        sends: mpsc::Sender<Outgoing>,
+        lost: mpsc::UnboundedSender<Outgoing>,
+    ) -> Self {
+        Self {
+            sends,
+            lost,
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether some listener covers `address` (is it, or above it).
+    pub(super) fn listens(&self, address: &str) -> bool {
+        lock(&self.listeners).iter().any(|l| {
+            address == l
+                || address
+                    .strip_prefix(l.as_str())
+                    .is_some_and(|rest| l.ends_with('/') || rest.starts_with('/'))
+        })
+    }
+
+    /// Reports `message` lost (also used by the pump when the stub refuses it).
+    pub(super) fn report_lost(&self, message: Envelope, reason: LostReason) {
+        if self.lost.send(Outgoing::Lost(message, reason)).is_err() {
+            tracing::warn!("a stub's router has stopped: a lost message is not answered");
+        }
+    }
+}
+
+impl BusPort for NodePort {
+    fn send(&self, stub: &str, message: Envelope) -> Result<(), Failure> {
+        self.sends
+            .try_send(Outgoing::Send(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Failure::new(
+                    503,
+                    format!("stub {stub}: the outgoing queue is full, try again later"),
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    Failure::new(503, format!("stub {stub}: the node is stopping"))
+                }
+            })
+    }
+
+    fn add_listener(&self, _stub: &str, address: &str) -> Result<(), Failure> {
+        let mut l = lock(&self.listeners);
+        if !l.iter().any(|a| a == address) {
+            l.push(address.to_owned());
+        }
+        Ok(())
+    }
+
+    fn remove_listener(&self, _stub: &str, address: &str) {
+        lock(&self.listeners).retain(|a| a != address);
+    }
+
+    fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
+        self.report_lost(message, reason);
+    }
+}
