@@ -1,5 +1,5 @@
 //! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
-//! Matrix API under `/_matrix`) with what every request passes (`layers`: span, panic catcher,
+//! Matrix API under `/_matrix`, the demo page under `/demo/`) with what every request passes (`layers`: span, panic catcher,
 //! request deadline), and the listener (`conn`: plain TCP or TLS with `TCP_NODELAY`, connection
 //! and handshake limits, header and keep-alive deadlines), stopped by the node's shutdown token.
 //!
@@ -7,6 +7,7 @@
 //! `axum::serve`, which can set neither deadlines nor limits.
 
 mod conn;
+mod demo;
 mod layers;
 
 use std::net::SocketAddr;
@@ -51,6 +52,7 @@ pub fn router(node: Node) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/policy/reload", post(reload_policy))
         .merge(crate::matrix::router())
+        .merge(demo::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node);
     layers::edge(routes, request_timeout)

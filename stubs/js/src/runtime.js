@@ -127,20 +127,17 @@ export class Runtime {
   }
 
   /**
-   * Puts a message on the local bus: to the stub when it listens for a recipient (then to the
-   * node), otherwise it is answered 404 through `onMessage`. An `id` is given when missing;
-   * returns the message as sent.
+   * Puts a message on the local bus. The page holds no addresses of its own on this bus, so
+   * every recipient is outside the runtime and the stub is its route out: each message goes to
+   * the stub's `on-message` (whatever listeners it added), and from there to the node. An `id`
+   * is given when missing; returns the message as sent. Answers come through `onMessage`
+   * (or `request`).
    */
   send(msg) {
     const message = { ...msg, id: msg.id ?? this.#nextId++ };
     const env = messageToEnvelope(message);
     if (this.#state === 'closed' || this.#state === 'failed') {
       this.#answer(message, 503, `the runtime is ${this.#state}`);
-      return message;
-    }
-    const missing = env.to.filter((to) => !this.#listens(to));
-    if (missing.length) {
-      this.#answer(message, 404, `no route to ${missing.join(', ')}: the stub does not listen for it`);
       return message;
     }
     this.#enqueue(['onMessage', env, message]);
@@ -150,6 +147,7 @@ export class Runtime {
   /** Sends a request and resolves with its response (rejects with `RequestError` on a code >= 300). */
   request(msg, { timeoutMs = 30000 } = {}) {
     const message = { ...msg, id: msg.id ?? this.#nextId++ };
+    messageToEnvelope(message); // a malformed message throws here, before anything is pending
     const key = pendingKey(message.id, message.from);
     const answer = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -200,7 +198,7 @@ export class Runtime {
   /** Ends the session at the node (a `close` to `mn:/session`), then stops the stub. */
   async close() {
     if (this.#state === 'closed') return;
-    if (this.#state === 'running' && this.#listens('mn:/session')) {
+    if (this.#state === 'running') {
       await this.request({ type: 'close', from: this.url, to: 'mn:/session' }, { timeoutMs: 5000 }).catch(() => {});
     }
     this.#state = 'closed';
@@ -219,13 +217,6 @@ export class Runtime {
   /** `starting`, `running`, `restarting`, `failed` (breaker open) or `closed`. */
   get state() {
     return this.#state;
-  }
-
-  #listens(address) {
-    for (const l of this.#listeners) {
-      if (address === l || address.startsWith(l.endsWith('/') ? l : `${l}/`)) return true;
-    }
-    return false;
   }
 
   #answer(message, code, description) {
