@@ -1,6 +1,7 @@
-//! The JavaScript hyperty runtime (`stubs/js`) against a real node: the Node.js test and the
-//! headless Chromium test run as child processes with the node's base URL, and `/demo/`
-//! serves the pages, the library and jco's files.
+//! The JavaScript hyperty runtime (`stubs/js`): its host with the probe component (no node),
+//! then against a real node: the Node.js test and the headless Chromium test run as child
+//! processes with the node's base URL; and `/demo/` serves the pages, the library and jco's
+//! files.
 //!
 //! These tests need `npm ci --prefix stubs/js` (jco, the WASI shims, playwright-core), `node`
 //! (20 or later) and, for the browser test, Debian's `chromium` (`CHROMIUM` overrides
@@ -60,6 +61,11 @@ async fn run_node(args: &[&str]) {
         args.join(" "),
         out.status
     );
+}
+
+#[tokio::test]
+async fn the_runtime_hosts_a_real_component_config_kv_timers_net_and_traps() {
+    run_node(&["--experimental-websocket", "test/host.mjs"]).await;
 }
 
 #[tokio::test]
