@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { connect, VerifyError } from '../src/runtime.js';
 import { witVersions, ComponentLoadError } from '../src/component.js';
 import { canonicalJson } from '../src/verify.js';
-import { collect, deadline, nodeUrl } from './support.mjs';
+import { collect, deadline, nodeUrl, waitForMetric } from './support.mjs';
 
 if (typeof globalThis.WebSocket !== 'function') {
   console.error('FAIL: this Node.js has no global WebSocket: run it with --experimental-websocket (Node.js 20) or use Node.js 22+');
@@ -138,6 +138,7 @@ step('tampered descriptor, tampered component and an unpublished pinned key refu
 // close ends the session at the node: b's next message to a is refused.
 await a.close();
 assert.equal(a.state, 'closed');
+await waitForMetric(node, 'rethink_sessions', 1);
 await assert.rejects(b.request({ type: 'update', from: fb, to: fa, body: {} }), (e) => e.code === 404);
 await b.close();
 step('close: the session ended at the node (404 for its address)');

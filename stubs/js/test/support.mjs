@@ -35,3 +35,13 @@ export function collect(rt, n, filter = () => true) {
     });
   });
 }
+
+/** Resolves once the node's metric `name` (unlabelled) reads `value` (as tests/it/support's wait_for_metric). */
+export async function waitForMetric(node, name, value) {
+  const line = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm');
+  for (;;) {
+    const text = await (await fetch(new URL('/metrics', node))).text();
+    if (Number(text.match(line)?.[1]) === value) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
