@@ -1,6 +1,35 @@
-//! rethink-stubs: reserved for the wasmtime host of reTHINK protocol stubs (WebAssembly
-//! components), their WIT interface and the signed stub catalogue.
+//! rethink-stubs: the host of reTHINK protocol stubs, WebAssembly components of the WIT
+//! package `rethink:stub` (`wit/stub.wit`), run in wasmtime.
 //!
-//! Not built yet: this crate is empty and nothing depends on it. The node neither serves nor runs
-//! stubs, and messages for other domains are answered with 404 "no route to domain". See
-//! "Planned parts" in `ARCHITECTURE.md`.
+//! - [`Host`] (`host.rs`): the engine (pooling allocator, epoch interruption), the linker,
+//!   [`Host::check`] (compile or load precompiled from the cache in `cache.rs`, version and
+//!   world checks) and [`Host::start`].
+//! - `actor.rs`: one running stub ([`StubHandle`]): its instance, mailbox and supervisor;
+//!   `direct.rs`: [`DirectStub`], an instance called directly (benchmarks, tools).
+//! - `state.rs`: an instance's store data and the `bus`/`host`/`appservice` imports;
+//!   `net.rs`: host-mediated WebSocket and HTTP; `envelope.rs`: the envelope across the
+//!   boundary; `bindings.rs`: the generated WIT bindings.
+//! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides.
+//! - [`StubMetrics`] (`metrics.rs`), [`HostConfig`] and [`StubSpec`] (`spec.rs`), the errors
+//!   (`error.rs`).
+
+mod actor;
+mod bindings;
+mod cache;
+mod direct;
+mod envelope;
+mod error;
+mod host;
+pub mod metrics;
+mod net;
+mod port;
+mod spec;
+mod state;
+
+pub use actor::{Mailbox, StubHandle};
+pub use direct::DirectStub;
+pub use error::{Failure, LostReason, Refused, StubError};
+pub use host::{Checked, Host, WIT_VERSION, World};
+pub use metrics::{BreakerState, StubMetrics};
+pub use port::{BoxFuture, BusPort, KvStore, MemoryKv};
+pub use spec::{HostConfig, StubSpec};

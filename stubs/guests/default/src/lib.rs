@@ -1,1 +1,238 @@
-//! placeholder
+//! The `default` protocol stub: the client side of this node's WebSocket session protocol
+//! (README, "The WebSocket protocol in brief"), as a component of world `protocol-stub`. It is
+//! what a hyperty runtime downloads to talk to the node, and what another node runs to reach
+//! this one.
+//!
+//! # Configuration (`host.config`)
+//! - `url` (required): the node's WebSocket URL, `ws://host:port/ws` or `wss://...`.
+//! - `runtime` (required): the runtime URL the session is opened for
+//!   (`hyperty-runtime://<domain>/<id>`); the `from` of `open`, `re-open`, `ack` and `close`.
+//! - `token`: a bearer token, sent as `body.token` of `open` and `re-open` (a component cannot
+//!   set the upgrade request's headers).
+//! - `stub`: this stub's URL, written into `body.via` of every message it hands to the bus;
+//!   default `<runtime>/protostub/default`.
+//! - `listen`: comma-separated addresses `init` adds listeners for (default none).
+//! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
+//!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//!
+//! # What it listens on
+//! Every message its host delivers to `on-message` goes to the node, except the loop and
+//! control cases below. Which messages those are is the host's routing: in a hyperty runtime,
+//! every message on the runtime's bus whose `to` is outside the runtime (the JavaScript
+//! runtime delivers them to the stub without a listener); in the node, the messages for the
+//! addresses the operator gave the stub, which `init` listens to from `listen`. A message whose
+//! `body.via` is this stub's own URL came from the node through this stub and is dropped (loop
+//! prevention, DESIGN.md section 3). A message to `mn:/session` of type `close` ends the
+//! session (answered 200); any other message to `mn:/session` is answered 400.
+//!
+//! # The session
+//! `init` connects at once (`net.ws-open`), then sends `open` (with `token`) or, when the kv
+//! store holds a session for the same `url` and `runtime`, `re-open` with its `runtimeToken`
+//! and `lastSeq`. A `re-open` refused for good (404 expired, 401, 403) opens a new session on
+//! the same socket; a refused `open`, a lost socket or a handshake without answer within
+//! `handshake_timeout_ms` reconnect after a backoff doubling from `backoff_min_ms` to
+//! `backoff_max_ms`, each delay drawn in its upper half (jitter), reset once a session is open.
+//! After `close`, the next message from the bus opens a new session.
+//!
+//! Frames from the node go to `bus.send` without their `seq`, with `body.via` set. Acks are
+//! cumulative and batched: one `ack` every `ack_every` frames, or `ack_delay_ms` after the
+//! first frame not yet acknowledged. Before each ack the acknowledged `seq` and the
+//! `runtimeToken` are saved in the kv store (key `session`), so a restarted instance resumes.
+//!
+//! # What "without loss" covers
+//! - Node to bus: every frame the node put in our session's outbox is handed to `bus.send` at
+//!   least once, provided the session is resumed within the node's resume window: a frame is
+//!   acknowledged only once the bus has accepted it, and `re-open` asks for every frame after
+//!   the last one received (in memory) or acknowledged (kv store, after an instance restart).
+//!   Frames the bus answers with 503 or 429 wait in order and are retried, holding back the
+//!   ack; a frame the bus refuses for good (400, 403, 404) is logged and acknowledged (it could
+//!   never be delivered). After an instance restart, frames handed to the bus but not yet
+//!   acknowledged are handed again (duplicates, never gaps). A session that expired is lost
+//!   with its outbox: the stub opens a new one.
+//! - Bus to node: a message taken by `on-message` is written to the node, or waits in the
+//!   queue (bounded by `queue_max` together with the unconfirmed ones) and is written after the
+//!   next `open` / `re-open`; when the queue is full the sender gets a `response` 503 at once.
+//!   Messages written to a socket stay "unconfirmed" until the node is known to have read them:
+//!   a response to one of them arrives (the node handles a session's frames in order, so every
+//!   message written before it was read too). When the connection is lost, the unconfirmed
+//!   ones are written again first, in order, after the resume: a message can arrive twice,
+//!   none is dropped. Not covered: the queue lives in the instance's memory, so a trap or a
+//!   restart of the instance loses what it held; and after `close` the queued messages are
+//!   answered 503.
+//!
+//! # State
+//! Exported functions are all the component model calls; the instance's memory is the only
+//! place that lives between calls, so the session is kept in one thread-local cell (one
+//! instance, one thread), created by `init`.
+
+mod config;
+mod frames;
+mod io;
+mod session;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use rethink_guest_envelope::Msg;
+
+use config::Config;
+use io::{Failure, Io, Level, Timer};
+use session::Session;
+
+/// The bindings generated from `../wit` (world `protocol-stub`), and the export of
+/// [`DefaultStub`]. The generated glue is `unsafe` by nature (the canonical ABI); nothing else
+/// here is.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "protocol-stub",
+        path: "../../wit",
+        generate_all,
+    });
+
+    use super::DefaultStub;
+    export!(DefaultStub with_types_in self);
+}
+
+use bindings::rethink::stub::{bus, host, net};
+use bindings::{Envelope, Guest, NetEvent};
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the session, if `init` created one.
+fn with_session(f: impl FnOnce(&mut Session, &mut dyn Io)) {
+    SESSION.with(|s| {
+        if let Some(session) = s.borrow_mut().as_mut() {
+            f(session, &mut WitIo);
+        }
+    });
+}
+
+struct DefaultStub;
+
+impl Guest for DefaultStub {
+    fn init() -> Result<(), String> {
+        let entries: BTreeMap<String, String> = host::config_all().into_iter().collect();
+        let cfg = Config::from_entries(&entries).map_err(|e| e.to_string())?;
+        for address in &cfg.listen {
+            bus::add_listener(address)
+                .map_err(|f| format!("add-listener {address}: {} {}", f.code, f.description))?;
+        }
+        let mut io = WitIo;
+        let mut session = Session::new(cfg, &mut io);
+        session.connect(&mut io);
+        SESSION.with(|s| *s.borrow_mut() = Some(session));
+        Ok(())
+    }
+
+    fn on_message(message: Envelope) {
+        with_session(|s, io| s.on_message(io, from_envelope(message)));
+    }
+
+    fn on_network(event: NetEvent) {
+        with_session(|s, io| match event {
+            NetEvent::WsOpened(socket) => s.on_opened(io, socket),
+            NetEvent::WsText((socket, text)) => s.on_text(io, socket, &text),
+            NetEvent::WsClosed(info) => s.on_closed(io, info.socket, info.code, &info.reason),
+            NetEvent::HttpResponse(_) | NetEvent::HttpFailed(_) => {}
+        });
+    }
+
+    fn on_timer(id: u64) {
+        if let Some(timer) = Timer::from_id(id) {
+            with_session(|s, io| s.on_timer(io, timer));
+        }
+    }
+}
+
+/// [`Io`] over the WIT imports.
+#[derive(Debug)]
+struct WitIo;
+
+fn failure(f: bindings::rethink::stub::types::Failure) -> Failure {
+    Failure {
+        code: f.code,
+        description: f.description,
+    }
+}
+
+impl Io for WitIo {
+    fn bus_send(&mut self, message: &Msg) -> Result<(), Failure> {
+        bus::send(&to_envelope(message)).map_err(failure)
+    }
+
+    fn ws_open(&mut self, url: &str) -> Result<u64, Failure> {
+        net::ws_open(url, &[]).map_err(failure)
+    }
+
+    fn ws_send(&mut self, socket: u64, text: &str) -> Result<(), Failure> {
+        net::ws_send(socket, text).map_err(failure)
+    }
+
+    fn ws_close(&mut self, socket: u64, code: u16, reason: &str) {
+        net::ws_close(socket, code, reason);
+    }
+
+    fn set_timer(&mut self, timer: Timer, delay_ms: u64) {
+        if let Err(f) = host::set_timer(timer as u64, delay_ms) {
+            host::log(
+                host::Level::Error,
+                &format!("set-timer {timer:?} refused: {} {}", f.code, f.description),
+            );
+        }
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        host::cancel_timer(timer as u64);
+    }
+
+    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        host::kv_get(key)
+    }
+
+    fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Failure> {
+        host::kv_set(key, value).map_err(failure)
+    }
+
+    fn kv_delete(&mut self, key: &str) {
+        host::kv_delete(key);
+    }
+
+    fn monotonic_ms(&mut self) -> u64 {
+        host::monotonic_ms()
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => host::Level::Debug,
+            Level::Info => host::Level::Info,
+            Level::Warn => host::Level::Warn,
+            Level::Error => host::Level::Error,
+        };
+        host::log(level, message);
+    }
+}
+
+fn from_envelope(e: Envelope) -> Msg {
+    Msg {
+        id: e.id,
+        kind: e.type_,
+        from: e.from,
+        to: e.to,
+        body: e.body,
+        extra: e.extra,
+    }
+}
+
+fn to_envelope(m: &Msg) -> Envelope {
+    Envelope {
+        id: m.id.clone(),
+        type_: m.kind.clone(),
+        from: m.from.clone(),
+        to: m.to.clone(),
+        body: m.body.clone(),
+        extra: m.extra.clone(),
+    }
+}

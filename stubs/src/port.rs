@@ -1,0 +1,123 @@
+//! What the host needs from its embedder: [`BusPort`] (the message bus a stub is attached to)
+//! and [`KvStore`] (each stub's key-value namespace), with [`MemoryKv`], an in-memory store for
+//! tests and embedders without persistence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use rethink_proto::Envelope;
+
+use crate::error::{Failure, LostReason};
+
+/// A boxed future, for the async methods of object-safe traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The bus a stub sends to and listens on. The node implements it; every call is
+/// non-blocking (the guest is waiting).
+pub trait BusPort: Send + Sync + std::fmt::Debug {
+    /// Accepts `message` from `stub` for routing (not: delivered). The bus answers routing
+    /// failures as responses delivered to the stub later. `Err` refuses it at once (403 for a
+    /// `from` not given to the stub, 503 when the outgoing queue is full).
+    fn send(&self, stub: &str, message: Envelope) -> Result<(), Failure>;
+
+    /// Delivers messages for `address` (and the addresses below it) to `stub`.
+    fn add_listener(&self, stub: &str, address: &str) -> Result<(), Failure>;
+
+    /// Stops delivering messages for `address` to `stub`.
+    fn remove_listener(&self, stub: &str, address: &str);
+
+    /// `message`, accepted by `stub`'s mailbox, was lost: its sender is owed an answer with
+    /// `reason.code()` naming the stub.
+    fn lost(&self, stub: &str, message: Envelope, reason: LostReason);
+}
+
+/// Each stub's own key-value namespace.
+pub trait KvStore: Send + Sync + std::fmt::Debug {
+    /// The value under `key` in `stub`'s namespace.
+    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>>;
+    /// Stores `value` (the host has checked the bounds of key and value).
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+    /// Removes `key`.
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()>;
+    /// The keys starting with `prefix`, in byte order, at most `limit`.
+    fn keys<'a>(&'a self, stub: &'a str, prefix: &'a str, limit: u32)
+    -> BoxFuture<'a, Vec<String>>;
+}
+
+/// An in-memory [`KvStore`]: lost when the process ends.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    spaces: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
+}
+
+impl MemoryKv {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<String, Vec<u8>>>) -> R) -> R {
+        let mut guard = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+impl KvStore for MemoryKv {
+    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        let v = self.with(|s| s.get(stub).and_then(|m| m.get(key)).cloned());
+        Box::pin(std::future::ready(v))
+    }
+
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        let r = self.with(|s| {
+            let space = s.entry(stub.to_owned()).or_default();
+            let old = space.get(key).map_or(0, |v| key.len() + v.len());
+            let total: usize = space.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if total - old + key.len() + value.len() > max_total {
+                return Err(Failure::new(
+                    413,
+                    format!("the stub's store is limited to {max_total} bytes"),
+                ));
+            }
+            space.insert(key.to_owned(), value);
+            Ok(())
+        });
+        Box::pin(std::future::ready(r))
+    }
+
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+        self.with(|s| {
+            if let Some(m) = s.get_mut(stub) {
+                m.remove(key);
+            }
+        });
+        Box::pin(std::future::ready(()))
+    }
+
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Vec<String>> {
+        let keys = self.with(|s| {
+            s.get(stub).map_or_else(Vec::new, |m| {
+                m.range(prefix.to_owned()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit as usize)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+        });
+        Box::pin(std::future::ready(keys))
+    }
+}

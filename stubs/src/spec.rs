@@ -1,0 +1,99 @@
+//! Settings: [`HostConfig`] (the engine and its bounds, shared by every stub) and [`StubSpec`]
+//! (one running stub: its name, configuration, addresses, network allow-list and limits).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The host's settings.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where precompiled components are kept (created if missing); `None`: no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// How many stub instances may exist at once (pooling-allocator slots).
+    pub max_instances: u32,
+    /// The largest memory any stub may be given (pool slot size), in bytes.
+    pub max_memory_bytes: usize,
+    /// The epoch tick: the granularity of call deadlines, and the longest slice a busy guest
+    /// runs before it yields its thread to other stubs.
+    pub tick: Duration,
+    /// Worker threads of the stubs' own tokio runtime (stubs never run on the embedder's
+    /// threads, so a runaway stub cannot take them).
+    pub threads: usize,
+    /// First restart delay after a failure; doubles per consecutive failure.
+    pub restart_backoff: Duration,
+    /// Largest restart delay.
+    pub restart_backoff_max: Duration,
+    /// Consecutive failures that open a stub's breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses messages before it half-opens.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_instances: 64,
+            max_memory_bytes: 256 << 20,
+            tick: Duration::from_millis(10),
+            threads: 2,
+            restart_backoff: Duration::from_millis(50),
+            restart_backoff_max: Duration::from_secs(10),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One running stub.
+#[derive(Debug, Clone)]
+pub struct StubSpec {
+    /// The instance's name: in logs, metrics, the key-value namespace and lost-message answers.
+    pub name: String,
+    /// What `host.config` answers.
+    pub config: Vec<(String, String)>,
+    /// The addresses the stub may send from and listen on (and those below them).
+    pub addresses: Vec<String>,
+    /// Origins (`scheme://host:port`) the stub may open sockets and requests to.
+    pub allow: Vec<String>,
+    /// Memory limit of the instance, in bytes.
+    pub memory_bytes: usize,
+    /// Deadline of one export call.
+    pub call_timeout: Duration,
+    /// Messages waiting for the stub before `deliver` refuses (503).
+    pub mailbox: usize,
+    /// Timers one instance may have set.
+    pub max_timers: usize,
+    /// Sockets and requests one instance may have open.
+    pub max_connections: usize,
+    /// Key-value bounds: key bytes, value bytes, total bytes.
+    pub kv_limits: (usize, usize, usize),
+}
+
+impl StubSpec {
+    /// A spec with the default limits: 16 MiB, 1 s per call, 256 messages.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            config: Vec::new(),
+            addresses: Vec::new(),
+            allow: Vec::new(),
+            memory_bytes: 16 << 20,
+            call_timeout: Duration::from_secs(1),
+            mailbox: 256,
+            max_timers: 64,
+            max_connections: 16,
+            kv_limits: (256, 64 << 10, 1 << 20),
+        }
+    }
+
+    /// Whether `address` is one of the stub's addresses or below one.
+    pub fn owns(&self, address: &str) -> bool {
+        self.addresses.iter().any(|a| {
+            address == a
+                || address
+                    .strip_prefix(a.as_str())
+                    .is_some_and(|rest| a.ends_with('/') || rest.starts_with('/'))
+        })
+    }
+}

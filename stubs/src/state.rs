@@ -1,0 +1,364 @@
+//! The store data of one instance ([`State`]) and the host imports the guest calls: `bus`
+//! (send, listeners: only the stub's own addresses), `host` (log, time, timers, config, kv)
+//! and `appservice` (refused until a connector host provides it). `net` is in `net.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::connector::rethink::stub::appservice;
+use crate::bindings::protocol_stub::rethink::stub::{bus, host, net_events, types};
+use crate::bindings::{WitEnvelope, WitFailure};
+use crate::envelope::from_wit;
+use crate::error::Failure;
+use crate::net::NetState;
+use crate::port::{BusPort, KvStore};
+use crate::spec::StubSpec;
+
+/// What the stub's instances share: identity, limits and the embedder's ports.
+#[derive(Debug)]
+pub(crate) struct StubCtx {
+    pub(crate) spec: StubSpec,
+    pub(crate) port: Arc<dyn BusPort>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) started: Instant,
+}
+
+/// Something for the actor that is not a message: a timer fired or a network event, tagged
+/// with the generation (instance) it belongs to.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Timer {
+        generation: u64,
+        id: u64,
+    },
+    Net {
+        generation: u64,
+        event: net_events::NetEvent,
+    },
+}
+
+/// Memory bound of one instance; remembers that it refused a growth, so the trap that
+/// follows is reported as memory exhaustion.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    pub(crate) max_bytes: usize,
+    pub(crate) exhausted: bool,
+    pub(crate) peak: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exhausted = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached",
+                self.max_bytes
+            ));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The data of one instance's store.
+pub(crate) struct State {
+    pub(crate) ctx: Arc<StubCtx>,
+    pub(crate) generation: u64,
+    pub(crate) limiter: Limiter,
+    /// When the current call must have returned.
+    pub(crate) deadline: Option<Instant>,
+    /// The current call ran past its deadline.
+    pub(crate) timed_out: bool,
+    pub(crate) events: mpsc::UnboundedSender<Event>,
+    timers: HashMap<u64, AbortHandle>,
+    pub(crate) net: NetState,
+    /// Built on first use: only guests that import `wasi:*` get one, and it is empty.
+    wasi: Option<WasiCtx>,
+    table: ResourceTable,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("stub", &self.ctx.spec.name)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The instance is gone: its timers must not fire into the next one.
+        for (_, t) in self.timers.drain() {
+            t.abort();
+        }
+    }
+}
+
+impl State {
+    pub(crate) fn new(
+        ctx: Arc<StubCtx>,
+        generation: u64,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let limiter = Limiter {
+            max_bytes: ctx.spec.memory_bytes,
+            exhausted: false,
+            peak: 0,
+        };
+        let net = NetState::new(ctx.spec.max_connections);
+        Self {
+            ctx,
+            generation,
+            limiter,
+            deadline: None,
+            timed_out: false,
+            events,
+            timers: HashMap::new(),
+            net,
+            wasi: None,
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.ctx.spec.name
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Nothing inherited: no environment, arguments, preopened directories or network;
+        // stdin is empty and stdout/stderr are sinks.
+        let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
+        WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) fn wit_failure(f: Failure) -> WitFailure {
+    WitFailure {
+        code: f.code,
+        description: f.description,
+    }
+}
+
+impl types::Host for State {}
+impl net_events::Host for State {}
+
+impl bus::Host for State {
+    fn send(&mut self, message: WitEnvelope) -> wasmtime::Result<Result<(), WitFailure>> {
+        let env = match from_wit(&message) {
+            Ok(env) => env,
+            Err(f) => return Ok(Err(wit_failure(f))),
+        };
+        if !self.ctx.spec.owns(env.from()) {
+            return Ok(Err(wit_failure(Failure::new(
+                403,
+                format!(
+                    "stub {} may not send from {}: not one of its addresses",
+                    self.name(),
+                    env.from()
+                ),
+            ))));
+        }
+        Ok(self.ctx.port.send(self.name(), env).map_err(wit_failure))
+    }
+
+    fn add_listener(&mut self, address: String) -> wasmtime::Result<Result<(), WitFailure>> {
+        if !self.ctx.spec.owns(&address) {
+            return Ok(Err(wit_failure(Failure::new(
+                403,
+                format!(
+                    "stub {} may not listen on {address}: not one of its addresses",
+                    self.name()
+                ),
+            ))));
+        }
+        Ok(self
+            .ctx
+            .port
+            .add_listener(self.name(), &address)
+            .map_err(wit_failure))
+    }
+
+    fn remove_listener(&mut self, address: String) -> wasmtime::Result<()> {
+        self.ctx.port.remove_listener(self.name(), &address);
+        Ok(())
+    }
+}
+
+impl host::Host for State {
+    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        let stub = self.name();
+        let message = truncate(&message, 4096);
+        match level {
+            host::Level::Trace => tracing::trace!(stub, "{message}"),
+            host::Level::Debug => tracing::debug!(stub, "{message}"),
+            host::Level::Info => tracing::info!(stub, "{message}"),
+            host::Level::Warn => tracing::warn!(stub, "{message}"),
+            host::Level::Error => tracing::error!(stub, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+
+    fn monotonic_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.ctx.started.elapsed().as_millis() as u64)
+    }
+
+    fn set_timer(&mut self, id: u64, delay_ms: u64) -> wasmtime::Result<Result<(), WitFailure>> {
+        self.timers.retain(|_, t| !t.is_finished());
+        if let Some(old) = self.timers.remove(&id) {
+            old.abort();
+        } else if self.timers.len() >= self.ctx.spec.max_timers {
+            return Ok(Err(wit_failure(Failure::new(
+                429,
+                format!("at most {} timers may be set", self.ctx.spec.max_timers),
+            ))));
+        }
+        let events = self.events.clone();
+        let generation = self.generation;
+        let delay = std::time::Duration::from_millis(delay_ms.min(u64::from(u32::MAX)));
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Timer { generation, id });
+        });
+        self.timers.insert(id, task.abort_handle());
+        Ok(Ok(()))
+    }
+
+    fn cancel_timer(&mut self, id: u64) -> wasmtime::Result<()> {
+        if let Some(t) = self.timers.remove(&id) {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .ctx
+            .spec
+            .config
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()))
+    }
+
+    fn config_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.ctx.spec.config.clone())
+    }
+
+    async fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        let ctx = Arc::clone(&self.ctx);
+        ctx.kv.get(&ctx.spec.name, &key).await
+    }
+
+    async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), WitFailure> {
+        let (max_key, max_value, max_total) = self.ctx.spec.kv_limits;
+        if key.len() > max_key || value.len() > max_value {
+            return Err(wit_failure(Failure::new(
+                413,
+                format!("keys are limited to {max_key} bytes and values to {max_value}"),
+            )));
+        }
+        let ctx = Arc::clone(&self.ctx);
+        ctx.kv
+            .set(&ctx.spec.name, &key, value, max_total)
+            .await
+            .map_err(wit_failure)
+    }
+
+    async fn kv_delete(&mut self, key: String) {
+        let ctx = Arc::clone(&self.ctx);
+        ctx.kv.delete(&ctx.spec.name, &key).await;
+    }
+
+    async fn kv_keys(&mut self, prefix: String, limit: u32) -> Vec<String> {
+        let ctx = Arc::clone(&self.ctx);
+        ctx.kv.keys(&ctx.spec.name, &prefix, limit.min(1000)).await
+    }
+}
+
+/// Appservice calls: this host has no Matrix side yet; a connector host will provide one.
+impl appservice::Host for State {
+    fn register_user(
+        &mut self,
+        _localpart: String,
+    ) -> wasmtime::Result<Result<String, WitFailure>> {
+        Ok(Err(no_appservice()))
+    }
+
+    fn join_room(
+        &mut self,
+        _user_id: String,
+        _room: String,
+    ) -> wasmtime::Result<Result<String, WitFailure>> {
+        Ok(Err(no_appservice()))
+    }
+
+    fn send_event(
+        &mut self,
+        _user_id: String,
+        _room_id: String,
+        _event_type: String,
+        _content: String,
+    ) -> wasmtime::Result<Result<String, WitFailure>> {
+        Ok(Err(no_appservice()))
+    }
+
+    fn create_room(
+        &mut self,
+        _user_id: String,
+        _alias_localpart: Option<String>,
+        _name: Option<String>,
+    ) -> wasmtime::Result<Result<String, WitFailure>> {
+        Ok(Err(no_appservice()))
+    }
+}
+
+fn no_appservice() -> WitFailure {
+    wit_failure(Failure::new(
+        501,
+        "this host runs the stub without a Matrix application service",
+    ))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
