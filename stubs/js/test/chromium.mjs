@@ -91,6 +91,20 @@ try {
 
   await a.page.evaluate(() => window.demo.rt.close());
   await b.page.evaluate(() => window.demo.rt.close());
+
+  // The demo page: its two frames are told each other's address; a message typed in alice's
+  // frame appears in bob's, and alice's frame shows it delivered.
+  const demo = await context.newPage();
+  await demo.goto(`${node}/demo/`);
+  const alice = demo.frameLocator('#alice');
+  const bob = demo.frameLocator('#bob');
+  await alice.locator('#text:enabled').waitFor();
+  await bob.locator('#text:enabled').waitFor();
+  await alice.locator('#text').fill('hello bob');
+  await alice.locator('button').click();
+  await bob.locator('#log div.peer', { hasText: 'hello bob' }).waitFor();
+  await alice.locator('#log div.sys', { hasText: 'delivered' }).waitFor();
+  step('the demo page: alice typed, bob read it, alice saw it delivered');
   console.log('PASS chromium');
 } finally {
   await context.close();
