@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::{AuthConfig, StaticToken};
 use crate::clock::Clock;
 
+mod catalogue;
+pub use catalogue::{RawStubs, StubsConfig};
+
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +57,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub matrix: RawMatrix,
     pub server: RawServer,
+    /// The URL runtimes and clients reach this node at (catalogue, `.well-known`).
+    pub public_url: Option<String>,
+    pub stubs: RawStubs,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -213,6 +219,8 @@ impl Default for RawConfig {
             admin: RawAdmin::default(),
             matrix: RawMatrix::default(),
             server: RawServer::default(),
+            public_url: None,
+            stubs: RawStubs::default(),
         }
     }
 }
@@ -274,6 +282,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
     pub server: ServerConfig,
+    /// `public_url` without a trailing slash; `None`: derived from `listen` and `tls`.
+    pub public_url: Option<String>,
+    pub stubs: StubsConfig,
     /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
     /// setting (no file or variable sets it).
     pub clock: Clock,
@@ -557,6 +568,8 @@ impl RawConfig {
             self.matrix.presence.offline_timeout_ms,
         )?;
         let server = validate_server(&self.server)?;
+        let public_url = catalogue::validate_public_url(self.public_url)?;
+        let stubs = self.stubs.validate()?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(
@@ -613,6 +626,8 @@ impl RawConfig {
                 },
             },
             server,
+            public_url,
+            stubs,
             clock: Clock::system(),
         })
     }

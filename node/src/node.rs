@@ -1,12 +1,13 @@
 //! The node: [`Node`], the cheap-clone handle every handler receives (axum state), and
 //! [`RunningNode`], which starts the parts and stops them gracefully.
 //!
-//! Start, in order: metrics; the policy point (an invalid policy set stops the start); the SQLite
+//! Start, in order: metrics; the policy point (an invalid policy set stops the start); the stub
+//! catalogue (an unreadable `stubs.dir` stops the start); the SQLite
 //! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
 //! the server signing key; the room caches and engine; the session writer; the bus, which
 //! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
 //! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
-//! watcher, the presence writer (with its timeouts) and the typing timer.
+//! watcher, the stub directory's watcher, the presence writer (with its timeouts) and the typing timer.
 //!
 //! Stop: cancel the shutdown token (the listener stops accepting, connections close with 1001,
 //! long-polls answer), wait for the listener's sockets and the WebSocket sessions until the
@@ -16,6 +17,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use rethink_stubs::catalogue::{Catalogue, CatalogueError, DEFAULT_STUB, Structural};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -51,6 +54,8 @@ pub enum NodeError {
     Auth(#[from] AuthStartError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("stub catalogue: {0}")]
+    Catalogue(#[from] CatalogueError),
 }
 
 #[derive(Debug)]
@@ -64,6 +69,7 @@ struct Inner {
     bridge: Bridge,
     userdata: UserData,
     metrics: Arc<Metrics>,
+    catalogue: Arc<Catalogue>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
@@ -122,6 +128,11 @@ impl Node {
         &self.inner.metrics
     }
 
+    /// The protocol stubs this node serves.
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.inner.catalogue
+    }
+
     /// Cancelled when the node begins shutting down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -143,6 +154,7 @@ pub struct RunningNode {
     server: Server,
     reaper: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    stub_watcher: JoinHandle<()>,
     presence: JoinHandle<()>,
     presence_stop: CancellationToken,
     typing: JoinHandle<()>,
@@ -153,6 +165,11 @@ impl RunningNode {
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let metrics = Arc::new(Metrics::new());
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
+        let catalogue = Arc::new(Catalogue::open(
+            config.stubs.dir.clone(),
+            DEFAULT_STUB,
+            Arc::new(Structural),
+        )?);
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let epoch = store.next_epoch().await?;
         let persisted = store.load_sessions().await?;
@@ -215,6 +232,7 @@ impl RunningNode {
                 config,
                 bus,
                 metrics,
+                catalogue,
                 shutdown,
                 sessions: TaskTracker::new(),
             }),
@@ -225,6 +243,10 @@ impl RunningNode {
         let reaper = tokio::spawn(reap(node.clone(), reap_ticker(node.config())));
         let watcher = tokio::spawn(policy.watch(
             node.config().policy.watch_interval,
+            node.shutdown_token().clone(),
+        ));
+        let stub_watcher = tokio::spawn(Arc::clone(node.catalogue()).watch(
+            node.config().stubs.watch_interval,
             node.shutdown_token().clone(),
         ));
         // Stopped by `shutdown` once no request is left that could still store presence.
@@ -257,6 +279,7 @@ impl RunningNode {
             server,
             reaper,
             watcher,
+            stub_watcher,
             presence,
             presence_stop,
             typing,
@@ -285,6 +308,7 @@ impl RunningNode {
             writer,
             reaper,
             watcher,
+            stub_watcher,
             presence,
             presence_stop,
             typing,
@@ -319,6 +343,7 @@ impl RunningNode {
         }
         reaper.abort();
         watcher.abort();
+        stub_watcher.abort();
         typing.abort();
         // It stores what is queued, then stops.
         presence_stop.cancel();

@@ -12,10 +12,13 @@
 //! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides.
 //! - [`StubMetrics`] (`metrics.rs`), [`HostConfig`] and [`StubSpec`] (`spec.rs`), the errors
 //!   (`error.rs`).
+//! - [`catalogue`]: the stubs this node serves (the built-in `default` and the operator's
+//!   `stubs.dir`), checked, reloaded on change, and their reTHINK descriptors.
 
 mod actor;
 mod bindings;
 mod cache;
+pub mod catalogue;
 mod direct;
 mod envelope;
 mod error;

@@ -10,6 +10,8 @@ mod allocation;
 mod bad_input;
 mod bridge;
 mod canonical;
+mod catalogue;
+mod catalogue_reload;
 mod closing;
 mod durability;
 mod http;

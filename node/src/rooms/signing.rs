@@ -121,6 +121,13 @@ impl ServerKey {
         Ok(object)
     }
 
+    /// Signs `object` as Matrix signs JSON (the stub catalogue's descriptors): canonical JSON
+    /// without `signatures` and `unsigned`, the signature added under
+    /// `signatures.<server name>.<key id>`.
+    pub fn sign_json(&self, object: &mut CanonicalJsonObject) -> Result<(), RoomError> {
+        sign_json(self.server_name.as_str(), &self.pair, object).map_err(RoomError::Signing)
+    }
+
     /// Adds the content hash and the server's signature to `pdu`, and returns its event ID (the
     /// reference hash).
     pub fn hash_and_sign(

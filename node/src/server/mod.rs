@@ -1,13 +1,17 @@
 //! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
-//! Matrix API under `/_matrix`, the demo page under `/demo/`) with what every request passes (`layers`: span, panic catcher,
+//! Matrix API under `/_matrix`, the stub catalogue under `/.well-known/protocolstub` (`catalogue`),
+//! the front pages `/` and `/.well-known/matrix/client` (`front`), the demo under `/demo/`
+//! (`demo`)) with what every request passes (`layers`: span, panic catcher,
 //! request deadline), and the listener (`conn`: plain TCP or TLS with `TCP_NODELAY`, connection
 //! and handshake limits, header and keep-alive deadlines), stopped by the node's shutdown token.
 //!
 //! The connections are served with hyper's HTTP/1.1 connection builder rather than
 //! `axum::serve`, which can set neither deadlines nor limits.
 
+mod catalogue;
 mod conn;
 mod demo;
+mod front;
 mod layers;
 
 use std::net::SocketAddr;
@@ -44,14 +48,19 @@ pub enum ServerError {
 }
 
 /// The node's routes, each request in its span, with the panic catcher and the request deadline.
-pub fn router(node: Node) -> Router {
+/// `bound` is the listening address (what the front pages and the catalogue's descriptors say
+/// when `public_url` is not set).
+pub fn router(node: Node, bound: SocketAddr) -> Router {
     let request_timeout = node.config().server.request_timeout;
+    let public = Arc::new(catalogue::Public::new(node.config(), bound));
     let routes = Router::new()
         .route("/ws", get(ws::handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/policy/reload", post(reload_policy))
         .merge(crate::matrix::router())
+        .merge(catalogue::routes(Arc::clone(&public)))
+        .merge(front::routes(public))
         .merge(demo::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node);
@@ -172,7 +181,7 @@ pub async fn serve(node: Node) -> Result<(SocketAddr, Server), ServerError> {
     };
     let connections = Connections::new(config.server.max_connections);
     // One route table for every connection (a clone is a reference count).
-    let app = router(node.clone());
+    let app = router(node.clone(), local);
     let accept = tokio::spawn(conn::accept_loop(
         tcp,
         tls,

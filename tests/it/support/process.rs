@@ -178,6 +178,24 @@ impl NodeProcess {
         lines
     }
 
+    /// Waits for the next log line containing `needle` (skipping the lines before it), at most
+    /// the start deadline; returns it.
+    pub(crate) async fn wait_for_log(&mut self, needle: &str) -> String {
+        let found = async {
+            while let Some(line) = self.log.recv().await {
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(DEADLINE, found).await {
+            Ok(Some(line)) => strip_ansi(&line),
+            Ok(None) => panic!("the node's output ended without a line containing {needle:?}"),
+            Err(_) => panic!("no log line containing {needle:?} within {DEADLINE:?}"),
+        }
+    }
+
     /// Starts the node again on the same data directory, port and settings (after [`kill`] or
     /// after it exited).
     ///
