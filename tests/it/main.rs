@@ -16,6 +16,7 @@ mod closing;
 mod durability;
 mod http;
 mod identity;
+mod js_runtime;
 mod jwt;
 mod limits;
 mod matrix_auth;

@@ -1,6 +1,7 @@
 //! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
 //! Matrix API under `/_matrix`, the stub catalogue under `/.well-known/protocolstub` (`catalogue`),
-//! the front pages `/` and `/.well-known/matrix/client` (`front`)) with what every request passes (`layers`: span, panic catcher,
+//! the front pages `/` and `/.well-known/matrix/client` (`front`), the demo under `/demo/`
+//! (`demo`)) with what every request passes (`layers`: span, panic catcher,
 //! request deadline), and the listener (`conn`: plain TCP or TLS with `TCP_NODELAY`, connection
 //! and handshake limits, header and keep-alive deadlines), stopped by the node's shutdown token.
 //!
@@ -9,6 +10,7 @@
 
 mod catalogue;
 mod conn;
+mod demo;
 mod front;
 mod layers;
 
@@ -59,6 +61,7 @@ pub fn router(node: Node, bound: SocketAddr) -> Router {
         .merge(crate::matrix::router())
         .merge(catalogue::routes(Arc::clone(&public)))
         .merge(front::routes(public))
+        .merge(demo::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node);
     layers::edge(routes, request_timeout)
