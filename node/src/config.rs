@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub matrix: RawMatrix,
     pub server: RawServer,
+    pub appservices: RawAppservices,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -143,6 +144,29 @@ pub struct RawAdmin {
     pub token: Option<String>,
 }
 
+/// `[appservices]`: Matrix application services (registration files in Synapse's format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAppservices {
+    pub dir: Option<PathBuf>,
+    pub watch_interval_ms: u64,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub max_events_per_txn: usize,
+}
+
+impl Default for RawAppservices {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            watch_interval_ms: 1000,
+            initial_backoff_ms: 250,
+            max_backoff_ms: 60_000,
+            max_events_per_txn: 100,
+        }
+    }
+}
+
 impl Default for RawPolicy {
     fn default() -> Self {
         Self {
@@ -213,6 +237,7 @@ impl Default for RawConfig {
             admin: RawAdmin::default(),
             matrix: RawMatrix::default(),
             server: RawServer::default(),
+            appservices: RawAppservices::default(),
         }
     }
 }
@@ -274,6 +299,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub matrix: MatrixConfig,
     pub server: ServerConfig,
+    pub appservices: AppservicesConfig,
     /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
     /// setting (no file or variable sets it).
     pub clock: Clock,
@@ -359,6 +385,20 @@ impl PresenceConfig {
         (self.idle_timeout.min(self.offline_timeout) / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
+}
+
+/// Matrix application services (`crate::appservice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppservicesConfig {
+    /// The directory of registration files (`*.yaml`, `*.yml`); `None`: no service.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    pub watch_interval: Duration,
+    /// The first wait after a failed transaction; it doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Most room events in one transaction (more wait for the next).
+    pub max_events_per_txn: usize,
 }
 
 /// Where operator policies live and how the policy clock runs.
@@ -532,6 +572,7 @@ impl RawConfig {
             ));
         }
         positive("policy.watch_interval_ms", self.policy.watch_interval_ms)?;
+        let appservices = validate_appservices(&self.appservices)?;
         if self.policy.utc_offset_minutes.abs() > 14 * 60 {
             return Err(invalid(
                 "policy.utc_offset_minutes",
@@ -613,9 +654,42 @@ impl RawConfig {
                 },
             },
             server,
+            appservices,
             clock: Clock::system(),
         })
     }
+}
+
+fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConfig, ConfigError> {
+    if let Some(dir) = &a.dir
+        && !dir.is_dir()
+    {
+        return Err(invalid(
+            "appservices.dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    positive("appservices.watch_interval_ms", a.watch_interval_ms)?;
+    positive("appservices.initial_backoff_ms", a.initial_backoff_ms)?;
+    if a.max_backoff_ms < a.initial_backoff_ms {
+        return Err(invalid(
+            "appservices.max_backoff_ms",
+            "must be at least appservices.initial_backoff_ms",
+        ));
+    }
+    if !(1..=1000).contains(&a.max_events_per_txn) {
+        return Err(invalid(
+            "appservices.max_events_per_txn",
+            "must be between 1 and 1000",
+        ));
+    }
+    Ok(AppservicesConfig {
+        dir: a.dir.clone(),
+        watch_interval: Duration::from_millis(a.watch_interval_ms),
+        initial_backoff: Duration::from_millis(a.initial_backoff_ms),
+        max_backoff: Duration::from_millis(a.max_backoff_ms),
+        max_events_per_txn: a.max_events_per_txn,
+    })
 }
 
 fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {

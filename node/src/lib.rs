@@ -26,6 +26,7 @@
 //! - [`matrix`]: the Client-Server API: the request extractor, the handlers, the one
 //!   error-to-`errcode` mapping, accounts.
 //! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
+//! - [`appservice`]: Matrix application services: registrations, transaction queues, queries.
 //! - [`metrics`]: the node's counters and their Prometheus text.
 //! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
 //! - `locks` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
@@ -46,13 +47,14 @@
 //!    [`policy::MatrixPermit`]).
 //! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
 //!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
-//! 5. `bridge` (data objects on the bus as rooms).
+//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services).
 //! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`.
 //! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
 //!
 //! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
 //! `ws` and `matrix`, which `node` builds.
 
+pub mod appservice;
 pub mod auth;
 pub mod bridge;
 pub mod bus;
