@@ -7,6 +7,9 @@
 mod support;
 
 mod allocation;
+mod appservice;
+mod appservice_restart;
+mod appservice_support;
 mod bad_input;
 mod bridge;
 mod canonical;

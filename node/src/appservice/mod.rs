@@ -278,7 +278,12 @@ struct Logged;
 
 impl PushObserver for Logged {
     fn pushed(&self, service: &str, txn: &QueuedTxn) {
-        tracing::debug!(service, txn = txn.txn_id, items = txn.items, "transaction delivered");
+        tracing::debug!(
+            service,
+            txn = txn.txn_id,
+            items = txn.items,
+            "transaction delivered"
+        );
     }
 
     fn failed(&self, service: &str, txn_id: i64, error: &ClientError) {

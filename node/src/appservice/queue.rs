@@ -7,8 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use rethink_connectors::pusher::{QueuedTxn, TxnQueue};
 use rethink_connectors::AppService;
+use rethink_connectors::pusher::{QueuedTxn, TxnQueue};
 use serde_json::value::RawValue;
 
 use super::interest::Interest;
@@ -126,7 +126,9 @@ impl TxnQueue for NodeQueue {
             let txn = if chosen.is_empty() {
                 None
             } else {
-                Some(serde_json::to_string(&serde_json::json!({ "events": chosen }))?)
+                Some(serde_json::to_string(
+                    &serde_json::json!({ "events": chosen }),
+                )?)
             };
             let items = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
             self.store

@@ -263,7 +263,9 @@ impl Accounts {
     ) -> Result<Registered, MatrixError> {
         let localpart = self.valid_localpart(username)?;
         check_device(&device)?;
-        let login = (!inhibit_login).then(|| NewLogin::new(device)).transpose()?;
+        let login = (!inhibit_login)
+            .then(|| NewLogin::new(device))
+            .transpose()?;
         let created = self
             .inner
             .store

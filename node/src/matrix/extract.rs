@@ -31,9 +31,9 @@ use ruma::api::auth_scheme::{
 use std::sync::Arc;
 
 use rethink_connectors::AppService;
-use ruma::{OwnedDeviceId, UserId};
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
 use ruma::api::path_builder::PathBuilder as _;
+use ruma::{OwnedDeviceId, UserId};
 use serde::de::IgnoredAny;
 
 use super::accounts::{Accounts, Caller};
@@ -94,8 +94,8 @@ async fn appservice_caller(
     };
     let sender = format!("@{}:{server}", service.registration.sender_localpart);
     let user = param("user_id").unwrap_or_else(|| sender.clone());
-    let user_id = UserId::parse(&user)
-        .map_err(|e| MatrixError::InvalidParam(format!("user_id: {e}")))?;
+    let user_id =
+        UserId::parse(&user).map_err(|e| MatrixError::InvalidParam(format!("user_id: {e}")))?;
     if user_id.server_name() != server || !service.owns_user(user_id.as_str(), server.as_str()) {
         return Err(MatrixError::Forbidden(
             "the application service cannot act as this user (outside its namespace)",

@@ -22,8 +22,8 @@
 
 mod account;
 mod account_data;
-pub(crate) mod appservice;
 pub mod accounts;
+pub(crate) mod appservice;
 mod capabilities;
 mod cors;
 mod credentials;
