@@ -7,7 +7,6 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 
 use super::appservice_support::{AS_TOKEN, Service, free_port, write_bridge};
-use super::support::DOMAIN;
 use super::support::client::RECV_TIMEOUT;
 use super::support::matrix::{V3, call_at, room_path, urlencode, user_id};
 use super::support::process::NodeProcess;
@@ -63,38 +62,30 @@ async fn queued_transactions_survive_a_killed_node_in_order_once_each() {
     .await;
     let room = room["room_id"].as_str().expect("room_id").to_owned();
     let send = |i: usize| as_bob(room_path(&room, &format!("send/m.room.message/k{i}")));
-    for i in 0..5 {
-        call(
-            &node,
-            "PUT",
-            &send(i),
-            AS_TOKEN,
-            &json!({"msgtype": "m.text", "body": format!("m{i}")}),
-        )
-        .await;
+    let say = |i: usize| json!({"msgtype": "m.text", "body": format!("m{i}")});
+    // Up: the first message is delivered.
+    let mut service = Service::start(port, node.addr()).await;
+    call(&node, "PUT", &send(0), AS_TOKEN, &say(0)).await;
+    assert_eq!(service.messages(1).await[0].1, "m0");
+    // Down: the next ones wait in the node's queue, which the kill must not lose or repeat.
+    drop(service);
+    for i in 1..5 {
+        call(&node, "PUT", &send(i), AS_TOKEN, &say(i)).await;
     }
     node.kill().await;
     let node = node.restart().await;
     for i in 5..8 {
-        call(
-            &node,
-            "PUT",
-            &send(i),
-            AS_TOKEN,
-            &json!({"msgtype": "m.text", "body": format!("m{i}")}),
-        )
-        .await;
+        call(&node, "PUT", &send(i), AS_TOKEN, &say(i)).await;
     }
     let mut service = Service::start(port, node.addr()).await;
     let got: Vec<String> = service
-        .messages(8)
+        .messages(7)
         .await
         .into_iter()
         .map(|(_, b)| b)
         .collect();
-    let want: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    let want: Vec<String> = (1..8).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want, "in order, once each");
-    assert!(DOMAIN.contains('.'));
 }
 
 #[tokio::test]

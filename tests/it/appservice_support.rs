@@ -151,7 +151,7 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
         .path()
         .split('/')
         .skip(4)
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let args: Vec<&str> = path.iter().skip(1).map(String::as_str).collect();
     let first = path.first().map(String::as_str).unwrap_or_default();
@@ -164,10 +164,14 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
                 .iter()
                 .map(|e| serde_json::from_str(e.json().get()).expect("event JSON"))
                 .collect();
-            let _ = state.tx.send(Received::Txn {
+            let received = Received::Txn {
                 txn_id: txn.txn_id.to_string(),
                 events,
-            });
+            };
+            // A stopped service (its test dropped it) answers on connections still open: 503.
+            if state.tx.send(received).is_err() {
+                return (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response();
+            }
             (StatusCode::OK, "{}").into_response()
         }
         "ping" => {

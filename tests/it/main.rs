@@ -8,6 +8,7 @@ mod support;
 
 mod allocation;
 mod appservice;
+mod appservice_bench;
 mod appservice_restart;
 mod appservice_support;
 mod bad_input;

@@ -79,64 +79,60 @@ impl NodeQueue {
 impl TxnQueue for NodeQueue {
     type Error = QueueError;
 
-    fn oldest(&self) -> impl Future<Output = Result<Option<QueuedTxn>, QueueError>> + Send {
-        async move {
-            Ok(self
-                .store
-                .oldest(self.service.id())
-                .await?
-                .map(|t| QueuedTxn {
-                    txn_id: t.txn_id,
-                    body: t.body,
-                    items: usize::try_from(t.items).unwrap_or(0),
-                }))
-        }
+    async fn oldest(&self) -> Result<Option<QueuedTxn>, QueueError> {
+        Ok(self
+            .store
+            .oldest(self.service.id())
+            .await?
+            .map(|t| QueuedTxn {
+                txn_id: t.txn_id,
+                body: t.body,
+                items: usize::try_from(t.items).unwrap_or(0),
+            }))
     }
 
-    fn delivered(&self, txn_id: i64) -> impl Future<Output = Result<(), QueueError>> + Send {
-        async move { Ok(self.store.delivered(self.service.id(), txn_id).await?) }
+    async fn delivered(&self, txn_id: i64) -> Result<(), QueueError> {
+        Ok(self.store.delivered(self.service.id(), txn_id).await?)
     }
 
-    fn fill(&self) -> impl Future<Output = Result<bool, QueueError>> + Send {
-        async move {
-            let after = self.position().await?;
-            let visible = self.stream.visible();
-            if after >= visible {
-                return Ok(false);
-            }
-            let limit = u32::try_from(self.max_events).unwrap_or(u32::MAX);
-            let events = self
-                .rooms
-                .store()
-                .events_between(after, visible, limit)
-                .await?;
-            let full = events.len() >= self.max_events;
-            // A full batch ends at its last event; the rest waits for the next transaction.
-            let upto = match events.last() {
-                Some(last) if full => last.stream,
-                _ => visible,
-            };
-            let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
-            let mut chosen: Vec<Box<RawValue>> = Vec::new();
-            for pdu in &events {
-                if interest.concerns(pdu).await? {
-                    chosen.push(pdu.to_client::<()>(None, true).into_json());
-                }
-            }
-            let txn = if chosen.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(
-                    &serde_json::json!({ "events": chosen }),
-                )?)
-            };
-            let items = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
-            self.store
-                .advance(self.service.id(), upto, txn.as_deref().map(|b| (b, items)))
-                .await?;
-            self.position.store(upto, Ordering::Release);
-            Ok(full || txn.is_some())
+    async fn fill(&self) -> Result<bool, QueueError> {
+        let after = self.position().await?;
+        let visible = self.stream.visible();
+        if after >= visible {
+            return Ok(false);
         }
+        let limit = u32::try_from(self.max_events).unwrap_or(u32::MAX);
+        let events = self
+            .rooms
+            .store()
+            .events_between(after, visible, limit)
+            .await?;
+        let full = events.len() >= self.max_events;
+        // A full batch ends at its last event; the rest waits for the next transaction.
+        let upto = match events.last() {
+            Some(last) if full => last.stream,
+            _ => visible,
+        };
+        let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
+        let mut chosen: Vec<Box<RawValue>> = Vec::new();
+        for pdu in &events {
+            if interest.concerns(pdu).await? {
+                chosen.push(pdu.to_client::<()>(None, true).into_json());
+            }
+        }
+        let txn = if chosen.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(
+                &serde_json::json!({ "events": chosen }),
+            )?)
+        };
+        let items = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
+        self.store
+            .advance(self.service.id(), upto, txn.as_deref().map(|b| (b, items)))
+            .await?;
+        self.position.store(upto, Ordering::Release);
+        Ok(full || txn.is_some())
     }
 
     fn changed(&self) -> impl Future<Output = ()> + Send {
