@@ -2,6 +2,10 @@
 //! sent at a fixed rate by a namespaced user, and the time from each event's commit (its `PUT`
 //! answered) to the transaction that carries it reaching the test's service on loopback; then a
 //! burst, for transactions and events per second when batching.
+//!
+//! KNOWN BROKEN (first run, debug build): at 1,000 requests/s, each on a new connection, some
+//! answers come back empty (`call_at` panics on the status line), so it gives no figures yet;
+//! it should reuse keep-alive connections and run against the release binary.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
