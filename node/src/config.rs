@@ -62,6 +62,7 @@ pub struct RawConfig {
     /// The URL runtimes and clients reach this node at (catalogue, `.well-known`).
     pub public_url: Option<String>,
     pub stubs: RawStubs,
+    pub appservices: RawAppservices,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -151,6 +152,29 @@ pub struct RawAdmin {
     pub token: Option<String>,
 }
 
+/// `[appservices]`: Matrix application services (registration files in Synapse's format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAppservices {
+    pub dir: Option<PathBuf>,
+    pub watch_interval_ms: u64,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub max_events_per_txn: usize,
+}
+
+impl Default for RawAppservices {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            watch_interval_ms: 1000,
+            initial_backoff_ms: 250,
+            max_backoff_ms: 60_000,
+            max_events_per_txn: 100,
+        }
+    }
+}
+
 impl Default for RawPolicy {
     fn default() -> Self {
         Self {
@@ -223,6 +247,7 @@ impl Default for RawConfig {
             server: RawServer::default(),
             public_url: None,
             stubs: RawStubs::default(),
+            appservices: RawAppservices::default(),
         }
     }
 }
@@ -287,6 +312,7 @@ pub struct Config {
     /// `public_url` without a trailing slash; `None`: derived from `listen` and `tls`.
     pub public_url: Option<String>,
     pub stubs: StubsConfig,
+    pub appservices: AppservicesConfig,
     /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
     /// setting (no file or variable sets it).
     pub clock: Clock,
@@ -372,6 +398,20 @@ impl PresenceConfig {
         (self.idle_timeout.min(self.offline_timeout) / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
+}
+
+/// Matrix application services (`crate::appservice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppservicesConfig {
+    /// The directory of registration files (`*.yaml`, `*.yml`); `None`: no service.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    pub watch_interval: Duration,
+    /// The first wait after a failed transaction; it doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Most room events in one transaction (more wait for the next).
+    pub max_events_per_txn: usize,
 }
 
 /// Where operator policies live and how the policy clock runs.
@@ -545,6 +585,7 @@ impl RawConfig {
             ));
         }
         positive("policy.watch_interval_ms", self.policy.watch_interval_ms)?;
+        let appservices = validate_appservices(&self.appservices)?;
         if self.policy.utc_offset_minutes.abs() > 14 * 60 {
             return Err(invalid(
                 "policy.utc_offset_minutes",
@@ -630,9 +671,42 @@ impl RawConfig {
             server,
             public_url,
             stubs,
+            appservices,
             clock: Clock::system(),
         })
     }
+}
+
+fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConfig, ConfigError> {
+    if let Some(dir) = &a.dir
+        && !dir.is_dir()
+    {
+        return Err(invalid(
+            "appservices.dir",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    positive("appservices.watch_interval_ms", a.watch_interval_ms)?;
+    positive("appservices.initial_backoff_ms", a.initial_backoff_ms)?;
+    if a.max_backoff_ms < a.initial_backoff_ms {
+        return Err(invalid(
+            "appservices.max_backoff_ms",
+            "must be at least appservices.initial_backoff_ms",
+        ));
+    }
+    if !(1..=1000).contains(&a.max_events_per_txn) {
+        return Err(invalid(
+            "appservices.max_events_per_txn",
+            "must be between 1 and 1000",
+        ));
+    }
+    Ok(AppservicesConfig {
+        dir: a.dir.clone(),
+        watch_interval: Duration::from_millis(a.watch_interval_ms),
+        initial_backoff: Duration::from_millis(a.initial_backoff_ms),
+        max_backoff: Duration::from_millis(a.max_backoff_ms),
+        max_events_per_txn: a.max_events_per_txn,
+    })
 }
 
 fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {

@@ -27,6 +27,7 @@
 //!   error-to-`errcode` mapping, accounts.
 //! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
 //! - [`stubhost`]: the protocol stubs the node runs (`[stubs.run.*]`), participants of the bus.
+//! - [`appservice`]: Matrix application services: registrations, transaction queues, queries.
 //! - [`metrics`]: the node's counters and their Prometheus text.
 //! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
 //! - `locks` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
@@ -47,7 +48,7 @@
 //!    [`policy::MatrixPermit`]).
 //! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
 //!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
-//! 5. `bridge` (data objects on the bus as rooms).
+//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services).
 //! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`, `stubhost`
 //!    (protocol stubs run on the bus, answered with the codes of the WebSocket edge).
 //! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
@@ -55,6 +56,7 @@
 //! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
 //! `ws` and `matrix`, which `node` builds.
 
+pub mod appservice;
 pub mod auth;
 pub mod bridge;
 pub mod bus;

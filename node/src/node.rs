@@ -6,8 +6,9 @@
 //! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
 //! the server signing key; the room caches and engine; the session writer; the bus, which
 //! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
-//! sets loaded); Matrix accounts and user data; then the listener, the session reaper, the policy
-//! watcher, the stub directory's watcher, the presence writer (with its timeouts) and the typing timer.
+//! sets loaded); Matrix accounts and user data; then the listener, the application services'
+//! pushers and watcher, the session reaper, the policy watcher, the stub directory's watcher, the
+//! presence writer (with its timeouts) and the typing timer.
 //!
 //! Stop: cancel the shutdown token (the listener stops accepting, connections close with 1001,
 //! long-polls answer), wait for the listener's sockets and the WebSocket sessions until the
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::appservice::AppServices;
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
@@ -37,6 +39,7 @@ use crate::policy::{PolicyLoadError, PolicyPoint};
 use crate::rooms::{RoomCaches, Rooms, ServerKey};
 use crate::server::{self, Server, ServerError};
 use crate::store::accounts::AccountStore;
+use crate::store::appservice::AppserviceStore;
 use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
@@ -59,6 +62,8 @@ pub enum NodeError {
     Catalogue(#[from] CatalogueError),
     #[error(transparent)]
     Stubs(#[from] StubsError),
+    #[error(transparent)]
+    Appservices(#[from] rethink_connectors::DirectoryError),
 }
 
 #[derive(Debug)]
@@ -71,6 +76,7 @@ struct Inner {
     rooms: Rooms,
     bridge: Bridge,
     userdata: UserData,
+    appservices: AppServices,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
     shutdown: CancellationToken,
@@ -125,6 +131,11 @@ impl Node {
     /// messages, receipts, typing.
     pub fn userdata(&self) -> &UserData {
         &self.inner.userdata
+    }
+
+    /// Matrix application services.
+    pub fn appservices(&self) -> &AppServices {
+        &self.inner.appservices
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -229,8 +240,17 @@ impl RunningNode {
             config.matrix.server_name.clone(),
             config.clock.clone(),
         );
+        let appservices = AppServices::new(
+            &config.appservices,
+            config.matrix.server_name.clone(),
+            AppserviceStore::new(store.pool().clone()),
+            rooms.clone(),
+            stream.clone(),
+            shutdown.clone(),
+        )?;
         let node = Node {
             inner: Arc::new(Inner {
+                appservices,
                 auth,
                 accounts,
                 stream,
@@ -257,6 +277,8 @@ impl RunningNode {
             node.config().stubs.watch_interval,
             node.shutdown_token().clone(),
         ));
+        node.appservices().start_pushers();
+        tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();
         let presence = tokio::spawn(

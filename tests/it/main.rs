@@ -7,6 +7,10 @@
 mod support;
 
 mod allocation;
+mod appservice;
+mod appservice_bench;
+mod appservice_restart;
+mod appservice_support;
 mod bad_input;
 mod bridge;
 mod canonical;

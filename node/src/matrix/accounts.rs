@@ -33,10 +33,12 @@ const MAX_DEVICE_ID_BYTES: usize = 255;
 const BAD_CREDENTIALS: &str = "invalid username or password";
 
 /// Who made an authenticated request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// The application service acting (with its `as_token`), if any.
+    pub appservice: Option<std::sync::Arc<rethink_connectors::AppService>>,
 }
 
 /// The device a login or registration asks for.
@@ -135,6 +137,7 @@ impl Accounts {
         Ok(Caller {
             user_id: self.user_id(&owner.localpart)?,
             device_id: owner.device_id.into(),
+            appservice: None,
         })
     }
 
@@ -248,6 +251,54 @@ impl Accounts {
             session: login.map(|l| l.into_session(user_id.clone())),
             user_id,
         })
+    }
+
+    /// Registers a user of an application service (`m.login.application_service`): no
+    /// password, no user-interactive authentication; the caller checked the namespace.
+    pub async fn register_appservice(
+        &self,
+        username: &str,
+        device: DeviceRequest,
+        inhibit_login: bool,
+    ) -> Result<Registered, MatrixError> {
+        let localpart = self.valid_localpart(username)?;
+        check_device(&device)?;
+        let login = (!inhibit_login)
+            .then(|| NewLogin::new(device))
+            .transpose()?;
+        let created = self
+            .inner
+            .store
+            .create_account(
+                NewAccount {
+                    localpart: &localpart,
+                    password_hash: None,
+                    external_subject: None,
+                },
+                login.as_ref().map(NewLogin::as_new_device),
+                now(),
+            )
+            .await?;
+        if !created {
+            return Err(MatrixError::UserInUse);
+        }
+        let user_id = self.user_id(&localpart)?;
+        tracing::info!(%user_id, "application service user registered");
+        Ok(Registered {
+            session: login.map(|l| l.into_session(user_id.clone())),
+            user_id,
+        })
+    }
+
+    /// Creates an application service's sender user on its first request (no device).
+    pub async fn create_appservice_user(&self, localpart: &str) -> Result<(), MatrixError> {
+        match self
+            .register_appservice(localpart, DeviceRequest::default(), true)
+            .await
+        {
+            Ok(_) | Err(MatrixError::UserInUse) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A free localpart for a registration without a username.

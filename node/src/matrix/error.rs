@@ -54,7 +54,7 @@ pub enum MatrixError {
     InvalidUsername(&'static str),
     #[error("the user ID is already taken")]
     UserInUse,
-    #[error("the user ID is in a namespace reserved by the node")]
+    #[error("the ID is in a namespace reserved by the node or an application service")]
     Exclusive,
     /// A request the node understands but does not support (login type, identifier type,
     /// user-interactive authentication session): 400 `M_UNKNOWN`.
@@ -112,6 +112,18 @@ pub enum MatrixError {
     /// The handler panicked (caught by the server's request layer; the panic is logged there).
     #[error("the request handler panicked")]
     HandlerPanicked,
+    /// An application service's ping: it has no `url` (400 `M_URL_NOT_SET`).
+    #[error("the application service has no url")]
+    AsUrlNotSet,
+    /// An application service's ping: it cannot be reached (502 `M_CONNECTION_FAILED`).
+    #[error("cannot reach the application service")]
+    AsConnectionFailed,
+    /// An application service's ping: no answer in time (504 `M_CONNECTION_TIMEOUT`).
+    #[error("the application service did not answer in time")]
+    AsConnectionTimeout,
+    /// An application service's ping: it answered an error (502 `M_BAD_STATUS`).
+    #[error("the application service answered {status}")]
+    AsBadStatus { status: u16, body: String },
     /// The request took longer than `server.request_timeout_secs` (503 `M_UNKNOWN`).
     #[error("the request took too long")]
     TimedOut,
@@ -156,6 +168,15 @@ impl MatrixError {
             }
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
             E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+            E::AsUrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),
+            E::AsConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
+            E::AsConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
+            E::AsBadStatus { status, body } => {
+                let mut data = ruma::api::error::BadStatusErrorData::new();
+                data.status = StatusCode::from_u16(*status).ok();
+                data.body = Some(body.clone());
+                (StatusCode::BAD_GATEWAY, ErrorKind::BadStatus(data))
+            }
             E::HandlerPanicked
             | E::Store(_)
             | E::Json { .. }

@@ -12,7 +12,10 @@
 //! as `{}` (some clients send none when every field is optional). The access token comes from
 //! `Authorization: Bearer` or the `access_token` query parameter (ruma's
 //! `extract_bearer_or_query_token`); an `Authorization` header of another scheme counts as
-//! missing. `login` and `register` ignore any token (clients send their stale one).
+//! missing. `login` and `register` ignore any token (clients send their stale one) except an
+//! application service's. An application service's `as_token` authenticates it as its sender
+//! user, or as the user of its namespace named by the `user_id` query parameter
+//! (masquerading; 403 `M_FORBIDDEN` outside its namespace or for a user not registered).
 
 use std::future::Future;
 
@@ -22,11 +25,15 @@ use axum::http::Method;
 use ruma::api::IncomingRequest;
 use ruma::api::IncomingRequestExt as _;
 use ruma::api::auth_scheme::{
-    AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken,
-    NoAuthentication, extract_bearer_or_query_token,
+    AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, AuthScheme,
+    NoAccessToken, NoAuthentication, extract_bearer_or_query_token,
 };
+use std::sync::Arc;
+
+use rethink_connectors::AppService;
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
 use ruma::api::path_builder::PathBuilder as _;
+use ruma::{OwnedDeviceId, UserId};
 use serde::de::IgnoredAny;
 
 use super::accounts::{Accounts, Caller};
@@ -55,9 +62,63 @@ pub(crate) trait Authentication: AuthScheme {
     type Caller: Send + std::fmt::Debug;
 
     fn authenticate(
-        accounts: &Accounts,
+        node: &Node,
         token: Option<String>,
+        query: Option<&str>,
     ) -> impl Future<Output = Result<Self::Caller, MatrixError>> + Send;
+}
+
+/// The caller behind a token: an application service (as its sender or a masqueraded user of
+/// its namespace) or a device's access token.
+async fn caller(node: &Node, token: &str, query: Option<&str>) -> Result<Caller, MatrixError> {
+    let service = node.appservices().directory().by_token(token).cloned();
+    match service {
+        Some(service) => appservice_caller(node, service, query).await,
+        None => node.accounts().authenticate(token).await,
+    }
+}
+
+/// The device an application service's requests are made from unless `device_id` names one.
+const APPSERVICE_DEVICE: &str = "APPSERVICE";
+
+async fn appservice_caller(
+    node: &Node,
+    service: Arc<AppService>,
+    query: Option<&str>,
+) -> Result<Caller, MatrixError> {
+    let server = node.appservices().server_name().clone();
+    let param = |name: &str| {
+        form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let sender = format!("@{}:{server}", service.registration.sender_localpart);
+    let user = param("user_id").unwrap_or_else(|| sender.clone());
+    let user_id =
+        UserId::parse(&user).map_err(|e| MatrixError::InvalidParam(format!("user_id: {e}")))?;
+    if user_id.server_name() != server || !service.owns_user(user_id.as_str(), server.as_str()) {
+        return Err(MatrixError::Forbidden(
+            "the application service cannot act as this user (outside its namespace)",
+        ));
+    }
+    let accounts: &Accounts = node.accounts();
+    if !accounts.exists(user_id.localpart()).await? {
+        if user_id.as_str() == sender {
+            accounts.create_appservice_user(user_id.localpart()).await?;
+        } else {
+            return Err(MatrixError::Forbidden(
+                "the application service has not registered this user",
+            ));
+        }
+    }
+    let device_id: OwnedDeviceId = param("device_id")
+        .unwrap_or_else(|| APPSERVICE_DEVICE.to_owned())
+        .into();
+    Ok(Caller {
+        user_id,
+        device_id,
+        appservice: Some(service),
+    })
 }
 
 /// A token is required and must be a live access token.
@@ -65,11 +126,12 @@ impl Authentication for AccessToken {
     type Caller = Caller;
 
     async fn authenticate(
-        accounts: &Accounts,
+        node: &Node,
         token: Option<String>,
+        query: Option<&str>,
     ) -> Result<Caller, MatrixError> {
         let token = token.ok_or(MatrixError::MissingToken)?;
-        accounts.authenticate(&token).await
+        caller(node, &token, query).await
     }
 }
 
@@ -78,12 +140,13 @@ impl Authentication for AccessTokenOptional {
     type Caller = Option<Caller>;
 
     async fn authenticate(
-        accounts: &Accounts,
+        node: &Node,
         token: Option<String>,
+        query: Option<&str>,
     ) -> Result<Option<Caller>, MatrixError> {
         match token {
             None => Ok(None),
-            Some(token) => accounts.authenticate(&token).await.map(Some),
+            Some(token) => caller(node, &token, query).await.map(Some),
         }
     }
 }
@@ -92,7 +155,7 @@ impl Authentication for AccessTokenOptional {
 impl Authentication for NoAuthentication {
     type Caller = ();
 
-    async fn authenticate(_: &Accounts, _: Option<String>) -> Result<(), MatrixError> {
+    async fn authenticate(_: &Node, _: Option<String>, _: Option<&str>) -> Result<(), MatrixError> {
         Ok(())
     }
 }
@@ -101,19 +164,64 @@ impl Authentication for NoAuthentication {
 impl Authentication for NoAccessToken {
     type Caller = ();
 
-    async fn authenticate(_: &Accounts, _: Option<String>) -> Result<(), MatrixError> {
+    async fn authenticate(_: &Node, _: Option<String>, _: Option<&str>) -> Result<(), MatrixError> {
         Ok(())
     }
 }
 
-/// Endpoints (`login`, `register`) where only an application service presents a token. No
-/// application service is registered with the node yet, and clients often send the access
-/// token they hold (perhaps a stale one) to these too: whatever is sent is ignored.
-impl Authentication for AppserviceTokenOptional {
-    type Caller = ();
+/// What `login` and `register` learn from a token: an application service's `as_token`, or
+/// some other token (clients often send the access token they hold, perhaps a stale one: it is
+/// ignored, unless the request is an application service's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MaybeAppservice {
+    pub(crate) service: Option<Arc<AppService>>,
+    pub(crate) token_given: bool,
+}
 
-    async fn authenticate(_: &Accounts, _: Option<String>) -> Result<(), MatrixError> {
-        Ok(())
+impl MaybeAppservice {
+    /// The service, required by a request of type `m.login.application_service`.
+    pub(crate) fn required(&self) -> Result<&Arc<AppService>, MatrixError> {
+        match (&self.service, self.token_given) {
+            (Some(s), _) => Ok(s),
+            (None, true) => Err(MatrixError::UnknownToken),
+            (None, false) => Err(MatrixError::MissingToken),
+        }
+    }
+}
+
+/// Endpoints (`login`, `register`) where only an application service presents a token.
+impl Authentication for AppserviceTokenOptional {
+    type Caller = MaybeAppservice;
+
+    async fn authenticate(
+        node: &Node,
+        token: Option<String>,
+        _: Option<&str>,
+    ) -> Result<MaybeAppservice, MatrixError> {
+        Ok(MaybeAppservice {
+            service: token
+                .as_deref()
+                .and_then(|t| node.appservices().directory().by_token(t).cloned()),
+            token_given: token.is_some(),
+        })
+    }
+}
+
+/// Endpoints only an application service calls (`/appservice/{id}/ping`).
+impl Authentication for AppserviceToken {
+    type Caller = Arc<AppService>;
+
+    async fn authenticate(
+        node: &Node,
+        token: Option<String>,
+        _: Option<&str>,
+    ) -> Result<Arc<AppService>, MatrixError> {
+        let token = token.ok_or(MatrixError::MissingToken)?;
+        node.appservices()
+            .directory()
+            .by_token(&token)
+            .cloned()
+            .ok_or(MatrixError::UnknownToken)
     }
 }
 
@@ -165,7 +273,7 @@ pub(super) async fn authenticate<A: Authentication, B>(
     node: &Node,
 ) -> Result<A::Caller, MatrixError> {
     let token = extract_bearer_or_query_token(request).map_err(|_| MatrixError::MissingToken)?;
-    A::authenticate(node.accounts(), token).await
+    A::authenticate(node, token, request.uri().query()).await
 }
 
 /// Buffers the body up to [`MAX_BODY_BYTES`].

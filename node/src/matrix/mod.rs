@@ -23,6 +23,7 @@
 mod account;
 mod account_data;
 pub mod accounts;
+pub(crate) mod appservice;
 mod capabilities;
 mod cors;
 mod credentials;
@@ -113,6 +114,7 @@ fn add_room_routes(routes: &mut Routes) {
     routes.add::<m::joined_rooms::v3::Request, _, _>(room::joined_rooms);
     routes.add::<alias::create_alias::v3::Request, _, _>(room::create_alias);
     routes.add::<alias::get_alias::v3::Request, _, _>(room::get_alias);
+    routes.add::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservice::ping);
     routes.add::<alias::delete_alias::v3::Request, _, _>(room::delete_alias);
     routes.add::<r::aliases::v3::Request, _, _>(room::room_aliases);
     routes.add::<m::join_room_by_id::v3::Request, _, _>(membership::join_by_id);

@@ -1,5 +1,6 @@
 //! `GET /profile/{userId}`, `GET`/`PUT /profile/{userId}/displayname` and `/avatar_url`: a user's
-//! profile, readable by anyone (404 for an unknown user), changed by its owner only. A change is
+//! profile, readable by anyone (404 for an unknown user, once the application services whose
+//! namespace holds it were asked), changed by its owner only. A change is
 //! re-sent as the user's member events in their rooms.
 
 use axum::extract::State;
@@ -18,11 +19,10 @@ use crate::userdata::{Profile, ProfileField};
 
 /// The profile of a known user; 404 otherwise.
 async fn known_profile(node: &Node, user: &UserId) -> Result<Profile, MatrixError> {
-    let profiles = node.userdata().profiles();
-    if !profiles.exists(user).await? {
+    if !super::appservice::known_user(node, user).await? {
         return Err(MatrixError::NotFound("unknown user".into()));
     }
-    Ok(profiles.profile(user).await?)
+    Ok(node.userdata().profiles().profile(user).await?)
 }
 
 /// `caller` sets `field` of `user`'s profile (403 unless it is their own); their member events

@@ -1,5 +1,7 @@
 //! Rooms: `POST /createRoom`, `GET /joined_rooms`, and the room directory's aliases
-//! (`PUT/GET/DELETE /directory/room/{roomAlias}`, `GET /rooms/{roomId}/aliases`).
+//! (`PUT/GET/DELETE /directory/room/{roomAlias}`, `GET /rooms/{roomId}/aliases`). An alias in an
+//! application service's exclusive namespace is the service's (`M_EXCLUSIVE` for others); an
+//! unknown one in a namespace is asked of the service before `M_NOT_FOUND`.
 
 use axum::extract::State;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
@@ -43,7 +45,7 @@ pub(crate) async fn create_room(
     req: Ruma<create_room::v3::Request>,
 ) -> MatrixResult<create_room::v3::Response> {
     let body = req.body;
-    let creator = req.caller.user_id;
+    let creator = req.caller.user_id.clone();
     let preset = match body.preset {
         Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
         Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
@@ -69,10 +71,10 @@ pub(crate) async fn create_room(
             if name.starts_with(RESERVED_PREFIX) {
                 return Err(MatrixError::Exclusive);
             }
-            Some(
-                RoomAliasId::parse(format!("#{name}:{}", node.rooms().server_name()))
-                    .map_err(|e| MatrixError::InvalidParam(format!("room_alias_name: {e}")))?,
-            )
+            let alias = RoomAliasId::parse(format!("#{name}:{}", node.rooms().server_name()))
+                .map_err(|e| MatrixError::InvalidParam(format!("room_alias_name: {e}")))?;
+            super::appservice::exclusive_alias(&node, &alias, &req.caller)?;
+            Some(alias)
         }
         None => None,
     };
@@ -158,6 +160,7 @@ pub(crate) async fn create_alias(
 ) -> MatrixResult<create_alias::v3::Response> {
     let alias = &req.body.room_alias;
     local_alias(&node, alias)?;
+    super::appservice::exclusive_alias(&node, alias, &req.caller)?;
     // The room must exist and the caller be in it.
     let membership = node
         .rooms()
@@ -185,12 +188,17 @@ pub(crate) async fn get_alias(
     State(node): State<Node>,
     req: Ruma<get_alias::v3::Request>,
 ) -> MatrixResult<get_alias::v3::Response> {
-    let (room_id, _) = node
-        .rooms()
-        .store()
-        .alias(req.body.room_alias.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::NotFound(format!("unknown alias {}", req.body.room_alias)))?;
+    let alias = &req.body.room_alias;
+    let mut found = node.rooms().store().alias(alias.as_str()).await?;
+    // An unknown alias of this server in a service's namespace: the service may create it.
+    if found.is_none()
+        && alias.server_name() == node.rooms().server_name()
+        && node.appservices().query_alias(alias).await
+    {
+        found = node.rooms().store().alias(alias.as_str()).await?;
+    }
+    let (room_id, _) =
+        found.ok_or_else(|| MatrixError::NotFound(format!("unknown alias {alias}")))?;
     Ok(RumaResponse(get_alias::v3::Response::new(
         room_id,
         vec![node.rooms().server_name().clone()],

@@ -16,6 +16,7 @@
 //! by writing the frame to its socket (the batch keeps its commit delay).
 
 pub mod accounts;
+pub mod appservice;
 pub mod pdu;
 pub mod rooms;
 pub mod sqlite;

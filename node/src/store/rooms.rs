@@ -350,6 +350,26 @@ impl RoomStore {
         pdus(&rows)
     }
 
+    /// Events of every room with `after < stream <= upto`, the first `limit` in stream order
+    /// (what application services are sent).
+    pub async fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: u32,
+    ) -> Result<Vec<Pdu>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream > ? AND stream <= ? \
+             ORDER BY stream LIMIT ?"
+        )))
+        .bind(after)
+        .bind(upto)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        pdus(&rows)
+    }
+
     /// Counts a room's non-state events in `(after, upto]` not sent by `user` (unread counts).
     pub async fn count_from_others(
         &self,

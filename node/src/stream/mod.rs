@@ -180,6 +180,25 @@ impl StreamWriter {
         Ok(Committed(committed))
     }
 
+    /// Resolves once a position above the one visible at this call is visible (the next
+    /// commit). Decided at the call, not at the first poll, so a commit in between counts.
+    /// Application services' queues wait on it.
+    pub fn next_commit(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let progress = Arc::clone(&self.progress);
+        let seen = self.visible();
+        async move {
+            loop {
+                let committed = progress.committed.notified();
+                tokio::pin!(committed);
+                committed.as_mut().enable();
+                if progress.visible.load(Ordering::Acquire) > seen {
+                    return;
+                }
+                committed.await;
+            }
+        }
+    }
+
     /// Every position up to this one is committed.
     pub fn visible(&self) -> i64 {
         self.progress.visible.load(Ordering::Acquire)

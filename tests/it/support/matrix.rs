@@ -20,7 +20,18 @@ pub(crate) async fn call(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> (u16, Value) {
-    let mut s = TcpStream::connect(node.addr()).await.expect("connect");
+    call_at(node.addr(), method, path, token, body).await
+}
+
+/// [`call`] to a node at `addr` (a [`super::process::NodeProcess`], say).
+pub(crate) async fn call_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));

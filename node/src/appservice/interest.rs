@@ -1,0 +1,73 @@
+//! Whether a room event concerns a service: its sender is one of the service's users, it is
+//! the membership of one of them, its room is in the service's room namespace, one of its
+//! room's aliases is in the alias namespace, or one of the room's joined members is the
+//! service's. Per room, the answer that does not depend on the event is computed once per
+//! batch.
+
+use std::collections::HashMap;
+
+use rethink_connectors::{AppService, Kind};
+use ruma::events::TimelineEventType;
+
+use crate::rooms::{RoomError, Rooms};
+use crate::store::pdu::Pdu;
+
+pub(super) struct Interest<'a> {
+    service: &'a AppService,
+    rooms: &'a Rooms,
+    server_name: &'a str,
+    by_room: HashMap<String, bool>,
+}
+
+impl<'a> Interest<'a> {
+    pub(super) fn new(service: &'a AppService, rooms: &'a Rooms, server_name: &'a str) -> Self {
+        Self {
+            service,
+            rooms,
+            server_name,
+            by_room: HashMap::new(),
+        }
+    }
+
+    fn user(&self, user: &str) -> bool {
+        self.service.owns_user(user, self.server_name)
+    }
+
+    pub(super) async fn concerns(&mut self, pdu: &Pdu) -> Result<bool, RoomError> {
+        if self.user(pdu.sender().as_str()) {
+            return Ok(true);
+        }
+        if *pdu.kind() == TimelineEventType::RoomMember
+            && pdu.state_key().is_some_and(|k| self.user(k))
+        {
+            // Membership of one of its users changes the room's answer.
+            self.by_room.remove(pdu.fields.room_id.as_str());
+            return Ok(true);
+        }
+        let room = pdu.fields.room_id.as_str();
+        if let Some(known) = self.by_room.get(room) {
+            return Ok(*known);
+        }
+        let namespaces = &self.service.registration.namespaces;
+        let mut yes = namespaces.matches(Kind::Room, room);
+        if !yes && !namespaces.aliases.is_empty() {
+            yes = self
+                .rooms
+                .store()
+                .room_aliases(room)
+                .await?
+                .iter()
+                .any(|a| namespaces.matches(Kind::Alias, a));
+        }
+        if !yes {
+            yes = self
+                .rooms
+                .joined_members(&pdu.fields.room_id)
+                .await?
+                .iter()
+                .any(|m| self.user(m.as_str()));
+        }
+        self.by_room.insert(room.to_owned(), yes);
+        Ok(yes)
+    }
+}

@@ -1,0 +1,298 @@
+//! Matrix application services in the node: the registrations in force (`appservices.dir`,
+//! reloaded when the directory changes, like the policy directory), one pusher task per service
+//! with a `url` (`rethink_connectors::pusher`) fed by [`queue`], and the questions the Matrix
+//! layer asks: which service an `as_token` belongs to, whether an ID is in an exclusive
+//! namespace, and the user and alias queries.
+//!
+//! Registration parsing, namespaces, the HTTP client and the pusher loop are the
+//! `rethink-connectors` crate's; the queue's storage is `store::appservice`.
+
+mod interest;
+mod queue;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use rethink_connectors::pusher::{self, Backoff, PushObserver, QueuedTxn};
+use rethink_connectors::{AppService, ClientError, Directory, DirectoryError, Kind};
+use ruma::{OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AppservicesConfig;
+use crate::locks::{lock, read, write};
+use crate::rooms::Rooms;
+use crate::store::StoreError;
+use crate::store::appservice::AppserviceStore;
+use crate::stream::StreamWriter;
+
+pub use queue::QueueError;
+
+/// The node's application services (a cheap-clone handle).
+#[derive(Debug, Clone)]
+pub struct AppServices {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: AppservicesConfig,
+    server_name: OwnedServerName,
+    current: RwLock<Arc<Directory>>,
+    store: AppserviceStore,
+    rooms: Rooms,
+    stream: StreamWriter,
+    /// The running pusher of each service id, and the service it pushes for.
+    pushers: Mutex<HashMap<String, (Arc<AppService>, CancellationToken)>>,
+    shutdown: CancellationToken,
+}
+
+impl AppServices {
+    /// Loads `appservices.dir` (a bad file is an error: the node does not start).
+    pub fn new(
+        config: &AppservicesConfig,
+        server_name: OwnedServerName,
+        store: AppserviceStore,
+        rooms: Rooms,
+        stream: StreamWriter,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DirectoryError> {
+        let directory = match &config.dir {
+            Some(dir) => Directory::load(dir)?,
+            None => Directory::empty(),
+        };
+        if let Some(dir) = &config.dir {
+            tracing::info!(dir = %dir.display(), services = directory.services().len(),
+                "application services loaded");
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                server_name,
+                current: RwLock::new(Arc::new(directory)),
+                store,
+                rooms,
+                stream,
+                pushers: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        })
+    }
+
+    /// The services in force.
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&read(&self.inner.current))
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.inner.server_name
+    }
+
+    /// Starts (or restarts, after a reload) one pusher per service with a `url`; stops those of
+    /// services gone or changed.
+    pub fn start_pushers(&self) {
+        let directory = self.directory();
+        let mut pushers = lock(&self.inner.pushers);
+        pushers.retain(|id, (service, stop)| {
+            let same = directory
+                .by_id(id)
+                .is_some_and(|now| Arc::ptr_eq(now, service));
+            if !same {
+                stop.cancel();
+            }
+            same
+        });
+        for service in directory.services() {
+            if service.client.is_none() || pushers.contains_key(service.id()) {
+                continue;
+            }
+            let stop = self.inner.shutdown.child_token();
+            let queue = queue::NodeQueue::new(
+                Arc::clone(service),
+                self.inner.store.clone(),
+                self.inner.rooms.clone(),
+                self.inner.stream.clone(),
+                self.inner.server_name.to_string(),
+                self.inner.config.max_events_per_txn,
+            );
+            let backoff = Backoff {
+                initial: self.inner.config.initial_backoff,
+                max: self.inner.config.max_backoff,
+            };
+            tokio::spawn(pusher::run(
+                Arc::clone(service),
+                queue,
+                Logged,
+                backoff,
+                stop.clone(),
+            ));
+            pushers.insert(service.id().to_owned(), (Arc::clone(service), stop));
+        }
+    }
+
+    /// Reloads the directory: a valid set replaces the old one (pushers follow); an invalid one
+    /// is refused and the old one stays. A service whose file did not change keeps its pusher.
+    pub fn reload(&self) -> Result<usize, DirectoryError> {
+        let Some(dir) = &self.inner.config.dir else {
+            return Ok(0);
+        };
+        let fresh = match Directory::load(dir) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "application services refused; the previous set stays in force");
+                return Err(e);
+            }
+        };
+        let old = self.directory();
+        let kept: Vec<Arc<AppService>> = fresh
+            .services()
+            .iter()
+            .map(|s| match old.by_id(s.id()) {
+                Some(o) if same_registration(o, s) => Arc::clone(o),
+                _ => Arc::clone(s),
+            })
+            .collect();
+        let count = kept.len();
+        *write(&self.inner.current) = Arc::new(Directory::from_services(kept));
+        tracing::info!(dir = %dir.display(), services = count, "application services reloaded");
+        self.start_pushers();
+        Ok(count)
+    }
+
+    /// Polls the directory and reloads when a registration file changes.
+    pub async fn watch(self) {
+        let Some(dir) = self.inner.config.dir.clone() else {
+            return;
+        };
+        let mut last: Vec<(PathBuf, SystemTime, u64)> =
+            rethink_connectors::directory::fingerprint(&dir);
+        let mut tick = tokio::time::interval(self.inner.config.watch_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = rethink_connectors::directory::fingerprint(&dir);
+            if now != last {
+                last = now;
+                let _ = self.reload();
+            }
+        }
+    }
+
+    /// The service holding `id` in an exclusive namespace of `kind`, unless it is `caller`'s
+    /// own service (a service acts freely in its own namespace).
+    pub fn exclusive_to_other(
+        &self,
+        kind: Kind,
+        id: &str,
+        caller: Option<&AppService>,
+    ) -> Option<Arc<AppService>> {
+        let directory = self.directory();
+        directory
+            .exclusive_owner(kind, id)
+            .filter(|owner| caller.is_none_or(|c| c.id() != owner.id()))
+            .cloned()
+    }
+
+    /// Whether `user` belongs to a service (its sender or in its user namespaces).
+    pub fn owner_of_user(&self, user: &UserId) -> Option<Arc<AppService>> {
+        let directory = self.directory();
+        let server = self.inner.server_name.as_str();
+        directory
+            .services()
+            .iter()
+            .find(|s| s.owns_user(user.as_str(), server))
+            .cloned()
+    }
+
+    /// Asks the services whose user namespace holds `user` (`GET /_matrix/app/v1/users/..`);
+    /// `true` once one answers that it exists (it should have registered it meanwhile).
+    pub async fn query_user(&self, user: &UserId) -> bool {
+        let directory = self.directory();
+        for service in directory.interested(Kind::User, user.as_str()) {
+            let Some(client) = &service.client else {
+                continue;
+            };
+            match client.query_user(OwnedUserId::from(user)).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(service = %service.id(), error = %e, "user query failed"),
+            }
+        }
+        false
+    }
+
+    /// Asks the services whose alias namespace holds `alias`; `true` once one created it.
+    pub async fn query_alias(&self, alias: &OwnedRoomAliasId) -> bool {
+        let directory = self.directory();
+        for service in directory.interested(Kind::Alias, alias.as_str()) {
+            let Some(client) = &service.client else {
+                continue;
+            };
+            match client.query_alias(alias.clone()).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(service = %service.id(), error = %e, "alias query failed");
+                }
+            }
+        }
+        false
+    }
+
+    /// Pings `service` (`POST /_matrix/app/v1/ping`): how long it took to answer.
+    pub async fn ping(
+        &self,
+        service: &AppService,
+        txn_id: Option<OwnedTransactionId>,
+    ) -> Result<Duration, PingError> {
+        let client = service.client.as_ref().ok_or(PingError::NoUrl)?;
+        let start = Instant::now();
+        client.ping(txn_id).await?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Why a ping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error("the service has no url")]
+    NoUrl,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Same file contents (a reload keeps the running pusher and the client's connections).
+fn same_registration(a: &AppService, b: &AppService) -> bool {
+    let (a, b) = (&a.registration, &b.registration);
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Logs what the pushers do.
+#[derive(Debug, Clone, Copy)]
+struct Logged;
+
+impl PushObserver for Logged {
+    fn pushed(&self, service: &str, txn: &QueuedTxn) {
+        tracing::debug!(
+            service,
+            txn = txn.txn_id,
+            items = txn.items,
+            "transaction delivered"
+        );
+    }
+
+    fn failed(&self, service: &str, txn_id: i64, error: &ClientError) {
+        tracing::debug!(service, txn = txn_id, error = %error, "transaction failed");
+    }
+}
+
+impl From<StoreError> for QueueError {
+    fn from(e: StoreError) -> Self {
+        QueueError::Store(e)
+    }
+}
