@@ -46,8 +46,7 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
-// stubs_host.rs (stubs run by the node) is not compiled in yet: it was written without a build of
-// this crate finishing; add `mod stubs_host;` here once it has compiled and run.
+mod stubs_host;
 mod takeover;
 mod tls;
 mod vectors;

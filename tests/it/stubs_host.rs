@@ -43,6 +43,8 @@ fn echo_stub(dir: &Path, name: &str, init: Init) -> StubRunConfig {
 
 fn stubs(dir: &Path, run: Vec<StubRunConfig>) -> StubsConfig {
     StubsConfig {
+        dir: None,
+        watch_interval: Duration::from_secs(1),
         cache_dir: PathBuf::from(dir).join("cache"),
         run,
     }
