@@ -41,6 +41,7 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
+mod stub_default;
 mod takeover;
 mod tls;
 mod vectors;
