@@ -163,7 +163,10 @@ impl BusPort for Port {
             if mailbox.is_none_or(|m| m.deliver(answer).is_err()) {
                 self.failures.fetch_add(1, Ordering::Relaxed);
             }
-        } else if message.body_json().is_some_and(|b| b.contains(r#""code":200"#)) {
+        } else if message
+            .body_json()
+            .is_some_and(|b| b.contains(r#""code":200"#))
+        {
             self.times.answered[id].store(now, Ordering::Relaxed);
             self.window.add_permits(1);
             if self.responses.fetch_add(1, Ordering::AcqRel) + 1 == self.total {
@@ -305,5 +308,8 @@ fn main() {
         percentile(&round_trip, 0.99)
     );
     let failures = port.failures.load(Ordering::Relaxed);
-    assert_eq!(failures, 0, "{failures} messages refused, lost or unexpected");
+    assert_eq!(
+        failures, 0,
+        "{failures} messages refused, lost or unexpected"
+    );
 }

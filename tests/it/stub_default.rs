@@ -169,8 +169,10 @@ async fn the_default_stub_carries_messages_and_responses_both_ways() {
     let plain_h = format!("{}/h", plain.url);
 
     // Stub side to the plain client: the first message also opens the stub's session.
-    stub.deliver(envelope(&json!({"id": 1, "type": "update", "from": stub_hyperty(),
-        "to": plain_h, "body": {"value": "hello"}})))
+    stub.deliver(envelope(
+        &json!({"id": 1, "type": "update", "from": stub_hyperty(),
+        "to": plain_h, "body": {"value": "hello"}}),
+    ))
     .unwrap();
     let got = plain.recv().await;
     assert_eq!(got["type"], "update", "{got}");
@@ -178,8 +180,10 @@ async fn the_default_stub_carries_messages_and_responses_both_ways() {
     assert_eq!(got["body"]["value"], "hello");
     // ... and its response back to the stub side, through the stub.
     plain
-        .send(&json!({"id": 1, "type": "response", "from": plain_h, "to": stub_hyperty(),
-            "body": {"code": 200}}))
+        .send(
+            &json!({"id": 1, "type": "response", "from": plain_h, "to": stub_hyperty(),
+            "body": {"code": 200}}),
+        )
         .await;
     let resp = next_sent(&mut bus).await;
     assert_eq!(resp["type"], "response", "{resp}");
@@ -195,15 +199,19 @@ async fn the_default_stub_carries_messages_and_responses_both_ways() {
 
     // Plain client to the stub side, and the stub side's response.
     plain
-        .send(&json!({"id": "q7", "type": "read", "from": plain_h, "to": stub_hyperty(),
-            "body": {"resource": "x"}}))
+        .send(
+            &json!({"id": "q7", "type": "read", "from": plain_h, "to": stub_hyperty(),
+            "body": {"resource": "x"}}),
+        )
         .await;
     let req = next_sent(&mut bus).await;
     assert_eq!(req["type"], "read", "{req}");
     assert_eq!(req["id"], "q7");
     assert_eq!(req["to"], stub_hyperty());
-    stub.deliver(envelope(&json!({"id": "q7", "type": "response", "from": stub_hyperty(),
-        "to": plain_h, "body": {"code": 200, "value": {"x": 1}}})))
+    stub.deliver(envelope(
+        &json!({"id": "q7", "type": "response", "from": stub_hyperty(),
+        "to": plain_h, "body": {"code": 200, "value": {"x": 1}}}),
+    ))
     .unwrap();
     let got = plain.recv().await;
     assert_eq!(got["type"], "response", "{got}");
@@ -211,8 +219,10 @@ async fn the_default_stub_carries_messages_and_responses_both_ways() {
     assert_eq!(got["body"]["value"]["x"], 1);
 
     // A message the node refuses is answered to the stub side, through the stub.
-    stub.deliver(envelope(&json!({"id": 9, "type": "update", "from": stub_hyperty(),
-        "to": format!("hyperty-runtime://{DOMAIN}/nobody/h")})))
+    stub.deliver(envelope(
+        &json!({"id": 9, "type": "update", "from": stub_hyperty(),
+        "to": format!("hyperty-runtime://{DOMAIN}/nobody/h")}),
+    ))
     .unwrap();
     let refusal = next_sent(&mut bus).await;
     assert_eq!(refusal["type"], "response", "{refusal}");
@@ -268,8 +278,10 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
     // The stub side's N updates are all handed to the stub at once: they flow while the
     // plain client sends its own N.
     for n in 0..N {
-        stub.deliver(envelope(&json!({"id": n, "type": "update", "from": stub_hyperty(),
-            "to": plain_h, "body": {"n": n}})))
+        stub.deliver(envelope(
+            &json!({"id": n, "type": "update", "from": stub_hyperty(),
+            "to": plain_h, "body": {"n": n}}),
+        ))
         .unwrap();
     }
 
@@ -286,8 +298,10 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
         while seen.len() < N as usize || answered.len() < N as usize {
             if sent < N {
                 plain
-                    .send(&json!({"id": format!("p{sent}"), "type": "update", "from": ph,
-                        "to": stub_hyperty(), "body": {"m": sent}}))
+                    .send(
+                        &json!({"id": format!("p{sent}"), "type": "update", "from": ph,
+                        "to": stub_hyperty(), "body": {"m": sent}}),
+                    )
                     .await;
                 sent += 1;
             }
@@ -345,7 +359,7 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
                 from_plain.push(m);
                 stub.deliver(envelope(&json!({"id": v["id"], "type": "response",
                     "from": stub_hyperty(), "to": plain_h, "body": {"code": 200}})))
-                .unwrap();
+                    .unwrap();
             }
             Some("response") => {
                 assert_eq!(v["body"]["code"], 200, "{v}");
