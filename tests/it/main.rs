@@ -46,6 +46,7 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
+mod stub_default;
 mod stubs_host;
 mod takeover;
 mod tls;

@@ -147,6 +147,11 @@ fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), Validatio
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
                     let import = import.map_err(ValidationError::Invalid)?;
+                    // A type the world `use`s (the default stub's `envelope`, from
+                    // `use types.{envelope}`) is imported by name too: not a capability.
+                    if matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        continue;
+                    }
                     imports.push(import.name.name.to_owned());
                 }
             }
