@@ -50,7 +50,11 @@ pub struct StubsConfig {
 }
 
 impl RawStubs {
-    pub(super) fn validate(self, data_dir: &Path, domain: &str) -> Result<StubsConfig, ConfigError> {
+    pub(super) fn validate(
+        self,
+        data_dir: &Path,
+        domain: &str,
+    ) -> Result<StubsConfig, ConfigError> {
         if let Some(dir) = &self.dir
             && !dir.is_dir()
         {
