@@ -242,10 +242,10 @@ impl net::Host for State {
     fn ws_close(&mut self, socket: u64, code: u16, reason: String) -> wasmtime::Result<()> {
         if let Some((tx, _)) = self.net.sockets.get(&socket) {
             // A full buffer: the peer is not reading; the close is tried once more below.
-            if tx.try_send(WsCommand::Close(code, reason)).is_err() {
-                if let Some((_, task)) = self.net.sockets.remove(&socket) {
-                    task.abort();
-                }
+            if tx.try_send(WsCommand::Close(code, reason)).is_err()
+                && let Some((_, task)) = self.net.sockets.remove(&socket)
+            {
+                task.abort();
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! match its `<guest>.wasm.sha256`, always; and it must be what the source builds to.
 //!
 //! Which path was taken is printed (run with `--nocapture` to see it):
-//! - `RETHINK_GUEST_BUILD=committed`: the committed components are used as they are (checked
+//! - `STUBS_GUEST_BUILD=committed`: the committed components are used as they are (checked
 //!   against their sha256 only). `scripts/test` sets this when `wasm32-wasip2` is not installed.
 //! - otherwise (`rebuild`, or unset): `stubs/guests/build.sh --check` rebuilds them and fails if
 //!   a committed component is stale; without the `wasm32-wasip2` target this test fails, naming
@@ -56,10 +56,10 @@ fn wasm_target_installed() -> bool {
 
 #[test]
 fn committed_components_are_what_the_source_builds() {
-    let mode = std::env::var("RETHINK_GUEST_BUILD").unwrap_or_default();
+    let mode = std::env::var("STUBS_GUEST_BUILD").unwrap_or_default();
     if mode == "committed" {
         println!(
-            "guests: RETHINK_GUEST_BUILD=committed: using the committed components (sha256 checked, not rebuilt)"
+            "guests: STUBS_GUEST_BUILD=committed: using the committed components (sha256 checked, not rebuilt)"
         );
         return;
     }
@@ -67,7 +67,7 @@ fn committed_components_are_what_the_source_builds() {
         wasm_target_installed(),
         "guests: the wasm32-wasip2 target is not installed, so the committed components cannot be \
          checked against their source: run `rustup target add wasm32-wasip2`, or set \
-         RETHINK_GUEST_BUILD=committed to use the committed components (scripts/test does)"
+         STUBS_GUEST_BUILD=committed to use the committed components (scripts/test does)"
     );
     println!("guests: wasm32-wasip2 installed: rebuilding with stubs/guests/build.sh --check");
     let out = Command::new("bash")
