@@ -61,8 +61,8 @@ fn benches(c: &mut Criterion) {
     host(dir.path())
         .check(&bytes)
         .expect("compiles into the cache");
-    let host = host(dir.path());
-    let checked = host.check(&bytes).expect("loads from the cache");
+    let shared = host(dir.path());
+    let checked = shared.check(&bytes).expect("loads from the cache");
     assert!(checked.from_cache());
     let port: Arc<dyn BusPort> = Arc::new(NullPort);
     let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
@@ -73,7 +73,7 @@ fn benches(c: &mut Criterion) {
     .expect("message");
     let mut stub = rt
         .block_on(DirectStub::new(
-            &host,
+            &shared,
             &checked,
             spec("bench"),
             port.clone(),
@@ -93,7 +93,7 @@ fn benches(c: &mut Criterion) {
     });
 
     c.bench_function("load a precompiled component from the cache", |b| {
-        b.iter(|| host.check(&bytes).expect("check"))
+        b.iter(|| shared.check(&bytes).expect("check"))
     });
 
     c.bench_function("instantiate a precompiled stub and run its init", |b| {
@@ -102,7 +102,7 @@ fn benches(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    let s = DirectStub::new(&host, &checked, spec("i"), port.clone(), kv.clone())
+                    let s = DirectStub::new(&shared, &checked, spec("i"), port.clone(), kv.clone())
                         .await
                         .expect("instantiates");
                     total += started.elapsed();

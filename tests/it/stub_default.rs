@@ -307,7 +307,7 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
             }
             let f = plain.recv().await;
             frames += 1;
-            if frames % 32 == 0 {
+            if frames.is_multiple_of(32) {
                 plain.ack().await;
             }
             match f["type"].as_str() {
