@@ -1,6 +1,6 @@
 //! Matrix application services in the node: the registrations in force (`appservices.dir`,
 //! reloaded when the directory changes, like the policy directory), one pusher task per service
-//! with a `url` (`rethink_connectors::pusher`) fed by [`queue`], and the questions the Matrix
+//! with a `url` (`rethink_connectors::pusher`) fed by `queue`, and the questions the Matrix
 //! layer asks: which service an `as_token` belongs to, whether an ID is in an exclusive
 //! namespace, and the user and alias queries.
 //!
