@@ -34,5 +34,5 @@ pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};
 pub use host::{Checked, Host, WIT_VERSION, World};
 pub use metrics::{BreakerState, StubMetrics};
-pub use port::{BoxFuture, BusPort, KvStore, MemoryKv};
+pub use port::{BoxFuture, BusPort, KvStore, MemoryKv, within_quota};
 pub use spec::{HostConfig, StubSpec};

@@ -58,6 +58,18 @@ pub struct MemoryKv {
     spaces: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
 }
 
+/// The one check of a stub's store size, for every [`KvStore`]: 413 when the store would hold
+/// more than `max_total` bytes (keys and values) after a write.
+pub fn within_quota(total_after: usize, max_total: usize) -> Result<(), Failure> {
+    if total_after > max_total {
+        return Err(Failure::new(
+            413,
+            format!("the stub's store is limited to {max_total} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 impl MemoryKv {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<String, Vec<u8>>>) -> R) -> R {
         let mut guard = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,12 +94,7 @@ impl KvStore for MemoryKv {
             let space = s.entry(stub.to_owned()).or_default();
             let old = space.get(key).map_or(0, |v| key.len() + v.len());
             let total: usize = space.iter().map(|(k, v)| k.len() + v.len()).sum();
-            if total - old + key.len() + value.len() > max_total {
-                return Err(Failure::new(
-                    413,
-                    format!("the stub's store is limited to {max_total} bytes"),
-                ));
-            }
+            within_quota(total - old + key.len() + value.len(), max_total)?;
             space.insert(key.to_owned(), value);
             Ok(())
         });

@@ -1,7 +1,7 @@
 //! [`SqliteKv`]: the stubs' key-value store, persisted in `bus.db` (table `stub_kv`, migration
 //! `0002_stub_kv.sql`), so a stub's data survives its restarts and the node's.
 
-use rethink_stubs::{BoxFuture, Failure, KvStore};
+use rethink_stubs::{BoxFuture, Failure, KvStore, within_quota};
 use sqlx::SqlitePool;
 
 /// The stubs' persisted key-value store.
@@ -54,12 +54,7 @@ impl KvStore for SqliteKv {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| failed(&e))?;
-            if others as usize + key.len() + value.len() > max_total {
-                return Err(Failure::new(
-                    413,
-                    format!("the stub's store is limited to {max_total} bytes"),
-                ));
-            }
+            within_quota(others as usize + key.len() + value.len(), max_total)?;
             sqlx::query(
                 "INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?) \
                  ON CONFLICT (stub, key) DO UPDATE SET value = excluded.value",
