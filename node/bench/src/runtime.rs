@@ -432,6 +432,11 @@ impl Reader {
                     Ok(text) => self.handle(text),
                     Err(_) => self.stats.bad_frames += 1,
                 },
+                // After `Shutdown` the writer has closed the session, and
+                // this is the node's answer to it: not a failure. Checked
+                // here because the close can race ahead of `changed()` on a
+                // multi-threaded runtime.
+                Some(Ok(Message::Close(_))) if *phase.borrow() == Phase::Shutdown => break,
                 Some(Ok(Message::Close(frame))) => {
                     let why =
                         frame.map_or_else(String::new, |f| format!(": {} {}", f.code, f.reason));
