@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::{AuthConfig, StaticToken};
 use crate::clock::Clock;
 
+mod appservices;
 mod catalogue;
 mod stub_run;
+pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
 pub use stub_run::{RawStubRun, StubRunConfig};
 
@@ -150,29 +152,6 @@ pub struct RawPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub token: Option<String>,
-}
-
-/// `[appservices]`: Matrix application services (registration files in Synapse's format).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAppservices {
-    pub dir: Option<PathBuf>,
-    pub watch_interval_ms: u64,
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    pub max_events_per_txn: usize,
-}
-
-impl Default for RawAppservices {
-    fn default() -> Self {
-        Self {
-            dir: None,
-            watch_interval_ms: 1000,
-            initial_backoff_ms: 250,
-            max_backoff_ms: 60_000,
-            max_events_per_txn: 100,
-        }
-    }
 }
 
 impl Default for RawPolicy {
@@ -400,20 +379,6 @@ impl PresenceConfig {
     }
 }
 
-/// Matrix application services (`crate::appservice`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppservicesConfig {
-    /// The directory of registration files (`*.yaml`, `*.yml`); `None`: no service.
-    pub dir: Option<PathBuf>,
-    /// How often the directory is checked for changes.
-    pub watch_interval: Duration,
-    /// The first wait after a failed transaction; it doubles up to `max_backoff`.
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Most room events in one transaction (more wait for the next).
-    pub max_events_per_txn: usize,
-}
-
 /// Where operator policies live and how the policy clock runs.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
@@ -585,7 +550,7 @@ impl RawConfig {
             ));
         }
         positive("policy.watch_interval_ms", self.policy.watch_interval_ms)?;
-        let appservices = validate_appservices(&self.appservices)?;
+        let appservices = appservices::validate_appservices(&self.appservices)?;
         if self.policy.utc_offset_minutes.abs() > 14 * 60 {
             return Err(invalid(
                 "policy.utc_offset_minutes",
@@ -675,38 +640,6 @@ impl RawConfig {
             clock: Clock::system(),
         })
     }
-}
-
-fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConfig, ConfigError> {
-    if let Some(dir) = &a.dir
-        && !dir.is_dir()
-    {
-        return Err(invalid(
-            "appservices.dir",
-            format!("{} is not a directory", dir.display()),
-        ));
-    }
-    positive("appservices.watch_interval_ms", a.watch_interval_ms)?;
-    positive("appservices.initial_backoff_ms", a.initial_backoff_ms)?;
-    if a.max_backoff_ms < a.initial_backoff_ms {
-        return Err(invalid(
-            "appservices.max_backoff_ms",
-            "must be at least appservices.initial_backoff_ms",
-        ));
-    }
-    if !(1..=1000).contains(&a.max_events_per_txn) {
-        return Err(invalid(
-            "appservices.max_events_per_txn",
-            "must be between 1 and 1000",
-        ));
-    }
-    Ok(AppservicesConfig {
-        dir: a.dir.clone(),
-        watch_interval: Duration::from_millis(a.watch_interval_ms),
-        initial_backoff: Duration::from_millis(a.initial_backoff_ms),
-        max_backoff: Duration::from_millis(a.max_backoff_ms),
-        max_events_per_txn: a.max_events_per_txn,
-    })
 }
 
 fn validate_server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
