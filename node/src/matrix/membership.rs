@@ -102,13 +102,7 @@ pub(crate) async fn resend_member_events(node: &Node, user: &UserId) -> Result<(
 async fn resolve(node: &Node, target: &RoomOrAliasId) -> Result<OwnedRoomId, MatrixError> {
     match <&RoomId>::try_from(target) {
         Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => node
-            .rooms()
-            .store()
-            .alias(alias.as_str())
-            .await?
-            .map(|(room_id, _)| room_id)
-            .ok_or_else(|| MatrixError::NotFound(format!("unknown room alias {alias}"))),
+        Err(alias) => super::room::resolve_alias(node, alias).await,
     }
 }
 

@@ -8,7 +8,7 @@ use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
 use ruma::api::client::membership::joined_rooms;
 use ruma::api::client::room::{aliases, create_room};
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedUserId, RoomAliasId, UserId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, UserId};
 use serde_json::{Map, Value};
 
 use super::error::{MatrixError, MatrixResult, RumaResponse};
@@ -184,21 +184,31 @@ pub(crate) async fn create_alias(
     Ok(RumaResponse(create_alias::v3::Response::new()))
 }
 
+/// The room `alias` names. An unknown alias of this server in an application service's namespace
+/// is first asked of the service, which may create it (the directory and joins by alias both
+/// resolve through here).
+pub(crate) async fn resolve_alias(
+    node: &Node,
+    alias: &RoomAliasId,
+) -> Result<OwnedRoomId, MatrixError> {
+    let mut found = node.rooms().store().alias(alias.as_str()).await?;
+    if found.is_none() && alias.server_name() == node.rooms().server_name() {
+        let owned: OwnedRoomAliasId = alias.to_owned();
+        if node.appservices().query_alias(&owned).await {
+            found = node.rooms().store().alias(alias.as_str()).await?;
+        }
+    }
+    found
+        .map(|(room_id, _)| room_id)
+        .ok_or_else(|| MatrixError::NotFound(format!("unknown alias {alias}")))
+}
+
 pub(crate) async fn get_alias(
     State(node): State<Node>,
     req: Ruma<get_alias::v3::Request>,
 ) -> MatrixResult<get_alias::v3::Response> {
     let alias = &req.body.room_alias;
-    let mut found = node.rooms().store().alias(alias.as_str()).await?;
-    // An unknown alias of this server in a service's namespace: the service may create it.
-    if found.is_none()
-        && alias.server_name() == node.rooms().server_name()
-        && node.appservices().query_alias(alias).await
-    {
-        found = node.rooms().store().alias(alias.as_str()).await?;
-    }
-    let (room_id, _) =
-        found.ok_or_else(|| MatrixError::NotFound(format!("unknown alias {alias}")))?;
+    let room_id = resolve_alias(&node, alias).await?;
     Ok(RumaResponse(get_alias::v3::Response::new(
         room_id,
         vec![node.rooms().server_name().clone()],
