@@ -18,7 +18,7 @@ use crate::clock::Clock;
 mod catalogue;
 mod stub_run;
 pub use catalogue::{RawStubs, StubsConfig};
-pub use stub_run::{RawStubRun, StubRunConfig};
+pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
