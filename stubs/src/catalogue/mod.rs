@@ -3,10 +3,11 @@
 //! The built-in `default` stub (the committed `stubs/guests/default/default.wasm`) plus every
 //! `<name>.wasm` of the operator's directory (`stubs.dir`), with its optional `<name>.toml`
 //! metadata; a `default.wasm` there replaces the built-in one. Every component of the directory
-//! passes a [`Validator`] (in the node: the wasmtime host's type check) before it is served; one that is refused is logged with the reason and the
-//! version served before (if any) stays. The directory is polled for changes (as the policy
-//! directory is) and each change publishes a new immutable [`Snapshot`] on a `watch` channel:
-//! requests read the latest one, and anything that runs stubs can follow the channel.
+//! passes a [`Validator`] (in the node: the wasmtime host's type check) before it is served; one
+//! that is refused is logged with the reason and the version served before (if any) stays. The
+//! directory is polled for changes (as the policy directory is) and each change publishes a new
+//! immutable [`Snapshot`] on a `watch` channel: requests read the latest one, and anything that
+//! runs stubs can follow the channel (the node's `[stubs.run]` instances with `stub = "<name>"`).
 //!
 //! Owns: the set of served stubs and its reloads (`mod.rs`), reading the directory (`dir`), the
 //! check of a component (`validate`), a stub and its reTHINK descriptor (`descriptor`), the
