@@ -153,7 +153,7 @@ fn echo() -> Vec<u8> {
 
 /// The echo guest with `on-timer` taking a `u32` where the world says `u64`: its names and
 /// versions are right (the structural check passes it), its function type is not.
-fn wrong_signature() -> Vec<u8> {
+pub(crate) fn wrong_signature() -> Vec<u8> {
     let wit = guests::WIT.replace(
         "export on-timer: func(id: u64);",
         "export on-timer: func(id: u32);",

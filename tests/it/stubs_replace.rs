@@ -3,8 +3,8 @@
 //! old instance finishes what its mailbox holds and stops. Messages sent without pause across
 //! the swap are all answered exactly once, by the old version and then by the new one, none
 //! with an error; the key-value store carries over (the new version counts a second boot); the
-//! metrics show the running version. A stub removed from the directory leaves the instance
-//! running its last version.
+//! metrics show the running version. A replacement the catalogue refuses, or the stub's removal
+//! from the directory, leaves the instance running its last version.
 //!
 //! The guests are the echo guest (`stubs/tests/guests/echo.wat`) built at test time, changed to
 //! answer with the type `v<N>-b<boots>` (its version, and the boot count from its key-value
@@ -19,6 +19,7 @@ use rethink_stubs::catalogue::sha256_hex;
 use serde_json::json;
 use tempfile::TempDir;
 
+use crate::catalogue_reload::wrong_signature;
 use crate::stubs_host::address;
 use crate::stubs_host::guests::{self, Init};
 use crate::support::client::RECV_TIMEOUT;
@@ -187,6 +188,29 @@ async fn a_replaced_stub_serves_new_messages_while_the_old_instance_drains() {
         assert!(Instant::now() < deadline, "still running: {lines:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+
+    // A replacement the catalogue refuses (a function type differs from the world) changes
+    // nothing. The directory is read in one pass, in name order: once `other.wasm`, written
+    // after it, is served, the refused `chat.wasm` has been read too.
+    put(dir, "chat.wasm", &wrong_signature());
+    put(dir, "other.wasm", &two);
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    while get(&node, "/.well-known/protocolstub/other").await.0 != 200 {
+        assert!(Instant::now() < deadline, "other not in the catalogue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, descriptor) = get(&node, "/.well-known/protocolstub/chat").await;
+    assert!(descriptor.contains(&sha256_hex(&two)), "{descriptor}");
+    alice
+        .send(&json!({"id": sent, "type": "ping", "from": me, "to": to}))
+        .await;
+    let reply = alice.recv().await;
+    assert_eq!(
+        (&reply["id"], &reply["type"]),
+        (&json!(sent), &json!("v2-b2")),
+        "{reply}"
+    );
+    let sent = sent + 1;
 
     // Removed from the directory: gone from the catalogue, the instance keeps its last version.
     std::fs::remove_file(dir.join("chat.wasm")).unwrap();
