@@ -117,7 +117,10 @@ async fn a_replaced_stub_serves_new_messages_while_the_old_instance_drains() {
     // Sends without pause (WINDOW in flight); the replacement is dropped in after 50 answers,
     // and sending stops once AFTER_SWAP answers came from the new version.
     let mut answered: BTreeMap<u64, String> = BTreeMap::new();
-    let (mut sent, mut from_new, mut replaced) = (0u64, 0usize, false);
+    let (mut sent, mut from_new, mut replaced) = (0u64, 0usize, None);
+    // Answers of the old version received after the first of the new one: its drained backlog.
+    let mut old_after_new = 0usize;
+    let mut first_new = None;
     let deadline = Instant::now() + RECV_TIMEOUT * 4;
     loop {
         while from_new < AFTER_SWAP && (sent as usize) < answered.len() + WINDOW {
@@ -139,15 +142,18 @@ async fn a_replaced_stub_serves_new_messages_while_the_old_instance_drains() {
         );
         if kind == "v2-b2" {
             from_new += 1;
+            first_new.get_or_insert_with(Instant::now);
+        } else if from_new > 0 {
+            old_after_new += 1;
         }
         assert!(
             answered.insert(id, kind).is_none(),
             "id {id} answered twice"
         );
-        if answered.len() == 50 && !replaced {
+        if answered.len() == 50 && replaced.is_none() {
             put(dir, "chat.toml", b"version = \"2.0.0\"\n");
             put(dir, "chat.wasm", &two);
-            replaced = true;
+            replaced = Some(Instant::now());
         }
         assert!(
             Instant::now() < deadline,
@@ -171,7 +177,12 @@ async fn a_replaced_stub_serves_new_messages_while_the_old_instance_drains() {
         (0..old_count).collect::<Vec<_>>(),
         "the old version answered a prefix"
     );
-    println!("{sent} messages: {old_count} answered by the old version, the rest by the new one");
+    let swap = first_new.unwrap() - replaced.unwrap();
+    println!(
+        "{sent} messages: {old_count} answered by the old version ({old_after_new} of them after \
+         the new version's first answer), the rest by the new one; {swap:?} from the file \
+         written to the new version's first answer"
+    );
 
     // Once the old instance has drained, only the new version runs.
     let deadline = Instant::now() + RECV_TIMEOUT;
