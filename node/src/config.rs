@@ -20,7 +20,7 @@ mod catalogue;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
-pub use stub_run::{RawStubRun, StubRunConfig};
+pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]

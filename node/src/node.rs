@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rethink_stubs::catalogue::{Catalogue, CatalogueError, DEFAULT_STUB, Structural};
+use rethink_stubs::catalogue::{Catalogue, CatalogueError, DEFAULT_STUB};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -60,6 +60,8 @@ pub enum NodeError {
     Server(#[from] ServerError),
     #[error("stub catalogue: {0}")]
     Catalogue(#[from] CatalogueError),
+    #[error("stub catalogue: opening it did not finish: {0}")]
+    CatalogueTask(String),
     #[error(transparent)]
     Stubs(#[from] StubsError),
     #[error(transparent)]
@@ -180,13 +182,24 @@ impl RunningNode {
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let mut metrics = Metrics::new();
         let stub_metrics = rethink_stubs::StubMetrics::new(metrics.registry_mut());
+        let stub_versions = crate::stubhost::RunningVersions::new(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
-        let catalogue = Arc::new(Catalogue::open(
-            config.stubs.dir.clone(),
-            DEFAULT_STUB,
-            Arc::new(Structural),
-        )?);
+        // One stub host per node, built when a stubs.dir component is checked or a stub runs.
+        let stub_host = Arc::new(crate::stubhost::LazyHost::new(
+            crate::stubhost::host_config(&config.stubs),
+            stub_metrics,
+        ));
+        let catalogue = {
+            let dir = config.stubs.dir.clone();
+            let check = Arc::new(crate::stubhost::HostCheck::new(Arc::clone(&stub_host)));
+            // Checking stubs.dir compiles its components (or loads them from the cache).
+            let opened =
+                tokio::task::spawn_blocking(move || Catalogue::open(dir, DEFAULT_STUB, check))
+                    .await
+                    .map_err(|e| NodeError::CatalogueTask(e.to_string()))?;
+            Arc::new(opened?)
+        };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let epoch = store.next_epoch().await?;
         let persisted = store.load_sessions().await?;
@@ -227,7 +240,17 @@ impl RunningNode {
         );
         let restored = bus.restore(persisted);
         let stub_kv = Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()));
-        let stubs = crate::stubhost::start(&bus, &config.stubs, stub_metrics, stub_kv).await?;
+        let stubs = crate::stubhost::start(
+            &bus,
+            &config.stubs,
+            crate::stubhost::StubsDeps {
+                host: stub_host,
+                catalogue: Arc::clone(&catalogue),
+                kv: stub_kv,
+                versions: stub_versions,
+            },
+        )
+        .await?;
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =

@@ -1,7 +1,9 @@
 //! The operator's stub directory (`stubs.dir`) while the node runs: a stub dropped in appears
 //! with its metadata, a replaced one is served to new requests (the old bytes stay downloadable
 //! by their hash), and an invalid component is refused with the reason in the node's log while
-//! the previous version stays served (the real program, as a child process, for its log).
+//! the previous version stays served (the real program, as a child process, for its log). The
+//! node checks `stubs.dir` components with the wasmtime host: a component whose function types
+//! do not match the world (a WAT guest built at test time) is refused with wasmtime's reason.
 //!
 //! A change is seen when the node publishes it (the descriptor's `sha256` changes), polled
 //! within `RECV_TIMEOUT`.
@@ -10,12 +12,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rethink_stubs::catalogue::{Structural, Validator};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::catalogue::{download, get, path_of, sha256_hex, variant};
+use crate::stubs_host::guests::{self, Init};
 use crate::support::client::RECV_TIMEOUT;
-use crate::support::{NodeProcess, TestNode};
+use crate::support::{DOMAIN, NodeProcess, TestNode};
 
 /// Writes `bytes` to `dir/name` atomically (a rename), as an operator should.
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
@@ -59,7 +63,10 @@ async fn a_dropped_in_stub_appears_and_a_replaced_one_is_served_to_new_requests(
         404
     );
 
-    let one = variant(&default, "chat-one");
+    // Small components: the node compiles each one it checks (a debug build of wasmtime takes
+    // seconds for the default stub's 190 kB).
+    let echo = echo();
+    let one = variant(&echo, "chat-one");
     put(
         &dir,
         "chat.toml",
@@ -76,7 +83,7 @@ async fn a_dropped_in_stub_appears_and_a_replaced_one_is_served_to_new_requests(
     assert_eq!(bytes, one);
     let old_url = d["sourcePackageURL"].as_str().unwrap().to_owned();
 
-    let two = variant(&default, "chat-two-longer");
+    let two = variant(&echo, "chat-two-longer");
     put(&dir, "chat.wasm", &two);
     let d = until(addr, "chat", |_, d| d["sha256"] == sha256_hex(&two)).await;
     assert_ne!(d["sourcePackageURL"], old_url.as_str());
@@ -98,12 +105,8 @@ async fn an_invalid_component_is_refused_with_the_reason_logged_and_the_previous
     let data = TempDir::new().expect("temp dir");
     let stubs = TempDir::new().expect("temp dir");
     let dir = stubs.path();
-    // The first version, from the built-in component (whatever its bytes are).
-    let (_, default) = {
-        let probe = TestNode::spawn().await;
-        download(probe.addr(), "default").await
-    };
-    let good = variant(&default, "good");
+    let echo = echo();
+    let good = variant(&echo, "good");
     put(dir, "chat.wasm", &good);
     let dir_setting = dir.to_str().expect("UTF-8 path");
     let mut node = NodeProcess::spawn(
@@ -129,7 +132,7 @@ async fn an_invalid_component_is_refused_with_the_reason_logged_and_the_previous
 
     // A component the world does not accept: it lacks the stub exports (the component with its
     // export section cut is not even valid; garbage after the header is refused as invalid).
-    let mut broken = default.clone();
+    let mut broken = echo.clone();
     broken.truncate(broken.len() - 1);
     put(dir, "chat.wasm", &broken);
     let line = node.wait_for_log("stub refused").await;
@@ -137,7 +140,68 @@ async fn an_invalid_component_is_refused_with_the_reason_logged_and_the_previous
     assert_eq!(download(addr, "chat").await.1, good);
 
     // Fixed: served again.
-    let fixed = variant(&default, "fixed");
+    let fixed = variant(&echo, "fixed");
+    put(dir, "chat.wasm", &fixed);
+    until(addr, "chat", |_, d| d["sha256"] == sha256_hex(&fixed)).await;
+    node.kill().await;
+}
+
+/// The echo guest (see `stubs/tests/guests/echo.wat`), a valid stub.
+fn echo() -> Vec<u8> {
+    guests::echo_in(Init::Normal { timer_ms: 60_000 }, DOMAIN)
+}
+
+/// The echo guest with `on-timer` taking a `u32` where the world says `u64`: its names and
+/// versions are right (the structural check passes it), its function type is not.
+pub(crate) fn wrong_signature() -> Vec<u8> {
+    let wit = guests::WIT.replace(
+        "export on-timer: func(id: u64);",
+        "export on-timer: func(id: u32);",
+    );
+    assert_ne!(wit, guests::WIT, "the WIT still declares on-timer(u64)");
+    let wat = guests::echo_wat(Init::Normal { timer_ms: 60_000 }, DOMAIN).replace(
+        "(func (export \"on-timer\") (param i64)",
+        "(func (export \"on-timer\") (param i32)",
+    );
+    guests::component(&wat, &wit, "protocol-stub")
+}
+
+#[tokio::test]
+async fn a_component_whose_function_types_do_not_match_the_world_is_refused_by_wasmtime() {
+    let data = TempDir::new().expect("temp dir");
+    let stubs = TempDir::new().expect("temp dir");
+    let dir = stubs.path();
+    let good = echo();
+    put(dir, "chat.wasm", &good);
+    let mut node = NodeProcess::spawn(
+        data.path(),
+        &[
+            ("RETHINK_STUBS__DIR", dir.to_str().expect("UTF-8 path")),
+            ("RETHINK_STUBS__WATCH_INTERVAL_MS", "20"),
+        ],
+    )
+    .await;
+    let addr = node.addr();
+    let d = until(addr, "chat", |status, _| status == 200).await;
+    assert_eq!(d["sha256"], sha256_hex(&good));
+
+    let bad = wrong_signature();
+    Structural
+        .check(&bad)
+        .expect("names and versions are right: only the function type is wrong");
+    put(dir, "chat.wasm", &bad);
+    let line = node.wait_for_log("stub refused").await;
+    assert!(line.contains("stub=chat"), "{line}");
+    assert!(
+        line.contains("does not match the world protocol-stub") && line.contains("on-timer"),
+        "the reason names the mismatch: {line}"
+    );
+    let (d, bytes) = download(addr, "chat").await;
+    assert_eq!(d["sha256"], sha256_hex(&good), "the previous version stays");
+    assert_eq!(bytes, good);
+
+    // A good replacement is served.
+    let fixed = variant(&good, "fixed");
     put(dir, "chat.wasm", &fixed);
     until(addr, "chat", |_, d| d["sha256"] == sha256_hex(&fixed)).await;
     node.kill().await;

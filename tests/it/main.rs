@@ -49,6 +49,7 @@ mod server_limits;
 mod shutdown;
 mod stub_default;
 mod stubs_host;
+mod stubs_replace;
 mod takeover;
 mod tls;
 mod vectors;

@@ -1,5 +1,6 @@
 //! `[stubs.run.<instance>]`: the protocol stubs the node runs itself (`crate::stubhost`), each
-//! with its component, its addresses, its allowed origins and its limits.
+//! with what it runs (a `component` file, or a `stub` of the catalogue by name, followed when
+//! `stubs.dir` replaces it), its addresses, its allowed origins and its limits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +14,12 @@ use super::{ConfigError, invalid};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStubRun {
-    /// The component (`.wasm`) to run.
-    pub component: PathBuf,
+    /// The component (`.wasm`) to run, loaded once at start. Exactly one of `component` and
+    /// `stub`.
+    pub component: Option<PathBuf>,
+    /// The catalogue's stub to run, by name (the built-in `default` or one of `stubs.dir`): a
+    /// replacement in `stubs.dir` is started and the old instance drains.
+    pub stub: Option<String>,
     /// The addresses of this domain the stub owns (it may send from them and gets their
     /// messages).
     pub addresses: Vec<String>,
@@ -30,7 +35,8 @@ pub struct RawStubRun {
 impl Default for RawStubRun {
     fn default() -> Self {
         Self {
-            component: PathBuf::new(),
+            component: None,
+            stub: None,
             addresses: Vec::new(),
             allow: Vec::new(),
             config: Default::default(),
@@ -41,11 +47,20 @@ impl Default for RawStubRun {
     }
 }
 
+/// What an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StubSource {
+    /// A component file, read once at start.
+    Component(PathBuf),
+    /// The catalogue's stub of this name, followed across replacements.
+    Catalogue(String),
+}
+
 /// One running stub instance.
 #[derive(Debug, Clone)]
 pub struct StubRunConfig {
     pub name: String,
-    pub component: PathBuf,
+    pub source: StubSource,
     pub addresses: Vec<String>,
     pub allow: Vec<String>,
     pub config: Vec<(String, String)>,
@@ -70,9 +85,30 @@ pub(super) fn validate_run(
         {
             return Err(bad("the name may use only letters, digits, - and _".into()));
         }
-        if r.component.as_os_str().is_empty() {
-            return Err(bad("`component` (a .wasm file) is required".into()));
-        }
+        let source = match (&r.component, &r.stub) {
+            (Some(path), None) if !path.as_os_str().is_empty() => {
+                StubSource::Component(path.clone())
+            }
+            (None, Some(stub)) if rethink_stubs::catalogue::valid_name(stub) => {
+                StubSource::Catalogue(stub.clone())
+            }
+            (None, Some(stub)) => {
+                return Err(bad(format!(
+                    "`stub` {stub:?} is not a stub name (1 to 64 of A-Z a-z 0-9 _ -)"
+                )));
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "give either `component` (a .wasm file) or `stub` (a catalogue name), not both"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "`component` (a .wasm file) or `stub` (a catalogue name) is required".into(),
+                ));
+            }
+        };
         if !(1..=1024).contains(&r.memory_mb) {
             return Err(bad("`memory_mb` must be between 1 and 1024".into()));
         }
@@ -101,7 +137,7 @@ pub(super) fn validate_run(
         }
         run.push(StubRunConfig {
             name: name.clone(),
-            component: r.component.clone(),
+            source,
             addresses: r.addresses.clone(),
             allow: r.allow.clone(),
             config: r
@@ -115,4 +151,53 @@ pub(super) fn validate_run(
         });
     }
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(r: RawStubRun) -> Result<Vec<StubRunConfig>, ConfigError> {
+        validate_run(&BTreeMap::from([("x".to_owned(), r)]), "example.com")
+    }
+
+    #[test]
+    fn an_instance_runs_a_component_or_a_catalogue_stub_not_both() {
+        let c = one(RawStubRun {
+            stub: Some("chat".into()),
+            ..RawStubRun::default()
+        })
+        .expect("stub by name");
+        assert_eq!(c[0].source, StubSource::Catalogue("chat".into()));
+        let c = one(RawStubRun {
+            component: Some("a.wasm".into()),
+            ..RawStubRun::default()
+        })
+        .expect("component");
+        assert_eq!(c[0].source, StubSource::Component("a.wasm".into()));
+        for (raw, says) in [
+            (RawStubRun::default(), "is required"),
+            (
+                RawStubRun {
+                    stub: Some("chat".into()),
+                    component: Some("a.wasm".into()),
+                    ..RawStubRun::default()
+                },
+                "not both",
+            ),
+            (
+                RawStubRun {
+                    stub: Some("a/b".into()),
+                    ..RawStubRun::default()
+                },
+                "not a stub name",
+            ),
+        ] {
+            let e = one(raw).expect_err(says).to_string();
+            assert!(
+                e.starts_with("setting `stubs.run`") && e.contains(says),
+                "{e}"
+            );
+        }
+    }
 }

@@ -3,43 +3,50 @@
 //!
 //! - its session (`Bus::open_stub`) owns the addresses the operator gave it; messages for them
 //!   land in its outbox (persisted, bounded: 503 when full);
-//! - a pump task is its in-process connection: it takes frames from the outbox and puts them
-//!   in the stub's mailbox, acknowledging each once the mailbox took it (a message lost after
-//!   that is answered by the router: 502 or 504 naming the stub); while the mailbox is full the
-//!   frames wait in the outbox; with the breaker open they are answered 503;
-//! - a router task passes what the stub sends through `Bus::authorize` and `Bus::route` with
-//!   origin `Origin::Stub` (`context.transport` is `"stub"`): anti-spoofing, rate and policy
-//!   apply as to any runtime, and refusals come back to the stub as responses, through
-//!   `on-message`.
+//! - a pump task (`pump.rs`) is its in-process connection: it takes frames from the outbox and
+//!   puts them in the stub's mailbox, acknowledging each once the mailbox took it (a message
+//!   lost after that is answered by the router: 502 or 504 naming the stub); while the mailbox
+//!   is full the frames wait in the outbox; with the breaker open they are answered 503;
+//! - a router task (`router.rs`) passes what the stub sends through `Bus::authorize` and
+//!   `Bus::route` with origin `Origin::Stub` (`context.transport` is `"stub"`): anti-spoofing,
+//!   rate and policy apply as to any runtime, and refusals come back to the stub as responses,
+//!   through `on-message`;
+//! - an instance that runs a catalogue stub by name (`stub = "<name>"`) has a follower task
+//!   (`follow.rs`): a replacement in `stubs.dir` is started beside it, the pump swaps to it and
+//!   the old instance drains its mailbox, then stops.
+//!
+//! Also here: the node's one stub host, built on first use, and the catalogue's check with it
+//! (`lazy.rs`); the gauge of running versions (`versions.rs`); the SQLite key-value store
+//! (`kv.rs`); the bus as the host sees it (`port.rs`).
 
+mod follow;
 mod kv;
+mod lazy;
 mod port;
+mod pump;
+mod router;
+mod versions;
 
 pub use kv::SqliteKv;
+pub use lazy::{HostCheck, LazyHost};
+pub use versions::{RunningVersions, Version};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rethink_proto::{Code, Envelope, MessageType};
-use rethink_stubs::{
-    BreakerState, Host, HostConfig, KvStore, LostReason, Mailbox, Refused, StubError, StubHandle,
-    StubMetrics, StubSpec,
-};
+use rethink_stubs::catalogue::{Catalogue, sha256_hex};
+use rethink_stubs::{HostConfig, KvStore, StubError, StubSpec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Origin, RouteError, Session};
-use crate::config::{StubRunConfig, StubsConfig};
-use crate::ws::codec;
-use port::{NodePort, Outgoing};
+use crate::bus::{Bus, RouteError, Session};
+use crate::config::{StubRunConfig, StubSource, StubsConfig};
+use follow::{Follower, Instance, Launcher, catalogue_version};
+use pump::Pump;
 
 /// Messages a stub may have sent and not yet routed.
 const OUTGOING: usize = 256;
-/// Frames taken from the outbox at once.
-const BATCH: usize = 64;
-/// How often the pump retries a full mailbox.
-const RETRY: Duration = Duration::from_millis(5);
 
 /// Why the configured stubs could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,8 @@ pub enum StubsError {
         #[source]
         source: StubError,
     },
+    #[error("stub {name}: the catalogue has no stub {stub:?}")]
+    NotInCatalogue { name: String, stub: String },
     #[error("stub {name}: its addresses: {source}")]
     Addresses {
         name: String,
@@ -65,8 +74,20 @@ pub enum StubsError {
     },
 }
 
+/// Who holds a running stub's live instance.
+enum Owner {
+    /// A component file: the instance never changes.
+    Fixed(Instance),
+    /// A catalogue stub: its follower holds it, and gives it back when stopped.
+    Following {
+        stop: CancellationToken,
+        task: JoinHandle<Instance>,
+    },
+}
+
 struct Running {
-    handle: StubHandle,
+    name: String,
+    owner: Owner,
     session: Arc<Session>,
     connection: u64,
     pump: JoinHandle<()>,
@@ -77,6 +98,7 @@ struct Running {
 /// The running stubs.
 pub struct RunningStubs {
     bus: Bus,
+    versions: RunningVersions,
     stubs: Vec<Running>,
 }
 
@@ -88,100 +110,166 @@ impl std::fmt::Debug for RunningStubs {
     }
 }
 
+/// The host's settings for `config`: room for two instances per configured stub (an old
+/// version draining beside its replacement).
+pub fn host_config(config: &StubsConfig) -> HostConfig {
+    HostConfig {
+        cache_dir: Some(config.cache_dir.clone()),
+        max_instances: (config.run.len() as u32).saturating_mul(2).max(1),
+        ..HostConfig::default()
+    }
+}
+
+/// What the running stubs use of the node.
+#[derive(Debug)]
+pub struct StubsDeps {
+    /// The node's stub host (built here if a stub runs and nothing built it before).
+    pub host: Arc<LazyHost>,
+    /// Where `stub = "<name>"` instances find their stub, and its replacements.
+    pub catalogue: Arc<Catalogue>,
+    pub kv: Arc<dyn KvStore>,
+    pub versions: RunningVersions,
+}
+
 /// Starts every configured stub. With none configured, no engine is built.
 pub async fn start(
     bus: &Bus,
     config: &StubsConfig,
-    metrics: StubMetrics,
-    kv: Arc<dyn KvStore>,
+    deps: StubsDeps,
 ) -> Result<RunningStubs, StubsError> {
     let mut running = RunningStubs {
         bus: bus.clone(),
+        versions: deps.versions.clone(),
         stubs: Vec::new(),
     };
     if config.run.is_empty() {
         return Ok(running);
     }
-    let host = Host::new(
-        HostConfig {
-            cache_dir: Some(config.cache_dir.clone()),
-            max_instances: (config.run.len() as u32).max(1),
-            ..HostConfig::default()
-        },
-        metrics,
-    )
-    .map_err(|source| StubsError::Stub {
-        name: "(host)".into(),
-        source,
-    })?;
     for run in &config.run {
-        let stub = start_one(bus, &host, run, Arc::clone(&kv)).await?;
-        running.stubs.push(stub);
+        match start_one(bus, run, &deps).await {
+            Ok(stub) => running.stubs.push(stub),
+            Err(e) => {
+                running.stop().await;
+                return Err(e);
+            }
+        }
     }
     tracing::info!(stubs = running.stubs.len(), "protocol stubs running");
     Ok(running)
 }
 
-async fn start_one(
-    bus: &Bus,
-    host: &Host,
-    run: &StubRunConfig,
-    kv: Arc<dyn KvStore>,
-) -> Result<Running, StubsError> {
-    let name = run.name.clone();
-    let bytes = tokio::fs::read(&run.component)
-        .await
-        .map_err(|source| StubsError::Read {
-            name: name.clone(),
-            path: run.component.display().to_string(),
-            source,
-        })?;
-    let checked = host.check(&bytes).map_err(|source| StubsError::Stub {
-        name: name.clone(),
-        source,
-    })?;
-    let session = bus
-        .open_stub(&name, &run.addresses)
-        .await
-        .map_err(|source| StubsError::Addresses {
-            name: name.clone(),
-            source,
-        })?;
-    let (sends, sends_rx) = mpsc::channel(OUTGOING);
-    let (lost, lost_rx) = mpsc::unbounded_channel();
-    let port = Arc::new(NodePort::new(sends, lost));
-    let mut spec = StubSpec::new(&name);
+fn spec_of(run: &StubRunConfig) -> StubSpec {
+    let mut spec = StubSpec::new(&run.name);
     spec.config = run.config.clone();
     spec.addresses = run.addresses.clone();
     spec.allow = run.allow.clone();
     spec.memory_bytes = run.memory_bytes;
     spec.call_timeout = run.call_timeout;
     spec.mailbox = run.mailbox;
-    let handle = host.start(&checked, spec, port.clone(), kv);
-    // Its listeners are set by its first init: messages are taken from its outbox after that
-    // (or after init failed), so that none is refused for arriving first.
-    handle.started().await;
+    spec
+}
+
+async fn start_one(
+    bus: &Bus,
+    run: &StubRunConfig,
+    deps: &StubsDeps,
+) -> Result<Running, StubsError> {
+    let name = run.name.clone();
+    let stub_error = |source| StubsError::Stub {
+        name: name.clone(),
+        source,
+    };
+    // Subscribed before the first version is read: no replacement is missed in between.
+    let mut snapshots = deps.catalogue.subscribe();
+    let (bytes, version) = match &run.source {
+        StubSource::Component(path) => {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|source| StubsError::Read {
+                    name: name.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let version = Version {
+                stub: name.clone(),
+                source: path.display().to_string(),
+                sha256: sha256_hex(&bytes),
+                version: String::new(),
+            };
+            (bytes, version)
+        }
+        StubSource::Catalogue(stub) => {
+            let snapshot = Arc::clone(&snapshots.borrow_and_update());
+            let found = snapshot
+                .get(stub)
+                .ok_or_else(|| StubsError::NotInCatalogue {
+                    name: name.clone(),
+                    stub: stub.clone(),
+                })?;
+            (found.bytes().to_vec(), catalogue_version(&name, found))
+        }
+    };
+    let host = deps.host.get().map_err(stub_error)?;
+    let (sends, sends_rx) = mpsc::channel(OUTGOING);
+    let (lost, lost_rx) = mpsc::unbounded_channel();
+    let launcher = Launcher {
+        host,
+        spec: spec_of(run),
+        kv: Arc::clone(&deps.kv),
+        sends,
+        lost,
+        versions: deps.versions.clone(),
+    };
+    let (instance, target) = launcher.launch(bytes, version).await.map_err(stub_error)?;
+    tracing::info!(stub = %name, version = %instance.version, "stub instance started");
+    let session = match bus.open_stub(&name, &run.addresses).await {
+        Ok(session) => session,
+        Err(source) => {
+            launcher.drain(instance).await;
+            return Err(StubsError::Addresses { name, source });
+        }
+    };
     let connection = bus.next_connection_id();
     let cancel = bus.attach(&session, connection, None).await;
-    let pump = tokio::spawn(pump(
-        bus.clone(),
-        Arc::clone(&session),
-        connection,
-        cancel.clone(),
-        PumpTarget {
-            port: Arc::clone(&port),
-            mailbox: handle.mailbox(),
-        },
-    ));
-    let router = tokio::spawn(route_stub(
+    let (swaps, swaps_rx) = mpsc::channel(1);
+    let pump = tokio::spawn(
+        Pump {
+            bus: bus.clone(),
+            session: Arc::clone(&session),
+            connection,
+            cancel: cancel.clone(),
+            target,
+            swaps: swaps_rx,
+        }
+        .run(),
+    );
+    let router = tokio::spawn(router::route_stub(
         bus.clone(),
         Arc::clone(&session),
         name.clone(),
         sends_rx,
         lost_rx,
     ));
+    let owner = match &run.source {
+        StubSource::Component(_) => Owner::Fixed(instance),
+        StubSource::Catalogue(stub) => {
+            let stop = CancellationToken::new();
+            let follower = Follower {
+                launcher,
+                stub: stub.clone(),
+                snapshots,
+                swaps,
+                stop: stop.clone(),
+            };
+            Owner::Following {
+                stop,
+                task: tokio::spawn(follow::follow(follower, instance)),
+            }
+        }
+    };
     Ok(Running {
-        handle,
+        name,
+        owner,
         session,
         connection,
         pump,
@@ -191,189 +279,35 @@ async fn start_one(
 }
 
 impl RunningStubs {
-    /// Stops every stub: the pumps stop taking frames (what is left stays in the outboxes,
-    /// persisted), the mailboxes are drained, then what the stubs sent is routed.
+    /// Stops every stub: no more replacements are started (one under way finishes), the
+    /// pumps stop taking frames (what is left stays in the outboxes, persisted), the mailboxes
+    /// are drained, then what the stubs sent is routed.
     pub async fn stop(self) {
         for s in self.stubs {
+            let instance = match s.owner {
+                Owner::Fixed(instance) => Some(instance),
+                Owner::Following { stop, task } => {
+                    stop.cancel();
+                    task.await
+                        .inspect_err(|e| tracing::error!(stub = %s.name, error = %e, "a stub's follower failed"))
+                        .ok()
+                }
+            };
             s.cancel.cancel();
             let _ = s.pump.await;
-            s.handle.stop().await;
+            if let Some(instance) = instance {
+                instance.handle.stop().await;
+                self.versions.stopped(&instance.version);
+            }
             // The host dropped its port with the actor: the router ends once it has routed
             // what is queued.
             if tokio::time::timeout(Duration::from_secs(5), s.router)
                 .await
                 .is_err()
             {
-                tracing::warn!("a stub's router did not finish within 5 s");
+                tracing::warn!(stub = %s.name, "a stub's router did not finish within 5 s");
             }
             self.bus.detach(&s.session, s.connection);
-        }
-    }
-}
-
-/// What the pump delivers into: the stub's mailbox, and where refusals are reported.
-struct PumpTarget {
-    port: Arc<NodePort>,
-    mailbox: Mailbox,
-}
-
-/// The seq of a frame the outbox rendered (`{"seq":N,...`).
-fn frame_seq(frame: &str) -> Option<u64> {
-    let rest = frame.strip_prefix("{\"seq\":")?;
-    let end = rest.find(',')?;
-    rest[..end].parse().ok()
-}
-
-/// The stub's in-process connection: outbox → mailbox, acknowledging what the mailbox took.
-async fn pump(
-    bus: Bus,
-    session: Arc<Session>,
-    connection: u64,
-    cancel: CancellationToken,
-    target: PumpTarget,
-) {
-    let mut frames = Vec::with_capacity(BATCH);
-    let mut settles = Vec::new();
-    loop {
-        frames.clear();
-        settles.clear();
-        session.take_unsent(connection, BATCH, &mut frames, &mut settles);
-        if frames.is_empty() {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = session.wait_for_frames() => continue,
-            }
-        }
-        for frame in frames.drain(..) {
-            let Some(seq) = frame_seq(&frame) else {
-                continue;
-            };
-            match Envelope::parse(&frame) {
-                Ok(env) => {
-                    if !deliver(&target, env, &cancel).await {
-                        return;
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "an outbox frame does not parse"),
-            }
-            bus.ack(&session, seq).await;
-        }
-        for s in settles.drain(..) {
-            s.fire();
-        }
-    }
-}
-
-/// Puts `env` in the mailbox, waiting while it is full. `false` if the pump was cancelled
-/// meanwhile (the frame stays in the outbox).
-async fn deliver(target: &PumpTarget, env: Envelope, cancel: &CancellationToken) -> bool {
-    if target.mailbox.breaker() == BreakerState::Open {
-        target.port.report_lost(env, LostReason::Unavailable);
-        return true;
-    }
-    if !env.to().any(|to| target.port.listens(to)) {
-        target.port.report_lost(env, LostReason::NotListening);
-        return true;
-    }
-    let mut env = env;
-    loop {
-        match target.mailbox.deliver(env) {
-            Ok(()) => return true,
-            Err((Refused::MailboxFull, back)) => {
-                env = back;
-                tokio::select! {
-                    () = cancel.cancelled() => return false,
-                    () = tokio::time::sleep(RETRY) => {}
-                }
-            }
-            Err((_, back)) => {
-                target.port.report_lost(back, LostReason::Unavailable);
-                return true;
-            }
-        }
-    }
-}
-
-/// Routes what the stub sends, and answers the senders of messages it lost.
-async fn route_stub(
-    bus: Bus,
-    session: Arc<Session>,
-    name: String,
-    mut sends: mpsc::Receiver<Outgoing>,
-    mut lost: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let origin = Origin::Stub(Arc::clone(&session));
-    loop {
-        let item = tokio::select! {
-            biased;
-            Some(item) = lost.recv() => item,
-            item = sends.recv() => match item {
-                Some(item) => item,
-                None => match lost.try_recv() {
-                    Ok(item) => item,
-                    Err(_) => return,
-                },
-            },
-        };
-        match item {
-            Outgoing::Send(env) => send(&bus, &session, &origin, env).await,
-            Outgoing::Lost(env, reason) => answer_lost(&bus, &origin, &name, &env, reason).await,
-        }
-    }
-}
-
-async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope) {
-    let env = crate::bus::identity::stamp(&env, origin).unwrap_or(env);
-    let answer = match bus.authorize(&env, origin) {
-        Err(denied) => Some(codec::error_response(
-            env.id_json(),
-            env.first_to(),
-            env.from(),
-            codec::denied_code(&denied),
-            &denied.to_string(),
-        )),
-        Ok(permit) => {
-            let report = bus.route(permit).await;
-            for reply in &report.replies {
-                if bus.answer(session, reply).await.is_err() {
-                    return;
-                }
-            }
-            codec::failures_response(&env, &report.failures)
-        }
-    };
-    // A refusal of a response is not answered (a response never gets one).
-    if let Some(a) = answer
-        && *env.kind() != MessageType::Response
-        && bus.answer(session, &a).await.is_err()
-    {
-        tracing::debug!("a stub's session ended before its answer");
-    }
-}
-
-/// Answers the sender of a message the stub lost, from the address it was sent to.
-async fn answer_lost(bus: &Bus, origin: &Origin, name: &str, env: &Envelope, reason: LostReason) {
-    if *env.kind() == MessageType::Response {
-        tracing::warn!(stub = name, %reason, id = env.id_json(), "a response to the stub was lost");
-        return;
-    }
-    let description = format!("stub {name}: {reason}");
-    let reply = codec::error_response(
-        env.id_json(),
-        env.first_to(),
-        env.from(),
-        Code(reason.code()),
-        &description,
-    );
-    match bus.authorize(&reply, origin) {
-        Ok(permit) => {
-            let report = bus.route(permit).await;
-            for f in &report.failures {
-                tracing::warn!(stub = name, error = %f.error, "the answer to a lost message was not delivered");
-            }
-        }
-        Err(denied) => {
-            tracing::warn!(stub = name, %denied, "the answer to a lost message was refused");
         }
     }
 }

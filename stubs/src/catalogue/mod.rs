@@ -2,11 +2,12 @@
 //!
 //! The built-in `default` stub (the committed `stubs/guests/default/default.wasm`) plus every
 //! `<name>.wasm` of the operator's directory (`stubs.dir`), with its optional `<name>.toml`
-//! metadata; a `default.wasm` there replaces the built-in one. Every component passes a
-//! [`Validator`] before it is served; one that is refused is logged with the reason and the
-//! version served before (if any) stays. The directory is polled for changes (as the policy
-//! directory is) and each change publishes a new immutable [`Snapshot`] on a `watch` channel:
-//! requests read the latest one, and anything that runs stubs can follow the channel.
+//! metadata; a `default.wasm` there replaces the built-in one. Every component of the directory
+//! passes a [`Validator`] (in the node: the wasmtime host's type check) before it is served; one
+//! that is refused is logged with the reason and the version served before (if any) stays. The
+//! directory is polled for changes (as the policy directory is) and each change publishes a new
+//! immutable [`Snapshot`] on a `watch` channel: requests read the latest one, and anything that
+//! runs stubs can follow the channel (the node's `[stubs.run]` instances with `stub = "<name>"`).
 //!
 //! Owns: the set of served stubs and its reloads (`mod.rs`), reading the directory (`dir`), the
 //! check of a component (`validate`), a stub and its reTHINK descriptor (`descriptor`), the
@@ -110,14 +111,18 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Opens the catalogue: checks the built-in stub (`builtin` bytes under [`DEFAULT_NAME`])
-    /// and loads `dir`. An unreadable directory is an error; a refused stub in it is logged and
-    /// left out.
+    /// and loads `dir`, every component of which passes `validator`. An unreadable directory is
+    /// an error; a refused stub in it is logged and left out.
+    ///
+    /// The built-in stub is checked with [`Structural`] only: it is this node's own component,
+    /// type-checked by its own tests, and compiling it at every start would cost the start.
+    /// Blocking (reads and checks components): call it off the async threads.
     pub fn open(
         dir: Option<PathBuf>,
         builtin: &'static [u8],
         validator: Arc<dyn Validator>,
     ) -> Result<Self, CatalogueError> {
-        let checked = validator.check(builtin).map_err(CatalogueError::BuiltIn)?;
+        let checked = Structural.check(builtin).map_err(CatalogueError::BuiltIn)?;
         let builtin = Arc::new(Stub::new(
             DEFAULT_NAME.to_owned(),
             Bytes::from_static(builtin),

@@ -1,0 +1,98 @@
+//! A running stub's router task: what the stub sends passes `Bus::authorize` and `Bus::route`
+//! with its session as origin (`Origin::Stub`), refusals come back to it as responses; the
+//! senders of messages it lost are answered (502 / 503 / 504 naming the stub). One router per
+//! instance name: every version of the stub started for it sends through the same one.
+
+use std::sync::Arc;
+
+use rethink_proto::{Code, Envelope, MessageType};
+use rethink_stubs::LostReason;
+use tokio::sync::mpsc;
+
+use super::port::Outgoing;
+use crate::bus::{Bus, Origin, Session};
+use crate::ws::codec;
+
+/// Routes what the stub sends, and answers the senders of messages it lost.
+pub(super) async fn route_stub(
+    bus: Bus,
+    session: Arc<Session>,
+    name: String,
+    mut sends: mpsc::Receiver<Outgoing>,
+    mut lost: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let origin = Origin::Stub(Arc::clone(&session));
+    loop {
+        let item = tokio::select! {
+            biased;
+            Some(item) = lost.recv() => item,
+            item = sends.recv() => match item {
+                Some(item) => item,
+                None => match lost.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => return,
+                },
+            },
+        };
+        match item {
+            Outgoing::Send(env) => send(&bus, &session, &origin, env).await,
+            Outgoing::Lost(env, reason) => answer_lost(&bus, &origin, &name, &env, reason).await,
+        }
+    }
+}
+
+async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope) {
+    let env = crate::bus::identity::stamp(&env, origin).unwrap_or(env);
+    let answer = match bus.authorize(&env, origin) {
+        Err(denied) => Some(codec::error_response(
+            env.id_json(),
+            env.first_to(),
+            env.from(),
+            codec::denied_code(&denied),
+            &denied.to_string(),
+        )),
+        Ok(permit) => {
+            let report = bus.route(permit).await;
+            for reply in &report.replies {
+                if bus.answer(session, reply).await.is_err() {
+                    return;
+                }
+            }
+            codec::failures_response(&env, &report.failures)
+        }
+    };
+    // A refusal of a response is not answered (a response never gets one).
+    if let Some(a) = answer
+        && *env.kind() != MessageType::Response
+        && bus.answer(session, &a).await.is_err()
+    {
+        tracing::debug!("a stub's session ended before its answer");
+    }
+}
+
+/// Answers the sender of a message the stub lost, from the address it was sent to.
+async fn answer_lost(bus: &Bus, origin: &Origin, name: &str, env: &Envelope, reason: LostReason) {
+    if *env.kind() == MessageType::Response {
+        tracing::warn!(stub = name, %reason, id = env.id_json(), "a response to the stub was lost");
+        return;
+    }
+    let description = format!("stub {name}: {reason}");
+    let reply = codec::error_response(
+        env.id_json(),
+        env.first_to(),
+        env.from(),
+        Code(reason.code()),
+        &description,
+    );
+    match bus.authorize(&reply, origin) {
+        Ok(permit) => {
+            let report = bus.route(permit).await;
+            for f in &report.failures {
+                tracing::warn!(stub = name, error = %f.error, "the answer to a lost message was not delivered");
+            }
+        }
+        Err(denied) => {
+            tracing::warn!(stub = name, %denied, "the answer to a lost message was refused");
+        }
+    }
+}
