@@ -33,6 +33,7 @@ use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
 use crate::clock::{Clock, Ticker};
 use crate::config::Config;
+use crate::crossdomain::CrossDomain;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
@@ -79,6 +80,7 @@ struct Inner {
     appservices: AppServices,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
+    cross_domain: CrossDomain,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
@@ -145,6 +147,11 @@ impl Node {
     /// The protocol stubs this node serves.
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.inner.catalogue
+    }
+
+    /// Routing to other domains: their keys and stubs, node authentication.
+    pub fn cross_domain(&self) -> &CrossDomain {
+        &self.inner.cross_domain
     }
 
     /// Cancelled when the node begins shutting down.
@@ -227,7 +234,10 @@ impl RunningNode {
         );
         let restored = bus.restore(persisted);
         let stub_kv = Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()));
-        let stubs = crate::stubhost::start(&bus, &config.stubs, stub_metrics, stub_kv).await?;
+        let gateway_metrics = stub_metrics.clone();
+        let stubs =
+            crate::stubhost::start(&bus, &config.stubs, stub_metrics, stub_kv.clone()).await?;
+        let cross_domain = CrossDomain::new(&config, rooms.clone());
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =
@@ -261,6 +271,7 @@ impl RunningNode {
                 bus,
                 metrics,
                 catalogue,
+                cross_domain,
                 shutdown,
                 sessions: TaskTracker::new(),
             }),
@@ -277,6 +288,14 @@ impl RunningNode {
             node.config().stubs.watch_interval,
             node.shutdown_token().clone(),
         ));
+        let _gateways = crate::crossdomain::start_gateways(
+            node.bus().clone(),
+            node.cross_domain().clone(),
+            gateway_metrics,
+            stub_kv,
+            node.config().stubs.cache_dir.clone(),
+            node.shutdown_token().clone(),
+        );
         node.appservices().start_pushers();
         tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.

@@ -17,6 +17,7 @@ mod canonical;
 mod catalogue;
 mod catalogue_reload;
 mod closing;
+mod crossdomain;
 mod durability;
 mod http;
 mod identity;
