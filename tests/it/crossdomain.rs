@@ -11,20 +11,20 @@ use serde_json::json;
 
 use crate::support::{Rt, TestNode};
 
-const A: &str = "a.test";
-const B: &str = "b.test";
+pub(crate) const A: &str = "a.test";
+pub(crate) const B: &str = "b.test";
 /// How long the first message may take: B's stub is downloaded, verified and compiled (an
 /// unoptimised wasmtime in tests takes seconds) before it connects.
-const FIRST: Duration = Duration::from_secs(60);
+pub(crate) const FIRST: Duration = Duration::from_secs(60);
 
 /// A free loopback address (the port is released for the node to bind).
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
 
 /// A node of `domain` on `addr`, with cross-domain routing on and `peers`.
-async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketAddr)]) -> TestNode {
+pub(crate) async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketAddr)]) -> TestNode {
     let domain = domain.to_owned();
     let peers: Vec<(String, String)> = peers
         .iter()
@@ -41,7 +41,7 @@ async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketAddr)]) -> T
 }
 
 /// Nodes A and B, each knowing the other.
-async fn two_nodes() -> (TestNode, TestNode) {
+pub(crate) async fn two_nodes() -> (TestNode, TestNode) {
     let (aa, ab) = (free_addr(), free_addr());
     let b = node(B, ab, &[(A, aa)]).await;
     let a = node(A, aa, &[(B, ab)]).await;
@@ -49,7 +49,7 @@ async fn two_nodes() -> (TestNode, TestNode) {
 }
 
 /// A runtime of `domain` on `node`, with one hyperty address.
-async fn hyperty(node: &TestNode, domain: &str, name: &str) -> (Rt, String) {
+pub(crate) async fn hyperty(node: &TestNode, domain: &str, name: &str) -> (Rt, String) {
     let mut rt = Rt::connect(node, name).await;
     rt.url = format!("hyperty-runtime://{domain}/{name}");
     let resp = rt.open_session(json!({})).await;

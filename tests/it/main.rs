@@ -18,6 +18,7 @@ mod catalogue;
 mod catalogue_reload;
 mod closing;
 mod crossdomain;
+mod crossdomain_refusals;
 mod durability;
 mod http;
 mod identity;

@@ -128,4 +128,27 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    // figment's Jail returns its own large error type.
+    #[allow(clippy::result_large_err)]
+    fn peers_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RETHINK_CROSS_DOMAIN__ENABLED", "true");
+            jail.set_env(
+                "RETHINK_CROSS_DOMAIN__PEERS",
+                "{\"b.example\"=\"https://node.b.example\"}",
+            );
+            let cfg = super::super::RawConfig::load(None)
+                .map_err(|e| e.to_string())?
+                .validate()
+                .map_err(|e| e.to_string())?;
+            assert!(cfg.cross_domain.enabled);
+            assert_eq!(
+                cfg.cross_domain.peers,
+                vec![("b.example".into(), "https://node.b.example".into())]
+            );
+            Ok(())
+        });
+    }
 }

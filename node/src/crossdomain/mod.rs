@@ -110,11 +110,6 @@ impl CrossDomain {
         self.inner.challenges.issue(self.now_ms())
     }
 
-    /// Whether `token` is a node token (not a runtime's credential).
-    pub fn is_node_token(token: &str) -> bool {
-        proof::is_node_token(token)
-    }
-
     /// The identity a node token proves: `node://<domain>`, bound to that domain's node runtime
     /// URL here. A refusal is logged with its reason and is a plain 401 for the connection.
     pub async fn verify_node_token(&self, bus: &Bus, token: &str) -> Result<Identity, AuthError> {

@@ -459,7 +459,7 @@ async fn presented_identity(
 ) -> Result<Identity, AuthError> {
     match (pre_auth, body_token) {
         (Some(identity), _) => Ok(identity.clone()),
-        (None, Some(t)) if crate::crossdomain::CrossDomain::is_node_token(t) => {
+        (None, Some(t)) if rethink_crossdomain::proof::is_node_token(t) => {
             node.cross_domain().verify_node_token(node.bus(), t).await
         }
         (None, _) => node.auth().authenticate(body_token),
