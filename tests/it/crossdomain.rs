@@ -25,6 +25,16 @@ pub(crate) fn free_addr() -> SocketAddr {
 
 /// A node of `domain` on `addr`, with cross-domain routing on and `peers`.
 pub(crate) async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketAddr)]) -> TestNode {
+    node_with(domain, addr, peers, |_| {}).await
+}
+
+/// Like [`node`], the configuration changed by `edit`.
+pub(crate) async fn node_with(
+    domain: &str,
+    addr: SocketAddr,
+    peers: &[(&str, SocketAddr)],
+    edit: impl FnOnce(&mut rethink_node::Config),
+) -> TestNode {
     let domain = domain.to_owned();
     let peers: Vec<(String, String)> = peers
         .iter()
@@ -36,6 +46,7 @@ pub(crate) async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketA
         c.listen = addr;
         c.cross_domain.enabled = true;
         c.cross_domain.peers = peers;
+        edit(c);
     })
     .await
 }
@@ -99,4 +110,56 @@ async fn a_hyperty_on_a_reaches_a_hyperty_on_b_and_gets_its_response() {
         .send(&json!({"id": 2, "type": "PING", "from": ha, "to": hb, "body": {"n": 2}}))
         .await;
     assert_eq!(bob.recv().await["body"]["n"], 2);
+}
+
+#[tokio::test]
+async fn b_decides_messages_from_a_with_its_own_policies_as_transport_node() {
+    let policies = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema"),
+        policies.path().join("schema.cedarschema"),
+    )
+    .expect("copy the schema");
+    std::fs::write(
+        policies.path().join("nodes.cedar"),
+        r#"@id("allow-all")
+permit(principal, action, resource);
+
+@id("no-pings-from-other-nodes")
+forbid(principal, action, resource)
+when { context.transport == "node" && context.message_type == "PING" };
+"#,
+    )
+    .expect("write policy");
+    let (aa, ab) = (free_addr(), free_addr());
+    let dir = policies.path().to_path_buf();
+    let b = node_with(B, ab, &[(A, aa)], |c| c.policy.dir = Some(dir)).await;
+    let a = node(A, aa, &[(B, ab)]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+
+    // Another type passes B's policies: the node session is up.
+    alice
+        .send(&json!({"id": 1, "type": "HELLO", "from": ha, "to": hb}))
+        .await;
+    let got = bob
+        .try_recv(FIRST)
+        .await
+        .expect("the HELLO through B's stub");
+    assert_eq!(got["type"], "HELLO");
+    // A PING from a node is refused by B's policy; the 403 naming it reaches the sender on A.
+    alice
+        .send(&json!({"id": 2, "type": "PING", "from": ha, "to": hb}))
+        .await;
+    let resp = alice.recv().await;
+    assert_eq!(resp["type"], "response", "{resp}");
+    assert_eq!(resp["id"], 2);
+    assert_eq!(resp["body"]["code"], 403, "{resp}");
+    let desc = resp["body"]["description"].as_str().expect("description");
+    assert!(desc.contains("no-pings-from-other-nodes"), "{desc}");
+    // B's own runtimes are not "node": bob may PING himself.
+    let resp = bob
+        .request(json!({"id": 9, "type": "PING", "from": hb, "to": "hyperty://b.test/nobody"}))
+        .await;
+    assert_eq!(resp["body"]["code"], 404, "{resp}");
 }
