@@ -550,6 +550,14 @@ impl RawConfig {
                     ),
                 ));
             }
+            // `node://<domain>` is the identity of another domain's node (bus/gateways.rs),
+            // which only a verified node proof gives.
+            if t.subject.starts_with("node://") {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!("token #{}: subject node://... is reserved for nodes", i + 1),
+                ));
+            }
         }
         let jwt = crate::auth::jwt::validate_issuers(self.auth.jwt)?;
         let s = &self.session;

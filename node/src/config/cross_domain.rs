@@ -130,6 +130,18 @@ mod tests {
     }
 
     #[test]
+    fn static_tokens_may_not_claim_a_node_identity() {
+        let mut raw = super::super::RawConfig::default();
+        raw.auth.tokens = vec![crate::auth::StaticToken {
+            token: "0123456789abcdef0".into(),
+            subject: "node://b.example".into(),
+            runtime: None,
+        }];
+        let e = raw.validate().expect_err("reserved");
+        assert!(e.to_string().contains("reserved for nodes"), "{e}");
+    }
+
+    #[test]
     // figment's Jail returns its own large error type.
     #[allow(clippy::result_large_err)]
     fn peers_from_the_environment() {
