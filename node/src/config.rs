@@ -17,9 +17,11 @@ use crate::clock::Clock;
 
 mod appservices;
 mod catalogue;
+mod cross_domain;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
+pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
 pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.
@@ -65,6 +67,8 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     pub stubs: RawStubs,
     pub appservices: RawAppservices,
+    /// `[cross_domain]`: routing to other domains (`config/cross_domain.rs`).
+    pub cross_domain: RawCrossDomain,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -227,6 +231,7 @@ impl Default for RawConfig {
             public_url: None,
             stubs: RawStubs::default(),
             appservices: RawAppservices::default(),
+            cross_domain: RawCrossDomain::default(),
         }
     }
 }
@@ -292,6 +297,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub stubs: StubsConfig,
     pub appservices: AppservicesConfig,
+    pub cross_domain: CrossDomainConfig,
     /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
     /// setting (no file or variable sets it).
     pub clock: Clock,
@@ -509,6 +515,14 @@ impl RawConfig {
                     ),
                 ));
             }
+            // `node://<domain>` is the identity of another domain's node (bus/gateways.rs),
+            // which only a verified node proof gives.
+            if t.subject.starts_with("node://") {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!("token #{}: subject node://... is reserved for nodes", i + 1),
+                ));
+            }
         }
         let jwt = crate::auth::jwt::validate_issuers(self.auth.jwt)?;
         let s = &self.session;
@@ -578,6 +592,7 @@ impl RawConfig {
         let server = validate_server(&self.server)?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
         let stubs = self.stubs.validate(&self.data_dir, &domain)?;
+        let cross_domain = self.cross_domain.validate(&self.data_dir, &domain)?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {
             invalid(
@@ -637,6 +652,7 @@ impl RawConfig {
             public_url,
             stubs,
             appservices,
+            cross_domain,
             clock: Clock::system(),
         })
     }

@@ -27,6 +27,8 @@
 //!   error-to-`errcode` mapping, accounts.
 //! - [`bridge`]: data objects on the bus as Matrix rooms, both ways.
 //! - [`stubhost`]: the protocol stubs the node runs (`[stubs.run.*]`), participants of the bus.
+//! - [`crossdomain`]: routing to other domains through their own protocol stubs, and node
+//!   authentication.
 //! - [`appservice`]: Matrix application services: registrations, transaction queues, queries.
 //! - [`metrics`]: the node's counters and their Prometheus text.
 //! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
@@ -50,7 +52,8 @@
 //!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
 //! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services).
 //! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`, `stubhost`
-//!    (protocol stubs run on the bus, answered with the codes of the WebSocket edge).
+//!    (protocol stubs run on the bus, answered with the codes of the WebSocket edge),
+//!    `crossdomain` (other domains' stubs run on the bus, the same way).
 //! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
 //!
 //! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
@@ -63,6 +66,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crossdomain;
 mod locks;
 mod maps;
 pub mod matrix;

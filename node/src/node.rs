@@ -33,6 +33,7 @@ use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
 use crate::clock::{Clock, Ticker};
 use crate::config::Config;
+use crate::crossdomain::CrossDomain;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyLoadError, PolicyPoint};
@@ -81,6 +82,7 @@ struct Inner {
     appservices: AppServices,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
+    cross_domain: CrossDomain,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
@@ -149,6 +151,11 @@ impl Node {
         &self.inner.catalogue
     }
 
+    /// Routing to other domains: their keys and stubs, node authentication.
+    pub fn cross_domain(&self) -> &CrossDomain {
+        &self.inner.cross_domain
+    }
+
     /// Cancelled when the node begins shutting down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -182,6 +189,7 @@ impl RunningNode {
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let mut metrics = Metrics::new();
         let stub_metrics = rethink_stubs::StubMetrics::new(metrics.registry_mut());
+        let gateway_metrics = stub_metrics.clone();
         let stub_versions = crate::stubhost::RunningVersions::new(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
@@ -246,11 +254,12 @@ impl RunningNode {
             crate::stubhost::StubsDeps {
                 host: stub_host,
                 catalogue: Arc::clone(&catalogue),
-                kv: stub_kv,
+                kv: stub_kv.clone(),
                 versions: stub_versions,
             },
         )
         .await?;
+        let cross_domain = CrossDomain::new(&config, rooms.clone());
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =
@@ -284,6 +293,7 @@ impl RunningNode {
                 bus,
                 metrics,
                 catalogue,
+                cross_domain,
                 shutdown,
                 sessions: TaskTracker::new(),
             }),
@@ -300,6 +310,14 @@ impl RunningNode {
             node.config().stubs.watch_interval,
             node.shutdown_token().clone(),
         ));
+        let _gateways = crate::crossdomain::start_gateways(
+            node.bus().clone(),
+            node.cross_domain().clone(),
+            gateway_metrics,
+            stub_kv,
+            node.config().stubs.cache_dir.clone(),
+            node.shutdown_token().clone(),
+        );
         node.appservices().start_pushers();
         tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.

@@ -18,6 +18,8 @@ mod canonical;
 mod catalogue;
 mod catalogue_reload;
 mod closing;
+mod crossdomain;
+mod crossdomain_refusals;
 mod durability;
 mod http;
 mod identity;

@@ -20,6 +20,7 @@
 mod addresses;
 pub mod bridge;
 mod error;
+mod gateways;
 pub mod identity;
 mod matrix_actions;
 pub mod outbox;
@@ -40,6 +41,7 @@ use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
 pub use error::RouteError;
+pub use gateways::remote_domain;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
@@ -115,6 +117,8 @@ struct Inner {
     /// objects are sent there after they are routed.
     bridge: Option<tokio::sync::mpsc::Sender<BridgeEvent>>,
     matrix_rates: matrix_actions::MatrixRates,
+    /// Routes to other domains (`gateways.rs`).
+    gateways: gateways::Gateways,
 }
 
 /// The message bus handle.
@@ -161,6 +165,7 @@ impl Bus {
                 next_connection: AtomicU64::new(1),
                 bridge,
                 matrix_rates: Default::default(),
+                gateways: Default::default(),
             }),
         }
     }
@@ -189,6 +194,7 @@ impl Bus {
         write(&self.inner.sessions).insert(Arc::clone(session.key()), Arc::clone(session));
         write(&self.inner.by_token).insert(*session.token_hash(), Arc::clone(session));
         self.inner.metrics.sessions.inc();
+        self.register_gateway(session);
     }
 
     /// Rebuilds persisted sessions at start. They wait in their resume window from now on.
@@ -330,6 +336,7 @@ impl Bus {
         }
         write(&self.inner.sessions).remove(session.key());
         write(&self.inner.by_token).remove(session.token_hash());
+        self.forget_gateway(session);
         self.inner.metrics.sessions.dec();
         self.inner.metrics.outbox_messages.dec_by(held as i64);
         self.submit(StoreOp::DeleteSession {
@@ -501,6 +508,7 @@ impl Bus {
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
         let mut pending = Pending::default();
+        self.open_gateways(envelope, origin).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {
@@ -545,7 +553,7 @@ impl Bus {
             source,
         })?;
         if !addr.is_in_domain(&self.inner.domain) {
-            return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
+            return self.route_remote(env, to, &addr, origin, pending);
         }
         if self.inner.bridge.is_some()
             && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {

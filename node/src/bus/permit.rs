@@ -29,13 +29,20 @@ pub enum Origin {
     Matrix(ruma::OwnedUserId),
     /// A protocol stub the node runs (`crate::stubhost`), through its session.
     Stub(Arc<Session>),
+    /// Another domain's node (`crate::crossdomain`): a session speaking for `domain`, either
+    /// that node's authenticated session here or our gateway session to it. It may send only
+    /// from addresses of `domain`, and only to addresses of this domain.
+    Node {
+        session: Arc<Session>,
+        domain: Arc<str>,
+    },
 }
 
 impl Origin {
     /// The session the message came from, if it came from one.
     pub fn session(&self) -> Option<&Arc<Session>> {
         match self {
-            Origin::Session(s) | Origin::Stub(s) => Some(s),
+            Origin::Session(s) | Origin::Stub(s) | Origin::Node { session: s, .. } => Some(s),
             Origin::Matrix(_) => None,
         }
     }
@@ -46,6 +53,7 @@ impl Origin {
             Origin::Session(_) => "ws",
             Origin::Matrix(_) => "matrix",
             Origin::Stub(_) => "stub",
+            Origin::Node { .. } => "node",
         }
     }
 }
@@ -55,6 +63,8 @@ impl Origin {
 pub enum Denied {
     #[error("sender {from} is not an address of this runtime")]
     Spoofed { from: String },
+    #[error("sender {from} is not in domain {domain}, the domain this node session proved")]
+    OutsideDomain { from: String, domain: String },
     #[error("message rate limit exceeded")]
     RateLimited,
     #[error("the message names {count} recipients; at most {max} are accepted")]
@@ -124,6 +134,17 @@ impl Bus {
                     return Err(Denied::RateLimited);
                 }
             }
+            // Another domain's node speaks only for its own domain.
+            Origin::Node { domain, .. } => {
+                let inside = rethink_proto::AddressRef::parse(envelope.from())
+                    .is_ok_and(|a| a.is_in_domain(domain));
+                if !inside {
+                    return Err(Denied::OutsideDomain {
+                        from: envelope.from().to_owned(),
+                        domain: domain.to_string(),
+                    });
+                }
+            }
             // The node speaks for a bridged room only from a data object of its domain.
             Origin::Matrix(_) => {
                 let object = envelope.from();
@@ -171,7 +192,9 @@ impl Bus {
             runtime: session.map(|s| &**s.runtime_url()),
             user: match origin {
                 Origin::Matrix(user) => Some(user.as_str()),
-                Origin::Session(s) | Origin::Stub(s) => s.identity().subject.as_deref(),
+                Origin::Session(s) | Origin::Stub(s) | Origin::Node { session: s, .. } => {
+                    s.identity().subject.as_deref()
+                }
             },
             transport: origin.transport(),
             rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),

@@ -62,6 +62,7 @@ pub fn router(node: Node, bound: SocketAddr) -> Router {
         .merge(catalogue::routes(Arc::clone(&public)))
         .merge(front::routes(public))
         .merge(demo::router())
+        .merge(crate::crossdomain::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(node);
     layers::edge(routes, request_timeout)

@@ -119,7 +119,7 @@ pub fn route_code(e: &RouteError) -> Code {
 /// The code for a refusal by the enforcement point.
 pub fn denied_code(d: &Denied) -> Code {
     match d {
-        Denied::Spoofed { .. } => Code::FORBIDDEN,
+        Denied::Spoofed { .. } | Denied::OutsideDomain { .. } => Code::FORBIDDEN,
         Denied::RateLimited => Code::TOO_MANY_REQUESTS,
         Denied::TooManyRecipients { .. } => Code::TOO_LARGE,
         Denied::Policy { .. } => Code::FORBIDDEN,

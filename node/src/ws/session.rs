@@ -40,7 +40,7 @@ use super::codec;
 use super::control::{self, Control};
 use super::error::SessionError;
 use crate::auth::{AuthError, Identity};
-use crate::bus::{Origin, SESSION, Session};
+use crate::bus::{SESSION, Session};
 use crate::node::Node;
 use read_ahead::{Held, read_failed, with_acks};
 
@@ -450,16 +450,19 @@ async fn handshake_message(
     }
 }
 
-/// The identity of this connection: the token it was upgraded with, else `body.token`, else
-/// anonymous (if allowed).
-fn presented_identity(
+/// The identity of this connection: the token it was upgraded with, else `body.token` (a node
+/// token proves another domain's node: `crossdomain`), else anonymous (if allowed).
+async fn presented_identity(
     node: &Node,
     pre_auth: Option<&Identity>,
     body_token: Option<&str>,
 ) -> Result<Identity, AuthError> {
-    match pre_auth {
-        Some(identity) => Ok(identity.clone()),
-        None => node.auth().authenticate(body_token),
+    match (pre_auth, body_token) {
+        (Some(identity), _) => Ok(identity.clone()),
+        (None, Some(t)) if rethink_crossdomain::proof::is_node_token(t) => {
+            node.cross_domain().verify_node_token(node.bus(), t).await
+        }
+        (None, _) => node.auth().authenticate(body_token),
     }
 }
 
@@ -470,7 +473,7 @@ async fn open(
     body_token: Option<String>,
     conn_id: u64,
 ) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
-    let identity = presented_identity(node, pre_auth, body_token.as_deref())?;
+    let identity = presented_identity(node, pre_auth, body_token.as_deref()).await?;
     if identity.runtime.as_deref().is_some_and(|r| r != env.from()) {
         return Err(AuthError::WrongRuntime.into());
     }
@@ -508,7 +511,7 @@ async fn reopen(
         return Err(SessionError::OtherRuntime);
     }
     // The runtimeToken alone does not carry the identity over to another connection.
-    let presented = presented_identity(node, pre_auth, body_token.as_deref())?;
+    let presented = presented_identity(node, pre_auth, body_token.as_deref()).await?;
     if presented.subject != session.identity().subject {
         return Err(SessionError::OtherIdentity);
     }
@@ -755,7 +758,7 @@ async fn handle_message(
     if env.to().len() == 1 && env.first_to() == SESSION {
         return control_message(node, session, &env).await;
     }
-    let origin = Origin::Session(Arc::clone(session));
+    let origin = bus.origin_of(session);
     let env = crate::bus::identity::stamp(&env, &origin).unwrap_or(env);
     let permit = match bus.authorize(&env, &origin) {
         Ok(p) => p,

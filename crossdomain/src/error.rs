@@ -1,0 +1,82 @@
+//! [`CrossDomainError`]: every reason another domain's stub, keys or proof are not accepted.
+
+use crate::fetch::FetchFailure;
+
+/// Why something from another domain was refused. [`CrossDomainError::code`] is the reTHINK
+/// code a sender gets for it.
+#[derive(Debug, thiserror::Error)]
+pub enum CrossDomainError {
+    #[error("domain {domain}: fetching {url}: {source}")]
+    Fetch {
+        domain: String,
+        url: String,
+        #[source]
+        source: FetchFailure,
+    },
+    #[error("domain {domain}: {what} is not valid JSON: {source}")]
+    NotJson {
+        domain: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("domain {domain}: {what}: {problem}")]
+    Malformed {
+        domain: String,
+        what: &'static str,
+        problem: String,
+    },
+    #[error("domain {domain}: {what} is not signed by {domain}")]
+    NotSigned { domain: String, what: &'static str },
+    #[error(
+        "domain {domain}: {what} is signed with key(s) {key_ids:?}, which {domain} does not publish"
+    )]
+    UnknownKey {
+        domain: String,
+        what: &'static str,
+        key_ids: Vec<String>,
+    },
+    #[error("domain {domain}: the signature of {what} does not verify: {source}")]
+    BadSignature {
+        domain: String,
+        what: &'static str,
+        #[source]
+        source: ruma::signatures::VerificationError,
+    },
+    #[error(
+        "domain {domain}: the stub's bytes have sha256 {actual}, its descriptor says {expected}"
+    )]
+    HashMismatch {
+        domain: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("domain {domain}: the stub cache at {path}: {source}")]
+    Cache {
+        domain: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node proof: {0}")]
+    Proof(String),
+    #[error("too many outstanding node challenges; try again later")]
+    ChallengesFull,
+}
+
+impl CrossDomainError {
+    /// The reTHINK (HTTP-style) code for a sender whose message needed this: 504 when the other
+    /// domain did not answer in time, 401 for a refused node proof, 503 when challenges are
+    /// exhausted, 502 for everything the other domain got wrong (and our cache failing).
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::Fetch {
+                source: FetchFailure::Timeout(_),
+                ..
+            } => 504,
+            Self::Proof(_) => 401,
+            Self::ChallengesFull => 503,
+            _ => 502,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! [`Fetch`]: how the crate GETs a URL. The embedder implements it (the node with its HTTPS
+//! client); tests with a table of answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Why a GET gave no usable body.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    /// No answer in time (a 504 for whoever waits on it).
+    #[error("no answer within {}s", .0.as_secs())]
+    Timeout(Duration),
+    /// Anything else: no connection, TLS, a status other than 200, a body too large.
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The future a [`Fetch`] returns.
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchFailure>> + Send + 'a>>;
+
+/// GETs a URL and returns the body of a `200` answer. Implementations bound the time and size.
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    fn get<'a>(&'a self, url: &'a str) -> FetchFuture<'a>;
+}

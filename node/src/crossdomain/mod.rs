@@ -1,0 +1,183 @@
+//! Routing across domains (issue 13), the node's side of crate `rethink-crossdomain`:
+//!
+//! - [`CrossDomain`]: the cheap-clone handle on the peers map, the other domains' keys and
+//!   stubs (resolved, fetched, verified and cached by the crate, over [`HttpFetch`]), the
+//!   node-authentication challenges this node issues (`GET /_rethink/node/challenge`, see
+//!   `http.rs`), the check of a node token presented at `open` (`ws::session`), and the proof
+//!   this node presents to another (a challenge fetched from it, signed with our server key);
+//! - `gateway.rs`: for each other domain a message is sent to, that domain's own `default` stub
+//!   run in the stub host, fed from the domain's gateway session (`bus/gateways.rs`), opening
+//!   a session on the other node with our proof; what it hands back enters the bus as
+//!   [`crate::bus::Origin::Node`]. A domain whose stub is refused (hash, signature, fetch) has
+//!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why.
+
+mod gateway;
+mod http;
+
+pub use gateway::start_gateways;
+pub use http::routes;
+
+use std::sync::Arc;
+
+use rethink_crossdomain::proof::{self, Challenge, Challenges};
+use rethink_crossdomain::{
+    CrossDomainError, Fetch, FetchFailure, FetchFuture, KeyCache, PeerUrls, Peers, StubCache,
+    VerifiedStub,
+};
+use ruma::CanonicalJsonObject;
+
+use crate::auth::fetch::{FETCH_TIMEOUT, FetchError, JwksUrl};
+use crate::auth::{AuthError, Identity};
+use crate::bus::Bus;
+use crate::clock::Clock;
+use crate::config::{Config, CrossDomainConfig};
+use crate::rooms::Rooms;
+
+/// At most this many node challenges are outstanding.
+const MAX_CHALLENGES: usize = 10_000;
+
+/// [`Fetch`] over the node's minimal HTTP(S) client (`auth::fetch`: `https://`, or `http://` on
+/// loopback; 10 s; 1 MiB).
+#[derive(Debug, Default)]
+pub struct HttpFetch;
+
+impl Fetch for HttpFetch {
+    fn get<'a>(&'a self, url: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let url = JwksUrl::parse(url).map_err(|e| FetchFailure::Failed(e.into()))?;
+            crate::auth::fetch::get(&url).await.map_err(|e| match e {
+                FetchError::Timeout => FetchFailure::Timeout(FETCH_TIMEOUT),
+                other => FetchFailure::Failed(Box::new(other)),
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    domain: String,
+    config: CrossDomainConfig,
+    peers: Peers,
+    keys: KeyCache,
+    stubs: StubCache,
+    challenges: Challenges,
+    fetch: HttpFetch,
+    rooms: Rooms,
+    clock: Clock,
+}
+
+/// The node's cross-domain handle.
+#[derive(Debug, Clone)]
+pub struct CrossDomain {
+    inner: Arc<Inner>,
+}
+
+impl CrossDomain {
+    /// From the configuration; `rooms` holds the server key proofs are signed with.
+    pub fn new(config: &Config, rooms: Rooms) -> Self {
+        let cd = &config.cross_domain;
+        Self {
+            inner: Arc::new(Inner {
+                domain: config.domain.clone(),
+                peers: Peers::new(cd.peers.iter().cloned()),
+                keys: KeyCache::new(),
+                stubs: StubCache::new(Some(cd.cache_dir.clone())),
+                challenges: Challenges::new(cd.proof_ttl, MAX_CHALLENGES),
+                fetch: HttpFetch,
+                config: cd.clone(),
+                rooms,
+                clock: config.clock.clone(),
+            }),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.clock.unix_ms()).unwrap_or(0)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CrossDomainConfig {
+        &self.inner.config
+    }
+
+    /// Where `domain`'s node is.
+    pub fn resolve(&self, domain: &str) -> PeerUrls {
+        self.inner.peers.resolve(domain)
+    }
+
+    /// A challenge for a node that wants to prove its domain to us.
+    pub fn issue_challenge(&self) -> Result<Challenge, CrossDomainError> {
+        self.inner.challenges.issue(self.now_ms())
+    }
+
+    /// The identity a node token proves: `node://<domain>`, bound to that domain's node runtime
+    /// URL here. A refusal is logged with its reason and is a plain 401 for the connection.
+    pub async fn verify_node_token(&self, bus: &Bus, token: &str) -> Result<Identity, AuthError> {
+        let i = &self.inner;
+        if !i.config.enabled {
+            tracing::warn!("a node token was refused: cross_domain.enabled is off");
+            return Err(AuthError::InvalidToken);
+        }
+        match proof::verify(
+            token,
+            &i.domain,
+            self.now_ms(),
+            &i.challenges,
+            &i.peers,
+            &i.keys,
+            &i.fetch,
+        )
+        .await
+        {
+            Ok(p) => {
+                let runtime = bus.node_runtime_url(&p.domain);
+                Ok(Bus::node_identity(&p.domain, runtime))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a node token was refused");
+                Err(AuthError::InvalidToken)
+            }
+        }
+    }
+
+    /// Our proof for `peer`'s node: a challenge fetched from it, signed with our server key,
+    /// as a node token.
+    pub(crate) async fn proof_for(&self, peer: &PeerUrls) -> Result<String, CrossDomainError> {
+        let url = format!("{}{}", peer.base_url, http::CHALLENGE_PATH);
+        let body = self
+            .inner
+            .fetch
+            .get(&url)
+            .await
+            .map_err(|source| CrossDomainError::Fetch {
+                domain: peer.domain.clone(),
+                url: url.clone(),
+                source,
+            })?;
+        let challenge: Challenge =
+            serde_json::from_slice(&body).map_err(|source| CrossDomainError::NotJson {
+                domain: peer.domain.clone(),
+                what: "the node challenge",
+                source,
+            })?;
+        let mut object: CanonicalJsonObject =
+            proof::proof_object(&self.inner.domain, &peer.domain, &challenge);
+        self.inner
+            .rooms
+            .server_key()
+            .sign_json(&mut object)
+            .map_err(|e| CrossDomainError::Proof(format!("signing our proof: {e}")))?;
+        Ok(proof::token(&object))
+    }
+
+    /// `domain`'s stub, verified (fetched again only when its version or hash changed).
+    pub(crate) async fn load_stub(
+        &self,
+        domain: &str,
+    ) -> Result<Arc<VerifiedStub>, CrossDomainError> {
+        let i = &self.inner;
+        i.stubs
+            .load(&i.fetch, &i.keys, &i.peers.resolve(domain))
+            .await
+    }
+}

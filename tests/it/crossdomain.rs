@@ -1,0 +1,165 @@
+//! Routing across domains (issue 13) with two real nodes in one test: `a.test` and `b.test` on
+//! loopback, each naming the other in `cross_domain.peers`. A message from a hyperty on A to one
+//! on B goes through A's instance of B's own `default` stub (downloaded from B's catalogue,
+//! verified, run in A's stub host), which opens a node session on B with A's signed proof; B's
+//! answers come back the same way.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Rt, TestNode};
+
+pub(crate) const A: &str = "a.test";
+pub(crate) const B: &str = "b.test";
+/// How long the first message may take: B's stub is downloaded, verified and compiled (an
+/// unoptimised wasmtime in tests takes seconds) before it connects.
+pub(crate) const FIRST: Duration = Duration::from_secs(60);
+
+/// A free loopback address (the port is released for the node to bind).
+pub(crate) fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A node of `domain` on `addr`, with cross-domain routing on and `peers`.
+pub(crate) async fn node(domain: &str, addr: SocketAddr, peers: &[(&str, SocketAddr)]) -> TestNode {
+    node_with(domain, addr, peers, |_| {}).await
+}
+
+/// Like [`node`], the configuration changed by `edit`.
+pub(crate) async fn node_with(
+    domain: &str,
+    addr: SocketAddr,
+    peers: &[(&str, SocketAddr)],
+    edit: impl FnOnce(&mut rethink_node::Config),
+) -> TestNode {
+    let domain = domain.to_owned();
+    let peers: Vec<(String, String)> = peers
+        .iter()
+        .map(|(d, a)| ((*d).to_owned(), format!("http://{a}")))
+        .collect();
+    TestNode::spawn_with(move |c| {
+        c.matrix.server_name = domain.as_str().try_into().expect("server name");
+        c.domain = domain;
+        c.listen = addr;
+        c.cross_domain.enabled = true;
+        c.cross_domain.peers = peers;
+        edit(c);
+    })
+    .await
+}
+
+/// Nodes A and B, each knowing the other.
+pub(crate) async fn two_nodes() -> (TestNode, TestNode) {
+    let (aa, ab) = (free_addr(), free_addr());
+    let b = node(B, ab, &[(A, aa)]).await;
+    let a = node(A, aa, &[(B, ab)]).await;
+    (a, b)
+}
+
+/// A runtime of `domain` on `node`, with one hyperty address.
+pub(crate) async fn hyperty(node: &TestNode, domain: &str, name: &str) -> (Rt, String) {
+    let mut rt = Rt::connect(node, name).await;
+    rt.url = format!("hyperty-runtime://{domain}/{name}");
+    let resp = rt.open_session(json!({})).await;
+    assert_eq!(resp["body"]["code"], 200, "open: {resp}");
+    let from = format!("{}/registry/allocation", rt.url);
+    let resp = rt
+        .request(json!({"type": "create", "from": from,
+            "to": format!("domain://msg-node.{domain}/address-allocation"),
+            "body": {"scheme": "hyperty", "value": {"number": 1}}}))
+        .await;
+    assert_eq!(resp["body"]["code"], 200, "allocation: {resp}");
+    let address = resp["body"]["value"]["allocated"][0]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    (rt, address)
+}
+
+#[tokio::test]
+async fn a_hyperty_on_a_reaches_a_hyperty_on_b_and_gets_its_response() {
+    let (a, b) = two_nodes().await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
+        .await;
+    // The first message waits for B's stub: downloaded, verified, compiled, connected.
+    let got = bob
+        .try_recv(FIRST)
+        .await
+        .expect("the PING through B's stub");
+    assert_eq!(got["type"], "PING");
+    assert_eq!(got["from"], json!(ha));
+    assert_eq!(got["body"]["n"], 1);
+
+    bob.send(&json!({"id": 1, "type": "response", "from": hb, "to": ha,
+        "body": {"code": 200, "value": "pong"}}))
+        .await;
+    let resp = alice.recv().await;
+    assert_eq!(resp["type"], "response", "{resp}");
+    assert_eq!(resp["from"], json!(hb));
+    assert_eq!(resp["body"]["value"], "pong");
+
+    // The gateway is up now: a second round trip the same way.
+    alice
+        .send(&json!({"id": 2, "type": "PING", "from": ha, "to": hb, "body": {"n": 2}}))
+        .await;
+    assert_eq!(bob.recv().await["body"]["n"], 2);
+}
+
+#[tokio::test]
+async fn b_decides_messages_from_a_with_its_own_policies_as_transport_node() {
+    let policies = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema"),
+        policies.path().join("schema.cedarschema"),
+    )
+    .expect("copy the schema");
+    std::fs::write(
+        policies.path().join("nodes.cedar"),
+        r#"@id("allow-all")
+permit(principal, action, resource);
+
+@id("no-pings-from-other-nodes")
+forbid(principal, action, resource)
+when { context.transport == "node" && context.message_type == "PING" };
+"#,
+    )
+    .expect("write policy");
+    let (aa, ab) = (free_addr(), free_addr());
+    let dir = policies.path().to_path_buf();
+    let b = node_with(B, ab, &[(A, aa)], |c| c.policy.dir = Some(dir)).await;
+    let a = node(A, aa, &[(B, ab)]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+
+    // Another type passes B's policies: the node session is up.
+    alice
+        .send(&json!({"id": 1, "type": "HELLO", "from": ha, "to": hb}))
+        .await;
+    let got = bob
+        .try_recv(FIRST)
+        .await
+        .expect("the HELLO through B's stub");
+    assert_eq!(got["type"], "HELLO");
+    // A PING from a node is refused by B's policy; the 403 naming it reaches the sender on A.
+    alice
+        .send(&json!({"id": 2, "type": "PING", "from": ha, "to": hb}))
+        .await;
+    let resp = alice.recv().await;
+    assert_eq!(resp["type"], "response", "{resp}");
+    assert_eq!(resp["id"], 2);
+    assert_eq!(resp["body"]["code"], 403, "{resp}");
+    let desc = resp["body"]["description"].as_str().expect("description");
+    assert!(desc.contains("no-pings-from-other-nodes"), "{desc}");
+    // B's own runtimes are not "node": bob may PING himself.
+    let resp = bob
+        .request(json!({"id": 9, "type": "PING", "from": hb, "to": "hyperty://b.test/nobody"}))
+        .await;
+    assert_eq!(resp["body"]["code"], 404, "{resp}");
+}
