@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long the node gets to answer `/healthz` with 200.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the node gets to answer `/healthz` with 200 (a debug build compiling its stubs
+/// takes tens of seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the node could not be started.
 #[derive(Debug, thiserror::Error)]
