@@ -174,6 +174,20 @@ fn spawn_ticker(engine: Engine, tick: std::time::Duration) -> std_mpsc::Sender<(
     tx
 }
 
+/// What each stub worker thread runs at its start: lowers its scheduling priority to `nice`
+/// (Linux). A failure is logged; the thread runs at the embedder's priority.
+fn lower_priority(nice: i32) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        if nice == 0 {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+            tracing::warn!(error = %e, nice, "a stub worker thread keeps its priority");
+        }
+    }
+}
+
 impl Host {
     /// Builds the engine and linker and starts the epoch ticker. `metrics` is where the
     /// per-stub metrics go (see [`StubMetrics::new`]).
@@ -185,6 +199,7 @@ impl Host {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("stub-worker")
+            .on_thread_start(lower_priority(config.nice))
             .enable_all()
             .build()
             .map_err(|e| StubError::Config(format!("the stubs' runtime: {e}")))?;
@@ -324,5 +339,20 @@ impl Host {
             checked.pre.clone(),
             ctx,
         )
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn worker_threads_run_at_the_configured_nice() {
+        let nice = std::thread::spawn(|| {
+            super::lower_priority(7)();
+            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+        })
+        .join()
+        .expect("thread")
+        .expect("getpriority");
+        assert_eq!(nice, 7);
     }
 }

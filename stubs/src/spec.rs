@@ -19,6 +19,10 @@ pub struct HostConfig {
     /// Worker threads of the stubs' own tokio runtime (stubs never run on the embedder's
     /// threads, so a runaway stub cannot take them).
     pub threads: usize,
+    /// The nice value of those threads (Linux; 0 = the embedder's priority): a stub that spins
+    /// until its call deadline then gets a small share of a contended CPU, so the embedder's
+    /// own threads keep their latency.
+    pub nice: i32,
     /// First restart delay after a failure; doubles per consecutive failure.
     pub restart_backoff: Duration,
     /// Largest restart delay.
@@ -37,6 +41,7 @@ impl Default for HostConfig {
             max_memory_bytes: 256 << 20,
             tick: Duration::from_millis(10),
             threads: 2,
+            nice: 10,
             restart_backoff: Duration::from_millis(50),
             restart_backoff_max: Duration::from_secs(10),
             breaker_threshold: 5,

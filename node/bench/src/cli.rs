@@ -1,9 +1,12 @@
 //! Command line: raw clap arguments, then validated into the configuration the
 //! scenarios run with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
+
+pub(crate) use crate::attack::AttackConfig;
 
 /// Load generator for rethink-node.
 #[derive(Debug, Parser)]
@@ -108,6 +111,19 @@ struct WsArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Start the node with this configuration file (its `--config`), e.g. one with
+    /// `[stubs.run.*]` for --attack-stub; the bench's own settings (listen, domain, data
+    /// directory, rate limits) still override it.
+    #[arg(long, conflicts_with = "url", value_name = "FILE")]
+    node_config: Option<PathBuf>,
+    /// While the load runs, one more session keeps sending the probe stub's `spin` command
+    /// (no limit: it loops until its call deadline) to this address of a stub run by the node
+    /// (repeat for several stubs); the report adds the answers and the node's stub metrics.
+    #[arg(long, value_name = "ADDRESS")]
+    attack_stub: Vec<String>,
+    /// With --attack-stub: spin commands per second to each stub.
+    #[arg(long, default_value_t = 2.0, requires = "attack_stub")]
+    attack_rate: f64,
 }
 
 /// A validated command.
@@ -124,6 +140,8 @@ pub(crate) struct Target {
     pub(crate) url: Option<String>,
     pub(crate) node_pid: Option<u32>,
     pub(crate) domain: String,
+    /// The configuration file of a node the bench starts.
+    pub(crate) node_config: Option<PathBuf>,
 }
 
 /// The `ws` command, validated.
@@ -154,6 +172,8 @@ pub(crate) struct LoadConfig {
     pub(crate) warmup: Duration,
     pub(crate) size: usize,
     pub(crate) batch: u32,
+    /// Runaway stubs kept busy meanwhile.
+    pub(crate) attack: Option<AttackConfig>,
 }
 
 impl LoadConfig {
@@ -257,6 +277,7 @@ impl MatrixArgs {
                 url: self.url.map(|u| u.trim_end_matches('/').to_owned()),
                 node_pid: self.node_pid,
                 domain: self.domain,
+                node_config: None,
             },
             users: self.users,
             rooms: self.rooms,
@@ -288,14 +309,46 @@ impl WsArgs {
         if self.connect_parallel == 0 {
             return Err("--connect-parallel must be at least 1".into());
         }
+        if let Some(path) = &self.node_config
+            && !path.is_file()
+        {
+            return Err(format!("--node-config {}: no such file", path.display()));
+        }
+        let attack = if self.attack_stub.is_empty() {
+            None
+        } else {
+            if !self.attack_rate.is_finite() || !(0.01..=1000.0).contains(&self.attack_rate) {
+                return Err(format!(
+                    "--attack-rate must be between 0.01 and 1000 per second, got {}",
+                    self.attack_rate
+                ));
+            }
+            if let Some(bad) = self
+                .attack_stub
+                .iter()
+                .find(|a| !a.contains("://") || a.contains(['"', ' ']))
+            {
+                return Err(format!(
+                    "--attack-stub must be an address such as hyperty://<domain>/<name>, got {bad:?}"
+                ));
+            }
+            Some(AttackConfig {
+                stubs: self.attack_stub,
+                rate: self.attack_rate,
+            })
+        };
         let target = Target {
             url: self.url,
             node_pid: self.node_pid,
             domain: self.domain,
+            node_config: self.node_config,
         };
         let mode = if let Some(sessions) = self.idle {
             if sessions == 0 {
                 return Err("--idle needs at least 1 session".into());
+            }
+            if attack.is_some() {
+                return Err("--attack-stub needs the load scenario, not --idle".into());
             }
             WsMode::Idle(IdleConfig {
                 sessions,
@@ -332,6 +385,7 @@ impl WsArgs {
                 warmup: seconds("warmup", self.warmup, 0.0)?,
                 size: self.size,
                 batch: self.batch,
+                attack,
             })
         };
         Ok(WsConfig {
@@ -458,6 +512,59 @@ mod tests {
             ws(&["--node-pid", "12"]).is_err(),
             "--node-pid requires --url"
         );
+    }
+
+    #[test]
+    fn attack_options() {
+        let WsMode::Load(l) = ws(&["--attack-stub", "hyperty://bench.local/runaway"])
+            .expect("valid")
+            .mode
+        else {
+            panic!("load mode")
+        };
+        assert_eq!(
+            l.attack,
+            Some(AttackConfig {
+                stubs: vec!["hyperty://bench.local/runaway".into()],
+                rate: 2.0
+            })
+        );
+        let WsMode::Load(l) = ws(&[
+            "--attack-stub",
+            "hyperty://d/a",
+            "--attack-stub",
+            "hyperty://d/b",
+            "--attack-rate",
+            "5",
+        ])
+        .expect("valid")
+        .mode
+        else {
+            panic!("load mode")
+        };
+        let attack = l.attack.expect("attack");
+        assert_eq!((attack.stubs.len(), attack.rate), (2, 5.0));
+        assert!(matches!(
+            ws(&[]).expect("valid").mode,
+            WsMode::Load(LoadConfig { attack: None, .. })
+        ));
+        assert!(ws(&["--attack-rate", "5"]).is_err(), "needs --attack-stub");
+        assert!(ws(&["--attack-stub", "runaway"]).is_err());
+        assert!(ws(&["--attack-stub", "hyperty://d/a", "--attack-rate", "0"]).is_err());
+        assert!(ws(&["--attack-stub", "hyperty://d/a", "--idle"]).is_err());
+        assert!(ws(&["--node-config", "/nonexistent/rethink.toml"]).is_err());
+        assert!(
+            ws(&[
+                "--node-config",
+                "Cargo.toml",
+                "--url",
+                "ws://127.0.0.1:1/ws"
+            ])
+            .is_err(),
+            "a running node has its own configuration"
+        );
+        let cfg = ws(&["--node-config", "Cargo.toml"]).expect("valid");
+        assert_eq!(cfg.target.node_config, Some(PathBuf::from("Cargo.toml")));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! while concurrent senders PUT messages; it reports sends/s, the PUT's latency
 //! and the send-to-sync latency of the first and of every receiver.
 
+mod attack;
 mod cli;
 mod client;
 mod cpu;

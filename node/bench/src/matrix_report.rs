@@ -293,6 +293,7 @@ mod tests {
                 target: Target {
                     url: None,
                     node_pid: None,
+                    node_config: None,
                     domain: "bench.local".into(),
                 },
                 users: 100,

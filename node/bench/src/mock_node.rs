@@ -1,6 +1,8 @@
 //! A minimal stand-in for the node's WebSocket bus, for the bench's own tests:
 //! `open`, hyperty address allocation, routing of other messages by `to`
-//! (with a per-session `seq` inserted), optional 503 refusals.
+//! (with a per-session `seq` inserted), optional 503 refusals, and stand-ins for runaway
+//! stubs (addresses whose every message is answered 504, as the node answers a call that ran
+//! past its deadline).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,10 +31,21 @@ struct Shared {
     refuse_every: u64,
     routed: AtomicU64,
     next_address: AtomicU64,
+    /// Addresses answered 504 (runaway stubs).
+    runaway_stubs: Vec<String>,
 }
 
 impl MockNode {
     pub(crate) async fn start(domain: &str, refuse_every: u64) -> Self {
+        Self::start_with_stubs(domain, refuse_every, Vec::new()).await
+    }
+
+    /// A mock node where every message to one of `runaway_stubs` is answered 504.
+    pub(crate) async fn start_with_stubs(
+        domain: &str,
+        refuse_every: u64,
+        runaway_stubs: Vec<String>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
@@ -41,6 +54,7 @@ impl MockNode {
             refuse_every,
             routed: AtomicU64::new(0),
             next_address: AtomicU64::new(1),
+            runaway_stubs,
         });
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -112,6 +126,13 @@ fn handle(m: &Value, tx: &mpsc::UnboundedSender<String>, shared: &Shared) {
             let _ = tx.send(response(m, 200, json!({"allocated": [address]})));
         }
         "ack" | "close" => {}
+        _ if shared.runaway_stubs.iter().any(|s| s == to) => {
+            let mut r: Value =
+                serde_json::from_str(&response(m, 504, Value::Null)).unwrap_or_default();
+            r["body"]["description"] =
+                json!(format!("stub at {to}: the call ran past its deadline"));
+            let _ = tx.send(r.to_string());
+        }
         _ => {
             let routed = shared.routed.fetch_add(1, Ordering::Relaxed) + 1;
             if shared.refuse_every > 0 && routed.is_multiple_of(shared.refuse_every) {

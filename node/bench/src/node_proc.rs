@@ -4,15 +4,16 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long the node gets to answer `/healthz` with 200.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the node gets to answer `/healthz` with 200 (a debug build compiling its stubs
+/// takes tens of seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the node could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +65,9 @@ impl NodeProcess {
         }
     }
 
-    /// Starts the node for `domain` on a free port and waits until it is healthy.
-    pub(crate) async fn start(domain: &str) -> Result<Self, NodeError> {
+    /// Starts the node for `domain` on a free port (with configuration file `config`, if
+    /// given) and waits until it is healthy.
+    pub(crate) async fn start(domain: &str, config: Option<&Path>) -> Result<Self, NodeError> {
         let path = Self::executable()?;
         let port = free_port().map_err(NodeError::Port)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -73,7 +75,11 @@ impl NodeProcess {
             .prefix("rethink-bench-")
             .tempdir()
             .map_err(NodeError::DataDir)?;
-        let child = Command::new(&path)
+        let mut command = Command::new(&path);
+        if let Some(config) = config {
+            command.env("RETHINK_CONFIG", config);
+        }
+        let child = command
             .env("RETHINK_LISTEN", addr.to_string())
             .env("RETHINK_DOMAIN", domain)
             .env("RETHINK_DATA_DIR", data_dir.path())

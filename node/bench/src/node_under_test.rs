@@ -36,7 +36,9 @@ impl NodeUnderTest {
                 url: url.clone(),
                 pid: target.node_pid,
             },
-            None => NodeUnderTest::Started(NodeProcess::start(&target.domain).await?),
+            None => NodeUnderTest::Started(
+                NodeProcess::start(&target.domain, target.node_config.as_deref()).await?,
+            ),
         })
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
+use crate::attack::AttackReport;
 use crate::cli::{Target, WsConfig, WsMode};
 use crate::stats::{ErrorStat, Summary};
 
@@ -20,6 +21,8 @@ pub(crate) struct Report {
     pub(crate) connect_secs: f64,
     /// `None` in idle mode.
     pub(crate) traffic: Option<Traffic>,
+    /// What the attacker saw (`--attack-stub`).
+    pub(crate) attack: Option<AttackReport>,
     /// Error responses by code.
     pub(crate) errors: BTreeMap<u16, ErrorStat>,
     /// Sessions that ended early, and why.
@@ -259,6 +262,7 @@ impl Report {
             "sessions": self.sessions,
             "connect_secs": round2(self.connect_secs),
             "traffic": traffic,
+            "attack": self.attack.as_ref().map(AttackReport::to_json),
             "errors": errors_json(&self.errors),
             "failures": self.failures.len(),
             "first_failures": self.failures.iter().take(5).collect::<Vec<_>>(),
@@ -353,6 +357,9 @@ impl fmt::Display for Report {
         }
         write_errors(f, &self.errors)?;
         write_failures(f, &self.failures, "session(s) ended early")?;
+        if let Some(attack) = &self.attack {
+            write!(f, "{attack}")?;
+        }
         self.rss.write_line(f)?;
         if let (Some(start), Some(end)) = (self.rss.start, self.rss.end)
             && self.sessions > 0
@@ -380,6 +387,7 @@ mod tests {
                 target: Target {
                     url: None,
                     node_pid: None,
+                    node_config: None,
                     domain: "bench.local".into(),
                 },
                 mode: WsMode::Idle(IdleConfig {
@@ -394,6 +402,7 @@ mod tests {
             sessions: 10,
             connect_secs: 0.123,
             traffic: None,
+            attack: None,
             errors: BTreeMap::from([(
                 503,
                 ErrorStat {
@@ -434,6 +443,7 @@ mod tests {
             warmup: Duration::from_secs(1),
             size: 200,
             batch: 1,
+            attack: None,
         });
         r.sessions = 4;
         r.errors.clear();

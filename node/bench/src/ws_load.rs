@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::attack::{AttackReport, Attacker, http_authority};
 use crate::cli::{IdleConfig, LoadConfig, WsConfig, WsMode};
 use crate::client::{self, ClientError, PingTemplate, Session};
 use crate::node_proc::{self, NodeError};
@@ -30,6 +31,8 @@ pub(crate) enum LoadError {
         total: usize,
         first: ClientError,
     },
+    #[error("the attacker's session could not be opened: {0}")]
+    Attacker(#[source] ClientError),
 }
 
 /// Runs the `ws` command and returns its report.
@@ -58,16 +61,29 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
     )
     .await?;
     let connect_secs = started.elapsed().as_secs_f64();
+    let attacker = match &cfg.mode {
+        WsMode::Load(LoadConfig {
+            attack: Some(_), ..
+        }) => {
+            let id = format!("bench-attacker-{}", uuid::Uuid::new_v4().simple());
+            Some(
+                client::open_session(&url, &cfg.target.domain, &id)
+                    .await
+                    .map_err(LoadError::Attacker)?,
+            )
+        }
+        _ => None,
+    };
     let rss_connected = node.rss_mib();
 
-    let (traffic, stats, rss_end) = match &cfg.mode {
+    let (traffic, stats, rss_end, attack) = match &cfg.mode {
         WsMode::Load(l) => {
-            let (traffic, stats, rss_end) = load(sessions, l, pid).await;
-            (Some(traffic), stats, rss_end)
+            let (traffic, stats, rss_end, attack) = load(sessions, attacker, l, &url, pid).await;
+            (Some(traffic), stats, rss_end, attack)
         }
         WsMode::Idle(i) => {
             let (stats, rss_end) = idle(sessions, i, pid).await;
-            (None, stats, rss_end)
+            (None, stats, rss_end, None)
         }
     };
 
@@ -80,6 +96,7 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
         sessions: sessions_wanted,
         connect_secs,
         traffic,
+        attack,
         errors: stats.errors,
         failures,
         rss: Rss::new(rss_start, rss_connected, rss_end, sampler.stop()),
@@ -140,13 +157,16 @@ async fn connect_all(
     }
 }
 
-/// The PING scenario on open sessions. Returns the traffic figures, the merged
-/// per-session statistics and the RSS after draining.
+/// The PING scenario on open sessions, with the attacker on its own session if one is
+/// configured. Returns the traffic figures, the merged per-session statistics, the RSS after
+/// draining and what the attacker saw.
 async fn load(
     sessions: Vec<Session>,
+    attacker: Option<Session>,
     cfg: &LoadConfig,
+    url: &str,
     pid: Option<u32>,
-) -> (Traffic, RuntimeStats, Option<f64>) {
+) -> (Traffic, RuntimeStats, Option<f64>, Option<AttackReport>) {
     let epoch = Instant::now();
     let clock = Arc::new(Clock {
         epoch,
@@ -202,6 +222,12 @@ async fn load(
         ));
     }
 
+    // The attack starts with the load (warm-up included), so that the measured window sees a
+    // stub already spinning.
+    let attacker = attacker.zip(cfg.attack.clone()).map(|(session, attack)| {
+        Attacker::spawn(session, attack, Arc::clone(&clock), phase_rx.clone())
+    });
+
     tokio::time::sleep_until((epoch + cfg.warmup + cfg.duration).into()).await;
     let _ = phase_tx.send(Phase::StopSending);
     // Let the writers notice, then wait for what is still in flight.
@@ -223,6 +249,10 @@ async fn load(
     for t in tasks {
         stats.merge(t.join().await);
     }
+    let attack = match attacker {
+        Some(a) => Some(a.finish(http_authority(url)).await),
+        None => None,
+    };
     let ping_errors = totals.ping_errors.load(Ordering::Relaxed);
     let measured_secs = cfg.duration.as_secs_f64();
     let latencies = std::mem::take(&mut stats.latencies);
@@ -242,7 +272,7 @@ async fn load(
         latency: latencies.summarize(),
         service_latency: service_latencies.summarize(),
     };
-    (traffic, stats, rss_end)
+    (traffic, stats, rss_end, attack)
 }
 
 /// The idle scenario: the sessions only acknowledge what they get for `hold`.
@@ -283,7 +313,7 @@ async fn idle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Target;
+    use crate::cli::{AttackConfig, Target};
     use crate::mock_node::MockNode;
 
     fn config(url: String, mode: WsMode) -> WsConfig {
@@ -291,6 +321,7 @@ mod tests {
             target: Target {
                 url: Some(url),
                 node_pid: None,
+                node_config: None,
                 domain: "bench.local".into(),
             },
             mode,
@@ -309,6 +340,7 @@ mod tests {
             warmup: Duration::from_millis(200),
             size: 200,
             batch,
+            attack: None,
         })
     }
 
@@ -382,6 +414,53 @@ mod tests {
         assert_eq!(report.sessions, 20);
         assert!(report.traffic.is_none());
         assert!(report.failures.is_empty(), "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attacked_load_against_mock_node() {
+        let stubs = vec![
+            "hyperty://bench.local/runaway".to_owned(),
+            "hyperty://bench.local/other".to_owned(),
+        ];
+        let node = MockNode::start_with_stubs("bench.local", 0, stubs.clone()).await;
+        let WsMode::Load(mut load) = load_mode(4, false, Some(1_000.0), 1) else {
+            unreachable!()
+        };
+        load.attack = Some(AttackConfig {
+            stubs: stubs.clone(),
+            rate: 20.0,
+        });
+        let report = run(&config(node.url(), WsMode::Load(load)))
+            .await
+            .expect("runs");
+        let t = report.traffic.as_ref().expect("traffic");
+        assert_eq!(t.lost, 0, "{report}");
+        assert!(report.failures.is_empty(), "{report}");
+        assert!(report.errors.is_empty(), "the load sees no 504: {report}");
+        let a = report.attack.as_ref().expect("attack report");
+        // 20/s to each of two stubs for the 0.7 s of warm-up and measurement.
+        assert!((20..=40).contains(&a.sent), "{report}");
+        assert_eq!(a.answers.len(), 1, "{report}");
+        let answered = &a.answers[&504];
+        assert_eq!(answered.count, a.sent, "{report}");
+        assert_eq!(a.unanswered, 0, "{report}");
+        assert!(
+            answered
+                .description
+                .as_deref()
+                .is_some_and(|d| d.contains("deadline")),
+            "{report}"
+        );
+        assert!(answered.last_secs < 0.7 + 0.5, "{report}");
+        assert!(a.failure.is_none(), "{report}");
+        // The mock has no /metrics: said, not fatal.
+        assert!(a.metrics.is_err(), "{report}");
+        let text = report.to_string();
+        assert!(text.contains("attack ") && text.contains("504: "), "{text}");
+        assert_eq!(
+            report.to_json()["attack"]["answers"]["504"]["count"],
+            a.sent
+        );
     }
 
     #[tokio::test]
