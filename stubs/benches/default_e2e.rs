@@ -2,7 +2,7 @@
 //! committed `default` stub (run by this host) to a local node and back.
 //!
 //! The bench starts the `rethink-node` executable of the same target directory (or
-//! `RETHINK_BENCH_NODE`) on a free port and a temporary data directory, starts the default stub
+//! `STUBS_BENCH_NODE`, not a `RETHINK_*` name, which the node would read as a setting) on a free port and a temporary data directory, starts the default stub
 //! for the runtime `hyperty-runtime://bench.example/rt`, and hands it `N` updates from
 //! `<rt>/a` to `<rt>/b` (at most `WINDOW` outstanding). The node routes each back to the same
 //! session, the stub hands it to its bus (this bench's port), which answers it with a
@@ -51,7 +51,7 @@ struct Node {
 
 impl Node {
     fn start() -> Self {
-        let path = std::env::var_os("RETHINK_BENCH_NODE")
+        let path = std::env::var_os("STUBS_BENCH_NODE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 // target/release/deps/<bench> -> target/release/rethink-node
@@ -63,7 +63,7 @@ impl Node {
             });
         assert!(
             path.is_file(),
-            "{} not found: `cargo build --release -p rethink-node` first, or set RETHINK_BENCH_NODE",
+            "{} not found: `cargo build --release -p rethink-node` first, or set STUBS_BENCH_NODE",
             path.display()
         );
         let dir = tempfile::tempdir().expect("data dir");
