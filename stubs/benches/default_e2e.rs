@@ -3,11 +3,11 @@
 //!
 //! The bench starts the `rethink-node` executable of the same target directory (or
 //! `STUBS_BENCH_NODE`, not a `RETHINK_*` name, which the node would read as a setting) on a free
-//! port and a temporary data directory, starts the default stub for the runtime `hyperty-
-//! runtime://bench.example/rt`, and hands it `N` updates from `<rt>/a` to `<rt>/b` (at most
-//! `WINDOW` outstanding). The node routes each back to the same session, the stub hands it to its
-//! bus (this bench's port), which answers it with a `response` that takes the same path back. Every
-//! message thus crosses the stub twice (bus to node, node to bus).
+//! port and a temporary data directory, starts the default stub for the runtime
+//! `hyperty-runtime://bench.example/rt`, and hands it `N` updates from `<rt>/a` to `<rt>/b` (at
+//! most `WINDOW` outstanding). The node routes each back to the same session, the stub hands it to
+//! its bus (this bench's port), which answers it with a `response` that takes the same path back.
+//! Every message thus crosses the stub twice (bus to node, node to bus).
 //!
 //! Reported: messages/s (requests and responses arriving at the port, over the wall time), the
 //! one-way latency of a request (handed to the stub until the stub hands it back to the bus)
