@@ -285,7 +285,8 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
         .unwrap();
     }
 
-    // The plain client: sends one of its N per frame it reads, answers every update, acks.
+    // The plain client: sends one of its N per frame it reads (from the first one on), answers
+    // every update, acks.
     let (half_tx, half_rx) = oneshot::channel::<()>();
     let ph = plain_h.clone();
     let plain_task = tokio::spawn(async move {
@@ -296,7 +297,9 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
         let mut sent = 0;
         let mut frames = 0u64;
         while seen.len() < N as usize || answered.len() < N as usize {
-            if sent < N {
+            // The first frame (an update through the node) shows the stub's session is open:
+            // before it, the stub's address may not exist yet (404).
+            if sent < N && frames > 0 {
                 plain
                     .send(
                         &json!({"id": format!("p{sent}"), "type": "update", "from": ph,
