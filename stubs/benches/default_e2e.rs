@@ -3,11 +3,14 @@
 //!
 //! The bench starts the `rethink-node` executable of the same target directory (or
 //! `STUBS_BENCH_NODE`, not a `RETHINK_*` name, which the node would read as a setting) on a free
-//! port and a temporary data directory, starts the default stub for the runtime
-//! `hyperty-runtime://bench.example/rt`, and hands it `N` updates from `<rt>/a` to `<rt>/b` (at
-//! most `WINDOW` outstanding). The node routes each back to the same session, the stub hands it to
-//! its bus (this bench's port), which answers it with a `response` that takes the same path back.
-//! Every message thus crosses the stub twice (bus to node, node to bus).
+//! port and a temporary data directory, and two instances of the default stub, `a` for the
+//! runtime `hyperty-runtime://bench.example/a` and `b` for `.../b`, each with its own session.
+//! It hands `a` N updates from `<a>/h` to `<b>/h` (at most `WINDOW` outstanding). The node routes
+//! each to `b`'s session, `b` hands it to its bus (this bench's port), which answers it with a
+//! `response` handed to `b`, and the node routes that back to `a`. Every message thus crosses a
+//! stub twice (bus to node in one instance, node to bus in the other). (One instance for both
+//! ends would not work: a frame coming back through the stub it left is dropped by the stub's
+//! loop prevention.)
 //!
 //! Reported: messages/s (requests and responses arriving at the port, over the wall time), the
 //! one-way latency of a request (handed to the stub until the stub hands it back to the bus)
@@ -15,7 +18,7 @@
 //! and p99.
 //!
 //! `cargo build --release -p rethink-node && CARGO_TARGET_DIR=... cargo bench -p rethink-stubs
-//! --bench default_e2e` (`RETHINK_BENCH_N` changes the number of requests, 100000 by default).
+//! --bench default_e2e` (`STUBS_BENCH_N` changes the number of requests, 100000 by default).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -38,8 +41,8 @@ const WINDOW: usize = 512;
 /// Requests before the measurement (the session opens, caches warm).
 const WARMUP: u64 = 2_000;
 
-fn runtime() -> String {
-    format!("hyperty-runtime://{DOMAIN}/rt")
+fn runtime(side: &str) -> String {
+    format!("hyperty-runtime://{DOMAIN}/{side}")
 }
 
 /// The node under test, killed on drop.
@@ -67,7 +70,15 @@ impl Node {
             path.display()
         );
         let dir = tempfile::tempdir().expect("data dir");
-        let mut child = Command::new(&path)
+        let mut command = Command::new(&path);
+        // The node reads every `RETHINK_*` variable as a setting and refuses unknown ones: none
+        // of the caller's reaches it, only the ones below.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RETHINK_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .env("RETHINK_LISTEN", "127.0.0.1:0")
             .env("RETHINK_DOMAIN", DOMAIN)
             .env("RETHINK_DATA_DIR", dir.path())
@@ -77,18 +88,23 @@ impl Node {
             .env("RETHINK_SESSION__RATE_BURST", "1000000")
             .env("RETHINK_AUTH__ALLOW_ANONYMOUS", "true")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("the node starts");
         // Readiness is the node's own "listening" line, which names the bound address; the
         // rest of its log is drained by the same thread.
-        let stderr = child.stderr.take().expect("stderr");
+        let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (err_tx, err_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
+            for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if tx.is_some() {
+                    // Kept for the panic message should the node stop before listening.
+                    let _ = err_tx.send(line.clone());
+                }
                 if line.contains("rethink-node listening")
                     && let Some(addr) = line
                         .split_once("addr=")
@@ -100,13 +116,47 @@ impl Node {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node listens within 30 s");
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
+            let log: Vec<String> = err_rx.try_iter().collect();
+            panic!(
+                "the node did not listen within 30 s ({e}); its log:\n{}",
+                log.join("\n")
+            )
+        });
         Self {
             child,
             addr,
             _dir: dir,
+        }
+    }
+}
+
+impl Node {
+    /// Waits until `n` sessions are connected (the node's `rethink_sessions_connected` gauge):
+    /// a stub's `init` returns before its session is open, and a message for a session not yet
+    /// open would be answered 404.
+    fn wait_for_sessions(&self, n: u32) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let want = format!("rethink_sessions_connected {n}");
+        loop {
+            let mut body = String::new();
+            if let Ok(mut tcp) = std::net::TcpStream::connect(self.addr) {
+                let _ = write!(
+                    tcp,
+                    "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                );
+                let _ = tcp.read_to_string(&mut body);
+            }
+            if body.lines().any(|l| l.trim() == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stubs' {n} sessions did not open within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -137,6 +187,7 @@ impl Times {
 #[derive(Debug)]
 struct Port {
     times: Arc<Times>,
+    /// Instance `b`'s mailbox, for the responses.
     mailbox: Mutex<Option<Mailbox>>,
     window: Arc<Semaphore>,
     done: Arc<Notify>,
@@ -155,8 +206,9 @@ impl BusPort for Port {
         if message.kind().as_str() == "update" {
             self.times.arrived[id].store(now, Ordering::Relaxed);
             let answer = Envelope::parse(&format!(
-                r#"{{"id":{id},"type":"response","from":"{rt}/b","to":"{rt}/a","body":{{"code":200}}}}"#,
-                rt = runtime()
+                r#"{{"id":{id},"type":"response","from":"{b}/h","to":"{a}/h","body":{{"code":200}}}}"#,
+                a = runtime("a"),
+                b = runtime("b")
             ))
             .expect("response");
             let mailbox = self.mailbox.lock().expect("mailbox").clone();
@@ -198,11 +250,19 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is understood.
-    let n: u64 = std::env::var("RETHINK_BENCH_N")
+    let n: u64 = std::env::var("STUBS_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let total = WARMUP + n;
+    // The host's and the stub's warnings (a refused connection, a trap) on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let node = Node::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -229,37 +289,72 @@ fn main() {
         total,
         failures: AtomicU64::new(0),
     });
-    let mut spec = StubSpec::new("default");
-    spec.config = vec![
-        ("url".into(), format!("ws://{}/ws", node.addr)),
-        ("runtime".into(), runtime()),
-        ("queue_max".into(), (2 * WINDOW).to_string()),
-    ];
-    spec.addresses = vec![runtime()];
-    spec.allow = vec![format!("ws://{}", node.addr)];
-    spec.mailbox = 4 * WINDOW;
+    let spec = |side: &str| {
+        let mut spec = StubSpec::new(side);
+        spec.config = vec![
+            ("url".into(), format!("ws://{}/ws", node.addr)),
+            ("runtime".into(), runtime(side)),
+            ("queue_max".into(), (2 * WINDOW).to_string()),
+        ];
+        // Each instance hands its bus the frames of the other side's runtime.
+        spec.addresses = vec![format!("hyperty-runtime://{DOMAIN}")];
+        spec.allow = vec![format!("ws://{}", node.addr)];
+        spec.mailbox = 4 * WINDOW;
+        spec
+    };
     let (elapsed, measured_from) = rt.block_on(async {
-        let handle = host.start(
-            &checked,
-            spec,
-            Arc::clone(&port) as Arc<dyn BusPort>,
-            Arc::new(MemoryKv::default()),
-        );
-        handle.started().await;
-        *port.mailbox.lock().expect("mailbox") = Some(handle.mailbox());
+        let start = |side: &str| {
+            host.start(
+                &checked,
+                spec(side),
+                Arc::clone(&port) as Arc<dyn BusPort>,
+                Arc::new(MemoryKv::default()),
+            )
+        };
+        let a = start("a");
+        let b = start("b");
+        a.started().await;
+        b.started().await;
+        node.wait_for_sessions(2);
+        *port.mailbox.lock().expect("mailbox") = Some(b.mailbox());
+        let handle = a;
         let mailbox = handle.mailbox();
         let mut begun = Instant::now();
         for id in 0..total {
             if id == WARMUP {
                 // Every warm-up request answered before the clock starts.
-                let all = window.acquire_many(WINDOW as u32).await.expect("window");
+                let all = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    window.acquire_many(WINDOW as u32),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the warm-up was not answered within 30 s: {} of {WARMUP} answered, {} \
+                         failures",
+                        port.responses.load(Ordering::Acquire),
+                        port.failures.load(Ordering::Relaxed)
+                    )
+                })
+                .expect("window");
                 drop(all);
                 begun = Instant::now();
             }
-            window.acquire().await.expect("window").forget();
+            tokio::time::timeout(Duration::from_secs(30), window.acquire())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no response for 30 s: {} of {id} sent answered, {} failures",
+                        port.responses.load(Ordering::Acquire),
+                        port.failures.load(Ordering::Relaxed)
+                    )
+                })
+                .expect("window")
+                .forget();
             let msg = Envelope::parse(&format!(
-                r#"{{"id":{id},"type":"update","from":"{rt}/a","to":"{rt}/b","body":{{"value":{{"n":{id}}}}}}}"#,
-                rt = runtime()
+                r#"{{"id":{id},"type":"update","from":"{a}/h","to":"{b}/h","body":{{"value":{{"n":{id}}}}}}}"#,
+                a = runtime("a"),
+                b = runtime("b")
             ))
             .expect("request");
             times.sent[usize::try_from(id).expect("fits")].store(times.now(), Ordering::Relaxed);
@@ -276,6 +371,7 @@ fn main() {
         }
         let elapsed = begun.elapsed();
         handle.stop().await;
+        b.stop().await;
         (elapsed, usize::try_from(WARMUP).expect("fits"))
     });
     let mut one_way = Vec::with_capacity(len);
