@@ -52,6 +52,7 @@ pub(crate) trait Io {
     fn kv_get(&mut self, key: &str) -> Option<Vec<u8>>;
     fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Failure>;
     fn kv_delete(&mut self, key: &str);
+    fn kv_keys(&mut self, prefix: &str, limit: u32) -> Vec<String>;
     fn monotonic_ms(&mut self) -> u64;
     fn log(&mut self, level: Level, message: &str);
 }
