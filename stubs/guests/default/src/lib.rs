@@ -14,6 +14,9 @@
 //! - `listen`: comma-separated addresses `init` adds listeners for (default none).
 //! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
 //!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//! - `deliver_timeout_ms` (0: never): a message for the node not yet written to it this long
+//!   after it was taken is answered 504 and forgotten; `domain`: how the 503 and 504 answers
+//!   name the node (default `url`).
 //!
 //! # What it listens on
 //! Every message its host delivers to `on-message` goes to the node, except the loop and
@@ -212,6 +215,10 @@ impl Io for WitIo {
 
     fn monotonic_ms(&mut self) -> u64 {
         host::monotonic_ms()
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        host::now_ms()
     }
 
     fn log(&mut self, level: Level, message: &str) {

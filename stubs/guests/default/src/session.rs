@@ -85,6 +85,7 @@ pub(crate) struct Session {
     g_max: u64,
     /// The id of the `sync` waiting for its answer.
     sync_id: Option<String>,
+    expiry_timer: bool,
     backoff_ms: u64,
     rng: u64,
     next_id: u64,
@@ -150,6 +151,7 @@ impl Session {
             confirmed,
             g_max,
             sync_id: None,
+            expiry_timer: false,
             rng: seed | 1,
             next_id: 0,
         }
@@ -157,6 +159,7 @@ impl Session {
 
     /// Opens the WebSocket to the node.
     pub(crate) fn connect(&mut self, io: &mut dyn Io) {
+        self.arm_expiry(io);
         match io.ws_open(&self.cfg.url) {
             Ok(socket) => {
                 self.conn = Conn::Connecting { socket };
@@ -383,6 +386,7 @@ impl Session {
         while let Some(m) = self.unconfirmed.pop_back() {
             self.queue.push_front(m);
         }
+        self.arm_expiry(io);
         if self.conn == (Conn::Closing { socket }) {
             self.conn = Conn::Closed;
             if !self.queue.is_empty() {
@@ -518,6 +522,7 @@ impl Session {
                 self.maybe_sync(io);
                 self.schedule_ack(io);
             }
+            Timer::Expire => self.expire(io),
             Timer::Handshake => {
                 if let Some(socket) = self.conn.socket()
                     && !matches!(self.conn, Conn::Open { .. })

@@ -25,6 +25,11 @@ const OUT_PREFIX: &str = "out/";
 pub(crate) struct Out {
     pub(crate) cseq: u64,
     pub(crate) msg: Msg,
+    /// When it was taken (ms since the Unix epoch).
+    pub(crate) taken_ms: u64,
+    /// Whether it was written to a socket (then the node may have handled it: it is not
+    /// answered 504, it waits for the node's confirmation).
+    pub(crate) written: bool,
 }
 
 fn key(cseq: u64) -> String {
@@ -33,9 +38,10 @@ fn key(cseq: u64) -> String {
 
 /// Stores `out` (with `g`, the host queue position it came with, if any).
 pub(crate) fn put(io: &mut dyn Io, out: &Out, g: Option<u64>) -> Result<(), Failure> {
+    let (t, m) = (out.taken_ms, out.msg.to_json());
     let value = match g {
-        Some(g) => format!("{{\"g\":{g},\"m\":{}}}", out.msg.to_json()),
-        None => format!("{{\"m\":{}}}", out.msg.to_json()),
+        Some(g) => format!("{{\"g\":{g},\"t\":{t},\"m\":{m}}}"),
+        None => format!("{{\"t\":{t},\"m\":{m}}}"),
     };
     io.kv_set(&key(out.cseq), value.as_bytes())
 }
@@ -68,7 +74,13 @@ pub(crate) fn load(io: &mut dyn Io, max: usize) -> (Vec<Out>, u64) {
             continue;
         };
         g_max = g_max.max(record["g"].as_u64().unwrap_or(0));
-        outs.push(Out { cseq, msg });
+        let taken_ms = record["t"].as_u64().unwrap_or(0);
+        outs.push(Out {
+            cseq,
+            msg,
+            taken_ms,
+            written: false,
+        });
     }
     (outs, g_max)
 }

@@ -43,13 +43,19 @@ impl Session {
             return;
         }
         if self.queue.len() + self.unconfirmed.len() >= self.cfg.queue_max {
-            self.answer(io, &msg, 503, "the stub's queue to the node is full");
+            let why = format!("the queue to {} is full", self.cfg.peer);
+            self.answer(io, &msg, 503, &why);
             self.taken(io, g);
             return;
         }
         let cseq = self.last_cseq + 1;
         frames::set_extra(&mut msg, "cseq", &cseq.to_string());
-        let out = Out { cseq, msg };
+        let out = Out {
+            cseq,
+            msg,
+            taken_ms: io.now_ms(),
+            written: false,
+        };
         if let Err(f) = store::put(io, &out, g) {
             io.log(
                 Level::Warn,
@@ -71,7 +77,47 @@ impl Session {
             self.maybe_sync(io);
         } else {
             self.queue.push_back(out);
+            self.arm_expiry(io);
         }
+    }
+
+    /// Sets the expiry timer for the oldest queued message (with `deliver_timeout_ms`).
+    pub(crate) fn arm_expiry(&mut self, io: &mut dyn Io) {
+        let timeout = self.cfg.deliver_timeout_ms;
+        if timeout == 0 || self.expiry_timer {
+            return;
+        }
+        let Some(oldest) = self.queue.iter().find(|o| !o.written) else {
+            return;
+        };
+        let due = oldest.taken_ms.saturating_add(timeout);
+        self.expiry_timer = true;
+        let now = io.now_ms();
+        io.set_timer(Timer::Expire, due.saturating_sub(now));
+    }
+
+    /// Answers 504 to the queued messages never written to the node and taken
+    /// `deliver_timeout_ms` ago or more (oldest first), and forgets them. One written before
+    /// a lost connection stays: the node may have handled it (the `re-open` answer says).
+    pub(super) fn expire(&mut self, io: &mut dyn Io) {
+        self.expiry_timer = false;
+        let timeout = self.cfg.deliver_timeout_ms;
+        let now = io.now_ms();
+        let why = format!(
+            "no delivery to {} within {} s",
+            self.cfg.peer,
+            timeout / 1000
+        );
+        let (due, kept): (Vec<Out>, Vec<Out>) = self
+            .queue
+            .drain(..)
+            .partition(|o| !o.written && now.saturating_sub(o.taken_ms) >= timeout);
+        self.queue = kept.into();
+        for out in due {
+            store::remove(io, out.cseq);
+            self.answer(io, &out.msg, 504, &why);
+        }
+        self.arm_expiry(io);
     }
 
     /// A message at host queue position `g` was answered, not stored: recorded, so that the
@@ -135,13 +181,14 @@ impl Session {
 
     /// Writes one message to the open socket; false (and the message back at the queue's
     /// front) if the socket did not take it.
-    pub(super) fn write(&mut self, io: &mut dyn Io, out: Out) -> bool {
+    pub(super) fn write(&mut self, io: &mut dyn Io, mut out: Out) -> bool {
         let Conn::Open { socket } = self.conn else {
             self.queue.push_front(out);
             return false;
         };
         match io.ws_send(socket, &out.msg.to_json()) {
             Ok(()) => {
+                out.written = true;
                 self.unconfirmed.push_back(out);
                 true
             }

@@ -17,6 +17,7 @@ struct Rec {
     kv: BTreeMap<String, Vec<u8>>,
     timers: BTreeMap<u64, u64>,
     closed: Vec<u64>,
+    now: u64,
 }
 
 impl Io for Rec {
@@ -67,6 +68,9 @@ impl Io for Rec {
     }
     fn monotonic_ms(&mut self) -> u64 {
         42
+    }
+    fn now_ms(&mut self) -> u64 {
+        self.now
     }
     fn log(&mut self, _level: Level, _message: &str) {}
 }
@@ -395,4 +399,41 @@ fn close_on_request_ends_the_session_and_forgets_it() {
     s.on_message(&mut io, bus_msg(8));
     s.on_opened(&mut io, 2);
     assert_eq!(io.take_ws()[0]["type"], "open");
+}
+
+#[test]
+fn queued_messages_past_the_delivery_timeout_are_answered_504_in_order() {
+    let mut io = Rec {
+        now: 1_000_000,
+        ..Rec::default()
+    };
+    let mut s = Session::new(
+        cfg(&[("deliver_timeout_ms", "5000"), ("domain", "b.test")]),
+        &mut io,
+    );
+    s.connect(&mut io); // never opened: the node is down
+    s.on_message(&mut io, bus_msg(1));
+    io.now += 2_000;
+    s.on_message(&mut io, bus_msg(2));
+    assert_eq!(
+        io.timers.get(&(Timer::Expire as u64)),
+        Some(&5_000),
+        "due with the oldest"
+    );
+    io.now += 3_000;
+    s.on_timer(&mut io, Timer::Expire);
+    let answers: Vec<(String, Value)> = io
+        .bus
+        .iter()
+        .map(|m| (m.id.clone(), m.body_value().clone()))
+        .collect();
+    assert_eq!(answers.len(), 1, "only the first is due: {answers:?}");
+    assert_eq!(answers[0].0, "1");
+    assert_eq!(answers[0].1["code"], 504);
+    assert_eq!(
+        answers[0].1["description"],
+        "no delivery to b.test within 5 s"
+    );
+    assert_eq!(stored(&io).len(), 1, "the answered one is forgotten");
+    assert_eq!(io.timers.get(&(Timer::Expire as u64)), Some(&2_000));
 }
