@@ -468,6 +468,46 @@ async fn a_trapped_stub_instance_loses_nothing_and_duplicates_nothing() {
     stub.stop().await;
 }
 
+/// The node's side of `cseq`, with plain clients: a message sent again with a `cseq` already
+/// handled is dropped (the recipient gets it once), `sync` and `re-open` answer the highest.
+#[tokio::test]
+async fn the_node_handles_a_resent_cseq_once_and_reports_the_highest() {
+    let node = TestNode::spawn().await;
+    let mut rx = Rt::open(&node, "rx").await;
+    let mut tx = Rt::open(&node, "tx").await;
+    let (from, to) = (format!("{}/h", tx.url), format!("{}/h", rx.url));
+    for (n, cseq) in [(1, 1), (1, 1), (2, 2), (1, 1), (3, 3)] {
+        tx.send(&json!({"id": n, "type": "update", "from": from, "to": to,
+            "cseq": cseq, "body": {"n": n}}))
+            .await;
+    }
+    let url = tx.url.clone();
+    let synced = tx
+        .request(json!({"type": "sync", "from": url, "to": "mn:/session"}))
+        .await;
+    assert_eq!(synced["body"]["code"], 200, "{synced}");
+    assert_eq!(synced["body"]["value"]["cseq"], 3, "{synced}");
+    let got: Vec<Value> = [rx.recv().await, rx.recv().await, rx.recv().await]
+        .iter()
+        .map(|f| f["body"]["n"].clone())
+        .collect();
+    assert_eq!(
+        got,
+        vec![json!(1), json!(2), json!(3)],
+        "each once, in order"
+    );
+    // The re-open answer says the same, and 3 sent again on the new connection is dropped.
+    let (mut tx, reopen) = tx.drop_connection().resume(&node).await;
+    let answer = tx.recv_response(&reopen["id"]).await;
+    assert_eq!(answer["body"]["value"]["cseq"], 3, "{answer}");
+    for (n, cseq) in [(3, 3), (4, 4)] {
+        tx.send(&json!({"id": n, "type": "update", "from": from, "to": to,
+            "cseq": cseq, "body": {"n": n}}))
+            .await;
+    }
+    assert_eq!(rx.recv().await["body"]["n"], 4, "3 is not handled twice");
+}
+
 #[test]
 fn the_replay_check_refuses_gaps_and_stray_duplicates() {
     let all: Vec<u64> = (0..N).collect();
