@@ -437,3 +437,21 @@ fn queued_messages_past_the_delivery_timeout_are_answered_504_in_order() {
     assert_eq!(stored(&io).len(), 1, "the answered one is forgotten");
     assert_eq!(io.timers.get(&(Timer::Expire as u64)), Some(&2_000));
 }
+
+#[test]
+fn a_message_written_before_a_lost_connection_is_not_answered_504() {
+    let mut io = Rec {
+        now: 1_000_000,
+        ..Rec::default()
+    };
+    let mut s = Session::new(cfg(&[("deliver_timeout_ms", "5000")]), &mut io);
+    open(&mut s, &mut io, 1);
+    s.on_message(&mut io, bus_msg(1)); // written: the node may have handled it
+    s.on_closed(&mut io, 1, 1006, "");
+    s.on_message(&mut io, bus_msg(2)); // never written
+    io.now += 5_000;
+    s.on_timer(&mut io, Timer::Expire);
+    let answered: Vec<&str> = io.bus.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(answered, vec!["2"], "only the one never written");
+    assert_eq!(stored(&io).len(), 1, "1 waits for the re-open answer");
+}
