@@ -1,7 +1,9 @@
 //! Node authentication: how a node proves its domain to another domain's node.
 //!
 //! 1. The connecting node (A) asks the receiving node (B) for a challenge (B's
-//!    [`Challenges::issue`]: 32 random bytes in hex, valid until `expires_ts`, kept by B).
+//!    [`Challenges::issue`]: 16 random bytes, `expires_ts` and a MAC of both under B's secret,
+//!    in hex: B keeps nothing, so a challenge stays valid across a restart of B, as long as B
+//!    keeps its secret).
 //! 2. A builds the proof object ([`proof_object`]):
 //!    `{"type":"rethink.node_auth","origin":"a.test","destination":"b.test","challenge":"…",
 //!    "expires_ts":…}`, signs it with its server key exactly as Matrix signs JSON
@@ -14,9 +16,9 @@
 //! A challenge may be presented more than once until it expires (a re-open of the same
 //! session presents it again); it is bound to the destination, and its lifetime is B's choice.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 
@@ -39,41 +41,48 @@ pub struct Challenge {
     pub expires_ts: u64,
 }
 
-/// The challenges a receiving node issued and that have not expired; bounded.
+/// The challenges a receiving node issues: self-verifying (a MAC under the node's secret), so
+/// nothing is kept per challenge and a restart with the same secret still knows them.
 #[derive(Debug)]
 pub struct Challenges {
     ttl: Duration,
-    max: usize,
-    issued: Mutex<HashMap<String, u64>>,
+    secret: [u8; 32],
 }
 
+/// Bytes of a challenge: random, expiry (big-endian unix ms), MAC.
+const RANDOM: usize = 16;
+const MAC: usize = 16;
+const CHALLENGE_BYTES: usize = RANDOM + 8 + MAC;
+
 impl Challenges {
-    /// Challenges valid for `ttl`, at most `max` of them outstanding.
-    pub fn new(ttl: Duration, max: usize) -> Self {
-        Self {
-            ttl,
-            max,
-            issued: Mutex::new(HashMap::new()),
-        }
+    /// Challenges valid for `ttl`, authenticated with `secret`.
+    pub fn new(ttl: Duration, secret: [u8; 32]) -> Self {
+        Self { ttl, secret }
     }
 
-    /// A fresh challenge at `now_ms` (unix milliseconds). `ChallengesFull` when `max` have not
-    /// expired yet.
+    fn mac(&self, body: &[u8]) -> [u8; MAC] {
+        // Keyed SHA-256 over a fixed-length body (no length extension can give another valid
+        // body of that length).
+        let digest = Sha256::new()
+            .chain_update(self.secret)
+            .chain_update(body)
+            .finalize();
+        let mut mac = [0u8; MAC];
+        mac.copy_from_slice(&digest[..MAC]);
+        mac
+    }
+
+    /// A fresh challenge at `now_ms` (unix milliseconds).
     pub fn issue(&self, now_ms: u64) -> Result<Challenge, CrossDomainError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
+        let mut bytes = [0u8; CHALLENGE_BYTES];
+        getrandom::fill(&mut bytes[..RANDOM])
             .map_err(|e| CrossDomainError::Proof(format!("no randomness: {e}")))?;
-        let challenge: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let expires_ts =
             now_ms.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
-        let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
-        if issued.len() >= self.max {
-            issued.retain(|_, exp| *exp > now_ms);
-            if issued.len() >= self.max {
-                return Err(CrossDomainError::ChallengesFull);
-            }
-        }
-        issued.insert(challenge.clone(), expires_ts);
+        bytes[RANDOM..RANDOM + 8].copy_from_slice(&expires_ts.to_be_bytes());
+        let mac = self.mac(&bytes[..RANDOM + 8]);
+        bytes[RANDOM + 8..].copy_from_slice(&mac);
+        let challenge: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(Challenge {
             challenge,
             expires_ts,
@@ -82,8 +91,24 @@ impl Challenges {
 
     /// The expiry of `challenge` if it was issued here and is still valid at `now_ms`.
     fn valid(&self, challenge: &str, now_ms: u64) -> Option<u64> {
-        let issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
-        issued.get(challenge).copied().filter(|exp| *exp > now_ms)
+        if challenge.len() != CHALLENGE_BYTES * 2 || !challenge.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; CHALLENGE_BYTES];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&challenge[2 * i..2 * i + 2], 16).ok()?;
+        }
+        let mac = self.mac(&bytes[..RANDOM + 8]);
+        let differs = mac
+            .iter()
+            .zip(&bytes[RANDOM + 8..])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differs != 0 {
+            return None;
+        }
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&bytes[RANDOM..RANDOM + 8]);
+        Some(u64::from_be_bytes(exp)).filter(|exp| *exp > now_ms)
     }
 }
 
@@ -195,7 +220,7 @@ mod tests {
         let w = World {
             table: Table::default(),
             a: Domain::new("a.test", "n1"),
-            challenges: Challenges::new(Duration::from_secs(60), 3),
+            challenges: Challenges::new(Duration::from_secs(60), [7; 32]),
             peers,
         };
         w.table
@@ -278,12 +303,19 @@ mod tests {
     }
 
     #[test]
-    fn challenges_are_bounded() {
-        let c = Challenges::new(Duration::from_millis(10), 2);
-        c.issue(0).unwrap();
-        c.issue(0).unwrap();
-        assert!(matches!(c.issue(5), Err(CrossDomainError::ChallengesFull)));
-        // Expired ones make room.
-        assert!(c.issue(10).is_ok());
+    fn challenges_verify_with_the_same_secret_only() {
+        let c = Challenges::new(Duration::from_millis(10), [1; 32]);
+        let issued = c.issue(0).unwrap();
+        assert_eq!(issued.challenge.len(), 80);
+        // Another instance with the same secret (a restart) knows it; another secret does not.
+        let again = Challenges::new(Duration::from_millis(10), [1; 32]);
+        assert_eq!(again.valid(&issued.challenge, 5), Some(10));
+        assert_eq!(again.valid(&issued.challenge, 10), None, "expired");
+        let other = Challenges::new(Duration::from_millis(10), [2; 32]);
+        assert_eq!(other.valid(&issued.challenge, 5), None);
+        // A changed expiry breaks the MAC.
+        let mut forged = issued.challenge.clone();
+        forged.replace_range(32..48, "00000000ffffffff");
+        assert_eq!(again.valid(&forged, 5), None);
     }
 }

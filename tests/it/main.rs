@@ -19,6 +19,7 @@ mod catalogue;
 mod catalogue_reload;
 mod closing;
 mod crossdomain;
+mod crossdomain_delivery;
 mod crossdomain_refusals;
 mod durability;
 mod http;

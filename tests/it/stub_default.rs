@@ -118,8 +118,17 @@ async fn start_stub(
     url: &str,
     origin: &str,
 ) -> (StubHandle, mpsc::UnboundedReceiver<FromStub>) {
+    start_stub_with(host, url, origin, StubSpec::new("default")).await
+}
+
+/// [`start_stub`] with the limits of `spec`.
+async fn start_stub_with(
+    host: &Host,
+    url: &str,
+    origin: &str,
+    mut spec: StubSpec,
+) -> (StubHandle, mpsc::UnboundedReceiver<FromStub>) {
     let checked = host.check(DEFAULT_WASM).expect("the default stub compiles");
-    let mut spec = StubSpec::new("default");
     spec.config = vec![
         ("url".into(), url.into()),
         ("runtime".into(), stub_runtime()),
@@ -381,10 +390,122 @@ async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
         (0..N).collect::<Vec<_>>(),
         "the plain client's messages reach the stub side in order, once"
     );
-    // Stub side to node: in order, duplicates only as the replay after the cut.
+    // Stub side to node: the stub sends its unconfirmed messages again after the resume, and
+    // the node drops those it had handled (their `cseq`): in order, once.
     check_in_order_with_replays(&to_plain, cuts);
+    assert_eq!(
+        to_plain,
+        (0..N).collect::<Vec<_>>(),
+        "the stub side's messages reach the plain client in order, once"
+    );
 
     stub.stop().await;
+}
+
+/// The stub's instance traps (a message larger than its memory) while messages it wrote to
+/// the node are not yet confirmed and others wait in its mailbox: the host restarts it, `init`
+/// finds the stored messages, resumes the session and sends them again; the node drops what
+/// it had handled. The plain client gets every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_stub_instance_loses_nothing_and_duplicates_nothing() {
+    let node = TestNode::spawn().await;
+    let host = host();
+    let origin = format!("ws://{}", node.addr());
+    let mut spec = StubSpec::new("default");
+    spec.memory_bytes = 8 << 20;
+    let (stub, mut bus) = start_stub_with(&host, &node.ws_url(), &origin, spec).await;
+    let mut plain = Rt::open(&node, "plain").await;
+    let plain_h = format!("{}/h", plain.url);
+    let update = |n: u64| {
+        envelope(&json!({"id": n, "type": "update", "from": stub_hyperty(),
+            "to": plain_h, "body": {"n": n}}))
+    };
+    // 12 MiB of body: the instance runs out of its 8 MiB taking it, and traps. Made before
+    // the updates are delivered, so that it follows them at once (some still unconfirmed).
+    let bomb = envelope(
+        &json!({"id": "bomb", "type": "update", "from": stub_hyperty(),
+        "to": plain_h, "body": {"x": "y".repeat(12 << 20)}}),
+    );
+    // The session is open once the first message is through.
+    stub.deliver(update(0)).unwrap();
+    assert_eq!(plain.recv().await["body"]["n"], 0);
+    for n in 1..N / 2 {
+        stub.deliver(update(n)).unwrap();
+    }
+    stub.deliver(bomb).unwrap();
+    for n in N / 2..=N {
+        stub.deliver(update(n)).unwrap();
+    }
+    // Every update up to N (the last one, after which nothing more is sent): any duplicate
+    // would arrive before it (the stub writes in order).
+    let mut got = vec![0];
+    let mut frames = 1u64;
+    loop {
+        let f = plain.recv().await;
+        frames += 1;
+        if frames.is_multiple_of(32) {
+            plain.ack().await;
+        }
+        let n = f["body"]["n"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an update: {f}"));
+        if n == N {
+            break;
+        }
+        got.push(n);
+    }
+    plain.ack().await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "in order, once");
+    // The bomb was the instance's end: reported lost (the trap), not delivered.
+    let lost = tokio::time::timeout(crate::support::client::RECV_TIMEOUT, bus.recv())
+        .await
+        .expect("the trap is reported")
+        .expect("the port lives");
+    assert!(
+        matches!(&lost, FromStub::Lost(v, _) if v["id"] == "bomb"),
+        "{lost:?}"
+    );
+    stub.stop().await;
+}
+
+/// The node's side of `cseq`, with plain clients: a message sent again with a `cseq` already
+/// handled is dropped (the recipient gets it once), `sync` and `re-open` answer the highest.
+#[tokio::test]
+async fn the_node_handles_a_resent_cseq_once_and_reports_the_highest() {
+    let node = TestNode::spawn().await;
+    let mut rx = Rt::open(&node, "rx").await;
+    let mut tx = Rt::open(&node, "tx").await;
+    let (from, to) = (format!("{}/h", tx.url), format!("{}/h", rx.url));
+    for (n, cseq) in [(1, 1), (1, 1), (2, 2), (1, 1), (3, 3)] {
+        tx.send(&json!({"id": n, "type": "update", "from": from, "to": to,
+            "cseq": cseq, "body": {"n": n}}))
+            .await;
+    }
+    let url = tx.url.clone();
+    let synced = tx
+        .request(json!({"type": "sync", "from": url, "to": "mn:/session"}))
+        .await;
+    assert_eq!(synced["body"]["code"], 200, "{synced}");
+    assert_eq!(synced["body"]["value"]["cseq"], 3, "{synced}");
+    let got: Vec<Value> = [rx.recv().await, rx.recv().await, rx.recv().await]
+        .iter()
+        .map(|f| f["body"]["n"].clone())
+        .collect();
+    assert_eq!(
+        got,
+        vec![json!(1), json!(2), json!(3)],
+        "each once, in order"
+    );
+    // The re-open answer says the same, and 3 sent again on the new connection is dropped.
+    let (mut tx, reopen) = tx.drop_connection().resume(&node).await;
+    let answer = tx.recv_response(&reopen["id"]).await;
+    assert_eq!(answer["body"]["value"]["cseq"], 3, "{answer}");
+    for (n, cseq) in [(3, 3), (4, 4)] {
+        tx.send(&json!({"id": n, "type": "update", "from": from, "to": to,
+            "cseq": cseq, "body": {"n": n}}))
+            .await;
+    }
+    assert_eq!(rx.recv().await["body"]["n"], 4, "3 is not handled twice");
 }
 
 #[test]

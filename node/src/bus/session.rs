@@ -5,6 +5,7 @@
 //! behind one short-held mutex, never held across `.await`.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +70,9 @@ pub struct Session {
     room: Notify,
     limiter: DefaultDirectRateLimiter,
     per_minute: MinuteCounter,
+    /// The highest `cseq` (the runtime's own numbering of what it sends) handled: a message
+    /// with a `cseq` at or below it is a resent duplicate, dropped (`ws::session`).
+    cseq: AtomicU64,
 }
 
 impl Session {
@@ -100,7 +104,19 @@ impl Session {
             room: Notify::new(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             per_minute: MinuteCounter::default(),
+            cseq: AtomicU64::new(0),
         }
+    }
+
+    /// Takes `cseq` as handled: false when it is not above the highest one handled (a
+    /// duplicate of a message already handled).
+    pub fn accept_cseq(&self, cseq: u64) -> bool {
+        self.cseq.fetch_max(cseq, Ordering::AcqRel) < cseq
+    }
+
+    /// The highest `cseq` handled (0 when none).
+    pub fn cseq(&self) -> u64 {
+        self.cseq.load(Ordering::Acquire)
     }
 
     pub fn key(&self) -> &SessionKey {

@@ -3,8 +3,9 @@
 //! route to domain", and node tokens are refused), `peers` (domain → base URL of that domain's node; any other domain
 //! is reached at `https://<domain>`), `proof_ttl_secs` (how long a node-authentication challenge
 //! this node issues stays valid), `retry_secs` (how long a domain whose stub could not be loaded
-//! is answered 502 before the node tries again). The verified stubs are kept under
-//! `<data_dir>/crossdomain`.
+//! is answered 502 before the node tries again), `delivery_timeout_secs` (a message not
+//! delivered to its domain's node within it is answered 504), `queue_limit` (messages waiting
+//! for one domain; 503 beyond). The verified stubs are kept under `<data_dir>/crossdomain`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct RawCrossDomain {
     pub peers: BTreeMap<String, String>,
     pub proof_ttl_secs: u64,
     pub retry_secs: u64,
+    pub delivery_timeout_secs: u64,
+    pub queue_limit: usize,
 }
 
 impl Default for RawCrossDomain {
@@ -32,6 +35,8 @@ impl Default for RawCrossDomain {
             peers: BTreeMap::new(),
             proof_ttl_secs: 3600,
             retry_secs: 30,
+            delivery_timeout_secs: 60,
+            queue_limit: 1024,
         }
     }
 }
@@ -45,6 +50,10 @@ pub struct CrossDomainConfig {
     pub peers: Vec<(String, String)>,
     pub proof_ttl: Duration,
     pub retry: Duration,
+    /// A message not delivered to its domain's node within it is answered 504.
+    pub delivery_timeout: Duration,
+    /// Messages waiting for one domain (503 beyond).
+    pub queue_limit: usize,
     /// Where verified stubs of other domains are kept.
     pub cache_dir: PathBuf,
 }
@@ -57,6 +66,11 @@ impl RawCrossDomain {
     ) -> Result<CrossDomainConfig, ConfigError> {
         positive("cross_domain.proof_ttl_secs", self.proof_ttl_secs)?;
         positive("cross_domain.retry_secs", self.retry_secs)?;
+        positive(
+            "cross_domain.delivery_timeout_secs",
+            self.delivery_timeout_secs,
+        )?;
+        positive("cross_domain.queue_limit", self.queue_limit as u64)?;
         let mut peers = Vec::new();
         for (name, url) in self.peers {
             let name = name.to_ascii_lowercase();
@@ -89,6 +103,8 @@ impl RawCrossDomain {
             peers,
             proof_ttl: Duration::from_secs(self.proof_ttl_secs),
             retry: Duration::from_secs(self.retry_secs),
+            delivery_timeout: Duration::from_secs(self.delivery_timeout_secs),
+            queue_limit: self.queue_limit,
             cache_dir: data_dir.join("crossdomain"),
         })
     }

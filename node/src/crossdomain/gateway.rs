@@ -9,12 +9,17 @@
 //!   fetches a challenge from its node and signs it (our proof, the stub's `token`), checks the
 //!   component in the host and starts it with egress only to the descriptor's origins, the whole
 //!   remote domain as its addresses and listeners, `runtime` = `hyperty-runtime://<D>/node/<us>`;
-//!   a pump moves the outbox's frames into its mailbox (acknowledged once taken) and a router
-//!   passes what it hands back through `Bus::authorize` / `route` as [`Origin::Node`];
+//!   a pump moves the outbox's frames into its mailbox, each with its outbox position as
+//!   `gseq`, and acknowledges them only once the stub holds them durably (`held.rs`): the
+//!   outbox (persisted in bus.db, its frames settled for their senders by the group commit)
+//!   and then the stub's store are the domain's persisted queue, so a SIGKILL of this node or
+//!   a trap of the stub loses nothing; a router passes what the stub hands back through
+//!   `Bus::authorize` / `route` as [`Origin::Node`];
 //! - if any of that fails, logs why once and answers every message for the domain with the
 //!   error's code (502, 504 for a timeout) naming the domain, for `cross_domain.retry_secs`,
 //!   then tries again.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +29,12 @@ use rethink_stubs::{
     BreakerState, BusPort, Failure, Host, HostConfig, KvStore, LostReason, Mailbox, Refused,
     StubMetrics, StubSpec,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::CrossDomain;
+use super::held::HeldKv;
 use crate::bus::{Bus, Origin, Session};
 use crate::locks::lock;
 use crate::ws::codec;
@@ -154,7 +160,12 @@ struct Running {
     port: Arc<GatewayPort>,
     sends: mpsc::Receiver<Outgoing>,
     lost: mpsc::UnboundedReceiver<Outgoing>,
+    /// The highest outbox position the stub holds durably.
+    held: watch::Receiver<u64>,
 }
+
+/// Key-value bytes a stub of another domain may keep (its queue is stored there).
+const STUB_KV_TOTAL: usize = 256 << 20;
 
 async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError> {
     let stub = ctx.cross.load_stub(domain).await?;
@@ -169,7 +180,14 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
             problem: e.to_string(),
         })?;
     let addresses = domain_addresses(domain);
-    let ours = ["runtime", "token", "listen"];
+    let ours = [
+        "runtime",
+        "token",
+        "listen",
+        "queue_max",
+        "deliver_timeout_ms",
+        "domain",
+    ];
     let mut config: Vec<(String, String)> = stub
         .configuration
         .iter()
@@ -182,11 +200,20 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
     ));
     config.push(("token".into(), token));
     config.push(("listen".into(), addresses.join(",")));
+    let cd = ctx.cross.config();
+    config.push(("queue_max".into(), cd.queue_limit.to_string()));
+    config.push((
+        "deliver_timeout_ms".into(),
+        cd.delivery_timeout.as_millis().to_string(),
+    ));
+    config.push(("domain".into(), domain.to_owned()));
     let mut spec = StubSpec::new(format!("xdomain-{domain}"));
     spec.config = config;
     spec.addresses = addresses;
     spec.allow = stub.origins.clone();
     spec.mailbox = 1024;
+    spec.kv_limits.2 = STUB_KV_TOTAL;
+    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv));
     let (sends_tx, sends) = mpsc::channel(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let port = Arc::new(GatewayPort {
@@ -194,9 +221,7 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
         lost: lost_tx,
         listeners: Mutex::new(Vec::new()),
     });
-    let handle = ctx
-        .host
-        .start(&checked, spec, port.clone(), Arc::clone(&ctx.kv));
+    let handle = ctx.host.start(&checked, spec, port.clone(), Arc::new(kv));
     handle.started().await;
     tracing::info!(domain, version = %stub.version, sha256 = %stub.sha256, "the stub of another domain is running");
     Ok(Running {
@@ -204,6 +229,7 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
         port,
         sends,
         lost,
+        held,
     })
 }
 
@@ -220,6 +246,7 @@ async fn run_stub(
         port,
         sends,
         lost,
+        mut held,
     } = running;
     let router = tokio::spawn(route_back(
         ctx.bus.clone(),
@@ -231,33 +258,48 @@ async fn run_stub(
     let mailbox = handle.mailbox();
     let mut frames = Vec::with_capacity(BATCH);
     let mut settles = Vec::new();
+    // Frames handed on and not yet acknowledged: (outbox seq, whether it waits for the stub
+    // to hold it; false when it was answered here).
+    let mut handed: VecDeque<(u64, bool)> = VecDeque::new();
     'pump: loop {
         frames.clear();
+        // The senders are settled by the group commit of their frames (durable here), not
+        // when the stub's mailbox takes them.
         settles.clear();
         session.take_unsent(connection, BATCH, &mut frames, &mut settles);
         if frames.is_empty() {
             tokio::select! {
                 () = ctx.shutdown.cancelled() => break 'pump,
                 () = session.wait_for_frames() => continue,
+                r = held.changed() => {
+                    if r.is_err() {
+                        break 'pump;
+                    }
+                    let upto = *held.borrow_and_update();
+                    release(&ctx.bus, session, &mut handed, upto).await;
+                    continue;
+                }
             }
         }
         for frame in frames.drain(..) {
             let Some(seq) = frame_seq(&frame) else {
                 continue;
             };
-            match Envelope::parse(&frame) {
-                Ok(env) => {
-                    if !deliver(&port, &mailbox, env, &ctx.shutdown).await {
-                        break 'pump;
-                    }
+            let to_stub = match Envelope::parse(&with_gseq(&frame)) {
+                Ok(env) => match deliver(&port, &mailbox, env, &ctx.shutdown).await {
+                    Handed::ToStub => true,
+                    Handed::Answered => false,
+                    Handed::ShutDown => break 'pump,
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "an outbox frame does not parse");
+                    false
                 }
-                Err(e) => tracing::error!(error = %e, "an outbox frame does not parse"),
-            }
-            ctx.bus.ack(session, seq).await;
+            };
+            handed.push_back((seq, to_stub));
         }
-        for s in settles.drain(..) {
-            s.fire();
-        }
+        let upto = *held.borrow_and_update();
+        release(&ctx.bus, session, &mut handed, upto).await;
     }
     handle.stop().await;
     drop(port);
@@ -269,6 +311,40 @@ async fn run_stub(
     }
 }
 
+/// Acknowledges the outbox up to the last frame of `handed` that needs nothing more: answered
+/// here, or held by the stub (`upto`).
+async fn release(bus: &Bus, session: &Arc<Session>, handed: &mut VecDeque<(u64, bool)>, upto: u64) {
+    let mut last = None;
+    while let Some(&(seq, to_stub)) = handed.front() {
+        if to_stub && seq > upto {
+            break;
+        }
+        last = Some(seq);
+        handed.pop_front();
+    }
+    if let Some(seq) = last {
+        bus.ack(session, seq).await;
+    }
+}
+
+/// The frame with its `seq` renamed `gseq` (an outbox frame starts with `{"seq":`), so that
+/// the stub sees its outbox position.
+fn with_gseq(frame: &str) -> std::borrow::Cow<'_, str> {
+    match frame.strip_prefix("{\"seq\":") {
+        Some(rest) => format!("{{\"gseq\":{rest}").into(),
+        None => frame.into(),
+    }
+}
+
+/// Where [`deliver`] put a message.
+enum Handed {
+    /// In the stub's mailbox.
+    ToStub,
+    /// Answered here (breaker open, not listened to, stub gone).
+    Answered,
+    ShutDown,
+}
+
 /// The seq of a frame the outbox rendered (`{"seq":N,...`).
 fn frame_seq(frame: &str) -> Option<u64> {
     let rest = frame.strip_prefix("{\"seq\":")?;
@@ -276,35 +352,35 @@ fn frame_seq(frame: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// Puts `env` in the mailbox, waiting while it is full. `false` if shut down meanwhile.
+/// Puts `env` in the mailbox, waiting while it is full, or has it answered.
 async fn deliver(
     port: &GatewayPort,
     mailbox: &Mailbox,
     env: Envelope,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Handed {
     if mailbox.breaker() == BreakerState::Open {
         port.report_lost(env, LostReason::Unavailable);
-        return true;
+        return Handed::Answered;
     }
     if !env.to().any(|to| port.listens(to)) {
         port.report_lost(env, LostReason::NotListening);
-        return true;
+        return Handed::Answered;
     }
     let mut env = env;
     loop {
         match mailbox.deliver(env) {
-            Ok(()) => return true,
+            Ok(()) => return Handed::ToStub,
             Err((Refused::MailboxFull, back)) => {
                 env = back;
                 tokio::select! {
-                    () = shutdown.cancelled() => return false,
+                    () = shutdown.cancelled() => return Handed::ShutDown,
                     () = tokio::time::sleep(RETRY_FULL) => {}
                 }
             }
             Err((_, back)) => {
                 port.report_lost(back, LostReason::Unavailable);
-                return true;
+                return Handed::Answered;
             }
         }
     }

@@ -12,6 +12,7 @@
 //!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why.
 
 mod gateway;
+mod held;
 mod http;
 
 pub use gateway::start_gateways;
@@ -24,17 +25,49 @@ use rethink_crossdomain::{
     CrossDomainError, Fetch, FetchFailure, FetchFuture, KeyCache, PeerUrls, Peers, StubCache,
     VerifiedStub,
 };
+use rethink_stubs::KvStore;
 use ruma::CanonicalJsonObject;
 
 use crate::auth::fetch::{FETCH_TIMEOUT, FetchError, JwksUrl};
 use crate::auth::{AuthError, Identity};
-use crate::bus::Bus;
+use crate::bus::{Bus, Session};
 use crate::clock::Clock;
 use crate::config::{Config, CrossDomainConfig};
 use crate::rooms::Rooms;
 
-/// At most this many node challenges are outstanding.
-const MAX_CHALLENGES: usize = 10_000;
+/// The file under `cross_domain.cache_dir` holding the secret node challenges are
+/// authenticated with (created at the first start), so that they survive a restart.
+const CHALLENGE_SECRET: &str = "challenge.secret";
+
+/// The challenge secret kept in `dir`, created if missing; a fresh one (valid until the next
+/// restart only) if the file cannot be read or written.
+fn challenge_secret(dir: &std::path::Path) -> [u8; 32] {
+    let path = dir.join(CHALLENGE_SECRET);
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return secret;
+    }
+    let mut secret = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut secret) {
+        tracing::error!(error = %e, "no randomness for the node challenge secret");
+    }
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(&secret)
+    });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "the node challenge secret is not kept: challenges end with this process");
+    }
+    secret
+}
 
 /// [`Fetch`] over the node's minimal HTTP(S) client (`auth::fetch`: `https://`, or `http://` on
 /// loopback; 10 s; 1 MiB).
@@ -64,7 +97,16 @@ struct Inner {
     fetch: HttpFetch,
     rooms: Rooms,
     clock: Clock,
+    /// Where the highest `cseq` of each node session is kept (the stubs' store, namespace
+    /// [`CSEQ_NAMESPACE`]), so that a restart of this node still drops what another node's
+    /// stub sends again.
+    kv: Arc<dyn KvStore>,
 }
+
+/// The namespace of the stubs' key-value store holding the node sessions' `cseq` (a name no
+/// stub instance can have: instance names are TOML keys of `[stubs.run]`, and this one is
+/// reserved).
+const CSEQ_NAMESPACE: &str = "@node-sessions";
 
 /// The node's cross-domain handle.
 #[derive(Debug, Clone)]
@@ -73,8 +115,9 @@ pub struct CrossDomain {
 }
 
 impl CrossDomain {
-    /// From the configuration; `rooms` holds the server key proofs are signed with.
-    pub fn new(config: &Config, rooms: Rooms) -> Self {
+    /// From the configuration; `rooms` holds the server key proofs are signed with, `kv` is
+    /// the stubs' persisted store (where node sessions' `cseq` are kept).
+    pub fn new(config: &Config, rooms: Rooms, kv: Arc<dyn KvStore>) -> Self {
         let cd = &config.cross_domain;
         Self {
             inner: Arc::new(Inner {
@@ -82,11 +125,12 @@ impl CrossDomain {
                 peers: Peers::new(cd.peers.iter().cloned()),
                 keys: KeyCache::new(),
                 stubs: StubCache::new(Some(cd.cache_dir.clone())),
-                challenges: Challenges::new(cd.proof_ttl, MAX_CHALLENGES),
+                challenges: Challenges::new(cd.proof_ttl, challenge_secret(&cd.cache_dir)),
                 fetch: HttpFetch,
                 config: cd.clone(),
                 rooms,
                 clock: config.clock.clone(),
+                kv,
             }),
         }
     }
@@ -137,6 +181,44 @@ impl CrossDomain {
                 tracing::warn!(error = %e, "a node token was refused");
                 Err(AuthError::InvalidToken)
             }
+        }
+    }
+
+    /// Restores the highest `cseq` saved for `session` if it is a node session (at `re-open`,
+    /// before any of the connection's messages is handled).
+    pub async fn load_cseq(&self, bus: &Bus, session: &Session) {
+        if bus.node_domain(session).is_none() {
+            return;
+        }
+        let saved = self.inner.kv.get(CSEQ_NAMESPACE, session.key()).await;
+        if let Some(n) = saved
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            session.accept_cseq(n);
+        }
+    }
+
+    /// Saves the highest `cseq` handled for `session` if it is a node session: before a
+    /// `sync` is answered and when its connection ends, so that what the other node was told
+    /// (or could have seen) handled is never handled again after a restart of this node.
+    pub async fn save_cseq(&self, bus: &Bus, session: &Session) {
+        let n = session.cseq();
+        if n == 0 || bus.node_domain(session).is_none() {
+            return;
+        }
+        let r = self
+            .inner
+            .kv
+            .set(
+                CSEQ_NAMESPACE,
+                session.key(),
+                n.to_string().into_bytes(),
+                usize::MAX,
+            )
+            .await;
+        if let Err(f) = r {
+            tracing::error!(session = %session.key(), error = %f.description, "saving a node session's cseq failed");
         }
     }
 

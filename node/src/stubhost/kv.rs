@@ -44,7 +44,13 @@ impl KvStore for SqliteKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            // IMMEDIATE: the write lock is taken at the start (waiting out the group commit's
+            // busy_timeout), not on the upgrade from the read, which SQLite refuses at once.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(|e| failed(&e))?;
             let others: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM stub_kv \
                  WHERE stub = ? AND key <> ?",

@@ -1,4 +1,4 @@
-//! Session control messages to `mn:/session`: `open`, `re-open`, `close`, `ack`, and the bodies
+//! Session control messages to `mn:/session`: `open`, `re-open`, `close`, `ack`, `sync`, and the bodies
 //! they carry. Parsing only; the session loop acts on them.
 
 use rethink_proto::Envelope;
@@ -20,6 +20,9 @@ pub enum Control {
     Ack {
         seq: u64,
     },
+    /// Asks for the highest `cseq` the node has handled for this session (answered 200 with
+    /// `body.value.cseq`).
+    Sync,
 }
 
 #[derive(Deserialize, Default)]
@@ -47,7 +50,7 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("unknown session control type {0:?} (expected open, re-open, close or ack)")]
+    #[error("unknown session control type {0:?} (expected open, re-open, close, ack or sync)")]
     UnknownType(String),
 }
 
@@ -77,12 +80,29 @@ pub fn parse(env: &Envelope) -> Result<Control, ControlError> {
             })
         }
         "close" => Ok(Control::Close),
+        "sync" => Ok(Control::Sync),
         "ack" => {
             let body: AckBody = body(env, "ack")?;
             Ok(Control::Ack { seq: body.seq })
         }
         other => Err(ControlError::UnknownType(other.to_owned())),
     }
+}
+
+#[derive(Deserialize)]
+struct Cseq {
+    cseq: Option<u64>,
+}
+
+/// The message's `cseq`, if it has one: the runtime's own increasing number for what it sends,
+/// so that a message sent again (after a lost connection or a restart of the runtime's stub)
+/// is recognised and handled once.
+pub fn cseq(env: &Envelope) -> Option<u64> {
+    let json = env.json();
+    if !json.contains("\"cseq\"") {
+        return None;
+    }
+    serde_json::from_str::<Cseq>(json).ok()?.cseq
 }
 
 #[derive(Deserialize)]

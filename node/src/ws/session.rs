@@ -162,6 +162,14 @@ impl Step {
             Err(Unanswered::Stalled) => Step::Stalled,
         }
     }
+
+    /// The step of an accepted request, by whether its answer was put in the outbox.
+    fn accepted(answered: Result<(), Unanswered>) -> Self {
+        match Self::refused(answered) {
+            Step::Refused => Step::Accepted,
+            other => other,
+        }
+    }
 }
 
 /// The result of the handshake phase.
@@ -270,6 +278,7 @@ async fn attached<S, R, SE, RE>(
         let _ = tokio::time::timeout(CLOSE_WAIT, flush).await;
     }
     node.bus().detach(&session, conn.id);
+    node.cross_domain().save_cseq(node.bus(), &session).await;
     if matches!(end, End::CloseRequested | End::Expired) {
         node.bus().end_session(&session).await;
     }
@@ -446,7 +455,7 @@ async fn handshake_message(
             )
             .await
         }
-        Control::Close | Control::Ack { .. } => Err(SessionError::NoSession),
+        Control::Close | Control::Ack { .. } | Control::Sync => Err(SessionError::NoSession),
     }
 }
 
@@ -523,10 +532,12 @@ async fn reopen(
         bus.end_session(&session).await;
         return Err(SessionError::CredentialExpired);
     }
+    node.cross_domain().load_cseq(bus, &session).await;
     let reply = env
         .reply(Code::OK)
         .value(json!({
             "resumed": true,
+            "cseq": session.cseq(),
             "session": session.key().as_ref(),
             "resumeWindow": node.config().session.resume_window.as_secs(),
         }))
@@ -758,6 +769,12 @@ async fn handle_message(
     if env.to().len() == 1 && env.first_to() == SESSION {
         return control_message(node, session, &env).await;
     }
+    if let Some(cseq) = control::cseq(&env)
+        && !session.accept_cseq(cseq)
+    {
+        // Sent again after a lost connection or a restart of the runtime's stub: handled.
+        return Step::Accepted;
+    }
     let origin = bus.origin_of(session);
     let env = crate::bus::identity::stamp(&env, &origin).unwrap_or(env);
     let permit = match bus.authorize(&env, &origin) {
@@ -789,6 +806,20 @@ async fn control_message(node: &Node, session: &Arc<Session>, env: &Envelope) ->
         Ok(Control::Ack { seq }) => {
             bus.ack(session, seq).await;
             return Step::Accepted;
+        }
+        Ok(Control::Sync) => {
+            node.cross_domain().save_cseq(bus, session).await;
+            let reply = env
+                .reply(Code::OK)
+                .value(json!({ "cseq": session.cseq() }))
+                .build();
+            return match reply {
+                Ok(reply) => Step::accepted(answer(node, session, &reply).await),
+                Err(e) => {
+                    tracing::error!(error = %e, "the answer to sync");
+                    Step::Accepted
+                }
+            };
         }
         Ok(Control::Close) => {
             if let Ok(reply) = env.reply(Code::OK).build() {

@@ -32,6 +32,10 @@ pub(crate) struct Config {
     pub(crate) backoff_min_ms: u64,
     pub(crate) backoff_max_ms: u64,
     pub(crate) handshake_timeout_ms: u64,
+    /// A message not written to the node within this time is answered 504 (0: never).
+    pub(crate) deliver_timeout_ms: u64,
+    /// How answers name the node: its `domain` entry, else `url`.
+    pub(crate) peer: String,
 }
 
 impl Config {
@@ -88,6 +92,8 @@ impl Config {
             backoff_min_ms,
             backoff_max_ms,
             handshake_timeout_ms: number("handshake_timeout_ms", 10_000, 1)?,
+            deliver_timeout_ms: number("deliver_timeout_ms", 0, 0)?,
+            peer: get("domain").map_or_else(|| url.clone(), str::to_owned),
             url,
             runtime,
         })

@@ -67,6 +67,15 @@ pub(crate) fn set_via(msg: &mut Msg, stub: &str) {
     }
 }
 
+/// Sets the extra top-level field `key` to the JSON text `value` (a number, here).
+pub(crate) fn set_extra(msg: &mut Msg, key: &str, value: &str) {
+    let mut fields = msg.extra_fields();
+    if let Ok(raw) = RawValue::from_string(value.to_owned()) {
+        fields.insert(key.to_owned(), raw);
+    }
+    msg.extra = serde_json::to_string(&fields).ok();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,13 +31,21 @@ pub(crate) enum Timer {
     Retry = 3,
     /// Give up on a connection whose `open` / `re-open` got no answer.
     Handshake = 4,
+    /// Answer 504 for the queued messages older than `deliver_timeout_ms`.
+    Expire = 5,
 }
 
 impl Timer {
     pub(crate) fn from_id(id: u64) -> Option<Self> {
-        [Self::Reconnect, Self::Ack, Self::Retry, Self::Handshake]
-            .into_iter()
-            .find(|t| *t as u64 == id)
+        [
+            Self::Reconnect,
+            Self::Ack,
+            Self::Retry,
+            Self::Handshake,
+            Self::Expire,
+        ]
+        .into_iter()
+        .find(|t| *t as u64 == id)
     }
 }
 
@@ -52,6 +60,8 @@ pub(crate) trait Io {
     fn kv_get(&mut self, key: &str) -> Option<Vec<u8>>;
     fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Failure>;
     fn kv_delete(&mut self, key: &str);
+    fn kv_keys(&mut self, prefix: &str, limit: u32) -> Vec<String>;
     fn monotonic_ms(&mut self) -> u64;
+    fn now_ms(&mut self) -> u64;
     fn log(&mut self, level: Level, message: &str);
 }

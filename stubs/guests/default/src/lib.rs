@@ -14,6 +14,9 @@
 //! - `listen`: comma-separated addresses `init` adds listeners for (default none).
 //! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
 //!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//! - `deliver_timeout_ms` (0: never): a message for the node not yet written to it this long
+//!   after it was taken is answered 504 and forgotten; `domain`: how the 503 and 504 answers
+//!   name the node (default `url`).
 //!
 //! # What it listens on
 //! Every message its host delivers to `on-message` goes to the node, except the loop and
@@ -49,16 +52,21 @@
 //!   never be delivered). After an instance restart, frames handed to the bus but not yet
 //!   acknowledged are handed again (duplicates, never gaps). A session that expired is lost
 //!   with its outbox: the stub opens a new one.
-//! - Bus to node: a message taken by `on-message` is written to the node, or waits in the
-//!   queue (bounded by `queue_max` together with the unconfirmed ones) and is written after the
-//!   next `open` / `re-open`; when the queue is full the sender gets a `response` 503 at once.
-//!   Messages written to a socket stay "unconfirmed" until the node is known to have read them:
-//!   a response to one of them arrives (the node handles a session's frames in order, so every
-//!   message written before it was read too). When the connection is lost, the unconfirmed
-//!   ones are written again first, in order, after the resume: a message can arrive twice,
-//!   none is dropped. Not covered: the queue lives in the instance's memory, so a trap or a
-//!   restart of the instance loses what it held; and after `close` the queued messages are
-//!   answered 503.
+//! - Bus to node: a message taken by `on-message` is numbered (top-level `cseq`, increasing
+//!   for the stub's whole life) and stored in the kv store (`out/<cseq>`, `store.rs`) before it
+//!   is taken; when it cannot be stored, or the queue (`queue_max`, with the unconfirmed ones)
+//!   is full, the sender gets a `response` 503 at once. Stored messages are written to the
+//!   node in order, now or after the next `open` / `re-open`. The node drops a message whose
+//!   `cseq` is not above the highest it handled for the session, so sending again is safe. A
+//!   `sync` to `mn:/session` (one at a time, while messages wait for confirmation) is answered
+//!   with that highest `cseq` (as is `re-open`); messages up to it are confirmed and their
+//!   stored copies deleted. After a lost connection, or a trap or restart of the instance
+//!   (`init` queues the stored messages again), the unconfirmed ones are sent again: nothing
+//!   is lost, nothing handled twice by the node. After `close` the queued messages are
+//!   answered 503 and forgotten.
+//! - A host that feeds the stub from its own persisted queue (the node's gateway to another
+//!   domain) puts the queue position in a top-level `gseq`; see `store.rs` for how the stub
+//!   tells it what it holds.
 //!
 //! # State
 //! Exported functions are all the component model calls; the instance's memory is the only
@@ -69,6 +77,7 @@ mod config;
 mod frames;
 mod io;
 mod session;
+mod store;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -200,8 +209,16 @@ impl Io for WitIo {
         host::kv_delete(key);
     }
 
+    fn kv_keys(&mut self, prefix: &str, limit: u32) -> Vec<String> {
+        host::kv_keys(prefix, limit)
+    }
+
     fn monotonic_ms(&mut self) -> u64 {
         host::monotonic_ms()
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        host::now_ms()
     }
 
     fn log(&mut self, level: Level, message: &str) {

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::frames::{self, SESSION};
 use crate::io::{Io, Level, Timer};
-
-/// The kv key holding the resumable session (`{"url", "runtime", "runtimeToken", "lastSeq"}`).
-pub(crate) const SAVED_KEY: &str = "session";
+use crate::store::{self, Out, SAVED_KEY};
 
 /// Where the connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +73,19 @@ pub(crate) struct Session {
     retry_timer: bool,
     /// Frames from the node waiting for the bus, in order.
     inbound: VecDeque<Pending>,
-    /// Bus messages not yet written to the node, in order.
-    queue: VecDeque<Msg>,
-    /// Bus messages written to the socket that the node is not yet known to have read.
-    unconfirmed: VecDeque<Msg>,
+    /// Bus messages not yet written to the node, in order (each stored in the kv store).
+    queue: VecDeque<Out>,
+    /// Bus messages written to the socket that the node has not yet confirmed handled.
+    unconfirmed: VecDeque<Out>,
+    /// The last `cseq` given to a message.
+    last_cseq: u64,
+    /// The highest `cseq` the node confirmed handled (its stored message is gone).
+    confirmed: u64,
+    /// The highest host queue position (`gseq`) taken (`store.rs`).
+    g_max: u64,
+    /// The id of the `sync` waiting for its answer.
+    sync_id: Option<String>,
+    expiry_timer: bool,
     backoff_ms: u64,
     rng: u64,
     next_id: u64,
@@ -86,11 +93,34 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session with `cfg`, resuming the one saved in the kv store if it was for the same
-    /// node and runtime.
+    /// node and runtime, with the stored messages for the node queued again.
     pub(crate) fn new(cfg: Config, io: &mut dyn Io) -> Self {
-        let (token, last_seq) = io
+        let saved = io
             .kv_get(SAVED_KEY)
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        let confirmed = saved.as_ref().and_then(|v| v["cseq"].as_u64()).unwrap_or(0);
+        let (stored, stored_g) = store::load(io, cfg.queue_max);
+        let g_max = saved
+            .as_ref()
+            .and_then(|v| v["g"].as_u64())
+            .unwrap_or(0)
+            .max(stored_g);
+        let mut queue = VecDeque::with_capacity(stored.len());
+        for out in stored {
+            if out.cseq <= confirmed {
+                store::remove(io, out.cseq);
+            } else {
+                queue.push_back(out);
+            }
+        }
+        let last_cseq = queue.back().map_or(confirmed, |o| o.cseq.max(confirmed));
+        if !queue.is_empty() {
+            io.log(
+                Level::Info,
+                &format!("{} stored messages for the node queued again", queue.len()),
+            );
+        }
+        let (token, last_seq) = saved
             .filter(|v| v["url"] == cfg.url.as_str() && v["runtime"] == cfg.runtime.as_str())
             .and_then(|v| {
                 Some((
@@ -115,8 +145,13 @@ impl Session {
             ack_timer: false,
             retry_timer: false,
             inbound: VecDeque::new(),
-            queue: VecDeque::new(),
+            queue,
             unconfirmed: VecDeque::new(),
+            last_cseq,
+            confirmed,
+            g_max,
+            sync_id: None,
+            expiry_timer: false,
             rng: seed | 1,
             next_id: 0,
         }
@@ -124,6 +159,7 @@ impl Session {
 
     /// Opens the WebSocket to the node.
     pub(crate) fn connect(&mut self, io: &mut dyn Io) {
+        self.arm_expiry(io);
         match io.ws_open(&self.cfg.url) {
             Ok(socket) => {
                 self.conn = Conn::Connecting { socket };
@@ -217,8 +253,17 @@ impl Session {
             return;
         }
         if msg.from == SESSION && msg.kind == "response" {
-            // The answer to `close`, or a refusal of one of our acks.
             let body = msg.body_value();
+            if self.sync_id.as_deref() == Some(msg.id.as_str()) {
+                self.sync_id = None;
+                self.mark_delivered(seq);
+                if let Some(cseq) = body["value"]["cseq"].as_u64() {
+                    self.confirm_upto(io, cseq);
+                }
+                self.maybe_sync(io);
+                return;
+            }
+            // The answer to `close`, or a refusal of one of our acks.
             let level = if body["code"] == 200 {
                 Level::Debug
             } else {
@@ -227,9 +272,6 @@ impl Session {
             io.log(level, &format!("from the session: {body}"));
             self.mark_delivered(seq);
             return;
-        }
-        if msg.kind == "response" {
-            self.confirm(&msg);
         }
         frames::set_via(&mut msg, &self.cfg.stub);
         self.inbound.push_back(Pending { seq, msg });
@@ -287,6 +329,10 @@ impl Session {
             self.mark_delivered(seq);
             self.conn = Conn::Open { socket };
             self.backoff_ms = self.cfg.backoff_min_ms;
+            if let Some(cseq) = body["value"]["cseq"].as_u64() {
+                // Handled before the connection was lost: not sent again.
+                self.confirm_upto(io, cseq);
+            }
             io.log(
                 Level::Info,
                 &format!(
@@ -297,6 +343,7 @@ impl Session {
             );
             self.save(io, self.acked);
             self.flush_queue(io);
+            self.maybe_sync(io);
             return;
         }
         let description = body["description"].as_str().unwrap_or("").to_owned();
@@ -308,7 +355,7 @@ impl Session {
                 &format!("re-open refused ({code} {description}): opening a new session"),
             );
             self.token = None;
-            io.kv_delete(SAVED_KEY);
+            self.save(io, 0);
             self.handshake(io, socket);
             return;
         }
@@ -335,9 +382,11 @@ impl Session {
 
     fn lost(&mut self, io: &mut dyn Io, socket: u64) {
         io.cancel_timer(Timer::Handshake);
+        self.sync_id = None;
         while let Some(m) = self.unconfirmed.pop_back() {
             self.queue.push_front(m);
         }
+        self.arm_expiry(io);
         if self.conn == (Conn::Closing { socket }) {
             self.conn = Conn::Closed;
             if !self.queue.is_empty() {
@@ -359,100 +408,6 @@ impl Session {
         self.rng ^= self.rng << 17;
         let delay = d / 2 + self.rng % (d / 2 + 1);
         io.set_timer(Timer::Reconnect, delay);
-    }
-
-    /// A message from the bus, for the node.
-    pub(crate) fn on_message(&mut self, io: &mut dyn Io, msg: Msg) {
-        if frames::via(&msg).as_deref() == Some(self.cfg.stub.as_str()) {
-            io.log(
-                Level::Debug,
-                &format!("dropped a message that came through this stub: {}", msg.id),
-            );
-            return;
-        }
-        if msg.to.first().map(String::as_str) == Some(SESSION) {
-            if msg.kind == "close" {
-                self.close(io);
-                self.answer(io, &msg, 200, "session closed");
-            } else {
-                self.answer(
-                    io,
-                    &msg,
-                    400,
-                    "the stub manages the session: only close is accepted",
-                );
-            }
-            return;
-        }
-        if self.conn == Conn::Closed {
-            self.connect(io);
-        }
-        if matches!(self.conn, Conn::Open { .. }) && self.queue.is_empty() {
-            self.write(io, msg);
-        } else if self.queue.len() + self.unconfirmed.len() >= self.cfg.queue_max {
-            self.answer(io, &msg, 503, "the stub's queue to the node is full");
-        } else {
-            self.queue.push_back(msg);
-        }
-    }
-
-    /// Answers `msg` (unless it is itself a response) with `code`.
-    fn answer(&mut self, io: &mut dyn Io, msg: &Msg, code: u16, description: &str) {
-        if msg.kind == "response" {
-            return;
-        }
-        let reply = msg.reply(json!({ "code": code, "description": description }));
-        if let Err(f) = io.bus_send(&reply) {
-            io.log(
-                Level::Warn,
-                &format!(
-                    "answer {code} to {} refused: {} {}",
-                    msg.from, f.code, f.description
-                ),
-            );
-        }
-    }
-
-    /// Writes one message to the open socket; false (and the message back at the queue's
-    /// front) if the socket did not take it.
-    fn write(&mut self, io: &mut dyn Io, msg: Msg) -> bool {
-        let Conn::Open { socket } = self.conn else {
-            self.queue.push_front(msg);
-            return false;
-        };
-        match io.ws_send(socket, &msg.to_json()) {
-            Ok(()) => {
-                self.unconfirmed.push_back(msg);
-                true
-            }
-            Err(f) => {
-                self.queue.push_front(msg);
-                if f.code == 503 && !self.retry_timer {
-                    self.retry_timer = true;
-                    io.set_timer(Timer::Retry, self.cfg.backoff_min_ms);
-                }
-                false
-            }
-        }
-    }
-
-    fn flush_queue(&mut self, io: &mut dyn Io) {
-        while let Some(msg) = self.queue.pop_front() {
-            if !self.write(io, msg) {
-                return;
-            }
-        }
-    }
-
-    /// A response from the node to one of our messages: the node has read it, and (frames
-    /// being handled in order) every message written before it.
-    fn confirm(&mut self, response: &Msg) {
-        let answered = self.unconfirmed.iter().position(|m| {
-            m.id == response.id && response.to.first().is_some_and(|to| *to == m.from)
-        });
-        if let Some(i) = answered {
-            self.unconfirmed.drain(..=i);
-        }
     }
 
     fn schedule_ack(&mut self, io: &mut dyn Io) {
@@ -490,14 +445,16 @@ impl Session {
         }
     }
 
-    /// Saves the session (token and `lastSeq`) so that a restarted instance resumes it.
+    /// Saves the session (token and `lastSeq`, the confirmed `cseq` and the highest host
+    /// queue position taken) so that a restarted instance resumes it.
     fn save(&self, io: &mut dyn Io, last_seq: u64) {
-        let Some(token) = &self.token else { return };
         let saved = json!({
             "url": self.cfg.url,
             "runtime": self.cfg.runtime,
-            "runtimeToken": token,
+            "runtimeToken": self.token,
             "lastSeq": last_seq,
+            "cseq": self.confirmed,
+            "g": self.g_max,
         });
         if let Err(f) = io.kv_set(SAVED_KEY, saved.to_string().as_bytes()) {
             io.log(
@@ -532,14 +489,17 @@ impl Session {
         self.received = 0;
         self.delivered = 0;
         self.acked = 0;
-        io.kv_delete(SAVED_KEY);
-        let dropped: Vec<Msg> = self
+        self.sync_id = None;
+        let dropped: Vec<Out> = self
             .unconfirmed
             .drain(..)
             .chain(self.queue.drain(..))
             .collect();
-        for msg in dropped {
-            self.answer(io, &msg, 503, "the session was closed");
+        self.confirmed = self.last_cseq;
+        self.save(io, 0);
+        for out in dropped {
+            store::remove(io, out.cseq);
+            self.answer(io, &out.msg, 503, "the session was closed");
         }
     }
 
@@ -559,8 +519,10 @@ impl Session {
                 self.retry_timer = false;
                 self.drain_inbound(io);
                 self.flush_queue(io);
+                self.maybe_sync(io);
                 self.schedule_ack(io);
             }
+            Timer::Expire => self.expire(io),
             Timer::Handshake => {
                 if let Some(socket) = self.conn.socket()
                     && !matches!(self.conn, Conn::Open { .. })
@@ -582,5 +544,6 @@ impl Session {
     }
 }
 
+mod outgoing;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ struct Rec {
     kv: BTreeMap<String, Vec<u8>>,
     timers: BTreeMap<u64, u64>,
     closed: Vec<u64>,
+    now: u64,
 }
 
 impl Io for Rec {
@@ -57,8 +58,19 @@ impl Io for Rec {
     fn kv_delete(&mut self, key: &str) {
         self.kv.remove(key);
     }
+    fn kv_keys(&mut self, prefix: &str, limit: u32) -> Vec<String> {
+        self.kv
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
     fn monotonic_ms(&mut self) -> u64 {
         42
+    }
+    fn now_ms(&mut self) -> u64 {
+        self.now
     }
     fn log(&mut self, _level: Level, _message: &str) {}
 }
@@ -148,27 +160,59 @@ fn opens_forwards_both_ways_and_acks_in_batches() {
     assert_eq!(io.take_ws()[0]["id"], 7);
 }
 
+/// The answer of the node to `sync` `id`: it has handled every `cseq` up to `cseq`.
+fn synced(id: &Value, cseq: u64, seq: u64) -> String {
+    format!(
+        r#"{{"id":{id},"type":"response","from":"mn:/session","to":"hyperty-runtime://d/rt","body":{{"code":200,"value":{{"cseq":{cseq}}}}},"seq":{seq}}}"#
+    )
+}
+
+fn stored(io: &Rec) -> Vec<String> {
+    io.kv
+        .keys()
+        .filter(|k| k.starts_with("out/"))
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn a_lost_connection_resumes_and_replays_what_was_not_confirmed() {
     let mut io = Rec::default();
     let mut s = Session::new(cfg(&[]), &mut io);
     open(&mut s, &mut io, 1);
     s.on_text(&mut io, 1, &frame(2, 10, "create"));
-    s.on_message(&mut io, bus_msg(7)); // written, never answered
-    s.on_message(&mut io, bus_msg(8)); // written, answered below
-    s.on_message(&mut io, bus_msg(9)); // written after 8, not answered
-    io.take_ws();
-    let answer8 = r#"{"id":8,"type":"response","from":"hyperty://d/peer","to":"hyperty://d/me","body":{"code":200},"seq":3}"#;
-    s.on_text(&mut io, 1, answer8);
+    s.on_message(&mut io, bus_msg(7)); // written, then a sync
+    s.on_message(&mut io, bus_msg(8)); // written (the sync is on its way)
+    s.on_message(&mut io, bus_msg(9)); // written after the node's count below
+    let sent = io.take_ws();
+    let kinds: Vec<&str> = sent
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, vec!["create", "sync", "create", "create"]);
+    let cseqs: Vec<&Value> = sent.iter().map(|f| &f["cseq"]).collect();
+    assert_eq!(cseqs, vec![&json!(1), &Value::Null, &json!(2), &json!(3)]);
     assert_eq!(
-        io.take_ws()[0]["body"]["seq"],
+        stored(&io).len(),
         3,
+        "each message stored before it is written"
+    );
+    // The node had handled 7 and 8 when it answered the sync.
+    s.on_text(&mut io, 1, &synced(&sent[1]["id"], 2, 3));
+    let after = io.take_ws();
+    assert_eq!(after[0]["type"], "sync", "9 still waits: another sync");
+    assert_eq!(
+        after[1]["body"]["seq"], 3,
         "the third frame is acknowledged"
     );
+    assert_eq!(stored(&io), vec![format!("out/{:016x}", 3)]);
+    let saved: Value = serde_json::from_slice(&io.kv[SAVED_KEY]).expect("saved");
+    assert_eq!(saved["cseq"], 2);
     s.on_closed(&mut io, 1, 1006, "");
-    // Disconnected: a new message waits; a reconnect is scheduled.
+    // Disconnected: a new message waits (stored); a reconnect is scheduled.
     s.on_message(&mut io, bus_msg(10));
     assert!(io.take_ws().is_empty());
+    assert_eq!(stored(&io).len(), 2);
     assert!(io.timers.contains_key(&(Timer::Reconnect as u64)));
     s.on_timer(&mut io, Timer::Reconnect);
     s.on_opened(&mut io, 2);
@@ -176,28 +220,79 @@ fn a_lost_connection_resumes_and_replays_what_was_not_confirmed() {
     assert_eq!(reopen["type"], "re-open");
     assert_eq!(reopen["body"]["runtimeToken"], "tok");
     assert_eq!(reopen["body"]["lastSeq"], 3);
-    // The node replays frame 3 (already delivered: dropped) and 4, then answers.
-    s.on_text(&mut io, 2, answer8);
+    // The node replays frame 3 (already delivered: dropped) and 4, then answers: it had
+    // handled nothing more than 2.
+    s.on_text(&mut io, 2, &synced(&sent[1]["id"], 2, 3));
     s.on_text(&mut io, 2, &frame(4, 12, "update"));
     let ok = format!(
-        r#"{{"id":{},"type":"response","from":"mn:/session","to":"hyperty-runtime://d/rt","body":{{"code":200,"value":{{"resumed":true}}}},"seq":5}}"#,
+        r#"{{"id":{},"type":"response","from":"mn:/session","to":"hyperty-runtime://d/rt","body":{{"code":200,"value":{{"resumed":true,"cseq":2}}}},"seq":5}}"#,
         reopen["id"]
     );
     s.on_text(&mut io, 2, &ok);
-    let ids: Vec<Value> = io
+    let resent: Vec<(Value, Value)> = io
         .take_ws()
         .into_iter()
-        .filter(|f| f["type"] != "ack")
-        .map(|f| f["id"].clone())
+        .filter(|f| f["type"] != "ack" && f["type"] != "sync")
+        .map(|f| (f["id"].clone(), f["cseq"].clone()))
         .collect();
-    // 9 was not confirmed (only 7 and 8 were, by the answer to 8), then the queued 10.
-    assert_eq!(ids, vec![json!(9), json!(10)]);
+    // 9 was not confirmed, then the queued 10, with the numbers they were stored with.
+    assert_eq!(resent, vec![(json!(9), json!(3)), (json!(10), json!(4))]);
     let bus_ids: Vec<&str> = io.bus.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(
         bus_ids,
-        vec!["10", "8", "12"],
+        vec!["10", "12"],
         "no duplicate of the replayed frame"
     );
+}
+
+#[test]
+fn a_restarted_instance_sends_what_it_stored_once_and_skips_host_replays() {
+    let mut io = Rec::default();
+    let mut s = Session::new(cfg(&[]), &mut io);
+    open(&mut s, &mut io, 1);
+    for (id, g) in [(7, 100), (8, 101), (9, 102)] {
+        let mut m = bus_msg(id);
+        m.extra = Some(format!(r#"{{"gseq":{g}}}"#));
+        s.on_message(&mut io, m);
+    }
+    let sent = io.take_ws();
+    assert_eq!(sent[0]["gseq"], Value::Null, "gseq stays with the host");
+    let record: Value = serde_json::from_slice(&io.kv[&format!("out/{:016x}", 3)]).expect("record");
+    assert_eq!(
+        record["g"], 102,
+        "the record says the host may drop up to 102"
+    );
+    s.on_text(&mut io, 1, &synced(&sent[1]["id"], 1, 2));
+    // The instance traps: a new one starts from the kv store alone.
+    drop(s);
+    io.ws.clear();
+    let mut s = Session::new(cfg(&[]), &mut io);
+    let hs = open(&mut s, &mut io, 3);
+    assert_eq!(hs["type"], "re-open");
+    // The host replays 101 and 102 (it had not learnt we hold them): not taken again.
+    for (id, g) in [(8, 101), (9, 102), (11, 103)] {
+        let mut m = bus_msg(id);
+        m.extra = Some(format!(r#"{{"gseq":{g}}}"#));
+        s.on_message(&mut io, m);
+    }
+    let resent: Vec<(Value, Value)> = io
+        .take_ws()
+        .into_iter()
+        .filter(|f| f["type"] == "create")
+        .map(|f| (f["id"].clone(), f["cseq"].clone()))
+        .collect();
+    // The answer to open had no cseq: 8 and 9 are sent again (the node drops what it has),
+    // then 11; the replays of 8 and 9 by the host are not.
+    assert_eq!(
+        resent,
+        vec![
+            (json!(8), json!(2)),
+            (json!(9), json!(3)),
+            (json!(11), json!(4))
+        ]
+    );
+    let saved: Value = serde_json::from_slice(&io.kv[SAVED_KEY]).expect("saved");
+    assert_eq!(saved["g"], 102, "a replay announces what is held");
 }
 
 #[test]
@@ -224,7 +319,12 @@ fn a_refused_reopen_opens_a_new_session_and_a_full_queue_answers_503() {
         reopen["id"]
     );
     s.on_text(&mut io, 1, &refused);
-    assert!(!io.kv.contains_key(SAVED_KEY));
+    let saved: Value = serde_json::from_slice(&io.kv[SAVED_KEY]).expect("saved");
+    assert_eq!(
+        saved["runtimeToken"],
+        Value::Null,
+        "the old session is forgotten"
+    );
     let fresh = io.take_ws().pop().expect("open");
     assert_eq!(fresh["type"], "open");
 }
@@ -274,7 +374,13 @@ fn close_on_request_ends_the_session_and_forgets_it() {
     assert_eq!(sent.len(), 2, "the last ack, then close: {sent:?}");
     assert_eq!(sent[0]["type"], "ack");
     assert_eq!(sent[1]["type"], "close");
-    assert!(!io.kv.contains_key(SAVED_KEY));
+    let saved: Value = serde_json::from_slice(&io.kv[SAVED_KEY]).expect("saved");
+    assert_eq!(
+        saved["runtimeToken"],
+        Value::Null,
+        "the session is forgotten"
+    );
+    assert!(stored(&io).is_empty(), "answered messages are not kept");
     let answers: Vec<(String, Value)> = io
         .bus
         .iter()
@@ -293,4 +399,59 @@ fn close_on_request_ends_the_session_and_forgets_it() {
     s.on_message(&mut io, bus_msg(8));
     s.on_opened(&mut io, 2);
     assert_eq!(io.take_ws()[0]["type"], "open");
+}
+
+#[test]
+fn queued_messages_past_the_delivery_timeout_are_answered_504_in_order() {
+    let mut io = Rec {
+        now: 1_000_000,
+        ..Rec::default()
+    };
+    let mut s = Session::new(
+        cfg(&[("deliver_timeout_ms", "5000"), ("domain", "b.test")]),
+        &mut io,
+    );
+    s.connect(&mut io); // never opened: the node is down
+    s.on_message(&mut io, bus_msg(1));
+    io.now += 2_000;
+    s.on_message(&mut io, bus_msg(2));
+    assert_eq!(
+        io.timers.get(&(Timer::Expire as u64)),
+        Some(&5_000),
+        "due with the oldest"
+    );
+    io.now += 3_000;
+    s.on_timer(&mut io, Timer::Expire);
+    let answers: Vec<(String, Value)> = io
+        .bus
+        .iter()
+        .map(|m| (m.id.clone(), m.body_value().clone()))
+        .collect();
+    assert_eq!(answers.len(), 1, "only the first is due: {answers:?}");
+    assert_eq!(answers[0].0, "1");
+    assert_eq!(answers[0].1["code"], 504);
+    assert_eq!(
+        answers[0].1["description"],
+        "no delivery to b.test within 5 s"
+    );
+    assert_eq!(stored(&io).len(), 1, "the answered one is forgotten");
+    assert_eq!(io.timers.get(&(Timer::Expire as u64)), Some(&2_000));
+}
+
+#[test]
+fn a_message_written_before_a_lost_connection_is_not_answered_504() {
+    let mut io = Rec {
+        now: 1_000_000,
+        ..Rec::default()
+    };
+    let mut s = Session::new(cfg(&[("deliver_timeout_ms", "5000")]), &mut io);
+    open(&mut s, &mut io, 1);
+    s.on_message(&mut io, bus_msg(1)); // written: the node may have handled it
+    s.on_closed(&mut io, 1, 1006, "");
+    s.on_message(&mut io, bus_msg(2)); // never written
+    io.now += 5_000;
+    s.on_timer(&mut io, Timer::Expire);
+    let answered: Vec<&str> = io.bus.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(answered, vec!["2"], "only the one never written");
+    assert_eq!(stored(&io).len(), 1, "1 waits for the re-open answer");
 }

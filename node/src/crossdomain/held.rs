@@ -1,0 +1,96 @@
+//! [`HeldKv`]: the key-value store of another domain's stub, seen through the gateway, which
+//! learns from it how far the stub durably holds the gateway's messages.
+//!
+//! The gateway numbers each message it hands to the stub with a top-level `gseq` (its outbox
+//! position). Our `default` stub (`stubs/guests/default/src/store.rs`) stores every message it
+//! takes, and its session record, with a top-level `"g": N` meaning "every message up to N is
+//! held (stored, or answered)". Once such a write is committed, the gateway may acknowledge
+//! its outbox up to N: the message then lives in the stub's store until the other node
+//! confirms it handled it.
+
+use std::sync::Arc;
+
+use rethink_stubs::{BoxFuture, Failure, KvStore};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+/// The stub's store, reporting the highest `g` written.
+#[derive(Debug)]
+pub(super) struct HeldKv {
+    inner: Arc<dyn KvStore>,
+    held: watch::Sender<u64>,
+}
+
+#[derive(Deserialize)]
+struct Held {
+    g: Option<u64>,
+}
+
+impl HeldKv {
+    /// Over `inner`; the receiver sees the highest `g` committed.
+    pub(super) fn new(inner: Arc<dyn KvStore>) -> (Self, watch::Receiver<u64>) {
+        let (held, rx) = watch::channel(0);
+        (Self { inner, held }, rx)
+    }
+}
+
+/// The top-level `g` of a stored value, if it is a JSON object with one.
+fn held_of(value: &[u8]) -> Option<u64> {
+    if !value.starts_with(b"{") {
+        return None;
+    }
+    serde_json::from_slice::<Held>(value).ok()?.g
+}
+
+impl KvStore for HeldKv {
+    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        self.inner.get(stub, key)
+    }
+
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let g = held_of(&value);
+            self.inner.set(stub, key, value, max_total).await?;
+            if let Some(g) = g {
+                self.held.send_if_modified(|h| {
+                    let raised = g > *h;
+                    *h = (*h).max(g);
+                    raised
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+        self.inner.delete(stub, key)
+    }
+
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Vec<String>> {
+        self.inner.keys(stub, prefix, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_top_level_g_only() {
+        assert_eq!(held_of(br#"{"g":7,"m":{"g":99}}"#), Some(7));
+        assert_eq!(held_of(br#"{"url":"x","g":12,"cseq":3}"#), Some(12));
+        assert_eq!(held_of(br#"{"m":{"g":99}}"#), None);
+        assert_eq!(held_of(b"12"), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! Delivery guarantees across domains (issue 13), with the nodes as real processes
+//! ([`NodeProcess`]: a real SIGTERM, a real SIGKILL): messages for a domain whose node is down
+//! wait in A's persisted per-domain queue (the gateway outbox in bus.db, then the stub's store)
+//! and arrive in order, once, when it is back, also across a SIGKILL of A; a message not
+//! delivered within `cross_domain.delivery_timeout_secs` is answered 504, one beyond
+//! `cross_domain.queue_limit` 503, both naming the domain; a domain that is down does not hold
+//! up another.
+//!
+//! "Once" is checked with a marker: after the messages under test the sender sends one more,
+//! and the recipient must get exactly the expected messages before it (a duplicate would come
+//! before the marker: the path keeps order).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_tungstenite::connect_async;
+
+use crate::crossdomain::{A, B, FIRST, free_addr};
+use crate::support::Rt;
+use crate::support::process::NodeProcess;
+
+const C: &str = "c.test";
+/// Messages sent while the other node is down.
+const N: u64 = 40;
+
+/// A node of `domain` as a process on `addr`, knowing `peers`, with extra settings.
+async fn spawn(
+    dir: &Path,
+    domain: &str,
+    addr: SocketAddr,
+    peers: &[(&str, SocketAddr)],
+    extra: &[(&str, &str)],
+) -> NodeProcess {
+    let peers = peers
+        .iter()
+        .map(|(d, a)| format!("\"{d}\"=\"http://{a}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let peers = format!("{{{peers}}}");
+    let listen = addr.to_string();
+    let mut env = vec![
+        ("RETHINK_DOMAIN", domain),
+        ("RETHINK_MATRIX__SERVER_NAME", domain),
+        ("RETHINK_LISTEN", listen.as_str()),
+        ("RETHINK_CROSS_DOMAIN__ENABLED", "true"),
+        ("RETHINK_CROSS_DOMAIN__PEERS", peers.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    NodeProcess::spawn(dir, &env).await
+}
+
+/// A runtime of `domain` on the node at `node`, with one hyperty address.
+async fn hyperty(node: &NodeProcess, domain: &str, name: &str) -> (Rt, String) {
+    let (ws, _) = connect_async(node.ws_url()).await.expect("connect");
+    let mut rt = Rt::from_ws(ws, name);
+    rt.url = format!("hyperty-runtime://{domain}/{name}");
+    let resp = rt.open_session(json!({})).await;
+    assert_eq!(resp["body"]["code"], 200, "open: {resp}");
+    let from = format!("{}/registry/allocation", rt.url);
+    let resp = rt
+        .request(json!({"type": "create", "from": from,
+            "to": format!("domain://msg-node.{domain}/address-allocation"),
+            "body": {"scheme": "hyperty", "value": {"number": 1}}}))
+        .await;
+    assert_eq!(resp["body"]["code"], 200, "allocation: {resp}");
+    let address = resp["body"]["value"]["allocated"][0]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    (rt, address)
+}
+
+/// Re-opens `rt`'s session on a new connection to `node` (after the node restarted).
+async fn reopen(node: &NodeProcess, rt: Rt) -> Rt {
+    let memory = rt.drop_connection();
+    let (ws, _) = connect_async(node.ws_url()).await.expect("connect");
+    let mut rt = Rt::from_ws(ws, "x");
+    rt.url = memory.url.clone();
+    let resp = rt
+        .request(
+            json!({"type": "re-open", "from": memory.url, "to": "mn:/session",
+            "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}),
+        )
+        .await;
+    assert_eq!(resp["body"]["code"], 200, "re-open: {resp}");
+    rt.token = memory.token;
+    rt
+}
+
+/// Sends `PING`s numbered `range` from `from` to `to`, then shows they were accepted: a request
+/// to the node answered next (a refusal of any of them would come before it).
+async fn send_accepted(rt: &mut Rt, from: &str, to: &str, range: std::ops::RangeInclusive<u64>) {
+    for n in range {
+        rt.send(&json!({"id": n, "type": "PING", "from": from, "to": to, "body": {"n": n}}))
+            .await;
+    }
+    let domain = rt.url.split('/').nth(2).unwrap_or("").to_owned();
+    let alloc = format!("{}/registry/allocation", rt.url);
+    let resp = rt
+        .request(json!({"type": "create", "from": alloc,
+            "to": format!("domain://msg-node.{domain}/address-allocation"),
+            "body": {"scheme": "hyperty", "value": {"number": 1}}}))
+        .await;
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
+}
+
+/// The numbers of the `PING`s `rt` gets, up to and without `marker` (acknowledging as it goes);
+/// on a timeout, panics with what came and the log of `sender` (the node the PINGs left).
+async fn pings_until(rt: &mut Rt, marker: u64, sender: &mut NodeProcess) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let Some(f) = rt.try_recv(FIRST).await else {
+            let log = sender.drain_log().await.join("\n");
+            panic!("no PING {marker} within {FIRST:?}; got {got:?}; the sender's log:\n{log}");
+        };
+        assert_eq!(f["type"], "PING", "{f}");
+        let n = f["body"]["n"].as_u64().expect("n");
+        if got.len() % 16 == 15 {
+            rt.ack().await;
+        }
+        if n == marker {
+            rt.ack().await;
+            return got;
+        }
+        got.push(n);
+    }
+}
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_stopped_while_a_sends_then_restarted_gets_everything_in_order_once() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &[]).await;
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &[]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+
+    // B stops (SIGTERM); A keeps accepting messages for it.
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    send_accepted(&mut alice, &ha, &hb, 1..=N).await;
+
+    let b = b.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    send_accepted(&mut alice, &ha, &hb, N + 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a).await;
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_with_its_queue_delivers_it_after_the_restart() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &[]).await;
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &[]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+
+    // B down: A queues; then A is killed with everything still queued.
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    send_accepted(&mut alice, &ha, &hb, 1..=N).await;
+    a.kill().await;
+
+    let b = b.restart().await;
+    let mut a = a.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    let mut alice = reopen(&a, alice).await;
+    send_accepted(&mut alice, &ha, &hb, N + 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a).await;
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_messages_get_504_after_the_timeout_and_503_beyond_the_limit() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &[]).await;
+    let limits = [
+        ("RETHINK_CROSS_DOMAIN__DELIVERY_TIMEOUT_SECS", "2"),
+        ("RETHINK_CROSS_DOMAIN__QUEUE_LIMIT", "3"),
+    ];
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &limits).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+    // Bob's answer reaches alice after B confirmed PING 0 to A's stub (B handles the stub's
+    // frames in order): 0 does not wait in A's queue when B stops.
+    bob.send(&json!({"id": 0, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}))
+        .await;
+    let r = alice.recv().await;
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(0), Some(200)),
+        "{r}"
+    );
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+
+    // Five for a domain whose node is down, with room for three: 4 and 5 are refused at once,
+    // 1 to 3 are answered 504 once they waited the 2 s.
+    for n in 1..=5u64 {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb}))
+            .await;
+    }
+    let mut answers = Vec::new();
+    for _ in 1..=5 {
+        let r = alice
+            .try_recv(Duration::from_secs(30))
+            .await
+            .expect("every message is answered");
+        assert_eq!(r["type"], "response", "{r}");
+        let desc = r["body"]["description"].as_str().unwrap_or("").to_owned();
+        assert!(desc.contains(B), "the answer names the domain: {r}");
+        answers.push((
+            r["id"].as_u64().expect("id"),
+            r["body"]["code"].as_u64().expect("code"),
+        ));
+    }
+    assert_eq!(
+        answers,
+        vec![(4, 503), (5, 503), (1, 504), (2, 504), (3, 504)],
+        "503 at once beyond the limit, then 504 in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_that_is_down_does_not_hold_up_another() {
+    let (da, db, dc) = (dir(), dir(), dir());
+    let (aa, ab, ac) = (free_addr(), free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &[]).await;
+    let c = spawn(dc.path(), C, ac, &[(A, aa)], &[]).await;
+    let mut a = spawn(da.path(), A, aa, &[(B, ab), (C, ac)], &[]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    let (mut carol, hc) = hyperty(&c, C, "rt-carol").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    // B's queue fills while C is reached.
+    send_accepted(&mut alice, &ha, &hb, 1..=N).await;
+    send_accepted(&mut alice, &ha, &hc, 1..=N).await;
+    let got = pings_until(&mut carol, N, &mut a).await;
+    assert_eq!(
+        got,
+        (1..N).collect::<Vec<_>>(),
+        "C gets its messages while B is down"
+    );
+
+    let b = b.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    send_accepted(&mut alice, &ha, &hb, N + 1..=N + 1).await;
+    assert_eq!(
+        pings_until(&mut bob, N + 1, &mut a).await,
+        (1..=N).collect::<Vec<_>>()
+    );
+}
