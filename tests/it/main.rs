@@ -45,6 +45,7 @@ mod matrix_txns;
 mod matrix_userdata;
 mod policy;
 mod process;
+mod registry;
 mod resume;
 mod routing;
 mod server_limits;

@@ -49,6 +49,8 @@ pub(crate) struct Registry {
     /// there are any).
     runtimes: BTreeMap<String, usize>,
     next_id: u64,
+    /// Status notices of the message being handled, sent after its answer.
+    notices: Vec<Msg>,
 }
 
 /// An answer: a code and either a value or a description.
@@ -69,6 +71,7 @@ impl Registry {
             records: BTreeMap::new(),
             runtimes: BTreeMap::new(),
             next_id: io.now_ms(),
+            notices: Vec::new(),
         };
         for rec in records {
             *r.runtimes.entry(rec.runtime.clone()).or_default() += 1;
@@ -79,6 +82,7 @@ impl Registry {
             r.subscription(io, "subscribe", &rt);
         }
         r.expire(io);
+        r.flush(io);
         r
     }
 
@@ -97,6 +101,7 @@ impl Registry {
         if !to_registry {
             if msg.kind == "update" && msg.from == self.node {
                 self.runtime_status(io, msg);
+                self.flush(io);
             }
             return;
         }
@@ -124,6 +129,19 @@ impl Registry {
         reply.from.clone_from(&self.settings.address);
         if let Err((code, text)) = io.send(reply) {
             io.warn(&format!("registry: an answer was refused: {code} {text}"));
+        }
+        self.flush(io);
+    }
+
+    /// Sends the status notices collected while handling a message or a timer.
+    fn flush(&mut self, io: &mut dyn Io) {
+        for msg in std::mem::take(&mut self.notices) {
+            let what = format!("{} to {}", msg.body.as_deref().unwrap_or(""), msg.to[0]);
+            if let Err((code, text)) = io.send(msg) {
+                io.warn(&format!(
+                    "registry: the notice {what} was refused: {code} {text}"
+                ));
+            }
         }
     }
 
@@ -172,7 +190,7 @@ impl Registry {
             return e;
         }
         if !was_live {
-            self.notify(io, &rec.url, "live");
+            self.notify(&rec.url, "live");
         }
         self.arm(io);
         (200, Value::Null)
@@ -204,7 +222,7 @@ impl Registry {
             return e;
         }
         if revived {
-            self.notify(io, url, "live");
+            self.notify(url, "live");
         }
         self.arm(io);
         (200, Value::Null)
@@ -286,7 +304,7 @@ impl Registry {
                             rec.last_modified_ms = io.now_ms();
                         }
                         if self.put(io, rec).is_ok() {
-                            self.notify(io, &url, status);
+                            self.notify(&url, status);
                         }
                     }
                     _ => {}
@@ -299,6 +317,7 @@ impl Registry {
     /// The expiry timer fired.
     pub(crate) fn on_timer(&mut self, io: &mut dyn Io) {
         self.expire(io);
+        self.flush(io);
     }
 
     fn expire(&mut self, io: &mut dyn Io) {
@@ -352,7 +371,7 @@ impl Registry {
                 self.subscription(io, "unsubscribe", &rec.runtime);
             }
         }
-        self.notify(io, url, status);
+        self.notify(url, status);
     }
 
     fn id(&mut self) -> String {
@@ -360,8 +379,8 @@ impl Registry {
         self.next_id.to_string()
     }
 
-    /// `update` to the subscribers of `<url>/registration`.
-    fn notify(&mut self, io: &mut dyn Io, url: &str, status: &str) {
+    /// `update` to the subscribers of `<url>/registration`, sent by [`Self::flush`].
+    fn notify(&mut self, url: &str, status: &str) {
         let msg = Msg {
             id: self.id(),
             kind: "update".into(),
@@ -372,11 +391,7 @@ impl Registry {
             ),
             extra: None,
         };
-        if let Err((code, text)) = io.send(msg) {
-            io.warn(&format!(
-                "registry: the {status} notice of {url} was refused: {code} {text}"
-            ));
-        }
+        self.notices.push(msg);
     }
 
     /// Subscribes to (or unsubscribes from) `<runtime>/status` at the node.

@@ -64,7 +64,11 @@ fn msg(kind: &str, from: &str, body: Value) -> Msg {
 }
 
 fn last_code(io: &Recorder) -> u64 {
-    io.sent.last().expect("an answer").body_value()["code"]
+    io.sent
+        .iter()
+        .rfind(|m| m.kind == "response")
+        .expect("an answer")
+        .body_value()["code"]
         .as_u64()
         .expect("a code")
 }
