@@ -16,7 +16,7 @@
 set -euo pipefail
 
 RUSTC_VERSION="rustc 1.95.0"
-GUESTS=(probe default registry)
+GUESTS=(probe default registry archive)
 
 here="$(cd "$(dirname "$0")" && pwd)"
 stubs="$(dirname "$here")"

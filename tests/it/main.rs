@@ -12,6 +12,7 @@ mod appservice_bench;
 mod appservice_mautrix;
 mod appservice_restart;
 mod appservice_support;
+mod archive;
 mod bad_input;
 mod bridge;
 mod canonical;

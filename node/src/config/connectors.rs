@@ -6,8 +6,9 @@
 //!   (`[connectors.registry]` alone runs the domain registry).
 //! - `namespaces`: the reTHINK addresses of this domain it owns (it gets their messages, and
 //!   sends only from them and the addresses below them: the host refuses anything else with 403
-//!   before the bus's enforcement point sees it); for the built-in registry, by default
-//!   `domain://registry.<domain>`.
+//!   before the bus's enforcement point sees it); for a built-in, by default
+//!   `domain://<name>.<domain>` (`domain://registry.<domain>`; the archive also gets
+//!   `domain://archive.<domain>/log`).
 //! - `config` (what `host.config` answers; `domain` is always added), `memory_mb`,
 //!   `call_timeout_ms`, `mailbox`: as for stubs.
 
@@ -50,9 +51,16 @@ pub(super) fn validate_connectors(
                 rethink_stubs::BUILTIN_CONNECTORS.join(", ")
             )));
         }
-        let namespaces = match (&c.namespaces, builtin && name == "registry") {
+        // A built-in's address: `domain://<name>.<domain>` (the registry's is the reTHINK one).
+        let namespaces = match (&c.namespaces, builtin) {
             (Some(n), _) => n.clone(),
-            (None, true) => vec![format!("domain://registry.{domain}")],
+            // The bus routes to an address's owner only from the first path segment down: the
+            // archive's logs live below `/log`.
+            (None, true) if name == "archive" => vec![
+                format!("domain://archive.{domain}"),
+                format!("domain://archive.{domain}/log"),
+            ],
+            (None, true) => vec![format!("domain://{name}.{domain}")],
             (None, false) => return Err(bad("`namespaces` is required".into())),
         };
         if namespaces.is_empty() {
@@ -108,7 +116,15 @@ mod tests {
 
     #[test]
     fn others_need_a_component_and_namespaces_in_the_domain() {
-        let e = check("archive", RawConnector::default()).expect_err("no built-in");
+        let r = check("archive", RawConnector::default()).expect("built in");
+        assert_eq!(
+            r[0].addresses,
+            [
+                "domain://archive.example.com",
+                "domain://archive.example.com/log"
+            ]
+        );
+        let e = check("chat", RawConnector::default()).expect_err("no built-in");
         assert!(e.to_string().contains("`component`"), "{e}");
         let e = check(
             "x",
