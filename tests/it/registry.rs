@@ -309,3 +309,57 @@ async fn a_connector_sends_only_from_its_namespace() {
     );
     alice.expect_nothing_queued().await;
 }
+
+/// Lookups per second through the bus: `RUNTIMES` runtimes each send `PER_RUNTIME` reads, at most
+/// `WINDOW` outstanding each. Ignored (a measurement, not a check; run with `--ignored
+/// --nocapture`); the session rate limit is lifted, since the registry's own session answers
+/// every lookup.
+#[tokio::test]
+#[ignore = "a measurement: run it with --ignored --nocapture"]
+async fn registry_lookups_per_second() {
+    const RUNTIMES: usize = 4;
+    const PER_RUNTIME: u64 = 2000;
+    const WINDOW: u64 = 64;
+    let node = TestNode::spawn_with(|c| {
+        c.session.rate_per_second = 1_000_000;
+        c.session.rate_burst = 1_000_000;
+        with_registry(c);
+    })
+    .await;
+    let mut owner = Rt::open(&node, "owner").await;
+    let h = owner.allocate(1).await.remove(0);
+    assert_eq!(
+        ask(&mut owner, "create", hyperty(&h, 3600)).await["code"],
+        200
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..RUNTIMES {
+        let mut rt = Rt::open(&node, &format!("reader{i}")).await;
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let from = format!("{}/registry", rt.url);
+            let (mut sent, mut got) = (0u64, 0u64);
+            while got < PER_RUNTIME {
+                while sent < PER_RUNTIME && sent - got < WINDOW {
+                    sent += 1;
+                    rt.send(&json!({"id": sent, "type": "read", "from": from,
+                        "to": registry(), "body": {"resource": h}}))
+                        .await;
+                }
+                let r = rt.recv().await;
+                assert_eq!(r["body"]["code"], 200, "{r}");
+                got += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = RUNTIMES as u64 * PER_RUNTIME;
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "registry: {total} lookups in {:?}: {rate:.0}/s",
+        started.elapsed()
+    );
+}
