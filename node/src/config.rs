@@ -17,10 +17,12 @@ use crate::clock::Clock;
 
 mod appservices;
 mod catalogue;
+mod connectors;
 mod cross_domain;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
+pub use connectors::RawConnector;
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
 pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
@@ -69,6 +71,8 @@ pub struct RawConfig {
     pub appservices: RawAppservices,
     /// `[cross_domain]`: routing to other domains (`config/cross_domain.rs`).
     pub cross_domain: RawCrossDomain,
+    /// `[connectors.<name>]`: WebAssembly connectors, run as stubs (`config/connectors.rs`).
+    pub connectors: std::collections::BTreeMap<String, RawConnector>,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -232,6 +236,7 @@ impl Default for RawConfig {
             stubs: RawStubs::default(),
             appservices: RawAppservices::default(),
             cross_domain: RawCrossDomain::default(),
+            connectors: Default::default(),
         }
     }
 }
@@ -591,7 +596,9 @@ impl RawConfig {
         )?;
         let server = validate_server(&self.server)?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
-        let stubs = self.stubs.validate(&self.data_dir, &domain)?;
+        let mut stubs = self.stubs.validate(&self.data_dir, &domain)?;
+        let connectors = connectors::validate_connectors(&self.connectors, &domain, &stubs.run)?;
+        stubs.run.extend(connectors);
         let cross_domain = self.cross_domain.validate(&self.data_dir, &domain)?;
         let server_name = self.matrix.server_name.as_deref().unwrap_or(&domain);
         let server_name = ruma::ServerName::parse(server_name).map_err(|e| {

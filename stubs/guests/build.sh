@@ -16,7 +16,7 @@
 set -euo pipefail
 
 RUSTC_VERSION="rustc 1.95.0"
-GUESTS=(probe default)
+GUESTS=(probe default registry archive)
 
 here="$(cd "$(dirname "$0")" && pwd)"
 stubs="$(dirname "$here")"
@@ -46,9 +46,12 @@ export CARGO_ENCODED_RUSTFLAGS="$flags"
 export CARGO_TARGET_DIR="$target"
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET RUSTC_WRAPPER CARGO_BUILD_RUSTC_WRAPPER
 
-packages=()
-for g in "${GUESTS[@]}"; do packages+=(-p "rethink-stub-$g"); done
-(cd "$here" && cargo build --quiet --locked --release --target wasm32-wasip2 "${packages[@]}")
+# One build per guest: cargo unifies dependency features across the packages of one build, so
+# a guest's bytes must not depend on which other guests are built with it.
+for g in "${GUESTS[@]}"; do
+    (cd "$here" && cargo build --quiet --locked --release --target wasm32-wasip2 -p "rethink-stub-$g")
+    cp "$target/wasm32-wasip2/release/rethink_stub_$g.wasm" "$target/rethink_stub_$g.wasm"
+done
 
 if [ "$check" = 1 ]; then
     out="$(mktemp -d)"
@@ -59,7 +62,7 @@ fi
 
 status=0
 for g in "${GUESTS[@]}"; do
-    built="$target/wasm32-wasip2/release/rethink_stub_$g.wasm"
+    built="$target/rethink_stub_$g.wasm"
     if [ "$check" = 1 ]; then
         dest="$out/$g.wasm"
     else

@@ -12,11 +12,13 @@
 //! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides.
 //! - [`StubMetrics`] (`metrics.rs`), [`HostConfig`] and [`StubSpec`] (`spec.rs`), the errors
 //!   (`error.rs`).
+//! - `builtin.rs`: the connectors built in ([`builtin_connector`]: the domain registry, the archive).
 //! - [`catalogue`]: the stubs this node serves (the built-in `default` and the operator's
 //!   `stubs.dir`), checked, reloaded on change, and their reTHINK descriptors.
 
 mod actor;
 mod bindings;
+mod builtin;
 mod cache;
 pub mod catalogue;
 mod direct;
@@ -30,6 +32,7 @@ mod spec;
 mod state;
 
 pub use actor::{Mailbox, StubHandle};
+pub use builtin::{ARCHIVE_CONNECTOR, BUILTIN_CONNECTORS, REGISTRY_CONNECTOR, builtin_connector};
 pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};
 pub use host::{Checked, Host, WIT_VERSION, World};

@@ -28,6 +28,7 @@ mod permit;
 mod rate;
 mod services;
 pub mod session;
+mod status;
 mod stub_port;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
+pub use status::RuntimeStatus;
 
 use crate::auth::Identity;
 use crate::clock::Clock;
@@ -119,6 +121,8 @@ struct Inner {
     matrix_rates: matrix_actions::MatrixRates,
     /// Routes to other domains (`gateways.rs`).
     gateways: gateways::Gateways,
+    /// Ids of runtime status messages (`status.rs`).
+    status_ids: AtomicU64,
 }
 
 /// The message bus handle.
@@ -166,6 +170,7 @@ impl Bus {
                 bridge,
                 matrix_rates: Default::default(),
                 gateways: Default::default(),
+                status_ids: AtomicU64::new(1),
             }),
         }
     }
@@ -343,6 +348,7 @@ impl Bus {
             id: Arc::clone(session.key()),
         })
         .await;
+        self.publish_status(session, RuntimeStatus::Expired).await;
     }
 
     /// Ends every session whose resume window has passed without a connection.

@@ -112,9 +112,15 @@ impl Bus {
                 })?;
                 self.subscriptions(env, at, session, pending).map(Some)
             }
-            Endpoint::Registry => Err(RouteError::NotServed(format!(
-                "{at} (no domain registry is attached to this node)"
-            ))),
+            // A registry connector (`[connectors.registry]`) owns the address when it runs.
+            Endpoint::Registry => match self.inner.book.owner_of(at) {
+                Some(owner) => self
+                    .deliver(&owner, at, env.shared_json(), pending)
+                    .map(|()| None),
+                None => Err(RouteError::NotServed(format!(
+                    "{at} (no domain registry is attached to this node)"
+                ))),
+            },
             Endpoint::Identity => Err(RouteError::NotServed(format!(
                 "{at} (no identity service is attached to this node)"
             ))),

@@ -54,6 +54,8 @@ pub enum StubSource {
     Component(PathBuf),
     /// The catalogue's stub of this name, followed across replacements.
     Catalogue(String),
+    /// A connector built into the node (`rethink_stubs::builtin_connector`), by name.
+    Builtin(String),
 }
 
 /// One running stub instance.

@@ -44,23 +44,10 @@ impl KvStore for SqliteKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            // IMMEDIATE: the write lock is taken at the start (waiting out the group commit's
-            // busy_timeout), not on the upgrade from the read, which SQLite refuses at once.
-            let mut tx = self
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(|e| failed(&e))?;
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM stub_kv \
-                 WHERE stub = ? AND key <> ?",
-            )
-            .bind(stub)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| failed(&e))?;
-            within_quota(others as usize + key.len() + value.len(), max_total)?;
+            // The write comes first, so the transaction takes the write lock at once (waiting
+            // for the bus's writer like any writer); a read first would have to upgrade its
+            // snapshot, which SQLite refuses (SQLITE_BUSY) when the bus wrote meanwhile.
+            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
             sqlx::query(
                 "INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?) \
                  ON CONFLICT (stub, key) DO UPDATE SET value = excluded.value",
@@ -71,6 +58,15 @@ impl KvStore for SqliteKv {
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(&e))?;
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM stub_kv WHERE stub = ?",
+            )
+            .bind(stub)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| failed(&e))?;
+            // Over the quota: dropping the transaction rolls the write back.
+            within_quota(total as usize, max_total)?;
             tx.commit().await.map_err(|e| failed(&e))
         })
     }

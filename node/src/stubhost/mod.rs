@@ -198,6 +198,21 @@ async fn start_one(
             };
             (bytes, version)
         }
+        StubSource::Builtin(connector) => {
+            let bytes = rethink_stubs::builtin_connector(connector).ok_or_else(|| {
+                StubsError::NotInCatalogue {
+                    name: name.clone(),
+                    stub: connector.clone(),
+                }
+            })?;
+            let version = Version {
+                stub: name.clone(),
+                source: format!("builtin:{connector}"),
+                sha256: sha256_hex(bytes),
+                version: String::new(),
+            };
+            (bytes.to_vec(), version)
+        }
         StubSource::Catalogue(stub) => {
             let snapshot = Arc::clone(&snapshots.borrow_and_update());
             let found = snapshot
@@ -251,7 +266,7 @@ async fn start_one(
         lost_rx,
     ));
     let owner = match &run.source {
-        StubSource::Component(_) => Owner::Fixed(instance),
+        StubSource::Component(_) | StubSource::Builtin(_) => Owner::Fixed(instance),
         StubSource::Catalogue(stub) => {
             let stop = CancellationToken::new();
             let follower = Follower {

@@ -48,6 +48,14 @@ pub(super) struct Pump {
     pub(super) swaps: mpsc::Receiver<Swap>,
 }
 
+/// Whether `session` subscribed to `address`.
+fn subscribes(session: &Session, address: &str) -> bool {
+    crate::locks::lock(&session.state)
+        .subscriptions
+        .iter()
+        .any(|s| **s == *address)
+}
+
 /// The seq of a frame the outbox rendered (`{"seq":N,...`).
 fn frame_seq(frame: &str) -> Option<u64> {
     let rest = frame.strip_prefix("{\"seq\":")?;
@@ -115,7 +123,12 @@ impl Pump {
                 target.port.report_lost(env, LostReason::Unavailable);
                 return true;
             }
-            if !env.to().any(|to| target.port.listens(to)) {
+            // Its listeners, and the addresses its session subscribed to (the registry
+            // connector follows runtimes' `/status` this way).
+            if !env
+                .to()
+                .any(|to| target.port.listens(to) || subscribes(&self.session, to))
+            {
                 target.port.report_lost(env, LostReason::NotListening);
                 return true;
             }

@@ -281,6 +281,10 @@ async fn attached<S, R, SE, RE>(
     node.cross_domain().save_cseq(node.bus(), &session).await;
     if matches!(end, End::CloseRequested | End::Expired) {
         node.bus().end_session(&session).await;
+    } else {
+        node.bus()
+            .publish_status(&session, crate::bus::RuntimeStatus::Disconnected)
+            .await;
     }
     let Some((code, reason)) = end.close_frame(conn.shutdown.is_cancelled()) else {
         tracing::debug!("connection lost; session kept for its resume window");
@@ -499,6 +503,8 @@ async fn open(
         .build()
         .map_err(SessionError::Internal)?;
     let cancel = bus.attach(&session, conn_id, None).await;
+    bus.publish_status(&session, crate::bus::RuntimeStatus::Live)
+        .await;
     tracing::debug!(session = %session.key(), runtime = %env.from(), "session opened");
     Ok((session, cancel, reply))
 }
@@ -544,6 +550,8 @@ async fn reopen(
         .build()
         .map_err(SessionError::Internal)?;
     let cancel = bus.attach(&session, conn_id, Some(last_seq)).await;
+    bus.publish_status(&session, crate::bus::RuntimeStatus::Live)
+        .await;
     tracing::debug!(session = %session.key(), last_seq, "session resumed");
     Ok((session, cancel, reply))
 }

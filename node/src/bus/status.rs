@@ -1,0 +1,73 @@
+//! Runtime status events: when a runtime's session opens or resumes (`live`), loses its
+//! connection (`disconnected`) or ends (`expired`: its resume window passed, or it closed), the
+//! node publishes an `update` from `domain://msg-node.<domain>` to `<runtime URL>/status`, with
+//! `body: {resource: <runtime URL>, attribute: "status", value}`. Only the subscribers of that
+//! address get it (never the runtime itself); without subscribers nothing is built. The domain
+//! registry connector subscribes there for the runtimes holding registrations.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rethink_proto::Envelope;
+
+use super::session::Session;
+use super::{Bus, Pending};
+
+/// A runtime's status, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeStatus {
+    Live,
+    Disconnected,
+    Expired,
+}
+
+impl RuntimeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Live => "live",
+            RuntimeStatus::Disconnected => "disconnected",
+            RuntimeStatus::Expired => "expired",
+        }
+    }
+}
+
+impl Bus {
+    /// Publishes `status` of `session`'s runtime to the subscribers of `<runtime URL>/status`.
+    pub async fn publish_status(&self, session: &Arc<Session>, status: RuntimeStatus) {
+        let runtime = session.runtime_url();
+        let to = format!("{runtime}/status");
+        let wanted = self
+            .inner
+            .book
+            .with_subscribers(&to, |subs| subs.iter().any(|s| !Arc::ptr_eq(s, session)));
+        if wanted != Some(true) {
+            return;
+        }
+        let id = self.inner.status_ids.fetch_add(1, Ordering::Relaxed);
+        let text = serde_json::json!({
+            "id": id,
+            "type": "update",
+            "from": format!("domain://msg-node.{}", self.inner.domain),
+            "to": to,
+            "body": {"resource": &**runtime, "attribute": "status", "value": status.as_str()},
+        })
+        .to_string();
+        let env = match Envelope::parse(&text) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::error!(error = %e, "a runtime status message does not parse");
+                return;
+            }
+        };
+        let mut pending = Pending::default();
+        let json = env.shared_json();
+        self.inner.book.with_subscribers(&to, |subs| {
+            for s in subs.iter().filter(|s| !Arc::ptr_eq(s, session)) {
+                if let Err(e) = self.deliver(s, &to, json, &mut pending) {
+                    tracing::warn!(error = %e, runtime = %runtime, "a runtime status update was not delivered");
+                }
+            }
+        });
+        self.commit(pending).await;
+    }
+}

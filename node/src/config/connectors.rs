@@ -1,0 +1,153 @@
+//! `[connectors.<name>]`: WebAssembly connectors the node runs. A connector is run exactly like a
+//! `[stubs.run.<name>]` instance (`crate::stubhost`: its own bus session, supervision, limits,
+//! metrics), so validation turns each one into a [`StubRunConfig`] that joins `stubs.run`.
+//!
+//! - `component`: the `.wasm` file to run; absent, the built-in connector of the same name
+//!   (`[connectors.registry]` alone runs the domain registry).
+//! - `namespaces`: the reTHINK addresses of this domain it owns (it gets their messages, and
+//!   sends only from them and the addresses below them: the host refuses anything else with 403
+//!   before the bus's enforcement point sees it); for a built-in, by default
+//!   `domain://<name>.<domain>` (`domain://registry.<domain>`; the archive also gets
+//!   `domain://archive.<domain>/log`).
+//! - `config` (what `host.config` answers; `domain` is always added), `memory_mb`,
+//!   `call_timeout_ms`, `mailbox`: as for stubs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::stub_run::{RawStubRun, StubRunConfig, StubSource, validate_run};
+use super::{ConfigError, invalid};
+
+/// `[connectors.<name>]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnector {
+    pub component: Option<PathBuf>,
+    pub namespaces: Option<Vec<String>>,
+    pub config: BTreeMap<String, String>,
+    pub memory_mb: Option<u32>,
+    pub call_timeout_ms: Option<u64>,
+    pub mailbox: Option<usize>,
+}
+
+/// Checks `[connectors.*]`; `stubs` are the names `[stubs.run.*]` already uses.
+pub(super) fn validate_connectors(
+    raw: &BTreeMap<String, RawConnector>,
+    domain: &str,
+    stubs: &[StubRunConfig],
+) -> Result<Vec<StubRunConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, c) in raw {
+        let bad = |problem: String| invalid("connectors", format!("{name:?}: {problem}"));
+        if stubs.iter().any(|s| s.name == *name) {
+            return Err(bad("a [stubs.run] instance has the same name".into()));
+        }
+        let builtin = c.component.is_none();
+        if builtin && rethink_stubs::builtin_connector(name).is_none() {
+            return Err(bad(format!(
+                "`component` (a .wasm file) is required: there is no built-in connector of this name (built in: {})",
+                rethink_stubs::BUILTIN_CONNECTORS.join(", ")
+            )));
+        }
+        // A built-in's address: `domain://<name>.<domain>` (the registry's is the reTHINK one).
+        let namespaces = match (&c.namespaces, builtin) {
+            (Some(n), _) => n.clone(),
+            // The bus routes to an address's owner only from the first path segment down: the
+            // archive's logs live below `/log`.
+            (None, true) if name == "archive" => vec![
+                format!("domain://archive.{domain}"),
+                format!("domain://archive.{domain}/log"),
+            ],
+            (None, true) => vec![format!("domain://{name}.{domain}")],
+            (None, false) => return Err(bad("`namespaces` is required".into())),
+        };
+        if namespaces.is_empty() {
+            return Err(bad("`namespaces` must name at least one address".into()));
+        }
+        let mut config = c.config.clone();
+        config.insert("domain".into(), domain.to_owned());
+        let defaults = RawStubRun::default();
+        let run = RawStubRun {
+            component: c.component.clone(),
+            // A built-in is checked here as a catalogue name, then given its own source.
+            stub: builtin.then(|| name.clone()),
+            addresses: namespaces,
+            allow: Vec::new(),
+            config,
+            memory_mb: c.memory_mb.unwrap_or(defaults.memory_mb),
+            call_timeout_ms: c.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
+            mailbox: c.mailbox.unwrap_or(defaults.mailbox),
+        };
+        let one = BTreeMap::from([(name.clone(), run)]);
+        let mut checked = validate_run(&one, domain).map_err(|e| match e {
+            ConfigError::Invalid { problem, .. } => invalid("connectors", problem),
+            other => other,
+        })?;
+        for mut r in checked.drain(..) {
+            if builtin {
+                r.source = StubSource::Builtin(name.clone());
+            }
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, c: RawConnector) -> Result<Vec<StubRunConfig>, ConfigError> {
+        validate_connectors(&BTreeMap::from([(name.to_owned(), c)]), "example.com", &[])
+    }
+
+    #[test]
+    fn the_registry_needs_one_line() {
+        let r = check("registry", RawConnector::default()).expect("built in");
+        assert_eq!(r[0].source, StubSource::Builtin("registry".into()));
+        assert_eq!(r[0].addresses, ["domain://registry.example.com"]);
+        assert!(
+            r[0].config
+                .contains(&("domain".into(), "example.com".into()))
+        );
+    }
+
+    #[test]
+    fn others_need_a_component_and_namespaces_in_the_domain() {
+        let r = check("archive", RawConnector::default()).expect("built in");
+        assert_eq!(
+            r[0].addresses,
+            [
+                "domain://archive.example.com",
+                "domain://archive.example.com/log"
+            ]
+        );
+        let e = check("chat", RawConnector::default()).expect_err("no built-in");
+        assert!(e.to_string().contains("`component`"), "{e}");
+        let e = check(
+            "x",
+            RawConnector {
+                component: Some("x.wasm".into()),
+                ..RawConnector::default()
+            },
+        )
+        .expect_err("namespaces");
+        assert!(e.to_string().contains("`namespaces`"), "{e}");
+        let e = check(
+            "x",
+            RawConnector {
+                component: Some("x.wasm".into()),
+                namespaces: Some(vec!["slack://other.org/a".into()]),
+                ..RawConnector::default()
+            },
+        )
+        .expect_err("domain");
+        assert!(
+            e.to_string().starts_with("setting `connectors`")
+                && e.to_string().contains("not in domain"),
+            "{e}"
+        );
+    }
+}
