@@ -42,7 +42,7 @@ pub enum StoreBackend {
     /// SQLite files in `data_dir` (the embedded default).
     Sqlite,
     /// A PostgreSQL database.
-    Postgres(PgConnectOptions),
+    Postgres(Box<PgConnectOptions>),
 }
 
 /// Shows where the database is, never its password.
@@ -73,7 +73,7 @@ impl RawStore {
     pub fn validate(&self) -> Result<StoreConfig, ConfigError> {
         let backend = match self.url.as_deref().map(str::trim) {
             None | Some("") => StoreBackend::Sqlite,
-            Some(url) => StoreBackend::Postgres(parse_url(url)?),
+            Some(url) => StoreBackend::Postgres(Box::new(parse_url(url)?)),
         };
         Ok(StoreConfig {
             commit_delay: Duration::from_millis(self.commit_delay_ms),
