@@ -87,6 +87,8 @@ struct Inner {
     cross_domain: CrossDomain,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// The bus's store when it is PostgreSQL (checked by `/healthz`).
+    database: Option<Arc<PgStore>>,
 }
 
 /// The node handle: configuration, bus, authenticator, Matrix accounts, metrics, shutdown signal.
@@ -156,6 +158,11 @@ impl Node {
     /// Routing to other domains: their keys and stubs, node authentication.
     pub fn cross_domain(&self) -> &CrossDomain {
         &self.inner.cross_domain
+    }
+
+    /// The bus's PostgreSQL store, when `store.url` names one.
+    pub fn database(&self) -> Option<&PgStore> {
+        self.inner.database.as_deref()
     }
 
     /// Cancelled when the node begins shutting down.
@@ -299,6 +306,10 @@ impl RunningNode {
                 cross_domain,
                 shutdown,
                 sessions: TaskTracker::new(),
+                database: match &bus_store {
+                    BusStore::Postgres(store) => Some(Arc::clone(store)),
+                    BusStore::Sqlite(_) => None,
+                },
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;

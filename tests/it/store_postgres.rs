@@ -10,13 +10,20 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::support::client::RtMemory;
-use crate::support::{NodeProcess, Rt};
+use crate::support::{NodeProcess, Rt, get_at};
 
 /// Messages sent to the disconnected runtime before the kill.
 const MESSAGES: u64 = 20;
 
 /// A fresh database on the test server: its URL.
 async fn fresh_database() -> String {
+    let (admin, name) = fresh_database_named().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// A fresh database on the test server: the server's admin URL and the database's name.
+async fn fresh_database_named() -> (String, String) {
     let Some(url) = std::env::var("PG_TEST_URL").ok().filter(|u| !u.is_empty()) else {
         panic!(
             "PG_TEST_URL is not set: this test needs a PostgreSQL server (scripts/test starts \
@@ -32,8 +39,17 @@ async fn fresh_database() -> String {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    (url, name)
+}
+
+/// Runs one statement on the admin connection.
+async fn admin(url: &str, sql: String) {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
 }
 
 async fn count(url: &str, sql: &'static str) -> i64 {
@@ -153,4 +169,26 @@ async fn the_bus_on_postgres_routes_both_ways_and_keeps_outboxes_across_sigkill(
         (100..100 + MESSAGES).collect::<Vec<_>>(),
         "every accepted message once, in order"
     );
+}
+
+/// `/healthz` reports the database: up; down (503) once the database is gone (dropped under the
+/// node, its connections ended); up again, by itself, once it is back.
+#[tokio::test]
+async fn healthz_reports_the_database_down_and_up_again() {
+    let (admin_url, name) = fresh_database_named().await;
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let db = format!("{base}/{name}");
+    let dir = tempfile::TempDir::new().unwrap();
+    let node = NodeProcess::spawn(dir.path(), &[("RETHINK_STORE__URL", db.as_str())]).await;
+    let up = (200, "ok\ndatabase: up".to_owned());
+    assert_eq!(get_at(node.addr(), "/healthz").await, up);
+
+    admin(&admin_url, format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    assert_eq!(
+        get_at(node.addr(), "/healthz").await,
+        (503, "database: down".to_owned())
+    );
+
+    admin(&admin_url, format!("CREATE DATABASE {name}")).await;
+    assert_eq!(get_at(node.addr(), "/healthz").await, up);
 }

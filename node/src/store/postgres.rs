@@ -26,11 +26,16 @@ const CONNECTIONS: u32 = 4;
 /// How long an operation waits for a free connection (or for a new one to be made) before it
 /// fails: the writer then retries, the key-value store answers 503.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a health check may take before the database counts as down.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The PostgreSQL store. Cheap to clone (it wraps the connection pool).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// One health check at a time (`/healthz` callers queue), so that they hold at most one
+    /// connection of the pool.
+    health: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PgStore {
@@ -42,7 +47,27 @@ impl PgStore {
             .connect_with(options.application_name("rethink-node"))
             .await?;
         sqlx::migrate!("src/store/pg_migrations").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            health: std::sync::Arc::default(),
+        })
+    }
+
+    /// Whether the database answers a query within [`HEALTH_TIMEOUT`] (for `/healthz`).
+    pub async fn is_up(&self) -> bool {
+        let _one_at_a_time = self.health.lock().await;
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "health check: the database is down");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("health check: the database did not answer in time");
+                false
+            }
+        }
     }
 
     /// The connection pool, for the stubs' key-value store.
