@@ -22,14 +22,20 @@ async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
-/// A fresh database on the test server: the server's admin URL and the database's name.
-async fn fresh_database_named() -> (String, String) {
+/// The test server's admin URL (`PG_TEST_URL`).
+fn test_server() -> String {
     let Some(url) = std::env::var("PG_TEST_URL").ok().filter(|u| !u.is_empty()) else {
         panic!(
             "PG_TEST_URL is not set: this test needs a PostgreSQL server (scripts/test starts \
              one; or scripts/pg-test-server start DIR and export PG_TEST_URL=$(cat DIR/url))"
         );
     };
+    url
+}
+
+/// A fresh database on the test server: the server's admin URL and the database's name.
+async fn fresh_database_named() -> (String, String) {
+    let url = test_server();
     let admin: PgConnectOptions = url.parse().unwrap();
     let name = format!("rethink_it_{}", std::process::id());
     let name = format!("{name}_{}", rand::random::<u64>());
@@ -191,4 +197,57 @@ async fn healthz_reports_the_database_down_and_up_again() {
 
     admin(&admin_url, format!("CREATE DATABASE {name}")).await;
     assert_eq!(get_at(node.addr(), "/healthz").await, up);
+}
+
+/// Runs the node's program with `store.url = url`, expecting it to stop at start: its output.
+async fn start_fails(url: &str) -> String {
+    let dir = tempfile::TempDir::new().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_rethink-node-under-test"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("RETHINK_LISTEN", "127.0.0.1:0")
+        .env("RETHINK_DATA_DIR", dir.path())
+        .env("RETHINK_STORE__URL", url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the node stops in time")
+        .unwrap();
+    assert!(!out.status.success(), "the node started with {url}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn a_bad_or_unreachable_store_url_stops_the_start() {
+    let out = start_fails("mysql://rethink:pw@127.0.0.1/bus").await;
+    assert!(out.contains("setting `store.url`"), "{out}");
+    assert!(!out.contains("pw@"), "the password is not shown: {out}");
+
+    // A database that does not exist on the test server.
+    let admin_url = test_server();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let out = start_fails(&format!("{base}/rethink_no_such_database")).await;
+    assert!(
+        out.contains("rethink_no_such_database\" does not exist"),
+        "{out}"
+    );
+    assert!(out.contains("`store.url`"), "{out}");
+
+    // Nothing listens on that port (a port just bound and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = start_fails(&format!("postgres://rethink@127.0.0.1:{port}/bus")).await;
+    assert!(
+        out.contains("cannot connect to the database of `store.url`"),
+        "{out}"
+    );
 }

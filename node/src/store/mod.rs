@@ -46,6 +46,13 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The PostgreSQL database of `store.url` cannot be reached (`database`: where, no password).
+    #[error("cannot connect to the database of `store.url` ({database}): {source}")]
+    Connect {
+        database: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store writer has stopped")]

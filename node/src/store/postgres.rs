@@ -41,11 +41,13 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to the database and brings its schema up to date.
     pub async fn open(options: PgConnectOptions) -> Result<PgStore, StoreError> {
+        let database = crate::config::describe_postgres(&options);
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.application_name("rethink-node"))
-            .await?;
+            .await
+            .map_err(|source| StoreError::Connect { database, source })?;
         sqlx::migrate!("src/store/pg_migrations").run(&pool).await?;
         Ok(PgStore {
             pool,
