@@ -4,7 +4,7 @@
 //! Start, in order: metrics; the policy point (an invalid policy set stops the start); the stub
 //! catalogue (an unreadable `stubs.dir` stops the start); the SQLite
 //! store and its migrations; the bus's store (that SQLite store, or PostgreSQL with `store.url`:
-//! [`BusStore`]); the next epoch; the persisted sessions; the Matrix stream writer;
+//! `BusStore`); the next epoch; the persisted sessions; the Matrix stream writer;
 //! the server signing key; the room caches and engine; the session writer; the bus, which
 //! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
 //! sets loaded); Matrix accounts and user data; then the listener, the application services'

@@ -5,8 +5,8 @@
 //! 14's next step).
 //!
 //! The batch of the group-commit writer is applied in one transaction with a few statements
-//! whatever its size ([`apply`]): PostgreSQL is a network round trip away, so the cost of a
-//! batch is its number of statements, not its number of rows.
+//! whatever its size (`postgres/apply.rs`): PostgreSQL is a network round trip away, so the cost
+//! of a batch is its number of statements, not its number of rows.
 //!
 //! Sequence numbers are `u64` in the interface and `BIGINT` in the database; they stay far below
 //! 2^53.
@@ -55,7 +55,7 @@ impl PgStore {
         })
     }
 
-    /// Whether the database answers a query within [`HEALTH_TIMEOUT`] (for `/healthz`).
+    /// Whether the database answers a query within `HEALTH_TIMEOUT` (for `/healthz`).
     pub async fn is_up(&self) -> bool {
         let _one_at_a_time = self.health.lock().await;
         let ping = sqlx::query("SELECT 1").execute(&self.pool);
