@@ -141,4 +141,5 @@ on_both_backends!(
     kv_keys_in_byte_order_with_prefix_and_limit,
     kv_quota_counts_bytes_of_the_other_keys,
     kv_survives_reopen,
+    kv_quota_holds_under_concurrent_writes,
 );

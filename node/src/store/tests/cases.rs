@@ -340,3 +340,29 @@ pub(super) async fn kv_survives_reopen(place: Place) -> anyhow::Result<()> {
     opened.close().await;
     Ok(())
 }
+
+/// Concurrent writes of one stub, each within the quota alone but not all together: what is
+/// stored stays within the quota (a write may be refused, 413, or fail, never overflow it).
+pub(super) async fn kv_quota_holds_under_concurrent_writes(place: Place) -> anyhow::Result<()> {
+    let opened = place.open().await?;
+    let kv = opened.kv();
+    // 16 writes of 10 bytes (2-byte key, 8-byte value) against a quota of 40.
+    let writes = (0..16).map(|i| {
+        let kv = Arc::clone(&kv);
+        async move { kv.set("s", &format!("{i:02}"), vec![0; 8], 40).await }
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let stored = kv.keys("s", "", 100).await;
+    assert!(
+        stored.len() <= 4,
+        "{} keys stored: {stored:?}",
+        stored.len()
+    );
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, stored.len(), "every accepted write is stored");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(refused.code, 413 | 503), "{refused:?}");
+    }
+    opened.close().await;
+    Ok(())
+}
