@@ -19,11 +19,13 @@ mod appservices;
 mod catalogue;
 mod connectors;
 mod cross_domain;
+mod store;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
 pub use connectors::RawConnector;
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
+pub use store::{RawStore, StoreBackend, StoreConfig, describe as describe_postgres};
 pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.
@@ -210,12 +212,6 @@ pub struct RawAllocation {
     pub max_per_session: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawStore {
-    pub commit_delay_ms: u64,
-}
-
 impl Default for RawConfig {
     fn default() -> Self {
         Self {
@@ -273,12 +269,6 @@ impl Default for RawAllocation {
             max_number: 100,
             max_per_session: 1_000,
         }
-    }
-}
-
-impl Default for RawStore {
-    fn default() -> Self {
-        Self { commit_delay_ms: 5 }
     }
 }
 
@@ -436,11 +426,6 @@ pub struct AllocationConfig {
     pub max_per_session: usize,
 }
 
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub commit_delay: Duration,
-}
-
 impl RawConfig {
     /// Collects settings: defaults, then the TOML file (if given), then `RETHINK_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -595,6 +580,7 @@ impl RawConfig {
             self.matrix.presence.offline_timeout_ms,
         )?;
         let server = validate_server(&self.server)?;
+        let store = self.store.validate()?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
         let mut stubs = self.stubs.validate(&self.data_dir, &domain)?;
         let connectors = connectors::validate_connectors(&self.connectors, &domain, &stubs.run)?;
@@ -633,9 +619,7 @@ impl RawConfig {
                 max_number: self.allocation.max_number,
                 max_per_session: self.allocation.max_per_session,
             },
-            store: StoreConfig {
-                commit_delay: Duration::from_millis(self.store.commit_delay_ms),
-            },
+            store,
             policy: PolicyConfig {
                 dir: self.policy.dir,
                 watch_interval: Duration::from_millis(self.policy.watch_interval_ms),

@@ -3,7 +3,8 @@
 //!
 //! Start, in order: metrics; the policy point (an invalid policy set stops the start); the stub
 //! catalogue (an unreadable `stubs.dir` stops the start); the SQLite
-//! store and its migrations; the next epoch; the persisted sessions; the Matrix stream writer;
+//! store and its migrations; the bus's store (that SQLite store, or PostgreSQL with `store.url`:
+//! `BusStore`); the next epoch; the persisted sessions; the Matrix stream writer;
 //! the server signing key; the room caches and engine; the session writer; the bus, which
 //! restores the persisted sessions; the checkpoint task; the bridge task; the authenticator (key
 //! sets loaded); Matrix accounts and user data; then the listener, the application services'
@@ -32,7 +33,7 @@ use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
 use crate::clock::{Clock, Ticker};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend, describe_postgres};
 use crate::crossdomain::CrossDomain;
 use crate::matrix::Accounts;
 use crate::metrics::Metrics;
@@ -41,6 +42,7 @@ use crate::rooms::{RoomCaches, Rooms, ServerKey};
 use crate::server::{self, Server, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::appservice::AppserviceStore;
+use crate::store::postgres::PgStore;
 use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreWriter, WriterConfig, spawn_writer};
@@ -85,6 +87,8 @@ struct Inner {
     cross_domain: CrossDomain,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// The bus's store when it is PostgreSQL (checked by `/healthz`).
+    database: Option<Arc<PgStore>>,
 }
 
 /// The node handle: configuration, bus, authenticator, Matrix accounts, metrics, shutdown signal.
@@ -156,6 +160,11 @@ impl Node {
         &self.inner.cross_domain
     }
 
+    /// The bus's PostgreSQL store, when `store.url` names one.
+    pub fn database(&self) -> Option<&PgStore> {
+        self.inner.database.as_deref()
+    }
+
     /// Cancelled when the node begins shutting down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -173,6 +182,7 @@ pub struct RunningNode {
     node: Node,
     addr: SocketAddr,
     store: Arc<SqliteStore>,
+    bus_store: BusStore,
     writer: StoreWriter,
     server: Server,
     reaper: JoinHandle<()>,
@@ -209,8 +219,9 @@ impl RunningNode {
             Arc::new(opened?)
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let epoch = store.next_epoch().await?;
-        let persisted = store.load_sessions().await?;
+        let bus_store = BusStore::open(&config.store.backend, &store).await?;
+        let epoch = bus_store.sessions().next_epoch().await?;
+        let persisted = bus_store.sessions().load_sessions().await?;
         let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
         let server_key =
             ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
@@ -224,9 +235,8 @@ impl RunningNode {
             caches,
             config.matrix.txn_retention,
         );
-        let dyn_store: Arc<dyn SessionStore> = store.clone();
         let (writer, _writer_task) = spawn_writer(
-            dyn_store,
+            bus_store.sessions(),
             WriterConfig {
                 commit_delay: config.store.commit_delay,
                 ..WriterConfig::default()
@@ -247,7 +257,7 @@ impl RunningNode {
             Some(bridge_tx),
         );
         let restored = bus.restore(persisted);
-        let stub_kv = Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()));
+        let stub_kv = bus_store.kv();
         let stubs = crate::stubhost::start(
             &bus,
             &config.stubs,
@@ -296,6 +306,10 @@ impl RunningNode {
                 cross_domain,
                 shutdown,
                 sessions: TaskTracker::new(),
+                database: match &bus_store {
+                    BusStore::Postgres(store) => Some(Arc::clone(store)),
+                    BusStore::Sqlite(_) => None,
+                },
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;
@@ -346,6 +360,7 @@ impl RunningNode {
             node,
             addr,
             store,
+            bus_store,
             writer,
             server,
             reaper,
@@ -377,6 +392,7 @@ impl RunningNode {
             node,
             mut server,
             store,
+            bus_store,
             writer,
             reaper,
             watcher,
@@ -435,8 +451,58 @@ impl RunningNode {
         if let Err(e) = writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        bus_store.close().await;
         store.close().await;
         tracing::info!("rethink-node stopped");
+    }
+}
+
+/// Where the bus's store and the stubs' key-value store live (`store.url`).
+#[derive(Debug, Clone)]
+enum BusStore {
+    /// `bus.db` beside the Matrix database.
+    Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL database.
+    Postgres(Arc<PgStore>),
+}
+
+impl BusStore {
+    async fn open(backend: &StoreBackend, sqlite: &Arc<SqliteStore>) -> Result<Self, StoreError> {
+        Ok(match backend {
+            StoreBackend::Sqlite => BusStore::Sqlite(Arc::clone(sqlite)),
+            StoreBackend::Postgres(options) => {
+                let store = PgStore::open((**options).clone()).await?;
+                tracing::info!(
+                    database = %describe_postgres(options),
+                    "bus store and stubs' key-value store in PostgreSQL; the Matrix store stays \
+                     SQLite in data_dir"
+                );
+                BusStore::Postgres(Arc::new(store))
+            }
+        })
+    }
+
+    fn sessions(&self) -> Arc<dyn SessionStore> {
+        match self {
+            BusStore::Sqlite(store) => Arc::clone(store) as Arc<dyn SessionStore>,
+            BusStore::Postgres(store) => Arc::clone(store) as Arc<dyn SessionStore>,
+        }
+    }
+
+    fn kv(&self) -> Arc<dyn rethink_stubs::KvStore> {
+        match self {
+            BusStore::Sqlite(store) => {
+                Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()))
+            }
+            BusStore::Postgres(store) => Arc::new(crate::stubhost::PgKv::new(store.pool().clone())),
+        }
+    }
+
+    /// Closes the PostgreSQL pool (the SQLite store is closed with the Matrix store).
+    async fn close(&self) {
+        if let BusStore::Postgres(store) = self {
+            store.close().await;
+        }
     }
 }
 

@@ -52,6 +52,7 @@ mod resume;
 mod routing;
 mod server_limits;
 mod shutdown;
+mod store_postgres;
 mod stub_default;
 mod stubs_host;
 mod stubs_replace;

@@ -70,9 +70,13 @@ pub fn router(node: Node, bound: SocketAddr) -> Router {
 
 async fn healthz(State(node): State<Node>) -> impl IntoResponse {
     if node.shutdown_token().is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else {
-        (StatusCode::OK, "ok")
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    // With store.url, the bus's PostgreSQL database is part of the node's health.
+    match node.database() {
+        None => (StatusCode::OK, "ok"),
+        Some(db) if db.is_up().await => (StatusCode::OK, "ok\ndatabase: up"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "database: down"),
     }
 }
 

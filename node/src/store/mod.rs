@@ -4,7 +4,8 @@
 //! This module owns the storage *interface*: the [`SessionStore`] trait (one backend per
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
-//! backend is [`sqlite::SqliteStore`]. Matrix accounts, devices and access tokens are kept by
+//! backend is [`sqlite::SqliteStore`]; with `store.url = "postgres://..."` the bus's store is
+//! [`postgres::PgStore`] instead (the Matrix stores below stay SQLite). Matrix accounts, devices and access tokens are kept by
 //! [`accounts::AccountStore`] in the same database; room events ([`pdu::Pdu`]) by
 //! [`rooms::RoomStore`]. Writes that take a Matrix stream position are [`StreamOp`]s, which the
 //! stream writer (`crate::stream`) commits.
@@ -18,6 +19,7 @@
 pub mod accounts;
 pub mod appservice;
 pub mod pdu;
+pub mod postgres;
 pub mod rooms;
 pub mod sqlite;
 pub mod writer;
@@ -44,6 +46,13 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The PostgreSQL database of `store.url` cannot be reached (`database`: where, no password).
+    #[error("cannot connect to the database of `store.url` ({database}): {source}")]
+    Connect {
+        database: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store writer has stopped")]
@@ -185,3 +194,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Applies a batch of writes in one transaction.
     fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
-//! [`SqliteKv`]: the stubs' key-value store, persisted in `bus.db` (table `stub_kv`, migration
-//! `0002_stub_kv.sql`), so a stub's data survives its restarts and the node's.
+//! The stubs' key-value store, persisted beside the bus's store (table `stub_kv`, migration
+//! `0002_stub_kv.sql`) so a stub's data survives its restarts and the node's: [`SqliteKv`] in
+//! `bus.db`, [`PgKv`] in PostgreSQL (`store.url`). Sizes are counted in bytes (keys and values)
+//! by both; a database failure is a 503 to the stub.
 
 use rethink_stubs::{BoxFuture, Failure, KvStore, within_quota};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 /// The stubs' persisted key-value store.
 #[derive(Debug, Clone)]
@@ -59,7 +61,8 @@ impl KvStore for SqliteKv {
             .await
             .map_err(|e| failed(&e))?;
             let total: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM stub_kv WHERE stub = ?",
+                "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) \
+                 FROM stub_kv WHERE stub = ?",
             )
             .bind(stub)
             .fetch_one(&mut *tx)
@@ -107,6 +110,117 @@ impl KvStore for SqliteKv {
             rows.into_iter()
                 .take_while(|k| k.starts_with(prefix))
                 .take(limit as usize)
+                .collect()
+        })
+    }
+}
+
+/// The stubs' key-value store in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgKv {
+    pool: PgPool,
+}
+
+impl PgKv {
+    /// The store in the database behind `pool` (the bus's store's).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl KvStore for PgKv {
+    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT value FROM stub_kv WHERE stub = $1 AND key = $2")
+                .bind(stub)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| failed(&e))
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            // Two writes of one stub would both pass the quota check on what the other has not
+            // committed yet: one stub's writes wait for each other (a lock held to the commit).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('stub_kv/' || $1, 0))")
+                .bind(stub)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| failed(&e))?;
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(octet_length(key) + octet_length(value)), 0)::BIGINT \
+                 FROM stub_kv WHERE stub = $1 AND key <> $2",
+            )
+            .bind(stub)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| failed(&e))?;
+            within_quota(
+                usize::try_from(others).unwrap_or(usize::MAX) + key.len() + value.len(),
+                max_total,
+            )?;
+            sqlx::query(
+                "INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stub, key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .bind(stub)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| failed(&e))?;
+            tx.commit().await.map_err(|e| failed(&e))
+        })
+    }
+
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = sqlx::query("DELETE FROM stub_kv WHERE stub = $1 AND key = $2")
+                .bind(stub)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+            {
+                failed(&e);
+            }
+        })
+    }
+
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            // The column compares in byte order (COLLATE "C"): the keys with the prefix are the
+            // run that starts at the prefix.
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT key FROM stub_kv WHERE stub = $1 AND key >= $2 ORDER BY key LIMIT $3",
+            )
+            .bind(stub)
+            .bind(prefix)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| {
+                failed(&e);
+                Vec::new()
+            });
+            rows.into_iter()
+                .take_while(|k| k.starts_with(prefix))
                 .collect()
         })
     }

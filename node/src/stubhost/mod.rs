@@ -27,7 +27,7 @@ mod pump;
 mod router;
 mod versions;
 
-pub use kv::SqliteKv;
+pub use kv::{PgKv, SqliteKv};
 pub use lazy::{HostCheck, LazyHost};
 pub use versions::{RunningVersions, Version};
 

@@ -1,0 +1,204 @@
+//! The PostgreSQL backend of the bus's store (`store.url = "postgres://..."`): sessions, their
+//! addresses, subscriptions and outboxes, and the start counter, in the tables of
+//! `pg_migrations/` (embedded at build time, applied by [`PgStore::open`]). The stubs' key-value
+//! store (`stubhost::PgKv`) shares the pool. The Matrix store stays SQLite in `data_dir` (issue
+//! 14's next step).
+//!
+//! The batch of the group-commit writer is applied in one transaction with a few statements
+//! whatever its size (`postgres/apply.rs`): PostgreSQL is a network round trip away, so the cost
+//! of a batch is its number of statements, not its number of rows.
+//!
+//! Sequence numbers are `u64` in the interface and `BIGINT` in the database; they stay far below
+//! 2^53.
+
+mod apply;
+
+use std::collections::HashMap;
+
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
+
+/// Connections to the database: the session writer's, the stubs' key-value store (a few
+/// concurrent calls), and the start-time load.
+const CONNECTIONS: u32 = 4;
+/// How long an operation waits for a free connection (or for a new one to be made) before it
+/// fails: the writer then retries, the key-value store answers 503.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a health check may take before the database counts as down.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The PostgreSQL store. Cheap to clone (it wraps the connection pool).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// One health check at a time (`/healthz` callers queue), so that they hold at most one
+    /// connection of the pool.
+    health: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl PgStore {
+    /// Connects to the database and brings its schema up to date.
+    pub async fn open(options: PgConnectOptions) -> Result<PgStore, StoreError> {
+        let database = crate::config::describe_postgres(&options);
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.application_name("rethink-node"))
+            .await
+            .map_err(|source| StoreError::Connect { database, source })?;
+        sqlx::migrate!("src/store/pg_migrations").run(&pool).await?;
+        Ok(PgStore {
+            pool,
+            health: std::sync::Arc::default(),
+        })
+    }
+
+    /// Whether the database answers a query within `HEALTH_TIMEOUT` (for `/healthz`).
+    pub async fn is_up(&self) -> bool {
+        let _one_at_a_time = self.health.lock().await;
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "health check: the database is down");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("health check: the database did not answer in time");
+                false
+            }
+        }
+    }
+
+    /// The connection pool, for the stubs' key-value store.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn next_epoch_inner(&self) -> Result<u64, StoreError> {
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO node_meta (key, value) VALUES ('epoch', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = COALESCE(node_meta.value, 0) + 1 \
+             RETURNING value",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(from_db(epoch))
+    }
+
+    async fn load_sessions_inner(&self) -> Result<Vec<PersistedSession>, StoreError> {
+        // One snapshot of the four tables.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+
+        let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
+             FROM sessions ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        for (id, runtime_url, token_hash, identity_json, acked_seq) in rows {
+            let token_hash =
+                <[u8; 32]>::try_from(token_hash.as_slice()).map_err(|_| StoreError::Corrupt {
+                    what: "session",
+                    id: id.clone(),
+                    source: "token_hash is not 32 bytes".into(),
+                })?;
+            index.insert(id.clone(), sessions.len());
+            sessions.push(PersistedSession {
+                id: SessionKey::from(id),
+                runtime_url,
+                token_hash,
+                identity_json,
+                acked_seq: from_db(acked_seq),
+                addresses: Vec::new(),
+                allocation_keys: HashMap::new(),
+                subscriptions: Vec::new(),
+                outbox: Vec::new(),
+            });
+        }
+
+        let addresses: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT session, address, alloc_key FROM session_addresses ORDER BY session, ord",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, address, key) in addresses {
+            if let Some(&i) = index.get(&session) {
+                if let Some(key) = key {
+                    sessions[i].allocation_keys.insert(address.clone(), key);
+                }
+                sessions[i].addresses.push(address);
+            }
+        }
+
+        let subscriptions: Vec<(String, String)> = sqlx::query_as(
+            "SELECT session, address FROM session_subscriptions ORDER BY session, ord",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, address) in subscriptions {
+            if let Some(&i) = index.get(&session) {
+                sessions[i].subscriptions.push(address);
+            }
+        }
+
+        let outbox: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT o.session, o.seq, o.json FROM outbox AS o \
+             JOIN sessions AS s ON s.id = o.session \
+             WHERE o.seq > s.acked_seq ORDER BY o.session, o.seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (session, seq, json) in outbox {
+            if let Some(&i) = index.get(&session) {
+                sessions[i].outbox.push((from_db(seq), json));
+            }
+        }
+
+        tx.commit().await?;
+        Ok(sessions)
+    }
+
+    async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        apply::apply(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl SessionStore for PgStore {
+    fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.next_epoch_inner())
+    }
+
+    fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
+        Box::pin(self.load_sessions_inner())
+    }
+
+    fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.apply_inner(batch))
+    }
+}
+
+/// A sequence number or counter as stored (saturating; real values stay below 2^53).
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored sequence number or counter (negative values cannot be written; read them as 0).
+fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
