@@ -278,6 +278,7 @@ impl RunningNode {
             AppserviceStore::new(store.pool().clone()),
             rooms.clone(),
             stream.clone(),
+            bus.clone(),
             shutdown.clone(),
         )?;
         let node = Node {
@@ -318,7 +319,7 @@ impl RunningNode {
             node.config().stubs.cache_dir.clone(),
             node.shutdown_token().clone(),
         );
-        node.appservices().start_pushers();
+        node.appservices().start().await;
         tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();

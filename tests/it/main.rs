@@ -11,6 +11,7 @@ mod appservice;
 mod appservice_bench;
 mod appservice_mautrix;
 mod appservice_restart;
+mod appservice_rethink;
 mod appservice_support;
 mod bad_input;
 mod bridge;

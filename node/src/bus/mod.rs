@@ -19,6 +19,7 @@
 
 mod addresses;
 pub mod bridge;
+mod claims;
 mod error;
 mod gateways;
 pub mod identity;
@@ -40,6 +41,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
+pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
@@ -119,6 +121,8 @@ struct Inner {
     matrix_rates: matrix_actions::MatrixRates,
     /// Routes to other domains (`gateways.rs`).
     gateways: gateways::Gateways,
+    /// Addresses claimed by application services (`claims.rs`).
+    claims: claims::Claims,
 }
 
 /// The message bus handle.
@@ -166,6 +170,7 @@ impl Bus {
                 bridge,
                 matrix_rates: Default::default(),
                 gateways: Default::default(),
+                claims: Default::default(),
             }),
         }
     }
@@ -547,6 +552,10 @@ impl Bus {
         let sender = origin.session();
         if let Some(ep) = self.inner.endpoints.classify(to) {
             return self.serve(ep, env, to, sender, pending);
+        }
+        if let Some(service) = self.claimed_route(to) {
+            let json = env.shared_json();
+            return self.deliver(&service, to, json, pending).map(|()| None);
         }
         let addr = AddressRef::parse(to).map_err(|source| RouteError::BadAddress {
             what: "recipient",

@@ -1,7 +1,9 @@
 //! The transaction queues of application services (`appservice_state`, `appservice_txns` in
 //! `rethink.db`): where each service's transactions were made up to, and those not yet
 //! delivered. Written directly (not through the stream writer): nothing here is reported by
-//! `/sync`.
+//! `/sync`. Besides the room stream position, a service's state holds the highest seq of its bus
+//! session taken into a transaction (`bus_seq`) and its ephemeral positions (`ephemeral_pos`,
+//! opaque to this module), both advanced in the transaction's commit (migration 0010).
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
@@ -16,6 +18,17 @@ pub struct StoredAsTxn {
     pub items: i64,
 }
 
+/// Where a service's transactions were made up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsPosition {
+    /// The room stream position.
+    pub stream: i64,
+    /// The highest seq of the service's bus session put in a transaction.
+    pub bus_seq: i64,
+    /// The ephemeral streams' positions, as the queue wrote them (empty at first).
+    pub ephemeral: String,
+}
+
 /// SQL over the node's pool.
 #[derive(Debug, Clone)]
 pub struct AppserviceStore {
@@ -27,9 +40,9 @@ impl AppserviceStore {
         Self { pool }
     }
 
-    /// The stream position the service's transactions were made up to; a service seen for the
-    /// first time starts at `start` (it is not sent the history before its registration).
-    pub async fn position(&self, as_id: &str, start: i64) -> Result<i64, StoreError> {
+    /// Where the service's transactions were made up to; a service seen for the first time
+    /// starts at stream position `start` (it is not sent the history before its registration).
+    pub async fn position(&self, as_id: &str, start: i64) -> Result<AsPosition, StoreError> {
         sqlx::query(
             "INSERT INTO appservice_state (as_id, stream_pos, next_txn) VALUES (?, ?, 1) \
              ON CONFLICT (as_id) DO NOTHING",
@@ -38,12 +51,17 @@ impl AppserviceStore {
         .bind(start)
         .execute(&self.pool)
         .await?;
-        Ok(
-            sqlx::query_scalar("SELECT stream_pos FROM appservice_state WHERE as_id = ?")
-                .bind(as_id)
-                .fetch_one(&self.pool)
-                .await?,
+        let row = sqlx::query(
+            "SELECT stream_pos, bus_seq, ephemeral_pos FROM appservice_state WHERE as_id = ?",
         )
+        .bind(as_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AsPosition {
+            stream: row.try_get("stream_pos")?,
+            bus_seq: row.try_get("bus_seq")?,
+            ephemeral: row.try_get("ephemeral_pos")?,
+        })
     }
 
     /// The oldest undelivered transaction.
@@ -80,7 +98,7 @@ impl AppserviceStore {
     pub async fn advance(
         &self,
         as_id: &str,
-        upto: i64,
+        upto: &AsPosition,
         txn: Option<(&str, i64)>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -94,21 +112,21 @@ impl AppserviceStore {
             .bind(as_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE appservice_state SET next_txn = next_txn + 1, stream_pos = ? \
-                 WHERE as_id = ?",
-            )
-            .bind(upto)
-            .bind(as_id)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query("UPDATE appservice_state SET stream_pos = ? WHERE as_id = ?")
-                .bind(upto)
+            sqlx::query("UPDATE appservice_state SET next_txn = next_txn + 1 WHERE as_id = ?")
                 .bind(as_id)
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query(
+            "UPDATE appservice_state SET stream_pos = ?, bus_seq = ?, ephemeral_pos = ? \
+             WHERE as_id = ?",
+        )
+        .bind(upto.stream)
+        .bind(upto.bus_seq)
+        .bind(upto.ephemeral.as_str())
+        .bind(as_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
