@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::appservice::AppServices;
+use crate::appservice::{AppServices, AppservicesDeps};
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
@@ -275,10 +275,14 @@ impl RunningNode {
         let appservices = AppServices::new(
             &config.appservices,
             config.matrix.server_name.clone(),
-            AppserviceStore::new(store.pool().clone()),
-            rooms.clone(),
-            stream.clone(),
-            bus.clone(),
+            AppservicesDeps {
+                store: AppserviceStore::new(store.pool().clone()),
+                rooms: rooms.clone(),
+                stream: stream.clone(),
+                bus: bus.clone(),
+                typing: userdata.typing().clone(),
+                clock: config.clock.clone(),
+            },
             shutdown.clone(),
         )?;
         let node = Node {

@@ -32,11 +32,13 @@ pub(crate) const HS_TOKEN: &str = "hs-token-bridge-0123456789";
 #[derive(Debug)]
 pub(crate) enum Received {
     /// A transaction: its room events and, read from the raw body (ruma's type has no field
-    /// for them), its `rethink_messages`.
+    /// for them), its `rethink_messages`, `ephemeral` and `de.sorunome.msc2409.to_device`.
     Txn {
         txn_id: String,
         events: Vec<Value>,
         rethink: Vec<Value>,
+        ephemeral: Vec<Value>,
+        to_device: Vec<Value>,
     },
     Ping {
         txn_id: Option<String>,
@@ -167,7 +169,11 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
         "transactions" => {
             let raw: Value = serde_json::from_slice(&bytes).expect("a JSON transaction");
             let list = |field: &str| raw[field].as_array().cloned().unwrap_or_default();
-            let rethink = list("rethink_messages");
+            let (rethink, ephemeral, to_device) = (
+                list("rethink_messages"),
+                list("ephemeral"),
+                list("de.sorunome.msc2409.to_device"),
+            );
             let txn = push_events::v1::Request::try_from_http_request(request, &args)
                 .expect("a valid transaction");
             let events = txn
@@ -179,6 +185,8 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
                 txn_id: txn.txn_id.to_string(),
                 events,
                 rethink,
+                ephemeral,
+                to_device,
             };
             // A stopped service (its test dropped it) answers on connections still open: 503.
             if state.tx.send(received).is_err() {

@@ -12,6 +12,7 @@
 //! [`AppServices::bus_session`] (`POST /_rethink/app/v1/send`, `matrix::appservice_send`).
 
 mod bus_link;
+mod ephemeral;
 mod interest;
 mod queue;
 
@@ -26,15 +27,34 @@ use ruma::{OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, U
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
+use crate::clock::Clock;
 use crate::config::AppservicesConfig;
 use crate::locks::{lock, read, write};
 use crate::rooms::Rooms;
 use crate::store::StoreError;
 use crate::store::appservice::AppserviceStore;
 use crate::stream::StreamWriter;
+use crate::userdata::Typing;
 
 pub use bus_link::BusLink;
+pub use ephemeral::TO_DEVICE;
 pub use queue::{QueueError, RETHINK_MESSAGES};
+
+/// What the application services use of the node.
+#[derive(Debug, Clone)]
+pub struct AppservicesDeps {
+    /// Their transaction queues.
+    pub store: AppserviceStore,
+    /// The room events and memberships that concern them.
+    pub rooms: Rooms,
+    /// Commits (wake-ups, positions).
+    pub stream: StreamWriter,
+    /// Their sessions and claims (`rethink_namespaces`).
+    pub bus: Bus,
+    /// Typing, for `receive_ephemeral`.
+    pub typing: Typing,
+    pub clock: Clock,
+}
 
 /// The bus session of each service id with `rethink_namespaces`, and the service it is for.
 type Links = HashMap<String, (Arc<AppService>, Arc<BusLink>)>;
@@ -50,10 +70,7 @@ struct Inner {
     config: AppservicesConfig,
     server_name: OwnedServerName,
     current: RwLock<Arc<Directory>>,
-    store: AppserviceStore,
-    rooms: Rooms,
-    stream: StreamWriter,
-    bus: Bus,
+    deps: AppservicesDeps,
     /// The running pusher of each service id, and the service it pushes for.
     pushers: Mutex<HashMap<String, (Arc<AppService>, CancellationToken)>>,
     /// The bus session of each service id with `rethink_namespaces`.
@@ -68,10 +85,7 @@ impl AppServices {
     pub fn new(
         config: &AppservicesConfig,
         server_name: OwnedServerName,
-        store: AppserviceStore,
-        rooms: Rooms,
-        stream: StreamWriter,
-        bus: Bus,
+        deps: AppservicesDeps,
         shutdown: CancellationToken,
     ) -> Result<Self, DirectoryError> {
         let directory = match &config.dir {
@@ -87,10 +101,7 @@ impl AppServices {
                 config: config.clone(),
                 server_name,
                 current: RwLock::new(Arc::new(directory)),
-                store,
-                rooms,
-                stream,
-                bus,
+                deps,
                 pushers: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
                 reloading: tokio::sync::Mutex::new(()),
@@ -137,7 +148,7 @@ impl AppServices {
             }
             let link = match old.get(service.id()) {
                 Some((s, link)) if Arc::ptr_eq(s, service) => Arc::clone(link),
-                _ => match BusLink::open(&self.inner.bus, service, &server).await {
+                _ => match BusLink::open(&self.inner.deps.bus, service, &server).await {
                     Ok(link) => Arc::new(link),
                     Err(e) => {
                         tracing::error!(service = %service.id(), error = %e,
@@ -158,7 +169,7 @@ impl AppServices {
             .filter(|(service, _)| service.client.is_some())
             .flat_map(|(service, link)| link.claims(service))
             .collect();
-        self.inner.bus.set_claims(claims);
+        self.inner.deps.bus.set_claims(claims);
         *lock(&self.inner.links) = fresh;
     }
 
@@ -182,9 +193,7 @@ impl AppServices {
             let stop = self.inner.shutdown.child_token();
             let queue = queue::NodeQueue::new(
                 Arc::clone(service),
-                self.inner.store.clone(),
-                self.inner.rooms.clone(),
-                self.inner.stream.clone(),
+                self.inner.deps.clone(),
                 self.inner.server_name.to_string(),
                 self.inner.config.max_events_per_txn,
                 self.bus_session(service.id()),

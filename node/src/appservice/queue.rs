@@ -13,8 +13,11 @@ use rethink_connectors::pusher::{QueuedTxn, TxnQueue};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::AppservicesDeps;
 use super::bus_link::{BusLink, Taken};
+use super::ephemeral::{Ephemeral, EphemeralSource, TO_DEVICE};
 use super::interest::Interest;
+use crate::clock::Clock;
 use crate::locks::lock;
 use crate::rooms::{RoomError, Rooms};
 use crate::store::StoreError;
@@ -46,6 +49,9 @@ pub(super) struct NodeQueue {
     max_events: usize,
     /// The service's bus session, when it has `rethink_namespaces`.
     link: Option<Arc<BusLink>>,
+    /// Typing, receipts, presence and to-device, when it has `receive_ephemeral`.
+    ephemeral: Option<EphemeralSource>,
+    clock: Clock,
     /// Where transactions were made up to (cached after the first read).
     position: Mutex<Option<AsPosition>>,
 }
@@ -53,18 +59,22 @@ pub(super) struct NodeQueue {
 impl NodeQueue {
     pub(super) fn new(
         service: Arc<AppService>,
-        store: AppserviceStore,
-        rooms: Rooms,
-        stream: StreamWriter,
+        deps: AppservicesDeps,
         server_name: String,
         max_events: usize,
         link: Option<Arc<BusLink>>,
     ) -> Self {
+        let ephemeral = service
+            .registration
+            .receive_ephemeral
+            .then(|| EphemeralSource::new(deps.typing.clone()));
         Self {
+            ephemeral,
+            clock: deps.clock,
             service,
-            store,
-            rooms,
-            stream,
+            store: deps.store,
+            rooms: deps.rooms,
+            stream: deps.stream,
             server_name,
             max_events,
             link,
@@ -89,6 +99,7 @@ impl NodeQueue {
     async fn room_events(
         &self,
         pos: &mut AsPosition,
+        interest: &mut Interest<'_>,
     ) -> Result<(Vec<Box<RawValue>>, bool), QueueError> {
         let visible = self.stream.visible();
         if pos.stream >= visible {
@@ -106,7 +117,6 @@ impl NodeQueue {
             Some(last) if full => last.stream,
             _ => visible,
         };
-        let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
         let mut chosen: Vec<Box<RawValue>> = Vec::new();
         for pdu in &events {
             if interest.concerns(pdu).await? {
@@ -139,7 +149,22 @@ impl TxnQueue for NodeQueue {
     async fn fill(&self) -> Result<bool, QueueError> {
         let before = self.position().await?;
         let mut pos = before.clone();
-        let (events, mut full) = self.room_events(&mut pos).await?;
+        let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
+        let (events, mut full) = self.room_events(&mut pos, &mut interest).await?;
+        let extra = match &self.ephemeral {
+            Some(source) => {
+                source
+                    .collect(
+                        &self.store,
+                        &mut interest,
+                        before.stream,
+                        pos.stream,
+                        self.clock.unix_ms(),
+                    )
+                    .await?
+            }
+            None => Ephemeral::default(),
+        };
         // Bus messages for the service's addresses, each once: a frame whose seq a stored
         // transaction already covers (a kill came before its acknowledgement) is only released.
         let taken = match &self.link {
@@ -158,7 +183,7 @@ impl TxnQueue for NodeQueue {
         if let Some(last) = last_taken {
             pos.bus_seq = pos.bus_seq.max(i64::try_from(last).unwrap_or(i64::MAX));
         }
-        let items = events.len() + messages.len();
+        let items = events.len() + messages.len() + extra.ephemeral.len() + extra.to_device.len();
         let txn = if items == 0 {
             None
         } else {
@@ -167,9 +192,15 @@ impl TxnQueue for NodeQueue {
             if !messages.is_empty() {
                 body.insert(RETHINK_MESSAGES.into(), serde_json::to_value(&messages)?);
             }
+            if !extra.ephemeral.is_empty() {
+                body.insert("ephemeral".into(), Value::Array(extra.ephemeral));
+            }
+            if !extra.to_device.is_empty() {
+                body.insert(TO_DEVICE.into(), Value::Array(extra.to_device));
+            }
             Some(serde_json::to_string(&body)?)
         };
-        if pos != before {
+        if pos != before || txn.is_some() {
             let stored = self
                 .store
                 .advance(
@@ -196,13 +227,29 @@ impl TxnQueue for NodeQueue {
     fn changed(&self) -> impl Future<Output = ()> + Send {
         let commit = self.stream.next_commit();
         let link = self.link.clone();
+        // Typing is not in the stream: its changes are watched apart.
+        let mut typing = self.ephemeral.as_ref().map(EphemeralSource::watch_typing);
         async move {
-            match link {
-                Some(link) => tokio::select! {
-                    () = commit => {}
-                    () = link.wait() => {}
-                },
-                None => commit.await,
+            let typing = async {
+                match typing.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let bus = async {
+                match &link {
+                    Some(link) => link.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = commit => {}
+                () = bus => {}
+                () = typing => {}
             }
         }
     }

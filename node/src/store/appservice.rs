@@ -2,8 +2,9 @@
 //! `rethink.db`): where each service's transactions were made up to, and those not yet
 //! delivered. Written directly (not through the stream writer): nothing here is reported by
 //! `/sync`. Besides the room stream position, a service's state holds the highest seq of its bus
-//! session taken into a transaction (`bus_seq`) and its ephemeral positions (`ephemeral_pos`,
-//! opaque to this module), both advanced in the transaction's commit (migration 0010).
+//! session taken into a transaction (`bus_seq`, migration 0010), advanced in the transaction's
+//! commit. The ephemeral data of a stream range (receipts, presence, to-device messages: rows
+//! of the user data tables carrying the stream position of their change) is read here too.
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
@@ -25,8 +26,34 @@ pub struct AsPosition {
     pub stream: i64,
     /// The highest seq of the service's bus session put in a transaction.
     pub bus_seq: i64,
-    /// The ephemeral streams' positions, as the queue wrote them (empty at first).
-    pub ephemeral: String,
+}
+
+/// An `m.read` receipt changed in a stream range.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub user_id: String,
+    pub thread: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+/// A presence set in a stream range.
+#[derive(Debug, Clone)]
+pub struct PresenceRow {
+    pub user_id: String,
+    pub presence: String,
+    pub status_msg: Option<String>,
+    pub last_active_ms: i64,
+}
+
+/// A to-device message sent in a stream range, still waiting for its device.
+#[derive(Debug, Clone)]
+pub struct ToDeviceRow {
+    pub user_id: String,
+    pub device_id: String,
+    /// `{"type", "sender", "content"}`.
+    pub json: String,
 }
 
 /// SQL over the node's pool.
@@ -51,16 +78,13 @@ impl AppserviceStore {
         .bind(start)
         .execute(&self.pool)
         .await?;
-        let row = sqlx::query(
-            "SELECT stream_pos, bus_seq, ephemeral_pos FROM appservice_state WHERE as_id = ?",
-        )
-        .bind(as_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT stream_pos, bus_seq FROM appservice_state WHERE as_id = ?")
+            .bind(as_id)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(AsPosition {
             stream: row.try_get("stream_pos")?,
             bus_seq: row.try_get("bus_seq")?,
-            ephemeral: row.try_get("ephemeral_pos")?,
         })
     }
 
@@ -117,17 +141,91 @@ impl AppserviceStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "UPDATE appservice_state SET stream_pos = ?, bus_seq = ?, ephemeral_pos = ? \
-             WHERE as_id = ?",
-        )
-        .bind(upto.stream)
-        .bind(upto.bus_seq)
-        .bind(upto.ephemeral.as_str())
-        .bind(as_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE appservice_state SET stream_pos = ?, bus_seq = ? WHERE as_id = ?")
+            .bind(upto.stream)
+            .bind(upto.bus_seq)
+            .bind(as_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The `m.read` receipts changed in `(after, upto]`, in stream order.
+    pub async fn receipts_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, user_id, thread, event_id, ts FROM receipts \
+             WHERE stream > ? AND stream <= ? AND type = 'm.read' ORDER BY stream",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReceiptRow {
+                    room_id: r.try_get("room_id")?,
+                    user_id: r.try_get("user_id")?,
+                    thread: r.try_get("thread")?,
+                    event_id: r.try_get("event_id")?,
+                    ts: r.try_get("ts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The presence set in `(after, upto]`, in stream order.
+    pub async fn presence_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<PresenceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
+             WHERE stream > ? AND stream <= ? ORDER BY stream",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PresenceRow {
+                    user_id: r.try_get("user_id")?,
+                    presence: r.try_get("presence")?,
+                    status_msg: r.try_get("status_msg")?,
+                    last_active_ms: r.try_get("last_active_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The to-device messages sent in `(after, upto]` and not yet delivered, in order.
+    pub async fn to_device_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ToDeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, device_id, json FROM to_device \
+             WHERE stream > ? AND stream <= ? ORDER BY stream, id",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ToDeviceRow {
+                    user_id: r.try_get("user_id")?,
+                    device_id: r.try_get("device_id")?,
+                    json: r.try_get("json")?,
+                })
+            })
+            .collect()
     }
 }
