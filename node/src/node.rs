@@ -80,6 +80,8 @@ struct Inner {
     bridge: Bridge,
     userdata: UserData,
     appservices: AppServices,
+    /// The Matrix client API's rate limiter (`[matrix.rate_limit]`).
+    rate_limits: crate::matrix::rate_limit::RateLimits,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
     cross_domain: CrossDomain,
@@ -135,6 +137,11 @@ impl Node {
     /// messages, receipts, typing.
     pub fn userdata(&self) -> &UserData {
         &self.inner.userdata
+    }
+
+    /// The Matrix client API's rate limiter.
+    pub fn rate_limits(&self) -> &crate::matrix::rate_limit::RateLimits {
+        &self.inner.rate_limits
     }
 
     /// Matrix application services.
@@ -287,6 +294,10 @@ impl RunningNode {
         )?;
         let node = Node {
             inner: Arc::new(Inner {
+                rate_limits: crate::matrix::rate_limit::RateLimits::new(
+                    &config.matrix.rate_limit,
+                    config.clock.clone(),
+                ),
                 appservices,
                 auth,
                 accounts,

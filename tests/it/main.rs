@@ -11,6 +11,7 @@ mod appservice;
 mod appservice_bench;
 mod appservice_ephemeral;
 mod appservice_mautrix;
+mod appservice_rate_limit;
 mod appservice_restart;
 mod appservice_rethink;
 mod appservice_support;
