@@ -142,6 +142,19 @@ async fn a_hyperty_and_a_service_exchange_messages_through_a_claimed_address() {
     assert_eq!(back[0]["type"], "response", "{back:?}");
     assert_eq!(back[0]["to"], "slack://team/bob");
     assert_eq!(back[0]["body"]["value"]["name"], "h");
+
+    // The node's own endpoints answer the service in its transactions too.
+    let (status, body) = service_send(
+        &node,
+        &json!({"id": 9, "type": "subscribe", "from": "slack://team/bob/sm",
+            "to": super::support::sm_endpoint(), "body": {"resources": [format!("{h}/changes")]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = next_rethink(&mut service).await;
+    assert_eq!(answer[0]["id"], 9, "{answer:?}");
+    assert_eq!(answer[0]["type"], "response");
+    assert_eq!(answer[0]["body"]["code"], 200, "{answer:?}");
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@
 //! answer is the reTHINK outcome, its HTTP status the reTHINK code: 200 `{"code":200}` when
 //! every recipient took it, otherwise the response message a runtime would have received
 //! (`{"type":"response","body":{"code":403,"description":"denied by policy ..."}...}`). Answers
-//! of the node's own endpoints, and responses of the recipients, reach the service in its
-//! transactions.
+//! of the node's own endpoints (when its outbox has room: the request does not wait) and
+//! responses of the recipients reach the service in its transactions.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -78,8 +78,13 @@ pub(crate) async fn send(State(node): State<Node>, req: Request) -> Response {
         )),
         Ok(permit) => {
             let report = bus.route(permit).await;
+            // Into the service's outbox if it fits now: a request never waits for a service
+            // that is down (or has no url, and so never drains it).
             for answer in &report.replies {
-                if let Err(e) = bus.answer(link.session(), answer).await {
+                if service.client.is_none() {
+                    break;
+                }
+                if let Err(e) = bus.try_answer(link.session(), answer).await {
                     tracing::warn!(service = %service.id(), error = %e,
                         "an answer to an application service is lost");
                 }
