@@ -187,18 +187,15 @@ impl TxnQueue for NodeQueue {
         let txn = if items == 0 {
             None
         } else {
-            let mut body = serde_json::Map::new();
-            body.insert("events".into(), serde_json::to_value(&events)?);
-            if !messages.is_empty() {
-                body.insert(RETHINK_MESSAGES.into(), serde_json::to_value(&messages)?);
+            match body(&events, &messages, extra) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    if let Some(link) = &self.link {
+                        link.rewind().await;
+                    }
+                    return Err(e.into());
+                }
             }
-            if !extra.ephemeral.is_empty() {
-                body.insert("ephemeral".into(), Value::Array(extra.ephemeral));
-            }
-            if !extra.to_device.is_empty() {
-                body.insert(TO_DEVICE.into(), Value::Array(extra.to_device));
-            }
-            Some(serde_json::to_string(&body)?)
         };
         if pos != before || txn.is_some() {
             let stored = self
@@ -253,4 +250,24 @@ impl TxnQueue for NodeQueue {
             }
         }
     }
+}
+
+/// A transaction's body: `events`, and the other fields when they hold anything.
+fn body(
+    events: &[Box<RawValue>],
+    messages: &[&Value],
+    extra: Ephemeral,
+) -> Result<String, serde_json::Error> {
+    let mut body = serde_json::Map::new();
+    body.insert("events".into(), serde_json::to_value(events)?);
+    if !messages.is_empty() {
+        body.insert(RETHINK_MESSAGES.into(), serde_json::to_value(messages)?);
+    }
+    if !extra.ephemeral.is_empty() {
+        body.insert("ephemeral".into(), Value::Array(extra.ephemeral));
+    }
+    if !extra.to_device.is_empty() {
+        body.insert(TO_DEVICE.into(), Value::Array(extra.to_device));
+    }
+    serde_json::to_string(&body)
 }
