@@ -13,7 +13,6 @@ use ruma::api::appservice::event::push_events;
 use ruma::api::appservice::ping::send_ping;
 use ruma::api::appservice::query::{query_room_alias, query_user_id};
 use ruma::api::{OutgoingRequest, OutgoingRequestExt as _};
-use ruma::serde::Raw;
 use ruma::{OwnedRoomAliasId, OwnedTransactionId, OwnedUserId};
 use tokio::net::TcpStream;
 
@@ -124,21 +123,15 @@ impl AsClient {
         }
     }
 
-    /// Pushes a transaction: `body` is the stored JSON object (`events`, and `ephemeral` when
-    /// present). Success is any 2xx answer.
+    /// Pushes a transaction: `body` is the stored JSON object (`events`, and the other fields
+    /// the node adds: `ephemeral`, `rethink_messages`...), sent as it is; ruma makes the path
+    /// and the authorization. Success is any 2xx answer.
     pub async fn push(&self, txn_id: &str, body: &str) -> Result<(), ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            #[serde(default)]
-            events: Vec<Raw<ruma::events::AnyTimelineEvent>>,
-            #[serde(default)]
-            ephemeral: Vec<Raw<push_events::v1::EphemeralData>>,
-        }
-        let stored: Stored = serde_json::from_str(body)?;
-        let mut req =
-            push_events::v1::Request::new(OwnedTransactionId::from(txn_id), stored.events);
-        req.ephemeral = stored.ephemeral;
-        self.send(req, PUSH_TIMEOUT).await
+        // Only a JSON object is a transaction body.
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body)?;
+        let req = push_events::v1::Request::new(OwnedTransactionId::from(txn_id), Vec::new());
+        self.send_with_body(req, Some(Bytes::from(body.to_owned())), PUSH_TIMEOUT)
+            .await
     }
 
     /// `GET /_matrix/app/v1/users/{userId}`: `Ok(true)` if the service created the user.
@@ -171,13 +164,34 @@ impl AsClient {
                 PathBuilder = ruma::api::path_builder::SinglePath,
             >,
     {
+        self.send_with_body(req, None, timeout).await
+    }
+
+    /// Sends `req`, with `body` instead of the one ruma made when given.
+    async fn send_with_body<R>(
+        &self,
+        req: R,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<(), ClientError>
+    where
+        R: OutgoingRequest<
+                Authentication = ruma::api::appservice::HomeserverToken,
+                PathBuilder = ruma::api::path_builder::SinglePath,
+            >,
+    {
         let http: hyper::Request<Vec<u8>> =
             req.try_into_http_request(&self.endpoint.base, &self.hs_token, ())?;
-        let (mut parts, body) = http.into_parts();
+        let (mut parts, made) = http.into_parts();
         if let Ok(host) = self.endpoint.authority.parse() {
             parts.headers.insert(hyper::header::HOST, host);
         }
-        let request = hyper::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let body = body.unwrap_or_else(|| Bytes::from(made));
+        parts.headers.insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(body.len()),
+        );
+        let request = hyper::Request::from_parts(parts, Full::new(body));
         tokio::time::timeout(timeout, self.exchange(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?

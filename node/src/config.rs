@@ -20,12 +20,14 @@ mod catalogue;
 mod connectors;
 mod cross_domain;
 mod store;
+mod rate_limit;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
 pub use connectors::RawConnector;
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
 pub use store::{RawStore, StoreBackend, StoreConfig, describe as describe_postgres};
+pub use rate_limit::{RateLimitConfig, RawBucket, RawRateLimit};
 pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.
@@ -116,6 +118,7 @@ pub struct RawMatrix {
     pub jwt_create_accounts: bool,
     pub txn_retention_secs: u64,
     pub presence: RawPresence,
+    pub rate_limit: RawRateLimit,
 }
 
 impl Default for RawMatrix {
@@ -126,6 +129,7 @@ impl Default for RawMatrix {
             jwt_create_accounts: true,
             txn_retention_secs: 24 * 60 * 60,
             presence: RawPresence::default(),
+            rate_limit: RawRateLimit::default(),
         }
     }
 }
@@ -349,6 +353,8 @@ pub struct MatrixConfig {
     /// within this time returns the first event.
     pub txn_retention: Duration,
     pub presence: PresenceConfig,
+    /// `[matrix.rate_limit]`: per-user token buckets of the client API.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// Presence timeouts (`crate::userdata::Presence`).
@@ -579,6 +585,7 @@ impl RawConfig {
             "matrix.presence.offline_timeout_ms",
             self.matrix.presence.offline_timeout_ms,
         )?;
+        let rate_limit = rate_limit::validate_rate_limit(&self.matrix.rate_limit)?;
         let server = validate_server(&self.server)?;
         let store = self.store.validate()?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
@@ -638,6 +645,7 @@ impl RawConfig {
                     idle_timeout: Duration::from_millis(self.matrix.presence.idle_timeout_ms),
                     offline_timeout: Duration::from_millis(self.matrix.presence.offline_timeout_ms),
                 },
+                rate_limit,
             },
             server,
             public_url,
@@ -696,7 +704,11 @@ impl Config {
             ..RawConfig::default()
         };
         match raw.validate() {
-            Ok(c) => c,
+            // Tests send faster than any client: the limiter is on only where a test says so.
+            Ok(mut c) => {
+                c.matrix.rate_limit = RateLimitConfig::off();
+                c
+            }
             Err(e) => panic!("the test configuration is invalid: {e}"),
         }
     }

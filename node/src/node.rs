@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::appservice::AppServices;
+use crate::appservice::{AppServices, AppservicesDeps};
 use crate::auth::{AuthStartError, Authenticator};
 use crate::bridge::Bridge;
 use crate::bus::{Bus, BusConfig};
@@ -82,6 +82,8 @@ struct Inner {
     bridge: Bridge,
     userdata: UserData,
     appservices: AppServices,
+    /// The Matrix client API's rate limiter (`[matrix.rate_limit]`).
+    rate_limits: crate::matrix::rate_limit::RateLimits,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
     cross_domain: CrossDomain,
@@ -139,6 +141,11 @@ impl Node {
     /// messages, receipts, typing.
     pub fn userdata(&self) -> &UserData {
         &self.inner.userdata
+    }
+
+    /// The Matrix client API's rate limiter.
+    pub fn rate_limits(&self) -> &crate::matrix::rate_limit::RateLimits {
+        &self.inner.rate_limits
     }
 
     /// Matrix application services.
@@ -285,13 +292,22 @@ impl RunningNode {
         let appservices = AppServices::new(
             &config.appservices,
             config.matrix.server_name.clone(),
-            AppserviceStore::new(store.pool().clone()),
-            rooms.clone(),
-            stream.clone(),
+            AppservicesDeps {
+                store: AppserviceStore::new(store.pool().clone()),
+                rooms: rooms.clone(),
+                stream: stream.clone(),
+                bus: bus.clone(),
+                typing: userdata.typing().clone(),
+                clock: config.clock.clone(),
+            },
             shutdown.clone(),
         )?;
         let node = Node {
             inner: Arc::new(Inner {
+                rate_limits: crate::matrix::rate_limit::RateLimits::new(
+                    &config.matrix.rate_limit,
+                    config.clock.clone(),
+                ),
                 appservices,
                 auth,
                 accounts,
@@ -332,7 +348,7 @@ impl RunningNode {
             node.config().stubs.cache_dir.clone(),
             node.shutdown_token().clone(),
         );
-        node.appservices().start_pushers();
+        node.appservices().start().await;
         tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();

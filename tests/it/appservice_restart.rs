@@ -1,12 +1,15 @@
 //! Application services and the real program: transactions queued while the service is down
-//! survive a SIGKILL of the node and arrive in order, once each, after the restart; a bad
-//! registration file stops the node at start naming the file and the field.
+//! survive a SIGKILL of the node and arrive in order, once each, after the restart (room events,
+//! and reTHINK messages for a claimed address); a bad registration file stops the node at start
+//! naming the file and the field.
 
 use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use super::appservice_support::{AS_TOKEN, Service, free_port, write_bridge};
+use super::appservice_support::{
+    AS_TOKEN, HS_TOKEN, Received, Service, free_port, registration, write_bridge,
+};
 use super::support::client::RECV_TIMEOUT;
 use super::support::matrix::{V3, call_at, room_path, urlencode, user_id};
 use super::support::process::NodeProcess;
@@ -86,6 +89,75 @@ async fn queued_transactions_survive_a_killed_node_in_order_once_each() {
         .collect();
     let want: Vec<String> = (1..8).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want, "in order, once each");
+}
+
+#[tokio::test]
+async fn queued_rethink_messages_survive_a_killed_node_in_order_once_each() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let services = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut text = registration(
+        "bridge",
+        Some(&format!("http://127.0.0.1:{port}")),
+        AS_TOKEN,
+        HS_TOKEN,
+    );
+    text.push_str("rethink_namespaces:\n  - pattern: \"slack://*\"\n    exclusive: true\n");
+    std::fs::write(services.path().join("bridge.yaml"), text).expect("write registration");
+    let dir = services.path().display().to_string();
+    let mut node = NodeProcess::spawn(
+        data.path(),
+        &[
+            ("RETHINK_APPSERVICES__DIR", &dir),
+            ("RETHINK_APPSERVICES__INITIAL_BACKOFF_MS", "20"),
+            ("RETHINK_APPSERVICES__MAX_BACKOFF_MS", "100"),
+        ],
+    )
+    .await;
+    // The service sends from one claimed address to another: the bus routes it back to the
+    // service's own session, whose outbox its transactions drain.
+    let message = |i: usize| {
+        json!({"id": i, "type": "execute", "from": "slack://team/a", "to": "slack://team/b",
+            "body": {"n": i}})
+    };
+    let send = |node: &NodeProcess, i: usize| {
+        let addr = node.addr();
+        let body = message(i).to_string();
+        async move {
+            let (status, answer) = call_at(
+                addr,
+                "POST",
+                "/_rethink/app/v1/send",
+                Some(AS_TOKEN),
+                Some(body.as_bytes()),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    // Down from the start: everything waits in the node (outbox, then transactions).
+    for i in 0..4 {
+        send(&node, i).await;
+    }
+    node.kill().await;
+    let node = node.restart().await;
+    for i in 4..6 {
+        send(&node, i).await;
+    }
+    let mut service = Service::start(port, node.addr()).await;
+    let mut got = Vec::new();
+    let mut txns = Vec::new();
+    while got.len() < 6 {
+        if let Received::Txn {
+            txn_id, rethink, ..
+        } = service.next().await
+        {
+            assert!(!txns.contains(&txn_id), "transaction {txn_id} twice");
+            txns.push(txn_id);
+            got.extend(rethink.iter().map(|m| m["body"]["n"].as_u64().expect("n")));
+        }
+    }
+    assert_eq!(got, (0..6).collect::<Vec<u64>>(), "in order, once each");
 }
 
 #[tokio::test]

@@ -31,8 +31,18 @@ pub(crate) const HS_TOKEN: &str = "hs-token-bridge-0123456789";
 /// What the service received.
 #[derive(Debug)]
 pub(crate) enum Received {
-    Txn { txn_id: String, events: Vec<Value> },
-    Ping { txn_id: Option<String> },
+    /// A transaction: its room events and, read from the raw body (ruma's type has no field
+    /// for them), its `rethink_messages`, `ephemeral` and `de.sorunome.msc2409.to_device`.
+    Txn {
+        txn_id: String,
+        events: Vec<Value>,
+        rethink: Vec<Value>,
+        ephemeral: Vec<Value>,
+        to_device: Vec<Value>,
+    },
+    Ping {
+        txn_id: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -112,7 +122,7 @@ impl Service {
         let mut out = Vec::new();
         let mut txns: Vec<String> = Vec::new();
         while out.len() < n {
-            if let Received::Txn { txn_id, events } = self.next().await {
+            if let Received::Txn { txn_id, events, .. } = self.next().await {
                 assert!(
                     !txns.contains(&txn_id),
                     "transaction {txn_id} delivered twice"
@@ -157,6 +167,13 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
     let first = path.first().map(String::as_str).unwrap_or_default();
     match first {
         "transactions" => {
+            let raw: Value = serde_json::from_slice(&bytes).expect("a JSON transaction");
+            let list = |field: &str| raw[field].as_array().cloned().unwrap_or_default();
+            let (rethink, ephemeral, to_device) = (
+                list("rethink_messages"),
+                list("ephemeral"),
+                list("de.sorunome.msc2409.to_device"),
+            );
             let txn = push_events::v1::Request::try_from_http_request(request, &args)
                 .expect("a valid transaction");
             let events = txn
@@ -167,6 +184,9 @@ async fn handle(State(state): State<Arc<ServiceState>>, req: Request) -> axum::r
             let received = Received::Txn {
                 txn_id: txn.txn_id.to_string(),
                 events,
+                rethink,
+                ephemeral,
+                to_device,
             };
             // A stopped service (its test dropped it) answers on connections still open: 503.
             if state.tx.send(received).is_err() {

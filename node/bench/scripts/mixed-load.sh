@@ -16,6 +16,7 @@ PORT=9311
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 RETHINK_DOMAIN=bench.local RETHINK_LISTEN=127.0.0.1:$PORT RETHINK_DATA_DIR=$DATA RETHINK_LOG=warn \
   RETHINK_SESSION__RATE_PER_SECOND=1000000 RETHINK_SESSION__RATE_BURST=1000000 \
+  RETHINK_MATRIX__RATE_LIMIT__ENABLED=false \
   "$NODE" &
 PID=$!
 for _ in $(seq 100); do

@@ -24,6 +24,9 @@ enum RawCommand {
     /// Matrix Client-Server API: users in rooms, each parked in a long-poll /sync, while
     /// concurrent senders PUT m.room.message events; send and send-to-sync latencies.
     Matrix(MatrixArgs),
+    /// Matrix application service on loopback: the bench is the service; events sent at a
+    /// fixed rate, then a burst; commit-to-transaction latency and transactions per second.
+    Appservice(crate::appservice_load::AppserviceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +134,7 @@ struct WsArgs {
 pub(crate) enum Command {
     Ws(WsConfig),
     Matrix(MatrixConfig),
+    Appservice(crate::appservice_load::AppserviceArgs),
 }
 
 /// Where the node is.
@@ -217,6 +221,10 @@ pub(crate) fn parse() -> Command {
         },
         RawCommand::Matrix(args) => match args.validate() {
             Ok(cfg) => Command::Matrix(cfg),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
+        RawCommand::Appservice(args) => match args.validate() {
+            Ok(()) => Command::Appservice(args),
             Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
         },
     }

@@ -11,7 +11,12 @@
 //! users registered and joined to rooms, each parked in a long-poll `/sync`,
 //! while concurrent senders PUT messages; it reports sends/s, the PUT's latency
 //! and the send-to-sync latency of the first and of every receiver.
+//!
+//! `rethink-bench appservice [options]` is a Matrix application service on loopback: it
+//! starts the node with its registration, sends events at a fixed rate and then a burst, and
+//! reports the commit-to-transaction latency and the transactions delivered per second.
 
+mod appservice_load;
 mod attack;
 mod cli;
 mod client;
@@ -59,6 +64,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if cfg.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Appservice(cfg) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = appservice_load::run(&cfg) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if cfg.json() {
                 println!("{}", report.to_json());
             } else {
                 print!("{report}");

@@ -86,6 +86,9 @@ impl NodeProcess {
             .env("RETHINK_LOG", "warn")
             .env("RETHINK_SESSION__RATE_PER_SECOND", "1000000")
             .env("RETHINK_SESSION__RATE_BURST", "1000000")
+            // The load generators send far past any client's rate: measure the node, not its
+            // Matrix rate limiter.
+            .env("RETHINK_MATRIX__RATE_LIMIT__ENABLED", "false")
             .env("RETHINK_AUTH__ALLOW_ANONYMOUS", "true")
             .stdin(Stdio::null())
             // The node's logs go to our stderr so that `--json` output stays clean.

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use rethink_connectors::{AppService, Kind};
+use ruma::RoomId;
 use ruma::events::TimelineEventType;
 
 use crate::rooms::{RoomError, Rooms};
@@ -29,7 +30,7 @@ impl<'a> Interest<'a> {
         }
     }
 
-    fn user(&self, user: &str) -> bool {
+    pub(super) fn user(&self, user: &str) -> bool {
         self.service.owns_user(user, self.server_name)
     }
 
@@ -44,7 +45,13 @@ impl<'a> Interest<'a> {
             self.by_room.remove(pdu.fields.room_id.as_str());
             return Ok(true);
         }
-        let room = pdu.fields.room_id.as_str();
+        self.room(&pdu.fields.room_id).await
+    }
+
+    /// Whether what happens in `room_id` concerns the service (its namespaces, its aliases, one
+    /// of its users joined).
+    pub(super) async fn room(&mut self, room_id: &RoomId) -> Result<bool, RoomError> {
+        let room = room_id.as_str();
         if let Some(known) = self.by_room.get(room) {
             return Ok(*known);
         }
@@ -62,7 +69,7 @@ impl<'a> Interest<'a> {
         if !yes {
             yes = self
                 .rooms
-                .joined_members(&pdu.fields.room_id)
+                .joined_members(room_id)
                 .await?
                 .iter()
                 .any(|m| self.user(m.as_str()));

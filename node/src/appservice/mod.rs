@@ -6,7 +6,13 @@
 //!
 //! Registration parsing, namespaces, the HTTP client and the pusher loop are the
 //! `rethink-connectors` crate's; the queue's storage is `store::appservice`.
+//!
+//! A service with `rethink_namespaces` also has a session on the bus (`bus_link`): messages for
+//! the addresses it claims reach it in its transactions (`rethink_messages`), and it sends with
+//! [`AppServices::bus_session`] (`POST /_rethink/app/v1/send`, `matrix::appservice_send`).
 
+mod bus_link;
+mod ephemeral;
 mod interest;
 mod queue;
 
@@ -20,14 +26,38 @@ use rethink_connectors::{AppService, ClientError, Directory, DirectoryError, Kin
 use ruma::{OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Bus;
+use crate::clock::Clock;
 use crate::config::AppservicesConfig;
 use crate::locks::{lock, read, write};
 use crate::rooms::Rooms;
 use crate::store::StoreError;
 use crate::store::appservice::AppserviceStore;
 use crate::stream::StreamWriter;
+use crate::userdata::Typing;
 
-pub use queue::QueueError;
+pub use bus_link::BusLink;
+pub use ephemeral::TO_DEVICE;
+pub use queue::{QueueError, RETHINK_MESSAGES};
+
+/// What the application services use of the node.
+#[derive(Debug, Clone)]
+pub struct AppservicesDeps {
+    /// Their transaction queues.
+    pub store: AppserviceStore,
+    /// The room events and memberships that concern them.
+    pub rooms: Rooms,
+    /// Commits (wake-ups, positions).
+    pub stream: StreamWriter,
+    /// Their sessions and claims (`rethink_namespaces`).
+    pub bus: Bus,
+    /// Typing, for `receive_ephemeral`.
+    pub typing: Typing,
+    pub clock: Clock,
+}
+
+/// The bus session of each service id with `rethink_namespaces`, and the service it is for.
+type Links = HashMap<String, (Arc<AppService>, Arc<BusLink>)>;
 
 /// The node's application services (a cheap-clone handle).
 #[derive(Debug, Clone)]
@@ -40,11 +70,13 @@ struct Inner {
     config: AppservicesConfig,
     server_name: OwnedServerName,
     current: RwLock<Arc<Directory>>,
-    store: AppserviceStore,
-    rooms: Rooms,
-    stream: StreamWriter,
+    deps: AppservicesDeps,
     /// The running pusher of each service id, and the service it pushes for.
     pushers: Mutex<HashMap<String, (Arc<AppService>, CancellationToken)>>,
+    /// The bus session of each service id with `rethink_namespaces`.
+    links: Mutex<Links>,
+    /// One reload (or start) at a time.
+    reloading: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
 }
 
@@ -53,9 +85,7 @@ impl AppServices {
     pub fn new(
         config: &AppservicesConfig,
         server_name: OwnedServerName,
-        store: AppserviceStore,
-        rooms: Rooms,
-        stream: StreamWriter,
+        deps: AppservicesDeps,
         shutdown: CancellationToken,
     ) -> Result<Self, DirectoryError> {
         let directory = match &config.dir {
@@ -71,10 +101,10 @@ impl AppServices {
                 config: config.clone(),
                 server_name,
                 current: RwLock::new(Arc::new(directory)),
-                store,
-                rooms,
-                stream,
+                deps,
                 pushers: Mutex::new(HashMap::new()),
+                links: Mutex::new(HashMap::new()),
+                reloading: tokio::sync::Mutex::new(()),
                 shutdown,
             }),
         })
@@ -89,9 +119,62 @@ impl AppServices {
         &self.inner.server_name
     }
 
-    /// Starts (or restarts, after a reload) one pusher per service with a `url`; stops those of
-    /// services gone or changed.
-    pub fn start_pushers(&self) {
+    /// Starts (or restarts, after a reload) the services in force: the bus sessions and
+    /// claims of those with `rethink_namespaces`, and one pusher per service with a `url`;
+    /// stops those of services gone or changed.
+    pub async fn start(&self) {
+        let _one = self.inner.reloading.lock().await;
+        self.link_sessions().await;
+        self.start_pushers();
+    }
+
+    /// The bus session of service `id`, if it has `rethink_namespaces`.
+    pub fn bus_session(&self, id: &str) -> Option<Arc<BusLink>> {
+        lock(&self.inner.links)
+            .get(id)
+            .map(|(_, link)| Arc::clone(link))
+    }
+
+    /// Opens the bus session of every service with `rethink_namespaces` (kept across reloads
+    /// while its file is unchanged) and puts the claims of those with a `url` in force.
+    async fn link_sessions(&self) {
+        let directory = self.directory();
+        let server = self.inner.server_name.to_string();
+        let mut fresh: Links = HashMap::new();
+        let old = std::mem::take(&mut *lock(&self.inner.links));
+        for service in directory.services() {
+            if service.registration.namespaces.rethink.is_empty() {
+                continue;
+            }
+            let link = match old.get(service.id()) {
+                Some((s, link)) if Arc::ptr_eq(s, service) => Arc::clone(link),
+                _ => match BusLink::open(&self.inner.deps.bus, service, &server).await {
+                    Ok(link) => Arc::new(link),
+                    Err(e) => {
+                        tracing::error!(service = %service.id(), error = %e,
+                            "no bus session for the application service");
+                        continue;
+                    }
+                },
+            };
+            fresh.insert(service.id().to_owned(), (Arc::clone(service), link));
+        }
+        for (id, (_, link)) in &old {
+            if !fresh.get(id).is_some_and(|(_, l)| Arc::ptr_eq(l, link)) {
+                link.detach();
+            }
+        }
+        let claims = fresh
+            .values()
+            .filter(|(service, _)| service.client.is_some())
+            .flat_map(|(service, link)| link.claims(service))
+            .collect();
+        self.inner.deps.bus.set_claims(claims);
+        *lock(&self.inner.links) = fresh;
+    }
+
+    /// Starts one pusher per service with a `url` (after [`Self::link_sessions`]).
+    fn start_pushers(&self) {
         let directory = self.directory();
         let mut pushers = lock(&self.inner.pushers);
         pushers.retain(|id, (service, stop)| {
@@ -110,11 +193,10 @@ impl AppServices {
             let stop = self.inner.shutdown.child_token();
             let queue = queue::NodeQueue::new(
                 Arc::clone(service),
-                self.inner.store.clone(),
-                self.inner.rooms.clone(),
-                self.inner.stream.clone(),
+                self.inner.deps.clone(),
                 self.inner.server_name.to_string(),
                 self.inner.config.max_events_per_txn,
+                self.bus_session(service.id()),
             );
             let backoff = Backoff {
                 initial: self.inner.config.initial_backoff,
@@ -133,10 +215,11 @@ impl AppServices {
 
     /// Reloads the directory: a valid set replaces the old one (pushers follow); an invalid one
     /// is refused and the old one stays. A service whose file did not change keeps its pusher.
-    pub fn reload(&self) -> Result<usize, DirectoryError> {
+    pub async fn reload(&self) -> Result<usize, DirectoryError> {
         let Some(dir) = &self.inner.config.dir else {
             return Ok(0);
         };
+        let _one = self.inner.reloading.lock().await;
         let fresh = match Directory::load(dir) {
             Ok(d) => d,
             Err(e) => {
@@ -157,6 +240,7 @@ impl AppServices {
         let count = kept.len();
         *write(&self.inner.current) = Arc::new(Directory::from_services(kept));
         tracing::info!(dir = %dir.display(), services = count, "application services reloaded");
+        self.link_sessions().await;
         self.start_pushers();
         Ok(count)
     }
@@ -178,7 +262,7 @@ impl AppServices {
             let now = rethink_connectors::directory::fingerprint(&dir);
             if now != last {
                 last = now;
-                let _ = self.reload();
+                let _ = self.reload().await;
             }
         }
     }

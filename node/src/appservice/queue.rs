@@ -1,21 +1,33 @@
 //! A service's transaction queue ([`TxnQueue`] of `rethink_connectors::pusher`): the events
 //! committed since the service's stream position that concern it ([`super::interest`]) become
 //! its next transaction, stored with the new position in one commit (`store::appservice`).
-//! The pusher is woken by the stream writer's commits ([`StreamWriter::next_commit`]).
+//! The pusher is woken by the stream writer's commits ([`StreamWriter::next_commit`]) and by
+//! frames in the service's bus session ([`super::bus_link`]), which become the transaction's
+//! [`RETHINK_MESSAGES`].
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rethink_connectors::AppService;
 use rethink_connectors::pusher::{QueuedTxn, TxnQueue};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::AppservicesDeps;
+use super::bus_link::{BusLink, Taken};
+use super::ephemeral::{Ephemeral, EphemeralSource, TO_DEVICE};
 use super::interest::Interest;
+use crate::clock::Clock;
+use crate::locks::lock;
 use crate::rooms::{RoomError, Rooms};
 use crate::store::StoreError;
-use crate::store::appservice::AppserviceStore;
+use crate::store::appservice::{AppserviceStore, AsPosition};
 use crate::stream::StreamWriter;
+
+/// The field of a transaction body holding the reTHINK messages for the service's addresses
+/// (whole messages, as a runtime receives them, without `seq`). Other homeservers' services
+/// ignore it.
+pub const RETHINK_MESSAGES: &str = "rethink_messages";
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +40,6 @@ pub enum QueueError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Not yet read from the store.
-const UNKNOWN: i64 = -1;
-
 pub(super) struct NodeQueue {
     service: Arc<AppService>,
     store: AppserviceStore,
@@ -38,41 +47,83 @@ pub(super) struct NodeQueue {
     stream: StreamWriter,
     server_name: String,
     max_events: usize,
-    /// The stream position transactions were made up to (cached after the first read).
-    position: AtomicI64,
+    /// The service's bus session, when it has `rethink_namespaces`.
+    link: Option<Arc<BusLink>>,
+    /// Typing, receipts, presence and to-device, when it has `receive_ephemeral`.
+    ephemeral: Option<EphemeralSource>,
+    clock: Clock,
+    /// Where transactions were made up to (cached after the first read).
+    position: Mutex<Option<AsPosition>>,
 }
 
 impl NodeQueue {
     pub(super) fn new(
         service: Arc<AppService>,
-        store: AppserviceStore,
-        rooms: Rooms,
-        stream: StreamWriter,
+        deps: AppservicesDeps,
         server_name: String,
         max_events: usize,
+        link: Option<Arc<BusLink>>,
     ) -> Self {
+        let ephemeral = service
+            .registration
+            .receive_ephemeral
+            .then(|| EphemeralSource::new(deps.typing.clone()));
         Self {
+            ephemeral,
+            clock: deps.clock,
             service,
-            store,
-            rooms,
-            stream,
+            store: deps.store,
+            rooms: deps.rooms,
+            stream: deps.stream,
             server_name,
             max_events,
-            position: AtomicI64::new(UNKNOWN),
+            link,
+            position: Mutex::new(None),
         }
     }
 
-    async fn position(&self) -> Result<i64, QueueError> {
-        let known = self.position.load(Ordering::Acquire);
-        if known != UNKNOWN {
+    async fn position(&self) -> Result<AsPosition, QueueError> {
+        if let Some(known) = lock(&self.position).clone() {
             return Ok(known);
         }
         let pos = self
             .store
             .position(self.service.id(), self.stream.visible())
             .await?;
-        self.position.store(pos, Ordering::Release);
+        *lock(&self.position) = Some(pos.clone());
         Ok(pos)
+    }
+
+    /// The room events after `pos.stream` that concern the service (advancing `pos`), and
+    /// whether the batch was full.
+    async fn room_events(
+        &self,
+        pos: &mut AsPosition,
+        interest: &mut Interest<'_>,
+    ) -> Result<(Vec<Box<RawValue>>, bool), QueueError> {
+        let visible = self.stream.visible();
+        if pos.stream >= visible {
+            return Ok((Vec::new(), false));
+        }
+        let limit = u32::try_from(self.max_events).unwrap_or(u32::MAX);
+        let events = self
+            .rooms
+            .store()
+            .events_between(pos.stream, visible, limit)
+            .await?;
+        let full = events.len() >= self.max_events;
+        // A full batch ends at its last event; the rest waits for the next transaction.
+        pos.stream = match events.last() {
+            Some(last) if full => last.stream,
+            _ => visible,
+        };
+        let mut chosen: Vec<Box<RawValue>> = Vec::new();
+        for pdu in &events {
+            if interest.concerns(pdu).await? {
+                chosen.push(pdu.to_client::<()>(None, true).into_json());
+            }
+        }
+        Ok((chosen, full))
     }
 }
 
@@ -96,46 +147,127 @@ impl TxnQueue for NodeQueue {
     }
 
     async fn fill(&self) -> Result<bool, QueueError> {
-        let after = self.position().await?;
-        let visible = self.stream.visible();
-        if after >= visible {
-            return Ok(false);
-        }
-        let limit = u32::try_from(self.max_events).unwrap_or(u32::MAX);
-        let events = self
-            .rooms
-            .store()
-            .events_between(after, visible, limit)
-            .await?;
-        let full = events.len() >= self.max_events;
-        // A full batch ends at its last event; the rest waits for the next transaction.
-        let upto = match events.last() {
-            Some(last) if full => last.stream,
-            _ => visible,
-        };
+        let before = self.position().await?;
+        let mut pos = before.clone();
         let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
-        let mut chosen: Vec<Box<RawValue>> = Vec::new();
-        for pdu in &events {
-            if interest.concerns(pdu).await? {
-                chosen.push(pdu.to_client::<()>(None, true).into_json());
+        let (events, mut full) = self.room_events(&mut pos, &mut interest).await?;
+        let extra = match &self.ephemeral {
+            Some(source) => {
+                source
+                    .collect(
+                        &self.store,
+                        &mut interest,
+                        before.stream,
+                        pos.stream,
+                        self.clock.unix_ms(),
+                    )
+                    .await?
             }
+            None => Ephemeral::default(),
+        };
+        // Bus messages for the service's addresses, each once: a frame whose seq a stored
+        // transaction already covers (a kill came before its acknowledgement) is only released.
+        let taken = match &self.link {
+            Some(link) => link.take(self.max_events),
+            None => Taken::default(),
+        };
+        full |= taken.frames.len() >= self.max_events;
+        let last_taken = taken.frames.last().map(|(seq, _)| *seq);
+        let covered = u64::try_from(pos.bus_seq).unwrap_or(0);
+        let messages: Vec<&Value> = taken
+            .frames
+            .iter()
+            .filter(|(seq, _)| *seq > covered)
+            .map(|(_, v)| v)
+            .collect();
+        if let Some(last) = last_taken {
+            pos.bus_seq = pos.bus_seq.max(i64::try_from(last).unwrap_or(i64::MAX));
         }
-        let txn = if chosen.is_empty() {
+        let items = events.len() + messages.len() + extra.ephemeral.len() + extra.to_device.len();
+        let txn = if items == 0 {
             None
         } else {
-            Some(serde_json::to_string(
-                &serde_json::json!({ "events": chosen }),
-            )?)
+            match body(&events, &messages, extra) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    if let Some(link) = &self.link {
+                        link.rewind().await;
+                    }
+                    return Err(e.into());
+                }
+            }
         };
-        let items = i64::try_from(chosen.len()).unwrap_or(i64::MAX);
-        self.store
-            .advance(self.service.id(), upto, txn.as_deref().map(|b| (b, items)))
-            .await?;
-        self.position.store(upto, Ordering::Release);
+        if pos != before || txn.is_some() {
+            let stored = self
+                .store
+                .advance(
+                    self.service.id(),
+                    &pos,
+                    txn.as_deref()
+                        .map(|b| (b, i64::try_from(items).unwrap_or(i64::MAX))),
+                )
+                .await;
+            if let Err(e) = stored {
+                if let Some(link) = &self.link {
+                    link.rewind().await;
+                }
+                return Err(e.into());
+            }
+            *lock(&self.position) = Some(pos);
+        }
+        if let (Some(link), Some(last)) = (&self.link, last_taken) {
+            link.done(last, taken.settles).await;
+        }
         Ok(full || txn.is_some())
     }
 
     fn changed(&self) -> impl Future<Output = ()> + Send {
-        self.stream.next_commit()
+        let commit = self.stream.next_commit();
+        let link = self.link.clone();
+        // Typing is not in the stream: its changes are watched apart.
+        let mut typing = self.ephemeral.as_ref().map(EphemeralSource::watch_typing);
+        async move {
+            let typing = async {
+                match typing.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let bus = async {
+                match &link {
+                    Some(link) => link.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = commit => {}
+                () = bus => {}
+                () = typing => {}
+            }
+        }
     }
+}
+
+/// A transaction's body: `events`, and the other fields when they hold anything.
+fn body(
+    events: &[Box<RawValue>],
+    messages: &[&Value],
+    extra: Ephemeral,
+) -> Result<String, serde_json::Error> {
+    let mut body = serde_json::Map::new();
+    body.insert("events".into(), serde_json::to_value(events)?);
+    if !messages.is_empty() {
+        body.insert(RETHINK_MESSAGES.into(), serde_json::to_value(messages)?);
+    }
+    if !extra.ephemeral.is_empty() {
+        body.insert("ephemeral".into(), Value::Array(extra.ephemeral));
+    }
+    if !extra.to_device.is_empty() {
+        body.insert(TO_DEVICE.into(), Value::Array(extra.to_device));
+    }
+    serde_json::to_string(&body)
 }

@@ -133,7 +133,8 @@ impl Bus {
             let Ok(addr) = AddressRef::parse(to) else {
                 continue;
             };
-            if addr.is_in_domain(&self.inner.domain) {
+            // An address an application service claims is routed to it, not to a domain.
+            if addr.is_in_domain(&self.inner.domain) || self.claimed_route(to).is_some() {
                 continue;
             }
             let domain = remote_domain(addr.authority());

@@ -19,6 +19,7 @@
 
 mod addresses;
 pub mod bridge;
+mod claims;
 mod error;
 mod gateways;
 pub mod identity;
@@ -41,6 +42,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use addresses::AddressBook;
+pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
@@ -123,6 +125,8 @@ struct Inner {
     gateways: gateways::Gateways,
     /// Ids of runtime status messages (`status.rs`).
     status_ids: AtomicU64,
+    /// Addresses claimed by application services (`claims.rs`).
+    claims: claims::Claims,
 }
 
 /// The message bus handle.
@@ -171,6 +175,7 @@ impl Bus {
                 matrix_rates: Default::default(),
                 gateways: Default::default(),
                 status_ids: AtomicU64::new(1),
+                claims: Default::default(),
             }),
         }
     }
@@ -553,6 +558,10 @@ impl Bus {
         let sender = origin.session();
         if let Some(ep) = self.inner.endpoints.classify(to) {
             return self.serve(ep, env, to, sender, pending);
+        }
+        if let Some(service) = self.claimed_route(to) {
+            let json = env.shared_json();
+            return self.deliver(&service, to, json, pending).map(|()| None);
         }
         let addr = AddressRef::parse(to).map_err(|source| RouteError::BadAddress {
             what: "recipient",

@@ -36,13 +36,20 @@ pub enum Origin {
         session: Arc<Session>,
         domain: Arc<str>,
     },
+    /// An application service (`crate::appservice`, `POST /_rethink/app/v1/send`), through its
+    /// session (`bus::claims`). It may send only from its runtime URL or addresses its
+    /// `rethink_namespaces` claim.
+    AppService(Arc<Session>),
 }
 
 impl Origin {
     /// The session the message came from, if it came from one.
     pub fn session(&self) -> Option<&Arc<Session>> {
         match self {
-            Origin::Session(s) | Origin::Stub(s) | Origin::Node { session: s, .. } => Some(s),
+            Origin::Session(s)
+            | Origin::Stub(s)
+            | Origin::AppService(s)
+            | Origin::Node { session: s, .. } => Some(s),
             Origin::Matrix(_) => None,
         }
     }
@@ -54,6 +61,7 @@ impl Origin {
             Origin::Matrix(_) => "matrix",
             Origin::Stub(_) => "stub",
             Origin::Node { .. } => "node",
+            Origin::AppService(_) => "appservice",
         }
     }
 }
@@ -125,13 +133,24 @@ impl Bus {
         match origin {
             Origin::Session(session) | Origin::Stub(session) => {
                 let owner = self.inner.book.owner_of(envelope.from());
-                if !owner.is_some_and(|o| Arc::ptr_eq(&o, session)) {
+                if !owner.is_some_and(|o| Arc::ptr_eq(&o, session))
+                    || self.reserved_for_service(origin, envelope.from())
+                {
                     return Err(Denied::Spoofed {
                         from: envelope.from().to_owned(),
                     });
                 }
                 if !session.take_rate() {
                     return Err(Denied::RateLimited);
+                }
+            }
+            // A service speaks only for its namespace (its own rate is its registration's
+            // business: `rate_limited` applies to its Matrix requests).
+            Origin::AppService(session) => {
+                if !self.may_send_as(session, envelope.from()) {
+                    return Err(Denied::Spoofed {
+                        from: envelope.from().to_owned(),
+                    });
                 }
             }
             // Another domain's node speaks only for its own domain.
@@ -192,9 +211,10 @@ impl Bus {
             runtime: session.map(|s| &**s.runtime_url()),
             user: match origin {
                 Origin::Matrix(user) => Some(user.as_str()),
-                Origin::Session(s) | Origin::Stub(s) | Origin::Node { session: s, .. } => {
-                    s.identity().subject.as_deref()
-                }
+                Origin::Session(s)
+                | Origin::Stub(s)
+                | Origin::AppService(s)
+                | Origin::Node { session: s, .. } => s.identity().subject.as_deref(),
             },
             transport: origin.transport(),
             rate_per_minute: session.map_or(0, |s| s.count_message(unix_ms()) as i64),
@@ -221,7 +241,7 @@ impl Bus {
                 let owner = if node_endpoint {
                     None
                 } else {
-                    self.inner.book.owner_of(target)
+                    self.owner_or_claimant(target)
                 };
                 let query = message.query(&Target {
                     address: target,

@@ -225,6 +225,12 @@ impl Bus {
                 self.inner.domain,
                 uuid::Uuid::new_v4()
             ));
+            if let Some(claim) = self.exclusive_claim(&address) {
+                return Err(RouteError::Forbidden(format!(
+                    "{scheme} addresses of {} are claimed exclusively by application service {}",
+                    self.inner.domain, claim.service
+                )));
+            }
             if self.inner.book.claim(Arc::clone(&address), session) {
                 fresh.push(address);
             }

@@ -570,6 +570,7 @@ mod tests {
             jwt_create_accounts: true,
             txn_retention: std::time::Duration::from_secs(60),
             presence: Default::default(),
+            rate_limit: crate::config::RateLimitConfig::off(),
         };
         let accounts = Accounts::new(AccountStore::new(sqlite.pool().clone()), &config);
         (dir, sqlite, accounts)

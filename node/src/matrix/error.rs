@@ -62,6 +62,9 @@ pub enum MatrixError {
     Unsupported(String),
     #[error("too many requests: {0}")]
     LimitExceeded(&'static str),
+    /// Past a `[matrix.rate_limit]` bucket: 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    #[error("too many requests: retry after {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     /// User-interactive authentication is needed (or its stage failed): 401 with the flows.
     #[error("user-interactive authentication required")]
     UiaRequired(Box<UiaaInfo>),
@@ -157,6 +160,14 @@ impl MatrixError {
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorKind::LimitExceeded(Default::default()),
             ),
+            E::RateLimited { retry_after } => {
+                let mut data = ruma::api::error::LimitExceededErrorData::new();
+                data.retry_after = Some(ruma::api::error::RetryAfter::Delay(*retry_after));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::LimitExceeded(data),
+                )
+            }
             E::UiaRequired(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unknown),
             E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             E::ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::BadJson),

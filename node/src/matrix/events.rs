@@ -33,6 +33,7 @@ pub(crate) async fn send_message(
     State(node): State<Node>,
     req: Ruma<send_message_event::v3::Request>,
 ) -> MatrixResult<send_message_event::v3::Response> {
+    limit_send(&node, &req.caller)?;
     let b = req.body;
     let event = NewEvent {
         kind: TimelineEventType::from(b.event_type.to_string()),
@@ -57,6 +58,7 @@ pub(crate) async fn send_state(
     State(node): State<Node>,
     req: Ruma<send_state_event::v3::Request>,
 ) -> MatrixResult<send_state_event::v3::Response> {
+    limit_send(&node, &req.caller)?;
     let b = req.body;
     let event = NewEvent {
         kind: TimelineEventType::from(b.event_type.to_string()),
@@ -76,6 +78,7 @@ pub(crate) async fn redact(
     State(node): State<Node>,
     req: Ruma<redact_event::v3::Request>,
 ) -> MatrixResult<redact_event::v3::Response> {
+    limit_send(&node, &req.caller)?;
     let b = req.body;
     let mut content = serde_json::json!({ "redacts": b.event_id });
     if let Some(reason) = b.reason {
@@ -362,4 +365,10 @@ impl Node {
         }
         Ok(sent)
     }
+}
+
+/// The caller's room-send rate (`matrix::rate_limit`).
+fn limit_send(node: &Node, caller: &super::accounts::Caller) -> Result<(), MatrixError> {
+    node.rate_limits()
+        .room_send(caller.user_id.as_str(), caller.appservice.as_deref())
 }

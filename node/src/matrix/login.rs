@@ -48,6 +48,8 @@ pub(crate) async fn login(
     let session = match &r.login_info {
         LoginInfo::Password(p) => {
             let user = password_user(p)?;
+            node.rate_limits()
+                .login(user, req.caller.service.as_deref())?;
             accounts.login_password(user, &p.password, device).await?
         }
         info if info.login_type() == JWT_LOGIN_TYPE && jwt_enabled(&node) => {
@@ -57,6 +59,8 @@ pub(crate) async fn login(
                 .and_then(|t| t.as_str())
                 .ok_or(MatrixError::BadJson("`token` must be a string".into()))?;
             let subject = jwt_subject(&node, token)?;
+            node.rate_limits()
+                .login(&subject, req.caller.service.as_deref())?;
             accounts.login_identity(&subject, device).await?
         }
         info => {

@@ -42,6 +42,7 @@ mod password;
 mod presence;
 mod profile;
 mod pushrules;
+pub mod rate_limit;
 mod receipts;
 mod register;
 mod room;

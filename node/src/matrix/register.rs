@@ -16,6 +16,8 @@ pub(crate) async fn register(
     State(node): State<Node>,
     req: Ruma<register::v3::Request>,
 ) -> MatrixResult<register::v3::Response> {
+    node.rate_limits()
+        .registration(req.caller.service.as_deref())?;
     let r = req.body;
     if r.login_type == Some(LoginType::ApplicationService) {
         let service = req.caller.required()?;

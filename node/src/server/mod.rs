@@ -1,6 +1,7 @@
 //! The HTTP server: the router (`/ws`, `/healthz`, `/metrics`, `POST /admin/policy/reload`, the
 //! Matrix API under `/_matrix`, the stub catalogue under `/.well-known/protocolstub` (`catalogue`),
-//! the front pages `/` and `/.well-known/matrix/client` (`front`), the demo under `/demo/`
+//! the front pages `/` and `/.well-known/matrix/client` (`front`), an application service's
+//! `POST /_rethink/app/v1/send` (`appservice_send`), the demo under `/demo/`
 //! (`demo`)) with what every request passes (`layers`: span, panic catcher,
 //! request deadline), and the listener (`conn`: plain TCP or TLS with `TCP_NODELAY`, connection
 //! and handshake limits, header and keep-alive deadlines), stopped by the node's shutdown token.
@@ -8,6 +9,7 @@
 //! The connections are served with hyper's HTTP/1.1 connection builder rather than
 //! `axum::serve`, which can set neither deadlines nor limits.
 
+mod appservice_send;
 mod catalogue;
 mod conn;
 mod demo;
@@ -58,6 +60,7 @@ pub fn router(node: Node, bound: SocketAddr) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/policy/reload", post(reload_policy))
+        .route(appservice_send::PATH, post(appservice_send::send))
         .merge(crate::matrix::router())
         .merge(catalogue::routes(Arc::clone(&public)))
         .merge(front::routes(public))

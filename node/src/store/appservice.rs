@@ -1,7 +1,10 @@
 //! The transaction queues of application services (`appservice_state`, `appservice_txns` in
 //! `rethink.db`): where each service's transactions were made up to, and those not yet
 //! delivered. Written directly (not through the stream writer): nothing here is reported by
-//! `/sync`.
+//! `/sync`. Besides the room stream position, a service's state holds the highest seq of its bus
+//! session taken into a transaction (`bus_seq`, migration 0010), advanced in the transaction's
+//! commit. The ephemeral data of a stream range (receipts, presence, to-device messages: rows
+//! of the user data tables carrying the stream position of their change) is read here too.
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
@@ -16,6 +19,43 @@ pub struct StoredAsTxn {
     pub items: i64,
 }
 
+/// Where a service's transactions were made up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsPosition {
+    /// The room stream position.
+    pub stream: i64,
+    /// The highest seq of the service's bus session put in a transaction.
+    pub bus_seq: i64,
+}
+
+/// An `m.read` receipt changed in a stream range.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub user_id: String,
+    pub thread: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+/// A presence set in a stream range.
+#[derive(Debug, Clone)]
+pub struct PresenceRow {
+    pub user_id: String,
+    pub presence: String,
+    pub status_msg: Option<String>,
+    pub last_active_ms: i64,
+}
+
+/// A to-device message sent in a stream range, still waiting for its device.
+#[derive(Debug, Clone)]
+pub struct ToDeviceRow {
+    pub user_id: String,
+    pub device_id: String,
+    /// `{"type", "sender", "content"}`.
+    pub json: String,
+}
+
 /// SQL over the node's pool.
 #[derive(Debug, Clone)]
 pub struct AppserviceStore {
@@ -27,9 +67,9 @@ impl AppserviceStore {
         Self { pool }
     }
 
-    /// The stream position the service's transactions were made up to; a service seen for the
-    /// first time starts at `start` (it is not sent the history before its registration).
-    pub async fn position(&self, as_id: &str, start: i64) -> Result<i64, StoreError> {
+    /// Where the service's transactions were made up to; a service seen for the first time
+    /// starts at stream position `start` (it is not sent the history before its registration).
+    pub async fn position(&self, as_id: &str, start: i64) -> Result<AsPosition, StoreError> {
         sqlx::query(
             "INSERT INTO appservice_state (as_id, stream_pos, next_txn) VALUES (?, ?, 1) \
              ON CONFLICT (as_id) DO NOTHING",
@@ -38,12 +78,14 @@ impl AppserviceStore {
         .bind(start)
         .execute(&self.pool)
         .await?;
-        Ok(
-            sqlx::query_scalar("SELECT stream_pos FROM appservice_state WHERE as_id = ?")
-                .bind(as_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let row = sqlx::query("SELECT stream_pos, bus_seq FROM appservice_state WHERE as_id = ?")
+            .bind(as_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(AsPosition {
+            stream: row.try_get("stream_pos")?,
+            bus_seq: row.try_get("bus_seq")?,
+        })
     }
 
     /// The oldest undelivered transaction.
@@ -80,7 +122,7 @@ impl AppserviceStore {
     pub async fn advance(
         &self,
         as_id: &str,
-        upto: i64,
+        upto: &AsPosition,
         txn: Option<(&str, i64)>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -94,22 +136,96 @@ impl AppserviceStore {
             .bind(as_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE appservice_state SET next_txn = next_txn + 1, stream_pos = ? \
-                 WHERE as_id = ?",
-            )
-            .bind(upto)
-            .bind(as_id)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query("UPDATE appservice_state SET stream_pos = ? WHERE as_id = ?")
-                .bind(upto)
+            sqlx::query("UPDATE appservice_state SET next_txn = next_txn + 1 WHERE as_id = ?")
                 .bind(as_id)
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("UPDATE appservice_state SET stream_pos = ?, bus_seq = ? WHERE as_id = ?")
+            .bind(upto.stream)
+            .bind(upto.bus_seq)
+            .bind(as_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The `m.read` receipts changed in `(after, upto]`, in stream order.
+    pub async fn receipts_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, user_id, thread, event_id, ts FROM receipts \
+             WHERE stream > ? AND stream <= ? AND type = 'm.read' ORDER BY stream",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReceiptRow {
+                    room_id: r.try_get("room_id")?,
+                    user_id: r.try_get("user_id")?,
+                    thread: r.try_get("thread")?,
+                    event_id: r.try_get("event_id")?,
+                    ts: r.try_get("ts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The presence set in `(after, upto]`, in stream order.
+    pub async fn presence_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<PresenceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
+             WHERE stream > ? AND stream <= ? ORDER BY stream",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PresenceRow {
+                    user_id: r.try_get("user_id")?,
+                    presence: r.try_get("presence")?,
+                    status_msg: r.try_get("status_msg")?,
+                    last_active_ms: r.try_get("last_active_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The to-device messages sent in `(after, upto]` and not yet delivered, in order.
+    pub async fn to_device_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ToDeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, device_id, json FROM to_device \
+             WHERE stream > ? AND stream <= ? ORDER BY stream, id",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ToDeviceRow {
+                    user_id: r.try_get("user_id")?,
+                    device_id: r.try_get("device_id")?,
+                    json: r.try_get("json")?,
+                })
+            })
+            .collect()
     }
 }

@@ -37,6 +37,8 @@ pub struct Typing {
     /// Wakes the timer task when a deadline sooner than all others was queued.
     sooner: Arc<Notify>,
     clock: Clock,
+    /// Poked on every change (application services' queues watch it).
+    changes: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,7 @@ impl Typing {
             stream,
             sooner: Arc::new(Notify::new()),
             clock,
+            changes: Arc::new(tokio::sync::watch::Sender::new(())),
         }
     }
 
@@ -134,7 +137,13 @@ impl Typing {
         };
         if changed {
             self.stream.notifier().wake_all_for(&members);
+            self.changes.send_replace(());
         }
+    }
+
+    /// A receiver woken by every typing change from now on.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
     }
 
     /// Ends typing as it times out, until `shutdown`: the node's one typing timer.
@@ -155,8 +164,12 @@ impl Typing {
                 () = self.sooner.notified() => continue,
                 () = due => {}
             }
-            for members in self.expire(self.clock.now()) {
-                self.stream.notifier().wake_all_for(&members);
+            let expired = self.expire(self.clock.now());
+            for members in &expired {
+                self.stream.notifier().wake_all_for(members);
+            }
+            if !expired.is_empty() {
+                self.changes.send_replace(());
             }
         }
     }
@@ -187,6 +200,29 @@ impl Typing {
             }
         }
         woken
+    }
+
+    /// The current serial and the rooms whose typing changed after serial `since`, each with
+    /// who is typing now (application services' transactions).
+    pub fn changed_since(&self, since: u64) -> (u64, Vec<(OwnedRoomId, Vec<OwnedUserId>)>) {
+        let state = lock(&self.state);
+        let now = self.clock.now();
+        let rooms = state
+            .rooms
+            .iter()
+            .filter(|(_, t)| t.changed > since)
+            .map(|(room, t)| {
+                let mut users: Vec<_> = t
+                    .users
+                    .iter()
+                    .filter(|(_, until)| **until > now)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                users.sort();
+                (room.clone(), users)
+            })
+            .collect();
+        (state.serial, rooms)
     }
 
     /// Who is typing in `room` now.

@@ -50,6 +50,8 @@ impl NodeProcess {
             .env("RETHINK_DOMAIN", DOMAIN)
             .env("RETHINK_LISTEN", listen.to_string())
             .env("RETHINK_DATA_DIR", &data_dir)
+            // As `Config::for_tests`: tests send faster than clients; a test turns it on.
+            .env("RETHINK_MATRIX__RATE_LIMIT__ENABLED", "false")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
