@@ -99,10 +99,11 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
+        let signals = StopSignals::register();
         let node = RunningNode::start(config)
             .await
             .context("cannot start the node")?;
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -163,25 +164,59 @@ fn policy(config: Option<PathBuf>, cmd: PolicyCommand) -> anyhow::Result<ExitCod
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The stop signals (SIGTERM, SIGINT / Ctrl-C), registered when this is built: before the node
+/// starts, so a signal sent as soon as the node says it listens is not left to its default
+/// action (which would kill the process instead of stopping it gracefully).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+            };
+            Self {
+                term: register(SignalKind::terminate(), "SIGTERM"),
+                int: register(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Resolves at the first stop signal.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {},
+                _ = next(&mut self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -67,30 +67,110 @@ pub struct Envelope {
     from: Text,
     to: Recipients,
     body: Option<(u32, u32)>,
+    /// Whether the message has top-level fields besides the header, `body` and `seq`.
+    extra: bool,
 }
 
-/// Reads a present field as raw JSON even when it is `null` (serde maps `null` to `None` for
-/// a plain `Option`, which would make `"id": null` look missing).
-fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
+/// The top-level fields of a message, borrowed from its text, and whether any other field is
+/// present (`extra`). Deserialized by hand (the derive would be as fast but cannot say whether
+/// unknown fields were skipped, which the stub host needs to know without a second parse).
+#[derive(Default)]
 struct Header<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(rename = "type", borrow)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow)]
     from: Option<&'a RawValue>,
-    #[serde(borrow)]
     to: Option<&'a RawValue>,
-    #[serde(borrow)]
     body: Option<&'a RawValue>,
-    seq: Option<IgnoredAny>,
+    seq: bool,
+    extra: bool,
+}
+
+/// A top-level key of a message.
+enum Field {
+    Id,
+    Type,
+    From,
+    To,
+    Body,
+    Seq,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "id" => Field::Id,
+                    "type" => Field::Type,
+                    "from" => Field::From,
+                    "to" => Field::To,
+                    "body" => Field::Body,
+                    "seq" => Field::Seq,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Header<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Header<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a reTHINK message")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Header<'a>, M::Error> {
+                let mut h = Header::default();
+                // A field named twice is refused, as the derive does.
+                // A `null` counts as absent, except for `id` (`"id": null` is present, for the
+                // rare JSON-RPC-like peer: refused, or allowed where `allow_null_id` says so).
+                fn once<'a, E: serde::de::Error>(
+                    slot: &mut Option<&'a RawValue>,
+                    value: &'a RawValue,
+                    name: &'static str,
+                ) -> Result<(), E> {
+                    if name != "id" && value.get() == "null" {
+                        return Ok(());
+                    }
+                    if slot.replace(value).is_some() {
+                        return Err(E::duplicate_field(name));
+                    }
+                    Ok(())
+                }
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Id => once(&mut h.id, map.next_value()?, "id")?,
+                        Field::Type => once(&mut h.kind, map.next_value()?, "type")?,
+                        Field::From => once(&mut h.from, map.next_value()?, "from")?,
+                        Field::To => once(&mut h.to, map.next_value()?, "to")?,
+                        Field::Body => once(&mut h.body, map.next_value()?, "body")?,
+                        Field::Seq => {
+                            map.next_value::<IgnoredAny>()?;
+                            h.seq = true;
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            h.extra = true;
+                        }
+                    }
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 fn string_field<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, ParseError> {
@@ -129,7 +209,7 @@ impl Envelope {
         let raw: Arc<str> = Arc::from(text);
         let header: Header<'_> =
             serde_json::from_str(&raw).map_err(|e| ParseError::from_serde(&e))?;
-        if header.seq.is_some() {
+        if header.seq {
             // Rare: a peer sent its own `seq`. Rewrite the text once without it.
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(text).map_err(|e| ParseError::from_serde(&e))?;
@@ -211,8 +291,15 @@ impl Envelope {
             from: Text::new(&raw, from),
             to,
             body,
+            extra: h.extra,
             raw,
         })
+    }
+
+    /// Whether the message has top-level fields other than `id`, `type`, `from`, `to` and
+    /// `body` (a peer-sent `seq` is removed at parse time and does not count).
+    pub fn has_extra_fields(&self) -> bool {
+        self.extra
     }
 
     /// The message's JSON text (without any peer-sent `seq`).
