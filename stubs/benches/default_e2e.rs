@@ -116,13 +116,15 @@ impl Node {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
-            let log: Vec<String> = err_rx.try_iter().collect();
-            panic!(
-                "the node did not listen within 30 s ({e}); its log:\n{}",
-                log.join("\n")
-            )
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| {
+                let log: Vec<String> = err_rx.try_iter().collect();
+                panic!(
+                    "the node did not listen within 30 s ({e}); its log:\n{}",
+                    log.join("\n")
+                )
+            });
         Self {
             child,
             addr,
@@ -294,7 +296,9 @@ fn main() {
         spec.config = vec![
             ("url".into(), format!("ws://{}/ws", node.addr)),
             ("runtime".into(), runtime(side)),
-            ("queue_max".into(), (2 * WINDOW).to_string()),
+            // Messages wait in the stub until the node confirms them (`sync`, one round trip
+            // at a time): the queue holds the window plus what one confirmation lags behind.
+            ("queue_max".into(), (8 * WINDOW).to_string()),
         ];
         // Each instance hands its bus the frames of the other side's runtime.
         spec.addresses = vec![format!("hyperty-runtime://{DOMAIN}")];

@@ -18,7 +18,12 @@ pub(crate) fn to_wit(env: &Envelope) -> WitEnvelope {
         from: env.from().to_owned(),
         to: env.to().map(str::to_owned).collect(),
         body: env.body_json().map(str::to_owned),
-        extra: extra_of(env.json()),
+        // Most messages have none: no second parse for them.
+        extra: if env.has_extra_fields() {
+            extra_of(env.json())
+        } else {
+            None
+        },
     }
 }
 
@@ -50,9 +55,6 @@ fn extra_of(json: &str) -> Option<String> {
 /// The envelope a guest sent, as a message the bus can route: 400 if it is malformed.
 pub(crate) fn from_wit(w: &WitEnvelope) -> Result<Envelope, Failure> {
     let bad = |what: &str| Failure::new(400, format!("malformed envelope: {what}"));
-    if serde_json::from_str::<&RawValue>(&w.id).is_err() {
-        return Err(bad("`id` is not JSON text"));
-    }
     let mut text = String::with_capacity(
         64 + w.id.len()
             + w.from.len()
@@ -60,7 +62,18 @@ pub(crate) fn from_wit(w: &WitEnvelope) -> Result<Envelope, Failure> {
             + w.body.as_ref().map_or(0, String::len)
             + w.extra.as_ref().map_or(0, String::len),
     );
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let q = |s: &str| {
+        // Addresses and types rarely need escapes: copied as they are when they do not.
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+            out
+        } else {
+            serde_json::to_string(s).unwrap_or_default()
+        }
+    };
     text.push_str("{\"id\":");
     text.push_str(w.id.trim());
     text.push_str(",\"type\":");
@@ -82,14 +95,13 @@ pub(crate) fn from_wit(w: &WitEnvelope) -> Result<Envelope, Failure> {
             text.push(']');
         }
     }
-    if let Some(body) = &w.body {
-        let raw: &RawValue =
-            serde_json::from_str(body).map_err(|_| bad("`body` is not JSON text"))?;
-        if !raw.get().starts_with('{') {
+    let body = w.body.as_deref().map(str::trim);
+    if let Some(body) = body {
+        if !body.starts_with('{') {
             return Err(bad("`body` is not a JSON object"));
         }
         text.push_str(",\"body\":");
-        text.push_str(raw.get());
+        text.push_str(body);
     }
     if let Some(extra) = &w.extra {
         let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
@@ -105,5 +117,73 @@ pub(crate) fn from_wit(w: &WitEnvelope) -> Result<Envelope, Failure> {
         }
     }
     text.push('}');
-    Envelope::parse(&text).map_err(|e| Failure::new(400, format!("malformed envelope: {e}")))
+    // One parse checks everything. `id` and `body` went in as text: a value that is not one
+    // JSON value, or that smuggles more fields in, parses to other spans (or not at all).
+    let env = Envelope::parse(&text)
+        .map_err(|e| Failure::new(400, format!("malformed envelope: {e}")))?;
+    if env.id_json() != w.id.trim() {
+        return Err(bad("`id` is not one JSON value"));
+    }
+    if env.body_json() != body {
+        return Err(bad("`body` is not one JSON object"));
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wit(id: &str, body: Option<&str>, extra: Option<&str>) -> WitEnvelope {
+        WitEnvelope {
+            id: id.into(),
+            type_: "update".into(),
+            from: "hyperty://a.test/x".into(),
+            to: vec!["hyperty://a.test/y".into()],
+            body: body.map(Into::into),
+            extra: extra.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_guest_envelope_round_trips() {
+        let env = from_wit(&wit("7", Some(r#"{"v":"a\"b"}"#), Some(r#"{"cseq":3}"#))).unwrap();
+        assert_eq!(env.id_json(), "7");
+        assert_eq!(env.body_json(), Some(r#"{"v":"a\"b"}"#));
+        assert!(env.has_extra_fields());
+        let back = to_wit(&env);
+        assert_eq!(back.extra.as_deref(), Some(r#"{"cseq":3}"#));
+        let plain = from_wit(&wit("\"s\"", None, None)).unwrap();
+        assert!(!plain.has_extra_fields());
+        assert_eq!(to_wit(&plain).extra, None);
+    }
+
+    #[test]
+    fn fields_smuggled_through_id_or_body_are_refused() {
+        for (id, body) in [
+            (r#"1,"from":"hyperty://evil.test/z""#, None),
+            (r#"1,"cseq":9"#, None),
+            ("1", Some(r#"{"a":1},"from":"hyperty://evil.test/z""#)),
+            ("1", Some(r#"{"a":1},"cseq":9"#)),
+            ("1", Some(r#"{"a":1}}"#)),
+            ("1", Some(r#"{"a":"#)),
+            ("1", Some("[1]")),
+            ("{}", None),
+        ] {
+            let got = from_wit(&wit(id, body, None));
+            assert_eq!(
+                got.as_ref().map_err(|f| f.code).err(),
+                Some(400),
+                "id {id}, body {body:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_that_need_escapes_are_escaped() {
+        let mut w = wit("1", None, None);
+        w.type_ = "up\"date".into();
+        let env = from_wit(&w).unwrap();
+        assert_eq!(env.kind().as_str(), "up\"date");
+    }
 }

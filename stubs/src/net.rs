@@ -2,11 +2,13 @@
 //! against the stub's allow-list (deny by default: 403), opens the WebSocket or HTTP request
 //! itself (TLS with rustls and the webpki roots), and reports back through `on-network`
 //! events. Everything is bounded: open sockets and requests per instance, each socket's send
-//! buffer (503 when full), message and response sizes, and the event queue (a socket's reader
-//! waits while the stub has not taken its events).
+//! buffer (in bytes; 503 when full), message and response sizes, and the event queue (a
+//! socket's reader waits while the stub has not taken its events). A socket's writer writes
+//! what waits in its buffer in batches, with one flush (one system call) per batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,8 +30,13 @@ use crate::bindings::protocol_stub::rethink::stub::net_events::{
 use crate::error::Failure;
 use crate::state::{Event, State, wit_failure};
 
-/// Messages waiting to be written on one socket.
-const SEND_BUFFER: usize = 64;
+/// Bytes waiting to be written on one socket, at most: each message counts its length plus
+/// [`PER_MESSAGE`]. A stub that writes faster than its peer reads gets 503 beyond it.
+const SEND_BUFFER_BYTES: usize = 1 << 20;
+/// What one waiting message costs in the send buffer besides its text.
+const PER_MESSAGE: usize = 64;
+/// Messages written before one flush, at most.
+const WRITE_BATCH: usize = 256;
 /// Largest WebSocket message received, and largest HTTP response body.
 const MAX_MESSAGE: usize = 1 << 20;
 const MAX_RESPONSE: usize = 4 << 20;
@@ -42,11 +49,17 @@ enum WsCommand {
     Close(u16, String),
 }
 
+/// The writing end of one socket: its commands and the bytes they hold.
+struct Outgoing {
+    tx: mpsc::UnboundedSender<WsCommand>,
+    queued: Arc<AtomicUsize>,
+}
+
 /// The sockets and requests of one instance; dropped (and their tasks ended) with it.
 pub(crate) struct NetState {
     max: usize,
     next: u64,
-    sockets: HashMap<u64, (mpsc::Sender<WsCommand>, AbortHandle)>,
+    sockets: HashMap<u64, (Outgoing, AbortHandle)>,
     requests: HashMap<u64, AbortHandle>,
     /// Events of this instance's sockets and requests, bounded.
     pub(crate) events: Option<mpsc::Sender<Event>>,
@@ -77,7 +90,7 @@ impl NetState {
     }
 
     fn reserve(&mut self) -> Result<u64, Failure> {
-        self.sockets.retain(|_, (tx, _)| !tx.is_closed());
+        self.sockets.retain(|_, (out, _)| !out.tx.is_closed());
         self.requests.retain(|_, t| !t.is_finished());
         if self.sockets.len() + self.requests.len() >= self.max {
             return Err(Failure::new(
@@ -207,10 +220,15 @@ impl net::Host for State {
             return Ok(Err(wit_failure(Failure::new(503, "no network"))));
         };
         let tls = t.tls.then(|| self.net.tls());
-        let (tx, rx) = mpsc::channel(SEND_BUFFER);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&queued);
         let generation = self.generation;
         let task = tokio::spawn(async move {
-            let (code, reason) = run_ws(&url, protocols, t, tls, id, generation, &events, rx).await;
+            let (code, reason) = run_ws(
+                &url, protocols, t, tls, id, generation, &events, rx, &written,
+            )
+            .await;
             let event = NetEvent::WsClosed(WsCloseInfo {
                 socket: id,
                 code,
@@ -218,21 +236,27 @@ impl net::Host for State {
             });
             let _ = events.send(Event::Net { generation, event }).await;
         });
-        self.net.sockets.insert(id, (tx, task.abort_handle()));
+        self.net
+            .sockets
+            .insert(id, (Outgoing { tx, queued }, task.abort_handle()));
         Ok(Ok(id))
     }
 
     fn ws_send(&mut self, socket: u64, text: String) -> wasmtime::Result<Result<(), WitFailure>> {
-        let Some((tx, _)) = self.net.sockets.get(&socket) else {
+        let Some((out, _)) = self.net.sockets.get(&socket) else {
             return Ok(Err(wit_failure(Failure::new(404, "unknown socket"))));
         };
-        Ok(match tx.try_send(WsCommand::Text(text)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(wit_failure(Failure::new(
+        let cost = text.len() + PER_MESSAGE;
+        if out.queued.load(Ordering::Acquire) + cost > SEND_BUFFER_BYTES {
+            return Ok(Err(wit_failure(Failure::new(
                 503,
                 "the socket's send buffer is full",
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            ))));
+        }
+        out.queued.fetch_add(cost, Ordering::AcqRel);
+        Ok(match out.tx.send(WsCommand::Text(text)) {
+            Ok(()) => Ok(()),
+            Err(_) => {
                 self.net.sockets.remove(&socket);
                 Err(wit_failure(Failure::new(404, "the socket is closed")))
             }
@@ -240,9 +264,11 @@ impl net::Host for State {
     }
 
     fn ws_close(&mut self, socket: u64, code: u16, reason: String) -> wasmtime::Result<()> {
-        if let Some((tx, _)) = self.net.sockets.get(&socket) {
-            // A full buffer: the peer is not reading; the close is tried once more below.
-            if tx.try_send(WsCommand::Close(code, reason)).is_err()
+        if let Some((out, _)) = self.net.sockets.get(&socket) {
+            // A full buffer: the peer is not reading, and the close would wait behind it: the
+            // connection is dropped instead.
+            let full = out.queued.load(Ordering::Acquire) >= SEND_BUFFER_BYTES;
+            if (full || out.tx.send(WsCommand::Close(code, reason)).is_err())
                 && let Some((_, task)) = self.net.sockets.remove(&socket)
             {
                 task.abort();
@@ -297,7 +323,8 @@ async fn run_ws(
     id: u64,
     generation: u64,
     events: &mpsc::Sender<Event>,
-    mut commands: mpsc::Receiver<WsCommand>,
+    mut commands: mpsc::UnboundedReceiver<WsCommand>,
+    queued: &AtomicUsize,
 ) -> (u16, String) {
     let mut request = match url.into_client_request() {
         Ok(r) => r,
@@ -328,15 +355,28 @@ async fn run_ws(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(WsCommand::Text(text)) => {
-                    if let Err(e) = ws.send(Message::text(text)).await {
+                    // What else waits is written too, then flushed once.
+                    let mut next = Some(WsCommand::Text(text));
+                    let mut batch = 0;
+                    while let Some(WsCommand::Text(text)) = next.take() {
+                        let cost = text.len() + PER_MESSAGE;
+                        if let Err(e) = ws.feed(Message::text(text)).await {
+                            return (1006, e.to_string());
+                        }
+                        queued.fetch_sub(cost, Ordering::AcqRel);
+                        batch += 1;
+                        if batch < WRITE_BATCH {
+                            next = commands.try_recv().ok();
+                        }
+                    }
+                    if let Err(e) = ws.flush().await {
                         return (1006, e.to_string());
                     }
+                    if let Some(WsCommand::Close(code, reason)) = next {
+                        return close(&mut ws, code, reason).await;
+                    }
                 }
-                Some(WsCommand::Close(code, reason)) => {
-                    let frame = CloseFrame { code: code.into(), reason: reason.clone().into() };
-                    let _ = ws.close(Some(frame)).await;
-                    return (code, reason);
-                }
+                Some(WsCommand::Close(code, reason)) => return close(&mut ws, code, reason).await,
                 None => {
                     let _ = ws.close(None).await;
                     return (1001, "the stub stopped".into());
@@ -361,6 +401,23 @@ async fn run_ws(
             },
         }
     }
+}
+
+/// Closes `ws` with `code` and `reason`; the socket's end as reported to the stub.
+async fn close<T>(
+    ws: &mut tokio_tungstenite::WebSocketStream<T>,
+    code: u16,
+    reason: String,
+) -> (u16, String)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.clone().into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    (code, reason)
 }
 
 async fn fetch(

@@ -566,4 +566,34 @@ mod tests {
             Err(ParseError::Invalid(_))
         ));
     }
+
+    #[test]
+    fn extra_fields_are_noticed_and_duplicates_refused() {
+        let plain = Envelope::parse(
+            r#"{"id":1,"type":"update","from":"hyperty://a.test/x","to":"hyperty://a.test/y","body":{"k":1}}"#,
+        )
+        .unwrap();
+        assert!(!plain.has_extra_fields());
+        let seq = Envelope::parse(
+            r#"{"seq":4,"id":1,"type":"update","from":"hyperty://a.test/x","to":"hyperty://a.test/y"}"#,
+        )
+        .unwrap();
+        assert!(
+            !seq.has_extra_fields(),
+            "a peer's seq is removed, not extra"
+        );
+        let extra = Envelope::parse(
+            r#"{"id":1,"type":"update","from":"hyperty://a.test/x","to":"hyperty://a.test/y","cseq":2}"#,
+        )
+        .unwrap();
+        assert!(extra.has_extra_fields());
+        let twice = Envelope::parse(
+            r#"{"id":1,"type":"update","from":"hyperty://a.test/x","from":"hyperty://a.test/z","to":"hyperty://a.test/y"}"#,
+        );
+        assert!(twice.is_err(), "{twice:?}");
+        let null_type = Envelope::parse(
+            r#"{"id":1,"type":null,"from":"hyperty://a.test/x","to":"hyperty://a.test/y"}"#,
+        );
+        assert_eq!(null_type.unwrap_err(), ParseError::MissingField("type"));
+    }
 }
