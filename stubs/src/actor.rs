@@ -267,6 +267,9 @@ impl Actor {
                 () = stop.notified(), if !stopping => {
                     stopping = true;
                     mailbox.close();
+                    // Matrix events already queued are still handled (before the mailbox
+                    // ends); the feeder's next send fails and goes to the next instance.
+                    matrix.close();
                     continue;
                 }
                 Some(Event::Timer { generation, id }) = self.events.1.recv() => {
@@ -277,7 +280,7 @@ impl Actor {
                     if generation != self.generation { continue; }
                     Call::Net(event)
                 }
-                Some(event) = matrix.recv(), if !stopping => Call::Matrix(event),
+                Some(event) = matrix.recv() => Call::Matrix(event),
                 message = mailbox.recv() => match message {
                     Some(m) => Call::Message(m),
                     None => break,

@@ -69,6 +69,11 @@ impl MatrixEvents {
         self.tx.send(event).await.map_err(|_| Refused::Stopped)
     }
 
+    /// Whether both are the queue of the same instance.
+    pub fn same_queue(&self, other: &MatrixEvents) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// Queues `event` if there is room now (`MailboxFull` otherwise: the caller keeps it).
     pub fn try_send(&self, event: String) -> Result<(), Refused> {
         self.tx.try_send(event).map_err(|e| match e {

@@ -10,7 +10,8 @@
 //! - Events: one feeder task per connector follows the room stream from where it was at start
 //!   and applies the interest rule of external services (`appservice::interest`); each event
 //!   goes to the current instance's [`MatrixEvents`] queue, whose `send` waits while it is full
-//!   (the feeder stays behind; nothing is dropped). Not persisted: events committed while the
+//!   (the feeder stays behind; nothing is dropped); an instance replaced (a new catalogue
+//!   version) handles what it queued, and the feeder goes on with the new one. Not persisted: events committed while the
 //!   node is down are not replayed to a connector.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use axum::body::Body;
 use axum::http::{self, Method, Request, StatusCode};
 use rethink_stubs::{BoxFuture, Failure, MatrixEvents, MatrixPort};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::appservice::interest::Interest;
@@ -124,16 +126,8 @@ impl NodeMatrix {
                         }
                     }
                     let json = pdu.to_client::<()>(None, true).into_json().get().to_owned();
-                    let Some(queue) = self.queue(&connector) else {
+                    if !self.deliver(&connector, json, &stop).await {
                         return;
-                    };
-                    // Waits while the instance's queue is full.
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        sent = queue.send(json) => if sent.is_err() {
-                            tracing::warn!(connector, "connector feed: the connector stopped");
-                            return;
-                        },
                     }
                 }
             }
@@ -141,6 +135,29 @@ impl NodeMatrix {
                 () = stop.cancelled() => return,
                 () = commit => {}
             }
+        }
+    }
+
+    /// Gives `json` to the connector's current instance, waiting while its queue is full; after
+    /// a replacement of the instance (its queue closed), to the new one. `false` once the
+    /// connector or the node stopped.
+    async fn deliver(&self, connector: &str, json: String, stop: &CancellationToken) -> bool {
+        let mut last: Option<MatrixEvents> = None;
+        loop {
+            let Some(queue) = self.queue(connector) else {
+                return false;
+            };
+            if last.as_ref().is_some_and(|l| l.same_queue(&queue)) {
+                tracing::warn!(connector, "connector feed: the connector stopped");
+                return false;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                sent = queue.send(json.clone()) => if sent.is_ok() {
+                    return true;
+                },
+            }
+            last = Some(queue);
         }
     }
 
