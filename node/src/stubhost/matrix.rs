@@ -217,6 +217,12 @@ impl NodeMatrix {
             _ => 503,
         };
         let text = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("");
+        // Outside the connector's namespace is a 403 for the guest, whatever the route's status.
+        let code = if text("errcode") == "M_EXCLUSIVE" {
+            403
+        } else {
+            code
+        };
         Err(Failure::new(
             code,
             format!("{} {}", text("errcode"), text("error"))
