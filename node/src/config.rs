@@ -24,7 +24,7 @@ mod store;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
-pub use connectors::RawConnector;
+pub use connectors::{ConnectorMatrix, RawConnector, RawConnectorMatrix, registration_id};
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
 pub use rate_limit::{RateLimitConfig, RawBucket, RawRateLimit};
 pub use store::{RawStore, StoreBackend, StoreConfig, describe as describe_postgres};
@@ -560,7 +560,8 @@ impl RawConfig {
             ));
         }
         positive("policy.watch_interval_ms", self.policy.watch_interval_ms)?;
-        let appservices = appservices::validate_appservices(&self.appservices)?;
+        let mut appservices = appservices::validate_appservices(&self.appservices)?;
+        appservices.connectors = connectors::validate_connector_matrix(&self.connectors)?;
         if self.policy.utc_offset_minutes.abs() > 14 * 60 {
             return Err(invalid(
                 "policy.utc_offset_minutes",

@@ -265,6 +265,14 @@ impl RunningNode {
         );
         let restored = bus.restore(persisted);
         let stub_kv = bus_store.kv();
+        let connector_matrix = Arc::new(crate::stubhost::NodeMatrix::new(
+            config
+                .appservices
+                .connectors
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        ));
         let stubs = crate::stubhost::start(
             &bus,
             &config.stubs,
@@ -273,6 +281,7 @@ impl RunningNode {
                 catalogue: Arc::clone(&catalogue),
                 kv: stub_kv.clone(),
                 versions: stub_versions,
+                matrix: Arc::clone(&connector_matrix),
             },
         )
         .await?;
@@ -349,6 +358,8 @@ impl RunningNode {
             node.shutdown_token().clone(),
         );
         node.appservices().start().await;
+        connector_matrix.bind(node.clone());
+        connector_matrix.start_feeds().await;
         tokio::spawn(node.appservices().clone().watch());
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();

@@ -16,7 +16,7 @@
 set -euo pipefail
 
 RUSTC_VERSION="rustc 1.95.0"
-GUESTS=(probe default registry archive)
+GUESTS=(probe default registry archive echo-connector)
 
 here="$(cd "$(dirname "$0")" && pwd)"
 stubs="$(dirname "$here")"
@@ -50,7 +50,7 @@ unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET RUSTC_WRAPPER CARGO_BUI
 # a guest's bytes must not depend on which other guests are built with it.
 for g in "${GUESTS[@]}"; do
     (cd "$here" && cargo build --quiet --locked --release --target wasm32-wasip2 -p "rethink-stub-$g")
-    cp "$target/wasm32-wasip2/release/rethink_stub_$g.wasm" "$target/rethink_stub_$g.wasm"
+    cp "$target/wasm32-wasip2/release/rethink_stub_${g//-/_}.wasm" "$target/rethink_stub_$g.wasm"
 done
 
 if [ "$check" = 1 ]; then

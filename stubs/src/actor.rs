@@ -16,6 +16,7 @@ use rethink_proto::Envelope;
 use tokio::sync::{Notify, mpsc};
 use wasmtime::Store;
 
+use crate::appservice::MatrixEvents;
 use crate::bindings::protocol_stub::rethink::stub::net_events::NetEvent;
 use crate::bindings::{connector, protocol_stub};
 use crate::envelope::to_wit;
@@ -33,6 +34,8 @@ const NET_EVENTS: usize = 256;
 pub struct StubHandle {
     name: String,
     mailbox: Mailbox,
+    /// Matrix events for `on-event` (a connector's; a protocol stub's instance ignores them).
+    matrix_events: MatrixEvents,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
     /// Becomes true once the first instance's init has returned or failed.
@@ -100,6 +103,11 @@ impl StubHandle {
         self.mailbox.breaker()
     }
 
+    /// The queue of Matrix events for the connector's `on-event`.
+    pub fn matrix_events(&self) -> MatrixEvents {
+        self.matrix_events.clone()
+    }
+
     /// Stops the stub: new messages are refused, those in the mailbox are handled, then the
     /// instance ends. Returns when it has.
     pub async fn stop(self) {
@@ -119,16 +127,18 @@ pub(crate) fn spawn(
     ctx: Arc<StubCtx>,
 ) -> StubHandle {
     let (tx, rx) = mpsc::channel(ctx.spec.mailbox.max(1));
+    let (events_tx, events_rx) = mpsc::channel(ctx.spec.mailbox.max(1));
     let breaker = Arc::new(AtomicU8::new(BreakerState::Closed as u8));
     let stop = Arc::new(Notify::new());
     let name = ctx.spec.name.clone();
     let handle = shared.runtime.clone();
     let (started_tx, started) = tokio::sync::watch::channel(false);
     let actor = Actor::new(shared, pre, ctx, Arc::clone(&breaker));
-    let task = handle.spawn(actor.run(rx, Arc::clone(&stop), started_tx));
+    let task = handle.spawn(actor.run(rx, events_rx, Arc::clone(&stop), started_tx));
     StubHandle {
         name,
         mailbox: Mailbox { tx, breaker },
+        matrix_events: MatrixEvents { tx: events_tx },
         stop,
         task,
         started,
@@ -151,6 +161,8 @@ pub(crate) enum Call {
     Message(Envelope),
     Timer(u64),
     Net(NetEvent),
+    /// A Matrix event for `on-event`.
+    Matrix(String),
 }
 
 struct Instruments {
@@ -232,6 +244,7 @@ impl Actor {
     async fn run(
         mut self,
         mut mailbox: mpsc::Receiver<Envelope>,
+        mut matrix: mpsc::Receiver<String>,
         stop: Arc<Notify>,
         started: tokio::sync::watch::Sender<bool>,
     ) {
@@ -254,6 +267,9 @@ impl Actor {
                 () = stop.notified(), if !stopping => {
                     stopping = true;
                     mailbox.close();
+                    // Matrix events already queued are still handled (before the mailbox
+                    // ends); the feeder's next send fails and goes to the next instance.
+                    matrix.close();
                     continue;
                 }
                 Some(Event::Timer { generation, id }) = self.events.1.recv() => {
@@ -264,6 +280,7 @@ impl Actor {
                     if generation != self.generation { continue; }
                     Call::Net(event)
                 }
+                Some(event) = matrix.recv() => Call::Matrix(event),
                 message = mailbox.recv() => match message {
                     Some(m) => Call::Message(m),
                     None => break,
@@ -433,6 +450,12 @@ impl Actor {
             (Instance::Connector(i), Call::Net(e)) => {
                 (i.call_on_network(&mut *store, &e).await, None)
             }
+            (Instance::Connector(i), Call::Matrix(e)) => {
+                (i.call_on_event(&mut *store, &e).await, None)
+            }
+            // A protocol stub has no `on-event`: nothing is fed to it (the node feeds
+            // connectors only).
+            (Instance::Stub(_), Call::Matrix(_)) => (Ok(()), None),
         };
         self.observe(live, started.elapsed());
         result.map_err(|e| {

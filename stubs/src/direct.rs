@@ -42,6 +42,7 @@ impl DirectStub {
             spec,
             port,
             kv,
+            matrix: None,
             started: Instant::now(),
         });
         let mut actor = Actor::new(

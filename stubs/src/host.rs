@@ -11,6 +11,7 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::actor::{self, StubHandle};
+use crate::appservice::MatrixPort;
 use crate::bindings::{connector, protocol_stub};
 use crate::cache;
 use crate::error::StubError;
@@ -327,10 +328,35 @@ impl Host {
         port: Arc<dyn BusPort>,
         kv: Arc<dyn KvStore>,
     ) -> StubHandle {
+        self.start_with(checked, spec, port, kv, None)
+    }
+
+    /// Starts `checked` as a connector: like [`Host::start`], and its `appservice` imports act
+    /// through `matrix`; [`StubHandle::matrix_events`] feeds its `on-event`.
+    pub fn start_connector(
+        &self,
+        checked: &Checked,
+        spec: StubSpec,
+        port: Arc<dyn BusPort>,
+        kv: Arc<dyn KvStore>,
+        matrix: Arc<dyn MatrixPort>,
+    ) -> StubHandle {
+        self.start_with(checked, spec, port, kv, Some(matrix))
+    }
+
+    fn start_with(
+        &self,
+        checked: &Checked,
+        spec: StubSpec,
+        port: Arc<dyn BusPort>,
+        kv: Arc<dyn KvStore>,
+        matrix: Option<Arc<dyn MatrixPort>>,
+    ) -> StubHandle {
         let ctx = Arc::new(StubCtx {
             spec,
             port,
             kv,
+            matrix,
             started: Instant::now(),
         });
         actor::spawn(

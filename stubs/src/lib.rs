@@ -9,7 +9,9 @@
 //! - `state.rs`: an instance's store data and the `bus`/`host`/`appservice` imports;
 //!   `net.rs`: host-mediated WebSocket and HTTP; `envelope.rs`: the envelope across the
 //!   boundary; `bindings.rs`: the generated WIT bindings.
-//! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides.
+//! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides;
+//!   [`MatrixPort`] (`appservice.rs`): a connector's Matrix side, and [`MatrixEvents`], the
+//!   bounded queue of Matrix events for its `on-event`.
 //! - [`StubMetrics`] (`metrics.rs`), [`HostConfig`] and [`StubSpec`] (`spec.rs`), the errors
 //!   (`error.rs`).
 //! - `builtin.rs`: the connectors built in ([`builtin_connector`]: the domain registry, the archive).
@@ -17,6 +19,7 @@
 //!   `stubs.dir`), checked, reloaded on change, and their reTHINK descriptors.
 
 mod actor;
+mod appservice;
 mod bindings;
 mod builtin;
 mod cache;
@@ -32,6 +35,7 @@ mod spec;
 mod state;
 
 pub use actor::{Mailbox, StubHandle};
+pub use appservice::{MatrixEvents, MatrixPort};
 pub use builtin::{ARCHIVE_CONNECTOR, BUILTIN_CONNECTORS, REGISTRY_CONNECTOR, builtin_connector};
 pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};

@@ -1,6 +1,6 @@
 //! The store data of one instance ([`State`]) and the host imports the guest calls: `bus`
 //! (send, listeners: only the stub's own addresses), `host` (log, time, timers, config, kv)
-//! and `appservice` (refused until a connector host provides it). `net` is in `net.rs`.
+//! and `appservice` (through the embedder's [`MatrixPort`]; refused with 501 without one). `net` is in `net.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::appservice::MatrixPort;
 use crate::bindings::connector::rethink::stub::appservice;
 use crate::bindings::protocol_stub::rethink::stub::{bus, host, net_events, types};
 use crate::bindings::{WitEnvelope, WitFailure};
@@ -27,6 +28,8 @@ pub(crate) struct StubCtx {
     pub(crate) spec: StubSpec,
     pub(crate) port: Arc<dyn BusPort>,
     pub(crate) kv: Arc<dyn KvStore>,
+    /// The Matrix side of a connector; `None`: the `appservice` imports answer 501.
+    pub(crate) matrix: Option<Arc<dyn MatrixPort>>,
     pub(crate) started: Instant,
 }
 
@@ -308,40 +311,72 @@ impl host::Host for State {
     }
 }
 
-/// Appservice calls: this host has no Matrix side yet; a connector host will provide one.
+/// Appservice calls: the embedder's Matrix layer acts as the connector's user (it enforces the
+/// namespace); without one (a plain stub host) every call is refused with 501.
 impl appservice::Host for State {
-    fn register_user(
+    async fn register_user(
         &mut self,
-        _localpart: String,
+        localpart: String,
     ) -> wasmtime::Result<Result<String, WitFailure>> {
-        Ok(Err(no_appservice()))
+        let ctx = Arc::clone(&self.ctx);
+        let Some(m) = &ctx.matrix else {
+            return Ok(Err(no_appservice()));
+        };
+        Ok(m.register_user(&ctx.spec.name, &localpart)
+            .await
+            .map_err(wit_failure))
     }
 
-    fn join_room(
+    async fn join_room(
         &mut self,
-        _user_id: String,
-        _room: String,
+        user_id: String,
+        room: String,
     ) -> wasmtime::Result<Result<String, WitFailure>> {
-        Ok(Err(no_appservice()))
+        let ctx = Arc::clone(&self.ctx);
+        let Some(m) = &ctx.matrix else {
+            return Ok(Err(no_appservice()));
+        };
+        Ok(m.join_room(&ctx.spec.name, &user_id, &room)
+            .await
+            .map_err(wit_failure))
     }
 
-    fn send_event(
+    async fn send_event(
         &mut self,
-        _user_id: String,
-        _room_id: String,
-        _event_type: String,
-        _content: String,
+        user_id: String,
+        room_id: String,
+        event_type: String,
+        content: String,
     ) -> wasmtime::Result<Result<String, WitFailure>> {
-        Ok(Err(no_appservice()))
+        let ctx = Arc::clone(&self.ctx);
+        let Some(m) = &ctx.matrix else {
+            return Ok(Err(no_appservice()));
+        };
+        Ok(
+            m.send_event(&ctx.spec.name, &user_id, &room_id, &event_type, &content)
+                .await
+                .map_err(wit_failure),
+        )
     }
 
-    fn create_room(
+    async fn create_room(
         &mut self,
-        _user_id: String,
-        _alias_localpart: Option<String>,
-        _name: Option<String>,
+        user_id: String,
+        alias_localpart: Option<String>,
+        name: Option<String>,
     ) -> wasmtime::Result<Result<String, WitFailure>> {
-        Ok(Err(no_appservice()))
+        let ctx = Arc::clone(&self.ctx);
+        let Some(m) = &ctx.matrix else {
+            return Ok(Err(no_appservice()));
+        };
+        Ok(m.create_room(
+            &ctx.spec.name,
+            &user_id,
+            alias_localpart.as_deref(),
+            name.as_deref(),
+        )
+        .await
+        .map_err(wit_failure))
     }
 }
 

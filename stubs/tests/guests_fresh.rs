@@ -14,7 +14,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-const GUESTS: &[&str] = &["probe", "default", "registry", "archive"];
+const GUESTS: &[&str] = &["probe", "default", "registry", "archive", "echo-connector"];
 
 fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")

@@ -13,7 +13,7 @@ use ruma::events::TimelineEventType;
 use crate::rooms::{RoomError, Rooms};
 use crate::store::pdu::Pdu;
 
-pub(super) struct Interest<'a> {
+pub(crate) struct Interest<'a> {
     service: &'a AppService,
     rooms: &'a Rooms,
     server_name: &'a str,
@@ -21,7 +21,7 @@ pub(super) struct Interest<'a> {
 }
 
 impl<'a> Interest<'a> {
-    pub(super) fn new(service: &'a AppService, rooms: &'a Rooms, server_name: &'a str) -> Self {
+    pub(crate) fn new(service: &'a AppService, rooms: &'a Rooms, server_name: &'a str) -> Self {
         Self {
             service,
             rooms,
@@ -30,11 +30,11 @@ impl<'a> Interest<'a> {
         }
     }
 
-    pub(super) fn user(&self, user: &str) -> bool {
+    pub(crate) fn user(&self, user: &str) -> bool {
         self.service.owns_user(user, self.server_name)
     }
 
-    pub(super) async fn concerns(&mut self, pdu: &Pdu) -> Result<bool, RoomError> {
+    pub(crate) async fn concerns(&mut self, pdu: &Pdu) -> Result<bool, RoomError> {
         if self.user(pdu.sender().as_str()) {
             return Ok(true);
         }
@@ -50,7 +50,7 @@ impl<'a> Interest<'a> {
 
     /// Whether what happens in `room_id` concerns the service (its namespaces, its aliases, one
     /// of its users joined).
-    pub(super) async fn room(&mut self, room_id: &RoomId) -> Result<bool, RoomError> {
+    pub(crate) async fn room(&mut self, room_id: &RoomId) -> Result<bool, RoomError> {
         let room = room_id.as_str();
         if let Some(known) = self.by_room.get(room) {
             return Ok(*known);

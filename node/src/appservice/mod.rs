@@ -13,7 +13,7 @@
 
 mod bus_link;
 mod ephemeral;
-mod interest;
+pub(crate) mod interest;
 mod queue;
 
 use std::collections::HashMap;
@@ -68,6 +68,8 @@ pub struct AppServices {
 #[derive(Debug)]
 struct Inner {
     config: AppservicesConfig,
+    /// The Matrix sides of WebAssembly connectors, beside the directory's services.
+    connectors: Vec<Arc<AppService>>,
     server_name: OwnedServerName,
     current: RwLock<Arc<Directory>>,
     deps: AppservicesDeps,
@@ -88,10 +90,12 @@ impl AppServices {
         deps: AppservicesDeps,
         shutdown: CancellationToken,
     ) -> Result<Self, DirectoryError> {
+        let connectors = connector_services(config);
         let directory = match &config.dir {
             Some(dir) => Directory::load(dir)?,
             None => Directory::empty(),
         };
+        let directory = with_connectors(&directory, &connectors);
         if let Some(dir) = &config.dir {
             tracing::info!(dir = %dir.display(), services = directory.services().len(),
                 "application services loaded");
@@ -99,6 +103,7 @@ impl AppServices {
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
+                connectors,
                 server_name,
                 current: RwLock::new(Arc::new(directory)),
                 deps,
@@ -238,7 +243,8 @@ impl AppServices {
             })
             .collect();
         let count = kept.len();
-        *write(&self.inner.current) = Arc::new(Directory::from_services(kept));
+        let fresh = with_connectors(&Directory::from_services(kept), &self.inner.connectors);
+        *write(&self.inner.current) = Arc::new(fresh);
         tracing::info!(dir = %dir.display(), services = count, "application services reloaded");
         self.link_sessions().await;
         self.start_pushers();
@@ -348,6 +354,40 @@ pub enum PingError {
     NoUrl,
     #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+/// The Matrix sides of WebAssembly connectors (`[connectors.<name>.matrix]`), each with a
+/// fresh random `as_token` (held by the node only: the connector's guest never sees it).
+fn connector_services(config: &AppservicesConfig) -> Vec<Arc<AppService>> {
+    config
+        .connectors
+        .iter()
+        .filter_map(|c| {
+            let mut registration = c.registration.clone();
+            let (Some(a), Some(h)) = (random_token(), random_token()) else {
+                tracing::error!(connector = %c.name,
+                    "no random source: the connector runs without its Matrix side");
+                return None;
+            };
+            registration.as_token = a;
+            registration.hs_token = h;
+            let file = PathBuf::from(format!("[connectors.{}.matrix]", c.name));
+            Some(Arc::new(AppService::new(registration, file)))
+        })
+        .collect()
+}
+
+fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `directory`'s services and the connectors'.
+fn with_connectors(directory: &Directory, connectors: &[Arc<AppService>]) -> Directory {
+    let mut all = directory.services().to_vec();
+    all.extend(connectors.iter().cloned());
+    Directory::from_services(all)
 }
 
 /// Same file contents (a reload keeps the running pusher and the client's connections).

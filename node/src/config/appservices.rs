@@ -44,6 +44,9 @@ pub struct AppservicesConfig {
     pub max_backoff: Duration,
     /// Most room events in one transaction (more wait for the next).
     pub max_events_per_txn: usize,
+    /// The Matrix sides of WebAssembly connectors (`[connectors.<name>.matrix]`), services
+    /// beside those of `dir`, kept across its reloads.
+    pub connectors: Vec<super::connectors::ConnectorMatrix>,
 }
 
 pub(super) fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConfig, ConfigError> {
@@ -75,5 +78,6 @@ pub(super) fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConf
         initial_backoff: Duration::from_millis(a.initial_backoff_ms),
         max_backoff: Duration::from_millis(a.max_backoff_ms),
         max_events_per_txn: a.max_events_per_txn,
+        connectors: Vec::new(),
     })
 }

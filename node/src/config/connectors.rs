@@ -11,10 +11,17 @@
 //!   `domain://archive.<domain>/log`).
 //! - `config` (what `host.config` answers; `domain` is always added), `memory_mb`,
 //!   `call_timeout_ms`, `mailbox`: as for stubs.
+//! - `[connectors.<name>.matrix]`: its Matrix namespaces, in the terms of an application
+//!   service registration: `users`, `aliases`, `rooms` (lists of regexes), `exclusive`
+//!   (default `true`: ordinary users cannot register or take aliases there, `M_EXCLUSIVE`),
+//!   `sender_localpart` (default the connector's name). It becomes a registration with id
+//!   `connector.<name>` and no `url` ([`ConnectorMatrix`]), checked as a registration file is;
+//!   the node gives it a fresh random `as_token` at every start, which only the host holds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rethink_connectors::Registration;
 use serde::{Deserialize, Serialize};
 
 use super::stub_run::{RawStubRun, StubRunConfig, StubSource, validate_run};
@@ -30,6 +37,91 @@ pub struct RawConnector {
     pub memory_mb: Option<u32>,
     pub call_timeout_ms: Option<u64>,
     pub mailbox: Option<usize>,
+    pub matrix: Option<RawConnectorMatrix>,
+}
+
+/// `[connectors.<name>.matrix]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnectorMatrix {
+    pub users: Vec<String>,
+    pub aliases: Vec<String>,
+    pub rooms: Vec<String>,
+    pub exclusive: bool,
+    pub sender_localpart: Option<String>,
+}
+
+impl PartialEq for ConnectorMatrix {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && format!("{:?}", self.registration) == format!("{:?}", other.registration)
+    }
+}
+
+impl Eq for ConnectorMatrix {}
+
+impl Default for RawConnectorMatrix {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            aliases: Vec::new(),
+            rooms: Vec::new(),
+            exclusive: true,
+            sender_localpart: None,
+        }
+    }
+}
+
+/// A connector's Matrix side: the connector (a `stubs.run` instance of that name) and its
+/// registration (id `connector.<name>`, no `url`; `as_token` and `hs_token` are placeholders
+/// the node replaces with random ones at start).
+#[derive(Debug, Clone)]
+pub struct ConnectorMatrix {
+    pub name: String,
+    pub registration: Registration,
+}
+
+/// The registration id of connector `name`'s Matrix side.
+pub fn registration_id(name: &str) -> String {
+    format!("connector.{name}")
+}
+
+/// The `[connectors.<name>.matrix]` blocks, as registrations.
+pub(super) fn validate_connector_matrix(
+    raw: &BTreeMap<String, RawConnector>,
+) -> Result<Vec<ConnectorMatrix>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, c) in raw {
+        let Some(m) = &c.matrix else { continue };
+        let field = format!("connectors.{name}.matrix");
+        let list = |regexes: &[String]| {
+            regexes
+                .iter()
+                .map(|r| serde_json::json!({"regex": r, "exclusive": m.exclusive}))
+                .collect::<Vec<_>>()
+        };
+        // JSON is YAML: the registration parser checks it as it checks a file.
+        let text = serde_json::json!({
+            "id": registration_id(name),
+            "as_token": "placeholder",
+            "hs_token": "placeholder",
+            "sender_localpart": m.sender_localpart.clone().unwrap_or_else(|| name.clone()),
+            "rate_limited": false,
+            "namespaces": {
+                "users": list(&m.users),
+                "aliases": list(&m.aliases),
+                "rooms": list(&m.rooms),
+            },
+        })
+        .to_string();
+        let registration =
+            Registration::parse(&field, &text).map_err(|e| invalid("connectors", e.to_string()))?;
+        out.push(ConnectorMatrix {
+            name: name.clone(),
+            registration,
+        });
+    }
+    Ok(out)
 }
 
 /// Checks `[connectors.*]`; `stubs` are the names `[stubs.run.*]` already uses.
@@ -98,6 +190,44 @@ pub(super) fn validate_connectors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matrix_block_is_a_registration_without_url() {
+        let raw = BTreeMap::from([(
+            "echo".to_owned(),
+            RawConnector {
+                matrix: Some(RawConnectorMatrix {
+                    users: vec!["@echo.*:example.com".into()],
+                    ..RawConnectorMatrix::default()
+                }),
+                ..RawConnector::default()
+            },
+        )]);
+        let m = validate_connector_matrix(&raw).expect("valid");
+        let r = &m[0].registration;
+        assert_eq!(
+            (m[0].name.as_str(), r.id.as_str()),
+            ("echo", "connector.echo")
+        );
+        assert_eq!(r.sender_localpart, "echo");
+        assert!(r.url.is_none());
+        assert!(
+            r.namespaces
+                .exclusive(rethink_connectors::Kind::User, "@echo-1:example.com")
+        );
+        let bad = BTreeMap::from([(
+            "echo".to_owned(),
+            RawConnector {
+                matrix: Some(RawConnectorMatrix {
+                    users: vec!["@echo(".into()],
+                    ..RawConnectorMatrix::default()
+                }),
+                ..RawConnector::default()
+            },
+        )]);
+        let e = validate_connector_matrix(&bad).expect_err("bad regex");
+        assert!(e.to_string().contains("connectors.echo.matrix"), "{e}");
+    }
 
     fn check(name: &str, c: RawConnector) -> Result<Vec<StubRunConfig>, ConfigError> {
         validate_connectors(&BTreeMap::from([(name.to_owned(), c)]), "example.com", &[])

@@ -35,6 +35,8 @@ pub(super) struct Launcher {
     pub(super) sends: mpsc::Sender<Outgoing>,
     pub(super) lost: mpsc::UnboundedSender<Outgoing>,
     pub(super) versions: RunningVersions,
+    /// A connector's Matrix side (`[connectors.<name>.matrix]`).
+    pub(super) matrix: Option<Arc<super::NodeMatrix>>,
 }
 
 impl Launcher {
@@ -53,12 +55,25 @@ impl Launcher {
                 reason: format!("the check did not finish: {e}"),
             })??;
         let port = Arc::new(NodePort::new(self.sends.clone(), self.lost.clone()));
-        let handle = self.host.start(
-            &checked,
-            self.spec.clone(),
-            port.clone(),
-            Arc::clone(&self.kv),
-        );
+        let handle = match &self.matrix {
+            Some(m) => {
+                let handle = self.host.start_connector(
+                    &checked,
+                    self.spec.clone(),
+                    port.clone(),
+                    Arc::clone(&self.kv),
+                    Arc::clone(m) as Arc<dyn rethink_stubs::MatrixPort>,
+                );
+                m.attach(&self.spec.name, handle.matrix_events());
+                handle
+            }
+            None => self.host.start(
+                &checked,
+                self.spec.clone(),
+                port.clone(),
+                Arc::clone(&self.kv),
+            ),
+        };
         // Its listeners are set by its first init: messages are given to it after that (or
         // after init failed), so that none is refused for arriving first.
         handle.started().await;

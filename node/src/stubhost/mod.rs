@@ -17,11 +17,13 @@
 //!
 //! Also here: the node's one stub host, built on first use, and the catalogue's check with it
 //! (`lazy.rs`); the gauge of running versions (`versions.rs`); the SQLite key-value store
-//! (`kv.rs`); the bus as the host sees it (`port.rs`).
+//! (`kv.rs`); the bus as the host sees it (`port.rs`); the Matrix side of connectors
+//! (`matrix.rs`).
 
 mod follow;
 mod kv;
 mod lazy;
+mod matrix;
 mod port;
 mod pump;
 mod router;
@@ -29,6 +31,7 @@ mod versions;
 
 pub use kv::{PgKv, SqliteKv};
 pub use lazy::{HostCheck, LazyHost};
+pub use matrix::NodeMatrix;
 pub use versions::{RunningVersions, Version};
 
 use std::sync::Arc;
@@ -129,6 +132,8 @@ pub struct StubsDeps {
     pub catalogue: Arc<Catalogue>,
     pub kv: Arc<dyn KvStore>,
     pub versions: RunningVersions,
+    /// The Matrix side of connectors (`matrix.rs`).
+    pub matrix: Arc<NodeMatrix>,
 }
 
 /// Starts every configured stub. With none configured, no engine is built.
@@ -234,6 +239,7 @@ async fn start_one(
         sends,
         lost,
         versions: deps.versions.clone(),
+        matrix: deps.matrix.serves(&name).then(|| Arc::clone(&deps.matrix)),
     };
     let (instance, target) = launcher.launch(bytes, version).await.map_err(stub_error)?;
     tracing::info!(stub = %name, version = %instance.version, "stub instance started");

@@ -1,0 +1,148 @@
+//! An echo bot (world `connector`), the smallest WebAssembly connector with a Matrix side: its
+//! user `@<localpart>:<domain>` (config `localpart`, default `echo`; it must be in the
+//! connector's user namespace) is registered at `init`.
+//!
+//! On `on-event`:
+//! - an invite of its user to a room: it joins the room;
+//! - an `m.room.message` of type `m.text` by someone else in a room: it answers there as its
+//!   user with `echo: <body>`;
+//! - a message `!as <user id>`: it tries to send `hello` as that user and answers
+//!   `sent` or `refused <code>` (how a test sees the host enforce the namespace).
+//!
+//! Events it cannot use are ignored; a failed call is logged.
+
+use std::cell::RefCell;
+
+use serde_json::{Value, json};
+
+/// The bindings generated from `../wit` (world `connector`), and the export of [`Component`].
+/// The generated glue is `unsafe` by nature (the canonical ABI).
+#[allow(unsafe_code, clippy::too_many_arguments)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "connector",
+        path: "../../wit",
+        generate_all,
+    });
+
+    use super::Component;
+    export!(Component with_types_in self);
+}
+
+use bindings::rethink::stub::{appservice, host};
+use bindings::{Envelope, Guest, NetEvent};
+
+thread_local! {
+    /// The bot's full user id, once registered.
+    static USER: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+struct Component;
+
+fn log(level: host::Level, message: &str) {
+    host::log(level, message);
+}
+
+/// The bot's user id, registering it if that has not happened yet.
+fn user() -> Option<String> {
+    if let Some(u) = USER.with(|u| u.borrow().clone()) {
+        return Some(u);
+    }
+    let localpart = host::config("localpart").unwrap_or_else(|| "echo".to_owned());
+    match appservice::register_user(&localpart) {
+        Ok(id) => {
+            USER.with(|u| *u.borrow_mut() = Some(id.clone()));
+            Some(id)
+        }
+        Err(f) => {
+            log(
+                host::Level::Warn,
+                &format!("register {localpart}: {} {}", f.code, f.description),
+            );
+            None
+        }
+    }
+}
+
+fn text(body: &str) -> String {
+    json!({"msgtype": "m.text", "body": body}).to_string()
+}
+
+fn answer(me: &str, room: &str, body: &str) {
+    if let Err(f) = appservice::send_event(me, room, "m.room.message", &text(body)) {
+        log(
+            host::Level::Warn,
+            &format!("answer in {room}: {} {}", f.code, f.description),
+        );
+    }
+}
+
+/// What to do with one event.
+fn handle(event: &Value, me: &str) {
+    let field = |k: &str| event.get(k).and_then(Value::as_str);
+    let (Some(kind), Some(room), Some(sender)) = (field("type"), field("room_id"), field("sender"))
+    else {
+        return;
+    };
+    let content = event.get("content").unwrap_or(&Value::Null);
+    match kind {
+        "m.room.member"
+            if field("state_key") == Some(me)
+                && content.get("membership").and_then(Value::as_str) == Some("invite") =>
+        {
+            if let Err(f) = appservice::join_room(me, room) {
+                log(
+                    host::Level::Warn,
+                    &format!("join {room}: {} {}", f.code, f.description),
+                );
+            }
+        }
+        "m.room.message" if sender != me => {
+            if content.get("msgtype").and_then(Value::as_str) != Some("m.text") {
+                return;
+            }
+            let Some(body) = content.get("body").and_then(Value::as_str) else {
+                return;
+            };
+            match body.strip_prefix("!as ") {
+                Some(other) => {
+                    let reply = match appservice::send_event(
+                        other.trim(),
+                        room,
+                        "m.room.message",
+                        &text("hello"),
+                    ) {
+                        Ok(_) => "sent".to_owned(),
+                        Err(f) => format!("refused {}", f.code),
+                    };
+                    answer(me, room, &reply);
+                }
+                None => answer(me, room, &format!("echo: {body}")),
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Guest for Component {
+    fn init() -> Result<(), String> {
+        // A failed registration is retried on the first event.
+        let _ = user();
+        Ok(())
+    }
+
+    fn on_message(_message: Envelope) {}
+
+    fn on_network(_event: NetEvent) {}
+
+    fn on_timer(_id: u64) {}
+
+    fn on_event(event: String) {
+        let Ok(event) = serde_json::from_str::<Value>(&event) else {
+            log(host::Level::Warn, "on-event: not JSON");
+            return;
+        };
+        let Some(me) = user() else { return };
+        handle(&event, &me);
+    }
+}
