@@ -19,15 +19,15 @@ mod appservices;
 mod catalogue;
 mod connectors;
 mod cross_domain;
-mod store;
 mod rate_limit;
+mod store;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
 pub use connectors::RawConnector;
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
-pub use store::{RawStore, StoreBackend, StoreConfig, describe as describe_postgres};
 pub use rate_limit::{RateLimitConfig, RawBucket, RawRateLimit};
+pub use store::{RawStore, StoreBackend, StoreConfig, describe as describe_postgres};
 pub use stub_run::{RawStubRun, StubRunConfig, StubSource};
 
 /// A configuration that cannot be used, with the setting it concerns.

@@ -116,13 +116,15 @@ impl Node {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| {
-            let log: Vec<String> = err_rx.try_iter().collect();
-            panic!(
-                "the node did not listen within 30 s ({e}); its log:\n{}",
-                log.join("\n")
-            )
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| {
+                let log: Vec<String> = err_rx.try_iter().collect();
+                panic!(
+                    "the node did not listen within 30 s ({e}); its log:\n{}",
+                    log.join("\n")
+                )
+            });
         Self {
             child,
             addr,

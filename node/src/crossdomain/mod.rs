@@ -15,7 +15,7 @@ mod gateway;
 mod held;
 mod http;
 
-pub use gateway::start_gateways;
+pub use gateway::{GATEWAY_INSTANCES, start_gateways};
 pub use http::routes;
 
 use std::sync::Arc;
