@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::CrossDomain;
 use super::held::HeldKv;
+use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
 use crate::stubhost::{
     AckRule, LazyHost, NodePort, Outgoing, Pump, PumpTarget, answer_error, frame_seq, route_stub,
@@ -108,17 +108,36 @@ async fn run_domain(ctx: Ctx, domain: String) {
     let Some(session) = bus.session_by_runtime(&bus.gateway_runtime_url(&domain)) else {
         return;
     };
-    let connection = bus.next_connection_id();
+    let mut connection = bus.next_connection_id();
     let _ = bus.attach(&session, connection, None).await;
     let origin = Origin::Node {
         session: Arc::clone(&session),
         domain: Arc::from(domain.as_str()),
     };
+    let mut renewed = None;
     while !ctx.shutdown.is_cancelled() {
-        match start_stub(&ctx, &domain).await {
-            Ok(running) => {
-                run_stub(&ctx, &session, connection, &origin, &domain, running).await;
-                break;
+        match start_stub(&ctx, &domain, renewed.take()).await {
+            Ok((running, proof)) => {
+                let stop = ctx.shutdown.child_token();
+                let renewal = async {
+                    tokio::select! {
+                        p = renew(&ctx, &domain, proof) => {
+                            stop.cancel();
+                            Some(p)
+                        }
+                        () = stop.cancelled() => None,
+                    }
+                };
+                let run = run_stub(&ctx, &session, connection, &origin, &domain, &stop, running);
+                let (proof, ()) = tokio::join!(renewal, run);
+                let Some(proof) = proof else { break };
+                // The next instance gets what the outbox still holds from the start (what
+                // the stopped one holds is a replay to it: `held.rs`).
+                bus.detach(&session, connection);
+                connection = bus.next_connection_id();
+                let _ = bus.attach(&session, connection, None).await;
+                tracing::info!(domain = %domain, "our proof for another domain is renewed: its stub restarts with it");
+                renewed = Some(proof);
             }
             Err(e) => {
                 tracing::warn!(
@@ -135,6 +154,31 @@ async fn run_domain(ctx: Ctx, domain: String) {
     bus.detach(&session, connection);
 }
 
+/// Shortest wait before a failed renewal is tried again (doubling up to
+/// `cross_domain.retry_secs`).
+const RENEW_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// A fresh proof for `domain`'s node, fetched once three quarters of the life of `current`
+/// have passed, so that the stub never reconnects with an expired one while the other node
+/// answers. Failures (that node down) are retried with a backoff, also past the expiry: the
+/// stub keeps running meanwhile, its queue with it.
+async fn renew(ctx: &Ctx, domain: &str, current: Proof) -> Proof {
+    let left = ctx.cross.valid_for(&current);
+    tokio::time::sleep(left - left / 4).await;
+    let peer = ctx.cross.resolve(domain);
+    let mut delay = RENEW_RETRY_MIN;
+    loop {
+        match ctx.cross.proof_for(&peer).await {
+            Ok(proof) => return proof,
+            Err(e) => {
+                tracing::warn!(domain, error = %e, valid_for = ?ctx.cross.valid_for(&current), "renewing our proof for another domain failed: tried again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(ctx.cross.config().retry.max(RENEW_RETRY_MIN));
+            }
+        }
+    }
+}
+
 /// A started stub of another domain.
 struct Running {
     handle: rethink_stubs::StubHandle,
@@ -148,10 +192,14 @@ struct Running {
 /// Key-value bytes a stub of another domain may keep (its queue is stored there).
 const STUB_KV_TOTAL: usize = 256 << 20;
 
-async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError> {
+/// Starts `domain`'s stub with `proof` (a fresh one fetched when `None`).
+async fn start_stub(
+    ctx: &Ctx,
+    domain: &str,
+    proof: Option<Proof>,
+) -> Result<(Running, Proof), CrossDomainError> {
     let stub = ctx.cross.load_stub(domain).await?;
-    let peer = ctx.cross.resolve(domain);
-    let token = ctx.cross.proof_for(&peer).await?;
+
     let malformed = |e: rethink_stubs::StubError| CrossDomainError::Malformed {
         domain: domain.to_owned(),
         what: "the stub component",
@@ -169,6 +217,12 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
                 problem: format!("the check did not finish: {e}"),
             })?
             .map_err(malformed)?
+    };
+    // Fetched once the component is ready (a compilation can take longer than a short
+    // proof TTL).
+    let proof = match proof {
+        Some(p) => p,
+        None => ctx.cross.proof_for(&ctx.cross.resolve(domain)).await?,
     };
     let addresses = domain_addresses(domain);
     let ours = [
@@ -189,7 +243,7 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
         "runtime".into(),
         format!("hyperty-runtime://{domain}/node/{}", ctx.bus.domain()),
     ));
-    config.push(("token".into(), token));
+    config.push(("token".into(), proof.token.clone()));
     config.push(("listen".into(), addresses.join(",")));
     let cd = ctx.cross.config();
     config.push(("queue_max".into(), cd.queue_limit.to_string()));
@@ -204,7 +258,7 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
     spec.allow = stub.origins.clone();
     spec.mailbox = 1024;
     spec.kv_limits.2 = STUB_KV_TOTAL;
-    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv));
+    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
     let (sends_tx, sends) = mpsc::channel(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let port = Arc::new(NodePort::new(sends_tx, lost_tx));
@@ -215,23 +269,27 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
         port,
         mailbox: handle.mailbox(),
     };
-    Ok(Running {
-        handle,
-        target,
-        sends,
-        lost,
-        held,
-    })
+    Ok((
+        Running {
+            handle,
+            target,
+            sends,
+            lost,
+            held,
+        },
+        proof,
+    ))
 }
 
 /// Runs the stub host's pump (acknowledging what the stub holds) and router of a started
-/// stub until shutdown.
+/// stub until `stop`, then stops the stub (it handles what its mailbox holds).
 async fn run_stub(
     ctx: &Ctx,
     session: &Arc<Session>,
     connection: u64,
     origin: &Origin,
     domain: &str,
+    stop: &CancellationToken,
     running: Running,
 ) {
     let Running {
@@ -255,7 +313,7 @@ async fn run_stub(
         bus: ctx.bus.clone(),
         session: Arc::clone(session),
         connection,
-        cancel: ctx.shutdown.clone(),
+        cancel: stop.clone(),
         target,
         swaps,
         ack: AckRule::Held(held),
