@@ -119,14 +119,15 @@ async fn run_domain(ctx: Ctx, domain: String) {
         match start_stub(&ctx, &domain, renewed.take()).await {
             Ok((running, proof)) => {
                 let stop = ctx.shutdown.child_token();
+                // The stub stops when a new proof is in hand, or when ours is about to expire
+                // with none (`renew`); the renewal goes on until shutdown.
                 let renewal = async {
-                    tokio::select! {
-                        p = renew(&ctx, &domain, proof) => {
-                            stop.cancel();
-                            Some(p)
-                        }
-                        () = stop.cancelled() => None,
-                    }
+                    let p = tokio::select! {
+                        p = renew(&ctx, &domain, proof, &stop) => Some(p),
+                        () = ctx.shutdown.cancelled() => None,
+                    };
+                    stop.cancel();
+                    p
                 };
                 let run = run_stub(&ctx, &session, connection, &origin, &domain, &stop, running);
                 let (proof, ()) = tokio::join!(renewal, run);
@@ -159,20 +160,38 @@ async fn run_domain(ctx: Ctx, domain: String) {
 const RENEW_RETRY_MIN: Duration = Duration::from_millis(200);
 
 /// A fresh proof for `domain`'s node, fetched once three quarters of the life of `current`
-/// have passed, so that the stub never reconnects with an expired one while the other node
-/// answers. Failures (that node down) are retried with a backoff, also past the expiry: the
-/// stub keeps running meanwhile, its queue with it.
-async fn renew(ctx: &Ctx, domain: &str, current: Proof) -> Proof {
-    let left = ctx.cross.valid_for(&current);
-    tokio::time::sleep(left - left / 4).await;
+/// have passed, so that the stub never reconnects with an expired one. Failures (that node
+/// down) are retried with a backoff; the stub keeps running meanwhile, its queue with it, until
+/// `current` is within an eighth of its life (at most 1 s) of expiring: then `stop` stops it
+/// (its messages stay in the outbox and its store, on disk) so that it never presents an
+/// expired proof (refused 401, after which the default stub drops its session), and it starts
+/// again with the proof this returns.
+async fn renew(ctx: &Ctx, domain: &str, current: Proof, stop: &CancellationToken) -> Proof {
+    let life = ctx.cross.valid_for(&current);
+    let margin = (life / 8).min(Duration::from_secs(1));
+    tokio::time::sleep(life - life / 4).await;
     let peer = ctx.cross.resolve(domain);
     let mut delay = RENEW_RETRY_MIN;
     loop {
         match ctx.cross.proof_for(&peer).await {
             Ok(proof) => return proof,
             Err(e) => {
-                tracing::warn!(domain, error = %e, valid_for = ?ctx.cross.valid_for(&current), "renewing our proof for another domain failed: tried again");
-                tokio::time::sleep(delay).await;
+                let left = ctx.cross.valid_for(&current).saturating_sub(margin);
+                tracing::warn!(domain, error = %e, valid_for = ?left, "renewing our proof for another domain failed: tried again");
+                if left.is_zero() && !stop.is_cancelled() {
+                    tracing::warn!(
+                        domain,
+                        "our proof for another domain expires and its node does not answer: its stub stops until a new proof"
+                    );
+                    stop.cancel();
+                }
+                // Woken at the latest when the stub must stop.
+                let wait = if left.is_zero() {
+                    delay
+                } else {
+                    delay.min(left)
+                };
+                tokio::time::sleep(wait).await;
                 delay = (delay * 2).min(ctx.cross.config().retry.max(RENEW_RETRY_MIN));
             }
         }
