@@ -206,13 +206,19 @@ impl RunningNode {
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let mut metrics = Metrics::new();
         let stub_metrics = rethink_stubs::StubMetrics::new(metrics.registry_mut());
-        let gateway_metrics = stub_metrics.clone();
         let stub_versions = crate::stubhost::RunningVersions::new(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
         // One stub host per node, built when a stubs.dir component is checked or a stub runs.
         let stub_host = Arc::new(crate::stubhost::LazyHost::new(
-            crate::stubhost::host_config(&config.stubs),
+            crate::stubhost::host_config(
+                &config.stubs,
+                if config.cross_domain.enabled {
+                    crate::crossdomain::GATEWAY_INSTANCES
+                } else {
+                    0
+                },
+            ),
             stub_metrics,
         ));
         let catalogue = {
@@ -277,7 +283,7 @@ impl RunningNode {
             &bus,
             &config.stubs,
             crate::stubhost::StubsDeps {
-                host: stub_host,
+                host: Arc::clone(&stub_host),
                 catalogue: Arc::clone(&catalogue),
                 kv: stub_kv.clone(),
                 versions: stub_versions,
@@ -352,9 +358,8 @@ impl RunningNode {
         let _gateways = crate::crossdomain::start_gateways(
             node.bus().clone(),
             node.cross_domain().clone(),
-            gateway_metrics,
+            Arc::clone(&stub_host),
             stub_kv,
-            node.config().stubs.cache_dir.clone(),
             node.shutdown_token().clone(),
         );
         node.appservices().start().await;

@@ -163,3 +163,44 @@ when { context.transport == "node" && context.message_type == "PING" };
         .await;
     assert_eq!(resp["body"]["code"], 404, "{resp}");
 }
+
+#[tokio::test]
+async fn a_hyperty_on_b_subscribes_at_a_and_receives_the_updates_of_an_object_on_a() {
+    let (a, b) = two_nodes().await;
+    let (mut alice, _) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, _) = hyperty(&b, B, "rt-bob").await;
+    // An object reported on A.
+    let from = format!("{}/registry/allocation", alice.url);
+    let resp = alice
+        .request(json!({"type": "create", "from": from,
+            "to": format!("domain://msg-node.{A}/address-allocation"),
+            "body": {"scheme": "comm", "value": {"number": 1}}}))
+        .await;
+    let obj = resp["body"]["value"]["allocated"][0]
+        .as_str()
+        .expect("object")
+        .to_owned();
+    let changes = format!("{obj}/changes");
+
+    // Bob subscribes at A's subscription manager, through A's stub run by B.
+    bob.send(
+        &json!({"id": 1, "type": "subscribe", "from": format!("{}/sm", bob.url),
+        "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": [changes]}}),
+    )
+    .await;
+    let resp = bob.try_recv(FIRST).await.expect("the answer from A's sm");
+    assert_eq!(resp["type"], "response", "{resp}");
+    assert_eq!(resp["id"], 1);
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
+
+    for n in 1..=2 {
+        let update = json!({"id": 10 + n, "type": "update", "from": obj, "to": changes,
+            "body": {"attribute": "n", "value": n}});
+        alice.send(&update).await;
+        let got = bob.recv().await;
+        assert_eq!(got["type"], "update", "{got}");
+        assert_eq!(got["from"], json!(obj));
+        assert_eq!(got["to"], json!(changes));
+        assert_eq!(got["body"]["value"], n, "{got}");
+    }
+}

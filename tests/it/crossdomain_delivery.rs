@@ -269,3 +269,34 @@ async fn a_domain_that_is_down_does_not_hold_up_another() {
         (1..=N).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_that_reconnects_after_the_proof_ttl_still_authenticates() {
+    // B's challenges, so A's proofs for B, live 2 s.
+    const TTL: &str = "2";
+    let ttl = [("RETHINK_CROSS_DOMAIN__PROOF_TTL_SECS", TTL)];
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &ttl).await;
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &ttl).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+
+    // B goes away until the proof A's stub opened with has expired (the wait is the condition
+    // under test, not a synchronisation), then comes back: A's stub must reconnect with a
+    // proof B still accepts.
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    send_accepted(&mut alice, &ha, &hb, 1..=3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = b.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    send_accepted(&mut alice, &ha, &hb, 4..=4).await;
+    assert_eq!(
+        pings_until(&mut bob, 4, &mut a).await,
+        vec![1, 2, 3],
+        "in order, once, after the reconnect"
+    );
+}

@@ -12,17 +12,25 @@
 //! routing on ([`Bus::set_gateway_starter`]), a message for a domain without a gateway opens
 //! the gateway session at once, so the message waits in its outbox while the starter loads
 //! the domain's stub. What a node session sends enters with [`Origin::Node`]: from addresses of
-//! D only, to addresses of this domain only (a node does not relay).
+//! D only, to addresses of this domain only (a node does not relay), except D's own
+//! publications to addresses of D that sessions here subscribed to.
+//!
+//! Subscriptions across domains: a `subscribe` / `unsubscribe` a session here sends to D's
+//! subscription manager (`domain://msg-node.D/sm`) goes to D, and its resources of D are
+//! recorded here too (in the session and the address book, persisted like a local
+//! subscription), so that D's node publishing to them through its node session reaches the
+//! subscribers here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use rethink_proto::{AddressRef, Envelope};
+use rethink_proto::{AddressRef, Envelope, MessageType};
 use tokio::sync::mpsc;
 
 use super::{Bus, Origin, Pending, RouteError, Session};
 use crate::auth::Identity;
-use crate::locks::{read, write};
+use crate::locks::{lock, read, write};
+use crate::store::StoreOp;
 
 /// At most this many domains have a gateway opened on first use (a message naming yet another
 /// domain is answered 404, no route).
@@ -171,6 +179,9 @@ impl Bus {
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
         if let Origin::Node { domain, .. } = origin {
+            if addr.is_in_domain(domain) {
+                return self.publish_remote(domain, env, to, pending);
+            }
             return Err(RouteError::Forbidden(format!(
                 "a node session of {domain} may only reach addresses of {}",
                 self.inner.domain
@@ -178,11 +189,98 @@ impl Bus {
         }
         let domain = remote_domain(addr.authority());
         match self.gateway(domain) {
-            Some(gateway) => self
-                .deliver(&gateway, to, env.shared_json(), pending)
-                .map(|()| None),
+            Some(gateway) => {
+                if let Some(session) = origin.session() {
+                    self.mirror_subscription(env, to, domain, session, pending);
+                }
+                self.deliver(&gateway, to, env.shared_json(), pending)
+                    .map(|()| None)
+            }
             None => Err(RouteError::NoRouteToDomain(domain.to_owned())),
         }
+    }
+
+    /// A publication of domain `domain`'s node to `to`, one of its addresses: to the sessions
+    /// here that subscribed to it (through [`Self::mirror_subscription`]).
+    fn publish_remote(
+        &self,
+        domain: &str,
+        env: &Envelope,
+        to: &str,
+        pending: &mut Pending,
+    ) -> Result<Option<Envelope>, RouteError> {
+        let json = env.shared_json();
+        let published = self.inner.book.with_subscribers(to, |subs| {
+            subs.iter()
+                .try_for_each(|s| self.deliver(s, to, json, pending))
+        });
+        match published {
+            Some(outcome) => outcome.map(|()| None),
+            None => Err(RouteError::Forbidden(format!(
+                "a node session of {domain} may only reach addresses of {}, or addresses of {domain} subscribed to here",
+                self.inner.domain
+            ))),
+        }
+    }
+
+    /// Records here what a `subscribe` / `unsubscribe` of `session` to `domain`'s subscription
+    /// manager asks for its resources in `domain`.
+    fn mirror_subscription(
+        &self,
+        env: &Envelope,
+        to: &str,
+        domain: &str,
+        session: &Arc<Session>,
+        pending: &mut Pending,
+    ) {
+        let subscribe = match env.kind() {
+            MessageType::Subscribe => true,
+            MessageType::Unsubscribe => false,
+            _ => return,
+        };
+        if to != format!("domain://msg-node.{domain}/sm") {
+            return;
+        }
+        let Some(resources) = Self::subscription_resources(env) else {
+            return;
+        };
+        let resources: Vec<String> = resources
+            .into_iter()
+            .filter(|r| AddressRef::parse(r).is_ok_and(|a| a.is_in_domain(domain)))
+            .collect();
+        if resources.is_empty() {
+            return;
+        }
+        {
+            let mut st = lock(&session.state);
+            for r in &resources {
+                let present = st.subscriptions.iter().any(|s| **s == **r);
+                if subscribe && !present {
+                    st.subscriptions.push(Arc::from(r.as_str()));
+                } else if !subscribe && present {
+                    st.subscriptions.retain(|s| **s != **r);
+                }
+            }
+        }
+        for r in &resources {
+            if subscribe {
+                self.inner.book.subscribe(Arc::from(r.as_str()), session);
+            } else {
+                self.inner.book.unsubscribe(r, session);
+            }
+        }
+        let key = Arc::clone(session.key());
+        pending.ops.push(if subscribe {
+            StoreOp::AddSubscriptions {
+                session: key,
+                addresses: resources,
+            }
+        } else {
+            StoreOp::RemoveSubscriptions {
+                session: key,
+                addresses: resources,
+            }
+        });
     }
 }
 

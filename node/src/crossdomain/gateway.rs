@@ -8,62 +8,59 @@
 //! - loads the domain's stub (`CrossDomain::load_stub`: descriptor signature, sha256, cache),
 //!   fetches a challenge from its node and signs it (our proof, the stub's `token`), checks the
 //!   component in the host and starts it with egress only to the descriptor's origins, the whole
-//!   remote domain as its addresses and listeners, `runtime` = `hyperty-runtime://<D>/node/<us>`;
-//!   a pump moves the outbox's frames into its mailbox, each with its outbox position as
-//!   `gseq`, and acknowledges them only once the stub holds them durably (`held.rs`): the
+//!   remote domain as its addresses and listeners, `runtime` = `hyperty-runtime://<D>/node/<us>`,
+//!   on the node's one stub host (`stubhost::LazyHost`); the stub host's pump moves the
+//!   outbox's frames into its mailbox, each with its outbox position as `gseq`, and
+//!   acknowledges them only once the stub holds them durably (`AckRule::Held`, `held.rs`): the
 //!   outbox (persisted in bus.db, its frames settled for their senders by the group commit)
 //!   and then the stub's store are the domain's persisted queue, so a SIGKILL of this node or
-//!   a trap of the stub loses nothing; a router passes what the stub hands back through
-//!   `Bus::authorize` / `route` as [`Origin::Node`];
+//!   a trap of the stub loses nothing; the stub host's router passes what the stub hands back
+//!   through `Bus::authorize` / `route` as [`Origin::Node`];
 //! - if any of that fails, logs why once and answers every message for the domain with the
 //!   error's code (502, 504 for a timeout) naming the domain, for `cross_domain.retry_secs`,
 //!   then tries again.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rethink_crossdomain::CrossDomainError;
-use rethink_proto::{Code, Envelope, MessageType};
-use rethink_stubs::{
-    BreakerState, BusPort, Failure, Host, HostConfig, KvStore, LostReason, Mailbox, Refused,
-    StubMetrics, StubSpec,
-};
-use tokio::sync::{mpsc, watch};
+use rethink_proto::{Code, Envelope};
+use rethink_stubs::{KvStore, StubSpec};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::CrossDomain;
 use super::held::HeldKv;
+use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
-use crate::locks::lock;
-use crate::ws::codec;
+use crate::stubhost::{
+    AckRule, LazyHost, NodePort, Outgoing, Pump, PumpTarget, answer_error, frame_seq, route_stub,
+};
 
-/// Frames taken from the outbox at once.
+/// Frames taken from the outbox at once while the domain is refused.
 const BATCH: usize = 64;
 /// Messages a stub may have handed back and not yet routed.
 const OUTGOING: usize = 1024;
-/// How often a full mailbox is retried.
-const RETRY_FULL: Duration = Duration::from_millis(5);
+/// Stub instances the node's host keeps for other domains' stubs (one per domain at once).
+pub const GATEWAY_INSTANCES: u32 = 16;
 
 /// What a task of one domain needs.
 #[derive(Debug, Clone)]
 struct Ctx {
     bus: Bus,
     cross: CrossDomain,
-    host: Host,
+    host: Arc<LazyHost>,
     kv: Arc<dyn KvStore>,
     shutdown: CancellationToken,
 }
 
-/// Turns on routing to other domains and runs their stubs until `shutdown` (nothing when
-/// `cross_domain.enabled` is off).
+/// Turns on routing to other domains and runs their stubs on the node's stub `host` until
+/// `shutdown` (nothing when `cross_domain.enabled` is off).
 pub fn start_gateways(
     bus: Bus,
     cross: CrossDomain,
-    metrics: StubMetrics,
+    host: Arc<LazyHost>,
     kv: Arc<dyn KvStore>,
-    cache_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -75,31 +72,15 @@ pub fn start_gateways(
         let _ = tx.send(d);
     }
     tokio::spawn(async move {
-        let mut host: Option<Host> = None;
         loop {
             let domain = tokio::select! {
                 () = shutdown.cancelled() => return,
                 d = rx.recv() => match d { Some(d) => d, None => return },
             };
-            if host.is_none() {
-                let config = HostConfig {
-                    cache_dir: Some(cache_dir.clone()),
-                    threads: 1,
-                    ..HostConfig::default()
-                };
-                match Host::new(config, metrics.clone()) {
-                    Ok(h) => host = Some(h),
-                    Err(e) => {
-                        tracing::error!(error = %e, "no stub host for other domains' stubs");
-                        continue;
-                    }
-                }
-            }
-            let Some(h) = host.clone() else { continue };
             let ctx = Ctx {
                 bus: bus.clone(),
                 cross: cross.clone(),
-                host: h,
+                host: Arc::clone(&host),
                 kv: Arc::clone(&kv),
                 shutdown: shutdown.clone(),
             };
@@ -127,17 +108,37 @@ async fn run_domain(ctx: Ctx, domain: String) {
     let Some(session) = bus.session_by_runtime(&bus.gateway_runtime_url(&domain)) else {
         return;
     };
-    let connection = bus.next_connection_id();
+    let mut connection = bus.next_connection_id();
     let _ = bus.attach(&session, connection, None).await;
     let origin = Origin::Node {
         session: Arc::clone(&session),
         domain: Arc::from(domain.as_str()),
     };
+    let mut renewed = None;
     while !ctx.shutdown.is_cancelled() {
-        match start_stub(&ctx, &domain).await {
-            Ok(running) => {
-                run_stub(&ctx, &session, connection, &origin, running).await;
-                break;
+        match start_stub(&ctx, &domain, renewed.take()).await {
+            Ok((running, proof)) => {
+                let stop = ctx.shutdown.child_token();
+                // The stub stops when a new proof is in hand, or when ours is about to expire
+                // with none (`renew`); the renewal goes on until shutdown.
+                let renewal = async {
+                    let p = tokio::select! {
+                        p = renew(&ctx, &domain, proof, &stop) => Some(p),
+                        () = ctx.shutdown.cancelled() => None,
+                    };
+                    stop.cancel();
+                    p
+                };
+                let run = run_stub(&ctx, &session, connection, &origin, &domain, &stop, running);
+                let (proof, ()) = tokio::join!(renewal, run);
+                let Some(proof) = proof else { break };
+                // The next instance gets what the outbox still holds from the start (what
+                // the stopped one holds is a replay to it: `held.rs`).
+                bus.detach(&session, connection);
+                connection = bus.next_connection_id();
+                let _ = bus.attach(&session, connection, None).await;
+                tracing::info!(domain = %domain, "our proof for another domain is renewed: its stub restarts with it");
+                renewed = Some(proof);
             }
             Err(e) => {
                 tracing::warn!(
@@ -154,31 +155,94 @@ async fn run_domain(ctx: Ctx, domain: String) {
     bus.detach(&session, connection);
 }
 
+/// Shortest wait before a failed renewal is tried again (doubling up to
+/// `cross_domain.retry_secs`).
+const RENEW_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// A fresh proof for `domain`'s node, fetched once three quarters of the life of `current`
+/// have passed, so that the stub never reconnects with an expired one. Failures (that node
+/// down) are retried with a backoff; the stub keeps running meanwhile, its queue with it, until
+/// `current` is within an eighth of its life (at most 1 s) of expiring: then `stop` stops it
+/// (its messages stay in the outbox and its store, on disk) so that it never presents an
+/// expired proof (refused 401, after which the default stub drops its session), and it starts
+/// again with the proof this returns.
+async fn renew(ctx: &Ctx, domain: &str, current: Proof, stop: &CancellationToken) -> Proof {
+    let life = ctx.cross.valid_for(&current);
+    let margin = (life / 8).min(Duration::from_secs(1));
+    tokio::time::sleep(life - life / 4).await;
+    let peer = ctx.cross.resolve(domain);
+    let mut delay = RENEW_RETRY_MIN;
+    loop {
+        match ctx.cross.proof_for(&peer).await {
+            Ok(proof) => return proof,
+            Err(e) => {
+                let left = ctx.cross.valid_for(&current).saturating_sub(margin);
+                tracing::warn!(domain, error = %e, valid_for = ?left, "renewing our proof for another domain failed: tried again");
+                if left.is_zero() && !stop.is_cancelled() {
+                    tracing::warn!(
+                        domain,
+                        "our proof for another domain expires and its node does not answer: its stub stops until a new proof"
+                    );
+                    stop.cancel();
+                }
+                // Woken at the latest when the stub must stop.
+                let wait = if left.is_zero() {
+                    delay
+                } else {
+                    delay.min(left)
+                };
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(ctx.cross.config().retry.max(RENEW_RETRY_MIN));
+            }
+        }
+    }
+}
+
 /// A started stub of another domain.
 struct Running {
     handle: rethink_stubs::StubHandle,
-    port: Arc<GatewayPort>,
+    target: PumpTarget,
     sends: mpsc::Receiver<Outgoing>,
     lost: mpsc::UnboundedReceiver<Outgoing>,
     /// The highest outbox position the stub holds durably.
-    held: watch::Receiver<u64>,
+    held: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Key-value bytes a stub of another domain may keep (its queue is stored there).
 const STUB_KV_TOTAL: usize = 256 << 20;
 
-async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError> {
+/// Starts `domain`'s stub with `proof` (a fresh one fetched when `None`).
+async fn start_stub(
+    ctx: &Ctx,
+    domain: &str,
+    proof: Option<Proof>,
+) -> Result<(Running, Proof), CrossDomainError> {
     let stub = ctx.cross.load_stub(domain).await?;
-    let peer = ctx.cross.resolve(domain);
-    let token = ctx.cross.proof_for(&peer).await?;
-    let checked = ctx
-        .host
-        .check(&stub.bytes)
-        .map_err(|e| CrossDomainError::Malformed {
-            domain: domain.to_owned(),
-            what: "the stub component",
-            problem: e.to_string(),
-        })?;
+
+    let malformed = |e: rethink_stubs::StubError| CrossDomainError::Malformed {
+        domain: domain.to_owned(),
+        what: "the stub component",
+        problem: e.to_string(),
+    };
+    let host = ctx.host.get().map_err(malformed)?;
+    let checked = {
+        let host = host.clone();
+        let bytes = stub.bytes.clone();
+        tokio::task::spawn_blocking(move || host.check(&bytes))
+            .await
+            .map_err(|e| CrossDomainError::Malformed {
+                domain: domain.to_owned(),
+                what: "the stub component",
+                problem: format!("the check did not finish: {e}"),
+            })?
+            .map_err(malformed)?
+    };
+    // Fetched once the component is ready (a compilation can take longer than a short
+    // proof TTL).
+    let proof = match proof {
+        Some(p) => p,
+        None => ctx.cross.proof_for(&ctx.cross.resolve(domain)).await?,
+    };
     let addresses = domain_addresses(domain);
     let ours = [
         "runtime",
@@ -198,7 +262,7 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
         "runtime".into(),
         format!("hyperty-runtime://{domain}/node/{}", ctx.bus.domain()),
     ));
-    config.push(("token".into(), token));
+    config.push(("token".into(), proof.token.clone()));
     config.push(("listen".into(), addresses.join(",")));
     let cd = ctx.cross.config();
     config.push(("queue_max".into(), cd.queue_limit.to_string()));
@@ -213,176 +277,74 @@ async fn start_stub(ctx: &Ctx, domain: &str) -> Result<Running, CrossDomainError
     spec.allow = stub.origins.clone();
     spec.mailbox = 1024;
     spec.kv_limits.2 = STUB_KV_TOTAL;
-    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv));
+    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
     let (sends_tx, sends) = mpsc::channel(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
-    let port = Arc::new(GatewayPort {
-        sends: sends_tx,
-        lost: lost_tx,
-        listeners: Mutex::new(Vec::new()),
-    });
-    let handle = ctx.host.start(&checked, spec, port.clone(), Arc::new(kv));
+    let port = Arc::new(NodePort::new(sends_tx, lost_tx));
+    let handle = host.start(&checked, spec, port.clone(), Arc::new(kv));
     handle.started().await;
     tracing::info!(domain, version = %stub.version, sha256 = %stub.sha256, "the stub of another domain is running");
-    Ok(Running {
-        handle,
+    let target = PumpTarget {
         port,
-        sends,
-        lost,
-        held,
-    })
+        mailbox: handle.mailbox(),
+    };
+    Ok((
+        Running {
+            handle,
+            target,
+            sends,
+            lost,
+            held,
+        },
+        proof,
+    ))
 }
 
-/// Runs the pump and the router of a started stub until shutdown.
+/// Runs the stub host's pump (acknowledging what the stub holds) and router of a started
+/// stub until `stop`, then stops the stub (it handles what its mailbox holds).
 async fn run_stub(
     ctx: &Ctx,
     session: &Arc<Session>,
     connection: u64,
     origin: &Origin,
+    domain: &str,
+    stop: &CancellationToken,
     running: Running,
 ) {
     let Running {
         handle,
-        port,
+        target,
         sends,
         lost,
-        mut held,
+        held,
     } = running;
-    let router = tokio::spawn(route_back(
+    let router = tokio::spawn(route_stub(
         ctx.bus.clone(),
         Arc::clone(session),
         origin.clone(),
+        format!("of {domain}"),
         sends,
         lost,
     ));
-    let mailbox = handle.mailbox();
-    let mut frames = Vec::with_capacity(BATCH);
-    let mut settles = Vec::new();
-    // Frames handed on and not yet acknowledged: (outbox seq, whether it waits for the stub
-    // to hold it; false when it was answered here).
-    let mut handed: VecDeque<(u64, bool)> = VecDeque::new();
-    'pump: loop {
-        frames.clear();
-        // The senders are settled by the group commit of their frames (durable here), not
-        // when the stub's mailbox takes them.
-        settles.clear();
-        session.take_unsent(connection, BATCH, &mut frames, &mut settles);
-        if frames.is_empty() {
-            tokio::select! {
-                () = ctx.shutdown.cancelled() => break 'pump,
-                () = session.wait_for_frames() => continue,
-                r = held.changed() => {
-                    if r.is_err() {
-                        break 'pump;
-                    }
-                    let upto = *held.borrow_and_update();
-                    release(&ctx.bus, session, &mut handed, upto).await;
-                    continue;
-                }
-            }
-        }
-        for frame in frames.drain(..) {
-            let Some(seq) = frame_seq(&frame) else {
-                continue;
-            };
-            let to_stub = match Envelope::parse(&with_gseq(&frame)) {
-                Ok(env) => match deliver(&port, &mailbox, env, &ctx.shutdown).await {
-                    Handed::ToStub => true,
-                    Handed::Answered => false,
-                    Handed::ShutDown => break 'pump,
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "an outbox frame does not parse");
-                    false
-                }
-            };
-            handed.push_back((seq, to_stub));
-        }
-        let upto = *held.borrow_and_update();
-        release(&ctx.bus, session, &mut handed, upto).await;
+    // No swaps: a closed channel.
+    let (_, swaps) = mpsc::channel(1);
+    Pump {
+        bus: ctx.bus.clone(),
+        session: Arc::clone(session),
+        connection,
+        cancel: stop.clone(),
+        target,
+        swaps,
+        ack: AckRule::Held(held),
     }
+    .run()
+    .await;
     handle.stop().await;
-    drop(port);
     if tokio::time::timeout(Duration::from_secs(5), router)
         .await
         .is_err()
     {
         tracing::warn!("a gateway's router did not finish within 5 s");
-    }
-}
-
-/// Acknowledges the outbox up to the last frame of `handed` that needs nothing more: answered
-/// here, or held by the stub (`upto`).
-async fn release(bus: &Bus, session: &Arc<Session>, handed: &mut VecDeque<(u64, bool)>, upto: u64) {
-    let mut last = None;
-    while let Some(&(seq, to_stub)) = handed.front() {
-        if to_stub && seq > upto {
-            break;
-        }
-        last = Some(seq);
-        handed.pop_front();
-    }
-    if let Some(seq) = last {
-        bus.ack(session, seq).await;
-    }
-}
-
-/// The frame with its `seq` renamed `gseq` (an outbox frame starts with `{"seq":`), so that
-/// the stub sees its outbox position.
-fn with_gseq(frame: &str) -> std::borrow::Cow<'_, str> {
-    match frame.strip_prefix("{\"seq\":") {
-        Some(rest) => format!("{{\"gseq\":{rest}").into(),
-        None => frame.into(),
-    }
-}
-
-/// Where [`deliver`] put a message.
-enum Handed {
-    /// In the stub's mailbox.
-    ToStub,
-    /// Answered here (breaker open, not listened to, stub gone).
-    Answered,
-    ShutDown,
-}
-
-/// The seq of a frame the outbox rendered (`{"seq":N,...`).
-fn frame_seq(frame: &str) -> Option<u64> {
-    let rest = frame.strip_prefix("{\"seq\":")?;
-    let end = rest.find(',')?;
-    rest[..end].parse().ok()
-}
-
-/// Puts `env` in the mailbox, waiting while it is full, or has it answered.
-async fn deliver(
-    port: &GatewayPort,
-    mailbox: &Mailbox,
-    env: Envelope,
-    shutdown: &CancellationToken,
-) -> Handed {
-    if mailbox.breaker() == BreakerState::Open {
-        port.report_lost(env, LostReason::Unavailable);
-        return Handed::Answered;
-    }
-    if !env.to().any(|to| port.listens(to)) {
-        port.report_lost(env, LostReason::NotListening);
-        return Handed::Answered;
-    }
-    let mut env = env;
-    loop {
-        match mailbox.deliver(env) {
-            Ok(()) => return Handed::ToStub,
-            Err((Refused::MailboxFull, back)) => {
-                env = back;
-                tokio::select! {
-                    () = shutdown.cancelled() => return Handed::ShutDown,
-                    () = tokio::time::sleep(RETRY_FULL) => {}
-                }
-            }
-            Err((_, back)) => {
-                port.report_lost(back, LostReason::Unavailable);
-                return Handed::Answered;
-            }
-        }
     }
 }
 
@@ -424,146 +386,5 @@ async fn refuse_for(
         for s in settles.drain(..) {
             s.fire();
         }
-    }
-}
-
-/// Answers the sender of `env` (a message for the other domain) with `code`, from the address
-/// it was sent to.
-async fn answer_error(bus: &Bus, origin: &Origin, env: &Envelope, code: Code, description: &str) {
-    if *env.kind() == MessageType::Response {
-        tracing::debug!(
-            id = env.id_json(),
-            "a response to another domain was not delivered"
-        );
-        return;
-    }
-    let reply = codec::error_response(env.id_json(), env.first_to(), env.from(), code, description);
-    match bus.authorize(&reply, origin) {
-        Ok(permit) => {
-            let report = bus.route(permit).await;
-            for f in &report.failures {
-                tracing::debug!(error = %f.error, "an error answer from a gateway was not delivered");
-            }
-        }
-        Err(denied) => tracing::debug!(%denied, "an error answer from a gateway was refused"),
-    }
-}
-
-/// Routes what the stub hands back (messages of the other domain), and answers the senders of
-/// messages it lost.
-async fn route_back(
-    bus: Bus,
-    session: Arc<Session>,
-    origin: Origin,
-    mut sends: mpsc::Receiver<Outgoing>,
-    mut lost: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    loop {
-        let item = tokio::select! {
-            biased;
-            Some(item) = lost.recv() => item,
-            item = sends.recv() => match item {
-                Some(item) => item,
-                None => match lost.try_recv() {
-                    Ok(item) => item,
-                    Err(_) => return,
-                },
-            },
-        };
-        match item {
-            Outgoing::Send(env) => send(&bus, &session, &origin, env).await,
-            Outgoing::Lost(env, reason) => {
-                let description = format!("the stub of the other domain: {reason}");
-                answer_error(&bus, &origin, &env, Code(reason.code()), &description).await;
-            }
-        }
-    }
-}
-
-/// One message of the other domain into our bus; a refusal goes back to its sender through
-/// the gateway (and so the stub).
-async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope) {
-    let env = crate::bus::identity::stamp(&env, origin).unwrap_or(env);
-    let answer = match bus.authorize(&env, origin) {
-        Err(denied) => Some(codec::error_response(
-            env.id_json(),
-            env.first_to(),
-            env.from(),
-            codec::denied_code(&denied),
-            &denied.to_string(),
-        )),
-        Ok(permit) => {
-            let report = bus.route(permit).await;
-            codec::failures_response(&env, &report.failures)
-        }
-    };
-    if let Some(a) = answer
-        && *env.kind() != MessageType::Response
-        && bus.answer(session, &a).await.is_err()
-    {
-        tracing::debug!("a gateway ended before its answer");
-    }
-}
-
-/// Something for a gateway's router.
-#[derive(Debug)]
-enum Outgoing {
-    Send(Envelope),
-    Lost(Envelope, LostReason),
-}
-
-/// The bus as another domain's stub sees it.
-#[derive(Debug)]
-struct GatewayPort {
-    sends: mpsc::Sender<Outgoing>,
-    /// Only messages the mailbox accepted can be lost: bounded by it.
-    lost: mpsc::UnboundedSender<Outgoing>,
-    listeners: Mutex<Vec<String>>,
-}
-
-impl GatewayPort {
-    fn listens(&self, address: &str) -> bool {
-        lock(&self.listeners).iter().any(|l| {
-            address == l
-                || address
-                    .strip_prefix(l.as_str())
-                    .is_some_and(|rest| l.ends_with('/') || rest.starts_with('/'))
-        })
-    }
-
-    fn report_lost(&self, message: Envelope, reason: LostReason) {
-        let _ = self.lost.send(Outgoing::Lost(message, reason));
-    }
-}
-
-impl BusPort for GatewayPort {
-    fn send(&self, stub: &str, message: Envelope) -> Result<(), Failure> {
-        self.sends
-            .try_send(Outgoing::Send(message))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Failure::new(
-                    503,
-                    format!("stub {stub}: the outgoing queue is full, try again later"),
-                ),
-                mpsc::error::TrySendError::Closed(_) => {
-                    Failure::new(503, format!("stub {stub}: the node is stopping"))
-                }
-            })
-    }
-
-    fn add_listener(&self, _stub: &str, address: &str) -> Result<(), Failure> {
-        let mut l = lock(&self.listeners);
-        if !l.iter().any(|a| a == address) {
-            l.push(address.to_owned());
-        }
-        Ok(())
-    }
-
-    fn remove_listener(&self, _stub: &str, address: &str) {
-        lock(&self.listeners).retain(|a| a != address);
-    }
-
-    fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
-        self.report_lost(message, reason);
     }
 }

@@ -14,6 +14,9 @@ use rethink_stubs::{BoxFuture, Failure, KvStore};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+/// The key of our `default` stub's session record, which carries its `g`.
+const SESSION_KEY: &str = "session";
+
 /// The stub's store, reporting the highest `g` written.
 #[derive(Debug)]
 pub(super) struct HeldKv {
@@ -27,9 +30,17 @@ struct Held {
 }
 
 impl HeldKv {
-    /// Over `inner`; the receiver sees the highest `g` committed.
-    pub(super) fn new(inner: Arc<dyn KvStore>) -> (Self, watch::Receiver<u64>) {
-        let (held, rx) = watch::channel(0);
+    /// Over `inner`; the receiver sees the highest `g` committed, starting from what the
+    /// stub's session record (`SESSION_KEY`) of `stub` says it holds already (a restarted
+    /// stub ignores the replays of those, so they are acknowledged without a new write).
+    pub(super) async fn new(inner: Arc<dyn KvStore>, stub: &str) -> (Self, watch::Receiver<u64>) {
+        let start = inner
+            .get(stub, SESSION_KEY)
+            .await
+            .as_deref()
+            .and_then(held_of)
+            .unwrap_or(0);
+        let (held, rx) = watch::channel(start);
         (Self { inner, held }, rx)
     }
 }

@@ -15,7 +15,7 @@ mod gateway;
 mod held;
 mod http;
 
-pub use gateway::start_gateways;
+pub use gateway::{GATEWAY_INSTANCES, start_gateways};
 pub use http::routes;
 
 use std::sync::Arc;
@@ -34,6 +34,15 @@ use crate::bus::{Bus, Session};
 use crate::clock::Clock;
 use crate::config::{Config, CrossDomainConfig};
 use crate::rooms::Rooms;
+
+/// Our proof of this node's domain for another node (its `rethink-node-proof:` token), valid
+/// until the challenge it answers expires (`cross_domain.proof_ttl_secs` of that node).
+#[derive(Debug, Clone)]
+pub(crate) struct Proof {
+    pub(crate) token: String,
+    /// When the other node stops accepting it (unix ms).
+    pub(crate) expires_ms: u64,
+}
 
 /// The file under `cross_domain.cache_dir` holding the secret node challenges are
 /// authenticated with (created at the first start), so that they survive a restart.
@@ -222,9 +231,14 @@ impl CrossDomain {
         }
     }
 
+    /// How long from now until `proof` expires (zero once it has).
+    pub(crate) fn valid_for(&self, proof: &Proof) -> std::time::Duration {
+        std::time::Duration::from_millis(proof.expires_ms.saturating_sub(self.now_ms()))
+    }
+
     /// Our proof for `peer`'s node: a challenge fetched from it, signed with our server key,
     /// as a node token.
-    pub(crate) async fn proof_for(&self, peer: &PeerUrls) -> Result<String, CrossDomainError> {
+    pub(crate) async fn proof_for(&self, peer: &PeerUrls) -> Result<Proof, CrossDomainError> {
         let url = format!("{}{}", peer.base_url, http::CHALLENGE_PATH);
         let body = self
             .inner
@@ -249,7 +263,10 @@ impl CrossDomain {
             .server_key()
             .sign_json(&mut object)
             .map_err(|e| CrossDomainError::Proof(format!("signing our proof: {e}")))?;
-        Ok(proof::token(&object))
+        Ok(Proof {
+            token: proof::token(&object),
+            expires_ms: challenge.expires_ts,
+        })
     }
 
     /// `domain`'s stub, verified (fetched again only when its version or hash changed).

@@ -1,10 +1,48 @@
 //! The stubs' key-value store, persisted beside the bus's store (table `stub_kv`, migration
 //! `0002_stub_kv.sql`) so a stub's data survives its restarts and the node's: [`SqliteKv`] in
 //! `bus.db`, [`PgKv`] in PostgreSQL (`store.url`). Sizes are counted in bytes (keys and values)
-//! by both; a database failure is a 503 to the stub.
+//! by both; a database failure is a 503 to the stub. Each stub's total is kept in
+//! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
+//! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
 
 use rethink_stubs::{BoxFuture, Failure, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
+
+/// The bytes a key and its value count for.
+fn size_of(key: &str, value: &[u8]) -> i64 {
+    i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
+}
+
+/// Adds to the stub's total the size of the new value (bind 2) less that of the value it
+/// replaces, and returns the new total (binds: stub, size, stub, key). A write first, so the
+/// transaction takes the write lock at once (waiting for the bus's writer like any writer); a
+/// read first would have to upgrade its snapshot, which SQLite refuses (SQLITE_BUSY) when the
+/// bus wrote meanwhile.
+const SQLITE_ADD_TO_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES (?, ? - \
+     COALESCE((SELECT length(CAST(key AS BLOB)) + length(value) FROM stub_kv \
+     WHERE stub = ? AND key = ?), 0)) \
+     ON CONFLICT (stub) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes";
+
+/// Takes from the stub's total the size of the value deleted (binds: stub, key, stub).
+const SQLITE_SUB_FROM_TOTAL: &str = "UPDATE stub_kv_total SET bytes = bytes - \
+     COALESCE((SELECT length(CAST(key AS BLOB)) + length(value) FROM stub_kv \
+     WHERE stub = ? AND key = ?), 0) WHERE stub = ?";
+
+/// One stub's writes wait for each other (a lock held to the commit): the size a write
+/// replaces is read after the previous write of that stub committed.
+const PG_LOCK_STUB: &str = "SELECT pg_advisory_xact_lock(hashtextextended('stub_kv/' || $1, 0))";
+
+/// As [`SQLITE_ADD_TO_TOTAL`] (binds: stub, size, key).
+const PG_ADD_TO_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2 - \
+     COALESCE((SELECT octet_length(key) + octet_length(value) FROM stub_kv \
+     WHERE stub = $1 AND key = $3), 0)) \
+     ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + EXCLUDED.bytes \
+     RETURNING bytes";
+
+/// As [`SQLITE_SUB_FROM_TOTAL`] (binds: stub, key).
+const PG_SUB_FROM_TOTAL: &str = "UPDATE stub_kv_total SET bytes = bytes - \
+     COALESCE((SELECT octet_length(key) + octet_length(value) FROM stub_kv \
+     WHERE stub = $1 AND key = $2), 0) WHERE stub = $1";
 
 /// The stubs' persisted key-value store.
 #[derive(Debug, Clone)]
@@ -46,10 +84,18 @@ impl KvStore for SqliteKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            // The write comes first, so the transaction takes the write lock at once (waiting
-            // for the bus's writer like any writer); a read first would have to upgrade its
-            // snapshot, which SQLite refuses (SQLITE_BUSY) when the bus wrote meanwhile.
+            // The count first: a write (see `SQLITE_ADD_TO_TOTAL`).
             let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            let total: i64 = sqlx::query_scalar(SQLITE_ADD_TO_TOTAL)
+                .bind(stub)
+                .bind(size_of(key, &value))
+                .bind(stub)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| failed(&e))?;
+            // Over the quota: dropping the transaction rolls the count back.
+            within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
                 "INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?) \
                  ON CONFLICT (stub, key) DO UPDATE SET value = excluded.value",
@@ -60,28 +106,28 @@ impl KvStore for SqliteKv {
             .execute(&mut *tx)
             .await
             .map_err(|e| failed(&e))?;
-            let total: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) \
-                 FROM stub_kv WHERE stub = ?",
-            )
-            .bind(stub)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| failed(&e))?;
-            // Over the quota: dropping the transaction rolls the write back.
-            within_quota(total as usize, max_total)?;
             tx.commit().await.map_err(|e| failed(&e))
         })
     }
 
     fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = sqlx::query("DELETE FROM stub_kv WHERE stub = ? AND key = ?")
-                .bind(stub)
-                .bind(key)
-                .execute(&self.pool)
-                .await
-            {
+            let deleted = async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(SQLITE_SUB_FROM_TOTAL)
+                    .bind(stub)
+                    .bind(key)
+                    .bind(stub)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM stub_kv WHERE stub = ? AND key = ?")
+                    .bind(stub)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = deleted.await {
                 failed(&e);
             }
         })
@@ -153,24 +199,20 @@ impl KvStore for PgKv {
             let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
             // Two writes of one stub would both pass the quota check on what the other has not
             // committed yet: one stub's writes wait for each other (a lock held to the commit).
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('stub_kv/' || $1, 0))")
+            sqlx::query(PG_LOCK_STUB)
                 .bind(stub)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| failed(&e))?;
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(octet_length(key) + octet_length(value)), 0)::BIGINT \
-                 FROM stub_kv WHERE stub = $1 AND key <> $2",
-            )
-            .bind(stub)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| failed(&e))?;
-            within_quota(
-                usize::try_from(others).unwrap_or(usize::MAX) + key.len() + value.len(),
-                max_total,
-            )?;
+            let total: i64 = sqlx::query_scalar(PG_ADD_TO_TOTAL)
+                .bind(stub)
+                .bind(size_of(key, &value))
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| failed(&e))?;
+            // Over the quota: dropping the transaction rolls the count back.
+            within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
                 "INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3) \
                  ON CONFLICT (stub, key) DO UPDATE SET value = EXCLUDED.value",
@@ -187,12 +229,25 @@ impl KvStore for PgKv {
 
     fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = sqlx::query("DELETE FROM stub_kv WHERE stub = $1 AND key = $2")
-                .bind(stub)
-                .bind(key)
-                .execute(&self.pool)
-                .await
-            {
+            let deleted = async {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(PG_LOCK_STUB)
+                    .bind(stub)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(PG_SUB_FROM_TOTAL)
+                    .bind(stub)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM stub_kv WHERE stub = $1 AND key = $2")
+                    .bind(stub)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = deleted.await {
                 failed(&e);
             }
         })

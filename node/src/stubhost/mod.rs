@@ -43,10 +43,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, RouteError, Session};
+use crate::bus::{Bus, Origin, RouteError, Session};
 use crate::config::{StubRunConfig, StubSource, StubsConfig};
 use follow::{Follower, Instance, Launcher, catalogue_version};
-use pump::Pump;
+pub(crate) use port::{NodePort, Outgoing};
+pub(crate) use pump::{AckRule, Pump, PumpTarget, frame_seq};
+pub(crate) use router::{answer_error, route_stub};
 
 /// Messages a stub may have sent and not yet routed.
 const OUTGOING: usize = 256;
@@ -115,10 +117,15 @@ impl std::fmt::Debug for RunningStubs {
 
 /// The host's settings for `config`: room for two instances per configured stub (an old
 /// version draining beside its replacement).
-pub fn host_config(config: &StubsConfig) -> HostConfig {
+/// `gateways`: instances kept for other domains' stubs (`crate::crossdomain`), which run on
+/// the same host.
+pub fn host_config(config: &StubsConfig, gateways: u32) -> HostConfig {
     HostConfig {
         cache_dir: Some(config.cache_dir.clone()),
-        max_instances: (config.run.len() as u32).saturating_mul(2).max(1),
+        max_instances: (config.run.len() as u32)
+            .saturating_mul(2)
+            .saturating_add(gateways)
+            .max(1),
         ..HostConfig::default()
     }
 }
@@ -261,12 +268,14 @@ async fn start_one(
             cancel: cancel.clone(),
             target,
             swaps: swaps_rx,
+            ack: AckRule::Delivered,
         }
         .run(),
     );
     let router = tokio::spawn(router::route_stub(
         bus.clone(),
         Arc::clone(&session),
+        Origin::Stub(Arc::clone(&session)),
         name.clone(),
         sends_rx,
         lost_rx,

@@ -14,7 +14,7 @@ use crate::locks::lock;
 
 /// Something for the stub's router task.
 #[derive(Debug)]
-pub(super) enum Outgoing {
+pub(crate) enum Outgoing {
     /// A message the stub sent.
     Send(Envelope),
     /// A message accepted by the stub and lost: its sender is owed an answer.
@@ -23,7 +23,7 @@ pub(super) enum Outgoing {
 
 /// The port of one running stub.
 #[derive(Debug)]
-pub(super) struct NodePort {
+pub(crate) struct NodePort {
     sends: mpsc::Sender<Outgoing>,
     /// Unbounded, but only messages the mailbox accepted can be lost: bounded by it.
     lost: mpsc::UnboundedSender<Outgoing>,
@@ -31,7 +31,7 @@ pub(super) struct NodePort {
 }
 
 impl NodePort {
-    pub(super) fn new(
+    pub(crate) fn new(
         sends: mpsc::Sender<Outgoing>,
         lost: mpsc::UnboundedSender<Outgoing>,
     ) -> Self {
@@ -43,7 +43,7 @@ impl NodePort {
     }
 
     /// Whether some listener covers `address` (is it, or above it).
-    pub(super) fn listens(&self, address: &str) -> bool {
+    pub(crate) fn listens(&self, address: &str) -> bool {
         lock(&self.listeners).iter().any(|l| {
             address == l
                 || address
@@ -53,7 +53,7 @@ impl NodePort {
     }
 
     /// Reports `message` lost (also used by the pump when the stub refuses it).
-    pub(super) fn report_lost(&self, message: Envelope, reason: LostReason) {
+    pub(crate) fn report_lost(&self, message: Envelope, reason: LostReason) {
         if self.lost.send(Outgoing::Lost(message, reason)).is_err() {
             tracing::warn!("a stub's router has stopped: a lost message is not answered");
         }

@@ -4,16 +4,22 @@
 //! naming the stub); while the mailbox is full the frames wait in the outbox; with the breaker
 //! open they are answered 503.
 //!
+//! The gateway of another domain (`crate::crossdomain`) runs the same pump with
+//! [`AckRule::Held`]: each frame goes in with its outbox position as `gseq`, and the outbox is
+//! acknowledged only up to what the stub's store holds durably (`crossdomain/held.rs`), the
+//! senders being settled by the group commit of their frames.
+//!
 //! A [`Swap`] (a replaced stub, `super::follow`) changes the instance the pump delivers to,
 //! between two frames: every frame goes to exactly one instance, the old one gets nothing after
 //! the swap is confirmed, so it can drain its mailbox and stop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rethink_proto::Envelope;
 use rethink_stubs::{BreakerState, LostReason, Mailbox, Refused};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::port::NodePort;
@@ -24,28 +30,57 @@ const BATCH: usize = 64;
 /// How often the pump retries a full mailbox.
 const RETRY: Duration = Duration::from_millis(5);
 
+/// When the pump acknowledges the outbox.
+pub(crate) enum AckRule {
+    /// Once the mailbox took a frame; the frame's sender is settled then.
+    Delivered,
+    /// Once the stub holds the frame durably: up to the highest outbox position the receiver
+    /// reports (frames are handed over with that position as `gseq`). Senders are settled by
+    /// the group commit of their frames.
+    Held(watch::Receiver<u64>),
+}
+
+/// What became of a frame given to [`Pump::deliver`].
+enum Handed {
+    /// In a mailbox.
+    ToStub,
+    /// Answered here (breaker open, not listened to, stub gone).
+    Answered,
+}
+
 /// What the pump delivers into: an instance's mailbox, and where refusals are reported.
-pub(super) struct PumpTarget {
-    pub(super) port: Arc<NodePort>,
-    pub(super) mailbox: Mailbox,
+pub(crate) struct PumpTarget {
+    pub(crate) port: Arc<NodePort>,
+    pub(crate) mailbox: Mailbox,
 }
 
 /// Deliver to `target` from now on; `done` fires once the pump will deliver nothing more to the
 /// previous target.
-pub(super) struct Swap {
+pub(crate) struct Swap {
     pub(super) target: PumpTarget,
     pub(super) done: oneshot::Sender<()>,
 }
 
 /// The pump of one stub instance name.
-pub(super) struct Pump {
-    pub(super) bus: Bus,
-    pub(super) session: Arc<Session>,
-    pub(super) connection: u64,
-    pub(super) cancel: CancellationToken,
-    pub(super) target: PumpTarget,
-    /// Swaps asked by the follower of a catalogue stub (never, for a component file).
-    pub(super) swaps: mpsc::Receiver<Swap>,
+pub(crate) struct Pump {
+    pub(crate) bus: Bus,
+    pub(crate) session: Arc<Session>,
+    pub(crate) connection: u64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) target: PumpTarget,
+    /// Swaps asked by the follower of a catalogue stub (never, for a component file or a
+    /// gateway: a closed channel).
+    pub(crate) swaps: mpsc::Receiver<Swap>,
+    pub(crate) ack: AckRule,
+}
+
+/// The frame with its `seq` renamed `gseq` (an outbox frame starts with `{"seq":`), so that
+/// the stub sees its outbox position.
+fn with_gseq(frame: &str) -> std::borrow::Cow<'_, str> {
+    match frame.strip_prefix("{\"seq\":") {
+        Some(rest) => format!("{{\"gseq\":{rest}").into(),
+        None => frame.into(),
+    }
 }
 
 /// Whether `session` subscribed to `address`.
@@ -57,7 +92,7 @@ fn subscribes(session: &Session, address: &str) -> bool {
 }
 
 /// The seq of a frame the outbox rendered (`{"seq":N,...`).
-fn frame_seq(frame: &str) -> Option<u64> {
+pub(crate) fn frame_seq(frame: &str) -> Option<u64> {
     let rest = frame.strip_prefix("{\"seq\":")?;
     let end = rest.find(',')?;
     rest[..end].parse().ok()
@@ -65,9 +100,12 @@ fn frame_seq(frame: &str) -> Option<u64> {
 
 impl Pump {
     /// Outbox → mailbox until cancelled.
-    pub(super) async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut frames = Vec::with_capacity(BATCH);
         let mut settles = Vec::new();
+        // With `AckRule::Held`: frames handed on and not yet acknowledged (outbox seq, whether
+        // it waits for the stub to hold it; false when it was answered here).
+        let mut handed: VecDeque<(u64, bool)> = VecDeque::new();
         loop {
             frames.clear();
             settles.clear();
@@ -81,6 +119,13 @@ impl Pump {
                         self.switch(swap);
                         continue;
                     }
+                    upto = held_changed(&mut self.ack) => {
+                        match upto {
+                            Some(upto) => self.release(&mut handed, upto).await,
+                            None => return,
+                        }
+                        continue;
+                    }
                 }
             }
             for frame in frames.drain(..) {
@@ -90,19 +135,49 @@ impl Pump {
                 while let Ok(swap) = self.swaps.try_recv() {
                     self.switch(swap);
                 }
-                match Envelope::parse(&frame) {
-                    Ok(env) => {
-                        if !self.deliver(env).await {
-                            return;
-                        }
+                let text = match self.ack {
+                    AckRule::Delivered => frame.as_str().into(),
+                    AckRule::Held(_) => with_gseq(&frame),
+                };
+                let to_stub = match Envelope::parse(&text) {
+                    Ok(env) => match self.deliver(env).await {
+                        Some(Handed::ToStub) => true,
+                        Some(Handed::Answered) => false,
+                        None => return,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "an outbox frame does not parse");
+                        false
                     }
-                    Err(e) => tracing::error!(error = %e, "an outbox frame does not parse"),
+                };
+                match &self.ack {
+                    AckRule::Delivered => self.bus.ack(&self.session, seq).await,
+                    AckRule::Held(_) => handed.push_back((seq, to_stub)),
                 }
-                self.bus.ack(&self.session, seq).await;
             }
-            for s in settles.drain(..) {
-                s.fire();
+            match &mut self.ack {
+                AckRule::Delivered => settles.drain(..).for_each(|s| s.fire()),
+                AckRule::Held(held) => {
+                    let upto = *held.borrow_and_update();
+                    self.release(&mut handed, upto).await;
+                }
             }
+        }
+    }
+
+    /// Acknowledges the outbox up to the last frame of `handed` that needs nothing more:
+    /// answered here, or held by the stub (`upto`).
+    async fn release(&self, handed: &mut VecDeque<(u64, bool)>, upto: u64) {
+        let mut last = None;
+        while let Some(&(seq, to_stub)) = handed.front() {
+            if to_stub && seq > upto {
+                break;
+            }
+            last = Some(seq);
+            handed.pop_front();
+        }
+        if let Some(seq) = last {
+            self.bus.ack(&self.session, seq).await;
         }
     }
 
@@ -113,15 +188,15 @@ impl Pump {
     }
 
     /// Puts `env` in the serving instance's mailbox, waiting while it is full (a swap meanwhile
-    /// redirects it to the new instance). `false` if the pump was cancelled meanwhile (the frame
+    /// redirects it to the new instance). `None` if the pump was cancelled meanwhile (the frame
     /// stays in the outbox).
-    async fn deliver(&mut self, env: Envelope) -> bool {
+    async fn deliver(&mut self, env: Envelope) -> Option<Handed> {
         let mut env = env;
         loop {
             let target = &self.target;
             if target.mailbox.breaker() == BreakerState::Open {
                 target.port.report_lost(env, LostReason::Unavailable);
-                return true;
+                return Some(Handed::Answered);
             }
             // Its listeners, and the addresses its session subscribed to (the registry
             // connector follows runtimes' `/status` this way).
@@ -130,23 +205,35 @@ impl Pump {
                 .any(|to| target.port.listens(to) || subscribes(&self.session, to))
             {
                 target.port.report_lost(env, LostReason::NotListening);
-                return true;
+                return Some(Handed::Answered);
             }
             match target.mailbox.deliver(env) {
-                Ok(()) => return true,
+                Ok(()) => return Some(Handed::ToStub),
                 Err((Refused::MailboxFull, back)) => {
                     env = back;
                     tokio::select! {
-                        () = self.cancel.cancelled() => return false,
+                        () = self.cancel.cancelled() => return None,
                         () = tokio::time::sleep(RETRY) => {}
                         Some(swap) = self.swaps.recv() => self.switch(swap),
                     }
                 }
                 Err((_, back)) => {
                     target.port.report_lost(back, LostReason::Unavailable);
-                    return true;
+                    return Some(Handed::Answered);
                 }
             }
+        }
+    }
+}
+
+/// With [`AckRule::Held`], the next raise of what the stub holds (`None` once its store is
+/// gone); with [`AckRule::Delivered`], never.
+async fn held_changed(ack: &mut AckRule) -> Option<u64> {
+    match ack {
+        AckRule::Delivered => std::future::pending().await,
+        AckRule::Held(held) => {
+            held.changed().await.ok()?;
+            Some(*held.borrow_and_update())
         }
     }
 }

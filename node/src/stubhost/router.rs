@@ -1,27 +1,28 @@
 //! A running stub's router task: what the stub sends passes `Bus::authorize` and `Bus::route`
-//! with its session as origin (`Origin::Stub`), refusals come back to it as responses; the
+//! with its session as origin (`Origin::Stub`, or `Origin::Node` for another domain's stub run
+//! by a gateway), refusals come back to it as responses; the
 //! senders of messages it lost are answered (502 / 503 / 504 naming the stub). One router per
 //! instance name: every version of the stub started for it sends through the same one.
 
 use std::sync::Arc;
 
 use rethink_proto::{Code, Envelope, MessageType};
-use rethink_stubs::LostReason;
 use tokio::sync::mpsc;
 
 use super::port::Outgoing;
 use crate::bus::{Bus, Origin, Session};
 use crate::ws::codec;
 
-/// Routes what the stub sends, and answers the senders of messages it lost.
-pub(super) async fn route_stub(
+/// Routes what the stub sends with `origin` (its session's), and answers the senders of
+/// messages it lost.
+pub(crate) async fn route_stub(
     bus: Bus,
     session: Arc<Session>,
+    origin: Origin,
     name: String,
     mut sends: mpsc::Receiver<Outgoing>,
     mut lost: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let origin = Origin::Stub(Arc::clone(&session));
     loop {
         let item = tokio::select! {
             biased;
@@ -36,7 +37,10 @@ pub(super) async fn route_stub(
         };
         match item {
             Outgoing::Send(env) => send(&bus, &session, &origin, env).await,
-            Outgoing::Lost(env, reason) => answer_lost(&bus, &origin, &name, &env, reason).await,
+            Outgoing::Lost(env, reason) => {
+                let description = format!("stub {name}: {reason}");
+                answer_error(&bus, &origin, &env, Code(reason.code()), &description).await;
+            }
         }
     }
 }
@@ -70,29 +74,29 @@ async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope)
     }
 }
 
-/// Answers the sender of a message the stub lost, from the address it was sent to.
-async fn answer_lost(bus: &Bus, origin: &Origin, name: &str, env: &Envelope, reason: LostReason) {
+/// Answers the sender of `env` (a message for the stub, not delivered) with `code`, from the
+/// address it was sent to.
+pub(crate) async fn answer_error(
+    bus: &Bus,
+    origin: &Origin,
+    env: &Envelope,
+    code: Code,
+    description: &str,
+) {
     if *env.kind() == MessageType::Response {
-        tracing::warn!(stub = name, %reason, id = env.id_json(), "a response to the stub was lost");
+        tracing::warn!(%description, id = env.id_json(), "a response to a stub was not delivered");
         return;
     }
-    let description = format!("stub {name}: {reason}");
-    let reply = codec::error_response(
-        env.id_json(),
-        env.first_to(),
-        env.from(),
-        Code(reason.code()),
-        &description,
-    );
+    let reply = codec::error_response(env.id_json(), env.first_to(), env.from(), code, description);
     match bus.authorize(&reply, origin) {
         Ok(permit) => {
             let report = bus.route(permit).await;
             for f in &report.failures {
-                tracing::warn!(stub = name, error = %f.error, "the answer to a lost message was not delivered");
+                tracing::warn!(error = %f.error, "the answer to a message a stub did not take was not delivered");
             }
         }
         Err(denied) => {
-            tracing::warn!(stub = name, %denied, "the answer to a lost message was refused");
+            tracing::warn!(%denied, "the answer to a message a stub did not take was refused");
         }
     }
 }
