@@ -5,7 +5,7 @@
 //! An application service whose registration says `rate_limited: false` is not limited, nor
 //! are the users it masquerades as.
 //!
-//! Buckets live in memory; a map that grows past [`MAX_KEYS`] forgets the full ones (a full
+//! Buckets live in memory; a map that grows past `MAX_KEYS` forgets the full ones (a full
 //! bucket is the same as a fresh one), so its size stays bounded by recent senders.
 
 use std::collections::HashMap;
