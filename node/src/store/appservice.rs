@@ -29,7 +29,7 @@ pub struct AsPosition {
 }
 
 /// An `m.read` receipt changed in a stream range.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReceiptRow {
     pub room_id: String,
     pub user_id: String,
@@ -39,7 +39,7 @@ pub struct ReceiptRow {
 }
 
 /// A presence set in a stream range.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PresenceRow {
     pub user_id: String,
     pub presence: String,
@@ -48,7 +48,7 @@ pub struct PresenceRow {
 }
 
 /// A to-device message sent in a stream range, still waiting for its device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ToDeviceRow {
     pub user_id: String,
     pub device_id: String,
@@ -157,25 +157,14 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, ReceiptRow>(
             "SELECT room_id, user_id, thread, event_id, ts FROM receipts \
              WHERE stream > ? AND stream <= ? AND type = 'm.read' ORDER BY stream",
         )
         .bind(after)
         .bind(upto)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReceiptRow {
-                    room_id: r.try_get("room_id")?,
-                    user_id: r.try_get("user_id")?,
-                    thread: r.try_get("thread")?,
-                    event_id: r.try_get("event_id")?,
-                    ts: r.try_get("ts")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The presence set in `(after, upto]`, in stream order.
@@ -184,24 +173,14 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<PresenceRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, PresenceRow>(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
              WHERE stream > ? AND stream <= ? ORDER BY stream",
         )
         .bind(after)
         .bind(upto)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PresenceRow {
-                    user_id: r.try_get("user_id")?,
-                    presence: r.try_get("presence")?,
-                    status_msg: r.try_get("status_msg")?,
-                    last_active_ms: r.try_get("last_active_ms")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The to-device messages sent in `(after, upto]` and not yet delivered, in order.
@@ -210,22 +189,13 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<ToDeviceRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, ToDeviceRow>(
             "SELECT user_id, device_id, json FROM to_device \
              WHERE stream > ? AND stream <= ? ORDER BY stream, id",
         )
         .bind(after)
         .bind(upto)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ToDeviceRow {
-                    user_id: r.try_get("user_id")?,
-                    device_id: r.try_get("device_id")?,
-                    json: r.try_get("json")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }

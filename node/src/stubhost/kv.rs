@@ -146,7 +146,7 @@ impl KvStore for SqliteKv {
             )
             .bind(stub)
             .bind(prefix)
-            .bind(i64::from(limit) * 4 + 16)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .unwrap_or_else(|e| {
@@ -155,7 +155,6 @@ impl KvStore for SqliteKv {
             });
             rows.into_iter()
                 .take_while(|k| k.starts_with(prefix))
-                .take(limit as usize)
                 .collect()
         })
     }
