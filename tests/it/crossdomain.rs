@@ -61,7 +61,12 @@ pub(crate) async fn two_nodes() -> (TestNode, TestNode) {
 
 /// A runtime of `domain` on `node`, with one hyperty address.
 pub(crate) async fn hyperty(node: &TestNode, domain: &str, name: &str) -> (Rt, String) {
-    let mut rt = Rt::connect(node, name).await;
+    open_with_hyperty(Rt::connect(node, name).await, domain, name).await
+}
+
+/// Opens the session of `rt` (connected) as the runtime `name` of `domain` and allocates it one
+/// hyperty address.
+pub(crate) async fn open_with_hyperty(mut rt: Rt, domain: &str, name: &str) -> (Rt, String) {
     rt.url = format!("hyperty-runtime://{domain}/{name}");
     let resp = rt.open_session(json!({})).await;
     assert_eq!(resp["body"]["code"], 200, "open: {resp}");

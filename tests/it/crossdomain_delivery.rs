@@ -54,22 +54,7 @@ async fn spawn(
 /// A runtime of `domain` on the node at `node`, with one hyperty address.
 async fn hyperty(node: &NodeProcess, domain: &str, name: &str) -> (Rt, String) {
     let (ws, _) = connect_async(node.ws_url()).await.expect("connect");
-    let mut rt = Rt::from_ws(ws, name);
-    rt.url = format!("hyperty-runtime://{domain}/{name}");
-    let resp = rt.open_session(json!({})).await;
-    assert_eq!(resp["body"]["code"], 200, "open: {resp}");
-    let from = format!("{}/registry/allocation", rt.url);
-    let resp = rt
-        .request(json!({"type": "create", "from": from,
-            "to": format!("domain://msg-node.{domain}/address-allocation"),
-            "body": {"scheme": "hyperty", "value": {"number": 1}}}))
-        .await;
-    assert_eq!(resp["body"]["code"], 200, "allocation: {resp}");
-    let address = resp["body"]["value"]["allocated"][0]
-        .as_str()
-        .expect("address")
-        .to_owned();
-    (rt, address)
+    crate::crossdomain::open_with_hyperty(Rt::from_ws(ws, name), domain, name).await
 }
 
 /// Re-opens `rt`'s session on a new connection to `node` (after the node restarted).
