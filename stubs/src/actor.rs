@@ -280,31 +280,31 @@ impl Actor {
                 Call::Matrix(event)
             } else {
                 tokio::select! {
-                biased;
-                () = stop.notified(), if !stopping => {
-                    stopping = true;
-                    mailbox.close();
-                    // Matrix events already queued are still handled (before the mailbox
-                    // ends); the feeder's next send fails and goes to the next instance.
-                    matrix.close();
-                    continue;
-                }
-                Some(Event::Timer { generation, id }) = self.events.1.recv() => {
-                    if generation != self.generation { continue; }
-                    Call::Timer(id)
-                }
-                Some(Event::Net { generation, event }) = self.net.1.recv() => {
-                    if generation != self.generation { continue; }
-                    Call::Net(event)
-                }
-                Some(event) = matrix.recv() => {
-                    self.event_tries = 0;
-                    Call::Matrix(event)
-                }
-                message = mailbox.recv() => match message {
-                    Some(m) => Call::Message(m),
-                    None => break,
-                },
+                    biased;
+                    () = stop.notified(), if !stopping => {
+                        stopping = true;
+                        mailbox.close();
+                        // Matrix events already queued are still handled (before the mailbox
+                        // ends); the feeder's next send fails and goes to the next instance.
+                        matrix.close();
+                        continue;
+                    }
+                    Some(Event::Timer { generation, id }) = self.events.1.recv() => {
+                        if generation != self.generation { continue; }
+                        Call::Timer(id)
+                    }
+                    Some(Event::Net { generation, event }) = self.net.1.recv() => {
+                        if generation != self.generation { continue; }
+                        Call::Net(event)
+                    }
+                    Some(event) = matrix.recv() => {
+                        self.event_tries = 0;
+                        Call::Matrix(event)
+                    }
+                    message = mailbox.recv() => match message {
+                        Some(m) => Call::Message(m),
+                        None => break,
+                    },
                 }
             };
             let event = match &call {
