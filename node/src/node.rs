@@ -278,6 +278,7 @@ impl RunningNode {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
+            stub_kv.clone(),
         ));
         let stubs = crate::stubhost::start(
             &bus,

@@ -4,6 +4,12 @@
 //! ends the instance; the message it was handling is reported lost ([`BusPort::lost`]); the
 //! instance is restarted after an exponential backoff, and after `breaker_threshold`
 //! consecutive failures the breaker opens: messages are refused (503) until it half-opens.
+//!
+//! A connector's Matrix events are not lost that way: the event whose `on-event` call ended
+//! the instance is the next instance's first call, at most [`MAX_EVENT_TRIES`] times in all,
+//! then it is skipped (an error logged, `rethink_stub_events_skipped` counted). Each event
+//! handled or skipped is acknowledged to the embedder ([`MatrixPort::handled`]) before the
+//! next call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -16,7 +22,7 @@ use rethink_proto::Envelope;
 use tokio::sync::{Notify, mpsc};
 use wasmtime::Store;
 
-use crate::appservice::MatrixEvents;
+use crate::appservice::{EventOutcome, MAX_EVENT_TRIES, MatrixEvent, MatrixEvents};
 use crate::bindings::protocol_stub::rethink::stub::net_events::NetEvent;
 use crate::bindings::{connector, protocol_stub};
 use crate::envelope::to_wit;
@@ -162,7 +168,7 @@ pub(crate) enum Call {
     Timer(u64),
     Net(NetEvent),
     /// A Matrix event for `on-event`.
-    Matrix(String),
+    Matrix(MatrixEvent),
 }
 
 struct Instruments {
@@ -171,6 +177,7 @@ struct Instruments {
     restarts: Counter,
     breaker: Gauge,
     memory: Gauge,
+    skipped: Counter,
 }
 
 pub(crate) struct Actor {
@@ -183,6 +190,10 @@ pub(crate) struct Actor {
     failures: u32,
     events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
     net: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    /// The Matrix event whose call ended the last instance: the next instance's first call.
+    retry: Option<MatrixEvent>,
+    /// How many instances the current Matrix event has ended.
+    event_tries: u32,
 }
 
 impl Actor {
@@ -202,6 +213,7 @@ impl Actor {
             restarts: metrics.restarts.get_or_create(&label).clone(),
             breaker: metrics.breaker.get_or_create(&label).clone(),
             memory: metrics.memory.get_or_create(&label).clone(),
+            skipped: metrics.events_skipped.get_or_create(&label).clone(),
         };
         Self {
             shared,
@@ -213,6 +225,8 @@ impl Actor {
             failures: 0,
             events: mpsc::unbounded_channel(),
             net: mpsc::channel(NET_EVENTS),
+            retry: None,
+            event_tries: 0,
         }
     }
 
@@ -244,7 +258,7 @@ impl Actor {
     async fn run(
         mut self,
         mut mailbox: mpsc::Receiver<Envelope>,
-        mut matrix: mpsc::Receiver<String>,
+        mut matrix: mpsc::Receiver<MatrixEvent>,
         stop: Arc<Notify>,
         started: tokio::sync::watch::Sender<bool>,
     ) {
@@ -262,31 +276,47 @@ impl Actor {
                 }
             }
             let Some(l) = live.as_mut() else { continue };
-            let call = tokio::select! {
-                biased;
-                () = stop.notified(), if !stopping => {
-                    stopping = true;
-                    mailbox.close();
-                    // Matrix events already queued are still handled (before the mailbox
-                    // ends); the feeder's next send fails and goes to the next instance.
-                    matrix.close();
-                    continue;
+            let call = if let Some(event) = self.retry.take() {
+                Call::Matrix(event)
+            } else {
+                tokio::select! {
+                    biased;
+                    () = stop.notified(), if !stopping => {
+                        stopping = true;
+                        mailbox.close();
+                        // Matrix events already queued are still handled (before the mailbox
+                        // ends); the feeder's next send fails and goes to the next instance.
+                        matrix.close();
+                        continue;
+                    }
+                    Some(Event::Timer { generation, id }) = self.events.1.recv() => {
+                        if generation != self.generation { continue; }
+                        Call::Timer(id)
+                    }
+                    Some(Event::Net { generation, event }) = self.net.1.recv() => {
+                        if generation != self.generation { continue; }
+                        Call::Net(event)
+                    }
+                    Some(event) = matrix.recv() => {
+                        self.event_tries = 0;
+                        Call::Matrix(event)
+                    }
+                    message = mailbox.recv() => match message {
+                        Some(m) => Call::Message(m),
+                        None => break,
+                    },
                 }
-                Some(Event::Timer { generation, id }) = self.events.1.recv() => {
-                    if generation != self.generation { continue; }
-                    Call::Timer(id)
-                }
-                Some(Event::Net { generation, event }) = self.net.1.recv() => {
-                    if generation != self.generation { continue; }
-                    Call::Net(event)
-                }
-                Some(event) = matrix.recv() => Call::Matrix(event),
-                message = mailbox.recv() => match message {
-                    Some(m) => Call::Message(m),
-                    None => break,
-                },
             };
-            if let Err((reason, lost)) = self.call(l, call).await {
+            let event = match &call {
+                Call::Matrix(e) => Some(e.clone()),
+                _ => None,
+            };
+            let result = self.call(l, call).await;
+            if let Some(event) = event {
+                self.event_ended(event, result.as_ref().err().map(|(r, _)| *r))
+                    .await;
+            }
+            if let Err((reason, lost)) = result {
                 live = None;
                 self.failed(match reason {
                     LostReason::Deadline => Reason::deadline,
@@ -302,7 +332,35 @@ impl Actor {
                 self.set_breaker(BreakerState::Closed);
             }
         }
+        if let Some(event) = self.retry.take() {
+            tracing::warn!(stub = %self.name(), position = event.position, "stopped before a Matrix event was handled: it is given again at the next start");
+        }
         self.m.memory.set(0);
+    }
+
+    /// After the `on-event` call of `event`: acknowledged if it returned; else kept for the
+    /// next instance, or skipped once it ended [`MAX_EVENT_TRIES`] instances.
+    async fn event_ended(&mut self, event: MatrixEvent, failure: Option<LostReason>) {
+        let outcome = match failure {
+            None => EventOutcome::Handled,
+            Some(reason) => {
+                self.event_tries += 1;
+                if self.event_tries < MAX_EVENT_TRIES {
+                    tracing::warn!(stub = %self.name(), position = event.position, %reason, tries = self.event_tries, "a Matrix event ended the instance: given again to the next one");
+                    self.retry = Some(event);
+                    return;
+                }
+                tracing::error!(stub = %self.name(), position = event.position, %reason, tries = self.event_tries, "a Matrix event ended the instance every time: skipped");
+                self.m.skipped.inc();
+                EventOutcome::Skipped
+            }
+        };
+        self.event_tries = 0;
+        if let Some(matrix) = &self.ctx.matrix {
+            matrix
+                .handled(&self.ctx.spec.name, event.position, outcome)
+                .await;
+        }
     }
 
     /// Waits the backoff (or, with the breaker open, the cooldown, refusing what waits in the
@@ -451,7 +509,7 @@ impl Actor {
                 (i.call_on_network(&mut *store, &e).await, None)
             }
             (Instance::Connector(i), Call::Matrix(e)) => {
-                (i.call_on_event(&mut *store, &e).await, None)
+                (i.call_on_event(&mut *store, &e.json).await, None)
             }
             // A protocol stub has no `on-event`: nothing is fed to it (the node feeds
             // connectors only).

@@ -35,7 +35,7 @@ mod spec;
 mod state;
 
 pub use actor::{Mailbox, StubHandle};
-pub use appservice::{MatrixEvents, MatrixPort};
+pub use appservice::{EventOutcome, MAX_EVENT_TRIES, MatrixEvent, MatrixEvents, MatrixPort};
 pub use builtin::{ARCHIVE_CONNECTOR, BUILTIN_CONNECTORS, REGISTRY_CONNECTOR, builtin_connector};
 pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};

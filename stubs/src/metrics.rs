@@ -62,6 +62,9 @@ pub struct StubMetrics {
     pub breaker: Family<StubLabel, Gauge>,
     /// Linear memory of the live instance, bytes.
     pub memory: Family<StubLabel, Gauge>,
+    /// Matrix events a connector skipped: their `on-event` ended every instance it was given
+    /// to (`MAX_EVENT_TRIES`).
+    pub events_skipped: Family<StubLabel, Counter>,
 }
 
 impl StubMetrics {
@@ -95,6 +98,11 @@ impl StubMetrics {
             "Linear memory of the live stub instance",
             m.memory.clone(),
         );
+        r.register(
+            "events_skipped",
+            "Matrix events a connector skipped after their on-event ended every instance tried",
+            m.events_skipped.clone(),
+        );
         m
     }
 
@@ -107,6 +115,7 @@ impl StubMetrics {
             restarts: Family::default(),
             breaker: Family::default(),
             memory: Family::default(),
+            events_skipped: Family::default(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The domain registry connector (`[connectors.registry]`, the component of
 //! `stubs/guests/registry` run by the node), reached by real WebSocket runtimes: register,
 //! search, keep-alive and expiry; `/registration` notices when the registering runtime connects,
-//! disconnects and expires; the registry survives a node restart; and a connector (the probe
-//! component, as a `[connectors.*]` entry) may send only from its namespace.
+//! disconnects and expires; the registry survives a node restart, after which the registrations
+//! of runtimes not back are `disconnected`; a runtime registers only what was allocated to it
+//! (403 from the node); and a connector (the probe component, as a `[connectors.*]` entry) may
+//! send only from its namespace.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +14,8 @@ use rethink_node::Config;
 use rethink_node::config::{RawConfig, RawConnector};
 use serde_json::{Value, json};
 
-use crate::support::{DOMAIN, Rt, TestNode};
+use crate::support::client::RECV_TIMEOUT;
+use crate::support::{DOMAIN, Rt, TestNode, allocation_endpoint};
 
 fn registry() -> String {
     format!("domain://registry.{DOMAIN}")
@@ -166,18 +169,140 @@ async fn register_search_keep_alive_and_expiry() {
     );
 
     // Data objects, and delete.
-    let obj = json!({"value": {"url": format!("comm://{DOMAIN}/room1"), "name": "room1",
+    let room1 = allocate_object(&mut alice).await;
+    let obj = json!({"value": {"url": room1, "name": "room1",
         "reporter": h, "schema": "hyperty-catalogue://example.com/Communication"}});
     assert_eq!(ask(&mut alice, "create", obj).await["code"], 200);
+    // Nobody subscribed to its `/registration`: its owner, Alice, gets the notices.
+    assert_eq!(notice(&mut alice, &room1).await, "live");
     let per_reporter = json!({"search": "dataObjectPerReporter", "resource": h});
     assert_eq!(
         ask(&mut bob, "read", per_reporter.clone()).await["code"],
         200
     );
-    let del = json!({"resource": format!("comm://{DOMAIN}/room1")});
+    let del = json!({"resource": room1});
     assert_eq!(ask(&mut alice, "delete", del.clone()).await["code"], 200);
+    assert_eq!(notice(&mut alice, &room1).await, "deleted");
     assert_eq!(ask(&mut bob, "read", per_reporter).await["code"], 404);
     assert_eq!(ask(&mut alice, "delete", del).await["code"], 404);
+}
+
+/// A data object address allocated to `rt`.
+async fn allocate_object(rt: &mut Rt) -> String {
+    let from = format!("{}/registry/allocation", rt.url);
+    let answer = rt
+        .request(
+            json!({"type": "create", "from": from, "to": allocation_endpoint(),
+            "body": {"scheme": "comm", "value": {"number": 1}}}),
+        )
+        .await;
+    assert_eq!(answer["body"]["code"], 200, "{answer}");
+    answer["body"]["value"]["allocated"][0]
+        .as_str()
+        .expect("an address")
+        .to_owned()
+}
+
+/// The answer to `body` of `kind` sent to the registry from `rt`'s runtime registry, whoever
+/// answers (the registry, or the node refusing before it).
+async fn try_ask(rt: &mut Rt, kind: &str, body: Value) -> Value {
+    let from = format!("{}/registry", rt.url);
+    let r = rt
+        .request(json!({"type": kind, "from": from, "to": registry(), "body": body}))
+        .await;
+    r["body"].clone()
+}
+
+#[tokio::test]
+async fn a_runtime_registers_only_addresses_allocated_to_it() {
+    let node = TestNode::spawn_with(with_registry).await;
+    let mut alice = Rt::open(&node, "alice").await;
+    let mut bob = Rt::open(&node, "bob").await;
+    let h = alice.allocate(1).await.remove(0);
+    let object = allocate_object(&mut alice).await;
+    let data_object = |url: &str| json!({"value": {"url": url, "name": "o"}});
+    // Alice's hyperty and object, registered by Bob: refused by the node, nothing registered.
+    for (kind, body) in [
+        ("create", hyperty(&h, 3600)),
+        ("create", data_object(&object)),
+        ("update", hyperty(&h, 3600)),
+    ] {
+        let refused = try_ask(&mut bob, kind, body).await;
+        assert_eq!(refused["code"], 403, "{kind}: {refused}");
+        assert!(
+            refused.to_string().contains("was not allocated to"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        ask(&mut bob, "read", json!({"resource": h})).await["code"],
+        404
+    );
+    // An address nobody was allocated: refused too.
+    let nobody = format!("hyperty://{DOMAIN}/not-allocated");
+    assert_eq!(
+        try_ask(&mut alice, "create", hyperty(&nobody, 3600)).await["code"],
+        403
+    );
+    // Alice registers her own (and an address below one of hers is hers as well); nobody
+    // subscribed to their `/registration`, so she gets the notices.
+    let child = format!("{object}/child");
+    for (url, body) in [(&h, hyperty(&h, 3600)), (&child, data_object(&child))] {
+        assert_eq!(ask(&mut alice, "create", body).await["code"], 200);
+        assert_eq!(notice(&mut alice, url).await, "live");
+    }
+    let found = ask(&mut bob, "read", json!({"resource": h})).await;
+    assert_eq!(found["value"][&h]["runtime"], json!(alice.url), "{found}");
+}
+
+/// Reads `url` from the registry until its status is `want` (the registry applies the node's
+/// answer to its subscriptions after its start), at most [`RECV_TIMEOUT`].
+async fn status_becomes(rt: &mut Rt, url: &str, want: &str) {
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    loop {
+        let read = ask(rt, "read", json!({"resource": url})).await;
+        if read["value"][url]["status"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} is still not {want}: {read}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_registrations_of_runtimes_not_back_are_disconnected() {
+    let node = TestNode::spawn_with(with_registry).await;
+    let mut alice = Rt::open(&node, "alice").await;
+    let h = alice.allocate(1).await.remove(0);
+    assert_eq!(
+        ask(&mut alice, "create", hyperty(&h, 3600)).await["code"],
+        200
+    );
+    assert_eq!(notice(&mut alice, &h).await, "live");
+    // Killed with Alice connected: nobody told the registry she went.
+    let node = node.kill_and_restart().await;
+    let memory = alice.drop_connection();
+    let mut carol = Rt::open(&node, "carol").await;
+    status_becomes(&mut carol, &h, "disconnected").await;
+    // She resumes: live again. (The notices of her hyperty are hers: nobody subscribed.)
+    let (mut alice, reopen) = memory.resume(&node).await;
+    let mut statuses = Vec::new();
+    loop {
+        let frame = alice.recv().await;
+        if frame["type"] == "response" && frame["id"] == reopen["id"] {
+            assert_eq!(frame["body"]["code"], 200, "{frame}");
+            break;
+        }
+        statuses.push(frame["body"]["value"].clone());
+    }
+    status_becomes(&mut carol, &h, "live").await;
+    while statuses.len() < 2 {
+        statuses.push(alice.recv().await["body"]["value"].clone());
+    }
+    assert_eq!(statuses, [json!("disconnected"), json!("live")]);
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ mod matrix_actions;
 pub mod outbox;
 mod permit;
 mod rate;
+mod registry_owner;
 mod services;
 pub mod session;
 mod status;

@@ -112,10 +112,12 @@ impl Bus {
                 })?;
                 self.subscriptions(env, at, session, pending).map(Some)
             }
-            // A registry connector (`[connectors.registry]`) owns the address when it runs.
+            // A registry connector (`[connectors.registry]`) owns the address when it runs;
+            // what a runtime registers must have been allocated to it (`registry_owner.rs`).
             Endpoint::Registry => match self.inner.book.owner_of(at) {
                 Some(owner) => self
-                    .deliver(&owner, at, env.shared_json(), pending)
+                    .check_registration_owner(env, session)
+                    .and_then(|()| self.deliver(&owner, at, env.shared_json(), pending))
                     .map(|()| None),
                 None => Err(RouteError::NotServed(format!(
                     "{at} (no domain registry is attached to this node)"
@@ -354,6 +356,10 @@ impl Bus {
                 addresses: resources.clone(),
             }
         });
-        Ok(ok(env, at, json!({ "resources": resources })))
+        let mut value = json!({ "resources": resources });
+        if subscribe && let Some(status) = self.current_status(&resources) {
+            value["status"] = status;
+        }
+        Ok(ok(env, at, value))
     }
 }

@@ -4,6 +4,12 @@
 //! `body: {resource: <runtime URL>, attribute: "status", value}`. Only the subscribers of that
 //! address get it (never the runtime itself); without subscribers nothing is built. The domain
 //! registry connector subscribes there for the runtimes holding registrations.
+//!
+//! A subscription does not miss what happened before it: the subscription manager's answer to
+//! a `subscribe` naming `<runtime URL>/status` carries the runtime's current status in
+//! `body.value.status` (`{<runtime URL>: "live" | "disconnected" | "expired"}`, [`Bus::current_status`]):
+//! `live` while a connection is attached, `disconnected` while the session waits in its resume
+//! window (after a node restart, until the runtime resumes), `expired` without a session.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +18,7 @@ use rethink_proto::Envelope;
 
 use super::session::Session;
 use super::{Bus, Pending};
+use crate::locks::lock;
 
 /// A runtime's status, as published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +39,38 @@ impl RuntimeStatus {
 }
 
 impl Bus {
+    /// The current status of each runtime of this domain whose `<runtime URL>/status` is in
+    /// `resources`, as a JSON object by runtime URL; `None` when there is none.
+    pub(super) fn current_status(&self, resources: &[String]) -> Option<serde_json::Value> {
+        let prefix = format!("hyperty-runtime://{}/", self.inner.domain);
+        let mut found = serde_json::Map::new();
+        for r in resources {
+            let Some(runtime) = r.strip_suffix("/status") else {
+                continue;
+            };
+            if !runtime.starts_with(&prefix) {
+                continue;
+            }
+            let status = match self.inner.book.owner_of(runtime) {
+                Some(s) if **s.runtime_url() == *runtime => {
+                    let st = lock(&s.state);
+                    if st.ended {
+                        RuntimeStatus::Expired
+                    } else if st.attachment.is_some() {
+                        RuntimeStatus::Live
+                    } else {
+                        RuntimeStatus::Disconnected
+                    }
+                }
+                // An address of another session, not a runtime: no status.
+                Some(_) => continue,
+                None => RuntimeStatus::Expired,
+            };
+            found.insert(runtime.to_owned(), status.as_str().into());
+        }
+        (!found.is_empty()).then_some(serde_json::Value::Object(found))
+    }
+
     /// Publishes `status` of `session`'s runtime to the subscribers of `<runtime URL>/status`.
     pub async fn publish_status(&self, session: &Arc<Session>, status: RuntimeStatus) {
         let runtime = session.runtime_url();

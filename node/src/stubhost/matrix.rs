@@ -7,12 +7,11 @@
 //!   `?user_id=` (masquerading). So the rules of external services apply unchanged: a user
 //!   outside the namespace is refused (403, `M_EXCLUSIVE` / `M_FORBIDDEN`), rooms and aliases
 //!   are checked by the same handlers, the policy point sees the same requests.
-//! - Events: one feeder task per connector follows the room stream from where it was at start
-//!   and applies the interest rule of external services (`appservice::interest`); each event
-//!   goes to the current instance's [`MatrixEvents`] queue, whose `send` waits while it is full
-//!   (the feeder stays behind; nothing is dropped); an instance replaced (a new catalogue
-//!   version) handles what it queued, and the feeder goes on with the new one. Not persisted: events committed while the
-//!   node is down are not replayed to a connector.
+//!   `create-room` takes an alias only in the connector's alias namespace (403 otherwise), and
+//!   a room with an alias is public (`public_chat`: joined by its alias), one without private.
+//! - Events: one feeder task per connector (`feed.rs`) follows the room stream from the
+//!   connector's durable feed position; [`MatrixPort::handled`] stores the position of each
+//!   event the host acknowledges.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,21 +19,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Body;
 use axum::http::{self, Method, Request, StatusCode};
-use rethink_stubs::{BoxFuture, Failure, MatrixEvents, MatrixPort};
+use rethink_connectors::Kind;
+use rethink_stubs::{BoxFuture, EventOutcome, Failure, KvStore, MatrixEvents, MatrixPort};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::appservice::interest::Interest;
+use super::feed::{FeedPositions, feed};
 use crate::config::registration_id;
 use crate::locks::lock;
 use crate::node::Node;
 
-/// Most room events read from the stream at once by a feeder.
-const FEED_BATCH: u32 = 100;
-
 /// The Matrix side of the node's connectors.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeMatrix {
     /// The connectors with a Matrix side.
     names: Vec<String>,
@@ -44,14 +40,20 @@ pub struct NodeMatrix {
     events: Mutex<HashMap<String, MatrixEvents>>,
     /// Transaction ids of sent events.
     txn: AtomicU64,
+    /// Each connector's feed position.
+    pub(super) positions: FeedPositions,
 }
 
 impl NodeMatrix {
-    /// The glue of the connectors named (`[connectors.<name>.matrix]`).
-    pub fn new(names: Vec<String>) -> Self {
+    /// The glue of the connectors named (`[connectors.<name>.matrix]`); their feed positions
+    /// are kept in `kv` (the stubs' store).
+    pub fn new(names: Vec<String>, kv: Arc<dyn KvStore>) -> Self {
         Self {
             names,
-            ..Self::default()
+            node: OnceLock::new(),
+            events: Mutex::default(),
+            txn: AtomicU64::new(0),
+            positions: FeedPositions::new(kv),
         }
     }
 
@@ -70,7 +72,7 @@ impl NodeMatrix {
         lock(&self.events).insert(connector.to_owned(), events);
     }
 
-    fn queue(&self, connector: &str) -> Option<MatrixEvents> {
+    pub(super) fn queue(&self, connector: &str) -> Option<MatrixEvents> {
         lock(&self.events).get(connector).cloned()
     }
 
@@ -83,81 +85,30 @@ impl NodeMatrix {
             if let Err(e) = node.accounts().create_appservice_user(sender).await {
                 tracing::warn!(connector = %c.name, error = %e, "connector sender not registered");
             }
-            tokio::spawn(Arc::clone(self).feed(node.clone(), c.name.clone()));
+            tokio::spawn(feed(Arc::clone(self), node.clone(), c.name.clone()));
         }
     }
 
-    async fn feed(self: Arc<Self>, node: Node, connector: String) {
-        let id = registration_id(&connector);
-        let stop = node.shutdown_token().clone();
-        let mut pos = node.stream().visible();
-        loop {
-            let commit = node.stream().next_commit();
-            let visible = node.stream().visible();
-            while pos < visible {
-                let Some(service) = node.appservices().directory().by_id(&id).cloned() else {
-                    return;
-                };
-                let server = node.appservices().server_name().to_string();
-                let mut interest = Interest::new(&service, node.rooms(), &server);
-                let events = match node
-                    .rooms()
-                    .store()
-                    .events_between(pos, visible, FEED_BATCH)
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(connector, error = %e, "connector feed: reading events");
-                        break;
-                    }
-                };
-                pos = match events.last() {
-                    Some(last) if events.len() >= FEED_BATCH as usize => last.stream,
-                    _ => visible,
-                };
-                for pdu in &events {
-                    match interest.concerns(pdu).await {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::warn!(connector, error = %e, "connector feed: interest");
-                            continue;
-                        }
-                    }
-                    let json = pdu.to_client::<()>(None, true).into_json().get().to_owned();
-                    if !self.deliver(&connector, json, &stop).await {
-                        return;
-                    }
-                }
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = commit => {}
-            }
-        }
-    }
-
-    /// Gives `json` to the connector's current instance, waiting while its queue is full; after
-    /// a replacement of the instance (its queue closed), to the new one. `false` once the
-    /// connector or the node stopped.
-    async fn deliver(&self, connector: &str, json: String, stop: &CancellationToken) -> bool {
-        let mut last: Option<MatrixEvents> = None;
-        loop {
-            let Some(queue) = self.queue(connector) else {
-                return false;
-            };
-            if last.as_ref().is_some_and(|l| l.same_queue(&queue)) {
-                tracing::warn!(connector, "connector feed: the connector stopped");
-                return false;
-            }
-            tokio::select! {
-                () = stop.cancelled() => return false,
-                sent = queue.send(json.clone()) => if sent.is_ok() {
-                    return true;
-                },
-            }
-            last = Some(queue);
+    /// 403 unless `#<localpart>:<server>` is in `connector`'s alias namespace (the WIT's rule
+    /// for `create-room`; the route itself only refuses another service's exclusive alias).
+    fn check_alias(&self, connector: &str, localpart: &str) -> Result<(), Failure> {
+        let node = self
+            .node
+            .get()
+            .ok_or_else(|| Failure::new(503, "the node is starting"))?;
+        let alias = format!("#{localpart}:{}", node.appservices().server_name());
+        let inside = node
+            .appservices()
+            .directory()
+            .by_id(&registration_id(connector))
+            .is_some_and(|s| s.registration.namespaces.matches(Kind::Alias, &alias));
+        if inside {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                403,
+                format!("M_EXCLUSIVE {alias} is not in this connector's alias namespace"),
+            ))
         }
     }
 
@@ -333,7 +284,10 @@ impl MatrixPort for NodeMatrix {
         Box::pin(async move {
             let mut body = json!({});
             if let Some(a) = alias_localpart {
+                self.check_alias(connector, a)?;
                 body["room_alias_name"] = json!(a);
+                // A room with an alias is meant to be found and joined by it.
+                body["preset"] = json!("public_chat");
             }
             if let Some(n) = name {
                 body["name"] = json!(n);
@@ -348,6 +302,21 @@ impl MatrixPort for NodeMatrix {
                 )
                 .await?;
             field(&v, "room_id")
+        })
+    }
+
+    fn handled<'a>(
+        &'a self,
+        connector: &'a str,
+        position: u64,
+        outcome: EventOutcome,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if outcome == EventOutcome::Skipped {
+                tracing::error!(connector, position, "connector feed: an event was skipped");
+            }
+            let position = i64::try_from(position).unwrap_or(i64::MAX);
+            self.positions.store(connector, position).await;
         })
     }
 }

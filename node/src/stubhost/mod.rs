@@ -18,8 +18,9 @@
 //! Also here: the node's one stub host, built on first use, and the catalogue's check with it
 //! (`lazy.rs`); the gauge of running versions (`versions.rs`); the SQLite key-value store
 //! (`kv.rs`); the bus as the host sees it (`port.rs`); the Matrix side of connectors
-//! (`matrix.rs`).
+//! (`matrix.rs`) and their durable event feed (`feed.rs`).
 
+mod feed;
 mod follow;
 mod kv;
 mod lazy;

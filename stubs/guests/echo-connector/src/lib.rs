@@ -7,7 +7,18 @@
 //! - an `m.room.message` of type `m.text` by someone else in a room: it answers there as its
 //!   user with `echo: <body>`;
 //! - a message `!as <user id>`: it tries to send `hello` as that user and answers
-//!   `sent` or `refused <code>` (how a test sees the host enforce the namespace).
+//!   `sent` or `refused <code>` (how a test sees the host enforce the namespace);
+//! - `!room <alias localpart>`: it creates a room with that alias (`create-room`) and answers
+//!   `room <room id>` or `refused <code>` (the alias namespace);
+//! - `!trap`: the call traps, every time it is given (a poisonous event: the host skips it
+//!   after its tries);
+//! - `!trap-once`: the call traps the first time; given again (to the next instance), it
+//!   answers `recovered` (at-least-once delivery across a trap);
+//! - `!busy`: it answers `busy`, then spins until the call's deadline (or until the node is
+//!   killed); given again, it returns at once without answering.
+//!
+//! The trap switches remember an event (by id) in the host's key-value store before they
+//! trap, which is how a second delivery tells itself apart from the first.
 //!
 //! Events it cannot use are ignored; a failed call is logged.
 
@@ -64,6 +75,48 @@ fn user() -> Option<String> {
     }
 }
 
+/// Whether this is the first delivery of `event_id` for switch `switch` (and remembers it).
+fn first_time(switch: &str, event_id: &str) -> bool {
+    let key = format!("{switch}/{event_id}");
+    if host::kv_get(&key).is_some() {
+        return false;
+    }
+    if let Err(f) = host::kv_set(&key, b"1") {
+        log(
+            host::Level::Warn,
+            &format!("kv {key}: {} {}", f.code, f.description),
+        );
+    }
+    true
+}
+
+/// The trap and busy switches; `true` if `body` was one.
+fn switch(body: &str, event_id: &str, me: &str, room: &str) -> bool {
+    match body {
+        "!trap" => {
+            log(host::Level::Info, "trapping on request");
+            panic!("!trap");
+        }
+        "!trap-once" => {
+            if first_time("trap", event_id) {
+                log(host::Level::Info, "trapping on request, once");
+                panic!("!trap-once");
+            }
+            answer(me, room, "recovered");
+        }
+        "!busy" => {
+            if first_time("busy", event_id) {
+                answer(me, room, "busy");
+                loop {
+                    std::hint::black_box(host::monotonic_ms());
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
 fn text(body: &str) -> String {
     json!({"msgtype": "m.text", "body": body}).to_string()
 }
@@ -104,6 +157,18 @@ fn handle(event: &Value, me: &str) {
             let Some(body) = content.get("body").and_then(Value::as_str) else {
                 return;
             };
+            if switch(body, field("event_id").unwrap_or_default(), me, room) {
+                return;
+            }
+            if let Some(alias) = body.strip_prefix("!room ") {
+                let reply = match appservice::create_room(me, Some(alias.trim()), Some("echo room"))
+                {
+                    Ok(id) => format!("room {id}"),
+                    Err(f) => format!("refused {}", f.code),
+                };
+                answer(me, room, &reply);
+                return;
+            }
             match body.strip_prefix("!as ") {
                 Some(other) => {
                     let reply = match appservice::send_event(

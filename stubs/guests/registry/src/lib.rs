@@ -19,14 +19,17 @@
 //!
 //! Registrations are made by runtimes: the sender must be `hyperty-runtime://<domain>/<id>` or
 //! an address below it (the reTHINK runtime registry sends from `<runtime>/registry`); the bus
-//! guarantees a sender owns its `from`. Only that runtime may update or delete them. (The
-//! registry does not check that the runtime owns the URL it registers.)
+//! guarantees a sender owns its `from`. Only that runtime may update or delete them. The node
+//! checks, before delivering a `create` or `update`, that the URL it registers was allocated to
+//! the sending runtime (403 otherwise): the registry never sees another runtime's URL.
 //!
 //! # Expiry and status
 //! A registration lives `expires` seconds (default `default_expires`) after its last create,
 //! update or keep-alive, then it is removed. The registry subscribes to `<runtime>/status` of
 //! every runtime holding registrations; the node publishes `live`, `disconnected` and `expired`
-//! there, and the runtime's registrations take that status (`expired`: removed). Every status
+//! there, and the runtime's registrations take that status (`expired`: removed); the node's
+//! answer to each subscription carries the runtime's current status (`body.value.status`), so
+//! after a node restart the registrations of runtimes not yet back are `disconnected`. Every status
 //! change (`live`, `disconnected`, `expired`, `deleted`) is sent as an `update` from the
 //! registry to `<url>/registration` with `body: {resource, attribute: "status", value}`: its
 //! subscribers get it (without subscribers, the owner of the URL does).

@@ -95,6 +95,11 @@ impl Registry {
     /// Handles one message delivered to the registry.
     pub(crate) fn on_message(&mut self, io: &mut dyn Io, msg: &Msg) {
         if msg.kind == "response" {
+            // The node's answer to a subscription carries the runtimes' current status.
+            if msg.from == format!("{}/sm", self.node) {
+                self.subscribed(io, msg);
+                self.flush(io);
+            }
             return;
         }
         let to_registry = msg.to.contains(&self.settings.address);
@@ -280,38 +285,61 @@ impl Registry {
             return;
         };
         for to in &msg.to {
-            let Some(runtime) = to.strip_suffix("/status") else {
-                continue;
-            };
-            let urls: Vec<String> = self
-                .records
-                .values()
-                .filter(|r| r.runtime == runtime)
-                .map(|r| r.url.clone())
-                .collect();
-            for url in urls {
-                match status {
-                    "expired" => self.remove(io, &url, "expired"),
-                    "live" | "disconnected" => {
-                        let Some(mut rec) = self.records.get(&url).cloned() else {
-                            continue;
-                        };
-                        if rec.status == status {
-                            continue;
-                        }
-                        rec.status = status.to_owned();
-                        if status == "live" {
-                            rec.last_modified_ms = io.now_ms();
-                        }
-                        if self.put(io, rec).is_ok() {
-                            self.notify(&url, status);
-                        }
-                    }
-                    _ => {}
-                }
+            if let Some(runtime) = to.strip_suffix("/status") {
+                self.apply_status(io, runtime, status);
             }
         }
         self.arm(io);
+    }
+
+    /// The node's answer to a `subscribe` to `<runtime>/status`: `body.value.status` maps each
+    /// runtime to its current status (after a node restart, `disconnected` until it resumes).
+    fn subscribed(&mut self, io: &mut dyn Io, msg: &Msg) {
+        let body = msg.body_value();
+        let Some(found) = body
+            .get("value")
+            .and_then(|v| v.get("status"))
+            .and_then(Value::as_object)
+        else {
+            return;
+        };
+        for (runtime, status) in found {
+            if let Some(status) = status.as_str() {
+                self.apply_status(io, runtime, status);
+            }
+        }
+        self.arm(io);
+    }
+
+    /// `runtime`'s registrations take `status` (`expired`: removed); each change is noticed.
+    fn apply_status(&mut self, io: &mut dyn Io, runtime: &str, status: &str) {
+        let urls: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.runtime == runtime)
+            .map(|r| r.url.clone())
+            .collect();
+        for url in urls {
+            match status {
+                "expired" => self.remove(io, &url, "expired"),
+                "live" | "disconnected" => {
+                    let Some(mut rec) = self.records.get(&url).cloned() else {
+                        continue;
+                    };
+                    if rec.status == status {
+                        continue;
+                    }
+                    rec.status = status.to_owned();
+                    if status == "live" {
+                        rec.last_modified_ms = io.now_ms();
+                    }
+                    if self.put(io, rec).is_ok() {
+                        self.notify(&url, status);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The expiry timer fired.

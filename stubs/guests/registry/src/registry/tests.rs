@@ -141,3 +141,40 @@ fn bounded_and_refusing_strangers() {
     r.on_message(&mut io, &msg("execute", RT, json!({})));
     assert_eq!(last_code(&io), 400);
 }
+
+#[test]
+fn the_answer_to_a_status_subscription_sets_the_status() {
+    let mut io = Recorder::default();
+    let mut r = Registry::new(settings(), Vec::new(), &mut io);
+    let create = json!({"value": {"hypertyURL": "hyperty://d/h1", "user": "user://i/a"}});
+    r.on_message(&mut io, &msg("create", RT, create));
+    assert_eq!(last_code(&io), 200);
+    io.sent.clear();
+    let answer = |status: &str| Msg {
+        id: "9".into(),
+        kind: "response".into(),
+        from: "domain://msg-node.d/sm".into(),
+        to: vec!["domain://registry.d".into()],
+        body: Some(
+            json!({"code": 200, "value": {"resources": ["hyperty-runtime://d/rt1/status"],
+                "status": {"hyperty-runtime://d/rt1": status}}})
+            .to_string(),
+        ),
+        extra: None,
+    };
+    r.on_message(&mut io, &answer("disconnected"));
+    let notice = io
+        .sent
+        .iter()
+        .find(|m| m.to == ["hyperty://d/h1/registration"])
+        .expect("a status notice");
+    assert_eq!(notice.body_value()["value"], "disconnected");
+    let stored: Value = serde_json::from_slice(&io.kv["reg/hyperty://d/h1"]).expect("stored");
+    assert_eq!(stored["status"], "disconnected");
+    // The same status again changes nothing; `expired` removes the registration.
+    io.sent.clear();
+    r.on_message(&mut io, &answer("disconnected"));
+    assert!(io.sent.is_empty());
+    r.on_message(&mut io, &answer("expired"));
+    assert_eq!(r.len(), 0);
+}
