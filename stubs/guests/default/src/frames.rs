@@ -39,7 +39,8 @@ pub(crate) fn control(id: &str, kind: &str, runtime: &str, body: Value) -> Msg {
 /// `"via"` unless escaped, and an escape needs a backslash. Most bodies have neither and are
 /// not parsed.
 fn may_have_via(body: &str) -> bool {
-    body.contains("\"via\"") || body.contains('\\')
+    let bytes = body.as_bytes();
+    bytes.contains(&b'\\') || bytes.windows(5).any(|w| w == b"\"via\"")
 }
 
 /// The message's `body.via`, if it has one.

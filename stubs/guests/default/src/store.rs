@@ -35,7 +35,15 @@ pub(crate) struct Out {
 }
 
 fn key(cseq: u64) -> String {
-    format!("{OUT_PREFIX}{cseq:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(OUT_PREFIX.len() + 16);
+    key.push_str(OUT_PREFIX);
+    for shift in (0..16).rev() {
+        key.push(char::from(
+            HEX[usize::try_from((cseq >> (shift * 4)) & 0xf).unwrap_or(0)],
+        ));
+    }
+    key
 }
 
 /// Stores `out` (with `g`, the host queue position it came with, if any).

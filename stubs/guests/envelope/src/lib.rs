@@ -64,9 +64,12 @@ impl<'a> Top<'a> {
 
     /// The value of `key` (the last one, should the key be repeated), taken out of the list.
     fn take(&mut self, key: &str) -> Option<&'a RawValue> {
-        let value = self.0.iter().rev().find(|(k, _)| k == key)?.1;
+        let last = self.0.iter().rposition(|(k, _)| k == key)?;
+        let (_, value) = self.0.remove(last);
         // A repeated key's earlier values go too, as in a map; the others keep their order.
-        self.0.retain(|(k, _)| k != key);
+        if self.0[..last].iter().any(|(k, _)| k == key) {
+            self.0.retain(|(k, _)| k != key);
+        }
         Some(value)
     }
 
