@@ -18,7 +18,9 @@
 //! and p99.
 //!
 //! `cargo build --release -p rethink-node && CARGO_TARGET_DIR=... cargo bench -p rethink-stubs
-//! --bench default_e2e` (`STUBS_BENCH_N` changes the number of requests, 100000 by default).
+//! --bench default_e2e` (`STUBS_BENCH_N` changes the number of requests, 100000 by default;
+//! `STUBS_BENCH_WASM` names another build of the default stub to run instead of the committed
+//! one, to compare two builds of the guest with one bench binary).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -272,7 +274,11 @@ fn main() {
         .build()
         .expect("runtime");
     let host = Host::new(HostConfig::default(), StubMetrics::unregistered()).expect("host");
-    let checked = host.check(DEFAULT_WASM).expect("the default stub compiles");
+    let wasm = std::env::var_os("STUBS_BENCH_WASM").map_or_else(
+        || DEFAULT_WASM.to_vec(),
+        |path| std::fs::read(&path).expect("STUBS_BENCH_WASM is readable"),
+    );
+    let checked = host.check(&wasm).expect("the default stub compiles");
     let len = usize::try_from(total).expect("fits");
     let times = Arc::new(Times {
         start: Instant::now(),

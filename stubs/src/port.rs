@@ -55,7 +55,15 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
 /// An in-memory [`KvStore`]: lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
-    spaces: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
+    spaces: Mutex<HashMap<String, Space>>,
+}
+
+/// One stub's namespace, with the bytes it holds (keys and values), kept as it changes so that
+/// a write checks the quota without a scan.
+#[derive(Debug, Default)]
+struct Space {
+    entries: BTreeMap<String, Vec<u8>>,
+    total: usize,
 }
 
 /// The one check of a stub's store size, for every [`KvStore`]: 413 when the store would hold
@@ -71,7 +79,7 @@ pub fn within_quota(total_after: usize, max_total: usize) -> Result<(), Failure>
 }
 
 impl MemoryKv {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<String, Vec<u8>>>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Space>) -> R) -> R {
         let mut guard = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
@@ -79,7 +87,7 @@ impl MemoryKv {
 
 impl KvStore for MemoryKv {
     fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
-        let v = self.with(|s| s.get(stub).and_then(|m| m.get(key)).cloned());
+        let v = self.with(|s| s.get(stub).and_then(|m| m.entries.get(key)).cloned());
         Box::pin(std::future::ready(v))
     }
 
@@ -91,11 +99,22 @@ impl KvStore for MemoryKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         let r = self.with(|s| {
-            let space = s.entry(stub.to_owned()).or_default();
-            let old = space.get(key).map_or(0, |v| key.len() + v.len());
-            let total: usize = space.iter().map(|(k, v)| k.len() + v.len()).sum();
-            within_quota(total - old + key.len() + value.len(), max_total)?;
-            space.insert(key.to_owned(), value);
+            if !s.contains_key(stub) {
+                s.insert(stub.to_owned(), Space::default());
+            }
+            let Some(space) = s.get_mut(stub) else {
+                return Ok(());
+            };
+            let old = space.entries.get(key).map_or(0, |v| key.len() + v.len());
+            let total = space.total - old + key.len() + value.len();
+            within_quota(total, max_total)?;
+            space.total = total;
+            match space.entries.get_mut(key) {
+                Some(v) => *v = value,
+                None => {
+                    space.entries.insert(key.to_owned(), value);
+                }
+            }
             Ok(())
         });
         Box::pin(std::future::ready(r))
@@ -103,8 +122,10 @@ impl KvStore for MemoryKv {
 
     fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
         self.with(|s| {
-            if let Some(m) = s.get_mut(stub) {
-                m.remove(key);
+            if let Some(space) = s.get_mut(stub)
+                && let Some(v) = space.entries.remove(key)
+            {
+                space.total -= key.len() + v.len();
             }
         });
         Box::pin(std::future::ready(()))
@@ -118,7 +139,8 @@ impl KvStore for MemoryKv {
     ) -> BoxFuture<'a, Vec<String>> {
         let keys = self.with(|s| {
             s.get(stub).map_or_else(Vec::new, |m| {
-                m.range(prefix.to_owned()..)
+                m.entries
+                    .range(prefix.to_owned()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .take(limit as usize)
                     .map(|(k, _)| k.clone())
@@ -126,5 +148,42 @@ impl KvStore for MemoryKv {
             })
         });
         Box::pin(std::future::ready(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now<T>(f: BoxFuture<'_, T>) -> T {
+        ready(f)
+    }
+
+    /// The memory store's futures are ready at once.
+    fn ready<T>(mut f: BoxFuture<'_, T>) -> T {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => unreachable!("the memory store never waits"),
+        }
+    }
+
+    #[test]
+    fn the_quota_counts_overwrites_and_deletes() {
+        let kv = MemoryKv::default();
+        // "k1" + 8 bytes = 10; the limit is 20.
+        assert!(now(kv.set("s", "k1", vec![0; 8], 20)).is_ok());
+        // Overwriting replaces the old size: 10, not 20.
+        assert!(now(kv.set("s", "k1", vec![1; 8], 20)).is_ok());
+        assert!(now(kv.set("s", "k2", vec![0; 8], 20)).is_ok());
+        let full = now(kv.set("s", "k3", vec![0; 1], 20));
+        assert_eq!(full.map_err(|f| f.code), Err(413));
+        // Another stub's namespace has its own total.
+        assert!(now(kv.set("t", "k3", vec![0; 1], 20)).is_ok());
+        now(kv.delete("s", "k1"));
+        assert!(now(kv.set("s", "k3", vec![0; 8], 20)).is_ok());
+        assert_eq!(now(kv.get("s", "k1")), None);
+        assert_eq!(now(kv.keys("s", "k", 10)), vec!["k2", "k3"]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rethink_guest_envelope::Msg;
+use rethink_guest_envelope::{Msg, push_str_json};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -13,11 +13,10 @@ pub(crate) const SESSION: &str = "mn:/session";
 /// The messages of one text frame: an object, or an array of them (a batch).
 pub(crate) fn parse(text: &str) -> Result<Vec<Msg>, String> {
     if text.trim_start().starts_with('[') {
-        let batch: Vec<BTreeMap<String, Box<RawValue>>> =
-            serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let batch: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         batch
             .into_iter()
-            .map(|fields| Msg::from_fields(fields).map_err(|e| e.to_string()))
+            .map(|raw| Msg::parse(raw.get()).map_err(|e| e.to_string()))
             .collect()
     } else {
         Msg::parse(text).map(|m| vec![m]).map_err(|e| e.to_string())
@@ -36,21 +35,38 @@ pub(crate) fn control(id: &str, kind: &str, runtime: &str, body: Value) -> Msg {
     }
 }
 
+/// Whether `body` (an object's JSON text) may have a `via` field: a key `via` is written
+/// `"via"` unless escaped, and an escape needs a backslash. Most bodies have neither and are
+/// not parsed.
+fn may_have_via(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    bytes.contains(&b'\\') || bytes.windows(5).any(|w| w == b"\"via\"")
+}
+
 /// The message's `body.via`, if it has one.
 pub(crate) fn via(msg: &Msg) -> Option<String> {
     let body = msg.body.as_deref()?;
+    if !may_have_via(body) {
+        return None;
+    }
     let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_str(body).ok()?;
     serde_json::from_str(fields.get("via")?.get()).ok()
 }
 
 /// Sets `body.via` to `stub`. The rest of the body keeps its text when it had no `via`
-/// (otherwise its fields are rewritten in key order, each value's text unchanged).
+/// (otherwise its fields are rewritten in key order, each value's text unchanged). The body is
+/// an object's JSON text (as [`Msg::parse`] and the host's envelope guarantee).
 pub(crate) fn set_via(msg: &mut Msg, stub: &str) {
-    let via = Value::from(stub).to_string();
+    let mut via = String::with_capacity(stub.len() + 2);
+    push_str_json(&mut via, stub);
     let Some(body) = msg.body.as_deref() else {
         msg.body = Some(format!("{{\"via\":{via}}}"));
         return;
     };
+    if !may_have_via(body) {
+        msg.body = Some(with_via_first(&via, body));
+        return;
+    }
     let Ok(mut fields) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(body) else {
         return;
     };
@@ -61,19 +77,20 @@ pub(crate) fn set_via(msg: &mut Msg, stub: &str) {
         let text = serde_json::to_string(&fields).unwrap_or_else(|_| body.to_owned());
         msg.body = Some(text);
     } else {
-        let rest = body.trim_start().trim_start_matches('{').trim_start();
-        let sep = if rest.starts_with('}') { "" } else { "," };
-        msg.body = Some(format!("{{\"via\":{via}{sep}{rest}"));
+        msg.body = Some(with_via_first(&via, body));
     }
 }
 
-/// Sets the extra top-level field `key` to the JSON text `value` (a number, here).
-pub(crate) fn set_extra(msg: &mut Msg, key: &str, value: &str) {
-    let mut fields = msg.extra_fields();
-    if let Ok(raw) = RawValue::from_string(value.to_owned()) {
-        fields.insert(key.to_owned(), raw);
-    }
-    msg.extra = serde_json::to_string(&fields).ok();
+/// `body` (an object's text) with `"via":<via>` as its first field, the rest as it was.
+fn with_via_first(via: &str, body: &str) -> String {
+    let rest = body.trim_start().trim_start_matches('{').trim_start();
+    let sep = if rest.starts_with('}') { "" } else { "," };
+    let mut out = String::with_capacity(via.len() + rest.len() + 9);
+    out.push_str("{\"via\":");
+    out.push_str(via);
+    out.push_str(sep);
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -109,6 +126,12 @@ mod tests {
         let mut m = msg(None);
         set_via(&mut m, "s");
         assert_eq!(via(&m).as_deref(), Some("s"));
+        // A key written with an escape is still `via` (read and replaced).
+        let mut m = msg(Some(r#"{"\u0076ia":"s://d/stub","n":1}"#));
+        assert_eq!(via(&m).as_deref(), Some("s://d/stub"));
+        set_via(&mut m, "t");
+        assert_eq!(m.body.as_deref(), Some(r#"{"n":1,"via":"t"}"#));
+        assert_eq!(via(&msg(Some(r#"{"n":"via"}"#))), None);
     }
 
     #[test]

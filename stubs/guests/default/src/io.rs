@@ -51,7 +51,10 @@ impl Timer {
 
 /// The host's services, as the session uses them.
 pub(crate) trait Io {
-    fn bus_send(&mut self, message: &Msg) -> Result<(), Failure>;
+    /// Hands `message` to the bus; a refused one comes back with the refusal (moved, not
+    /// copied: the size of the `Err` is that of the message's handles).
+    #[allow(clippy::result_large_err)]
+    fn bus_send(&mut self, message: Msg) -> Result<(), (Failure, Msg)>;
     fn ws_open(&mut self, url: &str) -> Result<u64, Failure>;
     fn ws_send(&mut self, socket: u64, text: &str) -> Result<(), Failure>;
     fn ws_close(&mut self, socket: u64, code: u16, reason: &str);

@@ -168,8 +168,11 @@ fn failure(f: bindings::rethink::stub::types::Failure) -> Failure {
 }
 
 impl Io for WitIo {
-    fn bus_send(&mut self, message: &Msg) -> Result<(), Failure> {
-        bus::send(&to_envelope(message)).map_err(failure)
+    fn bus_send(&mut self, message: Msg) -> Result<(), (Failure, Msg)> {
+        // The record is lowered from the guest's own strings: moved in and, when refused,
+        // moved back, never copied.
+        let envelope = to_envelope(message);
+        bus::send(&envelope).map_err(|f| (failure(f), from_envelope(envelope)))
     }
 
     fn ws_open(&mut self, url: &str) -> Result<u64, Failure> {
@@ -243,13 +246,13 @@ fn from_envelope(e: Envelope) -> Msg {
     }
 }
 
-fn to_envelope(m: &Msg) -> Envelope {
+fn to_envelope(m: Msg) -> Envelope {
     Envelope {
-        id: m.id.clone(),
-        type_: m.kind.clone(),
-        from: m.from.clone(),
-        to: m.to.clone(),
-        body: m.body.clone(),
-        extra: m.extra.clone(),
+        id: m.id,
+        type_: m.kind,
+        from: m.from,
+        to: m.to,
+        body: m.body,
+        extra: m.extra,
     }
 }

@@ -287,27 +287,26 @@ impl Session {
 
     /// Hands the waiting frames to the bus, in order, until the bus asks to wait.
     fn drain_inbound(&mut self, io: &mut dyn Io) {
-        while let Some(p) = self.inbound.front() {
-            match io.bus_send(&p.msg) {
+        while let Some(Pending { seq, msg }) = self.inbound.pop_front() {
+            match io.bus_send(msg) {
                 Ok(()) => {}
-                Err(f) if f.code == 503 || f.code == 429 => {
+                Err((f, msg)) if f.code == 503 || f.code == 429 => {
+                    self.inbound.push_front(Pending { seq, msg });
                     if !self.retry_timer {
                         self.retry_timer = true;
                         io.set_timer(Timer::Retry, self.cfg.backoff_min_ms);
                     }
                     return;
                 }
-                Err(f) => io.log(
+                Err((f, msg)) => io.log(
                     Level::Warn,
                     &format!(
                         "dropped a message from the node the bus refused ({} {}): {} to {:?}",
-                        f.code, f.description, p.msg.from, p.msg.to
+                        f.code, f.description, msg.from, msg.to
                     ),
                 ),
             }
-            if let Some(p) = self.inbound.pop_front() {
-                self.mark_delivered(p.seq);
-            }
+            self.mark_delivered(seq);
         }
     }
 

@@ -25,6 +25,8 @@ const OUT_PREFIX: &str = "out/";
 pub(crate) struct Out {
     pub(crate) cseq: u64,
     pub(crate) msg: Msg,
+    /// `msg`'s JSON text (as stored and as written to the node), made once.
+    pub(crate) text: String,
     /// When it was taken (ms since the Unix epoch).
     pub(crate) taken_ms: u64,
     /// Whether it was written to a socket (then the node may have handled it: it is not
@@ -33,12 +35,20 @@ pub(crate) struct Out {
 }
 
 fn key(cseq: u64) -> String {
-    format!("{OUT_PREFIX}{cseq:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(OUT_PREFIX.len() + 16);
+    key.push_str(OUT_PREFIX);
+    for shift in (0..16).rev() {
+        key.push(char::from(
+            HEX[usize::try_from((cseq >> (shift * 4)) & 0xf).unwrap_or(0)],
+        ));
+    }
+    key
 }
 
 /// Stores `out` (with `g`, the host queue position it came with, if any).
 pub(crate) fn put(io: &mut dyn Io, out: &Out, g: Option<u64>) -> Result<(), Failure> {
-    let (t, m) = (out.taken_ms, out.msg.to_json());
+    let (t, m) = (out.taken_ms, &out.text);
     let value = match g {
         Some(g) => format!("{{\"g\":{g},\"t\":{t},\"m\":{m}}}"),
         None => format!("{{\"t\":{t},\"m\":{m}}}"),
@@ -77,6 +87,7 @@ pub(crate) fn load(io: &mut dyn Io, max: usize) -> (Vec<Out>, u64) {
         let taken_ms = record["t"].as_u64().unwrap_or(0);
         outs.push(Out {
             cseq,
+            text: msg.to_json(),
             msg,
             taken_ms,
             written: false,

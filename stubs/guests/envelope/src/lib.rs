@@ -8,9 +8,11 @@
 //! Shared by the guests, which turn [`Msg`] into their generated `Envelope` field by field
 //! (each guest's bindings have their own types).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A reTHINK message, the fields of the WIT `envelope` record.
@@ -51,17 +53,121 @@ impl std::error::Error for ParseError {}
 
 type Fields = BTreeMap<String, Box<RawValue>>;
 
+/// The fields of one JSON object, in text order, borrowed from the text (a key with escapes is
+/// unescaped into its own string). Reading a message this way allocates nothing per field.
+struct Top<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Top<'a> {
+    fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The value of `key` (the last one, should the key be repeated), taken out of the list.
+    fn take(&mut self, key: &str) -> Option<&'a RawValue> {
+        let last = self.0.iter().rposition(|(k, _)| k == key)?;
+        let (_, value) = self.0.remove(last);
+        // A repeated key's earlier values go too, as in a map; the others keep their order.
+        if self.0[..last].iter().any(|(k, _)| k == key) {
+            self.0.retain(|(k, _)| k != key);
+        }
+        Some(value)
+    }
+
+    /// The remaining fields as one object's text, in key order (the last of a repeated key),
+    /// or `None` when none remain.
+    fn rest(mut self) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        // Stable: among equal keys the text order stays, and the last one is kept.
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::from("{");
+        for (i, (key, value)) in self.0.iter().enumerate() {
+            if self.0.get(i + 1).is_some_and(|(next, _)| next == key) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            push_str_json(&mut out, key);
+            out.push(':');
+            out.push_str(value.get());
+        }
+        out.push('}');
+        Some(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(key)) = map.next_key()? {
+                    fields.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Top(fields))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// An object key, borrowed unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// The string a JSON string text stands for, borrowed when it has no escapes.
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        // A string token without escapes: its text is the string (the parser checked it).
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
 impl Msg {
     /// Reads one message from the JSON text of an object.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let fields: Fields =
-            serde_json::from_str(text).map_err(|e| ParseError::NotObject(e.to_string()))?;
-        Self::from_fields(fields)
+        let fields = Top::parse(text).map_err(|e| ParseError::NotObject(e.to_string()))?;
+        Self::from_top(fields)
     }
 
     /// Reads one message from the raw fields of an object.
-    pub fn from_fields(mut fields: Fields) -> Result<Self, ParseError> {
-        let id = fields.remove("id").ok_or(ParseError::Field("id"))?;
+    pub fn from_fields(fields: Fields) -> Result<Self, ParseError> {
+        Self::from_top(Top(fields
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_ref()))
+            .collect()))
+    }
+
+    fn from_top(mut fields: Top<'_>) -> Result<Self, ParseError> {
+        let id = fields.take("id").ok_or(ParseError::Field("id"))?;
         if !(id.get().starts_with('"')
             || id
                 .get()
@@ -71,29 +177,28 @@ impl Msg {
         }
         let kind = string_field(&mut fields, "type")?;
         let from = string_field(&mut fields, "from")?;
-        let to_raw = fields.remove("to").ok_or(ParseError::Field("to"))?;
-        let to = match serde_json::from_str::<String>(to_raw.get()) {
-            Ok(one) => vec![one],
-            Err(_) => serde_json::from_str::<Vec<String>>(to_raw.get())
+        let to_raw = fields.take("to").ok_or(ParseError::Field("to"))?;
+        let to = match json_str(to_raw) {
+            Some(one) => vec![one.into_owned()],
+            None => serde_json::from_str::<Vec<String>>(to_raw.get())
                 .map_err(|_| ParseError::Field("to"))?,
         };
         if to.is_empty() {
             return Err(ParseError::Field("to"));
         }
-        let body = match fields.remove("body") {
+        let body = match fields.take("body") {
             Some(raw) if raw.get() == "null" => None,
             Some(raw) if raw.get().starts_with('{') => Some(raw.get().to_owned()),
             Some(_) => return Err(ParseError::Field("body")),
             None => None,
         };
-        let extra = (!fields.is_empty()).then(|| object_text(&fields));
         Ok(Self {
             id: id.get().to_owned(),
             kind,
             from,
             to,
             body,
-            extra,
+            extra: fields.rest(),
         })
     }
 
@@ -128,14 +233,15 @@ impl Msg {
             out.push_str(",\"body\":");
             out.push_str(body);
         }
-        for (key, value) in self.extra_fields() {
-            if matches!(key.as_str(), "id" | "type" | "from" | "to" | "body") {
-                continue;
+        if let Some(mut fields) = self.extra.as_deref().and_then(|t| Top::parse(t).ok()) {
+            for key in ["id", "type", "from", "to", "body"] {
+                fields.take(key);
             }
-            out.push(',');
-            push_str_json(&mut out, &key);
-            out.push(':');
-            out.push_str(value.get());
+            if let Some(rest) = fields.rest() {
+                // `{...}`: its fields follow the header's.
+                out.push(',');
+                out.push_str(&rest[1..rest.len() - 1]);
+            }
         }
         out.push('}');
         out
@@ -151,10 +257,27 @@ impl Msg {
 
     /// Removes the extra top-level field `key`, returning its JSON text.
     pub fn take_extra(&mut self, key: &str) -> Option<String> {
-        let mut fields = self.extra_fields();
-        let taken = fields.remove(key)?;
-        self.extra = (!fields.is_empty()).then(|| object_text(&fields));
-        Some(taken.get().to_owned())
+        let text = self.extra.as_deref()?;
+        let mut fields = Top::parse(text).ok()?;
+        let taken = fields.take(key)?.get().to_owned();
+        self.extra = fields.rest();
+        Some(taken)
+    }
+
+    /// Sets the extra top-level field `key` to the JSON text `value` (nothing changes when
+    /// `value` is not one JSON value); the other extra fields stay.
+    pub fn set_extra(&mut self, key: &str, value: &str) {
+        let Ok(raw) = serde_json::from_str::<&RawValue>(value) else {
+            return;
+        };
+        let mut fields = self
+            .extra
+            .as_deref()
+            .and_then(|text| Top::parse(text).ok())
+            .unwrap_or(Top(Vec::new()));
+        // Last, so it wins over an earlier value of the same key.
+        fields.0.push((Cow::Borrowed(key), raw));
+        self.extra = fields.rest();
     }
 
     /// The body as a JSON value (`Null` when absent or unreadable).
@@ -179,28 +302,23 @@ impl Msg {
     }
 }
 
-fn string_field(fields: &mut Fields, name: &'static str) -> Result<String, ParseError> {
-    let raw = fields.remove(name).ok_or(ParseError::Field(name))?;
-    serde_json::from_str(raw.get()).map_err(|_| ParseError::Field(name))
+fn string_field(fields: &mut Top<'_>, name: &'static str) -> Result<String, ParseError> {
+    let raw = fields.take(name).ok_or(ParseError::Field(name))?;
+    json_str(raw)
+        .map(Cow::into_owned)
+        .ok_or(ParseError::Field(name))
 }
 
-fn object_text(fields: &Fields) -> String {
-    let mut out = String::from("{");
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_str_json(&mut out, key);
-        out.push(':');
-        out.push_str(value.get());
+/// Writes `s` as a JSON string: copied as it is when nothing in it needs an escape.
+pub fn push_str_json(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // serde_json writes a string as JSON text; writing into a String cannot fail.
+        let _ = write!(out, "{}", serde_json::Value::from(s));
     }
-    out.push('}');
-    out
-}
-
-fn push_str_json(out: &mut String, s: &str) {
-    // serde_json writes a string as JSON text; writing into a String cannot fail.
-    let _ = write!(out, "{}", serde_json::Value::from(s));
 }
 
 #[cfg(test)]
@@ -243,5 +361,41 @@ mod tests {
             Msg::parse(r#"{"id":1,"type":"read","from":"a://x/y","to":"b://x/y","body":3}"#),
             Err(ParseError::Field("body"))
         );
+    }
+
+    #[test]
+    fn repeated_and_escaped_keys_read_as_a_map_would() {
+        // The last of a repeated key wins; extra fields come out in key order, once each.
+        let m = Msg::parse(
+            r#"{"id":1,"type":"a","type":"b","from":"x://d/a","to":"y://d/b","z":1,"\u0073eq":2,"z":3}"#,
+        )
+        .expect("parses");
+        assert_eq!(m.kind, "b");
+        assert_eq!(m.extra.as_deref(), Some(r#"{"seq":2,"z":3}"#));
+        let escaped = Msg::parse(r#"{"id":1,"type":"a\"b","from":"x://d/a","to":"y://d/\u0062"}"#)
+            .expect("parses");
+        assert_eq!(escaped.kind, "a\"b");
+        assert_eq!(escaped.to, vec!["y://d/b"]);
+        assert_eq!(
+            escaped.to_json(),
+            r#"{"id":1,"type":"a\"b","from":"x://d/a","to":"y://d/b"}"#
+        );
+    }
+
+    #[test]
+    fn extra_fields_are_set_and_taken() {
+        let mut m =
+            Msg::parse(r#"{"id":1,"type":"a","from":"x://d/a","to":"y://d/b"}"#).expect("parses");
+        assert_eq!(m.take_extra("seq"), None);
+        m.set_extra("cseq", "4");
+        assert_eq!(m.extra.as_deref(), Some(r#"{"cseq":4}"#));
+        m.set_extra("b", "[1, 2]");
+        m.set_extra("cseq", "5");
+        m.set_extra("bad", "not json");
+        assert_eq!(m.extra.as_deref(), Some(r#"{"b":[1, 2],"cseq":5}"#));
+        assert_eq!(m.take_extra("cseq").as_deref(), Some("5"));
+        assert_eq!(m.take_extra("cseq"), None);
+        assert_eq!(m.take_extra("b").as_deref(), Some("[1, 2]"));
+        assert_eq!(m.extra, None);
     }
 }

@@ -49,9 +49,10 @@ impl Session {
             return;
         }
         let cseq = self.last_cseq + 1;
-        frames::set_extra(&mut msg, "cseq", &cseq.to_string());
+        msg.set_extra("cseq", &cseq.to_string());
         let out = Out {
             cseq,
+            text: msg.to_json(),
             msg,
             taken_ms: io.now_ms(),
             written: false,
@@ -168,7 +169,7 @@ impl Session {
             return;
         }
         let reply = msg.reply(json!({ "code": code, "description": description }));
-        if let Err(f) = io.bus_send(&reply) {
+        if let Err((f, _)) = io.bus_send(reply) {
             io.log(
                 Level::Warn,
                 &format!(
@@ -186,7 +187,7 @@ impl Session {
             self.queue.push_front(out);
             return false;
         };
-        match io.ws_send(socket, &out.msg.to_json()) {
+        match io.ws_send(socket, &out.text) {
             Ok(()) => {
                 out.written = true;
                 self.unconfirmed.push_back(out);

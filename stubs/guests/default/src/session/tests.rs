@@ -21,14 +21,17 @@ struct Rec {
 }
 
 impl Io for Rec {
-    fn bus_send(&mut self, message: &Msg) -> Result<(), Failure> {
+    fn bus_send(&mut self, message: Msg) -> Result<(), (Failure, Msg)> {
         if let Some(code) = self.bus_refuses {
-            return Err(Failure {
-                code,
-                description: "refused".into(),
-            });
+            return Err((
+                Failure {
+                    code,
+                    description: "refused".into(),
+                },
+                message,
+            ));
         }
-        self.bus.push(message.clone());
+        self.bus.push(message);
         Ok(())
     }
     fn ws_open(&mut self, _url: &str) -> Result<u64, Failure> {
