@@ -8,6 +8,13 @@ use tempfile::TempDir;
 use super::*;
 use crate::store::sqlite::SqliteStore;
 
+/// The queue tables as `rethink.db`'s migrations 0009 and 0010 left them.
+const OLD_TABLES: &str = "CREATE TABLE appservice_state (as_id TEXT PRIMARY KEY NOT NULL, \
+     stream_pos INTEGER NOT NULL, next_txn INTEGER NOT NULL, \
+     bus_seq INTEGER NOT NULL DEFAULT 0); \
+     CREATE TABLE appservice_txns (as_id TEXT NOT NULL, txn_id INTEGER NOT NULL, \
+     body TEXT NOT NULL, items INTEGER NOT NULL, PRIMARY KEY (as_id, txn_id));";
+
 fn store(s: &SqliteStore) -> AppserviceStore {
     AppserviceStore::new(s.appservice_pool().clone(), s.pool().clone())
 }
@@ -27,12 +34,8 @@ async fn queues_left_in_the_matrix_file_are_moved_to_appservice_db() -> anyhow::
         SqliteConnectOptions::new().filename(dir.path().join("rethink.db")),
     )
     .await?;
-    sqlx::raw_sql(include_str!("../migrations/0009_appservice.sql"))
-        .execute(&old)
-        .await?;
-    sqlx::raw_sql(include_str!("../migrations/0010_appservice_bus.sql"))
-        .execute(&old)
-        .await?;
+    // The tables as rethink.db's migrations 0009 and 0010 left them.
+    sqlx::raw_sql(OLD_TABLES).execute(&old).await?;
     sqlx::raw_sql(
         "INSERT INTO appservice_state VALUES ('bridge', 40, 8, 3); \
          INSERT INTO appservice_txns VALUES ('bridge', 6, '{\"events\":[6]}', 1), \
