@@ -6,7 +6,7 @@
 //! with a file of its own, a queue write waits for nothing but the other services' queue writes,
 //! and those wait in the pool (one connection), not in the busy handler.
 //!
-//! Nodes before the split kept these tables in `rethink.db`; [`move_from_matrix_db`] moves their
+//! Nodes before the split kept these tables in `rethink.db`; `move_from_matrix_db` moves their
 //! rows here at start, so a queued transaction survives the upgrade.
 //!
 //! Besides the room stream position, a service's state holds the highest seq of its bus
