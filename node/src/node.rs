@@ -309,7 +309,7 @@ impl RunningNode {
             &config.appservices,
             config.matrix.server_name.clone(),
             AppservicesDeps {
-                store: AppserviceStore::new(store.pool().clone()),
+                store: AppserviceStore::new(store.appservice_pool().clone(), store.pool().clone()),
                 rooms: rooms.clone(),
                 stream: stream.clone(),
                 bus: bus.clone(),

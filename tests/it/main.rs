@@ -53,6 +53,7 @@ mod matrix_userdata;
 mod policy;
 mod process;
 mod registry;
+mod registry_rate;
 mod resume;
 mod routing;
 mod server_limits;

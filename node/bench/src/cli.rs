@@ -27,6 +27,9 @@ enum RawCommand {
     /// Matrix application service on loopback: the bench is the service; events sent at a
     /// fixed rate, then a burst; commit-to-transaction latency and transactions per second.
     Appservice(crate::appservice_load::AppserviceArgs),
+    /// The domain registry connector: runtimes keep lookups outstanding through the bus;
+    /// lookups per second and their round trip.
+    Registry(crate::registry_load::RegistryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +138,7 @@ pub(crate) enum Command {
     Ws(WsConfig),
     Matrix(MatrixConfig),
     Appservice(crate::appservice_load::AppserviceArgs),
+    Registry(crate::registry_load::RegistryArgs),
 }
 
 /// Where the node is.
@@ -225,6 +229,10 @@ pub(crate) fn parse() -> Command {
         },
         RawCommand::Appservice(args) => match args.validate() {
             Ok(()) => Command::Appservice(args),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
+        RawCommand::Registry(args) => match args.validate() {
+            Ok(()) => Command::Registry(args),
             Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
         },
     }

@@ -15,6 +15,9 @@
 //! `rethink-bench appservice [options]` is a Matrix application service on loopback: it
 //! starts the node with its registration, sends events at a fixed rate and then a burst, and
 //! reports the commit-to-transaction latency and the transactions delivered per second.
+//!
+//! `rethink-bench registry [options]` starts the node with the domain registry connector and
+//! has runtimes keep lookups outstanding through the bus: lookups per second and round trip.
 
 mod appservice_load;
 mod attack;
@@ -31,6 +34,7 @@ mod matrix_tasks;
 mod mock_node;
 mod node_proc;
 mod node_under_test;
+mod registry_load;
 mod report;
 mod runtime;
 mod stats;
@@ -73,6 +77,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Appservice(cfg) => runtime.block_on(async {
             let report = tokio::select! {
                 r = appservice_load::run(&cfg) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if cfg.json() {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Registry(cfg) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = registry_load::run(&cfg) => r?,
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if cfg.json() {

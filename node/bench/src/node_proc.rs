@@ -68,6 +68,18 @@ impl NodeProcess {
     /// Starts the node for `domain` on a free port (with configuration file `config`, if
     /// given) and waits until it is healthy.
     pub(crate) async fn start(domain: &str, config: Option<&Path>) -> Result<Self, NodeError> {
+        Self::start_with(domain, config, true, &[]).await
+    }
+
+    /// As [`Self::start`]; `lift_session_rate`: the session rate limit set out of reach (the
+    /// load generators send far past any runtime's rate), else the node's own; `env`: more
+    /// settings, applied last.
+    pub(crate) async fn start_with(
+        domain: &str,
+        config: Option<&Path>,
+        lift_session_rate: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Self, NodeError> {
         let path = Self::executable()?;
         let port = free_port().map_err(NodeError::Port)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -79,17 +91,22 @@ impl NodeProcess {
         if let Some(config) = config {
             command.env("RETHINK_CONFIG", config);
         }
-        let child = command
+        command
             .env("RETHINK_LISTEN", addr.to_string())
             .env("RETHINK_DOMAIN", domain)
             .env("RETHINK_DATA_DIR", data_dir.path())
-            .env("RETHINK_LOG", "warn")
-            .env("RETHINK_SESSION__RATE_PER_SECOND", "1000000")
-            .env("RETHINK_SESSION__RATE_BURST", "1000000")
+            .env("RETHINK_LOG", "warn");
+        if lift_session_rate {
+            command
+                .env("RETHINK_SESSION__RATE_PER_SECOND", "1000000")
+                .env("RETHINK_SESSION__RATE_BURST", "1000000");
+        }
+        let child = command
             // The load generators send far past any client's rate: measure the node, not its
             // Matrix rate limiter.
             .env("RETHINK_MATRIX__RATE_LIMIT__ENABLED", "false")
             .env("RETHINK_AUTH__ALLOW_ANONYMOUS", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             // The node's logs go to our stderr so that `--json` output stays clean.
             .stdout(Stdio::from(io::stderr()))

@@ -77,6 +77,8 @@ struct Inner {
     pushers: Mutex<HashMap<String, (Arc<AppService>, CancellationToken)>>,
     /// The bus session of each service id with `rethink_namespaces`.
     links: Mutex<Links>,
+    /// The queue memory of each service id that had a pusher (kept across its pushers).
+    memories: Mutex<HashMap<String, Arc<queue::QueueMemory>>>,
     /// One reload (or start) at a time.
     reloading: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -109,6 +111,7 @@ impl AppServices {
                 deps,
                 pushers: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
+                memories: Mutex::new(HashMap::new()),
                 reloading: tokio::sync::Mutex::new(()),
                 shutdown,
             }),
@@ -196,12 +199,18 @@ impl AppServices {
                 continue;
             }
             let stop = self.inner.shutdown.child_token();
+            let memory = Arc::clone(
+                lock(&self.inner.memories)
+                    .entry(service.id().to_owned())
+                    .or_default(),
+            );
             let queue = queue::NodeQueue::new(
                 Arc::clone(service),
                 self.inner.deps.clone(),
                 self.inner.server_name.to_string(),
                 self.inner.config.max_events_per_txn,
                 self.bus_session(service.id()),
+                memory,
             );
             let backoff = Backoff {
                 initial: self.inner.config.initial_backoff,

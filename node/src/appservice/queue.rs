@@ -4,9 +4,19 @@
 //! The pusher is woken by the stream writer's commits ([`StreamWriter::next_commit`]) and by
 //! frames in the service's bus session ([`super::bus_link`]), which become the transaction's
 //! [`RETHINK_MESSAGES`].
+//!
+//! The queue's memory ([`QueueMemory`], one per service id, shared by the pushers a reload
+//! makes) mirrors the stored queue once it has read it empty, so the pusher's "oldest
+//! transaction?" costs no statement; and a position advanced past events that do not concern
+//! the service (no transaction) is written at most once per [`POSITION_EVERY`]: a transaction
+//! is stored with its position in one commit, and after a kill the events of the last
+//! unrecorded advance are only looked at again (none of them concerned the service). So each
+//! transaction costs two commits to `appservice.db`: its own, and its deletion once delivered.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rethink_connectors::AppService;
 use rethink_connectors::pusher::{QueuedTxn, TxnQueue};
@@ -18,7 +28,6 @@ use super::bus_link::{BusLink, Taken};
 use super::ephemeral::{Ephemeral, EphemeralSource, TO_DEVICE};
 use super::interest::Interest;
 use crate::clock::Clock;
-use crate::locks::lock;
 use crate::rooms::{RoomError, Rooms};
 use crate::store::StoreError;
 use crate::store::appservice::{AppserviceStore, AsPosition};
@@ -40,6 +49,29 @@ pub enum QueueError {
     Encode(#[from] serde_json::Error),
 }
 
+/// How often a position advanced without a transaction is written.
+pub(super) const POSITION_EVERY: Duration = Duration::from_secs(1);
+
+/// What a service's queue knows without asking the store: shared by the successive pushers of
+/// one service id (a reload starts a new one while the old one may still be filling), each of
+/// whose operations holds it to the end.
+#[derive(Debug, Default)]
+pub(super) struct QueueMemory {
+    inner: tokio::sync::Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// Where transactions were made up to (read once; may be ahead of the store by advances
+    /// without a transaction).
+    position: Option<AsPosition>,
+    /// When a position without a transaction was last written.
+    saved_at: Option<Instant>,
+    /// The stored undelivered transactions, in order, once the store was read empty; `None`
+    /// while unknown.
+    queued: Option<VecDeque<QueuedTxn>>,
+}
+
 pub(super) struct NodeQueue {
     service: Arc<AppService>,
     store: AppserviceStore,
@@ -52,8 +84,7 @@ pub(super) struct NodeQueue {
     /// Typing, receipts, presence and to-device, when it has `receive_ephemeral`.
     ephemeral: Option<EphemeralSource>,
     clock: Clock,
-    /// Where transactions were made up to (cached after the first read).
-    position: Mutex<Option<AsPosition>>,
+    memory: Arc<QueueMemory>,
 }
 
 impl NodeQueue {
@@ -63,6 +94,7 @@ impl NodeQueue {
         server_name: String,
         max_events: usize,
         link: Option<Arc<BusLink>>,
+        memory: Arc<QueueMemory>,
     ) -> Self {
         let ephemeral = service
             .registration
@@ -78,19 +110,19 @@ impl NodeQueue {
             server_name,
             max_events,
             link,
-            position: Mutex::new(None),
+            memory,
         }
     }
 
-    async fn position(&self) -> Result<AsPosition, QueueError> {
-        if let Some(known) = lock(&self.position).clone() {
-            return Ok(known);
+    async fn position(&self, memory: &mut Memory) -> Result<AsPosition, QueueError> {
+        if let Some(known) = &memory.position {
+            return Ok(known.clone());
         }
         let pos = self
             .store
             .position(self.service.id(), self.stream.visible())
             .await?;
-        *lock(&self.position) = Some(pos.clone());
+        memory.position = Some(pos.clone());
         Ok(pos)
     }
 
@@ -131,7 +163,11 @@ impl TxnQueue for NodeQueue {
     type Error = QueueError;
 
     async fn oldest(&self) -> Result<Option<QueuedTxn>, QueueError> {
-        Ok(self
+        let mut memory = self.memory.inner.lock().await;
+        if let Some(queued) = &memory.queued {
+            return Ok(queued.front().cloned());
+        }
+        let oldest = self
             .store
             .oldest(self.service.id())
             .await?
@@ -139,15 +175,25 @@ impl TxnQueue for NodeQueue {
                 txn_id: t.txn_id,
                 body: t.body,
                 items: usize::try_from(t.items).unwrap_or(0),
-            }))
+            });
+        if oldest.is_none() {
+            memory.queued = Some(VecDeque::new());
+        }
+        Ok(oldest)
     }
 
     async fn delivered(&self, txn_id: i64) -> Result<(), QueueError> {
-        Ok(self.store.delivered(self.service.id(), txn_id).await?)
+        let mut memory = self.memory.inner.lock().await;
+        self.store.delivered(self.service.id(), txn_id).await?;
+        if let Some(queued) = &mut memory.queued {
+            queued.retain(|t| t.txn_id != txn_id);
+        }
+        Ok(())
     }
 
     async fn fill(&self) -> Result<bool, QueueError> {
-        let before = self.position().await?;
+        let mut memory = self.memory.inner.lock().await;
+        let before = self.position(&mut memory).await?;
         let mut pos = before.clone();
         let mut interest = Interest::new(&self.service, &self.rooms, &self.server_name);
         let (events, mut full) = self.room_events(&mut pos, &mut interest).await?;
@@ -197,28 +243,43 @@ impl TxnQueue for NodeQueue {
                 }
             }
         };
-        if pos != before || txn.is_some() {
+        let made = txn.is_some();
+        let now = Instant::now();
+        // A position alone is written at most every POSITION_EVERY (see the module's docs).
+        let due = memory
+            .saved_at
+            .is_none_or(|at| now.duration_since(at) >= POSITION_EVERY);
+        if made || (pos != before && due) {
+            let count = i64::try_from(items).unwrap_or(i64::MAX);
             let stored = self
                 .store
-                .advance(
-                    self.service.id(),
-                    &pos,
-                    txn.as_deref()
-                        .map(|b| (b, i64::try_from(items).unwrap_or(i64::MAX))),
-                )
+                .advance(self.service.id(), &pos, txn.as_deref().map(|b| (b, count)))
                 .await;
-            if let Err(e) = stored {
-                if let Some(link) = &self.link {
-                    link.rewind().await;
+            let txn_id = match stored {
+                Ok(id) => id,
+                Err(e) => {
+                    if let Some(link) = &self.link {
+                        link.rewind().await;
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
+            };
+            if let (Some(txn_id), Some(body), Some(queued)) = (txn_id, txn, &mut memory.queued) {
+                queued.push_back(QueuedTxn {
+                    txn_id,
+                    body,
+                    items,
+                });
             }
-            *lock(&self.position) = Some(pos);
+            if !made {
+                memory.saved_at = Some(now);
+            }
         }
+        memory.position = Some(pos);
         if let (Some(link), Some(last)) = (&self.link, last_taken) {
             link.done(last, taken.settles).await;
         }
-        Ok(full || txn.is_some())
+        Ok(full || made)
     }
 
     fn changed(&self) -> impl Future<Output = ()> + Send {

@@ -30,6 +30,7 @@ mod rate;
 mod registry_owner;
 mod services;
 pub mod session;
+mod settling;
 mod status;
 mod stub_port;
 
@@ -50,6 +51,7 @@ pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
 pub use session::{PushError, Session};
+pub use settling::Settling;
 pub use status::RuntimeStatus;
 
 use crate::auth::Identity;
@@ -498,24 +500,20 @@ impl Bus {
     }
 
     async fn commit(&self, pending: Pending) {
-        for op in pending.ops {
-            self.submit(op).await;
-        }
-        for rx in pending.settled {
-            // An error means the writer stopped; it has logged why.
-            let _ = rx.await;
-        }
-        if let Some(bridge) = &self.inner.bridge {
-            for event in pending.bridge {
-                if bridge.send(event).await.is_err() {
-                    tracing::error!("the Matrix bridge has stopped; a bridged message is lost");
-                }
-            }
-        }
+        self.settling(pending, None).await.wait().await;
     }
 
-    /// Routes a permitted message to every recipient.
-    pub async fn route(&self, mut permit: Permit<'_>) -> RouteReport {
+    /// Routes a permitted message to every recipient, and returns once its frames are settled.
+    pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
+        let (report, settling) = self.route_unsettled(permit).await;
+        settling.wait().await;
+        report
+    }
+
+    /// Routes a permitted message to every recipient: its frames are in their outboxes, in
+    /// order, and their store writes submitted; what is left (the frames settling, then the
+    /// bridge's events) is returned (see [`Settling`]).
+    pub async fn route_unsettled(&self, mut permit: Permit<'_>) -> (RouteReport, Settling) {
         let started = Instant::now();
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
@@ -539,12 +537,7 @@ impl Bus {
                 }),
             }
         }
-        self.commit(pending).await;
-        self.inner
-            .metrics
-            .route_latency
-            .observe(started.elapsed().as_secs_f64());
-        report
+        (report, self.settling(pending, Some(started)).await)
     }
 
     /// Routes to one recipient; `owner` is its address's owner when the decision looked it up.

@@ -5,7 +5,7 @@
 //! behind one short-held mutex, never held across `.await`.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +69,8 @@ pub struct Session {
     /// session ended.
     room: Notify,
     limiter: DefaultDirectRateLimiter,
+    /// Not held to the limiter: a connector's session (`stubhost`, `StubRunConfig::connector`).
+    rate_exempt: AtomicBool,
     per_minute: MinuteCounter,
     /// The highest `cseq` (the runtime's own numbering of what it sends) handled: a message
     /// with a `cseq` at or below it is a resent duplicate, dropped (`ws::session`).
@@ -103,6 +105,7 @@ impl Session {
             notify: Notify::new(),
             room: Notify::new(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            rate_exempt: AtomicBool::new(false),
             per_minute: MinuteCounter::default(),
             cseq: AtomicU64::new(0),
         }
@@ -137,7 +140,13 @@ impl Session {
 
     /// Takes one unit of the session's message rate; false when the rate is exceeded.
     pub fn take_rate(&self) -> bool {
-        self.limiter.check().is_ok()
+        self.rate_exempt.load(Ordering::Relaxed) || self.limiter.check().is_ok()
+    }
+
+    /// Lifts the message rate limit of this session: a connector's, whose answers to its
+    /// callers (each held to its own limit) must not be capped at one runtime's rate.
+    pub(crate) fn exempt_from_rate_limit(&self) {
+        self.rate_exempt.store(true, Ordering::Relaxed);
     }
 
     /// Counts a message for `context.rate_per_minute`; returns the count over the last minute.

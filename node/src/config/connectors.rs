@@ -178,6 +178,7 @@ pub(super) fn validate_connectors(
             other => other,
         })?;
         for mut r in checked.drain(..) {
+            r.connector = true;
             if builtin {
                 r.source = StubSource::Builtin(name.clone());
             }

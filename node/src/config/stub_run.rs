@@ -69,6 +69,10 @@ pub struct StubRunConfig {
     pub memory_bytes: usize,
     pub call_timeout: Duration,
     pub mailbox: usize,
+    /// A connector (`[connectors.<name>]`): the operator's code serving the domain, so its
+    /// session is not held to `session.rate_per_second` (its callers are). A `[stubs.run]`
+    /// instance is, like any runtime.
+    pub connector: bool,
 }
 
 /// Checks `[stubs.run.*]`.
@@ -150,6 +154,7 @@ pub(super) fn validate_run(
             memory_bytes: r.memory_mb as usize * (1 << 20),
             call_timeout: Duration::from_millis(r.call_timeout_ms),
             mailbox: r.mailbox,
+            connector: false,
         });
     }
     Ok(run)

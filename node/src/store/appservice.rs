@@ -1,15 +1,93 @@
-//! The transaction queues of application services (`appservice_state`, `appservice_txns` in
-//! `rethink.db`): where each service's transactions were made up to, and those not yet
-//! delivered. Written directly (not through the stream writer): nothing here is reported by
-//! `/sync`. Besides the room stream position, a service's state holds the highest seq of its bus
-//! session taken into a transaction (`bus_seq`, migration 0010), advanced in the transaction's
-//! commit. The ephemeral data of a stream range (receipts, presence, to-device messages: rows
-//! of the user data tables carrying the stream position of their change) is read here too.
+//! The transaction queues of application services (`appservice_state`, `appservice_txns`),
+//! in their own file `appservice.db` (migrations `appservice_migrations/`): where each service's
+//! transactions were made up to, and those not yet delivered. Under Matrix load the stream
+//! writer holds `rethink.db`'s write lock for most of each second, and a queue write waiting
+//! for it slept in SQLite's busy handler (p99 141 ms from commit to transaction; BENCHMARKS.md):
+//! with a file of its own, a queue write waits for nothing but the other services' queue writes,
+//! and those wait in the pool (one connection), not in the busy handler.
+//!
+//! Nodes before the split kept these tables in `rethink.db`; `move_from_matrix_db` moves their
+//! rows here at start, so a queued transaction survives the upgrade.
+//!
+//! Besides the room stream position, a service's state holds the highest seq of its bus
+//! session taken into a transaction (`bus_seq`), advanced in the transaction's commit. The
+//! ephemeral data of a stream range (receipts, presence, to-device messages: rows of the user
+//! data tables in `rethink.db`, carrying the stream position of their change) is read here too,
+//! from the Matrix pool.
+
+use std::path::Path;
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
 
 use super::StoreError;
+
+/// Copies the queue tables of an older node's `rethink.db` (attached as `old`) into
+/// `appservice.db`.
+const MOVE_COPY: [&str; 2] = [
+    "INSERT OR IGNORE INTO main.appservice_state (as_id, stream_pos, next_txn, bus_seq) \
+     SELECT as_id, stream_pos, next_txn, bus_seq FROM old.appservice_state",
+    "INSERT OR IGNORE INTO main.appservice_txns (as_id, txn_id, body, items) \
+     SELECT as_id, txn_id, body, items FROM old.appservice_txns",
+];
+/// Drops them from `rethink.db`.
+const MOVE_DROP: [&str; 2] = [
+    "DROP TABLE IF EXISTS appservice_txns",
+    "DROP TABLE IF EXISTS appservice_state",
+];
+
+/// Moves the rows of the queue tables that a node before the split kept in `rethink.db`
+/// (`matrix`, the file `db_file`) into `appservice.db` (`queue`), in one `appservice.db`
+/// transaction, then drops those tables from `rethink.db`. Idempotent: a crash between the copy
+/// and the drop copies again at the next start (`INSERT OR IGNORE` keeps what is there). On a
+/// fresh data directory the tables are the empty ones `rethink.db`'s migrations 0009 and 0010
+/// created.
+pub(super) async fn move_from_matrix_db(
+    matrix: &SqlitePool,
+    queue: &SqlitePool,
+    db_file: &Path,
+) -> Result<(), StoreError> {
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'appservice_state'",
+    )
+    .fetch_optional(matrix)
+    .await?;
+    if left.is_none() {
+        return Ok(());
+    }
+    let mut conn = queue.acquire().await?;
+    sqlx::query("ATTACH DATABASE ? AS old")
+        .bind(db_file.to_string_lossy().as_ref())
+        .execute(&mut *conn)
+        .await?;
+    let copied = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut moved = 0u64;
+        for copy in MOVE_COPY {
+            moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok::<u64, sqlx::Error>(moved)
+    }
+    .await;
+    sqlx::query("DETACH DATABASE old")
+        .execute(&mut *conn)
+        .await?;
+    let moved = copied?;
+    drop(conn);
+    let mut tx = matrix.begin().await?;
+    for drop_table in MOVE_DROP {
+        sqlx::query(drop_table).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    if moved > 0 {
+        tracing::info!(
+            rows = moved,
+            "application service queues moved from rethink.db to appservice.db"
+        );
+    }
+    Ok(())
+}
 
 /// A transaction waiting for delivery.
 #[derive(Debug, Clone)]
@@ -56,15 +134,22 @@ pub struct ToDeviceRow {
     pub json: String,
 }
 
-/// SQL over the node's pool.
+/// The queues (`appservice.db`) and the ephemeral rows (`rethink.db`).
 #[derive(Debug, Clone)]
 pub struct AppserviceStore {
+    /// `appservice.db` ([`super::sqlite::SqliteStore::appservice_pool`]).
+    queue: SqlitePool,
+    /// `rethink.db`'s shared pool, for the ephemeral rows.
     pool: SqlitePool,
 }
 
 impl AppserviceStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// The store over `queue` (`appservice.db`) and `matrix` (`rethink.db`).
+    pub fn new(queue: SqlitePool, matrix: SqlitePool) -> Self {
+        Self {
+            queue,
+            pool: matrix,
+        }
     }
 
     /// Where the service's transactions were made up to; a service seen for the first time
@@ -76,11 +161,11 @@ impl AppserviceStore {
         )
         .bind(as_id)
         .bind(start)
-        .execute(&self.pool)
+        .execute(&self.queue)
         .await?;
         let row = sqlx::query("SELECT stream_pos, bus_seq FROM appservice_state WHERE as_id = ?")
             .bind(as_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.queue)
             .await?;
         Ok(AsPosition {
             stream: row.try_get("stream_pos")?,
@@ -95,7 +180,7 @@ impl AppserviceStore {
              ORDER BY txn_id LIMIT 1",
         )
         .bind(as_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.queue)
         .await?;
         row.map(|r| {
             Ok(StoredAsTxn {
@@ -112,43 +197,47 @@ impl AppserviceStore {
         sqlx::query("DELETE FROM appservice_txns WHERE as_id = ? AND txn_id = ?")
             .bind(as_id)
             .bind(txn_id)
-            .execute(&self.pool)
+            .execute(&self.queue)
             .await?;
         Ok(())
     }
 
     /// In one commit: records that everything up to `upto` was looked at and, if `txn` is
-    /// given (body, item count), queues it under the next transaction ID.
+    /// given (body, item count), queues it under the next transaction ID, which it returns.
     pub async fn advance(
         &self,
         as_id: &str,
         upto: &AsPosition,
         txn: Option<(&str, i64)>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some((body, items)) = txn {
-            sqlx::query(
-                "INSERT INTO appservice_txns (as_id, txn_id, body, items) \
-                 SELECT as_id, next_txn, ?, ? FROM appservice_state WHERE as_id = ?",
-            )
+    ) -> Result<Option<i64>, StoreError> {
+        let Some((body, items)) = txn else {
+            sqlx::query("UPDATE appservice_state SET stream_pos = ?, bus_seq = ? WHERE as_id = ?")
+                .bind(upto.stream)
+                .bind(upto.bus_seq)
+                .bind(as_id)
+                .execute(&self.queue)
+                .await?;
+            return Ok(None);
+        };
+        let mut tx = self.queue.begin().await?;
+        let txn_id: i64 = sqlx::query_scalar(
+            "UPDATE appservice_state SET stream_pos = ?, bus_seq = ?, next_txn = next_txn + 1 \
+             WHERE as_id = ? RETURNING next_txn - 1",
+        )
+        .bind(upto.stream)
+        .bind(upto.bus_seq)
+        .bind(as_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO appservice_txns (as_id, txn_id, body, items) VALUES (?, ?, ?, ?)")
+            .bind(as_id)
+            .bind(txn_id)
             .bind(body)
             .bind(items)
-            .bind(as_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE appservice_state SET next_txn = next_txn + 1 WHERE as_id = ?")
-                .bind(as_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("UPDATE appservice_state SET stream_pos = ?, bus_seq = ? WHERE as_id = ?")
-            .bind(upto.stream)
-            .bind(upto.bus_seq)
-            .bind(as_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Some(txn_id))
     }
 
     /// The `m.read` receipts changed in `(after, upto]`, in stream order.
@@ -199,3 +288,6 @@ impl AppserviceStore {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests;

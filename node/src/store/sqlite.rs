@@ -6,7 +6,9 @@
 //! - `bus.db`: sessions, their addresses, subscriptions and outboxes (the bus's group-commit
 //!   [`writer`](super::writer)), and the start counter;
 //! - `rethink.db`: everything Matrix (accounts, rooms, events, stream positions, user data), written
-//!   by the Matrix stream writer.
+//!   by the Matrix stream writer;
+//! - `appservice.db`: the application services' transaction queues
+//!   ([`appservice`](super::appservice), which also moves them out of an older `rethink.db`).
 //!
 //! SQLite has one write lock per database file, and a writer that finds it taken sleeps in its
 //! busy handler (1, 2, 5, 10 ... 100 ms steps). With both writers on one file, a bus carrying tens
@@ -22,10 +24,11 @@
 //! checkpoints are off and [`SqliteStore::checkpoints`] runs a passive one on each file every
 //! second, beside the writers.
 //!
-//! Three pools: the bus pool (`bus.db`: the session writer and the start-time load), the shared
+//! Pools: the bus pool (`bus.db`: the session writer and the start-time load), the shared
 //! Matrix pool (`rethink.db` readers and checkpoints; small page caches, since SQLite drops a
 //! connection's cache whenever another one committed) and the Matrix stream writer's own single
-//! connection, whose cache stays valid across its commits.
+//! connection, whose cache stays valid across its commits; and for `appservice.db` one
+//! connection for the queues and one for its checkpoints.
 //!
 //! Sequence numbers are `u64` in the interface and `INTEGER` (i64) in the database; they stay
 //! far below 2^53.
@@ -47,6 +50,8 @@ use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 const DB_FILE: &str = "rethink.db";
 /// Name of the bus's database file (sessions and outboxes) inside the data directory.
 const BUS_DB_FILE: &str = "bus.db";
+/// Name of the application services' queue file inside the data directory.
+const AS_DB_FILE: &str = "appservice.db";
 /// Connections in the shared Matrix pool (readers, checkpoints), besides the Matrix stream
 /// writer's own.
 const MAX_CONNECTIONS: u32 = 3;
@@ -98,6 +103,10 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One connection, for the Matrix stream writer alone (see [`SqliteStore::stream_pool`]).
     stream_pool: SqlitePool,
+    /// `appservice.db`: the queues (see [`SqliteStore::appservice_pool`]).
+    appservice_pool: SqlitePool,
+    /// `appservice.db` again, for its checkpoints only.
+    appservice_checkpoints: SqlitePool,
 }
 
 impl SqliteStore {
@@ -132,6 +141,20 @@ impl SqliteStore {
             .run(&bus_pool)
             .await?;
         move_bus_tables(&pool, &bus_pool, &data_dir.join(DB_FILE)).await?;
+        let as_options = options.clone().filename(data_dir.join(AS_DB_FILE));
+        let appservice_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(as_options.clone())
+            .await?;
+        sqlx::migrate!("src/store/appservice_migrations")
+            .run(&appservice_pool)
+            .await?;
+        super::appservice::move_from_matrix_db(&pool, &appservice_pool, &data_dir.join(DB_FILE))
+            .await?;
+        let appservice_checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(as_options)
+            .await?;
         let stream_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.pragma("cache_size", STREAM_CACHE_KIB))
@@ -141,6 +164,8 @@ impl SqliteStore {
             bus_pool,
             pool,
             stream_pool,
+            appservice_pool,
+            appservice_checkpoints,
         })
     }
 
@@ -156,7 +181,11 @@ impl SqliteStore {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => break,
             }
-            for (file, pool) in [(DB_FILE, &self.pool), (BUS_DB_FILE, &self.bus_pool)] {
+            for (file, pool) in [
+                (DB_FILE, &self.pool),
+                (BUS_DB_FILE, &self.bus_pool),
+                (AS_DB_FILE, &self.appservice_checkpoints),
+            ] {
                 if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                     .execute(pool)
                     .await
@@ -186,8 +215,17 @@ impl SqliteStore {
         &self.stream_pool
     }
 
-    /// Closes every connection of the three pools, waiting for those in use to be returned.
+    /// The application services' queue file (`appservice.db`), one connection: the services'
+    /// queue writes wait for each other in the pool, never in SQLite's busy handler, and never
+    /// for `rethink.db`'s write lock.
+    pub fn appservice_pool(&self) -> &SqlitePool {
+        &self.appservice_pool
+    }
+
+    /// Closes every connection of the pools, waiting for those in use to be returned.
     pub async fn close(&self) {
+        self.appservice_pool.close().await;
+        self.appservice_checkpoints.close().await;
         self.stream_pool.close().await;
         self.pool.close().await;
         self.bus_pool.close().await;

@@ -9,8 +9,9 @@
 //!   is full the frames wait in the outbox; with the breaker open they are answered 503;
 //! - a router task (`router.rs`) passes what the stub sends through `Bus::authorize` and
 //!   `Bus::route` with origin `Origin::Stub` (`context.transport` is `"stub"`): anti-spoofing,
-//!   rate and policy apply as to any runtime, and refusals come back to the stub as responses,
-//!   through `on-message`;
+//!   rate and policy apply as to any runtime (a connector's session has no rate limit: it is
+//!   the operator's code answering runtimes held to theirs), and refusals come back to the stub
+//!   as responses, through `on-message`;
 //! - an instance that runs a catalogue stub by name (`stub = "<name>"`) has a follower task
 //!   (`follow.rs`): a replacement in `stubs.dir` is started beside it, the pump swaps to it and
 //!   the old instance drains its mailbox, then stops.
@@ -258,6 +259,9 @@ async fn start_one(
             return Err(StubsError::Addresses { name, source });
         }
     };
+    if run.connector {
+        session.exempt_from_rate_limit();
+    }
     let connection = bus.next_connection_id();
     let cancel = bus.attach(&session, connection, None).await;
     let (swaps, swaps_rx) = mpsc::channel(1);

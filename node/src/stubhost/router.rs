@@ -3,14 +3,22 @@
 //! by a gateway), refusals come back to it as responses; the
 //! senders of messages it lost are answered (502 / 503 / 504 naming the stub). One router per
 //! instance name: every version of the stub started for it sends through the same one.
+//!
+//! A stub let go of a message when the host took it, so the router of a stub (`Origin::Stub`)
+//! does not wait for each message's frames to settle before routing the next: it keeps up to
+//! [`SETTLING`] routes settling and waits for them in order (`bus::Settling`), which keeps the
+//! order of frames and of bridge events and bounds what is in flight. One stub answering many
+//! runtimes (the registry) is then not paced by one hand-off to a recipient's connection per
+//! message. Another domain's stub (`Origin::Node`) waits for each, as a runtime's session does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rethink_proto::{Code, Envelope, MessageType};
 use tokio::sync::mpsc;
 
 use super::port::Outgoing;
-use crate::bus::{Bus, Origin, Session};
+use crate::bus::{Bus, Origin, Session, Settling};
 use crate::ws::codec;
 
 /// Routes what the stub sends with `origin` (its session's), and answers the senders of
@@ -23,20 +31,45 @@ pub(crate) async fn route_stub(
     mut sends: mpsc::Receiver<Outgoing>,
     mut lost: mpsc::UnboundedReceiver<Outgoing>,
 ) {
+    let window = if matches!(origin, Origin::Stub(_)) {
+        SETTLING
+    } else {
+        1
+    };
+    let mut settling: VecDeque<Settling> = VecDeque::new();
     loop {
+        if settling.len() >= window {
+            if let Some(oldest) = settling.pop_front() {
+                oldest.wait().await;
+            }
+            continue;
+        }
         let item = tokio::select! {
             biased;
             Some(item) = lost.recv() => item,
+            () = oldest(&mut settling), if !settling.is_empty() => {
+                settling.pop_front();
+                continue;
+            }
             item = sends.recv() => match item {
                 Some(item) => item,
                 None => match lost.try_recv() {
                     Ok(item) => item,
-                    Err(_) => return,
+                    Err(_) => {
+                        for s in settling {
+                            s.wait().await;
+                        }
+                        return;
+                    }
                 },
             },
         };
         match item {
-            Outgoing::Send(env) => send(&bus, &session, &origin, env).await,
+            Outgoing::Send(env) => {
+                if let Some(s) = send(&bus, &session, &origin, env).await {
+                    settling.push_back(s);
+                }
+            }
             Outgoing::Lost(env, reason) => {
                 let description = format!("stub {name}: {reason}");
                 answer_error(&bus, &origin, &env, Code(reason.code()), &description).await;
@@ -45,24 +78,47 @@ pub(crate) async fn route_stub(
     }
 }
 
-async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope) {
+/// Routes of a stub's messages settling at once, at most.
+const SETTLING: usize = 64;
+
+/// Waits for the oldest route of `settling` to settle (cancel safe).
+async fn oldest(settling: &mut VecDeque<Settling>) {
+    match settling.front_mut() {
+        Some(s) => s.wait_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Routes one message the stub sent; what is left of its route, if it was routed.
+async fn send(
+    bus: &Bus,
+    session: &Arc<Session>,
+    origin: &Origin,
+    env: Envelope,
+) -> Option<Settling> {
     let env = crate::bus::identity::stamp(&env, origin).unwrap_or(env);
-    let answer = match bus.authorize(&env, origin) {
-        Err(denied) => Some(codec::error_response(
-            env.id_json(),
-            env.first_to(),
-            env.from(),
-            codec::denied_code(&denied),
-            &denied.to_string(),
-        )),
+    let (answer, settling) = match bus.authorize(&env, origin) {
+        Err(denied) => {
+            let refusal = codec::error_response(
+                env.id_json(),
+                env.first_to(),
+                env.from(),
+                codec::denied_code(&denied),
+                &denied.to_string(),
+            );
+            (Some(refusal), None)
+        }
         Ok(permit) => {
-            let report = bus.route(permit).await;
+            let (report, settling) = bus.route_unsettled(permit).await;
             for reply in &report.replies {
                 if bus.answer(session, reply).await.is_err() {
-                    return;
+                    return Some(settling);
                 }
             }
-            codec::failures_response(&env, &report.failures)
+            (
+                codec::failures_response(&env, &report.failures),
+                Some(settling),
+            )
         }
     };
     // A refusal of a response is not answered (a response never gets one).
@@ -72,6 +128,7 @@ async fn send(bus: &Bus, session: &Arc<Session>, origin: &Origin, env: Envelope)
     {
         tracing::debug!("a stub's session ended before its answer");
     }
+    settling
 }
 
 /// Answers the sender of `env` (a message for the stub, not delivered) with `code`, from the
