@@ -245,8 +245,8 @@ impl Link {
             session.drop_held();
             return Err(e);
         }
-        session.release_held();
         self.metrics.received.inc_by(seqs.len() as u64);
+        session.release_held();
         Ok(seqs.len())
     }
 }

@@ -1,0 +1,302 @@
+//! Several nodes serving one domain (`[cluster]`, issue 14): real node programs sharing one
+//! fresh PostgreSQL database (`PG_TEST_URL`) and one NATS server (`NATS_TEST_URL`), both started
+//! by `scripts/test`. Without either, these tests fail (they never skip).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::store_postgres::fresh_database;
+use crate::support::client::{RECV_TIMEOUT, RtMemory};
+use crate::support::{DOMAIN, NodeProcess, Rt, get_at};
+
+/// How long a silent node stays a member (short: the kill test waits for it).
+const MEMBERSHIP_TIMEOUT_MS: &str = "1500";
+
+/// The test NATS server (`NATS_TEST_URL`).
+fn nats_url() -> String {
+    match std::env::var("NATS_TEST_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(url) => url,
+        None => panic!(
+            "NATS_TEST_URL is not set: this test needs a NATS server (scripts/test starts one; \
+             or scripts/nats-test-server start DIR and export NATS_TEST_URL=$(cat DIR/url))"
+        ),
+    }
+}
+
+/// `n` nodes of one cluster, named `n1`..: each with its own data directory.
+struct Cluster {
+    nodes: Vec<NodeProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster(n: usize) -> Cluster {
+    let db = fresh_database().await;
+    let nats = nats_url();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 1..=n {
+        let dir = tempfile::TempDir::new().unwrap();
+        let id = format!("n{i}");
+        let node = NodeProcess::spawn(
+            dir.path(),
+            &[
+                ("RETHINK_STORE__URL", db.as_str()),
+                ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
+                ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
+                (
+                    "RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS",
+                    MEMBERSHIP_TIMEOUT_MS,
+                ),
+            ],
+        )
+        .await;
+        nodes.push(node);
+        dirs.push(dir);
+    }
+    Cluster { nodes, _dirs: dirs }
+}
+
+async fn open(node: &NodeProcess, name: &str) -> Rt {
+    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
+    let mut rt = Rt::from_ws(ws, name);
+    let resp = rt.open_session(json!({})).await;
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
+    rt
+}
+
+/// The value of the metric line starting with `prefix` on `node` (0 when absent).
+async fn metric(node: &NodeProcess, prefix: &str) -> f64 {
+    let (_, text) = get_at(node.addr(), "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn runtimes_on_two_nodes_exchange_messages_and_responses_both_ways() {
+    let c = cluster(2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    for node in [n1, n2] {
+        let (status, body) = get_at(node.addr(), "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\ndatabase: up\nnats: up"));
+    }
+    let mut alice = open(n1, "rt-alice").await;
+    let mut bob = open(n2, "rt-bob").await;
+    let a = alice.allocate(1).await.remove(0);
+    let b = bob.allocate(1).await.remove(0);
+
+    for round in 0..3 {
+        alice
+            .send(&json!({"id": round, "type": "PING", "from": a, "to": b, "body": {"n": round}}))
+            .await;
+        let got = bob.recv().await;
+        assert_eq!(
+            (got["from"].as_str(), &got["body"]["n"]),
+            (Some(&*a), &json!(round))
+        );
+        bob.send(&json!({"id": round, "type": "response", "from": b, "to": a,
+            "body": {"code": 200, "value": format!("pong {round}")}}))
+            .await;
+        let resp = alice.recv().await;
+        assert_eq!(
+            (
+                resp["type"].as_str(),
+                resp["id"].as_i64(),
+                resp["body"]["value"].as_str()
+            ),
+            (
+                Some("response"),
+                Some(round),
+                Some(&*format!("pong {round}"))
+            )
+        );
+
+        // And the other way round, to Alice's runtime URL (an owner by its session).
+        let to = alice.url.clone();
+        bob.send(
+            &json!({"id": 10 + round, "type": "PING", "from": b, "to": format!("{to}/inbox")}),
+        )
+        .await;
+        let got = alice.recv().await;
+        assert_eq!(
+            (got["id"].as_i64(), got["from"].as_str()),
+            (Some(10 + round), Some(&*b))
+        );
+        alice
+            .send(
+                &json!({"id": 10 + round, "type": "response", "from": a, "to": b,
+                "body": {"code": 200}}),
+            )
+            .await;
+        assert_eq!(bob.recv().await["id"], 10 + round);
+    }
+    // Nobody anywhere holds this address.
+    let resp = alice
+        .request(json!({"type": "PING", "from": a, "to": format!("hyperty://{DOMAIN}/nobody")}))
+        .await;
+    assert_eq!(resp["body"]["code"], 404, "{resp}");
+    // A runtime URL is one session in the whole cluster.
+    let (ws, _) = tokio_tungstenite::connect_async(n2.ws_url()).await.unwrap();
+    let mut twin = Rt::from_ws(ws, "rt-alice");
+    assert_eq!(twin.open_session(json!({})).await["body"]["code"], 409);
+
+    let forwarded = r#"rethink_cluster_forwarded_total{node="n2"} "#;
+    assert_eq!(metric(n1, forwarded).await, 6.0, "3 PINGs and 3 responses");
+    assert_eq!(metric(n2, "rethink_cluster_received_total ").await, 6.0);
+    assert!(metric(n1, "rethink_cluster_nats_round_trip_seconds_count ").await >= 6.0);
+}
+
+#[tokio::test]
+async fn a_publication_reaches_subscribers_on_three_nodes() {
+    let c = cluster(3).await;
+    let mut publisher = open(&c.nodes[0], "rt-publisher").await;
+    let object = publisher.allocate(1).await.remove(0);
+    let changes = format!("{object}/changes");
+    let mut subscribers = Vec::new();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let mut s = open(node, &format!("rt-sub{i}")).await;
+        s.subscribe(&[&changes]).await;
+        subscribers.push(s);
+    }
+    for n in 0..5 {
+        publisher
+            .send(
+                &json!({"id": n, "type": "update", "from": object, "to": changes,
+                "body": {"value": {"n": n}}}),
+            )
+            .await;
+    }
+    for s in &mut subscribers {
+        for n in 0..5 {
+            let got = s.recv().await;
+            assert_eq!(
+                (got["id"].as_i64(), got["from"].as_str()),
+                (Some(n), Some(&*object)),
+                "{}: {got}",
+                s.url
+            );
+        }
+        s.expect_nothing_queued().await;
+    }
+    // Not to the publisher itself, and nothing refused.
+    publisher.expect_nothing_queued().await;
+}
+
+/// Re-opens `memory`'s session on `node`, again while the node refuses (503: the session's node
+/// is still a member); returns the runtime and the frames replayed before the answer.
+async fn reopen_when_taken_over(node: &NodeProcess, memory: &RtMemory) -> (Rt, Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT * 3;
+    let mut refused = 0;
+    loop {
+        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+            .await
+            .unwrap();
+        let mut rt = Rt::from_ws(ws, "resumed");
+        rt.url = memory.url.clone();
+        rt.token = memory.token.clone();
+        rt.last_seq = memory.last_seq;
+        rt.send(
+            &json!({"id": "resume", "type": "re-open", "from": memory.url,
+            "to": "mn:/session",
+            "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}),
+        )
+        .await;
+        let mut replayed = Vec::new();
+        let code = loop {
+            let v = rt.recv().await;
+            if v["id"] == "resume" && v["type"] == "response" {
+                break v["body"]["code"].as_u64();
+            }
+            replayed.push(v);
+        };
+        match code {
+            Some(200) => return (rt, replayed),
+            Some(503) => {
+                assert!(replayed.is_empty(), "a refused re-open replays nothing");
+                refused += 1;
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still refused after {refused} tries"
+                );
+                // The old node's membership has to run out: poll.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("re-open answered {other:?}"),
+        }
+    }
+}
+
+fn ping_ids(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "PING")
+        .map(|f| f["body"]["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_runtime_whose_node_is_killed_resumes_on_another_node_without_loss() {
+    const BEFORE: u64 = 60;
+    const AWAY: u64 = 40;
+    let mut c = cluster(3).await;
+    let mut alice = open(&c.nodes[0], "rt-alice").await;
+    let mut bob = open(&c.nodes[1], "rt-bob").await;
+    let a = alice.allocate(1).await.remove(0);
+    let b = bob.allocate(1).await.remove(0);
+
+    for id in 0..BEFORE {
+        alice
+            .send(&json!({"id": id, "type": "PING", "from": a, "to": b, "body": {"id": id}}))
+            .await;
+    }
+    // Bob is receiving when his node dies.
+    let mut got: Vec<Value> = Vec::new();
+    for _ in 0..BEFORE / 3 {
+        got.push(bob.recv().await);
+    }
+    c.nodes[1].kill().await;
+    // What reached his socket before the kill still arrives; then the connection ends.
+    let (rest, _) = bob.frames_until_close().await;
+    got.extend(rest);
+    let last_seq = got.iter().filter_map(|f| f["seq"].as_u64()).max().unwrap();
+    let memory = RtMemory {
+        last_seq,
+        ..bob.drop_connection()
+    };
+
+    // Sent while Bob is away: accepted (no refusal reaches Alice).
+    for id in BEFORE..BEFORE + AWAY {
+        alice
+            .send(&json!({"id": id, "type": "PING", "from": a, "to": b, "body": {"id": id}}))
+            .await;
+    }
+    assert_eq!(alice.drain().await, Vec::<Value>::new());
+
+    let (mut bob, replayed) = reopen_when_taken_over(&c.nodes[2], &memory).await;
+    got.extend(replayed);
+    got.extend(bob.drain().await);
+    let ids = ping_ids(&got);
+    assert_eq!(
+        ids,
+        (0..BEFORE + AWAY).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    let seqs: Vec<u64> = got.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs rise: {seqs:?}");
+    assert_eq!(
+        metric(&c.nodes[2], "rethink_cluster_adopted_sessions_total ").await,
+        1.0
+    );
+
+    // Bob, now on node 3, answers Alice on node 1.
+    bob.send(&json!({"id": 1, "type": "response", "from": b, "to": a, "body": {"code": 200}}))
+        .await;
+    assert_eq!(alice.recv().await["type"], "response");
+}
