@@ -30,10 +30,16 @@ fn nats_url() -> String {
 /// `n` nodes of one cluster, named `n1`..: each with its own data directory.
 struct Cluster {
     nodes: Vec<NodeProcess>,
+    /// The shared database's URL.
+    db: String,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 async fn cluster(n: usize) -> Cluster {
+    cluster_with(n, &[]).await
+}
+
+async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
     let db = fresh_database().await;
     let nats = nats_url();
     let mut nodes = Vec::new();
@@ -41,23 +47,25 @@ async fn cluster(n: usize) -> Cluster {
     for i in 1..=n {
         let dir = tempfile::TempDir::new().unwrap();
         let id = format!("n{i}");
-        let node = NodeProcess::spawn(
-            dir.path(),
-            &[
-                ("RETHINK_STORE__URL", db.as_str()),
-                ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
-                ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
-                (
-                    "RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS",
-                    MEMBERSHIP_TIMEOUT_MS,
-                ),
-            ],
-        )
-        .await;
+        let mut env = vec![
+            ("RETHINK_STORE__URL", db.as_str()),
+            ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
+            ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
+            (
+                "RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS",
+                MEMBERSHIP_TIMEOUT_MS,
+            ),
+        ];
+        env.extend_from_slice(extra);
+        let node = NodeProcess::spawn(dir.path(), &env).await;
         nodes.push(node);
         dirs.push(dir);
     }
-    Cluster { nodes, _dirs: dirs }
+    Cluster {
+        nodes,
+        db,
+        _dirs: dirs,
+    }
 }
 
 async fn open(node: &NodeProcess, name: &str) -> Rt {
@@ -299,4 +307,112 @@ async fn a_runtime_whose_node_is_killed_resumes_on_another_node_without_loss() {
     bob.send(&json!({"id": 1, "type": "response", "from": b, "to": a, "body": {"code": 200}}))
         .await;
     assert_eq!(alice.recv().await["type"], "response");
+}
+
+/// Waits until `node`'s metric line `prefix` shows `value` (state the node publishes, polled).
+async fn wait_for_metric(node: &NodeProcess, prefix: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let now = metric(node, prefix).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{prefix}is {now}, never {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Queues a message for `session` in the shared database as a node would (without telling the
+/// holder: its heartbeat finds it), claiming it comes from session `sender`.
+async fn queue_directly(db: &str, session: &str, sender: &str, json: &Value, to: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO cluster_inbox (session, json, sender, sender_from, recipient, transport) \
+         VALUES ($1, $2, $3, $4, $5, 'ws')",
+    )
+    .bind(session)
+    .bind(json.to_string())
+    .bind(sender)
+    .bind(json["from"].as_str().unwrap())
+    .bind(to)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+async fn session_id(db: &str, runtime_url: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
+    sqlx::query_scalar("SELECT id FROM sessions WHERE runtime_url = $1")
+        .bind(runtime_url)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The node holding the recipient decides again: the policies, now knowing the recipient's
+/// owner (which the sender's node does not), and whether the sending session owns `from`.
+#[tokio::test]
+async fn the_receiving_node_applies_policy_and_anti_spoofing() {
+    let policies = tempfile::TempDir::new().unwrap();
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema");
+    std::fs::copy(schema, policies.path().join("schema.cedarschema")).unwrap();
+    std::fs::write(policies.path().join("entities.json"), "[]").unwrap();
+    std::fs::write(
+        policies.path().join("policies.cedar"),
+        format!(
+            "@id(\"allow-all\")\npermit(principal, action, resource);\n\
+             @id(\"not-to-bob\")\nforbid(principal, action, resource is Rethink::Hyperty) \
+             when {{ resource has runtime && \
+             resource.runtime == Rethink::Runtime::\"hyperty-runtime://{DOMAIN}/rt-bob\" }};\n"
+        ),
+    )
+    .unwrap();
+    let dir = policies.path().to_str().unwrap();
+    let c = cluster_with(2, &[("RETHINK_POLICY__DIR", dir)]).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let mut alice = open(n1, "rt-alice").await;
+    let mut bob = open(n2, "rt-bob").await;
+    let mut carol = open(n2, "rt-carol").await;
+    let a = alice.allocate(1).await.remove(0);
+    let b = bob.allocate(1).await.remove(0);
+    let c_addr = carol.allocate(1).await.remove(0);
+
+    // Node 1 does not know who holds b and lets the message go; node 2 refuses it.
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": a, "to": b}))
+        .await;
+    alice
+        .send(&json!({"id": 2, "type": "PING", "from": a, "to": c_addr}))
+        .await;
+    assert_eq!(carol.recv().await["id"], 2);
+    wait_for_metric(n2, "rethink_cluster_refused_on_arrival_total ", 1.0).await;
+    bob.expect_nothing_queued().await;
+    assert_eq!(
+        metric(n2, r#"rethink_policy_denials_total{policy="not-to-bob"} "#).await,
+        1.0
+    );
+
+    // A node that claims Alice's session sent something from Bob's address: refused. The
+    // same from Alice's own address: delivered (found by node 2's heartbeat).
+    let alice_id = session_id(&c.db, &alice.url).await;
+    let carol_id = session_id(&c.db, &carol.url).await;
+    let spoofed = json!({"id": 3, "type": "PING", "from": b, "to": c_addr});
+    queue_directly(&c.db, &carol_id, &alice_id, &spoofed, &c_addr).await;
+    let honest = json!({"id": 4, "type": "PING", "from": a, "to": c_addr});
+    queue_directly(&c.db, &carol_id, &alice_id, &honest, &c_addr).await;
+    let got = carol.recv().await;
+    assert_eq!(
+        (got["id"].as_i64(), got["from"].as_str()),
+        (Some(4), Some(&*a))
+    );
+    assert_eq!(
+        metric(n2, "rethink_cluster_refused_on_arrival_total ").await,
+        2.0
+    );
+    carol.expect_nothing_queued().await;
 }

@@ -522,6 +522,7 @@ impl Bus {
             json: envelope.shared_json(),
             from: envelope.from(),
             sender: origin.session().map(|s| &**s.key()),
+            transport: origin.transport(),
         };
         self.forward_remote(forwarded, remote, &mut report.failures)
             .await;

@@ -49,6 +49,20 @@ pub struct Forwarded<'a> {
     pub from: &'a str,
     /// The session it came from (`None`: made by this node).
     pub sender: Option<&'a str>,
+    /// Where it entered the node (`context.transport`).
+    pub transport: &'a str,
+}
+
+/// A message another node queued for a session held here, as the arrival check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub json: &'a str,
+    /// The address it was routed for.
+    pub recipient: &'a str,
+    /// The sending session's runtime URL and user, when it still exists.
+    pub sender_runtime: Option<&'a str>,
+    pub sender_user: Option<&'a str>,
+    pub transport: &'a str,
 }
 
 /// A session taken over from a node that is gone: its persisted image, and a fresh start
@@ -85,6 +99,11 @@ impl Bus {
     /// Connects the bus to the other nodes of its cluster (once, at start).
     pub fn set_remote(&self, remote: Arc<dyn Remote>) {
         *write(&self.inner.remote) = Some(remote);
+    }
+
+    /// Disconnects the bus from the other nodes (at shutdown).
+    pub fn clear_remote(&self) {
+        *write(&self.inner.remote) = None;
     }
 
     pub(super) fn remote(&self) -> Option<Arc<dyn Remote>> {
@@ -166,6 +185,52 @@ impl Bus {
         remote.drain(&session).await;
         tracing::info!(session = %session.key(), "session taken over from a node that is gone");
         Ok(Some(session))
+    }
+
+    /// The policies again, on the node holding the recipient (the sender's node decided
+    /// without knowing the recipient's owner). The sender's rate and allocation count are not
+    /// known here: they count as 0.
+    pub fn admit_arrival(
+        &self,
+        arrival: &Arrival<'_>,
+        recipient: &Arc<Session>,
+    ) -> Result<(), super::Denied> {
+        use crate::policy::facts::{Message, Sender, Target};
+        let Some(engine) = self.inner.policy.engine() else {
+            return Ok(());
+        };
+        let Ok(env) = rethink_proto::Envelope::parse(arrival.json) else {
+            return Err(super::Denied::Policy {
+                policies: vec!["(not a message)".into()],
+            });
+        };
+        let sender = Sender {
+            address: env.from(),
+            runtime: arrival.sender_runtime,
+            user: arrival.sender_user,
+            transport: arrival.transport,
+            rate_per_minute: 0,
+            allocations: 0,
+        };
+        let now = self.inner.policy.clock().now();
+        let message = Message::new(env.kind().as_str(), env.json().len(), &sender, now);
+        let decision = engine.decide(&message.query(&Target {
+            address: arrival.recipient,
+            node_endpoint: false,
+            owner_user: recipient.identity().subject.as_deref(),
+            owner_runtime: Some(recipient.runtime_url()),
+        }));
+        if decision.allowed {
+            return Ok(());
+        }
+        let first = decision
+            .policies
+            .first()
+            .map_or("default-deny", String::as_str);
+        self.inner.metrics.policy_denial(first);
+        Err(super::Denied::Policy {
+            policies: decision.policies,
+        })
     }
 
     /// Forgets a session another node has taken over, without deleting it from the store.

@@ -20,8 +20,28 @@ use sqlx::PgPool;
 
 use super::metrics::{ClusterMetrics, NodeLabel};
 use crate::bus::outbox::OutboxFull;
-use crate::bus::remote::{Adopted, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget};
+use crate::bus::remote::{
+    Adopted, Arrival, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+};
 use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
+
+/// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
+/// address it was routed for, the sender's transport, runtime URL and identity (JSON).
+type Row = (
+    i64,
+    String,
+    bool,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// The `from` of a message's JSON, for a log line.
+fn json_from(json: &str) -> String {
+    rethink_proto::Envelope::parse(json)
+        .map_or_else(|_| "(unparsable)".into(), |e| e.from().to_owned())
+}
 
 /// The subject node `node` listens on.
 pub fn subject(node: &str) -> String {
@@ -40,6 +60,8 @@ pub struct Link {
     pub(super) queue_max: i64,
     /// One drain at a time on this node: two drains of one session must not interleave.
     pub(super) draining: tokio::sync::Mutex<()>,
+    /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
+    pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
 }
 
 fn db_down(e: &sqlx::Error) -> RouteError {
@@ -48,6 +70,14 @@ fn db_down(e: &sqlx::Error) -> RouteError {
 }
 
 impl Link {
+    /// The policies on arrival; `Some(why)` when refused.
+    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<String> {
+        let bus = self.bus.get()?;
+        bus.admit_arrival(arrival, session)
+            .err()
+            .map(|d| d.to_string())
+    }
+
     async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
         let candidates: Vec<&str> = owner_candidates(address).collect();
         let rows: Vec<(bool, String, String, i32)> = sqlx::query_as(
@@ -89,6 +119,7 @@ impl Link {
         targets: Vec<RemoteTarget>,
     ) -> Vec<RouteFailure> {
         let sessions: Vec<&str> = targets.iter().map(|t| &*t.target.session).collect();
+        let recipients: Vec<&str> = targets.iter().map(|t| &*t.to).collect();
         // Per target (by its index): the session's node now, and whether the message was
         // queued (false: the queue is full).
         let rows: Result<Vec<(i64, Option<String>, bool)>, sqlx::Error> = sqlx::query_as(
@@ -97,8 +128,11 @@ impl Link {
                  WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
              ok AS (SELECT t.i, t.session FROM t JOIN held ON held.id = t.session \
                  WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = t.session) < $3), \
-             ins AS (INSERT INTO cluster_inbox (session, json, sender, sender_from) \
-                 SELECT session, $2, $4, $5 FROM ok ORDER BY i RETURNING id) \
+             ins AS (INSERT INTO cluster_inbox \
+                 (session, json, sender, sender_from, recipient, transport) \
+                 SELECT ok.session, $2, $4, $5, r.recipient, $7 FROM ok \
+                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = ok.i \
+                 ORDER BY ok.i RETURNING id) \
              SELECT t.i, held.node, ok.i IS NOT NULL FROM t \
              LEFT JOIN held ON held.id = t.session LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
         )
@@ -107,6 +141,8 @@ impl Link {
         .bind(self.queue_max)
         .bind(message.sender)
         .bind(message.from)
+        .bind(&recipients)
+        .bind(message.transport)
         .fetch_all(&self.pool)
         .await;
         let rows = match rows {
@@ -187,7 +223,7 @@ impl Link {
         // Only while this node holds the session; a sender that did not own its `from` (on
         // its own node's word) is refused here. A sender session that has ended cannot be
         // checked any more and is taken on its node's word.
-        let mut rows: Vec<(i64, String, bool)> = sqlx::query_as(
+        let mut rows: Vec<Row> = sqlx::query_as(
             "WITH held AS (SELECT id FROM sessions WHERE id = $1 AND node = $2 FOR KEY SHARE) \
              DELETE FROM cluster_inbox AS i USING held WHERE i.session = held.id \
              RETURNING i.id, i.json, i.sender IS NULL \
@@ -196,7 +232,10 @@ impl Link {
                  AND (i.sender_from = s.runtime_url \
                      OR starts_with(i.sender_from, s.runtime_url || '/'))) \
              OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = i.sender \
-                 AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/')))",
+                 AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
+             i.recipient, i.transport, \
+             (SELECT runtime_url FROM sessions WHERE id = i.sender), \
+             (SELECT identity_json FROM sessions WHERE id = i.sender)",
         )
         .bind(&**session.key())
         .bind(&*self.node)
@@ -205,13 +244,27 @@ impl Link {
         if rows.is_empty() {
             return Ok(0);
         }
-        rows.sort_unstable_by_key(|(id, _, _)| *id);
+        rows.sort_unstable_by_key(|r| r.0);
         let mut seqs = Vec::with_capacity(rows.len());
         let mut jsons = Vec::with_capacity(rows.len());
-        for (id, json, owned) in rows {
-            if !owned {
+        for (id, json, owned, recipient, transport, runtime, identity) in rows {
+            let user = identity
+                .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
+                .and_then(|i| i.subject);
+            let arrival = Arrival {
+                json: &json,
+                recipient: &recipient,
+                sender_runtime: runtime.as_deref(),
+                sender_user: user.as_deref(),
+                transport: &transport,
+            };
+            let refused = match owned {
+                false => Some(format!("the sender does not own {}", json_from(&json))),
+                true => self.bus_policy(session, &arrival),
+            };
+            if let Some(why) = refused {
                 self.metrics.refused_on_arrival.inc();
-                tracing::warn!(id, session = %session.key(), "cluster: a message whose sender does not own its `from` was refused");
+                tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
                 continue;
             }
             let json: Arc<str> = Arc::from(json);
@@ -226,6 +279,10 @@ impl Link {
                     return Ok(0);
                 }
             }
+        }
+        if seqs.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
         }
         let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
         let inserted = sqlx::query(

@@ -87,6 +87,7 @@ impl Cluster {
             membership_timeout: config.membership_timeout,
             queue_max: i64::try_from(queue_max).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
+            bus: std::sync::OnceLock::new(),
         });
         link.heartbeat().await?;
         Ok(link)
@@ -103,6 +104,8 @@ impl Cluster {
                 subject: subject.clone(),
                 source,
             })?;
+        // The bus and the link hold each other until `stop` disconnects them.
+        let _ = link.bus.set(bus.clone());
         bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
         let stop = CancellationToken::new();
         let receiver = {
@@ -148,6 +151,9 @@ impl Cluster {
     /// flushed: its sessions may then be re-opened elsewhere at once).
     pub async fn stop(&self) {
         self.stop.cancel();
+        if let Some(bus) = self.link.bus.get() {
+            bus.clear_remote();
+        }
         for task in &self.tasks {
             task.abort();
         }

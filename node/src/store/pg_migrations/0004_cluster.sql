@@ -22,12 +22,16 @@ CREATE TABLE cluster_nodes (
 -- holder over NATS. The holder moves them into the session's outbox (a DELETE and the outbox
 -- INSERT in one transaction), in id order; a node taking a session over moves what is left.
 -- `sender`: the session the message came from (NULL: made by the node, e.g. a Matrix event on a
--- bridged object), which the holder checks owns the message's `from` (`sender_from`).
+-- bridged object), which the holder checks owns the message's `from` (`sender_from`);
+-- `recipient`: the address it was routed for, `transport` the sender's (`context.transport`):
+-- the holder decides the policies again with what it knows of the recipient.
 CREATE TABLE cluster_inbox (
     id          BIGSERIAL PRIMARY KEY,
     session     TEXT NOT NULL,
     json        TEXT NOT NULL,
     sender      TEXT,
-    sender_from TEXT NOT NULL
+    sender_from TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    transport   TEXT NOT NULL
 );
 CREATE INDEX cluster_inbox_session ON cluster_inbox (session, id);
