@@ -254,10 +254,9 @@ impl RunningNode {
         let bus_store = BusStore::open(&config.store.backend, &store, node_id.as_deref()).await?;
         // Connected, with a first heartbeat, before this node's sessions are loaded.
         let cluster_link = match (&config.cluster, &bus_store, node_id, cluster_metrics) {
-            (Some(c), BusStore::Postgres(pg), Some(id), Some(m)) => Some(
-                crate::cluster::Cluster::connect(c, &id, pg, config.session.outbox_max_messages, m)
-                    .await?,
-            ),
+            (Some(c), BusStore::Postgres(pg), Some(id), Some(m)) => {
+                Some(crate::cluster::Cluster::connect(c, &id, pg, &config.session, m).await?)
+            }
             _ => None,
         };
         let epoch = bus_store.sessions().next_epoch().await?;

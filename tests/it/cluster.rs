@@ -416,3 +416,39 @@ async fn the_receiving_node_applies_policy_and_anti_spoofing() {
     );
     carol.expect_nothing_queued().await;
 }
+
+/// Nobody re-opens the sessions of a killed node: once it has been gone for the membership
+/// timeout and the resume window, a live node ends them, and their runtime URLs are free again.
+#[tokio::test]
+async fn sessions_of_a_node_gone_past_the_resume_window_end() {
+    let mut c = cluster_with(2, &[("RETHINK_SESSION__RESUME_WINDOW_SECS", "1")]).await;
+    let _bob = open(&c.nodes[1], "rt-bob").await;
+    c.nodes[1].kill().await;
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT * 2;
+    let mut taken = 0;
+    loop {
+        let (ws, _) = tokio_tungstenite::connect_async(c.nodes[0].ws_url())
+            .await
+            .unwrap();
+        let mut again = Rt::from_ws(ws, "rt-bob");
+        match again.open_session(json!({})).await["body"]["code"].as_u64() {
+            Some(200) => break,
+            Some(409) => taken += 1,
+            other => panic!("open answered {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rt-bob still taken after {taken} tries"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken > 0, "taken while node 2 could still come back");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&c.db)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE node = 'n2'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -34,7 +34,7 @@ impl Link {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
             "SELECT s.id, s.node, \
-             COALESCE(n.heartbeat_at < now() - make_interval(secs => $2), true) \
+             COALESCE(n.heartbeat_at <= now() - make_interval(secs => $2), true) \
              FROM sessions AS s LEFT JOIN cluster_nodes AS n ON n.node_id = s.node \
              WHERE s.token_hash = $1 FOR UPDATE OF s",
         )

@@ -56,6 +56,8 @@ pub struct Link {
     pub(super) nats: async_nats::Client,
     pub(super) metrics: ClusterMetrics,
     pub(super) membership_timeout: Duration,
+    /// `session.resume_window`: how long the sessions of a gone node wait to be re-opened.
+    pub(super) resume_window: Duration,
     /// The most messages queued for one session (`session.outbox_max_messages`).
     pub(super) queue_max: i64,
     /// One drain at a time on this node: two drains of one session must not interleave.

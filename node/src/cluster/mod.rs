@@ -67,7 +67,7 @@ impl Cluster {
         config: &ClusterConfig,
         node_id: &str,
         store: &PgStore,
-        queue_max: usize,
+        session: &crate::config::SessionConfig,
         metrics: ClusterMetrics,
     ) -> Result<Arc<Link>, ClusterError> {
         let nats = async_nats::ConnectOptions::new()
@@ -85,7 +85,8 @@ impl Cluster {
             nats,
             metrics,
             membership_timeout: config.membership_timeout,
-            queue_max: i64::try_from(queue_max).unwrap_or(i64::MAX),
+            resume_window: session.resume_window,
+            queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
             bus: std::sync::OnceLock::new(),
         });
