@@ -452,3 +452,71 @@ async fn sessions_of_a_node_gone_past_the_resume_window_end() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A NATS server of the test's own (Debian's `nats-server`, as `scripts/nats-test-server` runs
+/// it), on `port`.
+fn nats_server(port: u16, dir: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
+        .arg(dir.join("server.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server runs (scripts/test installs Debian's nats-server)")
+}
+
+/// Polls `/healthz` until it answers `want`.
+async fn wait_for_health(node: &NodeProcess, want: (u16, &str)) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT * 2;
+    loop {
+        let (status, body) = get_at(node.addr(), "/healthz").await;
+        if (status, body.as_str()) == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz is {status} {body:?}, never {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `/healthz` reports NATS: up; 503 `nats: down` while the server is gone; up again by itself
+/// once it is back on its address.
+#[tokio::test]
+async fn healthz_reports_nats_down_and_up_again() {
+    let files = tempfile::TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut nats = nats_server(port, files.path());
+    let url = format!("nats://127.0.0.1:{port}");
+    let db = fresh_database().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    // Listening before the node connects (a node does not start without NATS).
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server listens"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let node = NodeProcess::spawn(
+        dir.path(),
+        &[
+            ("RETHINK_STORE__URL", db.as_str()),
+            ("RETHINK_CLUSTER__NATS_URL", url.as_str()),
+        ],
+    )
+    .await;
+    wait_for_health(&node, (200, "ok\ndatabase: up\nnats: up")).await;
+    nats.kill().await.unwrap();
+    wait_for_health(&node, (503, "database: up\nnats: down")).await;
+    let _nats = nats_server(port, files.path());
+    wait_for_health(&node, (200, "ok\ndatabase: up\nnats: up")).await;
+}
