@@ -17,6 +17,7 @@ use crate::clock::Clock;
 
 mod appservices;
 mod catalogue;
+mod cluster;
 mod connectors;
 mod cross_domain;
 mod rate_limit;
@@ -24,6 +25,7 @@ mod store;
 mod stub_run;
 pub use appservices::{AppservicesConfig, RawAppservices};
 pub use catalogue::{RawStubs, StubsConfig};
+pub use cluster::{ClusterConfig, RawCluster};
 pub use connectors::{ConnectorMatrix, RawConnector, RawConnectorMatrix, registration_id};
 pub use cross_domain::{CrossDomainConfig, RawCrossDomain};
 pub use rate_limit::{RateLimitConfig, RawBucket, RawRateLimit};
@@ -77,6 +79,8 @@ pub struct RawConfig {
     pub cross_domain: RawCrossDomain,
     /// `[connectors.<name>]`: WebAssembly connectors, run as stubs (`config/connectors.rs`).
     pub connectors: std::collections::BTreeMap<String, RawConnector>,
+    /// `[cluster]`: several nodes for one domain (`config/cluster.rs`).
+    pub cluster: RawCluster,
 }
 
 /// `[server]`: the HTTP listener's limits and timeouts, and the shutdown deadline.
@@ -237,6 +241,7 @@ impl Default for RawConfig {
             appservices: RawAppservices::default(),
             cross_domain: RawCrossDomain::default(),
             connectors: Default::default(),
+            cluster: RawCluster::default(),
         }
     }
 }
@@ -297,6 +302,8 @@ pub struct Config {
     pub stubs: StubsConfig,
     pub appservices: AppservicesConfig,
     pub cross_domain: CrossDomainConfig,
+    /// `[cluster]`, when `cluster.nats_url` is set.
+    pub cluster: Option<ClusterConfig>,
     /// The node's time: the system clock, or a test's [`crate::clock::ManualClock`]. Not a
     /// setting (no file or variable sets it).
     pub clock: Clock,
@@ -589,6 +596,7 @@ impl RawConfig {
         let rate_limit = rate_limit::validate_rate_limit(&self.matrix.rate_limit)?;
         let server = validate_server(&self.server)?;
         let store = self.store.validate()?;
+        let cluster = self.cluster.validate(&store.backend)?;
         let public_url = catalogue::validate_public_url(self.public_url)?;
         let mut stubs = self.stubs.validate(&self.data_dir, &domain)?;
         let connectors = connectors::validate_connectors(&self.connectors, &domain, &stubs.run)?;
@@ -653,6 +661,7 @@ impl RawConfig {
             stubs,
             appservices,
             cross_domain,
+            cluster,
             clock: Clock::system(),
         })
     }

@@ -30,6 +30,7 @@
 //! - [`crossdomain`]: routing to other domains through their own protocol stubs, and node
 //!   authentication.
 //! - [`appservice`]: Matrix application services: registrations, transaction queues, queries.
+//! - [`cluster`]: several nodes serving one domain (PostgreSQL and NATS).
 //! - [`metrics`]: the node's counters and their Prometheus text.
 //! - [`cli`]: the command line of the `rethink-node` binary (serve, policy tools).
 //! - `locks` (private): lock helpers that ignore poisoning; `maps` (private): map updates by a
@@ -50,7 +51,8 @@
 //!    [`policy::MatrixPermit`]).
 //! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
 //!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
-//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services).
+//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services),
+//!    `cluster` (several nodes for one domain: the bus's handle on the other nodes).
 //! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`, `stubhost`
 //!    (protocol stubs run on the bus, answered with the codes of the WebSocket edge),
 //!    `crossdomain` (other domains' stubs run on the bus, the same way).
@@ -65,6 +67,7 @@ pub mod bridge;
 pub mod bus;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod crossdomain;
 mod locks;

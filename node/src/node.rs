@@ -69,6 +69,10 @@ pub enum NodeError {
     Stubs(#[from] StubsError),
     #[error(transparent)]
     Appservices(#[from] rethink_connectors::DirectoryError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 #[derive(Debug)]
@@ -91,6 +95,8 @@ struct Inner {
     sessions: TaskTracker,
     /// The bus's store when it is PostgreSQL (checked by `/healthz`).
     database: Option<Arc<PgStore>>,
+    /// This node's membership of a cluster (`cluster.nats_url`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The node handle: configuration, bus, authenticator, Matrix accounts, metrics, shutdown signal.
@@ -172,6 +178,11 @@ impl Node {
         self.inner.database.as_deref()
     }
 
+    /// This node's membership of a cluster, when `cluster.nats_url` is set.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.inner.cluster.as_deref()
+    }
+
     /// Cancelled when the node begins shutting down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -207,6 +218,10 @@ impl RunningNode {
         let mut metrics = Metrics::new();
         let stub_metrics = rethink_stubs::StubMetrics::new(metrics.registry_mut());
         let stub_versions = crate::stubhost::RunningVersions::new(metrics.registry_mut());
+        let cluster_metrics = config
+            .cluster
+            .as_ref()
+            .map(|_| crate::cluster::ClusterMetrics::new(metrics.registry_mut()));
         let metrics = Arc::new(metrics);
         let policy = Arc::new(PolicyPoint::new(&config.policy, Arc::clone(&metrics))?);
         // One stub host per node, built when a stubs.dir component is checked or a stub runs.
@@ -232,7 +247,18 @@ impl RunningNode {
             Arc::new(opened?)
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let bus_store = BusStore::open(&config.store.backend, &store).await?;
+        let node_id = match &config.cluster {
+            Some(c) => Some(c.resolve_node_id(&config.data_dir)?),
+            None => None,
+        };
+        let bus_store = BusStore::open(&config.store.backend, &store, node_id.as_deref()).await?;
+        // Connected, with a first heartbeat, before this node's sessions are loaded.
+        let cluster_link = match (&config.cluster, &bus_store, node_id, cluster_metrics) {
+            (Some(c), BusStore::Postgres(pg), Some(id), Some(m)) => {
+                Some(crate::cluster::Cluster::connect(c, &id, pg, &config.session, m).await?)
+            }
+            _ => None,
+        };
         let epoch = bus_store.sessions().next_epoch().await?;
         let persisted = bus_store.sessions().load_sessions().await?;
         let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
@@ -270,6 +296,10 @@ impl RunningNode {
             Some(bridge_tx),
         );
         let restored = bus.restore(persisted);
+        let cluster = match cluster_link {
+            Some(link) => Some(Arc::new(crate::cluster::Cluster::start(link, &bus).await?)),
+            None => None,
+        };
         let stub_kv = bus_store.kv();
         let connector_matrix = Arc::new(crate::stubhost::NodeMatrix::new(
             config
@@ -342,6 +372,7 @@ impl RunningNode {
                     BusStore::Postgres(store) => Some(Arc::clone(store)),
                     BusStore::Sqlite(_) => None,
                 },
+                cluster,
             }),
         };
         let (addr, server) = server::serve(node.clone()).await?;
@@ -387,6 +418,7 @@ impl RunningNode {
             tls = node.config().tls.is_some(),
             epoch,
             restored,
+            node_id = node.cluster().map(|c| c.node_id()),
             "rethink-node listening"
         );
         Ok(Self {
@@ -484,6 +516,9 @@ impl RunningNode {
         if let Err(e) = writer.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        if let Some(cluster) = node.cluster() {
+            cluster.stop().await;
+        }
         bus_store.close().await;
         store.close().await;
         tracing::info!("rethink-node stopped");
@@ -500,11 +535,19 @@ enum BusStore {
 }
 
 impl BusStore {
-    async fn open(backend: &StoreBackend, sqlite: &Arc<SqliteStore>) -> Result<Self, StoreError> {
+    /// `node`: the cluster node id, with clustering.
+    async fn open(
+        backend: &StoreBackend,
+        sqlite: &Arc<SqliteStore>,
+        node: Option<&str>,
+    ) -> Result<Self, StoreError> {
         Ok(match backend {
             StoreBackend::Sqlite => BusStore::Sqlite(Arc::clone(sqlite)),
             StoreBackend::Postgres(options) => {
-                let store = PgStore::open((**options).clone()).await?;
+                let mut store = PgStore::open((**options).clone()).await?;
+                if let Some(node) = node {
+                    store = store.for_node(node);
+                }
                 tracing::info!(
                     database = %describe_postgres(options),
                     "bus store and stubs' key-value store in PostgreSQL; the Matrix store stays \

@@ -22,6 +22,7 @@ mod canonical;
 mod catalogue;
 mod catalogue_reload;
 mod closing;
+mod cluster;
 mod connector_feed;
 mod connector_matrix;
 mod crossdomain;

@@ -16,7 +16,7 @@ use crate::support::{NodeProcess, Rt, get_at};
 const MESSAGES: u64 = 20;
 
 /// A fresh database on the test server: its URL.
-async fn fresh_database() -> String {
+pub(crate) async fn fresh_database() -> String {
     let (admin, name) = fresh_database_named().await;
     let (base, _) = admin.rsplit_once('/').unwrap();
     format!("{base}/{name}")

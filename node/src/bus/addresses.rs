@@ -17,7 +17,7 @@ pub struct AddressBook {
 
 /// The longest-to-shortest candidates for the owner of `address`: the address itself, then each
 /// parent path, never shorter than `scheme://authority/x`.
-fn candidates(address: &str) -> impl Iterator<Item = &str> {
+pub fn candidates(address: &str) -> impl Iterator<Item = &str> {
     let floor = address
         .find("://")
         .and_then(|i| address[i + 3..].find('/').map(|j| i + 3 + j + 1))

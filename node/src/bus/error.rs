@@ -30,6 +30,10 @@ pub enum RouteError {
     Conflict(String),
     #[error(transparent)]
     Denied(Denied),
+    /// The cluster could not serve the recipient now (the shared database or NATS is
+    /// unreachable, or the session is held by another node that is still alive): retry later.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// An update of a data object that cannot become its room's event.
     #[error(transparent)]
     Unbridgeable(super::bridge::Unbridgeable),

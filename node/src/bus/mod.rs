@@ -28,6 +28,8 @@ pub mod outbox;
 mod permit;
 mod rate;
 mod registry_owner;
+pub mod remote;
+mod restore;
 mod services;
 pub mod session;
 mod settling;
@@ -43,7 +45,7 @@ use rethink_proto::{AddressRef, Envelope};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-pub use addresses::AddressBook;
+pub use addresses::{AddressBook, candidates as owner_candidates};
 pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
@@ -60,10 +62,9 @@ use crate::config::{AllocationConfig, SessionConfig};
 use crate::locks::{lock, read, write};
 use crate::metrics::Metrics;
 use crate::policy::PolicyPoint;
-use crate::store::{PersistedSession, SessionKey, Settle, StoreOp, StoreWriter};
+use crate::store::{SessionKey, Settle, StoreOp, StoreWriter};
 use bridge::BridgeEvent;
 use outbox::Outbox;
-use session::Allocation;
 
 /// Seq numbers of a session restored at start begin at `epoch << EPOCH_SHIFT`, above anything the
 /// previous run can have sent, even frames it sent but had not yet committed.
@@ -77,6 +78,8 @@ pub(crate) struct Pending {
     settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, handed over after the commit.
     pub(crate) bridge: Vec<BridgeEvent>,
+    /// For sessions on other nodes (`remote.rs`), handed over after the commit.
+    remote: Vec<remote::RemoteTarget>,
 }
 
 /// One recipient that was not served.
@@ -130,6 +133,8 @@ struct Inner {
     status_ids: AtomicU64,
     /// Addresses claimed by application services (`claims.rs`).
     claims: claims::Claims,
+    /// The other nodes of the cluster, if any (`remote.rs`).
+    remote: std::sync::RwLock<Option<Arc<dyn remote::Remote>>>,
 }
 
 /// The message bus handle.
@@ -179,6 +184,7 @@ impl Bus {
                 gateways: Default::default(),
                 status_ids: AtomicU64::new(1),
                 claims: Default::default(),
+                remote: Default::default(),
             }),
         }
     }
@@ -210,57 +216,6 @@ impl Bus {
         self.register_gateway(session);
     }
 
-    /// Rebuilds persisted sessions at start. They wait in their resume window from now on.
-    pub fn restore(&self, persisted: Vec<PersistedSession>) -> usize {
-        let c = &self.inner.session_cfg;
-        let floor = self.inner.epoch << EPOCH_SHIFT;
-        let count = persisted.len();
-        for p in persisted {
-            let last = p.outbox.last().map_or(0, |(seq, _)| *seq);
-            let next_seq = last.max(p.acked_seq).max(floor) + 1;
-            let pending = p.outbox.iter().filter(|(s, _)| *s > p.acked_seq).count();
-            let outbox = Outbox::restore(
-                p.acked_seq,
-                next_seq,
-                p.outbox,
-                c.outbox_max_messages,
-                c.outbox_max_bytes,
-            );
-            let identity =
-                serde_json::from_str(&p.identity_json).unwrap_or_else(|_| Identity::anonymous());
-            let session = Arc::new(Session::new(
-                p.id,
-                Arc::from(p.runtime_url),
-                p.token_hash,
-                identity,
-                outbox,
-                c,
-                self.inner.clock.now(),
-            ));
-            self.inner
-                .book
-                .claim(Arc::clone(session.runtime_url()), &session);
-            {
-                let mut st = lock(&session.state);
-                let mut keys = p.allocation_keys;
-                for a in p.addresses {
-                    let key = keys.remove(&a);
-                    let address: Arc<str> = Arc::from(a);
-                    self.inner.book.claim(Arc::clone(&address), &session);
-                    st.allocations.push(Allocation { address, key });
-                }
-                for s in p.subscriptions {
-                    let address: Arc<str> = Arc::from(s);
-                    self.inner.book.subscribe(Arc::clone(&address), &session);
-                    st.subscriptions.push(address);
-                }
-            }
-            self.inner.metrics.outbox_messages.inc_by(pending as i64);
-            self.register(&session);
-        }
-        count
-    }
-
     /// Opens a new session for `runtime_url`. Returns it with its resume secret.
     pub async fn open(
         &self,
@@ -280,6 +235,14 @@ impl Bus {
             return Err(RouteError::Forbidden(format!(
                 "runtime URL {runtime_url} is not in domain {}",
                 self.inner.domain
+            )));
+        }
+        if let Some(remote) = self.remote()
+            && remote.runtime_taken(runtime_url).await?
+        {
+            return Err(RouteError::Conflict(format!(
+                "runtime URL {runtime_url} has a session on another node; re-open it with its \
+                 runtimeToken"
             )));
         }
         let token = new_token();
@@ -311,6 +274,7 @@ impl Bus {
             identity_json,
         })
         .await;
+        self.directory_barrier(true).await;
         Ok((session, token))
     }
 
@@ -500,7 +464,10 @@ impl Bus {
     }
 
     async fn commit(&self, pending: Pending) {
-        self.settling(pending, None).await.wait().await;
+        let directory = remote::changes_directory(&pending.ops);
+        let settling = self.settling(pending, None).await;
+        self.directory_barrier(directory).await;
+        settling.wait().await;
     }
 
     /// Routes a permitted message to every recipient, and returns once its frames are settled.
@@ -519,6 +486,7 @@ impl Bus {
         let mut report = RouteReport::default();
         let mut pending = Pending::default();
         self.open_gateways(envelope, origin).await;
+        let holders = self.remote_holders(envelope.to()).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {
@@ -528,7 +496,18 @@ impl Bus {
                 continue;
             }
             let owner = permit.take_owner(i);
-            match self.route_to(envelope, to, origin, owner, &mut pending) {
+            let remote = match holders.get(i) {
+                Some(Some(Err(error))) => {
+                    report.failures.push(RouteFailure {
+                        recipient: to.to_owned(),
+                        error: error.clone(),
+                    });
+                    continue;
+                }
+                Some(Some(Ok(holders))) => Some(holders),
+                _ => None,
+            };
+            match self.route_to(envelope, to, origin, owner, remote, &mut pending) {
                 Ok(Some(reply)) => report.replies.push(reply),
                 Ok(None) => {}
                 Err(error) => report.failures.push(RouteFailure {
@@ -537,7 +516,19 @@ impl Bus {
                 }),
             }
         }
-        (report, self.settling(pending, Some(started)).await)
+        let remote = std::mem::take(&mut pending.remote);
+        let directory = remote::changes_directory(&pending.ops);
+        let settling = self.settling(pending, Some(started)).await;
+        self.directory_barrier(directory).await;
+        let forwarded = remote::Forwarded {
+            json: envelope.shared_json(),
+            from: envelope.from(),
+            sender: origin.session().map(|s| &**s.key()),
+            transport: origin.transport(),
+        };
+        self.forward_remote(forwarded, remote, &mut report.failures)
+            .await;
+        (report, settling)
     }
 
     /// Routes to one recipient; `owner` is its address's owner when the decision looked it up.
@@ -547,6 +538,7 @@ impl Bus {
         to: &str,
         origin: &Origin,
         owner: Option<Option<Arc<Session>>>,
+        remote: Option<&remote::RemoteHolders>,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
         let sender = origin.session();
@@ -603,13 +595,25 @@ impl Bus {
             }
             outcome
         });
+        let remote_subscribers = remote.is_some_and(|r| !r.subscribers.is_empty());
+        let local_owner = match published.is_some() || remote_subscribers {
+            true => None,
+            false => owner.unwrap_or_else(|| self.inner.book.owner_of(to)),
+        };
+        let remote_served = remote::share(
+            to,
+            remote,
+            published.is_some(),
+            local_owner.is_some(),
+            pending,
+        );
         if let Some(outcome) = published {
             return outcome.map(|()| None);
         }
-        match owner.unwrap_or_else(|| self.inner.book.owner_of(to)) {
+        match local_owner {
             Some(owner) => self.deliver(&owner, to, json, pending).map(|()| None),
             // A data object's feed with nobody on the bus still reaches its room.
-            None if bridged => Ok(None),
+            None if remote_served || bridged => Ok(None),
             None => Err(RouteError::NotFound(to.to_owned())),
         }
     }

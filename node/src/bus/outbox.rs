@@ -15,6 +15,9 @@ pub struct Entry {
     /// Fired when the connection's writer has written the frame to the socket (its sender
     /// waits for this or for the commit, see `Bus::route`).
     pub settle: Option<Settle>,
+    /// Not to be written yet: a frame moved from another node whose move is not committed
+    /// (`cluster/`). Nothing after it is written either, so that order holds.
+    pub held: bool,
 }
 
 /// The outbox is full: the message is refused (503 to its sender), nothing is dropped silently.
@@ -71,6 +74,7 @@ impl Outbox {
                     seq,
                     json: Arc::from(json),
                     settle: None,
+                    held: false,
                 });
             }
         }
@@ -85,11 +89,45 @@ impl Outbox {
                 bytes: self.bytes,
             });
         }
+        Ok(self.append(json, settle, false))
+    }
+
+    fn append(&mut self, json: Arc<str>, settle: Option<Settle>, held: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += json.len();
-        self.entries.push_back(Entry { seq, json, settle });
-        Ok(seq)
+        self.entries.push_back(Entry {
+            seq,
+            json,
+            settle,
+            held,
+        });
+        seq
+    }
+
+    /// Appends a frame that is not written until [`Outbox::release_held`]. Beyond the bounds
+    /// too: it was accepted already, on another node (whose own check bounds it).
+    pub fn push_held(&mut self, json: Arc<str>) -> u64 {
+        self.append(json, None, true)
+    }
+
+    /// Lets every held frame be written.
+    pub fn release_held(&mut self) {
+        self.entries.iter_mut().for_each(|e| e.held = false);
+    }
+
+    /// Forgets every held frame (their move was not committed). Returns how many.
+    pub fn drop_held(&mut self) -> usize {
+        let before = self.entries.len();
+        let mut bytes = 0;
+        self.entries.retain(|e| {
+            if e.held {
+                bytes += e.json.len();
+            }
+            !e.held
+        });
+        self.bytes -= bytes;
+        before - self.entries.len()
     }
 
     /// Whether a frame of `len` bytes fits.
@@ -134,6 +172,9 @@ impl Outbox {
     pub fn take_unsent(&mut self, max: usize, out: &mut Vec<String>, settles: &mut Vec<Settle>) {
         let start = self.entries.partition_point(|e| e.seq <= self.sent);
         for e in self.entries.range_mut(start..).take(max) {
+            if e.held {
+                break;
+            }
             let mut frame = String::new();
             rethink_proto::Envelope::write_frame(&e.json, e.seq, &mut frame);
             out.push(frame);
@@ -144,7 +185,8 @@ impl Outbox {
 
     /// Whether frames wait to be written.
     pub fn has_unsent(&self) -> bool {
-        self.entries.back().is_some_and(|e| e.seq > self.sent)
+        let start = self.entries.partition_point(|e| e.seq <= self.sent);
+        self.entries.get(start).is_some_and(|e| !e.held)
     }
 
     pub fn len(&self) -> usize {
@@ -242,6 +284,26 @@ mod tests {
         frames.clear();
         o.take_unsent(10, &mut frames, &mut settles);
         assert_eq!((frames.len(), settles.len()), (2, 0));
+    }
+
+    #[test]
+    fn held_frames_and_those_after_them_wait_for_release() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        o.push(msg(1), None).unwrap();
+        assert_eq!(o.push_held(msg(2)), 2);
+        o.push(msg(3), None).unwrap();
+        let mut frames = Vec::new();
+        o.take_unsent(10, &mut frames, &mut Vec::new());
+        assert_eq!(frames.len(), 1, "stops at the held frame");
+        assert!(!o.has_unsent());
+        o.release_held();
+        assert!(o.has_unsent());
+        o.take_unsent(10, &mut frames, &mut Vec::new());
+        assert_eq!(frames.len(), 3);
+        assert!(frames[1].starts_with(r#"{"seq":2,"id":2"#), "{}", frames[1]);
+        let n = o.push_held(msg(4));
+        assert_eq!((n, o.drop_held(), o.len()), (4, 1, 3));
+        assert!(!o.has_unsent());
     }
 
     #[test]

@@ -179,6 +179,33 @@ impl Session {
         Ok((seq, connected))
     }
 
+    /// Appends a frame moved from another node, held until [`Session::release_held`]
+    /// (`cluster/`). Returns its seq.
+    pub fn push_held(&self, json: Arc<str>) -> Result<u64, PushError> {
+        let mut st = lock(&self.state);
+        if st.ended {
+            return Err(PushError::Gone);
+        }
+        Ok(st.outbox.push_held(json))
+    }
+
+    /// Lets the held frames be written (their move is committed).
+    pub fn release_held(&self) {
+        let mut st = lock(&self.state);
+        st.outbox.release_held();
+        let connected = st.attachment.is_some();
+        drop(st);
+        if connected {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Forgets the held frames (their move failed; they stay where they came from). Returns how
+    /// many.
+    pub fn drop_held(&self) -> usize {
+        lock(&self.state).outbox.drop_held()
+    }
+
     /// Appends one of the node's answers, waiting while the outbox is full (until the runtime
     /// acknowledges frames, or the session ends). Returns its seq.
     pub(crate) async fn push_answer(&self, json: Arc<str>) -> Result<u64, PushError> {

@@ -73,14 +73,30 @@ pub fn router(node: Node, bound: SocketAddr) -> Router {
 
 async fn healthz(State(node): State<Node>) -> impl IntoResponse {
     if node.shutdown_token().is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
     }
-    // With store.url, the bus's PostgreSQL database is part of the node's health.
-    match node.database() {
-        None => (StatusCode::OK, "ok"),
-        Some(db) if db.is_up().await => (StatusCode::OK, "ok\ndatabase: up"),
-        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "database: down"),
+    // With store.url, the bus's PostgreSQL database is part of the node's health; with
+    // clustering, NATS too.
+    let database = match node.database() {
+        None => None,
+        Some(db) => Some(db.is_up().await),
+    };
+    let nats = node.cluster().map(|c| c.nats_up());
+    let mut body = String::new();
+    let mut healthy = true;
+    for (name, up) in [("database", database), ("nats", nats)] {
+        if let Some(up) = up {
+            healthy &= up;
+            body.push_str(&format!("{name}: {}\n", if up { "up" } else { "down" }));
+        }
     }
+    let status = if healthy {
+        body.insert_str(0, "ok\n");
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body.trim_end().to_owned())
 }
 
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {

@@ -36,6 +36,9 @@ pub struct PgStore {
     /// One health check at a time (`/healthz` callers queue), so that they hold at most one
     /// connection of the pool.
     health: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// With clustering, this node's id: sessions it creates are written as held by it, and it
+    /// loads at start only the sessions it holds (and those of no node, which it takes).
+    node: Option<std::sync::Arc<str>>,
 }
 
 impl PgStore {
@@ -52,7 +55,14 @@ impl PgStore {
         Ok(PgStore {
             pool,
             health: std::sync::Arc::default(),
+            node: None,
         })
+    }
+
+    /// The same store for cluster node `node` (see the `node` field).
+    pub fn for_node(mut self, node: &str) -> PgStore {
+        self.node = Some(std::sync::Arc::from(node));
+        self
     }
 
     /// Whether the database answers a query within `HEALTH_TIMEOUT` (for `/healthz`).
@@ -96,14 +106,23 @@ impl PgStore {
     async fn load_sessions_inner(&self) -> Result<Vec<PersistedSession>, StoreError> {
         // One snapshot of the four tables.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .execute(&mut *tx)
             .await?;
+        let node = self.node.as_deref();
+        if node.is_some() {
+            // Sessions of a node run without clustering become this node's.
+            sqlx::query("UPDATE sessions SET node = $1 WHERE node IS NULL")
+                .bind(node)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
             "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
-             FROM sessions ORDER BY id",
+             FROM sessions WHERE $1::text IS NULL OR node = $1 OR node IS NULL ORDER BY id",
         )
+        .bind(node)
         .fetch_all(&mut *tx)
         .await?;
         let mut sessions = Vec::with_capacity(rows.len());
@@ -173,7 +192,7 @@ impl PgStore {
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        apply::apply(&mut tx, batch).await?;
+        apply::apply(&mut tx, batch, self.node.as_deref()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -194,11 +213,11 @@ impl SessionStore for PgStore {
 }
 
 /// A sequence number or counter as stored (saturating; real values stay below 2^53).
-fn to_db(value: u64) -> i64 {
+pub fn to_db(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A stored sequence number or counter (negative values cannot be written; read them as 0).
-fn from_db(value: i64) -> u64 {
+pub fn from_db(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }

@@ -46,12 +46,17 @@ impl Kind {
 }
 
 /// Applies `batch` on `conn` (inside the caller's transaction), in order.
-pub(super) async fn apply(conn: &mut PgConnection, batch: &[StoreOp]) -> Result<(), sqlx::Error> {
+/// `node`: the cluster node id written as each created session's holder (`None`: no cluster).
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    batch: &[StoreOp],
+    node: Option<&str>,
+) -> Result<(), sqlx::Error> {
     for run in batch.chunk_by(|a, b| Kind::of(a) == Kind::of(b)) {
         let Some(first) = run.first() else { continue };
         match Kind::of(first) {
             Kind::Flow => flow(conn, run).await?,
-            Kind::Create => create(conn, run).await?,
+            Kind::Create => create(conn, run, node).await?,
             Kind::Delete => delete(conn, run).await?,
             Kind::AddAddresses => add_addresses(conn, run).await?,
             Kind::AddSubscriptions => add_subscriptions(conn, run).await?,
@@ -121,7 +126,11 @@ async fn flow(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Erro
 }
 
 /// Creates sessions, or replaces the fields of existing ones (their acked seq stays).
-async fn create(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Error> {
+async fn create(
+    conn: &mut PgConnection,
+    run: &[StoreOp],
+    node: Option<&str>,
+) -> Result<(), sqlx::Error> {
     // The last creation of an id wins, as one by one.
     let mut latest: HashMap<&str, (&str, &[u8], &str)> = HashMap::new();
     for op in run {
@@ -146,8 +155,8 @@ async fn create(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Er
         identities.push(identity);
     }
     sqlx::query(
-        "INSERT INTO sessions (id, runtime_url, token_hash, identity_json) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[]) \
+        "INSERT INTO sessions (id, runtime_url, token_hash, identity_json, node) \
+         SELECT v.*, $5 FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[]) AS v \
          ON CONFLICT (id) DO UPDATE SET runtime_url = EXCLUDED.runtime_url, \
          token_hash = EXCLUDED.token_hash, identity_json = EXCLUDED.identity_json",
     )
@@ -155,6 +164,7 @@ async fn create(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Er
     .bind(urls)
     .bind(hashes)
     .bind(identities)
+    .bind(node)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -180,9 +180,14 @@ async fn reopen(
     conn_id: u64,
 ) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
     let bus = node.bus();
-    let session = bus
-        .find_by_token(runtime_token)
-        .ok_or(SessionError::UnknownRuntimeToken)?;
+    // With clustering, a session of a node that is gone is taken over here.
+    let session = match bus.find_by_token(runtime_token) {
+        Some(session) => session,
+        None => bus
+            .adopt_by_token(runtime_token)
+            .await?
+            .ok_or(SessionError::UnknownRuntimeToken)?,
+    };
     if **session.runtime_url() != *env.from() {
         return Err(SessionError::OtherRuntime);
     }

@@ -1,0 +1,309 @@
+//! The bus's narrow handle on the other nodes of a cluster ([`Remote`], implemented by
+//! `crate::cluster`): who on other nodes holds an address, handing messages to them, and taking
+//! over a session whose node is gone. Without clustering the bus has no `Remote` and none of
+//! this runs.
+//!
+//! Routing with a `Remote`: the local address book is asked first as always; the remote one
+//! (PostgreSQL) is asked too for an address of this domain that no node endpoint or application
+//! service serves. Subscribers on every node get a publication; without subscribers anywhere, a
+//! local owner is preferred, else the remote owner. A message for remote sessions is handed over
+//! after the local frames of the route are settled, by [`Remote::forward`], which returns only
+//! once it is durable.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use rethink_proto::AddressRef;
+
+use super::{Bus, Pending, RouteError, RouteFailure, Session};
+use crate::locks::{read, write};
+use crate::store::PersistedSession;
+
+/// A session held by another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSession {
+    pub session: String,
+    pub node: String,
+}
+
+/// The holders of one address on other nodes.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteHolders {
+    pub subscribers: Vec<RemoteSession>,
+    /// The owner of the address or of the closest address above it.
+    pub owner: Option<RemoteSession>,
+}
+
+/// One message for one remote session, for the recipient `to` of the routed message.
+#[derive(Debug, Clone)]
+pub struct RemoteTarget {
+    pub to: String,
+    pub target: RemoteSession,
+}
+
+/// A message handed to other nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub json: &'a Arc<str>,
+    /// Its `from`.
+    pub from: &'a str,
+    /// The session it came from (`None`: made by this node).
+    pub sender: Option<&'a str>,
+    /// Where it entered the node (`context.transport`).
+    pub transport: &'a str,
+}
+
+/// A message another node queued for a session held here, as the arrival check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub json: &'a str,
+    /// The address it was routed for.
+    pub recipient: &'a str,
+    /// The sending session's runtime URL and user, when it still exists.
+    pub sender_runtime: Option<&'a str>,
+    pub sender_user: Option<&'a str>,
+    pub transport: &'a str,
+}
+
+/// A session taken over from a node that is gone: its persisted image, and a fresh start
+/// counter, so that its new `seq`s are above anything the old node can have sent.
+#[derive(Debug)]
+pub struct Adopted {
+    pub session: PersistedSession,
+    pub epoch: u64,
+}
+
+/// What the bus asks of the other nodes (`crate::cluster::Link`).
+pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
+    /// The sessions of other nodes that hold `address` (its subscribers, its owner).
+    fn lookup<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>>;
+    /// Makes `json` durable for each target (in its session's queue), then tells their nodes.
+    /// Returns the targets that could not be served.
+    /// `sender`: the session the message came from, if any; `from`: its sender address.
+    fn forward<'a>(
+        &'a self,
+        message: Forwarded<'a>,
+        targets: Vec<RemoteTarget>,
+    ) -> BoxFuture<'a, Vec<RouteFailure>>;
+    /// Takes over the session whose resume secret hashes to `token_hash` when its node is gone
+    /// (`Ok(None)`: no such session). A session of a live node is a [`RouteError::Cluster`].
+    fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>>;
+    /// Moves the messages other nodes queued for `session` (now held here) into its outbox.
+    fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()>;
+    /// Whether a session of another node holds `runtime_url`.
+    fn runtime_taken<'a>(&'a self, runtime_url: &'a str)
+    -> BoxFuture<'a, Result<bool, RouteError>>;
+}
+
+impl Bus {
+    /// Connects the bus to the other nodes of its cluster (once, at start).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        *write(&self.inner.remote) = Some(remote);
+    }
+
+    /// Disconnects the bus from the other nodes (at shutdown).
+    pub fn clear_remote(&self) {
+        *write(&self.inner.remote) = None;
+    }
+
+    pub(super) fn remote(&self) -> Option<Arc<dyn Remote>> {
+        read(&self.inner.remote).clone()
+    }
+
+    /// The live session `key`, if this node holds it.
+    pub fn session(&self, key: &str) -> Option<Arc<Session>> {
+        read(&self.inner.sessions).get(key).cloned()
+    }
+
+    /// The keys of every session this node holds.
+    pub fn session_keys(&self) -> Vec<crate::store::SessionKey> {
+        read(&self.inner.sessions).keys().cloned().collect()
+    }
+
+    /// Whether other nodes may hold `to`: an address of this domain that neither a node
+    /// endpoint nor an application service serves.
+    pub(super) fn remote_candidate(&self, to: &str) -> bool {
+        self.inner.endpoints.classify(to).is_none()
+            && self.claimed_route(to).is_none()
+            && AddressRef::parse(to).is_ok_and(|a| a.is_in_domain(&self.inner.domain))
+    }
+
+    /// The remote holders of each recipient of a route (`None`: local only).
+    pub(super) async fn remote_holders(
+        &self,
+        recipients: impl Iterator<Item = &str>,
+    ) -> Vec<Option<Result<RemoteHolders, RouteError>>> {
+        let Some(remote) = self.remote() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for to in recipients {
+            out.push(if self.remote_candidate(to) {
+                Some(remote.lookup(to).await)
+            } else {
+                None
+            });
+        }
+        out
+    }
+
+    /// With clustering, waits until everything submitted is committed: other nodes read the
+    /// address book from the store, so a new session, address or subscription is committed
+    /// before its runtime hears of it.
+    pub(super) async fn directory_barrier(&self, directory: bool) {
+        if directory && self.remote().is_some() {
+            let (done, committed) = tokio::sync::oneshot::channel();
+            self.submit(crate::store::StoreOp::Flush { done }).await;
+            // An error means the writer stopped; it has logged why.
+            let _ = committed.await;
+        }
+    }
+
+    /// Hands the route's messages for remote sessions over; their failures join `failures`.
+    pub(super) async fn forward_remote(
+        &self,
+        message: Forwarded<'_>,
+        targets: Vec<RemoteTarget>,
+        failures: &mut Vec<RouteFailure>,
+    ) {
+        if let (Some(remote), false) = (self.remote(), targets.is_empty()) {
+            failures.extend(remote.forward(message, targets).await);
+        }
+    }
+
+    /// A session held by another node whose node is gone, taken over and restored here with
+    /// the messages queued for it (for a `re-open` with a token this node does not know).
+    pub async fn adopt_by_token(&self, token: &str) -> Result<Option<Arc<Session>>, RouteError> {
+        let Some(remote) = self.remote() else {
+            return Ok(None);
+        };
+        let hash = super::hash_token(token);
+        let Some(adopted) = remote.adopt(hash).await? else {
+            return Ok(None);
+        };
+        let session = self.restore_one(adopted.session, adopted.epoch);
+        remote.drain(&session).await;
+        tracing::info!(session = %session.key(), "session taken over from a node that is gone");
+        Ok(Some(session))
+    }
+
+    /// The policies again, on the node holding the recipient (the sender's node decided
+    /// without knowing the recipient's owner). The sender's rate and allocation count are not
+    /// known here: they count as 0.
+    pub fn admit_arrival(
+        &self,
+        arrival: &Arrival<'_>,
+        recipient: &Arc<Session>,
+    ) -> Result<(), super::Denied> {
+        use crate::policy::facts::{Message, Sender, Target};
+        let Some(engine) = self.inner.policy.engine() else {
+            return Ok(());
+        };
+        let Ok(env) = rethink_proto::Envelope::parse(arrival.json) else {
+            return Err(super::Denied::Policy {
+                policies: vec!["(not a message)".into()],
+            });
+        };
+        let sender = Sender {
+            address: env.from(),
+            runtime: arrival.sender_runtime,
+            user: arrival.sender_user,
+            transport: arrival.transport,
+            rate_per_minute: 0,
+            allocations: 0,
+        };
+        let now = self.inner.policy.clock().now();
+        let message = Message::new(env.kind().as_str(), env.json().len(), &sender, now);
+        let decision = engine.decide(&message.query(&Target {
+            address: arrival.recipient,
+            node_endpoint: false,
+            owner_user: recipient.identity().subject.as_deref(),
+            owner_runtime: Some(recipient.runtime_url()),
+        }));
+        if decision.allowed {
+            return Ok(());
+        }
+        let first = decision
+            .policies
+            .first()
+            .map_or("default-deny", String::as_str);
+        self.inner.metrics.policy_denial(first);
+        Err(super::Denied::Policy {
+            policies: decision.policies,
+        })
+    }
+
+    /// Forgets a session another node has taken over, without deleting it from the store.
+    pub fn forget_taken(&self, session: &Arc<Session>) {
+        let (allocations, subscriptions, attachment) = {
+            let mut st = crate::locks::lock(&session.state);
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            (
+                std::mem::take(&mut st.allocations),
+                std::mem::take(&mut st.subscriptions),
+                st.attachment.take(),
+            )
+        };
+        if let Some(a) = attachment {
+            a.cancel.cancel();
+            self.inner.metrics.sessions_connected.dec();
+        }
+        session.wake_waiters();
+        let book = &self.inner.book;
+        book.release(session.runtime_url(), session);
+        for a in &allocations {
+            book.release(&a.address, session);
+        }
+        for s in &subscriptions {
+            book.unsubscribe(s, session);
+        }
+        write(&self.inner.sessions).remove(session.key());
+        write(&self.inner.by_token).remove(session.token_hash());
+        self.inner.metrics.sessions.dec();
+        tracing::warn!(session = %session.key(), "session taken over by another node: forgotten here");
+    }
+}
+
+/// Whether `ops` add to the address book (sessions, addresses, subscriptions).
+pub(super) fn changes_directory(ops: &[crate::store::StoreOp]) -> bool {
+    use crate::store::StoreOp;
+    ops.iter().any(|op| {
+        matches!(
+            op,
+            StoreOp::AddAddresses { .. } | StoreOp::AddSubscriptions { .. }
+        )
+    })
+}
+
+/// Adds the remote share of one recipient to `pending`: every remote subscriber when there are
+/// subscribers anywhere, else the remote owner when there is no local one. Returns whether
+/// somebody (local or remote) was served.
+pub(super) fn share(
+    to: &str,
+    holders: Option<&RemoteHolders>,
+    local_subscribers: bool,
+    local_owner: bool,
+    pending: &mut Pending,
+) -> bool {
+    let Some(h) = holders else {
+        return false;
+    };
+    let targets: Vec<&RemoteSession> = if local_subscribers || !h.subscribers.is_empty() {
+        h.subscribers.iter().collect()
+    } else if local_owner {
+        Vec::new()
+    } else {
+        h.owner.iter().collect()
+    };
+    let served = !targets.is_empty();
+    pending
+        .remote
+        .extend(targets.into_iter().map(|t| RemoteTarget {
+            to: to.to_owned(),
+            target: t.clone(),
+        }));
+    served
+}

@@ -1,0 +1,123 @@
+//! Taking over a session whose node is gone: in one transaction, the session's row is locked
+//! (`FOR UPDATE`, so that two nodes adopting it, or a sender queuing for it, are serialized),
+//! its node checked gone (no heartbeat within `cluster.membership_timeout_ms`, by the database's
+//! clock), the row given to this node, a new start counter taken and the session's image read.
+
+use std::collections::HashMap;
+
+use super::link::Link;
+use crate::bus::RouteError;
+use crate::bus::remote::Adopted;
+use crate::store::postgres::from_db;
+use crate::store::{PersistedSession, SessionKey};
+
+impl Link {
+    pub(super) async fn adopt_inner(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<Adopted>, RouteError> {
+        match self.adopt_tx(token_hash).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: taking a session over failed");
+                Err(RouteError::Cluster(
+                    "the shared database is unreachable; retry".into(),
+                ))
+            }
+        }
+    }
+
+    async fn adopt_tx(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Result<Option<Adopted>, RouteError>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT s.id, s.node, \
+             COALESCE(n.heartbeat_at <= now() - make_interval(secs => $2), true) \
+             FROM sessions AS s LEFT JOIN cluster_nodes AS n ON n.node_id = s.node \
+             WHERE s.token_hash = $1 FOR UPDATE OF s",
+        )
+        .bind(&token_hash[..])
+        .bind(self.membership_timeout.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, node, gone)) = row else {
+            return Ok(Ok(None));
+        };
+        if let Some(node) = node.filter(|n| !gone && **n != *self.node) {
+            return Ok(Err(RouteError::Cluster(format!(
+                "the session is held by node {node}, which is alive: re-open it there, or \
+                 here once that node has been silent for cluster.membership_timeout_ms"
+            ))));
+        }
+        sqlx::query("UPDATE sessions SET node = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(&*self.node)
+            .execute(&mut *tx)
+            .await?;
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO node_meta (key, value) VALUES ('epoch', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = COALESCE(node_meta.value, 0) + 1 \
+             RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let (runtime_url, hash, identity_json, acked_seq): (String, Vec<u8>, String, i64) =
+            sqlx::query_as(
+                "SELECT runtime_url, token_hash, identity_json, acked_seq FROM sessions \
+                 WHERE id = $1",
+            )
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let addresses: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT address, alloc_key FROM session_addresses WHERE session = $1 ORDER BY ord",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let subscriptions: Vec<String> = sqlx::query_scalar(
+            "SELECT address FROM session_subscriptions WHERE session = $1 ORDER BY ord",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let outbox: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, json FROM outbox WHERE session = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(&id)
+        .bind(acked_seq)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut allocation_keys = HashMap::new();
+        let addresses = addresses
+            .into_iter()
+            .map(|(address, key)| {
+                if let Some(key) = key {
+                    allocation_keys.insert(address.clone(), key);
+                }
+                address
+            })
+            .collect();
+        let session = PersistedSession {
+            id: SessionKey::from(id),
+            runtime_url,
+            token_hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(token_hash),
+            identity_json,
+            acked_seq: from_db(acked_seq),
+            addresses,
+            allocation_keys,
+            subscriptions,
+            outbox: outbox
+                .into_iter()
+                .map(|(seq, json)| (from_db(seq), json))
+                .collect(),
+        };
+        Ok(Ok(Some(Adopted {
+            session,
+            epoch: from_db(epoch),
+        })))
+    }
+}

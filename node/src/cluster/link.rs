@@ -1,0 +1,360 @@
+//! [`Link`]: the bus's [`Remote`], over the shared PostgreSQL database and NATS.
+//!
+//! - `lookup`: the address book of the other nodes, read from the store's tables.
+//! - `forward`: one transaction stores the message in `cluster_inbox` for each target session
+//!   (holding the sessions' rows with `FOR KEY SHARE`, so that a takeover, which updates `node`
+//!   under `FOR UPDATE`, waits for it and then sees the row), then one NATS message per holder
+//!   node names the sessions to look at. NATS may lose that message (a node restarting): the
+//!   holder's heartbeat also looks for queued messages (`membership.rs`).
+//! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
+//!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
+//!   until the commit; so a message is delivered from the outbox or from the queue, never both.
+//! - `adopt` (`adopt.rs`) and `runtime_taken`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use sqlx::PgPool;
+
+use super::metrics::{ClusterMetrics, NodeLabel};
+use crate::bus::outbox::OutboxFull;
+use crate::bus::remote::{
+    Adopted, Arrival, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+};
+use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
+
+/// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
+/// address it was routed for, the sender's transport, runtime URL and identity (JSON).
+type Row = (
+    i64,
+    String,
+    bool,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// The `from` of a message's JSON, for a log line.
+fn json_from(json: &str) -> String {
+    rethink_proto::Envelope::parse(json)
+        .map_or_else(|_| "(unparsable)".into(), |e| e.from().to_owned())
+}
+
+/// The subject node `node` listens on.
+pub fn subject(node: &str) -> String {
+    format!("rethink.node.{node}")
+}
+
+/// This node's end of the cluster.
+#[derive(Debug)]
+pub struct Link {
+    pub(super) node: Arc<str>,
+    pub(super) pool: PgPool,
+    pub(super) nats: async_nats::Client,
+    pub(super) metrics: ClusterMetrics,
+    pub(super) membership_timeout: Duration,
+    /// `session.resume_window`: how long the sessions of a gone node wait to be re-opened.
+    pub(super) resume_window: Duration,
+    /// The most messages queued for one session (`session.outbox_max_messages`).
+    pub(super) queue_max: i64,
+    /// One drain at a time on this node: two drains of one session must not interleave.
+    pub(super) draining: tokio::sync::Mutex<()>,
+    /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
+    pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
+}
+
+fn db_down(e: &sqlx::Error) -> RouteError {
+    tracing::warn!(error = %e, "cluster: the shared database failed");
+    RouteError::Cluster("the shared database is unreachable; retry".into())
+}
+
+impl Link {
+    /// The policies on arrival; `Some(why)` when refused.
+    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<String> {
+        let bus = self.bus.get()?;
+        bus.admit_arrival(arrival, session)
+            .err()
+            .map(|d| d.to_string())
+    }
+
+    async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
+        let candidates: Vec<&str> = owner_candidates(address).collect();
+        let rows: Vec<(bool, String, String, i32)> = sqlx::query_as(
+            "SELECT true, s.id, s.node, 0 FROM session_subscriptions AS ss \
+             JOIN sessions AS s ON s.id = ss.session WHERE ss.address = $1 AND s.node <> $2 \
+             UNION ALL \
+             SELECT false, s.id, s.node, length(sa.address) FROM session_addresses AS sa \
+             JOIN sessions AS s ON s.id = sa.session \
+             WHERE sa.address = ANY($3) AND s.node <> $2 \
+             UNION ALL \
+             SELECT false, s.id, s.node, length(s.runtime_url) FROM sessions AS s \
+             WHERE s.runtime_url = ANY($3) AND s.node <> $2",
+        )
+        .bind(address)
+        .bind(&*self.node)
+        .bind(&candidates)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_down(&e))?;
+        let mut holders = RemoteHolders::default();
+        let mut closest = -1;
+        for (subscriber, session, node, len) in rows {
+            let held = RemoteSession { session, node };
+            if subscriber {
+                if !holders.subscribers.contains(&held) {
+                    holders.subscribers.push(held);
+                }
+            } else if len > closest {
+                closest = len;
+                holders.owner = Some(held);
+            }
+        }
+        Ok(holders)
+    }
+
+    async fn forward_inner(
+        &self,
+        message: Forwarded<'_>,
+        targets: Vec<RemoteTarget>,
+    ) -> Vec<RouteFailure> {
+        let sessions: Vec<&str> = targets.iter().map(|t| &*t.target.session).collect();
+        let recipients: Vec<&str> = targets.iter().map(|t| &*t.to).collect();
+        // Per target (by its index): the session's node now, and whether the message was
+        // queued (false: the queue is full).
+        let rows: Result<Vec<(i64, Option<String>, bool)>, sqlx::Error> = sqlx::query_as(
+            "WITH t AS (SELECT * FROM UNNEST($1::text[]) WITH ORDINALITY AS t (session, i)), \
+             held AS (SELECT s.id, s.node FROM sessions AS s \
+                 WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
+             ok AS (SELECT t.i, t.session FROM t JOIN held ON held.id = t.session \
+                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = t.session) < $3), \
+             ins AS (INSERT INTO cluster_inbox \
+                 (session, json, sender, sender_from, recipient, transport) \
+                 SELECT ok.session, $2, $4, $5, r.recipient, $7 FROM ok \
+                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = ok.i \
+                 ORDER BY ok.i RETURNING id) \
+             SELECT t.i, held.node, ok.i IS NOT NULL FROM t \
+             LEFT JOIN held ON held.id = t.session LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
+        )
+        .bind(&sessions)
+        .bind(&**message.json)
+        .bind(self.queue_max)
+        .bind(message.sender)
+        .bind(message.from)
+        .bind(&recipients)
+        .bind(message.transport)
+        .fetch_all(&self.pool)
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let error = db_down(&e);
+                return targets
+                    .into_iter()
+                    .map(|t| RouteFailure {
+                        recipient: t.to,
+                        error: error.clone(),
+                    })
+                    .collect();
+            }
+        };
+        let mut failures = Vec::new();
+        let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (i, node, queued) in rows {
+            let Some(t) = usize::try_from(i - 1).ok().and_then(|i| targets.get(i)) else {
+                continue;
+            };
+            match node {
+                None => failures.push(RouteFailure {
+                    recipient: t.to.clone(),
+                    error: RouteError::NotFound(t.to.clone()),
+                }),
+                Some(_) if !queued => failures.push(RouteFailure {
+                    recipient: t.to.clone(),
+                    error: RouteError::OutboxFull {
+                        address: t.to.clone(),
+                        full: OutboxFull {
+                            messages: usize::try_from(self.queue_max).unwrap_or(usize::MAX),
+                            bytes: 0,
+                        },
+                    },
+                }),
+                Some(node) => {
+                    self.metrics
+                        .forwarded
+                        .get_or_create(&NodeLabel { node: node.clone() })
+                        .inc();
+                    let list = by_node.entry(node).or_default();
+                    if !list.contains(&&*t.target.session) {
+                        list.push(&t.target.session);
+                    }
+                }
+            }
+        }
+        for (node, sessions) in by_node {
+            self.notify(&node, &sessions).await;
+        }
+        failures
+    }
+
+    /// Tells `node` to look at the queues of `sessions` (the message is durable already: a
+    /// failure here only delays it until that node's next heartbeat).
+    pub(super) async fn notify(&self, node: &str, sessions: &[&str]) {
+        let started = Instant::now();
+        let payload = sessions.join("\n");
+        let sent = async {
+            self.nats.publish(subject(node), payload.into()).await?;
+            self.nats.flush().await?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        match sent.await {
+            Ok(()) => self
+                .metrics
+                .nats_round_trip
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => tracing::warn!(error = %e, %node, "cluster: NATS notification not sent"),
+        }
+    }
+
+    /// Moves what other nodes queued for `session` into its outbox (see the module docs).
+    pub(super) async fn drain_inner(&self, session: &Arc<Session>) -> Result<usize, sqlx::Error> {
+        let _one_at_a_time = self.draining.lock().await;
+        let mut tx = self.pool.begin().await?;
+        // Only while this node holds the session; a sender that did not own its `from` (on
+        // its own node's word) is refused here. A sender session that has ended cannot be
+        // checked any more and is taken on its node's word.
+        let mut rows: Vec<Row> = sqlx::query_as(
+            "WITH held AS (SELECT id FROM sessions WHERE id = $1 AND node = $2 FOR KEY SHARE) \
+             DELETE FROM cluster_inbox AS i USING held WHERE i.session = held.id \
+             RETURNING i.id, i.json, i.sender IS NULL \
+             OR NOT EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender) \
+             OR EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender \
+                 AND (i.sender_from = s.runtime_url \
+                     OR starts_with(i.sender_from, s.runtime_url || '/'))) \
+             OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = i.sender \
+                 AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
+             i.recipient, i.transport, \
+             (SELECT runtime_url FROM sessions WHERE id = i.sender), \
+             (SELECT identity_json FROM sessions WHERE id = i.sender)",
+        )
+        .bind(&**session.key())
+        .bind(&*self.node)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut jsons = Vec::with_capacity(rows.len());
+        for (id, json, owned, recipient, transport, runtime, identity) in rows {
+            let user = identity
+                .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
+                .and_then(|i| i.subject);
+            let arrival = Arrival {
+                json: &json,
+                recipient: &recipient,
+                sender_runtime: runtime.as_deref(),
+                sender_user: user.as_deref(),
+                transport: &transport,
+            };
+            let refused = match owned {
+                false => Some(format!("the sender does not own {}", json_from(&json))),
+                true => self.bus_policy(session, &arrival),
+            };
+            if let Some(why) = refused {
+                self.metrics.refused_on_arrival.inc();
+                tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
+                continue;
+            }
+            let json: Arc<str> = Arc::from(json);
+            match session.push_held(Arc::clone(&json)) {
+                Ok(seq) => {
+                    seqs.push(crate::store::postgres::to_db(seq));
+                    jsons.push(json);
+                }
+                // Ended meanwhile: the rollback leaves the queue as it was.
+                Err(_) => {
+                    session.drop_held();
+                    return Ok(0);
+                }
+            }
+        }
+        if seqs.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO outbox (session, seq, json) \
+             SELECT $1, v.seq, v.json FROM UNNEST($2::bigint[], $3::text[]) AS v (seq, json)",
+        )
+        .bind(&**session.key())
+        .bind(&seqs)
+        .bind(&json_refs)
+        .execute(&mut *tx)
+        .await;
+        let committed = match inserted {
+            Ok(_) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            session.drop_held();
+            return Err(e);
+        }
+        self.metrics.received.inc_by(seqs.len() as u64);
+        session.release_held();
+        Ok(seqs.len())
+    }
+}
+
+impl Remote for Link {
+    fn lookup<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>> {
+        Box::pin(self.lookup_inner(address))
+    }
+
+    fn forward<'a>(
+        &'a self,
+        message: Forwarded<'a>,
+        targets: Vec<RemoteTarget>,
+    ) -> BoxFuture<'a, Vec<RouteFailure>> {
+        Box::pin(self.forward_inner(message, targets))
+    }
+
+    fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
+        Box::pin(async move {
+            let adopted = self.adopt_inner(token_hash).await?;
+            if adopted.is_some() {
+                self.metrics.adopted.inc();
+            }
+            Ok(adopted)
+        })
+    }
+
+    fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.drain_inner(session).await {
+                // The messages stay queued; the next notification or heartbeat retries.
+                tracing::warn!(error = %e, session = %session.key(), "cluster: moving queued messages failed");
+            }
+        })
+    }
+
+    fn runtime_taken<'a>(
+        &'a self,
+        runtime_url: &'a str,
+    ) -> BoxFuture<'a, Result<bool, RouteError>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE runtime_url = $1 AND node <> $2)",
+            )
+            .bind(runtime_url)
+            .bind(&*self.node)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_down(&e))
+        })
+    }
+}

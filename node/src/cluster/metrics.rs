@@ -1,0 +1,67 @@
+//! `rethink_cluster_*`: what this node hands to and takes from the other nodes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The node a message was handed to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+/// The cluster's counters, registered in the node's registry before it starts.
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    /// Messages stored for a session of another node, by that node.
+    pub forwarded: Family<NodeLabel, Counter>,
+    /// Messages moved from the shared queue into the outbox of a session held here.
+    pub received: Counter,
+    /// Messages refused on arrival (the sender did not own `from`, or policy).
+    pub refused_on_arrival: Counter,
+    /// Sessions taken over from nodes that are gone.
+    pub adopted: Counter,
+    /// NATS round trips (publish and flush, a PING/PONG with the server).
+    pub nats_round_trip: Histogram,
+}
+
+impl ClusterMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            forwarded: Family::default(),
+            received: Counter::default(),
+            refused_on_arrival: Counter::default(),
+            adopted: Counter::default(),
+            // 25 µs .. ~400 ms, doubling.
+            nats_round_trip: Histogram::new((0..15).map(|i| 25e-6 * f64::from(1u32 << i))),
+        };
+        registry.register(
+            "cluster_forwarded",
+            "Messages stored for a session held by another node and handed to it, by node",
+            m.forwarded.clone(),
+        );
+        registry.register(
+            "cluster_received",
+            "Messages from other nodes moved into the outbox of a session held here",
+            m.received.clone(),
+        );
+        registry.register(
+            "cluster_refused_on_arrival",
+            "Messages from other nodes refused here (sender not owning `from`, or policy)",
+            m.refused_on_arrival.clone(),
+        );
+        registry.register(
+            "cluster_adopted_sessions",
+            "Sessions taken over from nodes that stopped heart-beating",
+            m.adopted.clone(),
+        );
+        registry.register(
+            "cluster_nats_round_trip_seconds",
+            "NATS round trips: a publish to another node's subject and its flush",
+            m.nats_round_trip.clone(),
+        );
+        m
+    }
+}

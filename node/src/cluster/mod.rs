@@ -1,0 +1,168 @@
+//! Several nodes serving one domain (`[cluster]`, on when `cluster.nats_url` is set).
+//!
+//! The nodes share the bus's store in PostgreSQL (`store.url`): sessions name the node holding
+//! them (`sessions.node`), and the address book of every node is readable by the others. Each
+//! node subscribes to its own NATS subject (`rethink.node.<node_id>`). A message for a session
+//! held by another node is stored in that session's queue (`cluster_inbox`) first, then the
+//! holder is told over NATS; the holder moves it into the session's outbox and delivers it like
+//! any frame (`link.rs`). A node writes a heartbeat; one silent for
+//! `cluster.membership_timeout_ms` is gone, and a runtime of it may re-open on any node, which
+//! takes the session over (`adopt.rs`, `membership.rs`).
+//!
+//! The bus sees all of this through one narrow handle, [`crate::bus::remote::Remote`], which
+//! [`Link`] implements. The Matrix side is not clustered yet.
+
+mod adopt;
+mod link;
+mod membership;
+mod metrics;
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use link::{Link, subject};
+pub use metrics::ClusterMetrics;
+
+use crate::bus::Bus;
+use crate::config::ClusterConfig;
+use crate::store::postgres::PgStore;
+
+/// How long the node waits for NATS at start.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why clustering could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to NATS at `cluster.nats_url` ({url}): {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot subscribe to this node's NATS subject {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error("cluster: the shared database failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The node's membership of a cluster: the link the bus uses and the tasks that serve it.
+#[derive(Debug)]
+pub struct Cluster {
+    link: Arc<Link>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Connects to NATS and writes the first heartbeat (before the node loads its sessions,
+    /// so that no other node takes them over meanwhile).
+    pub async fn connect(
+        config: &ClusterConfig,
+        node_id: &str,
+        store: &PgStore,
+        session: &crate::config::SessionConfig,
+        metrics: ClusterMetrics,
+    ) -> Result<Arc<Link>, ClusterError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("rethink-node {node_id}"))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|source| ClusterError::Connect {
+                url: config.nats_url.clone(),
+                source,
+            })?;
+        let link = Arc::new(Link {
+            node: Arc::from(node_id),
+            pool: store.pool().clone(),
+            nats,
+            metrics,
+            membership_timeout: config.membership_timeout,
+            resume_window: session.resume_window,
+            queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
+            draining: tokio::sync::Mutex::new(()),
+            bus: std::sync::OnceLock::new(),
+        });
+        link.heartbeat().await?;
+        Ok(link)
+    }
+
+    /// Connects the bus to the cluster and starts listening and heart-beating.
+    pub async fn start(link: Arc<Link>, bus: &Bus) -> Result<Cluster, ClusterError> {
+        let subject = subject(&link.node);
+        let mut subscriber = link
+            .nats
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| ClusterError::Subscribe {
+                subject: subject.clone(),
+                source,
+            })?;
+        // The bus and the link hold each other until `stop` disconnects them.
+        let _ = link.bus.set(bus.clone());
+        bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
+        let stop = CancellationToken::new();
+        let receiver = {
+            let (link, bus, stop) = (Arc::clone(&link), bus.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        m = subscriber.next() => m,
+                    };
+                    let Some(message) = message else { return };
+                    let Ok(text) = std::str::from_utf8(&message.payload) else {
+                        continue;
+                    };
+                    for key in text.lines() {
+                        if let Some(session) = bus.session(key) {
+                            crate::bus::remote::Remote::drain(&*link, &session).await;
+                        }
+                    }
+                }
+            })
+        };
+        let membership = tokio::spawn(Arc::clone(&link).run_membership(bus.clone(), stop.clone()));
+        tracing::info!(node = %link.node, %subject, "cluster: listening");
+        Ok(Cluster {
+            link,
+            stop,
+            tasks: vec![receiver, membership],
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.link.node
+    }
+
+    /// Whether the NATS connection is up (for `/healthz`).
+    pub fn nats_up(&self) -> bool {
+        self.link.nats.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Stops listening and heart-beating, and leaves the cluster (after the node's store is
+    /// flushed: its sessions may then be re-opened elsewhere at once).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        if let Some(bus) = self.link.bus.get() {
+            bus.clear_remote();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(e) = self.link.leave().await {
+            tracing::warn!(error = %e, "cluster: leaving failed; the other nodes wait for the membership timeout");
+        }
+        if let Err(e) = self.link.nats.flush().await {
+            tracing::debug!(error = %e, "cluster: NATS flush at stop");
+        }
+    }
+}
