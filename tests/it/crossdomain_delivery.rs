@@ -192,9 +192,12 @@ async fn undelivered_messages_get_504_after_the_timeout_and_503_beyond_the_limit
     );
     b.terminate();
     assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    five_beyond_a_queue_of_three(&mut alice, &ha, &hb).await;
+}
 
-    // Five for a domain whose node is down, with room for three: 4 and 5 are refused at once,
-    // 1 to 3 are answered 504 once they waited the 2 s.
+/// Five messages for a domain whose node is down, with room for three: 4 and 5 are refused at
+/// once (503), 1 to 3 are answered 504 once they waited the 2 s, all naming the domain.
+async fn five_beyond_a_queue_of_three(alice: &mut Rt, ha: &str, hb: &str) {
     for n in 1..=5u64 {
         alice
             .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb}))
@@ -219,6 +222,66 @@ async fn undelivered_messages_get_504_after_the_timeout_and_503_beyond_the_limit
         vec![(4, 503), (5, 503), (1, 504), (2, 504), (3, 504)],
         "503 at once beyond the limit, then 504 in order"
     );
+}
+
+/// Settings of A that retry a domain that is down every second at most.
+const RETRY_FAST: (&str, &str) = ("RETHINK_CROSS_DOMAIN__RETRY_SECS", "1");
+
+/// B's node, with `bob` allocated on it, stopped: a domain A has never reached.
+async fn b_with_bob_then_stopped(
+    db: &Path,
+    ab: SocketAddr,
+    aa: SocketAddr,
+) -> (NodeProcess, Rt, String) {
+    let mut b = spawn(db, B, ab, &[(A, aa)], &[]).await;
+    let (bob, hb) = hyperty(&b, B, "rt-bob").await;
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    (b, bob, hb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_down_when_a_starts_gets_what_waited_in_order_once_it_is_up() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let (b, bob, hb) = b_with_bob_then_stopped(db.path(), ab, aa).await;
+    // A starts while B is down: B's stub cannot be fetched, A keeps what is sent to B.
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &[RETRY_FAST]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    send_accepted(&mut alice, &ha, &hb, 1..=N).await;
+    a.wait_for_log("its messages wait for it").await;
+
+    let b = b.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    send_accepted(&mut alice, &ha, &hb, N + 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a).await;
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+    // Nothing was refused meanwhile: bob's answer to the marker is the next thing alice gets.
+    bob.send(
+        &json!({"id": N + 1, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}),
+    )
+    .await;
+    let r = alice.recv().await;
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(N + 1), Some(200)),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_down_when_a_starts_gets_504_after_the_timeout_and_503_beyond_the_limit() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let (_b, _bob, hb) = b_with_bob_then_stopped(db.path(), ab, aa).await;
+    let settings = [
+        RETRY_FAST,
+        ("RETHINK_CROSS_DOMAIN__DELIVERY_TIMEOUT_SECS", "2"),
+        ("RETHINK_CROSS_DOMAIN__QUEUE_LIMIT", "3"),
+    ];
+    let a = spawn(da.path(), A, aa, &[(B, ab)], &settings).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    five_beyond_a_queue_of_three(&mut alice, &ha, &hb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,9 @@ pub struct Outbox {
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
+    /// A lower bound on messages set for a while (a gateway whose domain is down holds at
+    /// most its queue limit), on top of `max_messages`.
+    cap: Option<usize>,
 }
 
 impl Outbox {
@@ -50,6 +53,7 @@ impl Outbox {
             bytes: 0,
             max_messages,
             max_bytes,
+            cap: None,
         }
     }
 
@@ -94,7 +98,16 @@ impl Outbox {
 
     /// Whether a frame of `len` bytes fits.
     pub fn has_room_for(&self, len: usize) -> bool {
-        self.entries.len() < self.max_messages && self.bytes + len <= self.max_bytes
+        let max = self
+            .cap
+            .map_or(self.max_messages, |c| c.min(self.max_messages));
+        self.entries.len() < max && self.bytes + len <= self.max_bytes
+    }
+
+    /// Caps the messages held at `cap` on top of the outbox's bounds (`None`: its bounds only).
+    /// Entries already held stay.
+    pub fn set_cap(&mut self, cap: Option<usize>) {
+        self.cap = cap;
     }
 
     /// Drops every entry up to `seq` (cumulative acknowledgement). Returns how many were dropped.

@@ -185,6 +185,11 @@ impl Session {
         }
     }
 
+    /// Caps the outbox at `cap` messages on top of its bounds (`None`: its bounds only).
+    pub fn cap_outbox(&self, cap: Option<usize>) {
+        lock(&self.state).outbox.set_cap(cap);
+    }
+
     /// Cumulative acknowledgement; returns how many entries it released.
     pub(crate) fn ack(&self, seq: u64) -> usize {
         let released = lock(&self.state).outbox.ack(seq);

@@ -14,6 +14,7 @@
 mod gateway;
 mod held;
 mod http;
+mod waiting;
 
 pub use gateway::{GATEWAY_INSTANCES, start_gateways};
 pub use http::routes;
@@ -89,9 +90,33 @@ impl Fetch for HttpFetch {
             let url = JwksUrl::parse(url).map_err(|e| FetchFailure::Failed(e.into()))?;
             crate::auth::fetch::get(&url).await.map_err(|e| match e {
                 FetchError::Timeout => FetchFailure::Timeout(FETCH_TIMEOUT),
+                e if is_down(&e) => FetchFailure::Unreachable(Box::new(e)),
                 other => FetchFailure::Failed(Box::new(other)),
             })
         })
+    }
+}
+
+/// Whether a failed fetch says the other node is down or unreachable for now: no listener
+/// (refused), a lost connection, no route to its host, or a gateway in front of it answering
+/// 502, 503 or 504. A name that does not resolve is not (that domain may not exist).
+fn is_down(e: &FetchError) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        FetchError::Connect(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::NotConnected
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::NetworkDown
+                | K::TimedOut
+        ),
+        FetchError::Http(h) => h.is_incomplete_message() || h.is_closed(),
+        FetchError::Status(s) => matches!(s.as_u16(), 502..=504),
+        _ => false,
     }
 }
 

@@ -106,7 +106,7 @@ pub fn route_code(e: &RouteError) -> Code {
         RouteError::NotFound(_) | RouteError::NoRouteToDomain(_) | RouteError::NotServed(_) => {
             Code::NOT_FOUND
         }
-        RouteError::OutboxFull { .. } => Code::UNAVAILABLE,
+        RouteError::OutboxFull { .. } | RouteError::QueueFull { .. } => Code::UNAVAILABLE,
         RouteError::BadRequest(_) | RouteError::BadAddress { .. } => Code::BAD_REQUEST,
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,
