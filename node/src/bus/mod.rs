@@ -13,6 +13,9 @@
 //! reading) it is settled by the next group commit (`store.commit_delay_ms`). So an accepted
 //! message survives even a killed process: it is on the recipient's socket or in the store.
 //!
+//! A node session's message numbered with a `cseq` ([`Bus::route_handled`], `handled.rs`) is
+//! the exception: its frames are written only once committed, together with that `cseq`.
+//!
 //! The node's own answers to a session count against that session's outbox bounds like any
 //! frame: [`Bus::answer`] waits for room (see `ws::session` for how the connection keeps
 //! reading acknowledgements meanwhile).
@@ -22,6 +25,7 @@ pub mod bridge;
 mod claims;
 mod error;
 mod gateways;
+mod handled;
 pub mod identity;
 mod matrix_actions;
 pub mod outbox;
@@ -74,6 +78,9 @@ pub(crate) struct Pending {
     settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, handed over after the commit.
     pub(crate) bridge: Vec<BridgeEvent>,
+    /// A node session's message numbered with a `cseq` (`handled.rs`): its frames are held
+    /// until they are committed with that `cseq`.
+    handled: Option<handled::Handled>,
 }
 
 /// One recipient that was not served.
@@ -234,6 +241,7 @@ impl Bus {
                 c,
                 self.inner.clock.now(),
             ));
+            session.accept_cseq(p.cseq);
             self.inner
                 .book
                 .claim(Arc::clone(session.runtime_url()), &session);
@@ -459,7 +467,15 @@ impl Bus {
         pending: &mut Pending,
     ) -> Result<(), PushError> {
         let (settle, settled) = Settle::new();
-        let (seq, connected) = session.push(Arc::clone(json), Some(settle.clone()))?;
+        let (seq, connected) = match &mut pending.handled {
+            Some(handled) => {
+                let seq = session.push_held(Arc::clone(json), settle.clone())?;
+                handled.held.push((Arc::clone(session), seq));
+                // Only the commit settles it: do not wait for the delay.
+                (seq, false)
+            }
+            None => session.push(Arc::clone(json), Some(settle.clone()))?,
+        };
         pending.settled.push(settled);
         pending.ops.push(StoreOp::Enqueue {
             session: Arc::clone(session.key()),
@@ -497,12 +513,25 @@ impl Bus {
     }
 
     async fn commit(&self, pending: Pending) {
-        for op in pending.ops {
-            self.submit(op).await;
+        match &pending.handled {
+            // One transaction: the frames and the record that their message is handled.
+            Some(h) => {
+                let mut ops = pending.ops;
+                ops.push(h.op());
+                self.submit(StoreOp::Group(ops)).await;
+            }
+            None => {
+                for op in pending.ops {
+                    self.submit(op).await;
+                }
+            }
         }
         for rx in pending.settled {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
+        }
+        if let Some(h) = pending.handled {
+            h.release();
         }
         if let Some(bridge) = &self.inner.bridge {
             for event in pending.bridge {
@@ -514,11 +543,14 @@ impl Bus {
     }
 
     /// Routes a permitted message to every recipient.
-    pub async fn route(&self, mut permit: Permit<'_>) -> RouteReport {
+    pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
+        self.route_pending(permit, Pending::default()).await
+    }
+
+    async fn route_pending(&self, mut permit: Permit<'_>, mut pending: Pending) -> RouteReport {
         let started = Instant::now();
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
-        let mut pending = Pending::default();
         self.open_gateways(envelope, origin).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {

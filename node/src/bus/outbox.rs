@@ -15,6 +15,10 @@ pub struct Entry {
     /// Fired when the connection's writer has written the frame to the socket (its sender
     /// waits for this or for the commit, see `Bus::route`).
     pub settle: Option<Settle>,
+    /// Not to be written before it is committed ([`Outbox::release`]): the frame and the
+    /// record that its message was handled are in one transaction (`bus/handled.rs`). Frames
+    /// after it wait for it, so the order is kept.
+    pub held: bool,
 }
 
 /// The outbox is full: the message is refused (503 to its sender), nothing is dropped silently.
@@ -75,6 +79,7 @@ impl Outbox {
                     seq,
                     json: Arc::from(json),
                     settle: None,
+                    held: false,
                 });
             }
         }
@@ -83,6 +88,28 @@ impl Outbox {
 
     /// Appends a frame within the bounds, returning its seq.
     pub fn push(&mut self, json: Arc<str>, settle: Option<Settle>) -> Result<u64, OutboxFull> {
+        self.push_entry(json, settle, false)
+    }
+
+    /// Appends a frame that is not written before [`Outbox::release`] (nor any after it).
+    pub fn push_held(&mut self, json: Arc<str>, settle: Option<Settle>) -> Result<u64, OutboxFull> {
+        self.push_entry(json, settle, true)
+    }
+
+    /// Lets the held frame `seq` be written (nothing if it is gone).
+    pub fn release(&mut self, seq: u64) {
+        let i = self.entries.partition_point(|e| e.seq < seq);
+        if let Some(e) = self.entries.get_mut(i).filter(|e| e.seq == seq) {
+            e.held = false;
+        }
+    }
+
+    fn push_entry(
+        &mut self,
+        json: Arc<str>,
+        settle: Option<Settle>,
+        held: bool,
+    ) -> Result<u64, OutboxFull> {
         if !self.has_room_for(json.len()) {
             return Err(OutboxFull {
                 messages: self.entries.len(),
@@ -92,7 +119,12 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += json.len();
-        self.entries.push_back(Entry { seq, json, settle });
+        self.entries.push_back(Entry {
+            seq,
+            json,
+            settle,
+            held,
+        });
         Ok(seq)
     }
 
@@ -147,6 +179,9 @@ impl Outbox {
     pub fn take_unsent(&mut self, max: usize, out: &mut Vec<String>, settles: &mut Vec<Settle>) {
         let start = self.entries.partition_point(|e| e.seq <= self.sent);
         for e in self.entries.range_mut(start..).take(max) {
+            if e.held {
+                break;
+            }
             let mut frame = String::new();
             rethink_proto::Envelope::write_frame(&e.json, e.seq, &mut frame);
             out.push(frame);
@@ -157,7 +192,8 @@ impl Outbox {
 
     /// Whether frames wait to be written.
     pub fn has_unsent(&self) -> bool {
-        self.entries.back().is_some_and(|e| e.seq > self.sent)
+        let start = self.entries.partition_point(|e| e.seq <= self.sent);
+        self.entries.get(start).is_some_and(|e| !e.held)
     }
 
     pub fn len(&self) -> usize {

@@ -170,6 +170,27 @@ impl Session {
         Ok((seq, connected))
     }
 
+    /// Appends a frame not written before [`Session::release`] (nor any after it). Returns its
+    /// seq.
+    pub(crate) fn push_held(&self, json: Arc<str>, settle: Settle) -> Result<u64, PushError> {
+        let mut st = lock(&self.state);
+        if st.ended {
+            return Err(PushError::Gone);
+        }
+        Ok(st.outbox.push_held(json, Some(settle))?)
+    }
+
+    /// Lets the held frame `seq` be written, waking the connection's writer.
+    pub(crate) fn release(&self, seq: u64) {
+        let mut st = lock(&self.state);
+        st.outbox.release(seq);
+        let connected = st.attachment.is_some();
+        drop(st);
+        if connected {
+            self.notify.notify_one();
+        }
+    }
+
     /// Appends one of the node's answers, waiting while the outbox is full (until the runtime
     /// acknowledges frames, or the session ends). Returns its seq.
     pub(crate) async fn push_answer(&self, json: Arc<str>) -> Result<u64, PushError> {

@@ -26,12 +26,11 @@ use rethink_crossdomain::{
     CrossDomainError, Fetch, FetchFailure, FetchFuture, KeyCache, PeerUrls, Peers, StubCache,
     VerifiedStub,
 };
-use rethink_stubs::KvStore;
 use ruma::CanonicalJsonObject;
 
 use crate::auth::fetch::{FETCH_TIMEOUT, FetchError, JwksUrl};
 use crate::auth::{AuthError, Identity};
-use crate::bus::{Bus, Session};
+use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::config::{Config, CrossDomainConfig};
 use crate::rooms::Rooms;
@@ -131,16 +130,7 @@ struct Inner {
     fetch: HttpFetch,
     rooms: Rooms,
     clock: Clock,
-    /// Where the highest `cseq` of each node session is kept (the stubs' store, namespace
-    /// [`CSEQ_NAMESPACE`]), so that a restart of this node still drops what another node's
-    /// stub sends again.
-    kv: Arc<dyn KvStore>,
 }
-
-/// The namespace of the stubs' key-value store holding the node sessions' `cseq` (a name no
-/// stub instance can have: instance names are TOML keys of `[stubs.run]`, and this one is
-/// reserved).
-const CSEQ_NAMESPACE: &str = "@node-sessions";
 
 /// The node's cross-domain handle.
 #[derive(Debug, Clone)]
@@ -149,9 +139,8 @@ pub struct CrossDomain {
 }
 
 impl CrossDomain {
-    /// From the configuration; `rooms` holds the server key proofs are signed with, `kv` is
-    /// the stubs' persisted store (where node sessions' `cseq` are kept).
-    pub fn new(config: &Config, rooms: Rooms, kv: Arc<dyn KvStore>) -> Self {
+    /// From the configuration; `rooms` holds the server key proofs are signed with.
+    pub fn new(config: &Config, rooms: Rooms) -> Self {
         let cd = &config.cross_domain;
         Self {
             inner: Arc::new(Inner {
@@ -164,7 +153,6 @@ impl CrossDomain {
                 config: cd.clone(),
                 rooms,
                 clock: config.clock.clone(),
-                kv,
             }),
         }
     }
@@ -215,44 +203,6 @@ impl CrossDomain {
                 tracing::warn!(error = %e, "a node token was refused");
                 Err(AuthError::InvalidToken)
             }
-        }
-    }
-
-    /// Restores the highest `cseq` saved for `session` if it is a node session (at `re-open`,
-    /// before any of the connection's messages is handled).
-    pub async fn load_cseq(&self, bus: &Bus, session: &Session) {
-        if bus.node_domain(session).is_none() {
-            return;
-        }
-        let saved = self.inner.kv.get(CSEQ_NAMESPACE, session.key()).await;
-        if let Some(n) = saved
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            session.accept_cseq(n);
-        }
-    }
-
-    /// Saves the highest `cseq` handled for `session` if it is a node session: before a
-    /// `sync` is answered and when its connection ends, so that what the other node was told
-    /// (or could have seen) handled is never handled again after a restart of this node.
-    pub async fn save_cseq(&self, bus: &Bus, session: &Session) {
-        let n = session.cseq();
-        if n == 0 || bus.node_domain(session).is_none() {
-            return;
-        }
-        let r = self
-            .inner
-            .kv
-            .set(
-                CSEQ_NAMESPACE,
-                session.key(),
-                n.to_string().into_bytes(),
-                usize::MAX,
-            )
-            .await;
-        if let Err(f) = r {
-            tracing::error!(session = %session.key(), error = %f.description, "saving a node session's cseq failed");
         }
     }
 

@@ -100,15 +100,15 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
 
-        let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
-            "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
+        let rows: Vec<(String, String, Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, runtime_url, token_hash, identity_json, acked_seq, cseq \
              FROM sessions ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?;
         let mut sessions = Vec::with_capacity(rows.len());
         let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-        for (id, runtime_url, token_hash, identity_json, acked_seq) in rows {
+        for (id, runtime_url, token_hash, identity_json, acked_seq, cseq) in rows {
             let token_hash =
                 <[u8; 32]>::try_from(token_hash.as_slice()).map_err(|_| StoreError::Corrupt {
                     what: "session",
@@ -122,6 +122,7 @@ impl PgStore {
                 token_hash,
                 identity_json,
                 acked_seq: from_db(acked_seq),
+                cseq: from_db(cseq),
                 addresses: Vec::new(),
                 allocation_keys: HashMap::new(),
                 subscriptions: Vec::new(),

@@ -199,7 +199,6 @@ async fn reopen(
         bus.end_session(&session).await;
         return Err(SessionError::CredentialExpired);
     }
-    node.cross_domain().load_cseq(bus, &session).await;
     let reply = env
         .reply(Code::OK)
         .value(json!({
