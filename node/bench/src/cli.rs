@@ -27,6 +27,10 @@ enum RawCommand {
     /// Matrix application service on loopback: the bench is the service; events sent at a
     /// fixed rate, then a burst; commit-to-transaction latency and transactions per second.
     Appservice(crate::appservice_load::AppserviceArgs),
+    /// Two nodes of two domains (A and B, each naming the other in `cross_domain.peers`):
+    /// runtimes on A send PINGs to runtimes on B through B's own stub run by A; throughput,
+    /// end-to-end latency and each node's CPU per message.
+    Crossdomain(crate::crossdomain_load::CrossArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +139,7 @@ pub(crate) enum Command {
     Ws(WsConfig),
     Matrix(MatrixConfig),
     Appservice(crate::appservice_load::AppserviceArgs),
+    Crossdomain(crate::crossdomain_load::CrossArgs),
 }
 
 /// Where the node is.
@@ -225,6 +230,10 @@ pub(crate) fn parse() -> Command {
         },
         RawCommand::Appservice(args) => match args.validate() {
             Ok(()) => Command::Appservice(args),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
+        RawCommand::Crossdomain(args) => match args.validate() {
+            Ok(()) => Command::Crossdomain(args),
             Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
         },
     }

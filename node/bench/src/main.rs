@@ -15,12 +15,17 @@
 //! `rethink-bench appservice [options]` is a Matrix application service on loopback: it
 //! starts the node with its registration, sends events at a fixed rate and then a burst, and
 //! reports the commit-to-transaction latency and the transactions delivered per second.
+//!
+//! `rethink-bench crossdomain [options]` starts two nodes of two domains (or targets them) and
+//! measures messages from runtimes on A to runtimes on B through B's stub run by A: throughput,
+//! end-to-end latency, each node's CPU per message.
 
 mod appservice_load;
 mod attack;
 mod cli;
 mod client;
 mod cpu;
+mod crossdomain_load;
 mod deliveries;
 mod http;
 mod matrix_client;
@@ -76,6 +81,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if cfg.json() {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Crossdomain(args) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = crossdomain_load::run(&args) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if args.json() {
                 println!("{}", report.to_json());
             } else {
                 print!("{report}");

@@ -68,8 +68,18 @@ impl NodeProcess {
     /// Starts the node for `domain` on a free port (with configuration file `config`, if
     /// given) and waits until it is healthy.
     pub(crate) async fn start(domain: &str, config: Option<&Path>) -> Result<Self, NodeError> {
-        let path = Self::executable()?;
         let port = free_port().map_err(NodeError::Port)?;
+        Self::start_on(domain, config, port, &[]).await
+    }
+
+    /// Like [`NodeProcess::start`], on `port` and with more `RETHINK_*` settings in `env`.
+    pub(crate) async fn start_on(
+        domain: &str,
+        config: Option<&Path>,
+        port: u16,
+        env: &[(String, String)],
+    ) -> Result<Self, NodeError> {
+        let path = Self::executable()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir = tempfile::Builder::new()
             .prefix("rethink-bench-")
@@ -90,6 +100,7 @@ impl NodeProcess {
             // Matrix rate limiter.
             .env("RETHINK_MATRIX__RATE_LIMIT__ENABLED", "false")
             .env("RETHINK_AUTH__ALLOW_ANONYMOUS", "true")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             // The node's logs go to our stderr so that `--json` output stays clean.
             .stdout(Stdio::from(io::stderr()))
@@ -157,7 +168,7 @@ impl Drop for NodeProcess {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }
