@@ -2,8 +2,9 @@
 //! (`crate::crossdomain`): `enabled` (off by default: messages to other domains get 404 "no
 //! route to domain", and node tokens are refused), `peers` (domain → base URL of that domain's node; any other domain
 //! is reached at `https://<domain>`), `proof_ttl_secs` (how long a node-authentication challenge
-//! this node issues stays valid), `retry_secs` (how long a domain whose stub could not be loaded
-//! is answered 502 before the node tries again), `delivery_timeout_secs` (a message not
+//! this node issues stays valid), `retry_secs` (how long a domain whose stub was refused
+//! is answered 502 before the node tries again; the longest wait between tries for a domain
+//! whose node is down, whose messages wait meanwhile), `delivery_timeout_secs` (a message not
 //! delivered to its domain's node within it is answered 504), `queue_limit` (messages waiting
 //! for one domain; 503 beyond). The verified stubs are kept under `<data_dir>/crossdomain`.
 
