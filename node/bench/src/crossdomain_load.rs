@@ -126,7 +126,10 @@ async fn nodes(args: &CrossArgs) -> Result<Nodes, NodeError> {
     let env = |domain: &str, peer: &str, port: u16| {
         vec![
             ("RETHINK_MATRIX__SERVER_NAME".to_owned(), domain.to_owned()),
-            ("RETHINK_CROSS_DOMAIN__ENABLED".to_owned(), "true".to_owned()),
+            (
+                "RETHINK_CROSS_DOMAIN__ENABLED".to_owned(),
+                "true".to_owned(),
+            ),
             (
                 "RETHINK_CROSS_DOMAIN__PEERS".to_owned(),
                 format!("{{\"{peer}\"=\"http://127.0.0.1:{port}\"}}"),

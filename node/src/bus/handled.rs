@@ -10,6 +10,13 @@
 //! message (its entries and its `cseq` are on disk, and the resend is dropped) or not at all
 //! (neither is, and no recipient saw it). The highest `cseq` is restored with the session at
 //! start ([`crate::store::PersistedSession::cseq`]).
+//!
+//! The node session's next frame does not wait for that commit (one commit per message would
+//! bound a node session to the store's commit rate): the writer groups the commits of many
+//! messages, and [`Committed`] releases each one's frames after its own. What tells the other
+//! node a message is handled waits for the commits before it instead: the answer to `sync`
+//! and to `re-open` ([`Bus::save_handled`] flushes the writer), and an answer or refusal of
+//! the message itself ([`Committed::wait`]).
 
 use std::sync::Arc;
 
@@ -42,16 +49,32 @@ impl Handled {
     }
 }
 
+/// The commit of a message routed by [`Bus::route_handled`], under way.
+#[derive(Debug)]
+#[must_use = "wait for it before answering the message"]
+pub struct Committed(Option<tokio::task::JoinHandle<()>>);
+
+impl Committed {
+    /// Waits until the message's frames and `cseq` are committed.
+    pub async fn wait(self) {
+        if let Some(task) = self.0 {
+            // A panicked release task has nothing more to wait for.
+            let _ = task.await;
+        }
+    }
+}
+
 impl Bus {
     /// Routes `permit`, a message `session` numbered `cseq` (already taken as handled by
     /// [`Session::accept_cseq`]), committing its frames and `cseq` in one transaction before
-    /// any is written (see the module documentation).
+    /// any is written (see the module documentation). Returns before the commit: wait for
+    /// [`Committed`] before answering the message.
     pub async fn route_handled(
         &self,
         permit: Permit<'_>,
         session: &Session,
         cseq: u64,
-    ) -> RouteReport {
+    ) -> (RouteReport, Committed) {
         let pending = Pending {
             handled: Some(Handled {
                 session: Arc::clone(session.key()),
@@ -60,11 +83,13 @@ impl Bus {
             }),
             ..Pending::default()
         };
-        self.route_pending(permit, pending).await
+        let (report, committing) = self.route_pending(permit, pending).await;
+        (report, Committed(committing))
     }
 
-    /// Records `session`'s highest `cseq` as handled (for what was refused rather than routed:
-    /// at `sync` and when its connection ends).
+    /// Records `session`'s highest `cseq` as handled (also what was refused rather than
+    /// routed) and waits until that and every message routed before is committed: before the
+    /// answer to `sync` or `re-open` tells the other node so, and when a connection ends.
     pub async fn save_handled(&self, session: &Session) {
         let cseq = session.cseq();
         if cseq > 0 {
@@ -73,6 +98,9 @@ impl Bus {
                 cseq,
             })
             .await;
+            if let Err(e) = self.inner.store.flush().await {
+                tracing::error!(error = %e, "the store writer has stopped");
+            }
         }
     }
 }

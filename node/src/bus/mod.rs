@@ -49,6 +49,7 @@ pub use addresses::AddressBook;
 pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
+pub use handled::Committed;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
@@ -512,7 +513,10 @@ impl Bus {
         }
     }
 
-    async fn commit(&self, pending: Pending) {
+    /// Submits the routing's writes and waits until its frames are settled; then hands over
+    /// its bridge events. A node session's message without bridge events does not wait: the
+    /// returned task releases its held frames once they are committed (`handled.rs`).
+    async fn commit(&self, mut pending: Pending) -> Option<tokio::task::JoinHandle<()>> {
         match &pending.handled {
             // One transaction: the frames and the record that their message is handled.
             Some(h) => {
@@ -525,6 +529,17 @@ impl Bus {
                     self.submit(op).await;
                 }
             }
+        }
+        if pending.bridge.is_empty()
+            && let Some(h) = pending.handled.take()
+        {
+            let settled = std::mem::take(&mut pending.settled);
+            return Some(tokio::spawn(async move {
+                for rx in settled {
+                    let _ = rx.await;
+                }
+                h.release();
+            }));
         }
         for rx in pending.settled {
             // An error means the writer stopped; it has logged why.
@@ -540,14 +555,19 @@ impl Bus {
                 }
             }
         }
+        None
     }
 
     /// Routes a permitted message to every recipient.
     pub async fn route(&self, permit: Permit<'_>) -> RouteReport {
-        self.route_pending(permit, Pending::default()).await
+        self.route_pending(permit, Pending::default()).await.0
     }
 
-    async fn route_pending(&self, mut permit: Permit<'_>, mut pending: Pending) -> RouteReport {
+    async fn route_pending(
+        &self,
+        mut permit: Permit<'_>,
+        mut pending: Pending,
+    ) -> (RouteReport, Option<tokio::task::JoinHandle<()>>) {
         let started = Instant::now();
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
@@ -570,12 +590,12 @@ impl Bus {
                 }),
             }
         }
-        self.commit(pending).await;
+        let committing = self.commit(pending).await;
         self.inner
             .metrics
             .route_latency
             .observe(started.elapsed().as_secs_f64());
-        report
+        (report, committing)
     }
 
     /// Routes to one recipient; `owner` is its address's owner when the decision looked it up.

@@ -584,9 +584,14 @@ async fn handle_message(
         }
     };
     let report = match cseq {
-        // Another node's: handled once even across a SIGKILL of this node (`bus/handled.rs`).
+        // Another node's: handled once even across a SIGKILL of this node (`bus/handled.rs`);
+        // its answers wait for the commit, the next frame does not.
         Some(cseq) if bus.node_domain(session).is_some() => {
-            bus.route_handled(permit, session, cseq).await
+            let (report, committed) = bus.route_handled(permit, session, cseq).await;
+            if !report.replies.is_empty() || !report.failures.is_empty() {
+                committed.wait().await;
+            }
+            report
         }
         _ => bus.route(permit).await,
     };
