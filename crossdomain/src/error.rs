@@ -79,4 +79,16 @@ impl CrossDomainError {
             _ => 502,
         }
     }
+
+    /// Whether the other domain's node is down or unreachable for now (rather than refused
+    /// for what it serves): its messages should wait for it.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Fetch {
+                source: FetchFailure::Unreachable(_),
+                ..
+            }
+        )
+    }
 }

@@ -11,7 +11,11 @@ pub enum FetchFailure {
     /// No answer in time (a 504 for whoever waits on it).
     #[error("no answer within {}s", .0.as_secs())]
     Timeout(Duration),
-    /// Anything else: no connection, TLS, a status other than 200, a body too large.
+    /// The other node is down or unreachable for now (connection refused, reset, no route to
+    /// its host; a 502, 503 or 504 from a proxy in front of it): messages for its domain wait.
+    #[error("{0}")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else: no DNS name, TLS, a status other than 200, a body too large.
     #[error("{0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

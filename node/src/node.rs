@@ -322,7 +322,7 @@ impl RunningNode {
             },
         )
         .await?;
-        let cross_domain = CrossDomain::new(&config, rooms.clone(), stub_kv.clone());
+        let cross_domain = CrossDomain::new(&config, rooms.clone());
         let shutdown = CancellationToken::new();
         let _checkpoints = tokio::spawn(Arc::clone(&store).checkpoints(shutdown.clone()));
         let (bridge, _bridge_task) =

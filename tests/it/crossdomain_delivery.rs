@@ -1,7 +1,9 @@
 //! Delivery guarantees across domains (issue 13), with the nodes as real processes
 //! ([`NodeProcess`]: a real SIGTERM, a real SIGKILL): messages for a domain whose node is down
-//! wait in A's persisted per-domain queue (the gateway outbox in bus.db, then the stub's store)
-//! and arrive in order, once, when it is back, also across a SIGKILL of A; a message not
+//! (also when A starts: its stub cannot be fetched yet) wait in A's persisted per-domain queue
+//! (the gateway outbox in bus.db, then the stub's store) and arrive in order, once, when it is
+//! back, also across a SIGKILL of A or of B (B commits the `cseq` it handled with the message's
+//! frames); a message not
 //! delivered within `cross_domain.delivery_timeout_secs` is answered 504, one beyond
 //! `cross_domain.queue_limit` 503, both naming the domain; a domain that is down does not hold
 //! up another.
@@ -14,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 
 use crate::crossdomain::{A, B, FIRST, free_addr};
@@ -59,19 +61,35 @@ async fn hyperty(node: &NodeProcess, domain: &str, name: &str) -> (Rt, String) {
 
 /// Re-opens `rt`'s session on a new connection to `node` (after the node restarted).
 async fn reopen(node: &NodeProcess, rt: Rt) -> Rt {
+    let (rt, replayed) = reopen_replaying(node, rt).await;
+    assert_eq!(replayed, Vec::<Value>::new(), "nothing was owed");
+    rt
+}
+
+/// Like [`reopen`], with the frames the node replays (what it owed and was not acknowledged,
+/// which comes before the answer to `re-open`).
+async fn reopen_replaying(node: &NodeProcess, rt: Rt) -> (Rt, Vec<Value>) {
     let memory = rt.drop_connection();
     let (ws, _) = connect_async(node.ws_url()).await.expect("connect");
     let mut rt = Rt::from_ws(ws, "x");
     rt.url = memory.url.clone();
-    let resp = rt
-        .request(
-            json!({"type": "re-open", "from": memory.url, "to": "mn:/session",
-            "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}),
-        )
-        .await;
+    let id = rt.fresh_id();
+    rt.send(
+        &json!({"id": id, "type": "re-open", "from": memory.url, "to": "mn:/session",
+        "body": {"runtimeToken": memory.token, "lastSeq": memory.last_seq}}),
+    )
+    .await;
+    let mut replayed = Vec::new();
+    let resp = loop {
+        let f = rt.recv().await;
+        if f["type"] == "response" && f["id"] == id {
+            break f;
+        }
+        replayed.push(f);
+    };
     assert_eq!(resp["body"]["code"], 200, "re-open: {resp}");
     rt.token = memory.token;
-    rt
+    (rt, replayed)
 }
 
 /// Sends `PING`s numbered `range` from `from` to `to`, then shows they were accepted: a request
@@ -192,9 +210,12 @@ async fn undelivered_messages_get_504_after_the_timeout_and_503_beyond_the_limit
     );
     b.terminate();
     assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    five_beyond_a_queue_of_three(&mut alice, &ha, &hb).await;
+}
 
-    // Five for a domain whose node is down, with room for three: 4 and 5 are refused at once,
-    // 1 to 3 are answered 504 once they waited the 2 s.
+/// Five messages for a domain whose node is down, with room for three: 4 and 5 are refused at
+/// once (503), 1 to 3 are answered 504 once they waited the 2 s, all naming the domain.
+async fn five_beyond_a_queue_of_three(alice: &mut Rt, ha: &str, hb: &str) {
     for n in 1..=5u64 {
         alice
             .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb}))
@@ -219,6 +240,105 @@ async fn undelivered_messages_get_504_after_the_timeout_and_503_beyond_the_limit
         vec![(4, 503), (5, 503), (1, 504), (2, 504), (3, 504)],
         "503 at once beyond the limit, then 504 in order"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_killed_while_a_sends_handles_each_message_once() {
+    // Enough that A's stub is still sending when B dies.
+    const M: u64 = 300;
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let mut b = spawn(db.path(), B, ab, &[(A, aa)], &[]).await;
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &[]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut alice, &ha, &hb, 0..=0).await;
+    assert_eq!(pings_until(&mut bob, 0, &mut a).await, Vec::<u64>::new());
+
+    // B is killed once bob got a quarter of them: what B handled is what bob got or gets
+    // after the restart (its outbox), and A's stub sends again what B did not confirm.
+    send_accepted(&mut alice, &ha, &hb, 1..=M).await;
+    let mut got = Vec::new();
+    while got.len() < (M / 4) as usize {
+        let f = bob.try_recv(FIRST).await.expect("a PING before the kill");
+        assert_eq!(f["type"], "PING", "{f}");
+        got.push(f["body"]["n"].as_u64().expect("n"));
+    }
+    b.kill().await;
+
+    let b = b.restart().await;
+    let (mut bob, replayed) = reopen_replaying(&b, bob).await;
+    for f in replayed {
+        assert_eq!(f["type"], "PING", "{f}");
+        got.push(f["body"]["n"].as_u64().expect("n"));
+    }
+    send_accepted(&mut alice, &ha, &hb, M + 1..=M + 1).await;
+    got.extend(pings_until(&mut bob, M + 1, &mut a).await);
+    assert_eq!(
+        got,
+        (1..=M).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
+}
+
+/// Settings of A that retry a domain that is down every second at most.
+const RETRY_FAST: (&str, &str) = ("RETHINK_CROSS_DOMAIN__RETRY_SECS", "1");
+
+/// B's node, with `bob` allocated on it, stopped: a domain A has never reached.
+async fn b_with_bob_then_stopped(
+    db: &Path,
+    ab: SocketAddr,
+    aa: SocketAddr,
+) -> (NodeProcess, Rt, String) {
+    let mut b = spawn(db, B, ab, &[(A, aa)], &[]).await;
+    let (bob, hb) = hyperty(&b, B, "rt-bob").await;
+    b.terminate();
+    assert!(b.wait_exit(FIRST).await.is_some(), "B stops");
+    (b, bob, hb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_down_when_a_starts_gets_what_waited_in_order_once_it_is_up() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let (b, bob, hb) = b_with_bob_then_stopped(db.path(), ab, aa).await;
+    // A starts while B is down: B's stub cannot be fetched, A keeps what is sent to B.
+    let mut a = spawn(da.path(), A, aa, &[(B, ab)], &[RETRY_FAST]).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    send_accepted(&mut alice, &ha, &hb, 1..=N).await;
+    a.wait_for_log("its messages wait for it").await;
+
+    let b = b.restart().await;
+    let mut bob = reopen(&b, bob).await;
+    send_accepted(&mut alice, &ha, &hb, N + 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a).await;
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+    // Nothing was refused meanwhile: bob's answer to the marker is the next thing alice gets.
+    bob.send(
+        &json!({"id": N + 1, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}),
+    )
+    .await;
+    let r = alice.recv().await;
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(N + 1), Some(200)),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_down_when_a_starts_gets_504_after_the_timeout_and_503_beyond_the_limit() {
+    let (da, db) = (dir(), dir());
+    let (aa, ab) = (free_addr(), free_addr());
+    let (_b, _bob, hb) = b_with_bob_then_stopped(db.path(), ab, aa).await;
+    let settings = [
+        RETRY_FAST,
+        ("RETHINK_CROSS_DOMAIN__DELIVERY_TIMEOUT_SECS", "2"),
+        ("RETHINK_CROSS_DOMAIN__QUEUE_LIMIT", "3"),
+    ];
+    let a = spawn(da.path(), A, aa, &[(B, ab)], &settings).await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    five_beyond_a_queue_of_three(&mut alice, &ha, &hb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

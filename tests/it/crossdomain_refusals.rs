@@ -291,3 +291,33 @@ async fn a_node_session_sends_only_from_the_domain_it_proved() {
     assert_eq!(back["type"], "response");
     assert_eq!(back["to"], "hyperty://a.test/alice");
 }
+
+#[tokio::test]
+async fn a_proof_presented_late_is_accepted_within_the_leeway_only() {
+    // B's clock runs ahead of A's (a manual clock moved forward): A's proof reaches B after
+    // its challenge expired by B's clock.
+    let a_addr = free_addr();
+    let peers = vec![(A.to_owned(), format!("http://{a_addr}"))];
+    let b = TestNode::spawn_with_clock(move |c| {
+        c.matrix.server_name = B.try_into().expect("server name");
+        c.domain = B.to_owned();
+        c.cross_domain.enabled = true;
+        c.cross_domain.peers = peers;
+        c.cross_domain.proof_ttl = Duration::from_secs(60);
+        c.cross_domain.proof_leeway = Duration::from_secs(30);
+    })
+    .await;
+    let fake_a = FakeDomain::start(A, a_addr, "ws://127.0.0.1:9/ws", Tamper::None).await;
+
+    // Expired 10 s ago by B's clock: within the leeway.
+    let c = challenge(&b).await;
+    b.advance(Duration::from_secs(70)).await;
+    let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &c)).await;
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
+
+    // Expired 40 s ago: beyond it (refused before the runtime URL is looked at).
+    let c = challenge(&b).await;
+    b.advance(Duration::from_secs(100)).await;
+    let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &c)).await;
+    assert_eq!(resp["body"]["code"], 401, "{resp}");
+}

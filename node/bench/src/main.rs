@@ -18,12 +18,16 @@
 //!
 //! `rethink-bench registry [options]` starts the node with the domain registry connector and
 //! has runtimes keep lookups outstanding through the bus: lookups per second and round trip.
+//! `rethink-bench crossdomain [options]` starts two nodes of two domains (or targets them) and
+//! measures messages from runtimes on A to runtimes on B through B's stub run by A: throughput,
+//! end-to-end latency, each node's CPU per message.
 
 mod appservice_load;
 mod attack;
 mod cli;
 mod client;
 mod cpu;
+mod crossdomain_load;
 mod deliveries;
 mod http;
 mod matrix_client;
@@ -92,6 +96,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if cfg.json() {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Crossdomain(args) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = crossdomain_load::run(&args) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if args.json() {
                 println!("{}", report.to_json());
             } else {
                 print!("{report}");

@@ -80,8 +80,23 @@ impl NodeProcess {
         lift_session_rate: bool,
         env: &[(&str, &str)],
     ) -> Result<Self, NodeError> {
-        let path = Self::executable()?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let port = free_port().map_err(NodeError::Port)?;
+        Self::start_on(domain, config, port, lift_session_rate, &env).await
+    }
+
+    /// Like [`NodeProcess::start_with`], on `port` and with more `RETHINK_*` settings in `env`.
+    pub(crate) async fn start_on(
+        domain: &str,
+        config: Option<&Path>,
+        port: u16,
+        lift_session_rate: bool,
+        env: &[(String, String)],
+    ) -> Result<Self, NodeError> {
+        let path = Self::executable()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir = tempfile::Builder::new()
             .prefix("rethink-bench-")
@@ -106,7 +121,7 @@ impl NodeProcess {
             // Matrix rate limiter.
             .env("RETHINK_MATRIX__RATE_LIMIT__ENABLED", "false")
             .env("RETHINK_AUTH__ALLOW_ANONYMOUS", "true")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             // The node's logs go to our stderr so that `--json` output stays clean.
             .stdout(Stdio::from(io::stderr()))
@@ -174,7 +189,7 @@ impl Drop for NodeProcess {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }

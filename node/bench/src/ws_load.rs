@@ -104,7 +104,7 @@ pub(crate) async fn run(cfg: &WsConfig) -> Result<Report, LoadError> {
 }
 
 /// Opens `n` sessions, at most `parallel` at a time; fails if any fails.
-async fn connect_all(
+pub(crate) async fn connect_all(
     url: &str,
     domain: &str,
     n: usize,
@@ -160,7 +160,7 @@ async fn connect_all(
 /// The PING scenario on open sessions, with the attacker on its own session if one is
 /// configured. Returns the traffic figures, the merged per-session statistics, the RSS after
 /// draining and what the attacker saw.
-async fn load(
+pub(crate) async fn load(
     sessions: Vec<Session>,
     attacker: Option<Session>,
     cfg: &LoadConfig,

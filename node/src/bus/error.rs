@@ -15,6 +15,9 @@ pub enum RouteError {
     NotServed(String),
     #[error("{address}: {full}")]
     OutboxFull { address: String, full: OutboxFull },
+    /// The queue to another domain (its gateway's outbox) is full.
+    #[error("the queue to {domain} is full ({messages} messages)")]
+    QueueFull { domain: String, messages: usize },
     #[error("bad request: {0}")]
     BadRequest(String),
     /// An address of the message (`what`: which one) that is not a valid, canonical address.

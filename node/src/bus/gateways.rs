@@ -195,6 +195,13 @@ impl Bus {
                 }
                 self.deliver(&gateway, to, env.shared_json(), pending)
                     .map(|()| None)
+                    .map_err(|e| match e {
+                        RouteError::OutboxFull { full, .. } => RouteError::QueueFull {
+                            domain: domain.to_owned(),
+                            messages: full.messages,
+                        },
+                        other => other,
+                    })
             }
             None => Err(RouteError::NoRouteToDomain(domain.to_owned())),
         }

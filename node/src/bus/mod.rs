@@ -13,6 +13,9 @@
 //! reading) it is settled by the next group commit (`store.commit_delay_ms`). So an accepted
 //! message survives even a killed process: it is on the recipient's socket or in the store.
 //!
+//! A node session's message numbered with a `cseq` ([`Bus::route_handled`], `handled.rs`) is
+//! the exception: its frames are written only once committed, together with that `cseq`.
+//!
 //! The node's own answers to a session count against that session's outbox bounds like any
 //! frame: [`Bus::answer`] waits for room (see `ws::session` for how the connection keeps
 //! reading acknowledgements meanwhile).
@@ -22,6 +25,7 @@ pub mod bridge;
 mod claims;
 mod error;
 mod gateways;
+mod handled;
 pub mod identity;
 mod matrix_actions;
 pub mod outbox;
@@ -49,6 +53,7 @@ pub use addresses::{AddressBook, candidates as owner_candidates};
 pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
+pub use handled::Committed;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
@@ -80,6 +85,9 @@ pub(crate) struct Pending {
     pub(crate) bridge: Vec<BridgeEvent>,
     /// For sessions on other nodes (`remote.rs`), handed over after the commit.
     remote: Vec<remote::RemoteTarget>,
+    /// A node session's message numbered with a `cseq` (`handled.rs`): its frames are held
+    /// until they are committed with that `cseq`.
+    handled: Option<handled::Handled>,
 }
 
 /// One recipient that was not served.
@@ -426,7 +434,15 @@ impl Bus {
         pending: &mut Pending,
     ) -> Result<(), PushError> {
         let (settle, settled) = Settle::new();
-        let (seq, connected) = session.push(Arc::clone(json), Some(settle.clone()))?;
+        let (seq, connected) = match &mut pending.handled {
+            Some(handled) => {
+                let seq = session.push_held(Arc::clone(json), settle.clone())?;
+                handled.held.push((Arc::clone(session), seq));
+                // Only the commit settles it: do not wait for the delay.
+                (seq, false)
+            }
+            None => session.push(Arc::clone(json), Some(settle.clone()))?,
+        };
         pending.settled.push(settled);
         pending.ops.push(StoreOp::Enqueue {
             session: Arc::clone(session.key()),
@@ -480,11 +496,19 @@ impl Bus {
     /// Routes a permitted message to every recipient: its frames are in their outboxes, in
     /// order, and their store writes submitted; what is left (the frames settling, then the
     /// bridge's events) is returned (see [`Settling`]).
-    pub async fn route_unsettled(&self, mut permit: Permit<'_>) -> (RouteReport, Settling) {
+    pub async fn route_unsettled(&self, permit: Permit<'_>) -> (RouteReport, Settling) {
+        self.route_pending(permit, Pending::default()).await
+    }
+
+    /// [`Bus::route_unsettled`] with `pending` started by the caller (`handled.rs`).
+    async fn route_pending(
+        &self,
+        mut permit: Permit<'_>,
+        mut pending: Pending,
+    ) -> (RouteReport, Settling) {
         let started = Instant::now();
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
-        let mut pending = Pending::default();
         self.open_gateways(envelope, origin).await;
         let holders = self.remote_holders(envelope.to()).await;
         for (i, to) in envelope.to().enumerate() {

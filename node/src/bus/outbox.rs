@@ -15,9 +15,14 @@ pub struct Entry {
     /// Fired when the connection's writer has written the frame to the socket (its sender
     /// waits for this or for the commit, see `Bus::route`).
     pub settle: Option<Settle>,
-    /// Not to be written yet: a frame moved from another node whose move is not committed
-    /// (`cluster/`). Nothing after it is written either, so that order holds.
+    /// Not to be written yet, nor any frame after it (so the order holds): either before it is
+    /// committed ([`Outbox::release`]: the frame and the record that its message was handled
+    /// are in one transaction, `bus/handled.rs`), or, when `moved`, before its move from
+    /// another node is committed ([`Outbox::release_moved`], `cluster/`).
     pub held: bool,
+    /// Moved from another node's queue (`cluster/`): held until the move is committed, dropped
+    /// if it is not ([`Outbox::drop_moved`]).
+    pub moved: bool,
 }
 
 /// The outbox is full: the message is refused (503 to its sender), nothing is dropped silently.
@@ -40,6 +45,9 @@ pub struct Outbox {
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
+    /// A lower bound on messages set for a while (a gateway whose domain is down holds at
+    /// most its queue limit), on top of `max_messages`.
+    cap: Option<usize>,
 }
 
 impl Outbox {
@@ -53,6 +61,7 @@ impl Outbox {
             bytes: 0,
             max_messages,
             max_bytes,
+            cap: None,
         }
     }
 
@@ -75,6 +84,7 @@ impl Outbox {
                     json: Arc::from(json),
                     settle: None,
                     held: false,
+                    moved: false,
                 });
             }
         }
@@ -83,16 +93,67 @@ impl Outbox {
 
     /// Appends a frame within the bounds, returning its seq.
     pub fn push(&mut self, json: Arc<str>, settle: Option<Settle>) -> Result<u64, OutboxFull> {
+        self.push_entry(json, settle, false)
+    }
+
+    /// Appends a frame that is not written before [`Outbox::release`] (nor any after it).
+    pub fn push_held(&mut self, json: Arc<str>, settle: Option<Settle>) -> Result<u64, OutboxFull> {
+        self.push_entry(json, settle, true)
+    }
+
+    /// Lets the held frame `seq` be written (nothing if it is gone).
+    pub fn release(&mut self, seq: u64) {
+        let i = self.entries.partition_point(|e| e.seq < seq);
+        if let Some(e) = self.entries.get_mut(i).filter(|e| e.seq == seq) {
+            e.held = false;
+        }
+    }
+
+    /// Appends a frame moved from another node, not written until [`Outbox::release_moved`].
+    /// Beyond the bounds too: it was accepted already, on another node (whose own check bounds
+    /// it).
+    pub fn push_moved(&mut self, json: Arc<str>) -> u64 {
+        self.append(json, None, true, true)
+    }
+
+    /// Lets every moved frame be written (the move is committed).
+    pub fn release_moved(&mut self) {
+        for e in self.entries.iter_mut().filter(|e| e.moved) {
+            e.held = false;
+            e.moved = false;
+        }
+    }
+
+    /// Forgets every moved frame still held (the move was not committed). Returns how many.
+    pub fn drop_moved(&mut self) -> usize {
+        let before = self.entries.len();
+        let mut bytes = 0;
+        self.entries.retain(|e| {
+            if e.moved {
+                bytes += e.json.len();
+            }
+            !e.moved
+        });
+        self.bytes -= bytes;
+        before - self.entries.len()
+    }
+
+    fn push_entry(
+        &mut self,
+        json: Arc<str>,
+        settle: Option<Settle>,
+        held: bool,
+    ) -> Result<u64, OutboxFull> {
         if !self.has_room_for(json.len()) {
             return Err(OutboxFull {
                 messages: self.entries.len(),
                 bytes: self.bytes,
             });
         }
-        Ok(self.append(json, settle, false))
+        Ok(self.append(json, settle, held, false))
     }
 
-    fn append(&mut self, json: Arc<str>, settle: Option<Settle>, held: bool) -> u64 {
+    fn append(&mut self, json: Arc<str>, settle: Option<Settle>, held: bool, moved: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += json.len();
@@ -101,38 +162,23 @@ impl Outbox {
             json,
             settle,
             held,
+            moved,
         });
         seq
     }
 
-    /// Appends a frame that is not written until [`Outbox::release_held`]. Beyond the bounds
-    /// too: it was accepted already, on another node (whose own check bounds it).
-    pub fn push_held(&mut self, json: Arc<str>) -> u64 {
-        self.append(json, None, true)
-    }
-
-    /// Lets every held frame be written.
-    pub fn release_held(&mut self) {
-        self.entries.iter_mut().for_each(|e| e.held = false);
-    }
-
-    /// Forgets every held frame (their move was not committed). Returns how many.
-    pub fn drop_held(&mut self) -> usize {
-        let before = self.entries.len();
-        let mut bytes = 0;
-        self.entries.retain(|e| {
-            if e.held {
-                bytes += e.json.len();
-            }
-            !e.held
-        });
-        self.bytes -= bytes;
-        before - self.entries.len()
-    }
-
     /// Whether a frame of `len` bytes fits.
     pub fn has_room_for(&self, len: usize) -> bool {
-        self.entries.len() < self.max_messages && self.bytes + len <= self.max_bytes
+        let max = self
+            .cap
+            .map_or(self.max_messages, |c| c.min(self.max_messages));
+        self.entries.len() < max && self.bytes + len <= self.max_bytes
+    }
+
+    /// Caps the messages held at `cap` on top of the outbox's bounds (`None`: its bounds only).
+    /// Entries already held stay.
+    pub fn set_cap(&mut self, cap: Option<usize>) {
+        self.cap = cap;
     }
 
     /// Drops every entry up to `seq` (cumulative acknowledgement). Returns how many were dropped.
@@ -287,22 +333,22 @@ mod tests {
     }
 
     #[test]
-    fn held_frames_and_those_after_them_wait_for_release() {
+    fn moved_frames_and_those_after_them_wait_for_release() {
         let mut o = Outbox::new(1, 10, 1 << 20);
         o.push(msg(1), None).unwrap();
-        assert_eq!(o.push_held(msg(2)), 2);
+        assert_eq!(o.push_moved(msg(2)), 2);
         o.push(msg(3), None).unwrap();
         let mut frames = Vec::new();
         o.take_unsent(10, &mut frames, &mut Vec::new());
         assert_eq!(frames.len(), 1, "stops at the held frame");
         assert!(!o.has_unsent());
-        o.release_held();
+        o.release_moved();
         assert!(o.has_unsent());
         o.take_unsent(10, &mut frames, &mut Vec::new());
         assert_eq!(frames.len(), 3);
         assert!(frames[1].starts_with(r#"{"seq":2,"id":2"#), "{}", frames[1]);
-        let n = o.push_held(msg(4));
-        assert_eq!((n, o.drop_held(), o.len()), (4, 1, 3));
+        let n = o.push_moved(msg(4));
+        assert_eq!((n, o.drop_moved(), o.len()), (4, 1, 3));
         assert!(!o.has_unsent());
     }
 

@@ -45,6 +45,7 @@ impl Bus {
             c,
             self.inner.clock.now(),
         ));
+        session.accept_cseq(p.cseq);
         self.inner
             .book
             .claim(Arc::clone(session.runtime_url()), &session);

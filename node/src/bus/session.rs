@@ -179,20 +179,20 @@ impl Session {
         Ok((seq, connected))
     }
 
-    /// Appends a frame moved from another node, held until [`Session::release_held`]
-    /// (`cluster/`). Returns its seq.
-    pub fn push_held(&self, json: Arc<str>) -> Result<u64, PushError> {
+    /// Appends a frame not written before [`Session::release`] (nor any after it). Returns its
+    /// seq.
+    pub(crate) fn push_held(&self, json: Arc<str>, settle: Settle) -> Result<u64, PushError> {
         let mut st = lock(&self.state);
         if st.ended {
             return Err(PushError::Gone);
         }
-        Ok(st.outbox.push_held(json))
+        Ok(st.outbox.push_held(json, Some(settle))?)
     }
 
-    /// Lets the held frames be written (their move is committed).
-    pub fn release_held(&self) {
+    /// Lets the held frame `seq` be written, waking the connection's writer.
+    pub(crate) fn release(&self, seq: u64) {
         let mut st = lock(&self.state);
-        st.outbox.release_held();
+        st.outbox.release(seq);
         let connected = st.attachment.is_some();
         drop(st);
         if connected {
@@ -200,10 +200,31 @@ impl Session {
         }
     }
 
-    /// Forgets the held frames (their move failed; they stay where they came from). Returns how
-    /// many.
-    pub fn drop_held(&self) -> usize {
-        lock(&self.state).outbox.drop_held()
+    /// Appends a frame moved from another node, held until [`Session::release_moved`]
+    /// (`cluster/`). Returns its seq.
+    pub fn push_moved(&self, json: Arc<str>) -> Result<u64, PushError> {
+        let mut st = lock(&self.state);
+        if st.ended {
+            return Err(PushError::Gone);
+        }
+        Ok(st.outbox.push_moved(json))
+    }
+
+    /// Lets the moved frames be written (their move is committed).
+    pub fn release_moved(&self) {
+        let mut st = lock(&self.state);
+        st.outbox.release_moved();
+        let connected = st.attachment.is_some();
+        drop(st);
+        if connected {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Forgets the moved frames still held (their move failed; they stay where they came
+    /// from). Returns how many.
+    pub fn drop_moved(&self) -> usize {
+        lock(&self.state).outbox.drop_moved()
     }
 
     /// Appends one of the node's answers, waiting while the outbox is full (until the runtime
@@ -219,6 +240,11 @@ impl Session {
                 other => return other.map(|(seq, _)| seq),
             }
         }
+    }
+
+    /// Caps the outbox at `cap` messages on top of its bounds (`None`: its bounds only).
+    pub fn cap_outbox(&self, cap: Option<usize>) {
+        lock(&self.state).outbox.set_cap(cap);
     }
 
     /// Cumulative acknowledgement; returns how many entries it released.

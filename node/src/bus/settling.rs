@@ -4,14 +4,18 @@
 //! settled. A stub's router (`crate::stubhost`), whose sender already let go of its messages,
 //! keeps routing while earlier ones settle ([`Bus::route_unsettled`]), waiting for them in order
 //! within a bound, so one stub answering many runtimes is not paced by one hand-off to a
-//! recipient's connection per message.
+//! recipient's connection per message. A node session's message numbered with a `cseq`
+//! (`handled.rs`) settles in one transaction with its `cseq`, and its held frames are released
+//! once settled, before the bridge's events.
 
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::bridge::BridgeEvent;
+use super::handled::Handled;
 use super::{Bus, Pending};
+use crate::store::StoreOp;
 
 /// What is left of a route once its frames are in their outboxes: [`Settling::wait`].
 #[derive(Debug)]
@@ -25,13 +29,25 @@ pub struct Settling {
     settled: Vec<oneshot::Receiver<()>>,
     /// For the Matrix bridge, in order.
     bridge: Vec<BridgeEvent>,
+    /// A node session's message: its held frames, released once settled.
+    handled: Option<Handled>,
 }
 
 impl Bus {
     /// Submits `pending`'s store writes, in order, and returns the rest of the route.
+    /// A node session's message (`pending.handled`) is one transaction with its `cseq`.
     pub(super) async fn settling(&self, pending: Pending, started: Option<Instant>) -> Settling {
-        for op in pending.ops {
-            self.submit(op).await;
+        match &pending.handled {
+            Some(h) => {
+                let mut ops = pending.ops;
+                ops.push(h.op());
+                self.submit(StoreOp::Group(ops)).await;
+            }
+            None => {
+                for op in pending.ops {
+                    self.submit(op).await;
+                }
+            }
         }
         let mut settled = pending.settled;
         settled.reverse();
@@ -40,6 +56,7 @@ impl Bus {
             started,
             settled,
             bridge: pending.bridge,
+            handled: pending.handled,
         }
     }
 }
@@ -57,6 +74,9 @@ impl Settling {
             // An error means the writer stopped; it has logged why.
             let _ = rx.await;
             self.settled.pop();
+        }
+        if let Some(h) = self.handled.take() {
+            h.release();
         }
         if let Some(bridge) = &self.bus.inner.bridge {
             while !self.bridge.is_empty() {
@@ -76,5 +96,13 @@ impl Settling {
                 .route_latency
                 .observe(started.elapsed().as_secs_f64());
         }
+    }
+}
+
+impl Settling {
+    /// Whether events for the Matrix bridge are left (their order is the route's order: such a
+    /// route is waited for in line, not in a task of its own).
+    pub(super) fn has_bridge_events(&self) -> bool {
+        !self.bridge.is_empty()
     }
 }

@@ -63,14 +63,19 @@ impl Link {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let (runtime_url, hash, identity_json, acked_seq): (String, Vec<u8>, String, i64) =
-            sqlx::query_as(
-                "SELECT runtime_url, token_hash, identity_json, acked_seq FROM sessions \
+        let (runtime_url, hash, identity_json, acked_seq, cseq): (
+            String,
+            Vec<u8>,
+            String,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT runtime_url, token_hash, identity_json, acked_seq, cseq FROM sessions \
                  WHERE id = $1",
-            )
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
         let addresses: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT address, alloc_key FROM session_addresses WHERE session = $1 ORDER BY ord",
         )
@@ -107,6 +112,7 @@ impl Link {
             token_hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or(token_hash),
             identity_json,
             acked_seq: from_db(acked_seq),
+            cseq: from_db(cseq),
             addresses,
             allocation_keys,
             subscriptions,

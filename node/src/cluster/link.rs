@@ -270,14 +270,14 @@ impl Link {
                 continue;
             }
             let json: Arc<str> = Arc::from(json);
-            match session.push_held(Arc::clone(&json)) {
+            match session.push_moved(Arc::clone(&json)) {
                 Ok(seq) => {
                     seqs.push(crate::store::postgres::to_db(seq));
                     jsons.push(json);
                 }
                 // Ended meanwhile: the rollback leaves the queue as it was.
                 Err(_) => {
-                    session.drop_held();
+                    session.drop_moved();
                     return Ok(0);
                 }
             }
@@ -301,11 +301,11 @@ impl Link {
             Err(e) => Err(e),
         };
         if let Err(e) = committed {
-            session.drop_held();
+            session.drop_moved();
             return Err(e);
         }
         self.metrics.received.inc_by(seqs.len() as u64);
-        session.release_held();
+        session.release_moved();
         Ok(seqs.len())
     }
 }

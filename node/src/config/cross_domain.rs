@@ -2,10 +2,12 @@
 //! (`crate::crossdomain`): `enabled` (off by default: messages to other domains get 404 "no
 //! route to domain", and node tokens are refused), `peers` (domain → base URL of that domain's node; any other domain
 //! is reached at `https://<domain>`), `proof_ttl_secs` (how long a node-authentication challenge
-//! this node issues stays valid), `retry_secs` (how long a domain whose stub could not be loaded
-//! is answered 502 before the node tries again), `delivery_timeout_secs` (a message not
+//! this node issues stays valid), `retry_secs` (how long a domain whose stub was refused
+//! is answered 502 before the node tries again; the longest wait between tries for a domain
+//! whose node is down, whose messages wait meanwhile), `delivery_timeout_secs` (a message not
 //! delivered to its domain's node within it is answered 504), `queue_limit` (messages waiting
-//! for one domain; 503 beyond). The verified stubs are kept under `<data_dir>/crossdomain`.
+//! for one domain; 503 beyond), `proof_leeway_secs` (how long after its challenge expired another
+//! node's proof is still accepted here: clock skew between the nodes). The verified stubs are kept under `<data_dir>/crossdomain`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub struct RawCrossDomain {
     pub retry_secs: u64,
     pub delivery_timeout_secs: u64,
     pub queue_limit: usize,
+    pub proof_leeway_secs: u64,
 }
 
 impl Default for RawCrossDomain {
@@ -37,6 +40,7 @@ impl Default for RawCrossDomain {
             retry_secs: 30,
             delivery_timeout_secs: 60,
             queue_limit: 1024,
+            proof_leeway_secs: 30,
         }
     }
 }
@@ -54,6 +58,9 @@ pub struct CrossDomainConfig {
     pub delivery_timeout: Duration,
     /// Messages waiting for one domain (503 beyond).
     pub queue_limit: usize,
+    /// How long after its challenge expired a node's proof is still accepted here (for a
+    /// node whose clock is behind ours: it renews its proof late).
+    pub proof_leeway: Duration,
     /// Where verified stubs of other domains are kept.
     pub cache_dir: PathBuf,
 }
@@ -105,6 +112,7 @@ impl RawCrossDomain {
             retry: Duration::from_secs(self.retry_secs),
             delivery_timeout: Duration::from_secs(self.delivery_timeout_secs),
             queue_limit: self.queue_limit,
+            proof_leeway: Duration::from_secs(self.proof_leeway_secs),
             cache_dir: data_dir.join("crossdomain"),
         })
     }

@@ -16,7 +16,11 @@
 //!   and then the stub's store are the domain's persisted queue, so a SIGKILL of this node or
 //!   a trap of the stub loses nothing; the stub host's router passes what the stub hands back
 //!   through `Bus::authorize` / `route` as [`Origin::Node`];
-//! - if any of that fails, logs why once and answers every message for the domain with the
+//! - if the domain's node is down or unreachable (`CrossDomainError::is_unreachable`: refused,
+//!   reset, a 502-504 from a proxy), its messages wait in the outbox (`waiting.rs`: capped at
+//!   `queue_limit`, 504 after `delivery_timeout_secs`) and the start is tried again with a
+//!   backoff (200 ms doubling up to `retry_secs`);
+//! - if anything else fails, logs why once and answers every message for the domain with the
 //!   error's code (502, 504 for a timeout) naming the domain, for `cross_domain.retry_secs`,
 //!   then tries again.
 
@@ -31,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::held::HeldKv;
+use super::waiting::Waiting;
 use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
 use crate::stubhost::{
@@ -115,9 +120,20 @@ async fn run_domain(ctx: Ctx, domain: String) {
         domain: Arc::from(domain.as_str()),
     };
     let mut renewed = None;
+    let mut waiting = Waiting::default();
+    let mut backoff = RENEW_RETRY_MIN;
     while !ctx.shutdown.is_cancelled() {
         match start_stub(&ctx, &domain, renewed.take()).await {
             Ok((running, proof)) => {
+                backoff = RENEW_RETRY_MIN;
+                if waiting.is_active() {
+                    // The stub gets what waited from the start of the outbox.
+                    waiting.end(&session);
+                    bus.detach(&session, connection);
+                    connection = bus.next_connection_id();
+                    let _ = bus.attach(&session, connection, None).await;
+                    tracing::info!(domain = %domain, "the node of another domain is reachable again: what waited for it is handed to its stub");
+                }
                 let stop = ctx.shutdown.child_token();
                 // The stub stops when a new proof is in hand, or when ours is about to expire
                 // with none (`renew`); the renewal goes on until shutdown.
@@ -140,7 +156,37 @@ async fn run_domain(ctx: Ctx, domain: String) {
                 tracing::info!(domain = %domain, "our proof for another domain is renewed: its stub restarts with it");
                 renewed = Some(proof);
             }
+            Err(e) if e.is_unreachable() => {
+                let cd = ctx.cross.config();
+                if !waiting.is_active() {
+                    tracing::warn!(
+                        domain = %domain,
+                        error = %e,
+                        "the node of another domain is down or unreachable: its messages wait for it"
+                    );
+                }
+                waiting.begin(&session, cd.queue_limit);
+                waiting
+                    .hold(
+                        bus,
+                        &session,
+                        connection,
+                        &origin,
+                        &domain,
+                        cd.delivery_timeout,
+                        backoff,
+                        &ctx.shutdown,
+                    )
+                    .await;
+                backoff = (backoff * 2).min(cd.retry.max(RENEW_RETRY_MIN));
+            }
             Err(e) => {
+                if waiting.is_active() {
+                    waiting.end(&session);
+                    bus.detach(&session, connection);
+                    connection = bus.next_connection_id();
+                    let _ = bus.attach(&session, connection, None).await;
+                }
                 tracing::warn!(
                     domain = %domain,
                     code = e.code(),

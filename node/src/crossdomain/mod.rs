@@ -14,6 +14,7 @@
 mod gateway;
 mod held;
 mod http;
+mod waiting;
 
 pub use gateway::{GATEWAY_INSTANCES, start_gateways};
 pub use http::routes;
@@ -25,12 +26,11 @@ use rethink_crossdomain::{
     CrossDomainError, Fetch, FetchFailure, FetchFuture, KeyCache, PeerUrls, Peers, StubCache,
     VerifiedStub,
 };
-use rethink_stubs::KvStore;
 use ruma::CanonicalJsonObject;
 
 use crate::auth::fetch::{FETCH_TIMEOUT, FetchError, JwksUrl};
 use crate::auth::{AuthError, Identity};
-use crate::bus::{Bus, Session};
+use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::config::{Config, CrossDomainConfig};
 use crate::rooms::Rooms;
@@ -89,9 +89,33 @@ impl Fetch for HttpFetch {
             let url = JwksUrl::parse(url).map_err(|e| FetchFailure::Failed(e.into()))?;
             crate::auth::fetch::get(&url).await.map_err(|e| match e {
                 FetchError::Timeout => FetchFailure::Timeout(FETCH_TIMEOUT),
+                e if is_down(&e) => FetchFailure::Unreachable(Box::new(e)),
                 other => FetchFailure::Failed(Box::new(other)),
             })
         })
+    }
+}
+
+/// Whether a failed fetch says the other node is down or unreachable for now: no listener
+/// (refused), a lost connection, no route to its host, or a gateway in front of it answering
+/// 502, 503 or 504. A name that does not resolve is not (that domain may not exist).
+fn is_down(e: &FetchError) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        FetchError::Connect(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::NotConnected
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::NetworkDown
+                | K::TimedOut
+        ),
+        FetchError::Http(h) => h.is_incomplete_message() || h.is_closed(),
+        FetchError::Status(s) => matches!(s.as_u16(), 502..=504),
+        _ => false,
     }
 }
 
@@ -106,16 +130,7 @@ struct Inner {
     fetch: HttpFetch,
     rooms: Rooms,
     clock: Clock,
-    /// Where the highest `cseq` of each node session is kept (the stubs' store, namespace
-    /// [`CSEQ_NAMESPACE`]), so that a restart of this node still drops what another node's
-    /// stub sends again.
-    kv: Arc<dyn KvStore>,
 }
-
-/// The namespace of the stubs' key-value store holding the node sessions' `cseq` (a name no
-/// stub instance can have: instance names are TOML keys of `[stubs.run]`, and this one is
-/// reserved).
-const CSEQ_NAMESPACE: &str = "@node-sessions";
 
 /// The node's cross-domain handle.
 #[derive(Debug, Clone)]
@@ -124,9 +139,8 @@ pub struct CrossDomain {
 }
 
 impl CrossDomain {
-    /// From the configuration; `rooms` holds the server key proofs are signed with, `kv` is
-    /// the stubs' persisted store (where node sessions' `cseq` are kept).
-    pub fn new(config: &Config, rooms: Rooms, kv: Arc<dyn KvStore>) -> Self {
+    /// From the configuration; `rooms` holds the server key proofs are signed with.
+    pub fn new(config: &Config, rooms: Rooms) -> Self {
         let cd = &config.cross_domain;
         Self {
             inner: Arc::new(Inner {
@@ -139,7 +153,6 @@ impl CrossDomain {
                 config: cd.clone(),
                 rooms,
                 clock: config.clock.clone(),
-                kv,
             }),
         }
     }
@@ -171,10 +184,13 @@ impl CrossDomain {
             tracing::warn!("a node token was refused: cross_domain.enabled is off");
             return Err(AuthError::InvalidToken);
         }
+        // A node whose clock is behind ours renews its proof late: its challenge may have
+        // expired here by up to `proof_leeway`.
+        let leeway = u64::try_from(i.config.proof_leeway.as_millis()).unwrap_or(u64::MAX);
         match proof::verify(
             token,
             &i.domain,
-            self.now_ms(),
+            self.now_ms().saturating_sub(leeway),
             &i.challenges,
             &i.peers,
             &i.keys,
@@ -190,44 +206,6 @@ impl CrossDomain {
                 tracing::warn!(error = %e, "a node token was refused");
                 Err(AuthError::InvalidToken)
             }
-        }
-    }
-
-    /// Restores the highest `cseq` saved for `session` if it is a node session (at `re-open`,
-    /// before any of the connection's messages is handled).
-    pub async fn load_cseq(&self, bus: &Bus, session: &Session) {
-        if bus.node_domain(session).is_none() {
-            return;
-        }
-        let saved = self.inner.kv.get(CSEQ_NAMESPACE, session.key()).await;
-        if let Some(n) = saved
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            session.accept_cseq(n);
-        }
-    }
-
-    /// Saves the highest `cseq` handled for `session` if it is a node session: before a
-    /// `sync` is answered and when its connection ends, so that what the other node was told
-    /// (or could have seen) handled is never handled again after a restart of this node.
-    pub async fn save_cseq(&self, bus: &Bus, session: &Session) {
-        let n = session.cseq();
-        if n == 0 || bus.node_domain(session).is_none() {
-            return;
-        }
-        let r = self
-            .inner
-            .kv
-            .set(
-                CSEQ_NAMESPACE,
-                session.key(),
-                n.to_string().into_bytes(),
-                usize::MAX,
-            )
-            .await;
-        if let Err(f) = r {
-            tracing::error!(session = %session.key(), error = %f.description, "saving a node session's cseq failed");
         }
     }
 

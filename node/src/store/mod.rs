@@ -100,6 +100,8 @@ pub struct PersistedSession {
     pub identity_json: String,
     /// Highest `seq` acknowledged by the runtime.
     pub acked_seq: u64,
+    /// Highest `cseq` handled for the session ([`StoreOp::Handled`]; 0 when none).
+    pub cseq: u64,
     /// Addresses allocated to the session, in allocation order.
     pub addresses: Vec<String>,
     /// The `allocationKey` of those addresses that were allocated under one: address → key.
@@ -157,6 +159,12 @@ pub enum StoreOp {
     },
     /// A barrier: fired once everything submitted before it is committed.
     Flush { done: oneshot::Sender<()> },
+    /// Messages of the session numbered up to `cseq` are handled (a node session's: what its
+    /// node sends again up to it is dropped, also after a restart).
+    Handled { session: SessionKey, cseq: u64 },
+    /// Ops committed in one transaction: the writer puts them in one batch, in order (a
+    /// node session's message with the outbox entries it made and its [`StoreOp::Handled`]).
+    Group(Vec<StoreOp>),
 }
 
 /// A one-shot signal with several possible firers: the first [`Settle::fire`] of any clone wakes

@@ -118,8 +118,8 @@ impl PgStore {
                 .await?;
         }
 
-        let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
-            "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
+        let rows: Vec<(String, String, Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, runtime_url, token_hash, identity_json, acked_seq, cseq \
              FROM sessions WHERE $1::text IS NULL OR node = $1 OR node IS NULL ORDER BY id",
         )
         .bind(node)
@@ -127,7 +127,7 @@ impl PgStore {
         .await?;
         let mut sessions = Vec::with_capacity(rows.len());
         let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-        for (id, runtime_url, token_hash, identity_json, acked_seq) in rows {
+        for (id, runtime_url, token_hash, identity_json, acked_seq, cseq) in rows {
             let token_hash =
                 <[u8; 32]>::try_from(token_hash.as_slice()).map_err(|_| StoreError::Corrupt {
                     what: "session",
@@ -141,6 +141,7 @@ impl PgStore {
                 token_hash,
                 identity_json,
                 acked_seq: from_db(acked_seq),
+                cseq: from_db(cseq),
                 addresses: Vec::new(),
                 allocation_keys: HashMap::new(),
                 subscriptions: Vec::new(),

@@ -60,7 +60,8 @@ const BUS_CONNECTIONS: u32 = 2;
 /// Copies the tables that moved from `rethink.db` (attached as `old`) to `bus.db`, parents first.
 const BUS_TABLES_COPY: [&str; 5] = [
     "INSERT OR IGNORE INTO main.node_meta SELECT * FROM old.node_meta",
-    "INSERT OR IGNORE INTO main.sessions SELECT * FROM old.sessions",
+    "INSERT OR IGNORE INTO main.sessions (id, runtime_url, token_hash, identity_json, acked_seq) \
+     SELECT id, runtime_url, token_hash, identity_json, acked_seq FROM old.sessions",
     "INSERT OR IGNORE INTO main.session_addresses SELECT * FROM old.session_addresses",
     "INSERT OR IGNORE INTO main.session_subscriptions SELECT * FROM old.session_subscriptions",
     "INSERT OR IGNORE INTO main.outbox SELECT * FROM old.outbox",
@@ -248,15 +249,15 @@ impl SqliteStore {
         // One read transaction: a consistent snapshot of the four tables.
         let mut tx = self.bus_pool.begin().await?;
 
-        let rows: Vec<(String, String, Vec<u8>, String, i64)> = sqlx::query_as(
-            "SELECT id, runtime_url, token_hash, identity_json, acked_seq \
+        let rows: Vec<(String, String, Vec<u8>, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, runtime_url, token_hash, identity_json, acked_seq, cseq \
              FROM sessions ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?;
         let mut sessions = Vec::with_capacity(rows.len());
         let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-        for (id, runtime_url, token_hash, identity_json, acked_seq) in rows {
+        for (id, runtime_url, token_hash, identity_json, acked_seq, cseq) in rows {
             let token_hash = <[u8; 32]>::try_from(token_hash.as_slice()).map_err(|_| {
                 sqlx::Error::Decode(format!("session {id}: token_hash is not 32 bytes").into())
             })?;
@@ -267,6 +268,7 @@ impl SqliteStore {
                 token_hash,
                 identity_json,
                 acked_seq: from_db(acked_seq),
+                cseq: from_db(cseq),
                 addresses: Vec::new(),
                 allocation_keys: HashMap::new(),
                 subscriptions: Vec::new(),
@@ -528,6 +530,18 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
                     .bind(address.as_str())
                     .execute(&mut *conn)
                     .await?;
+            }
+        }
+        StoreOp::Handled { session, cseq } => {
+            sqlx::query("UPDATE sessions SET cseq = max(cseq, ?) WHERE id = ?")
+                .bind(to_db(*cseq))
+                .bind(&**session)
+                .execute(&mut *conn)
+                .await?;
+        }
+        StoreOp::Group(ops) => {
+            for op in ops {
+                Box::pin(apply_op(conn, op)).await?;
             }
         }
         // The writer answers barriers itself; nothing to write.

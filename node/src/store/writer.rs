@@ -121,7 +121,7 @@ async fn run(store: Arc<dyn SessionStore>, mut rx: mpsc::Receiver<StoreOp>, conf
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + config.commit_delay;
         let mut urgent = is_urgent(&first);
-        batch.push(first);
+        add(&mut batch, first);
         let closed = collect(&mut rx, &mut batch, &mut urgent, max_batch, deadline).await;
         commit(&*store, &mut batch).await;
         if closed {
@@ -154,17 +154,27 @@ async fn collect(
             }
         };
         *urgent |= is_urgent(&op);
-        batch.push(op);
+        add(batch, op);
     }
     false
 }
 
+/// Adds `op` to `batch`, a [`StoreOp::Group`] as its ops (all in this batch, so in one
+/// transaction).
+fn add(batch: &mut Vec<StoreOp>, op: StoreOp) {
+    match op {
+        StoreOp::Group(ops) => ops.into_iter().for_each(|op| add(batch, op)),
+        op => batch.push(op),
+    }
+}
+
 /// Whether somebody waits for nothing but the commit of this op.
 fn is_urgent(op: &StoreOp) -> bool {
-    matches!(
-        op,
-        StoreOp::Flush { .. } | StoreOp::Enqueue { urgent: true, .. }
-    )
+    match op {
+        StoreOp::Flush { .. } | StoreOp::Enqueue { urgent: true, .. } => true,
+        StoreOp::Group(ops) => ops.iter().any(is_urgent),
+        _ => false,
+    }
 }
 
 /// Who is told that a batch is committed.
@@ -343,6 +353,8 @@ mod tests {
                 format!("remove-subscriptions {session}")
             }
             StoreOp::Flush { .. } => "flush".to_owned(),
+            StoreOp::Handled { session, cseq } => format!("handled {session} {cseq}"),
+            StoreOp::Group(ops) => format!("group of {}", ops.len()),
         }
     }
 
@@ -417,6 +429,54 @@ mod tests {
 
         drop(writer);
         tokio::time::timeout(PATIENCE, task).await??;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_group_is_committed_in_one_batch_whatever_the_batch_limit() -> anyhow::Result<()> {
+        // Batches of at most 2 ops: the group of 3 still goes whole into one, with nothing
+        // between its ops; the durable `cseq` is read back with the session.
+        let dir = TempDir::new()?;
+        let store = sqlite(&dir).await?;
+        let recorder = Arc::new(RecordingStore::default());
+        for (target, check) in [
+            (recorder.clone() as Arc<dyn SessionStore>, true),
+            (store.clone() as Arc<dyn SessionStore>, false),
+        ] {
+            let config = WriterConfig {
+                max_batch: 2,
+                ..slow_config()
+            };
+            let (writer, task) = spawn_writer(target, config);
+            writer.submit(create("s1")).await?;
+            writer
+                .submit(StoreOp::Group(vec![
+                    enqueue("s1", 1),
+                    enqueue("s1", 2),
+                    StoreOp::Handled {
+                        session: key("s1"),
+                        cseq: 7,
+                    },
+                ]))
+                .await?;
+            tokio::time::timeout(PATIENCE, writer.flush()).await??;
+            if check {
+                assert!(
+                    recorder.batches().contains(&vec![
+                        "create s1".to_owned(),
+                        "enqueue s1 1 durable=false".to_owned(),
+                        "enqueue s1 2 durable=false".to_owned(),
+                        "handled s1 7".to_owned(),
+                    ]),
+                    "{:?}",
+                    recorder.batches()
+                );
+            }
+            drop(writer);
+            tokio::time::timeout(PATIENCE, task).await??;
+        }
+        let sessions = store.load_sessions().await?;
+        assert_eq!((sessions[0].cseq, seqs(&sessions[0])), (7, vec![1, 2]));
         Ok(())
     }
 

@@ -106,7 +106,9 @@ pub fn route_code(e: &RouteError) -> Code {
         RouteError::NotFound(_) | RouteError::NoRouteToDomain(_) | RouteError::NotServed(_) => {
             Code::NOT_FOUND
         }
-        RouteError::OutboxFull { .. } | RouteError::Cluster(_) => Code::UNAVAILABLE,
+        RouteError::OutboxFull { .. } | RouteError::QueueFull { .. } | RouteError::Cluster(_) => {
+            Code::UNAVAILABLE
+        }
         RouteError::BadRequest(_) | RouteError::BadAddress { .. } => Code::BAD_REQUEST,
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,

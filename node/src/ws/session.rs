@@ -280,7 +280,7 @@ async fn attached<S, R, SE, RE>(
         let _ = tokio::time::timeout(CLOSE_WAIT, flush).await;
     }
     node.bus().detach(&session, conn.id);
-    node.cross_domain().save_cseq(node.bus(), &session).await;
+    node.bus().save_handled(&session).await;
     if matches!(end, End::CloseRequested | End::Expired) {
         node.bus().end_session(&session).await;
     } else {
@@ -567,7 +567,8 @@ async fn handle_message(
     if env.to().len() == 1 && env.first_to() == SESSION {
         return control_message(node, session, &env).await;
     }
-    if let Some(cseq) = control::cseq(&env)
+    let cseq = control::cseq(&env);
+    if let Some(cseq) = cseq
         && !session.accept_cseq(cseq)
     {
         // Sent again after a lost connection or a restart of the runtime's stub: handled.
@@ -582,7 +583,18 @@ async fn handle_message(
             return refuse(node, session, id, at, to, &denied.into()).await;
         }
     };
-    let report = bus.route(permit).await;
+    let report = match cseq {
+        // Another node's: handled once even across a SIGKILL of this node (`bus/handled.rs`);
+        // its answers wait for the commit, the next frame does not.
+        Some(cseq) if bus.node_domain(session).is_some() => {
+            let (report, committed) = bus.route_handled(permit, session, cseq).await;
+            if !report.replies.is_empty() || !report.failures.is_empty() {
+                committed.wait().await;
+            }
+            report
+        }
+        _ => bus.route(permit).await,
+    };
     for reply in &report.replies {
         if let Err(e) = answer(node, session, reply).await {
             return Step::refused(Err(e));
@@ -606,7 +618,7 @@ async fn control_message(node: &Node, session: &Arc<Session>, env: &Envelope) ->
             return Step::Accepted;
         }
         Ok(Control::Sync) => {
-            node.cross_domain().save_cseq(bus, session).await;
+            bus.save_handled(session).await;
             let reply = env
                 .reply(Code::OK)
                 .value(json!({ "cseq": session.cseq() }))

@@ -26,6 +26,9 @@ enum Kind {
     RemoveAddresses,
     AddSubscriptions,
     RemoveSubscriptions,
+    Handled,
+    /// A `Group` (the writer flattens them; applied op by op otherwise).
+    Group,
     /// `Flush`: nothing to write.
     Nothing,
 }
@@ -40,6 +43,8 @@ impl Kind {
             StoreOp::RemoveAddresses { .. } => Kind::RemoveAddresses,
             StoreOp::AddSubscriptions { .. } => Kind::AddSubscriptions,
             StoreOp::RemoveSubscriptions { .. } => Kind::RemoveSubscriptions,
+            StoreOp::Handled { .. } => Kind::Handled,
+            StoreOp::Group(_) => Kind::Group,
             StoreOp::Flush { .. } => Kind::Nothing,
         }
     }
@@ -61,6 +66,14 @@ pub(super) async fn apply(
             Kind::AddAddresses => add_addresses(conn, run).await?,
             Kind::AddSubscriptions => add_subscriptions(conn, run).await?,
             Kind::RemoveAddresses | Kind::RemoveSubscriptions => remove(conn, run).await?,
+            Kind::Handled => handled(conn, run).await?,
+            Kind::Group => {
+                for op in run {
+                    if let StoreOp::Group(ops) = op {
+                        Box::pin(apply(conn, ops, node)).await?;
+                    }
+                }
+            }
             Kind::Nothing => {}
         }
     }
@@ -292,5 +305,27 @@ async fn remove(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Er
         .bind(addresses)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Raises sessions' highest handled `cseq` (each session's highest of the run).
+async fn handled(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Error> {
+    let mut highest: HashMap<&str, u64> = HashMap::new();
+    for op in run {
+        if let StoreOp::Handled { session, cseq } = op {
+            let h = highest.entry(&**session).or_default();
+            *h = (*h).max(*cseq);
+        }
+    }
+    let (sessions, cseqs): (Vec<&str>, Vec<i64>) =
+        highest.into_iter().map(|(s, c)| (s, to_db(c))).unzip();
+    sqlx::query(
+        "UPDATE sessions AS s SET cseq = GREATEST(s.cseq, v.cseq) \
+         FROM UNNEST($1::text[], $2::bigint[]) AS v (session, cseq) WHERE s.id = v.session",
+    )
+    .bind(sessions)
+    .bind(cseqs)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -38,6 +38,13 @@ fn ack(id: &str, seq: u64) -> StoreOp {
     }
 }
 
+fn handled(id: &str, cseq: u64) -> StoreOp {
+    StoreOp::Handled {
+        session: key(id),
+        cseq,
+    }
+}
+
 fn add_addresses(id: &str, addresses: &[&str], allocation_key: Option<&str>) -> StoreOp {
     StoreOp::AddAddresses {
         session: key(id),
@@ -246,6 +253,9 @@ pub(super) async fn batch_with_everything_interleaved(place: Place) -> anyhow::R
             StoreOp::DeleteSession { id: key("old") },
             create("old"), // created again: a fresh session
             enqueue("old", 7),
+            handled("s1", 9),
+            StoreOp::Group(vec![enqueue("s2", 6), handled("s2", 4), handled("s2", 3)]),
+            handled("s3", 5), // deleted: nothing to do
         ])
         .await?;
     let sessions = store.load_sessions().await?;
@@ -259,7 +269,9 @@ pub(super) async fn batch_with_everything_interleaved(place: Place) -> anyhow::R
     assert_eq!(s1.allocation_keys.get("b").map(String::as_str), Some("k"));
     assert_eq!(s1.allocation_keys.get("c"), None);
     assert_eq!(s1.subscriptions, strings(&["t2", "t1"]));
-    assert_eq!((s2.acked_seq, seqs(s2)), (3, vec![4, 5]));
+    assert_eq!((s2.acked_seq, seqs(s2)), (3, vec![4, 5, 6]));
+    // The highest `cseq` handled stays the highest.
+    assert_eq!((old.cseq, s1.cseq, s2.cseq), (0, 9, 4));
     for table in ["outbox", "session_addresses"] {
         assert_eq!(opened.rows_of(table, "s3").await?, 0, "{table}");
     }
