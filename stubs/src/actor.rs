@@ -276,6 +276,10 @@ impl Actor {
                 }
             }
             let Some(l) = live.as_mut() else { continue };
+            // A message is taken only once the port has room for its answers (`BusPort::ready`):
+            // meanwhile messages wait in the mailbox, and timers, network and Matrix events
+            // still run.
+            let ctx = &self.ctx;
             let call = if let Some(event) = self.retry.take() {
                 Call::Matrix(event)
             } else {
@@ -301,7 +305,10 @@ impl Actor {
                         self.event_tries = 0;
                         Call::Matrix(event)
                     }
-                    message = mailbox.recv() => match message {
+                    message = async {
+                        ctx.port.ready(&ctx.spec.name).await;
+                        mailbox.recv().await
+                    } => match message {
                         Some(m) => Call::Message(m),
                         None => break,
                     },

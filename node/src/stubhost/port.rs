@@ -7,10 +7,15 @@
 use std::sync::Mutex;
 
 use rethink_proto::Envelope;
-use rethink_stubs::{BusPort, Failure, LostReason};
+use rethink_stubs::{BoxFuture, BusPort, Failure, LostReason};
 use tokio::sync::mpsc;
 
 use crate::locks::lock;
+
+/// Free places of the outgoing queue a stub needs before it is given another message
+/// ([`BusPort::ready`]): room for the answers of one call (a call that sends more still gets
+/// 503 for the sends past the queue's bound).
+const ROOM: usize = 32;
 
 /// Something for the stub's router task.
 #[derive(Debug)]
@@ -89,5 +94,19 @@ impl BusPort for NodePort {
 
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
         self.report_lost(message, reason);
+    }
+
+    /// Waits until the outgoing queue has [`ROOM`] free places (the router frees them as it
+    /// routes). The places are reserved only while waiting, then given back: the stub's sends
+    /// take them. With the router gone (the node stopping) at once: sends are refused then.
+    fn ready<'a>(&'a self, _stub: &'a str) -> BoxFuture<'a, ()> {
+        let room = ROOM.min(self.sends.max_capacity());
+        if self.sends.capacity() >= room {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            // Dropping the permits gives the places back.
+            let _ = self.sends.reserve_many(room).await;
+        })
     }
 }
