@@ -24,7 +24,7 @@ fn read(id: u64, rt: &Rt, hyperty: &str) -> Value {
         "to": registry(), "body": {"resource": hyperty}})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_lookup_is_answered_once_past_the_outgoing_queue() {
     let node = TestNode::spawn_with(|c| {
         let raw = RawConfig {

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, Origin, RouteError, Session};
 use crate::config::{StubRunConfig, StubSource, StubsConfig};
 use follow::{Follower, Instance, Launcher, catalogue_version};
-pub(crate) use port::{NodePort, Outgoing};
+pub(crate) use port::{NodePort, Outgoing, QueueRx, outgoing};
 pub(crate) use pump::{AckRule, Pump, PumpTarget, frame_seq};
 pub(crate) use router::{answer_error, route_stub};
 
@@ -239,7 +239,7 @@ async fn start_one(
         }
     };
     let host = deps.host.get().map_err(stub_error)?;
-    let (sends, sends_rx) = mpsc::channel(OUTGOING);
+    let (sends, sends_rx) = outgoing(OUTGOING);
     let (lost, lost_rx) = mpsc::unbounded_channel();
     let launcher = Launcher {
         host,
