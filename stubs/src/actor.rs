@@ -5,6 +5,10 @@
 //! instance is restarted after an exponential backoff, and after `breaker_threshold`
 //! consecutive failures the breaker opens: messages are refused (503) until it half-opens.
 //!
+//! A message is taken from the mailbox only once the port is ready ([`BusPort::ready`]: room
+//! for the answers in the embedder's outgoing queue); meanwhile it waits there, and timers,
+//! network and Matrix events are still called.
+//!
 //! A connector's Matrix events are not lost that way: the event whose `on-event` call ended
 //! the instance is the next instance's first call, at most [`MAX_EVENT_TRIES`] times in all,
 //! then it is skipped (an error logged, `rethink_stub_events_skipped` counted). Each event

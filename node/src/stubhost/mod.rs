@@ -7,6 +7,10 @@
 //!   puts them in the stub's mailbox, acknowledging each once the mailbox took it (a message
 //!   lost after that is answered by the router: 502 or 504 naming the stub); while the mailbox
 //!   is full the frames wait in the outbox; with the breaker open they are answered 503;
+//! - the host calls the stub's `on-message` only while its outgoing queue (the router's, 256
+//!   messages) has room for the answers (`NodePort`'s `BusPort::ready`, `port.rs`): the stub
+//!   is not fed faster than its answers are routed; messages wait in the mailbox, then in the
+//!   outbox;
 //! - a router task (`router.rs`) passes what the stub sends through `Bus::authorize` and
 //!   `Bus::route` with origin `Origin::Stub` (`context.transport` is `"stub"`): anti-spoofing,
 //!   rate and policy apply as to any runtime (a connector's session has no rate limit: it is

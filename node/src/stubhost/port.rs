@@ -2,7 +2,8 @@
 //! messages lost with a crashed instance go, through bounded queues, to the stub's router task
 //! (`super::route_stub`), which passes them through `Bus::authorize` / `route` with the stub's
 //! session as origin. Listeners are kept here; the pump delivers only messages for an address
-//! at or below one of them.
+//! at or below one of them. The stub is given another message once its outgoing queue has
+//! room for the answers ([`BusPort::ready`]), unless the router is stuck answering the stub.
 
 use std::sync::Mutex;
 

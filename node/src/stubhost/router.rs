@@ -10,6 +10,9 @@
 //! order of frames and of bridge events and bounds what is in flight. One stub answering many
 //! runtimes (the registry) is then not paced by one hand-off to a recipient's connection per
 //! message. Another domain's stub (`Origin::Node`) waits for each, as a runtime's session does.
+//!
+//! While it waits for room in the stub's own outbox (to answer the stub) it says so
+//! (`QueueRx::stuck`): the stub is then fed without waiting for room in this queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
