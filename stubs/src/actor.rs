@@ -5,6 +5,10 @@
 //! instance is restarted after an exponential backoff, and after `breaker_threshold`
 //! consecutive failures the breaker opens: messages are refused (503) until it half-opens.
 //!
+//! A message is taken from the mailbox only once the port is ready ([`BusPort::ready`]: room
+//! for the answers in the embedder's outgoing queue); meanwhile it waits there, and timers,
+//! network and Matrix events are still called.
+//!
 //! A connector's Matrix events are not lost that way: the event whose `on-event` call ended
 //! the instance is the next instance's first call, at most [`MAX_EVENT_TRIES`] times in all,
 //! then it is skipped (an error logged, `rethink_stub_events_skipped` counted). Each event
@@ -276,6 +280,10 @@ impl Actor {
                 }
             }
             let Some(l) = live.as_mut() else { continue };
+            // A message is taken only once the port has room for its answers (`BusPort::ready`):
+            // meanwhile messages wait in the mailbox, and timers, network and Matrix events
+            // still run.
+            let ctx = &self.ctx;
             let call = if let Some(event) = self.retry.take() {
                 Call::Matrix(event)
             } else {
@@ -301,7 +309,10 @@ impl Actor {
                         self.event_tries = 0;
                         Call::Matrix(event)
                     }
-                    message = mailbox.recv() => match message {
+                    message = async {
+                        ctx.port.ready(&ctx.spec.name).await;
+                        mailbox.recv().await
+                    } => match message {
                         Some(m) => Call::Message(m),
                         None => break,
                     },

@@ -31,6 +31,16 @@ pub trait BusPort: Send + Sync + std::fmt::Debug {
     /// `message`, accepted by `stub`'s mailbox, was lost: its sender is owed an answer with
     /// `reason.code()` naming the stub.
     fn lost(&self, stub: &str, message: Envelope, reason: LostReason);
+
+    /// Resolves once `stub` may be given another message: its outgoing queue has room for
+    /// what one call may send, so that the answers to a message are not refused with 503
+    /// because messages came in faster than the bus takes the answers. The host awaits it
+    /// before each `on-message` (messages meanwhile wait in the mailbox, then with the
+    /// embedder). Cancel safe. At once by default (an embedder whose `send` never refuses
+    /// for room).
+    fn ready<'a>(&'a self, _stub: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Each stub's own key-value namespace.

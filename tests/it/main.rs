@@ -60,6 +60,7 @@ mod routing;
 mod server_limits;
 mod shutdown;
 mod store_postgres;
+mod stub_backpressure;
 mod stub_default;
 mod stubs_host;
 mod stubs_replace;

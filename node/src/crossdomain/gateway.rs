@@ -39,7 +39,8 @@ use super::waiting::Waiting;
 use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
 use crate::stubhost::{
-    AckRule, LazyHost, NodePort, Outgoing, Pump, PumpTarget, answer_error, frame_seq, route_stub,
+    AckRule, LazyHost, NodePort, Outgoing, Pump, PumpTarget, QueueRx, answer_error, frame_seq,
+    outgoing, route_stub,
 };
 
 /// Frames taken from the outbox at once while the domain is refused.
@@ -248,7 +249,7 @@ async fn renew(ctx: &Ctx, domain: &str, current: Proof, stop: &CancellationToken
 struct Running {
     handle: rethink_stubs::StubHandle,
     target: PumpTarget,
-    sends: mpsc::Receiver<Outgoing>,
+    sends: QueueRx,
     lost: mpsc::UnboundedReceiver<Outgoing>,
     /// The highest outbox position the stub holds durably.
     held: tokio::sync::watch::Receiver<u64>,
@@ -324,7 +325,7 @@ async fn start_stub(
     spec.mailbox = 1024;
     spec.kv_limits.2 = STUB_KV_TOTAL;
     let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
-    let (sends_tx, sends) = mpsc::channel(OUTGOING);
+    let (sends_tx, sends) = outgoing(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let port = Arc::new(NodePort::new(sends_tx, lost_tx));
     let handle = host.start(&checked, spec, port.clone(), Arc::new(kv));

@@ -16,7 +16,7 @@ use rethink_stubs::{Host, KvStore, StubError, StubHandle, StubSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::port::{NodePort, Outgoing};
+use super::port::{NodePort, Outgoing, Queue};
 use super::pump::{PumpTarget, Swap};
 use super::versions::{RunningVersions, Version};
 
@@ -32,7 +32,7 @@ pub(super) struct Launcher {
     pub(super) spec: StubSpec,
     pub(super) kv: Arc<dyn KvStore>,
     /// The router's queues: every version's port sends into them.
-    pub(super) sends: mpsc::Sender<Outgoing>,
+    pub(super) sends: Queue,
     pub(super) lost: mpsc::UnboundedSender<Outgoing>,
     pub(super) versions: RunningVersions,
     /// A connector's Matrix side (`[connectors.<name>.matrix]`).

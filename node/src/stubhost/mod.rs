@@ -7,6 +7,10 @@
 //!   puts them in the stub's mailbox, acknowledging each once the mailbox took it (a message
 //!   lost after that is answered by the router: 502 or 504 naming the stub); while the mailbox
 //!   is full the frames wait in the outbox; with the breaker open they are answered 503;
+//! - the host calls the stub's `on-message` only while its outgoing queue (the router's, 256
+//!   messages) has room for the answers (`NodePort`'s `BusPort::ready`, `port.rs`): the stub
+//!   is not fed faster than its answers are routed; messages wait in the mailbox, then in the
+//!   outbox;
 //! - a router task (`router.rs`) passes what the stub sends through `Bus::authorize` and
 //!   `Bus::route` with origin `Origin::Stub` (`context.transport` is `"stub"`): anti-spoofing,
 //!   rate and policy apply as to any runtime (a connector's session has no rate limit: it is
@@ -48,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, Origin, RouteError, Session};
 use crate::config::{StubRunConfig, StubSource, StubsConfig};
 use follow::{Follower, Instance, Launcher, catalogue_version};
-pub(crate) use port::{NodePort, Outgoing};
+pub(crate) use port::{NodePort, Outgoing, QueueRx, outgoing};
 pub(crate) use pump::{AckRule, Pump, PumpTarget, frame_seq};
 pub(crate) use router::{answer_error, route_stub};
 
@@ -239,7 +243,7 @@ async fn start_one(
         }
     };
     let host = deps.host.get().map_err(stub_error)?;
-    let (sends, sends_rx) = mpsc::channel(OUTGOING);
+    let (sends, sends_rx) = outgoing(OUTGOING);
     let (lost, lost_rx) = mpsc::unbounded_channel();
     let launcher = Launcher {
         host,

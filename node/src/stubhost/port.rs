@@ -2,15 +2,53 @@
 //! messages lost with a crashed instance go, through bounded queues, to the stub's router task
 //! (`super::route_stub`), which passes them through `Bus::authorize` / `route` with the stub's
 //! session as origin. Listeners are kept here; the pump delivers only messages for an address
-//! at or below one of them.
+//! at or below one of them. The stub is given another message once its outgoing queue has
+//! room for the answers ([`BusPort::ready`]), unless the router is stuck answering the stub.
 
 use std::sync::Mutex;
 
 use rethink_proto::Envelope;
-use rethink_stubs::{BusPort, Failure, LostReason};
-use tokio::sync::mpsc;
+use rethink_stubs::{BoxFuture, BusPort, Failure, LostReason};
+use tokio::sync::{mpsc, watch};
 
 use crate::locks::lock;
+
+/// Free places of the outgoing queue a stub needs before it is given another message
+/// ([`BusPort::ready`]): room for the answers of one call (a call that sends more still gets
+/// 503 for the sends past the queue's bound).
+const ROOM: usize = 32;
+
+/// The sending side of a stub's outgoing queue (cheap to clone: every version's port sends
+/// into the same queue), with the router's word that it is stuck.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    tx: mpsc::Sender<Outgoing>,
+    stuck: watch::Receiver<bool>,
+}
+
+/// The router's side of a stub's outgoing queue.
+#[derive(Debug)]
+pub(crate) struct QueueRx {
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
+    /// True while the router waits for room in the stub's own outbox (to answer the stub): the
+    /// stub is then fed without waiting for room ([`BusPort::ready`]), else the router (waiting
+    /// for the pump), the pump (waiting for the mailbox) and the stub (waiting for the router)
+    /// would wait for each other.
+    pub(crate) stuck: watch::Sender<bool>,
+}
+
+/// A stub's outgoing queue of `size` messages.
+pub(crate) fn outgoing(size: usize) -> (Queue, QueueRx) {
+    let (tx, rx) = mpsc::channel(size);
+    let (stuck_tx, stuck) = watch::channel(false);
+    (
+        Queue { tx, stuck },
+        QueueRx {
+            rx,
+            stuck: stuck_tx,
+        },
+    )
+}
 
 /// Something for the stub's router task.
 #[derive(Debug)]
@@ -24,17 +62,14 @@ pub(crate) enum Outgoing {
 /// The port of one running stub.
 #[derive(Debug)]
 pub(crate) struct NodePort {
-    sends: mpsc::Sender<Outgoing>,
+    sends: Queue,
     /// Unbounded, but only messages the mailbox accepted can be lost: bounded by it.
     lost: mpsc::UnboundedSender<Outgoing>,
     listeners: Mutex<Vec<String>>,
 }
 
 impl NodePort {
-    pub(crate) fn new(
-        sends: mpsc::Sender<Outgoing>,
-        lost: mpsc::UnboundedSender<Outgoing>,
-    ) -> Self {
+    pub(crate) fn new(sends: Queue, lost: mpsc::UnboundedSender<Outgoing>) -> Self {
         Self {
             sends,
             lost,
@@ -63,6 +98,7 @@ impl NodePort {
 impl BusPort for NodePort {
     fn send(&self, stub: &str, message: Envelope) -> Result<(), Failure> {
         self.sends
+            .tx
             .try_send(Outgoing::Send(message))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Failure::new(
@@ -89,5 +125,25 @@ impl BusPort for NodePort {
 
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
         self.report_lost(message, reason);
+    }
+
+    /// Waits until the outgoing queue has [`ROOM`] free places (the router frees them as it
+    /// routes). The places are reserved only while waiting, then given back: the stub's sends
+    /// take them. At once with the router gone (the node stopping: sends are refused then) or
+    /// stuck answering the stub ([`QueueRx::stuck`]).
+    fn ready<'a>(&'a self, _stub: &'a str) -> BoxFuture<'a, ()> {
+        let sends = &self.sends;
+        let room = ROOM.min(sends.tx.max_capacity());
+        if sends.tx.capacity() >= room || *sends.stuck.borrow() {
+            return Box::pin(std::future::ready(()));
+        }
+        let mut stuck = sends.stuck.clone();
+        Box::pin(async move {
+            // Dropping the permits gives the places back.
+            tokio::select! {
+                _ = sends.tx.reserve_many(room) => {}
+                _ = stuck.wait_for(|s| *s) => {}
+            }
+        })
     }
 }

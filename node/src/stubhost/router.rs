@@ -10,15 +10,18 @@
 //! order of frames and of bridge events and bounds what is in flight. One stub answering many
 //! runtimes (the registry) is then not paced by one hand-off to a recipient's connection per
 //! message. Another domain's stub (`Origin::Node`) waits for each, as a runtime's session does.
+//!
+//! While it waits for room in the stub's own outbox (to answer the stub) it says so
+//! (`QueueRx::stuck`): the stub is then fed without waiting for room in this queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rethink_proto::{Code, Envelope, MessageType};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::port::Outgoing;
-use crate::bus::{Bus, Origin, Session, Settling};
+use super::port::{Outgoing, QueueRx};
+use crate::bus::{Bus, Origin, PushError, Session, Settling};
 use crate::ws::codec;
 
 /// Routes what the stub sends with `origin` (its session's), and answers the senders of
@@ -28,7 +31,7 @@ pub(crate) async fn route_stub(
     session: Arc<Session>,
     origin: Origin,
     name: String,
-    mut sends: mpsc::Receiver<Outgoing>,
+    mut sends: QueueRx,
     mut lost: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let window = if matches!(origin, Origin::Stub(_)) {
@@ -51,7 +54,7 @@ pub(crate) async fn route_stub(
                 settling.pop_front();
                 continue;
             }
-            item = sends.recv() => match item {
+            item = sends.rx.recv() => match item {
                 Some(item) => item,
                 None => match lost.try_recv() {
                     Ok(item) => item,
@@ -66,7 +69,7 @@ pub(crate) async fn route_stub(
         };
         match item {
             Outgoing::Send(env) => {
-                if let Some(s) = send(&bus, &session, &origin, env).await {
+                if let Some(s) = send(&bus, &session, &origin, &sends.stuck, env).await {
                     settling.push_back(s);
                 }
             }
@@ -94,6 +97,7 @@ async fn send(
     bus: &Bus,
     session: &Arc<Session>,
     origin: &Origin,
+    stuck: &watch::Sender<bool>,
     env: Envelope,
 ) -> Option<Settling> {
     let env = crate::bus::identity::stamp(&env, origin).unwrap_or(env);
@@ -111,7 +115,7 @@ async fn send(
         Ok(permit) => {
             let (report, settling) = bus.route_unsettled(permit).await;
             for reply in &report.replies {
-                if bus.answer(session, reply).await.is_err() {
+                if answer_own(bus, session, stuck, reply).await.is_err() {
                     return Some(settling);
                 }
             }
@@ -124,11 +128,31 @@ async fn send(
     // A refusal of a response is not answered (a response never gets one).
     if let Some(a) = answer
         && *env.kind() != MessageType::Response
-        && bus.answer(session, &a).await.is_err()
+        && answer_own(bus, session, stuck, &a).await.is_err()
     {
         tracing::debug!("a stub's session ended before its answer");
     }
     settling
+}
+
+/// Puts the node's answer to the stub's own message in its session's outbox, waiting while
+/// that is full (the pump frees it); meanwhile `stuck` is true, so that the stub is fed
+/// without waiting for room in its outgoing queue (`NodePort::ready`): the pump then frees
+/// the outbox.
+async fn answer_own(
+    bus: &Bus,
+    session: &Arc<Session>,
+    stuck: &watch::Sender<bool>,
+    reply: &Envelope,
+) -> Result<(), PushError> {
+    match bus.try_answer(session, reply).await {
+        Err(PushError::Full(_)) => {}
+        done => return done,
+    }
+    stuck.send_replace(true);
+    let answered = bus.answer(session, reply).await;
+    stuck.send_replace(false);
+    answered
 }
 
 /// Answers the sender of `env` (a message for the stub, not delivered) with `code`, from the
