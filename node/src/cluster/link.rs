@@ -9,7 +9,8 @@
 //! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
 //!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
 //!   until the commit; so a message is delivered from the outbox or from the queue, never both.
-//! - `adopt` (`adopt.rs`) and `runtime_taken`.
+//! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
+//!   unique index on `sessions.runtime_url`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use sqlx::PgPool;
 use super::metrics::{ClusterMetrics, NodeLabel};
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
-    Adopted, Arrival, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+    Adopted, Arrival, Claimed, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+    RuntimeClaim,
 };
 use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
 
@@ -342,19 +344,36 @@ impl Remote for Link {
         })
     }
 
-    fn runtime_taken<'a>(
+    fn claim_runtime<'a>(
         &'a self,
-        runtime_url: &'a str,
-    ) -> BoxFuture<'a, Result<bool, RouteError>> {
+        claim: RuntimeClaim<'a>,
+    ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
         Box::pin(async move {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM sessions WHERE runtime_url = $1 AND node <> $2)",
+            // The row the store writer will write again (an upsert by id), written now so that
+            // the unique index on `runtime_url` decides between two nodes.
+            // The second SELECT sees the statement's snapshot: the row that won, when it was
+            // committed before (else nothing, and it is another node's that won meanwhile).
+            let holder: Option<(bool, Option<String>)> = sqlx::query_as(
+                "WITH ins AS (INSERT INTO sessions \
+                 (id, runtime_url, token_hash, identity_json, node) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (runtime_url) DO NOTHING RETURNING node) \
+                 SELECT true, node FROM ins UNION ALL \
+                 SELECT false, node FROM sessions WHERE runtime_url = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM ins)",
             )
-            .bind(runtime_url)
+            .bind(claim.id)
+            .bind(claim.runtime_url)
+            .bind(&claim.token_hash[..])
+            .bind(claim.identity_json)
             .bind(&*self.node)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db_down(&e))
+            .map_err(|e| db_down(&e))?;
+            Ok(match holder {
+                Some((true, _)) => Claimed::Yes,
+                Some((false, node)) if node.as_deref() == Some(&*self.node) => Claimed::Here,
+                Some(_) | None => Claimed::Elsewhere,
+            })
         })
     }
 }
