@@ -53,6 +53,11 @@ pub struct Forwarded<'a> {
     pub transport: &'a str,
 }
 
+/// The transport (`context.transport`) of the messages a node makes for sessions on other
+/// nodes (status notices, refusals on arrival): delivered there without a policy decision, as
+/// the node's own notices are on one node.
+pub const NODE_NOTICE: &str = "cluster";
+
 /// A message another node queued for a session held here, as the arrival check sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival<'a> {

@@ -22,19 +22,22 @@ use sqlx::PgPool;
 use super::metrics::{ClusterMetrics, NodeLabel};
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
-    Adopted, Arrival, Claimed, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
-    RuntimeClaim,
+    Adopted, Arrival, Claimed, Forwarded, NODE_NOTICE, Remote, RemoteHolders, RemoteSession,
+    RemoteTarget, RuntimeClaim,
 };
 use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
 
 /// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
-/// address it was routed for, the sender's transport, runtime URL and identity (JSON).
+/// address it was routed for, the sender's transport, runtime URL and identity (JSON), the
+/// sending session and its node (`None`: a message the sender's node made, or a session gone).
 type Row = (
     i64,
     String,
     bool,
     String,
     String,
+    Option<String>,
+    Option<String>,
     Option<String>,
     Option<String>,
 );
@@ -239,7 +242,8 @@ impl Link {
                  AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
              i.recipient, i.transport, \
              (SELECT runtime_url FROM sessions WHERE id = i.sender), \
-             (SELECT identity_json FROM sessions WHERE id = i.sender)",
+             (SELECT identity_json FROM sessions WHERE id = i.sender), \
+             i.sender, (SELECT node FROM sessions WHERE id = i.sender)",
         )
         .bind(&**session.key())
         .bind(&*self.node)
@@ -251,7 +255,8 @@ impl Link {
         rows.sort_unstable_by_key(|r| r.0);
         let mut seqs = Vec::with_capacity(rows.len());
         let mut jsons = Vec::with_capacity(rows.len());
-        for (id, json, owned, recipient, transport, runtime, identity) in rows {
+        for (id, json, owned, recipient, transport, runtime, identity, sender, _sender_node) in rows
+        {
             let user = identity
                 .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
                 .and_then(|i| i.subject);
@@ -264,6 +269,8 @@ impl Link {
             };
             let refused = match owned {
                 false => Some(format!("the sender does not own {}", json_from(&json))),
+                // The node's own notices, as on one node.
+                true if sender.is_none() && transport == NODE_NOTICE => None,
                 true => self.bus_policy(session, &arrival),
             };
             if let Some(why) = refused {
