@@ -415,6 +415,14 @@ async fn the_receiving_node_applies_policy_and_anti_spoofing() {
         2.0
     );
     carol.expect_nothing_queued().await;
+    // Both refusals are answered to the sending session, as on one node.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = alice.recv().await;
+        answers.push((r["id"].as_i64(), r["body"]["code"].as_u64()));
+    }
+    assert_eq!(answers, [(Some(1), Some(403)), (Some(3), Some(403))]);
+    alice.expect_nothing_queued().await;
 }
 
 /// Nobody re-opens the sessions of a killed node: once it has been gone for the membership

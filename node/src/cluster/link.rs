@@ -9,6 +9,7 @@
 //! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
 //!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
 //!   until the commit; so a message is delivered from the outbox or from the queue, never both.
+//!   A message refused there is answered to its sender (`refusal.rs`).
 //! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
 //!   unique index on `sessions.runtime_url`).
 
@@ -20,12 +21,13 @@ use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 
 use super::metrics::{ClusterMetrics, NodeLabel};
+use super::refusal::Refusals;
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
     Adopted, Arrival, Claimed, Forwarded, NODE_NOTICE, Remote, RemoteHolders, RemoteSession,
     RemoteTarget, RuntimeClaim,
 };
-use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
+use crate::bus::{Denied, RouteError, RouteFailure, Session, owner_candidates};
 
 /// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
 /// address it was routed for, the sender's transport, runtime URL and identity (JSON), the
@@ -78,11 +80,9 @@ fn db_down(e: &sqlx::Error) -> RouteError {
 
 impl Link {
     /// The policies on arrival; `Some(why)` when refused.
-    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<String> {
+    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<Denied> {
         let bus = self.bus.get()?;
-        bus.admit_arrival(arrival, session)
-            .err()
-            .map(|d| d.to_string())
+        bus.admit_arrival(arrival, session).err()
     }
 
     async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
@@ -255,7 +255,8 @@ impl Link {
         rows.sort_unstable_by_key(|r| r.0);
         let mut seqs = Vec::with_capacity(rows.len());
         let mut jsons = Vec::with_capacity(rows.len());
-        for (id, json, owned, recipient, transport, runtime, identity, sender, _sender_node) in rows
+        let mut refusals = Refusals::default();
+        for (id, json, owned, recipient, transport, runtime, identity, sender, sender_node) in rows
         {
             let user = identity
                 .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
@@ -268,7 +269,9 @@ impl Link {
                 transport: &transport,
             };
             let refused = match owned {
-                false => Some(format!("the sender does not own {}", json_from(&json))),
+                false => Some(Denied::Spoofed {
+                    from: json_from(&json),
+                }),
                 // The node's own notices, as on one node.
                 true if sender.is_none() && transport == NODE_NOTICE => None,
                 true => self.bus_policy(session, &arrival),
@@ -276,6 +279,7 @@ impl Link {
             if let Some(why) = refused {
                 self.metrics.refused_on_arrival.inc();
                 tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
+                refusals.add(&json, &recipient, sender.zip(sender_node), &why);
                 continue;
             }
             let json: Arc<str> = Arc::from(json);
@@ -291,8 +295,13 @@ impl Link {
                 }
             }
         }
+        if let Err(e) = refusals.queue(&mut tx).await {
+            session.drop_held();
+            return Err(e);
+        }
         if seqs.is_empty() {
             tx.commit().await?;
+            refusals.notify(self).await;
             return Ok(0);
         }
         let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
@@ -315,6 +324,7 @@ impl Link {
         }
         self.metrics.received.inc_by(seqs.len() as u64);
         session.release_held();
+        refusals.notify(self).await;
         Ok(seqs.len())
     }
 }
