@@ -46,16 +46,17 @@ async fn two_nodes_opening_one_runtime_url_at_once_give_it_to_one() {
         .unwrap();
     assert_eq!(rows, PAIRS as i64, "one session per runtime URL");
 
-    // The winner still works, and a runtime URL freed by a close can be opened on either node.
-    let winner = match answers[0].0 {
-        Some(200) => &mut pairs[0].0,
-        _ => &mut pairs[0].1,
+    // The winner still works; once its close is answered, the runtime URL is free on the
+    // other node too.
+    let (winner, other) = match answers[0].0 {
+        Some(200) => (&mut pairs[0].0, n2),
+        _ => (&mut pairs[0].1, n1),
     };
     let closed = winner
         .request(json!({"type": "close", "from": winner.url, "to": "mn:/session"}))
         .await;
     assert_eq!(closed["body"]["code"], 200, "{closed}");
-    let mut again = connect(n1, "rt-twin0").await;
+    let mut again = connect(other, "rt-twin0").await;
     assert_eq!(again.open_session(json!({})).await["body"]["code"], 200);
 }
 

@@ -316,6 +316,8 @@ impl Bus {
             id: Arc::clone(session.key()),
         })
         .await;
+        // With clustering: the runtime URL is free on every node once this returns.
+        self.directory_barrier(true).await;
         self.publish_status(session, RuntimeStatus::Expired).await;
     }
 
