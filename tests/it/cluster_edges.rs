@@ -46,8 +46,8 @@ async fn two_nodes_opening_one_runtime_url_at_once_give_it_to_one() {
         .unwrap();
     assert_eq!(rows, PAIRS as i64, "one session per runtime URL");
 
-    // The winner still works; once its close is answered, the runtime URL is free on the
-    // other node too.
+    // The winner still works; once its session is closed, the runtime URL is free on the other
+    // node too.
     let (winner, other) = match answers[0].0 {
         Some(200) => (&mut pairs[0].0, n2),
         _ => (&mut pairs[0].1, n1),
@@ -56,6 +56,9 @@ async fn two_nodes_opening_one_runtime_url_at_once_give_it_to_one() {
         .request(json!({"type": "close", "from": winner.url, "to": "mn:/session"}))
         .await;
     assert_eq!(closed["body"]["code"], 200, "{closed}");
+    // The node ends the session, then closes the connection.
+    let (_, code) = winner.frames_until_close().await;
+    assert_eq!(code, 1000);
     let mut again = connect(other, "rt-twin0").await;
     assert_eq!(again.open_session(json!({})).await["body"]["code"], 200);
 }
