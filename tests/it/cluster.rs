@@ -14,7 +14,7 @@ use crate::support::{DOMAIN, NodeProcess, Rt, get_at};
 const MEMBERSHIP_TIMEOUT_MS: &str = "1500";
 
 /// The test NATS server (`NATS_TEST_URL`).
-fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     match std::env::var("NATS_TEST_URL")
         .ok()
         .filter(|u| !u.is_empty())
@@ -28,18 +28,18 @@ fn nats_url() -> String {
 }
 
 /// `n` nodes of one cluster, named `n1`..: each with its own data directory.
-struct Cluster {
-    nodes: Vec<NodeProcess>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<NodeProcess>,
     /// The shared database's URL.
-    db: String,
+    pub(crate) db: String,
     _dirs: Vec<tempfile::TempDir>,
 }
 
-async fn cluster(n: usize) -> Cluster {
+pub(crate) async fn cluster(n: usize) -> Cluster {
     cluster_with(n, &[]).await
 }
 
-async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
+pub(crate) async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
     let db = fresh_database().await;
     let nats = nats_url();
     let mut nodes = Vec::new();
@@ -68,7 +68,7 @@ async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
     }
 }
 
-async fn open(node: &NodeProcess, name: &str) -> Rt {
+pub(crate) async fn open(node: &NodeProcess, name: &str) -> Rt {
     let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
         .await
         .unwrap();
@@ -79,7 +79,7 @@ async fn open(node: &NodeProcess, name: &str) -> Rt {
 }
 
 /// The value of the metric line starting with `prefix` on `node` (0 when absent).
-async fn metric(node: &NodeProcess, prefix: &str) -> f64 {
+pub(crate) async fn metric(node: &NodeProcess, prefix: &str) -> f64 {
     let (_, text) = get_at(node.addr(), "/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
@@ -310,7 +310,7 @@ async fn a_runtime_whose_node_is_killed_resumes_on_another_node_without_loss() {
 }
 
 /// Waits until `node`'s metric line `prefix` shows `value` (state the node publishes, polled).
-async fn wait_for_metric(node: &NodeProcess, prefix: &str, value: f64) {
+pub(crate) async fn wait_for_metric(node: &NodeProcess, prefix: &str, value: f64) {
     let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
     loop {
         let now = metric(node, prefix).await;
@@ -344,7 +344,7 @@ async fn queue_directly(db: &str, session: &str, sender: &str, json: &Value, to:
     .unwrap();
 }
 
-async fn session_id(db: &str, runtime_url: &str) -> String {
+pub(crate) async fn session_id(db: &str, runtime_url: &str) -> String {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
     sqlx::query_scalar("SELECT id FROM sessions WHERE runtime_url = $1")
@@ -415,6 +415,14 @@ async fn the_receiving_node_applies_policy_and_anti_spoofing() {
         2.0
     );
     carol.expect_nothing_queued().await;
+    // Both refusals are answered to the sending session, as on one node.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = alice.recv().await;
+        answers.push((r["id"].as_i64(), r["body"]["code"].as_u64()));
+    }
+    assert_eq!(answers, [(Some(1), Some(403)), (Some(3), Some(403))]);
+    alice.expect_nothing_queued().await;
 }
 
 /// Nobody re-opens the sessions of a killed node: once it has been gone for the membership

@@ -23,6 +23,7 @@ mod catalogue;
 mod catalogue_reload;
 mod closing;
 mod cluster;
+mod cluster_edges;
 mod connector_feed;
 mod connector_matrix;
 mod crossdomain;

@@ -245,14 +245,6 @@ impl Bus {
                 self.inner.domain
             )));
         }
-        if let Some(remote) = self.remote()
-            && remote.runtime_taken(runtime_url).await?
-        {
-            return Err(RouteError::Conflict(format!(
-                "runtime URL {runtime_url} has a session on another node; re-open it with its \
-                 runtimeToken"
-            )));
-        }
         let token = new_token();
         let key: SessionKey = Arc::from(uuid::Uuid::new_v4().to_string());
         let identity_json = serde_json::to_string(&identity).unwrap_or_else(|_| "{}".into());
@@ -273,6 +265,10 @@ impl Bus {
             return Err(RouteError::Conflict(format!(
                 "runtime URL {runtime_url} has a session already; re-open it with its runtimeToken"
             )));
+        }
+        if let Err(e) = self.claim_remote(&session, &identity_json).await {
+            self.inner.book.release(session.runtime_url(), &session);
+            return Err(e);
         }
         self.register(&session);
         self.submit(StoreOp::CreateSession {
@@ -328,6 +324,8 @@ impl Bus {
             id: Arc::clone(session.key()),
         })
         .await;
+        // With clustering: the runtime URL is free on every node once this returns.
+        self.directory_barrier(true).await;
         self.publish_status(session, RuntimeStatus::Expired).await;
     }
 

@@ -53,6 +53,11 @@ pub struct Forwarded<'a> {
     pub transport: &'a str,
 }
 
+/// The transport (`context.transport`) of the messages a node makes for sessions on other
+/// nodes (status notices, refusals on arrival): delivered there without a policy decision, as
+/// the node's own notices are on one node.
+pub const NODE_NOTICE: &str = "cluster";
+
 /// A message another node queued for a session held here, as the arrival check sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival<'a> {
@@ -90,9 +95,34 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
     fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>>;
     /// Moves the messages other nodes queued for `session` (now held here) into its outbox.
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()>;
-    /// Whether a session of another node holds `runtime_url`.
-    fn runtime_taken<'a>(&'a self, runtime_url: &'a str)
-    -> BoxFuture<'a, Result<bool, RouteError>>;
+    /// Writes the row of a session being opened here, unless a session anywhere holds its
+    /// runtime URL already (atomic in the shared database: of two nodes opening one runtime URL
+    /// at once, one wins).
+    fn claim_runtime<'a>(
+        &'a self,
+        claim: RuntimeClaim<'a>,
+    ) -> BoxFuture<'a, Result<Claimed, RouteError>>;
+}
+
+/// A session being opened, for [`Remote::claim_runtime`].
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeClaim<'a> {
+    pub id: &'a str,
+    pub runtime_url: &'a str,
+    pub token_hash: &'a [u8; 32],
+    pub identity_json: &'a str,
+}
+
+/// The outcome of [`Remote::claim_runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The session's row is written: the runtime URL is this session's.
+    Yes,
+    /// A session of another node holds the runtime URL.
+    Elsewhere,
+    /// A session of this node holds it in the database: one that ended here and whose deletion
+    /// the store writer has not committed yet (a live one, the address book refused already).
+    Here,
 }
 
 impl Bus {
@@ -126,6 +156,39 @@ impl Bus {
         self.inner.endpoints.classify(to).is_none()
             && self.claimed_route(to).is_none()
             && AddressRef::parse(to).is_ok_and(|a| a.is_in_domain(&self.inner.domain))
+    }
+
+    /// With clustering, writes the row of `session` (being opened) in the shared database,
+    /// unless a session anywhere holds its runtime URL: a [`RouteError::Conflict`] then, as
+    /// for a local duplicate. A row of this node's is one that ended here, whose deletion is
+    /// still in the store writer: committed first, then the claim is tried once more.
+    pub(super) async fn claim_remote(
+        &self,
+        session: &Session,
+        identity_json: &str,
+    ) -> Result<(), RouteError> {
+        let Some(remote) = self.remote() else {
+            return Ok(());
+        };
+        let claim = RuntimeClaim {
+            id: session.key(),
+            runtime_url: session.runtime_url(),
+            token_hash: session.token_hash(),
+            identity_json,
+        };
+        let mut claimed = remote.claim_runtime(claim).await?;
+        if claimed == Claimed::Here {
+            self.directory_barrier(true).await;
+            claimed = remote.claim_runtime(claim).await?;
+        }
+        match claimed {
+            Claimed::Yes => Ok(()),
+            Claimed::Elsewhere | Claimed::Here => Err(RouteError::Conflict(format!(
+                "runtime URL {} has a session on another node; re-open it with its \
+                 runtimeToken",
+                session.runtime_url()
+            ))),
+        }
     }
 
     /// The remote holders of each recipient of a route (`None`: local only).

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use rethink_proto::Envelope;
 
+use super::remote::{Forwarded, NODE_NOTICE, RemoteTarget};
 use super::session::Session;
 use super::{Bus, Pending};
 use crate::locks::lock;
@@ -82,21 +83,8 @@ impl Bus {
         if wanted != Some(true) {
             return;
         }
-        let id = self.inner.status_ids.fetch_add(1, Ordering::Relaxed);
-        let text = serde_json::json!({
-            "id": id,
-            "type": "update",
-            "from": format!("domain://msg-node.{}", self.inner.domain),
-            "to": to,
-            "body": {"resource": &**runtime, "attribute": "status", "value": status.as_str()},
-        })
-        .to_string();
-        let env = match Envelope::parse(&text) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::error!(error = %e, "a runtime status message does not parse");
-                return;
-            }
+        let Some(env) = self.status_envelope(runtime, status) else {
+            return;
         };
         let mut pending = Pending::default();
         let json = env.shared_json();
@@ -108,5 +96,76 @@ impl Bus {
             }
         });
         self.commit(pending).await;
+    }
+
+    /// The `update` of `runtime`'s status, from the node to `<runtime URL>/status`.
+    fn status_envelope(&self, runtime: &str, status: RuntimeStatus) -> Option<Envelope> {
+        let id = self.inner.status_ids.fetch_add(1, Ordering::Relaxed);
+        let text = serde_json::json!({
+            "id": id,
+            "type": "update",
+            "from": format!("domain://msg-node.{}", self.inner.domain),
+            "to": format!("{runtime}/status"),
+            "body": {"resource": runtime, "attribute": "status", "value": status.as_str()},
+        })
+        .to_string();
+        Envelope::parse(&text)
+            .inspect_err(|e| tracing::error!(error = %e, "a runtime status message does not parse"))
+            .ok()
+    }
+
+    /// Publishes `expired` for `runtime`, whose session another node held and this node ended
+    /// (that node gone past the resume window): to the subscribers of `<runtime URL>/status`
+    /// here and on the other nodes.
+    pub async fn publish_expired_of_gone(&self, runtime: &str) {
+        let to = format!("{runtime}/status");
+        let remote = match self.remote() {
+            Some(remote) => match remote.lookup(&to).await {
+                Ok(holders) => holders.subscribers,
+                Err(e) => {
+                    tracing::warn!(error = %e, %runtime, "the expired status reaches this node's subscribers only");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let local = self
+            .inner
+            .book
+            .with_subscribers(&to, |subs| !subs.is_empty());
+        if local != Some(true) && remote.is_empty() {
+            return;
+        }
+        let Some(env) = self.status_envelope(runtime, RuntimeStatus::Expired) else {
+            return;
+        };
+        let json = env.shared_json();
+        let mut pending = Pending::default();
+        self.inner.book.with_subscribers(&to, |subs| {
+            for s in subs {
+                if let Err(e) = self.deliver(s, &to, json, &mut pending) {
+                    tracing::warn!(error = %e, %runtime, "a runtime status update was not delivered");
+                }
+            }
+        });
+        self.commit(pending).await;
+        let targets = remote
+            .into_iter()
+            .map(|target| RemoteTarget {
+                to: to.clone(),
+                target,
+            })
+            .collect();
+        let notice = Forwarded {
+            json,
+            from: env.from(),
+            sender: None,
+            transport: NODE_NOTICE,
+        };
+        let mut failures = Vec::new();
+        self.forward_remote(notice, targets, &mut failures).await;
+        for f in failures {
+            tracing::warn!(error = %f.error, to = %f.recipient, "a runtime status update was not delivered");
+        }
     }
 }

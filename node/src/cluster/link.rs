@@ -9,7 +9,9 @@
 //! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
 //!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
 //!   until the commit; so a message is delivered from the outbox or from the queue, never both.
-//! - `adopt` (`adopt.rs`) and `runtime_taken`.
+//!   A message refused there is answered to its sender (`refusal.rs`).
+//! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
+//!   unique index on `sessions.runtime_url`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,20 +21,25 @@ use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 
 use super::metrics::{ClusterMetrics, NodeLabel};
+use super::refusal::Refusals;
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
-    Adopted, Arrival, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+    Adopted, Arrival, Claimed, Forwarded, NODE_NOTICE, Remote, RemoteHolders, RemoteSession,
+    RemoteTarget, RuntimeClaim,
 };
-use crate::bus::{RouteError, RouteFailure, Session, owner_candidates};
+use crate::bus::{Denied, RouteError, RouteFailure, Session, owner_candidates};
 
 /// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
-/// address it was routed for, the sender's transport, runtime URL and identity (JSON).
+/// address it was routed for, the sender's transport, runtime URL and identity (JSON), the
+/// sending session and its node (`None`: a message the sender's node made, or a session gone).
 type Row = (
     i64,
     String,
     bool,
     String,
     String,
+    Option<String>,
+    Option<String>,
     Option<String>,
     Option<String>,
 );
@@ -73,11 +80,9 @@ fn db_down(e: &sqlx::Error) -> RouteError {
 
 impl Link {
     /// The policies on arrival; `Some(why)` when refused.
-    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<String> {
+    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<Denied> {
         let bus = self.bus.get()?;
-        bus.admit_arrival(arrival, session)
-            .err()
-            .map(|d| d.to_string())
+        bus.admit_arrival(arrival, session).err()
     }
 
     async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
@@ -237,7 +242,8 @@ impl Link {
                  AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
              i.recipient, i.transport, \
              (SELECT runtime_url FROM sessions WHERE id = i.sender), \
-             (SELECT identity_json FROM sessions WHERE id = i.sender)",
+             (SELECT identity_json FROM sessions WHERE id = i.sender), \
+             i.sender, (SELECT node FROM sessions WHERE id = i.sender)",
         )
         .bind(&**session.key())
         .bind(&*self.node)
@@ -249,7 +255,9 @@ impl Link {
         rows.sort_unstable_by_key(|r| r.0);
         let mut seqs = Vec::with_capacity(rows.len());
         let mut jsons = Vec::with_capacity(rows.len());
-        for (id, json, owned, recipient, transport, runtime, identity) in rows {
+        let mut refusals = Refusals::default();
+        for (id, json, owned, recipient, transport, runtime, identity, sender, sender_node) in rows
+        {
             let user = identity
                 .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
                 .and_then(|i| i.subject);
@@ -261,12 +269,17 @@ impl Link {
                 transport: &transport,
             };
             let refused = match owned {
-                false => Some(format!("the sender does not own {}", json_from(&json))),
+                false => Some(Denied::Spoofed {
+                    from: json_from(&json),
+                }),
+                // The node's own notices, as on one node.
+                true if sender.is_none() && transport == NODE_NOTICE => None,
                 true => self.bus_policy(session, &arrival),
             };
             if let Some(why) = refused {
                 self.metrics.refused_on_arrival.inc();
                 tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
+                refusals.add(&json, &recipient, sender.zip(sender_node), &why);
                 continue;
             }
             let json: Arc<str> = Arc::from(json);
@@ -282,8 +295,13 @@ impl Link {
                 }
             }
         }
+        if let Err(e) = refusals.queue(&mut tx).await {
+            session.drop_moved();
+            return Err(e);
+        }
         if seqs.is_empty() {
             tx.commit().await?;
+            refusals.notify(self).await;
             return Ok(0);
         }
         let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
@@ -306,6 +324,7 @@ impl Link {
         }
         self.metrics.received.inc_by(seqs.len() as u64);
         session.release_moved();
+        refusals.notify(self).await;
         Ok(seqs.len())
     }
 }
@@ -342,19 +361,36 @@ impl Remote for Link {
         })
     }
 
-    fn runtime_taken<'a>(
+    fn claim_runtime<'a>(
         &'a self,
-        runtime_url: &'a str,
-    ) -> BoxFuture<'a, Result<bool, RouteError>> {
+        claim: RuntimeClaim<'a>,
+    ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
         Box::pin(async move {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM sessions WHERE runtime_url = $1 AND node <> $2)",
+            // The row the store writer will write again (an upsert by id), written now so that
+            // the unique index on `runtime_url` decides between two nodes.
+            // The second SELECT sees the statement's snapshot: the row that won, when it was
+            // committed before (else nothing, and it is another node's that won meanwhile).
+            let holder: Option<(bool, Option<String>)> = sqlx::query_as(
+                "WITH ins AS (INSERT INTO sessions \
+                 (id, runtime_url, token_hash, identity_json, node) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (runtime_url) DO NOTHING RETURNING node) \
+                 SELECT true, node FROM ins UNION ALL \
+                 SELECT false, node FROM sessions WHERE runtime_url = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM ins)",
             )
-            .bind(runtime_url)
+            .bind(claim.id)
+            .bind(claim.runtime_url)
+            .bind(&claim.token_hash[..])
+            .bind(claim.identity_json)
             .bind(&*self.node)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db_down(&e))
+            .map_err(|e| db_down(&e))?;
+            Ok(match holder {
+                Some((true, _)) => Claimed::Yes,
+                Some((false, node)) if node.as_deref() == Some(&*self.node) => Claimed::Here,
+                Some(_) | None => Claimed::Elsewhere,
+            })
         })
     }
 }

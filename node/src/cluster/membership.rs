@@ -3,7 +3,8 @@
 //! (it may have been silent too long: it must not deliver them any more), and moves the messages
 //! queued for its sessions whose NATS notification was lost. Sessions of a node gone for longer
 //! than the membership timeout and the resume window together are ended by whichever node
-//! notices first (nobody re-opened them).
+//! notices first (nobody re-opened them), which publishes `expired` on their
+//! `<runtime URL>/status` to the subscribers on every node.
 
 use std::sync::Arc;
 
@@ -42,22 +43,23 @@ impl Link {
     }
 
     /// Ends the sessions of nodes gone for longer than the resume window (nobody re-opened
-    /// them), with their outboxes and queues. Returns how many.
-    async fn expire_gone(&self) -> Result<u64, sqlx::Error> {
+    /// them), with their outboxes and queues. Returns their runtime URLs (each ended by one
+    /// node only: the one whose DELETE took the row).
+    async fn expire_gone(&self) -> Result<Vec<String>, sqlx::Error> {
         let after = self.membership_timeout + self.resume_window;
-        let ended: i64 = sqlx::query_scalar(
+        sqlx::query_scalar(
             "WITH gone AS (DELETE FROM sessions AS s USING cluster_nodes AS n \
                  WHERE s.node = n.node_id AND n.node_id <> $1 \
-                 AND n.heartbeat_at < now() - make_interval(secs => $2) RETURNING s.id), \
+                 AND n.heartbeat_at < now() - make_interval(secs => $2) \
+                 RETURNING s.id, s.runtime_url), \
              o AS (DELETE FROM outbox WHERE session IN (SELECT id FROM gone)), \
              q AS (DELETE FROM cluster_inbox WHERE session IN (SELECT id FROM gone)) \
-             SELECT count(*) FROM gone",
+             SELECT runtime_url FROM gone",
         )
         .bind(&*self.node)
         .bind(after.as_secs_f64())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(ended).unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn beat(&self, bus: &Bus) -> Result<(), sqlx::Error> {
@@ -83,11 +85,14 @@ impl Link {
         .fetch_all(&self.pool)
         .await?;
         let expired = self.expire_gone().await?;
-        if expired > 0 {
+        if !expired.is_empty() {
             tracing::info!(
-                expired,
+                expired = expired.len(),
                 "cluster: sessions of nodes gone past the resume window ended"
             );
+        }
+        for runtime in &expired {
+            bus.publish_expired_of_gone(runtime).await;
         }
         for key in queued {
             if let Some(session) = bus.session(&key)

@@ -16,6 +16,7 @@ mod adopt;
 mod link;
 mod membership;
 mod metrics;
+mod refusal;
 
 use std::sync::Arc;
 
