@@ -210,11 +210,12 @@ impl Bus {
         out
     }
 
-    /// With clustering, waits until everything submitted is committed: other nodes read the
-    /// address book from the store, so a new session, address or subscription is committed
-    /// before its runtime hears of it.
+    /// Waits until everything submitted is committed when `directory` (a new session, address
+    /// or subscription): its runtime hears of it only once it is durable, so it survives a
+    /// crash of this node (a resumed runtime still owns what it was given), and other nodes,
+    /// which read the address book from the store, see it.
     pub(super) async fn directory_barrier(&self, directory: bool) {
-        if directory && self.remote().is_some() {
+        if directory {
             let (done, committed) = tokio::sync::oneshot::channel();
             self.submit(crate::store::StoreOp::Flush { done }).await;
             // An error means the writer stopped; it has logged why.
