@@ -51,11 +51,12 @@
 //!    [`policy::MatrixPermit`]).
 //! 4. `bus` (WebSocket message routing, the enforcement point for bus messages and Matrix actions),
 //!    `rooms` (the Matrix room engine), `userdata` (per-user Matrix data).
-//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services),
-//!    `cluster` (several nodes for one domain: the bus's handle on the other nodes).
+//! 5. `bridge` (data objects on the bus as rooms), `appservice` (application services).
 //! 6. `matrix` (the Matrix Client-Server API), `ws` (the WebSocket edge), `tls`, `stubhost`
 //!    (protocol stubs run on the bus, answered with the codes of the WebSocket edge),
-//!    `crossdomain` (other domains' stubs run on the bus, the same way).
+//!    `crossdomain` (other domains' stubs run on the bus, the same way), `cluster` (several
+//!    nodes for one domain: the bus's handle on the other nodes; refusals on arrival answered
+//!    with the codes of the WebSocket edge).
 //! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
 //!
 //! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
