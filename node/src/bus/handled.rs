@@ -96,9 +96,10 @@ impl Bus {
     /// Records `session`'s highest `cseq` as handled (also what was refused rather than
     /// routed) and waits until that and every message routed before is committed: before the
     /// answer to `sync` or `re-open` tells the other node so, and when a connection ends.
+    /// Only a node session's: a runtime's `cseq` is not kept across a restart of this node.
     pub async fn save_handled(&self, session: &Session) {
         let cseq = session.cseq();
-        if cseq > 0 {
+        if cseq > 0 && self.node_domain(session).is_some() {
             self.submit(StoreOp::Handled {
                 session: Arc::clone(session.key()),
                 cseq,
