@@ -37,49 +37,23 @@ const MOVE_DROP: [&str; 2] = [
 ];
 
 /// Moves the rows of the queue tables that a node before the split kept in `rethink.db`
-/// (`matrix`, the file `db_file`) into `appservice.db` (`queue`), in one `appservice.db`
-/// transaction, then drops those tables from `rethink.db`. Idempotent: a crash between the copy
-/// and the drop copies again at the next start (`INSERT OR IGNORE` keeps what is there). On a
-/// fresh data directory the tables are the empty ones `rethink.db`'s migrations 0009 and 0010
-/// created.
+/// (`matrix`, the file `db_file`) into `appservice.db` (`queue`), then drops those tables from
+/// `rethink.db` ([`super::sqlite::move_tables`]: idempotent). On a fresh data directory the
+/// tables are the empty ones `rethink.db`'s migrations 0009 and 0010 created.
 pub(super) async fn move_from_matrix_db(
     matrix: &SqlitePool,
     queue: &SqlitePool,
     db_file: &Path,
 ) -> Result<(), StoreError> {
-    let left: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'appservice_state'",
+    let moved = super::sqlite::move_tables(
+        matrix,
+        queue,
+        db_file,
+        "appservice_state",
+        &MOVE_COPY,
+        &MOVE_DROP,
     )
-    .fetch_optional(matrix)
     .await?;
-    if left.is_none() {
-        return Ok(());
-    }
-    let mut conn = queue.acquire().await?;
-    sqlx::query("ATTACH DATABASE ? AS old")
-        .bind(db_file.to_string_lossy().as_ref())
-        .execute(&mut *conn)
-        .await?;
-    let copied = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let mut moved = 0u64;
-        for copy in MOVE_COPY {
-            moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok::<u64, sqlx::Error>(moved)
-    }
-    .await;
-    sqlx::query("DETACH DATABASE old")
-        .execute(&mut *conn)
-        .await?;
-    let moved = copied?;
-    drop(conn);
-    let mut tx = matrix.begin().await?;
-    for drop_table in MOVE_DROP {
-        sqlx::query(drop_table).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
     if moved > 0 {
         tracing::info!(
             rows = moved,

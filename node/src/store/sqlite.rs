@@ -349,24 +349,54 @@ impl SessionStore for SqliteStore {
     }
 }
 
-/// Moves the session tables that a node before the split kept in `rethink.db` into `bus.db`, in
-/// one `bus.db` transaction, then drops them from `rethink.db`. Idempotent: a crash between the
-/// copy and the drop copies again at the next start (`INSERT OR IGNORE` keeps what is there).
-/// On a fresh data directory the tables are the empty ones migration 0001 created.
+/// Moves the session tables that a node before the split kept in `rethink.db` into `bus.db`
+/// (see [`move_tables`]). On a fresh data directory the tables are the empty ones migration 0001
+/// created.
 async fn move_bus_tables(
     pool: &SqlitePool,
     bus_pool: &SqlitePool,
     db_file: &Path,
 ) -> Result<(), StoreError> {
-    let left: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sessions'",
+    let moved = move_tables(
+        pool,
+        bus_pool,
+        db_file,
+        "sessions",
+        &BUS_TABLES_COPY,
+        &BUS_TABLES_DROP,
     )
-    .fetch_optional(pool)
     .await?;
-    if left.is_none() {
-        return Ok(());
+    if moved > 0 {
+        tracing::info!(
+            rows = moved,
+            "session tables moved from rethink.db to bus.db"
+        );
     }
-    let mut conn = bus_pool.acquire().await?;
+    Ok(())
+}
+
+/// Moves tables that an older node kept in `rethink.db` (`from`, the file `db_file`) into
+/// another file (`to`): when `marker` is still a table of `from`, runs `copies` (reading
+/// `old.<table>`) in one transaction of `to`, then `drops` in one of `from`. Idempotent: a crash
+/// between the copy and the drop copies again at the next start (the copies are `INSERT OR
+/// IGNORE`). Returns the rows copied.
+pub(super) async fn move_tables(
+    from: &SqlitePool,
+    to: &SqlitePool,
+    db_file: &Path,
+    marker: &str,
+    copies: &[&'static str],
+    drops: &[&'static str],
+) -> Result<u64, StoreError> {
+    let left: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(marker)
+            .fetch_optional(from)
+            .await?;
+    if left.is_none() {
+        return Ok(0);
+    }
+    let mut conn = to.acquire().await?;
     sqlx::query("ATTACH DATABASE ? AS old")
         .bind(db_file.to_string_lossy().as_ref())
         .execute(&mut *conn)
@@ -374,7 +404,7 @@ async fn move_bus_tables(
     let copied = async {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut moved = 0u64;
-        for copy in BUS_TABLES_COPY {
+        for &copy in copies {
             moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
@@ -386,18 +416,12 @@ async fn move_bus_tables(
         .await?;
     let moved = copied?;
     drop(conn);
-    let mut tx = pool.begin().await?;
-    for drop_table in BUS_TABLES_DROP {
+    let mut tx = from.begin().await?;
+    for &drop_table in drops {
         sqlx::query(drop_table).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    if moved > 0 {
-        tracing::info!(
-            rows = moved,
-            "session tables moved from rethink.db to bus.db"
-        );
-    }
-    Ok(())
+    Ok(moved)
 }
 
 fn is_enqueue(op: &StoreOp) -> bool {
