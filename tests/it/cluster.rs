@@ -354,24 +354,22 @@ pub(crate) async fn session_id(db: &str, runtime_url: &str) -> String {
         .unwrap()
 }
 
+/// A policy directory permitting everything but messages to the hyperties of `rt-bob` (a
+/// decision only the node holding `rt-bob` can take: it knows the recipient's runtime).
+pub(crate) fn not_to_bob_policies() -> tempfile::TempDir {
+    crate::support::policy_dir(&format!(
+        "@id(\"allow-all\")\npermit(principal, action, resource);\n\
+         @id(\"not-to-bob\")\nforbid(principal, action, resource is Rethink::Hyperty) \
+         when {{ resource has runtime && \
+         resource.runtime == Rethink::Runtime::\"hyperty-runtime://{DOMAIN}/rt-bob\" }};\n"
+    ))
+}
+
 /// The node holding the recipient decides again: the policies, now knowing the recipient's
 /// owner (which the sender's node does not), and whether the sending session owns `from`.
 #[tokio::test]
 async fn the_receiving_node_applies_policy_and_anti_spoofing() {
-    let policies = tempfile::TempDir::new().unwrap();
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema");
-    std::fs::copy(schema, policies.path().join("schema.cedarschema")).unwrap();
-    std::fs::write(policies.path().join("entities.json"), "[]").unwrap();
-    std::fs::write(
-        policies.path().join("policies.cedar"),
-        format!(
-            "@id(\"allow-all\")\npermit(principal, action, resource);\n\
-             @id(\"not-to-bob\")\nforbid(principal, action, resource is Rethink::Hyperty) \
-             when {{ resource has runtime && \
-             resource.runtime == Rethink::Runtime::\"hyperty-runtime://{DOMAIN}/rt-bob\" }};\n"
-        ),
-    )
-    .unwrap();
+    let policies = not_to_bob_policies();
     let dir = policies.path().to_str().unwrap();
     let c = cluster_with(2, &[("RETHINK_POLICY__DIR", dir)]).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);

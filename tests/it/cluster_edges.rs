@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::cluster::{cluster, cluster_with, metric, open, wait_for_metric};
+use crate::cluster::{cluster, cluster_with, metric, not_to_bob_policies, open, wait_for_metric};
 use crate::support::{DOMAIN, NodeProcess, Rt};
 
 async fn connect(node: &NodeProcess, name: &str) -> Rt {
@@ -103,20 +103,7 @@ async fn the_sessions_of_a_dead_node_are_published_expired() {
 /// be; a `response` refused there is not answered.
 #[tokio::test]
 async fn a_refusal_on_arrival_is_answered_to_the_sender() {
-    let policies = tempfile::TempDir::new().unwrap();
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema");
-    std::fs::copy(schema, policies.path().join("schema.cedarschema")).unwrap();
-    std::fs::write(policies.path().join("entities.json"), "[]").unwrap();
-    std::fs::write(
-        policies.path().join("policies.cedar"),
-        format!(
-            "@id(\"allow-all\")\npermit(principal, action, resource);\n\
-             @id(\"not-to-bob\")\nforbid(principal, action, resource is Rethink::Hyperty) \
-             when {{ resource has runtime && \
-             resource.runtime == Rethink::Runtime::\"hyperty-runtime://{DOMAIN}/rt-bob\" }};\n"
-        ),
-    )
-    .unwrap();
+    let policies = not_to_bob_policies();
     let dir = policies.path().to_str().unwrap();
     let c = cluster_with(2, &[("RETHINK_POLICY__DIR", dir)]).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);

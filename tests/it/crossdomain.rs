@@ -119,14 +119,7 @@ async fn a_hyperty_on_a_reaches_a_hyperty_on_b_and_gets_its_response() {
 
 #[tokio::test]
 async fn b_decides_messages_from_a_with_its_own_policies_as_transport_node() {
-    let policies = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema"),
-        policies.path().join("schema.cedarschema"),
-    )
-    .expect("copy the schema");
-    std::fs::write(
-        policies.path().join("nodes.cedar"),
+    let policies = crate::support::policy_dir(
         r#"@id("allow-all")
 permit(principal, action, resource);
 
@@ -134,8 +127,7 @@ permit(principal, action, resource);
 forbid(principal, action, resource)
 when { context.transport == "node" && context.message_type == "PING" };
 "#,
-    )
-    .expect("write policy");
+    );
     let (aa, ab) = (free_addr(), free_addr());
     let dir = policies.path().to_path_buf();
     let b = node_with(B, ab, &[(A, aa)], |c| c.policy.dir = Some(dir)).await;

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::support::matrix::{
     V3, assert_error, bodies, create_room, post, put, register, send_text, user_id, whole_history,
@@ -30,19 +29,6 @@ fn assert_denied_by(answer: &(u16, Value), policy: &str) {
     assert_error(answer, 403, "M_FORBIDDEN");
     let error = answer.1["error"].as_str().unwrap_or_default();
     assert!(error.contains(policy), "the denial names {policy}: {error}");
-}
-
-/// A policy directory with the canonical schema and `policies`.
-fn custom_policies(policies: &str) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        example("intra-domain").join("schema.cedarschema"),
-        dir.path().join("schema.cedarschema"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("policies.cedar"), policies).unwrap();
-    std::fs::write(dir.path().join("entities.json"), "[]").unwrap();
-    dir
 }
 
 async fn member_ids(node: &TestNode, token: &str, room: &str) -> Vec<String> {
@@ -165,7 +151,7 @@ async fn each_matrix_action_is_decided_and_a_denial_changes_nothing() {
         DOMAIN, "example.com",
         "the policies name users of example.com"
     );
-    let dir = custom_policies(MALLORY_POLICIES);
+    let dir = crate::support::policy_dir(MALLORY_POLICIES);
     let node = policy_node(dir.path()).await;
     let alice = register(&node, "alice").await;
     let bob = register(&node, "bob").await;
@@ -256,7 +242,7 @@ forbid(principal == Rethink::User::"user://login.example.org/nina",
 async fn the_principal_of_a_jwt_account_is_its_verified_identity() {
     use crate::support::jwt::{ISS, KEYS, issuer, now, sign};
     let keys = tempfile::tempdir().unwrap();
-    let policies = custom_policies(NINA_POLICIES);
+    let policies = crate::support::policy_dir(NINA_POLICIES);
     let jwt_issuer = issuer(keys.path(), "rethink-matrix", 0);
     let dir = policies.path().to_path_buf();
     let node = TestNode::spawn_with(move |c| {

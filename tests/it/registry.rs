@@ -10,47 +10,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rethink_node::Config;
-use rethink_node::config::{RawConfig, RawConnector};
+use rethink_node::config::RawConnector;
 use serde_json::{Value, json};
 
 use crate::support::client::RECV_TIMEOUT;
+use crate::support::connectors::{ask, hyperty, registry, with_connectors, with_registry};
 use crate::support::{DOMAIN, Rt, TestNode, allocation_endpoint};
-
-fn registry() -> String {
-    format!("domain://registry.{DOMAIN}")
-}
-
-/// `c` with the connectors `connectors`, validated as the node validates its configuration.
-fn with_connectors(c: &mut Config, connectors: BTreeMap<String, RawConnector>) {
-    let raw = RawConfig {
-        domain: DOMAIN.into(),
-        listen: "127.0.0.1:0".into(),
-        data_dir: c.data_dir.clone(),
-        connectors,
-        ..RawConfig::default()
-    };
-    c.stubs = raw.validate().expect("valid connectors").stubs;
-}
-
-/// `[connectors.registry]`, and nothing else.
-fn with_registry(c: &mut Config) {
-    with_connectors(
-        c,
-        BTreeMap::from([("registry".to_owned(), RawConnector::default())]),
-    );
-}
-
-/// Sends `body` to the registry as `type` from `rt`'s runtime registry; returns the answer's
-/// body.
-async fn ask(rt: &mut Rt, kind: &str, body: Value) -> Value {
-    let from = format!("{}/registry", rt.url);
-    let r = rt
-        .request(json!({"type": kind, "from": from, "to": registry(), "body": body}))
-        .await;
-    assert_eq!(r["from"], registry(), "{r}");
-    r["body"].clone()
-}
 
 /// The next frame, which must be a status notice for `url`; returns its status.
 async fn notice(rt: &mut Rt, url: &str) -> String {
@@ -66,12 +31,6 @@ async fn notice(rt: &mut Rt, url: &str) -> String {
     );
     assert_eq!(v["body"]["resource"], url, "{v}");
     v["body"]["value"].as_str().expect("a status").to_owned()
-}
-
-fn hyperty(url: &str, expires: u64) -> Value {
-    json!({"value": {"hypertyURL": url, "user": "user://idp.example/alice",
-        "hypertyDescriptorURL": "hyperty-catalogue://example.com/chat", "expires": expires,
-        "resources": ["chat", "audio"], "dataSchemes": ["comm"]}})
 }
 
 #[tokio::test]

@@ -3,51 +3,23 @@
 //! 24 lookups answered by the one registry session (which, held to the same limit, would answer
 //! 10 and refuse the rest), and a runtime past its own burst gets 429.
 
-use std::collections::BTreeMap;
+use serde_json::json;
 
-use rethink_node::config::{RawConfig, RawConnector};
-use serde_json::{Value, json};
-
-use crate::support::{DOMAIN, Rt, TestNode};
+use crate::support::connectors::{read, registered_hyperty, registry, with_registry};
+use crate::support::{Rt, TestNode};
 
 const BURST: u32 = 10;
 const LOOKUPS: u64 = 8;
 
-fn registry() -> String {
-    format!("domain://registry.{DOMAIN}")
-}
-
-fn read(id: u64, rt: &Rt, hyperty: &str) -> Value {
-    json!({"id": id, "type": "read", "from": format!("{}/registry", rt.url),
-        "to": registry(), "body": {"resource": hyperty}})
-}
-
 #[tokio::test]
 async fn the_registry_answers_past_one_runtimes_rate() {
     let node = TestNode::spawn_with(|c| {
-        let raw = RawConfig {
-            domain: DOMAIN.into(),
-            listen: "127.0.0.1:0".into(),
-            data_dir: c.data_dir.clone(),
-            connectors: BTreeMap::from([("registry".to_owned(), RawConnector::default())]),
-            ..RawConfig::default()
-        };
-        c.stubs = raw.validate().expect("valid connectors").stubs;
+        with_registry(c);
         c.session.rate_per_second = 1;
         c.session.rate_burst = BURST;
     })
     .await;
-    let mut owner = Rt::open(&node, "owner").await;
-    let h = owner.allocate(1).await.remove(0);
-    let created = owner
-        .request(
-            json!({"type": "create", "from": format!("{}/registry", owner.url),
-            "to": registry(), "body": {"value": {"hypertyURL": h,
-            "user": "user://idp.example/alice", "expires": 3600,
-            "hypertyDescriptorURL": "hyperty-catalogue://example.com/chat"}}}),
-        )
-        .await;
-    assert_eq!(created["body"]["code"], 200, "{created}");
+    let (_owner, h) = registered_hyperty(&node).await;
 
     let mut readers = Vec::new();
     for i in 0..3 {

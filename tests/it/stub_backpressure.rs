@@ -4,53 +4,27 @@
 //! (`BusPort::ready`), so every lookup is answered, exactly once, none refused by the stub's
 //! full queue (which the registry would drop, leaving its caller without an answer).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use rethink_node::config::{RawConfig, RawConnector};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{DOMAIN, Rt, TestNode};
+use crate::support::connectors::{read, registered_hyperty, registry, with_registry};
+use crate::support::{Rt, TestNode};
 
 const RUNTIMES: usize = 16;
 /// Lookups outstanding per runtime: 16 x 64 = 1,024, four times the outgoing queue.
 const WINDOW: u64 = 64;
 
-fn registry() -> String {
-    format!("domain://registry.{DOMAIN}")
-}
-
-fn read(id: u64, rt: &Rt, hyperty: &str) -> Value {
-    json!({"id": id, "type": "read", "from": format!("{}/registry", rt.url),
-        "to": registry(), "body": {"resource": hyperty}})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_lookup_is_answered_once_past_the_outgoing_queue() {
     let node = TestNode::spawn_with(|c| {
-        let raw = RawConfig {
-            domain: DOMAIN.into(),
-            listen: "127.0.0.1:0".into(),
-            data_dir: c.data_dir.clone(),
-            connectors: BTreeMap::from([("registry".to_owned(), RawConnector::default())]),
-            ..RawConfig::default()
-        };
-        c.stubs = raw.validate().expect("valid connectors").stubs;
+        with_registry(c);
         // The callers' own rate limit is not what this test is about.
         c.session.rate_per_second = 1_000_000;
         c.session.rate_burst = 1_000_000;
     })
     .await;
-    let mut owner = Rt::open(&node, "owner").await;
-    let h = owner.allocate(1).await.remove(0);
-    let created = owner
-        .request(
-            json!({"type": "create", "from": format!("{}/registry", owner.url),
-            "to": registry(), "body": {"value": {"hypertyURL": h,
-            "user": "user://idp.example/alice", "expires": 3600,
-            "hypertyDescriptorURL": "hyperty-catalogue://example.com/chat"}}}),
-        )
-        .await;
-    assert_eq!(created["body"]["code"], 200, "{created}");
+    let (_owner, h) = registered_hyperty(&node).await;
 
     let mut readers = Vec::new();
     for i in 0..RUNTIMES {

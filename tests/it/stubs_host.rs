@@ -229,16 +229,7 @@ async fn runaway_stubs_cost_only_themselves() {
 #[tokio::test]
 async fn a_stub_may_not_forge_and_policy_denials_come_back_to_it() {
     let dir = TempDir::new().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/schema.cedarschema"),
-        policies.join("schema.cedarschema"),
-    )
-    .unwrap();
-    std::fs::write(policies.join("entities.json"), "[]").unwrap();
-    std::fs::write(
-        policies.join("policies.cedar"),
+    let policies = crate::support::policy_dir(
         r#"@id("allow-all")
 permit(principal, action, resource);
 
@@ -246,8 +237,7 @@ permit(principal, action, resource);
 forbid(principal, action, resource)
 when { context.transport == "stub" && context.message_type == "secret" };
 "#,
-    )
-    .unwrap();
+    );
     let config = stubs(
         dir.path(),
         vec![echo_stub(
@@ -258,7 +248,7 @@ when { context.transport == "stub" && context.message_type == "secret" };
     );
     let node = TestNode::spawn_with(|c| {
         c.stubs = config;
-        c.policy.dir = Some(policies.clone());
+        c.policy.dir = Some(policies.path().to_path_buf());
     })
     .await;
     let mut alice = Rt::open(&node, "alice").await;

@@ -3,6 +3,7 @@
 //! (`matrix`), and a test JWT issuer (`jwt`).
 
 pub(crate) mod client;
+pub(crate) mod connectors;
 pub(crate) mod http;
 pub(crate) mod jwt;
 pub(crate) mod keepalive;
@@ -35,4 +36,18 @@ pub(crate) fn allocation_endpoint() -> String {
 /// The node's subscription manager.
 pub(crate) fn sm_endpoint() -> String {
     format!("domain://msg-node.{DOMAIN}/sm")
+}
+
+/// A policy directory for `policy.dir`: the node's schema (`policy/schema.cedarschema`), the
+/// given `policies.cedar` and no entities.
+pub(crate) fn policy_dir(policies: &str) -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .expect("copy the schema");
+    std::fs::write(dir.path().join("policies.cedar"), policies).expect("write the policies");
+    std::fs::write(dir.path().join("entities.json"), "[]").expect("write the entities");
+    dir
 }
