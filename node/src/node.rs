@@ -379,7 +379,7 @@ impl RunningNode {
         // Tickers are made before their tasks start, so that a test's manual clock knows them
         // from the start.
         let reaper = tokio::spawn(reap(node.clone(), reap_ticker(node.config())));
-        let watcher = tokio::spawn(policy.watch(
+        let watcher = tokio::spawn(Arc::clone(&policy).watch(
             node.config().policy.watch_interval,
             node.shutdown_token().clone(),
         ));
@@ -398,6 +398,11 @@ impl RunningNode {
         connector_matrix.bind(node.clone());
         connector_matrix.start_feeds().await;
         tokio::spawn(node.appservices().clone().watch());
+        if let Some(cluster) = node.cluster() {
+            cluster
+                .follow_reloads(followed_dirs(&node, &policy))
+                .await?;
+        }
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();
         let presence = tokio::spawn(
@@ -599,4 +604,55 @@ async fn reap(node: Node, mut tick: Ticker) {
             _ = tick.tick() => { node.bus().reap_expired().await; }
         }
     }
+}
+
+/// The directories a cluster's nodes keep alike (`cluster::reloads`): those configured of
+/// `policy.dir`, `stubs.dir` and `appservices.dir`.
+fn followed_dirs(node: &Node, policy: &Arc<PolicyPoint>) -> Vec<crate::cluster::reloads::Followed> {
+    use crate::cluster::reloads::{Followed, changes};
+    let mut dirs = Vec::new();
+    if let Some(dir) = policy.dir() {
+        let policy = Arc::clone(policy);
+        dirs.push(Followed {
+            kind: "policy",
+            dir: dir.to_path_buf(),
+            reloaded: changes(policy.subscribe()),
+            reload: Box::new(move || {
+                let policy = Arc::clone(&policy);
+                Box::pin(async move {
+                    // Refused sets are logged and counted by the reload itself.
+                    let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
+                })
+            }),
+        });
+    }
+    if let Some(dir) = &node.config().stubs.dir {
+        let catalogue = Arc::clone(node.catalogue());
+        dirs.push(Followed {
+            kind: "stubs",
+            dir: dir.clone(),
+            reloaded: changes(catalogue.subscribe()),
+            reload: Box::new(move || {
+                let catalogue = Arc::clone(&catalogue);
+                Box::pin(async move {
+                    let _ = tokio::task::spawn_blocking(move || catalogue.reload()).await;
+                })
+            }),
+        });
+    }
+    if let Some(dir) = node.appservices().dir() {
+        let appservices = node.appservices().clone();
+        dirs.push(Followed {
+            kind: "appservices",
+            dir: dir.to_path_buf(),
+            reloaded: changes(appservices.subscribe()),
+            reload: Box::new(move || {
+                let appservices = appservices.clone();
+                Box::pin(async move {
+                    let _ = appservices.reload().await;
+                })
+            }),
+        });
+    }
+    dirs
 }

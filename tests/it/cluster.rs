@@ -35,6 +35,12 @@ pub(crate) struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// The id of node `i` of the cluster whose database is `db`: `<database>-n<i>`.
+pub(crate) fn node_id(db: &str, i: usize) -> String {
+    let name = db.rsplit('/').next().unwrap_or_default();
+    format!("{name}-n{i}")
+}
+
 pub(crate) async fn cluster(n: usize) -> Cluster {
     cluster_with(n, &[]).await
 }
@@ -46,7 +52,8 @@ pub(crate) async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
     let mut dirs = Vec::new();
     for i in 1..=n {
         let dir = tempfile::TempDir::new().unwrap();
-        let id = format!("n{i}");
+        // Unique across the clusters of tests running at once on one NATS server.
+        let id = node_id(&db, i);
         let mut env = vec![
             ("RETHINK_STORE__URL", db.as_str()),
             ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
@@ -155,8 +162,11 @@ async fn runtimes_on_two_nodes_exchange_messages_and_responses_both_ways() {
     let mut twin = Rt::from_ws(ws, "rt-alice");
     assert_eq!(twin.open_session(json!({})).await["body"]["code"], 409);
 
-    let forwarded = r#"rethink_cluster_forwarded_total{node="n2"} "#;
-    assert_eq!(metric(n1, forwarded).await, 6.0, "3 PINGs and 3 responses");
+    let forwarded = format!(
+        "rethink_cluster_forwarded_total{{node=\"{}\"}} ",
+        node_id(&c.db, 2)
+    );
+    assert_eq!(metric(n1, &forwarded).await, 6.0, "3 PINGs and 3 responses");
     assert_eq!(metric(n2, "rethink_cluster_received_total ").await, 6.0);
     assert!(metric(n1, "rethink_cluster_nats_round_trip_seconds_count ").await >= 6.0);
 }

@@ -24,6 +24,7 @@ mod catalogue_reload;
 mod closing;
 mod cluster;
 mod cluster_edges;
+mod cluster_reloads;
 mod connector_feed;
 mod connector_matrix;
 mod crossdomain;

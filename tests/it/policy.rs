@@ -9,7 +9,6 @@ use std::time::Duration;
 use rethink_node::Config;
 use rethink_node::config::StaticToken;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::http::metric_if_any;
 use crate::support::{Rt, TestNode, get, sm_endpoint, wait_for_metric};
@@ -226,21 +225,7 @@ async fn anonymous_runtimes_only_allocate_and_reach_the_registry() {
 
 /// POST /admin/policy/reload with `token`; status and body.
 async fn admin_reload(node: &TestNode, token: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
-    let req = format!(
-        "POST /admin/policy/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
+    crate::support::http::post_at(node.addr(), "/admin/policy/reload", token).await
 }
 
 /// How many policy reloads ended with `result` ("ok" or "error") so far.

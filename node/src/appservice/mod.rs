@@ -81,6 +81,8 @@ struct Inner {
     memories: Mutex<HashMap<String, Arc<queue::QueueMemory>>>,
     /// One reload (or start) at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Counts the successful reloads (for those following them: a cluster's other nodes).
+    reloaded: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
 }
 
@@ -113,6 +115,7 @@ impl AppServices {
                 links: Mutex::new(HashMap::new()),
                 memories: Mutex::new(HashMap::new()),
                 reloading: tokio::sync::Mutex::new(()),
+                reloaded: tokio::sync::watch::Sender::new(0),
                 shutdown,
             }),
         })
@@ -257,7 +260,18 @@ impl AppServices {
         tracing::info!(dir = %dir.display(), services = count, "application services reloaded");
         self.link_sessions().await;
         self.start_pushers();
+        self.inner.reloaded.send_modify(|n| *n += 1);
         Ok(count)
+    }
+
+    /// A receiver that sees each successful reload from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reloaded.subscribe()
+    }
+
+    /// The directory of registration files, when one is configured.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.inner.config.dir.as_deref()
     }
 
     /// Polls the directory and reloads when a registration file changes.

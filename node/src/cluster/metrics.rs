@@ -12,6 +12,20 @@ pub struct NodeLabel {
     pub node: String,
 }
 
+/// The directory a reload notice is about (`policy`, `stubs`, `appservices`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+impl From<&str> for KindLabel {
+    fn from(kind: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+        }
+    }
+}
+
 /// The cluster's counters, registered in the node's registry before it starts.
 #[derive(Debug, Clone)]
 pub struct ClusterMetrics {
@@ -25,6 +39,12 @@ pub struct ClusterMetrics {
     pub adopted: Counter,
     /// NATS round trips (publish and flush, a PING/PONG with the server).
     pub nats_round_trip: Histogram,
+    /// Reload notices this node published (its copy of a directory changed).
+    pub reload_notices_sent: Family<KindLabel, Counter>,
+    /// Reload notices received from other nodes.
+    pub reload_notices_received: Family<KindLabel, Counter>,
+    /// Reloads after another node's notice that left this node's copy different from theirs.
+    pub reload_mismatches: Family<KindLabel, Counter>,
 }
 
 impl ClusterMetrics {
@@ -36,6 +56,9 @@ impl ClusterMetrics {
             adopted: Counter::default(),
             // 25 µs .. ~400 ms, doubling.
             nats_round_trip: Histogram::new((0..15).map(|i| 25e-6 * f64::from(1u32 << i))),
+            reload_notices_sent: Family::default(),
+            reload_notices_received: Family::default(),
+            reload_mismatches: Family::default(),
         };
         registry.register(
             "cluster_forwarded",
@@ -61,6 +84,21 @@ impl ClusterMetrics {
             "cluster_nats_round_trip_seconds",
             "NATS round trips: a publish to another node's subject and its flush",
             m.nats_round_trip.clone(),
+        );
+        registry.register(
+            "cluster_reload_notices_sent",
+            "Reload notices published: this node's copy of a directory changed, by directory",
+            m.reload_notices_sent.clone(),
+        );
+        registry.register(
+            "cluster_reload_notices_received",
+            "Reload notices received from other nodes, by directory",
+            m.reload_notices_received.clone(),
+        );
+        registry.register(
+            "cluster_reload_mismatches",
+            "Reloads after another node's notice that left this node's copy different from theirs",
+            m.reload_mismatches.clone(),
         );
         m
     }

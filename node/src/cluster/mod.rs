@@ -9,6 +9,9 @@
 //! `cluster.membership_timeout_ms` is gone, and a runtime of it may re-open on any node, which
 //! takes the session over (`adopt.rs`, `membership.rs`).
 //!
+//! The policy, stub and application-service directories are each node's own; a reload on one
+//! node reaches the others ([`reloads`]).
+//!
 //! The bus sees all of this through one narrow handle, [`crate::bus::remote::Remote`], which
 //! [`Link`] implements. The Matrix side is not clustered yet.
 
@@ -17,6 +20,7 @@ mod link;
 mod membership;
 mod metrics;
 mod refusal;
+pub mod reloads;
 
 use std::sync::Arc;
 
@@ -137,6 +141,24 @@ impl Cluster {
             stop,
             tasks: vec![receiver, membership],
         })
+    }
+
+    /// Follows the reloads of `dirs` across the cluster (see [`reloads`]) until the node stops.
+    pub async fn follow_reloads(&self, dirs: Vec<reloads::Followed>) -> Result<(), ClusterError> {
+        reloads::follow(
+            self.link.nats.clone(),
+            self.link.pool.clone(),
+            Arc::clone(&self.link.node),
+            dirs,
+            self.link.metrics.clone(),
+            self.stop.clone(),
+        )
+        .await
+        .map_err(|source| ClusterError::Subscribe {
+            subject: reloads::RELOAD_SUBJECT.to_owned(),
+            source,
+        })?;
+        Ok(())
     }
 
     /// This node's id.

@@ -32,6 +32,8 @@ pub struct PolicyPoint {
     engine: RwLock<Option<Arc<Engine>>>,
     clock: PolicyClock,
     metrics: Arc<Metrics>,
+    /// Counts the successful reloads (for those following them: a cluster's other nodes).
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl PolicyPoint {
@@ -50,6 +52,7 @@ impl PolicyPoint {
             engine: RwLock::new(engine),
             clock: PolicyClock::new(config.utc_offset_minutes, config.fixed_time),
             metrics,
+            reloaded: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -57,6 +60,16 @@ impl PolicyPoint {
     /// passes the built-in checks).
     pub fn engine(&self) -> Option<Arc<Engine>> {
         read(&self.engine).clone()
+    }
+
+    /// A receiver that sees each successful reload from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
+    /// The policy directory, when one is configured.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// The clock decisions read their time facts from.
@@ -75,6 +88,7 @@ impl PolicyPoint {
                 let count = engine.policy_count();
                 *write(&self.engine) = Some(Arc::new(engine));
                 self.metrics.policy_reload(true);
+                self.reloaded.send_modify(|n| *n += 1);
                 tracing::info!(dir = %dir.display(), policies = count, "policies reloaded");
                 Ok(count)
             }

@@ -32,6 +32,29 @@ pub(crate) async fn get_at(addr: std::net::SocketAddr, path: &str) -> (u16, Stri
     (status, body)
 }
 
+/// A minimal HTTP/1.1 POST without a body to any address, with `Authorization: Bearer
+/// <token>`; status and body.
+pub(crate) async fn post_at(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// The value of metric `name` (with its labels, if any) in a Prometheus text exposition.
 pub(crate) fn metric(text: &str, name: &str) -> f64 {
     metric_if_any(text, name).unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
