@@ -15,6 +15,7 @@ mod appservice_rate_limit;
 mod appservice_restart;
 mod appservice_rethink;
 mod appservice_support;
+mod appservice_tls;
 mod archive;
 mod bad_input;
 mod bridge;
