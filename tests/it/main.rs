@@ -27,6 +27,7 @@ mod cluster;
 mod cluster_edges;
 mod connector_feed;
 mod connector_matrix;
+mod connector_patterns;
 mod crossdomain;
 mod crossdomain_delivery;
 mod crossdomain_refusals;
