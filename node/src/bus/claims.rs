@@ -39,8 +39,15 @@ pub struct Claim {
 pub(super) struct Claims {
     /// Services' and connectors' claims together, as matched.
     list: std::sync::RwLock<Arc<Vec<Claim>>>,
-    /// The two sources: services' (replaced at each reload), each connector's by name.
-    sources: std::sync::Mutex<(Vec<Claim>, std::collections::BTreeMap<String, Vec<Claim>>)>,
+    /// The two sources of claims.
+    sources: std::sync::Mutex<Sources>,
+}
+
+/// Services' claims (replaced at each reload) and each connector's, by name.
+#[derive(Debug, Default)]
+struct Sources {
+    services: Vec<Claim>,
+    connectors: std::collections::BTreeMap<String, Vec<Claim>>,
 }
 
 impl Claims {
@@ -48,15 +55,15 @@ impl Claims {
     fn set(&self, services: Option<Vec<Claim>>, stub: Option<(&str, Vec<Claim>)>) {
         let mut sources = lock(&self.sources);
         if let Some(services) = services {
-            sources.0 = services;
+            sources.services = services;
         }
         if let Some((name, claims)) = stub {
-            sources.1.insert(name.to_owned(), claims);
+            sources.connectors.insert(name.to_owned(), claims);
         }
         let all: Vec<Claim> = sources
-            .0
+            .services
             .iter()
-            .chain(sources.1.values().flatten())
+            .chain(sources.connectors.values().flatten())
             .cloned()
             .collect();
         *write(&self.list) = Arc::new(all);
