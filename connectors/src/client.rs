@@ -1,8 +1,11 @@
 //! The node's client of one application service: `PUT /_matrix/app/v1/transactions/{txnId}`,
 //! the user and alias queries and the ping, built with ruma's appservice-api types and sent over
-//! plain HTTP/1.1 (hyper) with `Authorization: Bearer <hs_token>`. Connections are kept and
-//! reused (a few at most); one that failed is dropped.
+//! HTTP/1.1 (hyper) with `Authorization: Bearer <hs_token>`, in clear for `http://` URLs and over
+//! TLS for `https://` ones (the client configuration is the node's, given to [`AsClient::new`]:
+//! the web PKI roots and the operator's `appservices.ca_file`). Connections are kept and reused
+//! (a few at most); one that failed is dropped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +41,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS with {addr} failed")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP exchange with the service failed")]
     Http(#[from] hyper::Error),
     #[error("the service did not answer within {0:?}")]
@@ -63,44 +72,50 @@ impl ClientError {
     }
 }
 
-/// Where a service listens: `http://host:port[/base]`.
+/// Where a service listens: `http://host:port[/base]` or `https://host:port[/base]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `host:port`, to connect to.
+    /// `host:port`, to connect to (and the `Host` header).
     pub authority: String,
+    /// The host, without IPv6 brackets: the name the certificate must hold.
+    pub host: String,
+    pub port: u16,
+    /// Whether the URL is `https://`.
+    pub tls: bool,
     /// The URL without a trailing slash: ruma appends the endpoint's path.
     pub base: String,
 }
 
 impl Endpoint {
-    /// Accepts `http://` URLs (services usually run beside the homeserver). `https` is refused
-    /// with a message rather than silently sent in clear.
+    /// Accepts `http://` and `https://` URLs without a query.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|_| ClientError::BadUrl(format!("{url:?} is not a URL")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(ClientError::BadUrl(
-                    "https is not supported yet: use http:// on a private network".to_owned(),
-                ));
-            }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(ClientError::BadUrl(format!(
-                    "{url:?} is not an http:// URL"
+                    "{url:?} is not an http:// or https:// URL"
                 )));
             }
-        }
-        let host = uri
+        };
+        let raw_host = uri
             .host()
             .ok_or_else(|| ClientError::BadUrl(format!("{url:?} has no host")))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         if uri.query().is_some() {
             return Err(ClientError::BadUrl(format!("{url:?} has a query")));
         }
         Ok(Endpoint {
-            authority: format!("{host}:{port}"),
+            authority: format!("{raw_host}:{port}"),
+            host: raw_host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            tls,
             base: url.trim_end_matches('/').to_owned(),
         })
     }
@@ -111,14 +126,17 @@ impl Endpoint {
 pub struct AsClient {
     endpoint: Endpoint,
     hs_token: String,
+    /// The TLS client configuration, used for an `https://` endpoint.
+    tls: Arc<rustls::ClientConfig>,
     idle: std::sync::Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl AsClient {
-    pub fn new(endpoint: Endpoint, hs_token: String) -> Self {
+    pub fn new(endpoint: Endpoint, hs_token: String, tls: Arc<rustls::ClientConfig>) -> Self {
         Self {
             endpoint,
             hs_token,
+            tls,
             idle: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -231,22 +249,43 @@ impl AsClient {
                 return Ok(conn);
             }
         }
-        let addr = &self.endpoint.authority;
-        let tcp = TcpStream::connect(addr)
+        let e = &self.endpoint;
+        let tcp = TcpStream::connect((e.host.as_str(), e.port))
             .await
             .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
+                addr: e.authority.clone(),
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
-        let (send, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "application service connection ended");
-            }
-        });
-        Ok(send)
+        if !e.tls {
+            return handshake(TokioIo::new(tcp)).await;
+        }
+        let tls_error = |source| ClientError::Tls {
+            addr: e.authority.clone(),
+            source,
+        };
+        let name = rustls::pki_types::ServerName::try_from(e.host.clone())
+            .map_err(|err| tls_error(std::io::Error::other(err)))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(tls_error)?;
+        handshake(TokioIo::new(stream)).await
     }
+}
+
+/// HTTP/1.1 over `io`; the connection is driven by its own task.
+async fn handshake<I>(io: I) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (send, conn) = http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "application service connection ended");
+        }
+    });
+    Ok(send)
 }
 
 /// A query's answer: 2xx found, 404 not found, anything else an error.
@@ -267,13 +306,23 @@ mod tests {
         let e = Endpoint::parse("http://127.0.0.1:9000/").expect("valid");
         assert_eq!(e.authority, "127.0.0.1:9000");
         assert_eq!(e.base, "http://127.0.0.1:9000");
+        assert!(!e.tls);
+        let e = Endpoint::parse("https://bridge.example/base").expect("valid");
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("bridge.example", 443, true)
+        );
+        assert_eq!(
+            Endpoint::parse("https://[::1]:8443").expect("valid").host,
+            "::1"
+        );
         assert_eq!(
             Endpoint::parse("http://bridge/base")
                 .expect("valid")
                 .authority,
             "bridge:80"
         );
-        for bad in ["https://x", "ftp://x", "nope", "http://x/?a=b"] {
+        for bad in ["ftp://x", "nope", "http://x/?a=b"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -34,11 +34,12 @@ pub struct AppService {
 }
 
 impl AppService {
-    pub fn new(registration: Registration, file: PathBuf) -> Self {
+    /// `tls`: the client configuration for an `https://` url.
+    pub fn new(registration: Registration, file: PathBuf, tls: &Arc<rustls::ClientConfig>) -> Self {
         let client = registration.url.as_deref().and_then(|url| {
             Endpoint::parse(url)
                 .ok()
-                .map(|e| AsClient::new(e, registration.hs_token.clone()))
+                .map(|e| AsClient::new(e, registration.hs_token.clone(), Arc::clone(tls)))
         });
         Self {
             registration,
@@ -80,8 +81,9 @@ impl Directory {
         Self::default()
     }
 
-    /// Loads every registration file of `dir`; the first bad file refuses the whole set.
-    pub fn load(dir: &Path) -> Result<Self, DirectoryError> {
+    /// Loads every registration file of `dir`; the first bad file refuses the whole set. `tls`
+    /// is the client configuration of services with an `https://` url.
+    pub fn load(dir: &Path, tls: &Arc<rustls::ClientConfig>) -> Result<Self, DirectoryError> {
         let mut services: Vec<Arc<AppService>> = Vec::new();
         for file in registration_files(dir)? {
             let registration = Registration::load(&file)?;
@@ -114,7 +116,7 @@ impl Directory {
                 }
                 .into());
             }
-            services.push(Arc::new(AppService::new(registration, file)));
+            services.push(Arc::new(AppService::new(registration, file, tls)));
         }
         Ok(Self { services })
     }
@@ -205,13 +207,25 @@ mod tests {
         std::fs::write(dir.join(name), text).expect("write");
     }
 
+    fn tls() -> Arc<rustls::ClientConfig> {
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+    }
+
     #[test]
     fn loads_a_directory_and_refuses_clashes() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "a.yaml", "a", "1");
         write(dir.path(), "b.yml", "b", "2");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
-        let d = Directory::load(dir.path()).expect("valid");
+        let d = Directory::load(dir.path(), &tls()).expect("valid");
         assert_eq!(d.services().len(), 2);
         assert_eq!(d.by_token("as-2").map(|s| s.id()), Some("b"));
         assert!(d.by_token("hs-2").is_none());
@@ -226,7 +240,7 @@ mod tests {
                 .is_sender("@abot:example.org", "example.org")
         );
         write(dir.path(), "c.yaml", "c", "1");
-        let e = Directory::load(dir.path()).expect_err("token clash");
+        let e = Directory::load(dir.path(), &tls()).expect_err("token clash");
         assert!(e.to_string().contains("c.yaml"), "{e}");
         assert!(e.to_string().contains("as_token"), "{e}");
     }

@@ -2,6 +2,7 @@
 //! (patterns with `*`) an application service claims, and whether exclusively.
 
 use regex::Regex;
+use rethink_proto::AddressPattern;
 
 /// One `{regex, exclusive}` entry of `namespaces.users`, `.aliases` or `.rooms`.
 #[derive(Debug, Clone)]
@@ -11,64 +12,36 @@ pub struct Namespace {
 }
 
 /// One `{pattern, exclusive}` entry of `rethink_namespaces`: a reTHINK address pattern where
-/// `*` stands for any run of characters (`slack://*`, `hyperty://legacy.example/*`).
+/// `*` stands for any run of characters (`slack://*`, `hyperty://legacy.example/*`), matched by
+/// `rethink_proto`'s [`AddressPattern`] (the matcher WebAssembly connectors' namespaces use too).
 #[derive(Debug, Clone)]
 pub struct RethinkNamespace {
-    pattern: String,
-    parts: Vec<String>,
+    pattern: AddressPattern,
     pub exclusive: bool,
 }
 
 impl RethinkNamespace {
-    /// A pattern must be an address (`scheme://...`) with at most one `*` per segment run.
+    /// A pattern must be an address (`scheme://...`).
     pub fn new(pattern: &str, exclusive: bool) -> Result<Self, String> {
-        let Some((scheme, rest)) = pattern.split_once("://") else {
-            return Err("must be a reTHINK address pattern such as `slack://*`".to_owned());
-        };
-        if scheme.is_empty()
-            || !scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
-            return Err("the scheme must be letters, digits, + - or .".to_owned());
-        }
-        if rest.is_empty() {
-            return Err("nothing after `://`: use `*` to claim a whole scheme".to_owned());
-        }
-        if pattern.chars().any(char::is_whitespace) {
-            return Err("must not contain spaces".to_owned());
-        }
         Ok(Self {
-            pattern: pattern.to_owned(),
-            parts: pattern.split('*').map(str::to_owned).collect(),
+            pattern: AddressPattern::parse(pattern).map_err(|e| e.to_string())?,
             exclusive,
         })
     }
 
+    /// A namespace of a pattern already checked (a WebAssembly connector's).
+    pub fn from_pattern(pattern: AddressPattern, exclusive: bool) -> Self {
+        Self { pattern, exclusive }
+    }
+
     /// The pattern as written.
     pub fn pattern(&self) -> &str {
-        &self.pattern
+        self.pattern.as_str()
     }
 
     /// Whether `address` matches (a glob over the whole address).
     pub fn matches(&self, address: &str) -> bool {
-        let (first, rest) = match self.parts.split_first() {
-            Some(split) => split,
-            None => return false,
-        };
-        let Some(mut tail) = address.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return tail.is_empty();
-        };
-        for part in middle {
-            match tail.find(part.as_str()) {
-                Some(i) => tail = &tail[i + part.len()..],
-                None => return false,
-            }
-        }
-        tail.ends_with(last.as_str())
+        self.pattern.matches(address)
     }
 }
 

@@ -26,6 +26,12 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// The label of application service metrics: the service's id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
 /// Every metric the node exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -49,6 +55,11 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     /// Matrix `/sync` long-polls waiting for a change.
     pub matrix_syncs_waiting: Gauge,
+    /// Transactions an application service acknowledged, by service.
+    pub appservice_txns: Family<ServiceLabel, Counter>,
+    /// Attempts to push a transaction that failed (unreachable, TLS refused, error status), by
+    /// service; each is retried.
+    pub appservice_txn_failures: Family<ServiceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +121,18 @@ impl Metrics {
             "Matrix /sync long-polls waiting for a change",
             matrix_syncs_waiting.clone(),
         );
+        let appservice_txns = Family::<ServiceLabel, Counter>::default();
+        let appservice_txn_failures = Family::<ServiceLabel, Counter>::default();
+        registry.register(
+            "appservice_txns",
+            "Transactions acknowledged by an application service",
+            appservice_txns.clone(),
+        );
+        registry.register(
+            "appservice_txn_failures",
+            "Failed attempts to push a transaction to an application service (each is retried)",
+            appservice_txn_failures.clone(),
+        );
         registry.register(
             "route_latency_seconds",
             "Time from frame arrival to the message being settled for every recipient (on its socket or committed)",
@@ -126,6 +149,8 @@ impl Metrics {
             policy_denials,
             policy_reloads,
             matrix_syncs_waiting,
+            appservice_txns,
+            appservice_txn_failures,
         }
     }
 

@@ -69,6 +69,8 @@ pub enum NodeError {
     Stubs(#[from] StubsError),
     #[error(transparent)]
     Appservices(#[from] rethink_connectors::DirectoryError),
+    #[error("application services: TLS client configuration: {0}")]
+    AppservicesTls(#[source] rustls::Error),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("invalid configuration: {0}")]
@@ -345,6 +347,9 @@ impl RunningNode {
                 bus: bus.clone(),
                 typing: userdata.typing().clone(),
                 clock: config.clock.clone(),
+                tls: rethink_stubs::tls::client_config(&config.appservices.extra_roots)
+                    .map_err(NodeError::AppservicesTls)?,
+                metrics: Arc::clone(&metrics),
             },
             shutdown.clone(),
         )?;

@@ -13,7 +13,9 @@
 //! the instance is the next instance's first call, at most [`MAX_EVENT_TRIES`] times in all,
 //! then it is skipped (an error logged, `rethink_stub_events_skipped` counted). Each event
 //! handled or skipped is acknowledged to the embedder ([`MatrixPort::handled`]) before the
-//! next call.
+//! next call. A stub stopped with Matrix events not handled (the one whose call ended its last
+//! instance while the next waited its backoff, and any still queued) hands them back
+//! ([`StubHandle::stop_handing_over`]) for its successor (a replacing version) to take.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -47,7 +49,7 @@ pub struct StubHandle {
     /// Matrix events for `on-event` (a connector's; a protocol stub's instance ignores them).
     matrix_events: MatrixEvents,
     stop: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Vec<MatrixEvent>>,
     /// Becomes true once the first instance's init has returned or failed.
     started: tokio::sync::watch::Receiver<bool>,
     /// The stubs' runtime lives while a stub does.
@@ -119,13 +121,29 @@ impl StubHandle {
     }
 
     /// Stops the stub: new messages are refused, those in the mailbox are handled, then the
-    /// instance ends. Returns when it has.
+    /// instance ends. Returns when it has. Matrix events it did not handle are logged: the
+    /// embedder feeds them again at its next start (they were not acknowledged).
     pub async fn stop(self) {
+        let name = self.name.clone();
+        for event in self.stop_handing_over().await {
+            tracing::warn!(stub = %name, position = event.position,
+                "stopped before a Matrix event was handled: it is given again at the next start");
+        }
+    }
+
+    /// [`Self::stop`], returning the Matrix events the stub did not handle, in their order (the
+    /// one whose call ended its last instance first, then those still queued): a successor
+    /// (a new version of the same connector) should take them.
+    pub async fn stop_handing_over(self) -> Vec<MatrixEvent> {
         self.stop.notify_one();
-        if let Err(e) = self.task.await
-            && e.is_panic()
-        {
-            tracing::error!(stub = %self.name, "the stub's actor panicked");
+        match self.task.await {
+            Ok(left) => left,
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(stub = %self.name, "the stub's actor panicked");
+                }
+                Vec::new()
+            }
         }
     }
 }
@@ -265,7 +283,7 @@ impl Actor {
         mut matrix: mpsc::Receiver<MatrixEvent>,
         stop: Arc<Notify>,
         started: tokio::sync::watch::Sender<bool>,
-    ) {
+    ) -> Vec<MatrixEvent> {
         let mut live: Option<Live> = None;
         let mut stopping = false;
         loop {
@@ -343,10 +361,14 @@ impl Actor {
                 self.set_breaker(BreakerState::Closed);
             }
         }
-        if let Some(event) = self.retry.take() {
-            tracing::warn!(stub = %self.name(), position = event.position, "stopped before a Matrix event was handled: it is given again at the next start");
+        // What was not handled goes back to the caller of `stop`, in order.
+        let mut left: Vec<MatrixEvent> = self.retry.take().into_iter().collect();
+        matrix.close();
+        while let Ok(event) = matrix.try_recv() {
+            left.push(event);
         }
         self.m.memory.set(0);
+        left
     }
 
     /// After the `on-event` call of `event`: acknowledged if it returned; else kept for the

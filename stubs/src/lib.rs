@@ -9,6 +9,8 @@
 //! - `state.rs`: an instance's store data and the `bus`/`host`/`appservice` imports;
 //!   `net.rs`: host-mediated WebSocket and HTTP; `envelope.rs`: the envelope across the
 //!   boundary; `bindings.rs`: the generated WIT bindings.
+//! - [`tls`]: the TLS client configuration of every outgoing connection of the node (stubs'
+//!   `net`, key fetches, application services), with the operator's extra roots.
 //! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides;
 //!   [`MatrixPort`] (`appservice.rs`): a connector's Matrix side, and [`MatrixEvents`], the
 //!   bounded queue of Matrix events for its `on-event`.
@@ -33,6 +35,7 @@ mod net;
 mod port;
 mod spec;
 mod state;
+pub mod tls;
 
 pub use actor::{Mailbox, StubHandle};
 pub use appservice::{EventOutcome, MAX_EVENT_TRIES, MatrixEvent, MatrixEvents, MatrixPort};

@@ -1,6 +1,6 @@
 //! Host-mediated networking: the `net` imports. A stub names a URL; the host checks its origin
 //! against the stub's allow-list (deny by default: 403), opens the WebSocket or HTTP request
-//! itself (TLS with rustls and the webpki roots), and reports back through `on-network`
+//! itself (TLS with the node's client configuration, `crate::tls`), and reports back through `on-network`
 //! events. Everything is bounded: open sockets and requests per instance, each socket's send
 //! buffer (in bytes; 503 when full), message and response sizes, and the event queue (a
 //! socket's reader waits while the stub has not taken its events). A socket's writer writes
@@ -103,23 +103,15 @@ impl NetState {
         Ok(id)
     }
 
-    fn tls(&mut self) -> Arc<rustls::ClientConfig> {
-        Arc::clone(self.tls.get_or_insert_with(|| {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                }),
-            )
-        }))
+    /// The node's TLS client configuration (`crate::tls`), made once per instance.
+    fn tls(&mut self) -> Result<Arc<rustls::ClientConfig>, Failure> {
+        if let Some(config) = &self.tls {
+            return Ok(Arc::clone(config));
+        }
+        let config = crate::tls::client_config(&[])
+            .map_err(|e| Failure::new(500, format!("TLS configuration: {e}")))?;
+        self.tls = Some(Arc::clone(&config));
+        Ok(config)
     }
 }
 
@@ -219,7 +211,10 @@ impl net::Host for State {
         let Some(events) = self.net.events.clone() else {
             return Ok(Err(wit_failure(Failure::new(503, "no network"))));
         };
-        let tls = t.tls.then(|| self.net.tls());
+        let tls = match t.tls.then(|| self.net.tls()).transpose() {
+            Ok(tls) => tls,
+            Err(f) => return Ok(Err(wit_failure(f))),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = Arc::clone(&queued);
@@ -292,7 +287,10 @@ impl net::Host for State {
         let Some(events) = self.net.events.clone() else {
             return Ok(Err(wit_failure(Failure::new(503, "no network"))));
         };
-        let tls = t.tls.then(|| self.net.tls());
+        let tls = match t.tls.then(|| self.net.tls()).transpose() {
+            Ok(tls) => tls,
+            Err(f) => return Ok(Err(wit_failure(f))),
+        };
         let generation = self.generation;
         let limit = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_REQUEST_TIME);
         let task = tokio::spawn(async move {

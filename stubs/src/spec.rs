@@ -59,6 +59,9 @@ pub struct StubSpec {
     pub config: Vec<(String, String)>,
     /// The addresses the stub may send from and listen on (and those below them).
     pub addresses: Vec<String>,
+    /// Address patterns (a connector's `namespaces` with `*`) it may send from, and listen on
+    /// as written (`rethink_proto::AddressPattern`, the matcher of the bus's claims).
+    pub patterns: Vec<rethink_proto::AddressPattern>,
     /// Origins (`scheme://host:port`) the stub may open sockets and requests to.
     pub allow: Vec<String>,
     /// Memory limit of the instance, in bytes.
@@ -82,6 +85,7 @@ impl StubSpec {
             name: name.into(),
             config: Vec::new(),
             addresses: Vec::new(),
+            patterns: Vec::new(),
             allow: Vec::new(),
             memory_bytes: 16 << 20,
             call_timeout: Duration::from_secs(1),
@@ -92,13 +96,24 @@ impl StubSpec {
         }
     }
 
-    /// Whether `address` is one of the stub's addresses or below one.
+    /// Whether `address` is one of the stub's addresses or below one, or matches one of its
+    /// patterns.
     pub fn owns(&self, address: &str) -> bool {
         self.addresses.iter().any(|a| {
             address == a
                 || address
                     .strip_prefix(a.as_str())
                     .is_some_and(|rest| a.ends_with('/') || rest.starts_with('/'))
-        })
+        }) || self.patterns.iter().any(|p| p.matches(address))
+    }
+
+    /// Whether the stub may listen on `listener`: an address it owns, or one of its patterns
+    /// as written.
+    pub fn may_listen(&self, listener: &str) -> bool {
+        if rethink_proto::AddressPattern::is_pattern(listener) {
+            self.patterns.iter().any(|p| p.as_str() == listener)
+        } else {
+            self.owns(listener)
+        }
     }
 }

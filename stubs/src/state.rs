@@ -192,7 +192,7 @@ impl bus::Host for State {
     }
 
     fn add_listener(&mut self, address: String) -> wasmtime::Result<Result<(), WitFailure>> {
-        if !self.ctx.spec.owns(&address) {
+        if !self.ctx.spec.may_listen(&address) {
             return Ok(Err(wit_failure(Failure::new(
                 403,
                 format!(

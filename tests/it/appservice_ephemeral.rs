@@ -1,7 +1,9 @@
 //! Ephemeral data in application-service transactions (`receive_ephemeral`, MSC2409 / MSC4203)
 //! against the real node and a service written in the test: typing and receipts of a room
-//! where one of its users is joined (and not of another room), presence of its users, and
-//! to-device messages for its users' devices; a service that did not ask gets none of it.
+//! where one of its users is joined (and not of another room), threaded and private receipts
+//! (a private one only of its own users), presence of its users and of users sharing a room
+//! with them (not of others), and to-device messages for its users' devices; a service that did
+//! not ask gets none of it.
 
 use serde_json::{Value, json};
 
@@ -150,7 +152,10 @@ async fn typing_receipts_presence_and_to_device_reach_a_service_that_asks() {
     .await);
     let presence = loop {
         let (eph, _) = next_ephemeral(&mut service).await;
-        if let Some(p) = eph.iter().find(|e| e["type"] == "m.presence") {
+        if let Some(p) = eph
+            .iter()
+            .find(|e| e["type"] == "m.presence" && e["sender"] == bob.as_str())
+        {
             break p.clone();
         }
     };
@@ -215,4 +220,126 @@ async fn a_service_that_does_not_ask_gets_no_ephemeral_data() {
             break;
         }
     }
+}
+
+/// The `m.receipt` events of transactions, until one has a receipt by `user` of `kind`; all
+/// of them are returned.
+async fn receipts_until(service: &mut Service, kind: &str, user: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let (eph, _) = next_ephemeral(service).await;
+        let receipts: Vec<Value> = eph
+            .into_iter()
+            .filter(|e| e["type"] == "m.receipt")
+            .collect();
+        let done = receipts.iter().any(|r| {
+            r["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+                .any(|by_kind| by_kind[kind].get(user).is_some())
+        });
+        seen.extend(receipts);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn threaded_receipts_and_private_receipts_of_its_own_users_only() {
+    let port = free_port();
+    let (node, _dir) = node_with(port, true).await;
+    let mut service = Service::start(port, node.addr()).await;
+    let (alice, shared, _private, _device) = rooms(&node).await;
+    let alice_id = user_id("alice");
+    let bob = user_id("bridge_bob");
+    let event = send_text(&node, &alice, &shared, "t1", "hello").await;
+    let receipt = |kind: &str| room_path(&shared, &format!("receipt/{kind}/{}", urlencode(&event)));
+
+    // Alice's private receipt first (hers only), then a threaded one, then bob's private one:
+    // everything before bob's has arrived once bob's has.
+    ok(post(&node, &receipt("m.read.private"), &alice, &json!({})).await);
+    ok(post(
+        &node,
+        &receipt("m.read"),
+        &alice,
+        &json!({"thread_id": "main"}),
+    )
+    .await);
+    ok(post(
+        &node,
+        &as_user(&receipt("m.read.private"), &bob),
+        AS_TOKEN,
+        &json!({}),
+    )
+    .await);
+    let seen = receipts_until(&mut service, "m.read.private", &bob).await;
+    let for_event: Vec<&Value> = seen.iter().map(|r| &r["content"][&event]).collect();
+    assert!(
+        for_event
+            .iter()
+            .any(|c| c["m.read"][&alice_id]["thread_id"] == "main"),
+        "the threaded receipt with its thread: {seen:?}"
+    );
+    assert!(
+        for_event
+            .iter()
+            .all(|c| c["m.read.private"].get(&alice_id).is_none()),
+        "alice's private receipt is not the service's: {seen:?}"
+    );
+    assert!(
+        for_event
+            .iter()
+            .any(|c| c["m.read.private"][&bob]["ts"].is_u64()),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn presence_of_users_sharing_a_room_with_its_users_and_not_of_others() {
+    let port = free_port();
+    let (node, _dir) = node_with(port, true).await;
+    let mut service = Service::start(port, node.addr()).await;
+    let (alice, _shared, _private, _device) = rooms(&node).await;
+    let carol = register(&node, "carol").await;
+    let presence = |user: &str| format!("{V3}/presence/{}/status", urlencode(&user_id(user)));
+
+    // Carol shares no room with the service's users; alice does (the shared room). Carol's
+    // change comes first: it would be in the transaction holding alice's, or an earlier one.
+    ok(put(
+        &node,
+        &presence("carol"),
+        &carol,
+        &json!({"presence": "online", "status_msg": "carol here"}),
+    )
+    .await);
+    ok(put(
+        &node,
+        &presence("alice"),
+        &alice,
+        &json!({"presence": "unavailable", "status_msg": "alice here"}),
+    )
+    .await);
+    let mut seen: Vec<Value> = Vec::new();
+    let alice_presence = loop {
+        let (eph, _) = next_ephemeral(&mut service).await;
+        let mut found = None;
+        for e in eph.into_iter().filter(|e| e["type"] == "m.presence") {
+            if e["content"]["status_msg"] == "alice here" {
+                found = Some(e.clone());
+            }
+            seen.push(e);
+        }
+        if let Some(p) = found {
+            break p;
+        }
+    };
+    assert_eq!(alice_presence["sender"], user_id("alice").as_str());
+    assert_eq!(alice_presence["content"]["presence"], "unavailable");
+    assert!(
+        seen.iter()
+            .all(|p| p["sender"] != user_id("carol").as_str()),
+        "carol shares no room with its users: {seen:?}"
+    );
 }

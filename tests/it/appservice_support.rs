@@ -3,7 +3,8 @@
 //! user and alias queries, `POST /ping`), checks `Authorization: Bearer <hs_token>`, and hands
 //! what it received to the test through a channel. On a user query for a user of its namespace
 //! it registers the user (`m.login.application_service`); on an alias query it creates a room
-//! with that alias. It can be started later, on a port chosen before, to be "down" meanwhile.
+//! with that alias. It can be started later, on a port chosen before, to be "down" meanwhile,
+//! and serve over TLS ([`Service::start_tls`]) for `https://` service URLs.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -98,6 +99,31 @@ impl Service {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the service's port");
+        Self::serve(listener, node)
+    }
+
+    /// Starts the service on `port` over TLS, presenting `tls`'s certificate.
+    pub(crate) async fn start_tls(
+        port: u16,
+        node: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the service's port");
+        Self::serve(
+            TlsListener {
+                tcp,
+                acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            },
+            node,
+        )
+    }
+
+    fn serve<L>(listener: L, node: SocketAddr) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         let app = Router::new()
             .fallback(handle)
@@ -106,6 +132,12 @@ impl Service {
             let _ = axum::serve(listener, app).await;
         });
         Service { rx, task }
+    }
+
+    /// Stops the service and waits until its listener is closed (its port can be bound again).
+    pub(crate) async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 
     /// The next thing received; panics after [`RECV_TIMEOUT`].
@@ -139,6 +171,33 @@ impl Service {
             }
         }
         out
+    }
+}
+
+/// A TCP listener whose connections are served once their TLS handshake succeeded (a client
+/// that refuses the certificate is dropped, and the next connection is taken).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -35,6 +35,7 @@ fn echo_stub(dir: &Path, name: &str, init: Init) -> StubRunConfig {
         memory_bytes: 16 << 20,
         call_timeout: Duration::from_millis(200),
         mailbox: 64,
+        patterns: Vec::new(),
         connector: false,
     }
 }

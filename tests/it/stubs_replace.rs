@@ -78,6 +78,7 @@ fn config(dir: &Path, cache: &Path) -> StubsConfig {
             memory_bytes: 16 << 20,
             call_timeout: Duration::from_secs(1),
             mailbox: 64,
+            patterns: Vec::new(),
             connector: false,
         }],
     }

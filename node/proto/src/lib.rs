@@ -1,8 +1,8 @@
 //! rethink-proto: the reTHINK message model shared by every crate of the node.
 //!
 //! It owns the wire shape of a message: the [`Envelope`] (`id`, `type`, `from`,
-//! `to`, `body`, unknown fields kept), [`address`] parsing, [`MessageType`], response [`Code`]s and
-//! the response builder; and the node-owned addresses of a domain ([`Endpoints`], DESIGN.md
+//! `to`, `body`, unknown fields kept), [`address`] parsing, address [`pattern`]s (`slack://*`),
+//! [`MessageType`], response [`Code`]s and the response builder; and the node-owned addresses of a domain ([`Endpoints`], DESIGN.md
 //! section 3), which the bus serves and policies and their dry run name. It depends on serde only:
 //! no I/O, no async runtime.
 //!
@@ -19,6 +19,7 @@ mod endpoints;
 mod envelope;
 mod frame;
 mod kind;
+pub mod pattern;
 mod response;
 mod text;
 
@@ -28,4 +29,5 @@ pub use endpoints::{Endpoint, Endpoints, SESSION};
 pub use envelope::{Envelope, ParseError};
 pub use frame::{Frame, Rejected, parse_frame, salvage};
 pub use kind::MessageType;
+pub use pattern::{AddressPattern, PatternError};
 pub use response::{ResponseBody, ResponseBuilder};

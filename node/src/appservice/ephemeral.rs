@@ -1,9 +1,12 @@
 //! Ephemeral data and to-device messages for a service whose registration asks for them
 //! (`receive_ephemeral`, MSC2409): in a transaction's `ephemeral` (the spec's field:
-//! `m.typing` and `m.receipt` of rooms that concern the service, `m.presence` of its users) and
+//! `m.typing` and `m.receipt` of rooms that concern the service, `m.presence` of its users and
+//! of the users joined to a room that concerns it, as Synapse's `is_interested_in_presence`) and
 //! `de.sorunome.msc2409.to_device` (MSC4203: messages for its users' devices, each with
 //! `to_user_id` and `to_device_id`).
 //!
+//! Receipts are `m.read` (threaded ones with their `thread_id`) and `m.read.private`, the latter
+//! only when its author is one of the service's users (a private receipt is its author's only).
 //! Receipts, presence and to-device messages carry the stream position of their change, so they
 //! are read for the same stream range as the transaction's room events and persisted with it.
 //! Typing is kept in memory only (`userdata::typing`): the queue remembers the typing serial it
@@ -76,7 +79,7 @@ impl EphemeralSource {
             self.receipts(store, interest, after, upto, &mut out)
                 .await?;
             for p in store.presence_between(after, upto).await? {
-                if interest.user(&p.user_id) {
+                if interest.presence(&p.user_id).await? {
                     let mut content = json!({"presence": p.presence,
                         "last_active_ago": (now_ms - p.last_active_ms).max(0)});
                     if let Some(msg) = p.status_msg {
@@ -103,7 +106,7 @@ impl EphemeralSource {
     }
 
     /// One `m.receipt` event per room that concerns the service, with its receipts changed in
-    /// the range.
+    /// the range: `m.read` of anyone, `m.read.private` of the service's own users only.
     async fn receipts(
         &self,
         store: &AppserviceStore,
@@ -117,6 +120,10 @@ impl EphemeralSource {
             let Ok(room) = ruma::RoomId::parse(&r.room_id) else {
                 continue;
             };
+            let private = r.kind != "m.read";
+            if private && (r.kind != "m.read.private" || !interest.user(&r.user_id)) {
+                continue;
+            }
             if !interest.room(&room).await? {
                 continue;
             }
@@ -125,10 +132,8 @@ impl EphemeralSource {
                 receipt["thread_id"] = Value::String(r.thread);
             }
             let content = by_room.entry(r.room_id).or_default();
-            let for_event = content
-                .entry(r.event_id)
-                .or_insert_with(|| json!({"m.read": {}}));
-            for_event["m.read"][r.user_id] = receipt;
+            let for_event = content.entry(r.event_id).or_insert_with(|| json!({}));
+            for_event[r.kind.as_str()][r.user_id.as_str()] = receipt;
         }
         for (room, content) in by_room {
             out.ephemeral

@@ -2,7 +2,8 @@
 //! the membership of one of them, its room is in the service's room namespace, one of its
 //! room's aliases is in the alias namespace, or one of the room's joined members is the
 //! service's. Per room, the answer that does not depend on the event is computed once per
-//! batch.
+//! batch. A user's presence concerns the service when the user is its own or is joined to a
+//! room that concerns it.
 
 use std::collections::HashMap;
 
@@ -32,6 +33,31 @@ impl<'a> Interest<'a> {
 
     pub(crate) fn user(&self, user: &str) -> bool {
         self.service.owns_user(user, self.server_name)
+    }
+
+    /// Whether `user`'s presence concerns the service: one of its users, or joined to a room
+    /// that concerns it (as Synapse's `is_interested_in_presence`).
+    pub(crate) async fn presence(&mut self, user: &str) -> Result<bool, RoomError> {
+        if self.user(user) {
+            return Ok(true);
+        }
+        let Ok(user_id) = ruma::UserId::parse(user) else {
+            return Ok(false);
+        };
+        let joined: Vec<ruma::OwnedRoomId> = self
+            .rooms
+            .caches()
+            .user_rooms(&user_id)
+            .into_iter()
+            .filter(|row| row.membership == "join")
+            .filter_map(|row| ruma::OwnedRoomId::try_from(row.room_id).ok())
+            .collect();
+        for room in joined {
+            if self.room(&room).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) async fn concerns(&mut self, pdu: &Pdu) -> Result<bool, RoomError> {

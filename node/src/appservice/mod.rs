@@ -30,6 +30,7 @@ use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::config::AppservicesConfig;
 use crate::locks::{lock, read, write};
+use crate::metrics::{Metrics, ServiceLabel};
 use crate::rooms::Rooms;
 use crate::store::StoreError;
 use crate::store::appservice::AppserviceStore;
@@ -54,6 +55,11 @@ pub struct AppservicesDeps {
     /// Typing, for `receive_ephemeral`.
     pub typing: Typing,
     pub clock: Clock,
+    /// The TLS client configuration of `https://` service URLs (`rethink_stubs::tls`, with
+    /// `appservices.ca_file`).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Delivered and failed transactions are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The bus session of each service id with `rethink_namespaces`, and the service it is for.
@@ -94,9 +100,9 @@ impl AppServices {
         deps: AppservicesDeps,
         shutdown: CancellationToken,
     ) -> Result<Self, DirectoryError> {
-        let connectors = connector_services(config);
+        let connectors = connector_services(config, &deps.tls);
         let directory = match &config.dir {
-            Some(dir) => Directory::load(dir)?,
+            Some(dir) => Directory::load(dir, &deps.tls)?,
             None => Directory::empty(),
         };
         let directory = with_connectors(&directory, &connectors);
@@ -222,7 +228,7 @@ impl AppServices {
             tokio::spawn(pusher::run(
                 Arc::clone(service),
                 queue,
-                Logged,
+                Metered(Arc::clone(&self.inner.deps.metrics)),
                 backoff,
                 stop.clone(),
             ));
@@ -237,7 +243,7 @@ impl AppServices {
             return Ok(0);
         };
         let _one = self.inner.reloading.lock().await;
-        let fresh = match Directory::load(dir) {
+        let fresh = match Directory::load(dir, &self.inner.deps.tls) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e,
@@ -381,7 +387,10 @@ pub enum PingError {
 
 /// The Matrix sides of WebAssembly connectors (`[connectors.<name>.matrix]`), each with a
 /// fresh random `as_token` (held by the node only: the connector's guest never sees it).
-fn connector_services(config: &AppservicesConfig) -> Vec<Arc<AppService>> {
+fn connector_services(
+    config: &AppservicesConfig,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Vec<Arc<AppService>> {
     config
         .connectors
         .iter()
@@ -395,7 +404,7 @@ fn connector_services(config: &AppservicesConfig) -> Vec<Arc<AppService>> {
             registration.as_token = a;
             registration.hs_token = h;
             let file = PathBuf::from(format!("[connectors.{}.matrix]", c.name));
-            Some(Arc::new(AppService::new(registration, file)))
+            Some(Arc::new(AppService::new(registration, file, tls)))
         })
         .collect()
 }
@@ -419,12 +428,19 @@ fn same_registration(a: &AppService, b: &AppService) -> bool {
     format!("{a:?}") == format!("{b:?}")
 }
 
-/// Logs what the pushers do.
-#[derive(Debug, Clone, Copy)]
-struct Logged;
+/// Counts (and logs) what the pushers do: `rethink_appservice_txns_total` and
+/// `rethink_appservice_txn_failures_total` by service (the pusher logs each failure at `warn`).
+#[derive(Debug, Clone)]
+struct Metered(Arc<Metrics>);
 
-impl PushObserver for Logged {
+impl PushObserver for Metered {
     fn pushed(&self, service: &str, txn: &QueuedTxn) {
+        self.0
+            .appservice_txns
+            .get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            })
+            .inc();
         tracing::debug!(
             service,
             txn = txn.txn_id,
@@ -434,6 +450,12 @@ impl PushObserver for Logged {
     }
 
     fn failed(&self, service: &str, txn_id: i64, error: &ClientError) {
+        self.0
+            .appservice_txn_failures
+            .get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            })
+            .inc();
         tracing::debug!(service, txn = txn_id, error = %error, "transaction failed");
     }
 }

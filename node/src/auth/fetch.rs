@@ -1,6 +1,7 @@
-//! A minimal HTTPS GET for key sets: hyper's HTTP/1 client over `tokio-rustls` (ring, the web
-//! PKI roots). Plain `http://` only for loopback hosts (tests). One request per connection, a
-//! size limit and a timeout; no redirects, no proxies, no spawned tasks.
+//! A minimal HTTPS GET for key sets: hyper's HTTP/1 client over `tokio-rustls` (the node's
+//! client configuration, `rethink_stubs::tls`). Plain `http://` only for loopback hosts
+//! (tests). One request per connection, a size limit and a timeout; no redirects, no proxies,
+//! no spawned tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,21 +104,10 @@ impl JwksUrl {
     }
 }
 
-/// The TLS client configuration: ring, the web PKI roots, HTTP/1.1 by ALPN. Built per fetch
-/// (a fetch happens at most every few seconds).
+/// The node's TLS client configuration (`rethink_stubs::tls`: ring, the web PKI roots,
+/// HTTP/1.1 by ALPN). Built per fetch (a fetch happens at most every few seconds).
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, FetchError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| FetchError::Tls(std::io::Error::other(e)))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    rethink_stubs::tls::client_config(&[]).map_err(|e| FetchError::Tls(std::io::Error::other(e)))
 }
 
 /// GETs the URL and returns the body of a `200` answer.

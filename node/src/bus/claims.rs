@@ -9,8 +9,12 @@
 //! runtimes from allocating or sending from such addresses. What a service sends enters with
 //! [`Origin::AppService`]: from its runtime URL or an address its patterns claim only.
 //!
-//! The claims in force are replaced as a whole ([`Bus::set_claims`]) when the registrations
-//! are (re)loaded.
+//! WebAssembly connectors claim the same way: the patterns of their `namespaces` (entries with
+//! `*`) are exclusive claims routed to their stub session ([`Bus::set_stub_claims`]), and what
+//! they send from such an address passes the same [`Bus::may_send_as`] check.
+//!
+//! The services' claims in force are replaced as a whole ([`Bus::set_claims`]) when the
+//! registrations are (re)loaded; a connector's when its stub starts.
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use rethink_connectors::namespaces::RethinkNamespace;
 
 use super::{Bus, Origin, RouteError, Session};
 use crate::auth::Identity;
-use crate::locks::{read, write};
+use crate::locks::{lock, read, write};
 
 /// One pattern of one service.
 #[derive(Debug, Clone)]
@@ -33,7 +37,37 @@ pub struct Claim {
 /// The claims in force.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
+    /// Services' and connectors' claims together, as matched.
     list: std::sync::RwLock<Arc<Vec<Claim>>>,
+    /// The two sources of claims.
+    sources: std::sync::Mutex<Sources>,
+}
+
+/// Services' claims (replaced at each reload) and each connector's, by name.
+#[derive(Debug, Default)]
+struct Sources {
+    services: Vec<Claim>,
+    connectors: std::collections::BTreeMap<String, Vec<Claim>>,
+}
+
+impl Claims {
+    /// Replaces the services' claims (`None`: kept) or connector `stub`'s, and the list in force.
+    fn set(&self, services: Option<Vec<Claim>>, stub: Option<(&str, Vec<Claim>)>) {
+        let mut sources = lock(&self.sources);
+        if let Some(services) = services {
+            sources.services = services;
+        }
+        if let Some((name, claims)) = stub {
+            sources.connectors.insert(name.to_owned(), claims);
+        }
+        let all: Vec<Claim> = sources
+            .services
+            .iter()
+            .chain(sources.connectors.values().flatten())
+            .cloned()
+            .collect();
+        *write(&self.list) = Arc::new(all);
+    }
 }
 
 impl Bus {
@@ -62,9 +96,14 @@ impl Bus {
         Ok(self.open(&url, identity).await?.0)
     }
 
-    /// Replaces the claims in force.
+    /// Replaces the application services' claims in force.
     pub fn set_claims(&self, claims: Vec<Claim>) {
-        *write(&self.inner.claims.list) = Arc::new(claims);
+        self.inner.claims.set(Some(claims), None);
+    }
+
+    /// Replaces the claims of connector `name` (its namespace patterns, to its stub session).
+    pub fn set_stub_claims(&self, name: &str, claims: Vec<Claim>) {
+        self.inner.claims.set(None, Some((name, claims)));
     }
 
     fn claims(&self) -> Arc<Vec<Claim>> {
@@ -102,8 +141,8 @@ impl Bus {
             .or_else(|| self.inner.book.owner_of(address))
     }
 
-    /// Whether `session` (a service's) may send from `from`: its runtime URL, or an address one
-    /// of its patterns claims and no other service claims exclusively.
+    /// Whether `session` (a service's or a connector's) may send from `from`: its runtime URL,
+    /// or an address one of its patterns claims and no other claims exclusively.
     pub(super) fn may_send_as(&self, session: &Arc<Session>, from: &str) -> bool {
         if **session.runtime_url() == *from {
             return true;
@@ -118,8 +157,16 @@ impl Bus {
         mine && !others_exclusive
     }
 
-    /// An address a runtime may not use: claimed exclusively by a service.
+    /// An address a runtime may not use: claimed exclusively by a service or a connector
+    /// (other than the one sending).
     pub(super) fn reserved_for_service(&self, origin: &Origin, address: &str) -> bool {
-        !matches!(origin, Origin::AppService(_)) && self.exclusive_claim(address).is_some()
+        if matches!(origin, Origin::AppService(_)) {
+            return false;
+        }
+        self.exclusive_claim(address).is_some_and(|claim| {
+            !origin
+                .session()
+                .is_some_and(|s| Arc::ptr_eq(s, &claim.session))
+        })
     }
 }

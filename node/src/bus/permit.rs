@@ -133,9 +133,11 @@ impl Bus {
         match origin {
             Origin::Session(session) | Origin::Stub(session) => {
                 let owner = self.inner.book.owner_of(envelope.from());
-                if !owner.is_some_and(|o| Arc::ptr_eq(&o, session))
-                    || self.reserved_for_service(origin, envelope.from())
-                {
+                let allocated = owner.is_some_and(|o| Arc::ptr_eq(&o, session));
+                // A connector also speaks for its namespace patterns, as a service does.
+                let claimed =
+                    matches!(origin, Origin::Stub(_)) && self.may_send_as(session, envelope.from());
+                if !(allocated || claimed) || self.reserved_for_service(origin, envelope.from()) {
                     return Err(Denied::Spoofed {
                         from: envelope.from().to_owned(),
                     });

@@ -1,10 +1,12 @@
 //! Settings of the Matrix application services (`[appservices]`: the directory of Synapse-format
-//! registration files, how often it is read, the transaction backoff and size), checked here into
-//! [`AppservicesConfig`] for `crate::appservice`.
+//! registration files, how often it is read, the transaction backoff and size, the extra trust
+//! roots of `https://` service URLs), checked here into [`AppservicesConfig`] for
+//! `crate::appservice`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid, positive};
@@ -18,6 +20,8 @@ pub struct RawAppservices {
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
     pub max_events_per_txn: usize,
+    /// PEM certificates trusted for `https://` service URLs besides the web PKI roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RawAppservices {
@@ -28,6 +32,7 @@ impl Default for RawAppservices {
             initial_backoff_ms: 250,
             max_backoff_ms: 60_000,
             max_events_per_txn: 100,
+            ca_file: None,
         }
     }
 }
@@ -44,6 +49,10 @@ pub struct AppservicesConfig {
     pub max_backoff: Duration,
     /// Most room events in one transaction (more wait for the next).
     pub max_events_per_txn: usize,
+    /// `appservices.ca_file`, and the certificates read from it: trusted for `https://`
+    /// service URLs besides the web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// The Matrix sides of WebAssembly connectors (`[connectors.<name>.matrix]`), services
     /// beside those of `dir`, kept across its reloads.
     pub connectors: Vec<super::connectors::ConnectorMatrix>,
@@ -72,12 +81,19 @@ pub(super) fn validate_appservices(a: &RawAppservices) -> Result<AppservicesConf
             "must be between 1 and 1000",
         ));
     }
+    let extra_roots = match &a.ca_file {
+        Some(path) => rethink_stubs::tls::load_roots(path)
+            .map_err(|e| invalid("appservices.ca_file", e.to_string()))?,
+        None => Vec::new(),
+    };
     Ok(AppservicesConfig {
         dir: a.dir.clone(),
         watch_interval: Duration::from_millis(a.watch_interval_ms),
         initial_backoff: Duration::from_millis(a.initial_backoff_ms),
         max_backoff: Duration::from_millis(a.max_backoff_ms),
         max_events_per_txn: a.max_events_per_txn,
+        ca_file: a.ca_file.clone(),
+        extra_roots,
         connectors: Vec::new(),
     })
 }

@@ -6,7 +6,9 @@
 //!   (`[connectors.registry]` alone runs the domain registry).
 //! - `namespaces`: the reTHINK addresses of this domain it owns (it gets their messages, and
 //!   sends only from them and the addresses below them: the host refuses anything else with 403
-//!   before the bus's enforcement point sees it); for a built-in, by default
+//!   before the bus's enforcement point sees it), and address patterns with `*`
+//!   (`domain://archive.<domain>/*`, `slack://*`), claimed exclusively on the bus exactly as an
+//!   application service's `rethink_namespaces` (`crate::bus::claims`); for a built-in, by default
 //!   `domain://<name>.<domain>` (`domain://registry.<domain>`; the archive also gets
 //!   `domain://archive.<domain>/log`).
 //! - `config` (what `host.config` answers; `domain` is always added), `memory_mb`,
@@ -158,6 +160,18 @@ pub(super) fn validate_connectors(
         if namespaces.is_empty() {
             return Err(bad("`namespaces` must name at least one address".into()));
         }
+        // Entries with `*` are patterns (claimed exclusively, anywhere, as a service's
+        // `rethink_namespaces`); the others are addresses of the domain, owned with those below.
+        let (pattern_texts, addresses): (Vec<String>, Vec<String>) = namespaces
+            .into_iter()
+            .partition(|n| rethink_proto::AddressPattern::is_pattern(n));
+        let patterns = pattern_texts
+            .iter()
+            .map(|p| {
+                rethink_proto::AddressPattern::parse(p)
+                    .map_err(|e| bad(format!("namespace pattern {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut config = c.config.clone();
         config.insert("domain".into(), domain.to_owned());
         let defaults = RawStubRun::default();
@@ -165,7 +179,7 @@ pub(super) fn validate_connectors(
             component: c.component.clone(),
             // A built-in is checked here as a catalogue name, then given its own source.
             stub: builtin.then(|| name.clone()),
-            addresses: namespaces,
+            addresses,
             allow: Vec::new(),
             config,
             memory_mb: c.memory_mb.unwrap_or(defaults.memory_mb),
@@ -179,6 +193,7 @@ pub(super) fn validate_connectors(
         })?;
         for mut r in checked.drain(..) {
             r.connector = true;
+            r.patterns = patterns.clone();
             if builtin {
                 r.source = StubSource::Builtin(name.clone());
             }
@@ -280,5 +295,35 @@ mod tests {
                 && e.to_string().contains("not in domain"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn entries_with_a_star_are_patterns_anywhere() {
+        let r = check(
+            "slack",
+            RawConnector {
+                component: Some("x.wasm".into()),
+                namespaces: Some(vec![
+                    "slack://*".into(),
+                    "domain://archive.example.com/*".into(),
+                    "domain://slack.example.com".into(),
+                ]),
+                ..RawConnector::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(r[0].addresses, ["domain://slack.example.com"]);
+        let patterns: Vec<&str> = r[0].patterns.iter().map(|p| p.as_str()).collect();
+        assert_eq!(patterns, ["slack://*", "domain://archive.example.com/*"]);
+        let e = check(
+            "slack",
+            RawConnector {
+                component: Some("x.wasm".into()),
+                namespaces: Some(vec!["sl ack://*".into()]),
+                ..RawConnector::default()
+            },
+        )
+        .expect_err("bad pattern");
+        assert!(e.to_string().contains("namespace pattern"), "{e}");
     }
 }

@@ -64,6 +64,9 @@ pub struct StubRunConfig {
     pub name: String,
     pub source: StubSource,
     pub addresses: Vec<String>,
+    /// Address patterns it claims exclusively (a connector's `namespaces` with `*`): routed to
+    /// it by the bus's claims, as an application service's `rethink_namespaces` are.
+    pub patterns: Vec<rethink_proto::AddressPattern>,
     pub allow: Vec<String>,
     pub config: Vec<(String, String)>,
     pub memory_bytes: usize,
@@ -145,6 +148,7 @@ pub(super) fn validate_run(
             name: name.clone(),
             source,
             addresses: r.addresses.clone(),
+            patterns: Vec::new(),
             allow: r.allow.clone(),
             config: r
                 .config

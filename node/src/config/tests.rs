@@ -143,3 +143,31 @@ fn invalid_settings_are_named() {
         Ok(())
     });
 }
+
+#[test]
+fn appservices_ca_file_is_read_from_the_environment_and_checked() {
+    figment::Jail::expect_with(|jail| {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .map_err(|e| e.to_string())?;
+        jail.create_file("ca.pem", &key.cert.pem())?;
+        jail.create_file("empty.pem", "")?;
+        jail.set_env("RETHINK_APPSERVICES__CA_FILE", "ca.pem");
+        let cfg = RawConfig::load(None)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| e.to_string())?;
+        assert_eq!(cfg.appservices.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cfg.appservices.extra_roots.len(), 1);
+        jail.set_env("RETHINK_APPSERVICES__CA_FILE", "empty.pem");
+        let e = RawConfig::load(None)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .expect_err("no certificate");
+        let text = e.to_string();
+        assert!(
+            text.contains("setting `appservices.ca_file`") && text.contains("no certificate"),
+            "{text}"
+        );
+        Ok(())
+    });
+}

@@ -80,11 +80,14 @@ pub struct AsPosition {
     pub bus_seq: i64,
 }
 
-/// An `m.read` receipt changed in a stream range.
+/// A receipt changed in a stream range.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReceiptRow {
     pub room_id: String,
     pub user_id: String,
+    /// `m.read` or `m.read.private`.
+    #[sqlx(rename = "type")]
+    pub kind: String,
     pub thread: String,
     pub event_id: String,
     pub ts: i64,
@@ -214,15 +217,15 @@ impl AppserviceStore {
         Ok(Some(txn_id))
     }
 
-    /// The `m.read` receipts changed in `(after, upto]`, in stream order.
+    /// The receipts (`m.read`, `m.read.private`) changed in `(after, upto]`, in stream order.
     pub async fn receipts_between(
         &self,
         after: i64,
         upto: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
         Ok(sqlx::query_as::<_, ReceiptRow>(
-            "SELECT room_id, user_id, thread, event_id, ts FROM receipts \
-             WHERE stream > ? AND stream <= ? AND type = 'm.read' ORDER BY stream",
+            "SELECT room_id, user_id, type, thread, event_id, ts FROM receipts \
+             WHERE stream > ? AND stream <= ? ORDER BY stream",
         )
         .bind(after)
         .bind(upto)

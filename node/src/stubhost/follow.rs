@@ -6,7 +6,8 @@
 //! started under the same instance name (same session, addresses, key-value store); once its
 //! `init` has run the pump is swapped to it, so new messages go to it; the old instance is then
 //! stopped, which handles what its mailbox holds (it drains) before it ends. Nothing accepted is
-//! dropped: every frame went to exactly one mailbox. A stub removed from the catalogue, or a
+//! dropped: every frame went to exactly one mailbox, and a connector's Matrix events the old
+//! instance did not handle are given to the new one ([`Launcher::drain`]). A stub removed from the catalogue, or a
 //! replacement that does not start, leaves the running version in place (logged).
 
 use std::sync::Arc;
@@ -85,10 +86,41 @@ impl Launcher {
         Ok((Instance { handle, version }, target))
     }
 
-    /// Stops `instance` after it has handled its mailbox.
+    /// Stops `instance` after it has handled its mailbox. A connector's Matrix events it did
+    /// not handle (the one whose call ended its last instance while it was being replaced, and
+    /// any still queued) go to its successor's queue, after what that one already holds: at
+    /// least once, not in stream order (the successor's acknowledgements may move the stored
+    /// feed position back: a restart then gives some events again, never loses one).
     pub(super) async fn drain(&self, instance: Instance) {
-        instance.handle.stop().await;
+        let own = instance.handle.matrix_events();
+        let left = instance.handle.stop_handing_over().await;
         self.versions.stopped(&instance.version);
+        if left.is_empty() {
+            return;
+        }
+        let name = &self.spec.name;
+        let successor = self
+            .matrix
+            .as_ref()
+            .and_then(|m| m.queue(name))
+            .filter(|q| !q.same_queue(&own));
+        let Some(queue) = successor else {
+            for event in &left {
+                tracing::warn!(stub = %name, position = event.position,
+                    "stopped before a Matrix event was handled: it is given again at the next start");
+            }
+            return;
+        };
+        for event in left {
+            let position = event.position;
+            if queue.send(event).await.is_err() {
+                tracing::warn!(stub = %name, position,
+                    "the successor stopped before taking a Matrix event: it is given again at the next start");
+            } else {
+                tracing::info!(stub = %name, position,
+                    "a Matrix event the replaced instance did not handle goes to the new version");
+            }
+        }
     }
 }
 

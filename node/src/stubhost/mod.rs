@@ -43,14 +43,15 @@ pub use versions::{RunningVersions, Version};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rethink_connectors::namespaces::RethinkNamespace;
 use rethink_stubs::catalogue::{Catalogue, sha256_hex};
 use rethink_stubs::{HostConfig, KvStore, StubError, StubSpec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Origin, RouteError, Session};
-use crate::config::{StubRunConfig, StubSource, StubsConfig};
+use crate::bus::{Bus, Claim, Origin, RouteError, Session};
+use crate::config::{StubRunConfig, StubSource, StubsConfig, registration_id};
 use follow::{Follower, Instance, Launcher, catalogue_version};
 pub(crate) use port::{NodePort, Outgoing, QueueRx, outgoing};
 pub(crate) use pump::{AckRule, Pump, PumpTarget, frame_seq};
@@ -180,6 +181,7 @@ fn spec_of(run: &StubRunConfig) -> StubSpec {
     let mut spec = StubSpec::new(&run.name);
     spec.config = run.config.clone();
     spec.addresses = run.addresses.clone();
+    spec.patterns = run.patterns.clone();
     spec.allow = run.allow.clone();
     spec.memory_bytes = run.memory_bytes;
     spec.call_timeout = run.call_timeout;
@@ -266,6 +268,18 @@ async fn start_one(
     if run.connector {
         session.exempt_from_rate_limit();
     }
+    // Its patterns are claims on the bus, as a service's `rethink_namespaces` (exclusive).
+    bus.set_stub_claims(
+        &name,
+        run.patterns
+            .iter()
+            .map(|p| Claim {
+                service: Arc::from(registration_id(&name)),
+                namespace: RethinkNamespace::from_pattern(p.clone(), true),
+                session: Arc::clone(&session),
+            })
+            .collect(),
+    );
     let connection = bus.next_connection_id();
     let cancel = bus.attach(&session, connection, None).await;
     let (swaps, swaps_rx) = mpsc::channel(1);

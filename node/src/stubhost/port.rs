@@ -65,7 +65,9 @@ pub(crate) struct NodePort {
     sends: Queue,
     /// Unbounded, but only messages the mailbox accepted can be lost: bounded by it.
     lost: mpsc::UnboundedSender<Outgoing>,
-    listeners: Mutex<Vec<String>>,
+    /// What the stub listens on: addresses (and those below them), or patterns of its
+    /// namespaces (`rethink_proto::AddressPattern`).
+    listeners: Mutex<Vec<(String, Option<rethink_proto::AddressPattern>)>>,
 }
 
 impl NodePort {
@@ -77,14 +79,19 @@ impl NodePort {
         }
     }
 
-    /// Whether some listener covers `address` (is it, or above it).
+    /// Whether some listener covers `address` (is it, or above it, or a pattern matching it).
     pub(crate) fn listens(&self, address: &str) -> bool {
-        lock(&self.listeners).iter().any(|l| {
-            address == l
-                || address
-                    .strip_prefix(l.as_str())
-                    .is_some_and(|rest| l.ends_with('/') || rest.starts_with('/'))
-        })
+        lock(&self.listeners)
+            .iter()
+            .any(|(l, pattern)| match pattern {
+                Some(p) => p.matches(address),
+                None => {
+                    address == l
+                        || address
+                            .strip_prefix(l.as_str())
+                            .is_some_and(|rest| l.ends_with('/') || rest.starts_with('/'))
+                }
+            })
     }
 
     /// Reports `message` lost (also used by the pump when the stub refuses it).
@@ -112,15 +119,24 @@ impl BusPort for NodePort {
     }
 
     fn add_listener(&self, _stub: &str, address: &str) -> Result<(), Failure> {
+        // The host let only the stub's own patterns through as written.
+        let pattern = if rethink_proto::AddressPattern::is_pattern(address) {
+            Some(
+                rethink_proto::AddressPattern::parse(address)
+                    .map_err(|e| Failure::new(400, format!("listener {address}: {e}")))?,
+            )
+        } else {
+            None
+        };
         let mut l = lock(&self.listeners);
-        if !l.iter().any(|a| a == address) {
-            l.push(address.to_owned());
+        if !l.iter().any(|(a, _)| a == address) {
+            l.push((address.to_owned(), pattern));
         }
         Ok(())
     }
 
     fn remove_listener(&self, _stub: &str, address: &str) {
-        lock(&self.listeners).retain(|a| a != address);
+        lock(&self.listeners).retain(|(a, _)| a != address);
     }
 
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {

@@ -1,0 +1,206 @@
+//! A connector replaced while a Matrix event had just ended its instance: the echo bot of
+//! `guests/echo-connector` (the committed component) traps on `!trap-once`, and is stopped while
+//! its next instance waits its restart backoff (as a replacement stops the old version). The
+//! event is not lost: `stop_handing_over` returns it, and the next version, given it, handles
+//! it (it answers `recovered`, the bot's second delivery) and acknowledges it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use rethink_proto::Envelope;
+use rethink_stubs::{
+    BoxFuture, BusPort, EventOutcome, Failure, Host, HostConfig, KvStore, LostReason, MatrixEvent,
+    MatrixPort, MemoryKv, StubMetrics, StubSpec,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// The embedder's side the test sees: what the bot sent and what it acknowledged.
+#[derive(Debug)]
+enum Did {
+    Sent { room: String, body: String },
+    Handled(u64, EventOutcome),
+}
+
+#[derive(Debug)]
+struct MatrixRecorder(mpsc::UnboundedSender<Did>);
+
+impl MatrixPort for MatrixRecorder {
+    fn register_user<'a>(
+        &'a self,
+        _connector: &'a str,
+        localpart: &'a str,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move { Ok(format!("@{localpart}:localhost")) })
+    }
+
+    fn join_room<'a>(
+        &'a self,
+        _connector: &'a str,
+        _user_id: &'a str,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move { Ok(room.to_owned()) })
+    }
+
+    fn send_event<'a>(
+        &'a self,
+        _connector: &'a str,
+        _user_id: &'a str,
+        room_id: &'a str,
+        _event_type: &'a str,
+        content: &'a str,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move {
+            let content: Value = serde_json::from_str(content).unwrap_or_default();
+            let _ = self.0.send(Did::Sent {
+                room: room_id.to_owned(),
+                body: content["body"].as_str().unwrap_or_default().to_owned(),
+            });
+            Ok("$sent".to_owned())
+        })
+    }
+
+    fn create_room<'a>(
+        &'a self,
+        _connector: &'a str,
+        _user_id: &'a str,
+        _alias_localpart: Option<&'a str>,
+        _name: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move { Ok("!new:localhost".to_owned()) })
+    }
+
+    fn handled<'a>(
+        &'a self,
+        _connector: &'a str,
+        position: u64,
+        outcome: EventOutcome,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self.0.send(Did::Handled(position, outcome));
+        })
+    }
+}
+
+/// A connector has no bus traffic in this test.
+#[derive(Debug)]
+struct NoBus;
+
+impl BusPort for NoBus {
+    fn send(&self, _stub: &str, _message: Envelope) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn add_listener(&self, _stub: &str, _address: &str) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn remove_listener(&self, _stub: &str, _address: &str) {}
+    fn lost(&self, _stub: &str, _message: Envelope, _reason: LostReason) {}
+}
+
+fn message(position: u64, body: &str) -> MatrixEvent {
+    MatrixEvent {
+        position,
+        json: json!({"type": "m.room.message", "room_id": "!r:localhost",
+            "sender": "@alice:localhost", "event_id": format!("$e{position}"),
+            "content": {"msgtype": "m.text", "body": body}})
+        .to_string(),
+    }
+}
+
+fn failures(registry: &Registry) -> f64 {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+    out.lines()
+        .find(|l| l.starts_with("rethink_stub_failures_total{stub=\"echo\",reason=\"trap\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_event_that_ended_a_replaced_instance_is_handed_to_its_successor() {
+    let mut registry = Registry::with_prefix("rethink");
+    let metrics = StubMetrics::new(&mut registry);
+    // The instance that traps is not restarted before the stop: its backoff is long.
+    let host = Host::new(
+        HostConfig {
+            restart_backoff: Duration::from_secs(600),
+            restart_backoff_max: Duration::from_secs(600),
+            ..HostConfig::default()
+        },
+        metrics,
+    )
+    .expect("host");
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/echo-connector/echo-connector.wasm"),
+    )
+    .expect("the committed echo connector");
+    let checked = host.check(&bytes).expect("checks");
+    let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+    let (tx, mut did) = mpsc::unbounded_channel();
+    let matrix: Arc<dyn MatrixPort> = Arc::new(MatrixRecorder(tx));
+    let start = || {
+        let mut spec = StubSpec::new("echo");
+        spec.call_timeout = Duration::from_secs(2);
+        host.start_connector(
+            &checked,
+            spec,
+            Arc::new(NoBus),
+            Arc::clone(&kv),
+            Arc::clone(&matrix),
+        )
+    };
+
+    let old = start();
+    old.started().await;
+    old.matrix_events()
+        .send(message(5, "!trap-once"))
+        .await
+        .expect("queued");
+    // Queued behind it, not handled either: the instance is gone.
+    old.matrix_events()
+        .send(message(6, "after"))
+        .await
+        .expect("queued");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while failures(&registry) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instance did not trap"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let left = old.stop_handing_over().await;
+    let positions: Vec<u64> = left.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [5, 6], "handed back, in order");
+
+    let new = start();
+    new.started().await;
+    for event in left {
+        new.matrix_events().send(event).await.expect("queued");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let next = tokio::time::timeout(Duration::from_secs(10), did.recv())
+            .await
+            .expect("the new version acted in time")
+            .expect("recorder");
+        seen.push(match next {
+            Did::Sent { room, body } => format!("sent {room} {body}"),
+            Did::Handled(p, outcome) => format!("handled {p} {outcome:?}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "sent !r:localhost recovered",
+            "handled 5 Handled",
+            "sent !r:localhost echo: after",
+            "handled 6 Handled",
+        ]
+    );
+    new.stop().await;
+}
