@@ -263,8 +263,9 @@ impl RunningNode {
         let epoch = bus_store.sessions().next_epoch().await?;
         let persisted = bus_store.sessions().load_sessions().await?;
         let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
+        let matrix_db = bus_store.matrix_db();
         let server_key =
-            ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
+            ServerKey::load_or_generate(&matrix_db, config.matrix.server_name.clone()).await?;
         let room_store = RoomStore::new(store.pool().clone());
         let caches = RoomCaches::new(stream.visible(), room_store.all_memberships().await?);
         let rooms = Rooms::new(
@@ -329,7 +330,6 @@ impl RunningNode {
         let (bridge, _bridge_task) =
             Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown, &config.clock).await?;
-        let matrix_db = bus_store.matrix_db();
         let account_store = AccountStore::new(matrix_db.clone());
         let accounts = Accounts::new(account_store.clone(), &config.matrix);
         let userdata = UserData::new(
@@ -555,7 +555,7 @@ impl BusStore {
                 }
                 tracing::info!(
                     database = %describe_postgres(options),
-                    "bus store, stubs' key-value store, Matrix accounts, profiles and filters in \
+                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters and the server key in \
                      PostgreSQL; the other Matrix stores stay SQLite in data_dir"
                 );
                 BusStore::Postgres(Arc::new(store))
@@ -571,7 +571,7 @@ impl BusStore {
     }
 
     /// The database of the Matrix stores ported to PostgreSQL (accounts, devices, tokens,
-    /// profiles, filters): the
+    /// profiles, filters, the server key): the
     /// PostgreSQL database when there is one, else `rethink.db`.
     fn matrix_db(&self) -> Db {
         match self {

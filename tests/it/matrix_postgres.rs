@@ -1,14 +1,14 @@
 //! The Matrix side of a node on PostgreSQL (`store.url` pointing at a fresh database of the test
 //! server, `PG_TEST_URL`): a representative run of the Client-Server API with matrix-sdk and raw
 //! HTTP (register, login, whoami, create a room, invite, join, send, the same transaction id
-//! twice, `/sync`, `/messages`, a restart), the accounts and tokens being rows of that database;
+//! twice, `/sync`, `/messages`, a restart), the accounts, tokens and server key being rows of
+//! that database;
 //! and a database outage under the node: Matrix requests that need the database are answered
 //! 503 `M_UNKNOWN` while it lasts, and succeed again by themselves once it is back.
 //!
-//! What is on PostgreSQL today: accounts, devices and access tokens (with the bus's store); the
-//! other Matrix stores are still SQLite in `data_dir` (README "Durability").
-
-use std::sync::{Arc, Mutex};
+//! What is on PostgreSQL today: accounts, devices, access tokens, profiles, filters and the server
+//! key (with the bus's store); the other Matrix stores are still SQLite in `data_dir` (README
+//! "Durability").
 
 use matrix_sdk::ruma::api::client::account::register::v3::Request as RegistrationRequest;
 use matrix_sdk::ruma::api::client::uiaa;
@@ -16,8 +16,6 @@ use rethink_node::config::StoreBackend;
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 use crate::store_postgres::fresh_database;
 use crate::support::TestNode;
@@ -25,6 +23,7 @@ use crate::support::matrix::{
     V3, anon_post, assert_error, create_room, invite, join, login, messages, ok, password_login,
     put, register_session, sdk_client, send_path, sync, text, user_id,
 };
+use crate::support::relay::Relay;
 
 /// A node whose `store.url` is `url`.
 async fn node_on(url: &str) -> TestNode {
@@ -122,70 +121,20 @@ async fn matrix_on_postgres_registers_chats_syncs_and_keeps_accounts_across_a_re
         .collect();
     assert_eq!(newest, ["two", "one"]);
 
-    // After a restart the accounts and tokens are still there.
+    // After a restart the accounts, tokens and the server key are still there.
+    let key_path = "/_matrix/key/v2/server";
+    let key = ok(crate::support::matrix::anon_get(&node, key_path).await);
     let node = node.restart().await;
+    assert_eq!(
+        ok(crate::support::matrix::anon_get(&node, key_path).await)["verify_keys"],
+        key["verify_keys"]
+    );
+    assert_eq!(rows(&url, "server_keys").await, 1);
     let who =
         ok(crate::support::matrix::get(&node, &format!("{V3}/account/whoami"), &bob.token).await);
     assert_eq!(who["user_id"], user_id("bob"));
     login(&node, "alice").await;
     assert_eq!(rows(&url, "accounts").await, 2);
-}
-
-/// A TCP relay in front of the PostgreSQL server that the test can take down: while down it
-/// drops every connection it carries and every new one at once (the node sees I/O errors, as
-/// with a database that restarts).
-struct PgRelay {
-    addr: std::net::SocketAddr,
-    down: Arc<Mutex<bool>>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl PgRelay {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let down = Arc::new(Mutex::new(false));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (is_down, list) = (Arc::clone(&down), Arc::clone(&conns));
-        let accept = tokio::spawn(async move {
-            loop {
-                let (mut inbound, _) = listener.accept().await.unwrap();
-                if *is_down.lock().unwrap() {
-                    drop(inbound);
-                    continue;
-                }
-                let pipe = tokio::spawn(async move {
-                    let mut outbound = TcpStream::connect(target).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-                list.lock().unwrap().push(pipe.abort_handle());
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            down,
-            conns,
-            accept,
-        }
-    }
-
-    fn set_down(&self, down: bool) {
-        *self.down.lock().unwrap() = down;
-        if down {
-            for conn in self.conns.lock().unwrap().drain(..) {
-                conn.abort();
-            }
-        }
-    }
-}
-
-impl Drop for PgRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.set_down(true);
-    }
 }
 
 #[tokio::test]
@@ -197,8 +146,8 @@ async fn a_database_outage_answers_503_m_unknown_and_the_node_recovers_by_itself
         .unwrap()
         .next()
         .unwrap();
-    let relay = PgRelay::start(target).await;
-    options = options.host("127.0.0.1").port(relay.addr.port());
+    let relay = Relay::start(target).await;
+    options = options.host("127.0.0.1").port(relay.addr().port());
     let node =
         TestNode::spawn_with(|c| c.store.backend = StoreBackend::Postgres(Box::new(options))).await;
     register_session(&node, "alice").await;
