@@ -42,6 +42,7 @@ use crate::rooms::{RoomCaches, Rooms, ServerKey};
 use crate::server::{self, Server, ServerError};
 use crate::store::accounts::AccountStore;
 use crate::store::appservice::AppserviceStore;
+use crate::store::db::Db;
 use crate::store::postgres::PgStore;
 use crate::store::rooms::RoomStore;
 use crate::store::sqlite::SqliteStore;
@@ -264,8 +265,9 @@ impl RunningNode {
         let epoch = bus_store.sessions().next_epoch().await?;
         let persisted = bus_store.sessions().load_sessions().await?;
         let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
+        let matrix_db = bus_store.matrix_db();
         let server_key =
-            ServerKey::load_or_generate(store.pool(), config.matrix.server_name.clone()).await?;
+            ServerKey::load_or_generate(&matrix_db, config.matrix.server_name.clone()).await?;
         let room_store = RoomStore::new(store.pool().clone());
         let caches = RoomCaches::new(stream.visible(), room_store.all_memberships().await?);
         let rooms = Rooms::new(
@@ -330,9 +332,12 @@ impl RunningNode {
         let (bridge, _bridge_task) =
             Bridge::start(rooms.clone(), bus.clone(), bridge_rx, shutdown.clone());
         let auth = Authenticator::start(&config.auth, &shutdown, &config.clock).await?;
-        let accounts = Accounts::new(AccountStore::new(store.pool().clone()), &config.matrix);
+        let account_store = AccountStore::new(matrix_db.clone());
+        let accounts = Accounts::new(account_store.clone(), &config.matrix);
         let userdata = UserData::new(
             store.pool().clone(),
+            matrix_db,
+            account_store,
             stream.clone(),
             config.matrix.server_name.clone(),
             config.clock.clone(),
@@ -560,8 +565,8 @@ impl BusStore {
                 }
                 tracing::info!(
                     database = %describe_postgres(options),
-                    "bus store and stubs' key-value store in PostgreSQL; the Matrix store stays \
-                     SQLite in data_dir"
+                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters and the server key in \
+                     PostgreSQL; the other Matrix stores stay SQLite in data_dir"
                 );
                 BusStore::Postgres(Arc::new(store))
             }
@@ -572,6 +577,16 @@ impl BusStore {
         match self {
             BusStore::Sqlite(store) => Arc::clone(store) as Arc<dyn SessionStore>,
             BusStore::Postgres(store) => Arc::clone(store) as Arc<dyn SessionStore>,
+        }
+    }
+
+    /// The database of the Matrix stores ported to PostgreSQL (accounts, devices, tokens,
+    /// profiles, filters, the server key): the
+    /// PostgreSQL database when there is one, else `rethink.db`.
+    fn matrix_db(&self) -> Db {
+        match self {
+            BusStore::Sqlite(store) => Db::Sqlite(store.pool().clone()),
+            BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
         }
     }
 

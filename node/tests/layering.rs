@@ -88,7 +88,10 @@ fn test_modules(file: &Path) -> Vec<PathBuf> {
         .windows(2)
         .filter(|w| w[0] == "#[cfg(test)]")
         .filter_map(|w| {
-            let decl = w[1].strip_prefix("pub ").unwrap_or(w[1]);
+            let decl = ["pub(crate) ", "pub "]
+                .iter()
+                .find_map(|p| w[1].strip_prefix(p))
+                .unwrap_or(w[1]);
             decl.strip_prefix("mod ")?.strip_suffix(';')
         })
         .flat_map(|name| {

@@ -48,6 +48,7 @@ mod matrix_edge;
 mod matrix_errors;
 mod matrix_history;
 mod matrix_policy;
+mod matrix_postgres;
 mod matrix_presence;
 mod matrix_redaction;
 mod matrix_rooms;

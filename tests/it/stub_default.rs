@@ -7,17 +7,16 @@
 //! really drop that connection (both TCP streams closed) while messages flow both ways, and the
 //! plain client's connection stays up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rethink_proto::Envelope;
 use rethink_stubs::{
     BusPort, Failure, Host, HostConfig, LostReason, MemoryKv, StubHandle, StubMetrics, StubSpec,
 };
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
+use crate::support::relay::Relay;
 use crate::support::{DOMAIN, Rt, TestNode};
 
 /// The committed default stub.
@@ -49,57 +48,6 @@ impl BusPort for ChannelPort {
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
         let v: Value = serde_json::from_str(message.json()).expect("envelopes are JSON");
         let _ = self.tx.send(FromStub::Lost(v, format!("{reason:?}")));
-    }
-}
-
-/// A TCP relay to the node: every accepted connection is piped to `target`; [`Relay::cut`]
-/// closes every connection it carries (both sockets dropped, so both ends see the loss).
-struct Relay {
-    url: String,
-    origin: String,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Relay {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let list = Arc::clone(&conns);
-        let accept = tokio::spawn(async move {
-            loop {
-                let (mut inbound, _) = listener.accept().await.unwrap();
-                let pipe = tokio::spawn(async move {
-                    let mut outbound = TcpStream::connect(target).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-                list.lock().unwrap().push(pipe.abort_handle());
-            }
-        })
-        .abort_handle();
-        Self {
-            url: format!("ws://{addr}/ws"),
-            origin: format!("ws://{addr}"),
-            conns,
-            accept,
-        }
-    }
-
-    /// Drops every connection the relay carries; returns how many there were.
-    fn cut(&self) -> usize {
-        let conns: Vec<AbortHandle> = self.conns.lock().unwrap().drain(..).collect();
-        for c in &conns {
-            c.abort();
-        }
-        conns.len()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
     }
 }
 
@@ -279,8 +227,12 @@ fn check_in_order_with_replays(got: &[u64], cuts: usize) {
 async fn a_dropped_stub_connection_resumes_without_loss_in_either_direction() {
     let node = TestNode::spawn().await;
     let relay = Relay::start(node.addr()).await;
+    let (relay_url, relay_origin) = (
+        format!("ws://{}/ws", relay.addr()),
+        format!("ws://{}", relay.addr()),
+    );
     let host = host();
-    let (stub, mut bus) = start_stub(&host, &relay.url, &relay.origin).await;
+    let (stub, mut bus) = start_stub(&host, &relay_url, &relay_origin).await;
     let mut plain = Rt::open(&node, "plain").await;
     let plain_h = format!("{}/h", plain.url);
 

@@ -1,7 +1,9 @@
 //! `[store]`: where the node keeps its data. `store.url` chooses the backend of the bus's store
 //! (sessions, outboxes, address book, subscriptions, the start counter) and of the stubs'
 //! key-value store: absent, SQLite files in `data_dir`; `postgres://user@host:port/db`,
-//! PostgreSQL. The Matrix store stays SQLite in `data_dir` either way (issue 14, next step).
+//! PostgreSQL, which then also holds the Matrix accounts, devices, access tokens, profiles and
+//! filters; the rest of the Matrix store stays SQLite in `data_dir` either way (issue 14, next
+//! steps).
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -171,6 +171,10 @@ impl MatrixError {
             E::UiaRequired(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unknown),
             E::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             E::ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, ErrorKind::BadJson),
+            // The database is unreachable: the request may succeed later.
+            E::Store(e) | E::Filter(FilterError::Store(e)) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown)
+            }
             E::Room(room) => room_status_and_kind(room),
             E::Filter(FilterError::NotJson(_)) => (StatusCode::BAD_REQUEST, ErrorKind::NotJson),
             E::Filter(FilterError::BadJson(_)) => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
@@ -207,6 +211,9 @@ impl MatrixError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "matrix request failed");
             "internal server error".to_owned()
+        } else if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, Self::TimedOut) {
+            tracing::warn!(error = %self, "matrix request failed: the database is unavailable");
+            "the database is unavailable; try again later".to_owned()
         } else {
             self.to_string()
         };
@@ -263,6 +270,7 @@ fn custom_kind(errcode: &str) -> ErrorKind {
 fn room_status_and_kind(error: &RoomError) -> (StatusCode, ErrorKind) {
     use RoomError as R;
     match error {
+        R::Store(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
         R::UnknownRoom(_) | R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
         R::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
         R::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),

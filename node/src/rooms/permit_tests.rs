@@ -33,7 +33,7 @@ async fn engine() -> Engine {
         .await
         .unwrap();
     let server_name = owned_server_name!("example.com");
-    let key = ServerKey::load_or_generate(store.pool(), server_name.clone())
+    let key = ServerKey::load_or_generate(&store.pool().clone().into(), server_name.clone())
         .await
         .unwrap();
     let room_store = RoomStore::new(store.pool().clone());

@@ -1,5 +1,6 @@
 //! [`ServerKey`]: the server's ed25519 signing key, generated on first start and persisted in the
-//! database (`server_keys`), the hashing and signing of new PDUs with it (room version 11:
+//! database (`server_keys`: `rethink.db`, or with `store.url` the PostgreSQL database, where the
+//! nodes of a cluster share it), the hashing and signing of new PDUs with it (room version 11:
 //! content hash, signature under the server name, event ID as the reference hash), and its
 //! publication in the Matrix server-key format ([`ServerKey::published`], served at
 //! `GET /_matrix/key/v2/server`).
@@ -11,10 +12,10 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::serde::Base64;
 use ruma::signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash, sign_json};
 use ruma::{OwnedEventId, OwnedServerName};
-use sqlx::sqlite::SqlitePool;
 
 use super::error::RoomError;
 use crate::store::StoreError;
+use crate::store::db::{Db, Tx, on_tx};
 
 /// The key's version: `ed25519:<version>`.
 const KEY_VERSION_PREFIX: &str = "a_";
@@ -35,15 +36,25 @@ impl std::fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
-    /// Loads the server's key, generating and storing one on first start.
+    /// Loads the server's key, generating and storing one on first start. On PostgreSQL the
+    /// table is locked meanwhile, so that nodes starting at once on one database end up with one
+    /// key (the first stored).
     pub async fn load_or_generate(
-        pool: &SqlitePool,
+        db: &Db,
         server_name: OwnedServerName,
     ) -> Result<Self, StoreError> {
-        let stored: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT key_id, pkcs8 FROM server_keys ORDER BY created_at LIMIT 1")
-                .fetch_optional(pool)
+        let mut tx = db.begin().await?;
+        if let Tx::Postgres(pg) = &mut tx {
+            // Readers go on; a second writer waits for this transaction.
+            sqlx::query("LOCK TABLE server_keys IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut **pg)
                 .await?;
+        }
+        let stored: Option<(String, Vec<u8>)> = on_tx!(&mut tx, |c| sqlx::query_as(
+            "SELECT key_id, pkcs8 FROM server_keys ORDER BY created_at, key_id LIMIT 1"
+        )
+        .fetch_optional(c)
+        .await?);
         let (version, pkcs8) = match stored {
             Some((key_id, pkcs8)) => (
                 key_id
@@ -62,16 +73,20 @@ impl ServerKey {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
-                sqlx::query("INSERT INTO server_keys (key_id, pkcs8, created_at) VALUES (?, ?, ?)")
-                    .bind(format!("ed25519:{version}"))
-                    .bind(&pkcs8)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
+                on_tx!(&mut tx, |c| sqlx::query(
+                    "INSERT INTO server_keys (key_id, pkcs8, created_at) VALUES ($1, $2, $3)"
+                )
+                .bind(format!("ed25519:{version}"))
+                .bind(&pkcs8)
+                .bind(now)
+                .execute(c)
+                .await?
+                .rows_affected());
                 tracing::info!(key = %version, "generated the server's ed25519 signing key");
                 (version, pkcs8)
             }
         };
+        tx.commit().await?;
         let pair =
             Ed25519KeyPair::from_der(&pkcs8, version.clone()).map_err(|e| StoreError::Corrupt {
                 what: "server key",
@@ -150,4 +165,45 @@ impl ServerKey {
             source,
         })
     }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    //! The server key on both backends (`crate::store::tests`).
+
+    mod cases {
+        use super::super::ServerKey;
+        use crate::store::tests::Place;
+
+        pub(in super::super) async fn the_key_is_generated_once_and_kept(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let opened = place.open().await?;
+            let db = opened.matrix_db();
+            let name: ruma::OwnedServerName = "example.com".try_into()?;
+            let (a, b) = if db.is_postgres() {
+                // Nodes starting at once on one database: one key. (A SQLite file has one node.)
+                let (a, b) = tokio::join!(
+                    ServerKey::load_or_generate(&db, name.clone()),
+                    ServerKey::load_or_generate(&db, name.clone())
+                );
+                (a?, b?)
+            } else {
+                let a = ServerKey::load_or_generate(&db, name.clone()).await?;
+                (a, ServerKey::load_or_generate(&db, name.clone()).await?)
+            };
+            assert_eq!(a.key_id(), b.key_id());
+            assert!(a.key_id().starts_with("ed25519:a_"), "{}", a.key_id());
+            let published = a.published(1)?;
+            opened.close().await;
+
+            let opened = place.open().await?;
+            let again = ServerKey::load_or_generate(&opened.matrix_db(), name).await?;
+            assert_eq!(again.key_id(), a.key_id());
+            assert_eq!(again.published(1)?, published);
+            Ok(())
+        }
+    }
+
+    crate::store::tests::on_both_backends!(cases: [the_key_is_generated_once_and_kept]);
 }

@@ -1,7 +1,7 @@
-//! Matrix accounts, devices and access tokens in SQLite.
+//! Matrix accounts, devices and access tokens, in SQLite or PostgreSQL ([`Db`]).
 //!
-//! The tables come from `migrations/0002_accounts.sql` and live in the node's database file
-//! beside the sessions. Secrets never reach this module: callers pass argon2 PHC strings for
+//! The tables come from `migrations/0002_accounts.sql` (SQLite, `rethink.db`) and
+//! `pg_migrations/0007_matrix_accounts.sql` (PostgreSQL); one SQL text serves both. Secrets never reach this module: callers pass argon2 PHC strings for
 //! passwords and SHA-256 digests for access tokens. Account creation relies on the database's
 //! unique constraints, so two racing registrations of one name cannot both succeed.
 //!
@@ -12,9 +12,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sqlx::sqlite::SqlitePool;
-
 use super::StoreError;
+use super::db::{Db, Tx, on_db, on_tx};
 use crate::locks::lock;
 
 /// Access to the account tables. Cheap to clone (it wraps the connection pool).
@@ -25,7 +24,7 @@ use crate::locks::lock;
 /// write does not cache its (possibly stale) answer (a generation counter tells).
 #[derive(Debug, Clone)]
 pub struct AccountStore {
-    pool: SqlitePool,
+    db: Db,
     tokens: Arc<TokenCache>,
 }
 
@@ -90,9 +89,9 @@ pub struct DeviceRecord {
 }
 
 impl AccountStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(db: impl Into<Db>) -> Self {
         Self {
-            pool,
+            db: db.into(),
             tokens: Arc::default(),
         }
     }
@@ -106,18 +105,18 @@ impl AccountStore {
         device: Option<NewDevice<'_>>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        let mut tx = self.db.begin().await?;
+        let inserted = on_tx!(&mut tx, |c| sqlx::query(
             "INSERT INTO accounts (localpart, password_hash, external_subject, created_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(account.localpart)
         .bind(account.password_hash)
         .bind(account.external_subject)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(c)
         .await?
-        .rows_affected();
+        .rows_affected());
         if inserted == 0 {
             return Ok(false);
         }
@@ -130,23 +129,23 @@ impl AccountStore {
 
     /// The account with this localpart.
     pub async fn account(&self, localpart: &str) -> Result<Option<AccountRecord>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
             "SELECT localpart, password_hash, external_subject, created_at \
-             FROM accounts WHERE localpart = ?",
+             FROM accounts WHERE localpart = $1",
         )
         .bind(localpart)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// The localpart of the account that belongs to a verified identity.
     pub async fn localpart_for_subject(&self, subject: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT localpart FROM accounts WHERE external_subject = ?")
-                .bind(subject)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT localpart FROM accounts WHERE external_subject = $1"
         )
+        .bind(subject)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// Logs a device in: creates it unless it exists (an existing device keeps its display
@@ -158,11 +157,13 @@ impl AccountStore {
         device: NewDevice<'_>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE localpart = ?")
-            .bind(localpart)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut tx = self.db.begin().await?;
+        let exists: Option<String> = on_tx!(&mut tx, |c| sqlx::query_scalar(
+            "SELECT localpart FROM accounts WHERE localpart = $1"
+        )
+        .bind(localpart)
+        .fetch_optional(c)
+        .await?);
         if exists.is_none() {
             return Ok(false);
         }
@@ -181,11 +182,12 @@ impl AccountStore {
             return Ok(Some(owner.clone()));
         }
         let generation = self.tokens.generation.load(Ordering::SeqCst);
-        let owner: Option<TokenOwner> =
-            sqlx::query_as("SELECT localpart, device_id FROM access_tokens WHERE token_hash = ?")
-                .bind(token_hash.as_slice())
-                .fetch_optional(&self.pool)
-                .await?;
+        let owner: Option<TokenOwner> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT localpart, device_id FROM access_tokens WHERE token_hash = $1"
+        )
+        .bind(token_hash.as_slice())
+        .fetch_optional(e)
+        .await?);
         if let Some(owner) = &owner {
             let mut owners = lock(&self.tokens.owners);
             if self.tokens.generation.load(Ordering::SeqCst) == generation {
@@ -197,21 +199,27 @@ impl AccountStore {
 
     /// Deletes a device and so its access token.
     pub async fn delete_device(&self, localpart: &str, device_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM devices WHERE localpart = ? AND device_id = ?")
-            .bind(localpart)
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?;
+        on_db!(&self.db, |e| sqlx::query(
+            "DELETE FROM devices WHERE localpart = $1 AND device_id = $2"
+        )
+        .bind(localpart)
+        .bind(device_id)
+        .execute(e)
+        .await?
+        .rows_affected());
         self.tokens.forget(localpart, Some(device_id));
         Ok(())
     }
 
     /// Deletes every device of an account and so every access token.
     pub async fn delete_all_devices(&self, localpart: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM devices WHERE localpart = ?")
-            .bind(localpart)
-            .execute(&self.pool)
-            .await?;
+        on_db!(&self.db, |e| sqlx::query(
+            "DELETE FROM devices WHERE localpart = $1"
+        )
+        .bind(localpart)
+        .execute(e)
+        .await?
+        .rows_affected());
         self.tokens.forget(localpart, None);
         Ok(())
     }
@@ -222,13 +230,13 @@ impl AccountStore {
         localpart: &str,
         device_id: &str,
     ) -> Result<Option<DeviceRecord>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT device_id, display_name FROM devices WHERE localpart = ? AND device_id = ?",
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT device_id, display_name FROM devices WHERE localpart = $1 AND device_id = $2",
         )
         .bind(localpart)
         .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// Sets (or with `None` removes) the display name of a device; `false` when the device
@@ -239,15 +247,15 @@ impl AccountStore {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE devices SET display_name = ? WHERE localpart = ? AND device_id = ?",
+        let changed = on_db!(&self.db, |e| sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE localpart = $2 AND device_id = $3",
         )
         .bind(display_name)
         .bind(localpart)
         .bind(device_id)
-        .execute(&self.pool)
+        .execute(e)
         .await?
-        .rows_affected();
+        .rows_affected());
         Ok(changed > 0)
     }
 
@@ -258,13 +266,16 @@ impl AccountStore {
         localpart: &str,
         device_ids: &[&str],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         for device_id in device_ids {
-            sqlx::query("DELETE FROM devices WHERE localpart = ? AND device_id = ?")
-                .bind(localpart)
-                .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
+            on_tx!(&mut tx, |c| sqlx::query(
+                "DELETE FROM devices WHERE localpart = $1 AND device_id = $2"
+            )
+            .bind(localpart)
+            .bind(*device_id)
+            .execute(c)
+            .await?
+            .rows_affected());
         }
         tx.commit().await?;
         for device_id in device_ids {
@@ -275,158 +286,48 @@ impl AccountStore {
 
     /// The devices of an account, by device ID.
     pub async fn devices(&self, localpart: &str) -> Result<Vec<DeviceRecord>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT device_id, display_name FROM devices WHERE localpart = ? ORDER BY device_id",
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT device_id, display_name FROM devices WHERE localpart = $1 ORDER BY device_id",
         )
         .bind(localpart)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 }
 
 /// Creates the device unless it exists, then replaces its access token.
 async fn add_device(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     localpart: &str,
     device: NewDevice<'_>,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO devices (localpart, device_id, display_name, created_at) \
-         VALUES (?, ?, ?, ?) ON CONFLICT (localpart, device_id) DO NOTHING",
-    )
-    .bind(localpart)
-    .bind(device.device_id)
-    .bind(device.display_name)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM access_tokens WHERE localpart = ? AND device_id = ?")
+    on_tx!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO devices (localpart, device_id, display_name, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (localpart, device_id) DO NOTHING",
+        )
         .bind(localpart)
         .bind(device.device_id)
-        .execute(&mut *tx)
+        .bind(device.display_name)
+        .bind(now)
+        .execute(&mut *c)
         .await?;
-    sqlx::query(
-        "INSERT INTO access_tokens (token_hash, localpart, device_id, created_at) \
-         VALUES (?, ?, ?, ?)",
-    )
-    .bind(device.token_hash.as_slice())
-    .bind(localpart)
-    .bind(device.device_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+        sqlx::query("DELETE FROM access_tokens WHERE localpart = $1 AND device_id = $2")
+            .bind(localpart)
+            .bind(device.device_id)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, localpart, device_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(device.token_hash.as_slice())
+        .bind(localpart)
+        .bind(device.device_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use tempfile::TempDir;
-
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-
-    async fn store() -> (TempDir, SqliteStore, AccountStore) {
-        let dir = TempDir::new().unwrap();
-        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
-        let accounts = AccountStore::new(sqlite.pool().clone());
-        (dir, sqlite, accounts)
-    }
-
-    fn alice() -> NewAccount<'static> {
-        NewAccount {
-            localpart: "alice",
-            password_hash: Some("$argon2id$stub"),
-            external_subject: None,
-        }
-    }
-
-    fn device<'a>(id: &'a str, hash: &'a [u8; 32]) -> NewDevice<'a> {
-        NewDevice {
-            device_id: id,
-            display_name: Some("laptop"),
-            token_hash: hash,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_localpart_or_subject_is_taken_once() {
-        let (_dir, _sqlite, s) = store().await;
-        assert!(s.create_account(alice(), None, 1).await.unwrap());
-        assert!(!s.create_account(alice(), None, 2).await.unwrap());
-        let linked = NewAccount {
-            localpart: "bob",
-            password_hash: None,
-            external_subject: Some("user://idp.example.org/bob"),
-        };
-        assert!(s.create_account(linked, None, 3).await.unwrap());
-        let again = NewAccount {
-            localpart: "bob2",
-            ..linked
-        };
-        assert!(!s.create_account(again, None, 4).await.unwrap());
-        assert_eq!(
-            s.localpart_for_subject("user://idp.example.org/bob")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("bob")
-        );
-        let rec = s.account("alice").await.unwrap().unwrap();
-        assert_eq!(rec.password_hash.as_deref(), Some("$argon2id$stub"));
-        assert_eq!(rec.created_at, 1);
-        assert!(s.account("carol").await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_new_login_on_a_device_replaces_its_token() {
-        let (_dir, _sqlite, s) = store().await;
-        let (t1, t2, t3) = ([1; 32], [2; 32], [3; 32]);
-        assert!(
-            s.create_account(alice(), Some(device("DEV1", &t1)), 1)
-                .await
-                .unwrap()
-        );
-        assert!(
-            s.login_device("alice", device("DEV1", &t2), 2)
-                .await
-                .unwrap()
-        );
-        assert!(s.token_owner(&t1).await.unwrap().is_none());
-        let owner = s.token_owner(&t2).await.unwrap().unwrap();
-        assert_eq!(
-            (owner.localpart.as_str(), owner.device_id.as_str()),
-            ("alice", "DEV1")
-        );
-        assert!(
-            s.login_device("alice", device("DEV2", &t3), 3)
-                .await
-                .unwrap()
-        );
-        assert_eq!(s.devices("alice").await.unwrap().len(), 2);
-        assert!(
-            !s.login_device("nobody", device("X", &[9; 32]), 4)
-                .await
-                .unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn deleting_devices_revokes_their_tokens() {
-        let (_dir, _sqlite, s) = store().await;
-        let (t1, t2) = ([1; 32], [2; 32]);
-        s.create_account(alice(), Some(device("DEV1", &t1)), 1)
-            .await
-            .unwrap();
-        s.login_device("alice", device("DEV2", &t2), 2)
-            .await
-            .unwrap();
-        s.delete_device("alice", "DEV1").await.unwrap();
-        assert!(s.token_owner(&t1).await.unwrap().is_none());
-        assert!(s.token_owner(&t2).await.unwrap().is_some());
-        s.delete_all_devices("alice").await.unwrap();
-        assert!(s.token_owner(&t2).await.unwrap().is_none());
-        assert!(s.devices("alice").await.unwrap().is_empty());
-        assert!(s.account("alice").await.unwrap().is_some());
-    }
 }

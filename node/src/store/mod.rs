@@ -5,8 +5,9 @@
 //! database), the [`StoreOp`] write operations, the [`PersistedSession`] image loaded at start,
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
 //! backend is [`sqlite::SqliteStore`]; with `store.url = "postgres://..."` the bus's store is
-//! [`postgres::PgStore`] instead (the Matrix stores below stay SQLite). Matrix accounts, devices and access tokens are kept by
-//! [`accounts::AccountStore`] in the same database; room events ([`pdu::Pdu`]) by
+//! [`postgres::PgStore`] instead, and so are Matrix accounts, devices and access tokens
+//! ([`accounts::AccountStore`], over a [`db::Db`]: one SQL text for both backends); the other
+//! Matrix stores stay SQLite in `data_dir` for now. Room events ([`pdu::Pdu`]) by
 //! [`rooms::RoomStore`]. Writes that take a Matrix stream position are [`StreamOp`]s, which the
 //! stream writer (`crate::stream`) commits.
 //!
@@ -18,6 +19,7 @@
 
 pub mod accounts;
 pub mod appservice;
+pub mod db;
 pub mod pdu;
 pub mod postgres;
 pub mod rooms;
@@ -68,6 +70,40 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl StoreError {
+    /// Whether the error says the database cannot be reached or is not serving (a connection
+    /// refused or lost, no free connection in time, the server shutting down or out of
+    /// connections), rather than that a query failed: the edges answer it 503, and the same
+    /// request may succeed once the database is back.
+    pub fn is_unavailable(&self) -> bool {
+        let sqlx_error = match self {
+            StoreError::Database(e) => e,
+            StoreError::GroupCommit(e) => &**e,
+            StoreError::Connect { .. } | StoreError::WriterStopped => return true,
+            StoreError::DataDir { .. } | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
+                return false;
+            }
+        };
+        match sqlx_error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE classes 08 (connection exception), 53 (insufficient resources: too many
+            // connections, out of memory or disk), 57 (operator intervention: shutdown, cannot
+            // connect now, database dropped); 3D000: the database does not exist.
+            sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "3D000"
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// A write that takes a stream position. Implemented by each store of a concern (rooms, account
@@ -204,4 +240,4 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,8 +1,9 @@
 //! The PostgreSQL backend of the bus's store (`store.url = "postgres://..."`): sessions, their
 //! addresses, subscriptions and outboxes, and the start counter, in the tables of
 //! `pg_migrations/` (embedded at build time, applied by [`PgStore::open`]). The stubs' key-value
-//! store (`stubhost::PgKv`) shares the pool. The Matrix store stays SQLite in `data_dir` (issue
-//! 14's next step).
+//! store (`stubhost::PgKv`) and the Matrix account store (`store::accounts`, through
+//! [`Db`](super::db::Db)) share the pool; the other Matrix stores stay SQLite in `data_dir`
+//! (issue 14's next steps).
 //!
 //! The batch of the group-commit writer is applied in one transaction with a few statements
 //! whatever its size (`postgres/apply.rs`): PostgreSQL is a network round trip away, so the cost
@@ -21,8 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 
 /// Connections to the database: the session writer's, the stubs' key-value store (a few
-/// concurrent calls), and the start-time load.
-const CONNECTIONS: u32 = 4;
+/// concurrent calls), the Matrix account store (logins, uncached token lookups), and the
+/// start-time load.
+const CONNECTIONS: u32 = 8;
 /// How long an operation waits for a free connection (or for a new one to be made) before it
 /// fails: the writer then retries, the key-value store answers 503.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1,7 +1,9 @@
-//! Tests of the bus's store and the stubs' key-value store, one test body for both backends:
+//! Tests of the bus's store, the stubs' key-value store and the Matrix stores ported to
+//! [`Db`](super::db::Db) (`accounts`), one test body for both backends:
 //! each test below runs on SQLite (a fresh data directory) and on PostgreSQL (a fresh database
 //! on the server named by `PG_TEST_URL`, which `scripts/test` starts), so the two cannot drift.
-//! The PostgreSQL tests fail, naming the variable, when it is not set.
+//! The PostgreSQL tests fail, naming the variable, when it is not set. [`Place`], [`Opened`] and
+//! [`on_both_backends!`] serve the two-backend tests of other modules too (`userdata`).
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use super::sqlite::SqliteStore;
 use super::*;
 use crate::stubhost::{PgKv, SqliteKv};
 
+mod accounts;
 mod cases;
 
 /// The variable naming the test PostgreSQL server (an admin connection URL).
@@ -21,24 +24,24 @@ const PG_TEST_URL: &str = "PG_TEST_URL";
 
 /// Where one test's data lives: a fresh directory or a fresh database, opened as often as the
 /// test wants (a reopen sees what an earlier opening committed).
-enum Place {
+pub(crate) enum Place {
     Sqlite(TempDir),
     Postgres(Box<PgConnectOptions>),
 }
 
 /// An opened store of either backend.
-enum Opened {
+pub(crate) enum Opened {
     Sqlite(SqliteStore),
     Postgres(PgStore),
 }
 
 impl Place {
-    fn sqlite() -> anyhow::Result<Place> {
+    pub(crate) fn sqlite() -> anyhow::Result<Place> {
         Ok(Place::Sqlite(TempDir::new()?))
     }
 
     /// A database of its own on the test server, so that tests run in parallel.
-    async fn postgres() -> anyhow::Result<Place> {
+    pub(crate) async fn postgres() -> anyhow::Result<Place> {
         let Some(url) = std::env::var(PG_TEST_URL).ok().filter(|u| !u.is_empty()) else {
             panic!(
                 "{PG_TEST_URL} is not set: the PostgreSQL store tests need a server \
@@ -56,7 +59,7 @@ impl Place {
         Ok(Place::Postgres(Box::new(admin.database(&name))))
     }
 
-    async fn open(&self) -> anyhow::Result<Opened> {
+    pub(crate) async fn open(&self) -> anyhow::Result<Opened> {
         Ok(match self {
             Place::Sqlite(dir) => Opened::Sqlite(SqliteStore::open(dir.path()).await?),
             Place::Postgres(options) => Opened::Postgres(PgStore::open((**options).clone()).await?),
@@ -69,6 +72,14 @@ impl Opened {
         match self {
             Opened::Sqlite(s) => s,
             Opened::Postgres(s) => s,
+        }
+    }
+
+    /// The database of the Matrix stores: `rethink.db`, or the PostgreSQL database.
+    pub(crate) fn matrix_db(&self) -> super::db::Db {
+        match self {
+            Opened::Sqlite(s) => super::db::Db::Sqlite(s.pool().clone()),
+            Opened::Postgres(s) => super::db::Db::Postgres(s.pool().clone()),
         }
     }
 
@@ -101,7 +112,7 @@ impl Opened {
         })
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         match self {
             Opened::Sqlite(s) => s.close().await,
             Opened::Postgres(s) => s.close().await,
@@ -109,29 +120,33 @@ impl Opened {
     }
 }
 
-/// Each case of `cases`, as a test on SQLite and a test on PostgreSQL.
+/// Each case (an `async fn(Place) -> anyhow::Result<()>` of `module`, a child of the calling
+/// module), as a test on SQLite and a test on PostgreSQL.
 macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
+    ($($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
         mod sqlite {
-            $(
+            $($(
                 #[tokio::test]
                 async fn $case() -> anyhow::Result<()> {
-                    super::cases::$case(super::Place::sqlite()?).await
+                    super::$module::$case($crate::store::tests::Place::sqlite()?).await
                 }
-            )*
+            )*)*
         }
         mod postgres {
-            $(
+            $($(
                 #[tokio::test]
                 async fn $case() -> anyhow::Result<()> {
-                    super::cases::$case(super::Place::postgres().await?).await
+                    super::$module::$case($crate::store::tests::Place::postgres().await?).await
                 }
-            )*
+            )*)*
         }
     };
 }
 
+pub(crate) use on_both_backends;
+
 on_both_backends!(
+    cases: [
     epoch_increments_across_reopen,
     apply_and_load,
     remove_and_delete,
@@ -142,4 +157,11 @@ on_both_backends!(
     kv_quota_counts_bytes_of_the_other_keys,
     kv_survives_reopen,
     kv_quota_holds_under_concurrent_writes,
+    ],
+    accounts: [
+        a_localpart_or_subject_is_taken_once,
+        a_new_login_on_a_device_replaces_its_token,
+        deleting_devices_revokes_their_tokens,
+        device_names_and_data_survive_reopen,
+    ],
 );

@@ -3,18 +3,19 @@
 //!
 //! `/sync` names its filter on every request, by ID or inline as JSON; [`Filters::for_sync`]
 //! answers both from memory after the first time. Stored filters never change, so the caches
-//! need no invalidation; each is bounded and starts afresh when full.
+//! need no invalidation; each is bounded and starts afresh when full. Stored in SQLite or
+//! PostgreSQL ([`Db`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ruma::api::client::filter::FilterDefinition;
 use ruma::{OwnedUserId, UserId};
-use sqlx::sqlite::SqlitePool;
 
 use super::{from_json, to_json};
 use crate::locks::lock;
 use crate::store::StoreError;
+use crate::store::db::{Db, on_db};
 
 /// Stored filters kept in memory, by owner and ID.
 const MAX_CACHED_BY_ID: usize = 4096;
@@ -27,16 +28,16 @@ pub(crate) type SharedFilter = Arc<FilterDefinition>;
 /// The filter store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Filters {
-    pool: SqlitePool,
+    db: Db,
     by_id: Arc<Mutex<HashMap<(OwnedUserId, i64), SharedFilter>>>,
     /// Inline filter text (form-encoded) → its definition.
     inline: Arc<Mutex<HashMap<String, SharedFilter>>>,
 }
 
 impl Filters {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(db: Db) -> Self {
         Self {
-            pool,
+            db,
             by_id: Arc::default(),
             inline: Arc::default(),
         }
@@ -74,13 +75,14 @@ impl Filters {
         user: &UserId,
         filter: &FilterDefinition,
     ) -> Result<String, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO filters (user_id, json) VALUES (?, ?) RETURNING filter_id",
+        let json = to_json(filter)?;
+        let id: i64 = on_db!(&self.db, |e| sqlx::query_scalar(
+            "INSERT INTO filters (user_id, json) VALUES ($1, $2) RETURNING filter_id",
         )
         .bind(user.as_str())
-        .bind(to_json(filter)?)
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(&json)
+        .fetch_one(e)
+        .await?);
         Ok(id.to_string())
     }
 
@@ -109,12 +111,13 @@ impl Filters {
         if let Some(filter) = lock(&self.by_id).get(&key) {
             return Ok(Some(Arc::clone(filter)));
         }
-        let json: Option<String> =
-            sqlx::query_scalar("SELECT json FROM filters WHERE filter_id = ? AND user_id = ?")
-                .bind(id)
-                .bind(user.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let json: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT json FROM filters WHERE filter_id = $1 AND user_id = $2"
+        )
+        .bind(id)
+        .bind(user.as_str())
+        .fetch_optional(e)
+        .await?);
         let Some(filter) = json.map(|j| from_json(&j)).transpose()? else {
             return Ok(None);
         };
@@ -164,45 +167,6 @@ mod tests {
 
     use super::super::test_support::fixture;
     use super::*;
-
-    #[tokio::test]
-    async fn a_filter_is_found_by_its_owner_only() {
-        let f = fixture().await;
-        let filters = f.data.filters();
-        let mut def = FilterDefinition::default();
-        def.event_fields = Some(vec!["type".to_owned()]);
-        let id = filters
-            .create(user_id!("@a:example.com"), &def)
-            .await
-            .unwrap();
-        let got = filters
-            .get(user_id!("@a:example.com"), &id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.event_fields, def.event_fields);
-        assert!(
-            filters
-                .get(user_id!("@b:example.com"), &id)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            filters
-                .get(user_id!("@a:example.com"), "nope")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            filters
-                .get(user_id!("@a:example.com"), "999")
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
 
     #[tokio::test]
     async fn sync_reads_a_filter_inline_or_by_its_owners_id() {

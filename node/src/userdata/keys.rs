@@ -32,6 +32,7 @@ use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Write, commit, raw, user_ids};
 use crate::locks::lock;
 use crate::store::StoreError;
+use crate::store::accounts::AccountStore;
 use crate::stream::StreamWriter;
 
 pub use cross_signing::{
@@ -82,9 +83,19 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        memberships: Memberships,
+        accounts: AccountStore,
+    ) -> Self {
         Self {
-            cross_signing: CrossSigning::new(pool.clone(), stream.clone(), memberships.clone()),
+            cross_signing: CrossSigning::new(
+                pool.clone(),
+                stream.clone(),
+                memberships.clone(),
+                accounts,
+            ),
             pool,
             stream,
             memberships,

@@ -51,6 +51,7 @@ pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+use crate::store::db::Db;
 use crate::stream::{StreamOp, StreamWriter, Touch};
 
 /// The per-user data service. Cheap to clone; the node holds one.
@@ -96,21 +97,29 @@ pub struct RoomExtras {
 }
 
 impl UserData {
-    /// The service over the node's database and Matrix stream; `server_name` tells local users;
-    /// `clock` times presence and typing.
+    /// The service over the node's database and Matrix stream (`db`: the database of the stores
+    /// ported to [`Db`], profiles and filters; `pool`: `rethink.db`, the others); `accounts` is the node's one
+    /// account store (one cache of access tokens: a device deleted here loses its token at once);
+    /// `server_name` tells local users; `clock` times presence and typing.
     pub fn new(
         pool: SqlitePool,
+        db: Db,
+        accounts: AccountStore,
         stream: StreamWriter,
         server_name: OwnedServerName,
         clock: Clock,
     ) -> Self {
-        let accounts = AccountStore::new(pool.clone());
         let memberships = Memberships::new(pool.clone());
-        let keys = Keys::new(pool.clone(), stream.clone(), memberships.clone());
+        let keys = Keys::new(
+            pool.clone(),
+            stream.clone(),
+            memberships.clone(),
+            accounts.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
-                filters: Filters::new(pool.clone()),
-                profiles: Profiles::new(pool.clone(), accounts.clone(), server_name.clone()),
+                filters: Filters::new(db.clone()),
+                profiles: Profiles::new(db, accounts.clone(), server_name.clone()),
                 account_data: AccountData::new(pool.clone(), stream.clone()),
                 devices: Devices::new(accounts.clone(), keys.clone()),
                 keys,
@@ -388,6 +397,9 @@ fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod backend_tests;
+
+#[cfg(test)]
 pub(crate) mod test_support {
     //! A store and stream writer on a temporary database, for the unit tests of this module.
 
@@ -413,6 +425,8 @@ pub(crate) mod test_support {
         let clock = crate::clock::ManualClock::new();
         let data = UserData::new(
             pool.clone(),
+            Db::Sqlite(pool.clone()),
+            AccountStore::new(pool.clone()),
             stream.clone(),
             "example.com".try_into().unwrap(),
             clock.clock(),

@@ -1,11 +1,13 @@
 //! [`Profiles`]: display names and avatar URLs. A user exists for the profile API when it is a
 //! local account or has a stored profile; a user without a stored profile has an empty one.
+//! Stored in SQLite or PostgreSQL ([`Db`]; `profiles` of `migrations/0004_userdata.sql` and
+//! `pg_migrations/0008_matrix_profiles_filters.sql`).
 
 use ruma::{MxcUri, OwnedMxcUri, OwnedServerName, UserId};
-use sqlx::sqlite::SqlitePool;
 
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+use crate::store::db::{Db, on_db};
 
 /// A user's profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,19 +26,15 @@ pub enum ProfileField<'a> {
 /// The profile store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Profiles {
-    pool: SqlitePool,
+    db: Db,
     accounts: AccountStore,
     server_name: OwnedServerName,
 }
 
 impl Profiles {
-    pub(super) fn new(
-        pool: SqlitePool,
-        accounts: AccountStore,
-        server_name: OwnedServerName,
-    ) -> Self {
+    pub(super) fn new(db: Db, accounts: AccountStore, server_name: OwnedServerName) -> Self {
         Self {
-            pool,
+            db,
             accounts,
             server_name,
         }
@@ -49,20 +47,23 @@ impl Profiles {
         {
             return Ok(true);
         }
-        let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM profiles WHERE user_id = ?")
-            .bind(user.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT user_id FROM profiles WHERE user_id = $1"
+        )
+        .bind(user.as_str())
+        .fetch_optional(e)
+        .await?);
         Ok(row.is_some())
     }
 
     /// The profile of `user` (empty when never set).
     pub async fn profile(&self, user: &UserId) -> Result<Profile, StoreError> {
-        let row: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT displayname, avatar_url FROM profiles WHERE user_id = ?")
-                .bind(user.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(Option<String>, Option<String>)> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT displayname, avatar_url FROM profiles WHERE user_id = $1"
+        )
+        .bind(user.as_str())
+        .fetch_optional(e)
+        .await?);
         let Some((displayname, avatar_url)) = row else {
             return Ok(Profile::default());
         };
@@ -76,49 +77,22 @@ impl Profiles {
     pub async fn set(&self, user: &UserId, field: ProfileField<'_>) -> Result<(), StoreError> {
         let (sql, value) = match field {
             ProfileField::DisplayName(name) => (
-                "INSERT INTO profiles (user_id, displayname) VALUES (?, ?) \
+                "INSERT INTO profiles (user_id, displayname) VALUES ($1, $2) \
                  ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
                 name,
             ),
             ProfileField::AvatarUrl(url) => (
-                "INSERT INTO profiles (user_id, avatar_url) VALUES (?, ?) \
+                "INSERT INTO profiles (user_id, avatar_url) VALUES ($1, $2) \
                  ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
                 url.map(MxcUri::as_str),
             ),
         };
-        sqlx::query(sql)
+        on_db!(&self.db, |e| sqlx::query(sql)
             .bind(user.as_str())
             .bind(value)
-            .execute(&self.pool)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use ruma::{owned_mxc_uri, user_id};
-
-    use super::super::test_support::fixture;
-    use super::*;
-
-    #[tokio::test]
-    async fn fields_are_set_and_removed_independently() {
-        let f = fixture().await;
-        let p = f.data.profiles();
-        let alice = user_id!("@alice:example.com");
-        assert_eq!(p.profile(alice).await.unwrap(), Profile::default());
-        assert!(!p.exists(alice).await.unwrap());
-        let name = ProfileField::DisplayName(Some("Alice"));
-        p.set(alice, name).await.unwrap();
-        let avatar = owned_mxc_uri!("mxc://example.com/abc");
-        p.set(alice, ProfileField::AvatarUrl(Some(&avatar)))
-            .await
-            .unwrap();
-        p.set(alice, ProfileField::DisplayName(None)).await.unwrap();
-        let got = p.profile(alice).await.unwrap();
-        assert_eq!(got.displayname, None);
-        assert_eq!(got.avatar_url, Some(avatar));
-        assert!(p.exists(alice).await.unwrap());
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod keepalive;
 pub(crate) mod matrix;
 pub(crate) mod node;
 pub(crate) mod process;
+pub(crate) mod relay;
 
 pub(crate) use client::Rt;
 pub(crate) use http::{get, get_at, metric, wait_for_metric};

@@ -164,9 +164,14 @@ pub struct CrossSigning {
 }
 
 impl CrossSigning {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter, memberships: Memberships) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        stream: StreamWriter,
+        memberships: Memberships,
+        accounts: AccountStore,
+    ) -> Self {
         Self {
-            accounts: AccountStore::new(pool.clone()),
+            accounts,
             pool,
             stream,
             memberships,
