@@ -48,6 +48,9 @@ pub struct StubHandle {
     matrix_events: MatrixEvents,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+    /// The write-behind writer (`writebehind.rs`), which ends once it has committed what the
+    /// stopped actor wrote.
+    writer: Option<tokio::task::JoinHandle<()>>,
     /// Becomes true once the first instance's init has returned or failed.
     started: tokio::sync::watch::Receiver<bool>,
     /// The stubs' runtime lives while a stub does.
@@ -119,13 +122,19 @@ impl StubHandle {
     }
 
     /// Stops the stub: new messages are refused, those in the mailbox are handled, then the
-    /// instance ends. Returns when it has.
+    /// instance ends. Returns when it has, and its key-value writes are committed.
     pub async fn stop(self) {
         self.stop.notify_one();
         if let Err(e) = self.task.await
             && e.is_panic()
         {
             tracing::error!(stub = %self.name, "the stub's actor panicked");
+        }
+        if let Some(writer) = self.writer
+            && let Err(e) = writer.await
+            && e.is_panic()
+        {
+            tracing::error!(stub = %self.name, "the stub's key-value writer panicked");
         }
     }
 }
@@ -135,6 +144,7 @@ pub(crate) fn spawn(
     runtime: Arc<RuntimeOwner>,
     pre: Pre,
     ctx: Arc<StubCtx>,
+    writer: Option<tokio::task::JoinHandle<()>>,
 ) -> StubHandle {
     let (tx, rx) = mpsc::channel(ctx.spec.mailbox.max(1));
     let (events_tx, events_rx) = mpsc::channel(ctx.spec.mailbox.max(1));
@@ -151,6 +161,7 @@ pub(crate) fn spawn(
         matrix_events: MatrixEvents { tx: events_tx },
         stop,
         task,
+        writer,
         started,
         _runtime: runtime,
     }
@@ -346,6 +357,9 @@ impl Actor {
         if let Some(event) = self.retry.take() {
             tracing::warn!(stub = %self.name(), position = event.position, "stopped before a Matrix event was handled: it is given again at the next start");
         }
+        if let Some(wb) = &self.ctx.wb {
+            wb.close();
+        }
         self.m.memory.set(0);
     }
 
@@ -421,6 +435,10 @@ impl Actor {
     /// A new instance, `init` called. `None` after a failure (counted).
     pub(crate) async fn instantiate(&mut self) -> Option<Live> {
         self.generation += 1;
+        if let Some(wb) = &self.ctx.wb {
+            // Starts from what was committed (`init` reads it, after the writes before).
+            wb.reset();
+        }
         let mut state = State::new(
             Arc::clone(&self.ctx),
             self.generation,
