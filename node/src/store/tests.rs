@@ -142,4 +142,5 @@ on_both_backends!(
     kv_quota_counts_bytes_of_the_other_keys,
     kv_survives_reopen,
     kv_quota_holds_under_concurrent_writes,
+    kv_batch_is_all_or_nothing_within_the_quota,
 );
