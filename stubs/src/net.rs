@@ -276,7 +276,11 @@ impl net::Host for State {
             // connection is dropped instead.
             let full = out.queued.load(Ordering::Acquire) >= SEND_BUFFER_BYTES;
             let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
-            if (full || out.tx.send(WsCommand::Close(code, reason, barrier)).is_err())
+            if (full
+                || out
+                    .tx
+                    .send(WsCommand::Close(code, reason, barrier))
+                    .is_err())
                 && let Some((_, task)) = self.net.sockets.remove(&socket)
             {
                 task.abort();

@@ -191,7 +191,11 @@ impl WriteBehind {
 
     /// Queues `key` = `value`. `Ok(Err)`: refused (413 over the quota, 503 when the store
     /// cannot say how much it holds), nothing queued.
-    pub(crate) async fn set(&self, key: String, value: Vec<u8>) -> Result<Result<(), Failure>, Lost> {
+    pub(crate) async fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<Result<(), Failure>, Lost> {
         let size = key.len() + value.len();
         if lock(&self.books).total.is_none() {
             // The total is read once per instance: after the writes before it.
@@ -269,7 +273,8 @@ impl WriteBehind {
                     b.pending = 0;
                     drop(b);
                     tracing::error!(stub = %self.stub, code = f.code, error = %f.description, writes = lost_to - self.durable.borrow().committed, "the stub's key-value writes were not committed: its instance restarts from what was");
-                    self.durable.send_modify(|d| d.lost = (d.committed, lost_to));
+                    self.durable
+                        .send_modify(|d| d.lost = (d.committed, lost_to));
                 }
             }
         }
@@ -319,7 +324,11 @@ mod tests {
         assert!(wb.barrier().is_none(), "nothing written yet");
         wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
         let barrier = wb.barrier().expect("a write is queued");
-        assert_eq!(kv.get("s", "k").await, None, "not committed before the writer runs");
+        assert_eq!(
+            kv.get("s", "k").await,
+            None,
+            "not committed before the writer runs"
+        );
         let task = tokio::spawn(writer);
         assert!(barrier.wait().await);
         assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));

@@ -73,7 +73,10 @@ impl KvStore for GatedKv {
                 return Err(Failure::new(503, "the test's store fails"));
             }
             let total = self.inner.apply(stub, ops, max_total).await?;
-            self.log.lock().unwrap().push(format!("commit {}", ops.len()));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("commit {}", ops.len()));
             Ok(total)
         })
     }
@@ -92,7 +95,10 @@ impl BusPort for Port {
     }
     fn remove_listener(&self, _stub: &str, _address: &str) {}
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
-        self.0.lock().unwrap().push((message.id_json().to_owned(), reason));
+        self.0
+            .lock()
+            .unwrap()
+            .push((message.id_json().to_owned(), reason));
     }
 }
 
@@ -142,7 +148,9 @@ async fn rig() -> Rig {
         "seq": 1, "id": open["id"], "type": "response", "from": "mn:/session", "to": RUNTIME,
         "body": {"code": 200, "value": {"runtimeToken": "t"}},
     });
-    ws.send(Message::text(answer.to_string())).await.expect("answer");
+    ws.send(Message::text(answer.to_string()))
+        .await
+        .expect("answer");
     Rig {
         _host: host,
         handle,

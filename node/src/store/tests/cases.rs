@@ -397,14 +397,20 @@ pub(super) async fn kv_batch_is_all_or_nothing_within_the_quota(
     kv.set("s", "k1", vec![0; 8], 40).await?; // 10 bytes
     // k1 replaced (10 -> 6), k2 added (10), k3 added then deleted: 16.
     let total = kv
-        .apply("s", &[set("k1", 4), set("k2", 8), set("k3", 8), del("k3")], 40)
+        .apply(
+            "s",
+            &[set("k1", 4), set("k2", 8), set("k3", 8), del("k3")],
+            40,
+        )
         .await?;
     assert_eq!(total, 16);
     assert_eq!(kv.apply("s", &[], 40).await?, 16);
     assert_eq!(kv.get("s", "k1").await, Some(vec![0; 4]));
     assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
     // 16 - 10 (k2) + 30 (k4) = 36, then + 10 (k5) = 46 > 40: none of it is applied.
-    let refused = kv.apply("s", &[del("k2"), set("k4", 28), set("k5", 8)], 40).await;
+    let refused = kv
+        .apply("s", &[del("k2"), set("k4", 28), set("k5", 8)], 40)
+        .await;
     assert_eq!(refused.map_err(|f| f.code), Err(413));
     assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
     assert_eq!(kv.apply("s", &[], 40).await?, 16);
