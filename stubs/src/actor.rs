@@ -50,6 +50,9 @@ pub struct StubHandle {
     matrix_events: MatrixEvents,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<Vec<MatrixEvent>>,
+    /// The write-behind writer (`writebehind.rs`), which ends once it has committed what the
+    /// stopped actor wrote.
+    writer: Option<tokio::task::JoinHandle<()>>,
     /// Becomes true once the first instance's init has returned or failed.
     started: tokio::sync::watch::Receiver<bool>,
     /// The stubs' runtime lives while a stub does.
@@ -121,8 +124,9 @@ impl StubHandle {
     }
 
     /// Stops the stub: new messages are refused, those in the mailbox are handled, then the
-    /// instance ends. Returns when it has. Matrix events it did not handle are logged: the
-    /// embedder feeds them again at its next start (they were not acknowledged).
+    /// instance ends. Returns when it has, and its key-value writes are committed. Matrix
+    /// events it did not handle are logged: the embedder feeds them again at its next start
+    /// (they were not acknowledged).
     pub async fn stop(self) {
         let name = self.name.clone();
         for event in self.stop_handing_over().await {
@@ -136,7 +140,7 @@ impl StubHandle {
     /// (a new version of the same connector) should take them.
     pub async fn stop_handing_over(self) -> Vec<MatrixEvent> {
         self.stop.notify_one();
-        match self.task.await {
+        let left = match self.task.await {
             Ok(left) => left,
             Err(e) => {
                 if e.is_panic() {
@@ -144,7 +148,14 @@ impl StubHandle {
                 }
                 Vec::new()
             }
+        };
+        if let Some(writer) = self.writer
+            && let Err(e) = writer.await
+            && e.is_panic()
+        {
+            tracing::error!(stub = %self.name, "the stub's key-value writer panicked");
         }
+        left
     }
 }
 
@@ -153,6 +164,7 @@ pub(crate) fn spawn(
     runtime: Arc<RuntimeOwner>,
     pre: Pre,
     ctx: Arc<StubCtx>,
+    writer: Option<tokio::task::JoinHandle<()>>,
 ) -> StubHandle {
     let (tx, rx) = mpsc::channel(ctx.spec.mailbox.max(1));
     let (events_tx, events_rx) = mpsc::channel(ctx.spec.mailbox.max(1));
@@ -169,6 +181,7 @@ pub(crate) fn spawn(
         matrix_events: MatrixEvents { tx: events_tx },
         stop,
         task,
+        writer,
         started,
         _runtime: runtime,
     }
@@ -367,6 +380,9 @@ impl Actor {
         while let Ok(event) = matrix.try_recv() {
             left.push(event);
         }
+        if let Some(wb) = &self.ctx.wb {
+            wb.close();
+        }
         self.m.memory.set(0);
         left
     }
@@ -443,6 +459,10 @@ impl Actor {
     /// A new instance, `init` called. `None` after a failure (counted).
     pub(crate) async fn instantiate(&mut self) -> Option<Live> {
         self.generation += 1;
+        if let Some(wb) = &self.ctx.wb {
+            // Starts from what was committed (`init` reads it, after the writes before).
+            wb.reset();
+        }
         let mut state = State::new(
             Arc::clone(&self.ctx),
             self.generation,

@@ -44,6 +44,7 @@ impl DirectStub {
             kv,
             matrix: None,
             started: Instant::now(),
+            wb: None,
         });
         let mut actor = Actor::new(
             Arc::clone(host.shared()),

@@ -19,6 +19,7 @@ use crate::metrics::StubMetrics;
 use crate::port::{BusPort, KvStore};
 use crate::spec::{HostConfig, StubSpec};
 use crate::state::{State, StubCtx};
+use crate::writebehind::WriteBehind;
 
 /// The version of `rethink:stub` this host serves (any 0.1.x, by WIT's semver rules).
 pub const WIT_VERSION: &str = "0.1.0";
@@ -352,18 +353,26 @@ impl Host {
         kv: Arc<dyn KvStore>,
         matrix: Option<Arc<dyn MatrixPort>>,
     ) -> StubHandle {
+        let (wb, writer) = if spec.kv_write_behind {
+            let (wb, writer) = WriteBehind::new(&spec.name, Arc::clone(&kv), spec.kv_limits.2);
+            (Some(wb), Some(self.shared.runtime.spawn(writer)))
+        } else {
+            (None, None)
+        };
         let ctx = Arc::new(StubCtx {
             spec,
             port,
             kv,
             matrix,
             started: Instant::now(),
+            wb,
         });
         actor::spawn(
             Arc::clone(&self.shared),
             Arc::clone(&self.runtime),
             checked.pre.clone(),
             ctx,
+            writer,
         )
     }
 }

@@ -12,6 +12,8 @@
 //! - [`tls`]: the TLS client configuration of every outgoing connection of the node (stubs'
 //!   `net`, key fetches, application services), with the operator's extra roots.
 //! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides;
+//!   `writebehind.rs`: a stub's key-value writes committed in batches behind its calls
+//!   ([`StubSpec::kv_write_behind`]), its effects held until they are;
 //!   [`MatrixPort`] (`appservice.rs`): a connector's Matrix side, and [`MatrixEvents`], the
 //!   bounded queue of Matrix events for its `on-event`.
 //! - [`StubMetrics`] (`metrics.rs`), [`HostConfig`] and [`StubSpec`] (`spec.rs`), the errors
@@ -36,6 +38,7 @@ mod port;
 mod spec;
 mod state;
 pub mod tls;
+mod writebehind;
 
 pub use actor::{Mailbox, StubHandle};
 pub use appservice::{EventOutcome, MAX_EVENT_TRIES, MatrixEvent, MatrixEvents, MatrixPort};
@@ -44,5 +47,5 @@ pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};
 pub use host::{Checked, Host, WIT_VERSION, World};
 pub use metrics::{BreakerState, StubMetrics};
-pub use port::{BoxFuture, BusPort, KvStore, MemoryKv, within_quota};
+pub use port::{BoxFuture, BusPort, KvOp, KvStore, MemoryKv, within_quota};
 pub use spec::{HostConfig, StubSpec};

@@ -29,6 +29,7 @@ use crate::bindings::protocol_stub::rethink::stub::net_events::{
 };
 use crate::error::Failure;
 use crate::state::{Event, State, wit_failure};
+use crate::writebehind::Barrier;
 
 /// Bytes waiting to be written on one socket, at most: each message counts its length plus
 /// [`PER_MESSAGE`]. A stub that writes faster than its peer reads gets 503 beyond it.
@@ -44,10 +45,15 @@ const MAX_RESPONSE: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUEST_TIME: Duration = Duration::from_secs(60);
 
+/// What a socket's writer is asked to do; each after the key-value writes its barrier waits
+/// for, with write-behind (`writebehind.rs`).
 enum WsCommand {
-    Text(String),
-    Close(u16, String),
+    Text(String, Option<Barrier>),
+    Close(u16, String, Option<Barrier>),
 }
+
+/// The close of a socket whose frame waited for a write that was discarded.
+const LOST_WRITE: (u16, &str) = (1011, "the stub's key-value write was not committed");
 
 /// The writing end of one socket: its commands and the bytes they hold.
 struct Outgoing {
@@ -249,7 +255,8 @@ impl net::Host for State {
             ))));
         }
         out.queued.fetch_add(cost, Ordering::AcqRel);
-        Ok(match out.tx.send(WsCommand::Text(text)) {
+        let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
+        Ok(match out.tx.send(WsCommand::Text(text, barrier)) {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.net.sockets.remove(&socket);
@@ -263,7 +270,12 @@ impl net::Host for State {
             // A full buffer: the peer is not reading, and the close would wait behind it: the
             // connection is dropped instead.
             let full = out.queued.load(Ordering::Acquire) >= SEND_BUFFER_BYTES;
-            if (full || out.tx.send(WsCommand::Close(code, reason)).is_err())
+            let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
+            if (full
+                || out
+                    .tx
+                    .send(WsCommand::Close(code, reason, barrier))
+                    .is_err())
                 && let Some((_, task)) = self.net.sockets.remove(&socket)
             {
                 task.abort();
@@ -293,7 +305,18 @@ impl net::Host for State {
         };
         let generation = self.generation;
         let limit = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_REQUEST_TIME);
+        let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
         let task = tokio::spawn(async move {
+            if let Some(b) = barrier
+                && !b.wait().await
+            {
+                let event = NetEvent::HttpFailed(HttpFailure {
+                    request: id,
+                    description: LOST_WRITE.1.into(),
+                });
+                let _ = events.send(Event::Net { generation, event }).await;
+                return;
+            }
             let event = match tokio::time::timeout(limit, fetch(request, t, tls, id)).await {
                 Ok(Ok(r)) => NetEvent::HttpResponse(r),
                 Ok(Err(description)) => NetEvent::HttpFailed(HttpFailure {
@@ -352,11 +375,20 @@ async fn run_ws(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(WsCommand::Text(text)) => {
+                Some(WsCommand::Text(text, barrier)) => {
                     // What else waits is written too, then flushed once.
-                    let mut next = Some(WsCommand::Text(text));
+                    let mut next = Some(WsCommand::Text(text, barrier));
                     let mut batch = 0;
-                    while let Some(WsCommand::Text(text)) = next.take() {
+                    while let Some(WsCommand::Text(text, barrier)) = next.take() {
+                        if let Some(b) = barrier {
+                            // What is written already goes out while the commit is awaited.
+                            if !b.is_done() && batch > 0 && let Err(e) = ws.flush().await {
+                                return (1006, e.to_string());
+                            }
+                            if !b.wait().await {
+                                return lost_write(&mut ws).await;
+                            }
+                        }
                         let cost = text.len() + PER_MESSAGE;
                         if let Err(e) = ws.feed(Message::text(text)).await {
                             return (1006, e.to_string());
@@ -370,11 +402,19 @@ async fn run_ws(
                     if let Err(e) = ws.flush().await {
                         return (1006, e.to_string());
                     }
-                    if let Some(WsCommand::Close(code, reason)) = next {
+                    if let Some(WsCommand::Close(code, reason, barrier)) = next {
+                        if let Some(b) = barrier && !b.wait().await {
+                            return lost_write(&mut ws).await;
+                        }
                         return close(&mut ws, code, reason).await;
                     }
                 }
-                Some(WsCommand::Close(code, reason)) => return close(&mut ws, code, reason).await,
+                Some(WsCommand::Close(code, reason, barrier)) => {
+                    if let Some(b) = barrier && !b.wait().await {
+                        return lost_write(&mut ws).await;
+                    }
+                    return close(&mut ws, code, reason).await;
+                }
                 None => {
                     let _ = ws.close(None).await;
                     return (1001, "the stub stopped".into());
@@ -399,6 +439,14 @@ async fn run_ws(
             },
         }
     }
+}
+
+/// Closes `ws` without writing what waited for a discarded key-value write.
+async fn lost_write<T>(ws: &mut tokio_tungstenite::WebSocketStream<T>) -> (u16, String)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    close(ws, LOST_WRITE.0, LOST_WRITE.1.into()).await
 }
 
 /// Closes `ws` with `code` and `reason`; the socket's end as reported to the stub.

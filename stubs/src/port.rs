@@ -60,6 +60,22 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// The keys starting with `prefix`, in byte order, at most `limit`.
     fn keys<'a>(&'a self, stub: &'a str, prefix: &'a str, limit: u32)
     -> BoxFuture<'a, Vec<String>>;
+    /// Applies `ops` in order, all or none (one transaction), and returns the bytes `stub`
+    /// holds after them; refused (413, nothing applied) when that is over `max_total`. With
+    /// no ops: the bytes held now. The host's write-behind (`writebehind.rs`) commits with it.
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>>;
+}
+
+/// One write of a batch ([`KvStore::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    Set { key: String, value: Vec<u8> },
+    Delete { key: String },
 }
 
 /// An in-memory [`KvStore`]: lost when the process ends.
@@ -158,6 +174,46 @@ impl KvStore for MemoryKv {
             })
         });
         Box::pin(std::future::ready(keys))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>> {
+        let r = self.with(|s| {
+            let space = s.entry(stub.to_owned()).or_default();
+            // The total after the batch, checked before anything is applied.
+            let mut total = space.total;
+            let mut after: HashMap<&str, usize> = HashMap::new();
+            for op in ops {
+                let (key, new) = match op {
+                    KvOp::Set { key, value } => (key.as_str(), key.len() + value.len()),
+                    KvOp::Delete { key } => (key.as_str(), 0),
+                };
+                let old = match after.get(key) {
+                    Some(&size) => size,
+                    None => space.entries.get(key).map_or(0, |v| key.len() + v.len()),
+                };
+                total = total - old + new;
+                after.insert(key, new);
+            }
+            within_quota(total, max_total)?;
+            for op in ops {
+                match op {
+                    KvOp::Set { key, value } => {
+                        space.entries.insert(key.clone(), value.clone());
+                    }
+                    KvOp::Delete { key } => {
+                        space.entries.remove(key);
+                    }
+                }
+            }
+            space.total = total;
+            Ok(total)
+        });
+        Box::pin(std::future::ready(r))
     }
 }
 

@@ -76,6 +76,10 @@ pub struct StubSpec {
     pub max_connections: usize,
     /// Key-value bounds: key bytes, value bytes, total bytes.
     pub kv_limits: (usize, usize, usize),
+    /// Key-value writes are committed behind the calls, in batches, the instance's effects
+    /// held until the writes before them are (`writebehind.rs`), instead of each write being
+    /// one commit the call waits for. Off by default.
+    pub kv_write_behind: bool,
 }
 
 impl StubSpec {
@@ -93,6 +97,7 @@ impl StubSpec {
             max_timers: 64,
             max_connections: 16,
             kv_limits: (256, 64 << 10, 1 << 20),
+            kv_write_behind: false,
         }
     }
 

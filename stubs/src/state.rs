@@ -21,6 +21,7 @@ use crate::error::Failure;
 use crate::net::NetState;
 use crate::port::{BusPort, KvStore};
 use crate::spec::StubSpec;
+use crate::writebehind::WriteBehind;
 
 /// What the stub's instances share: identity, limits and the embedder's ports.
 #[derive(Debug)]
@@ -31,6 +32,19 @@ pub(crate) struct StubCtx {
     /// The Matrix side of a connector; `None`: the `appservice` imports answer 501.
     pub(crate) matrix: Option<Arc<dyn MatrixPort>>,
     pub(crate) started: Instant,
+    /// The key-value writes committed behind the calls (`StubSpec::kv_write_behind`).
+    pub(crate) wb: Option<Arc<WriteBehind>>,
+}
+
+impl StubCtx {
+    /// Waits, with write-behind, until the writes made so far are committed (before a read
+    /// of the store or an effect of the call); `Err` traps the instance.
+    pub(crate) async fn flush(&self) -> wasmtime::Result<()> {
+        match &self.wb {
+            Some(wb) => wb.flush().await.map_err(wasmtime::Error::from),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Something for the actor that is not a message: a timer fired or a network event, tagged
@@ -173,7 +187,7 @@ impl types::Host for State {}
 impl net_events::Host for State {}
 
 impl bus::Host for State {
-    fn send(&mut self, message: WitEnvelope) -> wasmtime::Result<Result<(), WitFailure>> {
+    async fn send(&mut self, message: WitEnvelope) -> wasmtime::Result<Result<(), WitFailure>> {
         let env = match from_wit(&message) {
             Ok(env) => env,
             Err(f) => return Ok(Err(wit_failure(f))),
@@ -188,6 +202,7 @@ impl bus::Host for State {
                 ),
             ))));
         }
+        self.ctx.flush().await?;
         Ok(self.ctx.port.send(self.name(), env).map_err(wit_failure))
     }
 
@@ -280,34 +295,48 @@ impl host::Host for State {
         Ok(self.ctx.spec.config.clone())
     }
 
-    async fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+    async fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let ctx = Arc::clone(&self.ctx);
-        ctx.kv.get(&ctx.spec.name, &key).await
+        ctx.flush().await?;
+        Ok(ctx.kv.get(&ctx.spec.name, &key).await)
     }
 
-    async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), WitFailure> {
+    async fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), WitFailure>> {
         let (max_key, max_value, max_total) = self.ctx.spec.kv_limits;
         if key.len() > max_key || value.len() > max_value {
-            return Err(wit_failure(Failure::new(
+            return Ok(Err(wit_failure(Failure::new(
                 413,
                 format!("keys are limited to {max_key} bytes and values to {max_value}"),
-            )));
+            ))));
         }
         let ctx = Arc::clone(&self.ctx);
-        ctx.kv
+        if let Some(wb) = &ctx.wb {
+            return Ok(wb.set(key, value).await?.map_err(wit_failure));
+        }
+        Ok(ctx
+            .kv
             .set(&ctx.spec.name, &key, value, max_total)
             .await
-            .map_err(wit_failure)
+            .map_err(wit_failure))
     }
 
-    async fn kv_delete(&mut self, key: String) {
+    async fn kv_delete(&mut self, key: String) -> wasmtime::Result<()> {
         let ctx = Arc::clone(&self.ctx);
+        if let Some(wb) = &ctx.wb {
+            return Ok(wb.delete(key)?);
+        }
         ctx.kv.delete(&ctx.spec.name, &key).await;
+        Ok(())
     }
 
-    async fn kv_keys(&mut self, prefix: String, limit: u32) -> Vec<String> {
+    async fn kv_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
         let ctx = Arc::clone(&self.ctx);
-        ctx.kv.keys(&ctx.spec.name, &prefix, limit.min(1000)).await
+        ctx.flush().await?;
+        Ok(ctx.kv.keys(&ctx.spec.name, &prefix, limit.min(1000)).await)
     }
 }
 
@@ -322,6 +351,7 @@ impl appservice::Host for State {
         let Some(m) = &ctx.matrix else {
             return Ok(Err(no_appservice()));
         };
+        ctx.flush().await?;
         Ok(m.register_user(&ctx.spec.name, &localpart)
             .await
             .map_err(wit_failure))
@@ -336,6 +366,7 @@ impl appservice::Host for State {
         let Some(m) = &ctx.matrix else {
             return Ok(Err(no_appservice()));
         };
+        ctx.flush().await?;
         Ok(m.join_room(&ctx.spec.name, &user_id, &room)
             .await
             .map_err(wit_failure))
@@ -352,6 +383,7 @@ impl appservice::Host for State {
         let Some(m) = &ctx.matrix else {
             return Ok(Err(no_appservice()));
         };
+        ctx.flush().await?;
         Ok(
             m.send_event(&ctx.spec.name, &user_id, &room_id, &event_type, &content)
                 .await
@@ -369,6 +401,7 @@ impl appservice::Host for State {
         let Some(m) = &ctx.matrix else {
             return Ok(Err(no_appservice()));
         };
+        ctx.flush().await?;
         Ok(m.create_room(
             &ctx.spec.name,
             &user_id,

@@ -324,6 +324,10 @@ async fn start_stub(
     spec.allow = stub.origins.clone();
     spec.mailbox = 1024;
     spec.kv_limits.2 = STUB_KV_TOTAL;
+    // Its store is written once or twice per message: committed in batches behind its calls,
+    // its frames to the other node held until the writes before them are (rethink-stubs,
+    // `writebehind.rs`).
+    spec.kv_write_behind = true;
     let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
     let (sends_tx, sends) = outgoing(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();

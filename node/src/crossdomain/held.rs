@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rethink_stubs::{BoxFuture, Failure, KvStore};
+use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -45,6 +45,19 @@ impl HeldKv {
     }
 }
 
+impl HeldKv {
+    /// Once a write of `g` is committed: the stub holds everything up to it.
+    fn raise(&self, g: Option<u64>) {
+        if let Some(g) = g {
+            self.held.send_if_modified(|h| {
+                let raised = g > *h;
+                *h = (*h).max(g);
+                raised
+            });
+        }
+    }
+}
+
 /// The top-level `g` of a stored value, if it is a JSON object with one.
 fn held_of(value: &[u8]) -> Option<u64> {
     if !value.starts_with(b"{") {
@@ -68,14 +81,28 @@ impl KvStore for HeldKv {
         Box::pin(async move {
             let g = held_of(&value);
             self.inner.set(stub, key, value, max_total).await?;
-            if let Some(g) = g {
-                self.held.send_if_modified(|h| {
-                    let raised = g > *h;
-                    *h = (*h).max(g);
-                    raised
-                });
-            }
+            self.raise(g);
             Ok(())
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>> {
+        Box::pin(async move {
+            let g = ops
+                .iter()
+                .filter_map(|op| match op {
+                    KvOp::Set { value, .. } => held_of(value),
+                    KvOp::Delete { .. } => None,
+                })
+                .max();
+            let total = self.inner.apply(stub, ops, max_total).await?;
+            self.raise(g);
+            Ok(total)
         })
     }
 

@@ -157,6 +157,7 @@ on_both_backends!(
     kv_quota_counts_bytes_of_the_other_keys,
     kv_survives_reopen,
     kv_quota_holds_under_concurrent_writes,
+    kv_batch_is_all_or_nothing_within_the_quota,
     ],
     accounts: [
         a_localpart_or_subject_is_taken_once,

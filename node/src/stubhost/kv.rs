@@ -4,8 +4,11 @@
 //! by both; a database failure is a 503 to the stub. Each stub's total is kept in
 //! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
 //! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
+//! A batch ([`KvStore::apply`], the host's write-behind for other domains' stubs) is one
+//! transaction: each key's old value deleted with its size returned, the new one inserted, the
+//! total changed once and checked before the commit.
 
-use rethink_stubs::{BoxFuture, Failure, KvStore, within_quota};
+use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
 
 /// The bytes a key and its value count for.
@@ -43,6 +46,29 @@ const PG_ADD_TO_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($
 const PG_SUB_FROM_TOTAL: &str = "UPDATE stub_kv_total SET bytes = bytes - \
      COALESCE((SELECT octet_length(key) + octet_length(value) FROM stub_kv \
      WHERE stub = $1 AND key = $2), 0) WHERE stub = $1";
+
+/// A batch's deletion of one key, with the bytes it held (binds: stub, key). A write: the
+/// batch's first statement takes the write lock (see `SQLITE_ADD_TO_TOTAL`).
+const SQLITE_TAKE: &str = "DELETE FROM stub_kv WHERE stub = ? AND key = ? \
+     RETURNING length(CAST(key AS BLOB)) + length(value)";
+
+/// A batch's change of the stub's total (binds: stub, change), returning the new total.
+const SQLITE_CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES (?, ?) \
+     ON CONFLICT (stub) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes";
+
+/// As [`SQLITE_TAKE`] (binds: stub, key).
+const PG_TAKE: &str = "DELETE FROM stub_kv WHERE stub = $1 AND key = $2 \
+     RETURNING octet_length(key) + octet_length(value)";
+
+/// As [`SQLITE_CHANGE_TOTAL`] (binds: stub, change).
+const PG_CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2) \
+     ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + EXCLUDED.bytes \
+     RETURNING bytes";
+
+/// The total of a quota check, as a size.
+fn as_size(total: i64) -> usize {
+    usize::try_from(total).unwrap_or(0)
+}
 
 /// The stubs' persisted key-value store.
 #[derive(Debug, Clone)]
@@ -157,6 +183,127 @@ impl KvStore for SqliteKv {
                 .take_while(|k| k.starts_with(prefix))
                 .collect()
         })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>> {
+        Box::pin(async move {
+            self.apply_batch(stub, ops, max_total)
+                .await
+                .unwrap_or_else(|e| Err(failed(&e)))
+        })
+    }
+}
+
+impl SqliteKv {
+    /// [`KvStore::apply`]: each key's old value taken out (its size known), the new one put
+    /// in, the total changed once, checked, committed.
+    async fn apply_batch(
+        &self,
+        stub: &str,
+        ops: &[KvOp],
+        max_total: usize,
+    ) -> Result<Result<usize, Failure>, sqlx::Error> {
+        if ops.is_empty() {
+            let total: Option<i64> =
+                sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = ?")
+                    .bind(stub)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Ok(Ok(as_size(total.unwrap_or(0))));
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut change: i64 = 0;
+        for op in ops {
+            let key = match op {
+                KvOp::Set { key, .. } | KvOp::Delete { key } => key,
+            };
+            let old: Option<i64> = sqlx::query_scalar(SQLITE_TAKE)
+                .bind(stub)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            change -= old.unwrap_or(0);
+            if let KvOp::Set { key, value } = op {
+                change += size_of(key, value);
+                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?)")
+                    .bind(stub)
+                    .bind(key)
+                    .bind(value.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let total: i64 = sqlx::query_scalar(SQLITE_CHANGE_TOTAL)
+            .bind(stub)
+            .bind(change)
+            .fetch_one(&mut *tx)
+            .await?;
+        // Over the quota: dropping the transaction rolls the batch back.
+        if let Err(f) = within_quota(as_size(total), max_total) {
+            return Ok(Err(f));
+        }
+        tx.commit().await?;
+        Ok(Ok(as_size(total)))
+    }
+}
+
+impl PgKv {
+    /// As [`SqliteKv::apply_batch`], the stub's writes waiting for each other.
+    async fn apply_batch(
+        &self,
+        stub: &str,
+        ops: &[KvOp],
+        max_total: usize,
+    ) -> Result<Result<usize, Failure>, sqlx::Error> {
+        if ops.is_empty() {
+            let total: Option<i64> =
+                sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = $1")
+                    .bind(stub)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Ok(Ok(as_size(total.unwrap_or(0))));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(PG_LOCK_STUB)
+            .bind(stub)
+            .execute(&mut *tx)
+            .await?;
+        let mut change: i64 = 0;
+        for op in ops {
+            let key = match op {
+                KvOp::Set { key, .. } | KvOp::Delete { key } => key,
+            };
+            let old: Option<i32> = sqlx::query_scalar(PG_TAKE)
+                .bind(stub)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            change -= i64::from(old.unwrap_or(0));
+            if let KvOp::Set { key, value } = op {
+                change += size_of(key, value);
+                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3)")
+                    .bind(stub)
+                    .bind(key)
+                    .bind(value.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let total: i64 = sqlx::query_scalar(PG_CHANGE_TOTAL)
+            .bind(stub)
+            .bind(change)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Err(f) = within_quota(as_size(total), max_total) {
+            return Ok(Err(f));
+        }
+        tx.commit().await?;
+        Ok(Ok(as_size(total)))
     }
 }
 
@@ -276,6 +423,19 @@ impl KvStore for PgKv {
             rows.into_iter()
                 .take_while(|k| k.starts_with(prefix))
                 .collect()
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>> {
+        Box::pin(async move {
+            self.apply_batch(stub, ops, max_total)
+                .await
+                .unwrap_or_else(|e| Err(failed(&e)))
         })
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{PersistedSession, Place, SessionKey, StoreOp};
+use rethink_stubs::KvOp;
 
 fn key(id: &str) -> SessionKey {
     SessionKey::from(id)
@@ -375,6 +376,48 @@ pub(super) async fn kv_quota_holds_under_concurrent_writes(place: Place) -> anyh
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
         assert!(matches!(refused.code, 413 | 503), "{refused:?}");
     }
+    opened.close().await;
+    Ok(())
+}
+
+/// A batch (`KvStore::apply`, the stubs' write-behind) applies its writes in order as one
+/// transaction, counts replaced and deleted values off the total it returns, and over the quota
+/// applies none of them.
+pub(super) async fn kv_batch_is_all_or_nothing_within_the_quota(
+    place: Place,
+) -> anyhow::Result<()> {
+    let opened = place.open().await?;
+    let kv = opened.kv();
+    let set = |k: &str, n: usize| KvOp::Set {
+        key: k.into(),
+        value: vec![0; n],
+    };
+    let del = |k: &str| KvOp::Delete { key: k.into() };
+    assert_eq!(kv.apply("s", &[], 40).await?, 0, "nothing stored yet");
+    kv.set("s", "k1", vec![0; 8], 40).await?; // 10 bytes
+    // k1 replaced (10 -> 6), k2 added (10), k3 added then deleted: 16.
+    let total = kv
+        .apply(
+            "s",
+            &[set("k1", 4), set("k2", 8), set("k3", 8), del("k3")],
+            40,
+        )
+        .await?;
+    assert_eq!(total, 16);
+    assert_eq!(kv.apply("s", &[], 40).await?, 16);
+    assert_eq!(kv.get("s", "k1").await, Some(vec![0; 4]));
+    assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
+    // 16 - 10 (k2) + 30 (k4) = 36, then + 10 (k5) = 46 > 40: none of it is applied.
+    let refused = kv
+        .apply("s", &[del("k2"), set("k4", 28), set("k5", 8)], 40)
+        .await;
+    assert_eq!(refused.map_err(|f| f.code), Err(413));
+    assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
+    assert_eq!(kv.apply("s", &[], 40).await?, 16);
+    // The single writes see the batch's total.
+    kv.set("s", "k6", vec![0; 22], 40).await?; // 16 + 24 = 40
+    let refused = kv.set("s", "k7", vec![0], 40).await;
+    assert_eq!(refused.map_err(|f| f.code), Err(413));
     opened.close().await;
     Ok(())
 }

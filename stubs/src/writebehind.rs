@@ -1,0 +1,349 @@
+//! Write-behind for a stub's key-value store ([`StubSpec::kv_write_behind`]): the guest's
+//! `kv-set` and `kv-delete` return at once and are committed by a writer task, many calls'
+//! writes in one [`KvStore::apply`] (one transaction), instead of one transaction each with the
+//! guest waiting for it. What the guest does after a write does not reach anyone before that
+//! write is committed, so a crash of the process at any point leaves the same states as
+//! writing through would:
+//!
+//! - each write gets a ticket; the writer commits them in order and publishes the highest
+//!   ticket committed;
+//! - an effect of the instance waits for every write issued before it ([`WriteBehind::barrier`]):
+//!   a WebSocket frame or close is held by the socket's writer (`net.rs`), an HTTP request by
+//!   its task, `bus.send` and the `appservice` calls by the call itself, as do `kv-get` and
+//!   `kv-keys` (which read the store);
+//! - a commit that fails (the store's failure, or its quota check) loses the writes not yet
+//!   committed: they are discarded, every effect waiting for one of them is dropped (a socket
+//!   closes with 1011 without writing it), the instance's next import that needs the store
+//!   traps it, and the supervisor's next instance starts from what was committed
+//!   ([`WriteBehind::reset`]);
+//! - the quota is checked at once against an upper bound (the total after the last commit
+//!   plus every value written since, replaced values not taken off), so a write the store
+//!   would refuse is refused with 413 as before; near the quota a write may be refused that
+//!   writing through would have taken;
+//! - writes of the same key in one batch are folded into the last one;
+//! - when the stub stops, the writer commits what is queued before [`StubHandle::stop`]
+//!   returns.
+//!
+//! [`StubSpec::kv_write_behind`]: crate::StubSpec::kv_write_behind
+//! [`StubHandle::stop`]: crate::StubHandle::stop
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::Failure;
+use crate::port::{KvOp, KvStore, within_quota};
+
+/// Writes committed in one batch, at most.
+const MAX_BATCH: usize = 4096;
+
+/// What the writer has done: the highest ticket committed, and the tickets the latest failure
+/// discarded (`lost.0 < t <= lost.1`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Durable {
+    committed: u64,
+    lost: (u64, u64),
+}
+
+impl Durable {
+    /// `Some(true)` once ticket `t` is committed, `Some(false)` if it was discarded, `None`
+    /// while it waits.
+    fn outcome(&self, t: u64) -> Option<bool> {
+        if self.lost.0 < t && t <= self.lost.1 {
+            Some(false)
+        } else if self.committed >= t {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Books {
+    /// The last ticket given.
+    issued: u64,
+    /// The stub's total after the last commit (`None` until read).
+    total: Option<usize>,
+    /// Bytes (key and value) of the writes given and not yet committed.
+    pending: usize,
+    /// A commit failed: writes are refused until [`WriteBehind::reset`].
+    poisoned: bool,
+    /// The last ticket of the instances before the current one (their outcome is not the
+    /// current one's concern).
+    floor: u64,
+}
+
+/// The write-behind queue of one stub.
+#[derive(Debug)]
+pub(crate) struct WriteBehind {
+    stub: String,
+    kv: Arc<dyn KvStore>,
+    max_total: usize,
+    books: Mutex<Books>,
+    queue: Mutex<Option<mpsc::UnboundedSender<(u64, KvOp)>>>,
+    durable: watch::Sender<Durable>,
+}
+
+/// Why a write-behind call cannot go on: the instance is trapped with it.
+#[derive(Debug, thiserror::Error)]
+#[error("stub {0}: a write to its key-value store was not committed")]
+pub(crate) struct Lost(String);
+
+/// An effect's wait for the writes issued before it.
+#[derive(Debug, Clone)]
+pub(crate) struct Barrier {
+    ticket: u64,
+    durable: watch::Receiver<Durable>,
+}
+
+impl Barrier {
+    /// Whether it has nothing more to wait for.
+    pub(crate) fn is_done(&self) -> bool {
+        self.durable.borrow().outcome(self.ticket).is_some()
+    }
+
+    /// True once every write before it is committed; false if one was discarded (the effect
+    /// must not happen).
+    pub(crate) async fn wait(mut self) -> bool {
+        let t = self.ticket;
+        match self.durable.wait_for(|d| d.outcome(t).is_some()).await {
+            Ok(d) => d.outcome(t) == Some(true),
+            Err(_) => false,
+        }
+    }
+}
+
+fn lock(m: &Mutex<Books>) -> std::sync::MutexGuard<'_, Books> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WriteBehind {
+    /// The queue of `stub` over `kv`, and its writer task (to be spawned; it ends once
+    /// [`WriteBehind::close`] was called and the queue is committed).
+    pub(crate) fn new(
+        stub: &str,
+        kv: Arc<dyn KvStore>,
+        max_total: usize,
+    ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (durable, _) = watch::channel(Durable::default());
+        let wb = Arc::new(Self {
+            stub: stub.to_owned(),
+            kv,
+            max_total,
+            books: Mutex::new(Books::default()),
+            queue: Mutex::new(Some(tx)),
+            durable,
+        });
+        let writer = Arc::clone(&wb).write(rx);
+        (wb, writer)
+    }
+
+    /// No more writes: the writer ends once it has committed what is queued.
+    pub(crate) fn close(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// A new instance starts: writes are taken again after a failure (the discarded ones
+    /// stay lost; the instance reads what was committed).
+    pub(crate) fn reset(&self) {
+        let mut b = lock(&self.books);
+        b.poisoned = false;
+        b.total = None;
+        b.floor = b.issued;
+    }
+
+    /// What an effect issued now must wait for; `None` when every write of the instance is
+    /// committed. After a failed commit, a barrier that fails.
+    pub(crate) fn barrier(&self) -> Option<Barrier> {
+        let b = lock(&self.books);
+        let ticket = b.issued;
+        if !b.poisoned && ticket <= b.floor {
+            return None;
+        }
+        drop(b);
+        let durable = self.durable.subscribe();
+        if durable.borrow().outcome(ticket) == Some(true) {
+            return None;
+        }
+        Some(Barrier { ticket, durable })
+    }
+
+    /// Waits until every write given so far is committed (before a read, or an effect made
+    /// in the call). `Err` if one was discarded: the instance must end.
+    pub(crate) async fn flush(&self) -> Result<(), Lost> {
+        if lock(&self.books).poisoned {
+            return Err(Lost(self.stub.clone()));
+        }
+        match self.barrier() {
+            None => Ok(()),
+            Some(b) => {
+                if b.wait().await {
+                    Ok(())
+                } else {
+                    Err(Lost(self.stub.clone()))
+                }
+            }
+        }
+    }
+
+    /// Queues `key` = `value`. `Ok(Err)`: refused (413 over the quota, 503 when the store
+    /// cannot say how much it holds), nothing queued.
+    pub(crate) async fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<Result<(), Failure>, Lost> {
+        let size = key.len() + value.len();
+        if lock(&self.books).total.is_none() {
+            // The total is read once per instance: after the writes before it.
+            self.flush().await?;
+            match self.kv.apply(&self.stub, &[], self.max_total).await {
+                Ok(total) => lock(&self.books).total = Some(total),
+                Err(f) => return Ok(Err(f)),
+            }
+        }
+        let mut b = lock(&self.books);
+        if b.poisoned {
+            return Err(Lost(self.stub.clone()));
+        }
+        let bound = b.total.unwrap_or(0) + b.pending + size;
+        if let Err(f) = within_quota(bound, self.max_total) {
+            return Ok(Err(f));
+        }
+        b.pending += size;
+        self.enqueue(&mut b, KvOp::Set { key, value })?;
+        Ok(Ok(()))
+    }
+
+    /// Queues the deletion of `key`.
+    pub(crate) fn delete(&self, key: String) -> Result<(), Lost> {
+        let mut b = lock(&self.books);
+        if b.poisoned {
+            return Err(Lost(self.stub.clone()));
+        }
+        self.enqueue(&mut b, KvOp::Delete { key })
+    }
+
+    fn enqueue(&self, b: &mut Books, op: KvOp) -> Result<(), Lost> {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = queue
+            .as_ref()
+            .is_some_and(|q| q.send((b.issued + 1, op)).is_ok());
+        if !sent {
+            return Err(Lost(self.stub.clone()));
+        }
+        b.issued += 1;
+        Ok(())
+    }
+
+    /// The writer: commits what is queued, in batches, until closed.
+    async fn write(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u64, KvOp)>) {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let last = batch.last().map_or(0, |(t, _)| *t);
+            let added: usize = batch
+                .iter()
+                .map(|(_, op)| match op {
+                    KvOp::Set { key, value } => key.len() + value.len(),
+                    KvOp::Delete { .. } => 0,
+                })
+                .sum();
+            let ops = fold(batch.drain(..).map(|(_, op)| op));
+            let result = self.kv.apply(&self.stub, &ops, self.max_total).await;
+            let mut b = lock(&self.books);
+            b.pending = b.pending.saturating_sub(added);
+            match result {
+                Ok(total) => {
+                    if b.total.is_some() {
+                        b.total = Some(total);
+                    }
+                    drop(b);
+                    self.durable.send_modify(|d| d.committed = last);
+                }
+                Err(f) => {
+                    // What is queued behind the failed batch builds on it: discarded too.
+                    let mut lost_to = last;
+                    while let Ok((t, _)) = rx.try_recv() {
+                        lost_to = t;
+                    }
+                    b.poisoned = true;
+                    b.pending = 0;
+                    drop(b);
+                    tracing::error!(stub = %self.stub, code = f.code, error = %f.description, writes = lost_to - self.durable.borrow().committed, "the stub's key-value writes were not committed: its instance restarts from what was");
+                    self.durable
+                        .send_modify(|d| d.lost = (d.committed, lost_to));
+                }
+            }
+        }
+    }
+}
+
+/// The batch's writes with each key's last one only (one transaction: the order of different
+/// keys does not matter).
+fn fold(ops: impl Iterator<Item = KvOp>) -> Vec<KvOp> {
+    let mut out: Vec<KvOp> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for op in ops {
+        let key = match &op {
+            KvOp::Set { key, .. } | KvOp::Delete { key } => key.clone(),
+        };
+        match at.get(&key) {
+            Some(&i) => out[i] = op,
+            None => {
+                at.insert(key, out.len());
+                out.push(op);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::MemoryKv;
+
+    #[test]
+    fn a_batch_keeps_each_keys_last_write() {
+        let set = |k: &str, v: u8| KvOp::Set {
+            key: k.into(),
+            value: vec![v],
+        };
+        let del = |k: &str| KvOp::Delete { key: k.into() };
+        let folded = fold([set("a", 1), set("b", 1), del("a"), set("b", 2)].into_iter());
+        assert_eq!(folded, vec![del("a"), set("b", 2)]);
+    }
+
+    #[tokio::test]
+    async fn effects_wait_for_the_writes_before_them() {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let (wb, writer) = WriteBehind::new("s", Arc::clone(&kv), 1 << 20);
+        assert!(wb.barrier().is_none(), "nothing written yet");
+        wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
+        let barrier = wb.barrier().expect("a write is queued");
+        assert_eq!(
+            kv.get("s", "k").await,
+            None,
+            "not committed before the writer runs"
+        );
+        let task = tokio::spawn(writer);
+        assert!(barrier.wait().await);
+        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        wb.close();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_quota_counts_what_is_not_committed_yet() {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let (wb, _writer) = WriteBehind::new("s", kv, 20);
+        // "k1" + 8 bytes = 10, twice: 20 (the overwrite is counted again until committed).
+        wb.set("k1".into(), vec![0; 8]).await.unwrap().unwrap();
+        wb.set("k1".into(), vec![0; 8]).await.unwrap().unwrap();
+        let refused = wb.set("k2".into(), vec![0; 1]).await.unwrap();
+        assert_eq!(refused.map_err(|f| f.code), Err(413));
+    }
+}
