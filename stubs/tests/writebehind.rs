@@ -75,7 +75,7 @@ impl KvStore for GatedKv {
             let total = self.inner.apply(stub, ops, max_total).await?;
             self.log
                 .lock()
-                .unwrap()
+                .expect("the log's lock")
                 .push(format!("commit {}", ops.len()));
             Ok(total)
         })
@@ -97,7 +97,7 @@ impl BusPort for Port {
     fn lost(&self, _stub: &str, message: Envelope, reason: LostReason) {
         self.0
             .lock()
-            .unwrap()
+            .expect("the lost messages' lock")
             .push((message.id_json().to_owned(), reason));
     }
 }
