@@ -2,7 +2,7 @@
 //! or PostgreSQL (`store.url`), with one SQL text per query for both.
 //!
 //! A Matrix store holds a `Db` (or, inside a transaction, a [`Tx`]) and runs each query through
-//! [`on_db!`] or [`on_tx!`]: the macro expands its expression once per backend, so the query is
+//! `on_db!` or `on_tx!`: the macro expands its expression once per backend, so the query is
 //! compiled against each driver's own executor and row types, and the SQLite path costs one
 //! `match` more than direct sqlx code. The SQL is written in the dialect both engines accept:
 //! numbered parameters `$1, $2, ...` (sqlx's SQLite driver binds `$N` by number), `ON CONFLICT
