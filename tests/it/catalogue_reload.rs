@@ -22,7 +22,7 @@ use crate::support::client::RECV_TIMEOUT;
 use crate::support::{DOMAIN, NodeProcess, TestNode};
 
 /// Writes `bytes` to `dir/name` atomically (a rename), as an operator should.
-fn put(dir: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn put(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).expect("write");
     std::fs::rename(&tmp, dir.join(name)).expect("rename");
@@ -30,7 +30,11 @@ fn put(dir: &Path, name: &str, bytes: &[u8]) {
 
 /// Polls stub `name`'s descriptor until `ready` holds for it (status and descriptor), within
 /// `RECV_TIMEOUT`.
-async fn until(addr: SocketAddr, name: &str, ready: impl Fn(u16, &Value) -> bool) -> Value {
+pub(crate) async fn until(
+    addr: SocketAddr,
+    name: &str,
+    ready: impl Fn(u16, &Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + RECV_TIMEOUT;
     loop {
         let answer = get(addr, &format!("/.well-known/protocolstub/{name}")).await;
@@ -147,7 +151,7 @@ async fn an_invalid_component_is_refused_with_the_reason_logged_and_the_previous
 }
 
 /// The echo guest (see `stubs/tests/guests/echo.wat`), a valid stub.
-fn echo() -> Vec<u8> {
+pub(crate) fn echo() -> Vec<u8> {
     guests::echo_in(Init::Normal { timer_ms: 60_000 }, DOMAIN)
 }
 

@@ -5,6 +5,8 @@
 
 use serde_json::json;
 
+use crate::catalogue::{get, variant};
+use crate::catalogue_reload::{echo, put, until};
 use crate::cluster::{
     cluster_with, metric, nats_url, node_id, not_to_bob_policies, open, wait_for_metric,
 };
@@ -79,29 +81,47 @@ async fn a_policy_reload_on_one_node_reaches_the_others() {
     );
 }
 
+/// Two members of one cluster (a fresh database), node `i` with `env[i]` beside the cluster's
+/// settings; their data directories are kept by the returned guards.
+async fn members(env: [&[(&str, &str)]; 2]) -> (Vec<NodeProcess>, Vec<tempfile::TempDir>) {
+    let db = fresh_database().await;
+    let nats = nats_url();
+    let mut nodes = Vec::new();
+    let mut data = Vec::new();
+    for (i, extra) in env.into_iter().enumerate() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let id = node_id(&db, i + 1);
+        let mut all = vec![
+            ("RETHINK_STORE__URL", db.as_str()),
+            ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
+            ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
+        ];
+        all.extend_from_slice(extra);
+        nodes.push(NodeProcess::spawn(dir.path(), &all).await);
+        data.push(dir);
+    }
+    (nodes, data)
+}
+
 /// Each node with its own copy: node 2 reloads on node 1's notice, finds its copy different
 /// and says so (a warning and `rethink_cluster_reload_mismatches_total`), keeping its own set.
 #[tokio::test]
 async fn a_node_whose_copy_differs_after_a_reload_says_so() {
-    let db = fresh_database().await;
-    let nats = nats_url();
     let (first, second) = (policy_dir(ALLOW_ALL), policy_dir(ALLOW_ALL));
-    let mut nodes = Vec::new();
-    let mut data = Vec::new();
-    for (i, policies) in [(1, &first), (2, &second)] {
-        let dir = tempfile::TempDir::new().unwrap();
-        let id = node_id(&db, i);
-        let env = [
-            ("RETHINK_STORE__URL", db.as_str()),
-            ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
-            ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
-            ("RETHINK_POLICY__DIR", policies.path().to_str().unwrap()),
-            ("RETHINK_POLICY__WATCH_INTERVAL_MS", HOURLY),
-            ("RETHINK_ADMIN__TOKEN", ADMIN),
-        ];
-        nodes.push(NodeProcess::spawn(dir.path(), &env).await);
-        data.push(dir);
-    }
+    let env = |policies: &tempfile::TempDir| {
+        vec![
+            (
+                "RETHINK_POLICY__DIR",
+                policies.path().to_str().unwrap().to_owned(),
+            ),
+            ("RETHINK_POLICY__WATCH_INTERVAL_MS", HOURLY.to_owned()),
+            ("RETHINK_ADMIN__TOKEN", ADMIN.to_owned()),
+        ]
+    };
+    let (e1, e2) = (env(&first), env(&second));
+    let e1: Vec<(&str, &str)> = e1.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let e2: Vec<(&str, &str)> = e2.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (nodes, _data) = members([&e1, &e2]).await;
     std::fs::copy(
         not_to_bob_policies().path().join("policies.cedar"),
         first.path().join("policies.cedar"),
@@ -121,4 +141,40 @@ async fn a_node_whose_copy_differs_after_a_reload_says_so() {
     .await;
     // It did reload its own copy (unchanged), once.
     assert_eq!(metric(&nodes[1], RELOADED).await, 1.0);
+}
+
+/// The stub directory, shared: node 1 polls it every 20 ms, node 2 once an hour; a stub
+/// dropped in is served by node 2 too, on node 1's notice.
+#[tokio::test]
+async fn a_stub_dropped_in_is_served_by_a_node_that_does_not_poll() {
+    let stubs = tempfile::TempDir::new().unwrap();
+    let dir = stubs.path().to_str().unwrap();
+    let (nodes, _data) = members([
+        &[
+            ("RETHINK_STUBS__DIR", dir),
+            ("RETHINK_STUBS__WATCH_INTERVAL_MS", "20"),
+        ],
+        &[
+            ("RETHINK_STUBS__DIR", dir),
+            ("RETHINK_STUBS__WATCH_INTERVAL_MS", HOURLY),
+        ],
+    ])
+    .await;
+    assert_eq!(
+        get(nodes[1].addr(), "/.well-known/protocolstub/chat")
+            .await
+            .status,
+        404
+    );
+    put(stubs.path(), "chat.wasm", &variant(&echo(), "chat-one"));
+    until(nodes[0].addr(), "chat", |status, _| status == 200).await;
+    until(nodes[1].addr(), "chat", |status, _| status == 200).await;
+    assert_eq!(
+        metric(
+            &nodes[1],
+            "rethink_cluster_reload_notices_received_total{kind=\"stubs\"} "
+        )
+        .await,
+        1.0
+    );
 }
