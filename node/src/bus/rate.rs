@@ -32,7 +32,9 @@ impl MinuteCounter {
         }
         w.current += 1;
         let elapsed = now_ms.rem_euclid(60_000) as u64;
-        w.current + w.previous * (60_000 - elapsed) / 60_000
+        // Rounded up: just past a minute's start the previous window still counts whole (a
+        // burst across the boundary is never counted short by the rounding).
+        w.current + (w.previous * (60_000 - elapsed)).div_ceil(60_000)
     }
 }
 
@@ -51,5 +53,16 @@ mod tests {
         assert_eq!(c.hit(t0 + 90_000), 1 + 5);
         // Two minutes later, nothing of the old windows counts.
         assert_eq!(c.hit(t0 + 200_000), 1);
+    }
+
+    #[test]
+    fn a_burst_across_a_minute_boundary_is_counted_whole() {
+        let c = MinuteCounter::default();
+        let end = 1_001 * 60_000;
+        for i in 0..50 {
+            c.hit(end - 50 + i);
+        }
+        // 10 ms into the next minute: the 50 of the previous one all fall in the last 60 s.
+        assert_eq!(c.hit(end + 10), 51);
     }
 }
