@@ -78,6 +78,15 @@ pub enum KvOp {
     Delete { key: String },
 }
 
+impl KvOp {
+    /// The key this write is about.
+    pub fn key(&self) -> &str {
+        match self {
+            KvOp::Set { key, .. } | KvOp::Delete { key } => key,
+        }
+    }
+}
+
 /// An in-memory [`KvStore`]: lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryKv {

@@ -287,13 +287,10 @@ fn fold(ops: impl Iterator<Item = KvOp>) -> Vec<KvOp> {
     let mut out: Vec<KvOp> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for op in ops {
-        let key = match &op {
-            KvOp::Set { key, .. } | KvOp::Delete { key } => key.clone(),
-        };
-        match at.get(&key) {
+        match at.get(op.key()) {
             Some(&i) => out[i] = op,
             None => {
-                at.insert(key, out.len());
+                at.insert(op.key().to_owned(), out.len());
                 out.push(op);
             }
         }

@@ -108,19 +108,17 @@ async fn members(env: [&[(&str, &str)]; 2]) -> (Vec<NodeProcess>, Vec<tempfile::
 #[tokio::test]
 async fn a_node_whose_copy_differs_after_a_reload_says_so() {
     let (first, second) = (policy_dir(ALLOW_ALL), policy_dir(ALLOW_ALL));
-    let env = |policies: &tempfile::TempDir| {
-        vec![
-            (
-                "RETHINK_POLICY__DIR",
-                policies.path().to_str().unwrap().to_owned(),
-            ),
-            ("RETHINK_POLICY__WATCH_INTERVAL_MS", HOURLY.to_owned()),
-            ("RETHINK_ADMIN__TOKEN", ADMIN.to_owned()),
+    let env = |dir| {
+        [
+            ("RETHINK_POLICY__DIR", dir),
+            ("RETHINK_POLICY__WATCH_INTERVAL_MS", HOURLY),
+            ("RETHINK_ADMIN__TOKEN", ADMIN),
         ]
     };
-    let (e1, e2) = (env(&first), env(&second));
-    let e1: Vec<(&str, &str)> = e1.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let e2: Vec<(&str, &str)> = e2.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (e1, e2) = (
+        env(first.path().to_str().unwrap()),
+        env(second.path().to_str().unwrap()),
+    );
     let (nodes, _data) = members([&e1, &e2]).await;
     std::fs::copy(
         not_to_bob_policies().path().join("policies.cedar"),

@@ -219,9 +219,7 @@ impl SqliteKv {
         let mut tx = self.pool.begin().await?;
         let mut change: i64 = 0;
         for op in ops {
-            let key = match op {
-                KvOp::Set { key, .. } | KvOp::Delete { key } => key,
-            };
+            let key = op.key();
             let old: Option<i64> = sqlx::query_scalar(SQLITE_TAKE)
                 .bind(stub)
                 .bind(key)
@@ -275,9 +273,7 @@ impl PgKv {
             .await?;
         let mut change: i64 = 0;
         for op in ops {
-            let key = match op {
-                KvOp::Set { key, .. } | KvOp::Delete { key } => key,
-            };
+            let key = op.key();
             let old: Option<i32> = sqlx::query_scalar(PG_TAKE)
                 .bind(stub)
                 .bind(key)
