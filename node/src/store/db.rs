@@ -14,8 +14,8 @@
 //! The schemas are separate files (`migrations/` for SQLite, `pg_migrations/` for PostgreSQL),
 //! with the same tables and columns in each engine's types.
 
-use sqlx::postgres::{PgPool, Postgres};
-use sqlx::sqlite::{Sqlite, SqlitePool};
+use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 
 /// The database of the Matrix stores. Cheap to clone (it wraps a connection pool).
 #[derive(Debug, Clone)]
@@ -60,6 +60,27 @@ impl From<PgPool> for Db {
     }
 }
 
+/// A connection inside an open transaction, as the stream writer hands it to a
+/// [`StreamOp`](super::StreamOp): run queries on it with `on_conn!`.
+#[derive(Debug)]
+pub enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    /// The SQLite connection, for a write not yet ported to PostgreSQL: an error on the
+    /// PostgreSQL backend.
+    pub fn sqlite(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        match self {
+            Conn::Sqlite(conn) => Ok(conn),
+            Conn::Postgres(_) => Err(sqlx::Error::Configuration(
+                "this Matrix write is not available on PostgreSQL yet".into(),
+            )),
+        }
+    }
+}
+
 impl Tx {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -98,4 +119,23 @@ macro_rules! on_tx {
     };
 }
 
-pub(crate) use {on_db, on_tx};
+/// Runs `$body` with `$e` bound to the connection of a `&mut Conn` (`&mut SqliteConnection` or
+/// `&mut PgConnection`; reborrow it with `&mut *e` to use it more than once).
+#[allow(unused_macros)] // used once the Matrix writes are ported
+macro_rules! on_conn {
+    ($conn:expr, |$e:ident| $body:expr) => {
+        match $conn {
+            $crate::store::db::Conn::Sqlite(conn) => {
+                let $e = &mut **conn;
+                $body
+            }
+            $crate::store::db::Conn::Postgres(conn) => {
+                let $e = &mut **conn;
+                $body
+            }
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use {on_conn, on_db, on_tx};

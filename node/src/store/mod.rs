@@ -29,8 +29,9 @@ pub mod writer;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::SqliteConnection;
 use tokio::sync::oneshot;
+
+use db::Conn;
 
 pub use writer::{StoreWriter, WriterConfig, spawn_writer};
 
@@ -112,7 +113,7 @@ pub trait StreamOp: Send + 'static {
     /// Applies the write inside the writer's transaction, at stream position `pos`.
     fn apply<'c>(
         self: Box<Self>,
-        conn: &'c mut SqliteConnection,
+        conn: Conn<'c>,
         pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 

@@ -9,9 +9,10 @@
 
 use futures_util::future::BoxFuture;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{FromRow, Row as _};
 
+use super::db::Conn;
 use super::pdu::Pdu;
 use super::{StoreError, StreamOp};
 
@@ -50,10 +51,11 @@ pub struct AppendEvent {
 impl StreamOp for AppendEvent {
     fn apply<'c>(
         self: Box<Self>,
-        conn: &'c mut SqliteConnection,
+        mut conn: Conn<'c>,
         pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
+            let conn = conn.sqlite()?;
             if let Some(version) = &self.create_version {
                 sqlx::query("INSERT INTO rooms (room_id, version, creator) VALUES (?, ?, ?)")
                     .bind(&self.room_id)
@@ -175,10 +177,11 @@ pub struct PruneTxns {
 impl StreamOp for PruneTxns {
     fn apply<'c>(
         self: Box<Self>,
-        conn: &'c mut SqliteConnection,
+        mut conn: Conn<'c>,
         _pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
+            let conn = conn.sqlite()?;
             let deleted = sqlx::query(
                 "DELETE FROM room_txns WHERE rowid IN (SELECT rowid FROM room_txns \
                  WHERE received_ms < ? ORDER BY received_ms LIMIT ?)",

@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use ruma::{OwnedRoomId, OwnedUserId};
 use sqlx::Acquire as _;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -34,6 +34,7 @@ pub use notifier::Notifier;
 
 use crate::store::StoreError;
 pub use crate::store::StreamOp;
+use crate::store::db::Conn;
 
 /// Most ops committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -246,7 +247,7 @@ struct Noop;
 impl StreamOp for Noop {
     fn apply<'c>(
         self: Box<Self>,
-        _conn: &'c mut SqliteConnection,
+        _conn: Conn<'c>,
         _pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async { Ok(()) })
@@ -321,7 +322,7 @@ async fn commit(
         let op = std::mem::replace(&mut pending.op, Box::new(Noop));
         let applied = if op.needs_savepoint() {
             let mut savepoint = tx.begin().await?;
-            let applied = op.apply(&mut savepoint, pos + 1).await;
+            let applied = op.apply(Conn::Sqlite(&mut savepoint), pos + 1).await;
             match applied {
                 Ok(()) => savepoint.commit().await?,
                 Err(_) => savepoint.rollback().await?,
@@ -330,7 +331,7 @@ async fn commit(
         } else {
             // One statement: a failure is undone by SQLite alone. An error that ends the whole
             // transaction (I/O, full disk) makes the commit below fail, and with it the group.
-            op.apply(&mut tx, pos + 1).await
+            op.apply(Conn::Sqlite(&mut tx), pos + 1).await
         };
         match applied {
             Ok(()) => {
@@ -368,10 +369,11 @@ mod tests {
     impl StreamOp for Insert {
         fn apply<'c>(
             self: Box<Self>,
-            conn: &'c mut SqliteConnection,
+            mut conn: Conn<'c>,
             _pos: i64,
         ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
             Box::pin(async move {
+                let conn = conn.sqlite()?;
                 if self.two_statements {
                     sqlx::query("INSERT INTO unique_values (v) VALUES (?)")
                         .bind(self.value + 1000)
@@ -474,7 +476,7 @@ mod tests {
     impl StreamOp for Slow {
         fn apply<'c>(
             self: Box<Self>,
-            _conn: &'c mut SqliteConnection,
+            _conn: Conn<'c>,
             _pos: i64,
         ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
             Box::pin(async move {

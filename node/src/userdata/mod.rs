@@ -51,7 +51,7 @@ pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
-use crate::store::db::Db;
+use crate::store::db::{Conn, Db};
 use crate::stream::{StreamOp, StreamWriter, Touch};
 
 /// The per-user data service. Cheap to clone; the node holds one.
@@ -264,10 +264,10 @@ struct Op<W>(W);
 impl<W: Write> StreamOp for Op<W> {
     fn apply<'c>(
         self: Box<Self>,
-        conn: &'c mut SqliteConnection,
+        mut conn: Conn<'c>,
         pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(self.0.apply(conn, pos))
+        Box::pin(async move { self.0.apply(conn.sqlite()?, pos).await })
     }
 }
 
