@@ -108,11 +108,45 @@ struct Seen {
     barrier: bool,
 }
 
+/// What a runtime's reader records, and a wake-up at each change.
+#[derive(Clone, Default)]
+struct Watched {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+impl Watched {
+    /// Waits until `done` holds of what the runtime saw; panics after [`DEADLINE`].
+    async fn wait_for(&self, what: &str, done: impl Fn(&Seen) -> bool) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.changed.notified();
+            if done(&self.seen.lock().unwrap()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let s = self.seen.lock().unwrap();
+                panic!(
+                    "{what}: not within {DEADLINE:?}: {} PINGs received (last {:?}), {} \
+                     refused, barrier {}",
+                    s.received.len(),
+                    s.received.last(),
+                    s.refused.len(),
+                    s.barrier
+                );
+            }
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.seen.lock().unwrap().received.len()
+    }
+}
+
 /// A runtime of the test with its connection split: a writer task (PINGs at a steady pace,
 /// acknowledgements) and a reader task (records into [`Seen`]).
 struct Runner {
-    seen: Arc<Mutex<Seen>>,
-    changed: Arc<Notify>,
+    watched: Watched,
     sending: watch::Sender<bool>,
     /// The number of PINGs sent, once the writer has sent the barrier.
     sent: tokio::sync::oneshot::Receiver<u64>,
@@ -133,45 +167,24 @@ impl Runner {
 
     fn spawn(ws: Ws, url: String, from: String, to: String) -> Runner {
         let (sink, stream) = ws.split();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let changed = Arc::new(Notify::new());
+        let watched = Watched::default();
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let (sending, sending_rx) = watch::channel(true);
-        tokio::spawn(read(stream, Arc::clone(&seen), Arc::clone(&changed), acks));
+        tokio::spawn(read(stream, watched.clone(), acks));
         let (sent_tx, sent) = tokio::sync::oneshot::channel();
         tokio::spawn(write(sink, url, from, to, ack_rx, sending_rx, sent_tx));
         Runner {
-            seen,
-            changed,
+            watched,
             sending,
             sent,
         }
     }
 
-    /// Waits until `done` holds of what this runtime saw; panics after [`DEADLINE`].
-    async fn wait_for(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let notified = self.changed.notified();
-            if done(&self.seen.lock().unwrap()) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("{what}: not within {DEADLINE:?}: {:?}", self.summary());
-            }
-        }
-    }
-
-    fn summary(&self) -> (usize, usize, bool) {
-        let s = self.seen.lock().unwrap();
-        (s.received.len(), s.refused.len(), s.barrier)
-    }
-
     /// Stops the PINGs and sends the barrier (then [`LAST`]); the number of PINGs sent before.
-    async fn stop(self) -> (u64, Arc<Mutex<Seen>>, Arc<Notify>) {
+    async fn stop(self) -> (u64, Watched) {
         self.sending.send(false).unwrap();
         let sent = self.sent.await.unwrap();
-        (sent, self.seen, self.changed)
+        (sent, self.watched)
     }
 }
 
@@ -218,18 +231,13 @@ async fn write(
 }
 
 /// The reader: records every frame, asks for an acknowledgement every 20 frames.
-async fn read(
-    mut stream: SplitStream<Ws>,
-    seen: Arc<Mutex<Seen>>,
-    changed: Arc<Notify>,
-    acks: mpsc::UnboundedSender<u64>,
-) {
+async fn read(mut stream: SplitStream<Ws>, watched: Watched, acks: mpsc::UnboundedSender<u64>) {
     let mut frames = 0u64;
     while let Some(Ok(msg)) = stream.next().await {
         let Message::Text(text) = msg else { continue };
         let v: Value = serde_json::from_str(&text).expect("the node sends JSON");
         {
-            let mut s = seen.lock().unwrap();
+            let mut s = watched.seen.lock().unwrap();
             match (v["type"].as_str(), v["id"].as_u64()) {
                 (Some("PING"), _) => s.received.push(v["body"]["n"].as_u64().expect("n")),
                 (Some("response"), Some(BARRIER)) => {
@@ -243,7 +251,7 @@ async fn read(
                 _ => panic!("an unexpected frame: {v}"),
             }
         }
-        changed.notify_waiters();
+        watched.changed.notify_waiters();
         frames += 1;
         if frames.is_multiple_of(20) {
             let _ = acks.send(v["seq"].as_u64().expect("seq"));
@@ -362,7 +370,8 @@ async fn postgres_restarted_under_load_loses_nothing_accepted_and_the_nodes_reco
 
     // Load established: each side received some of the other's PINGs.
     for r in [&a, &b] {
-        r.wait_for("PINGs before the outage", |s| s.received.len() >= 50)
+        r.watched
+            .wait_for("PINGs before the outage", |s| s.received.len() >= 50)
             .await;
     }
     eprintln!("load established; stopping PostgreSQL");
@@ -373,12 +382,13 @@ async fn postgres_restarted_under_load_loses_nothing_accepted_and_the_nodes_reco
     }
     // The outage is answered, not silent: each sender sees its PINGs refused with 503.
     for r in [&a, &b] {
-        r.wait_for("a PING refused during the outage", |s| {
-            !s.refused.is_empty()
-        })
-        .await;
+        r.watched
+            .wait_for("a PING refused during the outage", |s| {
+                !s.refused.is_empty()
+            })
+            .await;
     }
-    let before = [a.summary().0, b.summary().0];
+    let before = [a.watched.received(), b.watched.received()];
     eprintln!("refusals seen; starting PostgreSQL");
     pg.resume();
     // The nodes recover by themselves: healthy again, and PINGs flow again.
@@ -394,45 +404,35 @@ async fn postgres_restarted_under_load_loses_nothing_accepted_and_the_nodes_reco
         }
     }
     for (r, before) in [&a, &b].into_iter().zip(before) {
-        r.wait_for("PINGs after the recovery", |s| {
-            s.received.len() >= before + 50
-        })
-        .await;
+        r.watched
+            .wait_for("PINGs after the recovery", |s| {
+                s.received.len() >= before + 50
+            })
+            .await;
     }
     stop_matrix.send(true).unwrap();
     eprintln!("recovered; stopping the senders");
 
     // Every PING before the barrier was handled once its answer is here; the peer then gets
     // every accepted one, up to LAST.
-    let (sent_a, seen_a, changed_a) = a.stop().await;
-    let (sent_b, seen_b, changed_b) = b.stop().await;
-    for (seen, changed) in [(&seen_a, &changed_a), (&seen_b, &changed_b)] {
-        let runner_done = |s: &Seen| s.barrier && s.received.last() == Some(&LAST);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let notified = changed.notified();
-            if runner_done(&seen.lock().unwrap()) {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let s = seen.lock().unwrap();
-                panic!(
-                    "barrier {} / last PING {:?}: not within {DEADLINE:?}",
-                    s.barrier,
-                    s.received.last()
-                );
-            }
-        }
+    let (sent_a, seen_a) = a.stop().await;
+    let (sent_b, seen_b) = b.stop().await;
+    for seen in [&seen_a, &seen_b] {
+        seen.wait_for("the barrier's answer and the last PING", |s| {
+            s.barrier && s.received.last() == Some(&LAST)
+        })
+        .await;
     }
-    let (sa, sb) = (seen_a.lock().unwrap(), seen_b.lock().unwrap());
-    eprintln!(
-        "PINGs sent {sent_a} and {sent_b}, refused {} and {}",
-        sa.refused.len(),
-        sb.refused.len()
-    );
-    check_direction("node 1 → node 2", sent_a, &sa, &sb);
-    check_direction("node 2 → node 1", sent_b, &sb, &sa);
-
+    {
+        let (sa, sb) = (seen_a.seen.lock().unwrap(), seen_b.seen.lock().unwrap());
+        eprintln!(
+            "PINGs sent {sent_a} and {sent_b}, refused {} and {}",
+            sa.refused.len(),
+            sb.refused.len()
+        );
+        check_direction("node 1 → node 2", sent_a, &sa, &sb);
+        check_direction("node 2 → node 1", sent_b, &sb, &sa);
+    }
     let answers = matrix.await.unwrap();
     let refused = answers.iter().filter(|a| a.0 == 503).count();
     eprintln!("Matrix sends: {}, of which 503: {refused}", answers.len());
