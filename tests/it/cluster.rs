@@ -46,7 +46,11 @@ pub(crate) async fn cluster(n: usize) -> Cluster {
 }
 
 pub(crate) async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
-    let db = fresh_database().await;
+    cluster_on(fresh_database().await, n, extra).await
+}
+
+/// `n` nodes of one cluster on the database at `db` (and the test NATS server).
+pub(crate) async fn cluster_on(db: String, n: usize, extra: &[(&str, &str)]) -> Cluster {
     let nats = nats_url();
     let mut nodes = Vec::new();
     let mut dirs = Vec::new();

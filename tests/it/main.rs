@@ -25,6 +25,7 @@ mod catalogue_reload;
 mod closing;
 mod cluster;
 mod cluster_edges;
+mod cluster_pg_restart;
 mod cluster_reloads;
 mod connector_feed;
 mod connector_matrix;

@@ -34,6 +34,10 @@ enum RawCommand {
     /// runtimes on A send PINGs to runtimes on B through B's own stub run by A; throughput,
     /// end-to-end latency and each node's CPU per message.
     Crossdomain(crate::crossdomain_load::CrossArgs),
+    /// Two nodes of one domain on one PostgreSQL and one NATS (started here, or given):
+    /// runtimes on node 1 send PINGs to runtimes on node 2 (or, with --local, on node 1);
+    /// throughput, end-to-end latency and each node's CPU per message.
+    Cluster(crate::cluster_load::ClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +148,7 @@ pub(crate) enum Command {
     Appservice(crate::appservice_load::AppserviceArgs),
     Registry(crate::registry_load::RegistryArgs),
     Crossdomain(crate::crossdomain_load::CrossArgs),
+    Cluster(crate::cluster_load::ClusterArgs),
 }
 
 /// Where the node is.
@@ -242,6 +247,10 @@ pub(crate) fn parse() -> Command {
         },
         RawCommand::Crossdomain(args) => match args.validate() {
             Ok(()) => Command::Crossdomain(args),
+            Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
+        },
+        RawCommand::Cluster(args) => match args.validate() {
+            Ok(()) => Command::Cluster(args),
             Err(msg) => Cli::command().error(ErrorKind::ValueValidation, msg).exit(),
         },
     }

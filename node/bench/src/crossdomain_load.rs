@@ -9,16 +9,14 @@
 //! process), and each node's CPU time (utime + stime of `/proc/<pid>/stat` over the window)
 //! per message received.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::LoadConfig;
 use crate::client::{self, PingTemplate, Session};
-use crate::cpu::{CpuMark, CpuUse};
 use crate::node_proc::{self, NodeError, NodeProcess};
-use crate::report::Traffic;
+use crate::pair_load::{self, Pacing, PairReport};
 use crate::ws_load::{self, LoadError};
 
 /// How long the first PING may take (B's stub fetched, checked, compiled and connected).
@@ -96,16 +94,6 @@ impl CrossArgs {
     }
 }
 
-/// What the scenario measured.
-#[derive(Debug)]
-pub(crate) struct CrossReport {
-    args: CrossArgs,
-    traffic: Traffic,
-    cpu_a: CpuUse,
-    cpu_b: CpuUse,
-    errors: Vec<String>,
-}
-
 /// The nodes: started here (kept alive by the handles) or running elsewhere.
 struct Nodes {
     urls: (String, String),
@@ -173,7 +161,7 @@ async fn prime(from: &mut Session, to: &mut Session) -> Result<(), String> {
 }
 
 /// Runs the scenario.
-pub(crate) async fn run(args: &CrossArgs) -> Result<CrossReport, LoadError> {
+pub(crate) async fn run(args: &CrossArgs) -> Result<PairReport, LoadError> {
     crate::node_under_test::warn_about_open_files(args.runtimes_per_side as u64 * 4);
     let nodes = nodes(args).await?;
     let (url_a, url_b) = &nodes.urls;
@@ -194,130 +182,30 @@ pub(crate) async fn run(args: &CrossArgs) -> Result<CrossReport, LoadError> {
     let n = args.runtimes_per_side;
     let on_a = ws_load::connect_all(url_a, da, n, 50).await?;
     let on_b = ws_load::connect_all(url_b, db, n, 50).await?;
-    // Pairs (2i, 2i + 1): the sender on A, its partner on B.
-    let sessions: Vec<Session> = on_a
-        .into_iter()
-        .zip(on_b)
-        .flat_map(|(a, b)| [a, b])
-        .collect();
-    let cfg = LoadConfig {
-        runtimes: 2 * n,
-        bidirectional: false,
-        rate: (args.rate > 0.0).then_some(args.rate),
+    let pacing = Pacing {
+        rate: args.rate,
         window: args.window,
-        duration: Duration::from_secs_f64(args.duration),
-        warmup: Duration::from_secs_f64(args.warmup),
+        duration: args.duration,
+        warmup: args.warmup,
         size: args.size,
-        batch: 1,
-        attack: None,
+        bidirectional: false,
     };
-    let (pid_a, pid_b) = nodes.pids;
-    // CPU marks at the measured window's edges (the load starts right after this).
-    let start = Instant::now();
-    let marks = tokio::spawn({
-        let (warmup, duration) = (cfg.warmup, cfg.duration);
-        async move {
-            tokio::time::sleep_until((start + warmup).into()).await;
-            let (a0, b0) = (CpuMark::now(pid_a), CpuMark::now(pid_b));
-            tokio::time::sleep_until((start + warmup + duration).into()).await;
-            let (a1, b1) = (CpuMark::now(pid_a), CpuMark::now(pid_b));
-            (a0.until(a1, duration), b0.until(b1, duration))
-        }
-    });
-    let (traffic, stats, _, _) = ws_load::load(sessions, None, &cfg, url_a, pid_a).await;
-    let (cpu_a, cpu_b) = marks.await.unwrap_or_default();
-    errors.extend(stats.failures);
-    for (code, e) in &stats.errors {
-        errors.push(format!("{code}: {} times ({:?})", e.count, e.description));
-    }
-    Ok(CrossReport {
-        args: args.clone(),
+    let (traffic, cpu_a, cpu_b, more) =
+        pair_load::run(on_a, on_b, &pacing, url_a, nodes.pids).await;
+    errors.extend(more);
+    Ok(PairReport {
+        title: format!(
+            "crossdomain {da} -> {db}: {n} runtimes per side, {}, {} s measured",
+            pair_load::offered(args.rate, args.window),
+            args.duration
+        ),
+        params: serde_json::json!({
+            "runtimes_per_side": n, "rate": args.rate, "window": args.window,
+            "duration_secs": args.duration,
+        }),
         traffic,
         cpu_a,
         cpu_b,
         errors,
     })
-}
-
-impl CrossReport {
-    /// CPU µs per message received of (A, B, both).
-    fn cpu_per_message(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let rate = self.traffic.throughput;
-        let a = self.cpu_a.node_us_per_op(rate);
-        let b = self.cpu_b.node_us_per_op(rate);
-        (a, b, a.zip(b).map(|(a, b)| a + b))
-    }
-
-    /// The report as one JSON object.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        let t = &self.traffic;
-        let (a, b, both) = self.cpu_per_message();
-        let lat = |s: &Option<crate::stats::Summary>| {
-            s.as_ref().map(|s| {
-                serde_json::json!({"p50_us": s.p50_us, "p99_us": s.p99_us,
-                    "p999_us": s.p999_us, "max_us": s.max_us, "count": s.count})
-            })
-        };
-        serde_json::json!({
-            "runtimes_per_side": self.args.runtimes_per_side,
-            "rate": self.args.rate, "window": self.args.window,
-            "duration_secs": self.args.duration,
-            "sent": t.sent, "received": t.received, "refused": t.refused, "lost": t.lost,
-            "throughput": t.throughput,
-            "latency": lat(&t.latency), "service_latency": lat(&t.service_latency),
-            "cpu_cores": {"a": self.cpu_a.node_cores, "b": self.cpu_b.node_cores,
-                "bench": self.cpu_a.bench_cores},
-            "cpu_us_per_message": {"a": a, "b": b, "both": both},
-            "errors": self.errors,
-        })
-    }
-}
-
-impl std::fmt::Display for CrossReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = &self.traffic;
-        let args = &self.args;
-        let rate = if args.rate > 0.0 {
-            format!("{} msg/s offered", args.rate)
-        } else {
-            format!("unlimited (window {})", args.window)
-        };
-        writeln!(
-            f,
-            "crossdomain {} -> {}: {} runtimes per side, {rate}, {} s measured",
-            args.domain_a, args.domain_b, args.runtimes_per_side, args.duration
-        )?;
-        writeln!(
-            f,
-            "messages   sent {}  received {}  refused {}  lost {}",
-            t.sent, t.received, t.refused, t.lost
-        )?;
-        writeln!(f, "throughput {:.0} msg/s received", t.throughput)?;
-        for (name, s) in [("latency", &t.latency), ("service", &t.service_latency)] {
-            if let Some(s) = s {
-                writeln!(
-                    f,
-                    "{name:<10} p50 {} us  p99 {} us  p99.9 {} us  max {} us ({} samples)",
-                    s.p50_us, s.p99_us, s.p999_us, s.max_us, s.count
-                )?;
-            }
-        }
-        let (a, b, both) = self.cpu_per_message();
-        let us = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1} us"));
-        let cores = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.2}"));
-        writeln!(
-            f,
-            "node CPU   A {} cores, {} /msg;  B {} cores, {} /msg;  both {} /msg;  bench {} cores",
-            cores(self.cpu_a.node_cores),
-            us(a),
-            cores(self.cpu_b.node_cores),
-            us(b),
-            us(both),
-            cores(self.cpu_a.bench_cores)
-        )?;
-        for e in &self.errors {
-            writeln!(f, "error      {e}")?;
-        }
-        Ok(())
-    }
 }

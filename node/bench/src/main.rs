@@ -21,11 +21,15 @@
 //! `rethink-bench crossdomain [options]` starts two nodes of two domains (or targets them) and
 //! measures messages from runtimes on A to runtimes on B through B's stub run by A: throughput,
 //! end-to-end latency, each node's CPU per message.
+//! `rethink-bench cluster [options]` starts two nodes of one domain on one PostgreSQL and one
+//! NATS (or targets given ones) and measures messages between runtimes on the two nodes (or,
+//! with `--local`, on one node of the cluster): the same figures.
 
 mod appservice_load;
 mod attack;
 mod cli;
 mod client;
+mod cluster_load;
 mod cpu;
 mod crossdomain_load;
 mod deliveries;
@@ -38,6 +42,7 @@ mod matrix_tasks;
 mod mock_node;
 mod node_proc;
 mod node_under_test;
+mod pair_load;
 mod registry_load;
 mod report;
 mod runtime;
@@ -105,6 +110,18 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Crossdomain(args) => runtime.block_on(async {
             let report = tokio::select! {
                 r = crossdomain_load::run(&args) => r?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            if args.json() {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
+        cli::Command::Cluster(args) => runtime.block_on(async {
+            let report = tokio::select! {
+                r = cluster_load::run(&args) => r?,
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
             if args.json() {

@@ -266,6 +266,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Rt<S> {
         self.send(&msg).await;
     }
 
+    /// The WebSocket, for a test that drives it itself (split into sender and receiver, say).
+    pub(crate) fn into_ws(self) -> WebSocketStream<S> {
+        self.ws
+    }
+
     /// Drops the TCP connection without a close handshake.
     pub(crate) fn drop_connection(self) -> RtMemory {
         RtMemory {
