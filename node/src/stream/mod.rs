@@ -337,4 +337,4 @@ fn foreign_positions(head: i64, seen: i64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

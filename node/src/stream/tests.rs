@@ -71,6 +71,33 @@ impl StreamOp for Gate {
     }
 }
 
+/// Commits `ops` in one group (queued behind a [`Gate`] that holds the writer meanwhile); each
+/// op's result, in order.
+pub(crate) async fn in_one_group(
+    stream: &StreamWriter,
+    ops: Vec<Box<dyn StreamOp>>,
+) -> anyhow::Result<Vec<Result<i64, StoreError>>> {
+    let (started, applying) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    let gate = Gate {
+        started: Some(started),
+        release: released,
+    };
+    let gate = stream.submit(Box::new(gate), Vec::new()).await?;
+    applying.await?;
+    let mut waiting = Vec::new();
+    for op in ops {
+        waiting.push(stream.submit(op, Vec::new()).await?);
+    }
+    let _ = release.send(());
+    gate.wait().await?;
+    let mut results = Vec::new();
+    for committed in waiting {
+        results.push(committed.wait().await);
+    }
+    Ok(results)
+}
+
 /// Commits `ops` in one group (behind a [`Gate`]) on a fresh store; the results and the stored
 /// values afterwards.
 async fn commit_group(
@@ -86,24 +113,8 @@ async fn commit_group(
     .await?
     .rows_affected());
     let (stream, _task) = StreamWriter::start(stream_db(&opened)).await?;
-    let (started, applying) = oneshot::channel();
-    let (release, released) = oneshot::channel();
-    let gate = Gate {
-        started: Some(started),
-        release: released,
-    };
-    let gate = stream.submit(Box::new(gate), Vec::new()).await?;
-    applying.await?;
-    let mut waiting = Vec::new();
-    for op in ops {
-        waiting.push(stream.submit(Box::new(op), Vec::new()).await?);
-    }
-    let _ = release.send(());
-    gate.wait().await?;
-    let mut results = Vec::new();
-    for committed in waiting {
-        results.push(committed.wait().await);
-    }
+    let ops = ops.into_iter().map(|op| Box::new(op) as Box<dyn StreamOp>);
+    let results = in_one_group(&stream, ops.collect()).await?;
     let values = on_db!(&db, |e| sqlx::query_scalar(
         "SELECT v FROM unique_values ORDER BY v"
     )
