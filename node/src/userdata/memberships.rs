@@ -110,3 +110,85 @@ impl Memberships {
         Ok(user_ids(users))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Memberships written by the room store through the stream writer, read back on both
+    //! backends (`crate::store::tests`).
+
+    mod cases {
+        use ruma::user_id;
+
+        use super::super::*;
+        use crate::store::rooms::AppendEvent;
+        use crate::store::tests::Place;
+        use crate::stream::StreamWriter;
+        use crate::stream::tests::stream_db;
+
+        /// A state event of `room` (its JSON is not read here).
+        fn state(room: &str, kind: &str, key: &str, membership: Option<&str>) -> AppendEvent {
+            AppendEvent {
+                event_id: format!("${room}{kind}{key}"),
+                room_id: room.to_owned(),
+                kind: kind.to_owned(),
+                state_key: Some(key.to_owned()),
+                sender: "@a:example.com".to_owned(),
+                json: "{}".to_owned(),
+                txn: None,
+                txn_expired_before: 0,
+                received_ms: 1,
+                membership: membership.map(str::to_owned),
+                create_version: (kind == "m.room.create").then(|| "10".to_owned()),
+                redaction: None,
+            }
+        }
+
+        pub(super) async fn who_shares_a_room_and_an_encrypted_one(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let opened = place.open().await?;
+            let (stream, _task) = StreamWriter::start(stream_db(&opened)).await?;
+            let member = |room, user, m| state(room, "m.room.member", user, Some(m));
+            let ops = [
+                state("!e", "m.room.create", "", None),
+                member("!e", "@a:example.com", "join"),
+                member("!e", "@b:example.com", "join"),
+                state("!e", "m.room.encryption", "", None),
+                state("!p", "m.room.create", "", None),
+                member("!p", "@a:example.com", "join"),
+                member("!p", "@c:example.com", "join"),
+                member("!p", "@d:example.com", "invite"),
+            ];
+            let mut last = 0;
+            for op in ops {
+                last = stream
+                    .submit(Box::new(op), Vec::new())
+                    .await?
+                    .wait()
+                    .await?;
+            }
+            let memberships = Memberships::new(opened.matrix_db());
+            let a = user_id!("@a:example.com");
+            let mut sharing = memberships.sharing_a_room(a).await?;
+            sharing.sort_unstable();
+            assert_eq!(
+                sharing,
+                ["@a:example.com", "@b:example.com", "@c:example.com"]
+            );
+            let lonely = user_id!("@z:example.com");
+            assert_eq!(memberships.sharing_a_room(lonely).await?, [lonely]);
+
+            let members = memberships.encrypted_room_members(a, last).await?;
+            assert_eq!(members.len(), 1, "{members:?}");
+            assert_eq!(members[0].other, "@b:example.com");
+            assert_eq!(members[0].mine.0, "join");
+            assert_eq!(members[0].theirs, ("join".to_owned(), 3));
+            assert_eq!(members[0].encrypted_at, 4);
+            Ok(())
+        }
+    }
+
+    crate::store::tests::on_both_backends!(
+        cases: [who_shares_a_room_and_an_encrypted_one],
+    );
+}
