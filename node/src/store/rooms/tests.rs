@@ -6,6 +6,7 @@ mod cases {
     use serde_json::json;
 
     use super::super::*;
+    use crate::store::StreamOp;
     use crate::store::tests::{Opened, Place};
     use crate::stream::StreamWriter;
     use crate::stream::tests::{in_one_group, stream_db};
