@@ -120,7 +120,8 @@ pub trait StreamOp: Send + 'static {
 
     /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
     /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
-    /// keeps the transaction open. Default `true`.
+    /// keeps the transaction open. Default `true`. SQLite only: on PostgreSQL, where a failed
+    /// statement aborts the whole transaction, the stream writer gives every op a savepoint.
     fn needs_savepoint(&self) -> bool {
         true
     }
