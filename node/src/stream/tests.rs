@@ -238,14 +238,30 @@ async fn two_writers_on_one_postgres_database_commit_disjoint_positions_in_order
     let (wb, _tb) = StreamWriter::start(stream_db(&b)).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..2 * TASKS {
-        let writer = if i % 2 == 0 { wa.clone() } else { wb.clone() };
+        let (writer, db) = if i % 2 == 0 {
+            (wa.clone(), a.matrix_db())
+        } else {
+            (wb.clone(), b.matrix_db())
+        };
         tasks.spawn(async move {
             let mut positions = Vec::new();
             for _ in 0..OPS {
                 let committed = writer.submit(Box::new(Log), Vec::new()).await?;
-                positions.push(committed.wait().await?);
+                let pos = committed.wait().await?;
+                // This node's reads up to its visible position see every row below it, the
+                // other node's included.
+                let visible = writer.visible();
+                assert!(visible >= pos, "{pos} committed, {visible} visible");
+                let seen: i64 = on_db!(&db, |e| sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM log WHERE pos <= $1"
+                )
+                .bind(visible)
+                .fetch_one(e)
+                .await?);
+                assert_eq!(seen, visible, "a position below the visible one is missing");
+                positions.push(pos);
             }
-            Ok::<_, StoreError>(positions)
+            anyhow::Ok(positions)
         });
     }
     let mut positions = Vec::new();
@@ -275,7 +291,7 @@ async fn two_writers_on_one_postgres_database_commit_disjoint_positions_in_order
     .await?);
     assert_eq!(head, total);
     // Each writer's visible position covers what it committed and what the other committed
-    // before its last group.
+    // before its last group; it never passes the stored head.
     assert!(wa.visible() <= total && wb.visible() <= total);
     assert_eq!(wa.visible().max(wb.visible()), total);
     Ok(())
