@@ -17,6 +17,7 @@ mod idempotent;
 #[cfg(test)]
 mod permit_tests;
 mod power;
+mod remote;
 pub mod signing;
 pub mod state;
 pub mod txns;
@@ -38,7 +39,7 @@ use tokio::sync::Mutex as AsyncMutex;
 pub use build::NewEvent;
 pub use cache::RoomCaches;
 pub use error::RoomError;
-use idempotent::is_txn_conflict;
+use idempotent::{is_chain_conflict, is_txn_conflict};
 pub use idempotent::{Txn, TxnScope};
 pub use pdu::Pdu;
 pub use signing::ServerKey;
@@ -50,6 +51,10 @@ use crate::locks::lock;
 use crate::policy::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
 use crate::stream::{CommitHook, StreamWriter, Touch};
+
+/// How many times a send is built again after another node's event took its place in the room
+/// (see [`remote`]) before the conflict is the caller's.
+const CHAIN_ATTEMPTS: usize = 8;
 
 /// How often expired client transactions are pruned (while rooms get transactions).
 const PRUNE_EVERY_MS: i64 = 1000;
@@ -202,6 +207,31 @@ impl Rooms {
         event: NewEvent,
         txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
+        let mut attempt = 1;
+        loop {
+            match self
+                .deliver_once(room_id, sender, event.clone(), txn.clone())
+                .await
+            {
+                // Another node's event was committed on the same predecessor: the room was
+                // evicted; build again on its reloaded image.
+                Err(e) if is_chain_conflict(&e) && attempt < CHAIN_ATTEMPTS => {
+                    tracing::debug!(room = %room_id, attempt, "room moved on another node; building again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Rooms::deliver`].
+    async fn deliver_once(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<Sent, RoomError> {
         let room = self.room(room_id).await?;
         if txn.is_some() {
             self.prune_txns().await?;
@@ -307,6 +337,7 @@ impl Rooms {
             room_id: room.room_id.to_string(),
             kind: pdu.kind().to_string(),
             state_key: pdu.state_key().map(str::to_owned),
+            prev_event: pdu.fields.prev_events.first().map(|e| e.to_string()),
             sender: sender.to_string(),
             json: built.json,
             txn: txn

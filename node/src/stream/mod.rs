@@ -29,6 +29,7 @@
 
 mod commit;
 mod notifier;
+pub mod remote;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use notifier::Notifier;
+pub use remote::{RemoteHook, RemoteTouch};
 
 use crate::store::StoreError;
 pub use crate::store::StreamOp;

@@ -15,6 +15,10 @@ pub struct AppendEvent {
     pub room_id: String,
     pub kind: String,
     pub state_key: Option<String>,
+    /// The room's previous event (the one `prev_events` names; none for the create event):
+    /// unique per room (`events_chain`), so two events built on one predecessor cannot both be
+    /// stored.
+    pub prev_event: Option<String>,
     pub sender: String,
     pub json: String,
     /// The client transaction: device, scope (`send` or `redact`), ID. Stored in `room_txns`
@@ -60,8 +64,8 @@ impl StreamOp for AppendEvent {
                 };
                 sqlx::query(
                     "INSERT INTO events (stream, event_id, room_id, type, state_key, sender, json, \
-                 txn_device, txn_scope, txn_id, received_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 txn_device, txn_scope, txn_id, received_ms, prev_event) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(pos)
                 .bind(&self.event_id)
@@ -74,6 +78,7 @@ impl StreamOp for AppendEvent {
                 .bind(txn_scope)
                 .bind(txn_id)
                 .bind(self.received_ms)
+                .bind(&self.prev_event)
                 .execute(&mut *conn)
                 .await?;
                 if let Some(state_key) = &self.state_key {
