@@ -127,3 +127,67 @@ pub(super) async fn read_log(
     }
     Ok(touches)
 }
+
+/// What the writer of a node on PostgreSQL keeps for the other nodes: the pool it reads their
+/// positions with, the room engine's [`RemoteHook`], the doorbell their notices ring, and the
+/// head of this node's last commit (announced to them by `cluster::stream`).
+pub(super) struct Follower {
+    pool: sqlx::PgPool,
+    hook: std::sync::OnceLock<RemoteHook>,
+    /// Rung when another node announced a commit.
+    pub(super) doorbell: tokio::sync::Notify,
+    /// The head after each of this node's own commits.
+    pub(super) own: tokio::sync::watch::Sender<i64>,
+}
+
+/// First retry delay of a failed catch-up; doubled up to a second.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Follower {
+    pub(super) fn new(pool: sqlx::PgPool, head: i64) -> Self {
+        Follower {
+            pool,
+            hook: std::sync::OnceLock::new(),
+            doorbell: tokio::sync::Notify::new(),
+            own: tokio::sync::watch::channel(head).0,
+        }
+    }
+
+    /// Installs the room engine's hook (once; later calls are ignored).
+    pub(super) fn set_hook(&self, hook: RemoteHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// The committed head in the database.
+    pub(super) async fn head(&self) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        read_head(&mut conn).await
+    }
+
+    /// Reads the positions in `(after, upto]` and runs the hook on them, retrying until both
+    /// succeed (the positions must not become visible before): their touches, in order.
+    pub(super) async fn catch_up(&self, after: i64, upto: i64) -> Vec<RemoteTouch> {
+        let mut delay = FIRST_RETRY;
+        loop {
+            match self.try_catch_up(after, upto).await {
+                Ok(touches) => return touches,
+                Err(e) => {
+                    tracing::warn!(after, upto, error = %e, "matrix stream: cannot read the positions other nodes wrote; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn try_catch_up(&self, after: i64, upto: i64) -> Result<Vec<RemoteTouch>, StoreError> {
+        let touches = {
+            let mut conn = self.pool.acquire().await?;
+            read_log(&mut conn, after, upto).await?
+        };
+        if let Some(hook) = self.hook.get() {
+            hook(touches.clone()).await?;
+        }
+        Ok(touches)
+    }
+}
