@@ -355,6 +355,7 @@ impl RunningNode {
                 tls: rethink_stubs::tls::client_config(&config.appservices.extra_roots)
                     .map_err(NodeError::AppservicesTls)?,
                 metrics: Arc::clone(&metrics),
+                leader: None,
             },
             shutdown.clone(),
         )?;

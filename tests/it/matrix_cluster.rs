@@ -18,10 +18,7 @@ use crate::support::matrix::{
 /// The events of `room` in a full `/sync` of `token` on `node` (timeline of up to 500 events).
 async fn synced_timeline(node: &NodeProcess, token: &str, room: &str) -> Vec<String> {
     let filter = r#"{"room":{"timeline":{"limit":500}}}"#;
-    let path = format!(
-        "{V3}/sync?timeout=0&filter={}",
-        url_escape(filter)
-    );
+    let path = format!("{V3}/sync?timeout=0&filter={}", url_escape(filter));
     let body = ok(get(node, &path, token).await);
     let events = body["rooms"]["join"][room]["timeline"]["events"]
         .as_array()

@@ -169,7 +169,10 @@ impl Cluster {
 
     /// Shares this node's Matrix stream with the other nodes (see [`stream`]) until the node
     /// stops.
-    pub async fn follow_stream(&self, writer: &crate::stream::StreamWriter) -> Result<(), ClusterError> {
+    pub async fn follow_stream(
+        &self,
+        writer: &crate::stream::StreamWriter,
+    ) -> Result<(), ClusterError> {
         stream::follow(
             self.link.nats.clone(),
             Arc::clone(&self.link.node),

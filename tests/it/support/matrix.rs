@@ -122,7 +122,12 @@ pub(crate) async fn get(node: &impl Served, path: &str, token: &str) -> (u16, Va
 }
 
 /// `POST` of `body` with `token`.
-pub(crate) async fn post(node: &impl Served, path: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(
+    node: &impl Served,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     send(node, "POST", path, Some(token), body).await
 }
 
@@ -132,7 +137,12 @@ pub(crate) async fn put(node: &impl Served, path: &str, token: &str, body: &Valu
 }
 
 /// `DELETE` with `body` and `token`.
-pub(crate) async fn delete(node: &impl Served, path: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn delete(
+    node: &impl Served,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     send(node, "DELETE", path, Some(token), body).await
 }
 
@@ -225,7 +235,12 @@ impl Session {
     }
 
     /// `DELETE {V3}{path}`.
-    pub(crate) async fn delete(&self, node: &impl Served, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn delete(
+        &self,
+        node: &impl Served,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         delete(node, &format!("{V3}{path}"), &self.token, body).await
     }
 }
