@@ -278,6 +278,14 @@ impl RunningNode {
             caches,
             config.matrix.txn_retention,
         );
+        // Positions other nodes commit (PostgreSQL): their events into this node's caches.
+        stream.set_remote_hook({
+            let rooms = rooms.clone();
+            Arc::new(move |touches| {
+                let rooms = rooms.clone();
+                Box::pin(async move { rooms.catch_up(touches).await })
+            })
+        });
         let (writer, _writer_task) = spawn_writer(
             bus_store.sessions(),
             WriterConfig {
@@ -355,7 +363,11 @@ impl RunningNode {
                 tls: rethink_stubs::tls::client_config(&config.appservices.extra_roots)
                     .map_err(NodeError::AppservicesTls)?,
                 metrics: Arc::clone(&metrics),
-                leader: None,
+                // In a cluster, one node pushes to each service.
+                leader: match (&config.cluster, bus_store.appservice_db()) {
+                    (Some(_), Db::Postgres(pool)) => Some(pool),
+                    _ => None,
+                },
             },
             shutdown.clone(),
         )?;
@@ -413,6 +425,7 @@ impl RunningNode {
             cluster
                 .follow_reloads(followed_dirs(&node, &policy))
                 .await?;
+            cluster.follow_stream(node.stream()).await?;
         }
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();

@@ -14,14 +14,18 @@ use sqlx::postgres::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// How often the holder checks that its lock connection is alive.
-pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Wait before asking for the lock again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Runs `push(stop)` while this node holds the lock of `service`, from the first time it gets
 /// it until `stop`; while another node holds it, waits.
-pub async fn while_held<F, Fut>(pool: PgPool, service: String, stop: CancellationToken, push: F)
-where
+pub(super) async fn while_held<F, Fut>(
+    pool: PgPool,
+    service: String,
+    stop: CancellationToken,
+    push: F,
+) where
     F: Fn(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {

@@ -15,14 +15,17 @@
 //!
 //! The head locked on PostgreSQL can be above the head this node last committed: another node
 //! committed the positions in between. [`Group::seen_head`] carries it back to the writer loop,
-//! which is where the cross-node catch-up (their events into this node's caches and notifier)
-//! belongs.
+//! which catches up with them (`remote.rs`): for that, each group on PostgreSQL also writes what
+//! each of its positions touched into `stream_log`.
 
 use sqlx::Acquire as _;
 
 use super::{Noop, Pending};
 use crate::store::db::{Conn, Db};
 use crate::store::{StoreError, StreamOp};
+
+/// `stream_log` is pruned each time the head passes a multiple of this.
+const PRUNE_EVERY: i64 = 4096;
 
 /// The outcome of one committed group.
 pub(super) struct Group {
@@ -98,6 +101,16 @@ pub(super) async fn commit(
                     Err(_) => savepoint.rollback().await?,
                 }
                 record(&mut results, &mut pos, applied);
+            }
+            // What each position touched, for the other nodes (`remote.rs`).
+            let touched: Vec<(i64, &super::Touch)> = batch
+                .iter()
+                .zip(&results)
+                .filter_map(|(pending, result)| Some((*result.as_ref().ok()?, &pending.touch)))
+                .collect();
+            super::remote::write_log(&mut tx, &touched).await?;
+            if pos / PRUNE_EVERY != seen_head / PRUNE_EVERY {
+                super::remote::prune_log(&mut tx, pos).await?;
             }
             sqlx::query("UPDATE stream_head SET pos = $1 WHERE id = 0")
                 .bind(pos)

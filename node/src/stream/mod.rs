@@ -24,8 +24,11 @@
 //! Cross-node writes (PostgreSQL shared by a cluster): the positions between this node's last
 //! head and the head a group locked were committed by other nodes. The visible position then
 //! jumps past them (they are committed, so reading the database up to it is consistent), but
-//! this node's caches and notifier did not see those writes: [`foreign_positions`] is the one
-//! place that learns of them, and where their catch-up belongs (not done yet: it only logs).
+//! this node's caches and notifier did not see those writes: before its own positions become
+//! visible, the writer reads what those positions touched and lets the room engine load their
+//! events ([`remote`]); it does the same when another node announces a commit
+//! ([`StreamWriter::poke_remote`], from `cluster::stream`) or, failing that, every
+//! [`REMOTE_CHECK`].
 
 mod commit;
 mod notifier;
@@ -41,6 +44,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use notifier::Notifier;
+use remote::Follower;
 pub use remote::{RemoteHook, RemoteTouch};
 
 use crate::store::StoreError;
@@ -115,6 +119,8 @@ pub struct StreamWriter {
     tx: mpsc::Sender<Pending>,
     progress: Arc<Progress>,
     notifier: Arc<Notifier>,
+    /// On PostgreSQL: the other nodes' positions ([`remote`]).
+    follower: Option<Arc<Follower>>,
 }
 
 impl std::fmt::Debug for StreamWriter {
@@ -146,6 +152,10 @@ impl StreamWriter {
         });
         let notifier = Arc::new(Notifier::new(head));
         tracing::debug!(head, "matrix stream opened");
+        let follower = match &db {
+            Db::Postgres(pool) => Some(Arc::new(Follower::new(pool.clone(), head))),
+            Db::Sqlite(_) => None,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(run(
             db,
@@ -153,15 +163,41 @@ impl StreamWriter {
             head,
             Arc::clone(&progress),
             Arc::clone(&notifier),
+            follower.clone(),
         ));
         Ok((
             StreamWriter {
                 tx,
                 progress,
                 notifier,
+                follower,
             },
             task,
         ))
+    }
+
+    /// Installs the room engine's hook for positions other nodes committed (PostgreSQL only;
+    /// once).
+    pub fn set_remote_hook(&self, hook: RemoteHook) {
+        if let Some(follower) = &self.follower {
+            follower.set_hook(hook);
+        }
+    }
+
+    /// The head after each of this node's own commits (for the announcement to the other
+    /// nodes); on SQLite a channel that never changes.
+    pub fn own_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        match &self.follower {
+            Some(follower) => follower.own.subscribe(),
+            None => tokio::sync::watch::channel(self.visible()).1,
+        }
+    }
+
+    /// Another node announced a commit: catch up with it now rather than at the next check.
+    pub fn poke_remote(&self) {
+        if let Some(follower) = &self.follower {
+            follower.doorbell.notify_one();
+        }
     }
 
     /// Queues `op`, a change of global per-user data; after its commit, the users in `wake` are
@@ -281,14 +317,44 @@ async fn run(
     mut head: i64,
     progress: Arc<Progress>,
     notifier: Arc<Notifier>,
+    follower: Option<Arc<Follower>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut check = tokio::time::interval(REMOTE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let received = match &follower {
+            None => rx.recv_many(&mut batch, MAX_BATCH).await,
+            Some(follower) => tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = follower.doorbell.notified() => {
+                    head = follow(follower, head, &progress, &notifier).await;
+                    continue;
+                }
+                _ = check.tick() => {
+                    head = follow(follower, head, &progress, &notifier).await;
+                    continue;
+                }
+            },
+        };
+        if received == 0 {
+            break;
+        }
         match commit::commit(&db, &mut batch, head).await {
             Ok(group) => {
-                if group.seen_head > head {
-                    foreign_positions(head, group.seen_head);
-                }
+                // Positions other nodes committed before this group: into the caches and
+                // marks first, in order.
+                let foreign = match &follower {
+                    Some(follower) if group.seen_head > head => {
+                        let touches = follower.catch_up(head, group.seen_head).await;
+                        for t in &touches {
+                            notifier.touch(&t.touch, t.pos);
+                        }
+                        touches
+                    }
+                    _ => Vec::new(),
+                };
                 head = group.head;
                 let results = group.results;
                 // Marks and caches first, then visibility, then the wake-ups and answers.
@@ -305,11 +371,17 @@ async fn run(
                     .done
                     .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
+                for t in foreign {
+                    notifier.wake(&t.touch.users, t.pos);
+                }
                 for (pending, result) in batch.drain(..).zip(results) {
                     if let Ok(pos) = result {
                         notifier.wake(&pending.touch.users, pos);
                     }
                     let _ = pending.done.send(result);
+                }
+                if let Some(follower) = &follower {
+                    follower.own.send_replace(head);
                 }
             }
             Err(e) => {
@@ -329,13 +401,31 @@ async fn run(
     }
 }
 
-/// Positions `(head, seen]` were committed by other nodes sharing the PostgreSQL database,
-/// before this node's group (which takes the positions after `seen`). Called by the writer loop
-/// after that group's commit and before its positions become visible: the hook for the
-/// cross-node catch-up (their room events and user data into this node's caches and notifier),
-/// which does not exist yet.
-fn foreign_positions(head: i64, seen: i64) {
-    tracing::debug!(head, seen, "matrix stream positions written by other nodes");
+/// How often a writer on PostgreSQL checks the head for positions other nodes committed, when
+/// no notice rang (a lost NATS message, or no NATS at all).
+const REMOTE_CHECK: Duration = Duration::from_secs(1);
+
+/// Catches up with the positions other nodes committed after `head` (up to the database's
+/// head): caches and marks, then visibility, then wake-ups. Returns the new head.
+async fn follow(follower: &Follower, head: i64, progress: &Progress, notifier: &Notifier) -> i64 {
+    let upto = match follower.head().await {
+        Ok(upto) if upto > head => upto,
+        Ok(_) => return head,
+        Err(e) => {
+            tracing::debug!(error = %e, "matrix stream: cannot read the head");
+            return head;
+        }
+    };
+    let touches = follower.catch_up(head, upto).await;
+    for t in &touches {
+        notifier.touch(&t.touch, t.pos);
+    }
+    progress.visible.store(upto, Ordering::Release);
+    progress.committed.notify_waiters();
+    for t in touches {
+        notifier.wake(&t.touch.users, t.pos);
+    }
+    upto
 }
 
 #[cfg(test)]

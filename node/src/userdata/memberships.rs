@@ -132,6 +132,7 @@ mod tests {
                 room_id: room.to_owned(),
                 kind: kind.to_owned(),
                 state_key: Some(key.to_owned()),
+                prev_event: None,
                 sender: "@a:example.com".to_owned(),
                 json: "{}".to_owned(),
                 txn: None,

@@ -33,6 +33,7 @@ mod cases {
             room_id: ROOM.to_owned(),
             kind: kind.to_owned(),
             state_key: state_key.map(str::to_owned),
+            prev_event: None,
             sender: sender.to_owned(),
             json: pdu.to_string(),
             txn: None,
@@ -192,6 +193,39 @@ mod cases {
         Ok(())
     }
 
+    pub(super) async fn two_events_on_one_predecessor_cannot_both_be_stored(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        let (_opened, stream, rooms) = open(&place).await?;
+        append(&stream, create()).await?;
+        let on_create = |name| AppendEvent {
+            prev_event: Some("$create".to_owned()),
+            ..message(name, BOB)
+        };
+        append(&stream, on_create("m1")).await?;
+        // Built on the same predecessor (another node's stale image of the room): refused by
+        // the `events_chain` index, as a unique violation.
+        let refused = append(&stream, on_create("m2")).await.expect_err("a fork");
+        let unique = refused.downcast_ref::<StoreError>().and_then(|e| match e {
+            StoreError::Database(sqlx::Error::Database(db)) => Some(db.is_unique_violation()),
+            _ => None,
+        });
+        assert_eq!(unique, Some(true), "{refused}");
+        assert!(rooms.event("$m2").await?.is_none());
+        // On the event that is now the last one, it is stored.
+        append(
+            &stream,
+            AppendEvent {
+                prev_event: Some("$m1".to_owned()),
+                ..message("m2", BOB)
+            },
+        )
+        .await?;
+        let events = rooms.events(ROOM, 0, stream.visible(), 10, false).await?;
+        assert_eq!(ids(&events), ["$create", "$m1", "$m2"]);
+        Ok(())
+    }
+
     pub(super) async fn transactions_are_unique_until_pruned(place: Place) -> anyhow::Result<()> {
         let (_opened, stream, rooms) = open(&place).await?;
         append(&stream, create()).await?;
@@ -277,6 +311,7 @@ crate::store::tests::on_both_backends!(
     cases: [
         events_are_read_back_in_stream_order,
         a_failed_event_is_rolled_back_alone,
+        two_events_on_one_predecessor_cannot_both_be_stored,
         transactions_are_unique_until_pruned,
         aliases_and_bridges,
     ],
