@@ -28,17 +28,16 @@ use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::memberships::{Memberships, sharing_a_room_sql};
-use super::{Arg, Upsert, commit};
+use super::memberships::Memberships;
+use super::{Arg, Upsert, Writes, commit, room_mates_sql};
 use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::locks::lock;
 use crate::store::StoreError;
-use crate::stream::StreamWriter;
+use crate::store::db::{Db, on_db};
 use live::{LiveMap, View, Write};
 
 /// A user's stored presence, with what this run knows of their activity.
@@ -92,8 +91,8 @@ impl StoredPresence {
 /// The presence store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
-    pool: SqlitePool,
-    stream: StreamWriter,
+    db: Db,
+    stream: Writes,
     memberships: Memberships,
     live: Arc<Mutex<LiveMap>>,
     /// Decided writes in decision order, for the writer task.
@@ -139,14 +138,9 @@ impl Drop for Syncing {
 }
 
 impl Presence {
-    pub(super) fn new(
-        pool: SqlitePool,
-        stream: StreamWriter,
-        memberships: Memberships,
-        clock: Clock,
-    ) -> Self {
+    pub(super) fn new(db: Db, stream: Writes, memberships: Memberships, clock: Clock) -> Self {
         Self {
-            pool,
+            db,
             stream,
             memberships,
             live: Default::default(),
@@ -247,9 +241,9 @@ impl Presence {
     ) -> Result<(), StoreError> {
         let upsert = Upsert {
             sql: "INSERT INTO presence (user_id, presence, status_msg, last_active_ms, stream) \
-                  VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (user_id) DO UPDATE SET \
+                  VALUES ($1, $2, $3, $4, $6) ON CONFLICT (user_id) DO UPDATE SET \
                   presence = excluded.presence, \
-                  status_msg = CASE WHEN ?5 THEN presence.status_msg \
+                  status_msg = CASE WHEN $5 = 1 THEN presence.status_msg \
                                ELSE excluded.status_msg END, \
                   last_active_ms = excluded.last_active_ms, stream = excluded.stream",
             args: vec![
@@ -273,12 +267,12 @@ impl Presence {
 
     /// `user`'s stored row, if any.
     async fn row(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, presence, status_msg, last_active_ms FROM presence WHERE user_id = ?",
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT user_id, presence, status_msg, last_active_ms FROM presence WHERE user_id = $1",
         )
         .bind(user.as_str())
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// `user`'s presence, if ever set.
@@ -295,18 +289,17 @@ impl Presence {
         since: i64,
         upto: i64,
     ) -> Result<Vec<Raw<ruma::events::presence::PresenceEvent>>, StoreError> {
-        let rows: Vec<StoredPresence> = sqlx::query_as(concat!(
+        let rows: Vec<StoredPresence> = on_db!(&self.db, |e| sqlx::query_as(concat!(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
-             WHERE stream > ? AND stream <= ? AND user_id IN (",
-            sharing_a_room_sql!(),
+             WHERE stream > $1 AND stream <= $2 AND user_id IN (",
+            room_mates_sql!(3),
             ") ORDER BY user_id"
         ))
         .bind(since)
         .bind(upto)
         .bind(user.as_str())
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         let rows: Vec<StoredPresence> = {
             let live = lock(&self.live);
             rows.into_iter()
@@ -393,11 +386,14 @@ impl Presence {
 
     /// Learns every user stored as not `offline`.
     async fn restore(&self, config: &PresenceConfig) -> Result<(), StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT user_id, presence, last_active_ms FROM presence WHERE presence != 'offline'",
+        let rows: Vec<(String, String, i64)> =
+            on_db!(&self.db, |e| {
+                sqlx::query_as(
+            "SELECT user_id, presence, last_active_ms FROM presence WHERE presence <> 'offline'",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?
+            });
         let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);
