@@ -62,9 +62,8 @@ impl AccountData {
         room: Option<&RoomId>,
         kind: &str,
     ) -> Result<Option<Box<RawValue>>, StoreError> {
-        let content: Option<String> =
-            on_db!(&self.db, |e| {
-                sqlx::query_scalar(
+        let content: Option<String> = on_db!(&self.db, |e| {
+            sqlx::query_scalar(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
         )
         .bind(user.as_str())
@@ -72,7 +71,7 @@ impl AccountData {
         .bind(kind)
         .fetch_optional(e)
         .await?
-            });
+        });
         content.map(stored_json).transpose()
     }
 

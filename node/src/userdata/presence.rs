@@ -386,14 +386,13 @@ impl Presence {
 
     /// Learns every user stored as not `offline`.
     async fn restore(&self, config: &PresenceConfig) -> Result<(), StoreError> {
-        let rows: Vec<(String, String, i64)> =
-            on_db!(&self.db, |e| {
-                sqlx::query_as(
+        let rows: Vec<(String, String, i64)> = on_db!(&self.db, |e| {
+            sqlx::query_as(
             "SELECT user_id, presence, last_active_ms FROM presence WHERE presence <> 'offline'",
         )
         .fetch_all(e)
         .await?
-            });
+        });
         let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);
