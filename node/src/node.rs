@@ -264,11 +264,11 @@ impl RunningNode {
         };
         let epoch = bus_store.sessions().next_epoch().await?;
         let persisted = bus_store.sessions().load_sessions().await?;
-        let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
+        let (stream, _stream_task) = StreamWriter::start(bus_store.stream_db()).await?;
         let matrix_db = bus_store.matrix_db();
         let server_key =
             ServerKey::load_or_generate(&matrix_db, config.matrix.server_name.clone()).await?;
-        let room_store = RoomStore::new(store.pool().clone());
+        let room_store = RoomStore::new(matrix_db.clone());
         let caches = RoomCaches::new(stream.visible(), room_store.all_memberships().await?);
         let rooms = Rooms::new(
             room_store,
@@ -346,7 +346,7 @@ impl RunningNode {
             &config.appservices,
             config.matrix.server_name.clone(),
             AppservicesDeps {
-                store: AppserviceStore::new(store.appservice_pool().clone(), store.pool().clone()),
+                store: AppserviceStore::new(bus_store.appservice_db(), bus_store.matrix_db()),
                 rooms: rooms.clone(),
                 stream: stream.clone(),
                 bus: bus.clone(),
@@ -565,8 +565,9 @@ impl BusStore {
                 }
                 tracing::info!(
                     database = %describe_postgres(options),
-                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters and the server key in \
-                     PostgreSQL; the other Matrix stores stay SQLite in data_dir"
+                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters, the server key, \
+                     rooms, events, the Matrix stream and application-service queues in PostgreSQL; \
+                     the other Matrix stores stay SQLite in data_dir"
                 );
                 BusStore::Postgres(Arc::new(store))
             }
@@ -581,11 +582,32 @@ impl BusStore {
     }
 
     /// The database of the Matrix stores ported to PostgreSQL (accounts, devices, tokens,
-    /// profiles, filters, the server key): the
-    /// PostgreSQL database when there is one, else `rethink.db`.
+    /// profiles, filters, the server key, rooms and their events, memberships, aliases, bridged
+    /// objects, room transactions, the stream head): the PostgreSQL database when there is one,
+    /// else `rethink.db`. With PostgreSQL, `rethink.db` in `data_dir` keeps only the Matrix
+    /// stores not ported yet (the user data of `crate::userdata` other than profiles and
+    /// filters).
     fn matrix_db(&self) -> Db {
         match self {
             BusStore::Sqlite(store) => Db::Sqlite(store.pool().clone()),
+            BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
+        }
+    }
+
+    /// The database of the Matrix stream writer: on SQLite `rethink.db` through the writer's
+    /// own one-connection pool, else the PostgreSQL database (`crate::stream`).
+    fn stream_db(&self) -> Db {
+        match self {
+            BusStore::Sqlite(store) => Db::Sqlite(store.stream_pool().clone()),
+            BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
+        }
+    }
+
+    /// The database of the application services' queues: `appservice.db` on SQLite, else the
+    /// PostgreSQL database (`store::appservice`).
+    fn appservice_db(&self) -> Db {
+        match self {
+            BusStore::Sqlite(store) => Db::Sqlite(store.appservice_pool().clone()),
             BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
         }
     }
