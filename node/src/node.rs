@@ -335,7 +335,6 @@ impl RunningNode {
         let account_store = AccountStore::new(matrix_db.clone());
         let accounts = Accounts::new(account_store.clone(), &config.matrix);
         let userdata = UserData::new(
-            store.pool().clone(),
             matrix_db,
             account_store,
             stream.clone(),

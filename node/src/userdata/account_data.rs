@@ -7,9 +7,10 @@ use ruma::serde::Raw;
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
-use super::{Arg, Upsert, Writes, commit, commit_in_room, stored_event, stored_json};
+use super::{Arg, Upsert, commit, commit_in_room, stored_event, stored_json};
 use crate::store::StoreError;
 use crate::store::db::{Db, on_db};
+use crate::stream::StreamWriter;
 
 /// The room ID under which global account data is stored.
 const GLOBAL: &str = "";
@@ -23,11 +24,11 @@ const PUT: &str = "INSERT INTO account_data (user_id, room_id, type, content, st
 #[derive(Debug, Clone)]
 pub struct AccountData {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
 }
 
 impl AccountData {
-    pub(super) fn new(db: Db, stream: Writes) -> Self {
+    pub(super) fn new(db: Db, stream: StreamWriter) -> Self {
         Self { db, stream }
     }
 

@@ -27,12 +27,13 @@ use ruma::{
     DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedUserId, UInt, UserId,
 };
 
-use super::memberships::Memberships;
-use super::{Write, Writes, commit, raw, room_mates_sql, user_ids};
+use super::memberships::{Memberships, sharing_a_room_sql};
+use super::{Write, commit, raw, user_ids};
 use crate::locks::lock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
 use crate::store::db::{Conn, Db, on_conn, on_db};
+use crate::stream::StreamWriter;
 
 pub use cross_signing::{
     CrossSigning, CrossSigningError, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
@@ -75,7 +76,7 @@ type CountsByDevice = HashMap<OwnedUserId, HashMap<OwnedDeviceId, (i64, DeviceKe
 #[derive(Debug, Clone)]
 pub struct Keys {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
     memberships: Memberships,
     cross_signing: CrossSigning,
     sync_counts: Arc<Mutex<CountsByDevice>>,
@@ -84,7 +85,7 @@ pub struct Keys {
 impl Keys {
     pub(super) fn new(
         db: Db,
-        stream: Writes,
+        stream: StreamWriter,
         memberships: Memberships,
         accounts: AccountStore,
     ) -> Self {
@@ -345,7 +346,7 @@ impl Keys {
         let users: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(concat!(
             "SELECT DISTINCT c.user_id FROM device_list_changes c \
              WHERE c.stream > $1 AND c.stream <= $2 AND c.user_id IN (",
-            room_mates_sql!(3),
+            sharing_a_room_sql!("$3", "$3"),
             ") ORDER BY c.user_id"
         ))
         .bind(since)

@@ -13,9 +13,8 @@
 //! ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`] are what
 //! `/sync` asks for, between two positions.
 //!
-//! Who shares a room with whom comes from `memberships.rs` (the room engine's table, read on the
-//! SQLite pool until the room stores are on [`Db`]); the SQL joins of it here name their own
-//! numbered parameters ([`room_mates_sql`]).
+//! Who shares a room with whom comes from `memberships.rs` (the room engine's table, in the same
+//! database).
 //!
 //! Errors are the store's ([`StoreError`]): absence is an `Option`, and who may do what is
 //! decided by the Matrix handlers.
@@ -40,7 +39,6 @@ use ruma::events::{
 use ruma::serde::Raw;
 use ruma::{DeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::sqlite::SqlitePool;
 
 pub use account_data::AccountData;
 pub use devices::Devices;
@@ -59,6 +57,8 @@ pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+#[cfg(test)]
+use crate::store::db::on_db;
 use crate::store::db::{Conn, Db, on_conn};
 use crate::stream::{StreamOp, StreamWriter, Touch};
 
@@ -105,37 +105,22 @@ pub struct RoomExtras {
 }
 
 impl UserData {
-    /// The service over the node's Matrix database and stream: `db` holds the user data (SQLite's
-    /// `rethink.db` or PostgreSQL); `pool` is `rethink.db`, read for room memberships only
-    /// (`memberships.rs`, until the room stores are on [`Db`]); `accounts` is the node's one
-    /// account store (one cache of access tokens: a device deleted here loses its token at once);
-    /// `server_name` tells local users; `clock` times presence and typing.
+    /// The service over the node's Matrix database (`db`: SQLite's `rethink.db`, or PostgreSQL
+    /// with `store.url`) and its stream writer (which applies the writes on the same database);
+    /// `accounts` is the node's one account store (one cache of access tokens: a device deleted
+    /// here loses its token at once); `server_name` tells local users; `clock` times presence
+    /// and typing.
     pub fn new(
-        pool: SqlitePool,
         db: Db,
         accounts: AccountStore,
         stream: StreamWriter,
         server_name: OwnedServerName,
         clock: Clock,
     ) -> Self {
-        let writes = Writes::Stream(stream.clone());
-        Self::with_writes(pool, db, accounts, writes, stream, server_name, clock)
-    }
-
-    /// [`UserData::new`] with the writes going to `writes` (the stream writer but in tests).
-    fn with_writes(
-        pool: SqlitePool,
-        db: Db,
-        accounts: AccountStore,
-        writes: Writes,
-        stream: StreamWriter,
-        server_name: OwnedServerName,
-        clock: Clock,
-    ) -> Self {
-        let memberships = Memberships::new(pool);
+        let memberships = Memberships::new(db.clone());
         let keys = Keys::new(
             db.clone(),
-            writes.clone(),
+            stream.clone(),
             memberships.clone(),
             accounts.clone(),
         );
@@ -143,12 +128,12 @@ impl UserData {
             inner: Arc::new(Inner {
                 filters: Filters::new(db.clone()),
                 profiles: Profiles::new(db.clone(), accounts.clone(), server_name.clone()),
-                account_data: AccountData::new(db.clone(), writes.clone()),
+                account_data: AccountData::new(db.clone(), stream.clone()),
                 devices: Devices::new(accounts.clone(), keys.clone()),
                 keys,
-                to_device: ToDevice::new(db.clone(), writes.clone(), accounts, server_name),
-                receipts: Receipts::new(db.clone(), writes.clone()),
-                presence: Presence::new(db, writes, memberships.clone(), clock.clone()),
+                to_device: ToDevice::new(db.clone(), stream.clone(), accounts, server_name),
+                receipts: Receipts::new(db.clone(), stream.clone()),
+                presence: Presence::new(db, stream.clone(), memberships.clone(), clock.clone()),
                 typing: Typing::new(stream, clock),
             }),
         }
@@ -271,27 +256,6 @@ impl UserData {
     }
 }
 
-/// SQL: `user` (the parameter `$n`, a literal) and every user joined to a room `user` is joined
-/// to; `memberships.rs`'s join, numbered for the queries that embed it (device lists, presence).
-macro_rules! room_mates_sql {
-    ($n:literal) => {
-        concat!(
-            "SELECT $",
-            $n,
-            " UNION SELECT b.user_id FROM memberships a \
-             JOIN memberships b ON b.room_id = a.room_id \
-             WHERE a.user_id = $",
-            $n,
-            " AND a.membership = 'join' AND b.membership = 'join'"
-        )
-    };
-}
-use room_mates_sql;
-// `memberships.rs` keeps its own (`?`-parameter) copy of the join until the room stores are on
-// `Db`; named here so that its export counts as used.
-#[allow(unused_imports)]
-use memberships::sharing_a_room_sql as _;
-
 /// A write of user data that `/sync` reports: applied by the stream writer inside its
 /// transaction (`conn`, SQLite or PostgreSQL), at the write's stream position `pos`.
 trait Write: Send + 'static {
@@ -347,43 +311,24 @@ impl Write for Upsert {
     }
 }
 
-/// Where the stores' writes go: the node's [`StreamWriter`]; in this module's tests on
-/// PostgreSQL also straight into the database ([`test_support::DirectWrites`]), as the stream
-/// writer does not run on PostgreSQL yet.
-#[derive(Debug, Clone)]
-enum Writes {
-    Stream(StreamWriter),
-    #[cfg(test)]
-    Direct(test_support::DirectWrites),
-}
-
 /// Submits `write`, a change of global per-user data, to the stream writer and waits for its
 /// position.
 async fn commit(
-    writes: &Writes,
+    stream: &StreamWriter,
     write: impl Write,
     wake: Vec<OwnedUserId>,
 ) -> Result<i64, StoreError> {
-    match writes {
-        Writes::Stream(stream) => stream.submit(Box::new(Op(write)), wake).await?.wait().await,
-        #[cfg(test)]
-        Writes::Direct(direct) => direct.apply(write).await,
-    }
+    stream.submit(Box::new(Op(write)), wake).await?.wait().await
 }
 
 /// Submits `write`, a change of per-room user data of `room` (receipts, room account data),
 /// and waits for its position.
 async fn commit_in_room(
-    writes: &Writes,
+    stream: &StreamWriter,
     write: impl Write,
     wake: Vec<OwnedUserId>,
     room: &RoomId,
 ) -> Result<i64, StoreError> {
-    let stream = match writes {
-        Writes::Stream(stream) => stream,
-        #[cfg(test)]
-        Writes::Direct(direct) => return direct.apply(write).await,
-    };
     let touch = Touch {
         users: wake.into(),
         room_events: None,
@@ -467,29 +412,19 @@ mod backend_tests;
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! A store and stream writer on a temporary database, for the unit tests of this module;
-    //! [`fixture_on`] puts the user data on either backend ([`Place`]).
-
-    use std::sync::atomic::{AtomicI64, Ordering};
-
-    use tempfile::TempDir;
+    //! User data and its stream writer on a fresh database of either backend ([`Place`]), for
+    //! the unit tests of this module.
 
     use super::*;
-    use crate::store::db::Tx;
-    use crate::store::sqlite::SqliteStore;
     use crate::store::tests::{Opened, Place};
+    use crate::stream::tests::stream_db;
 
     pub(crate) struct Fixture {
-        _dir: TempDir,
         _opened: Opened,
         _place: Place,
-        /// `rethink.db`: the stream writer's, and the memberships that decide who is woken.
-        pub(crate) pool: SqlitePool,
         /// Where the user data is: `rethink.db`, or a PostgreSQL database.
         pub(crate) db: Db,
         pub(crate) stream: StreamWriter,
-        /// The writes on PostgreSQL, which the stream writer cannot take yet.
-        direct: Option<DirectWrites>,
         pub(crate) data: UserData,
         /// The time of `data`: it moves only when a test advances it.
         pub(crate) clock: crate::clock::ManualClock,
@@ -498,118 +433,49 @@ pub(crate) mod test_support {
     impl Fixture {
         /// The last position written.
         pub(crate) fn visible(&self) -> i64 {
-            match &self.direct {
-                Some(direct) => direct.visible(),
-                None => self.stream.visible(),
-            }
+            self.stream.visible()
         }
 
-        /// Makes `user` a joined member of `room` (the room engine's table), where the user
-        /// data is and in `rethink.db` (whose memberships decide who is woken).
+        /// Makes `user` a joined member of `room` (the room engine's table).
         pub(crate) async fn join(&self, room: &str, user: &str) {
-            join(&self.pool, room, user).await;
-            if let Db::Postgres(pool) = &self.db {
-                sqlx::query(
-                    "INSERT INTO memberships (room_id, user_id, membership, stream) \
-                     VALUES ($1, $2, 'join', 0)",
-                )
-                .bind(room)
-                .bind(user)
-                .execute(pool)
-                .await
-                .unwrap();
-            }
+            on_db!(&self.db, |e| sqlx::query(
+                "INSERT INTO memberships (room_id, user_id, membership, stream) \
+                 VALUES ($1, $2, 'join', 0)",
+            )
+            .bind(room)
+            .bind(user)
+            .execute(e)
+            .await
+            .unwrap()
+            .rows_affected());
         }
     }
 
-    /// Writes applied straight to a database, each in its own transaction at the next position,
-    /// one at a time (as the stream writer would): the user-data tests on PostgreSQL, until the
-    /// stream writer runs there. Nobody is woken.
-    #[derive(Debug, Clone)]
-    pub(crate) struct DirectWrites {
-        db: Db,
-        turn: Arc<tokio::sync::Mutex<()>>,
-        head: Arc<AtomicI64>,
-    }
-
-    impl DirectWrites {
-        pub(super) async fn apply(&self, write: impl Write) -> Result<i64, StoreError> {
-            let _turn = self.turn.lock().await;
-            let pos = self.head.load(Ordering::SeqCst) + 1;
-            let mut tx = self.db.begin().await?;
-            match &mut tx {
-                Tx::Sqlite(tx) => write.apply(Conn::Sqlite(&mut **tx), pos).await?,
-                Tx::Postgres(tx) => write.apply(Conn::Postgres(&mut **tx), pos).await?,
-            }
-            tx.commit().await?;
-            self.head.store(pos, Ordering::SeqCst);
-            Ok(pos)
-        }
-
-        fn visible(&self) -> i64 {
-            self.head.load(Ordering::SeqCst)
-        }
-    }
-
-    /// User data in a fresh `rethink.db`, written through the stream writer.
+    /// User data in a fresh `rethink.db`.
     pub(crate) async fn fixture() -> Fixture {
         fixture_on(Place::sqlite().unwrap()).await.unwrap()
     }
 
-    /// User data at `place`: on SQLite written through the stream writer, on PostgreSQL straight
-    /// to the database ([`DirectWrites`]).
+    /// User data at `place`, written through a stream writer there.
     pub(crate) async fn fixture_on(place: Place) -> anyhow::Result<Fixture> {
-        let dir = TempDir::new()?;
         let opened = place.open().await?;
         let db = opened.matrix_db();
-        let pool = match &db {
-            Db::Sqlite(pool) => pool.clone(),
-            Db::Postgres(_) => SqliteStore::open(dir.path()).await?.pool().clone(),
-        };
-        let (stream, _task) = StreamWriter::start(pool.clone()).await?;
+        let (stream, _task) = StreamWriter::start(stream_db(&opened)).await?;
         let clock = crate::clock::ManualClock::new();
-        let (writes, direct) = match &db {
-            Db::Sqlite(_) => (Writes::Stream(stream.clone()), None),
-            Db::Postgres(_) => {
-                let direct = DirectWrites {
-                    db: db.clone(),
-                    turn: Arc::default(),
-                    head: Arc::default(),
-                };
-                (Writes::Direct(direct.clone()), Some(direct))
-            }
-        };
-        let data = UserData::with_writes(
-            pool.clone(),
+        let data = UserData::new(
             db.clone(),
             AccountStore::new(db.clone()),
-            writes,
             stream.clone(),
             "example.com".try_into()?,
             clock.clock(),
         );
         Ok(Fixture {
-            _dir: dir,
             _opened: opened,
             _place: place,
-            pool,
             db,
             stream,
-            direct,
             data,
             clock,
         })
-    }
-
-    /// Makes `user` a joined member of `room` in `rethink.db` (the room engine's table).
-    pub(crate) async fn join(pool: &SqlitePool, room: &str, user: &str) {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership, stream) VALUES (?, ?, 'join', 0)",
-        )
-        .bind(room)
-        .bind(user)
-        .execute(pool)
-        .await
-        .unwrap();
     }
 }

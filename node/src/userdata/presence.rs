@@ -31,13 +31,14 @@ use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::memberships::Memberships;
-use super::{Arg, Upsert, Writes, commit, room_mates_sql};
+use super::memberships::{Memberships, sharing_a_room_sql};
+use super::{Arg, Upsert, commit};
 use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::locks::lock;
 use crate::store::StoreError;
 use crate::store::db::{Db, on_db};
+use crate::stream::StreamWriter;
 use live::{LiveMap, View, Write};
 
 /// A user's stored presence, with what this run knows of their activity.
@@ -92,7 +93,7 @@ impl StoredPresence {
 #[derive(Debug, Clone)]
 pub struct Presence {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
     memberships: Memberships,
     live: Arc<Mutex<LiveMap>>,
     /// Decided writes in decision order, for the writer task.
@@ -138,7 +139,12 @@ impl Drop for Syncing {
 }
 
 impl Presence {
-    pub(super) fn new(db: Db, stream: Writes, memberships: Memberships, clock: Clock) -> Self {
+    pub(super) fn new(
+        db: Db,
+        stream: StreamWriter,
+        memberships: Memberships,
+        clock: Clock,
+    ) -> Self {
         Self {
             db,
             stream,
@@ -292,7 +298,7 @@ impl Presence {
         let rows: Vec<StoredPresence> = on_db!(&self.db, |e| sqlx::query_as(concat!(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
              WHERE stream > $1 AND stream <= $2 AND user_id IN (",
-            room_mates_sql!(3),
+            sharing_a_room_sql!("$3", "$3"),
             ") ORDER BY user_id"
         ))
         .bind(since)

@@ -9,9 +9,10 @@ use ruma::events::receipt::{Receipt, ReceiptEventContent, ReceiptThread, Receipt
 use ruma::serde::Raw;
 use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedUserId, RoomId, UInt, UserId};
 
-use super::{Arg, Upsert, Writes, commit_in_room, content_event, now_ms};
+use super::{Arg, Upsert, commit_in_room, content_event, now_ms};
 use crate::store::StoreError;
 use crate::store::db::{Db, on_db};
+use crate::stream::StreamWriter;
 
 /// Upserts one receipt: room, user, type, thread, event, time, stream position.
 const PUT: &str = "INSERT INTO receipts (room_id, user_id, type, thread, event_id, ts, stream) \
@@ -22,11 +23,11 @@ const PUT: &str = "INSERT INTO receipts (room_id, user_id, type, thread, event_i
 #[derive(Debug, Clone)]
 pub struct Receipts {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
 }
 
 impl Receipts {
-    pub(super) fn new(db: Db, stream: Writes) -> Self {
+    pub(super) fn new(db: Db, stream: StreamWriter) -> Self {
         Self { db, stream }
     }
 

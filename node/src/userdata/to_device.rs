@@ -14,16 +14,17 @@ use ruma::to_device::DeviceIdOrAllDevices;
 use ruma::{DeviceId, OwnedServerName, TransactionId, UserId};
 use serde_json::value::RawValue;
 
-use super::{Write, Writes, commit, raw, to_json};
+use super::{Write, commit, raw, to_json};
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
 use crate::store::db::{Conn, Db, on_conn, on_db};
+use crate::stream::StreamWriter;
 
 /// The to-device store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ToDevice {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
     accounts: AccountStore,
     server_name: OwnedServerName,
 }
@@ -31,7 +32,7 @@ pub struct ToDevice {
 impl ToDevice {
     pub(super) fn new(
         db: Db,
-        stream: Writes,
+        stream: StreamWriter,
         accounts: AccountStore,
         server_name: OwnedServerName,
     ) -> Self {

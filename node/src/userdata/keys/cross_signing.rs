@@ -25,11 +25,12 @@ use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
 
 use super::super::memberships::Memberships;
-use super::super::{Write, Writes, commit, raw};
+use super::super::{Write, commit, raw};
 use super::{record_change, signed};
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
 use crate::store::db::{Conn, Db, on_conn, on_db};
+use crate::stream::StreamWriter;
 
 /// What a cross-signing key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -157,7 +158,7 @@ pub(super) type SignatureRow = (String, String, String, String);
 #[derive(Debug, Clone)]
 pub struct CrossSigning {
     db: Db,
-    stream: Writes,
+    stream: StreamWriter,
     memberships: Memberships,
     accounts: AccountStore,
 }
@@ -165,7 +166,7 @@ pub struct CrossSigning {
 impl CrossSigning {
     pub(super) fn new(
         db: Db,
-        stream: Writes,
+        stream: StreamWriter,
         memberships: Memberships,
         accounts: AccountStore,
     ) -> Self {
