@@ -343,7 +343,6 @@ impl RunningNode {
         let account_store = AccountStore::new(matrix_db.clone());
         let accounts = Accounts::new(account_store.clone(), &config.matrix);
         let userdata = UserData::new(
-            store.pool().clone(),
             matrix_db,
             account_store,
             stream.clone(),
@@ -579,9 +578,8 @@ impl BusStore {
                 }
                 tracing::info!(
                     database = %describe_postgres(options),
-                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters, the server key, \
-                     rooms, events, the Matrix stream and application-service queues in PostgreSQL; \
-                     the other Matrix stores stay SQLite in data_dir"
+                    "bus store, stubs' key-value store and the Matrix store (accounts, user data, \
+                     the server key, rooms, events, the stream, application-service queues) in PostgreSQL"
                 );
                 BusStore::Postgres(Arc::new(store))
             }
@@ -597,10 +595,8 @@ impl BusStore {
 
     /// The database of the Matrix stores ported to PostgreSQL (accounts, devices, tokens,
     /// profiles, filters, the server key, rooms and their events, memberships, aliases, bridged
-    /// objects, room transactions, the stream head): the PostgreSQL database when there is one,
-    /// else `rethink.db`. With PostgreSQL, `rethink.db` in `data_dir` keeps only the Matrix
-    /// stores not ported yet (the user data of `crate::userdata` other than profiles and
-    /// filters).
+    /// objects, room transactions, the stream head, and the user data of `crate::userdata`): the
+    /// PostgreSQL database when there is one, else `rethink.db`.
     fn matrix_db(&self) -> Db {
         match self {
             BusStore::Sqlite(store) => Db::Sqlite(store.pool().clone()),

@@ -57,6 +57,7 @@ mod matrix_signatures;
 mod matrix_sync;
 mod matrix_txns;
 mod matrix_userdata;
+mod matrix_userdata_postgres;
 mod policy;
 mod process;
 mod registry;
