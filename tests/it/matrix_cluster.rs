@@ -32,6 +32,23 @@ async fn synced_timeline(node: &NodeProcess, token: &str, room: &str) -> Vec<Str
     event_ids(&events)
 }
 
+/// The room's history through `node` once it holds every event of `ids`: another node's
+/// events reach this one a moment after their sender's answer, announced over NATS; until
+/// then, a long-poll `/sync` waits for the next change here.
+async fn history_with(node: &NodeProcess, token: &str, room: &str, ids: &[String]) -> Vec<String> {
+    let mut since = next_batch(&sync(node, token, None).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = event_ids(&whole_history(node, token, room).await);
+        if ids.iter().all(|id| history.contains(id)) {
+            return history;
+        }
+        assert!(Instant::now() < deadline, "node misses events: {history:?}");
+        let path = format!("{V3}/sync?timeout=1000&since={since}");
+        since = next_batch(&ok(get(node, &path, token).await));
+    }
+}
+
 fn url_escape(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -75,8 +92,9 @@ async fn clients_on_two_nodes_see_one_room_in_one_order() {
 
     // One history, the same through either node, with every send once and each sender's in
     // the order sent.
-    let history_1 = event_ids(&whole_history(n1, &alice.token, &room).await);
-    let history_2 = event_ids(&whole_history(n2, &bob.token, &room).await);
+    let all: Vec<String> = sent_a.iter().chain(&sent_b).cloned().collect();
+    let history_1 = history_with(n1, &alice.token, &room, &all).await;
+    let history_2 = history_with(n2, &bob.token, &room, &all).await;
     assert_eq!(history_1, history_2, "/messages differs between the nodes");
     for sent in [&sent_a, &sent_b] {
         let positions: Vec<usize> = sent

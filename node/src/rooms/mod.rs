@@ -54,7 +54,7 @@ use crate::stream::{CommitHook, StreamWriter, Touch};
 
 /// How many times a send is built again after another node's event took its place in the room
 /// (see [`remote`]) before the conflict is the caller's.
-const CHAIN_ATTEMPTS: usize = 8;
+const CHAIN_ATTEMPTS: usize = 16;
 
 /// How often expired client transactions are pruned (while rooms get transactions).
 const PRUNE_EVERY_MS: i64 = 1000;
@@ -215,8 +215,20 @@ impl Rooms {
             {
                 // Another node's event was committed on the same predecessor: the room was
                 // evicted; build again on its reloaded image.
-                Err(e) if is_chain_conflict(&e) && attempt < CHAIN_ATTEMPTS => {
+                Err(e) if is_chain_conflict(&e) => {
+                    if attempt == CHAIN_ATTEMPTS {
+                        tracing::warn!(room = %room_id, attempt, "room moved on other nodes at every attempt");
+                        return Err(RoomError::Busy(room_id.to_owned()));
+                    }
                     tracing::debug!(room = %room_id, attempt, "room moved on another node; building again");
+                    // A random pause growing with the attempts, so that two nodes racing for
+                    // one room stop colliding.
+                    let cap_ms = 1u64 << attempt.min(6);
+                    let mut bytes = [0u8; 8];
+                    let noise =
+                        getrandom::fill(&mut bytes).map_or(0, |()| u64::from_le_bytes(bytes));
+                    let pause = noise % (cap_ms * 1000);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
                     attempt += 1;
                 }
                 other => return other,
