@@ -264,11 +264,11 @@ impl RunningNode {
         };
         let epoch = bus_store.sessions().next_epoch().await?;
         let persisted = bus_store.sessions().load_sessions().await?;
-        let (stream, _stream_task) = StreamWriter::start(store.stream_pool().clone()).await?;
+        let (stream, _stream_task) = StreamWriter::start(bus_store.stream_db()).await?;
         let matrix_db = bus_store.matrix_db();
         let server_key =
             ServerKey::load_or_generate(&matrix_db, config.matrix.server_name.clone()).await?;
-        let room_store = RoomStore::new(store.pool().clone());
+        let room_store = RoomStore::new(matrix_db.clone());
         let caches = RoomCaches::new(stream.visible(), room_store.all_memberships().await?);
         let rooms = Rooms::new(
             room_store,
@@ -278,6 +278,14 @@ impl RunningNode {
             caches,
             config.matrix.txn_retention,
         );
+        // Positions other nodes commit (PostgreSQL): their events into this node's caches.
+        stream.set_remote_hook({
+            let rooms = rooms.clone();
+            Arc::new(move |touches| {
+                let rooms = rooms.clone();
+                Box::pin(async move { rooms.catch_up(touches).await })
+            })
+        });
         let (writer, _writer_task) = spawn_writer(
             bus_store.sessions(),
             WriterConfig {
@@ -335,7 +343,6 @@ impl RunningNode {
         let account_store = AccountStore::new(matrix_db.clone());
         let accounts = Accounts::new(account_store.clone(), &config.matrix);
         let userdata = UserData::new(
-            store.pool().clone(),
             matrix_db,
             account_store,
             stream.clone(),
@@ -346,7 +353,7 @@ impl RunningNode {
             &config.appservices,
             config.matrix.server_name.clone(),
             AppservicesDeps {
-                store: AppserviceStore::new(store.appservice_pool().clone(), store.pool().clone()),
+                store: AppserviceStore::new(bus_store.appservice_db(), bus_store.matrix_db()),
                 rooms: rooms.clone(),
                 stream: stream.clone(),
                 bus: bus.clone(),
@@ -355,6 +362,11 @@ impl RunningNode {
                 tls: rethink_stubs::tls::client_config(&config.appservices.extra_roots)
                     .map_err(NodeError::AppservicesTls)?,
                 metrics: Arc::clone(&metrics),
+                // In a cluster, one node pushes to each service.
+                leader: match (&config.cluster, bus_store.appservice_db()) {
+                    (Some(_), Db::Postgres(pool)) => Some(pool),
+                    _ => None,
+                },
             },
             shutdown.clone(),
         )?;
@@ -412,6 +424,7 @@ impl RunningNode {
             cluster
                 .follow_reloads(followed_dirs(&node, &policy))
                 .await?;
+            cluster.follow_stream(node.stream()).await?;
         }
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();
@@ -565,8 +578,8 @@ impl BusStore {
                 }
                 tracing::info!(
                     database = %describe_postgres(options),
-                    "bus store, stubs' key-value store, Matrix accounts, profiles, filters and the server key in \
-                     PostgreSQL; the other Matrix stores stay SQLite in data_dir"
+                    "bus store, stubs' key-value store and the Matrix store (accounts, user data, \
+                     the server key, rooms, events, the stream, application-service queues) in PostgreSQL"
                 );
                 BusStore::Postgres(Arc::new(store))
             }
@@ -581,11 +594,30 @@ impl BusStore {
     }
 
     /// The database of the Matrix stores ported to PostgreSQL (accounts, devices, tokens,
-    /// profiles, filters, the server key): the
+    /// profiles, filters, the server key, rooms and their events, memberships, aliases, bridged
+    /// objects, room transactions, the stream head, and the user data of `crate::userdata`): the
     /// PostgreSQL database when there is one, else `rethink.db`.
     fn matrix_db(&self) -> Db {
         match self {
             BusStore::Sqlite(store) => Db::Sqlite(store.pool().clone()),
+            BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
+        }
+    }
+
+    /// The database of the Matrix stream writer: on SQLite `rethink.db` through the writer's
+    /// own one-connection pool, else the PostgreSQL database (`crate::stream`).
+    fn stream_db(&self) -> Db {
+        match self {
+            BusStore::Sqlite(store) => Db::Sqlite(store.stream_pool().clone()),
+            BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
+        }
+    }
+
+    /// The database of the application services' queues: `appservice.db` on SQLite, else the
+    /// PostgreSQL database (`store::appservice`).
+    fn appservice_db(&self) -> Db {
+        match self {
+            BusStore::Sqlite(store) => Db::Sqlite(store.appservice_pool().clone()),
             BusStore::Postgres(store) => Db::Postgres(store.pool().clone()),
         }
     }

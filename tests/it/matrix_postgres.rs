@@ -6,9 +6,14 @@
 //! and a database outage under the node: Matrix requests that need the database are answered
 //! 503 `M_UNKNOWN` while it lasts, and succeed again by themselves once it is back.
 //!
-//! What is on PostgreSQL today: accounts, devices, access tokens, profiles, filters and the server
-//! key (with the bus's store); the other Matrix stores are still SQLite in `data_dir` (README
-//! "Durability").
+//! Rooms, their events and the Matrix stream are rows of that database too: a node started on a
+//! fresh `data_dir` with the same `store.url` has the rooms and their history, and its stream
+//! continues after the positions of the first.
+//!
+//! What is on PostgreSQL today: accounts, devices, access tokens, profiles, filters, the server
+//! key, rooms, events, memberships, aliases, room transactions, the stream head and the
+//! application services' queues (with the bus's store); the other Matrix stores (the user data)
+//! are still SQLite in `data_dir` (README "Durability").
 
 use matrix_sdk::ruma::api::client::account::register::v3::Request as RegistrationRequest;
 use matrix_sdk::ruma::api::client::uiaa;
@@ -135,6 +140,95 @@ async fn matrix_on_postgres_registers_chats_syncs_and_keeps_accounts_across_a_re
     assert_eq!(who["user_id"], user_id("bob"));
     login(&node, "alice").await;
     assert_eq!(rows(&url, "accounts").await, 2);
+}
+
+/// The stream head, as stored.
+async fn stream_head(url: &str) -> i64 {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let n = sqlx::query_scalar("SELECT pos FROM stream_head WHERE id = 0")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+/// The bodies of the `m.room.message` events of a `/messages` page.
+fn bodies(page: &serde_json::Value) -> Vec<String> {
+    page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn matrix_on_postgres_rooms_and_history_need_no_data_dir() {
+    let url = fresh_database().await;
+    let node = node_on(&url).await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
+    let room = create_room(&node, &alice.token, &json!({"name": "Tea"})).await;
+    invite(&node, &alice.token, &room, &user_id("bob")).await;
+    join(&node, &bob.token, &room).await;
+    let alias = ok(put(
+        &node,
+        &format!("{V3}/directory/room/%23tea:example.com"),
+        &alice.token,
+        &json!({"room_id": room}),
+    )
+    .await);
+    assert_eq!(alias, json!({}));
+    ok(put(&node, &send_path(&room, "t1"), &alice.token, &text("one")).await);
+    ok(put(&node, &send_path(&room, "t2"), &bob.token, &text("two")).await);
+    assert!(
+        rows(&url, "events").await >= 6,
+        "the room's events are rows of PostgreSQL"
+    );
+    assert_eq!(rows(&url, "rooms").await, 1);
+    assert_eq!(rows(&url, "room_txns").await, 2);
+    let head = stream_head(&url).await;
+    drop(node);
+
+    // Another node, with an empty data directory: the room, its members, its alias and its
+    // history come from the database; its stream goes on after the first node's positions.
+    let node = node_on(&url).await;
+    // The first node's sessions (devices and tokens are rows of the database too).
+    let page = messages(&node, &alice.token, &room, "dir=b&limit=10").await;
+    assert_eq!(bodies(&page), ["two", "one"]);
+    let found = ok(crate::support::matrix::get(
+        &node,
+        &format!("{V3}/directory/room/%23tea:example.com"),
+        &alice.token,
+    )
+    .await);
+    assert_eq!(found["room_id"], room.as_str());
+    let members = ok(crate::support::matrix::get(
+        &node,
+        &crate::support::matrix::room_path(&room, "joined_members"),
+        &alice.token,
+    )
+    .await);
+    let mut joined: Vec<&str> = members["joined"]
+        .as_object()
+        .expect("joined")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    joined.sort_unstable();
+    assert_eq!(joined, [user_id("alice"), user_id("bob")]);
+    // The same transaction ID within its retention is the first event again, from the
+    // database's transactions.
+    let again = ok(put(&node, &send_path(&room, "t1"), &alice.token, &text("one")).await);
+    assert_eq!(again["event_id"], page["chunk"][1]["event_id"]);
+    ok(put(&node, &send_path(&room, "t3"), &bob.token, &text("three")).await);
+    assert!(
+        stream_head(&url).await > head,
+        "positions continue after the first node's"
+    );
+    let page = messages(&node, &alice.token, &room, "dir=b&limit=3").await;
+    assert_eq!(bodies(&page), ["three", "two", "one"]);
 }
 
 #[tokio::test]

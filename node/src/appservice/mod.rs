@@ -14,6 +14,7 @@
 mod bus_link;
 mod ephemeral;
 pub(crate) mod interest;
+mod leader;
 mod queue;
 
 use std::collections::HashMap;
@@ -60,6 +61,9 @@ pub struct AppservicesDeps {
     pub tls: Arc<rustls::ClientConfig>,
     /// Delivered and failed transactions are counted here.
     pub metrics: Arc<Metrics>,
+    /// In a cluster (the Matrix stores on PostgreSQL): the database whose advisory locks elect
+    /// the one node that pushes to each service ([`leader`]); `None` on one node.
+    pub leader: Option<sqlx::PgPool>,
 }
 
 /// The bus session of each service id with `rethink_namespaces`, and the service it is for.
@@ -213,25 +217,44 @@ impl AppServices {
                     .entry(service.id().to_owned())
                     .or_default(),
             );
-            let queue = queue::NodeQueue::new(
-                Arc::clone(service),
-                self.inner.deps.clone(),
-                self.inner.server_name.to_string(),
-                self.inner.config.max_events_per_txn,
-                self.bus_session(service.id()),
-                memory,
-            );
             let backoff = Backoff {
                 initial: self.inner.config.initial_backoff,
                 max: self.inner.config.max_backoff,
             };
-            tokio::spawn(pusher::run(
-                Arc::clone(service),
-                queue,
-                Metered(Arc::clone(&self.inner.deps.metrics)),
-                backoff,
-                stop.clone(),
-            ));
+            // A fresh queue each time this node starts pushing (in a cluster, after another
+            // node pushed for a while): it reads where the shared queue stands.
+            let run = {
+                let service = Arc::clone(service);
+                let deps = self.inner.deps.clone();
+                let server_name = self.inner.server_name.to_string();
+                let max_events = self.inner.config.max_events_per_txn;
+                let link = self.bus_session(service.id());
+                move |stop| {
+                    let queue = queue::NodeQueue::new(
+                        Arc::clone(&service),
+                        deps.clone(),
+                        server_name.clone(),
+                        max_events,
+                        link.clone(),
+                        Arc::clone(&memory),
+                    );
+                    let metered = Metered(Arc::clone(&deps.metrics));
+                    pusher::run(Arc::clone(&service), queue, metered, backoff, stop)
+                }
+            };
+            match self.inner.deps.leader.clone() {
+                Some(pool) => {
+                    tokio::spawn(leader::while_held(
+                        pool,
+                        service.id().to_owned(),
+                        stop.clone(),
+                        run,
+                    ));
+                }
+                None => {
+                    tokio::spawn(run(stop.clone()));
+                }
+            }
             pushers.insert(service.id().to_owned(), (Arc::clone(service), stop));
         }
     }

@@ -13,7 +13,12 @@
 //! node reaches the others ([`reloads`]).
 //!
 //! The bus sees all of this through one narrow handle, [`crate::bus::remote::Remote`], which
-//! [`Link`] implements. The Matrix side is not clustered yet.
+//! [`Link`] implements.
+//!
+//! Matrix: the nodes share the rooms and the stream in the same database; each node's stream
+//! writer takes positions under one row lock, so they are committed in order across the nodes,
+//! and a commit on one node is announced to the others over NATS ([`stream`]), whose writers
+//! then load what they did not write into their caches and wake their `/sync` requests.
 
 mod adopt;
 mod link;
@@ -21,6 +26,7 @@ mod membership;
 mod metrics;
 mod refusal;
 pub mod reloads;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -156,6 +162,26 @@ impl Cluster {
         .await
         .map_err(|source| ClusterError::Subscribe {
             subject: reloads::RELOAD_SUBJECT.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Shares this node's Matrix stream with the other nodes (see [`stream`]) until the node
+    /// stops.
+    pub async fn follow_stream(
+        &self,
+        writer: &crate::stream::StreamWriter,
+    ) -> Result<(), ClusterError> {
+        stream::follow(
+            self.link.nats.clone(),
+            Arc::clone(&self.link.node),
+            writer.clone(),
+            self.stop.clone(),
+        )
+        .await
+        .map_err(|source| ClusterError::Subscribe {
+            subject: stream::STREAM_SUBJECT.to_owned(),
             source,
         })?;
         Ok(())

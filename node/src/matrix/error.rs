@@ -271,6 +271,7 @@ fn room_status_and_kind(error: &RoomError) -> (StatusCode, ErrorKind) {
     use RoomError as R;
     match error {
         R::Store(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+        R::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
         R::UnknownRoom(_) | R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
         R::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
         R::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),

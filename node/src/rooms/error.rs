@@ -60,6 +60,10 @@ pub enum RoomError {
         #[source]
         source: ruma::IdParseError,
     },
+    /// Other nodes kept writing to the room while this node built its event, every attempt
+    /// (see `rooms::remote`): the client may retry.
+    #[error("the room {0} is busy with writes on other nodes; retry")]
+    Busy(ruma::OwnedRoomId),
     /// The event of a remembered transaction is not in the store.
     #[error("the event {0} of a stored transaction is missing")]
     TxnEventLost(OwnedEventId),

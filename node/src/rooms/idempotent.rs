@@ -192,3 +192,16 @@ pub(super) fn is_txn_conflict(error: &RoomError) -> bool {
         _ => false,
     }
 }
+
+/// Whether a failed send is the store's refusal of a second event built on the same previous
+/// event of the room (another node's event was committed first; see `rooms::remote`).
+pub(super) fn is_chain_conflict(error: &RoomError) -> bool {
+    match error {
+        RoomError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+            db.is_unique_violation()
+                && (db.constraint() == Some("events_chain")
+                    || db.message().contains("events.prev_event"))
+        }
+        _ => false,
+    }
+}

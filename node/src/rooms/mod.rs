@@ -17,6 +17,7 @@ mod idempotent;
 #[cfg(test)]
 mod permit_tests;
 mod power;
+mod remote;
 pub mod signing;
 pub mod state;
 pub mod txns;
@@ -38,8 +39,8 @@ use tokio::sync::Mutex as AsyncMutex;
 pub use build::NewEvent;
 pub use cache::RoomCaches;
 pub use error::RoomError;
-use idempotent::is_txn_conflict;
 pub use idempotent::{Txn, TxnScope};
+use idempotent::{is_chain_conflict, is_txn_conflict};
 pub use pdu::Pdu;
 pub use signing::ServerKey;
 pub use state::RoomState;
@@ -50,6 +51,10 @@ use crate::locks::lock;
 use crate::policy::MatrixPermit;
 use crate::store::rooms::{AppendEvent, RoomStore};
 use crate::stream::{CommitHook, StreamWriter, Touch};
+
+/// How many times a send is built again after another node's event took its place in the room
+/// (see [`remote`]) before the conflict is the caller's.
+const CHAIN_ATTEMPTS: usize = 16;
 
 /// How often expired client transactions are pruned (while rooms get transactions).
 const PRUNE_EVERY_MS: i64 = 1000;
@@ -202,6 +207,43 @@ impl Rooms {
         event: NewEvent,
         txn: Option<Txn>,
     ) -> Result<Sent, RoomError> {
+        let mut attempt = 1;
+        loop {
+            match self
+                .deliver_once(room_id, sender, event.clone(), txn.clone())
+                .await
+            {
+                // Another node's event was committed on the same predecessor: the room was
+                // evicted; build again on its reloaded image.
+                Err(e) if is_chain_conflict(&e) => {
+                    if attempt == CHAIN_ATTEMPTS {
+                        tracing::warn!(room = %room_id, attempt, "room moved on other nodes at every attempt");
+                        return Err(RoomError::Busy(room_id.to_owned()));
+                    }
+                    tracing::debug!(room = %room_id, attempt, "room moved on another node; building again");
+                    // A random pause growing with the attempts, so that two nodes racing for
+                    // one room stop colliding.
+                    let cap_ms = 1u64 << attempt.min(6);
+                    let mut bytes = [0u8; 8];
+                    let noise =
+                        getrandom::fill(&mut bytes).map_or(0, |()| u64::from_le_bytes(bytes));
+                    let pause = noise % (cap_ms * 1000);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Rooms::deliver`].
+    async fn deliver_once(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<Sent, RoomError> {
         let room = self.room(room_id).await?;
         if txn.is_some() {
             self.prune_txns().await?;
@@ -307,6 +349,7 @@ impl Rooms {
             room_id: room.room_id.to_string(),
             kind: pdu.kind().to_string(),
             state_key: pdu.state_key().map(str::to_owned),
+            prev_event: pdu.fields.prev_events.first().map(|e| e.to_string()),
             sender: sender.to_string(),
             json: built.json,
             txn: txn

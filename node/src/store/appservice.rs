@@ -1,6 +1,9 @@
-//! The transaction queues of application services (`appservice_state`, `appservice_txns`),
-//! in their own file `appservice.db` (migrations `appservice_migrations/`): where each service's
-//! transactions were made up to, and those not yet delivered. Under Matrix load the stream
+//! The transaction queues of application services (`appservice_state`, `appservice_txns`):
+//! where each service's
+//! transactions were made up to, and those not yet delivered.
+//!
+//! On SQLite they are in their own file `appservice.db` (migrations `appservice_migrations/`).
+//! Under Matrix load the stream
 //! writer holds `rethink.db`'s write lock for most of each second, and a queue write waiting
 //! for it slept in SQLite's busy handler (p99 141 ms from commit to transaction; BENCHMARKS.md):
 //! with a file of its own, a queue write waits for nothing but the other services' queue writes,
@@ -13,14 +16,18 @@
 //! session taken into a transaction (`bus_seq`), advanced in the transaction's commit. The
 //! ephemeral data of a stream range (receipts, presence, to-device messages: rows of the user
 //! data tables in `rethink.db`, carrying the stream position of their change) is read here too,
-//! from the Matrix pool.
+//! from the Matrix database.
+//!
+//! On PostgreSQL (`store.url`) the queues and the ephemeral rows are in the one database
+//! (`pg_migrations/0012_matrix_appservice.sql`): no write lock of a file to avoid there. One SQL
+//! text serves both backends ([`Db`]).
 
 use std::path::Path;
 
-use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
 
 use super::StoreError;
+use super::db::{Db, on_db, on_tx};
 
 /// Copies the queue tables of an older node's `rethink.db` (attached as `old`) into
 /// `appservice.db`.
@@ -111,71 +118,73 @@ pub struct ToDeviceRow {
     pub json: String,
 }
 
-/// The queues (`appservice.db`) and the ephemeral rows (`rethink.db`).
+/// The queues (`appservice.db`, or PostgreSQL) and the ephemeral rows (the Matrix database).
 #[derive(Debug, Clone)]
 pub struct AppserviceStore {
-    /// `appservice.db` ([`super::sqlite::SqliteStore::appservice_pool`]).
-    queue: SqlitePool,
-    /// `rethink.db`'s shared pool, for the ephemeral rows.
-    pool: SqlitePool,
+    /// `appservice.db` ([`super::sqlite::SqliteStore::appservice_pool`]), or PostgreSQL.
+    queue: Db,
+    /// The Matrix database (`rethink.db`'s shared pool, or PostgreSQL), for the ephemeral rows.
+    pool: Db,
 }
 
 impl AppserviceStore {
-    /// The store over `queue` (`appservice.db`) and `matrix` (`rethink.db`).
-    pub fn new(queue: SqlitePool, matrix: SqlitePool) -> Self {
+    /// The store over `queue` (`appservice.db`, or PostgreSQL) and `matrix` (the database of
+    /// the user-data tables: `rethink.db`, or PostgreSQL). On PostgreSQL both are the one
+    /// database of `store.url`.
+    pub fn new(queue: impl Into<Db>, matrix: impl Into<Db>) -> Self {
         Self {
-            queue,
-            pool: matrix,
+            queue: queue.into(),
+            pool: matrix.into(),
         }
     }
 
     /// Where the service's transactions were made up to; a service seen for the first time
     /// starts at stream position `start` (it is not sent the history before its registration).
     pub async fn position(&self, as_id: &str, start: i64) -> Result<AsPosition, StoreError> {
-        sqlx::query(
-            "INSERT INTO appservice_state (as_id, stream_pos, next_txn) VALUES (?, ?, 1) \
+        on_db!(&self.queue, |e| sqlx::query(
+            "INSERT INTO appservice_state (as_id, stream_pos, next_txn) VALUES ($1, $2, 1) \
              ON CONFLICT (as_id) DO NOTHING",
         )
         .bind(as_id)
         .bind(start)
-        .execute(&self.queue)
-        .await?;
-        let row = sqlx::query("SELECT stream_pos, bus_seq FROM appservice_state WHERE as_id = ?")
-            .bind(as_id)
-            .fetch_one(&self.queue)
-            .await?;
-        Ok(AsPosition {
-            stream: row.try_get("stream_pos")?,
-            bus_seq: row.try_get("bus_seq")?,
-        })
+        .execute(e)
+        .await?
+        .rows_affected());
+        let (stream, bus_seq): (i64, i64) = on_db!(&self.queue, |e| sqlx::query_as(
+            "SELECT stream_pos, bus_seq FROM appservice_state WHERE as_id = $1"
+        )
+        .bind(as_id)
+        .fetch_one(e)
+        .await?);
+        Ok(AsPosition { stream, bus_seq })
     }
 
     /// The oldest undelivered transaction.
     pub async fn oldest(&self, as_id: &str) -> Result<Option<StoredAsTxn>, StoreError> {
-        let row = sqlx::query(
-            "SELECT txn_id, body, items FROM appservice_txns WHERE as_id = ? \
+        let row: Option<(i64, String, i64)> = on_db!(&self.queue, |e| sqlx::query_as(
+            "SELECT txn_id, body, items FROM appservice_txns WHERE as_id = $1 \
              ORDER BY txn_id LIMIT 1",
         )
         .bind(as_id)
-        .fetch_optional(&self.queue)
-        .await?;
-        row.map(|r| {
-            Ok(StoredAsTxn {
-                txn_id: r.try_get("txn_id")?,
-                body: r.try_get("body")?,
-                items: r.try_get("items")?,
-            })
-        })
-        .transpose()
+        .fetch_optional(e)
+        .await?);
+        Ok(row.map(|(txn_id, body, items)| StoredAsTxn {
+            txn_id,
+            body,
+            items,
+        }))
     }
 
     /// Forgets a delivered transaction.
     pub async fn delivered(&self, as_id: &str, txn_id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM appservice_txns WHERE as_id = ? AND txn_id = ?")
-            .bind(as_id)
-            .bind(txn_id)
-            .execute(&self.queue)
-            .await?;
+        on_db!(&self.queue, |e| sqlx::query(
+            "DELETE FROM appservice_txns WHERE as_id = $1 AND txn_id = $2"
+        )
+        .bind(as_id)
+        .bind(txn_id)
+        .execute(e)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
@@ -188,31 +197,40 @@ impl AppserviceStore {
         txn: Option<(&str, i64)>,
     ) -> Result<Option<i64>, StoreError> {
         let Some((body, items)) = txn else {
-            sqlx::query("UPDATE appservice_state SET stream_pos = ?, bus_seq = ? WHERE as_id = ?")
-                .bind(upto.stream)
-                .bind(upto.bus_seq)
-                .bind(as_id)
-                .execute(&self.queue)
-                .await?;
+            on_db!(&self.queue, |e| sqlx::query(
+                "UPDATE appservice_state SET stream_pos = $1, bus_seq = $2 WHERE as_id = $3"
+            )
+            .bind(upto.stream)
+            .bind(upto.bus_seq)
+            .bind(as_id)
+            .execute(e)
+            .await?
+            .rows_affected());
             return Ok(None);
         };
         let mut tx = self.queue.begin().await?;
-        let txn_id: i64 = sqlx::query_scalar(
-            "UPDATE appservice_state SET stream_pos = ?, bus_seq = ?, next_txn = next_txn + 1 \
-             WHERE as_id = ? RETURNING next_txn - 1",
-        )
-        .bind(upto.stream)
-        .bind(upto.bus_seq)
-        .bind(as_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO appservice_txns (as_id, txn_id, body, items) VALUES (?, ?, ?, ?)")
+        let txn_id: i64 = on_tx!(&mut tx, |c| {
+            let txn_id: i64 = sqlx::query_scalar(
+                "UPDATE appservice_state SET stream_pos = $1, bus_seq = $2, \
+                 next_txn = next_txn + 1 WHERE as_id = $3 RETURNING next_txn - 1",
+            )
+            .bind(upto.stream)
+            .bind(upto.bus_seq)
+            .bind(as_id)
+            .fetch_one(&mut *c)
+            .await?;
+            sqlx::query(
+                "INSERT INTO appservice_txns (as_id, txn_id, body, items) \
+                 VALUES ($1, $2, $3, $4)",
+            )
             .bind(as_id)
             .bind(txn_id)
             .bind(body)
             .bind(items)
-            .execute(&mut *tx)
+            .execute(&mut *c)
             .await?;
+            txn_id
+        });
         tx.commit().await?;
         Ok(Some(txn_id))
     }
@@ -223,14 +241,14 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ReceiptRow>(
+        Ok(on_db!(&self.pool, |e| sqlx::query_as::<_, ReceiptRow>(
             "SELECT room_id, user_id, type, thread, event_id, ts FROM receipts \
-             WHERE stream > ? AND stream <= ? ORDER BY stream",
+             WHERE stream > $1 AND stream <= $2 ORDER BY stream",
         )
         .bind(after)
         .bind(upto)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 
     /// The presence set in `(after, upto]`, in stream order.
@@ -239,14 +257,14 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<PresenceRow>, StoreError> {
-        Ok(sqlx::query_as::<_, PresenceRow>(
+        Ok(on_db!(&self.pool, |e| sqlx::query_as::<_, PresenceRow>(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
-             WHERE stream > ? AND stream <= ? ORDER BY stream",
+             WHERE stream > $1 AND stream <= $2 ORDER BY stream",
         )
         .bind(after)
         .bind(upto)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 
     /// The to-device messages sent in `(after, upto]` and not yet delivered, in order.
@@ -255,14 +273,14 @@ impl AppserviceStore {
         after: i64,
         upto: i64,
     ) -> Result<Vec<ToDeviceRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ToDeviceRow>(
+        Ok(on_db!(&self.pool, |e| sqlx::query_as::<_, ToDeviceRow>(
             "SELECT user_id, device_id, json FROM to_device \
-             WHERE stream > ? AND stream <= ? ORDER BY stream, id",
+             WHERE stream > $1 AND stream <= $2 ORDER BY stream, id",
         )
         .bind(after)
         .bind(upto)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 }
 

@@ -6,9 +6,10 @@
 //! and the group-commit [`writer`] that batches operations into transactions. The embedded default
 //! backend is [`sqlite::SqliteStore`]; with `store.url = "postgres://..."` the bus's store is
 //! [`postgres::PgStore`] instead, and so are Matrix accounts, devices and access tokens
-//! ([`accounts::AccountStore`], over a [`db::Db`]: one SQL text for both backends); the other
-//! Matrix stores stay SQLite in `data_dir` for now. Room events ([`pdu::Pdu`]) by
-//! [`rooms::RoomStore`]. Writes that take a Matrix stream position are [`StreamOp`]s, which the
+//! ([`accounts::AccountStore`], over a [`db::Db`]: one SQL text for both backends), rooms and
+//! their events ([`pdu::Pdu`], by [`rooms::RoomStore`]), the stream head and the application
+//! services' queues ([`appservice::AppserviceStore`]); the Matrix user data stays SQLite in
+//! `data_dir` for now. Writes that take a Matrix stream position are [`StreamOp`]s, which the
 //! stream writer (`crate::stream`) commits.
 //!
 //! Writes are asynchronous: the bus submits [`StoreOp`]s to the writer and goes on; the writer
@@ -119,7 +120,8 @@ pub trait StreamOp: Send + 'static {
 
     /// Whether the op needs a savepoint of its own so that a failure rolls back only its own
     /// writes. An op of one SQL statement does not: SQLite undoes a failed statement alone and
-    /// keeps the transaction open. Default `true`.
+    /// keeps the transaction open. Default `true`. SQLite only: on PostgreSQL, where a failed
+    /// statement aborts the whole transaction, the stream writer gives every op a savepoint.
     fn needs_savepoint(&self) -> bool {
         true
     }

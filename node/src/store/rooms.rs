@@ -1,5 +1,8 @@
-//! Matrix rooms in SQLite (tables of `migrations/0003_rooms.sql`): events in stream order, the
-//! current state, memberships, aliases and bridged objects.
+//! Matrix rooms in the Matrix database ([`Db`]: `rethink.db`, tables of
+//! `migrations/0003_rooms.sql` and `0008_room_txns.sql`; or PostgreSQL, `store.url`,
+//! `pg_migrations/0010_matrix_rooms.sql`): events in stream order, the current state,
+//! memberships, aliases and bridged objects. One SQL text serves both backends, except the
+//! pruning of transactions (SQLite's `rowid` is PostgreSQL's `id` column).
 //!
 //! New events are written by [`AppendEvent`], a [`StreamOp`] committed by the stream writer (so
 //! the event's stream position is its primary key), with their client transaction
@@ -7,202 +10,21 @@
 //! their retention. Everything else here reads, or writes rare data (aliases, forgetting a room)
 //! directly.
 
-use futures_util::future::BoxFuture;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{FromRow, Row as _};
+mod ops;
 
-use super::db::Conn;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use sqlx::{Decode, FromRow, Row, Type};
+
+pub use ops::{AppendEvent, PRUNE_BATCH, PruneTxns};
+
+use super::StoreError;
+use super::db::{Db, on_db};
 use super::pdu::Pdu;
-use super::{StoreError, StreamOp};
 
 /// Access to the room tables. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RoomStore {
-    pool: SqlitePool,
-}
-
-/// A new event to store, with what it changes.
-#[derive(Debug)]
-pub struct AppendEvent {
-    pub event_id: String,
-    pub room_id: String,
-    pub kind: String,
-    pub state_key: Option<String>,
-    pub sender: String,
-    pub json: String,
-    /// The client transaction: device, scope (`send` or `redact`), ID. Stored in `room_txns`
-    /// too, unique per key: the op fails if a live transaction of the same key is stored.
-    pub txn: Option<(String, &'static str, String)>,
-    /// A stored transaction of the same key accepted before this time (unix ms) is past its
-    /// retention: it is replaced.
-    pub txn_expired_before: i64,
-    /// When the node accepted the event (unix ms).
-    pub received_ms: i64,
-    /// For `m.room.member`: the new membership of `state_key`.
-    pub membership: Option<String>,
-    /// For `m.room.create`: the room version.
-    pub create_version: Option<String>,
-    /// For an accepted redaction: the target, its redacted JSON, and the client form of this
-    /// redaction (the target's `unsigned.redacted_because`).
-    pub redaction: Option<(String, String, String)>,
-}
-
-impl StreamOp for AppendEvent {
-    fn apply<'c>(
-        self: Box<Self>,
-        mut conn: Conn<'c>,
-        pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            let conn = conn.sqlite()?;
-            if let Some(version) = &self.create_version {
-                sqlx::query("INSERT INTO rooms (room_id, version, creator) VALUES (?, ?, ?)")
-                    .bind(&self.room_id)
-                    .bind(version)
-                    .bind(&self.sender)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let (txn_device, txn_scope, txn_id) = match &self.txn {
-                Some((device, scope, txn)) => {
-                    (Some(device.as_str()), Some(*scope), Some(txn.as_str()))
-                }
-                None => (None, None, None),
-            };
-            sqlx::query(
-                "INSERT INTO events (stream, event_id, room_id, type, state_key, sender, json, \
-                 txn_device, txn_scope, txn_id, received_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(pos)
-            .bind(&self.event_id)
-            .bind(&self.room_id)
-            .bind(&self.kind)
-            .bind(&self.state_key)
-            .bind(&self.sender)
-            .bind(&self.json)
-            .bind(txn_device)
-            .bind(txn_scope)
-            .bind(txn_id)
-            .bind(self.received_ms)
-            .execute(&mut *conn)
-            .await?;
-            if let Some(state_key) = &self.state_key {
-                sqlx::query(
-                    "INSERT INTO room_state (room_id, type, state_key, event_id, stream) \
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) \
-                     DO UPDATE SET event_id = excluded.event_id, stream = excluded.stream",
-                )
-                .bind(&self.room_id)
-                .bind(&self.kind)
-                .bind(state_key)
-                .bind(&self.event_id)
-                .bind(pos)
-                .execute(&mut *conn)
-                .await?;
-                if let Some(membership) = &self.membership {
-                    sqlx::query(
-                        "INSERT INTO memberships (room_id, user_id, membership, stream) \
-                         VALUES (?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET \
-                         membership = excluded.membership, stream = excluded.stream, forgotten = 0",
-                    )
-                    .bind(&self.room_id)
-                    .bind(state_key)
-                    .bind(membership)
-                    .bind(pos)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-            }
-            if let Some((device, scope, txn)) = &self.txn {
-                sqlx::query(
-                    "DELETE FROM room_txns WHERE sender = ? AND device = ? AND room_id = ? \
-                     AND scope = ? AND txn_id = ? AND received_ms < ?",
-                )
-                .bind(&self.sender)
-                .bind(device)
-                .bind(&self.room_id)
-                .bind(*scope)
-                .bind(txn)
-                .bind(self.txn_expired_before)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO room_txns (sender, device, room_id, scope, txn_id, event_id, \
-                     received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&self.sender)
-                .bind(device)
-                .bind(&self.room_id)
-                .bind(*scope)
-                .bind(txn)
-                .bind(&self.event_id)
-                .bind(self.received_ms)
-                .execute(&mut *conn)
-                .await?;
-            }
-            if let Some((target, redacted, because)) = &self.redaction {
-                sqlx::query("UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?")
-                    .bind(redacted)
-                    .bind(because)
-                    .bind(target)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// A message event (no new room, no state, no redaction, no transaction) is the one
-    /// `INSERT`.
-    fn needs_savepoint(&self) -> bool {
-        self.create_version.is_some()
-            || self.state_key.is_some()
-            || self.redaction.is_some()
-            || self.txn.is_some()
-    }
-}
-
-/// Most transactions one [`PruneTxns`] deletes (the rest is left to the next).
-pub const PRUNE_BATCH: i64 = 5_000;
-
-/// Forgets client transactions accepted before `before_ms` (at most [`PRUNE_BATCH`], oldest
-/// first): past their retention, a repeated transaction ID is a new event.
-#[derive(Debug)]
-pub struct PruneTxns {
-    pub before_ms: i64,
-}
-
-impl StreamOp for PruneTxns {
-    fn apply<'c>(
-        self: Box<Self>,
-        mut conn: Conn<'c>,
-        _pos: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            let conn = conn.sqlite()?;
-            let deleted = sqlx::query(
-                "DELETE FROM room_txns WHERE rowid IN (SELECT rowid FROM room_txns \
-                 WHERE received_ms < ? ORDER BY received_ms LIMIT ?)",
-            )
-            .bind(self.before_ms)
-            .bind(PRUNE_BATCH)
-            .execute(&mut *conn)
-            .await?;
-            if deleted.rows_affected() > 0 {
-                tracing::debug!(
-                    deleted = deleted.rows_affected(),
-                    "expired matrix transactions pruned"
-                );
-            }
-            Ok(())
-        })
-    }
-
-    fn needs_savepoint(&self) -> bool {
-        false
-    }
+    db: Db,
 }
 
 /// A stored room, as loaded into memory.
@@ -235,7 +57,15 @@ pub struct MembershipRow {
 
 const EVENT_COLUMNS: &str = "stream, event_id, json, txn_device, txn_id, redacted_because";
 
-fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
+/// An event row (the columns [`EVENT_COLUMNS`]) of either backend.
+fn pdu_from_row<'r, R>(row: &'r R) -> Result<Pdu, StoreError>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
     let event_id: String = row.try_get("event_id")?;
     let txn_device: Option<String> = row.try_get("txn_device")?;
     let txn_id: Option<String> = row.try_get("txn_id")?;
@@ -255,34 +85,43 @@ fn pdu_from_row(row: &SqliteRow) -> Result<Pdu, StoreError> {
     .map_err(|e| corrupt("event", e.into()))
 }
 
-fn pdus(rows: &[SqliteRow]) -> Result<Vec<Pdu>, StoreError> {
+fn pdus<'r, R>(rows: &'r [R]) -> Result<Vec<Pdu>, StoreError>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
     rows.iter().map(pdu_from_row).collect()
 }
 
 impl RoomStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        RoomStore { pool }
+    /// The store over the Matrix database (a `SqlitePool` of `rethink.db` converts).
+    pub fn new(db: impl Into<Db>) -> Self {
+        RoomStore { db: db.into() }
     }
 
     /// Loads a room's current state and last event; `None` for an unknown room.
     pub async fn load_room(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
-        let Some(version): Option<String> =
-            sqlx::query_scalar("SELECT version FROM rooms WHERE room_id = ?")
-                .bind(room_id)
-                .fetch_optional(&self.pool)
-                .await?
-        else {
+        let version: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT version FROM rooms WHERE room_id = $1"
+        )
+        .bind(room_id)
+        .fetch_optional(e)
+        .await?);
+        let Some(version) = version else {
             return Ok(None);
         };
         let state = self.state_upto(room_id, i64::MAX).await?;
-        let last = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? ORDER BY stream DESC LIMIT 1"
+        let last = on_db!(&self.db, |e| sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 ORDER BY stream DESC LIMIT 1"
         )))
         .bind(room_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(e)
         .await?
         .map(|row| pdu_from_row(&row))
-        .transpose()?;
+        .transpose()?);
         Ok(Some(LoadedRoom {
             version,
             state,
@@ -292,28 +131,29 @@ impl RoomStore {
 
     /// The room's current state events committed at or before `upto`.
     pub async fn state_upto(&self, room_id: &str, upto: i64) -> Result<Vec<Pdu>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_because \
-             FROM room_state s JOIN events e ON e.event_id = s.event_id \
-             WHERE s.room_id = ? AND s.stream <= ?",
-        )
-        .bind(room_id)
-        .bind(upto)
-        .fetch_all(&self.pool)
-        .await?;
-        pdus(&rows)
+        on_db!(&self.db, |e| pdus(
+            &sqlx::query(
+                "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_because \
+                 FROM room_state s JOIN events e ON e.event_id = s.event_id \
+                 WHERE s.room_id = $1 AND s.stream <= $2",
+            )
+            .bind(room_id)
+            .bind(upto)
+            .fetch_all(e)
+            .await?
+        ))
     }
 
     /// One event by ID.
     pub async fn event(&self, event_id: &str) -> Result<Option<Pdu>, StoreError> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        on_db!(&self.db, |e| sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
         )))
         .bind(event_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(e)
         .await?
         .map(|row| pdu_from_row(&row))
-        .transpose()
+        .transpose())
     }
 
     /// The room, sender and signed JSON of an event (what a redaction rewrites).
@@ -321,12 +161,12 @@ impl RoomStore {
         &self,
         event_id: &str,
     ) -> Result<Option<(String, String, String)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT room_id, sender, json FROM events WHERE event_id = ?")
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT room_id, sender, json FROM events WHERE event_id = $1"
         )
+        .bind(event_id)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// Events of a room with `after < stream <= upto`: the first `limit` going forwards, or the
@@ -340,17 +180,19 @@ impl RoomStore {
         backwards: bool,
     ) -> Result<Vec<Pdu>, StoreError> {
         let order = if backwards { "DESC" } else { "ASC" };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
-             ORDER BY stream {order} LIMIT ?"
-        )))
-        .bind(room_id)
-        .bind(after)
-        .bind(upto)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        pdus(&rows)
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream > $2 \
+             AND stream <= $3 ORDER BY stream {order} LIMIT $4"
+        );
+        on_db!(&self.db, |e| pdus(
+            &sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(room_id)
+                .bind(after)
+                .bind(upto)
+                .bind(i64::from(limit))
+                .fetch_all(e)
+                .await?
+        ))
     }
 
     /// Events of every room with `after < stream <= upto`, the first `limit` in stream order
@@ -361,16 +203,18 @@ impl RoomStore {
         upto: i64,
         limit: u32,
     ) -> Result<Vec<Pdu>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream > ? AND stream <= ? \
-             ORDER BY stream LIMIT ?"
-        )))
-        .bind(after)
-        .bind(upto)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        pdus(&rows)
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream > $1 AND stream <= $2 \
+             ORDER BY stream LIMIT $3"
+        );
+        on_db!(&self.db, |e| pdus(
+            &sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(upto)
+                .bind(i64::from(limit))
+                .fetch_all(e)
+                .await?
+        ))
     }
 
     /// Counts a room's non-state events in `(after, upto]` not sent by `user` (unread counts).
@@ -381,16 +225,16 @@ impl RoomStore {
         after: i64,
         upto: i64,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = ? AND stream > ? AND stream <= ? \
-             AND sender != ? AND state_key IS NULL",
+        let n: i64 = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream > $2 AND stream <= $3 \
+             AND sender != $4 AND state_key IS NULL",
         )
         .bind(room_id)
         .bind(after)
         .bind(upto)
         .bind(user)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(e)
+        .await?);
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -402,16 +246,16 @@ impl RoomStore {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<StoredTxn>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
             "SELECT sender, device AS txn_device, scope AS txn_scope, txn_id, event_id, \
-             received_ms FROM room_txns WHERE room_id = ? AND received_ms >= ? \
-             ORDER BY received_ms DESC LIMIT ?",
+             received_ms FROM room_txns WHERE room_id = $1 AND received_ms >= $2 \
+             ORDER BY received_ms DESC LIMIT $3",
         )
         .bind(room_id)
         .bind(since_ms)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 
     /// The event of a client transaction accepted at or after `since_ms`, if any.
@@ -424,9 +268,9 @@ impl RoomStore {
         txn_id: &str,
         since_ms: i64,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT event_id FROM room_txns WHERE sender = ? AND device = ? AND room_id = ? \
-             AND scope = ? AND txn_id = ? AND received_ms >= ?",
+        Ok(on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT event_id FROM room_txns WHERE sender = $1 AND device = $2 AND room_id = $3 \
+             AND scope = $4 AND txn_id = $5 AND received_ms >= $6",
         )
         .bind(sender)
         .bind(device)
@@ -434,17 +278,18 @@ impl RoomStore {
         .bind(scope)
         .bind(txn_id)
         .bind(since_ms)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// Every stored membership, by user (loaded into memory at start).
     pub async fn all_memberships(&self) -> Result<Vec<(OwnedUserId, MembershipRow)>, StoreError> {
-        let rows: Vec<(String, String, String, i64, bool)> = sqlx::query_as(
+        // `forgotten` is an integer in both schemas (0 or 1).
+        let rows: Vec<(String, String, String, i64, i64)> = on_db!(&self.db, |e| sqlx::query_as(
             "SELECT user_id, room_id, membership, stream, forgotten FROM memberships",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         Ok(rows
             .into_iter()
             .filter_map(|(user, room_id, membership, stream, forgotten)| {
@@ -454,7 +299,7 @@ impl RoomStore {
                         room_id,
                         membership,
                         stream,
-                        forgotten,
+                        forgotten: forgotten != 0,
                     },
                 ))
             })
@@ -463,11 +308,14 @@ impl RoomStore {
 
     /// Hides a left room from `user` (`/forget`).
     pub async fn forget(&self, room_id: &str, user: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?")
-            .bind(room_id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
+        on_db!(&self.db, |e| sqlx::query(
+            "UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2"
+        )
+        .bind(room_id)
+        .bind(user)
+        .execute(e)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
@@ -478,75 +326,85 @@ impl RoomStore {
         room_id: &str,
         creator: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?) \
+        let done = on_db!(&self.db, |e| sqlx::query(
+            "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) \
              ON CONFLICT (alias) DO NOTHING",
         )
         .bind(alias)
         .bind(room_id)
         .bind(creator)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(e)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// The room and creator of an alias.
     pub async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, String)>, StoreError> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = ?")
-                .bind(alias)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String)> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT room_id, creator FROM room_aliases WHERE alias = $1"
+        )
+        .bind(alias)
+        .fetch_optional(e)
+        .await?);
         Ok(row.and_then(|(room, creator)| Some((OwnedRoomId::try_from(room).ok()?, creator))))
     }
 
     pub async fn delete_alias(&self, alias: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM room_aliases WHERE alias = ?")
-            .bind(alias)
-            .execute(&self.pool)
-            .await?;
+        on_db!(&self.db, |e| sqlx::query(
+            "DELETE FROM room_aliases WHERE alias = $1"
+        )
+        .bind(alias)
+        .execute(e)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     /// The aliases of a room.
     pub async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias")
-                .bind(room_id)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias"
         )
+        .bind(room_id)
+        .fetch_all(e)
+        .await?))
     }
 
     /// The room bridged to a reTHINK object.
     pub async fn bridged_room(&self, object_url: &str) -> Result<Option<OwnedRoomId>, StoreError> {
-        let room: Option<String> =
-            sqlx::query_scalar("SELECT room_id FROM bridged_objects WHERE object_url = ?")
-                .bind(object_url)
-                .fetch_optional(&self.pool)
-                .await?;
+        let room: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT room_id FROM bridged_objects WHERE object_url = $1"
+        )
+        .bind(object_url)
+        .fetch_optional(e)
+        .await?);
         Ok(room.and_then(|r| OwnedRoomId::try_from(r).ok()))
     }
 
     /// The reTHINK object bridged to a room.
     pub async fn bridged_object(&self, room_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT object_url FROM bridged_objects WHERE room_id = ?")
-                .bind(room_id)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT object_url FROM bridged_objects WHERE room_id = $1"
         )
+        .bind(room_id)
+        .fetch_optional(e)
+        .await?))
     }
 
     pub async fn put_bridge(&self, object_url: &str, room_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO bridged_objects (object_url, room_id) VALUES (?, ?) \
+        on_db!(&self.db, |e| sqlx::query(
+            "INSERT INTO bridged_objects (object_url, room_id) VALUES ($1, $2) \
              ON CONFLICT (object_url) DO NOTHING",
         )
         .bind(object_url)
         .bind(room_id)
-        .execute(&self.pool)
-        .await?;
+        .execute(e)
+        .await?
+        .rows_affected());
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,21 +3,36 @@
 //! writes, and the notifier that wakes long-polling `/sync` requests.
 //!
 //! Every write that a `/sync` must see is a [`StreamOp`] submitted to the [`StreamWriter`]. One
-//! task takes ops from a bounded channel and commits them in groups, one SQLite transaction per
-//! group: each op gets the next stream position inside the transaction, and the positions become
-//! *visible* (see [`StreamWriter::visible`]) only after the commit. So a `/sync` that read up to
-//! position `p` never misses a later-committed write below `p`, and a submitter that awaits its
+//! task takes ops from a bounded channel and commits them in groups, one transaction per group
+//! on the Matrix database ([`Db`]: `rethink.db`, or the PostgreSQL database of `store.url`): each
+//! op gets the next stream position inside the transaction, and the positions become *visible*
+//! (see [`StreamWriter::visible`]) only after the commit. So a `/sync` that read up to position
+//! `p` never misses a later-committed write below `p`, and a submitter that awaits its
 //! [`Committed`] knows the write is durable (it survives a killed process).
 //!
-//! An op that fails is rolled back alone (a savepoint per op, or SQLite's own statement rollback
-//! for an op of one statement); the others of its group commit.
+//! An op that fails is rolled back alone (a savepoint per op; on SQLite, SQLite's own statement
+//! rollback for an op of one statement); the others of its group commit. How a group takes its
+//! positions differs by backend (`commit.rs`): from the writer's memory on SQLite, from the
+//! locked head row on PostgreSQL, so that the writers of several nodes on one database hand out
+//! positions and commit them in order.
 //! After each commit, and *before* the new positions become visible, the writer records what
 //! each op [`Touch`]es (its users, its room) in the [`Notifier`] and runs the op's hook (the room
 //! engine updates its caches there). So whoever reads up to a visible position also sees every
 //! cache and change mark up to it; `/sync` relies on this to skip rooms and users that did not
 //! change without asking the database.
+//!
+//! Cross-node writes (PostgreSQL shared by a cluster): the positions between this node's last
+//! head and the head a group locked were committed by other nodes. The visible position then
+//! jumps past them (they are committed, so reading the database up to it is consistent), but
+//! this node's caches and notifier did not see those writes: before its own positions become
+//! visible, the writer reads what those positions touched and lets the room engine load their
+//! events ([`remote`]); it does the same when another node announces a commit
+//! ([`StreamWriter::poke_remote`], from `cluster::stream`) or, failing that, every
+//! [`REMOTE_CHECK`].
 
+mod commit;
 mod notifier;
+pub mod remote;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -25,16 +40,16 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ruma::{OwnedRoomId, OwnedUserId};
-use sqlx::Acquire as _;
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use notifier::Notifier;
+use remote::Follower;
+pub use remote::{RemoteHook, RemoteTouch};
 
 use crate::store::StoreError;
 pub use crate::store::StreamOp;
-use crate::store::db::Conn;
+use crate::store::db::{Conn, Db, on_db};
 
 /// Most ops committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -104,6 +119,8 @@ pub struct StreamWriter {
     tx: mpsc::Sender<Pending>,
     progress: Arc<Progress>,
     notifier: Arc<Notifier>,
+    /// On PostgreSQL: the other nodes' positions ([`remote`]).
+    follower: Option<Arc<Follower>>,
 }
 
 impl std::fmt::Debug for StreamWriter {
@@ -115,12 +132,18 @@ impl std::fmt::Debug for StreamWriter {
 }
 
 impl StreamWriter {
-    /// Starts the writer task over `pool`; positions continue from the persisted head.
-    pub async fn start(pool: SqlitePool) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT pos FROM stream_head WHERE id = 0")
-            .fetch_optional(&pool)
-            .await?
-            .unwrap_or(0);
+    /// Starts the writer task over the Matrix database `db`; positions continue from the
+    /// persisted head. On SQLite give it the writer's own pool
+    /// ([`SqliteStore::stream_pool`](crate::store::sqlite::SqliteStore::stream_pool)); on
+    /// PostgreSQL the node's pool (each group holds one of its connections while it commits).
+    pub async fn start(db: impl Into<Db>) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let db = db.into();
+        let head: i64 = on_db!(&db, |e| sqlx::query_scalar(
+            "SELECT pos FROM stream_head WHERE id = 0"
+        )
+        .fetch_optional(e)
+        .await?)
+        .unwrap_or(0);
         let progress = Arc::new(Progress {
             visible: AtomicI64::new(head),
             submitted: AtomicU64::new(0),
@@ -129,22 +152,52 @@ impl StreamWriter {
         });
         let notifier = Arc::new(Notifier::new(head));
         tracing::debug!(head, "matrix stream opened");
+        let follower = match &db {
+            Db::Postgres(pool) => Some(Arc::new(Follower::new(pool.clone(), head))),
+            Db::Sqlite(_) => None,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(run(
-            pool,
+            db,
             rx,
             head,
             Arc::clone(&progress),
             Arc::clone(&notifier),
+            follower.clone(),
         ));
         Ok((
             StreamWriter {
                 tx,
                 progress,
                 notifier,
+                follower,
             },
             task,
         ))
+    }
+
+    /// Installs the room engine's hook for positions other nodes committed (PostgreSQL only;
+    /// once).
+    pub fn set_remote_hook(&self, hook: RemoteHook) {
+        if let Some(follower) = &self.follower {
+            follower.set_hook(hook);
+        }
+    }
+
+    /// The head after each of this node's own commits (for the announcement to the other
+    /// nodes); on SQLite a channel that never changes.
+    pub fn own_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        match &self.follower {
+            Some(follower) => follower.own.subscribe(),
+            None => tokio::sync::watch::channel(self.visible()).1,
+        }
+    }
+
+    /// Another node announced a commit: catch up with it now rather than at the next check.
+    pub fn poke_remote(&self) {
+        if let Some(follower) = &self.follower {
+            follower.doorbell.notify_one();
+        }
     }
 
     /// Queues `op`, a change of global per-user data; after its commit, the users in `wake` are
@@ -259,17 +312,51 @@ impl StreamOp for Noop {
 }
 
 async fn run(
-    pool: SqlitePool,
+    db: Db,
     mut rx: mpsc::Receiver<Pending>,
     mut head: i64,
     progress: Arc<Progress>,
     notifier: Arc<Notifier>,
+    follower: Option<Arc<Follower>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&pool, &mut batch, head).await {
-            Ok((new_head, results)) => {
-                head = new_head;
+    let mut check = tokio::time::interval(REMOTE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let received = match &follower {
+            None => rx.recv_many(&mut batch, MAX_BATCH).await,
+            Some(follower) => tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = follower.doorbell.notified() => {
+                    head = follow(follower, head, &progress, &notifier).await;
+                    continue;
+                }
+                _ = check.tick() => {
+                    head = follow(follower, head, &progress, &notifier).await;
+                    continue;
+                }
+            },
+        };
+        if received == 0 {
+            break;
+        }
+        match commit::commit(&db, &mut batch, head).await {
+            Ok(group) => {
+                // Positions other nodes committed before this group: into the caches and
+                // marks first, in order.
+                let foreign = match &follower {
+                    Some(follower) if group.seen_head > head => {
+                        let touches = follower.catch_up(head, group.seen_head).await;
+                        for t in &touches {
+                            notifier.touch(&t.touch, t.pos);
+                        }
+                        touches
+                    }
+                    _ => Vec::new(),
+                };
+                head = group.head;
+                let results = group.results;
                 // Marks and caches first, then visibility, then the wake-ups and answers.
                 for (pending, result) in batch.iter_mut().zip(&results) {
                     if let Ok(pos) = result {
@@ -284,11 +371,17 @@ async fn run(
                     .done
                     .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
+                for t in foreign {
+                    notifier.wake(&t.touch.users, t.pos);
+                }
                 for (pending, result) in batch.drain(..).zip(results) {
                     if let Ok(pos) = result {
                         notifier.wake(&pending.touch.users, pos);
                     }
                     let _ = pending.done.send(result);
+                }
+                if let Some(follower) = &follower {
+                    follower.own.send_replace(head);
                 }
             }
             Err(e) => {
@@ -308,251 +401,32 @@ async fn run(
     }
 }
 
-/// Commits one group; returns the new head and each op's result.
-async fn commit(
-    pool: &SqlitePool,
-    batch: &mut [Pending],
-    head: i64,
-) -> Result<(i64, Vec<Result<i64, StoreError>>), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    let mut pos = head;
-    let mut results = Vec::with_capacity(batch.len());
-    for pending in batch.iter_mut() {
-        let op = std::mem::replace(&mut pending.op, Box::new(Noop));
-        let applied = if op.needs_savepoint() {
-            let mut savepoint = tx.begin().await?;
-            let applied = op.apply(Conn::Sqlite(&mut savepoint), pos + 1).await;
-            match applied {
-                Ok(()) => savepoint.commit().await?,
-                Err(_) => savepoint.rollback().await?,
-            }
-            applied
-        } else {
-            // One statement: a failure is undone by SQLite alone. An error that ends the whole
-            // transaction (I/O, full disk) makes the commit below fail, and with it the group.
-            op.apply(Conn::Sqlite(&mut tx), pos + 1).await
-        };
-        match applied {
-            Ok(()) => {
-                pos += 1;
-                results.push(Ok(pos));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "stream op failed");
-                results.push(Err(StoreError::Database(e)));
-            }
+/// How often a writer on PostgreSQL checks the head for positions other nodes committed, when
+/// no notice rang (a lost NATS message, or no NATS at all).
+const REMOTE_CHECK: Duration = Duration::from_secs(1);
+
+/// Catches up with the positions other nodes committed after `head` (up to the database's
+/// head): caches and marks, then visibility, then wake-ups. Returns the new head.
+async fn follow(follower: &Follower, head: i64, progress: &Progress, notifier: &Notifier) -> i64 {
+    let upto = match follower.head().await {
+        Ok(upto) if upto > head => upto,
+        Ok(_) => return head,
+        Err(e) => {
+            tracing::debug!(error = %e, "matrix stream: cannot read the head");
+            return head;
         }
+    };
+    let touches = follower.catch_up(head, upto).await;
+    for t in &touches {
+        notifier.touch(&t.touch, t.pos);
     }
-    sqlx::query("INSERT INTO stream_head (id, pos) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET pos = excluded.pos")
-        .bind(pos)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok((pos, results))
+    progress.visible.store(upto, Ordering::Release);
+    progress.committed.notify_waiters();
+    for t in touches {
+        notifier.wake(&t.touch.users, t.pos);
+    }
+    upto
 }
 
 #[cfg(test)]
-mod tests {
-    use tempfile::TempDir;
-
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-
-    /// Inserts `value` into a table whose values are unique, as one statement or as two (the
-    /// second inserting `value + 1000`).
-    struct Insert {
-        value: i64,
-        two_statements: bool,
-    }
-
-    impl StreamOp for Insert {
-        fn apply<'c>(
-            self: Box<Self>,
-            mut conn: Conn<'c>,
-            _pos: i64,
-        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-            Box::pin(async move {
-                let conn = conn.sqlite()?;
-                if self.two_statements {
-                    sqlx::query("INSERT INTO unique_values (v) VALUES (?)")
-                        .bind(self.value + 1000)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                sqlx::query("INSERT INTO unique_values (v) VALUES (?)")
-                    .bind(self.value)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        }
-
-        fn needs_savepoint(&self) -> bool {
-            self.two_statements
-        }
-    }
-
-    /// A writer over a fresh store, and the store's pool.
-    async fn writer() -> (TempDir, SqlitePool, StreamWriter) {
-        let dir = TempDir::new().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let pool = store.pool().clone();
-        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
-        (dir, pool, stream)
-    }
-
-    /// One group of ops, submitted at once; the stored values afterwards.
-    async fn commit_group(ops: Vec<Insert>) -> (Vec<Result<i64, StoreError>>, Vec<i64>) {
-        let (_dir, pool, stream) = writer().await;
-        sqlx::query("CREATE TABLE unique_values (v INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let mut waiting = Vec::new();
-        for op in ops {
-            waiting.push(stream.submit(Box::new(op), Vec::new()).await.unwrap());
-        }
-        let mut results = Vec::new();
-        for committed in waiting {
-            results.push(committed.wait().await);
-        }
-        let values = sqlx::query_scalar("SELECT v FROM unique_values ORDER BY v")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        (results, values)
-    }
-
-    fn op(value: i64, two_statements: bool) -> Insert {
-        Insert {
-            value,
-            two_statements,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_one_statement_op_fails_alone_and_takes_no_position() {
-        let (results, values) = commit_group(vec![op(1, false), op(1, false), op(2, false)]).await;
-        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-        assert!(matches!(results[1], Err(StoreError::Database(_))));
-        let positions: Vec<i64> = [&results[0], &results[2]]
-            .iter()
-            .map(|r| *r.as_ref().unwrap())
-            .collect();
-        assert_eq!(
-            positions[1],
-            positions[0] + 1,
-            "no position for the failed op"
-        );
-        assert_eq!(values, vec![1, 2]);
-    }
-
-    #[tokio::test]
-    async fn a_failed_op_of_several_statements_leaves_none_of_its_writes() {
-        // The second op writes 1001, then fails on 1: its savepoint undoes the 1001.
-        let (results, values) = commit_group(vec![op(1, false), op(1, true), op(2, true)]).await;
-        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-        assert!(results[1].is_err());
-        assert_eq!(values, vec![1, 2, 1002]);
-    }
-
-    /// Takes `delay` before committing (nothing written); tells `started` when the writer
-    /// applies it.
-    struct Slow {
-        delay: Duration,
-        started: Option<tokio::sync::oneshot::Sender<()>>,
-    }
-
-    impl Slow {
-        fn new(delay: Duration) -> Self {
-            Self {
-                delay,
-                started: None,
-            }
-        }
-    }
-
-    impl StreamOp for Slow {
-        fn apply<'c>(
-            self: Box<Self>,
-            _conn: Conn<'c>,
-            _pos: i64,
-        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-            Box::pin(async move {
-                if let Some(started) = self.started {
-                    let _ = started.send(());
-                }
-                tokio::time::sleep(self.delay).await;
-                Ok(())
-            })
-        }
-
-        fn needs_savepoint(&self) -> bool {
-            false
-        }
-    }
-
-    #[tokio::test]
-    async fn settled_returns_at_once_when_nothing_is_being_written() {
-        let (_dir, _pool, stream) = writer().await;
-        stream.flush().await.unwrap();
-        let started = std::time::Instant::now();
-        stream.settled(Duration::from_secs(10)).await;
-        assert!(started.elapsed() < Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn settled_waits_for_the_group_being_committed() {
-        let (_dir, _pool, stream) = writer().await;
-        let before = stream.visible();
-        let slow = Slow::new(Duration::from_millis(200));
-        let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
-        let started = std::time::Instant::now();
-        stream.settled(Duration::from_secs(10)).await;
-        assert_eq!(stream.visible(), before + 1, "returned before the commit");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(committed.wait().await.unwrap(), before + 1);
-    }
-
-    #[tokio::test]
-    async fn settled_waits_for_writes_queued_behind_the_group() {
-        let (_dir, _pool, stream) = writer().await;
-        let before = stream.visible();
-        let (started, applying) = tokio::sync::oneshot::channel();
-        let first = Slow {
-            started: Some(started),
-            ..Slow::new(Duration::from_millis(300))
-        };
-        let first = stream.submit(Box::new(first), Vec::new()).await.unwrap();
-        // Once the writer is committing the first op, the second one queues behind it.
-        applying.await.unwrap();
-        let second = Slow::new(Duration::from_millis(300));
-        let second = stream.submit(Box::new(second), Vec::new()).await.unwrap();
-        stream.settled(Duration::from_secs(10)).await;
-        assert_eq!(
-            stream.visible(),
-            before + 2,
-            "returned before the queue was empty"
-        );
-        assert_eq!(first.wait().await.unwrap(), before + 1);
-        assert_eq!(second.wait().await.unwrap(), before + 2);
-    }
-
-    #[tokio::test]
-    async fn settled_waits_no_longer_than_asked() {
-        let (_dir, _pool, stream) = writer().await;
-        let before = stream.visible();
-        let slow = Slow::new(Duration::from_secs(3));
-        let committed = stream.submit(Box::new(slow), Vec::new()).await.unwrap();
-        let started = std::time::Instant::now();
-        stream.settled(Duration::from_millis(50)).await;
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(
-            stream.visible(),
-            before,
-            "the slow op is still being committed"
-        );
-        assert_eq!(committed.wait().await.unwrap(), before + 1);
-    }
-}
+pub(crate) mod tests;

@@ -6,10 +6,10 @@ use ruma::events::{AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent};
 use ruma::serde::Raw;
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::sqlite::SqlitePool;
 
 use super::{Arg, Upsert, commit, commit_in_room, stored_event, stored_json};
 use crate::store::StoreError;
+use crate::store::db::{Db, on_db};
 use crate::stream::StreamWriter;
 
 /// The room ID under which global account data is stored.
@@ -17,19 +17,19 @@ const GLOBAL: &str = "";
 
 /// Upserts one entry: user, room, type, content, stream position.
 const PUT: &str = "INSERT INTO account_data (user_id, room_id, type, content, stream) \
-     VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) \
      DO UPDATE SET content = excluded.content, stream = excluded.stream";
 
 /// The account data store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AccountData {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
 }
 
 impl AccountData {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter) -> Self {
-        Self { pool, stream }
+    pub(super) fn new(db: Db, stream: StreamWriter) -> Self {
+        Self { db, stream }
     }
 
     /// Sets the content of `kind` for `user`, globally (`room` `None`) or in `room`; wakes the
@@ -63,14 +63,16 @@ impl AccountData {
         room: Option<&RoomId>,
         kind: &str,
     ) -> Result<Option<Box<RawValue>>, StoreError> {
-        let content: Option<String> = sqlx::query_scalar(
-            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+        let content: Option<String> = on_db!(&self.db, |e| {
+            sqlx::query_scalar(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
         )
         .bind(user.as_str())
         .bind(room.map_or(GLOBAL, |r| r.as_str()))
         .bind(kind)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(e)
+        .await?
+        });
         content.map(stored_json).transpose()
     }
 
@@ -104,16 +106,17 @@ impl AccountData {
         since: i64,
         upto: i64,
     ) -> Result<Vec<Raw<T>>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String)> = on_db!(&self.db, |e| sqlx::query_as(
             "SELECT type, content FROM account_data \
-             WHERE user_id = ? AND room_id = ? AND stream > ? AND stream <= ? ORDER BY stream",
+             WHERE user_id = $1 AND room_id = $2 AND stream > $3 AND stream <= $4 \
+             ORDER BY stream",
         )
         .bind(user.as_str())
         .bind(room)
         .bind(since)
         .bind(upto)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         rows.into_iter().map(stored_event).collect()
     }
 }
@@ -122,58 +125,67 @@ impl AccountData {
 mod tests {
     use ruma::{room_id, user_id};
 
-    use super::super::test_support::fixture;
+    use super::super::test_support::fixture_on;
     use super::*;
+    use crate::store::tests::Place;
 
-    fn json(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
+    mod cases {
+        use super::*;
+
+        fn json(s: &str) -> Box<RawValue> {
+            RawValue::from_string(s.to_owned()).unwrap()
+        }
+
+        pub(super) async fn changes_are_reported_between_positions(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let f = fixture_on(place).await?;
+            let ad = f.data.account_data();
+            let alice = user_id!("@alice:example.com");
+            let room = room_id!("!r:example.com");
+            let p1 = ad
+                .set(alice, None, "m.a", &json(r#"{"n":1}"#))
+                .await
+                .unwrap();
+            let p2 = ad
+                .set(alice, Some(room), "m.b", &json(r#"{"n":2}"#))
+                .await
+                .unwrap();
+            let p3 = ad
+                .set(alice, None, "m.c", &json(r#"{"n":3}"#))
+                .await
+                .unwrap();
+            assert!(p1 < p2 && p2 < p3);
+
+            let all = ad.global_changes(alice, 0, p3).await.unwrap();
+            assert_eq!(all.len(), 2);
+            let later = ad.global_changes(alice, p1, p3).await.unwrap();
+            assert_eq!(later.len(), 1);
+            assert_eq!(
+                later[0].get_field::<String>("type").unwrap().as_deref(),
+                Some("m.c")
+            );
+            let in_room = ad.room_changes(alice, room, 0, p3).await.unwrap();
+            assert_eq!(in_room.len(), 1);
+            assert!(
+                ad.room_changes(alice, room, p2, p3)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+
+            let got = ad.get(alice, None, "m.a").await.unwrap().unwrap();
+            assert_eq!(got.get(), r#"{"n":1}"#);
+            assert!(ad.get(alice, Some(room), "m.a").await.unwrap().is_none());
+            assert!(
+                ad.get(user_id!("@bob:example.com"), None, "m.a")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            Ok(())
+        }
     }
 
-    #[tokio::test]
-    async fn changes_are_reported_between_positions() {
-        let f = fixture().await;
-        let ad = f.data.account_data();
-        let alice = user_id!("@alice:example.com");
-        let room = room_id!("!r:example.com");
-        let p1 = ad
-            .set(alice, None, "m.a", &json(r#"{"n":1}"#))
-            .await
-            .unwrap();
-        let p2 = ad
-            .set(alice, Some(room), "m.b", &json(r#"{"n":2}"#))
-            .await
-            .unwrap();
-        let p3 = ad
-            .set(alice, None, "m.c", &json(r#"{"n":3}"#))
-            .await
-            .unwrap();
-        assert!(p1 < p2 && p2 < p3);
-
-        let all = ad.global_changes(alice, 0, p3).await.unwrap();
-        assert_eq!(all.len(), 2);
-        let later = ad.global_changes(alice, p1, p3).await.unwrap();
-        assert_eq!(later.len(), 1);
-        assert_eq!(
-            later[0].get_field::<String>("type").unwrap().as_deref(),
-            Some("m.c")
-        );
-        let in_room = ad.room_changes(alice, room, 0, p3).await.unwrap();
-        assert_eq!(in_room.len(), 1);
-        assert!(
-            ad.room_changes(alice, room, p2, p3)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-
-        let got = ad.get(alice, None, "m.a").await.unwrap().unwrap();
-        assert_eq!(got.get(), r#"{"n":1}"#);
-        assert!(ad.get(alice, Some(room), "m.a").await.unwrap().is_none());
-        assert!(
-            ad.get(user_id!("@bob:example.com"), None, "m.a")
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
+    crate::store::tests::on_both_backends!(cases: [changes_are_reported_between_positions]);
 }

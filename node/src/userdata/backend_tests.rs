@@ -1,11 +1,20 @@
-//! The user-data stores ported to [`Db`](crate::store::db::Db) (profiles, filters), each test
-//! body run on SQLite and on PostgreSQL (`crate::store::tests`).
+//! Two-backend tests of the user-data stores that have no test module of their own (profiles,
+//! filters, presence) and of what only shows under concurrency (key claims), each test body
+//! run on SQLite and on PostgreSQL (`crate::store::tests`). The stores' other tests run on both
+//! backends in their own modules ([`test_support::fixture_on`](super::test_support::fixture_on)).
 
 mod cases {
-    use ruma::api::client::filter::FilterDefinition;
-    use ruma::{owned_mxc_uri, user_id};
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use super::super::{Filters, Profile, ProfileField, Profiles};
+    use ruma::api::client::filter::FilterDefinition;
+    use ruma::presence::PresenceState;
+    use ruma::serde::Raw;
+    use ruma::{OneTimeKeyAlgorithm, owned_device_id, owned_mxc_uri, owned_user_id, user_id};
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::test_support::fixture_on;
+    use super::super::{Filters, KeyUpload, Profile, ProfileField, Profiles};
+    use crate::config::PresenceConfig;
     use crate::store::accounts::{AccountStore, NewAccount};
     use crate::store::tests::Place;
 
@@ -70,11 +79,117 @@ mod cases {
         assert_eq!(got.event_fields, def.event_fields);
         Ok(())
     }
+
+    pub(super) async fn presence_is_stored_and_seen_by_room_mates_only(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        let f = fixture_on(place).await?;
+        let presence = f.data.presence().clone();
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(
+            presence
+                .clone()
+                .run(PresenceConfig::default(), stop.clone()),
+        );
+        let (alice, bob, carol) = (
+            user_id!("@alice:example.com"),
+            user_id!("@bob:example.com"),
+            user_id!("@carol:example.com"),
+        );
+        f.join("!r:example.com", alice.as_str()).await;
+        f.join("!r:example.com", bob.as_str()).await;
+        let start = f.visible();
+        assert!(presence.get(alice).await?.is_none());
+        presence
+            .set(alice, &PresenceState::Unavailable, Some("lunch"))
+            .await?;
+        let stored = presence.get(alice).await?.expect("alice's presence");
+        assert_eq!(
+            (stored.presence.as_str(), stored.status_msg.as_deref()),
+            ("unavailable", Some("lunch"))
+        );
+
+        // A sync changes the state and keeps the status message.
+        let syncing = presence.syncing(alice, &PresenceState::Online).await?;
+        let stored = presence.get(alice).await?.expect("alice's presence");
+        assert_eq!(
+            (stored.presence.as_str(), stored.status_msg.as_deref()),
+            ("online", Some("lunch"))
+        );
+        let upto = f.visible();
+        let seen = presence.changes(bob, start, upto).await?;
+        assert_eq!(seen.len(), 1, "bob shares a room with alice");
+        let event = seen[0].deserialize()?;
+        assert_eq!(event.sender, alice);
+        assert_eq!(event.content.status_msg.as_deref(), Some("lunch"));
+        assert!(presence.changes(carol, start, upto).await?.is_empty());
+        assert!(presence.changes(bob, upto, upto).await?.is_empty());
+
+        // A set without a status message removes it.
+        presence.set(alice, &PresenceState::Online, None).await?;
+        let stored = presence.get(alice).await?.expect("alice's presence");
+        assert_eq!(stored.status_msg, None);
+        drop(syncing);
+        stop.cancel();
+        writer.await?;
+        Ok(())
+    }
+
+    pub(super) async fn concurrent_claims_hand_out_every_one_time_key_once(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        const KEYS: usize = 16;
+        let f = fixture_on(place).await?;
+        let keys = f.data.keys().clone();
+        let (alice, dev) = (
+            owned_user_id!("@alice:example.com"),
+            owned_device_id!("DEV"),
+        );
+        let key = |id: String| {
+            let json = format!(r#"{{"key":"{id}","signatures":{{}}}}"#);
+            (id.try_into().unwrap(), Raw::from_json_string(json).unwrap())
+        };
+        let upload = KeyUpload {
+            one_time_keys: (0..KEYS)
+                .map(|i| key(format!("signed_curve25519:K{i:02}")))
+                .collect(),
+            fallback_keys: [key("signed_curve25519:F".to_owned())].into(),
+            ..KeyUpload::default()
+        };
+        keys.upload(&alice, &dev, upload).await?;
+        let wanted = BTreeMap::from([(
+            alice.clone(),
+            BTreeMap::from([(dev.clone(), OneTimeKeyAlgorithm::SignedCurve25519)]),
+        )]);
+        let claims: Vec<_> = (0..KEYS)
+            .map(|_| {
+                let (keys, wanted) = (keys.clone(), wanted.clone());
+                tokio::spawn(async move { keys.claim(&wanted).await })
+            })
+            .collect();
+        let mut got = BTreeSet::new();
+        for claim in claims {
+            let claimed = claim.await??;
+            for id in claimed[&alice][&dev].keys() {
+                assert!(got.insert(id.to_string()), "{id} handed out twice");
+            }
+        }
+        let expected: BTreeSet<String> = (0..KEYS)
+            .map(|i| format!("signed_curve25519:K{i:02}"))
+            .collect();
+        assert_eq!(
+            got, expected,
+            "every one-time key once, and no fallback key yet"
+        );
+        Ok(())
+    }
 }
 
 crate::store::tests::on_both_backends!(
     cases: [
         profile_fields_are_set_and_removed_independently,
         a_filter_is_found_by_its_owner_only,
+        presence_is_stored_and_seen_by_room_mates_only,
+        concurrent_claims_hand_out_every_one_time_key_once,
     ],
 );

@@ -26,13 +26,13 @@ use ruma::serde::Raw;
 use ruma::{
     DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedUserId, UInt, UserId,
 };
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::memberships::{Memberships, sharing_a_room_sql};
 use super::{Write, commit, raw, user_ids};
 use crate::locks::lock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+use crate::store::db::{Conn, Db, on_conn, on_db};
 use crate::stream::StreamWriter;
 
 pub use cross_signing::{
@@ -75,7 +75,7 @@ type CountsByDevice = HashMap<OwnedUserId, HashMap<OwnedDeviceId, (i64, DeviceKe
 /// The key store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
     memberships: Memberships,
     cross_signing: CrossSigning,
@@ -84,19 +84,19 @@ pub struct Keys {
 
 impl Keys {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Db,
         stream: StreamWriter,
         memberships: Memberships,
         accounts: AccountStore,
     ) -> Self {
         Self {
             cross_signing: CrossSigning::new(
-                pool.clone(),
+                db.clone(),
                 stream.clone(),
                 memberships.clone(),
                 accounts,
             ),
-            pool,
+            db,
             stream,
             memberships,
             sync_counts: Arc::default(),
@@ -181,14 +181,14 @@ impl Keys {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64)> = on_db!(&self.db, |e| sqlx::query_as(
             "SELECT algorithm, COUNT(*) FROM one_time_keys \
-             WHERE user_id = ? AND device_id = ? AND fallback = 0 GROUP BY algorithm",
+             WHERE user_id = $1 AND device_id = $2 AND fallback = 0 GROUP BY algorithm",
         )
         .bind(user.as_str())
         .bind(device.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
         for (algorithm, n) in rows {
             let n = u64::try_from(n)
@@ -206,14 +206,15 @@ impl Keys {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<Vec<OneTimeKeyAlgorithm>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(
             "SELECT DISTINCT algorithm FROM one_time_keys \
-             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND used = 0 ORDER BY algorithm",
+             WHERE user_id = $1 AND device_id = $2 AND fallback = 1 AND used = 0 \
+             ORDER BY algorithm",
         )
         .bind(user.as_str())
         .bind(device.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         Ok(rows.into_iter().map(|a| a.as_str().into()).collect())
     }
 
@@ -228,11 +229,12 @@ impl Keys {
         let mut out = QueriedKeys::default();
         for (user, devices) in wanted {
             let seen = self.cross_signing.signatures_seen(user, viewer).await?;
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT device_id, json FROM device_keys WHERE user_id = ?")
-                    .bind(user.as_str())
-                    .fetch_all(&self.pool)
-                    .await?;
+            let rows: Vec<(String, String)> = on_db!(&self.db, |e| sqlx::query_as(
+                "SELECT device_id, json FROM device_keys WHERE user_id = $1"
+            )
+            .bind(user.as_str())
+            .fetch_all(e)
+            .await?);
             let mut found = BTreeMap::new();
             for (device, json) in rows {
                 let json = cross_signing::merged(&json, &device, &seen)?;
@@ -286,30 +288,51 @@ impl Keys {
         device: &DeviceId,
         algorithm: &OneTimeKeyAlgorithm,
     ) -> Result<Option<(String, String)>, StoreError> {
-        // One statement: two claims never get the same key.
-        let one_time: Option<(String, String)> = sqlx::query_as(
-            "DELETE FROM one_time_keys WHERE rowid = (SELECT rowid FROM one_time_keys \
-             WHERE user_id = ? AND device_id = ? AND fallback = 0 AND algorithm = ? \
-             ORDER BY key_id LIMIT 1) RETURNING key_id, json",
-        )
-        .bind(user.as_str())
-        .bind(device.as_str())
-        .bind(algorithm.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        // One statement: two claims never get the same key. SQLite runs one write at a time
+        // and finds the row by its rowid; PostgreSQL has no rowid, and a claim running at the
+        // same time skips the key another one is deleting (rather than waiting for it and then
+        // finding nothing).
+        let one_time: Option<(String, String)> = match &self.db {
+            Db::Sqlite(e) => {
+                sqlx::query_as(
+                    "DELETE FROM one_time_keys WHERE rowid = (SELECT rowid FROM one_time_keys \
+                     WHERE user_id = $1 AND device_id = $2 AND fallback = 0 AND algorithm = $3 \
+                     ORDER BY key_id LIMIT 1) RETURNING key_id, json",
+                )
+                .bind(user.as_str())
+                .bind(device.as_str())
+                .bind(algorithm.as_str())
+                .fetch_optional(e)
+                .await?
+            }
+            Db::Postgres(e) => {
+                sqlx::query_as(
+                    "DELETE FROM one_time_keys \
+                     WHERE user_id = $1 AND device_id = $2 AND fallback = 0 AND key_id = \
+                     (SELECT key_id FROM one_time_keys \
+                     WHERE user_id = $1 AND device_id = $2 AND fallback = 0 AND algorithm = $3 \
+                     ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key_id, json",
+                )
+                .bind(user.as_str())
+                .bind(device.as_str())
+                .bind(algorithm.as_str())
+                .fetch_optional(e)
+                .await?
+            }
+        };
         if one_time.is_some() {
             return Ok(one_time);
         }
-        Ok(sqlx::query_as(
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
             "UPDATE one_time_keys SET used = 1 \
-             WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? \
+             WHERE user_id = $1 AND device_id = $2 AND fallback = 1 AND algorithm = $3 \
              RETURNING key_id, json",
         )
         .bind(user.as_str())
         .bind(device.as_str())
         .bind(algorithm.as_str())
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// Users whose device list changed in `(since, upto]` among `user` and those sharing a
@@ -320,18 +343,17 @@ impl Keys {
         since: i64,
         upto: i64,
     ) -> Result<Vec<OwnedUserId>, StoreError> {
-        let users: Vec<String> = sqlx::query_scalar(concat!(
+        let users: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(concat!(
             "SELECT DISTINCT c.user_id FROM device_list_changes c \
-             WHERE c.stream > ? AND c.stream <= ? AND c.user_id IN (",
-            sharing_a_room_sql!(),
+             WHERE c.stream > $1 AND c.stream <= $2 AND c.user_id IN (",
+            sharing_a_room_sql!("$3", "$3"),
             ") ORDER BY c.user_id"
         ))
         .bind(since)
         .bind(upto)
         .bind(user.as_str())
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         Ok(user_ids(users))
     }
 
@@ -370,35 +392,36 @@ struct Upload {
 }
 
 impl Write for Upload {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
         if let Some(json) = &self.device_keys {
-            let stored: Option<String> = sqlx::query_scalar(
-                "SELECT json FROM device_keys WHERE user_id = ? AND device_id = ?",
+            let stored: Option<String> = on_conn!(&mut conn, |e| sqlx::query_scalar(
+                "SELECT json FROM device_keys WHERE user_id = $1 AND device_id = $2",
             )
             .bind(&self.user)
             .bind(&self.device)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(e)
+            .await?);
             if stored.as_ref() != Some(json) {
-                sqlx::query(
+                on_conn!(&mut conn, |e| sqlx::query(
                     "INSERT INTO device_keys (user_id, device_id, json, stream) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) \
                      DO UPDATE SET json = excluded.json, stream = excluded.stream",
                 )
                 .bind(&self.user)
                 .bind(&self.device)
                 .bind(json)
                 .bind(pos)
-                .execute(&mut *conn)
-                .await?;
-                record_change(conn, pos, &self.user).await?;
+                .execute(e)
+                .await?
+                .rows_affected());
+                record_change(&mut conn, pos, &self.user).await?;
             }
         }
         for key in &self.one_time_keys {
             self.insert_key(
-                conn,
+                &mut conn,
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
-                 VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
                 key,
             )
             .await?;
@@ -406,22 +429,23 @@ impl Write for Upload {
         for key in &self.fallback_keys {
             // The same key again keeps its row (and whether it was used); another replaces it.
             let (id, algorithm, json) = key;
-            sqlx::query(
+            on_conn!(&mut conn, |e| sqlx::query(
                 "DELETE FROM one_time_keys \
-                 WHERE user_id = ? AND device_id = ? AND fallback = 1 AND algorithm = ? \
-                 AND NOT (key_id = ? AND json = ?)",
+                 WHERE user_id = $1 AND device_id = $2 AND fallback = 1 AND algorithm = $3 \
+                 AND NOT (key_id = $4 AND json = $5)",
             )
             .bind(&self.user)
             .bind(&self.device)
             .bind(algorithm)
             .bind(id)
             .bind(json)
-            .execute(&mut *conn)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
             self.insert_key(
-                conn,
+                &mut conn,
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, fallback, json) \
-                 VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT DO NOTHING",
                 key,
             )
             .await?;
@@ -434,18 +458,19 @@ impl Upload {
     /// Runs `sql`, an insert of one key `(key ID, algorithm, JSON)` of the uploading device.
     async fn insert_key(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         sql: &'static str,
         (id, algorithm, json): &(String, String, String),
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sql)
+        on_conn!(conn, |e| sqlx::query(sql)
             .bind(&self.user)
             .bind(&self.device)
             .bind(id)
             .bind(algorithm)
             .bind(json)
-            .execute(conn)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
         Ok(())
     }
 }
@@ -455,7 +480,7 @@ impl Upload {
 struct KeysClaimed;
 
 impl Write for KeysClaimed {
-    async fn apply(self, _conn: &mut SqliteConnection, _pos: i64) -> Result<(), sqlx::Error> {
+    async fn apply(self, _conn: Conn<'_>, _pos: i64) -> Result<(), sqlx::Error> {
         Ok(())
     }
 }
@@ -467,35 +492,37 @@ struct DevicesDeleted {
 }
 
 impl Write for DevicesDeleted {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
         for device in &self.devices {
-            for table in ["device_keys", "one_time_keys", "to_device"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
-                )))
-                .bind(&self.user)
-                .bind(device)
-                .execute(&mut *conn)
-                .await?;
+            for sql in [
+                "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
+            ] {
+                on_conn!(&mut conn, |e| sqlx::query(sql)
+                    .bind(&self.user)
+                    .bind(device)
+                    .execute(e)
+                    .await?
+                    .rows_affected());
             }
-            cross_signing::devices_deleted(conn, &self.user, device).await?;
+            cross_signing::devices_deleted(&mut conn, &self.user, device).await?;
         }
-        record_change(conn, pos, &self.user).await
+        record_change(&mut conn, pos, &self.user).await
     }
 }
 
-async fn record_change(
-    conn: &mut SqliteConnection,
-    pos: i64,
-    user: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO device_list_changes (stream, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+/// Records a change of `user`'s device list at `pos`.
+async fn record_change(conn: &mut Conn<'_>, pos: i64, user: &str) -> Result<(), sqlx::Error> {
+    on_conn!(conn, |e| sqlx::query(
+        "INSERT INTO device_list_changes (stream, user_id) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(pos)
     .bind(user)
-    .execute(conn)
-    .await?;
+    .execute(e)
+    .await?
+    .rows_affected());
     Ok(())
 }
 

@@ -2,12 +2,19 @@
 //! sync filters, profiles, account data, devices, end-to-end encryption keys, to-device
 //! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
-//! One submodule per concern, each owning its SQL (tables in `0004_userdata.sql`). Every write
-//! a `/sync` reports (account data, receipts, presence, device-key changes, to-device messages) is a
-//! `Write` (for account data and receipts, one `Upsert` statement) that goes through the
-//! [`StreamWriter`] and so takes a stream position; typing is in memory with its own serial
+//! One submodule per concern, each owning its SQL, stored in SQLite (`rethink.db`; tables in
+//! `migrations/0004_userdata.sql` to `0007_cross_signing.sql`) or PostgreSQL (`store.url`;
+//! `pg_migrations/0008_matrix_profiles_filters.sql` and `0011_matrix_userdata.sql`) through
+//! [`Db`]: one SQL text with `$N` parameters for both engines, run with `on_db!` (reads) and
+//! `on_conn!` (writes). Every write a `/sync` reports (account data, receipts, presence,
+//! device-key changes, to-device messages) is a `Write` (for account data and receipts, one
+//! `Upsert` statement) that goes through the [`StreamWriter`], which applies it on its
+//! transaction's [`Conn`], and so takes a stream position; typing is in memory with its own serial
 //! ([`UserData::typing_serial`]). [`UserData::sync_global`] and [`UserData::sync_room`] are what
 //! `/sync` asks for, between two positions.
+//!
+//! Who shares a room with whom comes from `memberships.rs` (the room engine's table, in the same
+//! database).
 //!
 //! Errors are the store's ([`StoreError`]): absence is an `Option`, and who may do what is
 //! decided by the Matrix handlers.
@@ -32,7 +39,6 @@ use ruma::events::{
 use ruma::serde::Raw;
 use ruma::{DeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 pub use account_data::AccountData;
 pub use devices::Devices;
@@ -51,7 +57,9 @@ pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
 use crate::clock::Clock;
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
-use crate::store::db::{Conn, Db};
+#[cfg(test)]
+use crate::store::db::on_db;
+use crate::store::db::{Conn, Db, on_conn};
 use crate::stream::{StreamOp, StreamWriter, Touch};
 
 /// The per-user data service. Cheap to clone; the node holds one.
@@ -97,21 +105,21 @@ pub struct RoomExtras {
 }
 
 impl UserData {
-    /// The service over the node's database and Matrix stream (`db`: the database of the stores
-    /// ported to [`Db`], profiles and filters; `pool`: `rethink.db`, the others); `accounts` is the node's one
-    /// account store (one cache of access tokens: a device deleted here loses its token at once);
-    /// `server_name` tells local users; `clock` times presence and typing.
+    /// The service over the node's Matrix database (`db`: SQLite's `rethink.db`, or PostgreSQL
+    /// with `store.url`) and its stream writer (which applies the writes on the same database);
+    /// `accounts` is the node's one account store (one cache of access tokens: a device deleted
+    /// here loses its token at once); `server_name` tells local users; `clock` times presence
+    /// and typing.
     pub fn new(
-        pool: SqlitePool,
         db: Db,
         accounts: AccountStore,
         stream: StreamWriter,
         server_name: OwnedServerName,
         clock: Clock,
     ) -> Self {
-        let memberships = Memberships::new(pool.clone());
+        let memberships = Memberships::new(db.clone());
         let keys = Keys::new(
-            pool.clone(),
+            db.clone(),
             stream.clone(),
             memberships.clone(),
             accounts.clone(),
@@ -119,13 +127,13 @@ impl UserData {
         Self {
             inner: Arc::new(Inner {
                 filters: Filters::new(db.clone()),
-                profiles: Profiles::new(db, accounts.clone(), server_name.clone()),
-                account_data: AccountData::new(pool.clone(), stream.clone()),
+                profiles: Profiles::new(db.clone(), accounts.clone(), server_name.clone()),
+                account_data: AccountData::new(db.clone(), stream.clone()),
                 devices: Devices::new(accounts.clone(), keys.clone()),
                 keys,
-                to_device: ToDevice::new(pool.clone(), stream.clone(), accounts, server_name),
-                receipts: Receipts::new(pool.clone(), stream.clone()),
-                presence: Presence::new(pool, stream.clone(), memberships.clone(), clock.clone()),
+                to_device: ToDevice::new(db.clone(), stream.clone(), accounts, server_name),
+                receipts: Receipts::new(db.clone(), stream.clone()),
+                presence: Presence::new(db, stream.clone(), memberships.clone(), clock.clone()),
                 typing: Typing::new(stream, clock),
             }),
         }
@@ -249,11 +257,11 @@ impl UserData {
 }
 
 /// A write of user data that `/sync` reports: applied by the stream writer inside its
-/// transaction, at the write's stream position `pos`.
+/// transaction (`conn`, SQLite or PostgreSQL), at the write's stream position `pos`.
 trait Write: Send + 'static {
     fn apply(
         self,
-        conn: &mut SqliteConnection,
+        conn: Conn<'_>,
         pos: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
@@ -264,10 +272,10 @@ struct Op<W>(W);
 impl<W: Write> StreamOp for Op<W> {
     fn apply<'c>(
         self: Box<Self>,
-        mut conn: Conn<'c>,
+        conn: Conn<'c>,
         pos: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move { self.0.apply(conn.sqlite()?, pos).await })
+        Box::pin(self.0.apply(conn, pos))
     }
 }
 
@@ -286,16 +294,19 @@ struct Upsert {
 }
 
 impl Write for Upsert {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
-        let mut query = sqlx::query(self.sql);
-        for arg in self.args {
-            query = match arg {
-                Arg::Text(text) => query.bind(text),
-                Arg::OptText(text) => query.bind(text),
-                Arg::Int(n) => query.bind(n),
-            };
-        }
-        query.bind(pos).execute(conn).await?;
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
+        // Expanded once per driver: the arguments are bound to that driver's query.
+        on_conn!(&mut conn, |e| {
+            let mut query = sqlx::query(self.sql);
+            for arg in self.args {
+                query = match arg {
+                    Arg::Text(text) => query.bind(text),
+                    Arg::OptText(text) => query.bind(text),
+                    Arg::Int(n) => query.bind(n),
+                };
+            }
+            query.bind(pos).execute(e).await?.rows_affected()
+        });
         Ok(())
     }
 }
@@ -401,54 +412,70 @@ mod backend_tests;
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! A store and stream writer on a temporary database, for the unit tests of this module.
-
-    use tempfile::TempDir;
+    //! User data and its stream writer on a fresh database of either backend ([`Place`]), for
+    //! the unit tests of this module.
 
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::tests::{Opened, Place};
+    use crate::stream::tests::stream_db;
 
     pub(crate) struct Fixture {
-        _dir: TempDir,
-        pub(crate) pool: SqlitePool,
+        _opened: Opened,
+        _place: Place,
+        /// Where the user data is: `rethink.db`, or a PostgreSQL database.
+        pub(crate) db: Db,
         pub(crate) stream: StreamWriter,
         pub(crate) data: UserData,
         /// The time of `data`: it moves only when a test advances it.
         pub(crate) clock: crate::clock::ManualClock,
     }
 
-    pub(crate) async fn fixture() -> Fixture {
-        let dir = TempDir::new().unwrap();
-        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
-        let pool = sqlite.pool().clone();
-        let (stream, _task) = StreamWriter::start(pool.clone()).await.unwrap();
-        let clock = crate::clock::ManualClock::new();
-        let data = UserData::new(
-            pool.clone(),
-            Db::Sqlite(pool.clone()),
-            AccountStore::new(pool.clone()),
-            stream.clone(),
-            "example.com".try_into().unwrap(),
-            clock.clock(),
-        );
-        Fixture {
-            _dir: dir,
-            pool,
-            stream,
-            data,
-            clock,
+    impl Fixture {
+        /// The last position written.
+        pub(crate) fn visible(&self) -> i64 {
+            self.stream.visible()
+        }
+
+        /// Makes `user` a joined member of `room` (the room engine's table).
+        pub(crate) async fn join(&self, room: &str, user: &str) {
+            on_db!(&self.db, |e| sqlx::query(
+                "INSERT INTO memberships (room_id, user_id, membership, stream) \
+                 VALUES ($1, $2, 'join', 0)",
+            )
+            .bind(room)
+            .bind(user)
+            .execute(e)
+            .await
+            .unwrap()
+            .rows_affected());
         }
     }
 
-    /// Makes `user` a joined member of `room` (the room engine's table).
-    pub(crate) async fn join(pool: &SqlitePool, room: &str, user: &str) {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership, stream) VALUES (?, ?, 'join', 0)",
-        )
-        .bind(room)
-        .bind(user)
-        .execute(pool)
-        .await
-        .unwrap();
+    /// User data in a fresh `rethink.db`.
+    pub(crate) async fn fixture() -> Fixture {
+        fixture_on(Place::sqlite().unwrap()).await.unwrap()
+    }
+
+    /// User data at `place`, written through a stream writer there.
+    pub(crate) async fn fixture_on(place: Place) -> anyhow::Result<Fixture> {
+        let opened = place.open().await?;
+        let db = opened.matrix_db();
+        let (stream, _task) = StreamWriter::start(stream_db(&opened)).await?;
+        let clock = crate::clock::ManualClock::new();
+        let data = UserData::new(
+            db.clone(),
+            AccountStore::new(db.clone()),
+            stream.clone(),
+            "example.com".try_into()?,
+            clock.clock(),
+        );
+        Ok(Fixture {
+            _opened: opened,
+            _place: place,
+            db,
+            stream,
+            data,
+            clock,
+        })
     }
 }

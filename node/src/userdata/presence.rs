@@ -28,7 +28,6 @@ use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +37,7 @@ use crate::clock::{Clock, Ticker};
 use crate::config::PresenceConfig;
 use crate::locks::lock;
 use crate::store::StoreError;
+use crate::store::db::{Db, on_db};
 use crate::stream::StreamWriter;
 use live::{LiveMap, View, Write};
 
@@ -92,7 +92,7 @@ impl StoredPresence {
 /// The presence store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
     memberships: Memberships,
     live: Arc<Mutex<LiveMap>>,
@@ -140,13 +140,13 @@ impl Drop for Syncing {
 
 impl Presence {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Db,
         stream: StreamWriter,
         memberships: Memberships,
         clock: Clock,
     ) -> Self {
         Self {
-            pool,
+            db,
             stream,
             memberships,
             live: Default::default(),
@@ -247,9 +247,9 @@ impl Presence {
     ) -> Result<(), StoreError> {
         let upsert = Upsert {
             sql: "INSERT INTO presence (user_id, presence, status_msg, last_active_ms, stream) \
-                  VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (user_id) DO UPDATE SET \
+                  VALUES ($1, $2, $3, $4, $6) ON CONFLICT (user_id) DO UPDATE SET \
                   presence = excluded.presence, \
-                  status_msg = CASE WHEN ?5 THEN presence.status_msg \
+                  status_msg = CASE WHEN $5 = 1 THEN presence.status_msg \
                                ELSE excluded.status_msg END, \
                   last_active_ms = excluded.last_active_ms, stream = excluded.stream",
             args: vec![
@@ -273,12 +273,12 @@ impl Presence {
 
     /// `user`'s stored row, if any.
     async fn row(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, presence, status_msg, last_active_ms FROM presence WHERE user_id = ?",
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT user_id, presence, status_msg, last_active_ms FROM presence WHERE user_id = $1",
         )
         .bind(user.as_str())
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// `user`'s presence, if ever set.
@@ -295,18 +295,17 @@ impl Presence {
         since: i64,
         upto: i64,
     ) -> Result<Vec<Raw<ruma::events::presence::PresenceEvent>>, StoreError> {
-        let rows: Vec<StoredPresence> = sqlx::query_as(concat!(
+        let rows: Vec<StoredPresence> = on_db!(&self.db, |e| sqlx::query_as(concat!(
             "SELECT user_id, presence, status_msg, last_active_ms FROM presence \
-             WHERE stream > ? AND stream <= ? AND user_id IN (",
-            sharing_a_room_sql!(),
+             WHERE stream > $1 AND stream <= $2 AND user_id IN (",
+            sharing_a_room_sql!("$3", "$3"),
             ") ORDER BY user_id"
         ))
         .bind(since)
         .bind(upto)
         .bind(user.as_str())
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         let rows: Vec<StoredPresence> = {
             let live = lock(&self.live);
             rows.into_iter()
@@ -393,11 +392,13 @@ impl Presence {
 
     /// Learns every user stored as not `offline`.
     async fn restore(&self, config: &PresenceConfig) -> Result<(), StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT user_id, presence, last_active_ms FROM presence WHERE presence != 'offline'",
+        let rows: Vec<(String, String, i64)> = on_db!(&self.db, |e| {
+            sqlx::query_as(
+            "SELECT user_id, presence, last_active_ms FROM presence WHERE presence <> 'offline'",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?
+        });
         let now = self.clock.unix_ms();
         let idle = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut live = lock(&self.live);

@@ -8,27 +8,27 @@ use ruma::events::AnySyncEphemeralRoomEvent;
 use ruma::events::receipt::{Receipt, ReceiptEventContent, ReceiptThread, ReceiptType};
 use ruma::serde::Raw;
 use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedUserId, RoomId, UInt, UserId};
-use sqlx::sqlite::SqlitePool;
 
 use super::{Arg, Upsert, commit_in_room, content_event, now_ms};
 use crate::store::StoreError;
+use crate::store::db::{Db, on_db};
 use crate::stream::StreamWriter;
 
 /// Upserts one receipt: room, user, type, thread, event, time, stream position.
 const PUT: &str = "INSERT INTO receipts (room_id, user_id, type, thread, event_id, ts, stream) \
-     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, type, thread) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, type, thread) \
      DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream = excluded.stream";
 
 /// The receipt store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Receipts {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
 }
 
 impl Receipts {
-    pub(super) fn new(pool: SqlitePool, stream: StreamWriter) -> Self {
-        Self { pool, stream }
+    pub(super) fn new(db: Db, stream: StreamWriter) -> Self {
+        Self { db, stream }
     }
 
     /// Records `user`'s receipt of `kind` for `event` in `room`, replacing their previous one
@@ -66,18 +66,19 @@ impl Receipts {
         since: i64,
         upto: i64,
     ) -> Result<Option<Raw<AnySyncEphemeralRoomEvent>>, StoreError> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT user_id, type, thread, event_id, ts FROM receipts \
-             WHERE room_id = ? AND stream > ? AND stream <= ? AND (type = ? OR user_id = ?) \
+        let rows: Vec<(String, String, String, String, i64)> =
+            on_db!(&self.db, |e| sqlx::query_as(
+                "SELECT user_id, type, thread, event_id, ts FROM receipts \
+             WHERE room_id = $1 AND stream > $2 AND stream <= $3 AND (type = $4 OR user_id = $5) \
              ORDER BY stream",
-        )
-        .bind(room.as_str())
-        .bind(since)
-        .bind(upto)
-        .bind(ReceiptType::Read.as_str())
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+            )
+            .bind(room.as_str())
+            .bind(since)
+            .bind(upto)
+            .bind(ReceiptType::Read.as_str())
+            .bind(user.as_str())
+            .fetch_all(e)
+            .await?);
         if rows.is_empty() {
             return Ok(None);
         }
@@ -111,15 +112,15 @@ impl Receipts {
         user: &UserId,
         room: &RoomId,
     ) -> Result<Option<OwnedEventId>, StoreError> {
-        let event: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM receipts WHERE room_id = ? AND user_id = ? AND type = ? \
+        let event: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 AND type = $3 \
              AND thread IN ('', 'main') ORDER BY stream DESC LIMIT 1",
         )
         .bind(room.as_str())
         .bind(user.as_str())
         .bind(ReceiptType::Read.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(e)
+        .await?);
         Ok(event.and_then(|e| e.try_into().ok()))
     }
 }
@@ -128,51 +129,60 @@ impl Receipts {
 mod tests {
     use ruma::{event_id, room_id, user_id};
 
-    use super::super::test_support::fixture;
+    use super::super::test_support::fixture_on;
     use super::*;
+    use crate::store::tests::Place;
 
-    #[tokio::test]
-    async fn private_receipts_are_seen_by_their_author_only() {
-        let f = fixture().await;
-        let r = f.data.receipts();
-        let room = room_id!("!r:example.com");
-        let (alice, bob) = (user_id!("@alice:example.com"), user_id!("@bob:example.com"));
-        let unthreaded = ReceiptThread::Unthreaded;
-        let p1 = r
-            .set(
-                room,
-                alice,
-                &ReceiptType::Read,
-                &unthreaded,
-                event_id!("$e1"),
-                vec![],
-            )
-            .await
-            .unwrap();
-        let p2 = r
-            .set(
-                room,
-                alice,
-                &ReceiptType::ReadPrivate,
-                &unthreaded,
-                event_id!("$e2"),
-                vec![],
-            )
-            .await
-            .unwrap();
-        let seen_by = |user| r.changes(user, room, 0, p2);
-        let bob_sees = seen_by(bob).await.unwrap().unwrap();
-        let content: ReceiptEventContent = bob_sees.get_field("content").unwrap().unwrap();
-        assert_eq!(content.0.len(), 1);
-        assert!(content.user_receipt(alice, ReceiptType::Read).is_some());
-        let alice_sees = seen_by(alice).await.unwrap().unwrap();
-        let content: ReceiptEventContent = alice_sees.get_field("content").unwrap().unwrap();
-        assert_eq!(content.0.len(), 2);
-        assert!(r.changes(bob, room, p1, p2).await.unwrap().is_none());
-        assert_eq!(
-            r.read_receipt(alice, room).await.unwrap().as_deref(),
-            Some(event_id!("$e1"))
-        );
-        assert!(r.read_receipt(bob, room).await.unwrap().is_none());
+    mod cases {
+        use super::*;
+
+        pub(super) async fn private_receipts_are_seen_by_their_author_only(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let f = fixture_on(place).await?;
+            let r = f.data.receipts();
+            let room = room_id!("!r:example.com");
+            let (alice, bob) = (user_id!("@alice:example.com"), user_id!("@bob:example.com"));
+            let unthreaded = ReceiptThread::Unthreaded;
+            let p1 = r
+                .set(
+                    room,
+                    alice,
+                    &ReceiptType::Read,
+                    &unthreaded,
+                    event_id!("$e1"),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let p2 = r
+                .set(
+                    room,
+                    alice,
+                    &ReceiptType::ReadPrivate,
+                    &unthreaded,
+                    event_id!("$e2"),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let seen_by = |user| r.changes(user, room, 0, p2);
+            let bob_sees = seen_by(bob).await.unwrap().unwrap();
+            let content: ReceiptEventContent = bob_sees.get_field("content").unwrap().unwrap();
+            assert_eq!(content.0.len(), 1);
+            assert!(content.user_receipt(alice, ReceiptType::Read).is_some());
+            let alice_sees = seen_by(alice).await.unwrap().unwrap();
+            let content: ReceiptEventContent = alice_sees.get_field("content").unwrap().unwrap();
+            assert_eq!(content.0.len(), 2);
+            assert!(r.changes(bob, room, p1, p2).await.unwrap().is_none());
+            assert_eq!(
+                r.read_receipt(alice, room).await.unwrap().as_deref(),
+                Some(event_id!("$e1"))
+            );
+            assert!(r.read_receipt(bob, room).await.unwrap().is_none());
+            Ok(())
+        }
     }
+
+    crate::store::tests::on_both_backends!(cases: [private_receipts_are_seen_by_their_author_only]);
 }

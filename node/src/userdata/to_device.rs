@@ -13,17 +13,17 @@ use ruma::serde::Raw;
 use ruma::to_device::DeviceIdOrAllDevices;
 use ruma::{DeviceId, OwnedServerName, TransactionId, UserId};
 use serde_json::value::RawValue;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::{Write, commit, raw, to_json};
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+use crate::store::db::{Conn, Db, on_conn, on_db};
 use crate::stream::StreamWriter;
 
 /// The to-device store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ToDevice {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
     accounts: AccountStore,
     server_name: OwnedServerName,
@@ -31,13 +31,13 @@ pub struct ToDevice {
 
 impl ToDevice {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Db,
         stream: StreamWriter,
         accounts: AccountStore,
         server_name: OwnedServerName,
     ) -> Self {
         Self {
-            pool,
+            db,
             stream,
             accounts,
             server_name,
@@ -94,14 +94,15 @@ impl ToDevice {
         device: &DeviceId,
         txn: &TransactionId,
     ) -> Result<bool, StoreError> {
-        let row: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM to_device_txns WHERE sender = ? AND device_id = ? AND txn_id = ?",
+        let row: Option<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT txn_id FROM to_device_txns \
+             WHERE sender = $1 AND device_id = $2 AND txn_id = $3",
         )
         .bind(sender.as_str())
         .bind(device.as_str())
         .bind(txn.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(e)
+        .await?);
         Ok(row.is_some())
     }
 
@@ -115,24 +116,25 @@ impl ToDevice {
         upto: i64,
     ) -> Result<Vec<Raw<AnyToDeviceEvent>>, StoreError> {
         if since > 0 {
-            sqlx::query(
-                "DELETE FROM to_device WHERE user_id = ? AND device_id = ? AND stream <= ?",
+            on_db!(&self.db, |e| sqlx::query(
+                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream <= $3",
             )
             .bind(user.as_str())
             .bind(device.as_str())
             .bind(since)
-            .execute(&self.pool)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
         }
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT json FROM to_device WHERE user_id = ? AND device_id = ? AND stream <= ? \
+        let rows: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT json FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream <= $3 \
              ORDER BY stream, id",
         )
         .bind(user.as_str())
         .bind(device.as_str())
         .bind(upto)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         rows.into_iter().map(raw).collect()
     }
 }
@@ -163,30 +165,31 @@ struct Send {
 }
 
 impl Write for Send {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
-        let fresh = sqlx::query(
-            "INSERT INTO to_device_txns (sender, device_id, txn_id) VALUES (?, ?, ?) \
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
+        let fresh = on_conn!(&mut conn, |e| sqlx::query(
+            "INSERT INTO to_device_txns (sender, device_id, txn_id) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&self.sender)
         .bind(&self.sender_device)
         .bind(&self.txn)
-        .execute(&mut *conn)
+        .execute(e)
         .await?
-        .rows_affected();
+        .rows_affected());
         if fresh == 0 {
             return Ok(());
         }
         for (user, device, json) in &self.rows {
-            sqlx::query(
-                "INSERT INTO to_device (user_id, device_id, stream, json) VALUES (?, ?, ?, ?)",
+            on_conn!(&mut conn, |e| sqlx::query(
+                "INSERT INTO to_device (user_id, device_id, stream, json) VALUES ($1, $2, $3, $4)",
             )
             .bind(user)
             .bind(device)
             .bind(pos)
             .bind(json)
-            .execute(&mut *conn)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
         }
         Ok(())
     }
@@ -198,87 +201,96 @@ mod tests {
 
     use ruma::{device_id, owned_device_id, owned_user_id, user_id};
 
-    use super::super::test_support::fixture;
+    use super::super::test_support::fixture_on;
     use super::*;
     use crate::store::accounts::{NewAccount, NewDevice};
+    use crate::store::tests::Place;
 
-    #[tokio::test]
-    async fn a_transaction_is_delivered_once_and_deleted_after_the_next_sync() {
-        let f = fixture().await;
-        let accounts = AccountStore::new(f.pool.clone());
-        let bob = NewAccount {
-            localpart: "bob",
-            password_hash: None,
-            external_subject: None,
-        };
-        for (i, id) in ["B1", "B2"].into_iter().enumerate() {
-            let device = NewDevice {
-                device_id: id,
-                display_name: None,
-                token_hash: &[u8::try_from(i).unwrap(); 32],
+    mod cases {
+        use super::*;
+
+        pub(super) async fn a_transaction_is_delivered_once_and_deleted_after_the_next_sync(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let f = fixture_on(place).await?;
+            let accounts = AccountStore::new(f.db.clone());
+            let bob = NewAccount {
+                localpart: "bob",
+                password_hash: None,
+                external_subject: None,
             };
-            if i == 0 {
-                accounts.create_account(bob, Some(device), 1).await.unwrap();
-            } else {
-                accounts.login_device("bob", device, 1).await.unwrap();
+            for (i, id) in ["B1", "B2"].into_iter().enumerate() {
+                let device = NewDevice {
+                    device_id: id,
+                    display_name: None,
+                    token_hash: &[u8::try_from(i).unwrap(); 32],
+                };
+                if i == 0 {
+                    accounts.create_account(bob, Some(device), 1).await.unwrap();
+                } else {
+                    accounts.login_device("bob", device, 1).await.unwrap();
+                }
             }
-        }
-        let td = f.data.to_device();
-        let content: Raw<_> = Raw::from_json_string(r#"{"n":1}"#.to_owned()).unwrap();
-        let messages: Messages = BTreeMap::from([(
-            owned_user_id!("@bob:example.com"),
-            BTreeMap::from([
-                (
-                    DeviceIdOrAllDevices::DeviceId(owned_device_id!("B1")),
-                    content.clone(),
-                ),
-                (
-                    DeviceIdOrAllDevices::DeviceId(owned_device_id!("GONE")),
-                    content,
-                ),
-            ]),
-        )]);
-        let (alice, adev) = (user_id!("@alice:example.com"), device_id!("A"));
-        let txn: &TransactionId = "t1".into();
-        td.send(alice, adev, txn, "m.test", &messages)
-            .await
-            .unwrap();
-        td.send(alice, adev, txn, "m.test", &messages)
-            .await
-            .unwrap();
-        let upto = f.stream.visible();
+            let td = f.data.to_device();
+            let content: Raw<_> = Raw::from_json_string(r#"{"n":1}"#.to_owned()).unwrap();
+            let messages: Messages = BTreeMap::from([(
+                owned_user_id!("@bob:example.com"),
+                BTreeMap::from([
+                    (
+                        DeviceIdOrAllDevices::DeviceId(owned_device_id!("B1")),
+                        content.clone(),
+                    ),
+                    (
+                        DeviceIdOrAllDevices::DeviceId(owned_device_id!("GONE")),
+                        content,
+                    ),
+                ]),
+            )]);
+            let (alice, adev) = (user_id!("@alice:example.com"), device_id!("A"));
+            let txn: &TransactionId = "t1".into();
+            td.send(alice, adev, txn, "m.test", &messages)
+                .await
+                .unwrap();
+            td.send(alice, adev, txn, "m.test", &messages)
+                .await
+                .unwrap();
+            let upto = f.visible();
 
-        let bob = user_id!("@bob:example.com");
-        let got = td.take(bob, device_id!("B1"), 0, upto).await.unwrap();
-        assert_eq!(
-            got.len(),
-            1,
-            "the repeated transaction is not delivered again"
-        );
-        assert_eq!(
-            got[0].get_field::<String>("type").unwrap().as_deref(),
-            Some("m.test")
-        );
-        assert_eq!(
-            got[0].get_field::<String>("sender").unwrap().as_deref(),
-            Some("@alice:example.com")
-        );
-        assert!(
-            td.take(bob, device_id!("B2"), 0, upto)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        // Until a sync past them, they stay; then they are gone.
-        assert_eq!(
-            td.take(bob, device_id!("B1"), 0, upto).await.unwrap().len(),
-            1
-        );
-        assert!(
-            td.take(bob, device_id!("B1"), upto, upto)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+            let bob = user_id!("@bob:example.com");
+            let got = td.take(bob, device_id!("B1"), 0, upto).await.unwrap();
+            assert_eq!(
+                got.len(),
+                1,
+                "the repeated transaction is not delivered again"
+            );
+            assert_eq!(
+                got[0].get_field::<String>("type").unwrap().as_deref(),
+                Some("m.test")
+            );
+            assert_eq!(
+                got[0].get_field::<String>("sender").unwrap().as_deref(),
+                Some("@alice:example.com")
+            );
+            assert!(
+                td.take(bob, device_id!("B2"), 0, upto)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // Until a sync past them, they stay; then they are gone.
+            assert_eq!(
+                td.take(bob, device_id!("B1"), 0, upto).await.unwrap().len(),
+                1
+            );
+            assert!(
+                td.take(bob, device_id!("B1"), upto, upto)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            Ok(())
+        }
     }
+
+    crate::store::tests::on_both_backends!(cases: [a_transaction_is_delivered_once_and_deleted_after_the_next_sync]);
 }

@@ -6,7 +6,25 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{DOMAIN, TestNode};
+use super::{DOMAIN, NodeProcess, TestNode};
+
+/// A node these helpers talk to: in this process ([`TestNode`]) or a node program
+/// ([`NodeProcess`], several of them in a cluster).
+pub(crate) trait Served {
+    fn addr(&self) -> std::net::SocketAddr;
+}
+
+impl Served for TestNode {
+    fn addr(&self) -> std::net::SocketAddr {
+        TestNode::addr(self)
+    }
+}
+
+impl Served for NodeProcess {
+    fn addr(&self) -> std::net::SocketAddr {
+        NodeProcess::addr(self)
+    }
+}
 
 /// `/_matrix/client/v3`.
 pub(crate) const V3: &str = "/_matrix/client/v3";
@@ -14,7 +32,7 @@ pub(crate) const V3: &str = "/_matrix/client/v3";
 /// One HTTP/1.1 request: status and JSON body (`Null` if empty, a JSON string if the body is
 /// not JSON). `body` is sent as is, with `Content-Type: application/json`.
 pub(crate) async fn call(
-    node: &TestNode,
+    node: &impl Served,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -99,38 +117,48 @@ pub(crate) async fn woken<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 /// `GET` with `token`.
-pub(crate) async fn get(node: &TestNode, path: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn get(node: &impl Served, path: &str, token: &str) -> (u16, Value) {
     call(node, "GET", path, Some(token), None).await
 }
 
 /// `POST` of `body` with `token`.
-pub(crate) async fn post(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(
+    node: &impl Served,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     send(node, "POST", path, Some(token), body).await
 }
 
 /// `PUT` of `body` with `token`.
-pub(crate) async fn put(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn put(node: &impl Served, path: &str, token: &str, body: &Value) -> (u16, Value) {
     send(node, "PUT", path, Some(token), body).await
 }
 
 /// `DELETE` with `body` and `token`.
-pub(crate) async fn delete(node: &TestNode, path: &str, token: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn delete(
+    node: &impl Served,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     send(node, "DELETE", path, Some(token), body).await
 }
 
 /// `GET` without an access token.
-pub(crate) async fn anon_get(node: &TestNode, path: &str) -> (u16, Value) {
+pub(crate) async fn anon_get(node: &impl Served, path: &str) -> (u16, Value) {
     call(node, "GET", path, None, None).await
 }
 
 /// `POST` of `body` without an access token.
-pub(crate) async fn anon_post(node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn anon_post(node: &impl Served, path: &str, body: &Value) -> (u16, Value) {
     send(node, "POST", path, None, body).await
 }
 
 /// A request with a JSON body.
 async fn send(
-    node: &TestNode,
+    node: &impl Served,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -180,22 +208,22 @@ impl Session {
     }
 
     /// `GET {V3}{path}`.
-    pub(crate) async fn get(&self, node: &TestNode, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, node: &impl Served, path: &str) -> (u16, Value) {
         get(node, &format!("{V3}{path}"), &self.token).await
     }
 
     /// `PUT {V3}{path}`.
-    pub(crate) async fn put(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, node: &impl Served, path: &str, body: &Value) -> (u16, Value) {
         put(node, &format!("{V3}{path}"), &self.token, body).await
     }
 
     /// `POST {V3}{path}`.
-    pub(crate) async fn post(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, node: &impl Served, path: &str, body: &Value) -> (u16, Value) {
         post(node, &format!("{V3}{path}"), &self.token, body).await
     }
 
     /// `POST {V3}{path}` with no body at all.
-    pub(crate) async fn post_empty(&self, node: &TestNode, path: &str) -> (u16, Value) {
+    pub(crate) async fn post_empty(&self, node: &impl Served, path: &str) -> (u16, Value) {
         call(
             node,
             "POST",
@@ -207,18 +235,23 @@ impl Session {
     }
 
     /// `DELETE {V3}{path}`.
-    pub(crate) async fn delete(&self, node: &TestNode, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn delete(
+        &self,
+        node: &impl Served,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         delete(node, &format!("{V3}{path}"), &self.token, body).await
     }
 }
 
 /// Registers `name` (password `pw-<name>`) through the dummy flow; returns the access token.
-pub(crate) async fn register(node: &TestNode, name: &str) -> String {
+pub(crate) async fn register(node: &impl Served, name: &str) -> String {
     register_session(node, name).await.token
 }
 
 /// Registers `name` (password `pw-<name>`) through the dummy flow; returns its first device.
-pub(crate) async fn register_session(node: &TestNode, name: &str) -> Session {
+pub(crate) async fn register_session(node: &impl Served, name: &str) -> Session {
     let path = format!("{V3}/register");
     let req = json!({"username": name, "password": format!("pw-{name}")});
     let (status, uia) = anon_post(node, &path, &req).await;
@@ -241,7 +274,7 @@ pub(crate) fn password_login(user: &str, password: &str) -> Value {
 }
 
 /// Logs `user` in with `password` on a new device; returns the 200 answer's body.
-pub(crate) async fn login_with(node: &TestNode, user: &str, password: &str) -> Value {
+pub(crate) async fn login_with(node: &impl Served, user: &str, password: &str) -> Value {
     ok(anon_post(
         node,
         &format!("{V3}/login"),
@@ -251,7 +284,7 @@ pub(crate) async fn login_with(node: &TestNode, user: &str, password: &str) -> V
 }
 
 /// Logs `name` (registered with [`register`]) in on a new device.
-pub(crate) async fn login(node: &TestNode, name: &str) -> Session {
+pub(crate) async fn login(node: &impl Served, name: &str) -> Session {
     Session::from_login(&login_with(node, name, &format!("pw-{name}")).await)
 }
 
@@ -261,18 +294,18 @@ pub(crate) fn room_path(room: &str, rest: &str) -> String {
 }
 
 /// `POST /rooms/{room}/invite` of `user` (a full user ID) by `token`.
-pub(crate) async fn invite(node: &TestNode, token: &str, room: &str, user: &str) {
+pub(crate) async fn invite(node: &impl Served, token: &str, room: &str, user: &str) {
     let body = json!({"user_id": user});
     ok(post(node, &room_path(room, "invite"), token, &body).await);
 }
 
 /// `POST /rooms/{room}/join` by `token`.
-pub(crate) async fn join(node: &TestNode, token: &str, room: &str) {
+pub(crate) async fn join(node: &impl Served, token: &str, room: &str) {
     ok(post(node, &room_path(room, "join"), token, &json!({})).await);
 }
 
 /// `GET /sync` with `since` (if any) and no waiting; returns the body.
-pub(crate) async fn sync(node: &TestNode, token: &str, since: Option<&str>) -> Value {
+pub(crate) async fn sync(node: &impl Served, token: &str, since: Option<&str>) -> Value {
     let path = match since {
         Some(since) => format!("{V3}/sync?timeout=0&since={since}"),
         None => format!("{V3}/sync?timeout=0"),
@@ -286,7 +319,7 @@ pub(crate) fn next_batch(body: &Value) -> String {
 }
 
 /// Registers alice and creates a room of hers with `body`: her token and the room ID.
-pub(crate) async fn room_of_alice(node: &TestNode, body: &Value) -> (String, String) {
+pub(crate) async fn room_of_alice(node: &impl Served, body: &Value) -> (String, String) {
     let alice = register(node, "alice").await;
     let room = create_room(node, &alice, body).await;
     (alice, room)
@@ -294,7 +327,7 @@ pub(crate) async fn room_of_alice(node: &TestNode, body: &Value) -> (String, Str
 
 /// `GET /rooms/{room}/event/{event}`.
 pub(crate) async fn get_event(
-    node: &TestNode,
+    node: &impl Served,
     token: &str,
     room: &str,
     event: &str,
@@ -316,7 +349,7 @@ pub(crate) fn event_ids(events: &[Value]) -> Vec<String> {
 }
 
 /// `POST /createRoom` with `body`; returns the room ID.
-pub(crate) async fn create_room(node: &TestNode, token: &str, body: &Value) -> String {
+pub(crate) async fn create_room(node: &impl Served, token: &str, body: &Value) -> String {
     let created = ok(post(node, &format!("{V3}/createRoom"), token, body).await);
     created["room_id"].as_str().expect("room_id").to_owned()
 }
@@ -333,7 +366,7 @@ pub(crate) fn text(body: &str) -> Value {
 
 /// Sends an `m.room.message` text with transaction ID `txn`; returns the event ID.
 pub(crate) async fn send_text(
-    node: &TestNode,
+    node: &impl Served,
     token: &str,
     room: &str,
     txn: &str,
@@ -344,12 +377,12 @@ pub(crate) async fn send_text(
 }
 
 /// `GET /rooms/{room}/messages?{query}`.
-pub(crate) async fn messages(node: &TestNode, token: &str, room: &str, query: &str) -> Value {
+pub(crate) async fn messages(node: &impl Served, token: &str, room: &str, query: &str) -> Value {
     ok(get(node, &room_path(room, &format!("messages?{query}")), token).await)
 }
 
 /// Every event of a room, oldest first, read backwards from the newest in pages of 100.
-pub(crate) async fn whole_history(node: &TestNode, token: &str, room: &str) -> Vec<Value> {
+pub(crate) async fn whole_history(node: &impl Served, token: &str, room: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut query = "dir=b&limit=100".to_owned();
     loop {
@@ -374,7 +407,7 @@ pub(crate) fn bodies(events: &[Value]) -> Vec<String> {
 }
 
 /// A matrix-sdk client of the node, not logged in.
-pub(crate) async fn sdk_client(node: &TestNode) -> Client {
+pub(crate) async fn sdk_client(node: &impl Served) -> Client {
     Client::builder()
         .homeserver_url(format!("http://{}", node.addr()))
         .build()
@@ -383,7 +416,7 @@ pub(crate) async fn sdk_client(node: &TestNode) -> Client {
 }
 
 /// A matrix-sdk client of the node, logged in as `name` (registered with [`register`]).
-pub(crate) async fn sdk_login(node: &TestNode, name: &str) -> Client {
+pub(crate) async fn sdk_login(node: &impl Served, name: &str) -> Client {
     let client = sdk_client(node).await;
     sdk_password_login(&client, name).await;
     client
@@ -447,7 +480,7 @@ pub(crate) fn urlencode(s: &str) -> String {
 /// A matrix-sdk client of the node logged in as `name` (registered with [`register`]) that
 /// bootstraps cross-signing when it logs in (uploading its master, self-signing and user-signing
 /// keys, and signing its device with them); returns once that is done.
-pub(crate) async fn sdk_login_cross_signing(node: &TestNode, name: &str) -> Client {
+pub(crate) async fn sdk_login_cross_signing(node: &impl Served, name: &str) -> Client {
     let settings = matrix_sdk::encryption::EncryptionSettings {
         auto_enable_cross_signing: true,
         ..Default::default()

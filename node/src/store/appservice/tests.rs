@@ -1,12 +1,13 @@
 //! The queue's own file: rows an older node left in `rethink.db` are moved to `appservice.db`
 //! (nothing queued is lost by the upgrade), and a queue write does not wait for `rethink.db`'s
-//! write lock.
+//! write lock; and the queue itself on both backends (`crate::store::tests`).
 
 use sqlx::sqlite::SqliteConnectOptions;
 use tempfile::TempDir;
 
 use super::*;
 use crate::store::sqlite::SqliteStore;
+use crate::store::tests::{Opened, Place};
 
 /// The queue tables as `rethink.db`'s migrations 0009 and 0010 left them.
 const OLD_TABLES: &str = "CREATE TABLE appservice_state (as_id TEXT PRIMARY KEY NOT NULL, \
@@ -100,3 +101,86 @@ async fn queue_writes_do_not_wait_for_the_matrix_write_lock() -> anyhow::Result<
     s.close().await;
     Ok(())
 }
+
+/// The store of an opened place: `appservice.db` and `rethink.db`, or the one PostgreSQL
+/// database.
+fn store_of(opened: &Opened) -> AppserviceStore {
+    match opened {
+        Opened::Sqlite(s) => store(s),
+        Opened::Postgres(s) => AppserviceStore::new(s.pool().clone(), s.pool().clone()),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    /// A service's position, its transaction IDs and its undelivered transactions, across a
+    /// reopen; an ID is never given twice.
+    pub(super) async fn the_queue_keeps_positions_and_transactions(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        let opened = place.open().await?;
+        let q = store_of(&opened);
+        let start = q.position("bridge", 7).await?;
+        assert_eq!(
+            start,
+            AsPosition {
+                stream: 7,
+                bus_seq: 0
+            }
+        );
+        assert_eq!(q.position("bridge", 99).await?.stream, 7, "first seen at 7");
+        let upto = AsPosition {
+            stream: 10,
+            bus_seq: 2,
+        };
+        assert_eq!(
+            q.advance("bridge", &upto, Some(("{\"a\":1}", 3))).await?,
+            Some(1)
+        );
+        let upto = AsPosition {
+            stream: 12,
+            bus_seq: 2,
+        };
+        assert_eq!(q.advance("bridge", &upto, None).await?, None);
+        let upto = AsPosition {
+            stream: 15,
+            bus_seq: 4,
+        };
+        assert_eq!(
+            q.advance("bridge", &upto, Some(("{\"a\":2}", 1))).await?,
+            Some(2)
+        );
+        assert!(q.oldest("other").await?.is_none());
+        opened.close().await;
+
+        let opened = place.open().await?;
+        let q = store_of(&opened);
+        assert_eq!(
+            q.position("bridge", 0).await?,
+            AsPosition {
+                stream: 15,
+                bus_seq: 4
+            }
+        );
+        let oldest = q.oldest("bridge").await?.expect("the first transaction");
+        assert_eq!(
+            (oldest.txn_id, oldest.body.as_str(), oldest.items),
+            (1, "{\"a\":1}", 3)
+        );
+        q.delivered("bridge", 1).await?;
+        assert_eq!(q.oldest("bridge").await?.map(|t| t.txn_id), Some(2));
+        q.delivered("bridge", 2).await?;
+        assert!(q.oldest("bridge").await?.is_none());
+        let upto = AsPosition {
+            stream: 16,
+            bus_seq: 4,
+        };
+        assert_eq!(q.advance("bridge", &upto, Some(("{}", 1))).await?, Some(3));
+        Ok(())
+    }
+}
+
+crate::store::tests::on_both_backends!(
+    cases: [the_queue_keeps_positions_and_transactions],
+);

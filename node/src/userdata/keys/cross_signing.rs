@@ -23,13 +23,13 @@ use ruma::api::client::keys::upload_signatures::v3::SignedKeys;
 use ruma::encryption::{CrossSigningKey, KeyUsage};
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UserId};
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::super::memberships::Memberships;
 use super::super::{Write, commit, raw};
 use super::{record_change, signed};
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
+use crate::store::db::{Conn, Db, on_conn, on_db};
 use crate::stream::StreamWriter;
 
 /// What a cross-signing key is for.
@@ -157,7 +157,7 @@ pub(super) type SignatureRow = (String, String, String, String);
 /// The cross-signing store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CrossSigning {
-    pool: SqlitePool,
+    db: Db,
     stream: StreamWriter,
     memberships: Memberships,
     accounts: AccountStore,
@@ -165,14 +165,14 @@ pub struct CrossSigning {
 
 impl CrossSigning {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Db,
         stream: StreamWriter,
         memberships: Memberships,
         accounts: AccountStore,
     ) -> Self {
         Self {
             accounts,
-            pool,
+            db,
             stream,
             memberships,
         }
@@ -397,13 +397,13 @@ impl CrossSigning {
 
     /// The stored device keys of one device.
     async fn device_keys(&self, user: &UserId, device: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT json FROM device_keys WHERE user_id = ? AND device_id = ?")
-                .bind(user.as_str())
-                .bind(device)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_db!(&self.db, |e| sqlx::query_scalar(
+            "SELECT json FROM device_keys WHERE user_id = $1 AND device_id = $2"
         )
+        .bind(user.as_str())
+        .bind(device)
+        .fetch_optional(e)
+        .await?))
     }
 
     /// The ed25519 keys of a user's devices, as `(ed25519:<device ID>, public key)`.
@@ -411,11 +411,12 @@ impl CrossSigning {
         &self,
         user: &UserId,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT device_id, json FROM device_keys WHERE user_id = ?")
-                .bind(user.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, String)> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT device_id, json FROM device_keys WHERE user_id = $1"
+        )
+        .bind(user.as_str())
+        .fetch_all(e)
+        .await?);
         Ok(rows
             .into_iter()
             .filter_map(|(device, json)| {
@@ -429,13 +430,13 @@ impl CrossSigning {
 
     /// A user's stored keys.
     async fn stored(&self, user: &UserId) -> Result<Vec<(Usage, StoredKey)>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT usage, public_key, json FROM cross_signing_keys WHERE user_id = ? \
+        let rows: Vec<(String, String, String)> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT usage, public_key, json FROM cross_signing_keys WHERE user_id = $1 \
              ORDER BY usage",
         )
         .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(e)
+        .await?);
         Ok(rows
             .into_iter()
             .filter_map(|(usage, public, json)| {
@@ -451,16 +452,15 @@ impl CrossSigning {
         user: &UserId,
         viewer: &UserId,
     ) -> Result<Vec<SignatureRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(&self.db, |e| sqlx::query_as(
             "SELECT target_key, signer_user, signer_key, signature FROM key_signatures \
-             WHERE target_user = ? AND signer_user IN (?, ?) \
+             WHERE target_user = $1 AND signer_user IN ($1, $2) \
              ORDER BY target_key, signer_user, signer_key",
         )
         .bind(user.as_str())
-        .bind(user.as_str())
         .bind(viewer.as_str())
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(e)
+        .await?))
     }
 
     /// Adds `user`'s keys, with the signatures `seen` of them, to `out` (the user-signing key
@@ -550,25 +550,27 @@ struct StoreKeys {
 }
 
 impl Write for StoreKeys {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
         let mut changed = false;
         for (usage, public, json) in &self.keys {
-            let old: Option<(String, String)> = sqlx::query_as(
-                "SELECT public_key, json FROM cross_signing_keys WHERE user_id = ? AND usage = ?",
+            let old: Option<(String, String)> = on_conn!(&mut conn, |e| sqlx::query_as(
+                "SELECT public_key, json FROM cross_signing_keys \
+                 WHERE user_id = $1 AND usage = $2",
             )
             .bind(&self.user)
             .bind(usage)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(e)
+            .await?);
             if old.as_ref().is_some_and(|(_, j)| j == json) {
                 continue;
             }
             if let Some((old_public, _)) = old.filter(|(p, _)| p != public) {
-                drop_signatures_of_key(conn, &self.user, &old_public, *usage == "master").await?;
+                drop_signatures_of_key(&mut conn, &self.user, &old_public, *usage == "master")
+                    .await?;
             }
-            sqlx::query(
+            on_conn!(&mut conn, |e| sqlx::query(
                 "INSERT INTO cross_signing_keys (user_id, usage, public_key, json, stream) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, usage) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, usage) DO UPDATE SET \
                  public_key = excluded.public_key, json = excluded.json, stream = excluded.stream",
             )
             .bind(&self.user)
@@ -576,12 +578,13 @@ impl Write for StoreKeys {
             .bind(public)
             .bind(json)
             .bind(pos)
-            .execute(&mut *conn)
-            .await?;
+            .execute(e)
+            .await?
+            .rows_affected());
             changed = true;
         }
         if changed {
-            record_change(conn, pos, &self.user).await?;
+            record_change(&mut conn, pos, &self.user).await?;
         }
         Ok(())
     }
@@ -589,22 +592,28 @@ impl Write for StoreKeys {
 
 /// Deletes the signatures a replaced key of `user` made, and, for a master key, those it got.
 async fn drop_signatures_of_key(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     user: &str,
     public: &str,
     master: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM key_signatures WHERE signer_user = ? AND signer_key = ?")
-        .bind(user)
-        .bind(format!("ed25519:{public}"))
-        .execute(&mut *conn)
-        .await?;
+    on_conn!(&mut *conn, |e| sqlx::query(
+        "DELETE FROM key_signatures WHERE signer_user = $1 AND signer_key = $2"
+    )
+    .bind(user)
+    .bind(format!("ed25519:{public}"))
+    .execute(e)
+    .await?
+    .rows_affected());
     if master {
-        sqlx::query("DELETE FROM key_signatures WHERE target_user = ? AND target_key = ?")
-            .bind(user)
-            .bind(public)
-            .execute(&mut *conn)
-            .await?;
+        on_conn!(&mut *conn, |e| sqlx::query(
+            "DELETE FROM key_signatures WHERE target_user = $1 AND target_key = $2"
+        )
+        .bind(user)
+        .bind(public)
+        .execute(e)
+        .await?
+        .rows_affected());
     }
     Ok(())
 }
@@ -615,30 +624,31 @@ struct StoreSignatures {
 }
 
 impl Write for StoreSignatures {
-    async fn apply(self, conn: &mut SqliteConnection, pos: i64) -> Result<(), sqlx::Error> {
+    async fn apply(self, mut conn: Conn<'_>, pos: i64) -> Result<(), sqlx::Error> {
         let mut changed = BTreeSet::new();
         for (target, (key, signer, signer_key, signature)) in &self.rows {
-            let done = sqlx::query(
+            let done = on_conn!(&mut conn, |e| sqlx::query(
                 "INSERT INTO key_signatures \
                  (target_user, target_key, signer_user, signer_key, signature) \
-                 VALUES (?, ?, ?, ?, ?) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (target_user, target_key, signer_user, signer_key) \
                  DO UPDATE SET signature = excluded.signature \
-                 WHERE signature != excluded.signature",
+                 WHERE key_signatures.signature <> excluded.signature",
             )
             .bind(target)
             .bind(key)
             .bind(signer)
             .bind(signer_key)
             .bind(signature)
-            .execute(&mut *conn)
-            .await?;
-            if done.rows_affected() > 0 {
+            .execute(e)
+            .await?
+            .rows_affected());
+            if done > 0 {
                 changed.insert(target);
             }
         }
         for target in changed {
-            record_change(conn, pos, target).await?;
+            record_change(&mut conn, pos, target).await?;
         }
         Ok(())
     }
@@ -646,20 +656,20 @@ impl Write for StoreSignatures {
 
 /// Deletes the signatures of and by deleted devices of `user`.
 pub(super) async fn devices_deleted(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     user: &str,
     device: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM key_signatures WHERE (target_user = ? AND target_key = ?) \
-         OR (signer_user = ? AND signer_key = ?)",
+    on_conn!(conn, |e| sqlx::query(
+        "DELETE FROM key_signatures WHERE (target_user = $1 AND target_key = $2) \
+         OR (signer_user = $1 AND signer_key = $3)",
     )
     .bind(user)
     .bind(device)
-    .bind(user)
     .bind(format!("ed25519:{device}"))
-    .execute(conn)
-    .await?;
+    .execute(e)
+    .await?
+    .rows_affected());
     Ok(())
 }
 

@@ -148,9 +148,8 @@ fn changes(shared: &[Shared], since: i64, upto: i64) -> DeviceListChanges {
 
 #[cfg(test)]
 mod tests {
-    use ruma::{owned_user_id, user_id};
+    use ruma::owned_user_id;
 
-    use super::super::super::test_support::{fixture, join};
     use super::*;
 
     const SINCE: i64 = 10;
@@ -252,65 +251,80 @@ mod tests {
         assert_eq!(names(&c.left), ["bob"]);
     }
 
-    async fn encrypt(pool: &sqlx::SqlitePool, room: &str, pos: i64) {
-        sqlx::query(
-            "INSERT INTO room_state (room_id, type, state_key, event_id, stream) \
-             VALUES (?, 'm.room.encryption', '', ?, ?)",
-        )
-        .bind(room)
-        .bind(format!("$enc{pos}"))
-        .bind(pos)
-        .execute(pool)
-        .await
-        .unwrap();
-    }
+    mod cases {
+        use ruma::user_id;
 
-    async fn set(pool: &sqlx::SqlitePool, room: &str, user: &str, membership: &str, pos: i64) {
-        sqlx::query(
-            "UPDATE memberships SET membership = ?, stream = ? WHERE room_id = ? AND user_id = ?",
-        )
-        .bind(membership)
-        .bind(pos)
-        .bind(room)
-        .bind(user)
-        .execute(pool)
-        .await
-        .unwrap();
-    }
+        use super::super::super::super::test_support::{Fixture, fixture_on};
+        use crate::store::db::on_db;
+        use crate::store::tests::Place;
 
-    #[tokio::test]
-    async fn the_store_reads_encrypted_rooms_only() {
-        let f = fixture().await;
-        let keys = f.data.keys();
-        let (alice, bob, carol) = (
-            user_id!("@alice:example.com"),
-            user_id!("@bob:example.com"),
-            user_id!("@carol:example.com"),
-        );
-        for (room, user) in [
-            ("!e:example.com", alice),
-            ("!e:example.com", bob),
-            ("!p:example.com", alice),
-            ("!p:example.com", carol),
-        ] {
-            join(&f.pool, room, user.as_str()).await;
+        async fn encrypt(f: &Fixture, room: &str, pos: i64) {
+            on_db!(&f.db, |e| sqlx::query(
+                "INSERT INTO room_state (room_id, type, state_key, event_id, stream) \
+                 VALUES ($1, 'm.room.encryption', '', $2, $3)",
+            )
+            .bind(room)
+            .bind(format!("$enc{pos}"))
+            .bind(pos)
+            .execute(e)
+            .await
+            .unwrap()
+            .rows_affected());
         }
-        encrypt(&f.pool, "!e:example.com", 1).await;
-        set(&f.pool, "!e:example.com", bob.as_str(), "join", 5).await;
-        set(&f.pool, "!p:example.com", carol.as_str(), "join", 6).await;
-        let c = keys.shared_room_changes(alice, 2, 10).await.unwrap();
-        assert_eq!(c.changed, [bob], "carol joined a room without encryption");
-        assert!(c.left.is_empty());
 
-        set(&f.pool, "!e:example.com", bob.as_str(), "leave", 12).await;
-        set(&f.pool, "!p:example.com", carol.as_str(), "leave", 13).await;
-        let c = keys.shared_room_changes(alice, 10, 20).await.unwrap();
-        assert!(c.changed.is_empty());
-        assert_eq!(c.left, [bob]);
-        assert_eq!(
-            keys.shared_room_changes(bob, 10, 20).await.unwrap().left,
-            [alice],
-            "seen from the one who left"
-        );
+        async fn set(f: &Fixture, room: &str, user: &str, membership: &str, pos: i64) {
+            on_db!(&f.db, |e| sqlx::query(
+                "UPDATE memberships SET membership = $1, stream = $2 \
+                 WHERE room_id = $3 AND user_id = $4",
+            )
+            .bind(membership)
+            .bind(pos)
+            .bind(room)
+            .bind(user)
+            .execute(e)
+            .await
+            .unwrap()
+            .rows_affected());
+        }
+
+        pub(super) async fn the_store_reads_encrypted_rooms_only(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let f = fixture_on(place).await?;
+            let keys = f.data.keys();
+            let (alice, bob, carol) = (
+                user_id!("@alice:example.com"),
+                user_id!("@bob:example.com"),
+                user_id!("@carol:example.com"),
+            );
+            for (room, user) in [
+                ("!e:example.com", alice),
+                ("!e:example.com", bob),
+                ("!p:example.com", alice),
+                ("!p:example.com", carol),
+            ] {
+                f.join(room, user.as_str()).await;
+            }
+            encrypt(&f, "!e:example.com", 1).await;
+            set(&f, "!e:example.com", bob.as_str(), "join", 5).await;
+            set(&f, "!p:example.com", carol.as_str(), "join", 6).await;
+            let c = keys.shared_room_changes(alice, 2, 10).await?;
+            assert_eq!(c.changed, [bob], "carol joined a room without encryption");
+            assert!(c.left.is_empty());
+
+            set(&f, "!e:example.com", bob.as_str(), "leave", 12).await;
+            set(&f, "!p:example.com", carol.as_str(), "leave", 13).await;
+            let c = keys.shared_room_changes(alice, 10, 20).await?;
+            assert!(c.changed.is_empty());
+            assert_eq!(c.left, [bob]);
+            assert_eq!(
+                keys.shared_room_changes(bob, 10, 20).await?.left,
+                [alice],
+                "seen from the one who left"
+            );
+            Ok(())
+        }
     }
+
+    crate::store::tests::on_both_backends!(cases: [the_store_reads_encrypted_rooms_only]);
 }
