@@ -9,6 +9,7 @@ mod support;
 mod allocation;
 mod appservice;
 mod appservice_bench;
+mod appservice_cluster;
 mod appservice_ephemeral;
 mod appservice_mautrix;
 mod appservice_rate_limit;

@@ -68,19 +68,6 @@ pub enum Conn<'c> {
     Postgres(&'c mut PgConnection),
 }
 
-impl Conn<'_> {
-    /// The SQLite connection, for a write not yet ported to PostgreSQL: an error on the
-    /// PostgreSQL backend.
-    pub fn sqlite(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
-        match self {
-            Conn::Sqlite(conn) => Ok(conn),
-            Conn::Postgres(_) => Err(sqlx::Error::Configuration(
-                "this Matrix write is not available on PostgreSQL yet".into(),
-            )),
-        }
-    }
-}
-
 impl Tx {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -121,7 +108,6 @@ macro_rules! on_tx {
 
 /// Runs `$body` with `$e` bound to the connection of a `&mut Conn` (`&mut SqliteConnection` or
 /// `&mut PgConnection`; reborrow it with `&mut *e` to use it more than once).
-#[allow(unused_macros)] // used once the Matrix writes are ported
 macro_rules! on_conn {
     ($conn:expr, |$e:ident| $body:expr) => {
         match $conn {
@@ -137,5 +123,4 @@ macro_rules! on_conn {
     };
 }
 
-#[allow(unused_imports)]
 pub(crate) use {on_conn, on_db, on_tx};
