@@ -425,6 +425,7 @@ impl RunningNode {
                 .follow_reloads(followed_dirs(&node, &policy))
                 .await?;
             cluster.follow_stream(node.stream()).await?;
+            cluster.follow_typing(node.userdata().typing()).await?;
         }
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();

@@ -2,7 +2,8 @@
 //! database (`PG_TEST_URL`) and one NATS server (`NATS_TEST_URL`), a client on each, in one room.
 //! Promises: both nodes report the room's events in one order (`/sync` and `/messages`), however
 //! the sends of the two nodes interleave; a `/sync` long-polling on one node returns within 50 ms
-//! of a send on the other; a transaction retried on the other node is the same event.
+//! of a send on the other; a transaction retried on the other node is the same event; typing
+//! through one node is seen through the other.
 
 use std::time::{Duration, Instant};
 
@@ -208,4 +209,62 @@ async fn a_transaction_retried_on_the_other_node_is_the_same_event() {
         .filter(|e| e["content"]["body"] == "hello")
         .count();
     assert_eq!(hellos, 1, "one event for the transaction");
+}
+
+/// The `user_ids` of the room's typing event in a `/sync` answer, if it has one.
+fn typing_in(body: &Value, room: &str) -> Option<Vec<String>> {
+    let events = body["rooms"]["join"][room]["ephemeral"]["events"].as_array()?;
+    let typing = events.iter().find(|e| e["type"] == "m.typing")?;
+    Some(
+        typing["content"]["user_ids"]
+            .as_array()?
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Long-polls `/sync` on `node` from `since` until the room's typing is `want`; the new token.
+async fn sync_until_typing(
+    node: &NodeProcess,
+    token: &str,
+    room: &str,
+    mut since: String,
+    want: &[String],
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("{V3}/sync?timeout=5000&since={since}");
+        let body = ok(get(node, &path, token).await);
+        since = next_batch(&body);
+        if typing_in(&body, room).as_deref() == Some(want) {
+            return since;
+        }
+        assert!(Instant::now() < deadline, "typing never became {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn typing_on_one_node_is_seen_on_the_other() {
+    let c = cluster(2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    register_session(n1, "alice").await;
+    register_session(n1, "bob").await;
+    let alice = login(n1, "alice").await;
+    let bob = login(n2, "bob").await;
+    let room = create_room(n1, &alice.token, &json!({})).await;
+    invite(n1, &alice.token, &room, &user_id("bob")).await;
+    join(n2, &bob.token, &room).await;
+    let since = next_batch(&sync(n2, &bob.token, None).await);
+    let typing_path = format!("{V3}/rooms/{room}/typing/{}", user_id("alice"));
+    ok(put(
+        n1,
+        &typing_path,
+        &alice.token,
+        &json!({"typing": true, "timeout": 30000}),
+    )
+    .await);
+    let since = sync_until_typing(n2, &bob.token, &room, since, &[user_id("alice")]).await;
+    ok(put(n1, &typing_path, &alice.token, &json!({"typing": false})).await);
+    sync_until_typing(n2, &bob.token, &room, since, &[]).await;
 }

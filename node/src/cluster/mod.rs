@@ -19,6 +19,7 @@
 //! writer takes positions under one row lock, so they are committed in order across the nodes,
 //! and a commit on one node is announced to the others over NATS ([`stream`]), whose writers
 //! then load what they did not write into their caches and wake their `/sync` requests.
+//! Typing notifications, kept in memory by each node, travel over NATS too ([`typing`]).
 
 mod adopt;
 mod link;
@@ -27,6 +28,7 @@ mod metrics;
 mod refusal;
 pub mod reloads;
 pub mod stream;
+pub mod typing;
 
 use std::sync::Arc;
 
@@ -182,6 +184,26 @@ impl Cluster {
         .await
         .map_err(|source| ClusterError::Subscribe {
             subject: stream::STREAM_SUBJECT.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Shares this node's typing notifications with the other nodes (see [`typing`]) until
+    /// the node stops.
+    pub async fn follow_typing(
+        &self,
+        typing: &crate::userdata::Typing,
+    ) -> Result<(), ClusterError> {
+        typing::follow(
+            self.link.nats.clone(),
+            Arc::clone(&self.link.node),
+            typing.clone(),
+            self.stop.clone(),
+        )
+        .await
+        .map_err(|source| ClusterError::Subscribe {
+            subject: typing::TYPING_SUBJECT.to_owned(),
             source,
         })?;
         Ok(())

@@ -52,7 +52,7 @@ pub use presence::{Presence, StoredPresence};
 pub use profiles::{Profile, ProfileField, Profiles};
 pub use receipts::Receipts;
 pub use to_device::ToDevice;
-pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing};
+pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing, TypingNotice};
 
 use crate::clock::Clock;
 use crate::store::StoreError;

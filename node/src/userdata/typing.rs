@@ -3,6 +3,10 @@
 //! global serial and records it as the room's last change, so that `/sync` can tell which
 //! rooms changed since the serial it last saw; the room's joined members are woken.
 //!
+//! In a cluster each node holds its own typing state; a change made through one node is
+//! announced to the others (`cluster::typing`, NATS), which apply it to theirs, each ending it
+//! at its own timer.
+//!
 //! Timeouts are one deadline queue and one task ([`Typing::run_timers`], owned by the node),
 //! not a task per request: a start queues its deadline (a renewal only when it comes sooner), and
 //! the task ends typing whose deadline passed, or queues it again at its renewed deadline.
@@ -39,6 +43,21 @@ pub struct Typing {
     clock: Clock,
     /// Poked on every change (application services' queues watch it).
     changes: Arc<tokio::sync::watch::Sender<()>>,
+    /// In a cluster: where this node's own changes go, for the other nodes
+    /// ([`Typing::announce`]).
+    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<TypingNotice>>>,
+}
+
+/// A typing change made through this node, as the other nodes of a cluster apply it
+/// (`cluster::typing` carries it over NATS).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TypingNotice {
+    pub room: OwnedRoomId,
+    pub user: OwnedUserId,
+    /// `None`: the user stopped typing.
+    pub timeout_ms: Option<u64>,
+    /// The room's joined members, to wake.
+    pub members: Vec<OwnedUserId>,
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +105,21 @@ impl Typing {
             sooner: Arc::new(Notify::new()),
             clock,
             changes: Arc::new(tokio::sync::watch::Sender::new(())),
+            outbound: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// From now on, every change made through [`Typing::set`] is also handed to the returned
+    /// receiver (once per node: the cluster's link to the other nodes).
+    pub fn announce(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<TypingNotice>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.outbound.set(tx).ok().map(|()| rx)
+    }
+
+    /// Applies a change another node announced (not announced again).
+    pub fn apply_remote(&self, notice: TypingNotice) {
+        let timeout = notice.timeout_ms.map(Duration::from_millis);
+        self.apply(&notice.room, &notice.user, timeout, notice.members);
     }
 
     /// The current serial.
@@ -97,6 +130,25 @@ impl Typing {
     /// `user` starts typing in `room` for `timeout` (`Some`), or stops (`None`). When that is a
     /// change, `members` (the room's joined members) are woken; a start also queues its end.
     pub fn set(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        timeout: Option<Duration>,
+        members: Vec<OwnedUserId>,
+    ) {
+        if let Some(outbound) = self.outbound.get() {
+            let _ = outbound.send(TypingNotice {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                members: members.clone(),
+            });
+        }
+        self.apply(room, user, timeout, members);
+    }
+
+    /// [`Typing::set`] without the announcement.
+    fn apply(
         &self,
         room: &RoomId,
         user: &UserId,
