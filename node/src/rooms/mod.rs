@@ -17,6 +17,7 @@ mod idempotent;
 #[cfg(test)]
 mod permit_tests;
 mod power;
+mod redaction;
 mod remote;
 pub mod signing;
 pub mod state;
@@ -27,7 +28,6 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ruma::canonical_json::{CanonicalJsonValue, RedactedBecause, redact};
 use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{
@@ -415,54 +415,6 @@ impl Rooms {
         }
     }
 
-    /// Checks that `sender` may redact `target` (its own event, or with the redact power level),
-    /// and returns the target's redacted JSON.
-    async fn check_redaction(
-        &self,
-        room: &RoomState,
-        sender: &UserId,
-        target: &ruma::EventId,
-    ) -> Result<Redaction, RoomError> {
-        let stored = self.inner.store.signed_event(target.as_str()).await?;
-        let Some((target_room, target_sender, json)) = stored else {
-            return Err(RoomError::NotFound(format!("unknown event {target}")));
-        };
-        if target_room != room.room_id.as_str() {
-            return Err(RoomError::NotFound(format!("unknown event {target}")));
-        }
-        if target_sender != sender.as_str() {
-            let levels = power::Levels::of(room);
-            if levels.user(sender) < levels.redact {
-                return Err(RoomError::Forbidden(
-                    "you may only redact your own events".to_owned(),
-                ));
-            }
-        }
-        let object: CanonicalJsonValue =
-            serde_json::from_str(&json).map_err(|source| RoomError::Json {
-                what: "a stored event",
-                source,
-            })?;
-        let CanonicalJsonValue::Object(object) = object else {
-            return Err(RoomError::StoredNotAnObject(target.to_owned()));
-        };
-        let redacted =
-            redact(object, &room.rules.redaction, None::<RedactedBecause>).map_err(|source| {
-                RoomError::Redaction {
-                    event: target.to_owned(),
-                    source,
-                }
-            })?;
-        let json = serde_json::to_string(&redacted).map_err(|source| RoomError::Json {
-            what: "a redacted event",
-            source,
-        })?;
-        Ok(Redaction {
-            target: target.to_owned(),
-            json,
-        })
-    }
-
     /// The membership of `user` in a room (`None` if never a member or the room is unknown).
     pub async fn membership(
         &self,
@@ -613,12 +565,6 @@ impl Rooms {
 struct Submitted {
     pdu: Arc<Pdu>,
     committed: crate::stream::Committed,
-}
-
-/// An accepted redaction's target and its redacted JSON.
-struct Redaction {
-    target: OwnedEventId,
-    json: String,
 }
 
 /// Unix time in milliseconds.
