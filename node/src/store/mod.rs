@@ -125,6 +125,12 @@ pub trait StreamOp: Send + 'static {
     fn needs_savepoint(&self) -> bool {
         true
     }
+
+    /// A copy of the op to apply again if its group is rolled back: on PostgreSQL a group whose
+    /// every op has one runs without savepoints first (see `stream/commit.rs`). Default `None`.
+    fn try_clone(&self) -> Option<Box<dyn StreamOp>> {
+        None
+    }
 }
 
 /// The persisted image of one resumable session, as loaded at start.

@@ -383,6 +383,7 @@ impl Keys {
 }
 
 /// A key upload: `(key ID, algorithm, JSON)` per one-time or fallback key.
+#[derive(Clone)]
 struct Upload {
     user: String,
     device: String,
@@ -477,6 +478,7 @@ impl Upload {
 
 /// A claim handed out keys: nothing to write, but the position it takes wakes the owners, whose
 /// next `/sync` reports their remaining keys.
+#[derive(Clone)]
 struct KeysClaimed;
 
 impl Write for KeysClaimed {
@@ -486,6 +488,7 @@ impl Write for KeysClaimed {
 }
 
 /// Devices of a user were deleted.
+#[derive(Clone)]
 struct DevicesDeleted {
     user: String,
     devices: Vec<String>,

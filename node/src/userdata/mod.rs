@@ -258,7 +258,7 @@ impl UserData {
 
 /// A write of user data that `/sync` reports: applied by the stream writer inside its
 /// transaction (`conn`, SQLite or PostgreSQL), at the write's stream position `pos`.
-trait Write: Send + 'static {
+trait Write: Clone + Send + 'static {
     fn apply(
         self,
         conn: Conn<'_>,
@@ -277,9 +277,14 @@ impl<W: Write> StreamOp for Op<W> {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(self.0.apply(conn, pos))
     }
+
+    fn try_clone(&self) -> Option<Box<dyn StreamOp>> {
+        Some(Box::new(Op(self.0.clone())))
+    }
 }
 
 /// A value bound to an [`Upsert`] statement.
+#[derive(Clone)]
 enum Arg {
     Text(String),
     OptText(Option<String>),
@@ -288,6 +293,7 @@ enum Arg {
 
 /// One statement (an upsert of the latest entry of its kind), its arguments bound in order and
 /// then the stream position.
+#[derive(Clone)]
 struct Upsert {
     sql: &'static str,
     args: Vec<Arg>,

@@ -157,6 +157,7 @@ fn event_json(kind: &str, sender: &UserId, content: &RawValue) -> Result<String,
 }
 
 /// One sendToDevice transaction: `(user, device, event JSON)` per recipient device.
+#[derive(Clone)]
 struct Send {
     sender: String,
     sender_device: String,

@@ -9,7 +9,7 @@ use crate::store::StreamOp;
 use crate::store::db::{Conn, on_conn};
 
 /// A new event to store, with what it changes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppendEvent {
     pub event_id: String,
     pub room_id: String,
@@ -158,6 +158,10 @@ impl StreamOp for AppendEvent {
             || self.redaction.is_some()
             || self.txn.is_some()
     }
+
+    fn try_clone(&self) -> Option<Box<dyn StreamOp>> {
+        Some(Box::new(self.clone()))
+    }
 }
 
 /// Most transactions one [`PruneTxns`] deletes (the rest is left to the next).
@@ -165,7 +169,7 @@ pub const PRUNE_BATCH: i64 = 5_000;
 
 /// Forgets client transactions accepted before `before_ms` (at most [`PRUNE_BATCH`], oldest
 /// first): past their retention, a repeated transaction ID is a new event.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PruneTxns {
     pub before_ms: i64,
 }
@@ -207,5 +211,9 @@ impl StreamOp for PruneTxns {
 
     fn needs_savepoint(&self) -> bool {
         false
+    }
+
+    fn try_clone(&self) -> Option<Box<dyn StreamOp>> {
+        Some(Box::new(self.clone()))
     }
 }

@@ -544,6 +544,7 @@ fn parse_key(
 }
 
 /// New cross-signing keys of a user: `(usage, public key, JSON)` each.
+#[derive(Clone)]
 struct StoreKeys {
     user: String,
     keys: Vec<(&'static str, String, String)>,
@@ -619,6 +620,7 @@ async fn drop_signatures_of_key(
 }
 
 /// Checked signatures: `(target user, signature row)` each.
+#[derive(Clone)]
 struct StoreSignatures {
     rows: Vec<(String, SignatureRow)>,
 }
