@@ -1,11 +1,14 @@
 //! [`Link`]: the bus's [`Remote`], over the shared PostgreSQL database and NATS.
 //!
-//! - `lookup`: the address book of the other nodes, read from the store's tables.
+//! - `lookup`: the address book of the other nodes, read from the store's tables, or the
+//!   answer kept from an earlier read (`book.rs`).
 //! - `forward`: one transaction stores the message in `cluster_inbox` for each target session
 //!   (holding the sessions' rows with `FOR KEY SHARE`, so that a takeover, which updates `node`
 //!   under `FOR UPDATE`, waits for it and then sees the row), then one NATS message per holder
 //!   node names the sessions to look at. NATS may lose that message (a node restarting): the
-//!   holder's heartbeat also looks for queued messages (`membership.rs`).
+//!   holder's heartbeat also looks for queued messages (`membership.rs`). The statement also
+//!   checks that each target session still holds its recipient; a stale target (the answer
+//!   was older than a release or a session's end) is looked up again, once.
 //! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
 //!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
 //!   until the commit; so a message is delivered from the outbox or from the queue, never both.
@@ -71,6 +74,8 @@ pub struct Link {
     pub(super) draining: tokio::sync::Mutex<()>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
+    /// The answers of `lookup` (`book.rs`).
+    pub(super) cache: Arc<super::book::LookupCache>,
 }
 
 fn db_down(e: &sqlx::Error) -> RouteError {
@@ -85,7 +90,24 @@ impl Link {
         bus.admit_arrival(arrival, session).err()
     }
 
+    /// The holders of `address` on other nodes: the cache's answer, else the database's
+    /// (kept, unless the address book grew meanwhile; see `book.rs`).
     async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
+        if let Some(holders) = self.cache.get(address) {
+            self.metrics.lookups.get_or_create(&"cache".into()).inc();
+            return Ok(holders);
+        }
+        let generation = self.cache.generation();
+        let holders = self.lookup_db(address).await?;
+        self.metrics.lookups.get_or_create(&"database".into()).inc();
+        if let Some(generation) = generation {
+            self.cache.insert(generation, address, &holders);
+        }
+        Ok(holders)
+    }
+
+    /// The holders of `address` on other nodes, as the database has them.
+    async fn lookup_db(&self, address: &str) -> Result<RemoteHolders, RouteError> {
         let candidates: Vec<&str> = owner_candidates(address).collect();
         let rows: Vec<(bool, String, String, i32)> = sqlx::query_as(
             "SELECT true, s.id, s.node, 0 FROM session_subscriptions AS ss \
@@ -120,28 +142,115 @@ impl Link {
         Ok(holders)
     }
 
-    async fn forward_inner(
+    /// Queues `message` for each target and tells their nodes; a target whose session holds
+    /// its recipient no more (a stale answer of the cache, or the book changed since the
+    /// lookup) is looked up again once (`retry`), else it is not found.
+    fn forward_inner<'a>(
+        &'a self,
+        message: Forwarded<'a>,
+        targets: Vec<RemoteTarget>,
+        retry: bool,
+    ) -> BoxFuture<'a, Vec<RouteFailure>> {
+        Box::pin(async move {
+            let (mut failures, stale) = self.forward_once(message, &targets).await;
+            if stale.is_empty() {
+                return failures;
+            }
+            self.metrics.stale_targets.inc_by(stale.len() as u64);
+            if !retry {
+                failures.extend(stale.into_iter().map(|i| {
+                    let to = targets[i].to.clone();
+                    RouteFailure {
+                        recipient: to.clone(),
+                        error: RouteError::NotFound(to),
+                    }
+                }));
+                return failures;
+            }
+            let mut again = Vec::new();
+            for i in &stale {
+                let to = &targets[*i].to;
+                if again.iter().any(|t: &RemoteTarget| &t.to == to) {
+                    continue;
+                }
+                self.cache.forget(to);
+                let fresh = match self.lookup_db(to).await {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        failures.push(RouteFailure {
+                            recipient: to.clone(),
+                            error,
+                        });
+                        continue;
+                    }
+                };
+                let tried =
+                    |s: &RemoteSession| targets.iter().any(|t| &t.to == to && t.target == *s);
+                let holders: Vec<&RemoteSession> = if fresh.subscribers.is_empty() {
+                    fresh.owner.iter().collect()
+                } else {
+                    fresh.subscribers.iter().collect()
+                };
+                let fresh: Vec<RemoteTarget> = holders
+                    .into_iter()
+                    .filter(|s| !tried(s))
+                    .map(|s| RemoteTarget {
+                        to: to.clone(),
+                        target: s.clone(),
+                    })
+                    .collect();
+                let served_before = targets
+                    .iter()
+                    .enumerate()
+                    .any(|(j, t)| &t.to == to && !stale.contains(&j));
+                if fresh.is_empty() && !served_before {
+                    failures.push(RouteFailure {
+                        recipient: to.clone(),
+                        error: RouteError::NotFound(to.clone()),
+                    });
+                }
+                again.extend(fresh);
+            }
+            if !again.is_empty() {
+                failures.extend(self.forward_inner(message, again, false).await);
+            }
+            failures
+        })
+    }
+
+    /// One try of [`Link::forward_inner`]: the failures, and the indexes of the stale targets.
+    async fn forward_once(
         &self,
         message: Forwarded<'_>,
-        targets: Vec<RemoteTarget>,
-    ) -> Vec<RouteFailure> {
+        targets: &[RemoteTarget],
+    ) -> (Vec<RouteFailure>, Vec<usize>) {
         let sessions: Vec<&str> = targets.iter().map(|t| &*t.target.session).collect();
         let recipients: Vec<&str> = targets.iter().map(|t| &*t.to).collect();
-        // Per target (by its index): the session's node now, and whether the message was
-        // queued (false: the queue is full).
-        let rows: Result<Vec<(i64, Option<String>, bool)>, sqlx::Error> = sqlx::query_as(
-            "WITH t AS (SELECT * FROM UNNEST($1::text[]) WITH ORDINALITY AS t (session, i)), \
-             held AS (SELECT s.id, s.node FROM sessions AS s \
+        // Per target (by its index): the session's node now, whether it still holds the
+        // recipient (its runtime URL, an address at or above it, or a subscription to it), and
+        // whether the message was queued (false: the queue is full).
+        let rows: Result<Vec<(i64, Option<String>, bool, bool)>, sqlx::Error> = sqlx::query_as(
+            "WITH t AS (SELECT t.session, t.i, r.recipient \
+                 FROM UNNEST($1::text[]) WITH ORDINALITY AS t (session, i) \
+                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = t.i), \
+             held AS (SELECT s.id, s.node, s.runtime_url FROM sessions AS s \
                  WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
-             ok AS (SELECT t.i, t.session FROM t JOIN held ON held.id = t.session \
-                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = t.session) < $3), \
+             v AS (SELECT t.i, t.session, t.recipient FROM t JOIN held ON held.id = t.session \
+                 WHERE t.recipient = held.runtime_url \
+                 OR starts_with(t.recipient, held.runtime_url || '/') \
+                 OR EXISTS (SELECT 1 FROM session_subscriptions AS ss \
+                     WHERE ss.session = t.session AND ss.address = t.recipient) \
+                 OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = t.session \
+                     AND (t.recipient = a.address OR starts_with(t.recipient, a.address || '/')))), \
+             ok AS (SELECT v.i, v.session, v.recipient FROM v \
+                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = v.session) < $3), \
              ins AS (INSERT INTO cluster_inbox \
                  (session, json, sender, sender_from, recipient, transport) \
-                 SELECT ok.session, $2, $4, $5, r.recipient, $7 FROM ok \
-                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = ok.i \
+                 SELECT ok.session, $2, $4, $5, ok.recipient, $7 FROM ok \
                  ORDER BY ok.i RETURNING id) \
-             SELECT t.i, held.node, ok.i IS NOT NULL FROM t \
-             LEFT JOIN held ON held.id = t.session LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
+             SELECT t.i, held.node, v.i IS NOT NULL, ok.i IS NOT NULL FROM t \
+             LEFT JOIN held ON held.id = t.session LEFT JOIN v ON v.i = t.i \
+             LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
         )
         .bind(&sessions)
         .bind(&**message.json)
@@ -156,26 +265,29 @@ impl Link {
             Ok(rows) => rows,
             Err(e) => {
                 let error = db_down(&e);
-                return targets
-                    .into_iter()
+                let failures = targets
+                    .iter()
                     .map(|t| RouteFailure {
-                        recipient: t.to,
+                        recipient: t.to.clone(),
                         error: error.clone(),
                     })
                     .collect();
+                return (failures, Vec::new());
             }
         };
         let mut failures = Vec::new();
+        let mut stale = Vec::new();
         let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for (i, node, queued) in rows {
-            let Some(t) = usize::try_from(i - 1).ok().and_then(|i| targets.get(i)) else {
+        for (i, node, holds, queued) in rows {
+            let Some((i, t)) = usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| targets.get(i).map(|t| (i, t)))
+            else {
                 continue;
             };
             match node {
-                None => failures.push(RouteFailure {
-                    recipient: t.to.clone(),
-                    error: RouteError::NotFound(t.to.clone()),
-                }),
+                Some(_) if !holds => stale.push(i),
+                None => stale.push(i),
                 Some(_) if !queued => failures.push(RouteFailure {
                     recipient: t.to.clone(),
                     error: RouteError::OutboxFull {
@@ -201,7 +313,7 @@ impl Link {
         for (node, sessions) in by_node {
             self.notify(&node, &sessions).await;
         }
-        failures
+        (failures, stale)
     }
 
     /// Tells `node` to look at the queues of `sessions` (the message is durable already: a
@@ -339,7 +451,11 @@ impl Remote for Link {
         message: Forwarded<'a>,
         targets: Vec<RemoteTarget>,
     ) -> BoxFuture<'a, Vec<RouteFailure>> {
-        Box::pin(self.forward_inner(message, targets))
+        self.forward_inner(message, targets, true)
+    }
+
+    fn announce(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.announce_inner())
     }
 
     fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
