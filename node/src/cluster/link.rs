@@ -2,7 +2,8 @@
 //!
 //! - `lookup`: the address book of the other nodes, read from the store's tables, or the
 //!   answer kept from an earlier read (`book.rs`).
-//! - `forward`: one transaction stores the message in `cluster_inbox` for each target session
+//! - `forward`: one transaction (shared with the other routes' forwards of the moment:
+//!   `forwarder.rs`) stores the message in `cluster_inbox` for each target session
 //!   (holding the sessions' rows with `FOR KEY SHARE`, so that a takeover, which updates `node`
 //!   under `FOR UPDATE`, waits for it and then sees the row), then one NATS message per holder
 //!   node names the sessions to look at. NATS may lose that message (a node restarting): the
@@ -16,14 +17,14 @@
 //! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
 //!   unique index on `sessions.runtime_url`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 
-use super::metrics::{ClusterMetrics, NodeLabel};
+use super::forwarder::{Job, Verdict};
+use super::metrics::ClusterMetrics;
 use super::refusal::Refusals;
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
@@ -76,9 +77,13 @@ pub struct Link {
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
     /// The answers of `lookup` (`book.rs`).
     pub(super) cache: Arc<super::book::LookupCache>,
+    /// To the task writing the forwards (`forwarder.rs`), started by `Cluster::start`.
+    pub(super) forwards: tokio::sync::mpsc::Sender<Job>,
+    /// The task's end of `forwards`, until `Cluster::start` takes it.
+    pub(super) forward_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Job>>>,
 }
 
-fn db_down(e: &sqlx::Error) -> RouteError {
+pub(super) fn db_down(e: &sqlx::Error) -> RouteError {
     tracing::warn!(error = %e, "cluster: the shared database failed");
     RouteError::Cluster("the shared database is unreachable; retry".into())
 }
@@ -218,100 +223,62 @@ impl Link {
         })
     }
 
-    /// One try of [`Link::forward_inner`]: the failures, and the indexes of the stale targets.
+    /// One try of [`Link::forward_inner`], written with the other routes' forwards of the
+    /// moment (`forwarder.rs`): the failures, and the indexes of the stale targets.
     async fn forward_once(
         &self,
         message: Forwarded<'_>,
         targets: &[RemoteTarget],
     ) -> (Vec<RouteFailure>, Vec<usize>) {
-        let sessions: Vec<&str> = targets.iter().map(|t| &*t.target.session).collect();
-        let recipients: Vec<&str> = targets.iter().map(|t| &*t.to).collect();
-        // Per target (by its index): the session's node now, whether it still holds the
-        // recipient (its runtime URL, an address at or above it, or a subscription to it), and
-        // whether the message was queued (false: the queue is full).
-        let rows: Result<Vec<(i64, Option<String>, bool, bool)>, sqlx::Error> = sqlx::query_as(
-            "WITH t AS (SELECT t.session, t.i, r.recipient \
-                 FROM UNNEST($1::text[]) WITH ORDINALITY AS t (session, i) \
-                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = t.i), \
-             held AS (SELECT s.id, s.node, s.runtime_url FROM sessions AS s \
-                 WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
-             v AS (SELECT t.i, t.session, t.recipient FROM t JOIN held ON held.id = t.session \
-                 WHERE t.recipient = held.runtime_url \
-                 OR starts_with(t.recipient, held.runtime_url || '/') \
-                 OR EXISTS (SELECT 1 FROM session_subscriptions AS ss \
-                     WHERE ss.session = t.session AND ss.address = t.recipient) \
-                 OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = t.session \
-                     AND (t.recipient = a.address OR starts_with(t.recipient, a.address || '/')))), \
-             ok AS (SELECT v.i, v.session, v.recipient FROM v \
-                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = v.session) < $3), \
-             ins AS (INSERT INTO cluster_inbox \
-                 (session, json, sender, sender_from, recipient, transport) \
-                 SELECT ok.session, $2, $4, $5, ok.recipient, $7 FROM ok \
-                 ORDER BY ok.i RETURNING id) \
-             SELECT t.i, held.node, v.i IS NOT NULL, ok.i IS NOT NULL FROM t \
-             LEFT JOIN held ON held.id = t.session LEFT JOIN v ON v.i = t.i \
-             LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
-        )
-        .bind(&sessions)
-        .bind(&**message.json)
-        .bind(self.queue_max)
-        .bind(message.sender)
-        .bind(message.from)
-        .bind(&recipients)
-        .bind(message.transport)
-        .fetch_all(&self.pool)
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                let error = db_down(&e);
-                let failures = targets
-                    .iter()
-                    .map(|t| RouteFailure {
-                        recipient: t.to.clone(),
-                        error: error.clone(),
-                    })
-                    .collect();
-                return (failures, Vec::new());
-            }
+        let (done, verdicts) = tokio::sync::oneshot::channel();
+        let job = Job {
+            json: Arc::clone(message.json),
+            from: message.from.to_owned(),
+            sender: message.sender.map(str::to_owned),
+            transport: message.transport.to_owned(),
+            targets: targets
+                .iter()
+                .map(|t| (t.target.session.clone(), t.to.clone()))
+                .collect(),
+            done,
+        };
+        let verdicts = match self.forwards.send(job).await {
+            Ok(()) => verdicts.await.ok(),
+            Err(_) => None,
+        };
+        let Some(verdicts) = verdicts else {
+            let error = RouteError::Cluster("this node is leaving the cluster; retry".into());
+            let failures = targets
+                .iter()
+                .map(|t| RouteFailure {
+                    recipient: t.to.clone(),
+                    error: error.clone(),
+                })
+                .collect();
+            return (failures, Vec::new());
         };
         let mut failures = Vec::new();
         let mut stale = Vec::new();
-        let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for (i, node, holds, queued) in rows {
-            let Some((i, t)) = usize::try_from(i - 1)
-                .ok()
-                .and_then(|i| targets.get(i).map(|t| (i, t)))
-            else {
-                continue;
-            };
-            match node {
-                Some(_) if !holds => stale.push(i),
-                None => stale.push(i),
-                Some(_) if !queued => failures.push(RouteFailure {
-                    recipient: t.to.clone(),
-                    error: RouteError::OutboxFull {
-                        address: t.to.clone(),
-                        full: OutboxFull {
-                            messages: usize::try_from(self.queue_max).unwrap_or(usize::MAX),
-                            bytes: 0,
-                        },
-                    },
-                }),
-                Some(node) => {
-                    self.metrics
-                        .forwarded
-                        .get_or_create(&NodeLabel { node: node.clone() })
-                        .inc();
-                    let list = by_node.entry(node).or_default();
-                    if !list.contains(&&*t.target.session) {
-                        list.push(&t.target.session);
-                    }
+        for (i, (t, verdict)) in targets.iter().zip(verdicts).enumerate() {
+            let error = match verdict {
+                Verdict::Queued => continue,
+                Verdict::Stale => {
+                    stale.push(i);
+                    continue;
                 }
-            }
-        }
-        for (node, sessions) in by_node {
-            self.notify(&node, &sessions).await;
+                Verdict::Full => RouteError::OutboxFull {
+                    address: t.to.clone(),
+                    full: OutboxFull {
+                        messages: usize::try_from(self.queue_max).unwrap_or(usize::MAX),
+                        bytes: 0,
+                    },
+                },
+                Verdict::Failed(error) => error,
+            };
+            failures.push(RouteFailure {
+                recipient: t.to.clone(),
+                error,
+            });
         }
         (failures, stale)
     }

@@ -20,6 +20,7 @@
 mod adopt;
 mod book;
 mod directory;
+mod forwarder;
 mod link;
 mod membership;
 mod metrics;
@@ -102,6 +103,7 @@ impl Cluster {
                 url: config.nats_url.clone(),
                 source,
             })?;
+        let (forwards, forward_jobs) = tokio::sync::mpsc::channel(forwarder::QUEUE);
         let link = Arc::new(Link {
             node: Arc::from(node_id),
             pool: store.pool().clone(),
@@ -113,6 +115,8 @@ impl Cluster {
             draining: tokio::sync::Mutex::new(()),
             bus: std::sync::OnceLock::new(),
             cache,
+            forwards,
+            forward_jobs: std::sync::Mutex::new(Some(forward_jobs)),
         });
         link.heartbeat().await?;
         Ok(link)
@@ -137,6 +141,9 @@ impl Cluster {
                 subject: directory::directory_subject(&link.node),
                 source,
             })?;
+        let jobs = crate::locks::lock(&link.forward_jobs).take();
+        let forwarder =
+            jobs.map(|jobs| tokio::spawn(Arc::clone(&link).run_forwarder(jobs, stop.clone())));
         // The bus and the link hold each other until `stop` disconnects them.
         let _ = link.bus.set(bus.clone());
         bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
@@ -165,7 +172,10 @@ impl Cluster {
         Ok(Cluster {
             link,
             stop,
-            tasks: vec![receiver, membership, directory],
+            tasks: [receiver, membership, directory]
+                .into_iter()
+                .chain(forwarder)
+                .collect(),
         })
     }
 
