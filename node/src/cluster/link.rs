@@ -10,10 +10,8 @@
 //!   holder's heartbeat also looks for queued messages (`membership.rs`). The statement also
 //!   checks that each target session still holds its recipient; a stale target (the answer
 //!   was older than a release or a session's end) is looked up again, once.
-//! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
-//!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
-//!   until the commit; so a message is delivered from the outbox or from the queue, never both.
-//!   A message refused there is answered to its sender (`refusal.rs`).
+//! - `drain` (`drain.rs`): on the holder, one transaction moves the queued messages of the
+//!   sessions a notice names into their outboxes.
 //! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
 //!   unique index on `sessions.runtime_url`).
 
@@ -25,34 +23,12 @@ use sqlx::PgPool;
 
 use super::forwarder::{Job, Verdict};
 use super::metrics::ClusterMetrics;
-use super::refusal::Refusals;
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
-    Adopted, Arrival, Claimed, Forwarded, NODE_NOTICE, Remote, RemoteHolders, RemoteSession,
-    RemoteTarget, RuntimeClaim,
+    Adopted, Arrival, Claimed, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+    RuntimeClaim,
 };
 use crate::bus::{Denied, RouteError, RouteFailure, Session, owner_candidates};
-
-/// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
-/// address it was routed for, the sender's transport, runtime URL and identity (JSON), the
-/// sending session and its node (`None`: a message the sender's node made, or a session gone).
-type Row = (
-    i64,
-    String,
-    bool,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// The `from` of a message's JSON, for a log line.
-fn json_from(json: &str) -> String {
-    rethink_proto::Envelope::parse(json)
-        .map_or_else(|_| "(unparsable)".into(), |e| e.from().to_owned())
-}
 
 /// The subject node `node` listens on.
 pub fn subject(node: &str) -> String {
@@ -90,7 +66,11 @@ pub(super) fn db_down(e: &sqlx::Error) -> RouteError {
 
 impl Link {
     /// The policies on arrival; `Some(why)` when refused.
-    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<Denied> {
+    pub(super) fn bus_policy(
+        &self,
+        session: &Arc<Session>,
+        arrival: &Arrival<'_>,
+    ) -> Option<Denied> {
         let bus = self.bus.get()?;
         bus.admit_arrival(arrival, session).err()
     }
@@ -301,111 +281,6 @@ impl Link {
             Err(e) => tracing::warn!(error = %e, %node, "cluster: NATS notification not sent"),
         }
     }
-
-    /// Moves what other nodes queued for `session` into its outbox (see the module docs).
-    pub(super) async fn drain_inner(&self, session: &Arc<Session>) -> Result<usize, sqlx::Error> {
-        let _one_at_a_time = self.draining.lock().await;
-        let mut tx = self.pool.begin().await?;
-        // Only while this node holds the session; a sender that did not own its `from` (on
-        // its own node's word) is refused here. A sender session that has ended cannot be
-        // checked any more and is taken on its node's word.
-        let mut rows: Vec<Row> = sqlx::query_as(
-            "WITH held AS (SELECT id FROM sessions WHERE id = $1 AND node = $2 FOR KEY SHARE) \
-             DELETE FROM cluster_inbox AS i USING held WHERE i.session = held.id \
-             RETURNING i.id, i.json, i.sender IS NULL \
-             OR NOT EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender) \
-             OR EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender \
-                 AND (i.sender_from = s.runtime_url \
-                     OR starts_with(i.sender_from, s.runtime_url || '/'))) \
-             OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = i.sender \
-                 AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
-             i.recipient, i.transport, \
-             (SELECT runtime_url FROM sessions WHERE id = i.sender), \
-             (SELECT identity_json FROM sessions WHERE id = i.sender), \
-             i.sender, (SELECT node FROM sessions WHERE id = i.sender)",
-        )
-        .bind(&**session.key())
-        .bind(&*self.node)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        rows.sort_unstable_by_key(|r| r.0);
-        let mut seqs = Vec::with_capacity(rows.len());
-        let mut jsons = Vec::with_capacity(rows.len());
-        let mut refusals = Refusals::default();
-        for (id, json, owned, recipient, transport, runtime, identity, sender, sender_node) in rows
-        {
-            let user = identity
-                .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
-                .and_then(|i| i.subject);
-            let arrival = Arrival {
-                json: &json,
-                recipient: &recipient,
-                sender_runtime: runtime.as_deref(),
-                sender_user: user.as_deref(),
-                transport: &transport,
-            };
-            let refused = match owned {
-                false => Some(Denied::Spoofed {
-                    from: json_from(&json),
-                }),
-                // The node's own notices, as on one node.
-                true if sender.is_none() && transport == NODE_NOTICE => None,
-                true => self.bus_policy(session, &arrival),
-            };
-            if let Some(why) = refused {
-                self.metrics.refused_on_arrival.inc();
-                tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
-                refusals.add(&json, &recipient, sender.zip(sender_node), &why);
-                continue;
-            }
-            let json: Arc<str> = Arc::from(json);
-            match session.push_moved(Arc::clone(&json)) {
-                Ok(seq) => {
-                    seqs.push(crate::store::postgres::to_db(seq));
-                    jsons.push(json);
-                }
-                // Ended meanwhile: the rollback leaves the queue as it was.
-                Err(_) => {
-                    session.drop_moved();
-                    return Ok(0);
-                }
-            }
-        }
-        if let Err(e) = refusals.queue(&mut tx).await {
-            session.drop_moved();
-            return Err(e);
-        }
-        if seqs.is_empty() {
-            tx.commit().await?;
-            refusals.notify(self).await;
-            return Ok(0);
-        }
-        let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO outbox (session, seq, json) \
-             SELECT $1, v.seq, v.json FROM UNNEST($2::bigint[], $3::text[]) AS v (seq, json)",
-        )
-        .bind(&**session.key())
-        .bind(&seqs)
-        .bind(&json_refs)
-        .execute(&mut *tx)
-        .await;
-        let committed = match inserted {
-            Ok(_) => tx.commit().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
-            session.drop_moved();
-            return Err(e);
-        }
-        self.metrics.received.inc_by(seqs.len() as u64);
-        session.release_moved();
-        refusals.notify(self).await;
-        Ok(seqs.len())
-    }
 }
 
 impl Remote for Link {
@@ -437,7 +312,7 @@ impl Remote for Link {
 
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = self.drain_inner(session).await {
+            if let Err(e) = self.drain_sessions(std::slice::from_ref(session)).await {
                 // The messages stay queued; the next notification or heartbeat retries.
                 tracing::warn!(error = %e, session = %session.key(), "cluster: moving queued messages failed");
             }

@@ -20,6 +20,7 @@
 mod adopt;
 mod book;
 mod directory;
+mod drain;
 mod forwarder;
 mod link;
 mod membership;
@@ -159,10 +160,12 @@ impl Cluster {
                     let Ok(text) = std::str::from_utf8(&message.payload) else {
                         continue;
                     };
-                    for key in text.lines() {
-                        if let Some(session) = bus.session(key) {
-                            crate::bus::remote::Remote::drain(&*link, &session).await;
-                        }
+                    let sessions: Vec<_> = text.lines().filter_map(|k| bus.session(k)).collect();
+                    if !sessions.is_empty()
+                        && let Err(e) = link.drain_sessions(&sessions).await
+                    {
+                        // The messages stay queued; the next notice or heartbeat retries.
+                        tracing::warn!(error = %e, "cluster: moving queued messages failed");
                     }
                 }
             })
