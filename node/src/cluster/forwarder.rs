@@ -1,7 +1,8 @@
 //! Group forwarding: the `cluster_inbox` inserts of concurrent routes go to one task, which
 //! writes what has gathered meanwhile in one statement (one commit) and tells each holder node
 //! once per group, like the store writer's group commits (`store/writer.rs`). A route waits
-//! for its group's commit, so a forward still returns only once the message is durable; groups
+//! for its group's commit (not for the NATS notice, sent by a task of its own), so a forward
+//! still returns only once the message is durable; groups
 //! are written one after another, in the order the routes handed them over, so a sender's
 //! messages keep their order.
 //!
@@ -71,12 +72,12 @@ impl Link {
                     Err(_) => break,
                 }
             }
-            self.write_group(group).await;
+            Arc::clone(&self).write_group(group).await;
         }
     }
 
     /// One statement for the whole group, then one NATS notice per holder node.
-    async fn write_group(&self, group: Vec<Job>) {
+    async fn write_group(self: Arc<Self>, group: Vec<Job>) {
         let mut sessions = Vec::new();
         let mut recipients = Vec::new();
         let mut messages = Vec::new();
@@ -131,7 +132,7 @@ impl Link {
         .fetch_all(&self.pool)
         .await;
         let mut verdicts = vec![Verdict::Stale; sessions.len()];
-        let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
         match rows {
             Err(e) => verdicts.fill(Verdict::Failed(db_down(&e))),
             Ok(rows) => {
@@ -147,8 +148,8 @@ impl Link {
                                 .get_or_create(&NodeLabel { node: node.clone() })
                                 .inc();
                             let list = by_node.entry(node).or_default();
-                            if !list.contains(&sessions[i]) {
-                                list.push(sessions[i]);
+                            if !list.iter().any(|s| s == sessions[i]) {
+                                list.push(sessions[i].to_owned());
                             }
                             Verdict::Queued
                         }
@@ -158,14 +159,21 @@ impl Link {
                 }
             }
         }
-        for (node, sessions) in by_node {
-            self.notify(&node, &sessions).await;
-        }
+        // The messages are durable: the routes go on while the holders are told (in a task
+        // of its own, so that the next group's statement does not wait for NATS either).
         let mut verdicts = verdicts.into_iter();
         for job in group {
             let mine: Vec<Verdict> = verdicts.by_ref().take(job.targets.len()).collect();
             // A route that stopped waiting has nothing to be told.
             let _ = job.done.send(mine);
+        }
+        if !by_node.is_empty() {
+            tokio::spawn(async move {
+                for (node, sessions) in by_node {
+                    let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+                    self.notify(&node, &sessions).await;
+                }
+            });
         }
     }
 }
