@@ -181,7 +181,7 @@ impl Bus {
         };
         let mut claimed = remote.claim_runtime(claim).await?;
         if claimed == Claimed::Here {
-            self.directory_barrier(true).await;
+            self.store_barrier().await;
             claimed = remote.claim_runtime(claim).await?;
         }
         match claimed {
@@ -220,14 +220,21 @@ impl Bus {
     /// [`Remote::announce`]).
     pub(super) async fn directory_barrier(&self, directory: bool) {
         if directory {
-            let (done, committed) = tokio::sync::oneshot::channel();
-            self.submit(crate::store::StoreOp::Flush { done }).await;
-            // An error means the writer stopped; it has logged why.
-            let _ = committed.await;
+            self.store_barrier().await;
             if let Some(remote) = self.remote() {
                 remote.announce().await;
             }
         }
+    }
+
+    /// Waits until everything submitted is committed (a session ended: its runtime URL is free
+    /// on every node once this returns). Nothing is announced: an answer another node kept
+    /// that names the ended session is found stale by its next forward.
+    pub(super) async fn store_barrier(&self) {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.submit(crate::store::StoreOp::Flush { done }).await;
+        // An error means the writer stopped; it has logged why.
+        let _ = committed.await;
     }
 
     /// Hands the route's messages for remote sessions over; their failures join `failures`.

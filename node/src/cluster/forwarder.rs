@@ -37,6 +37,10 @@ pub(super) struct Job {
     pub done: oneshot::Sender<Vec<Verdict>>,
 }
 
+/// Per target of a group: its index, its session's node (`None`: gone), whether the session
+/// still holds the recipient, whether the message was queued.
+type TargetRow = (i64, Option<String>, bool, bool);
+
 /// What became of one target.
 #[derive(Debug, Clone)]
 pub(super) enum Verdict {
@@ -96,7 +100,7 @@ impl Link {
         // Per target (by its index): the session's node now, whether it still holds the
         // recipient (its runtime URL, an address at or above it, or a subscription to it), and
         // whether the message was queued (false: the queue is full).
-        let rows: Result<Vec<(i64, Option<String>, bool, bool)>, sqlx::Error> = sqlx::query_as(
+        let rows: Result<Vec<TargetRow>, sqlx::Error> = sqlx::query_as(
             "WITH t AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[]) \
                  WITH ORDINALITY AS t (session, recipient, k, i)), \
              m AS (SELECT * FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[]) \
