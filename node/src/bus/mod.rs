@@ -325,7 +325,7 @@ impl Bus {
         })
         .await;
         // With clustering: the runtime URL is free on every node once this returns.
-        self.directory_barrier(true).await;
+        self.store_barrier().await;
         self.publish_status(session, RuntimeStatus::Expired).await;
     }
 

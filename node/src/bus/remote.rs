@@ -90,6 +90,9 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
         message: Forwarded<'a>,
         targets: Vec<RemoteTarget>,
     ) -> BoxFuture<'a, Vec<RouteFailure>>;
+    /// Tells the other nodes that this node's address book grew (committed already), and
+    /// returns once they forgot what they kept of it (`crate::cluster`'s lookup cache).
+    fn announce(&self) -> BoxFuture<'_, ()>;
     /// Takes over the session whose resume secret hashes to `token_hash` when its node is gone
     /// (`Ok(None)`: no such session). A session of a live node is a [`RouteError::Cluster`].
     fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>>;
@@ -178,7 +181,7 @@ impl Bus {
         };
         let mut claimed = remote.claim_runtime(claim).await?;
         if claimed == Claimed::Here {
-            self.directory_barrier(true).await;
+            self.store_barrier().await;
             claimed = remote.claim_runtime(claim).await?;
         }
         match claimed {
@@ -213,14 +216,25 @@ impl Bus {
     /// Waits until everything submitted is committed when `directory` (a new session, address
     /// or subscription): its runtime hears of it only once it is durable, so it survives a
     /// crash of this node (a resumed runtime still owns what it was given), and other nodes,
-    /// which read the address book from the store, see it.
+    /// which read the address book from the store, see it (and forgot what they kept of it:
+    /// [`Remote::announce`]).
     pub(super) async fn directory_barrier(&self, directory: bool) {
         if directory {
-            let (done, committed) = tokio::sync::oneshot::channel();
-            self.submit(crate::store::StoreOp::Flush { done }).await;
-            // An error means the writer stopped; it has logged why.
-            let _ = committed.await;
+            self.store_barrier().await;
+            if let Some(remote) = self.remote() {
+                remote.announce().await;
+            }
         }
+    }
+
+    /// Waits until everything submitted is committed (a session ended: its runtime URL is free
+    /// on every node once this returns). Nothing is announced: an answer another node kept
+    /// that names the ended session is found stale by its next forward.
+    pub(super) async fn store_barrier(&self) {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.submit(crate::store::StoreOp::Flush { done }).await;
+        // An error means the writer stopped; it has logged why.
+        let _ = committed.await;
     }
 
     /// Hands the route's messages for remote sessions over; their failures join `failures`.

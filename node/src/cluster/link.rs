@@ -1,54 +1,34 @@
 //! [`Link`]: the bus's [`Remote`], over the shared PostgreSQL database and NATS.
 //!
-//! - `lookup`: the address book of the other nodes, read from the store's tables.
-//! - `forward`: one transaction stores the message in `cluster_inbox` for each target session
+//! - `lookup`: the address book of the other nodes, read from the store's tables, or the
+//!   answer kept from an earlier read (`book.rs`).
+//! - `forward`: one transaction (shared with the other routes' forwards of the moment:
+//!   `forwarder.rs`) stores the message in `cluster_inbox` for each target session
 //!   (holding the sessions' rows with `FOR KEY SHARE`, so that a takeover, which updates `node`
 //!   under `FOR UPDATE`, waits for it and then sees the row), then one NATS message per holder
 //!   node names the sessions to look at. NATS may lose that message (a node restarting): the
-//!   holder's heartbeat also looks for queued messages (`membership.rs`).
-//! - `drain`: on the holder, one transaction deletes a session's queued messages and inserts
-//!   them into its outbox with the seqs the session gave them, *held* (not written to the socket)
-//!   until the commit; so a message is delivered from the outbox or from the queue, never both.
-//!   A message refused there is answered to its sender (`refusal.rs`).
+//!   holder's heartbeat also looks for queued messages (`membership.rs`). The statement also
+//!   checks that each target session still holds its recipient; a stale target (the answer
+//!   was older than a release or a session's end) is looked up again, once.
+//! - `drain` (`drain.rs`): on the holder, one transaction moves the queued messages of the
+//!   sessions a notice names into their outboxes.
 //! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
 //!   unique index on `sessions.runtime_url`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 
-use super::metrics::{ClusterMetrics, NodeLabel};
-use super::refusal::Refusals;
+use super::forwarder::{Job, Verdict};
+use super::metrics::ClusterMetrics;
 use crate::bus::outbox::OutboxFull;
 use crate::bus::remote::{
-    Adopted, Arrival, Claimed, Forwarded, NODE_NOTICE, Remote, RemoteHolders, RemoteSession,
-    RemoteTarget, RuntimeClaim,
+    Adopted, Arrival, Claimed, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
+    RuntimeClaim,
 };
 use crate::bus::{Denied, RouteError, RouteFailure, Session, owner_candidates};
-
-/// A queued message as the holder reads it: id, JSON, whether the sender owns its `from`, the
-/// address it was routed for, the sender's transport, runtime URL and identity (JSON), the
-/// sending session and its node (`None`: a message the sender's node made, or a session gone).
-type Row = (
-    i64,
-    String,
-    bool,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// The `from` of a message's JSON, for a log line.
-fn json_from(json: &str) -> String {
-    rethink_proto::Envelope::parse(json)
-        .map_or_else(|_| "(unparsable)".into(), |e| e.from().to_owned())
-}
 
 /// The subject node `node` listens on.
 pub fn subject(node: &str) -> String {
@@ -71,21 +51,48 @@ pub struct Link {
     pub(super) draining: tokio::sync::Mutex<()>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
+    /// The answers of `lookup` (`book.rs`).
+    pub(super) cache: Arc<super::book::LookupCache>,
+    /// To the task writing the forwards (`forwarder.rs`), started by `Cluster::start`.
+    pub(super) forwards: tokio::sync::mpsc::Sender<Job>,
+    /// The task's end of `forwards`, until `Cluster::start` takes it.
+    pub(super) forward_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Job>>>,
 }
 
-fn db_down(e: &sqlx::Error) -> RouteError {
+pub(super) fn db_down(e: &sqlx::Error) -> RouteError {
     tracing::warn!(error = %e, "cluster: the shared database failed");
     RouteError::Cluster("the shared database is unreachable; retry".into())
 }
 
 impl Link {
     /// The policies on arrival; `Some(why)` when refused.
-    fn bus_policy(&self, session: &Arc<Session>, arrival: &Arrival<'_>) -> Option<Denied> {
+    pub(super) fn bus_policy(
+        &self,
+        session: &Arc<Session>,
+        arrival: &Arrival<'_>,
+    ) -> Option<Denied> {
         let bus = self.bus.get()?;
         bus.admit_arrival(arrival, session).err()
     }
 
+    /// The holders of `address` on other nodes: the cache's answer, else the database's
+    /// (kept, unless the address book grew meanwhile; see `book.rs`).
     async fn lookup_inner(&self, address: &str) -> Result<RemoteHolders, RouteError> {
+        if let Some(holders) = self.cache.get(address) {
+            self.metrics.lookups.get_or_create(&"cache".into()).inc();
+            return Ok(holders);
+        }
+        let generation = self.cache.generation();
+        let holders = self.lookup_db(address).await?;
+        self.metrics.lookups.get_or_create(&"database".into()).inc();
+        if let Some(generation) = generation {
+            self.cache.insert(generation, address, &holders);
+        }
+        Ok(holders)
+    }
+
+    /// The holders of `address` on other nodes, as the database has them.
+    async fn lookup_db(&self, address: &str) -> Result<RemoteHolders, RouteError> {
         let candidates: Vec<&str> = owner_candidates(address).collect();
         let rows: Vec<(bool, String, String, i32)> = sqlx::query_as(
             "SELECT true, s.id, s.node, 0 FROM session_subscriptions AS ss \
@@ -120,88 +127,140 @@ impl Link {
         Ok(holders)
     }
 
-    async fn forward_inner(
-        &self,
-        message: Forwarded<'_>,
+    /// Queues `message` for each target and tells their nodes; a target whose session holds
+    /// its recipient no more (a stale answer of the cache, or the book changed since the
+    /// lookup) is looked up again once (`retry`), else it is not found.
+    fn forward_inner<'a>(
+        &'a self,
+        message: Forwarded<'a>,
         targets: Vec<RemoteTarget>,
-    ) -> Vec<RouteFailure> {
-        let sessions: Vec<&str> = targets.iter().map(|t| &*t.target.session).collect();
-        let recipients: Vec<&str> = targets.iter().map(|t| &*t.to).collect();
-        // Per target (by its index): the session's node now, and whether the message was
-        // queued (false: the queue is full).
-        let rows: Result<Vec<(i64, Option<String>, bool)>, sqlx::Error> = sqlx::query_as(
-            "WITH t AS (SELECT * FROM UNNEST($1::text[]) WITH ORDINALITY AS t (session, i)), \
-             held AS (SELECT s.id, s.node FROM sessions AS s \
-                 WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
-             ok AS (SELECT t.i, t.session FROM t JOIN held ON held.id = t.session \
-                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = t.session) < $3), \
-             ins AS (INSERT INTO cluster_inbox \
-                 (session, json, sender, sender_from, recipient, transport) \
-                 SELECT ok.session, $2, $4, $5, r.recipient, $7 FROM ok \
-                 JOIN UNNEST($6::text[]) WITH ORDINALITY AS r (recipient, i) ON r.i = ok.i \
-                 ORDER BY ok.i RETURNING id) \
-             SELECT t.i, held.node, ok.i IS NOT NULL FROM t \
-             LEFT JOIN held ON held.id = t.session LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
-        )
-        .bind(&sessions)
-        .bind(&**message.json)
-        .bind(self.queue_max)
-        .bind(message.sender)
-        .bind(message.from)
-        .bind(&recipients)
-        .bind(message.transport)
-        .fetch_all(&self.pool)
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                let error = db_down(&e);
-                return targets
+        retry: bool,
+    ) -> BoxFuture<'a, Vec<RouteFailure>> {
+        Box::pin(async move {
+            let (mut failures, stale) = self.forward_once(message, &targets).await;
+            if stale.is_empty() {
+                return failures;
+            }
+            self.metrics.stale_targets.inc_by(stale.len() as u64);
+            if !retry {
+                failures.extend(stale.into_iter().map(|i| {
+                    let to = targets[i].to.clone();
+                    RouteFailure {
+                        recipient: to.clone(),
+                        error: RouteError::NotFound(to),
+                    }
+                }));
+                return failures;
+            }
+            let mut again = Vec::new();
+            for i in &stale {
+                let to = &targets[*i].to;
+                if again.iter().any(|t: &RemoteTarget| &t.to == to) {
+                    continue;
+                }
+                self.cache.forget(to);
+                let fresh = match self.lookup_db(to).await {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        failures.push(RouteFailure {
+                            recipient: to.clone(),
+                            error,
+                        });
+                        continue;
+                    }
+                };
+                let tried =
+                    |s: &RemoteSession| targets.iter().any(|t| &t.to == to && t.target == *s);
+                let holders: Vec<&RemoteSession> = if fresh.subscribers.is_empty() {
+                    fresh.owner.iter().collect()
+                } else {
+                    fresh.subscribers.iter().collect()
+                };
+                let fresh: Vec<RemoteTarget> = holders
                     .into_iter()
-                    .map(|t| RouteFailure {
-                        recipient: t.to,
-                        error: error.clone(),
+                    .filter(|s| !tried(s))
+                    .map(|s| RemoteTarget {
+                        to: to.clone(),
+                        target: s.clone(),
                     })
                     .collect();
+                let served_before = targets
+                    .iter()
+                    .enumerate()
+                    .any(|(j, t)| &t.to == to && !stale.contains(&j));
+                if fresh.is_empty() && !served_before {
+                    failures.push(RouteFailure {
+                        recipient: to.clone(),
+                        error: RouteError::NotFound(to.clone()),
+                    });
+                }
+                again.extend(fresh);
             }
+            if !again.is_empty() {
+                failures.extend(self.forward_inner(message, again, false).await);
+            }
+            failures
+        })
+    }
+
+    /// One try of [`Link::forward_inner`], written with the other routes' forwards of the
+    /// moment (`forwarder.rs`): the failures, and the indexes of the stale targets.
+    async fn forward_once(
+        &self,
+        message: Forwarded<'_>,
+        targets: &[RemoteTarget],
+    ) -> (Vec<RouteFailure>, Vec<usize>) {
+        let (done, verdicts) = tokio::sync::oneshot::channel();
+        let job = Job {
+            json: Arc::clone(message.json),
+            from: message.from.to_owned(),
+            sender: message.sender.map(str::to_owned),
+            transport: message.transport.to_owned(),
+            targets: targets
+                .iter()
+                .map(|t| (t.target.session.clone(), t.to.clone()))
+                .collect(),
+            done,
+        };
+        let verdicts = match self.forwards.send(job).await {
+            Ok(()) => verdicts.await.ok(),
+            Err(_) => None,
+        };
+        let Some(verdicts) = verdicts else {
+            let error = RouteError::Cluster("this node is leaving the cluster; retry".into());
+            let failures = targets
+                .iter()
+                .map(|t| RouteFailure {
+                    recipient: t.to.clone(),
+                    error: error.clone(),
+                })
+                .collect();
+            return (failures, Vec::new());
         };
         let mut failures = Vec::new();
-        let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for (i, node, queued) in rows {
-            let Some(t) = usize::try_from(i - 1).ok().and_then(|i| targets.get(i)) else {
-                continue;
-            };
-            match node {
-                None => failures.push(RouteFailure {
-                    recipient: t.to.clone(),
-                    error: RouteError::NotFound(t.to.clone()),
-                }),
-                Some(_) if !queued => failures.push(RouteFailure {
-                    recipient: t.to.clone(),
-                    error: RouteError::OutboxFull {
-                        address: t.to.clone(),
-                        full: OutboxFull {
-                            messages: usize::try_from(self.queue_max).unwrap_or(usize::MAX),
-                            bytes: 0,
-                        },
-                    },
-                }),
-                Some(node) => {
-                    self.metrics
-                        .forwarded
-                        .get_or_create(&NodeLabel { node: node.clone() })
-                        .inc();
-                    let list = by_node.entry(node).or_default();
-                    if !list.contains(&&*t.target.session) {
-                        list.push(&t.target.session);
-                    }
+        let mut stale = Vec::new();
+        for (i, (t, verdict)) in targets.iter().zip(verdicts).enumerate() {
+            let error = match verdict {
+                Verdict::Queued => continue,
+                Verdict::Stale => {
+                    stale.push(i);
+                    continue;
                 }
-            }
+                Verdict::Full => RouteError::OutboxFull {
+                    address: t.to.clone(),
+                    full: OutboxFull {
+                        messages: usize::try_from(self.queue_max).unwrap_or(usize::MAX),
+                        bytes: 0,
+                    },
+                },
+                Verdict::Failed(error) => error,
+            };
+            failures.push(RouteFailure {
+                recipient: t.to.clone(),
+                error,
+            });
         }
-        for (node, sessions) in by_node {
-            self.notify(&node, &sessions).await;
-        }
-        failures
+        (failures, stale)
     }
 
     /// Tells `node` to look at the queues of `sessions` (the message is durable already: a
@@ -222,111 +281,6 @@ impl Link {
             Err(e) => tracing::warn!(error = %e, %node, "cluster: NATS notification not sent"),
         }
     }
-
-    /// Moves what other nodes queued for `session` into its outbox (see the module docs).
-    pub(super) async fn drain_inner(&self, session: &Arc<Session>) -> Result<usize, sqlx::Error> {
-        let _one_at_a_time = self.draining.lock().await;
-        let mut tx = self.pool.begin().await?;
-        // Only while this node holds the session; a sender that did not own its `from` (on
-        // its own node's word) is refused here. A sender session that has ended cannot be
-        // checked any more and is taken on its node's word.
-        let mut rows: Vec<Row> = sqlx::query_as(
-            "WITH held AS (SELECT id FROM sessions WHERE id = $1 AND node = $2 FOR KEY SHARE) \
-             DELETE FROM cluster_inbox AS i USING held WHERE i.session = held.id \
-             RETURNING i.id, i.json, i.sender IS NULL \
-             OR NOT EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender) \
-             OR EXISTS (SELECT 1 FROM sessions AS s WHERE s.id = i.sender \
-                 AND (i.sender_from = s.runtime_url \
-                     OR starts_with(i.sender_from, s.runtime_url || '/'))) \
-             OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = i.sender \
-                 AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
-             i.recipient, i.transport, \
-             (SELECT runtime_url FROM sessions WHERE id = i.sender), \
-             (SELECT identity_json FROM sessions WHERE id = i.sender), \
-             i.sender, (SELECT node FROM sessions WHERE id = i.sender)",
-        )
-        .bind(&**session.key())
-        .bind(&*self.node)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        rows.sort_unstable_by_key(|r| r.0);
-        let mut seqs = Vec::with_capacity(rows.len());
-        let mut jsons = Vec::with_capacity(rows.len());
-        let mut refusals = Refusals::default();
-        for (id, json, owned, recipient, transport, runtime, identity, sender, sender_node) in rows
-        {
-            let user = identity
-                .and_then(|i| serde_json::from_str::<crate::auth::Identity>(&i).ok())
-                .and_then(|i| i.subject);
-            let arrival = Arrival {
-                json: &json,
-                recipient: &recipient,
-                sender_runtime: runtime.as_deref(),
-                sender_user: user.as_deref(),
-                transport: &transport,
-            };
-            let refused = match owned {
-                false => Some(Denied::Spoofed {
-                    from: json_from(&json),
-                }),
-                // The node's own notices, as on one node.
-                true if sender.is_none() && transport == NODE_NOTICE => None,
-                true => self.bus_policy(session, &arrival),
-            };
-            if let Some(why) = refused {
-                self.metrics.refused_on_arrival.inc();
-                tracing::warn!(id, session = %session.key(), %why, "cluster: a message from another node was refused on arrival");
-                refusals.add(&json, &recipient, sender.zip(sender_node), &why);
-                continue;
-            }
-            let json: Arc<str> = Arc::from(json);
-            match session.push_moved(Arc::clone(&json)) {
-                Ok(seq) => {
-                    seqs.push(crate::store::postgres::to_db(seq));
-                    jsons.push(json);
-                }
-                // Ended meanwhile: the rollback leaves the queue as it was.
-                Err(_) => {
-                    session.drop_moved();
-                    return Ok(0);
-                }
-            }
-        }
-        if let Err(e) = refusals.queue(&mut tx).await {
-            session.drop_moved();
-            return Err(e);
-        }
-        if seqs.is_empty() {
-            tx.commit().await?;
-            refusals.notify(self).await;
-            return Ok(0);
-        }
-        let json_refs: Vec<&str> = jsons.iter().map(|j| &**j).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO outbox (session, seq, json) \
-             SELECT $1, v.seq, v.json FROM UNNEST($2::bigint[], $3::text[]) AS v (seq, json)",
-        )
-        .bind(&**session.key())
-        .bind(&seqs)
-        .bind(&json_refs)
-        .execute(&mut *tx)
-        .await;
-        let committed = match inserted {
-            Ok(_) => tx.commit().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
-            session.drop_moved();
-            return Err(e);
-        }
-        self.metrics.received.inc_by(seqs.len() as u64);
-        session.release_moved();
-        refusals.notify(self).await;
-        Ok(seqs.len())
-    }
 }
 
 impl Remote for Link {
@@ -339,7 +293,11 @@ impl Remote for Link {
         message: Forwarded<'a>,
         targets: Vec<RemoteTarget>,
     ) -> BoxFuture<'a, Vec<RouteFailure>> {
-        Box::pin(self.forward_inner(message, targets))
+        self.forward_inner(message, targets, true)
+    }
+
+    fn announce(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.announce_inner())
     }
 
     fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
@@ -354,7 +312,7 @@ impl Remote for Link {
 
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = self.drain_inner(session).await {
+            if let Err(e) = self.drain_sessions(std::slice::from_ref(session)).await {
                 // The messages stay queued; the next notification or heartbeat retries.
                 tracing::warn!(error = %e, session = %session.key(), "cluster: moving queued messages failed");
             }

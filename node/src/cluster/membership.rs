@@ -94,12 +94,11 @@ impl Link {
         for runtime in &expired {
             bus.publish_expired_of_gone(runtime).await;
         }
-        for key in queued {
-            if let Some(session) = bus.session(&key)
-                && let Err(e) = self.drain_inner(&session).await
-            {
-                tracing::warn!(error = %e, session = %key, "cluster: moving queued messages failed");
-            }
+        let sessions: Vec<_> = queued.iter().filter_map(|k| bus.session(k)).collect();
+        if !sessions.is_empty()
+            && let Err(e) = self.drain_sessions(&sessions).await
+        {
+            tracing::warn!(error = %e, "cluster: moving queued messages failed");
         }
         Ok(())
     }

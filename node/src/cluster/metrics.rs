@@ -12,7 +12,8 @@ pub struct NodeLabel {
     pub node: String,
 }
 
-/// The directory a reload notice is about (`policy`, `stubs`, `appservices`).
+/// The directory a reload notice is about (`policy`, `stubs`, `appservices`), or where a
+/// lookup's answer came from (`cache`, `database`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
@@ -45,6 +46,11 @@ pub struct ClusterMetrics {
     pub reload_notices_received: Family<KindLabel, Counter>,
     /// Reloads after another node's notice that left this node's copy different from theirs.
     pub reload_mismatches: Family<KindLabel, Counter>,
+    /// Lookups of the other nodes' holders, by where the answer came from (`cache`,
+    /// `database`).
+    pub lookups: Family<KindLabel, Counter>,
+    /// Forward targets that held their recipient no more (a stale answer), looked up again.
+    pub stale_targets: Counter,
 }
 
 impl ClusterMetrics {
@@ -59,6 +65,8 @@ impl ClusterMetrics {
             reload_notices_sent: Family::default(),
             reload_notices_received: Family::default(),
             reload_mismatches: Family::default(),
+            lookups: Family::default(),
+            stale_targets: Counter::default(),
         };
         registry.register(
             "cluster_forwarded",
@@ -99,6 +107,16 @@ impl ClusterMetrics {
             "cluster_reload_mismatches",
             "Reloads after another node's notice that left this node's copy different from theirs",
             m.reload_mismatches.clone(),
+        );
+        registry.register(
+            "cluster_lookups",
+            "Lookups of the holders on other nodes, by source (cache or database)",
+            m.lookups.clone(),
+        );
+        registry.register(
+            "cluster_stale_targets",
+            "Forward targets that held their recipient no more, looked up again in the database",
+            m.stale_targets.clone(),
         );
         m
     }

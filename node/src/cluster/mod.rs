@@ -7,7 +7,9 @@
 //! holder is told over NATS; the holder moves it into the session's outbox and delivers it like
 //! any frame (`link.rs`). A node writes a heartbeat; one silent for
 //! `cluster.membership_timeout_ms` is gone, and a runtime of it may re-open on any node, which
-//! takes the session over (`adopt.rs`, `membership.rs`).
+//! takes the session over (`adopt.rs`, `membership.rs`). Each node keeps the answers of its
+//! lookups in the other nodes' address books; a node whose book grew tells the others to
+//! forget theirs before it answers its runtime (`book.rs`, `directory.rs`).
 //!
 //! The policy, stub and application-service directories are each node's own; a reload on one
 //! node reaches the others ([`reloads`]).
@@ -22,6 +24,10 @@
 //! Typing notifications, kept in memory by each node, travel over NATS too ([`typing`]).
 
 mod adopt;
+mod book;
+mod directory;
+mod drain;
+mod forwarder;
 mod link;
 mod membership;
 mod metrics;
@@ -83,8 +89,22 @@ impl Cluster {
         session: &crate::config::SessionConfig,
         metrics: ClusterMetrics,
     ) -> Result<Arc<Link>, ClusterError> {
+        let cache = Arc::new(book::LookupCache::default());
+        let events = Arc::clone(&cache);
         let nats = async_nats::ConnectOptions::new()
             .name(format!("rethink-node {node_id}"))
+            .event_callback(move |event| {
+                // Forget requests may have been lost: see `book.rs`.
+                match event {
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        events.set_disconnected(true);
+                    }
+                    async_nats::Event::Connected => events.set_disconnected(false),
+                    async_nats::Event::SlowConsumer(_) => events.forget_all(),
+                    _ => {}
+                }
+                std::future::ready(())
+            })
             .connection_timeout(CONNECT_TIMEOUT)
             .connect(config.nats_url.as_str())
             .await
@@ -92,6 +112,7 @@ impl Cluster {
                 url: config.nats_url.clone(),
                 source,
             })?;
+        let (forwards, forward_jobs) = tokio::sync::mpsc::channel(forwarder::QUEUE);
         let link = Arc::new(Link {
             node: Arc::from(node_id),
             pool: store.pool().clone(),
@@ -102,6 +123,9 @@ impl Cluster {
             queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
             bus: std::sync::OnceLock::new(),
+            cache,
+            forwards,
+            forward_jobs: std::sync::Mutex::new(Some(forward_jobs)),
         });
         link.heartbeat().await?;
         Ok(link)
@@ -118,10 +142,20 @@ impl Cluster {
                 subject: subject.clone(),
                 source,
             })?;
+        let stop = CancellationToken::new();
+        let directory = Arc::clone(&link)
+            .listen_directory(stop.clone())
+            .await
+            .map_err(|source| ClusterError::Subscribe {
+                subject: directory::directory_subject(&link.node),
+                source,
+            })?;
+        let jobs = crate::locks::lock(&link.forward_jobs).take();
+        let forwarder =
+            jobs.map(|jobs| tokio::spawn(Arc::clone(&link).run_forwarder(jobs, stop.clone())));
         // The bus and the link hold each other until `stop` disconnects them.
         let _ = link.bus.set(bus.clone());
         bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
-        let stop = CancellationToken::new();
         let receiver = {
             let (link, bus, stop) = (Arc::clone(&link), bus.clone(), stop.clone());
             tokio::spawn(async move {
@@ -134,10 +168,12 @@ impl Cluster {
                     let Ok(text) = std::str::from_utf8(&message.payload) else {
                         continue;
                     };
-                    for key in text.lines() {
-                        if let Some(session) = bus.session(key) {
-                            crate::bus::remote::Remote::drain(&*link, &session).await;
-                        }
+                    let sessions: Vec<_> = text.lines().filter_map(|k| bus.session(k)).collect();
+                    if !sessions.is_empty()
+                        && let Err(e) = link.drain_sessions(&sessions).await
+                    {
+                        // The messages stay queued; the next notice or heartbeat retries.
+                        tracing::warn!(error = %e, "cluster: moving queued messages failed");
                     }
                 }
             })
@@ -147,7 +183,10 @@ impl Cluster {
         Ok(Cluster {
             link,
             stop,
-            tasks: vec![receiver, membership],
+            tasks: [receiver, membership, directory]
+                .into_iter()
+                .chain(forwarder)
+                .collect(),
         })
     }
 
