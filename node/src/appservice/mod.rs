@@ -62,7 +62,7 @@ pub struct AppservicesDeps {
     /// Delivered and failed transactions are counted here.
     pub metrics: Arc<Metrics>,
     /// In a cluster (the Matrix stores on PostgreSQL): the database whose advisory locks elect
-    /// the one node that pushes to each service ([`leader`]); `None` on one node.
+    /// the one node that pushes to each service (`appservice/leader.rs`); `None` on one node.
     pub leader: Option<sqlx::PgPool>,
 }
 

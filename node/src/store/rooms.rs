@@ -4,7 +4,7 @@
 //! memberships, aliases and bridged objects. One SQL text serves both backends, except the
 //! pruning of transactions (SQLite's `rowid` is PostgreSQL's `id` column).
 //!
-//! New events are written by [`AppendEvent`], a [`StreamOp`] committed by the stream writer (so
+//! New events are written by [`AppendEvent`], a [`StreamOp`](crate::store::StreamOp) committed by the stream writer (so
 //! the event's stream position is its primary key), with their client transaction
 //! (`migrations/0008_room_txns.sql`) in the same commit; [`PruneTxns`] forgets transactions past
 //! their retention. Everything else here reads, or writes rare data (aliases, forgetting a room)

@@ -28,7 +28,7 @@
 //! visible, the writer reads what those positions touched and lets the room engine load their
 //! events ([`remote`]); it does the same when another node announces a commit
 //! ([`StreamWriter::poke_remote`], from `cluster::stream`) or, failing that, every
-//! [`REMOTE_CHECK`].
+//! second.
 
 mod commit;
 mod notifier;
