@@ -12,9 +12,23 @@ use serde_json::{Value, json};
 use crate::cluster::cluster;
 use crate::support::NodeProcess;
 use crate::support::matrix::{
-    V3, create_room, event_ids, get, invite, join, login, next_batch, ok, put, register_session,
-    send_path, send_text, sync, text, user_id, whole_history,
+    Session, V3, create_room, event_ids, get, invite, join, login, next_batch, ok, put,
+    register_session, send_path, send_text, sync, text, user_id, whole_history,
 };
+
+/// Alice (logged in through node 1) and Bob (through node 2, both registered through node 1)
+/// in a room Alice created on node 1 and Bob joined on node 2 (which loads the room node 1
+/// created).
+async fn alice_and_bob(n1: &NodeProcess, n2: &NodeProcess) -> (Session, Session, String) {
+    register_session(n1, "alice").await;
+    register_session(n1, "bob").await;
+    let alice = login(n1, "alice").await;
+    let bob = login(n2, "bob").await;
+    let room = create_room(n1, &alice.token, &json!({"name": "Tea"})).await;
+    invite(n1, &alice.token, &room, &user_id("bob")).await;
+    join(n2, &bob.token, &room).await;
+    (alice, bob, room)
+}
 
 /// The events of `room` in a full `/sync` of `token` on `node` (timeline of up to 500 events).
 async fn synced_timeline(node: &NodeProcess, token: &str, room: &str) -> Vec<String> {
@@ -64,14 +78,7 @@ async fn clients_on_two_nodes_see_one_room_in_one_order() {
     let c = cluster(2).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
     // Accounts are shared: registered on one node, used on the other.
-    register_session(n1, "alice").await;
-    register_session(n1, "bob").await;
-    let alice = login(n1, "alice").await;
-    let bob = login(n2, "bob").await;
-    let room = create_room(n1, &alice.token, &json!({"name": "Tea"})).await;
-    invite(n1, &alice.token, &room, &user_id("bob")).await;
-    // Bob joins on the other node: it loads the room that node 1 created.
-    join(n2, &bob.token, &room).await;
+    let (alice, bob, room) = alice_and_bob(n1, n2).await;
 
     // Both send at once, each on its own node.
     const EACH: usize = 15;
@@ -125,13 +132,7 @@ async fn clients_on_two_nodes_see_one_room_in_one_order() {
 async fn a_long_poll_on_one_node_returns_within_50_ms_of_a_send_on_the_other() {
     let c = cluster(2).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
-    register_session(n1, "alice").await;
-    register_session(n1, "bob").await;
-    let alice = login(n1, "alice").await;
-    let bob = login(n2, "bob").await;
-    let room = create_room(n1, &alice.token, &json!({})).await;
-    invite(n1, &alice.token, &room, &user_id("bob")).await;
-    join(n2, &bob.token, &room).await;
+    let (alice, bob, room) = alice_and_bob(n1, n2).await;
     let mut since = next_batch(&sync(n2, &bob.token, None).await);
     let mut lates = Vec::new();
     for round in 0..7 {
@@ -248,13 +249,7 @@ async fn sync_until_typing(
 async fn typing_on_one_node_is_seen_on_the_other() {
     let c = cluster(2).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
-    register_session(n1, "alice").await;
-    register_session(n1, "bob").await;
-    let alice = login(n1, "alice").await;
-    let bob = login(n2, "bob").await;
-    let room = create_room(n1, &alice.token, &json!({})).await;
-    invite(n1, &alice.token, &room, &user_id("bob")).await;
-    join(n2, &bob.token, &room).await;
+    let (alice, bob, room) = alice_and_bob(n1, n2).await;
     let since = next_batch(&sync(n2, &bob.token, None).await);
     let typing_path = format!("{V3}/rooms/{room}/typing/{}", user_id("alice"));
     ok(put(

@@ -201,50 +201,29 @@ impl Cluster {
             self.stop.clone(),
         )
         .await
-        .map_err(|source| ClusterError::Subscribe {
-            subject: reloads::RELOAD_SUBJECT.to_owned(),
-            source,
-        })?;
+        .map_err(subscribing(reloads::RELOAD_SUBJECT))?;
         Ok(())
     }
 
-    /// Shares this node's Matrix stream with the other nodes (see [`stream`]) until the node
-    /// stops.
-    pub async fn follow_stream(
+    /// Shares this node's Matrix stream (see [`stream`]) and typing notifications (see
+    /// [`typing`]) with the other nodes until the node stops.
+    pub async fn follow_matrix(
         &self,
         writer: &crate::stream::StreamWriter,
+        typing: &crate::userdata::Typing,
     ) -> Result<(), ClusterError> {
+        let (nats, node) = (self.link.nats.clone(), Arc::clone(&self.link.node));
         stream::follow(
-            self.link.nats.clone(),
-            Arc::clone(&self.link.node),
+            nats.clone(),
+            Arc::clone(&node),
             writer.clone(),
             self.stop.clone(),
         )
         .await
-        .map_err(|source| ClusterError::Subscribe {
-            subject: stream::STREAM_SUBJECT.to_owned(),
-            source,
-        })?;
-        Ok(())
-    }
-
-    /// Shares this node's typing notifications with the other nodes (see [`typing`]) until
-    /// the node stops.
-    pub async fn follow_typing(
-        &self,
-        typing: &crate::userdata::Typing,
-    ) -> Result<(), ClusterError> {
-        typing::follow(
-            self.link.nats.clone(),
-            Arc::clone(&self.link.node),
-            typing.clone(),
-            self.stop.clone(),
-        )
-        .await
-        .map_err(|source| ClusterError::Subscribe {
-            subject: typing::TYPING_SUBJECT.to_owned(),
-            source,
-        })?;
+        .map_err(subscribing(stream::STREAM_SUBJECT))?;
+        typing::follow(nats, node, typing.clone(), self.stop.clone())
+            .await
+            .map_err(subscribing(typing::TYPING_SUBJECT))?;
         Ok(())
     }
 
@@ -274,5 +253,13 @@ impl Cluster {
         if let Err(e) = self.link.nats.flush().await {
             tracing::debug!(error = %e, "cluster: NATS flush at stop");
         }
+    }
+}
+
+/// The error of a failed subscription to `subject`.
+fn subscribing(subject: &'static str) -> impl FnOnce(async_nats::SubscribeError) -> ClusterError {
+    move |source| ClusterError::Subscribe {
+        subject: subject.to_owned(),
+        source,
     }
 }

@@ -428,8 +428,9 @@ impl RunningNode {
             cluster
                 .follow_reloads(followed_dirs(&node, &policy))
                 .await?;
-            cluster.follow_stream(node.stream()).await?;
-            cluster.follow_typing(node.userdata().typing()).await?;
+            cluster
+                .follow_matrix(node.stream(), node.userdata().typing())
+                .await?;
         }
         // Stopped by `shutdown` once no request is left that could still store presence.
         let presence_stop = CancellationToken::new();
