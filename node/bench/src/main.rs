@@ -70,80 +70,55 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     match command {
-        cli::Command::Ws(cfg) => runtime.block_on(async {
-            // A signal drops the scenario, which kills a node the bench started.
-            let report = tokio::select! {
-                r = ws_load::run(&cfg) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if cfg.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
-        cli::Command::Appservice(cfg) => runtime.block_on(async {
-            let report = tokio::select! {
-                r = appservice_load::run(&cfg) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if cfg.json() {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
-        cli::Command::Registry(cfg) => runtime.block_on(async {
-            let report = tokio::select! {
-                r = registry_load::run(&cfg) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if cfg.json() {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
-        cli::Command::Crossdomain(args) => runtime.block_on(async {
-            let report = tokio::select! {
-                r = crossdomain_load::run(&args) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if args.json() {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
-        cli::Command::Cluster(args) => runtime.block_on(async {
-            let report = tokio::select! {
-                r = cluster_load::run(&args) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if args.json() {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
-        cli::Command::Matrix(cfg) => runtime.block_on(async {
-            let report = tokio::select! {
-                r = matrix_load::run(&cfg) => r?,
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-            };
-            if cfg.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }),
+        // A signal drops the scenario, which kills a node the bench started.
+        cli::Command::Ws(cfg) => runtime.block_on(report(cfg.json, ws_load::run(&cfg), |r| {
+            r.to_json().to_string()
+        })),
+        cli::Command::Appservice(cfg) => {
+            runtime.block_on(report(cfg.json(), appservice_load::run(&cfg), |r| {
+                r.to_json().to_string()
+            }))
+        }
+        cli::Command::Registry(cfg) => {
+            runtime.block_on(report(cfg.json(), registry_load::run(&cfg), |r| {
+                r.to_json().to_string()
+            }))
+        }
+        cli::Command::Crossdomain(args) => {
+            runtime.block_on(report(args.json(), crossdomain_load::run(&args), |r| {
+                r.to_json().to_string()
+            }))
+        }
+        cli::Command::Cluster(args) => {
+            runtime.block_on(report(args.json(), cluster_load::run(&args), |r| {
+                r.to_json().to_string()
+            }))
+        }
+        cli::Command::Matrix(cfg) => {
+            runtime.block_on(report(cfg.json, matrix_load::run(&cfg), |r| {
+                r.to_json().to_string()
+            }))
+        }
     }
+}
+
+/// Runs a scenario until it ends or a signal arrives, then prints its report: as one JSON object
+/// with `json`, else as text.
+async fn report<R: std::fmt::Display, E: Into<anyhow::Error>>(
+    json: bool,
+    scenario: impl std::future::Future<Output = Result<R, E>>,
+    to_json: impl FnOnce(&R) -> String,
+) -> anyhow::Result<()> {
+    let report = tokio::select! {
+        r = scenario => r.map_err(Into::into)?,
+        signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+    };
+    if json {
+        println!("{}", to_json(&report));
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 /// Completes on Ctrl-C (or SIGTERM on Unix), naming the signal.

@@ -11,6 +11,8 @@
 use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::store::db::{Db, Tx, on_db, on_tx};
+
 /// The bytes a key and its value count for.
 fn size_of(key: &str, value: &[u8]) -> i64 {
     i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
@@ -49,21 +51,87 @@ const PG_SUB_FROM_TOTAL: &str = "UPDATE stub_kv_total SET bytes = bytes - \
 
 /// A batch's deletion of one key, with the bytes it held (binds: stub, key). A write: the
 /// batch's first statement takes the write lock (see `SQLITE_ADD_TO_TOTAL`).
-const SQLITE_TAKE: &str = "DELETE FROM stub_kv WHERE stub = ? AND key = ? \
+const SQLITE_TAKE: &str = "DELETE FROM stub_kv WHERE stub = $1 AND key = $2 \
      RETURNING length(CAST(key AS BLOB)) + length(value)";
 
-/// A batch's change of the stub's total (binds: stub, change), returning the new total.
-const SQLITE_CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES (?, ?) \
-     ON CONFLICT (stub) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes";
-
-/// As [`SQLITE_TAKE`] (binds: stub, key).
+/// As [`SQLITE_TAKE`].
 const PG_TAKE: &str = "DELETE FROM stub_kv WHERE stub = $1 AND key = $2 \
-     RETURNING octet_length(key) + octet_length(value)";
+     RETURNING CAST(octet_length(key) + octet_length(value) AS BIGINT)";
 
-/// As [`SQLITE_CHANGE_TOTAL`] (binds: stub, change).
-const PG_CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2) \
-     ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + EXCLUDED.bytes \
+/// A batch's change of the stub's total (binds: stub, change), returning the new total. The
+/// same text on both engines.
+const CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2) \
+     ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + excluded.bytes \
      RETURNING bytes";
+
+/// [`KvStore::apply`] on either engine: each key's old value taken out (its size known), the
+/// new one put in, the total changed once, checked, committed. On PostgreSQL the stub's writes
+/// wait for each other first ([`PG_LOCK_STUB`]).
+async fn apply_batch(
+    db: Db,
+    stub: &str,
+    ops: &[KvOp],
+    max_total: usize,
+) -> Result<Result<usize, Failure>, sqlx::Error> {
+    if ops.is_empty() {
+        let total: Option<i64> = on_db!(&db, |e| {
+            sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = $1")
+                .bind(stub)
+                .fetch_optional(e)
+                .await?
+        });
+        return Ok(Ok(as_size(total.unwrap_or(0))));
+    }
+    let take = if db.is_postgres() {
+        PG_TAKE
+    } else {
+        SQLITE_TAKE
+    };
+    let mut tx = db.begin().await?;
+    if let Tx::Postgres(tx) = &mut tx {
+        sqlx::query(PG_LOCK_STUB)
+            .bind(stub)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let mut change: i64 = 0;
+    for op in ops {
+        let key = op.key();
+        let old: Option<i64> = on_tx!(&mut tx, |e| {
+            sqlx::query_scalar(take)
+                .bind(stub)
+                .bind(key)
+                .fetch_optional(e)
+                .await?
+        });
+        change -= old.unwrap_or(0);
+        if let KvOp::Set { key, value } = op {
+            change += size_of(key, value);
+            on_tx!(&mut tx, |e| {
+                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3)")
+                    .bind(stub)
+                    .bind(key)
+                    .bind(value.as_slice())
+                    .execute(e)
+                    .await
+                    .map(drop)?
+            });
+        }
+    }
+    let total: i64 = on_tx!(&mut tx, |e| {
+        sqlx::query_scalar(CHANGE_TOTAL)
+            .bind(stub)
+            .bind(change)
+            .fetch_one(e)
+            .await?
+    });
+    // Over the quota: dropping the transaction rolls the batch back.
+    if let Err(f) = within_quota(as_size(total), max_total) {
+        return Ok(Err(f));
+    }
+    tx.commit().await?;
+    Ok(Ok(as_size(total)))
+}
 
 /// The total of a quota check, as a size.
 fn as_size(total: i64) -> usize {
@@ -192,114 +260,10 @@ impl KvStore for SqliteKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
         Box::pin(async move {
-            self.apply_batch(stub, ops, max_total)
+            apply_batch(Db::from(self.pool.clone()), stub, ops, max_total)
                 .await
                 .unwrap_or_else(|e| Err(failed(&e)))
         })
-    }
-}
-
-impl SqliteKv {
-    /// [`KvStore::apply`]: each key's old value taken out (its size known), the new one put
-    /// in, the total changed once, checked, committed.
-    async fn apply_batch(
-        &self,
-        stub: &str,
-        ops: &[KvOp],
-        max_total: usize,
-    ) -> Result<Result<usize, Failure>, sqlx::Error> {
-        if ops.is_empty() {
-            let total: Option<i64> =
-                sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = ?")
-                    .bind(stub)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            return Ok(Ok(as_size(total.unwrap_or(0))));
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut change: i64 = 0;
-        for op in ops {
-            let key = op.key();
-            let old: Option<i64> = sqlx::query_scalar(SQLITE_TAKE)
-                .bind(stub)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            change -= old.unwrap_or(0);
-            if let KvOp::Set { key, value } = op {
-                change += size_of(key, value);
-                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES (?, ?, ?)")
-                    .bind(stub)
-                    .bind(key)
-                    .bind(value.as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let total: i64 = sqlx::query_scalar(SQLITE_CHANGE_TOTAL)
-            .bind(stub)
-            .bind(change)
-            .fetch_one(&mut *tx)
-            .await?;
-        // Over the quota: dropping the transaction rolls the batch back.
-        if let Err(f) = within_quota(as_size(total), max_total) {
-            return Ok(Err(f));
-        }
-        tx.commit().await?;
-        Ok(Ok(as_size(total)))
-    }
-}
-
-impl PgKv {
-    /// As [`SqliteKv::apply_batch`], the stub's writes waiting for each other.
-    async fn apply_batch(
-        &self,
-        stub: &str,
-        ops: &[KvOp],
-        max_total: usize,
-    ) -> Result<Result<usize, Failure>, sqlx::Error> {
-        if ops.is_empty() {
-            let total: Option<i64> =
-                sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = $1")
-                    .bind(stub)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            return Ok(Ok(as_size(total.unwrap_or(0))));
-        }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(PG_LOCK_STUB)
-            .bind(stub)
-            .execute(&mut *tx)
-            .await?;
-        let mut change: i64 = 0;
-        for op in ops {
-            let key = op.key();
-            let old: Option<i32> = sqlx::query_scalar(PG_TAKE)
-                .bind(stub)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            change -= i64::from(old.unwrap_or(0));
-            if let KvOp::Set { key, value } = op {
-                change += size_of(key, value);
-                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3)")
-                    .bind(stub)
-                    .bind(key)
-                    .bind(value.as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let total: i64 = sqlx::query_scalar(PG_CHANGE_TOTAL)
-            .bind(stub)
-            .bind(change)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Err(f) = within_quota(as_size(total), max_total) {
-            return Ok(Err(f));
-        }
-        tx.commit().await?;
-        Ok(Ok(as_size(total)))
     }
 }
 
@@ -429,7 +393,7 @@ impl KvStore for PgKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
         Box::pin(async move {
-            self.apply_batch(stub, ops, max_total)
+            apply_batch(Db::from(self.pool.clone()), stub, ops, max_total)
                 .await
                 .unwrap_or_else(|e| Err(failed(&e)))
         })
