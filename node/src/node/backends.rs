@@ -82,7 +82,7 @@ impl BusStore {
     pub(super) fn kv(&self) -> Arc<dyn rethink_stubs::KvStore> {
         match self {
             BusStore::Sqlite(store) => {
-                Arc::new(crate::stubhost::SqliteKv::new(store.bus_pool().clone()))
+                Arc::new(crate::stubhost::SqliteKv::new(store.kv_pool().clone()))
             }
             BusStore::Postgres(store) => Arc::new(crate::stubhost::PgKv::new(store.pool().clone())),
         }

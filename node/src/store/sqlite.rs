@@ -1,6 +1,6 @@
 //! The embedded default backend: SQLite through `sqlx`.
 //!
-//! Two database files in the data directory, each in WAL mode with `synchronous = NORMAL` (a
+//! Four database files in the data directory, each in WAL mode with `synchronous = NORMAL` (a
 //! commit survives a killed process):
 //!
 //! - `bus.db`: sessions, their addresses, subscriptions and outboxes (the bus's group-commit
@@ -8,7 +8,9 @@
 //! - `rethink.db`: everything Matrix (accounts, rooms, events, stream positions, user data), written
 //!   by the Matrix stream writer;
 //! - `appservice.db`: the application services' transaction queues
-//!   ([`appservice`](super::appservice), which also moves them out of an older `rethink.db`).
+//!   ([`appservice`](super::appservice), which also moves them out of an older `rethink.db`);
+//! - `stubs.db`: the stubs' key-value store ([`SqliteStore::kv_pool`]; moved out of an older
+//!   `bus.db` by `moves.rs`).
 //!
 //! SQLite has one write lock per database file, and a writer that finds it taken sleeps in its
 //! busy handler (1, 2, 5, 10 ... 100 ms steps). With both writers on one file, a bus carrying tens
@@ -45,6 +47,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
+pub(super) use moves::move_tables;
+use moves::{move_bus_tables, move_kv_tables};
 
 /// Name of the Matrix database file inside the data directory.
 const DB_FILE: &str = "rethink.db";
@@ -52,28 +56,13 @@ const DB_FILE: &str = "rethink.db";
 const BUS_DB_FILE: &str = "bus.db";
 /// Name of the application services' queue file inside the data directory.
 const AS_DB_FILE: &str = "appservice.db";
+/// Name of the stubs' key-value file inside the data directory.
+const KV_DB_FILE: &str = "stubs.db";
 /// Connections in the shared Matrix pool (readers, checkpoints), besides the Matrix stream
 /// writer's own.
 const MAX_CONNECTIONS: u32 = 3;
 /// Connections to `bus.db`: the session writer's, and one for loads and checkpoints.
 const BUS_CONNECTIONS: u32 = 2;
-/// Copies the tables that moved from `rethink.db` (attached as `old`) to `bus.db`, parents first.
-const BUS_TABLES_COPY: [&str; 5] = [
-    "INSERT OR IGNORE INTO main.node_meta SELECT * FROM old.node_meta",
-    "INSERT OR IGNORE INTO main.sessions (id, runtime_url, token_hash, identity_json, acked_seq) \
-     SELECT id, runtime_url, token_hash, identity_json, acked_seq FROM old.sessions",
-    "INSERT OR IGNORE INTO main.session_addresses SELECT * FROM old.session_addresses",
-    "INSERT OR IGNORE INTO main.session_subscriptions SELECT * FROM old.session_subscriptions",
-    "INSERT OR IGNORE INTO main.outbox SELECT * FROM old.outbox",
-];
-/// Drops the moved tables from `rethink.db`, children first.
-const BUS_TABLES_DROP: [&str; 5] = [
-    "DROP TABLE IF EXISTS outbox",
-    "DROP TABLE IF EXISTS session_subscriptions",
-    "DROP TABLE IF EXISTS session_addresses",
-    "DROP TABLE IF EXISTS sessions",
-    "DROP TABLE IF EXISTS node_meta",
-];
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the Matrix stream writer's connection: 1 MiB (SQLite's default is 2 MiB). It is
@@ -108,6 +97,10 @@ pub struct SqliteStore {
     appservice_pool: SqlitePool,
     /// `appservice.db` again, for its checkpoints only.
     appservice_checkpoints: SqlitePool,
+    /// `stubs.db`: the stubs' key-value store (see [`SqliteStore::kv_pool`]).
+    kv_pool: SqlitePool,
+    /// `stubs.db` again, for its checkpoints only.
+    kv_checkpoints: SqlitePool,
 }
 
 impl SqliteStore {
@@ -142,6 +135,19 @@ impl SqliteStore {
             .run(&bus_pool)
             .await?;
         move_bus_tables(&pool, &bus_pool, &data_dir.join(DB_FILE)).await?;
+        let kv_options = options.clone().filename(data_dir.join(KV_DB_FILE));
+        let kv_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(kv_options.clone())
+            .await?;
+        sqlx::migrate!("src/store/kv_migrations")
+            .run(&kv_pool)
+            .await?;
+        move_kv_tables(&bus_pool, &kv_pool, &data_dir.join(BUS_DB_FILE)).await?;
+        let kv_checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(kv_options)
+            .await?;
         let as_options = options.clone().filename(data_dir.join(AS_DB_FILE));
         let appservice_pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -167,6 +173,8 @@ impl SqliteStore {
             stream_pool,
             appservice_pool,
             appservice_checkpoints,
+            kv_pool,
+            kv_checkpoints,
         })
     }
 
@@ -186,6 +194,7 @@ impl SqliteStore {
                 (DB_FILE, &self.pool),
                 (BUS_DB_FILE, &self.bus_pool),
                 (AS_DB_FILE, &self.appservice_checkpoints),
+                (KV_DB_FILE, &self.kv_checkpoints),
             ] {
                 if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                     .execute(pool)
@@ -197,9 +206,19 @@ impl SqliteStore {
         }
     }
 
-    /// The bus database's pool (`bus.db`), for the stubs' key-value store.
+    /// The bus database's pool (`bus.db`).
     pub fn bus_pool(&self) -> &SqlitePool {
         &self.bus_pool
+    }
+
+    /// The stubs' key-value file (`stubs.db`), one connection. In `bus.db` their writes (the
+    /// write-behind commits of another domain's stub, issue 13) took the file's write lock
+    /// between the bus writer's commits and, finding it held, slept in SQLite's busy handler
+    /// (1, 2, 5, 10 ... ms steps): hundreds of times a second on a node at a few thousand
+    /// cross-domain messages per second, the tail of their latency. A file of their own, one
+    /// connection: the stubs' writes wait for each other in the pool, never in the busy handler.
+    pub fn kv_pool(&self) -> &SqlitePool {
+        &self.kv_pool
     }
 
     /// The Matrix database's shared connection pool, for the stores of the Matrix concerns.
@@ -227,6 +246,8 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.appservice_pool.close().await;
         self.appservice_checkpoints.close().await;
+        self.kv_pool.close().await;
+        self.kv_checkpoints.close().await;
         self.stream_pool.close().await;
         self.pool.close().await;
         self.bus_pool.close().await;
@@ -347,81 +368,6 @@ impl SessionStore for SqliteStore {
     fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.apply_inner(batch))
     }
-}
-
-/// Moves the session tables that a node before the split kept in `rethink.db` into `bus.db`
-/// (see [`move_tables`]). On a fresh data directory the tables are the empty ones migration 0001
-/// created.
-async fn move_bus_tables(
-    pool: &SqlitePool,
-    bus_pool: &SqlitePool,
-    db_file: &Path,
-) -> Result<(), StoreError> {
-    let moved = move_tables(
-        pool,
-        bus_pool,
-        db_file,
-        "sessions",
-        &BUS_TABLES_COPY,
-        &BUS_TABLES_DROP,
-    )
-    .await?;
-    if moved > 0 {
-        tracing::info!(
-            rows = moved,
-            "session tables moved from rethink.db to bus.db"
-        );
-    }
-    Ok(())
-}
-
-/// Moves tables that an older node kept in `rethink.db` (`from`, the file `db_file`) into
-/// another file (`to`): when `marker` is still a table of `from`, runs `copies` (reading
-/// `old.<table>`) in one transaction of `to`, then `drops` in one of `from`. Idempotent: a crash
-/// between the copy and the drop copies again at the next start (the copies are `INSERT OR
-/// IGNORE`). Returns the rows copied.
-pub(super) async fn move_tables(
-    from: &SqlitePool,
-    to: &SqlitePool,
-    db_file: &Path,
-    marker: &str,
-    copies: &[&'static str],
-    drops: &[&'static str],
-) -> Result<u64, StoreError> {
-    let left: Option<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
-            .bind(marker)
-            .fetch_optional(from)
-            .await?;
-    if left.is_none() {
-        return Ok(0);
-    }
-    let mut conn = to.acquire().await?;
-    sqlx::query("ATTACH DATABASE ? AS old")
-        .bind(db_file.to_string_lossy().as_ref())
-        .execute(&mut *conn)
-        .await?;
-    let copied = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let mut moved = 0u64;
-        for &copy in copies {
-            moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok::<u64, sqlx::Error>(moved)
-    }
-    .await;
-    sqlx::query("DETACH DATABASE old")
-        .execute(&mut *conn)
-        .await?;
-    let moved = copied?;
-    drop(conn);
-    let mut tx = from.begin().await?;
-    for &drop_table in drops {
-        sqlx::query(drop_table).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(moved)
 }
 
 fn is_enqueue(op: &StoreOp) -> bool {
@@ -574,5 +520,6 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
     Ok(())
 }
 
+mod moves;
 #[cfg(test)]
 mod tests;

@@ -85,7 +85,7 @@ impl Opened {
 
     fn kv(&self) -> Arc<dyn KvStore> {
         match self {
-            Opened::Sqlite(s) => Arc::new(SqliteKv::new(s.bus_pool().clone())),
+            Opened::Sqlite(s) => Arc::new(SqliteKv::new(s.kv_pool().clone())),
             Opened::Postgres(s) => Arc::new(PgKv::new(s.pool().clone())),
         }
     }

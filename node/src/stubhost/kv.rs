@@ -1,6 +1,7 @@
-//! The stubs' key-value store, persisted beside the bus's store (table `stub_kv`, migration
-//! `0002_stub_kv.sql`) so a stub's data survives its restarts and the node's: [`SqliteKv`] in
-//! `bus.db`, [`PgKv`] in PostgreSQL (`store.url`). Sizes are counted in bytes (keys and values)
+//! The stubs' key-value store (table `stub_kv`), persisted so a stub's data survives its restarts
+//! and the node's: [`SqliteKv`] in a SQLite file of its own, `stubs.db` (`store/kv_migrations/`;
+//! in `bus.db` its writes waited for the bus writer's lock, see `SqliteStore::kv_pool`), [`PgKv`]
+//! in PostgreSQL (`store.url`). Sizes are counted in bytes (keys and values)
 //! by both; a database failure is a 503 to the stub. Each stub's total is kept in
 //! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
 //! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
@@ -20,9 +21,9 @@ fn size_of(key: &str, value: &[u8]) -> i64 {
 
 /// Adds to the stub's total the size of the new value (bind 2) less that of the value it
 /// replaces, and returns the new total (binds: stub, size, stub, key). A write first, so the
-/// transaction takes the write lock at once (waiting for the bus's writer like any writer); a
+/// transaction takes the write lock at once (waiting for any other writer of the file); a
 /// read first would have to upgrade its snapshot, which SQLite refuses (SQLITE_BUSY) when the
-/// bus wrote meanwhile.
+/// file was written meanwhile.
 const SQLITE_ADD_TO_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES (?, ? - \
      COALESCE((SELECT length(CAST(key AS BLOB)) + length(value) FROM stub_kv \
      WHERE stub = ? AND key = ?), 0)) \
@@ -145,7 +146,7 @@ pub struct SqliteKv {
 }
 
 impl SqliteKv {
-    /// The store in the database behind `pool` (`bus.db`).
+    /// The store in the database behind `pool` (`stubs.db`, one connection).
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }

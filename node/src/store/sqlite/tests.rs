@@ -80,6 +80,53 @@ async fn sessions_left_in_the_matrix_file_are_moved_to_bus_db() -> anyhow::Resul
     Ok(())
 }
 
+/// A data directory written before the stubs' key-value store had its own file (its tables in
+/// bus.db) keeps each stub's keys and total: they are moved to stubs.db once, and bus.db no
+/// longer has them.
+#[tokio::test]
+async fn stub_keys_left_in_the_bus_file_are_moved_to_stubs_db() -> anyhow::Result<()> {
+    use rethink_stubs::KvStore;
+    let dir = TempDir::new()?;
+    {
+        let store = SqliteStore::open(dir.path()).await?;
+        store.close().await;
+    }
+    // The old layout rebuilt by hand: the tables (and a stub's keys) in bus.db only.
+    std::fs::remove_file(dir.path().join(KV_DB_FILE))?;
+    let old = SqlitePool::connect_with(
+        SqliteConnectOptions::new().filename(dir.path().join(BUS_DB_FILE)),
+    )
+    .await?;
+    sqlx::raw_sql(include_str!("../kv_migrations/0001_stub_kv.sql"))
+        .execute(&old)
+        .await?;
+    sqlx::raw_sql(
+        "INSERT INTO stub_kv VALUES ('s', 'k', x'7631'); \
+         INSERT INTO stub_kv_total VALUES ('s', 3);",
+    )
+    .execute(&old)
+    .await?;
+    old.close().await;
+
+    for _ in 0..2 {
+        // Twice: the second start finds nothing left to move.
+        let store = SqliteStore::open(dir.path()).await?;
+        let kv = crate::stubhost::SqliteKv::new(store.kv_pool().clone());
+        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v1"[..]));
+        let total: i64 = sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = 's'")
+            .fetch_one(store.kv_pool())
+            .await?;
+        assert_eq!(total, 3, "the stub's total moves with its keys");
+        let left: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'stub_kv'")
+                .fetch_optional(store.bus_pool())
+                .await?;
+        assert_eq!(left, None, "bus.db keeps no stub_kv table");
+        store.close().await;
+    }
+    Ok(())
+}
+
 /// The bus writes to its own file: a transaction holding rethink.db's write lock (as the
 /// Matrix stream writer does while committing) does not block a session write.
 #[tokio::test]
