@@ -6,8 +6,11 @@
 //! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
 //! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
 //! A batch ([`KvStore::apply`], the host's write-behind for other domains' stubs) is one
-//! transaction: each key's old value deleted with its size returned, the new one inserted, the
-//! total changed once and checked before the commit.
+//! transaction of few statements: per chunk of up to 64 keys (each key's last op) one `DELETE
+//! ... RETURNING` of the old values' sizes and one multi-row `INSERT` of the new values; the
+//! total changed once and checked before the commit. (One statement per key was a round trip
+//! to sqlx's SQLite worker thread, a thread wake-up each, for every message of another
+//! domain's stub.)
 
 use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
@@ -50,14 +53,56 @@ const PG_SUB_FROM_TOTAL: &str = "UPDATE stub_kv_total SET bytes = bytes - \
      COALESCE((SELECT octet_length(key) + octet_length(value) FROM stub_kv \
      WHERE stub = $1 AND key = $2), 0) WHERE stub = $1";
 
-/// A batch's deletion of one key, with the bytes it held (binds: stub, key). A write: the
-/// batch's first statement takes the write lock (see `SQLITE_ADD_TO_TOTAL`).
-const SQLITE_TAKE: &str = "DELETE FROM stub_kv WHERE stub = $1 AND key = $2 \
-     RETURNING length(CAST(key AS BLOB)) + length(value)";
+/// The bytes of a row of `stub_kv` on SQLite (keys are counted in bytes, as on PostgreSQL).
+const SQLITE_ROW_SIZE: &str = "length(CAST(key AS BLOB)) + length(value)";
 
-/// As [`SQLITE_TAKE`].
-const PG_TAKE: &str = "DELETE FROM stub_kv WHERE stub = $1 AND key = $2 \
-     RETURNING CAST(octet_length(key) + octet_length(value) AS BIGINT)";
+/// As [`SQLITE_ROW_SIZE`].
+const PG_ROW_SIZE: &str = "CAST(octet_length(key) + octet_length(value) AS BIGINT)";
+
+/// Keys per statement of a batch: a chunk's deletion binds one parameter per key, its insertion
+/// two per key (and the stub once), far below either engine's limit.
+const KV_CHUNK: usize = 64;
+
+/// The deletion of `n` keys of one stub, returning the bytes each held (binds: stub, then the
+/// keys). A write first (see `SQLITE_ADD_TO_TOTAL`).
+fn take_sql(row_size: &str, n: usize) -> String {
+    let mut sql = String::from("DELETE FROM stub_kv WHERE stub = $1 AND key IN (");
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("${}", i + 2));
+    }
+    sql.push_str(") RETURNING ");
+    sql.push_str(row_size);
+    sql
+}
+
+/// The insertion of `n` keys of one stub (binds: stub, then key and value of each).
+fn put_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO stub_kv (stub, key, value) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
+    }
+    sql
+}
+
+/// Each key's last op, in the order of those last ops: what applying `ops` in order leaves.
+/// (The write-behind folds its batches already; another caller may not have.)
+fn last_per_key(ops: &[KvOp]) -> Vec<&KvOp> {
+    let mut last = std::collections::HashMap::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        last.insert(op.key(), i);
+    }
+    ops.iter()
+        .enumerate()
+        .filter(|(i, op)| last.get(op.key()) == Some(i))
+        .map(|(_, op)| op)
+        .collect()
+}
 
 /// A batch's change of the stub's total (binds: stub, change), returning the new total. The
 /// same text on both engines.
@@ -83,10 +128,10 @@ async fn apply_batch(
         });
         return Ok(Ok(as_size(total.unwrap_or(0))));
     }
-    let take = if db.is_postgres() {
-        PG_TAKE
+    let row_size = if db.is_postgres() {
+        PG_ROW_SIZE
     } else {
-        SQLITE_TAKE
+        SQLITE_ROW_SIZE
     };
     let mut tx = db.begin().await?;
     if let Tx::Postgres(tx) = &mut tx {
@@ -95,29 +140,39 @@ async fn apply_batch(
             .execute(&mut **tx)
             .await?;
     }
+    // Per chunk of keys: their old values taken out in one statement (their sizes returned),
+    // the new ones put in with another.
+    let ops = last_per_key(ops);
     let mut change: i64 = 0;
-    for op in ops {
-        let key = op.key();
-        let old: Option<i64> = on_tx!(&mut tx, |e| {
-            sqlx::query_scalar(take)
-                .bind(stub)
-                .bind(key)
-                .fetch_optional(e)
-                .await?
+    for chunk in ops.chunks(KV_CHUNK) {
+        let take = take_sql(row_size, chunk.len());
+        let old: Vec<i64> = on_tx!(&mut tx, |e| {
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(take)).bind(stub);
+            for op in chunk {
+                q = q.bind(op.key());
+            }
+            q.fetch_all(e).await?
         });
-        change -= old.unwrap_or(0);
-        if let KvOp::Set { key, value } = op {
-            change += size_of(key, value);
-            on_tx!(&mut tx, |e| {
-                sqlx::query("INSERT INTO stub_kv (stub, key, value) VALUES ($1, $2, $3)")
-                    .bind(stub)
-                    .bind(key)
-                    .bind(value.as_slice())
-                    .execute(e)
-                    .await
-                    .map(drop)?
-            });
+        change -= old.iter().sum::<i64>();
+        let puts: Vec<(&str, &[u8])> = chunk
+            .iter()
+            .filter_map(|op| match op {
+                KvOp::Set { key, value } => Some((key.as_str(), value.as_slice())),
+                KvOp::Delete { .. } => None,
+            })
+            .collect();
+        if puts.is_empty() {
+            continue;
         }
+        change += puts.iter().map(|(k, v)| size_of(k, v)).sum::<i64>();
+        let put = put_sql(puts.len());
+        on_tx!(&mut tx, |e| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(put)).bind(stub);
+            for (key, value) in &puts {
+                q = q.bind(*key).bind(*value);
+            }
+            q.execute(e).await.map(drop)?
+        });
     }
     let total: i64 = on_tx!(&mut tx, |e| {
         sqlx::query_scalar(CHANGE_TOTAL)

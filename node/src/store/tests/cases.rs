@@ -418,6 +418,18 @@ pub(super) async fn kv_batch_is_all_or_nothing_within_the_quota(
     kv.set("s", "k6", vec![0; 22], 40).await?; // 16 + 24 = 40
     let refused = kv.set("s", "k7", vec![0], 40).await;
     assert_eq!(refused.map_err(|f| f.code), Err(413));
+    // More keys than one statement takes (`KV_CHUNK`), a key written twice and one written then
+    // deleted within the batch: the last write of each key counts.
+    let many: Vec<KvOp> = (0..150)
+        .map(|i| set(&format!("m{i:03}"), 8))
+        .chain([set("m000", 1), del("m001"), set("k1", 6)])
+        .collect();
+    // 40 - 6 (k1 was 4 + 2) + 8 (k1 now) + 148 x 12 (m002..m149) + 5 (m000) = 1823.
+    assert_eq!(kv.apply("s", &many, 4096).await?, 1823);
+    assert_eq!(kv.apply("s", &[], 4096).await?, 1823);
+    assert_eq!(kv.get("s", "m000").await, Some(vec![0; 1]));
+    assert_eq!(kv.get("s", "m001").await, None);
+    assert_eq!(kv.keys("s", "m", 200).await.len(), 149);
     opened.close().await;
     Ok(())
 }
