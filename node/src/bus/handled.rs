@@ -15,8 +15,9 @@
 //! bound a node session to the store's commit rate): the writer groups the commits of many
 //! messages, and [`Committed`] releases each one's frames after its own. What tells the other
 //! node a message is handled waits for the commits before it instead: the answer to `sync`
-//! and to `re-open` ([`Bus::save_handled`] flushes the writer), and an answer or refusal of
-//! the message itself ([`Committed::wait`]).
+//! and to `re-open` ([`Bus::save_handled`] flushes the writer; for `sync`,
+//! [`Bus::save_handled_queued`] lets the frames after it be read and routed while its answer
+//! waits), and an answer or refusal of the message itself ([`Committed::wait`]).
 
 use std::sync::Arc;
 
@@ -98,14 +99,33 @@ impl Bus {
     /// answer to `sync` or `re-open` tells the other node so, and when a connection ends.
     /// Only a node session's: a runtime's `cseq` is not kept across a restart of this node.
     pub async fn save_handled(&self, session: &Session) {
+        self.save_handled_queued(session).await.await;
+    }
+
+    /// As [`Bus::save_handled`], but only queues the record and the flush (in order with what
+    /// the session routes next); the future returned resolves once they are committed. The
+    /// answer to `sync` waits for it, the node session's next frames do not.
+    pub async fn save_handled_queued(
+        &self,
+        session: &Session,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let cseq = session.cseq();
+        let mut flushed = None;
         if cseq > 0 && self.node_domain(session).is_some() {
             self.submit(StoreOp::Handled {
                 session: Arc::clone(session.key()),
                 cseq,
             })
             .await;
-            if let Err(e) = self.inner.store.flush().await {
+            match self.inner.store.flush_queued().await {
+                Ok(f) => flushed = Some(f),
+                Err(e) => tracing::error!(error = %e, "the store writer has stopped"),
+            }
+        }
+        async move {
+            if let Some(flushed) = flushed
+                && let Err(e) = flushed.await
+            {
                 tracing::error!(error = %e, "the store writer has stopped");
             }
         }

@@ -77,9 +77,17 @@ impl StoreWriter {
 
     /// Waits until everything submitted before this call is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flush_queued().await?.await
+    }
+
+    /// Queues a flush now (after everything submitted before this call, before anything
+    /// submitted after it); the future returned resolves once it is committed.
+    pub async fn flush_queued(
+        &self,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
         let (done, committed) = oneshot::channel();
         self.submit(StoreOp::Flush { done }).await?;
-        committed.await.map_err(|_| StoreError::WriterStopped)
+        Ok(async move { committed.await.map_err(|_| StoreError::WriterStopped) })
     }
 
     /// Puts an entry in a session's outbox and waits until it is committed (or known

@@ -164,14 +164,6 @@ impl Step {
             Err(Unanswered::Stalled) => Step::Stalled,
         }
     }
-
-    /// The step of an accepted request, by whether its answer was put in the outbox.
-    fn accepted(answered: Result<(), Unanswered>) -> Self {
-        match Self::refused(answered) {
-            Step::Refused => Step::Accepted,
-            other => other,
-        }
-    }
 }
 
 /// The result of the handshake phase.
@@ -618,18 +610,25 @@ async fn control_message(node: &Node, session: &Arc<Session>, env: &Envelope) ->
             return Step::Accepted;
         }
         Ok(Control::Sync) => {
-            bus.save_handled(session).await;
-            let reply = env
-                .reply(Code::OK)
-                .value(json!({ "cseq": session.cseq() }))
-                .build();
-            return match reply {
-                Ok(reply) => Step::accepted(answer(node, session, &reply).await),
-                Err(e) => {
-                    tracing::error!(error = %e, "the answer to sync");
-                    Step::Accepted
+            // The answer waits for the commit of what was handled before it; the frames after
+            // it are read and routed meanwhile (a node session's peer keeps one `sync` open at
+            // a time: waiting here stopped its stream for a commit at every round).
+            let cseq = session.cseq();
+            let committed = bus.save_handled_queued(session).await;
+            let reply = env.reply(Code::OK).value(json!({ "cseq": cseq })).build();
+            match reply {
+                Ok(reply) => {
+                    let (node, session) = (node.clone(), Arc::clone(session));
+                    tokio::spawn(async move {
+                        committed.await;
+                        // A connection that ended or stalled meanwhile is dealt with by the
+                        // connection's own next step.
+                        let _ = answer(&node, &session, &reply).await;
+                    });
                 }
-            };
+                Err(e) => tracing::error!(error = %e, "the answer to sync"),
+            }
+            return Step::Accepted;
         }
         Ok(Control::Close) => {
             if let Ok(reply) = env.reply(Code::OK).build() {
