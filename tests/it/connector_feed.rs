@@ -17,7 +17,7 @@ use super::support::matrix::{V3, call_at, room_path, urlencode, user_id};
 use super::support::process::NodeProcess;
 
 /// A request that must succeed; its answer.
-async fn call(
+pub(super) async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -31,7 +31,7 @@ async fn call(
 }
 
 /// Registers `name` through the dummy flow; its access token.
-async fn register(addr: SocketAddr, name: &str) -> String {
+pub(super) async fn register(addr: SocketAddr, name: &str) -> String {
     let path = format!("{V3}/register");
     let mut req = json!({"username": name, "password": format!("pw-{name}")});
     let (status, uia) = call_at(addr, "POST", &path, None, Some(req.to_string().as_bytes())).await;
@@ -44,7 +44,7 @@ async fn register(addr: SocketAddr, name: &str) -> String {
         .to_owned()
 }
 
-async fn say(addr: SocketAddr, token: &str, room: &str, txn: &str, body: &str) {
+pub(super) async fn say(addr: SocketAddr, token: &str, room: &str, txn: &str, body: &str) {
     let path = room_path(room, &format!("send/m.room.message/{txn}"));
     call(
         addr,
@@ -77,7 +77,7 @@ async fn bot_joined(addr: SocketAddr, token: &str, room: &str) -> bool {
 }
 
 /// Waits (long-polling `/sync` between looks) until `done` holds for the bot's texts; them.
-async fn bot_texts_until(
+pub(super) async fn bot_texts_until(
     addr: SocketAddr,
     token: &str,
     room: &str,
@@ -105,7 +105,7 @@ async fn bot_texts_until(
 
 /// The node's configuration file: the echo bot, with a call deadline long enough that its
 /// `!busy` call lasts until the node is killed.
-fn write_config(dir: &Path) -> String {
+pub(super) fn write_config(dir: &Path) -> String {
     let component = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../stubs/guests/echo-connector/echo-connector.wasm");
     let text = format!(

@@ -29,6 +29,7 @@ mod cluster_cache;
 mod cluster_edges;
 mod cluster_pg_restart;
 mod cluster_reloads;
+mod connector_cluster;
 mod connector_feed;
 mod connector_matrix;
 mod connector_patterns;

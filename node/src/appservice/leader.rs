@@ -1,11 +1,14 @@
-//! One pusher per application service in a cluster: the nodes share the rooms, the stream and
-//! the services' transaction queues (one PostgreSQL database), so every node would otherwise
-//! push the same events to each service. A node pushes to a service only while it holds the
-//! PostgreSQL advisory lock named after the service (`rethink.appservice.<id>`), on a connection
-//! of its own taken out of the pool: a node that stops or dies closes that connection, and the
-//! lock passes to a waiting node, which continues the queue from the shared database. The held
+//! One node at a time does a duty of the whole cluster: pushing an application service's
+//! transactions, feeding a connector its Matrix events. The nodes share the rooms, the stream,
+//! the services' transaction queues and the connectors' feed positions (one PostgreSQL
+//! database), so every node would otherwise push the same events to each service, and every
+//! node's instance of a connector would handle each event. A node does the duty only while it
+//! holds the PostgreSQL advisory lock named after it (`rethink.appservice.<id>`,
+//! `rethink.connector-feed.<name>`), on a connection of its own taken out of the pool: a node
+//! that stops or dies closes that connection, and the lock passes to a waiting node, which
+//! continues from the shared database (the queue; the feed's stored position). The held
 //! connection is checked every [`CHECK_EVERY`]; when it is lost (the database restarted), the
-//! node stops pushing and queues for the lock again.
+//! node stops and queues for the lock again.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,37 +21,32 @@ pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Wait before asking for the lock again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Runs `push(stop)` while this node holds the lock of `service`, from the first time it gets
-/// it until `stop`; while another node holds it, waits.
-pub(super) async fn while_held<F, Fut>(
-    pool: PgPool,
-    service: String,
-    stop: CancellationToken,
-    push: F,
-) where
+/// Runs `push(stop)` while this node holds the lock `key` (e.g. `rethink.appservice.<id>`),
+/// from the first time it gets it until `stop`; while another node holds it, waits.
+pub(crate) async fn while_held<F, Fut>(pool: PgPool, key: String, stop: CancellationToken, push: F)
+where
     F: Fn(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let key = format!("rethink.appservice.{service}");
     while !stop.is_cancelled() {
         let mut held = tokio::select! {
             _ = stop.cancelled() => return,
             held = lock(&pool, &key) => match held {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!(%service, error = %e, "application service: cannot take the pusher's lock; retrying");
+                    tracing::warn!(duty = %key, error = %e, "cluster: cannot take a duty's lock; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
             },
         };
-        tracing::info!(%service, "application service: this node pushes its transactions");
+        tracing::info!(duty = %key, "cluster: this node holds the duty");
         let pushing = stop.child_token();
         tokio::select! {
             _ = push(pushing.clone()) => return,
             lost = watch(&mut held) => {
                 pushing.cancel();
-                tracing::warn!(%service, error = %lost, "application service: the pusher's lock was lost; waiting for it again");
+                tracing::warn!(duty = %key, error = %lost, "cluster: a duty's lock was lost; waiting for it again");
             }
         }
     }

@@ -14,7 +14,7 @@
 mod bus_link;
 mod ephemeral;
 pub(crate) mod interest;
-mod leader;
+pub(crate) mod leader;
 mod queue;
 
 use std::collections::HashMap;
@@ -140,6 +140,12 @@ impl AppServices {
         &self.inner.server_name
     }
 
+    /// In a cluster, the database whose advisory locks choose the one node doing a duty of
+    /// the whole cluster (`leader.rs`); `None` on one node.
+    pub fn leader_pool(&self) -> Option<&sqlx::PgPool> {
+        self.inner.deps.leader.as_ref()
+    }
+
     /// Starts (or restarts, after a reload) the services in force: the bus sessions and
     /// claims of those with `rethink_namespaces`, and one pusher per service with a `url`;
     /// stops those of services gone or changed.
@@ -246,7 +252,7 @@ impl AppServices {
                 Some(pool) => {
                     tokio::spawn(leader::while_held(
                         pool,
-                        service.id().to_owned(),
+                        format!("rethink.appservice.{}", service.id()),
                         stop.clone(),
                         run,
                     ));

@@ -114,11 +114,16 @@ pub struct BusConfig {
     pub epoch: u64,
     /// The node's time (resume windows).
     pub clock: Clock,
+    /// In a cluster, this node's id (`cluster.node_id`): each node runs its own instance of
+    /// every stub, and each instance has a session of its own (`stub_port.rs`).
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug)]
 struct Inner {
     domain: String,
+    /// [`BusConfig::node_id`].
+    node_id: Option<String>,
     endpoints: Endpoints,
     book: AddressBook,
     sessions: std::sync::RwLock<HashMap<SessionKey, Arc<Session>>>,
@@ -176,6 +181,7 @@ impl Bus {
             inner: Arc::new(Inner {
                 endpoints: Endpoints::new(&config.domain),
                 domain: config.domain,
+                node_id: config.node_id,
                 book: AddressBook::default(),
                 sessions: Default::default(),
                 by_token: Default::default(),

@@ -328,6 +328,7 @@ mod tests {
                 allocation: config.allocation,
                 epoch: 1,
                 clock: config.clock,
+                node_id: None,
             },
             writer,
             metrics,

@@ -1,6 +1,10 @@
 //! Sessions of the protocol stubs the node runs (`crate::stubhost`): a stub is a participant of
 //! the bus like a runtime. Its session has the runtime URL `hyperty-runtime://<domain>/stub/<name>`
-//! and the addresses the operator gave it, claimed like allocations; messages for them land in
+//! (in a cluster `.../stub/<name>/<node id>`: every node runs its own instance of each stub, a
+//! session each, and a message for a stub's address goes to the instance of the node it
+//! reaches, which holds the address in its own address book; the runtime URL, unique in the
+//! cluster, would otherwise be one node's and keep the others from starting) and the addresses
+//! the operator gave it, claimed like allocations; messages for them land in
 //! its outbox (persisted, bounded: a full outbox answers 503), which an in-process connection
 //! drains into the stub. A session restored at start (the node was stopped) is taken over with
 //! the messages still in its outbox.
@@ -18,7 +22,10 @@ use crate::store::StoreOp;
 impl Bus {
     /// The runtime URL of the stub `name`'s session.
     pub fn stub_runtime_url(&self, name: &str) -> String {
-        format!("hyperty-runtime://{}/stub/{name}", self.inner.domain)
+        match &self.inner.node_id {
+            Some(node) => format!("hyperty-runtime://{}/stub/{name}/{node}", self.inner.domain),
+            None => format!("hyperty-runtime://{}/stub/{name}", self.inner.domain),
+        }
     }
 
     /// The session of the stub `name`, with `addresses` claimed for it: the session restored

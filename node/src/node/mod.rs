@@ -260,7 +260,12 @@ impl RunningNode {
         };
         let bus_store = BusStore::open(&config.store.backend, &store, node_id.as_deref()).await?;
         // Connected, with a first heartbeat, before this node's sessions are loaded.
-        let cluster_link = match (&config.cluster, &bus_store, node_id, cluster_metrics) {
+        let cluster_link = match (
+            &config.cluster,
+            &bus_store,
+            node_id.clone(),
+            cluster_metrics,
+        ) {
             (Some(c), BusStore::Postgres(pg), Some(id), Some(m)) => {
                 Some(crate::cluster::Cluster::connect(c, &id, pg, &config.session, m).await?)
             }
@@ -305,6 +310,7 @@ impl RunningNode {
                 allocation: config.allocation.clone(),
                 epoch,
                 clock: config.clock.clone(),
+                node_id,
             },
             writer.clone(),
             Arc::clone(&metrics),

@@ -12,6 +12,10 @@
 //! after the stored position, so events committed but not yet handled when the node stopped
 //! (or was killed) are given then: at least once, in stream order. A connector's first start
 //! stores the stream's position of that moment (history before it is not fed).
+//!
+//! In a cluster (the positions in the shared database) one node feeds each connector: the
+//! holder of the advisory lock `rethink.connector-feed.<name>` (`appservice/leader.rs`); when it
+//! stops or dies another node takes the lock and goes on from the stored position.
 
 use std::sync::Arc;
 
@@ -61,10 +65,15 @@ impl FeedPositions {
     }
 }
 
-/// Feeds `connector`'s instances from its stored position until the node stops.
-pub(super) async fn feed(matrix: Arc<NodeMatrix>, node: Node, connector: String) {
+/// Feeds `connector`'s instances from its stored position until `stop` (the node stops, or
+/// in a cluster another node took the feed over).
+pub(super) async fn feed(
+    matrix: Arc<NodeMatrix>,
+    node: Node,
+    connector: String,
+    stop: CancellationToken,
+) {
     let id = registration_id(&connector);
-    let stop = node.shutdown_token().clone();
     let mut pos = match matrix.positions.load(&connector).await {
         Some(p) => p,
         None => {

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::feed::{FeedPositions, feed};
+use crate::appservice::leader::while_held;
 use crate::config::registration_id;
 use crate::locks::lock;
 use crate::node::Node;
@@ -85,7 +86,22 @@ impl NodeMatrix {
             if let Err(e) = node.accounts().create_appservice_user(sender).await {
                 tracing::warn!(connector = %c.name, error = %e, "connector sender not registered");
             }
-            tokio::spawn(feed(Arc::clone(self), node.clone(), c.name.clone()));
+            let (matrix, name) = (Arc::clone(self), c.name.clone());
+            let stop = node.shutdown_token().clone();
+            match node.appservices().leader_pool() {
+                // In a cluster one node feeds each connector (`appservice/leader.rs`); the
+                // others' instances handle its bus messages only.
+                Some(pool) => {
+                    let key = format!("rethink.connector-feed.{name}");
+                    let node = node.clone();
+                    tokio::spawn(while_held(pool.clone(), key, stop, move |stop| {
+                        feed(Arc::clone(&matrix), node.clone(), name.clone(), stop)
+                    }));
+                }
+                None => {
+                    tokio::spawn(feed(matrix, node.clone(), name, stop));
+                }
+            }
         }
     }
 
