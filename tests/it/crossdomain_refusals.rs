@@ -240,6 +240,7 @@ async fn a_node_session_sends_only_from_the_domain_it_proved() {
     let made_up = Challenge {
         challenge: "00".repeat(32),
         expires_ts: u64::MAX >> 12,
+        now_ts: None,
     };
     let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &made_up)).await;
     assert_eq!(resp["body"]["code"], 401, "{resp}");
@@ -320,4 +321,62 @@ async fn a_proof_presented_late_is_accepted_within_the_leeway_only() {
     b.advance(Duration::from_secs(100)).await;
     let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &c)).await;
     assert_eq!(resp["body"]["code"], 401, "{resp}");
+}
+
+#[tokio::test]
+async fn a_proof_refused_beyond_the_leeway_is_renewed_and_the_same_session_resumed() {
+    // B's clock jumps ahead of A's by more than the leeway while A's stub is connected (A's
+    // next renewal is minutes away); then the stub's connection breaks: its re-open presents
+    // a proof B calls expired (401). A must fetch a fresh proof and resume the same session
+    // (B still holds it: its clock stands still, so it never expires), not loop.
+    let (a, b, relay) = crate::crossdomain::b_behind_a_relay(
+        |_| {},
+        |c| {
+            c.cross_domain.proof_ttl = Duration::from_secs(600);
+            c.cross_domain.proof_leeway = Duration::from_secs(30);
+        },
+    )
+    .await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
+        .await;
+    let got = bob.try_recv(FIRST).await.expect("PING 1");
+    assert_eq!(got["body"]["n"], 1, "{got}");
+
+    b.advance(Duration::from_secs(700)).await;
+    // B's connections idle that long are closed (bob's re-opens his session); the stub's is
+    // cut all the same.
+    relay.cut();
+    let (mut bob, _) = bob.drop_connection().resume(&b).await;
+    let r = bob.recv().await;
+    assert_eq!(r["body"]["code"], 200, "bob's re-open: {r}");
+    // Sent while the stub is refused: they wait, and arrive in order, once (4 is the marker:
+    // a duplicate would come before it).
+    for n in 2..=4u64 {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))
+            .await;
+    }
+    let mut got = Vec::new();
+    while got.last() != Some(&4) {
+        let f = bob
+            .try_recv(FIRST)
+            .await
+            .unwrap_or_else(|| panic!("no PING 4 within {FIRST:?}; got {got:?}"));
+        assert_eq!(f["type"], "PING", "{f}");
+        got.push(f["body"]["n"].as_u64().expect("n"));
+    }
+    assert_eq!(got, vec![2, 3, 4], "in order, once");
+    // Delivered, so the session was resumed: a new `open` would be refused 409 while B holds
+    // the old one. The way back works too.
+    bob.send(&json!({"id": 1, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}))
+        .await;
+    let r = alice.try_recv(FIRST).await.expect("bob's answer");
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(1), Some(200)),
+        "{r}"
+    );
 }

@@ -14,6 +14,7 @@
 mod gateway;
 mod held;
 mod http;
+mod tap;
 mod waiting;
 
 pub use gateway::{GATEWAY_INSTANCES, start_gateways};
@@ -40,8 +41,10 @@ use crate::rooms::Rooms;
 #[derive(Debug, Clone)]
 pub(crate) struct Proof {
     pub(crate) token: String,
-    /// When the other node stops accepting it (unix ms).
-    pub(crate) expires_ms: u64,
+    /// When the other node stops accepting it, on our monotonic clock: timed on the other
+    /// node's clock (the challenge's `now_ts`, when it sends one) from when we asked for the
+    /// challenge, so that a difference between the two clocks does not matter.
+    pub(crate) valid_until: tokio::time::Instant,
 }
 
 /// The file under `cross_domain.cache_dir` holding the secret node challenges are
@@ -210,14 +213,17 @@ impl CrossDomain {
     }
 
     /// How long from now until `proof` expires (zero once it has).
-    pub(crate) fn valid_for(&self, proof: &Proof) -> std::time::Duration {
-        std::time::Duration::from_millis(proof.expires_ms.saturating_sub(self.now_ms()))
+    pub(crate) fn valid_for(proof: &Proof) -> std::time::Duration {
+        proof
+            .valid_until
+            .saturating_duration_since(tokio::time::Instant::now())
     }
 
     /// Our proof for `peer`'s node: a challenge fetched from it, signed with our server key,
     /// as a node token.
     pub(crate) async fn proof_for(&self, peer: &PeerUrls) -> Result<Proof, CrossDomainError> {
         let url = format!("{}{}", peer.base_url, http::CHALLENGE_PATH);
+        let asked = tokio::time::Instant::now();
         let body = self
             .inner
             .fetch
@@ -241,9 +247,25 @@ impl CrossDomain {
             .server_key()
             .sign_json(&mut object)
             .map_err(|e| CrossDomainError::Proof(format!("signing our proof: {e}")))?;
+        // Its life on the other node's clock, from when we asked (it issued the challenge
+        // after that: the proof is thought to expire a little early, never late). A node that
+        // does not say its time: our clock stands in for its.
+        let ours = self.now_ms();
+        let theirs = challenge.now_ts.unwrap_or(ours);
+        let life = challenge.expires_ts.saturating_sub(theirs);
+        let skew_ms = i128::from(theirs) - i128::from(ours);
+        if challenge.now_ts.is_some()
+            && skew_ms.unsigned_abs() > self.inner.config.proof_leeway.as_millis() / 2
+        {
+            tracing::warn!(
+                domain = %peer.domain,
+                their_clock_ahead_ms = i64::try_from(skew_ms).unwrap_or(i64::MAX),
+                "the clock of another domain's node differs from ours: our proofs for it are timed on its clock"
+            );
+        }
         Ok(Proof {
             token: proof::token(&object),
-            expires_ms: challenge.expires_ts,
+            valid_until: asked + std::time::Duration::from_millis(life),
         })
     }
 
