@@ -24,7 +24,7 @@ use ruma::signatures::{Ed25519KeyPair, sign_json};
 use serde_json::{Value, json};
 
 use crate::catalogue::{get, sha256_hex, variant};
-use crate::crossdomain::{A, B, FIRST, free_addr, hyperty, node, two_nodes};
+use crate::crossdomain::{A, B, FIRST, free_addr, hyperty, node, node_with, two_nodes};
 use crate::support::{Rt, TestNode};
 
 /// The committed default stub (what a well-behaved domain serves).
@@ -59,6 +59,8 @@ struct Served {
     keys: Vec<u8>,
     descriptor: Vec<u8>,
     package: Vec<u8>,
+    /// The node the stub connects to: node challenges are asked of it.
+    node: Option<SocketAddr>,
 }
 
 async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
@@ -69,6 +71,12 @@ async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
         &s.descriptor
     } else if path.starts_with("/pkg/") {
         &s.package
+    } else if path == "/_rethink/node/challenge"
+        && let Some(node) = s.node
+    {
+        let answer = get(node, path).await;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return (status, answer.body).into_response();
     } else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -78,6 +86,17 @@ async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
 impl FakeDomain {
     /// Domain `name` on `addr`, serving a stub whose node is `ws` (a node's WebSocket URL).
     async fn start(name: &str, addr: SocketAddr, ws: &str, tamper: Tamper) -> Self {
+        Self::start_with(name, addr, ws, tamper, &[]).await
+    }
+
+    /// Like [`Self::start`], with `extra` entries in the stub's configuration.
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        ws: &str,
+        tamper: Tamper,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let der = Ed25519KeyPair::generate();
         let key = Ed25519KeyPair::from_der(&der, "t1".into()).expect("key pair");
         let public = Base64::<ruma::serde::base64::Standard, _>::new(key.public_key().to_vec());
@@ -99,6 +118,14 @@ impl FakeDomain {
             "configuration": {"url": ws, "domain": name},
         }))
         .expect("canonical");
+        for (k, v) in extra {
+            if let Some(ruma::CanonicalJsonValue::Object(c)) = descriptor.get_mut("configuration") {
+                c.insert(
+                    (*k).to_owned(),
+                    ruma::CanonicalJsonValue::String((*v).to_owned()),
+                );
+            }
+        }
         sign_json(name, &key, &mut descriptor).expect("sign");
         let mut descriptor: Value = serde_json::to_value(&descriptor).expect("json");
         if tamper == Tamper::Descriptor {
@@ -112,6 +139,10 @@ impl FakeDomain {
             keys: serde_json::to_vec(&keys).expect("json"),
             descriptor: serde_json::to_vec(&descriptor).expect("json"),
             package,
+            node: ws
+                .strip_prefix("ws://")
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok()),
         });
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let app = Router::new().fallback(serve).with_state(served);
@@ -379,4 +410,42 @@ async fn a_proof_refused_beyond_the_leeway_is_renewed_and_the_same_session_resum
         (Some(1), Some(200)),
         "{r}"
     );
+}
+
+#[tokio::test]
+async fn a_stub_that_does_not_report_what_it_holds_is_acknowledged_from_what_b_confirms() {
+    // B's catalogue is served by a domain written in the test, whose stub (the default one
+    // with `report_held` = false) ignores A's `gseq` and writes no `"g"`, like a stub of B's own
+    // making: A's gateway outbox (16 messages here) must be acknowledged from what B's node
+    // confirms (the `cseq` answered to the stub's `sync`), or the 17th message gets 503.
+    const M: u64 = 48;
+    let (aa, ab, fake_addr) = (free_addr(), free_addr(), free_addr());
+    let b = node(B, ab, &[(A, aa)]).await;
+    let a = node_with(A, aa, &[(B, fake_addr)], |c| {
+        c.session.outbox_max_messages = 16;
+    })
+    .await;
+    let _fake = FakeDomain::start_with(
+        B,
+        fake_addr,
+        &b.ws_url(),
+        Tamper::None,
+        &[("report_held", "false")],
+    )
+    .await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    for n in 1..=M {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))
+            .await;
+        let Some(f) = bob.try_recv(FIRST).await else {
+            let refusal = alice.try_recv(Duration::from_secs(1)).await;
+            panic!("PING {n} did not reach bob; alice got {refusal:?}");
+        };
+        assert_eq!(f["body"]["n"], n, "{f}");
+        if n % 16 == 0 {
+            bob.ack().await;
+        }
+    }
 }

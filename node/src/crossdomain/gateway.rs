@@ -11,7 +11,8 @@
 //!   remote domain as its addresses and listeners, `runtime` = `hyperty-runtime://<D>/node/<us>`,
 //!   on the node's one stub host (`stubhost::LazyHost`); the stub host's pump moves the
 //!   outbox's frames into its mailbox, each with its outbox position as `gseq`, and
-//!   acknowledges them only once the stub holds them durably (`AckRule::Held`, `held.rs`): the
+//!   acknowledges them only once the stub holds them durably (`AckRule::Held`, `held.rs`; for a
+//!   stub that does not say so in its records, once the other node confirmed them, `tap.rs`): the
 //!   outbox (persisted in bus.db, its frames settled for their senders by the group commit)
 //!   and then the stub's store are the domain's persisted queue, so a SIGKILL of this node or
 //!   a trap of the stub loses nothing; the stub host's router passes what the stub hands back
@@ -306,6 +307,8 @@ struct Running {
     held: tokio::sync::watch::Receiver<u64>,
     /// How many times the other node refused the stub's proof (`tap.rs`).
     refused: tokio::sync::watch::Receiver<u64>,
+    /// What sees the stub's socket, told of each message handed to the stub.
+    tap: Arc<SessionTap>,
 }
 
 /// Key-value bytes a stub of another domain may keep (its queue is stored there).
@@ -381,9 +384,10 @@ async fn start_stub(
     // its frames to the other node held until the writes before them are (rethink-stubs,
     // `writebehind.rs`).
     spec.kv_write_behind = true;
-    let (tap, refused) = SessionTap::new();
-    spec.tap = Some(Arc::new(tap));
-    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
+    let (kv, raise, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
+    let (tap, refused) = SessionTap::new(raise);
+    let tap = Arc::new(tap);
+    spec.tap = Some(Arc::clone(&tap) as Arc<dyn rethink_stubs::NetTap>);
     let (sends_tx, sends) = outgoing(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let port = Arc::new(NodePort::new(sends_tx, lost_tx));
@@ -402,6 +406,7 @@ async fn start_stub(
             lost,
             held,
             refused,
+            tap,
         },
         proof,
     ))
@@ -425,6 +430,7 @@ async fn run_stub(
         lost,
         held,
         refused: _,
+        tap,
     } = running;
     let router = tokio::spawn(route_stub(
         ctx.bus.clone(),
@@ -443,7 +449,7 @@ async fn run_stub(
         cancel: stop.clone(),
         target,
         swaps,
-        ack: AckRule::Held(held),
+        ack: AckRule::Held(held, Some(Arc::new(move |g, env| tap.handed(g, env)))),
     }
     .run()
     .await;

@@ -14,6 +14,9 @@
 //! - `listen`: comma-separated addresses `init` adds listeners for (default none).
 //! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
 //!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//! - `report_held` (`true`): `false` ignores the host's `gseq` (below) and writes no `g`, as a
+//!   stub that does not know that contract would (the node's gateway then counts on what the
+//!   node confirms; its tests use it).
 //! - `deliver_timeout_ms` (0: never): a message for the node not yet written to it this long
 //!   after it was taken is answered 504 and forgotten; `domain`: how the 503 and 504 answers
 //!   name the node (default `url`).

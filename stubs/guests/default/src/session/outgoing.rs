@@ -34,7 +34,10 @@ impl Session {
             return;
         }
         let mut msg = msg;
-        let g = msg.take_extra("gseq").and_then(|g| g.parse::<u64>().ok());
+        let g = msg
+            .take_extra("gseq")
+            .and_then(|g| g.parse::<u64>().ok())
+            .filter(|_| self.cfg.report_held);
         if let Some(g) = g
             && g <= self.g_max
         {
