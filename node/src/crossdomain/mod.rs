@@ -9,7 +9,11 @@
 //!   run in the stub host, fed from the domain's gateway session (`bus/gateways.rs`), opening
 //!   a session on the other node with our proof; what it hands back enters the bus as
 //!   [`crate::bus::Origin::Node`]. A domain whose stub is refused (hash, signature, fetch) has
-//!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why.
+//!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why;
+//! - `held.rs` and `tap.rs`: how far the stub holds what the gateway hands it (its records'
+//!   `g`, else what the other node confirms on the stub's socket), and the other node's
+//!   refusals of our proof (a fresh one is fetched, `gateway.rs`);
+//! - `waiting.rs`: the messages for a domain whose node is down before its stub could start.
 
 mod gateway;
 mod held;
