@@ -126,6 +126,13 @@ fn is_down(e: &FetchError) -> bool {
     }
 }
 
+/// How long `challenge` lives on the clock of the node that issued it (`expires_ts - now_ts`),
+/// our clock (`ours_ms`) standing in for its when it does not say its time.
+fn life_of(challenge: &Challenge, ours_ms: u64) -> std::time::Duration {
+    let theirs = challenge.now_ts.unwrap_or(ours_ms);
+    std::time::Duration::from_millis(challenge.expires_ts.saturating_sub(theirs))
+}
+
 #[derive(Debug)]
 struct Inner {
     domain: String,
@@ -255,9 +262,8 @@ impl CrossDomain {
         // after that: the proof is thought to expire a little early, never late). A node that
         // does not say its time: our clock stands in for its.
         let ours = self.now_ms();
-        let theirs = challenge.now_ts.unwrap_or(ours);
-        let life = challenge.expires_ts.saturating_sub(theirs);
-        let skew_ms = i128::from(theirs) - i128::from(ours);
+        let life = life_of(&challenge, ours);
+        let skew_ms = i128::from(challenge.now_ts.unwrap_or(ours)) - i128::from(ours);
         if challenge.now_ts.is_some()
             && skew_ms.unsigned_abs() > self.inner.config.proof_leeway.as_millis() / 2
         {
@@ -269,7 +275,7 @@ impl CrossDomain {
         }
         Ok(Proof {
             token: proof::token(&object),
-            valid_until: asked + std::time::Duration::from_millis(life),
+            valid_until: asked + life,
         })
     }
 
@@ -282,5 +288,29 @@ impl CrossDomain {
         i.stubs
             .load(&i.fetch, &i.keys, &i.peers.resolve(domain))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_lives_on_the_issuers_clock_whatever_ours_says() {
+        let c = |now_ts| Challenge {
+            challenge: String::new(),
+            expires_ts: 1_000_000 + 60_000,
+            now_ts,
+        };
+        let minute = std::time::Duration::from_secs(60);
+        // Its clock 10 min ahead of ours, or 10 min behind: a minute all the same.
+        assert_eq!(life_of(&c(Some(1_000_000)), 1_000_000 - 600_000), minute);
+        assert_eq!(life_of(&c(Some(1_000_000)), 1_000_000 + 600_000), minute);
+        // A node that does not say its time shares ours.
+        assert_eq!(life_of(&c(None), 1_000_000 + 30_000), minute / 2);
+        assert_eq!(
+            life_of(&c(None), 1_000_000 + 600_000),
+            std::time::Duration::ZERO
+        );
     }
 }
