@@ -39,6 +39,12 @@ pub struct Challenge {
     pub challenge: String,
     /// Unix milliseconds.
     pub expires_ts: u64,
+    /// The issuing node's clock when it issued the challenge (unix milliseconds), so that the
+    /// node answering it can time its renewal on the issuer's clock (`expires_ts - now_ts` is
+    /// the challenge's life, whatever the difference between the two clocks). Absent from a
+    /// node that does not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ts: Option<u64>,
 }
 
 /// The challenges a receiving node issues: self-verifying (a MAC under the node's secret), so
@@ -86,6 +92,7 @@ impl Challenges {
         Ok(Challenge {
             challenge,
             expires_ts,
+            now_ts: Some(now_ms),
         })
     }
 
@@ -280,6 +287,7 @@ mod tests {
         let made_up = Challenge {
             challenge: "00".repeat(32),
             expires_ts: 99_000,
+            now_ts: None,
         };
         let e = w
             .verify(&w.token("a.test", "b.test", &made_up), 2_000)

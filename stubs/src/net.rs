@@ -225,9 +225,10 @@ impl net::Host for State {
         let queued = Arc::new(AtomicUsize::new(0));
         let written = Arc::clone(&queued);
         let generation = self.generation;
+        let tap = self.ctx.spec.tap.clone();
         let task = tokio::spawn(async move {
             let (code, reason) = run_ws(
-                &url, protocols, t, tls, id, generation, &events, rx, &written,
+                &url, protocols, t, tls, id, generation, &events, rx, &written, tap,
             )
             .await;
             let event = NetEvent::WsClosed(WsCloseInfo {
@@ -255,6 +256,9 @@ impl net::Host for State {
             ))));
         }
         out.queued.fetch_add(cost, Ordering::AcqRel);
+        if let Some(tap) = &self.ctx.spec.tap {
+            tap.sent(socket, &text);
+        }
         let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
         Ok(match out.tx.send(WsCommand::Text(text, barrier)) {
             Ok(()) => Ok(()),
@@ -346,6 +350,7 @@ async fn run_ws(
     events: &mpsc::Sender<Event>,
     mut commands: mpsc::UnboundedReceiver<WsCommand>,
     queued: &AtomicUsize,
+    tap: Option<Arc<dyn crate::spec::NetTap>>,
 ) -> (u16, String) {
     let mut request = match url.into_client_request() {
         Ok(r) => r,
@@ -422,6 +427,9 @@ async fn run_ws(
             },
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
+                    if let Some(tap) = &tap {
+                        tap.received(id, text.as_str());
+                    }
                     let event = NetEvent::WsText((id, text.as_str().to_owned()));
                     // Waits while the stub has not taken earlier events: the peer is slowed.
                     if send(event).await.is_err() {

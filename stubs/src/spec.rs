@@ -2,7 +2,19 @@
 //! (one running stub: its name, configuration, addresses, network allow-list and limits).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Sees the text messages of a stub's WebSockets (the host's `net` imports), both ways, for an
+/// embedder that follows the protocol the stub speaks (the node's gateway to another domain
+/// follows the session protocol: `rethink-node`'s `crossdomain/tap.rs`). Called on the
+/// instance's thread (`sent`) or the socket's task (`received`): it must be quick.
+pub trait NetTap: Send + Sync + std::fmt::Debug {
+    /// The stub wrote `text` on `socket` (the host took it for writing).
+    fn sent(&self, socket: u64, text: &str);
+    /// `text` arrived on `socket` (before the stub is given it).
+    fn received(&self, socket: u64, text: &str);
+}
 
 /// The host's settings.
 #[derive(Debug, Clone)]
@@ -80,6 +92,8 @@ pub struct StubSpec {
     /// held until the writes before them are (`writebehind.rs`), instead of each write being
     /// one commit the call waits for. Off by default.
     pub kv_write_behind: bool,
+    /// What sees the stub's WebSocket messages, if anything ([`NetTap`]).
+    pub tap: Option<Arc<dyn NetTap>>,
 }
 
 impl StubSpec {
@@ -98,6 +112,7 @@ impl StubSpec {
             max_connections: 16,
             kv_limits: (256, 64 << 10, 1 << 20),
             kv_write_behind: false,
+            tap: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::relay::Relay;
 use crate::support::{Rt, TestNode};
 
 pub(crate) const A: &str = "a.test";
@@ -49,6 +50,32 @@ pub(crate) async fn node_with(
         edit(c);
     })
     .await
+}
+
+/// Nodes A and B, each knowing the other, A's stub for B reaching B through the returned
+/// [`Relay`] (B's `public_url`, hence the `url` of its stub's descriptor), so that the test can
+/// break that connection; B on a manual clock, its configuration changed by `edit_b`, A's by
+/// `edit_a`.
+pub(crate) async fn b_behind_a_relay(
+    edit_a: impl FnOnce(&mut rethink_node::Config),
+    edit_b: impl FnOnce(&mut rethink_node::Config),
+) -> (TestNode, TestNode, Relay) {
+    let (aa, ab) = (free_addr(), free_addr());
+    let relay = Relay::start(ab).await;
+    let public = format!("http://{}", relay.addr());
+    let peers = vec![(A.to_owned(), format!("http://{aa}"))];
+    let b = TestNode::spawn_with_clock(move |c| {
+        c.matrix.server_name = B.try_into().expect("server name");
+        c.domain = B.to_owned();
+        c.listen = ab;
+        c.public_url = Some(public);
+        c.cross_domain.enabled = true;
+        c.cross_domain.peers = peers;
+        edit_b(c);
+    })
+    .await;
+    let a = node_with(A, aa, &[(B, ab)], edit_a).await;
+    (a, b, relay)
 }
 
 /// Nodes A and B, each knowing the other.

@@ -405,3 +405,50 @@ async fn a_stub_that_reconnects_after_the_proof_ttl_still_authenticates() {
         "in order, once, after the reconnect"
     );
 }
+
+#[tokio::test]
+async fn a_message_written_just_before_a_lost_connection_is_answered_504_if_b_stays_away() {
+    // A's stub writes PING 1 to B, but the connection has stopped carrying what it writes (the
+    // relay swallows it); then it breaks, and B stays unreachable: the `re-open` that would
+    // say whether B handled it is never answered. PING 1 is answered 504 all the same.
+    let (a, b, relay) = crate::crossdomain::b_behind_a_relay(
+        |c| c.cross_domain.delivery_timeout = Duration::from_secs(2),
+        |_| {},
+    )
+    .await;
+    let (mut alice, ha) = crate::crossdomain::hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = crate::crossdomain::hyperty(&b, B, "rt-bob").await;
+    alice
+        .send(&json!({"id": 0, "type": "PING", "from": ha, "to": hb}))
+        .await;
+    assert_eq!(bob.try_recv(FIRST).await.expect("PING 0")["type"], "PING");
+    // Bob's answer reaches alice after B confirmed PING 0 to A's stub (B handles the stub's
+    // frames in order): 0 is not waiting when the connection goes.
+    bob.send(&json!({"id": 0, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}))
+        .await;
+    let r = alice.recv().await;
+    assert_eq!(r["body"]["code"], 200, "{r}");
+
+    let mut swallowed = relay.swallow();
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb}))
+        .await;
+    // The stub wrote it (B never reads it).
+    tokio::time::timeout(FIRST, swallowed.wait_for(|n| *n > 0))
+        .await
+        .expect("the stub writes PING 1")
+        .expect("relay");
+    relay.set_down(true);
+    let r = alice
+        .try_recv(Duration::from_secs(30))
+        .await
+        .expect("PING 1 is answered");
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(1), Some(504)),
+        "{r}"
+    );
+    let desc = r["body"]["description"].as_str().unwrap_or("");
+    assert!(desc.contains(B), "names the domain: {r}");
+    bob.expect_nothing_queued().await;
+}

@@ -24,7 +24,7 @@ use ruma::signatures::{Ed25519KeyPair, sign_json};
 use serde_json::{Value, json};
 
 use crate::catalogue::{get, sha256_hex, variant};
-use crate::crossdomain::{A, B, FIRST, free_addr, hyperty, node, two_nodes};
+use crate::crossdomain::{A, B, FIRST, free_addr, hyperty, node, node_with, two_nodes};
 use crate::support::{Rt, TestNode};
 
 /// The committed default stub (what a well-behaved domain serves).
@@ -59,6 +59,8 @@ struct Served {
     keys: Vec<u8>,
     descriptor: Vec<u8>,
     package: Vec<u8>,
+    /// The node the stub connects to: node challenges are asked of it.
+    node: Option<SocketAddr>,
 }
 
 async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
@@ -69,6 +71,12 @@ async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
         &s.descriptor
     } else if path.starts_with("/pkg/") {
         &s.package
+    } else if path == "/_rethink/node/challenge"
+        && let Some(node) = s.node
+    {
+        let answer = get(node, path).await;
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return (status, answer.body).into_response();
     } else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -78,6 +86,17 @@ async fn serve(State(s): State<Arc<Served>>, req: Request) -> Response {
 impl FakeDomain {
     /// Domain `name` on `addr`, serving a stub whose node is `ws` (a node's WebSocket URL).
     async fn start(name: &str, addr: SocketAddr, ws: &str, tamper: Tamper) -> Self {
+        Self::start_with(name, addr, ws, tamper, &[]).await
+    }
+
+    /// Like [`Self::start`], with `extra` entries in the stub's configuration.
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        ws: &str,
+        tamper: Tamper,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let der = Ed25519KeyPair::generate();
         let key = Ed25519KeyPair::from_der(&der, "t1".into()).expect("key pair");
         let public = Base64::<ruma::serde::base64::Standard, _>::new(key.public_key().to_vec());
@@ -99,6 +118,14 @@ impl FakeDomain {
             "configuration": {"url": ws, "domain": name},
         }))
         .expect("canonical");
+        for (k, v) in extra {
+            if let Some(ruma::CanonicalJsonValue::Object(c)) = descriptor.get_mut("configuration") {
+                c.insert(
+                    (*k).to_owned(),
+                    ruma::CanonicalJsonValue::String((*v).to_owned()),
+                );
+            }
+        }
         sign_json(name, &key, &mut descriptor).expect("sign");
         let mut descriptor: Value = serde_json::to_value(&descriptor).expect("json");
         if tamper == Tamper::Descriptor {
@@ -112,6 +139,10 @@ impl FakeDomain {
             keys: serde_json::to_vec(&keys).expect("json"),
             descriptor: serde_json::to_vec(&descriptor).expect("json"),
             package,
+            node: ws
+                .strip_prefix("ws://")
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok()),
         });
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let app = Router::new().fallback(serve).with_state(served);
@@ -240,6 +271,7 @@ async fn a_node_session_sends_only_from_the_domain_it_proved() {
     let made_up = Challenge {
         challenge: "00".repeat(32),
         expires_ts: u64::MAX >> 12,
+        now_ts: None,
     };
     let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &made_up)).await;
     assert_eq!(resp["body"]["code"], 401, "{resp}");
@@ -320,4 +352,100 @@ async fn a_proof_presented_late_is_accepted_within_the_leeway_only() {
     b.advance(Duration::from_secs(100)).await;
     let (_, resp) = open_as_node(&b, A, &fake_a.token(A, B, &c)).await;
     assert_eq!(resp["body"]["code"], 401, "{resp}");
+}
+
+#[tokio::test]
+async fn a_proof_refused_beyond_the_leeway_is_renewed_and_the_same_session_resumed() {
+    // B's clock jumps ahead of A's by more than the leeway while A's stub is connected (A's
+    // next renewal is minutes away); then the stub's connection breaks: its re-open presents
+    // a proof B calls expired (401). A must fetch a fresh proof and resume the same session
+    // (B still holds it: its clock stands still, so it never expires), not loop.
+    let (a, b, relay) = crate::crossdomain::b_behind_a_relay(
+        |_| {},
+        |c| {
+            c.cross_domain.proof_ttl = Duration::from_secs(600);
+            c.cross_domain.proof_leeway = Duration::from_secs(30);
+        },
+    )
+    .await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
+        .await;
+    let got = bob.try_recv(FIRST).await.expect("PING 1");
+    assert_eq!(got["body"]["n"], 1, "{got}");
+
+    b.advance(Duration::from_secs(700)).await;
+    // B's connections idle that long are closed (bob's re-opens his session); the stub's is
+    // cut all the same.
+    relay.cut();
+    let (mut bob, _) = bob.drop_connection().resume(&b).await;
+    let r = bob.recv().await;
+    assert_eq!(r["body"]["code"], 200, "bob's re-open: {r}");
+    // Sent while the stub is refused: they wait, and arrive in order, once (4 is the marker:
+    // a duplicate would come before it).
+    for n in 2..=4u64 {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))
+            .await;
+    }
+    let mut got = Vec::new();
+    while got.last() != Some(&4) {
+        let f = bob
+            .try_recv(FIRST)
+            .await
+            .unwrap_or_else(|| panic!("no PING 4 within {FIRST:?}; got {got:?}"));
+        assert_eq!(f["type"], "PING", "{f}");
+        got.push(f["body"]["n"].as_u64().expect("n"));
+    }
+    assert_eq!(got, vec![2, 3, 4], "in order, once");
+    // Delivered, so the session was resumed: a new `open` would be refused 409 while B holds
+    // the old one. The way back works too.
+    bob.send(&json!({"id": 1, "type": "response", "from": hb, "to": ha, "body": {"code": 200}}))
+        .await;
+    let r = alice.try_recv(FIRST).await.expect("bob's answer");
+    assert_eq!(
+        (r["id"].as_u64(), r["body"]["code"].as_u64()),
+        (Some(1), Some(200)),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_stub_that_does_not_report_what_it_holds_is_acknowledged_from_what_b_confirms() {
+    // B's catalogue is served by a domain written in the test, whose stub (the default one
+    // with `report_held` = false) ignores A's `gseq` and writes no `"g"`, like a stub of B's own
+    // making: A's gateway outbox (16 messages here) must be acknowledged from what B's node
+    // confirms (the `cseq` answered to the stub's `sync`), or the 17th message gets 503.
+    const M: u64 = 48;
+    let (aa, ab, fake_addr) = (free_addr(), free_addr(), free_addr());
+    let b = node(B, ab, &[(A, aa)]).await;
+    let a = node_with(A, aa, &[(B, fake_addr)], |c| {
+        c.session.outbox_max_messages = 16;
+    })
+    .await;
+    let _fake = FakeDomain::start_with(
+        B,
+        fake_addr,
+        &b.ws_url(),
+        Tamper::None,
+        &[("report_held", "false")],
+    )
+    .await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    for n in 1..=M {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))
+            .await;
+        let Some(f) = bob.try_recv(FIRST).await else {
+            let refusal = alice.try_recv(Duration::from_secs(1)).await;
+            panic!("PING {n} did not reach bob; alice got {refusal:?}");
+        };
+        assert_eq!(f["body"]["n"], n, "{f}");
+        if n % 16 == 0 {
+            bob.ack().await;
+        }
+    }
 }

@@ -11,7 +11,8 @@
 //!   remote domain as its addresses and listeners, `runtime` = `hyperty-runtime://<D>/node/<us>`,
 //!   on the node's one stub host (`stubhost::LazyHost`); the stub host's pump moves the
 //!   outbox's frames into its mailbox, each with its outbox position as `gseq`, and
-//!   acknowledges them only once the stub holds them durably (`AckRule::Held`, `held.rs`): the
+//!   acknowledges them only once the stub holds them durably (`AckRule::Held`, `held.rs`; for a
+//!   stub that does not say so in its records, once the other node confirmed them, `tap.rs`): the
 //!   outbox (persisted in bus.db, its frames settled for their senders by the group commit)
 //!   and then the stub's store are the domain's persisted queue, so a SIGKILL of this node or
 //!   a trap of the stub loses nothing; the stub host's router passes what the stub hands back
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::held::HeldKv;
+use super::tap::SessionTap;
 use super::waiting::Waiting;
 use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
@@ -123,6 +125,8 @@ async fn run_domain(ctx: Ctx, domain: String) {
     let mut renewed = None;
     let mut waiting = Waiting::default();
     let mut backoff = RENEW_RETRY_MIN;
+    // Proofs in a row the other node refused (a renewal that was due resets it).
+    let mut refusals = 0u32;
     while !ctx.shutdown.is_cancelled() {
         match start_stub(&ctx, &domain, renewed.take()).await {
             Ok((running, proof)) => {
@@ -138,9 +142,10 @@ async fn run_domain(ctx: Ctx, domain: String) {
                 let stop = ctx.shutdown.child_token();
                 // The stub stops when a new proof is in hand, or when ours is about to expire
                 // with none (`renew`); the renewal goes on until shutdown.
+                let refused = running.refused.clone();
                 let renewal = async {
                     let p = tokio::select! {
-                        p = renew(&ctx, &domain, proof, &stop) => Some(p),
+                        p = renew(&ctx, &domain, proof, &stop, refused, refusals) => Some(p),
                         () = ctx.shutdown.cancelled() => None,
                     };
                     stop.cancel();
@@ -148,7 +153,11 @@ async fn run_domain(ctx: Ctx, domain: String) {
                 };
                 let run = run_stub(&ctx, &session, connection, &origin, &domain, &stop, running);
                 let (proof, ()) = tokio::join!(renewal, run);
-                let Some(proof) = proof else { break };
+                let Some((proof, why)) = proof else { break };
+                refusals = match why {
+                    Renewal::Due => 0,
+                    Renewal::Refused => refusals.saturating_add(1),
+                };
                 // The next instance gets what the outbox still holds from the start (what
                 // the stopped one holds is a replay to it: `held.rs`).
                 bus.detach(&session, connection);
@@ -206,24 +215,67 @@ async fn run_domain(ctx: Ctx, domain: String) {
 /// `cross_domain.retry_secs`).
 const RENEW_RETRY_MIN: Duration = Duration::from_millis(200);
 
+/// Why a proof was renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// Three quarters of its life had passed.
+    Due,
+    /// The other node refused it (401 to the stub's `open` or `re-open`, `tap.rs`).
+    Refused,
+}
+
 /// A fresh proof for `domain`'s node, fetched once three quarters of the life of `current`
-/// have passed, so that the stub never reconnects with an expired one. Failures (that node
-/// down) are retried with a backoff; the stub keeps running meanwhile, its queue with it, until
-/// `current` is within an eighth of its life (at most 1 s) of expiring: then `stop` stops it
-/// (its messages stay in the outbox and its store, on disk) so that it never presents an
-/// expired proof (refused 401, after which the default stub drops its session), and it starts
-/// again with the proof this returns.
-async fn renew(ctx: &Ctx, domain: &str, current: Proof, stop: &CancellationToken) -> Proof {
-    let life = ctx.cross.valid_for(&current);
+/// have passed (timed on that node's clock: `Proof::valid_until`), so that the stub never
+/// reconnects with an expired one; or at once when that node refuses `current` (`refused`
+/// changes: its clock jumped ahead, say), after a wait doubling with the `refusals` in a row
+/// (200 ms up to `retry_secs`), so that a node that keeps refusing is not asked in a loop.
+/// Failures (that node down) are retried with a backoff; the stub keeps running meanwhile, its
+/// queue with it, until `current` is within an eighth of its life (at most 1 s) of expiring (or
+/// at once, once refused): then `stop` stops it (its messages stay in the outbox and its store,
+/// on disk), and it starts again with the proof this returns, and resumes its session with it
+/// (the session's identity is our domain, whatever proof shows it).
+async fn renew(
+    ctx: &Ctx,
+    domain: &str,
+    current: Proof,
+    stop: &CancellationToken,
+    mut refused: tokio::sync::watch::Receiver<u64>,
+    refusals: u32,
+) -> (Proof, Renewal) {
+    let life = CrossDomain::valid_for(&current);
     let margin = (life / 8).min(Duration::from_secs(1));
-    tokio::time::sleep(life - life / 4).await;
+    let why = tokio::select! {
+        () = tokio::time::sleep(life - life / 4) => Renewal::Due,
+        () = async {
+            if refused.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => Renewal::Refused,
+    };
+    let retry = ctx.cross.config().retry.max(RENEW_RETRY_MIN);
+    if why == Renewal::Refused {
+        let wait = RENEW_RETRY_MIN
+            .saturating_mul(1 << refusals.min(16))
+            .min(retry);
+        tracing::warn!(
+            domain,
+            refusals_in_a_row = refusals + 1,
+            retry_in = ?wait,
+            "the node of another domain refused our proof (401): its clock may be ahead of ours by more than its cross_domain.proof_leeway_secs; its stub resumes its session with a fresh proof"
+        );
+        tokio::time::sleep(wait).await;
+    }
     let peer = ctx.cross.resolve(domain);
     let mut delay = RENEW_RETRY_MIN;
     loop {
         match ctx.cross.proof_for(&peer).await {
-            Ok(proof) => return proof,
+            Ok(proof) => return (proof, why),
             Err(e) => {
-                let left = ctx.cross.valid_for(&current).saturating_sub(margin);
+                let left = if why == Renewal::Refused {
+                    Duration::ZERO
+                } else {
+                    CrossDomain::valid_for(&current).saturating_sub(margin)
+                };
                 tracing::warn!(domain, error = %e, valid_for = ?left, "renewing our proof for another domain failed: tried again");
                 if left.is_zero() && !stop.is_cancelled() {
                     tracing::warn!(
@@ -239,7 +291,7 @@ async fn renew(ctx: &Ctx, domain: &str, current: Proof, stop: &CancellationToken
                     delay.min(left)
                 };
                 tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(ctx.cross.config().retry.max(RENEW_RETRY_MIN));
+                delay = (delay * 2).min(retry);
             }
         }
     }
@@ -253,6 +305,10 @@ struct Running {
     lost: mpsc::UnboundedReceiver<Outgoing>,
     /// The highest outbox position the stub holds durably.
     held: tokio::sync::watch::Receiver<u64>,
+    /// How many times the other node refused the stub's proof (`tap.rs`).
+    refused: tokio::sync::watch::Receiver<u64>,
+    /// What sees the stub's socket, told of each message handed to the stub.
+    tap: Arc<SessionTap>,
 }
 
 /// Key-value bytes a stub of another domain may keep (its queue is stored there).
@@ -328,7 +384,10 @@ async fn start_stub(
     // its frames to the other node held until the writes before them are (rethink-stubs,
     // `writebehind.rs`).
     spec.kv_write_behind = true;
-    let (kv, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
+    let (kv, raise, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
+    let (tap, refused) = SessionTap::new(raise);
+    let tap = Arc::new(tap);
+    spec.tap = Some(Arc::clone(&tap) as Arc<dyn rethink_stubs::NetTap>);
     let (sends_tx, sends) = outgoing(OUTGOING);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let port = Arc::new(NodePort::new(sends_tx, lost_tx));
@@ -346,6 +405,8 @@ async fn start_stub(
             sends,
             lost,
             held,
+            refused,
+            tap,
         },
         proof,
     ))
@@ -368,6 +429,8 @@ async fn run_stub(
         sends,
         lost,
         held,
+        refused: _,
+        tap,
     } = running;
     let router = tokio::spawn(route_stub(
         ctx.bus.clone(),
@@ -386,7 +449,7 @@ async fn run_stub(
         cancel: stop.clone(),
         target,
         swaps,
-        ack: AckRule::Held(held),
+        ack: AckRule::Held(held, Some(Arc::new(move |g, env| tap.handed(g, env)))),
     }
     .run()
     .await;

@@ -1,5 +1,8 @@
 //! [`HeldKv`]: the key-value store of another domain's stub, seen through the gateway, which
-//! learns from it how far the stub durably holds the gateway's messages.
+//! learns from it how far the stub durably holds the gateway's messages ([`Held`]: what the
+//! gateway's pump acknowledges its outbox up to). This is the fast way, for a stub that knows
+//! the contract below (ours); for any other, `tap.rs` raises [`Held`] from what the other node
+//! confirms it handled.
 //!
 //! The gateway numbers each message it hands to the stub with a top-level `gseq` (its outbox
 //! position). Our `default` stub (`stubs/guests/default/src/store.rs`) stores every message it
@@ -9,6 +12,7 @@
 //! confirms it handled it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore};
 use serde::Deserialize;
@@ -17,15 +21,56 @@ use tokio::sync::watch;
 /// The key of our `default` stub's session record, which carries its `g`.
 const SESSION_KEY: &str = "session";
 
+/// How far the stub holds the gateway's messages: the highest outbox position, raised by its
+/// records (`g`) or by what the other node confirmed (`tap.rs`).
+#[derive(Debug)]
+pub(super) struct Held {
+    tx: watch::Sender<u64>,
+    /// Whether the stub's records ever said a `g` above 0 (it knows the contract).
+    by_records: AtomicBool,
+}
+
+impl Held {
+    /// Everything up to outbox position `g` is held.
+    pub(super) fn raise(&self, g: u64) {
+        self.tx.send_if_modified(|h| {
+            let raised = g > *h;
+            *h = (*h).max(g);
+            raised
+        });
+    }
+
+    /// The highest position held.
+    pub(super) fn get(&self) -> u64 {
+        *self.tx.borrow()
+    }
+
+    /// A fresh one at 0, and its receiver.
+    #[cfg(test)]
+    pub(super) fn for_tests() -> (Arc<Self>, watch::Receiver<u64>) {
+        let (tx, rx) = watch::channel(0);
+        let held = Self {
+            tx,
+            by_records: AtomicBool::new(false),
+        };
+        (Arc::new(held), rx)
+    }
+
+    /// Whether the stub reports what it holds in its records (then nothing else is needed).
+    pub(super) fn by_records(&self) -> bool {
+        self.by_records.load(Ordering::Relaxed)
+    }
+}
+
 /// The stub's store, reporting the highest `g` written.
 #[derive(Debug)]
 pub(super) struct HeldKv {
     inner: Arc<dyn KvStore>,
-    held: watch::Sender<u64>,
+    held: Arc<Held>,
 }
 
 #[derive(Deserialize)]
-struct Held {
+struct Record {
     g: Option<u64>,
 }
 
@@ -33,27 +78,36 @@ impl HeldKv {
     /// Over `inner`; the receiver sees the highest `g` committed, starting from what the
     /// stub's session record (`SESSION_KEY`) of `stub` says it holds already (a restarted
     /// stub ignores the replays of those, so they are acknowledged without a new write).
-    pub(super) async fn new(inner: Arc<dyn KvStore>, stub: &str) -> (Self, watch::Receiver<u64>) {
+    pub(super) async fn new(
+        inner: Arc<dyn KvStore>,
+        stub: &str,
+    ) -> (Self, Arc<Held>, watch::Receiver<u64>) {
         let start = inner
             .get(stub, SESSION_KEY)
             .await
             .as_deref()
             .and_then(held_of)
             .unwrap_or(0);
-        let (held, rx) = watch::channel(start);
-        (Self { inner, held }, rx)
+        let (tx, rx) = watch::channel(start);
+        let held = Arc::new(Held {
+            tx,
+            by_records: AtomicBool::new(start > 0),
+        });
+        (
+            Self {
+                inner,
+                held: Arc::clone(&held),
+            },
+            held,
+            rx,
+        )
     }
-}
 
-impl HeldKv {
     /// Once a write of `g` is committed: the stub holds everything up to it.
     fn raise(&self, g: Option<u64>) {
-        if let Some(g) = g {
-            self.held.send_if_modified(|h| {
-                let raised = g > *h;
-                *h = (*h).max(g);
-                raised
-            });
+        if let Some(g) = g.filter(|g| *g > 0) {
+            self.held.by_records.store(true, Ordering::Relaxed);
+            self.held.raise(g);
         }
     }
 }
@@ -63,7 +117,7 @@ fn held_of(value: &[u8]) -> Option<u64> {
     if !value.starts_with(b"{") {
         return None;
     }
-    serde_json::from_slice::<Held>(value).ok()?.g
+    serde_json::from_slice::<Record>(value).ok()?.g
 }
 
 impl KvStore for HeldKv {

@@ -1,6 +1,6 @@
 //! `GET /_rethink/node/challenge`: a challenge for a node that wants to prove its domain to this
-//! one (`{"challenge": "<64 hex>", "expires_ts": <unix ms>}`; 503 when too many are
-//! outstanding). See `rethink_crossdomain::proof` for what is done with it.
+//! one (`{"challenge": "<80 hex>", "expires_ts": <unix ms>, "now_ts": <unix ms>}`, `now_ts` our
+//! clock when issued; 503 when too many are outstanding). See `rethink_crossdomain::proof` for what is done with it.
 
 use axum::Router;
 use axum::extract::State;

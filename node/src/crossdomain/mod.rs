@@ -9,11 +9,16 @@
 //!   run in the stub host, fed from the domain's gateway session (`bus/gateways.rs`), opening
 //!   a session on the other node with our proof; what it hands back enters the bus as
 //!   [`crate::bus::Origin::Node`]. A domain whose stub is refused (hash, signature, fetch) has
-//!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why.
+//!   its messages answered 502 (504 for a timeout) naming the domain, and a log line says why;
+//! - `held.rs` and `tap.rs`: how far the stub holds what the gateway hands it (its records'
+//!   `g`, else what the other node confirms on the stub's socket), and the other node's
+//!   refusals of our proof (a fresh one is fetched, `gateway.rs`);
+//! - `waiting.rs`: the messages for a domain whose node is down before its stub could start.
 
 mod gateway;
 mod held;
 mod http;
+mod tap;
 mod waiting;
 
 pub use gateway::{GATEWAY_INSTANCES, start_gateways};
@@ -40,8 +45,10 @@ use crate::rooms::Rooms;
 #[derive(Debug, Clone)]
 pub(crate) struct Proof {
     pub(crate) token: String,
-    /// When the other node stops accepting it (unix ms).
-    pub(crate) expires_ms: u64,
+    /// When the other node stops accepting it, on our monotonic clock: timed on the other
+    /// node's clock (the challenge's `now_ts`, when it sends one) from when we asked for the
+    /// challenge, so that a difference between the two clocks does not matter.
+    pub(crate) valid_until: tokio::time::Instant,
 }
 
 /// The file under `cross_domain.cache_dir` holding the secret node challenges are
@@ -117,6 +124,13 @@ fn is_down(e: &FetchError) -> bool {
         FetchError::Status(s) => matches!(s.as_u16(), 502..=504),
         _ => false,
     }
+}
+
+/// How long `challenge` lives on the clock of the node that issued it (`expires_ts - now_ts`),
+/// our clock (`ours_ms`) standing in for its when it does not say its time.
+fn life_of(challenge: &Challenge, ours_ms: u64) -> std::time::Duration {
+    let theirs = challenge.now_ts.unwrap_or(ours_ms);
+    std::time::Duration::from_millis(challenge.expires_ts.saturating_sub(theirs))
 }
 
 #[derive(Debug)]
@@ -210,14 +224,17 @@ impl CrossDomain {
     }
 
     /// How long from now until `proof` expires (zero once it has).
-    pub(crate) fn valid_for(&self, proof: &Proof) -> std::time::Duration {
-        std::time::Duration::from_millis(proof.expires_ms.saturating_sub(self.now_ms()))
+    pub(crate) fn valid_for(proof: &Proof) -> std::time::Duration {
+        proof
+            .valid_until
+            .saturating_duration_since(tokio::time::Instant::now())
     }
 
     /// Our proof for `peer`'s node: a challenge fetched from it, signed with our server key,
     /// as a node token.
     pub(crate) async fn proof_for(&self, peer: &PeerUrls) -> Result<Proof, CrossDomainError> {
         let url = format!("{}{}", peer.base_url, http::CHALLENGE_PATH);
+        let asked = tokio::time::Instant::now();
         let body = self
             .inner
             .fetch
@@ -241,9 +258,24 @@ impl CrossDomain {
             .server_key()
             .sign_json(&mut object)
             .map_err(|e| CrossDomainError::Proof(format!("signing our proof: {e}")))?;
+        // Its life on the other node's clock, from when we asked (it issued the challenge
+        // after that: the proof is thought to expire a little early, never late). A node that
+        // does not say its time: our clock stands in for its.
+        let ours = self.now_ms();
+        let life = life_of(&challenge, ours);
+        let skew_ms = i128::from(challenge.now_ts.unwrap_or(ours)) - i128::from(ours);
+        if challenge.now_ts.is_some()
+            && skew_ms.unsigned_abs() > self.inner.config.proof_leeway.as_millis() / 2
+        {
+            tracing::warn!(
+                domain = %peer.domain,
+                their_clock_ahead_ms = i64::try_from(skew_ms).unwrap_or(i64::MAX),
+                "the clock of another domain's node differs from ours: our proofs for it are timed on its clock"
+            );
+        }
         Ok(Proof {
             token: proof::token(&object),
-            expires_ms: challenge.expires_ts,
+            valid_until: asked + life,
         })
     }
 
@@ -256,5 +288,29 @@ impl CrossDomain {
         i.stubs
             .load(&i.fetch, &i.keys, &i.peers.resolve(domain))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_lives_on_the_issuers_clock_whatever_ours_says() {
+        let c = |now_ts| Challenge {
+            challenge: String::new(),
+            expires_ts: 1_000_000 + 60_000,
+            now_ts,
+        };
+        let minute = std::time::Duration::from_secs(60);
+        // Its clock 10 min ahead of ours, or 10 min behind: a minute all the same.
+        assert_eq!(life_of(&c(Some(1_000_000)), 1_000_000 - 600_000), minute);
+        assert_eq!(life_of(&c(Some(1_000_000)), 1_000_000 + 600_000), minute);
+        // A node that does not say its time shares ours.
+        assert_eq!(life_of(&c(None), 1_000_000 + 30_000), minute / 2);
+        assert_eq!(
+            life_of(&c(None), 1_000_000 + 600_000),
+            std::time::Duration::ZERO
+        );
     }
 }

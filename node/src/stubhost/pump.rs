@@ -36,9 +36,13 @@ pub(crate) enum AckRule {
     Delivered,
     /// Once the stub holds the frame durably: up to the highest outbox position the receiver
     /// reports (frames are handed over with that position as `gseq`). Senders are settled by
-    /// the group commit of their frames.
-    Held(watch::Receiver<u64>),
+    /// the group commit of their frames. The [`Seen`], if any, is told of each frame handed on.
+    Held(watch::Receiver<u64>, Option<Seen>),
 }
+
+/// Told of each frame the pump hands to the stub with [`AckRule::Held`]: its outbox position
+/// and the message (before the stub gets it).
+pub(crate) type Seen = Arc<dyn Fn(u64, &Envelope) + Send + Sync>;
 
 /// What became of a frame given to [`Pump::deliver`].
 enum Handed {
@@ -137,14 +141,19 @@ impl Pump {
                 }
                 let text = match self.ack {
                     AckRule::Delivered => frame.as_str().into(),
-                    AckRule::Held(_) => with_gseq(&frame),
+                    AckRule::Held(..) => with_gseq(&frame),
                 };
                 let to_stub = match Envelope::parse(&text) {
-                    Ok(env) => match self.deliver(env).await {
-                        Some(Handed::ToStub) => true,
-                        Some(Handed::Answered) => false,
-                        None => return,
-                    },
+                    Ok(env) => {
+                        if let AckRule::Held(_, Some(seen)) = &self.ack {
+                            seen(seq, &env);
+                        }
+                        match self.deliver(env).await {
+                            Some(Handed::ToStub) => true,
+                            Some(Handed::Answered) => false,
+                            None => return,
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "an outbox frame does not parse");
                         false
@@ -152,12 +161,12 @@ impl Pump {
                 };
                 match &self.ack {
                     AckRule::Delivered => self.bus.ack(&self.session, seq).await,
-                    AckRule::Held(_) => handed.push_back((seq, to_stub)),
+                    AckRule::Held(..) => handed.push_back((seq, to_stub)),
                 }
             }
             match &mut self.ack {
                 AckRule::Delivered => settles.drain(..).for_each(|s| s.fire()),
-                AckRule::Held(held) => {
+                AckRule::Held(held, _) => {
                     let upto = *held.borrow_and_update();
                     self.release(&mut handed, upto).await;
                 }
@@ -231,7 +240,7 @@ impl Pump {
 async fn held_changed(ack: &mut AckRule) -> Option<u64> {
     match ack {
         AckRule::Delivered => std::future::pending().await,
-        AckRule::Held(held) => {
+        AckRule::Held(held, _) => {
             held.changed().await.ok()?;
             Some(*held.borrow_and_update())
         }

@@ -36,6 +36,9 @@ pub(crate) struct Config {
     pub(crate) deliver_timeout_ms: u64,
     /// How answers name the node: its `domain` entry, else `url`.
     pub(crate) peer: String,
+    /// Whether the host's `gseq` is followed (`store.rs`); `report_held` = `false` ignores it,
+    /// as a stub that does not know the gateway's contract would.
+    pub(crate) report_held: bool,
 }
 
 impl Config {
@@ -94,6 +97,16 @@ impl Config {
             handshake_timeout_ms: number("handshake_timeout_ms", 10_000, 1)?,
             deliver_timeout_ms: number("deliver_timeout_ms", 0, 0)?,
             peer: get("domain").map_or_else(|| url.clone(), str::to_owned),
+            report_held: match get("report_held") {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(_) => {
+                    return Err(ConfigError::Invalid(
+                        "report_held",
+                        "must be true or false".into(),
+                    ));
+                }
+            },
             url,
             runtime,
         })

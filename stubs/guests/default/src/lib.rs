@@ -14,6 +14,9 @@
 //! - `listen`: comma-separated addresses `init` adds listeners for (default none).
 //! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
 //!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//! - `report_held` (`true`): `false` ignores the host's `gseq` (below) and writes no `g`, as a
+//!   stub that does not know that contract would (the node's gateway then counts on what the
+//!   node confirms; its tests use it).
 //! - `deliver_timeout_ms` (0: never): a message for the node not yet written to it this long
 //!   after it was taken is answered 504 and forgotten; `domain`: how the 503 and 504 answers
 //!   name the node (default `url`).
@@ -31,8 +34,10 @@
 //! # The session
 //! `init` connects at once (`net.ws-open`), then sends `open` (with `token`) or, when the kv
 //! store holds a session for the same `url` and `runtime`, `re-open` with its `runtimeToken`
-//! and `lastSeq`. A `re-open` refused for good (404 expired, 401, 403) opens a new session on
-//! the same socket; a refused `open`, a lost socket or a handshake without answer within
+//! and `lastSeq`. A `re-open` refused for good (404 expired, 403, 401 for another identity)
+//! opens a new session on the same socket; one refused 401 for its credential (an expired node
+//! proof) keeps the session and tries again after the backoff, so that the instance its host
+//! restarts with a new `token` resumes it; a refused `open`, a lost socket or a handshake without answer within
 //! `handshake_timeout_ms` reconnect after a backoff doubling from `backoff_min_ms` to
 //! `backoff_max_ms`, each delay drawn in its upper half (jitter), reset once a session is open.
 //! After `close`, the next message from the bus opens a new session.

@@ -347,6 +347,20 @@ impl Session {
         }
         let description = body["description"].as_str().unwrap_or("").to_owned();
         let transient = matches!(code, 429 | 500 | 502 | 503 | 504);
+        // 401: our credential was refused (an expired node proof, say), not the session: it is
+        // kept for the credential the host gives next (a restart of the instance with a new
+        // `token`), and tried again meanwhile with the backoff. A session opened by another
+        // identity is not ours to keep.
+        let credential = code == 401 && !description.contains("another identity");
+        if resume && credential {
+            io.log(
+                Level::Warn,
+                &format!("re-open refused ({code} {description}): the session is kept for a new credential"),
+            );
+            io.ws_close(socket, 1000, "credential refused");
+            self.lost(io, socket);
+            return;
+        }
         if resume && !transient {
             // The session is gone (expired, closed, or refused to this identity): a new one.
             io.log(

@@ -29,9 +29,6 @@ pub(crate) struct Out {
     pub(crate) text: String,
     /// When it was taken (ms since the Unix epoch).
     pub(crate) taken_ms: u64,
-    /// Whether it was written to a socket (then the node may have handled it: it is not
-    /// answered 504, it waits for the node's confirmation).
-    pub(crate) written: bool,
 }
 
 fn key(cseq: u64) -> String {
@@ -90,7 +87,6 @@ pub(crate) fn load(io: &mut dyn Io, max: usize) -> (Vec<Out>, u64) {
             text: msg.to_json(),
             msg,
             taken_ms,
-            written: false,
         });
     }
     (outs, g_max)

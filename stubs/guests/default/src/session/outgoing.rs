@@ -34,7 +34,10 @@ impl Session {
             return;
         }
         let mut msg = msg;
-        let g = msg.take_extra("gseq").and_then(|g| g.parse::<u64>().ok());
+        let g = msg
+            .take_extra("gseq")
+            .and_then(|g| g.parse::<u64>().ok())
+            .filter(|_| self.cfg.report_held);
         if let Some(g) = g
             && g <= self.g_max
         {
@@ -55,7 +58,6 @@ impl Session {
             text: msg.to_json(),
             msg,
             taken_ms: io.now_ms(),
-            written: false,
         };
         if let Err(f) = store::put(io, &out, g) {
             io.log(
@@ -88,7 +90,9 @@ impl Session {
         if timeout == 0 || self.expiry_timer {
             return;
         }
-        let Some(oldest) = self.queue.iter().find(|o| !o.written) else {
+        // The oldest message not confirmed: written and waiting for the node's word, else
+        // queued.
+        let Some(oldest) = self.unconfirmed.front().or(self.queue.front()) else {
             return;
         };
         let due = oldest.taken_ms.saturating_add(timeout);
@@ -97,9 +101,13 @@ impl Session {
         io.set_timer(Timer::Expire, due.saturating_sub(now));
     }
 
-    /// Answers 504 to the queued messages never written to the node and taken
-    /// `deliver_timeout_ms` ago or more (oldest first), and forgets them. One written before
-    /// a lost connection stays: the node may have handled it (the `re-open` answer says).
+    /// Answers 504 to the messages the node has not confirmed handled and taken
+    /// `deliver_timeout_ms` ago or more (oldest first), and forgets them: never written, or
+    /// written and not confirmed (before a lost connection whose `re-open` has not been
+    /// answered, or on a connection where the node does not answer): each message is either
+    /// confirmed or answered 504 within that time, whatever the connection does. A message
+    /// written before it is answered so may have been handled by the node already (the 504
+    /// says it was not confirmed); it is never written again after it.
     pub(super) fn expire(&mut self, io: &mut dyn Io) {
         self.expiry_timer = false;
         let timeout = self.cfg.deliver_timeout_ms;
@@ -109,11 +117,14 @@ impl Session {
             self.cfg.peer,
             timeout / 1000
         );
-        let (due, kept): (Vec<Out>, Vec<Out>) = self
-            .queue
-            .drain(..)
-            .partition(|o| !o.written && now.saturating_sub(o.taken_ms) >= timeout);
-        self.queue = kept.into();
+        let mut due = Vec::new();
+        for q in [&mut self.unconfirmed, &mut self.queue] {
+            let (late, kept): (Vec<Out>, Vec<Out>) = q
+                .drain(..)
+                .partition(|o| now.saturating_sub(o.taken_ms) >= timeout);
+            *q = kept.into();
+            due.extend(late);
+        }
         for out in due {
             store::remove(io, out.cseq);
             self.answer(io, &out.msg, 504, &why);
@@ -182,15 +193,15 @@ impl Session {
 
     /// Writes one message to the open socket; false (and the message back at the queue's
     /// front) if the socket did not take it.
-    pub(super) fn write(&mut self, io: &mut dyn Io, mut out: Out) -> bool {
+    pub(super) fn write(&mut self, io: &mut dyn Io, out: Out) -> bool {
         let Conn::Open { socket } = self.conn else {
             self.queue.push_front(out);
             return false;
         };
         match io.ws_send(socket, &out.text) {
             Ok(()) => {
-                out.written = true;
                 self.unconfirmed.push_back(out);
+                self.arm_expiry(io);
                 true
             }
             Err(f) => {

@@ -333,6 +333,33 @@ fn a_refused_reopen_opens_a_new_session_and_a_full_queue_answers_503() {
 }
 
 #[test]
+fn a_reopen_refused_for_its_credential_keeps_the_session_for_the_next_one() {
+    let mut io = Rec::default();
+    io.kv.insert(
+        SAVED_KEY.into(),
+        br#"{"url":"ws://127.0.0.1:1/ws","runtime":"hyperty-runtime://d/rt","runtimeToken":"old","lastSeq":9}"#.to_vec(),
+    );
+    let mut s = Session::new(cfg(&[]), &mut io);
+    s.connect(&mut io);
+    s.on_opened(&mut io, 1);
+    let reopen = io.take_ws().pop().expect("re-open");
+    let refused = format!(
+        r#"{{"id":{},"type":"response","from":"mn:/session","to":"hyperty-runtime://d/rt","body":{{"code":401,"description":"invalid token"}},"seq":0}}"#,
+        reopen["id"]
+    );
+    s.on_text(&mut io, 1, &refused);
+    assert!(io.take_ws().is_empty(), "no new open on that socket");
+    let saved: Value = serde_json::from_slice(&io.kv[SAVED_KEY]).expect("saved");
+    assert_eq!(saved["runtimeToken"], "old", "the session is kept");
+    // The next connection (a restarted instance has a new credential) re-opens it.
+    s.on_timer(&mut io, Timer::Reconnect);
+    s.on_opened(&mut io, 2);
+    let again = io.take_ws().pop().expect("re-open");
+    assert_eq!(again["type"], "re-open");
+    assert_eq!(again["body"]["runtimeToken"], "old");
+}
+
+#[test]
 fn loops_are_dropped_and_a_busy_bus_holds_the_ack() {
     let mut io = Rec::default();
     let mut s = Session::new(cfg(&[]), &mut io);
@@ -442,7 +469,7 @@ fn queued_messages_past_the_delivery_timeout_are_answered_504_in_order() {
 }
 
 #[test]
-fn a_message_written_before_a_lost_connection_is_not_answered_504() {
+fn a_message_written_before_a_lost_connection_is_answered_504_too_once_due() {
     let mut io = Rec {
         now: 1_000_000,
         ..Rec::default()
@@ -450,11 +477,36 @@ fn a_message_written_before_a_lost_connection_is_not_answered_504() {
     let mut s = Session::new(cfg(&[("deliver_timeout_ms", "5000")]), &mut io);
     open(&mut s, &mut io, 1);
     s.on_message(&mut io, bus_msg(1)); // written: the node may have handled it
+    assert_eq!(
+        io.timers.get(&(Timer::Expire as u64)),
+        Some(&5_000),
+        "a written message is due too"
+    );
     s.on_closed(&mut io, 1, 1006, "");
+    io.now += 1_000;
     s.on_message(&mut io, bus_msg(2)); // never written
-    io.now += 5_000;
+    io.now += 4_000;
     s.on_timer(&mut io, Timer::Expire);
     let answered: Vec<&str> = io.bus.iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(answered, vec!["2"], "only the one never written");
-    assert_eq!(stored(&io).len(), 1, "1 waits for the re-open answer");
+    assert_eq!(answered, vec!["1"], "the re-open was never answered");
+    assert_eq!(io.bus[0].body_value()["code"], 504);
+    io.now += 1_000;
+    s.on_timer(&mut io, Timer::Expire);
+    let answered: Vec<&str> = io.bus.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(answered, vec!["1", "2"]);
+    assert!(stored(&io).is_empty(), "both forgotten");
+    // Not written again when the node is back.
+    s.on_timer(&mut io, Timer::Reconnect);
+    s.on_opened(&mut io, 2);
+    let reopen = io.take_ws().pop().expect("re-open");
+    let answer = format!(
+        r#"{{"id":{},"type":"response","from":"mn:/session","to":"hyperty-runtime://d/rt","body":{{"code":200,"value":{{"cseq":0}}}},"seq":1}}"#,
+        reopen["id"]
+    );
+    s.on_text(&mut io, 2, &answer);
+    let sent: Vec<Value> = io.take_ws();
+    assert!(
+        sent.iter().all(|f| f["to"] == "mn:/session"),
+        "nothing but control: {sent:?}"
+    );
 }
