@@ -6,12 +6,10 @@
 //! one goes on from the stored feed position.
 
 use super::cluster::cluster_with;
-use super::connector_feed::{bot_texts_until, call, register, say, write_config};
+use super::connector_feed::{bot_texts_until, register, room_with_the_bot, say, write_config};
 use super::support::get_at;
 use super::support::http::metric_if_any;
-use super::support::matrix::{V3, room_path, user_id};
 use super::support::process::NodeProcess;
-use serde_json::json;
 
 /// How many export calls `node` made to its instance of the echo bot (`init` and `on-event`).
 async fn calls_by(node: &NodeProcess) -> f64 {
@@ -26,24 +24,7 @@ async fn one_node_feeds_a_connector_and_another_goes_on_when_it_dies() {
     let mut c = cluster_with(2, &[("RETHINK_CONFIG", &config)]).await;
     let (a, b) = (c.nodes[0].addr(), c.nodes[1].addr());
     let alice = register(a, "alice").await;
-    let room = call(
-        a,
-        "POST",
-        &format!("{V3}/createRoom"),
-        Some(&alice),
-        &json!({}),
-    )
-    .await;
-    let room = room["room_id"].as_str().expect("room_id").to_owned();
-    call(
-        a,
-        "POST",
-        &room_path(&room, "invite"),
-        Some(&alice),
-        &json!({"user_id": user_id("echo")}),
-    )
-    .await;
-    bot_texts_until(a, &alice, &room, <[String]>::is_empty).await;
+    let room = room_with_the_bot(a, &alice).await;
 
     // Said through both nodes: each answered once, in order.
     for i in 1..=6 {

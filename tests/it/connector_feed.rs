@@ -103,6 +103,30 @@ pub(super) async fn bot_texts_until(
     }
 }
 
+/// A room `token`'s user made and invited the bot to, once the bot has joined it (on the
+/// invite); from then on what is said in the room concerns the bot. The room's id.
+pub(super) async fn room_with_the_bot(addr: SocketAddr, token: &str) -> String {
+    let room = call(
+        addr,
+        "POST",
+        &format!("{V3}/createRoom"),
+        Some(token),
+        &json!({}),
+    )
+    .await;
+    let room = room["room_id"].as_str().expect("room_id").to_owned();
+    call(
+        addr,
+        "POST",
+        &room_path(&room, "invite"),
+        Some(token),
+        &json!({"user_id": user_id("echo")}),
+    )
+    .await;
+    bot_texts_until(addr, token, &room, <[String]>::is_empty).await;
+    room
+}
+
 /// The node's configuration file: the echo bot, with a call deadline long enough that its
 /// `!busy` call lasts until the node is killed.
 pub(super) fn write_config(dir: &Path) -> String {
@@ -126,25 +150,7 @@ async fn the_connector_feed_survives_a_killed_node_in_order_once_each() {
     let mut node = NodeProcess::spawn(data.path(), &[("RETHINK_CONFIG", &config)]).await;
     let addr = node.addr();
     let alice = register(addr, "alice").await;
-    let room = call(
-        addr,
-        "POST",
-        &format!("{V3}/createRoom"),
-        Some(&alice),
-        &json!({}),
-    )
-    .await;
-    let room = room["room_id"].as_str().expect("room_id").to_owned();
-    call(
-        addr,
-        "POST",
-        &room_path(&room, "invite"),
-        Some(&alice),
-        &json!({"user_id": user_id("echo")}),
-    )
-    .await;
-    // Once the bot has joined (on the invite), what is said in the room concerns it.
-    bot_texts_until(addr, &alice, &room, <[String]>::is_empty).await;
+    let room = room_with_the_bot(addr, &alice).await;
     say(addr, &alice, &room, "t1", "m1").await;
     bot_texts_until(addr, &alice, &room, |t| t.len() == 1).await;
     // The bot is busy in its `on-event` call: what follows is committed, not handled.

@@ -9,7 +9,7 @@
 //! with a file of its own, a queue write waits for nothing but the other services' queue writes,
 //! and those wait in the pool (one connection), not in the busy handler.
 //!
-//! Nodes before the split kept these tables in `rethink.db`; `move_from_matrix_db` moves their
+//! Nodes before the split kept these tables in `rethink.db`; `MOVE` moves their
 //! rows here at start, so a queued transaction survives the upgrade.
 //!
 //! Besides the room stream position, a service's state holds the highest seq of its bus
@@ -21,10 +21,6 @@
 //! On PostgreSQL (`store.url`) the queues and the ephemeral rows are in the one database
 //! (`pg_migrations/0012_matrix_appservice.sql`): no write lock of a file to avoid there. One SQL
 //! text serves both backends ([`Db`]).
-
-use std::path::Path;
-
-use sqlx::sqlite::SqlitePool;
 
 use super::StoreError;
 use super::db::{Db, on_db, on_tx};
@@ -43,32 +39,15 @@ const MOVE_DROP: [&str; 2] = [
     "DROP TABLE IF EXISTS appservice_state",
 ];
 
-/// Moves the rows of the queue tables that a node before the split kept in `rethink.db`
-/// (`matrix`, the file `db_file`) into `appservice.db` (`queue`), then drops those tables from
-/// `rethink.db` ([`super::sqlite::move_tables`]: idempotent). On a fresh data directory the
-/// tables are the empty ones `rethink.db`'s migrations 0009 and 0010 created.
-pub(super) async fn move_from_matrix_db(
-    matrix: &SqlitePool,
-    queue: &SqlitePool,
-    db_file: &Path,
-) -> Result<(), StoreError> {
-    let moved = super::sqlite::move_tables(
-        matrix,
-        queue,
-        db_file,
-        "appservice_state",
-        &MOVE_COPY,
-        &MOVE_DROP,
-    )
-    .await?;
-    if moved > 0 {
-        tracing::info!(
-            rows = moved,
-            "application service queues moved from rethink.db to appservice.db"
-        );
-    }
-    Ok(())
-}
+/// The queue tables that a node before the split kept in `rethink.db`, into `appservice.db`
+/// ([`super::sqlite::move_tables`]: idempotent). On a fresh data directory the tables are the
+/// empty ones `rethink.db`'s migrations 0009 and 0010 created.
+pub(super) const MOVE: super::sqlite::TableMove = super::sqlite::TableMove {
+    marker: "appservice_state",
+    copies: &MOVE_COPY,
+    drops: &MOVE_DROP,
+    what: "application service queues moved from rethink.db to appservice.db",
+};
 
 /// A transaction waiting for delivery.
 #[derive(Debug, Clone)]

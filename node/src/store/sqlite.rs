@@ -47,8 +47,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
-pub(super) use moves::move_tables;
-use moves::{move_bus_tables, move_kv_tables};
+use moves::{BUS_TABLES, KV_TABLES};
+pub(super) use moves::{TableMove, move_tables};
 
 /// Name of the Matrix database file inside the data directory.
 const DB_FILE: &str = "rethink.db";
@@ -134,7 +134,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/bus_migrations")
             .run(&bus_pool)
             .await?;
-        move_bus_tables(&pool, &bus_pool, &data_dir.join(DB_FILE)).await?;
+        move_tables(&pool, &bus_pool, &data_dir.join(DB_FILE), &BUS_TABLES).await?;
         let kv_options = options.clone().filename(data_dir.join(KV_DB_FILE));
         let kv_pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -143,7 +143,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/kv_migrations")
             .run(&kv_pool)
             .await?;
-        move_kv_tables(&bus_pool, &kv_pool, &data_dir.join(BUS_DB_FILE)).await?;
+        move_tables(&bus_pool, &kv_pool, &data_dir.join(BUS_DB_FILE), &KV_TABLES).await?;
         let kv_checkpoints = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(kv_options)
@@ -156,8 +156,13 @@ impl SqliteStore {
         sqlx::migrate!("src/store/appservice_migrations")
             .run(&appservice_pool)
             .await?;
-        super::appservice::move_from_matrix_db(&pool, &appservice_pool, &data_dir.join(DB_FILE))
-            .await?;
+        move_tables(
+            &pool,
+            &appservice_pool,
+            &data_dir.join(DB_FILE),
+            &super::appservice::MOVE,
+        )
+        .await?;
         let appservice_checkpoints = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(as_options)

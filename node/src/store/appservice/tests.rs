@@ -2,7 +2,7 @@
 //! (nothing queued is lost by the upgrade), and a queue write does not wait for `rethink.db`'s
 //! write lock; and the queue itself on both backends (`crate::store::tests`).
 
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
 use super::*;

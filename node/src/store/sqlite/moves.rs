@@ -26,31 +26,14 @@ const BUS_TABLES_DROP: [&str; 5] = [
     "DROP TABLE IF EXISTS sessions",
     "DROP TABLE IF EXISTS node_meta",
 ];
-/// Moves the session tables that a node before the split kept in `rethink.db` into `bus.db`
-/// (see [`move_tables`]). On a fresh data directory the tables are the empty ones migration 0001
-/// created.
-pub(super) async fn move_bus_tables(
-    pool: &SqlitePool,
-    bus_pool: &SqlitePool,
-    db_file: &Path,
-) -> Result<(), StoreError> {
-    let moved = move_tables(
-        pool,
-        bus_pool,
-        db_file,
-        "sessions",
-        &BUS_TABLES_COPY,
-        &BUS_TABLES_DROP,
-    )
-    .await?;
-    if moved > 0 {
-        tracing::info!(
-            rows = moved,
-            "session tables moved from rethink.db to bus.db"
-        );
-    }
-    Ok(())
-}
+/// The session tables that a node before the split kept in `rethink.db`, into `bus.db`. On a
+/// fresh data directory the tables are the empty ones migration 0001 created.
+pub(super) const BUS_TABLES: TableMove = TableMove {
+    marker: "sessions",
+    copies: &BUS_TABLES_COPY,
+    drops: &BUS_TABLES_DROP,
+    what: "session tables moved from rethink.db to bus.db",
+};
 
 /// Copies the stubs' key-value tables from `bus.db` (attached as `old`) to `stubs.db`.
 const KV_TABLES_COPY: [&str; 2] = [
@@ -63,45 +46,56 @@ const KV_TABLES_DROP: [&str; 2] = [
     "DROP TABLE IF EXISTS stub_kv",
 ];
 
-/// Moves the stubs' key-value tables that an older node kept in `bus.db` (`bus`, the file
-/// `bus_file`) into `stubs.db` (`kv`). On a fresh data directory the tables are the empty ones
-/// bus migrations 0002 and 0003 created.
-pub(super) async fn move_kv_tables(
-    bus: &SqlitePool,
-    kv: &SqlitePool,
-    bus_file: &Path,
-) -> Result<(), StoreError> {
-    let moved = move_tables(
-        bus,
-        kv,
-        bus_file,
-        "stub_kv",
-        &KV_TABLES_COPY,
-        &KV_TABLES_DROP,
-    )
-    .await?;
-    if moved > 0 {
-        tracing::info!(
-            rows = moved,
-            "stub key-value tables moved from bus.db to stubs.db"
-        );
-    }
-    Ok(())
+/// The stubs' key-value tables that an older node kept in `bus.db`, into `stubs.db`. On a
+/// fresh data directory the tables are the empty ones bus migrations 0002 and 0003 created.
+pub(super) const KV_TABLES: TableMove = TableMove {
+    marker: "stub_kv",
+    copies: &KV_TABLES_COPY,
+    drops: &KV_TABLES_DROP,
+    what: "stub key-value tables moved from bus.db to stubs.db",
+};
+
+/// Tables that moved from one file to another: `marker` is one of them, `copies` read them from
+/// the old file (attached as `old`), `drops` remove them from it; `what` is logged with the rows
+/// moved.
+pub(crate) struct TableMove {
+    pub(crate) marker: &'static str,
+    pub(crate) copies: &'static [&'static str],
+    pub(crate) drops: &'static [&'static str],
+    pub(crate) what: &'static str,
 }
 
-/// Moves tables that an older node kept in `rethink.db` (`from`, the file `db_file`) into
-/// another file (`to`): when `marker` is still a table of `from`, runs `copies` (reading
-/// `old.<table>`) in one transaction of `to`, then `drops` in one of `from`. Idempotent: a crash
-/// between the copy and the drop copies again at the next start (the copies are `INSERT OR
-/// IGNORE`). Returns the rows copied.
+/// Moves the tables of `m` that an older node kept in another file (`from`, the file
+/// `db_file`) into `to`: when `m.marker` is still a table of `from`, runs `m.copies` (reading
+/// `old.<table>`) in one transaction of `to`, then `m.drops` in one of `from`. Idempotent: a
+/// crash between the copy and the drop copies again at the next start (the copies are `INSERT
+/// OR IGNORE`).
 pub(crate) async fn move_tables(
     from: &SqlitePool,
     to: &SqlitePool,
     db_file: &Path,
-    marker: &str,
-    copies: &[&'static str],
-    drops: &[&'static str],
+    m: &TableMove,
+) -> Result<(), StoreError> {
+    let moved = copy_and_drop(from, to, db_file, m).await?;
+    if moved > 0 {
+        tracing::info!(rows = moved, "{}", m.what);
+    }
+    Ok(())
+}
+
+/// [`move_tables`]' work; the rows copied.
+async fn copy_and_drop(
+    from: &SqlitePool,
+    to: &SqlitePool,
+    db_file: &Path,
+    m: &TableMove,
 ) -> Result<u64, StoreError> {
+    let TableMove {
+        marker,
+        copies,
+        drops,
+        ..
+    } = m;
     let left: Option<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
             .bind(marker)
@@ -118,7 +112,7 @@ pub(crate) async fn move_tables(
     let copied = async {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut moved = 0u64;
-        for &copy in copies {
+        for &copy in *copies {
             moved += sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
@@ -131,7 +125,7 @@ pub(crate) async fn move_tables(
     let moved = copied?;
     drop(conn);
     let mut tx = from.begin().await?;
-    for &drop_table in drops {
+    for &drop_table in *drops {
         sqlx::query(drop_table).execute(&mut *tx).await?;
     }
     tx.commit().await?;
