@@ -247,6 +247,17 @@ impl Outbox {
         self.acked
     }
 
+    /// Every frame still owed (acknowledged or not written yet), in `seq` order, without the
+    /// moved frames whose move is not committed: what another node taking the session over
+    /// must deliver (`bus/handover.rs`).
+    pub fn snapshot(&self) -> Vec<(u64, Arc<str>)> {
+        self.entries
+            .iter()
+            .filter(|e| !e.moved)
+            .map(|e| (e.seq, Arc::clone(&e.json)))
+            .collect()
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }

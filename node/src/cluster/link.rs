@@ -310,6 +310,23 @@ impl Remote for Link {
         })
     }
 
+    fn find_by_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
+        Box::pin(async move {
+            sqlx::query_as("SELECT runtime_url, identity_json FROM sessions WHERE token_hash = $1")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_down(&e))
+        })
+    }
+
+    fn forget_lookups(&self) {
+        self.cache.forget_all();
+    }
+
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Err(e) = self.drain_sessions(std::slice::from_ref(session)).await {
