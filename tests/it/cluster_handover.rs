@@ -32,9 +32,11 @@ async fn reopen(node: &NodeProcess, memory: &RtMemory, body: Value) -> (Rt, u64,
     let mut body = body;
     body["runtimeToken"] = json!(memory.token);
     body["lastSeq"] = json!(memory.last_seq);
-    rt.send(&json!({"id": "resume", "type": "re-open", "from": memory.url,
-        "to": "mn:/session", "body": body}))
-        .await;
+    rt.send(
+        &json!({"id": "resume", "type": "re-open", "from": memory.url,
+        "to": "mn:/session", "body": body}),
+    )
+    .await;
     let mut before = Vec::new();
     loop {
         let v = rt.recv().await;
@@ -228,7 +230,10 @@ async fn a_re_open_with_another_identity_leaves_the_session_where_it_is() {
         "body": {"sender": from, "n": 0}}))
         .await;
     let got = r.recv().await;
-    assert_eq!((got["type"].as_str(), &got["body"]["n"]), (Some("PING"), &json!(0)));
+    assert_eq!(
+        (got["type"].as_str(), &got["body"]["n"]),
+        (Some("PING"), &json!(0))
+    );
     assert_eq!(s.drain().await, Vec::<Value>::new());
     assert_eq!(
         metric(&c.nodes[1], "rethink_cluster_handed_over_sessions_total ").await,

@@ -468,27 +468,28 @@ impl Bus {
         json: &Arc<str>,
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
-        self.push(session, json, pending).or_else(|e| match e {
-            // Handed to another node since it was looked up: through the cluster.
-            PushError::Gone if lock(&session.state).handed_over => {
-                pending.remote.push(remote::RemoteTarget {
-                    to: address.to_owned(),
-                    target: remote::RemoteSession {
-                        session: session.key().to_string(),
-                        node: String::new(),
-                    },
-                });
-                Ok(())
-            }
-            e => Err(e),
-        })
-        .map_err(|e| match e {
-            PushError::Gone => RouteError::NotFound(address.to_owned()),
-            PushError::Full(full) => RouteError::OutboxFull {
-                address: address.to_owned(),
-                full,
-            },
-        })
+        self.push(session, json, pending)
+            .or_else(|e| match e {
+                // Handed to another node since it was looked up: through the cluster.
+                PushError::Gone if lock(&session.state).handed_over => {
+                    pending.remote.push(remote::RemoteTarget {
+                        to: address.to_owned(),
+                        target: remote::RemoteSession {
+                            session: session.key().to_string(),
+                            node: String::new(),
+                        },
+                    });
+                    Ok(())
+                }
+                e => Err(e),
+            })
+            .map_err(|e| match e {
+                PushError::Gone => RouteError::NotFound(address.to_owned()),
+                PushError::Full(full) => RouteError::OutboxFull {
+                    address: address.to_owned(),
+                    full,
+                },
+            })
     }
 
     async fn submit(&self, op: StoreOp) {

@@ -20,7 +20,10 @@ pub(super) enum Taken {
     /// No session has this resume secret.
     Unknown,
     /// The live node `node` holds the session `session`.
-    HeldBy { node: String, session: String },
+    HeldBy {
+        node: String,
+        session: String,
+    },
 }
 
 impl Link {

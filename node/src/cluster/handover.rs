@@ -132,9 +132,7 @@ impl Link {
         let Ok(payload) = serde_json::to_vec(&request) else {
             return "the request could not be written".into();
         };
-        let asked = self
-            .nats
-            .request(handover_subject(node), payload.into());
+        let asked = self.nats.request(handover_subject(node), payload.into());
         match tokio::time::timeout(HANDOVER_TIMEOUT, asked).await {
             Ok(Ok(reply)) => String::from_utf8_lossy(&reply.payload).into_owned(),
             Ok(Err(e)) => {
