@@ -123,9 +123,16 @@ impl Bus {
         let Some(adopted) = remote.adopt(super::hash_token(token)).await? else {
             return Ok(None);
         };
+        let super::remote::Adopted {
+            session,
+            epoch,
+            arriving,
+        } = adopted;
         let session = {
             let _gate = self.inner.route_gate.write().await;
-            let session = self.restore_one(adopted.session, adopted.epoch);
+            let session = self.restore_one(session, epoch);
+            // Restored: a request to release it finds it from now on.
+            drop(arriving);
             remote.forget_lookups();
             remote.drain(&session).await;
             session

@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_has_what_is_owed_without_uncommitted_moves() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        for n in 1..=3 {
+            o.push(msg(n), None).unwrap();
+        }
+        let mut frames = Vec::new();
+        o.take_unsent(10, &mut frames, &mut Vec::new());
+        o.ack(1);
+        o.push_moved(msg(4));
+        let seqs: Vec<u64> = o.snapshot().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(
+            seqs,
+            [2, 3],
+            "written or not, unacknowledged; no move in flight"
+        );
+        o.release_moved();
+        assert_eq!(o.snapshot().len(), 3);
+    }
+
+    #[test]
     fn restore_keeps_numbering() {
         let mut o = Outbox::restore(
             4,

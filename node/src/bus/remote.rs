@@ -76,6 +76,9 @@ pub struct Arrival<'a> {
 pub struct Adopted {
     pub session: PersistedSession,
     pub epoch: u64,
+    /// Held until the session is restored: meanwhile this node owns its row without holding
+    /// it, and must not give the row on to a third node (`crate::cluster::handover`).
+    pub arriving: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// What the bus asks of the other nodes (`crate::cluster::Link`).

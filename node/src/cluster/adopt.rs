@@ -126,6 +126,7 @@ impl Link {
         Ok(Taken::Adopted(Adopted {
             session,
             epoch: from_db(epoch),
+            arriving: None,
         }))
     }
 }

@@ -35,6 +35,11 @@
 //!   queued for it: moved at adoption) or after (local push); a cached answer naming the
 //!   session on A is dropped from the forward, the route served it locally.
 //!
+//! A request for a session the holder has not restored (yet) waits for the adoptions under way
+//! there (`Link::arriving`, held from an adoption's row taken to its session restored): the row
+//! may be its own because it is restoring that session, and
+//! must not be given on to a third node then.
+//!
 //! Left open: if B gives up (timeout) just as A's release commits, the row names B, which does
 //! not hold the session; the runtime's next re-open, on B (the row is B's) or on another node
 //! (which asks B: B hands over a row it holds without a session at once), takes it.
@@ -52,6 +57,10 @@ use crate::bus::{Bus, Released, RouteError};
 
 /// How long a node waits for a live holder to release a session.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a request for a session this node does not hold waits for the adoptions under way
+/// here (one of which may be restoring that session) before it is answered "not here".
+const ARRIVAL_WAIT: Duration = Duration::from_secs(1);
 
 /// The subject on which `node` hears requests to release its sessions.
 pub(super) fn handover_subject(node: &str) -> String {
@@ -102,16 +111,27 @@ impl Link {
         &self,
         token_hash: [u8; 32],
     ) -> Result<Option<Adopted>, RouteError> {
+        let arriving = Arc::clone(&self.arriving).lock_owned().await;
         let (node, session) = match self.adopt_once(token_hash).await? {
-            Taken::Adopted(a) => return Ok(Some(a)),
+            Taken::Adopted(a) => {
+                return Ok(Some(Adopted {
+                    arriving: Some(arriving),
+                    ..a
+                }));
+            }
             Taken::Unknown => return Ok(None),
             Taken::HeldBy { node, session } => (node, session),
         };
+        drop(arriving);
         let asked = self.ask_release(&node, &session).await;
+        let arriving = Arc::clone(&self.arriving).lock_owned().await;
         match self.adopt_once(token_hash).await? {
             Taken::Adopted(a) => {
                 self.metrics.handed_over.inc();
-                Ok(Some(a))
+                Ok(Some(Adopted {
+                    arriving: Some(arriving),
+                    ..a
+                }))
             }
             Taken::Unknown => Ok(None),
             Taken::HeldBy { node, .. } => Err(RouteError::Cluster(format!(
@@ -184,16 +204,31 @@ impl Link {
 
     /// Releases `request.session` to `request.to` (see the module docs).
     async fn release(&self, bus: &Bus, request: &Request) -> Reply {
-        let Some(session) = bus.session(&request.session) else {
-            // A row given to this node whose re-open never came (see "Left open").
-            return match self.give_row(&request.session, &request.to, None).await {
-                Ok(true) => Reply::Released,
-                Ok(false) => Reply::NotHere,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster: a hand-over failed");
-                    Reply::Failed
+        let session = match bus.session(&request.session) {
+            Some(session) => session,
+            None => {
+                // Not restored here: it may be arriving (an adoption under way here took the
+                // row and restores it next), else it is a row given to this node whose re-open
+                // never came (see "Left open"), which is given on at once.
+                let Ok(_quiet) = tokio::time::timeout(ARRIVAL_WAIT, self.arriving.lock()).await
+                else {
+                    return Reply::NotHere;
+                };
+                match bus.session(&request.session) {
+                    // Arrived meanwhile: released as any.
+                    Some(session) => session,
+                    None => {
+                        return match self.give_row(&request.session, &request.to, None).await {
+                            Ok(true) => Reply::Released,
+                            Ok(false) => Reply::NotHere,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cluster: a hand-over failed");
+                                Reply::Failed
+                            }
+                        };
+                    }
                 }
-            };
+            }
         };
         let draining = self.draining.lock().await;
         let Some(released) = bus.suspend_for_handover(&session).await else {

@@ -49,6 +49,8 @@ pub struct Link {
     pub(super) queue_max: i64,
     /// One drain at a time on this node: two drains of one session must not interleave.
     pub(super) draining: tokio::sync::Mutex<()>,
+    /// Held from an adoption's row taken to its session restored (`handover.rs`).
+    pub(super) arriving: Arc<tokio::sync::Mutex<()>>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
     /// The answers of `lookup` (`book.rs`).

@@ -124,6 +124,7 @@ impl Cluster {
             resume_window: session.resume_window,
             queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
+            arriving: Arc::new(tokio::sync::Mutex::new(())),
             bus: std::sync::OnceLock::new(),
             cache,
             forwards,
