@@ -121,7 +121,10 @@ async fn a_runtime_moves_between_live_nodes_under_a_steady_stream_without_loss()
         let (again, code, before) = reopen(target, &memory, json!({})).await;
         assert_eq!(code, 200, "hop {hop}: re-open answered {code}");
         // A figure for the report (debug build), not a check.
-        eprintln!("hop {hop}: re-open with hand-over answered in {:?}", asked.elapsed());
+        eprintln!(
+            "hop {hop}: re-open with hand-over answered in {:?}",
+            asked.elapsed()
+        );
         r = again;
         before.iter().for_each(|v| got.record(v));
         let until = got.count() + 60;

@@ -35,6 +35,10 @@
 //!   queued for it: moved at adoption) or after (local push); a cached answer naming the
 //!   session on A is dropped from the forward, the route served it locally.
 //!
+//! A request carries the asking node's deadline (its wall clock): one read later (the holder was
+//! stopped meanwhile) is ignored, so the nodes' clocks must agree within a fraction of
+//! [`HANDOVER_TIMEOUT`] (a larger skew makes hand-overs fail with 503, or lets one be read late).
+//!
 //! A request for a session the holder has not restored (yet) waits for the adoptions under way
 //! there (`Link::arriving`, held from an adoption's row taken to its session restored): the row
 //! may be its own because it is restoring that session, and
