@@ -27,6 +27,7 @@ mod closing;
 mod cluster;
 mod cluster_cache;
 mod cluster_edges;
+mod cluster_handover;
 mod cluster_pg_restart;
 mod cluster_reloads;
 mod connector_cluster;

@@ -26,6 +26,7 @@ mod claims;
 mod error;
 mod gateways;
 mod handled;
+mod handover;
 pub mod identity;
 mod matrix_actions;
 pub mod outbox;
@@ -54,6 +55,7 @@ pub use claims::Claim;
 pub use error::RouteError;
 pub use gateways::remote_domain;
 pub use handled::Committed;
+pub use handover::Released;
 pub use matrix_actions::{MatrixPermit, MatrixRequest};
 pub use permit::{Denied, Origin, Permit};
 pub use rethink_proto::{Endpoint, Endpoints, SESSION};
@@ -148,6 +150,9 @@ struct Inner {
     claims: claims::Claims,
     /// The other nodes of the cluster, if any (`remote.rs`).
     remote: std::sync::RwLock<Option<Arc<dyn remote::Remote>>>,
+    /// With clustering, held (shared) by each route from its lookups to its forwards, and
+    /// (exclusively) while a session arrives or leaves in a hand-over (`handover.rs`).
+    route_gate: tokio::sync::RwLock<()>,
 }
 
 /// The message bus handle.
@@ -199,6 +204,7 @@ impl Bus {
                 status_ids: AtomicU64::new(1),
                 claims: Default::default(),
                 remote: Default::default(),
+                route_gate: tokio::sync::RwLock::new(()),
             }),
         }
     }
@@ -468,13 +474,28 @@ impl Bus {
         json: &Arc<str>,
         pending: &mut Pending,
     ) -> Result<(), RouteError> {
-        self.push(session, json, pending).map_err(|e| match e {
-            PushError::Gone => RouteError::NotFound(address.to_owned()),
-            PushError::Full(full) => RouteError::OutboxFull {
-                address: address.to_owned(),
-                full,
-            },
-        })
+        self.push(session, json, pending)
+            .or_else(|e| match e {
+                // Handed to another node since it was looked up: through the cluster.
+                PushError::Gone if lock(&session.state).handed_over => {
+                    pending.remote.push(remote::RemoteTarget {
+                        to: address.to_owned(),
+                        target: remote::RemoteSession {
+                            session: session.key().to_string(),
+                            node: String::new(),
+                        },
+                    });
+                    Ok(())
+                }
+                e => Err(e),
+            })
+            .map_err(|e| match e {
+                PushError::Gone => RouteError::NotFound(address.to_owned()),
+                PushError::Full(full) => RouteError::OutboxFull {
+                    address: address.to_owned(),
+                    full,
+                },
+            })
     }
 
     async fn submit(&self, op: StoreOp) {
@@ -514,6 +535,11 @@ impl Bus {
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
         self.open_gateways(envelope, origin).await;
+        // Lookups, local pushes and forwards see one side of a hand-over (`handover.rs`).
+        let _gate = match self.remote() {
+            Some(_) => Some(self.inner.route_gate.read().await),
+            None => None,
+        };
         let holders = self.remote_holders(envelope.to()).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {

@@ -247,6 +247,17 @@ impl Outbox {
         self.acked
     }
 
+    /// Every frame still owed (acknowledged or not written yet), in `seq` order, without the
+    /// moved frames whose move is not committed: what another node taking the session over
+    /// must deliver (`bus/handover.rs`).
+    pub fn snapshot(&self) -> Vec<(u64, Arc<str>)> {
+        self.entries
+            .iter()
+            .filter(|e| !e.moved)
+            .map(|e| (e.seq, Arc::clone(&e.json)))
+            .collect()
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -350,6 +361,26 @@ mod tests {
         let n = o.push_moved(msg(4));
         assert_eq!((n, o.drop_moved(), o.len()), (4, 1, 3));
         assert!(!o.has_unsent());
+    }
+
+    #[test]
+    fn a_snapshot_has_what_is_owed_without_uncommitted_moves() {
+        let mut o = Outbox::new(1, 10, 1 << 20);
+        for n in 1..=3 {
+            o.push(msg(n), None).unwrap();
+        }
+        let mut frames = Vec::new();
+        o.take_unsent(10, &mut frames, &mut Vec::new());
+        o.ack(1);
+        o.push_moved(msg(4));
+        let seqs: Vec<u64> = o.snapshot().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(
+            seqs,
+            [2, 3],
+            "written or not, unacknowledged; no move in flight"
+        );
+        o.release_moved();
+        assert_eq!(o.snapshot().len(), 3);
     }
 
     #[test]

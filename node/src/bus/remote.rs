@@ -1,7 +1,7 @@
 //! The bus's narrow handle on the other nodes of a cluster ([`Remote`], implemented by
 //! `crate::cluster`): who on other nodes holds an address, handing messages to them, and taking
-//! over a session whose node is gone. Without clustering the bus has no `Remote` and none of
-//! this runs.
+//! over a session from another node (released by it, or whose node is gone: `handover.rs`).
+//! Without clustering the bus has no `Remote` and none of this runs.
 //!
 //! Routing with a `Remote`: the local address book is asked first as always; the remote one
 //! (PostgreSQL) is asked too for an address of this domain that no node endpoint or application
@@ -70,12 +70,15 @@ pub struct Arrival<'a> {
     pub transport: &'a str,
 }
 
-/// A session taken over from a node that is gone: its persisted image, and a fresh start
-/// counter, so that its new `seq`s are above anything the old node can have sent.
+/// A session taken over from another node (released by it, or gone): its persisted image, and
+/// a fresh start counter, so that its new `seq`s are above anything the old node can have sent.
 #[derive(Debug)]
 pub struct Adopted {
     pub session: PersistedSession,
     pub epoch: u64,
+    /// Held until the session is restored: meanwhile this node owns its row without holding
+    /// it, and must not give the row on to a third node (`crate::cluster::handover`).
+    pub arriving: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// What the bus asks of the other nodes (`crate::cluster::Link`).
@@ -93,9 +96,18 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
     /// Tells the other nodes that this node's address book grew (committed already), and
     /// returns once they forgot what they kept of it (`crate::cluster`'s lookup cache).
     fn announce(&self) -> BoxFuture<'_, ()>;
-    /// Takes over the session whose resume secret hashes to `token_hash` when its node is gone
-    /// (`Ok(None)`: no such session). A session of a live node is a [`RouteError::Cluster`].
+    /// Takes over the session whose resume secret hashes to `token_hash` (`Ok(None)`: no such
+    /// session): its node releases it first when alive (`crate::cluster::handover`); a node
+    /// that does not answer in time is a [`RouteError::Cluster`].
     fn adopt(&self, token_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>>;
+    /// The runtime URL and identity (JSON) of the session whose resume secret hashes to
+    /// `token_hash`, wherever it is held (`Ok(None)`: no such session); nothing is disturbed.
+    fn find_by_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>>;
+    /// Forgets the answers kept of earlier lookups (a session arrived or left this node).
+    fn forget_lookups(&self);
     /// Moves the messages other nodes queued for `session` (now held here) into its outbox.
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()>;
     /// Writes the row of a session being opened here, unless a session anywhere holds its
@@ -244,25 +256,31 @@ impl Bus {
         targets: Vec<RemoteTarget>,
         failures: &mut Vec<RouteFailure>,
     ) {
+        // A session that arrived here since the lookup was served locally (`handover.rs`).
+        let mut targets = targets;
+        targets.retain(|t| !self.holds_live(&t.target.session));
         if let (Some(remote), false) = (self.remote(), targets.is_empty()) {
             failures.extend(remote.forward(message, targets).await);
         }
     }
 
-    /// A session held by another node whose node is gone, taken over and restored here with
-    /// the messages queued for it (for a `re-open` with a token this node does not know).
-    pub async fn adopt_by_token(&self, token: &str) -> Result<Option<Arc<Session>>, RouteError> {
+    /// The runtime URL and identity of the session of another node whose resume secret is
+    /// `token` (to check a `re-open` before its node is asked to release it).
+    pub async fn find_elsewhere(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, crate::auth::Identity)>, RouteError> {
         let Some(remote) = self.remote() else {
             return Ok(None);
         };
-        let hash = super::hash_token(token);
-        let Some(adopted) = remote.adopt(hash).await? else {
-            return Ok(None);
-        };
-        let session = self.restore_one(adopted.session, adopted.epoch);
-        remote.drain(&session).await;
-        tracing::info!(session = %session.key(), "session taken over from a node that is gone");
-        Ok(Some(session))
+        Ok(remote
+            .find_by_token(super::hash_token(token))
+            .await?
+            .map(|(runtime, identity)| {
+                let identity = serde_json::from_str(&identity)
+                    .unwrap_or_else(|_| crate::auth::Identity::anonymous());
+                (runtime, identity)
+            }))
     }
 
     /// The policies again, on the node holding the recipient (the sender's node decided

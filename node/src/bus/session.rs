@@ -53,6 +53,9 @@ pub(crate) struct State {
     pub(crate) allocations: Vec<Allocation>,
     pub(crate) subscriptions: Vec<Arc<str>>,
     pub(crate) ended: bool,
+    /// Ended here because another node takes it over (`bus/handover.rs`): a route that still
+    /// finds it here forwards to it through the cluster instead of failing.
+    pub(crate) handed_over: bool,
 }
 
 /// One runtime's session.
@@ -101,6 +104,7 @@ impl Session {
                 allocations: Vec::new(),
                 subscriptions: Vec::new(),
                 ended: false,
+                handed_over: false,
             }),
             notify: Notify::new(),
             room: Notify::new(),

@@ -2,7 +2,10 @@
 //! connection (`disconnected`) or ends (`expired`: its resume window passed, or it closed), the
 //! node publishes an `update` from `domain://msg-node.<domain>` to `<runtime URL>/status`, with
 //! `body: {resource: <runtime URL>, attribute: "status", value}`. Only the subscribers of that
-//! address get it (never the runtime itself); without subscribers nothing is built. The domain
+//! address get it (never the runtime itself), on every node of a cluster (through the cluster's
+//! queues, as any publication); without subscribers nothing is built. A session handed to
+//! another node (`handover.rs`) with its connection attached is `disconnected` here before it
+//! is `live` there. The domain
 //! registry connector subscribes there for the runtimes holding registrations.
 //!
 //! A subscription does not miss what happened before it: the subscription manager's answer to
@@ -72,30 +75,29 @@ impl Bus {
         (!found.is_empty()).then_some(serde_json::Value::Object(found))
     }
 
-    /// Publishes `status` of `session`'s runtime to the subscribers of `<runtime URL>/status`.
+    /// Publishes `status` of `session`'s runtime to the subscribers of `<runtime URL>/status`,
+    /// on every node. `disconnected` is not published while another connection is attached
+    /// (a connection superseded by a re-open) nor once the session has ended here.
     pub async fn publish_status(&self, session: &Arc<Session>, status: RuntimeStatus) {
-        let runtime = session.runtime_url();
-        let to = format!("{runtime}/status");
-        let wanted = self
-            .inner
-            .book
-            .with_subscribers(&to, |subs| subs.iter().any(|s| !Arc::ptr_eq(s, session)));
-        if wanted != Some(true) {
-            return;
-        }
-        let Some(env) = self.status_envelope(runtime, status) else {
-            return;
-        };
-        let mut pending = Pending::default();
-        let json = env.shared_json();
-        self.inner.book.with_subscribers(&to, |subs| {
-            for s in subs.iter().filter(|s| !Arc::ptr_eq(s, session)) {
-                if let Err(e) = self.deliver(s, &to, json, &mut pending) {
-                    tracing::warn!(error = %e, runtime = %runtime, "a runtime status update was not delivered");
-                }
+        if status == RuntimeStatus::Disconnected {
+            let st = lock(&session.state);
+            if st.ended || st.attachment.is_some() {
+                return;
             }
-        });
-        self.commit(pending).await;
+        }
+        self.publish_runtime_status(session.runtime_url(), status, Some(session))
+            .await;
+    }
+
+    /// Publishes `disconnected` for `session`, handed to another node with its connection
+    /// closed (`handover.rs`), as a local disconnect would.
+    pub async fn publish_handed_over(&self, session: &Arc<Session>) {
+        self.publish_runtime_status(
+            session.runtime_url(),
+            RuntimeStatus::Disconnected,
+            Some(session),
+        )
+        .await;
     }
 
     /// The `update` of `runtime`'s status, from the node to `<runtime URL>/status`.
@@ -115,47 +117,59 @@ impl Bus {
     }
 
     /// Publishes `expired` for `runtime`, whose session another node held and this node ended
-    /// (that node gone past the resume window): to the subscribers of `<runtime URL>/status`
-    /// here and on the other nodes.
+    /// (that node gone past the resume window).
     pub async fn publish_expired_of_gone(&self, runtime: &str) {
+        self.publish_runtime_status(runtime, RuntimeStatus::Expired, None)
+            .await;
+    }
+
+    /// Publishes `status` of `runtime` to the subscribers of `<runtime URL>/status` here
+    /// (but `except`, the runtime's own session) and on the other nodes (their queues are
+    /// committed before this returns).
+    async fn publish_runtime_status(
+        &self,
+        runtime: &str,
+        status: RuntimeStatus,
+        except: Option<&Arc<Session>>,
+    ) {
         let to = format!("{runtime}/status");
         let remote = match self.remote() {
             Some(remote) => match remote.lookup(&to).await {
                 Ok(holders) => holders.subscribers,
                 Err(e) => {
-                    tracing::warn!(error = %e, %runtime, "the expired status reaches this node's subscribers only");
+                    tracing::warn!(error = %e, %runtime, "a runtime status update reaches this node's subscribers only");
                     Vec::new()
                 }
             },
             None => Vec::new(),
         };
+        let not_except = |s: &Arc<Session>| except.is_none_or(|e| !Arc::ptr_eq(s, e));
         let local = self
             .inner
             .book
-            .with_subscribers(&to, |subs| !subs.is_empty());
+            .with_subscribers(&to, |subs| subs.iter().any(not_except));
         if local != Some(true) && remote.is_empty() {
             return;
         }
-        let Some(env) = self.status_envelope(runtime, RuntimeStatus::Expired) else {
+        let Some(env) = self.status_envelope(runtime, status) else {
             return;
         };
         let json = env.shared_json();
         let mut pending = Pending::default();
         self.inner.book.with_subscribers(&to, |subs| {
-            for s in subs {
+            for s in subs.iter().filter(|s| not_except(s)) {
                 if let Err(e) = self.deliver(s, &to, json, &mut pending) {
                     tracing::warn!(error = %e, %runtime, "a runtime status update was not delivered");
                 }
             }
         });
+        // Subscribers handed to another node meanwhile are served there.
+        let mut targets = std::mem::take(&mut pending.remote);
         self.commit(pending).await;
-        let targets = remote
-            .into_iter()
-            .map(|target| RemoteTarget {
-                to: to.clone(),
-                target,
-            })
-            .collect();
+        targets.extend(remote.into_iter().map(|target| RemoteTarget {
+            to: to.clone(),
+            target,
+        }));
         let notice = Forwarded {
             json,
             from: env.from(),

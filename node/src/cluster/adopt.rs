@@ -1,7 +1,9 @@
-//! Taking over a session whose node is gone: in one transaction, the session's row is locked
-//! (`FOR UPDATE`, so that two nodes adopting it, or a sender queuing for it, are serialized),
-//! its node checked gone (no heartbeat within `cluster.membership_timeout_ms`, by the database's
-//! clock), the row given to this node, a new start counter taken and the session's image read.
+//! Taking over a session: in one transaction, the session's row is locked (`FOR UPDATE`, so
+//! that two nodes adopting it, or a sender queuing for it, are serialized), its node checked
+//! gone (no heartbeat within `cluster.membership_timeout_ms`, by the database's clock) or this
+//! node (a live holder gave the row to this node when it released the session:
+//! `handover.rs`), the row given to this node, a new start counter taken and the session's
+//! image read. A session of another live node is not touched: [`Taken::HeldBy`].
 
 use std::collections::HashMap;
 
@@ -11,26 +13,29 @@ use crate::bus::remote::Adopted;
 use crate::store::postgres::from_db;
 use crate::store::{PersistedSession, SessionKey};
 
+/// What one try of taking a session over found.
+#[derive(Debug)]
+pub(super) enum Taken {
+    Adopted(Adopted),
+    /// No session has this resume secret.
+    Unknown,
+    /// The live node `node` holds the session `session`.
+    HeldBy {
+        node: String,
+        session: String,
+    },
+}
+
 impl Link {
-    pub(super) async fn adopt_inner(
-        &self,
-        token_hash: [u8; 32],
-    ) -> Result<Option<Adopted>, RouteError> {
-        match self.adopt_tx(token_hash).await {
-            Ok(adopted) => adopted,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: taking a session over failed");
-                Err(RouteError::Cluster(
-                    "the shared database is unreachable; retry".into(),
-                ))
-            }
-        }
+    /// One try of taking the session whose resume secret hashes to `token_hash` over.
+    pub(super) async fn adopt_once(&self, token_hash: [u8; 32]) -> Result<Taken, RouteError> {
+        self.adopt_tx(token_hash).await.map_err(|e| {
+            tracing::warn!(error = %e, "cluster: taking a session over failed");
+            RouteError::Cluster("the shared database is unreachable; retry".into())
+        })
     }
 
-    async fn adopt_tx(
-        &self,
-        token_hash: [u8; 32],
-    ) -> Result<Result<Option<Adopted>, RouteError>, sqlx::Error> {
+    async fn adopt_tx(&self, token_hash: [u8; 32]) -> Result<Taken, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
             "SELECT s.id, s.node, \
@@ -43,13 +48,10 @@ impl Link {
         .fetch_optional(&mut *tx)
         .await?;
         let Some((id, node, gone)) = row else {
-            return Ok(Ok(None));
+            return Ok(Taken::Unknown);
         };
         if let Some(node) = node.filter(|n| !gone && **n != *self.node) {
-            return Ok(Err(RouteError::Cluster(format!(
-                "the session is held by node {node}, which is alive: re-open it there, or \
-                 here once that node has been silent for cluster.membership_timeout_ms"
-            ))));
+            return Ok(Taken::HeldBy { node, session: id });
         }
         sqlx::query("UPDATE sessions SET node = $2 WHERE id = $1")
             .bind(&id)
@@ -121,9 +123,10 @@ impl Link {
                 .map(|(seq, json)| (from_db(seq), json))
                 .collect(),
         };
-        Ok(Ok(Some(Adopted {
+        Ok(Taken::Adopted(Adopted {
             session,
             epoch: from_db(epoch),
-        })))
+            arriving: None,
+        }))
     }
 }

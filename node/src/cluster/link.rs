@@ -49,6 +49,8 @@ pub struct Link {
     pub(super) queue_max: i64,
     /// One drain at a time on this node: two drains of one session must not interleave.
     pub(super) draining: tokio::sync::Mutex<()>,
+    /// Held from an adoption's row taken to its session restored (`handover.rs`).
+    pub(super) arriving: Arc<tokio::sync::Mutex<()>>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
     /// The answers of `lookup` (`book.rs`).
@@ -308,6 +310,23 @@ impl Remote for Link {
             }
             Ok(adopted)
         })
+    }
+
+    fn find_by_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
+        Box::pin(async move {
+            sqlx::query_as("SELECT runtime_url, identity_json FROM sessions WHERE token_hash = $1")
+                .bind(&token_hash[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_down(&e))
+        })
+    }
+
+    fn forget_lookups(&self) {
+        self.cache.forget_all();
     }
 
     fn drain<'a>(&'a self, session: &'a Arc<Session>) -> BoxFuture<'a, ()> {

@@ -38,6 +38,8 @@ pub struct ClusterMetrics {
     pub refused_on_arrival: Counter,
     /// Sessions taken over from nodes that are gone.
     pub adopted: Counter,
+    /// Of those, the sessions a live node released to this one (`handover.rs`).
+    pub handed_over: Counter,
     /// NATS round trips (publish and flush, a PING/PONG with the server).
     pub nats_round_trip: Histogram,
     /// Reload notices this node published (its copy of a directory changed).
@@ -60,6 +62,7 @@ impl ClusterMetrics {
             received: Counter::default(),
             refused_on_arrival: Counter::default(),
             adopted: Counter::default(),
+            handed_over: Counter::default(),
             // 25 µs .. ~400 ms, doubling.
             nats_round_trip: Histogram::new((0..15).map(|i| 25e-6 * f64::from(1u32 << i))),
             reload_notices_sent: Family::default(),
@@ -85,8 +88,13 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_adopted_sessions",
-            "Sessions taken over from nodes that stopped heart-beating",
+            "Sessions taken over from other nodes (gone, or releasing them)",
             m.adopted.clone(),
+        );
+        registry.register(
+            "cluster_handed_over_sessions",
+            "Sessions taken over from live nodes that released them on request",
+            m.handed_over.clone(),
         );
         registry.register(
             "cluster_nats_round_trip_seconds",

@@ -7,7 +7,8 @@
 //! holder is told over NATS; the holder moves it into the session's outbox and delivers it like
 //! any frame (`link.rs`). A node writes a heartbeat; one silent for
 //! `cluster.membership_timeout_ms` is gone, and a runtime of it may re-open on any node, which
-//! takes the session over (`adopt.rs`, `membership.rs`). Each node keeps the answers of its
+//! takes the session over (`adopt.rs`, `membership.rs`); a runtime of a live node re-opening
+//! elsewhere has its session handed over (`handover.rs`: the holder releases it on request). Each node keeps the answers of its
 //! lookups in the other nodes' address books; a node whose book grew tells the others to
 //! forget theirs before it answers its runtime (`book.rs`, `directory.rs`).
 //!
@@ -28,6 +29,7 @@ mod book;
 mod directory;
 mod drain;
 mod forwarder;
+pub mod handover;
 mod link;
 mod membership;
 mod metrics;
@@ -122,6 +124,7 @@ impl Cluster {
             resume_window: session.resume_window,
             queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
+            arriving: Arc::new(tokio::sync::Mutex::new(())),
             bus: std::sync::OnceLock::new(),
             cache,
             forwards,
@@ -148,6 +151,13 @@ impl Cluster {
             .await
             .map_err(|source| ClusterError::Subscribe {
                 subject: directory::directory_subject(&link.node),
+                source,
+            })?;
+        let handover = Arc::clone(&link)
+            .listen_handover(bus.clone(), stop.clone())
+            .await
+            .map_err(|source| ClusterError::Subscribe {
+                subject: handover::handover_subject(&link.node),
                 source,
             })?;
         let jobs = crate::locks::lock(&link.forward_jobs).take();
@@ -183,7 +193,7 @@ impl Cluster {
         Ok(Cluster {
             link,
             stop,
-            tasks: [receiver, membership, directory]
+            tasks: [receiver, membership, directory, handover]
                 .into_iter()
                 .chain(forwarder)
                 .collect(),

@@ -1,7 +1,8 @@
 //! The handshake of a connection (phase 1 of [`super`]): the first message must be `open` or
 //! `re-open` to `mn:/session`; anything else is refused directly on the socket (with `seq` 0,
 //! since no session exists yet). `re-open` must present the identity the session was opened
-//! with, and resumes the session's outbox after `lastSeq`.
+//! with, and resumes the session's outbox after `lastSeq`; with clustering, a session another
+//! node holds is checked so before it is taken over (`crate::cluster::handover`).
 
 use super::*;
 
@@ -180,22 +181,34 @@ async fn reopen(
     conn_id: u64,
 ) -> Result<(Arc<Session>, CancellationToken, Envelope), SessionError> {
     let bus = node.bus();
-    // With clustering, a session of a node that is gone is taken over here.
-    let session = match bus.find_by_token(runtime_token) {
-        Some(session) => session,
-        None => bus
-            .adopt_by_token(runtime_token)
-            .await?
-            .ok_or(SessionError::UnknownRuntimeToken)?,
-    };
-    if **session.runtime_url() != *env.from() {
-        return Err(SessionError::OtherRuntime);
-    }
     // The runtimeToken alone does not carry the identity over to another connection.
     let presented = presented_identity(node, pre_auth, body_token.as_deref()).await?;
-    if presented.subject != session.identity().subject {
-        return Err(SessionError::OtherIdentity);
-    }
+    let check = |runtime: &str, identity: &Identity| {
+        if runtime != env.from() {
+            Err(SessionError::OtherRuntime)
+        } else if presented.subject != identity.subject {
+            Err(SessionError::OtherIdentity)
+        } else {
+            Ok(())
+        }
+    };
+    let session = match bus.find_by_token(runtime_token) {
+        Some(session) => session,
+        // With clustering, a session of another node is taken over here (its node releases
+        // it, or is gone), once the re-open is known to be its runtime's: a wrong one leaves
+        // it where it is.
+        None => {
+            let (runtime, identity) = bus
+                .find_elsewhere(runtime_token)
+                .await?
+                .ok_or(SessionError::UnknownRuntimeToken)?;
+            check(&runtime, &identity)?;
+            bus.adopt_by_token(runtime_token)
+                .await?
+                .ok_or(SessionError::UnknownRuntimeToken)?
+        }
+    };
+    check(session.runtime_url(), session.identity())?;
     if session
         .identity()
         .expires_at
