@@ -115,7 +115,7 @@ impl Cluster {
         let (forwards, forward_jobs) = tokio::sync::mpsc::channel(forwarder::QUEUE);
         let link = Arc::new(Link {
             node: Arc::from(node_id),
-            pool: store.pool().clone(),
+            pool: store.bus_pool().clone(),
             nats,
             metrics,
             membership_timeout: config.membership_timeout,

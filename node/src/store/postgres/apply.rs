@@ -80,6 +80,30 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// How many statements [`apply`] runs for `batch` (one or none: the store applies it without
+/// `BEGIN` and `COMMIT`).
+pub(super) fn statements(batch: &[StoreOp]) -> usize {
+    batch
+        .chunk_by(|a, b| Kind::of(a) == Kind::of(b))
+        .map(|run| match run.first().map(Kind::of) {
+            None | Some(Kind::Nothing) => 0,
+            Some(Kind::Flow) => {
+                let acks = run.iter().any(|op| matches!(op, StoreOp::Ack { .. }));
+                let entries = run.iter().any(|op| matches!(op, StoreOp::Enqueue { .. }));
+                usize::from(acks) + usize::from(entries)
+            }
+            Some(Kind::Group) => run
+                .iter()
+                .map(|op| match op {
+                    StoreOp::Group(ops) => statements(ops),
+                    _ => 0,
+                })
+                .sum(),
+            Some(_) => 1,
+        })
+        .sum()
+}
+
 /// Acks, then outbox entries (see the module documentation).
 async fn flow(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Error> {
     let mut acked: HashMap<&str, u64> = HashMap::new();
