@@ -11,14 +11,34 @@
 //! into the outboxes those of them that were moved and queues the answers to those refused.
 //! Its answer names the sessions whose messages it took: a session another node took over
 //! meanwhile (or that ended) keeps its queue whole, and its held frames are dropped here.
+//!
+//! The notices (`rethink.node.<node_id>`) are read by one task ([`Link::run_receiver`]); the
+//! notices that arrived while a drain ran are drained together, in one drain.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
 use super::link::Link;
 use super::refusal::Refusals;
 use crate::bus::remote::{Arrival, NODE_NOTICE};
-use crate::bus::{Denied, Session};
+use crate::bus::{Bus, Denied, Session};
+
+/// The most sessions one drain takes from the notices that have gathered.
+const MAX_SESSIONS: usize = 512;
+
+/// Adds the session keys of a notice (one a line) that `keys` does not have yet.
+fn add_keys(keys: &mut Vec<String>, payload: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(payload) {
+        for key in text.lines() {
+            if !keys.iter().any(|k| k == key) {
+                keys.push(key.to_owned());
+            }
+        }
+    }
+}
 
 /// A queued message as the holder reads it: its session, id, JSON, whether the sender owns
 /// its `from`, the address it was routed for, the sender's transport, runtime URL and identity
@@ -55,6 +75,47 @@ struct Move<'a> {
 }
 
 impl Link {
+    /// Reads the notices of other nodes until `stop`, and drains the sessions they name: those
+    /// of every notice that arrived meanwhile at once.
+    pub(super) async fn run_receiver(
+        self: Arc<Self>,
+        mut notices: async_nats::Subscriber,
+        bus: Bus,
+        stop: CancellationToken,
+    ) {
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = notices.next() => m,
+            };
+            let Some(first) = first else { return };
+            let mut closed = false;
+            keys.clear();
+            add_keys(&mut keys, &first.payload);
+            while keys.len() < MAX_SESSIONS {
+                match notices.next().now_or_never() {
+                    Some(Some(more)) => add_keys(&mut keys, &more.payload),
+                    Some(None) => {
+                        closed = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let sessions: Vec<_> = keys.iter().filter_map(|k| bus.session(k)).collect();
+            if !sessions.is_empty()
+                && let Err(e) = self.drain_sessions(&sessions).await
+            {
+                // The messages stay queued; the next notice or heartbeat retries.
+                tracing::warn!(error = %e, "cluster: moving queued messages failed");
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
     /// Moves what other nodes queued for `sessions` (held here) into their outboxes (see the
     /// module documentation). A session that ended, or that another node took over, keeps
     /// its queue. Returns how many messages moved.
@@ -65,7 +126,8 @@ impl Link {
         let _one_at_a_time = self.draining.lock().await;
         let keys: Vec<&str> = sessions.iter().map(|s| &**s.key()).collect();
         // Ownership of `from`: a sender session that has ended cannot be checked any more and
-        // is taken on its node's word.
+        // is taken on its node's word. The senders' rows are read by key, one by one (`LATERAL`):
+        // a join could scan the whole table.
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT i.session, i.id, i.json, \
              i.sender IS NULL OR s.id IS NULL OR i.sender_from = s.runtime_url \
@@ -73,7 +135,8 @@ impl Link {
              OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = i.sender \
                  AND (i.sender_from = a.address OR starts_with(i.sender_from, a.address || '/'))), \
              i.recipient, i.transport, s.runtime_url, s.identity_json, i.sender, s.node \
-             FROM cluster_inbox AS i LEFT JOIN sessions AS s ON s.id = i.sender \
+             FROM cluster_inbox AS i LEFT JOIN LATERAL (SELECT id, runtime_url, identity_json, \
+                 node FROM sessions WHERE id = i.sender) AS s ON true \
              WHERE i.session = ANY($1::text[]) ORDER BY i.id",
         )
         .bind(&keys)

@@ -12,12 +12,19 @@
 //!
 //! Two pools: the shared one ([`PgStore::pool`]: the stubs' key-value store, the Matrix stores,
 //! the start-time load) and the bus's ([`PgStore::bus_pool`]: the group-commit writer and the
-//! cluster's hot path, `cluster/`). The bus's connections run with `plan_cache_mode =
-//! force_generic_plan`: its statements are few, prepared once per connection and executed
-//! thousands of times a second with arrays of every size, and with custom plans PostgreSQL
-//! planned them again at every execution (measured: more CPU planning than executing them,
-//! BENCHMARKS.md "2026-12-03 (later)"). They are written so that their generic plans use the
-//! indexes (`= ANY($n)` on indexed columns rather than joins with an `UNNEST`).
+//! cluster's hot path, `cluster/`). The bus's connections run with
+//! - `plan_cache_mode = force_generic_plan`: its statements are few, prepared once per
+//!   connection and executed thousands of times a second with arrays of every size, and with
+//!   custom plans PostgreSQL planned them again at every execution (measured: more CPU planning
+//!   than executing them, BENCHMARKS.md "2026-12-03 (later)");
+//! - `enable_seqscan = off`: every bus statement reads rows by key, and its queue tables
+//!   (`outbox`, `cluster_inbox`) hold few live rows among many dead ones between two vacuums,
+//!   so that the planner's estimates (from their size) chose sequential scans of the whole
+//!   table for a few rows (measured: 1 ms and 8 ms statements), and a generic plan made while a
+//!   table was empty would keep its sequential scan for the connection's life.
+//!
+//! The statements are written for those plans: `= ANY($n)` on indexed columns, and rows of other
+//! tables read by key in correlated subqueries or `LATERAL` rather than joins.
 //!
 //! Sequence numbers are `u64` in the interface and `BIGINT` in the database; they stay far below
 //! 2^53.
@@ -77,7 +84,10 @@ impl PgStore {
         let bus = PgPoolOptions::new()
             .max_connections(BUS_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+            .connect_with(options.options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+            ]))
             .await
             .map_err(|source| StoreError::Connect { database, source })?;
         Ok(PgStore {
