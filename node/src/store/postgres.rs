@@ -21,7 +21,10 @@
 //!   (`outbox`, `cluster_inbox`) hold few live rows among many dead ones between two vacuums,
 //!   so that the planner's estimates (from their size) chose sequential scans of the whole
 //!   table for a few rows (measured: 1 ms and 8 ms statements), and a generic plan made while a
-//!   table was empty would keep its sequential scan for the connection's life.
+//!   table was empty would keep its sequential scan for the connection's life;
+//! - `jit = off`: a plan left with a sequential scan (a table without a usable index, e.g.
+//!   `cluster_nodes` by heartbeat) is costed above `jit_above_cost` by `enable_seqscan = off`,
+//!   and its JIT compilation took 240 ms for two rows (measured).
 //!
 //! The statements are written for those plans: `= ANY($n)` on indexed columns, and rows of other
 //! tables read by key in correlated subqueries or `LATERAL` rather than joins.
@@ -87,6 +90,7 @@ impl PgStore {
             .connect_with(options.options([
                 ("plan_cache_mode", "force_generic_plan"),
                 ("enable_seqscan", "off"),
+                ("jit", "off"),
             ]))
             .await
             .map_err(|source| StoreError::Connect { database, source })?;
