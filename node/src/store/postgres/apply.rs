@@ -360,3 +360,58 @@ async fn handled(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::E
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::statements;
+    use crate::store::StoreOp;
+
+    fn ack(seq: u64) -> StoreOp {
+        StoreOp::Ack {
+            session: Arc::from("s"),
+            seq,
+        }
+    }
+
+    fn enqueue(seq: u64) -> StoreOp {
+        StoreOp::Enqueue {
+            session: Arc::from("s"),
+            seq,
+            json: Arc::from("{}"),
+            durable: None,
+            urgent: false,
+        }
+    }
+
+    /// A batch runs without `BEGIN`/`COMMIT` only when it is one statement: every batch of
+    /// more is counted as more, so it keeps its transaction (all or nothing).
+    #[test]
+    fn statements_counts_what_apply_runs() {
+        assert_eq!(statements(&[ack(1), ack(2)]), 1, "acks: one statement");
+        assert_eq!(statements(&[enqueue(1), enqueue(2)]), 1, "entries: one");
+        assert_eq!(statements(&[enqueue(1), ack(1)]), 2, "acks, then entries");
+        assert_eq!(
+            statements(&[
+                ack(1),
+                StoreOp::Handled {
+                    session: Arc::from("s"),
+                    cseq: 1
+                }
+            ]),
+            2
+        );
+        assert_eq!(
+            statements(&[StoreOp::Group(vec![enqueue(3), ack(2)])]),
+            2,
+            "a group counts its own statements"
+        );
+        let (done, _rx) = tokio::sync::oneshot::channel();
+        assert_eq!(statements(&[StoreOp::Flush { done }]), 0);
+        assert_eq!(
+            statements(&[StoreOp::DeleteSession { id: Arc::from("s") }, ack(1)]),
+            2
+        );
+    }
+}
