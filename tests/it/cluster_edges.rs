@@ -139,3 +139,55 @@ async fn a_refusal_on_arrival_is_answered_to_the_sender() {
         2.0
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to `node`'s process.
+fn signal(node: &NodeProcess, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), node.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The queue for a session on another node is bounded by `session.outbox_max_messages`
+/// (counted by the forward's statement up to the bound): with its holder stopped (SIGSTOP: it
+/// drains nothing), what fits is accepted, the next message is refused with 503 as a full
+/// outbox on one node, and once the holder runs again the accepted ones arrive, in order, once,
+/// and the refused one never.
+#[tokio::test]
+async fn a_full_queue_for_another_node_refuses_the_next_message() {
+    let c = cluster_with(
+        2,
+        &[
+            ("RETHINK_SESSION__OUTBOX_MAX_MESSAGES", "3"),
+            // Nobody is found gone while node 2 is stopped.
+            ("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "60000"),
+        ],
+    )
+    .await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let mut alice = open(n1, "rt-alice").await;
+    let mut bob = open(n2, "rt-bob").await;
+    let a = alice.allocate(1).await.remove(0);
+    let b = bob.allocate(1).await.remove(0);
+    alice.ack().await;
+    let ping = |id: u64| json!({"id": id, "type": "PING", "from": a, "to": b});
+    alice.send(&ping(0)).await;
+    assert_eq!(bob.recv().await["id"], 0);
+    bob.ack().await;
+
+    signal(n2, "STOP");
+    for id in 1..=3 {
+        alice.send(&ping(id)).await;
+    }
+    // Frames are handled in order: an error for 1..=3 would come before this answer.
+    let full = alice.request(ping(4)).await;
+    signal(n2, "CONT");
+    assert_eq!(full["body"]["code"], 503, "{full}");
+    for id in 1..=3 {
+        assert_eq!(bob.recv().await["id"], id);
+    }
+    bob.ack().await;
+    alice.send(&ping(5)).await;
+    assert_eq!(bob.recv().await["id"], 5, "4 was refused, not queued");
+}

@@ -99,31 +99,32 @@ impl Link {
         let transports: Vec<&str> = group.iter().map(|j| j.transport.as_str()).collect();
         // Per target (by its index): the session's node now, whether it still holds the
         // recipient (its runtime URL, an address at or above it, or a subscription to it), and
-        // whether the message was queued (false: the queue is full).
+        // whether the message was queued (false: the queue is full). The sessions' rows are
+        // found by `id = ANY($1)` (the primary key, also in the generic plan); the queue's
+        // length is counted up to the bound only (`LIMIT $8`), on `cluster_inbox_session`.
         let rows: Result<Vec<TargetRow>, sqlx::Error> = sqlx::query_as(
-            "WITH t AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[]) \
-                 WITH ORDINALITY AS t (session, recipient, k, i)), \
-             m AS (SELECT * FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[]) \
-                 WITH ORDINALITY AS m (json, sender, sender_from, transport, k)), \
-             held AS (SELECT s.id, s.node, s.runtime_url FROM sessions AS s \
-                 WHERE s.id IN (SELECT session FROM t) FOR KEY SHARE), \
-             v AS (SELECT t.i, t.k, t.session, t.recipient FROM t \
-                 JOIN held ON held.id = t.session \
-                 WHERE t.recipient = held.runtime_url \
+            "WITH held AS (SELECT s.id, s.node, s.runtime_url FROM sessions AS s \
+                 WHERE s.id = ANY($1::text[]) FOR KEY SHARE), \
+             v AS (SELECT t.i, t.k, t.session, t.recipient, held.node, \
+                 (t.recipient = held.runtime_url \
                  OR starts_with(t.recipient, held.runtime_url || '/') \
                  OR EXISTS (SELECT 1 FROM session_subscriptions AS ss \
                      WHERE ss.session = t.session AND ss.address = t.recipient) \
                  OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = t.session \
-                     AND (t.recipient = a.address OR starts_with(t.recipient, a.address || '/')))), \
-             ok AS (SELECT v.i, v.k, v.session, v.recipient FROM v \
-                 WHERE (SELECT count(*) FROM cluster_inbox AS c WHERE c.session = v.session) < $8), \
+                     AND (t.recipient = a.address OR starts_with(t.recipient, a.address || '/')))) \
+                 AS holds \
+                 FROM UNNEST($1::text[], $2::text[], $3::int[]) WITH ORDINALITY \
+                     AS t (session, recipient, k, i) \
+                 LEFT JOIN held ON held.id = t.session), \
+             ok AS (SELECT v.i, v.k, v.session, v.recipient FROM v WHERE v.holds \
+                 AND (SELECT count(*) FROM (SELECT FROM cluster_inbox AS c \
+                     WHERE c.session = v.session LIMIT $8) AS q) < $8), \
              ins AS (INSERT INTO cluster_inbox \
                  (session, json, sender, sender_from, recipient, transport) \
-                 SELECT ok.session, m.json, m.sender, m.sender_from, ok.recipient, m.transport \
-                 FROM ok JOIN m ON m.k = ok.k ORDER BY ok.i RETURNING id) \
-             SELECT t.i, held.node, v.i IS NOT NULL, ok.i IS NOT NULL FROM t \
-             LEFT JOIN held ON held.id = t.session LEFT JOIN v ON v.i = t.i \
-             LEFT JOIN ok ON ok.i = t.i ORDER BY t.i",
+                 SELECT ok.session, ($4::text[])[ok.k], ($5::text[])[ok.k], ($6::text[])[ok.k], \
+                 ok.recipient, ($7::text[])[ok.k] FROM ok ORDER BY ok.i) \
+             SELECT v.i, v.node, COALESCE(v.holds, false), ok.i IS NOT NULL FROM v \
+             LEFT JOIN ok ON ok.i = v.i ORDER BY v.i",
         )
         .bind(&sessions)
         .bind(&recipients)

@@ -40,7 +40,6 @@ pub mod typing;
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +116,7 @@ impl Cluster {
         let (forwards, forward_jobs) = tokio::sync::mpsc::channel(forwarder::QUEUE);
         let link = Arc::new(Link {
             node: Arc::from(node_id),
-            pool: store.pool().clone(),
+            pool: store.bus_pool().clone(),
             nats,
             metrics,
             membership_timeout: config.membership_timeout,
@@ -137,7 +136,7 @@ impl Cluster {
     /// Connects the bus to the cluster and starts listening and heart-beating.
     pub async fn start(link: Arc<Link>, bus: &Bus) -> Result<Cluster, ClusterError> {
         let subject = subject(&link.node);
-        let mut subscriber = link
+        let subscriber = link
             .nats
             .subscribe(subject.clone())
             .await
@@ -166,28 +165,8 @@ impl Cluster {
         // The bus and the link hold each other until `stop` disconnects them.
         let _ = link.bus.set(bus.clone());
         bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
-        let receiver = {
-            let (link, bus, stop) = (Arc::clone(&link), bus.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    let message = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        m = subscriber.next() => m,
-                    };
-                    let Some(message) = message else { return };
-                    let Ok(text) = std::str::from_utf8(&message.payload) else {
-                        continue;
-                    };
-                    let sessions: Vec<_> = text.lines().filter_map(|k| bus.session(k)).collect();
-                    if !sessions.is_empty()
-                        && let Err(e) = link.drain_sessions(&sessions).await
-                    {
-                        // The messages stay queued; the next notice or heartbeat retries.
-                        tracing::warn!(error = %e, "cluster: moving queued messages failed");
-                    }
-                }
-            })
-        };
+        let receiver =
+            tokio::spawn(Arc::clone(&link).run_receiver(subscriber, bus.clone(), stop.clone()));
         let membership = tokio::spawn(Arc::clone(&link).run_membership(bus.clone(), stop.clone()));
         tracing::info!(node = %link.node, %subject, "cluster: listening");
         Ok(Cluster {

