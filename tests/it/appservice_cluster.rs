@@ -91,8 +91,10 @@ async fn one_node_pushes_each_event_once_and_another_takes_over_when_it_dies() {
     for i in 12..15 {
         call(survivor, "PUT", &send(i), &say(i)).await;
     }
+    // The last transaction the dead node pushed may come again from the survivor (its answer
+    // was not recorded): under its id, which the service skips as the specification asks.
     let got: Vec<String> = service
-        .messages(3)
+        .messages_deduplicated(3)
         .await
         .into_iter()
         .map(|(_, b)| b)
