@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use super::{Bus, Session};
-use crate::locks::{lock, write};
+use crate::locks::lock;
 
 /// What a session leaving this node leaves to the node taking it over.
 #[derive(Debug)]
@@ -91,16 +91,7 @@ impl Bus {
                 st.outbox.len(),
             )
         };
-        let book = &self.inner.book;
-        book.release(session.runtime_url(), session);
-        for a in &allocations {
-            book.release(&a.address, session);
-        }
-        for s in &subscriptions {
-            book.unsubscribe(s, session);
-        }
-        write(&self.inner.sessions).remove(session.key());
-        write(&self.inner.by_token).remove(session.token_hash());
+        self.unregister(session, &allocations, &subscriptions);
         self.forget_gateway(session);
         self.inner.metrics.sessions.dec();
         self.inner.metrics.outbox_messages.dec_by(held as i64);

@@ -299,6 +299,27 @@ impl Bus {
         read(&self.inner.by_token).get(&hash_token(token)).cloned()
     }
 
+    /// Takes `session` out of this node's memory: its runtime URL, `allocations` and
+    /// `subscriptions` out of the address book, the session out of the session and token maps.
+    /// What else ending it means (the store, metrics, notices) is the caller's.
+    fn unregister(
+        &self,
+        session: &Arc<Session>,
+        allocations: &[session::Allocation],
+        subscriptions: &[Arc<str>],
+    ) {
+        let book = &self.inner.book;
+        book.release(session.runtime_url(), session);
+        for a in allocations {
+            book.release(&a.address, session);
+        }
+        for s in subscriptions {
+            book.unsubscribe(s, session);
+        }
+        write(&self.inner.sessions).remove(session.key());
+        write(&self.inner.by_token).remove(session.token_hash());
+    }
+
     /// Ends a session (close, or expiry): releases its addresses and subscriptions and forgets
     /// it. Messages for its addresses get 404 from now on.
     pub async fn end_session(&self, session: &Arc<Session>) {
@@ -319,16 +340,7 @@ impl Bus {
             a.cancel.cancel();
         }
         session.wake_waiters();
-        let book = &self.inner.book;
-        book.release(session.runtime_url(), session);
-        for a in &allocations {
-            book.release(&a.address, session);
-        }
-        for s in &subscriptions {
-            book.unsubscribe(s, session);
-        }
-        write(&self.inner.sessions).remove(session.key());
-        write(&self.inner.by_token).remove(session.token_hash());
+        self.unregister(session, &allocations, &subscriptions);
         self.forget_gateway(session);
         self.inner.metrics.sessions.dec();
         self.inner.metrics.outbox_messages.dec_by(held as i64);

@@ -348,16 +348,7 @@ impl Bus {
             self.inner.metrics.sessions_connected.dec();
         }
         session.wake_waiters();
-        let book = &self.inner.book;
-        book.release(session.runtime_url(), session);
-        for a in &allocations {
-            book.release(&a.address, session);
-        }
-        for s in &subscriptions {
-            book.unsubscribe(s, session);
-        }
-        write(&self.inner.sessions).remove(session.key());
-        write(&self.inner.by_token).remove(session.token_hash());
+        self.unregister(session, &allocations, &subscriptions);
         self.inner.metrics.sessions.dec();
         tracing::warn!(session = %session.key(), "session taken over by another node: forgotten here");
     }
