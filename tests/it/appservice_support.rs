@@ -77,8 +77,7 @@ pub(crate) fn write_bridge(dir: &Path, port: u16) {
 
 /// A free port on 127.0.0.1 for a service that starts later.
 pub(crate) fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    super::support::free_port()
 }
 
 /// A running test service; it stops when dropped.

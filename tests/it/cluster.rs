@@ -505,11 +505,7 @@ async fn wait_for_health(node: &NodeProcess, want: (u16, &str)) {
 #[tokio::test]
 async fn healthz_reports_nats_down_and_up_again() {
     let files = tempfile::TempDir::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::support::free_port();
     let mut nats = nats_server(port, files.path());
     let url = format!("nats://127.0.0.1:{port}");
     let db = fresh_database().await;

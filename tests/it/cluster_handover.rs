@@ -93,7 +93,7 @@ async fn receive(rt: &mut Rt, got: &mut Got, until: usize) {
     while got.count() < until {
         let v = rt.recv().await;
         got.record(&v);
-        if got.count() % 64 == 0 {
+        if got.count().is_multiple_of(64) {
             rt.ack().await;
         }
     }

@@ -20,8 +20,7 @@ pub(crate) const FIRST: Duration = Duration::from_secs(60);
 
 /// A free loopback address (the port is released for the node to bind).
 pub(crate) fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], super::support::free_port()))
 }
 
 /// A node of `domain` on `addr`, with cross-domain routing on and `peers`.

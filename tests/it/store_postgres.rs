@@ -240,11 +240,7 @@ async fn a_bad_or_unreachable_store_url_stops_the_start() {
     assert!(out.contains("`store.url`"), "{out}");
 
     // Nothing listens on that port (a port just bound and released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::support::free_port();
     let out = start_fails(&format!("postgres://rethink@127.0.0.1:{port}/bus")).await;
     assert!(
         out.contains("cannot connect to the database of `store.url`"),

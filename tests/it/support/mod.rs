@@ -52,3 +52,33 @@ pub(crate) fn policy_dir(policies: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("entities.json"), "[]").expect("write the entities");
     dir
 }
+
+/// Ports [`free_port`] hands out: below Linux's ephemeral range (32768-60999 by default), so that
+/// no outgoing connection of the machine, and no `bind(0)`, takes a port between the moment a
+/// test picks it and the moment the node it starts listens on it ("Address already in use",
+/// seen when a port was taken from the ephemeral range by binding port 0 and letting it go).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nobody listens on now, for a node a test must know the address of before it starts
+/// (a peer named in another node's configuration, a node restarted on its address). Each call
+/// of this process tries the next port of [`PORTS`] (from a start drawn from the process id), so
+/// the tests running at once never get the same one.
+pub(crate) fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
+}
