@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
@@ -68,12 +67,7 @@ impl Link {
         let mut subscriber = self.nats.subscribe(directory_subject(&self.node)).await?;
         self.cache.set_listening(true);
         Ok(tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = subscriber.next() => m,
-                };
-                let Some(message) = message else { break };
+            while let Some(message) = super::next_until(&mut subscriber, &stop).await {
                 self.cache.forget_all();
                 if let Some(reply) = message.reply
                     && let Err(e) = self.nats.publish(reply, Default::default()).await

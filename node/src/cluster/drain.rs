@@ -84,12 +84,7 @@ impl Link {
         stop: CancellationToken,
     ) {
         let mut keys: Vec<String> = Vec::new();
-        loop {
-            let first = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = notices.next() => m,
-            };
-            let Some(first) = first else { return };
+        while let Some(first) = super::next_until(&mut notices, &stop).await {
             let mut closed = false;
             keys.clear();
             add_keys(&mut keys, &first.payload);

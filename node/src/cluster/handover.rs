@@ -51,7 +51,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::adopt::Taken;
@@ -178,12 +177,7 @@ impl Link {
     ) -> Result<tokio::task::JoinHandle<()>, async_nats::SubscribeError> {
         let mut subscriber = self.nats.subscribe(handover_subject(&self.node)).await?;
         Ok(tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = subscriber.next() => m,
-                };
-                let Some(message) = message else { break };
+            while let Some(message) = super::next_until(&mut subscriber, &stop).await {
                 let Ok(request) = serde_json::from_slice::<Request>(&message.payload) else {
                     tracing::warn!("cluster: a hand-over request does not parse");
                     continue;

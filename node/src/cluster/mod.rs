@@ -245,6 +245,18 @@ impl Cluster {
     }
 }
 
+/// The next message of `subscriber`; `None` once `stop` is cancelled or the subscription ended.
+/// Every listening loop of the cluster reads its subject with it.
+async fn next_until(
+    subscriber: &mut async_nats::Subscriber,
+    stop: &CancellationToken,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        m = futures_util::StreamExt::next(subscriber) => m,
+    }
+}
+
 /// The error of a failed subscription to `subject`.
 fn subscribing(subject: &'static str) -> impl FnOnce(async_nats::SubscribeError) -> ClusterError {
     move |source| ClusterError::Subscribe {

@@ -180,12 +180,7 @@ pub(super) async fn follow(
         }));
     }
     tasks.push(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = notices.next() => m,
-            };
-            let Some(message) = message else { return };
+        while let Some(message) = super::next_until(&mut notices, &stop).await {
             let Ok(notice) = serde_json::from_slice::<Notice>(&message.payload) else {
                 tracing::debug!("cluster: unreadable reload notice ignored");
                 continue;

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +42,7 @@ pub(super) async fn follow(
         })
     };
     let listener = tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = notices.next() => m,
-            };
-            let Some(message) = message else { return };
+        while let Some(message) = super::next_until(&mut notices, &stop).await {
             let from = message
                 .payload
                 .split(|b| *b == b'\n')

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,12 +53,7 @@ pub(super) async fn follow(
         }));
     }
     tasks.push(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = notices.next() => m,
-            };
-            let Some(message) = message else { return };
+        while let Some(message) = super::next_until(&mut notices, &stop).await {
             match serde_json::from_slice::<Published>(&message.payload) {
                 Ok(p) if *p.node != *node => typing.apply_remote(p.notice),
                 Ok(_) => {}

@@ -590,32 +590,21 @@ fn followed_dirs(node: &Node, policy: &Arc<PolicyPoint>) -> Vec<crate::cluster::
     use crate::cluster::reloads::{Followed, changes};
     let mut dirs = Vec::new();
     if let Some(dir) = policy.dir() {
-        let policy = Arc::clone(policy);
         dirs.push(Followed {
             kind: "policy",
             dir: dir.to_path_buf(),
             reloaded: changes(policy.subscribe()),
-            reload: Box::new(move || {
-                let policy = Arc::clone(&policy);
-                Box::pin(async move {
-                    // Refused sets are logged and counted by the reload itself.
-                    let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
-                })
-            }),
+            // Refused sets are logged and counted by the reload itself.
+            reload: blocking_reload(Arc::clone(policy), PolicyPoint::reload),
         });
     }
     if let Some(dir) = &node.config().stubs.dir {
-        let catalogue = Arc::clone(node.catalogue());
+        let catalogue = node.catalogue();
         dirs.push(Followed {
             kind: "stubs",
             dir: dir.clone(),
             reloaded: changes(catalogue.subscribe()),
-            reload: Box::new(move || {
-                let catalogue = Arc::clone(&catalogue);
-                Box::pin(async move {
-                    let _ = tokio::task::spawn_blocking(move || catalogue.reload()).await;
-                })
-            }),
+            reload: blocking_reload(Arc::clone(catalogue), |c| c.reload()),
         });
     }
     if let Some(dir) = node.appservices().dir() {
@@ -633,4 +622,22 @@ fn followed_dirs(node: &Node, policy: &Arc<PolicyPoint>) -> Vec<crate::cluster::
         });
     }
     dirs
+}
+
+/// A reload of `target` that runs `reload` on the blocking pool (it reads a directory's files);
+/// what it returns is reported by the reload itself.
+fn blocking_reload<T, R>(
+    target: Arc<T>,
+    reload: fn(&T) -> R,
+) -> Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    Box::new(move || {
+        let target = Arc::clone(&target);
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || reload(&target)).await;
+        })
+    })
 }
