@@ -51,6 +51,21 @@ pub(crate) async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
 
 /// `n` nodes of one cluster on the database at `db` (and the test NATS server).
 pub(crate) async fn cluster_on(db: String, n: usize, extra: &[(&str, &str)]) -> Cluster {
+    cluster_each(db, n, |_| {
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    })
+    .await
+}
+
+/// Like [`cluster_on`], with the extra settings of node `i` (1..) given by `extra(i)`.
+pub(crate) async fn cluster_each(
+    db: String,
+    n: usize,
+    extra: impl Fn(usize) -> Vec<(String, String)>,
+) -> Cluster {
     let nats = nats_url();
     let mut nodes = Vec::new();
     let mut dirs = Vec::new();
@@ -67,7 +82,8 @@ pub(crate) async fn cluster_on(db: String, n: usize, extra: &[(&str, &str)]) -> 
                 MEMBERSHIP_TIMEOUT_MS,
             ),
         ];
-        env.extend_from_slice(extra);
+        let own = extra(i);
+        env.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let node = NodeProcess::spawn(dir.path(), &env).await;
         nodes.push(node);
         dirs.push(dir);

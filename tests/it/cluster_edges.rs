@@ -140,15 +140,6 @@ async fn a_refusal_on_arrival_is_answered_to_the_sender() {
     );
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to `node`'s process.
-fn signal(node: &NodeProcess, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), node.pid().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal}");
-}
-
 /// The queue for a session on another node is bounded by `session.outbox_max_messages`
 /// (counted by the forward's statement up to the bound): with its holder stopped (SIGSTOP: it
 /// drains nothing), what fits is accepted, the next message is refused with 503 as a full
@@ -176,13 +167,13 @@ async fn a_full_queue_for_another_node_refuses_the_next_message() {
     assert_eq!(bob.recv().await["id"], 0);
     bob.ack().await;
 
-    signal(n2, "STOP");
+    n2.signal("-STOP");
     for id in 1..=3 {
         alice.send(&ping(id)).await;
     }
     // Frames are handled in order: an error for 1..=3 would come before this answer.
     let full = alice.request(ping(4)).await;
-    signal(n2, "CONT");
+    n2.signal("-CONT");
     assert_eq!(full["body"]["code"], 503, "{full}");
     for id in 1..=3 {
         assert_eq!(bob.recv().await["id"], id);

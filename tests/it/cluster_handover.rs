@@ -259,14 +259,6 @@ async fn a_re_open_with_another_identity_leaves_the_session_where_it_is() {
     assert_eq!(code, 200);
 }
 
-fn signal(node: &NodeProcess, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig}");
-}
-
 #[tokio::test]
 async fn a_stopped_holder_is_refused_in_bounded_time_and_nothing_is_lost() {
     let c = cluster_with(2, &[LIVE]).await;
@@ -276,7 +268,7 @@ async fn a_stopped_holder_is_refused_in_bounded_time_and_nothing_is_lost() {
     let from = s.allocate(1).await.remove(0);
     let memory = r.drop_connection();
 
-    signal(&c.nodes[0], "-STOP");
+    c.nodes[0].signal("-STOP");
     // Accepted meanwhile (queued in the shared database for R).
     for n in 0..5 {
         s.send(&json!({"id": n, "type": "PING", "from": from, "to": h,
@@ -287,7 +279,7 @@ async fn a_stopped_holder_is_refused_in_bounded_time_and_nothing_is_lost() {
     let started = Instant::now();
     let (_, code, before) = reopen(&c.nodes[1], &memory, json!({})).await;
     let took = started.elapsed();
-    signal(&c.nodes[0], "-CONT");
+    c.nodes[0].signal("-CONT");
     assert_eq!((code, before), (503, Vec::new()));
     assert!(
         took >= HANDOVER_TIMEOUT && took < HANDOVER_TIMEOUT + Duration::from_secs(2),

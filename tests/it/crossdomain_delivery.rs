@@ -28,7 +28,7 @@ const C: &str = "c.test";
 const N: u64 = 40;
 
 /// A node of `domain` as a process on `addr`, knowing `peers`, with extra settings.
-async fn spawn(
+pub(crate) async fn spawn(
     dir: &Path,
     domain: &str,
     addr: SocketAddr,
@@ -54,13 +54,13 @@ async fn spawn(
 }
 
 /// A runtime of `domain` on the node at `node`, with one hyperty address.
-async fn hyperty(node: &NodeProcess, domain: &str, name: &str) -> (Rt, String) {
+pub(crate) async fn hyperty(node: &NodeProcess, domain: &str, name: &str) -> (Rt, String) {
     let (ws, _) = connect_async(node.ws_url()).await.expect("connect");
     crate::crossdomain::open_with_hyperty(Rt::from_ws(ws, name), domain, name).await
 }
 
 /// Re-opens `rt`'s session on a new connection to `node` (after the node restarted).
-async fn reopen(node: &NodeProcess, rt: Rt) -> Rt {
+pub(crate) async fn reopen(node: &NodeProcess, rt: Rt) -> Rt {
     let (rt, replayed) = reopen_replaying(node, rt).await;
     assert_eq!(replayed, Vec::<Value>::new(), "nothing was owed");
     rt
@@ -94,7 +94,12 @@ async fn reopen_replaying(node: &NodeProcess, rt: Rt) -> (Rt, Vec<Value>) {
 
 /// Sends `PING`s numbered `range` from `from` to `to`, then shows they were accepted: a request
 /// to the node answered next (a refusal of any of them would come before it).
-async fn send_accepted(rt: &mut Rt, from: &str, to: &str, range: std::ops::RangeInclusive<u64>) {
+pub(crate) async fn send_accepted(
+    rt: &mut Rt,
+    from: &str,
+    to: &str,
+    range: std::ops::RangeInclusive<u64>,
+) {
     for n in range {
         rt.send(&json!({"id": n, "type": "PING", "from": from, "to": to, "body": {"n": n}}))
             .await;
@@ -111,7 +116,7 @@ async fn send_accepted(rt: &mut Rt, from: &str, to: &str, range: std::ops::Range
 
 /// The numbers of the `PING`s `rt` gets, up to and without `marker` (acknowledging as it goes);
 /// on a timeout, panics with what came and the log of `sender` (the node the PINGs left).
-async fn pings_until(rt: &mut Rt, marker: u64, sender: &mut NodeProcess) -> Vec<u64> {
+pub(crate) async fn pings_until(rt: &mut Rt, marker: u64, sender: &mut NodeProcess) -> Vec<u64> {
     let mut got = Vec::new();
     loop {
         let Some(f) = rt.try_recv(FIRST).await else {

@@ -35,6 +35,7 @@ mod connector_feed;
 mod connector_matrix;
 mod connector_patterns;
 mod crossdomain;
+mod crossdomain_cluster;
 mod crossdomain_delivery;
 mod crossdomain_refusals;
 mod durability;

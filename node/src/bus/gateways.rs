@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rethink_proto::{AddressRef, Envelope, MessageType};
 use tokio::sync::mpsc;
 
+use super::remote::{RemoteHolders, RemoteTarget};
 use super::{Bus, Origin, Pending, RouteError, Session};
 use crate::auth::Identity;
 use crate::locks::{lock, read, write};
@@ -83,6 +84,18 @@ impl Bus {
             .then_some(domain)
     }
 
+    /// Whether a session of runtime URL `runtime` and user `subject` (its identity's) is a
+    /// node session that may send from `from`: an address of the domain it speaks for. For a
+    /// message that another node of the cluster queued for a session here (its ownership of
+    /// `from` is checked again on arrival, and a node session owns no addresses).
+    pub fn node_sends_from(&self, runtime: &str, subject: Option<&str>, from: &str) -> bool {
+        let Some(domain) = subject.and_then(|s| s.strip_prefix("node://")) else {
+            return false;
+        };
+        (runtime == self.node_runtime_url(domain) || runtime == self.gateway_runtime_url(domain))
+            && AddressRef::parse(from).is_ok_and(|a| a.is_in_domain(domain))
+    }
+
     /// The origin of what `session` sends: [`Origin::Node`] for a node session.
     pub fn origin_of(&self, session: &Arc<Session>) -> Origin {
         match self.node_domain(session) {
@@ -106,6 +119,18 @@ impl Bus {
                 (**s.runtime_url() == *self.gateway_runtime_url(d)).then(|| d.to_owned())
             })
             .collect()
+    }
+
+    /// Whether routing to other domains is on (gateways are started).
+    pub fn routes_to_other_domains(&self) -> bool {
+        self.inner.gateways.starter.get().is_some()
+    }
+
+    /// Has the stub of `domain` started on its gateway session here.
+    pub(super) fn start_gateway(&self, domain: &str) {
+        if let Some(starter) = self.inner.gateways.starter.get() {
+            let _ = starter.send(domain.to_owned());
+        }
     }
 
     /// The gateway of `domain`.
@@ -149,6 +174,14 @@ impl Bus {
             if domain.is_empty() || self.gateway(domain).is_some() {
                 continue;
             }
+            // In a cluster, another node's gateway (or node session) of the domain serves it:
+            // the route forwards to it (`Bus::remote_holders`).
+            if let Some(remote) = self.remote() {
+                match self.gateway_elsewhere(&*remote, domain).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => continue,
+                }
+            }
             if read(&self.inner.gateways.by_domain).len() >= MAX_GATEWAYS {
                 tracing::warn!(domain, "too many remote domains: no gateway opened");
                 continue;
@@ -162,25 +195,50 @@ impl Bus {
                     tracing::info!(domain, "gateway to another domain opened");
                     let _ = starter.send(domain.to_owned());
                 }
-                // Opened meanwhile by another message.
-                Err(RouteError::Conflict(_)) => {}
+                // Opened meanwhile by another message, or by another node (the route looks it
+                // up there, afresh).
+                Err(RouteError::Conflict(_)) => {
+                    if let Some(remote) = self.remote() {
+                        remote.forget_lookups();
+                    }
+                }
                 Err(e) => tracing::warn!(domain, error = %e, "no gateway to another domain"),
             }
         }
     }
 
-    /// Routes to `to`, an address of another domain: into that domain's gateway session.
+    /// In a cluster, the session of another node that is `domain`'s gateway (our way out to
+    /// it, else its node's session), with the runtime URL it was found by.
+    pub(super) async fn gateway_elsewhere(
+        &self,
+        remote: &dyn super::remote::Remote,
+        domain: &str,
+    ) -> Result<Option<(super::remote::RemoteSession, String)>, RouteError> {
+        for url in [
+            self.gateway_runtime_url(domain),
+            self.node_runtime_url(domain),
+        ] {
+            if let Some(owner) = remote.lookup(&url).await?.owner {
+                return Ok(Some((owner, url)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Routes to `to`, an address of another domain: into that domain's gateway session, here
+    /// or (in a cluster, `remote`: [`Bus::remote_holders`]) on another node.
     pub(super) fn route_remote(
         &self,
         env: &Envelope,
         to: &str,
         addr: &AddressRef<'_>,
         origin: &Origin,
+        remote: Option<&RemoteHolders>,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
         if let Origin::Node { domain, .. } = origin {
             if addr.is_in_domain(domain) {
-                return self.publish_remote(domain, env, to, pending);
+                return self.publish_remote(domain, env, to, remote, pending);
             }
             return Err(RouteError::Forbidden(format!(
                 "a node session of {domain} may only reach addresses of {}",
@@ -195,25 +253,34 @@ impl Bus {
                 }
                 self.deliver(&gateway, to, env.shared_json(), pending)
                     .map(|()| None)
-                    .map_err(|e| match e {
-                        RouteError::OutboxFull { full, .. } => RouteError::QueueFull {
-                            domain: domain.to_owned(),
-                            messages: full.messages,
-                        },
-                        other => other,
-                    })
+                    .map_err(|e| queue_full(domain, e))
             }
-            None => Err(RouteError::NoRouteToDomain(domain.to_owned())),
+            None => match remote.and_then(|r| r.owner.clone().zip(r.via.clone())) {
+                Some((target, via)) => {
+                    if let Some(session) = origin.session() {
+                        self.mirror_subscription(env, to, domain, session, pending);
+                    }
+                    pending.remote.push(RemoteTarget {
+                        to: to.to_owned(),
+                        target,
+                        gateway: Some(via),
+                    });
+                    Ok(None)
+                }
+                None => Err(RouteError::NoRouteToDomain(domain.to_owned())),
+            },
         }
     }
 
     /// A publication of domain `domain`'s node to `to`, one of its addresses: to the sessions
-    /// here that subscribed to it (through [`Self::mirror_subscription`]).
+    /// that subscribed to it (through [`Self::mirror_subscription`]), here and (in a cluster,
+    /// `remote`) on other nodes.
     fn publish_remote(
         &self,
         domain: &str,
         env: &Envelope,
         to: &str,
+        remote: Option<&RemoteHolders>,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
         let json = env.shared_json();
@@ -221,8 +288,10 @@ impl Bus {
             subs.iter()
                 .try_for_each(|s| self.deliver(s, to, json, pending))
         });
+        let elsewhere = super::remote::share(to, remote, true, false, pending);
         match published {
             Some(outcome) => outcome.map(|()| None),
+            None if elsewhere => Ok(None),
             None => Err(RouteError::Forbidden(format!(
                 "a node session of {domain} may only reach addresses of {}, or addresses of {domain} subscribed to here",
                 self.inner.domain
@@ -288,6 +357,17 @@ impl Bus {
                 addresses: resources,
             }
         });
+    }
+}
+
+/// A full gateway outbox is domain `domain`'s full queue (503 naming it).
+pub(super) fn queue_full(domain: &str, e: RouteError) -> RouteError {
+    match e {
+        RouteError::OutboxFull { full, .. } => RouteError::QueueFull {
+            domain: domain.to_owned(),
+            messages: full.messages,
+        },
+        other => other,
     }
 }
 

@@ -92,7 +92,6 @@ impl Bus {
             )
         };
         self.unregister(session, &allocations, &subscriptions);
-        self.forget_gateway(session);
         self.inner.metrics.sessions.dec();
         self.inner.metrics.outbox_messages.dec_by(held as i64);
         if let Some(remote) = self.remote() {
@@ -114,6 +113,32 @@ impl Bus {
         let Some(adopted) = remote.adopt(super::hash_token(token)).await? else {
             return Ok(None);
         };
+        Ok(Some(self.arrive(&*remote, adopted).await))
+    }
+
+    /// A gateway session to another domain (`gateways.rs`) of a node that is gone, taken over
+    /// here by the cluster: restored with what was queued for it, and its domain's stub
+    /// started on this node.
+    pub async fn take_gateway(&self, adopted: super::remote::Adopted) {
+        let Some(remote) = self.remote() else {
+            return;
+        };
+        let session = self.arrive(&*remote, adopted).await;
+        if let Some(domain) = self.node_domain(&session) {
+            tracing::info!(
+                domain,
+                "the gateway to another domain of a node that is gone is taken over here"
+            );
+            self.start_gateway(domain);
+        }
+    }
+
+    /// Restores `adopted` here (see the module docs, "Arriving").
+    async fn arrive(
+        &self,
+        remote: &dyn super::remote::Remote,
+        adopted: super::remote::Adopted,
+    ) -> Arc<Session> {
         let super::remote::Adopted {
             session,
             epoch,
@@ -139,7 +164,7 @@ impl Bus {
             remote.drain(s).await;
         }
         tracing::info!(session = %session.key(), "session taken over from another node");
-        Ok(Some(session))
+        session
     }
 
     /// Whether `key` is a session held here (not ended): a remote target naming it is stale.

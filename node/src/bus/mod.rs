@@ -318,6 +318,8 @@ impl Bus {
         }
         write(&self.inner.sessions).remove(session.key());
         write(&self.inner.by_token).remove(session.token_hash());
+        self.forget_gateway(session);
+        session.left().cancel();
     }
 
     /// Ends a session (close, or expiry): releases its addresses and subscriptions and forgets
@@ -341,7 +343,6 @@ impl Bus {
         }
         session.wake_waiters();
         self.unregister(session, &allocations, &subscriptions);
-        self.forget_gateway(session);
         self.inner.metrics.sessions.dec();
         self.inner.metrics.outbox_messages.dec_by(held as i64);
         self.submit(StoreOp::DeleteSession {
@@ -496,6 +497,9 @@ impl Bus {
                             session: session.key().to_string(),
                             node: String::new(),
                         },
+                        gateway: self
+                            .node_domain(session)
+                            .map(|_| session.runtime_url().to_string()),
                     });
                     Ok(())
                 }
@@ -552,7 +556,7 @@ impl Bus {
             Some(_) => Some(self.inner.route_gate.read().await),
             None => None,
         };
-        let holders = self.remote_holders(envelope.to()).await;
+        let holders = self.remote_holders(envelope.to(), origin).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {
@@ -620,7 +624,7 @@ impl Bus {
             source,
         })?;
         if !addr.is_in_domain(&self.inner.domain) {
-            return self.route_remote(env, to, &addr, origin, pending);
+            return self.route_remote(env, to, &addr, origin, remote, pending);
         }
         if self.inner.bridge.is_some()
             && let Some(event) = bridge::creation_of(env, to, &self.inner.domain, |a| {

@@ -32,6 +32,9 @@ pub struct RemoteHolders {
     pub subscribers: Vec<RemoteSession>,
     /// The owner of the address or of the closest address above it.
     pub owner: Option<RemoteSession>,
+    /// For an address of another domain: the runtime URL `owner` (that domain's gateway, or
+    /// its node's session) was found by (`bus/gateways.rs`).
+    pub via: Option<String>,
 }
 
 /// One message for one remote session, for the recipient `to` of the routed message.
@@ -39,6 +42,9 @@ pub struct RemoteHolders {
 pub struct RemoteTarget {
     pub to: String,
     pub target: RemoteSession,
+    /// For `to` in another domain: the runtime URL of that domain's gateway (or node) session
+    /// `target` was looked up by (`bus/gateways.rs`), which holds every address of the domain.
+    pub gateway: Option<String>,
 }
 
 /// A message handed to other nodes.
@@ -206,20 +212,52 @@ impl Bus {
         }
     }
 
-    /// The remote holders of each recipient of a route (`None`: local only).
+    /// The remote holders of each recipient of a route from `origin` (`None`: local only). An
+    /// address of another domain is held by that domain's gateway on another node, when there
+    /// is none here; a publication of a domain's node, by the subscribers to it anywhere.
     pub(super) async fn remote_holders(
         &self,
         recipients: impl Iterator<Item = &str>,
+        origin: &super::Origin,
     ) -> Vec<Option<Result<RemoteHolders, RouteError>>> {
         let Some(remote) = self.remote() else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for to in recipients {
-            out.push(if self.remote_candidate(to) {
-                Some(remote.lookup(to).await)
-            } else {
-                None
+            if self.remote_candidate(to) {
+                out.push(Some(remote.lookup(to).await));
+                continue;
+            }
+            let foreign = match AddressRef::parse(to) {
+                Ok(a) if !a.is_in_domain(&self.inner.domain) => a,
+                _ => {
+                    out.push(None);
+                    continue;
+                }
+            };
+            if self.inner.endpoints.classify(to).is_some() || self.claimed_route(to).is_some() {
+                out.push(None);
+                continue;
+            }
+            let domain = super::gateways::remote_domain(foreign.authority());
+            out.push(match origin {
+                super::Origin::Node { domain: from, .. } if foreign.is_in_domain(from) => {
+                    Some(remote.lookup(to).await)
+                }
+                _ if self.gateway(domain).is_none() => Some(
+                    self.gateway_elsewhere(&*remote, domain)
+                        .await
+                        .map(|found| match found {
+                            Some((owner, via)) => RemoteHolders {
+                                owner: Some(owner),
+                                via: Some(via),
+                                ..RemoteHolders::default()
+                            },
+                            None => RemoteHolders::default(),
+                        }),
+                ),
+                _ => None,
             });
         }
         out
@@ -260,7 +298,21 @@ impl Bus {
         let mut targets = targets;
         targets.retain(|t| !self.holds_live(&t.target.session));
         if let (Some(remote), false) = (self.remote(), targets.is_empty()) {
-            failures.extend(remote.forward(message, targets).await);
+            let via_gateway: Vec<String> = targets
+                .iter()
+                .filter(|t| t.gateway.is_some())
+                .map(|t| t.to.clone())
+                .collect();
+            for mut f in remote.forward(message, targets).await {
+                // A full gateway on another node is its domain's full queue.
+                if via_gateway.contains(&f.recipient)
+                    && let Ok(a) = AddressRef::parse(&f.recipient)
+                {
+                    let domain = super::gateways::remote_domain(a.authority());
+                    f.error = super::gateways::queue_full(domain, f.error);
+                }
+                failures.push(f);
+            }
         }
     }
 
@@ -310,11 +362,14 @@ impl Bus {
         };
         let now = self.inner.policy.clock().now();
         let message = Message::new(env.kind().as_str(), env.json().len(), &sender, now);
+        // An address of another domain has no owner here: so the sender's node decided, and
+        // so the gateway holding it here decides again.
+        let owner = self.node_domain(recipient).is_none().then_some(recipient);
         let decision = engine.decide(&message.query(&Target {
             address: arrival.recipient,
             node_endpoint: false,
-            owner_user: recipient.identity().subject.as_deref(),
-            owner_runtime: Some(recipient.runtime_url()),
+            owner_user: owner.and_then(|o| o.identity().subject.as_deref()),
+            owner_runtime: owner.map(|o| &**o.runtime_url()),
         }));
         if decision.allowed {
             return Ok(());
@@ -391,6 +446,7 @@ pub(super) fn share(
         .extend(targets.into_iter().map(|t| RemoteTarget {
             to: to.to_owned(),
             target: t.clone(),
+            gateway: None,
         }));
     served
 }

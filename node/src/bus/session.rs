@@ -78,6 +78,8 @@ pub struct Session {
     /// The highest `cseq` (the runtime's own numbering of what it sends) handled: a message
     /// with a `cseq` at or below it is a resent duplicate, dropped (`ws::session`).
     cseq: AtomicU64,
+    /// Cancelled when the session leaves this node (ended, taken over, handed over).
+    left: CancellationToken,
 }
 
 impl Session {
@@ -112,7 +114,13 @@ impl Session {
             rate_exempt: AtomicBool::new(false),
             per_minute: MinuteCounter::default(),
             cseq: AtomicU64::new(0),
+            left: CancellationToken::new(),
         }
+    }
+
+    /// Cancelled once the session has left this node: ended, or held by another node now.
+    pub fn left(&self) -> &CancellationToken {
+        &self.left
     }
 
     /// Takes `cseq` as handled: false when it is not above the highest one handled (a

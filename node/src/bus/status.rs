@@ -169,6 +169,7 @@ impl Bus {
         targets.extend(remote.into_iter().map(|target| RemoteTarget {
             to: to.clone(),
             target,
+            gateway: None,
         }));
         let notice = Forwarded {
             json,

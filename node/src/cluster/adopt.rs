@@ -27,6 +27,38 @@ pub(super) enum Taken {
 }
 
 impl Link {
+    /// Takes over the gateway sessions to other domains (`bus/gateways.rs`) of the nodes that
+    /// are gone: no runtime re-opens them, and what they hold must reach those domains. Each
+    /// is adopted by one node (the row lock of `adopt_once`), restored with what was queued
+    /// for it, and its domain's stub started here (`Bus::take_gateway`).
+    pub(super) async fn take_gone_gateways(
+        &self,
+        bus: &crate::bus::Bus,
+    ) -> Result<(), sqlx::Error> {
+        // The gone nodes' sessions, by `sessions_node`; the gateways among them by their URL.
+        let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT s.token_hash FROM cluster_nodes AS n JOIN sessions AS s ON s.node = n.node_id \
+             WHERE n.node_id <> $1 AND n.heartbeat_at <= now() - make_interval(secs => $2) \
+             AND starts_with(s.runtime_url, $3)",
+        )
+        .bind(&*self.node)
+        .bind(self.membership_timeout.as_secs_f64())
+        .bind(bus.gateway_runtime_url(""))
+        .fetch_all(&self.pool)
+        .await?;
+        for hash in hashes {
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+                continue;
+            };
+            // Another node took it first, or it is alive again: nothing to do.
+            if let Taken::Adopted(adopted) = self.adopt_tx(hash).await? {
+                self.metrics.adopted.inc();
+                bus.take_gateway(adopted).await;
+            }
+        }
+        Ok(())
+    }
+
     /// One try of taking the session whose resume secret hashes to `token_hash` over.
     pub(super) async fn adopt_once(&self, token_hash: [u8; 32]) -> Result<Taken, RouteError> {
         self.adopt_tx(token_hash).await.map_err(|e| {

@@ -121,6 +121,7 @@ mod tests {
                 session: "s".into(),
                 node: "n2".into(),
             }),
+            via: None,
         }
     }
 

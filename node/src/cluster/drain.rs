@@ -250,6 +250,14 @@ impl Link {
                 sender_user: user.as_deref(),
                 transport: &transport,
             };
+            // A node session owns no addresses: what it sends from its domain's is its own.
+            let owned = owned
+                || runtime.as_deref().is_some_and(|r| {
+                    self.bus.get().is_some_and(|bus| {
+                        let from = json_from(&json);
+                        bus.node_sends_from(r, user.as_deref(), &from)
+                    })
+                });
             let refused = match owned {
                 false => Some(Denied::Spoofed {
                     from: json_from(&json),

@@ -32,8 +32,8 @@ pub(super) struct Job {
     pub from: String,
     pub sender: Option<String>,
     pub transport: String,
-    /// (session, recipient) per target.
-    pub targets: Vec<(String, String)>,
+    /// (session, recipient, gateway runtime URL for a recipient of another domain) per target.
+    pub targets: Vec<(String, String, Option<String>)>,
     pub done: oneshot::Sender<Vec<Verdict>>,
 }
 
@@ -85,12 +85,14 @@ impl Link {
         let mut sessions = Vec::new();
         let mut recipients = Vec::new();
         let mut messages = Vec::new();
+        let mut gateways = Vec::new();
         for (k, job) in group.iter().enumerate() {
             let k = i32::try_from(k + 1).unwrap_or(i32::MAX);
-            for (session, to) in &job.targets {
+            for (session, to, gateway) in &job.targets {
                 sessions.push(session.as_str());
                 recipients.push(to.as_str());
                 messages.push(k);
+                gateways.push(gateway.as_deref());
             }
         }
         let jsons: Vec<&str> = group.iter().map(|j| &*j.json).collect();
@@ -98,7 +100,8 @@ impl Link {
         let froms: Vec<&str> = group.iter().map(|j| j.from.as_str()).collect();
         let transports: Vec<&str> = group.iter().map(|j| j.transport.as_str()).collect();
         // Per target (by its index): the session's node now, whether it still holds the
-        // recipient (its runtime URL, an address at or above it, or a subscription to it), and
+        // recipient (its runtime URL, an address at or above it, a subscription to it, or, for
+        // an address of another domain, the session is still that domain's gateway), and
         // whether the message was queued (false: the queue is full). The sessions' rows are
         // found by `id = ANY($1)` (the primary key, also in the generic plan); the queue's
         // length is counted up to the bound only (`LIMIT $8`), on `cluster_inbox_session`.
@@ -106,15 +109,15 @@ impl Link {
             "WITH held AS (SELECT s.id, s.node, s.runtime_url FROM sessions AS s \
                  WHERE s.id = ANY($1::text[]) FOR KEY SHARE), \
              v AS (SELECT t.i, t.k, t.session, t.recipient, held.node, \
-                 (t.recipient = held.runtime_url \
+                 (t.recipient = held.runtime_url OR t.gateway = held.runtime_url \
                  OR starts_with(t.recipient, held.runtime_url || '/') \
                  OR EXISTS (SELECT 1 FROM session_subscriptions AS ss \
                      WHERE ss.session = t.session AND ss.address = t.recipient) \
                  OR EXISTS (SELECT 1 FROM session_addresses AS a WHERE a.session = t.session \
                      AND (t.recipient = a.address OR starts_with(t.recipient, a.address || '/')))) \
                  AS holds \
-                 FROM UNNEST($1::text[], $2::text[], $3::int[]) WITH ORDINALITY \
-                     AS t (session, recipient, k, i) \
+                 FROM UNNEST($1::text[], $2::text[], $3::int[], $9::text[]) WITH ORDINALITY \
+                     AS t (session, recipient, k, gateway, i) \
                  LEFT JOIN held ON held.id = t.session), \
              ok AS (SELECT v.i, v.k, v.session, v.recipient FROM v WHERE v.holds \
                  AND (SELECT count(*) FROM (SELECT FROM cluster_inbox AS c \
@@ -134,6 +137,7 @@ impl Link {
         .bind(&froms)
         .bind(&transports)
         .bind(self.queue_max)
+        .bind(&gateways)
         .fetch_all(&self.pool)
         .await;
         let mut verdicts = vec![Verdict::Stale; sessions.len()];

@@ -160,8 +160,11 @@ impl Link {
                 if again.iter().any(|t: &RemoteTarget| &t.to == to) {
                     continue;
                 }
-                self.cache.forget(to);
-                let fresh = match self.lookup_db(to).await {
+                // Another domain's address: its gateway's runtime URL is looked up again.
+                let gateway = targets[*i].gateway.clone();
+                let key = gateway.as_deref().unwrap_or(to);
+                self.cache.forget(key);
+                let fresh = match self.lookup_db(key).await {
                     Ok(fresh) => fresh,
                     Err(error) => {
                         failures.push(RouteFailure {
@@ -184,6 +187,7 @@ impl Link {
                     .map(|s| RemoteTarget {
                         to: to.clone(),
                         target: s.clone(),
+                        gateway: gateway.clone(),
                     })
                     .collect();
                 let served_before = targets
@@ -220,7 +224,7 @@ impl Link {
             transport: message.transport.to_owned(),
             targets: targets
                 .iter()
-                .map(|t| (t.target.session.clone(), t.to.clone()))
+                .map(|t| (t.target.session.clone(), t.to.clone(), t.gateway.clone()))
                 .collect(),
             done,
         };

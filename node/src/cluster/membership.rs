@@ -1,7 +1,8 @@
 //! Membership: every third of `cluster.membership_timeout_ms` this node writes its heartbeat
 //! (`cluster_nodes`, the database's clock), forgets the sessions another node has taken over
-//! (it may have been silent too long: it must not deliver them any more), and moves the messages
-//! queued for its sessions whose NATS notification was lost. Sessions of a node gone for longer
+//! (it may have been silent too long: it must not deliver them any more), moves the messages
+//! queued for its sessions whose NATS notification was lost, and (with cross-domain routing
+//! on) takes over the gateways to other domains of gone nodes (`adopt.rs`). Sessions of a node gone for longer
 //! than the membership timeout and the resume window together are ended by whichever node
 //! notices first (nobody re-opened them), which publishes `expired` on their
 //! `<runtime URL>/status` to the subscribers on every node.
@@ -84,6 +85,9 @@ impl Link {
         .bind(&*self.node)
         .fetch_all(&self.pool)
         .await?;
+        if bus.routes_to_other_domains() {
+            self.take_gone_gateways(bus).await?;
+        }
         let expired = self.expire_gone().await?;
         if !expired.is_empty() {
             tracing::info!(

@@ -112,10 +112,29 @@ fn domain_addresses(d: &str) -> Vec<String> {
 }
 
 async fn run_domain(ctx: Ctx, domain: String) {
-    let bus = &ctx.bus;
-    let Some(session) = bus.session_by_runtime(&bus.gateway_runtime_url(&domain)) else {
+    let Some(session) = ctx
+        .bus
+        .session_by_runtime(&ctx.bus.gateway_runtime_url(&domain))
+    else {
         return;
     };
+    // The domain's task ends with the node, or when its gateway session leaves this node (in
+    // a cluster, taken over by another node after this one was thought gone: two stubs must
+    // not speak for one gateway).
+    let stop = ctx.shutdown.child_token();
+    let left = session.left().clone();
+    let linked = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = left.cancelled() => linked.cancel(),
+            () = linked.cancelled() => {}
+        }
+    });
+    let ctx = Ctx {
+        shutdown: stop,
+        ..ctx
+    };
+    let bus = &ctx.bus;
     let mut connection = bus.next_connection_id();
     let _ = bus.attach(&session, connection, None).await;
     let origin = Origin::Node {
@@ -209,6 +228,12 @@ async fn run_domain(ctx: Ctx, domain: String) {
         }
     }
     bus.detach(&session, connection);
+    if session.left().is_cancelled() {
+        tracing::warn!(
+            domain = %domain,
+            "the gateway session to another domain left this node (another node holds it now): its stub stopped here"
+        );
+    }
 }
 
 /// Shortest wait before a failed renewal is tried again (doubling up to

@@ -51,39 +51,10 @@ pub(crate) struct Proof {
     pub(crate) valid_until: tokio::time::Instant,
 }
 
-/// The file under `cross_domain.cache_dir` holding the secret node challenges are
-/// authenticated with (created at the first start), so that they survive a restart.
-const CHALLENGE_SECRET: &str = "challenge.secret";
-
-/// The challenge secret kept in `dir`, created if missing; a fresh one (valid until the next
-/// restart only) if the file cannot be read or written.
-fn challenge_secret(dir: &std::path::Path) -> [u8; 32] {
-    let path = dir.join(CHALLENGE_SECRET);
-    if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice())
-    {
-        return secret;
-    }
-    let mut secret = [0u8; 32];
-    if let Err(e) = getrandom::fill(&mut secret) {
-        tracing::error!(error = %e, "no randomness for the node challenge secret");
-    }
-    let written = std::fs::create_dir_all(dir).and_then(|()| {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(&secret)
-    });
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "the node challenge secret is not kept: challenges end with this process");
-    }
-    secret
-}
+/// What the secret node challenges are authenticated with is derived for (from the server
+/// key, `rooms::signing`): every node sharing the key (a cluster's, on one database) checks
+/// the challenges any of them issued, and they survive a restart.
+const CHALLENGE_SECRET_PURPOSE: &str = "node challenges";
 
 /// [`Fetch`] over the node's minimal HTTP(S) client (`auth::fetch`: `https://`, or `http://` on
 /// loopback; 10 s; 1 MiB).
@@ -162,7 +133,10 @@ impl CrossDomain {
                 peers: Peers::new(cd.peers.iter().cloned()),
                 keys: KeyCache::new(),
                 stubs: StubCache::new(Some(cd.cache_dir.clone())),
-                challenges: Challenges::new(cd.proof_ttl, challenge_secret(&cd.cache_dir)),
+                challenges: Challenges::new(
+                    cd.proof_ttl,
+                    rooms.server_key().derived_secret(CHALLENGE_SECRET_PURPOSE),
+                ),
                 fetch: HttpFetch,
                 config: cd.clone(),
                 rooms,

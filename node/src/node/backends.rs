@@ -20,21 +20,31 @@ pub(super) enum BusStore {
 }
 
 impl BusStore {
-    /// `node`: the cluster node id, with clustering.
+    /// `node`: the cluster node id and `cluster.membership_timeout`, with clustering. A
+    /// transaction of this node left idle longer than that timeout is ended by PostgreSQL
+    /// (`idle_in_transaction_session_timeout`): a node silent that long is taken for gone, and
+    /// the locks of a transaction it was in the middle of (frozen, cut off) must not hold up
+    /// the node taking its work over.
     pub(super) async fn open(
         backend: &StoreBackend,
         sqlite: &Arc<SqliteStore>,
-        node: Option<&str>,
+        node: Option<(&str, std::time::Duration)>,
     ) -> Result<Self, StoreError> {
         Ok(match backend {
             StoreBackend::Sqlite => BusStore::Sqlite(Arc::clone(sqlite)),
             StoreBackend::Postgres(options) => {
-                let mut store = PgStore::open((**options).clone()).await?;
-                if let Some(node) = node {
+                let mut options = (**options).clone();
+                if let Some((_, timeout)) = node {
+                    let ms = timeout.as_millis().max(1).to_string();
+                    options = options.options([("idle_in_transaction_session_timeout", ms)]);
+                }
+                let database = describe_postgres(&options);
+                let mut store = PgStore::open(options).await?;
+                if let Some((node, _)) = node {
                     store = store.for_node(node);
                 }
                 tracing::info!(
-                    database = %describe_postgres(options),
+                    %database,
                     "bus store, stubs' key-value store and the Matrix store (accounts, user data, \
                      the server key, rooms, events, the stream, application-service queues) in PostgreSQL"
                 );
@@ -93,5 +103,51 @@ impl BusStore {
         if let BusStore::Postgres(store) = self {
             store.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::tests::Place;
+
+    /// A transaction a cluster node leaves idle (the node frozen, or cut off, in the middle of
+    /// it) is ended by PostgreSQL after `cluster.membership_timeout`, on both of the node's
+    /// pools, so that its locks do not hold up the node taking its work over: here another
+    /// connection waiting for an advisory lock the idle transaction holds gets it.
+    #[tokio::test]
+    async fn a_cluster_nodes_idle_transaction_ends_after_the_membership_timeout()
+    -> anyhow::Result<()> {
+        let Place::Postgres(options) = Place::postgres().await? else {
+            unreachable!("a PostgreSQL place");
+        };
+        let dir = tempfile::TempDir::new()?;
+        let sqlite = Arc::new(SqliteStore::open(dir.path()).await?);
+        let backend = StoreBackend::Postgres(options.clone());
+        let timeout = Duration::from_millis(300);
+        let BusStore::Postgres(store) =
+            BusStore::open(&backend, &sqlite, Some(("n1", timeout))).await?
+        else {
+            unreachable!("a PostgreSQL store");
+        };
+        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+        for pool in [store.pool(), store.bus_pool()] {
+            let mut frozen = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(42)")
+                .execute(&mut *frozen)
+                .await?;
+            let taker = sqlx::query("SELECT pg_advisory_xact_lock(42)").execute(&mut other);
+            tokio::time::timeout(Duration::from_secs(20), taker)
+                .await
+                .map_err(|_| anyhow::anyhow!("the idle transaction still holds its lock"))??;
+            assert!(
+                sqlx::query("SELECT 1").execute(&mut *frozen).await.is_err(),
+                "the idle transaction was ended"
+            );
+            // `other` runs in autocommit: its lock ended with its statement.
+        }
+        Ok(())
     }
 }

@@ -258,7 +258,10 @@ impl RunningNode {
             Some(c) => Some(c.resolve_node_id(&config.data_dir)?),
             None => None,
         };
-        let bus_store = BusStore::open(&config.store.backend, &store, node_id.as_deref()).await?;
+        let clustered = node_id
+            .as_deref()
+            .zip(config.cluster.as_ref().map(|c| c.membership_timeout));
+        let bus_store = BusStore::open(&config.store.backend, &store, clustered).await?;
         // Connected, with a first heartbeat, before this node's sessions are loaded.
         let cluster_link = match (
             &config.cluster,

@@ -7,6 +7,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sha2::Digest as _;
+
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::serde::Base64;
@@ -24,6 +26,8 @@ const KEY_VERSION_PREFIX: &str = "a_";
 pub struct ServerKey {
     server_name: OwnedServerName,
     pair: Ed25519KeyPair,
+    /// The SHA-256 of the key's secret bytes: what [`ServerKey::derived_secret`] derives from.
+    seed: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerKey {
@@ -93,7 +97,23 @@ impl ServerKey {
                 id: version,
                 source: e.into(),
             })?;
-        Ok(ServerKey { server_name, pair })
+        let seed = sha2::Sha256::digest(&pkcs8).into();
+        Ok(ServerKey {
+            server_name,
+            pair,
+            seed,
+        })
+    }
+
+    /// A secret of this server for `purpose`, derived from the key's secret bytes: the same on
+    /// every node that shares the key (the nodes of a cluster), different for another purpose,
+    /// and not computable from anything the server publishes.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        h.update(b"rethink-node derived secret\0");
+        h.update(self.seed);
+        h.update(purpose.as_bytes());
+        h.finalize().into()
     }
 
     /// `ed25519:<version>`.
@@ -194,6 +214,10 @@ mod backend_tests {
             };
             assert_eq!(a.key_id(), b.key_id());
             assert!(a.key_id().starts_with("ed25519:a_"), "{}", a.key_id());
+            // Every node sharing the key derives the same secrets (the node challenges one
+            // issues, another checks), one per purpose.
+            assert_eq!(a.derived_secret("x"), b.derived_secret("x"));
+            assert_ne!(a.derived_secret("x"), a.derived_secret("y"));
             let published = a.published(1)?;
             opened.close().await;
 
@@ -201,6 +225,7 @@ mod backend_tests {
             let again = ServerKey::load_or_generate(&opened.matrix_db(), name).await?;
             assert_eq!(again.key_id(), a.key_id());
             assert_eq!(again.published(1)?, published);
+            assert_eq!(again.derived_secret("x"), a.derived_secret("x"));
             Ok(())
         }
     }

@@ -180,6 +180,15 @@ impl NodeProcess {
         lines
     }
 
+    /// Sends the process signal `sig` (`"-STOP"`, `"-CONT"`, as `kill` takes it).
+    pub(crate) fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig}");
+    }
+
     /// Waits for the next log line containing `needle` (skipping the lines before it), at most
     /// the start deadline; returns it.
     pub(crate) async fn wait_for_log(&mut self, needle: &str) -> String {

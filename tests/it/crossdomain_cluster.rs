@@ -1,0 +1,169 @@
+//! Routing across domains from a domain that several nodes serve (issues 13 and 14): `a.test`
+//! is a cluster of two real node programs on one fresh PostgreSQL database (`PG_TEST_URL`) and
+//! the test NATS server (`NATS_TEST_URL`); `b.test` is one node program. A has one gateway to B
+//! for the whole cluster: the node that opened it runs B's stub, and the other node forwards
+//! its messages for B to that gateway through the cluster; B's answers come back through the
+//! stub's node and reach the hyperty on either node. When the gateway's node is killed with
+//! SIGKILL, the other node takes the gateway over once the killed one is gone from the cluster,
+//! and what was accepted for B meanwhile arrives in order, once.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+
+use crate::cluster::{Cluster, cluster_each};
+use crate::crossdomain::{A, B, free_addr};
+use crate::crossdomain_delivery::{hyperty, pings_until, send_accepted, spawn};
+use crate::store_postgres::fresh_database;
+use crate::support::NodeProcess;
+
+/// A's cluster of two nodes (each knowing B on `ab`), then B on `ab` (knowing A by its first
+/// node). The temporary directory is B's.
+async fn a_cluster_and_b() -> (Cluster, NodeProcess, tempfile::TempDir) {
+    let ab: SocketAddr = free_addr();
+    let peers = format!("{{\"{B}\"=\"http://{ab}\"}}");
+    let a = cluster_each(fresh_database().await, 2, |_| {
+        [
+            ("RETHINK_DOMAIN", A),
+            ("RETHINK_MATRIX__SERVER_NAME", A),
+            ("RETHINK_CROSS_DOMAIN__ENABLED", "true"),
+            ("RETHINK_CROSS_DOMAIN__PEERS", peers.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let b = spawn(dir.path(), B, ab, &[(A, a.nodes[0].addr())], &[]).await;
+    (a, b, dir)
+}
+
+/// The gateway sessions to other domains in A's shared database.
+async fn gateways(db: &str) -> Vec<String> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db)
+        .await
+        .expect("the test database");
+    sqlx::query_scalar("SELECT runtime_url FROM sessions WHERE runtime_url LIKE $1")
+        .bind(format!("hyperty-runtime://{A}/gateway/%"))
+        .fetch_all(&mut conn)
+        .await
+        .expect("the sessions")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperties_on_both_nodes_of_a_reach_b_through_one_gateway_and_get_answers() {
+    const N: u64 = 20;
+    let (mut a, b, _dir) = a_cluster_and_b().await;
+    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
+    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+
+    // The first message opens A's gateway to B on node 1, which runs B's stub.
+    send_accepted(&mut a1, &h1, &hb, 0..=0).await;
+    assert_eq!(
+        pings_until(&mut bob, 0, &mut a.nodes[0]).await,
+        Vec::<u64>::new()
+    );
+    // Node 2 has no gateway of its own: its messages go to node 1's, in order, once.
+    send_accepted(&mut a2, &h2, &hb, 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a.nodes[1]).await;
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+    assert_eq!(
+        gateways(&a.db).await,
+        vec![format!("hyperty-runtime://{A}/gateway/{B}")],
+        "one gateway to B for the cluster"
+    );
+
+    // B's answers reach the hyperty on either node (through the stub's node session at B,
+    // then node 1, then for a2 the cluster).
+    for (id, to) in [(1, &h2), (2, &h1)] {
+        bob.send(&json!({"id": id, "type": "response", "from": hb, "to": to,
+            "body": {"code": 200, "value": id}}))
+            .await;
+    }
+    let r2 = a2.recv().await;
+    assert_eq!(
+        (r2["type"].as_str(), r2["id"].as_u64()),
+        (Some("response"), Some(1)),
+        "{r2}"
+    );
+    assert_eq!(r2["from"], json!(hb));
+    let r1 = a1.recv().await;
+    assert_eq!(
+        (r1["type"].as_str(), r1["id"].as_u64()),
+        (Some("response"), Some(2)),
+        "{r1}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_of_a_killed_node_is_taken_over_and_what_waited_arrives_once() {
+    const N: u64 = 30;
+    let (mut a, b, _dir) = a_cluster_and_b().await;
+    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
+    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut a1, &h1, &hb, 0..=0).await;
+    assert_eq!(
+        pings_until(&mut bob, 0, &mut a.nodes[0]).await,
+        Vec::<u64>::new()
+    );
+    send_accepted(&mut a2, &h2, &hb, 1..=N).await;
+    assert_eq!(
+        pings_until(&mut bob, N, &mut a.nodes[1]).await,
+        (1..N).collect::<Vec<_>>()
+    );
+
+    // The gateway's node dies; node 2 accepts messages for B meanwhile.
+    a.nodes[0].kill().await;
+    send_accepted(&mut a2, &h2, &hb, N + 1..=2 * N + 1).await;
+    // Node 2 takes the gateway over once node 1 is gone (`cluster.membership_timeout_ms`),
+    // starts B's stub, which resumes its session at B: what waited arrives, and nothing that
+    // B had before comes again.
+    let got = pings_until(&mut bob, 2 * N + 1, &mut a.nodes[1]).await;
+    assert_eq!(got, (N + 1..=2 * N).collect::<Vec<_>>(), "in order, once");
+
+    // B's answers come back through the stub now on node 2.
+    bob.send(&json!({"id": 9, "type": "response", "from": hb, "to": h2,
+        "body": {"code": 200}}))
+        .await;
+    let r = a2.recv().await;
+    assert_eq!(
+        (r["type"].as_str(), r["id"].as_u64()),
+        (Some("response"), Some(9)),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_node_that_was_only_paused_stops_its_stub_once_another_took_the_gateway() {
+    const N: u64 = 10;
+    let (mut a, b, _dir) = a_cluster_and_b().await;
+    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
+    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    send_accepted(&mut a1, &h1, &hb, 0..=0).await;
+    assert_eq!(
+        pings_until(&mut bob, 0, &mut a.nodes[0]).await,
+        Vec::<u64>::new()
+    );
+
+    // Node 1 is frozen long enough to be taken for gone: node 2 takes the gateway over.
+    a.nodes[0].signal("-STOP");
+    send_accepted(&mut a2, &h2, &hb, 1..=N + 1).await;
+    let got = pings_until(&mut bob, N + 1, &mut a.nodes[1]).await;
+    a.nodes[0].signal("-CONT");
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
+
+    // Back, node 1 learns the gateway is node 2's and stops its instance of B's stub: two
+    // stubs must not speak for one gateway.
+    a.nodes[0].wait_for_log("its stub stopped here").await;
+    send_accepted(&mut a2, &h2, &hb, N + 2..=2 * N + 2).await;
+    let got = pings_until(&mut bob, 2 * N + 2, &mut a.nodes[1]).await;
+    assert_eq!(
+        got,
+        (N + 2..=2 * N + 1).collect::<Vec<_>>(),
+        "in order, once"
+    );
+}
