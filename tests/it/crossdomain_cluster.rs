@@ -5,7 +5,8 @@
 //! its messages for B to that gateway through the cluster; B's answers come back through the
 //! stub's node and reach the hyperty on either node. When the gateway's node is killed with
 //! SIGKILL, the other node takes the gateway over once the killed one is gone from the cluster,
-//! and what was accepted for B meanwhile arrives in order, once.
+//! and what was accepted for B meanwhile arrives in order, once. With B as the cluster, a proof
+//! answering a challenge of one node of B is accepted by the other.
 
 use std::net::SocketAddr;
 
@@ -166,4 +167,68 @@ async fn a_gateway_node_that_was_only_paused_stops_its_stub_once_another_took_th
         (N + 2..=2 * N + 1).collect::<Vec<_>>(),
         "in order, once"
     );
+}
+
+/// B's cluster of two nodes (on `b1`, `b2`), and A (one node, a process on `aa`, knowing B by
+/// node 1). B's node 1 publishes node 2 as its public URL, so A fetches B's stub and its
+/// challenges from node 1 while the stub's connection goes to node 2. The directory is A's.
+async fn a_and_b_cluster() -> (NodeProcess, Cluster, tempfile::TempDir) {
+    let (aa, b1, b2) = (free_addr(), free_addr(), free_addr());
+    let peers = format!("{{\"{A}\"=\"http://{aa}\"}}");
+    let b = cluster_each(fresh_database().await, 2, |i| {
+        let (listen, public) = if i == 1 { (b1, b2) } else { (b2, b2) };
+        [
+            ("RETHINK_DOMAIN", B.to_owned()),
+            ("RETHINK_MATRIX__SERVER_NAME", B.to_owned()),
+            ("RETHINK_LISTEN", listen.to_string()),
+            ("RETHINK_PUBLIC_URL", format!("http://{public}")),
+            ("RETHINK_CROSS_DOMAIN__ENABLED", "true".to_owned()),
+            ("RETHINK_CROSS_DOMAIN__PEERS", peers.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = spawn(dir.path(), A, aa, &[(B, b1)], &[]).await;
+    (a, b, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaches_both_nodes_of_b_with_a_proof_of_one_node_accepted_by_the_other() {
+    const N: u64 = 10;
+    let (mut a, b, _dir) = a_and_b_cluster().await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob1, hb1) = hyperty(&b.nodes[0], B, "rt-bob1").await;
+    let (mut bob2, hb2) = hyperty(&b.nodes[1], B, "rt-bob2").await;
+
+    // The challenge comes from B's node 1, the proof goes to node 2 (B's public URL) with the
+    // stub's session: node 2 checks a challenge node 1 issued.
+    send_accepted(&mut alice, &ha, &hb1, 0..=N).await;
+    assert_eq!(
+        pings_until(&mut bob1, N, &mut a).await,
+        (0..N).collect::<Vec<_>>()
+    );
+    send_accepted(&mut alice, &ha, &hb2, 0..=N).await;
+    assert_eq!(
+        pings_until(&mut bob2, N, &mut a).await,
+        (0..N).collect::<Vec<_>>()
+    );
+
+    // Answers from both nodes of B: node 2 holds A's node session, node 1 forwards to it.
+    for (rt, from, id) in [(&mut bob1, &hb1, 1), (&mut bob2, &hb2, 2)] {
+        rt.send(
+            &json!({"id": id, "type": "response", "from": from, "to": ha,
+            "body": {"code": 200}}),
+        )
+        .await;
+        let r = alice.recv().await;
+        assert_eq!(
+            (r["type"].as_str(), r["id"].as_u64()),
+            (Some("response"), Some(id)),
+            "{r}"
+        );
+        assert_eq!(r["from"], json!(from));
+    }
 }
