@@ -16,11 +16,13 @@
 //!   protocol keeps order), so a confirmed position also covers the earlier ones it answered
 //!   itself. Such a stub is acknowledged from the gateway outbox only once the other node
 //!   handled its messages (a restart of the stub hands it again what was not: at least once;
-//!   once only if the stub gives a message the same `cseq` again). A stub that writes no
-//!   `cseq` gives nothing to confirm: its messages stay in the outbox (bounded).
+//!   once only if the stub gives a message the same `cseq` again). A message the stub writes
+//!   without a `cseq` gives the other node nothing to confirm: it is taken as held once it is
+//!   written to the socket (at most once for it: lost if the connection breaks before the other
+//!   node read it), so that such a stub is not left with a full queue.
 //!   Once the stub's records report a `g`, this accounting is skipped (not needed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use rethink_proto::Envelope;
@@ -55,6 +57,9 @@ struct Track {
     handed: HashMap<String, u64>,
     /// `cseq` of each message the stub wrote → its outbox position.
     written: BTreeMap<u64, u64>,
+    /// The outbox positions of the messages the stub wrote without a `cseq`, not yet released
+    /// (one written with a `cseq` before them still waits).
+    bare: BTreeSet<u64>,
 }
 
 /// The fields of a message the stub writes that matter here (the rest is skipped).
@@ -105,33 +110,61 @@ impl SessionTap {
         let Ok(m) = serde_json::from_str::<Written<'_>>(text) else {
             return;
         };
-        let (Some(cseq), Some(id), Some(from)) = (m.cseq, m.id, m.from) else {
+        let (Some(id), Some(from)) = (m.id, m.from) else {
             return;
         };
         let mut t = lock(&self.track);
-        if let Some(&gseq) = t.handed.get(&key(&from, id.get())) {
-            if t.written.len() >= MAX_TRACKED {
-                t.written.pop_first();
+        let Some(&gseq) = t.handed.get(&key(&from, id.get())) else {
+            return;
+        };
+        match m.cseq {
+            Some(cseq) => {
+                if t.written.len() >= MAX_TRACKED {
+                    t.written.pop_first();
+                }
+                t.written.insert(cseq, gseq);
             }
-            t.written.insert(cseq, gseq);
+            // Nothing to wait for: held once written (see the module docs), once the earlier
+            // messages written with a `cseq` are confirmed.
+            None => {
+                if t.bare.len() >= MAX_TRACKED {
+                    t.bare.pop_first();
+                }
+                t.bare.insert(gseq);
+                self.settle(t, None);
+            }
+        }
+    }
+
+    /// Raises what is held to `confirmed` (the highest position the other node confirmed
+    /// now) or to the highest position written without a `cseq` that no message written with
+    /// one before it waits for, whichever is higher.
+    fn settle(&self, mut t: std::sync::MutexGuard<'_, Track>, confirmed: Option<u64>) {
+        let waiting = t.written.values().copied().min();
+        let bare = t
+            .bare
+            .iter()
+            .copied()
+            .take_while(|g| waiting.is_none_or(|w| *g < w))
+            .last();
+        let Some(upto) = confirmed.max(bare) else {
+            return;
+        };
+        t.handed.retain(|_, g| *g > upto);
+        t.bare = t.bare.split_off(&(upto + 1));
+        drop(t);
+        if upto > self.held.get() {
+            self.held.raise(upto);
         }
     }
 
     /// The other node handled every message of the stub up to `cseq`.
     fn confirmed(&self, cseq: u64) {
-        let upto = {
-            let mut t = lock(&self.track);
-            let rest = t.written.split_off(&(cseq + 1));
-            let done = std::mem::replace(&mut t.written, rest);
-            let Some(upto) = done.values().copied().max() else {
-                return;
-            };
-            t.handed.retain(|_, g| *g > upto);
-            upto
-        };
-        if upto > self.held.get() {
-            self.held.raise(upto);
-        }
+        let mut t = lock(&self.track);
+        let rest = t.written.split_off(&(cseq + 1));
+        let done = std::mem::replace(&mut t.written, rest);
+        let upto = done.values().copied().max();
+        self.settle(t, upto);
     }
 
     fn on_control_answer(&self, msg: &Value) {
@@ -160,7 +193,7 @@ fn texts(text: &str) -> Vec<&str> {
 
 impl NetTap for SessionTap {
     fn sent(&self, _socket: u64, text: &str) {
-        if self.held.by_records() || !text.contains("\"cseq\"") {
+        if self.held.by_records() {
             return;
         }
         for m in texts(text) {
@@ -241,5 +274,43 @@ mod tests {
         assert_eq!(*held.borrow(), 11);
         tap.received(1, r#"{"id":"s","type":"response","from":"mn:/session","to":"r","body":{"code":200,"value":{"cseq":9}}}"#);
         assert_eq!(*held.borrow(), 12);
+    }
+
+    #[test]
+    fn a_message_written_without_cseq_is_held_once_written() {
+        let (tap, _, held) = tap();
+        for (gseq, id) in [(20, 1), (21, 2), (22, 3)] {
+            tap.handed(
+                gseq,
+                &env(&format!(
+                    r#"{{"id":{id},"type":"PING","from":"h://a/x","to":"h://b/y"}}"#
+                )),
+            );
+        }
+        // Written with a cseq: waits for the other node's confirmation.
+        tap.sent(
+            1,
+            r#"{"id":1,"type":"PING","from":"h://a/x","to":"h://b/y","cseq":4}"#,
+        );
+        // Without: held once written, but not over the one before it still waiting.
+        tap.sent(
+            1,
+            r#"{"id":2,"type":"PING","from":"h://a/x","to":"h://b/y"}"#,
+        );
+        assert_eq!(*held.borrow(), 0);
+        // Confirmed: the one written after it without a cseq is held too.
+        tap.received(1, r#"{"id":"s","type":"response","from":"mn:/session","to":"r","body":{"code":200,"value":{"cseq":4}}}"#);
+        assert_eq!(*held.borrow(), 21);
+        tap.sent(
+            1,
+            r#"{"id":3,"type":"PING","from":"h://a/x","to":"h://b/y"}"#,
+        );
+        assert_eq!(*held.borrow(), 22);
+        // A message nobody handed (the stub's own) changes nothing.
+        tap.sent(
+            1,
+            r#"{"id":9,"type":"PING","from":"h://a/z","to":"h://b/y"}"#,
+        );
+        assert_eq!(*held.borrow(), 22);
     }
 }
