@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, cluster_each};
 use crate::crossdomain::{A, B, free_addr};
 use crate::crossdomain_delivery::{hyperty, pings_until, send_accepted, spawn};
 use crate::store_postgres::fresh_database;
-use crate::support::NodeProcess;
+use crate::support::{NodeProcess, Rt};
 
 /// A's cluster of two nodes (each knowing B on `ab`), then B on `ab` (knowing A by its first
 /// node). The temporary directory is B's.
@@ -52,116 +52,127 @@ async fn gateways(db: &str) -> Vec<String> {
         .expect("the sessions")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyperties_on_both_nodes_of_a_reach_b_through_one_gateway_and_get_answers() {
-    const N: u64 = 20;
-    let (mut a, b, _dir) = a_cluster_and_b().await;
-    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
-    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
-    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+/// A's cluster and B with a hyperty on each of A's nodes and one on B, A's gateway to B opened
+/// on node 1 (by a first message from there, which B's hyperty got).
+struct Setup {
+    a: Cluster,
+    _b: NodeProcess,
+    a1: Rt,
+    h1: String,
+    a2: Rt,
+    h2: String,
+    bob: Rt,
+    hb: String,
+    _dir: tempfile::TempDir,
+}
 
-    // The first message opens A's gateway to B on node 1, which runs B's stub.
+async fn gateway_on_node_1() -> Setup {
+    let (mut a, b, dir) = a_cluster_and_b().await;
+    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
+    let (a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
     send_accepted(&mut a1, &h1, &hb, 0..=0).await;
     assert_eq!(
         pings_until(&mut bob, 0, &mut a.nodes[0]).await,
         Vec::<u64>::new()
     );
+    Setup {
+        a,
+        _b: b,
+        a1,
+        h1,
+        a2,
+        h2,
+        bob,
+        hb,
+        _dir: dir,
+    }
+}
+
+/// The next frame `rt` gets is the response `id`, from `from`.
+async fn expect_response(rt: &mut Rt, id: u64, from: &str) {
+    let r = rt.recv().await;
+    assert_eq!(
+        (r["type"].as_str(), r["id"].as_u64(), r["from"].as_str()),
+        (Some("response"), Some(id), Some(from)),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperties_on_both_nodes_of_a_reach_b_through_one_gateway_and_get_answers() {
+    const N: u64 = 20;
+    let mut s = gateway_on_node_1().await;
     // Node 2 has no gateway of its own: its messages go to node 1's, in order, once.
-    send_accepted(&mut a2, &h2, &hb, 1..=N + 1).await;
-    let got = pings_until(&mut bob, N + 1, &mut a.nodes[1]).await;
+    send_accepted(&mut s.a2, &s.h2, &s.hb, 1..=N + 1).await;
+    let got = pings_until(&mut s.bob, N + 1, &mut s.a.nodes[1]).await;
     assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
     assert_eq!(
-        gateways(&a.db).await,
+        gateways(&s.a.db).await,
         vec![format!("hyperty-runtime://{A}/gateway/{B}")],
         "one gateway to B for the cluster"
     );
 
     // B's answers reach the hyperty on either node (through the stub's node session at B,
     // then node 1, then for a2 the cluster).
-    for (id, to) in [(1, &h2), (2, &h1)] {
-        bob.send(&json!({"id": id, "type": "response", "from": hb, "to": to,
-            "body": {"code": 200, "value": id}}))
+    for (id, to) in [(1, &s.h2), (2, &s.h1)] {
+        s.bob
+            .send(
+                &json!({"id": id, "type": "response", "from": s.hb, "to": to,
+            "body": {"code": 200, "value": id}}),
+            )
             .await;
     }
-    let r2 = a2.recv().await;
-    assert_eq!(
-        (r2["type"].as_str(), r2["id"].as_u64()),
-        (Some("response"), Some(1)),
-        "{r2}"
-    );
-    assert_eq!(r2["from"], json!(hb));
-    let r1 = a1.recv().await;
-    assert_eq!(
-        (r1["type"].as_str(), r1["id"].as_u64()),
-        (Some("response"), Some(2)),
-        "{r1}"
-    );
+    expect_response(&mut s.a2, 1, &s.hb).await;
+    expect_response(&mut s.a1, 2, &s.hb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_of_a_killed_node_is_taken_over_and_what_waited_arrives_once() {
     const N: u64 = 30;
-    let (mut a, b, _dir) = a_cluster_and_b().await;
-    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
-    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
-    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
-    send_accepted(&mut a1, &h1, &hb, 0..=0).await;
+    let mut s = gateway_on_node_1().await;
+    send_accepted(&mut s.a2, &s.h2, &s.hb, 1..=N).await;
     assert_eq!(
-        pings_until(&mut bob, 0, &mut a.nodes[0]).await,
-        Vec::<u64>::new()
-    );
-    send_accepted(&mut a2, &h2, &hb, 1..=N).await;
-    assert_eq!(
-        pings_until(&mut bob, N, &mut a.nodes[1]).await,
+        pings_until(&mut s.bob, N, &mut s.a.nodes[1]).await,
         (1..N).collect::<Vec<_>>()
     );
 
     // The gateway's node dies; node 2 accepts messages for B meanwhile.
-    a.nodes[0].kill().await;
-    send_accepted(&mut a2, &h2, &hb, N + 1..=2 * N + 1).await;
+    s.a.nodes[0].kill().await;
+    send_accepted(&mut s.a2, &s.h2, &s.hb, N + 1..=2 * N + 1).await;
     // Node 2 takes the gateway over once node 1 is gone (`cluster.membership_timeout_ms`),
     // starts B's stub, which resumes its session at B: what waited arrives, and nothing that
     // B had before comes again.
-    let got = pings_until(&mut bob, 2 * N + 1, &mut a.nodes[1]).await;
+    let got = pings_until(&mut s.bob, 2 * N + 1, &mut s.a.nodes[1]).await;
     assert_eq!(got, (N + 1..=2 * N).collect::<Vec<_>>(), "in order, once");
 
     // B's answers come back through the stub now on node 2.
-    bob.send(&json!({"id": 9, "type": "response", "from": hb, "to": h2,
-        "body": {"code": 200}}))
+    s.bob
+        .send(
+            &json!({"id": 9, "type": "response", "from": s.hb, "to": s.h2,
+        "body": {"code": 200}}),
+        )
         .await;
-    let r = a2.recv().await;
-    assert_eq!(
-        (r["type"].as_str(), r["id"].as_u64()),
-        (Some("response"), Some(9)),
-        "{r}"
-    );
+    expect_response(&mut s.a2, 9, &s.hb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_node_that_was_only_paused_stops_its_stub_once_another_took_the_gateway() {
     const N: u64 = 10;
-    let (mut a, b, _dir) = a_cluster_and_b().await;
-    let (mut a1, h1) = hyperty(&a.nodes[0], A, "rt-a1").await;
-    let (mut a2, h2) = hyperty(&a.nodes[1], A, "rt-a2").await;
-    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
-    send_accepted(&mut a1, &h1, &hb, 0..=0).await;
-    assert_eq!(
-        pings_until(&mut bob, 0, &mut a.nodes[0]).await,
-        Vec::<u64>::new()
-    );
+    let mut s = gateway_on_node_1().await;
 
     // Node 1 is frozen long enough to be taken for gone: node 2 takes the gateway over.
-    a.nodes[0].signal("-STOP");
-    send_accepted(&mut a2, &h2, &hb, 1..=N + 1).await;
-    let got = pings_until(&mut bob, N + 1, &mut a.nodes[1]).await;
-    a.nodes[0].signal("-CONT");
+    s.a.nodes[0].signal("-STOP");
+    send_accepted(&mut s.a2, &s.h2, &s.hb, 1..=N + 1).await;
+    let got = pings_until(&mut s.bob, N + 1, &mut s.a.nodes[1]).await;
+    s.a.nodes[0].signal("-CONT");
     assert_eq!(got, (1..=N).collect::<Vec<_>>(), "in order, once");
 
     // Back, node 1 learns the gateway is node 2's and stops its instance of B's stub: two
     // stubs must not speak for one gateway.
-    a.nodes[0].wait_for_log("its stub stopped here").await;
-    send_accepted(&mut a2, &h2, &hb, N + 2..=2 * N + 2).await;
-    let got = pings_until(&mut bob, 2 * N + 2, &mut a.nodes[1]).await;
+    s.a.nodes[0].wait_for_log("its stub stopped here").await;
+    send_accepted(&mut s.a2, &s.h2, &s.hb, N + 2..=2 * N + 2).await;
+    let got = pings_until(&mut s.bob, 2 * N + 2, &mut s.a.nodes[1]).await;
     assert_eq!(
         got,
         (N + 2..=2 * N + 1).collect::<Vec<_>>(),
@@ -223,12 +234,6 @@ async fn a_reaches_both_nodes_of_b_with_a_proof_of_one_node_accepted_by_the_othe
             "body": {"code": 200}}),
         )
         .await;
-        let r = alice.recv().await;
-        assert_eq!(
-            (r["type"].as_str(), r["id"].as_u64()),
-            (Some("response"), Some(id)),
-            "{r}"
-        );
-        assert_eq!(r["from"], json!(from));
+        expect_response(&mut alice, id, from).await;
     }
 }
