@@ -47,6 +47,7 @@ mod limits;
 mod matrix_auth;
 mod matrix_bridge_refusals;
 mod matrix_cluster;
+mod matrix_cluster_presence;
 mod matrix_cors;
 mod matrix_cross_signing;
 mod matrix_device_lists;

@@ -33,6 +33,8 @@ pub mod handover;
 mod link;
 mod membership;
 mod metrics;
+mod notices;
+pub mod presence;
 mod refusal;
 pub mod reloads;
 pub mod stream;
@@ -194,12 +196,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// Shares this node's Matrix stream (see [`stream`]) and typing notifications (see
-    /// [`typing`]) with the other nodes until the node stops.
+    /// Shares this node's Matrix stream (see [`stream`]), typing notifications (see [`typing`])
+    /// and presence (see [`presence`]) with the other nodes until the node stops.
     pub async fn follow_matrix(
         &self,
         writer: &crate::stream::StreamWriter,
         typing: &crate::userdata::Typing,
+        presence: &crate::userdata::Presence,
     ) -> Result<(), ClusterError> {
         let (nats, node) = (self.link.nats.clone(), Arc::clone(&self.link.node));
         stream::follow(
@@ -210,9 +213,17 @@ impl Cluster {
         )
         .await
         .map_err(subscribing(stream::STREAM_SUBJECT))?;
-        typing::follow(nats, node, typing.clone(), self.stop.clone())
+        typing::follow(
+            nats.clone(),
+            Arc::clone(&node),
+            typing.clone(),
+            self.stop.clone(),
+        )
+        .await
+        .map_err(subscribing(typing::TYPING_SUBJECT))?;
+        presence::follow(nats, node, presence.clone(), self.stop.clone())
             .await
-            .map_err(subscribing(typing::TYPING_SUBJECT))?;
+            .map_err(subscribing(presence::PRESENCE_SUBJECT))?;
         Ok(())
     }
 

@@ -438,7 +438,11 @@ impl RunningNode {
                 .follow_reloads(followed_dirs(&node, &policy))
                 .await?;
             cluster
-                .follow_matrix(node.stream(), node.userdata().typing())
+                .follow_matrix(
+                    node.stream(),
+                    node.userdata().typing(),
+                    node.userdata().presence(),
+                )
                 .await?;
         }
         // Stopped by `shutdown` once no request is left that could still store presence.

@@ -48,7 +48,7 @@ pub use keys::{
     KeyUpload, Keys, QueriedKeys, QueriedSigningKeys, SignatureFailure, SignatureFailureKind,
 };
 use memberships::Memberships;
-pub use presence::{Presence, StoredPresence};
+pub use presence::{Presence, PresenceNotice, StoredPresence};
 pub use profiles::{Profile, ProfileField, Profiles};
 pub use receipts::Receipts;
 pub use to_device::ToDevice;

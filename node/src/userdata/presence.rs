@@ -13,6 +13,13 @@
 //! who has neither ended one nor been active for the offline timeout goes `offline`. Both are
 //! stored and reported like any change.
 //!
+//! Several nodes (a cluster) each keep their own [`LiveMap`]; with [`Presence::announce`] taken
+//! (`crate::cluster`), each node tells the others, every sweep, which users have a `/sync` in
+//! progress on it, and each write it stored; [`Presence::apply_remote`] applies what the others
+//! tell, so that a user syncing through one node does not time out on another that knew them
+//! (from a `/sync` there, or as online at its start), and each node decides from the state
+//! stored last. A lost notice is made good by the next sweep's.
+//!
 //! Presence writes are decided under the [`LiveMap`] lock and queued in that order in the same
 //! critical section; one writer task ([`Presence::run`], owned by the node, which also applies
 //! the timeouts) stores them one after the other, so the table always ends with the state
@@ -101,6 +108,27 @@ pub struct Presence {
     /// Wakes the writer task when a write was queued.
     queued: Arc<Notify>,
     clock: Clock,
+    /// Where this node's notices for the other nodes go, once a cluster took them.
+    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<PresenceNotice>>>,
+}
+
+/// What one node of a cluster tells the others of presence ([`Presence::announce`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PresenceNotice {
+    /// These users (with when they were last active) have a `/sync` in progress on the node
+    /// at `at_ms`.
+    Syncing {
+        users: Vec<(String, i64)>,
+        at_ms: i64,
+    },
+    /// The node stored this presence of `user`.
+    Stored {
+        user: String,
+        state: String,
+        last_active_ms: i64,
+        active: bool,
+    },
 }
 
 /// Presence writes decided and not yet stored.
@@ -153,6 +181,65 @@ impl Presence {
             queue: Default::default(),
             queued: Default::default(),
             clock,
+            outbound: Default::default(),
+        }
+    }
+
+    /// The notices of this node's presence for the other nodes of a cluster (once: `None`
+    /// the second time).
+    pub fn announce(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PresenceNotice>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.outbound.set(tx).ok().map(|()| rx)
+    }
+
+    /// Applies a notice of another node (see the module docs).
+    pub fn apply_remote(&self, notice: PresenceNotice) {
+        let mut live = lock(&self.live);
+        match notice {
+            PresenceNotice::Syncing { users, at_ms } => {
+                for (user, last_active_ms) in users {
+                    if let Ok(user) = UserId::parse(user.as_str()) {
+                        live.synced_elsewhere(&user, last_active_ms, at_ms);
+                    }
+                }
+            }
+            PresenceNotice::Stored {
+                user,
+                state,
+                last_active_ms,
+                active,
+            } => {
+                if let Ok(user) = UserId::parse(user.as_str()) {
+                    let write = Write {
+                        state: PresenceState::from(state.as_str()),
+                        last_active_ms,
+                    };
+                    live.stored_elsewhere(&user, &write, active);
+                }
+            }
+        }
+    }
+
+    /// Tells the other nodes (if any) which users have a `/sync` in progress here.
+    fn tell_syncing(&self) {
+        if self.outbound.get().is_none() {
+            return;
+        }
+        let users: Vec<(String, i64)> = lock(&self.live)
+            .syncing_users()
+            .into_iter()
+            .map(|(u, at)| (u.to_string(), at))
+            .collect();
+        if !users.is_empty() {
+            let at_ms = self.clock.unix_ms();
+            self.tell(|| PresenceNotice::Syncing { users, at_ms });
+        }
+    }
+
+    /// Tells the other nodes (if any) `notice`.
+    fn tell(&self, notice: impl FnOnce() -> PresenceNotice) {
+        if let Some(outbound) = self.outbound.get() {
+            let _ = outbound.send(notice());
         }
     }
 
@@ -351,6 +438,7 @@ impl Presence {
                     if due > 0 {
                         tracing::debug!(changes = due, "presence timeouts applied");
                     }
+                    self.tell_syncing();
                     false
                 }
             };
@@ -377,6 +465,14 @@ impl Presence {
                     next.status_msg.as_ref().map(|m| m.as_deref()),
                 )
                 .await;
+            if stored.is_ok() {
+                self.tell(|| PresenceNotice::Stored {
+                    user: next.user.to_string(),
+                    state: next.write.state.as_str().to_owned(),
+                    last_active_ms: next.write.last_active_ms,
+                    active: lock(&self.live).is_active(&next.user),
+                });
+            }
             match next.done {
                 Some(done) => {
                     let _ = done.send(stored);

@@ -195,6 +195,40 @@ impl LiveMap {
     }
 
     /// What readers see of `user` besides the stored row, if known.
+    /// The users with a counting `/sync` in progress here, with when they were last active
+    /// (what the other nodes of a cluster hear of, `Presence::announce`).
+    pub(super) fn syncing_users(&self) -> Vec<(OwnedUserId, i64)> {
+        self.users
+            .iter()
+            .filter(|(_, live)| live.syncing > 0)
+            .map(|(user, live)| (user.clone(), live.last_active_ms))
+            .collect()
+    }
+
+    /// Another node has `user` syncing at `at_ms`, last active at `last_active_ms`: the user
+    /// does not time out here while it does (a user unknown here is not learnt).
+    pub(super) fn synced_elsewhere(&mut self, user: &UserId, last_active_ms: i64, at_ms: i64) {
+        if let Some(live) = self.users.get_mut(user) {
+            live.last_sync_ms = live.last_sync_ms.max(at_ms);
+            live.last_active_ms = live.last_active_ms.max(last_active_ms);
+        }
+    }
+
+    /// Another node stored `user`'s presence: this node decides from it from now on (a user
+    /// unknown here is not learnt).
+    pub(super) fn stored_elsewhere(&mut self, user: &UserId, write: &Write, active: bool) {
+        if let Some(live) = self.users.get_mut(user) {
+            live.state = Some(write.state.clone());
+            live.last_active_ms = live.last_active_ms.max(write.last_active_ms);
+            live.active = active && is_online(&write.state);
+        }
+    }
+
+    /// Whether `user` is announced as currently active (with a write being stored).
+    pub(super) fn is_active(&self, user: &UserId) -> bool {
+        self.users.get(user).is_some_and(|l| l.active)
+    }
+
     pub(super) fn view(&self, user: &UserId) -> Option<View> {
         self.users.get(user).map(|live| View {
             last_active_ms: live.last_active_ms,
@@ -270,6 +304,34 @@ mod tests {
         let (_, write) = sync(&mut map, PresenceState::Online, 401 * S);
         assert_eq!(write.map(|w| w.last_active_ms), Some(401 * S));
         assert!(map.view(&alice()).unwrap().currently_active);
+    }
+
+    #[test]
+    fn a_user_syncing_on_another_node_does_not_go_offline_here() {
+        let mut map = known_alice(0);
+        sync(&mut map, PresenceState::Online, 0);
+        map.sync_ended(&alice(), 0);
+        assert!(map.syncing_users().is_empty());
+        // Another node announces alice syncing there every few seconds.
+        for at in [20 * S, 40 * S, 60 * S] {
+            map.synced_elsewhere(&alice(), at, at);
+            assert!(map.due(IDLE, OFFLINE, at + 29 * S).is_empty(), "at {at}");
+        }
+        let due = map.due(IDLE, OFFLINE, 90 * S);
+        assert_eq!(due.len(), 1, "offline once the announcements stop");
+        assert_eq!(due[0].1.state, PresenceState::Offline);
+        // What another node stores is what this one decides from.
+        let write = Write {
+            state: PresenceState::Online,
+            last_active_ms: 95 * S,
+        };
+        map.stored_elsewhere(&alice(), &write, true);
+        let (_, write) = sync(&mut map, PresenceState::Online, 96 * S);
+        assert_eq!(write, None, "online already");
+        // A user this node does not know is not learnt.
+        let bob = OwnedUserId::try_from("@bob:example.com").unwrap();
+        map.synced_elsewhere(&bob, 0, 0);
+        assert!(!map.knows(&bob));
     }
 
     #[test]
