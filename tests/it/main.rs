@@ -28,6 +28,7 @@ mod cluster;
 mod cluster_cache;
 mod cluster_edges;
 mod cluster_handover;
+mod cluster_leader;
 mod cluster_pg_restart;
 mod cluster_reloads;
 mod connector_cluster;
