@@ -19,7 +19,10 @@ use crate::support::matrix::{
 /// Alice (logged in through node 1) and Bob (through node 2, both registered through node 1)
 /// in a room Alice created on node 1 and Bob joined on node 2 (which loads the room node 1
 /// created).
-async fn alice_and_bob(n1: &NodeProcess, n2: &NodeProcess) -> (Session, Session, String) {
+pub(crate) async fn alice_and_bob(
+    n1: &NodeProcess,
+    n2: &NodeProcess,
+) -> (Session, Session, String) {
     register_session(n1, "alice").await;
     register_session(n1, "bob").await;
     let alice = login(n1, "alice").await;
