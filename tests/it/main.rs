@@ -25,6 +25,7 @@ mod catalogue;
 mod catalogue_reload;
 mod closing;
 mod cluster;
+mod cluster_arrival;
 mod cluster_cache;
 mod cluster_edges;
 mod cluster_handover;
