@@ -4,10 +4,13 @@
 //! sent through either node reach the service once each; when the pushing node is killed, the
 //! other one takes over the pushing.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::appservice_support::{AS_TOKEN, Service, free_port, write_bridge};
 use super::cluster::{Cluster, cluster_with};
+use super::support::client::RECV_TIMEOUT;
 use super::support::get_at;
 use super::support::http::metric_if_any;
 use super::support::matrix::{V3, call_at, room_path, urlencode, user_id};
@@ -30,6 +33,20 @@ pub(crate) async fn call(node: &NodeProcess, method: &str, path: &str, body: &Va
 pub(crate) async fn pushed_by(node: &NodeProcess) -> f64 {
     let (_, text) = get_at(node.addr(), "/metrics").await;
     metric_if_any(&text, "rethink_appservice_txns_total{service=\"bridge\"}").unwrap_or(0.0)
+}
+
+/// Waits until `node` counts more than `than` transactions pushed (it counts one once the
+/// service answered, which may be just after the test saw the transaction).
+pub(crate) async fn until_pushed_more(node: &NodeProcess, than: f64) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while pushed_by(node).await <= than {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} does not count a transaction pushed",
+            node.addr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Two nodes loading the registration of the test's service `bridge`, the service running,
@@ -127,5 +144,5 @@ async fn one_node_pushes_each_event_once_and_another_takes_over_when_it_dies() {
         .map(|(_, body)| body)
         .collect();
     assert_eq!(got, ["m12", "m13", "m14"], "in order, once each");
-    assert!(pushed_by(&b.c.nodes[1 - pusher]).await > 0.0);
+    until_pushed_more(&b.c.nodes[1 - pusher], 0.0).await;
 }

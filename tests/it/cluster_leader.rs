@@ -14,12 +14,11 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-use super::appservice_cluster::{BridgeCluster, pushed_by};
+use super::appservice_cluster::{BridgeCluster, pushed_by, until_pushed_more};
 use super::cluster::cluster_with;
 use super::connector_cluster::calls_by;
 use super::connector_feed::{bot_texts_until, register, room_with_the_bot, say, write_config};
 use super::support::client::RECV_TIMEOUT;
-use super::support::process::NodeProcess;
 
 /// The advisory-lock rows of `key` in the database at `db`: `(pid, granted)`.
 const LOCKS: &str = "SELECT pid, granted FROM pg_locks \
@@ -121,20 +120,6 @@ async fn a_pusher_that_loses_its_lock_stops_and_each_event_is_pushed_once() {
     want = (10..13).map(|i| format!("m{i}")).collect();
     assert_eq!(bodies(&mut b, 3).await, want, "once each, after the kill");
     until_pushed_more(&b.c.nodes[pusher], before).await;
-}
-
-/// Waits until `node` counts more than `than` transactions pushed (it counts one once the
-/// service answered, which may be just after the test saw the transaction).
-async fn until_pushed_more(node: &NodeProcess, than: f64) {
-    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-    while pushed_by(node).await <= than {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} does not count a transaction pushed",
-            node.addr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The bodies of the next `n` messages the service receives, sorted (sent through both nodes);
