@@ -49,6 +49,27 @@ pub(crate) async fn until_pushed_more(node: &NodeProcess, than: f64) {
     }
 }
 
+/// Which of the two `nodes` pushed the service's transactions so far (the other must have
+/// pushed none): waits until one counts a transaction (see [`until_pushed_more`]).
+pub(crate) async fn the_pusher(nodes: &[NodeProcess]) -> usize {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let counts = [pushed_by(&nodes[0]).await, pushed_by(&nodes[1]).await];
+        if counts.iter().any(|c| *c > 0.0) {
+            assert!(
+                counts.contains(&0.0),
+                "one node pushes the service, not both: {counts:?}"
+            );
+            return usize::from(counts[0] == 0.0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node counts a transaction pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two nodes loading the registration of the test's service `bridge`, the service running,
 /// and a room made by the bridge's user Bob (everything in it concerns the service).
 pub(crate) struct BridgeCluster {
@@ -119,17 +140,9 @@ async fn one_node_pushes_each_event_once_and_another_takes_over_when_it_dies() {
     let mut want: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
     want.sort();
     assert_eq!(got, want, "every event once");
-    let counts = [
-        pushed_by(&b.c.nodes[0]).await,
-        pushed_by(&b.c.nodes[1]).await,
-    ];
-    assert!(
-        counts.contains(&0.0),
-        "one node pushes the service, not both: {counts:?}"
-    );
 
     // The pushing node dies; the other one continues the shared queue.
-    let pusher = usize::from(counts[0] == 0.0);
+    let pusher = the_pusher(&b.c.nodes).await;
     b.c.nodes[pusher].kill().await;
     for i in 12..15 {
         b.say(1 - pusher, i).await;
