@@ -32,7 +32,8 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<NodeProcess>,
     /// The shared database's URL.
     pub(crate) db: String,
-    _dirs: Vec<tempfile::TempDir>,
+    /// The nodes' data directories (removed when the cluster is dropped).
+    dirs: Vec<tempfile::TempDir>,
 }
 
 /// The id of node `i` of the cluster whose database is `db`: `<database>-n<i>`.
@@ -66,15 +67,28 @@ pub(crate) async fn cluster_each(
     n: usize,
     extra: impl Fn(usize) -> Vec<(String, String)>,
 ) -> Cluster {
-    let nats = nats_url();
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
+    let mut c = Cluster {
+        nodes: Vec::new(),
+        db,
+        dirs: Vec::new(),
+    };
     for i in 1..=n {
+        let own = extra(i);
+        let own: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        c.add_node(&own).await;
+    }
+    c
+}
+
+impl Cluster {
+    /// Starts one more node of the cluster (`n<len + 1>`), with its own data directory.
+    pub(crate) async fn add_node(&mut self, extra: &[(&str, &str)]) -> &NodeProcess {
+        let nats = nats_url();
         let dir = tempfile::TempDir::new().unwrap();
         // Unique across the clusters of tests running at once on one NATS server.
-        let id = node_id(&db, i);
+        let id = node_id(&self.db, self.nodes.len() + 1);
         let mut env = vec![
-            ("RETHINK_STORE__URL", db.as_str()),
+            ("RETHINK_STORE__URL", self.db.as_str()),
             ("RETHINK_CLUSTER__NATS_URL", nats.as_str()),
             ("RETHINK_CLUSTER__NODE_ID", id.as_str()),
             (
@@ -82,16 +96,11 @@ pub(crate) async fn cluster_each(
                 MEMBERSHIP_TIMEOUT_MS,
             ),
         ];
-        let own = extra(i);
-        env.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        env.extend_from_slice(extra);
         let node = NodeProcess::spawn(dir.path(), &env).await;
-        nodes.push(node);
-        dirs.push(dir);
-    }
-    Cluster {
-        nodes,
-        db,
-        _dirs: dirs,
+        self.nodes.push(node);
+        self.dirs.push(dir);
+        self.nodes.last().expect("the node just added")
     }
 }
 

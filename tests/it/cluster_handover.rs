@@ -14,14 +14,33 @@ use crate::support::client::RtMemory;
 use crate::support::{NodeProcess, Rt};
 
 /// Long: a node in these tests is never taken for gone, so a re-open elsewhere is a hand-over.
-const LIVE: (&str, &str) = ("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "30000");
+pub(crate) const LIVE: (&str, &str) = ("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "30000");
 
 /// The bound on a hand-over request (`cluster::handover::HANDOVER_TIMEOUT`).
 const HANDOVER_TIMEOUT: Duration = rethink_node::cluster::handover::HANDOVER_TIMEOUT;
 
 /// Re-opens `memory`'s session on `node` (lastSeq: what the runtime read); the answer's code
 /// and the frames that arrived before it.
-async fn reopen(node: &NodeProcess, memory: &RtMemory, body: Value) -> (Rt, u64, Vec<Value>) {
+pub(crate) async fn reopen(
+    node: &NodeProcess,
+    memory: &RtMemory,
+    body: Value,
+) -> (Rt, u64, Vec<Value>) {
+    let mut rt = send_reopen(node, memory, body).await;
+    let mut before = Vec::new();
+    loop {
+        let v = rt.recv().await;
+        if v["id"] == "resume" && v["type"] == "response" {
+            let code = v["body"]["code"].as_u64().unwrap();
+            return (rt, code, before);
+        }
+        before.push(v);
+    }
+}
+
+/// Sends the re-open of `memory`'s session on a new connection to `node` (id `resume`),
+/// without waiting for its answer.
+pub(crate) async fn send_reopen(node: &NodeProcess, memory: &RtMemory, body: Value) -> Rt {
     let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
         .await
         .unwrap();
@@ -37,15 +56,7 @@ async fn reopen(node: &NodeProcess, memory: &RtMemory, body: Value) -> (Rt, u64,
         "to": "mn:/session", "body": body}),
     )
     .await;
-    let mut before = Vec::new();
-    loop {
-        let v = rt.recv().await;
-        if v["id"] == "resume" && v["type"] == "response" {
-            let code = v["body"]["code"].as_u64().unwrap();
-            return (rt, code, before);
-        }
-        before.push(v);
-    }
+    rt
 }
 
 /// What a runtime got: per sender, the numbers of its PINGs in arrival order.

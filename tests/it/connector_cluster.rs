@@ -12,7 +12,7 @@ use super::support::http::metric_if_any;
 use super::support::process::NodeProcess;
 
 /// How many export calls `node` made to its instance of the echo bot (`init` and `on-event`).
-async fn calls_by(node: &NodeProcess) -> f64 {
+pub(crate) async fn calls_by(node: &NodeProcess) -> f64 {
     let (_, text) = get_at(node.addr(), "/metrics").await;
     metric_if_any(&text, "rethink_stub_calls_total{stub=\"echo\"}").unwrap_or(0.0)
 }

@@ -7,8 +7,20 @@
 //! `rethink.connector-feed.<name>`), on a connection of its own taken out of the pool: a node
 //! that stops or dies closes that connection, and the lock passes to a waiting node, which
 //! continues from the shared database (the queue; the feed's stored position). The held
-//! connection is checked every [`CHECK_EVERY`]; when it is lost (the database restarted), the
-//! node stops and queues for the lock again.
+//! connection is checked every [`CHECK_EVERY`] (a check that takes longer than
+//! [`CHECK_TIMEOUT`] counts as lost); when it is lost (the database restarted, the backend was
+//! terminated), the node stops and queues for the lock again.
+//!
+//! The lock passes at once to a waiting node when the holder's backend ends, but the former
+//! holder learns it only at its next check, and goes on meanwhile (its duty works on pool
+//! connections of its own). So a node that had to wait for the lock waits [`TAKE_OVER_AFTER`]
+//! more (longer than a check's period and time-out together) before it starts: by then a former
+//! holder that is still alive has noticed and stopped, and the duty is not done by two nodes at
+//! once (each event pushed or fed by one of them: `tests/it/cluster_leader.rs`). A node that
+//! finds the lock free starts at once (the cluster's first node; a node taking its own duty
+//! back): a duty's first start fixes where it begins in the stream, which a delay would move.
+//! Left open: a node that starts while the holder's backend has just ended and no other node
+//! was waiting can overlap with the former holder for up to `CHECK_EVERY + CHECK_TIMEOUT`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +29,12 @@ use sqlx::postgres::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// How often the holder checks that its lock connection is alive.
-pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a check may take before the lock counts as lost.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a node that took the lock waits before doing the duty: a former holder notices
+/// its loss within `CHECK_EVERY + CHECK_TIMEOUT`.
+const TAKE_OVER_AFTER: Duration = Duration::from_secs(2);
 /// Wait before asking for the lock again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -29,10 +46,10 @@ where
     Fut: Future<Output = ()>,
 {
     while !stop.is_cancelled() {
-        let mut held = tokio::select! {
+        let (mut held, waited) = tokio::select! {
             _ = stop.cancelled() => return,
             held = lock(&pool, &key) => match held {
-                Ok(conn) => conn,
+                Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(duty = %key, error = %e, "cluster: cannot take a duty's lock; retrying");
                     tokio::time::sleep(RETRY).await;
@@ -40,6 +57,13 @@ where
                 }
             },
         };
+        // A former holder may not have noticed its loss yet (see the module's docs).
+        if waited {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                () = tokio::time::sleep(TAKE_OVER_AFTER) => {}
+            }
+        }
         tracing::info!(duty = %key, "cluster: this node holds the duty");
         let pushing = stop.child_token();
         tokio::select! {
@@ -53,23 +77,36 @@ where
 }
 
 /// A connection of its own holding the lock `key` (waits in the database while another
-/// session holds it).
-async fn lock(pool: &PgPool, key: &str) -> Result<PgConnection, sqlx::Error> {
+/// session holds it), and whether it had to wait.
+async fn lock(pool: &PgPool, key: &str) -> Result<(PgConnection, bool), sqlx::Error> {
     // Out of the pool: dropped (closed) rather than returned with the lock still held.
     let mut conn = pool.acquire().await?.detach();
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(key)
-        .execute(&mut conn)
+        .fetch_one(&mut conn)
         .await?;
-    Ok(conn)
+    if !free {
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok((conn, !free))
 }
 
-/// Resolves when the held connection fails.
+/// Resolves when the held connection fails or does not answer a check within
+/// [`CHECK_TIMEOUT`].
 async fn watch(conn: &mut PgConnection) -> sqlx::Error {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        if let Err(e) = sqlx::query("SELECT 1").execute(&mut *conn).await {
-            return e;
+        let check = sqlx::query("SELECT 1").execute(&mut *conn);
+        match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return e,
+            Err(_) => {
+                let late = "the lock connection did not answer a check in time";
+                return sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, late));
+            }
         }
     }
 }

@@ -227,8 +227,9 @@ impl AppServices {
                 initial: self.inner.config.initial_backoff,
                 max: self.inner.config.max_backoff,
             };
-            // A fresh queue each time this node starts pushing (in a cluster, after another
-            // node pushed for a while): it reads where the shared queue stands.
+            // A fresh queue each time this node starts pushing; in a cluster, after another
+            // node pushed for a while, the memory too: it reads where the shared queue stands.
+            let clustered = self.inner.deps.leader.is_some();
             let run = {
                 let service = Arc::clone(service);
                 let deps = self.inner.deps.clone();
@@ -245,7 +246,13 @@ impl AppServices {
                         Arc::clone(&memory),
                     );
                     let metered = Metered(Arc::clone(&deps.metrics));
-                    pusher::run(Arc::clone(&service), queue, metered, backoff, stop)
+                    let (service, memory) = (Arc::clone(&service), Arc::clone(&memory));
+                    async move {
+                        if clustered {
+                            memory.forget().await;
+                        }
+                        pusher::run(service, queue, metered, backoff, stop).await;
+                    }
                 }
             };
             match self.inner.deps.leader.clone() {

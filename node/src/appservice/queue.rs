@@ -60,6 +60,15 @@ pub(super) struct QueueMemory {
     inner: tokio::sync::Mutex<Memory>,
 }
 
+impl QueueMemory {
+    /// Forgets what was known: the next operation reads the store. For a pusher that starts
+    /// after another node pushed the shared queue (in a cluster, on taking the service's lock
+    /// again), which moved the position and the queue past what this node remembers.
+    pub(super) async fn forget(&self) {
+        *self.inner.lock().await = Memory::default();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Memory {
     /// Where transactions were made up to (read once; may be ahead of the store by advances

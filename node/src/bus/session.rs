@@ -83,6 +83,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Whether the session ended here because another node took it over (`bus/handover.rs`).
+    pub fn handed_over(&self) -> bool {
+        lock(&self.state).handed_over
+    }
+
     pub(crate) fn new(
         key: SessionKey,
         runtime_url: Arc<str>,

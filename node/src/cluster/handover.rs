@@ -117,6 +117,7 @@ impl Link {
         let arriving = Arc::clone(&self.arriving).lock_owned().await;
         let (node, session) = match self.adopt_once(token_hash).await? {
             Taken::Adopted(a) => {
+                self.hold_arrival().await;
                 return Ok(Some(Adopted {
                     arriving: Some(arriving),
                     ..a
@@ -131,6 +132,7 @@ impl Link {
         match self.adopt_once(token_hash).await? {
             Taken::Adopted(a) => {
                 self.metrics.handed_over.inc();
+                self.hold_arrival().await;
                 Ok(Some(Adopted {
                     arriving: Some(arriving),
                     ..a
@@ -141,6 +143,14 @@ impl Link {
                 "the session is held by node {node}, which is alive and did not release it \
                  ({asked}): retry, or re-open it there"
             ))),
+        }
+    }
+
+    /// With `cluster.test_hold_arrivals` (tests only): waits for a hand-over request to reach
+    /// this node, at most [`HANDOVER_TIMEOUT`], the arrival's lock held.
+    async fn hold_arrival(&self) {
+        if let Some(hold) = &self.hold_arrivals {
+            let _ = tokio::time::timeout(HANDOVER_TIMEOUT, hold.notified()).await;
         }
     }
 
@@ -202,6 +212,9 @@ impl Link {
 
     /// Releases `request.session` to `request.to` (see the module docs).
     async fn release(&self, bus: &Bus, request: &Request) -> Reply {
+        if let Some(hold) = &self.hold_arrivals {
+            hold.notify_one();
+        }
         let session = match bus.session(&request.session) {
             Some(session) => session,
             None => {

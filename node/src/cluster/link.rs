@@ -51,6 +51,9 @@ pub struct Link {
     pub(super) draining: tokio::sync::Mutex<()>,
     /// Held from an adoption's row taken to its session restored (`handover.rs`).
     pub(super) arriving: Arc<tokio::sync::Mutex<()>>,
+    /// `cluster.test_hold_arrivals` (tests only): notified by each hand-over request, awaited
+    /// by each adoption between its row taken and its session restored.
+    pub(super) hold_arrivals: Option<tokio::sync::Notify>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
     /// The answers of `lookup` (`book.rs`).

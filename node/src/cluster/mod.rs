@@ -126,6 +126,7 @@ impl Cluster {
             queue_max: i64::try_from(session.outbox_max_messages).unwrap_or(i64::MAX),
             draining: tokio::sync::Mutex::new(()),
             arriving: Arc::new(tokio::sync::Mutex::new(())),
+            hold_arrivals: config.test_hold_arrivals.then(tokio::sync::Notify::new),
             bus: std::sync::OnceLock::new(),
             cache,
             forwards,

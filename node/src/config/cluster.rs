@@ -20,6 +20,10 @@ pub struct RawCluster {
     pub node_id: Option<String>,
     /// A node whose heartbeat is older than this is gone: its sessions may re-open elsewhere.
     pub membership_timeout_ms: u64,
+    /// Tests only (`tests/it/cluster_arrival.rs`): an adoption here, its session's row taken,
+    /// waits for a hand-over request to reach this node (at most `HANDOVER_TIMEOUT`) before it
+    /// restores the session, so that a request for a session still arriving is deterministic.
+    pub test_hold_arrivals: bool,
 }
 
 impl Default for RawCluster {
@@ -28,6 +32,7 @@ impl Default for RawCluster {
             nats_url: None,
             node_id: None,
             membership_timeout_ms: 10_000,
+            test_hold_arrivals: false,
         }
     }
 }
@@ -39,6 +44,8 @@ pub struct ClusterConfig {
     /// `None`: generated at first start (see [`ClusterConfig::resolve_node_id`]).
     pub node_id: Option<String>,
     pub membership_timeout: Duration,
+    /// `cluster.test_hold_arrivals` (tests only).
+    pub test_hold_arrivals: bool,
 }
 
 /// A node id: what a NATS subject token and a log line can carry.
@@ -92,6 +99,7 @@ impl RawCluster {
             nats_url: url.to_owned(),
             node_id: self.node_id.clone(),
             membership_timeout: Duration::from_millis(self.membership_timeout_ms),
+            test_hold_arrivals: self.test_hold_arrivals,
         }))
     }
 }

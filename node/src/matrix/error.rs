@@ -211,7 +211,10 @@ impl MatrixError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "matrix request failed");
             "internal server error".to_owned()
-        } else if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, Self::TimedOut) {
+        } else if status == StatusCode::SERVICE_UNAVAILABLE
+            // A busy room is not a database outage: its own message ("retry").
+            && !matches!(self, Self::TimedOut | Self::Room(RoomError::Busy(_)))
+        {
             tracing::warn!(error = %self, "matrix request failed: the database is unavailable");
             "the database is unavailable; try again later".to_owned()
         } else {

@@ -451,6 +451,9 @@ where
     .await
     {
         Ok(Ok(())) => {}
+        // Handed over to another node before its answer (a re-open there asked for it while
+        // this one was arriving): closed as when superseded.
+        Ok(Err(Unanswered::Gone)) if session.handed_over() => return End::Cancelled,
         Ok(Err(Unanswered::Gone)) => return End::Gone,
         Ok(Err(Unanswered::Stalled)) => return End::Stalled,
         Err(end) => return end,
