@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::cluster::{cluster_with, metric, open};
+use crate::cluster::{cluster_each, cluster_with, metric, open};
 use crate::support::client::RtMemory;
 use crate::support::{NodeProcess, Rt};
 
@@ -345,4 +345,51 @@ async fn status_notices_reach_subscribers_on_other_nodes() {
     assert_eq!(status(&mut sub, &runtime).await, "live");
     sub.expect_nothing_queued().await;
     drop(r);
+}
+
+#[tokio::test]
+async fn a_session_released_after_the_asking_node_gave_up_expires_there() {
+    // Node 1 gives the row 3 s after it is asked (tests only): node 2 stops waiting at 2 s.
+    // Heartbeats every 2 s; node 1 stays alive.
+    let db = crate::store_postgres::fresh_database().await;
+    let c = cluster_each(db, 2, |i| {
+        let mut env = vec![
+            (
+                "RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS".to_owned(),
+                "6000".to_owned(),
+            ),
+            (
+                "RETHINK_SESSION__RESUME_WINDOW_SECS".to_owned(),
+                "2".to_owned(),
+            ),
+        ];
+        if i == 1 {
+            env.push((
+                "RETHINK_CLUSTER__TEST_RELEASE_DELAY_MS".to_owned(),
+                "3000".to_owned(),
+            ));
+        }
+        env
+    })
+    .await;
+    let r = open(&c.nodes[0], "rt-r").await;
+    let mut sub = open(&c.nodes[1], "rt-sub").await;
+    let runtime = r.url.clone();
+    sub.subscribe(&[&format!("{runtime}/status")]).await;
+    let memory = r.drop_connection();
+    assert_eq!(status(&mut sub, &runtime).await, "disconnected");
+
+    let (_, code, _) = reopen(&c.nodes[1], &memory, json!({})).await;
+    assert_eq!(code, 503, "node 2 gave up");
+    // Node 1 released the row to node 2 all the same: node 2 takes the session in, and with
+    // no runtime re-opening it, it expires there after its resume window.
+    let v = sub
+        .try_recv(Duration::from_secs(30))
+        .await
+        .expect("the session expires on node 2");
+    assert_eq!(
+        (v["to"].as_str(), v["body"]["value"].as_str()),
+        (Some(&*format!("{runtime}/status")), Some("expired")),
+        "{v}"
+    );
 }

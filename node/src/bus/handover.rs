@@ -116,10 +116,11 @@ impl Bus {
         Ok(Some(self.arrive(&*remote, adopted).await))
     }
 
-    /// A gateway session to another domain (`gateways.rs`) of a node that is gone, taken over
-    /// here by the cluster: restored with what was queued for it, and its domain's stub
-    /// started on this node.
-    pub async fn take_gateway(&self, adopted: super::remote::Adopted) {
+    /// A session taken over by the cluster without a runtime asking (a gateway session to
+    /// another domain, `gateways.rs`, of a node that is gone; a session released to this node
+    /// after it stopped asking): restored with what was queued for it, disconnected; a
+    /// gateway's stub is started on this node.
+    pub async fn take_over(&self, adopted: super::remote::Adopted) {
         let Some(remote) = self.remote() else {
             return;
         };

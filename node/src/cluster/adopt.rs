@@ -30,7 +30,7 @@ impl Link {
     /// Takes over the gateway sessions to other domains (`bus/gateways.rs`) of the nodes that
     /// are gone: no runtime re-opens them, and what they hold must reach those domains. Each
     /// is adopted by one node (the row lock of `adopt_once`), restored with what was queued
-    /// for it, and its domain's stub started here (`Bus::take_gateway`).
+    /// for it, and its domain's stub started here (`Bus::take_over`).
     pub(super) async fn take_gone_gateways(
         &self,
         bus: &crate::bus::Bus,
@@ -53,7 +53,7 @@ impl Link {
             // Another node took it first, or it is alive again: nothing to do.
             if let Taken::Adopted(adopted) = self.adopt_tx(hash).await? {
                 self.metrics.adopted.inc();
-                bus.take_gateway(adopted).await;
+                bus.take_over(adopted).await;
             }
         }
         Ok(())
@@ -67,7 +67,7 @@ impl Link {
         })
     }
 
-    async fn adopt_tx(&self, token_hash: [u8; 32]) -> Result<Taken, sqlx::Error> {
+    pub(super) async fn adopt_tx(&self, token_hash: [u8; 32]) -> Result<Taken, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
             "SELECT s.id, s.node, \

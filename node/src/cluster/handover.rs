@@ -44,9 +44,10 @@
 //! may be its own because it is restoring that session, and
 //! must not be given on to a third node then.
 //!
-//! Left open: if B gives up (timeout) just as A's release commits, the row names B, which does
-//! not hold the session; the runtime's next re-open, on B (the row is B's) or on another node
-//! (which asks B: B hands over a row it holds without a session at once), takes it.
+//! If B gives up (timeout) just as A's release commits, the row names B, which does not hold
+//! the session: B remembers the sessions it gave up on, and its next heartbeats take such a row
+//! in as an adoption (`Link::take_late_releases`), so that the session expires after its resume
+//! window unless its runtime re-opens it (on B, or on another node, which asks B).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,11 +140,49 @@ impl Link {
                 }))
             }
             Taken::Unknown => Ok(None),
-            Taken::HeldBy { node, .. } => Err(RouteError::Cluster(format!(
-                "the session is held by node {node}, which is alive and did not release it \
+            Taken::HeldBy { node, .. } => {
+                crate::locks::lock(&self.gave_up).push((token_hash, std::time::Instant::now()));
+                Err(RouteError::Cluster(format!(
+                    "the session is held by node {node}, which is alive and did not release it \
                  ({asked}): retry, or re-open it there"
-            ))),
+                )))
+            }
         }
+    }
+
+    /// The sessions this node gave up asking for that their holder released to it all the
+    /// same (it did so just after this node stopped waiting): their rows are this node's while
+    /// no node holds them. Each is taken in as an adoption (`Bus::take_over`): restored
+    /// disconnected here, it expires after its resume window unless its runtime re-opens it.
+    /// Checked by each heartbeat, for twice the membership timeout after giving up.
+    pub(super) async fn take_late_releases(&self, bus: &Bus) -> Result<(), sqlx::Error> {
+        let pending = std::mem::take(&mut *crate::locks::lock(&self.gave_up));
+        let mut keep = Vec::new();
+        for (hash, since) in pending {
+            // No adoption of this node runs meanwhile (a re-open of that very session, say).
+            let _arriving = self.arriving.lock().await;
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT id, node FROM sessions WHERE token_hash = $1")
+                    .bind(&hash[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match row {
+                Some((id, Some(node))) if *node == *self.node => {
+                    if bus.session(&id).is_none()
+                        && let Taken::Adopted(adopted) = self.adopt_tx(hash).await?
+                    {
+                        tracing::info!(session = %id, "cluster: a session released to this node after it stopped asking is taken in");
+                        bus.take_over(adopted).await;
+                    }
+                }
+                Some(_) if since.elapsed() < 2 * self.membership_timeout => {
+                    keep.push((hash, since));
+                }
+                _ => {}
+            }
+        }
+        crate::locks::lock(&self.gave_up).extend(keep);
+        Ok(())
     }
 
     /// With `cluster.test_hold_arrivals` (tests only): waits for a hand-over request to reach
@@ -245,6 +284,9 @@ impl Link {
         let Some(released) = bus.suspend_for_handover(&session).await else {
             return Reply::NotHere;
         };
+        if !self.release_delay.is_zero() {
+            tokio::time::sleep(self.release_delay).await;
+        }
         let given = self
             .give_row(&request.session, &request.to, Some(&released))
             .await;

@@ -54,6 +54,12 @@ pub struct Link {
     /// `cluster.test_hold_arrivals` (tests only): notified by each hand-over request, awaited
     /// by each adoption between its row taken and its session restored.
     pub(super) hold_arrivals: Option<tokio::sync::Notify>,
+    /// `cluster.test_release_delay_ms` (tests only): how long a release waits before it gives
+    /// the row.
+    pub(super) release_delay: Duration,
+    /// The sessions (by resume-secret hash) this node asked a live holder for and gave up on,
+    /// with when: the holder may have released them just after (`handover.rs`).
+    pub(super) gave_up: std::sync::Mutex<Vec<([u8; 32], std::time::Instant)>>,
     /// The bus of this node, for the policy check on arrival (set by `Cluster::start`).
     pub(super) bus: std::sync::OnceLock<crate::bus::Bus>,
     /// The answers of `lookup` (`book.rs`).

@@ -85,6 +85,7 @@ impl Link {
         .bind(&*self.node)
         .fetch_all(&self.pool)
         .await?;
+        self.take_late_releases(bus).await?;
         if bus.routes_to_other_domains() {
             self.take_gone_gateways(bus).await?;
         }

@@ -127,6 +127,8 @@ impl Cluster {
             draining: tokio::sync::Mutex::new(()),
             arriving: Arc::new(tokio::sync::Mutex::new(())),
             hold_arrivals: config.test_hold_arrivals.then(tokio::sync::Notify::new),
+            release_delay: config.test_release_delay,
+            gave_up: std::sync::Mutex::default(),
             bus: std::sync::OnceLock::new(),
             cache,
             forwards,

@@ -24,6 +24,9 @@ pub struct RawCluster {
     /// waits for a hand-over request to reach this node (at most `HANDOVER_TIMEOUT`) before it
     /// restores the session, so that a request for a session still arriving is deterministic.
     pub test_hold_arrivals: bool,
+    /// Tests only (`tests/it/cluster_handover.rs`): a node releasing a session to another waits
+    /// this long (ms) before it gives the row, so that the asking node has given up by then.
+    pub test_release_delay_ms: u64,
 }
 
 impl Default for RawCluster {
@@ -33,6 +36,7 @@ impl Default for RawCluster {
             node_id: None,
             membership_timeout_ms: 10_000,
             test_hold_arrivals: false,
+            test_release_delay_ms: 0,
         }
     }
 }
@@ -46,6 +50,8 @@ pub struct ClusterConfig {
     pub membership_timeout: Duration,
     /// `cluster.test_hold_arrivals` (tests only).
     pub test_hold_arrivals: bool,
+    /// `cluster.test_release_delay_ms` (tests only).
+    pub test_release_delay: Duration,
 }
 
 /// A node id: what a NATS subject token and a log line can carry.
@@ -100,6 +106,7 @@ impl RawCluster {
             node_id: self.node_id.clone(),
             membership_timeout: Duration::from_millis(self.membership_timeout_ms),
             test_hold_arrivals: self.test_hold_arrivals,
+            test_release_delay: Duration::from_millis(self.test_release_delay_ms),
         }))
     }
 }
