@@ -317,17 +317,23 @@ async fn status(sub: &mut Rt, runtime: &str) -> String {
     v["body"]["value"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn status_notices_reach_subscribers_on_other_nodes() {
-    let c = cluster_with(2, &[LIVE]).await;
+/// A runtime on node 1 whose status a runtime on node 2 subscribed to, its connection then
+/// dropped (`disconnected` seen): the subscriber, the runtime's URL and what it remembers.
+async fn dropped_and_watched(c: &crate::cluster::Cluster) -> (Rt, String, RtMemory) {
     let r = open(&c.nodes[0], "rt-r").await;
     let mut sub = open(&c.nodes[1], "rt-sub").await;
     let runtime = r.url.clone();
     sub.subscribe(&[&format!("{runtime}/status")]).await;
-
-    // Dropped and re-opened on its node.
     let memory = r.drop_connection();
     assert_eq!(status(&mut sub, &runtime).await, "disconnected");
+    (sub, runtime, memory)
+}
+
+#[tokio::test]
+async fn status_notices_reach_subscribers_on_other_nodes() {
+    let c = cluster_with(2, &[LIVE]).await;
+    // Dropped and re-opened on its node.
+    let (mut sub, runtime, memory) = dropped_and_watched(&c).await;
     let (r, code, _) = reopen(&c.nodes[0], &memory, json!({})).await;
     assert_eq!(code, 200);
     assert_eq!(status(&mut sub, &runtime).await, "live");
@@ -372,12 +378,7 @@ async fn a_session_released_after_the_asking_node_gave_up_expires_there() {
         env
     })
     .await;
-    let r = open(&c.nodes[0], "rt-r").await;
-    let mut sub = open(&c.nodes[1], "rt-sub").await;
-    let runtime = r.url.clone();
-    sub.subscribe(&[&format!("{runtime}/status")]).await;
-    let memory = r.drop_connection();
-    assert_eq!(status(&mut sub, &runtime).await, "disconnected");
+    let (mut sub, runtime, memory) = dropped_and_watched(&c).await;
 
     let (_, code, _) = reopen(&c.nodes[1], &memory, json!({})).await;
     assert_eq!(code, 503, "node 2 gave up");

@@ -133,6 +133,25 @@ async fn bodies(b: &mut BridgeCluster, n: usize) -> Vec<String> {
     got
 }
 
+/// Says `m<i>` (transaction `t<i>`) for each `i` of `range` into `room`, through node `i % 2`.
+async fn say_through_both(
+    addrs: [std::net::SocketAddr; 2],
+    alice: &str,
+    room: &str,
+    range: std::ops::RangeInclusive<usize>,
+) {
+    for i in range {
+        say(
+            addrs[i % 2],
+            alice,
+            room,
+            &format!("t{i}"),
+            &format!("m{i}"),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_feeder_that_loses_its_lock_stops_and_each_message_is_answered_once() {
     let key = "rethink.connector-feed.echo";
@@ -146,44 +165,17 @@ async fn a_feeder_that_loses_its_lock_stops_and_each_message_is_answered_once() 
     let until =
         |n: usize| move |t: &[String]| t.last().is_some_and(|l| *l == format!("echo: m{n}"));
 
-    for i in 1..=2 {
-        say(
-            addrs[i % 2],
-            &alice,
-            &room,
-            &format!("t{i}"),
-            &format!("m{i}"),
-        )
-        .await;
-    }
+    say_through_both(addrs, &alice, &room, 1..=2).await;
     bot_texts_until(addrs[0], &alice, &room, until(2)).await;
     let calls = [calls_by(&c.nodes[0]).await, calls_by(&c.nodes[1]).await];
     let feeder = usize::from(calls[1] > calls[0]);
 
     // Its lock connection is terminated; messages said meanwhile, through both nodes.
     let backends = terminate_holder(&c.db, key).await;
-    for i in 3..=5 {
-        say(
-            addrs[i % 2],
-            &alice,
-            &room,
-            &format!("t{i}"),
-            &format!("m{i}"),
-        )
-        .await;
-    }
+    say_through_both(addrs, &alice, &room, 3..=5).await;
     until_the_old_holder_queues_again(&c.db, key, backends).await;
     let other_before = calls_by(&c.nodes[1 - feeder]).await;
-    for i in 6..=7 {
-        say(
-            addrs[i % 2],
-            &alice,
-            &room,
-            &format!("t{i}"),
-            &format!("m{i}"),
-        )
-        .await;
-    }
+    say_through_both(addrs, &alice, &room, 6..=7).await;
     let texts = bot_texts_until(addrs[0], &alice, &room, until(7)).await;
     assert_eq!(texts, echoes(7), "every message answered once, in order");
     assert!(
