@@ -27,11 +27,16 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rethink_proto::{AddressRef, Envelope, MessageType};
 use tokio::sync::mpsc;
 
-use super::remote::{RemoteHolders, RemoteTarget};
+use super::remote::{RemoteHolders, RemoteSession, RemoteTarget};
 use super::{Bus, Origin, Pending, RouteError, Session};
 use crate::auth::Identity;
 use crate::locks::{lock, read, write};
 use crate::store::StoreOp;
+
+/// The other domains of a route whose gateway is another node's (`Bus::open_gateways`): by
+/// domain, that gateway and the runtime URL it was found by (`None`: none anywhere), or the
+/// lookup's error.
+pub(super) type Elsewhere = Vec<(String, Result<Option<(RemoteSession, String)>, RouteError>)>;
 
 /// At most this many domains have a gateway opened on first use (a message naming yet another
 /// domain is answered 404, no route).
@@ -154,13 +159,16 @@ impl Bus {
     }
 
     /// Opens the gateway session of every other domain `env` names that has none yet (with
-    /// cross-domain routing on).
-    pub(super) async fn open_gateways(&self, env: &Envelope, origin: &Origin) {
+    /// cross-domain routing on). In a cluster, a domain whose gateway is another node's is not
+    /// opened here: returned with that gateway (or the lookup's error), for the route to forward
+    /// to it (`Bus::remote_holders`), so that it is looked up once per route.
+    pub(super) async fn open_gateways(&self, env: &Envelope, origin: &Origin) -> Elsewhere {
+        let mut elsewhere = Elsewhere::new();
         let Some(starter) = self.inner.gateways.starter.get() else {
-            return;
+            return elsewhere;
         };
         if matches!(origin, Origin::Node { .. }) {
-            return;
+            return elsewhere;
         }
         for to in env.to() {
             let Ok(addr) = AddressRef::parse(to) else {
@@ -171,15 +179,21 @@ impl Bus {
                 continue;
             }
             let domain = remote_domain(addr.authority());
-            if domain.is_empty() || self.gateway(domain).is_some() {
+            if domain.is_empty()
+                || self.gateway(domain).is_some()
+                || elsewhere.iter().any(|(d, _)| d == domain)
+            {
                 continue;
             }
-            // In a cluster, another node's gateway (or node session) of the domain serves it:
-            // the route forwards to it (`Bus::remote_holders`).
-            if let Some(remote) = self.remote() {
-                match self.gateway_elsewhere(&*remote, domain).await {
+            // In a cluster, another node's gateway (or node session) of the domain serves it.
+            let remote = self.remote();
+            if let Some(remote) = &remote {
+                match self.gateway_elsewhere(&**remote, domain).await {
                     Ok(None) => {}
-                    Ok(Some(_)) | Err(_) => continue,
+                    found => {
+                        elsewhere.push((domain.to_owned(), found));
+                        continue;
+                    }
                 }
             }
             if read(&self.inner.gateways.by_domain).len() >= MAX_GATEWAYS {
@@ -195,16 +209,19 @@ impl Bus {
                     tracing::info!(domain, "gateway to another domain opened");
                     let _ = starter.send(domain.to_owned());
                 }
-                // Opened meanwhile by another message, or by another node (the route looks it
-                // up there, afresh).
+                // Opened meanwhile by another message, or by another node: looked up there
+                // afresh.
                 Err(RouteError::Conflict(_)) => {
-                    if let Some(remote) = self.remote() {
+                    if let Some(remote) = &remote {
                         remote.forget_lookups();
+                        let found = self.gateway_elsewhere(&**remote, domain).await;
+                        elsewhere.push((domain.to_owned(), found));
                     }
                 }
                 Err(e) => tracing::warn!(domain, error = %e, "no gateway to another domain"),
             }
         }
+        elsewhere
     }
 
     /// In a cluster, the session of another node that is `domain`'s gateway (our way out to
@@ -213,7 +230,7 @@ impl Bus {
         &self,
         remote: &dyn super::remote::Remote,
         domain: &str,
-    ) -> Result<Option<(super::remote::RemoteSession, String)>, RouteError> {
+    ) -> Result<Option<(RemoteSession, String)>, RouteError> {
         for url in [
             self.gateway_runtime_url(domain),
             self.node_runtime_url(domain),

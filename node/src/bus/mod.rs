@@ -550,13 +550,13 @@ impl Bus {
         let started = Instant::now();
         let (envelope, origin) = (permit.envelope, permit.origin);
         let mut report = RouteReport::default();
-        self.open_gateways(envelope, origin).await;
+        let elsewhere = self.open_gateways(envelope, origin).await;
         // Lookups, local pushes and forwards see one side of a hand-over (`handover.rs`).
         let _gate = match self.remote() {
             Some(_) => Some(self.inner.route_gate.read().await),
             None => None,
         };
-        let holders = self.remote_holders(envelope.to(), origin).await;
+        let holders = self.remote_holders(envelope.to(), origin, &elsewhere).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {

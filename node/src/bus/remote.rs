@@ -213,12 +213,14 @@ impl Bus {
     }
 
     /// The remote holders of each recipient of a route from `origin` (`None`: local only). An
-    /// address of another domain is held by that domain's gateway on another node, when there
-    /// is none here; a publication of a domain's node, by the subscribers to it anywhere.
+    /// address of another domain is held by that domain's gateway on another node, as
+    /// `Bus::open_gateways` found it (`elsewhere`); a publication of a domain's node, by the
+    /// subscribers to it anywhere.
     pub(super) async fn remote_holders(
         &self,
         recipients: impl Iterator<Item = &str>,
         origin: &super::Origin,
+        elsewhere: &super::gateways::Elsewhere,
     ) -> Vec<Option<Result<RemoteHolders, RouteError>>> {
         let Some(remote) = self.remote() else {
             return Vec::new();
@@ -245,19 +247,19 @@ impl Bus {
                 super::Origin::Node { domain: from, .. } if foreign.is_in_domain(from) => {
                     Some(remote.lookup(to).await)
                 }
-                _ if self.gateway(domain).is_none() => Some(
-                    self.gateway_elsewhere(&*remote, domain)
-                        .await
-                        .map(|found| match found {
+                _ => elsewhere
+                    .iter()
+                    .find(|(d, _)| d == domain)
+                    .map(|(_, found)| {
+                        found.clone().map(|found| match found {
                             Some((owner, via)) => RemoteHolders {
                                 owner: Some(owner),
                                 via: Some(via),
                                 ..RemoteHolders::default()
                             },
                             None => RemoteHolders::default(),
-                        }),
-                ),
-                _ => None,
+                        })
+                    }),
             });
         }
         out
