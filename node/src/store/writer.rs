@@ -237,6 +237,8 @@ struct Later {
     acked: Option<u64>,
     /// A `DeleteSession` comes later in the batch.
     deleted: bool,
+    /// Highest `Handled` cseq later in the batch.
+    handled: Option<u64>,
 }
 
 impl Later {
@@ -249,7 +251,10 @@ impl Later {
 /// Prepares a batch for [`SessionStore::apply`]: strips `Flush` ops and `durable` notifiers
 /// (returned, to be fired after the commit), and drops, per session, the `Enqueue`s and `Ack`s
 /// that a later `Ack` (with a seq at least as high) or `DeleteSession` in the same batch makes
-/// useless. The order of the remaining ops is kept.
+/// useless, and the `Handled`s that a later one of the same session (with a cseq at least as
+/// high) makes useless: a node session's messages come as (`Enqueue`, `Handled`) pairs, and
+/// without their `Handled`s between them the `Enqueue`s make one multi-row statement. The order
+/// of the remaining ops is kept.
 fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<Notifier> {
     let mut notifiers = Vec::new();
     let mut later: HashMap<SessionKey, Later> = HashMap::new();
@@ -272,6 +277,14 @@ fn coalesce(batch: &mut Vec<StoreOp>) -> Vec<Notifier> {
                     keep[i] = false;
                 } else {
                     l.acked = Some(*seq);
+                }
+            }
+            StoreOp::Handled { session, cseq } => {
+                let l = later.entry(session.clone()).or_default();
+                if l.handled.is_some_and(|h| h >= *cseq) {
+                    keep[i] = false;
+                } else {
+                    l.handled = Some(*cseq);
                 }
             }
             StoreOp::DeleteSession { id } => later.entry(id.clone()).or_default().deleted = true,
@@ -692,6 +705,36 @@ mod tests {
                 "create c",
                 "enqueue c 1 durable=false",
                 "ack b 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn coalesce_keeps_the_last_handled_of_each_session() {
+        let handled = |id: &str, cseq| StoreOp::Handled {
+            session: key(id),
+            cseq,
+        };
+        let mut batch = vec![
+            enqueue("n", 1),
+            handled("n", 1),
+            enqueue("n", 2),
+            handled("m", 7),
+            handled("n", 2),
+            enqueue("n", 3),
+            handled("n", 3),
+            handled("m", 5),
+        ];
+        coalesce(&mut batch);
+        assert_eq!(
+            batch.iter().map(describe).collect::<Vec<_>>(),
+            vec![
+                "enqueue n 1 durable=false",
+                "enqueue n 2 durable=false",
+                "handled m 7",
+                "enqueue n 3 durable=false",
+                "handled n 3",
+                "handled m 5",
             ]
         );
     }

@@ -276,6 +276,25 @@ pub(super) async fn batch_with_everything_interleaved(place: Place) -> anyhow::R
     for table in ["outbox", "session_addresses"] {
         assert_eq!(opened.rows_of(table, "s3").await?, 0, "{table}");
     }
+    // One run of entries and acks of two sessions (the bus's hot path, a few statements).
+    store
+        .apply(&[
+            enqueue("s1", 3),
+            enqueue("s2", 7),
+            ack("s1", 2),
+            ack("s2", 5),
+            ack("s1", 1),
+            enqueue("s2", 8),
+            enqueue("s2", 4), // at or below the ack: not written
+        ])
+        .await?;
+    let sessions = store.load_sessions().await?;
+    let (s1, s2) = (&sessions[1], &sessions[2]);
+    assert_eq!((s1.acked_seq, seqs(s1)), (2, vec![3]));
+    assert_eq!((s2.acked_seq, seqs(s2)), (5, vec![6, 7, 8]));
+    // The acknowledged entries are gone from the table, not only from what is loaded.
+    assert_eq!(opened.rows_of("outbox", "s1").await?, 1);
+    assert_eq!(opened.rows_of("outbox", "s2").await?, 3);
     opened.close().await;
     Ok(())
 }
