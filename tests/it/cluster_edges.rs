@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::cluster::{cluster, cluster_with, metric, not_to_bob_policies, open, wait_for_metric};
-use crate::support::{DOMAIN, NodeProcess, Rt};
+use crate::support::{DOMAIN, NodeProcess, Rt, sm_endpoint};
 
 async fn connect(node: &NodeProcess, name: &str) -> Rt {
     let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
@@ -96,6 +96,50 @@ async fn the_sessions_of_a_dead_node_are_published_expired() {
         expect_expired(w, &bob.url).await;
         w.expect_nothing_queued().await;
     }
+}
+
+/// Subscribes `watcher` to the status of each of `runtimes`; the status the answer carries.
+async fn status_answer(watcher: &mut Rt, runtimes: &[&str]) -> Value {
+    let resources: Vec<String> = runtimes.iter().map(|r| format!("{r}/status")).collect();
+    let answer = watcher
+        .request(
+            json!({"type": "subscribe", "from": format!("{}/sm", watcher.url),
+            "to": sm_endpoint(), "body": {"resources": resources}}),
+        )
+        .await;
+    assert_eq!(answer["body"]["code"], 200, "{answer}");
+    answer["body"]["value"]["status"].clone()
+}
+
+/// The answer to a `subscribe` naming `<runtime URL>/status` of a runtime whose session
+/// another node holds carries that node's view: `live` while connected there, `disconnected`
+/// once its connection is lost and once that node is killed (its session waits to be re-opened
+/// elsewhere). A runtime with no session anywhere is `expired`.
+#[tokio::test]
+async fn a_subscription_gets_the_status_a_runtime_has_on_its_node() {
+    let mut c = cluster(2).await;
+    let bob = open(&c.nodes[1], "rt-bob").await;
+    let mut watcher = open(&c.nodes[0], "rt-watcher").await;
+    let nobody = format!("hyperty-runtime://{DOMAIN}/rt-nobody");
+    let bob_url = bob.url.clone();
+    assert_eq!(
+        status_answer(&mut watcher, &[&bob_url, &nobody]).await,
+        json!({ &bob_url: "live", &nobody: "expired" })
+    );
+
+    let _memory = bob.drop_connection();
+    let update = watcher.recv().await;
+    assert_eq!(update["body"]["value"], "disconnected", "{update}");
+    assert_eq!(
+        status_answer(&mut watcher, &[&bob_url]).await,
+        json!({ &bob_url: "disconnected" })
+    );
+
+    c.nodes[1].kill().await;
+    assert_eq!(
+        status_answer(&mut watcher, &[&bob_url]).await,
+        json!({ &bob_url: "disconnected" })
+    );
 }
 
 /// A message refused on arrival by the receiving node (its policies, or the sending session

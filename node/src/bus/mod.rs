@@ -90,6 +90,9 @@ pub(crate) struct Pending {
     /// A node session's message numbered with a `cseq` (`handled.rs`): its frames are held
     /// until they are committed with that `cseq`.
     handled: Option<handled::Handled>,
+    /// The status of runtimes held by other nodes, for a `subscribe` to their status
+    /// (`status.rs`), asked before the route.
+    statuses: status::RemoteStatuses,
 }
 
 /// One recipient that was not served.
@@ -557,6 +560,7 @@ impl Bus {
             None => None,
         };
         let holders = self.remote_holders(envelope.to(), origin, &elsewhere).await;
+        pending.statuses = self.remote_statuses(envelope).await;
         for (i, to) in envelope.to().enumerate() {
             if let Some(pos) = permit.refused.iter().position(|(r, _)| *r == i) {
                 report.failures.push(RouteFailure {

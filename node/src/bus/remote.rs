@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use rethink_proto::AddressRef;
 
-use super::{Bus, Pending, RouteError, RouteFailure, Session};
+use super::{Bus, Pending, RouteError, RouteFailure, RuntimeStatus, Session};
 use crate::locks::{read, write};
 use crate::store::PersistedSession;
 
@@ -112,6 +112,13 @@ pub trait Remote: Send + Sync + std::fmt::Debug + 'static {
         &self,
         token_hash: [u8; 32],
     ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>>;
+    /// The status of those of `runtimes` whose session another node holds, as that node sees
+    /// it (a gone node's: `disconnected`, they wait to be resumed elsewhere); a runtime no
+    /// session holds is left out.
+    fn runtime_status<'a>(
+        &'a self,
+        runtimes: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>>;
     /// Forgets the answers kept of earlier lookups (a session arrived or left this node).
     fn forget_lookups(&self);
     /// Moves the messages other nodes queued for `session` (now held here) into its outbox.

@@ -357,7 +357,7 @@ impl Bus {
             }
         });
         let mut value = json!({ "resources": resources });
-        if subscribe && let Some(status) = self.current_status(&resources) {
+        if subscribe && let Some(status) = self.current_status(&resources, &pending.statuses) {
             value["status"] = status;
         }
         Ok(ok(env, at, value))

@@ -12,16 +12,21 @@
 //! a `subscribe` naming `<runtime URL>/status` carries the runtime's current status in
 //! `body.value.status` (`{<runtime URL>: "live" | "disconnected" | "expired"}`, [`Bus::current_status`]):
 //! `live` while a connection is attached, `disconnected` while the session waits in its resume
-//! window (after a node restart, until the runtime resumes), `expired` without a session.
+//! window (after a node restart, until the runtime resumes), `expired` without a session. In a
+//! cluster, a runtime whose session another node holds gets that node's view, asked before the
+//! route ([`Bus::remote_statuses`], `crate::cluster`'s `status.rs`); a runtime the cluster could
+//! not tell about (its database or the holder unreachable) is left out of the answer rather than
+//! called `expired`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rethink_proto::Envelope;
+use rethink_proto::{Envelope, MessageType};
 
 use super::remote::{Forwarded, NODE_NOTICE, RemoteTarget};
 use super::session::Session;
-use super::{Bus, Pending};
+use super::{Bus, Endpoint, Pending};
 use crate::locks::lock;
 
 /// A runtime's status, as published.
@@ -42,37 +47,129 @@ impl RuntimeStatus {
     }
 }
 
+/// The status of runtimes no session of this node holds, asked of the other nodes before a
+/// route: by runtime URL, the holder's view, or `None` when the cluster could not tell. A
+/// runtime absent from it has no session anywhere.
+pub(super) type RemoteStatuses = HashMap<String, Option<RuntimeStatus>>;
+
+/// What this node knows of an address asked about as a runtime.
+enum Here {
+    /// A session of this node holds the runtime.
+    Held(RuntimeStatus),
+    /// The address belongs to a session of this node, and is not its runtime URL.
+    NotARuntime,
+    /// No session of this node holds it.
+    Elsewhere,
+}
+
+impl RuntimeStatus {
+    /// The status named `name` (as published).
+    pub fn parse(name: &str) -> Option<RuntimeStatus> {
+        [
+            RuntimeStatus::Live,
+            RuntimeStatus::Disconnected,
+            RuntimeStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
 impl Bus {
-    /// The current status of each runtime of this domain whose `<runtime URL>/status` is in
-    /// `resources`, as a JSON object by runtime URL; `None` when there is none.
-    pub(super) fn current_status(&self, resources: &[String]) -> Option<serde_json::Value> {
-        let prefix = format!("hyperty-runtime://{}/", self.inner.domain);
-        let mut found = serde_json::Map::new();
-        for r in resources {
-            let Some(runtime) = r.strip_suffix("/status") else {
-                continue;
-            };
-            if !runtime.starts_with(&prefix) {
-                continue;
+    fn status_here(&self, runtime: &str) -> Here {
+        match self.inner.book.owner_of(runtime) {
+            Some(s) if **s.runtime_url() == *runtime => {
+                let st = lock(&s.state);
+                Here::Held(if st.ended {
+                    RuntimeStatus::Expired
+                } else if st.attachment.is_some() {
+                    RuntimeStatus::Live
+                } else {
+                    RuntimeStatus::Disconnected
+                })
             }
-            let status = match self.inner.book.owner_of(runtime) {
-                Some(s) if **s.runtime_url() == *runtime => {
-                    let st = lock(&s.state);
-                    if st.ended {
-                        RuntimeStatus::Expired
-                    } else if st.attachment.is_some() {
-                        RuntimeStatus::Live
-                    } else {
-                        RuntimeStatus::Disconnected
-                    }
-                }
-                // An address of another session, not a runtime: no status.
-                Some(_) => continue,
-                None => RuntimeStatus::Expired,
+            Some(_) => Here::NotARuntime,
+            None => Here::Elsewhere,
+        }
+    }
+
+    /// The runtimes of this domain whose `<runtime URL>/status` is in `resources`.
+    fn status_runtimes<'r>(&self, resources: &'r [String]) -> impl Iterator<Item = &'r str> {
+        let prefix = format!("hyperty-runtime://{}/", self.inner.domain);
+        resources.iter().filter_map(move |r| {
+            r.strip_suffix("/status")
+                .filter(|runtime| runtime.starts_with(&prefix))
+        })
+    }
+
+    /// The current status of each runtime of this domain whose `<runtime URL>/status` is in
+    /// `resources`, as a JSON object by runtime URL; `None` when there is none. `remote`: what
+    /// the other nodes said of the runtimes no session here holds.
+    pub(super) fn current_status(
+        &self,
+        resources: &[String],
+        remote: &RemoteStatuses,
+    ) -> Option<serde_json::Value> {
+        let mut found = serde_json::Map::new();
+        for runtime in self.status_runtimes(resources) {
+            let status = match self.status_here(runtime) {
+                Here::Held(status) => status,
+                Here::NotARuntime => continue,
+                Here::Elsewhere => match remote.get(runtime) {
+                    Some(Some(status)) => *status,
+                    Some(None) => continue,
+                    None => RuntimeStatus::Expired,
+                },
             };
             found.insert(runtime.to_owned(), status.as_str().into());
         }
         (!found.is_empty()).then_some(serde_json::Value::Object(found))
+    }
+
+    /// The status of each of `runtimes` that a session of this node holds, as this node sees
+    /// it (the others are left out): what another node of the cluster asks.
+    pub fn local_status(&self, runtimes: &[String]) -> Vec<(String, RuntimeStatus)> {
+        runtimes
+            .iter()
+            .filter_map(|r| match self.status_here(r) {
+                Here::Held(status) => Some((r.clone(), status)),
+                Here::NotARuntime | Here::Elsewhere => None,
+            })
+            .collect()
+    }
+
+    /// Before routing `env`: when it is a `subscribe` to the subscription manager naming
+    /// `<runtime URL>/status` of runtimes no session here holds, and other nodes serve the
+    /// domain, their status there. Empty otherwise (nothing asked).
+    pub(super) async fn remote_statuses(&self, env: &Envelope) -> RemoteStatuses {
+        let mut out = RemoteStatuses::new();
+        if *env.kind() != MessageType::Subscribe
+            || !env
+                .to()
+                .any(|to| self.inner.endpoints.classify(to) == Some(Endpoint::Subscriptions))
+        {
+            return out;
+        }
+        let Some(remote) = self.remote() else {
+            return out;
+        };
+        let resources = Self::subscription_resources(env).unwrap_or_default();
+        let asked: Vec<String> = self
+            .status_runtimes(&resources)
+            .filter(|r| matches!(self.status_here(r), Here::Elsewhere))
+            .map(str::to_owned)
+            .collect();
+        if asked.is_empty() {
+            return out;
+        }
+        match remote.runtime_status(&asked).await {
+            Ok(told) => out.extend(told.into_iter().map(|(r, s)| (r, Some(s)))),
+            Err(e) => {
+                tracing::warn!(error = %e, "the status of runtimes on other nodes is left out of a subscription's answer");
+                out.extend(asked.into_iter().map(|r| (r, None)));
+            }
+        }
+        out
     }
 
     /// Publishes `status` of `session`'s runtime to the subscribers of `<runtime URL>/status`,

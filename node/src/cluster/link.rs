@@ -28,7 +28,7 @@ use crate::bus::remote::{
     Adopted, Arrival, Claimed, Forwarded, Remote, RemoteHolders, RemoteSession, RemoteTarget,
     RuntimeClaim,
 };
-use crate::bus::{Denied, RouteError, RouteFailure, Session, owner_candidates};
+use crate::bus::{Denied, RouteError, RouteFailure, RuntimeStatus, Session, owner_candidates};
 
 /// The subject node `node` listens on.
 pub fn subject(node: &str) -> String {
@@ -336,6 +336,13 @@ impl Remote for Link {
                 .await
                 .map_err(|e| db_down(&e))
         })
+    }
+
+    fn runtime_status<'a>(
+        &'a self,
+        runtimes: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>> {
+        Box::pin(self.runtime_status_inner(runtimes))
     }
 
     fn forget_lookups(&self) {

@@ -10,7 +10,8 @@
 //! takes the session over (`adopt.rs`, `membership.rs`); a runtime of a live node re-opening
 //! elsewhere has its session handed over (`handover.rs`: the holder releases it on request). Each node keeps the answers of its
 //! lookups in the other nodes' address books; a node whose book grew tells the others to
-//! forget theirs before it answers its runtime (`book.rs`, `directory.rs`).
+//! forget theirs before it answers its runtime (`book.rs`, `directory.rs`). A node asks the
+//! holder of a runtime for its status when a subscription's answer needs it (`status.rs`).
 //!
 //! The policy, stub and application-service directories are each node's own; a reload on one
 //! node reaches the others ([`reloads`]).
@@ -37,6 +38,7 @@ mod notices;
 pub mod presence;
 mod refusal;
 pub mod reloads;
+mod status;
 pub mod stream;
 pub mod typing;
 
@@ -164,6 +166,13 @@ impl Cluster {
                 subject: handover::handover_subject(&link.node),
                 source,
             })?;
+        let status = Arc::clone(&link)
+            .listen_status(bus.clone(), stop.clone())
+            .await
+            .map_err(|source| ClusterError::Subscribe {
+                subject: status::status_subject(&link.node),
+                source,
+            })?;
         let jobs = crate::locks::lock(&link.forward_jobs).take();
         let forwarder =
             jobs.map(|jobs| tokio::spawn(Arc::clone(&link).run_forwarder(jobs, stop.clone())));
@@ -177,7 +186,7 @@ impl Cluster {
         Ok(Cluster {
             link,
             stop,
-            tasks: [receiver, membership, directory, handover]
+            tasks: [receiver, membership, directory, handover, status]
                 .into_iter()
                 .chain(forwarder)
                 .collect(),
