@@ -143,6 +143,38 @@ async fn a_hyperty_on_a_reaches_a_hyperty_on_b_and_gets_its_response() {
     assert_eq!(bob.recv().await["body"]["n"], 2);
 }
 
+/// A message for another domain is committed in its gateway's outbox at once: its sender's
+/// next frame is read without waiting for the group-commit delay (nothing but the commit
+/// settles a gateway's frames). With a one-minute delay on A, a sender that waited for it
+/// would not get its next message across in time.
+#[tokio::test]
+async fn a_sender_to_another_domain_does_not_wait_for_the_group_commit_delay() {
+    let (aa, ab) = (free_addr(), free_addr());
+    let b = node(B, ab, &[(A, aa)]).await;
+    let a = node_with(A, aa, &[(B, ab)], |c| {
+        c.store.commit_delay = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
+    let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
+        .await;
+    let first = bob
+        .try_recv(FIRST)
+        .await
+        .expect("the PING through B's stub");
+    assert_eq!(first["body"]["n"], 1);
+    for n in 2..=4 {
+        alice
+            .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))
+            .await;
+    }
+    for n in 2..=4 {
+        assert_eq!(bob.recv().await["body"]["n"], n);
+    }
+}
+
 #[tokio::test]
 async fn b_decides_messages_from_a_with_its_own_policies_as_transport_node() {
     let policies = crate::support::policy_dir(

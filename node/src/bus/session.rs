@@ -56,6 +56,9 @@ pub(crate) struct State {
     /// Ended here because another node takes it over (`bus/handover.rs`): a route that still
     /// finds it here forwards to it through the cluster instead of failing.
     pub(crate) handed_over: bool,
+    /// Its connection does not settle the frames it takes, only their commit does (the gateway
+    /// of another domain: [`Session::settled_by_commit`]).
+    pub(crate) commit_settles: bool,
 }
 
 /// One runtime's session.
@@ -112,6 +115,7 @@ impl Session {
                 subscriptions: Vec::new(),
                 ended: false,
                 handed_over: false,
+                commit_settles: false,
             }),
             notify: Notify::new(),
             room: Notify::new(),
@@ -177,7 +181,7 @@ impl Session {
     }
 
     /// Appends a frame to the outbox, within its bounds. Returns its seq and whether a
-    /// connection is attached.
+    /// connection is attached that settles the frames it takes.
     pub(crate) fn push(
         &self,
         json: Arc<str>,
@@ -189,11 +193,20 @@ impl Session {
         }
         let seq = st.outbox.push(json, settle)?;
         let connected = st.attachment.is_some();
+        let settles = connected && !st.commit_settles;
         drop(st);
         if connected {
             self.notify.notify_one();
         }
-        Ok((seq, connected))
+        Ok((seq, settles))
+    }
+
+    /// From now on only their commit settles the frames pushed to this session, whatever its
+    /// connection does: [`Session::push`] says they are not settled by a connection, so the
+    /// route commits them at once instead of after the group-commit delay (the gateway of
+    /// another domain, whose pump acknowledges what the stub holds and settles nothing).
+    pub(crate) fn settled_by_commit(&self) {
+        lock(&self.state).commit_settles = true;
     }
 
     /// Appends a frame not written before [`Session::release`] (nor any after it). Returns its

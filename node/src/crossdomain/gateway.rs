@@ -135,6 +135,9 @@ async fn run_domain(ctx: Ctx, domain: String) {
         ..ctx
     };
     let bus = &ctx.bus;
+    // The pump settles nothing (the stub's store, then the outbox's commit, hold a message):
+    // the senders' frames are committed at once, not after the group-commit delay.
+    session.settled_by_commit();
     let mut connection = bus.next_connection_id();
     let _ = bus.attach(&session, connection, None).await;
     let origin = Origin::Node {
@@ -377,6 +380,7 @@ async fn start_stub(
         "token",
         "listen",
         "queue_max",
+        "queue_max_bytes",
         "deliver_timeout_ms",
         "domain",
     ];
@@ -400,6 +404,13 @@ async fn start_stub(
     ));
     config.push(("domain".into(), domain.to_owned()));
     let mut spec = StubSpec::new(format!("xdomain-{domain}"));
+    // What it holds for D in memory, bounded by its memory whatever `queue_limit` says: each
+    // message is held about twice over (a queue past its memory trapped the instance, and
+    // every restart loaded the stored queue again).
+    config.push((
+        "queue_max_bytes".into(),
+        (spec.memory_bytes / 4).to_string(),
+    ));
     spec.config = config;
     spec.addresses = addresses;
     spec.allow = stub.origins.clone();

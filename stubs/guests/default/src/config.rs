@@ -27,6 +27,9 @@ pub(crate) struct Config {
     pub(crate) stub: String,
     pub(crate) listen: Vec<String>,
     pub(crate) queue_max: usize,
+    /// The bytes (JSON text) of the queued and unconfirmed messages, at most: the instance
+    /// holds each in memory about twice over.
+    pub(crate) queue_max_bytes: usize,
     pub(crate) ack_every: u64,
     pub(crate) ack_delay_ms: u64,
     pub(crate) backoff_min_ms: u64,
@@ -90,6 +93,8 @@ impl Config {
                 .unwrap_or_default(),
             token: get("token").map(str::to_owned),
             queue_max: usize::try_from(number("queue_max", 1024, 1)?).unwrap_or(usize::MAX),
+            queue_max_bytes: usize::try_from(number("queue_max_bytes", 4 << 20, 1)?)
+                .unwrap_or(usize::MAX),
             ack_every: number("ack_every", 32, 1)?,
             ack_delay_ms: number("ack_delay_ms", 20, 0)?,
             backoff_min_ms,

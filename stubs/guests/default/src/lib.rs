@@ -12,8 +12,10 @@
 //! - `stub`: this stub's URL, written into `body.via` of every message it hands to the bus;
 //!   default `<runtime>/protostub/default`.
 //! - `listen`: comma-separated addresses `init` adds listeners for (default none).
-//! - `queue_max` (1024), `ack_every` (32), `ack_delay_ms` (20), `backoff_min_ms` (100),
-//!   `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
+//! - `queue_max` (1024), `queue_max_bytes` (4194304: the JSON text of the queued and unconfirmed
+//!   messages; each is held in the instance's memory about twice over, so this keeps a queue of
+//!   large messages within a 16 MiB instance), `ack_every` (32), `ack_delay_ms` (20),
+//!   `backoff_min_ms` (100), `backoff_max_ms` (30000), `handshake_timeout_ms` (10000).
 //! - `report_held` (`true`): `false` ignores the host's `gseq` (below) and writes no `g`, as a
 //!   stub that does not know that contract would (the node's gateway then counts on what the
 //!   node confirms; its tests use it).
@@ -59,8 +61,9 @@
 //!   with its outbox: the stub opens a new one.
 //! - Bus to node: a message taken by `on-message` is numbered (top-level `cseq`, increasing
 //!   for the stub's whole life) and stored in the kv store (`out/<cseq>`, `store.rs`) before it
-//!   is taken; when it cannot be stored, or the queue (`queue_max`, with the unconfirmed ones)
-//!   is full, the sender gets a `response` 503 at once. Stored messages are written to the
+//!   is taken; when it cannot be stored, or the queue (`queue_max` messages or
+//!   `queue_max_bytes`, with the unconfirmed ones) is full, the sender gets a `response` 503 at
+//!   once. Stored messages are written to the
 //!   node in order, now or after the next `open` / `re-open`. The node drops a message whose
 //!   `cseq` is not above the highest it handled for the session, so sending again is safe. A
 //!   `sync` to `mn:/session` (one at a time, while messages wait for confirmation) is answered

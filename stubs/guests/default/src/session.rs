@@ -77,6 +77,8 @@ pub(crate) struct Session {
     queue: VecDeque<Out>,
     /// Bus messages written to the socket that the node has not yet confirmed handled.
     unconfirmed: VecDeque<Out>,
+    /// The bytes of the texts in `queue` and `unconfirmed` (bounded by `queue_max_bytes`).
+    queued_bytes: usize,
     /// The last `cseq` given to a message.
     last_cseq: u64,
     /// The highest `cseq` the node confirmed handled (its stored message is gone).
@@ -114,6 +116,7 @@ impl Session {
             }
         }
         let last_cseq = queue.back().map_or(confirmed, |o| o.cseq.max(confirmed));
+        let queued_bytes = queue.iter().map(|o| o.text.len()).sum();
         if !queue.is_empty() {
             io.log(
                 Level::Info,
@@ -147,6 +150,7 @@ impl Session {
             inbound: VecDeque::new(),
             queue,
             unconfirmed: VecDeque::new(),
+            queued_bytes,
             last_cseq,
             confirmed,
             g_max,
@@ -508,6 +512,7 @@ impl Session {
             .drain(..)
             .chain(self.queue.drain(..))
             .collect();
+        self.queued_bytes = 0;
         self.confirmed = self.last_cseq;
         self.save(io, 0);
         for out in dropped {

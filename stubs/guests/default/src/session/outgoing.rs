@@ -45,17 +45,21 @@ impl Session {
             self.save(io, self.acked);
             return;
         }
-        if self.queue.len() + self.unconfirmed.len() >= self.cfg.queue_max {
+        let cseq = self.last_cseq + 1;
+        msg.set_extra("cseq", &cseq.to_string());
+        let text = msg.to_json();
+        let full = self.queue.len() + self.unconfirmed.len() >= self.cfg.queue_max
+            || (self.queued_bytes > 0
+                && self.queued_bytes + text.len() > self.cfg.queue_max_bytes);
+        if full {
             let why = format!("the queue to {} is full", self.cfg.peer);
             self.answer(io, &msg, 503, &why);
             self.taken(io, g);
             return;
         }
-        let cseq = self.last_cseq + 1;
-        msg.set_extra("cseq", &cseq.to_string());
         let out = Out {
             cseq,
-            text: msg.to_json(),
+            text,
             msg,
             taken_ms: io.now_ms(),
         };
@@ -69,6 +73,7 @@ impl Session {
             return;
         }
         self.last_cseq = cseq;
+        self.queued_bytes += out.text.len();
         if let Some(g) = g {
             self.g_max = g;
         }
@@ -126,6 +131,7 @@ impl Session {
             due.extend(late);
         }
         for out in due {
+            self.queued_bytes = self.queued_bytes.saturating_sub(out.text.len());
             store::remove(io, out.cseq);
             self.answer(io, &out.msg, 504, &why);
         }
@@ -165,13 +171,16 @@ impl Session {
         }
         self.confirmed = cseq.min(self.last_cseq);
         self.save(io, self.acked);
+        let mut freed = 0;
         for q in [&mut self.unconfirmed, &mut self.queue] {
             while q.front().is_some_and(|o| o.cseq <= cseq) {
                 if let Some(o) = q.pop_front() {
+                    freed += o.text.len();
                     store::remove(io, o.cseq);
                 }
             }
         }
+        self.queued_bytes = self.queued_bytes.saturating_sub(freed);
     }
 
     /// Answers `msg` (unless it is itself a response) with `code`.

@@ -510,3 +510,35 @@ fn a_message_written_before_a_lost_connection_is_answered_504_too_once_due() {
         "nothing but control: {sent:?}"
     );
 }
+
+#[test]
+fn a_queue_over_its_bytes_answers_503_and_takes_again_once_confirmed() {
+    let mut io = Rec::default();
+    let one = bus_msg(7).to_json().len() + r#","cseq":"1""#.len();
+    // Room for two messages, not three.
+    let bytes = (2 * one + one / 2).to_string();
+    let mut s = Session::new(cfg(&[("queue_max_bytes", &bytes)]), &mut io);
+    open(&mut s, &mut io, 1);
+    for id in 7..=9 {
+        s.on_message(&mut io, bus_msg(id));
+    }
+    let refused: Vec<(Value, Value)> = io
+        .bus
+        .drain(..)
+        .map(|m| (json!(m.kind), m.body_value()["code"].clone()))
+        .collect();
+    assert_eq!(refused, vec![(json!("response"), json!(503))], "9 is refused");
+    let sent = io.take_ws();
+    assert_eq!(sent[1]["type"], "sync");
+    // The node handled 7 and 8: their bytes are free again.
+    s.on_text(&mut io, 1, &synced(&sent[1]["id"], 2, 2));
+    s.on_message(&mut io, bus_msg(10));
+    assert!(io.bus.is_empty(), "10 is taken: {:?}", io.bus);
+    let written: Vec<Value> = io
+        .take_ws()
+        .into_iter()
+        .filter(|f| f["type"] == "create")
+        .map(|f| f["id"].clone())
+        .collect();
+    assert_eq!(written, vec![json!(10)]);
+}
