@@ -114,6 +114,13 @@ pub struct SqliteStore {
     kv_checkpoints: SqlitePool,
 }
 
+/// The options of every pool of the store. No test before each acquire: a connection to a
+/// local file does not go stale, and the test is a round trip to the connection's worker thread
+/// (one more per transaction, on the hot paths of the bus and of the stubs' store).
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().test_before_acquire(false)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/rethink.db` and `<data_dir>/bus.db`, brings their
     /// schemas up to date, and moves session tables left in `rethink.db` by an older node.
@@ -133,12 +140,12 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0")
             .pragma("cache_size", CACHE_KIB)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
-        let bus_pool = SqlitePoolOptions::new()
+        let bus_pool = pool_options()
             .max_connections(BUS_CONNECTIONS)
             .connect_with(options.clone().filename(data_dir.join(BUS_DB_FILE)))
             .await?;
@@ -147,7 +154,7 @@ impl SqliteStore {
             .await?;
         move_tables(&pool, &bus_pool, &data_dir.join(DB_FILE), &BUS_TABLES).await?;
         let kv_options = options.clone().filename(data_dir.join(KV_DB_FILE));
-        let kv_pool = SqlitePoolOptions::new()
+        let kv_pool = pool_options()
             .max_connections(1)
             .connect_with(kv_options.clone())
             .await?;
@@ -155,12 +162,12 @@ impl SqliteStore {
             .run(&kv_pool)
             .await?;
         move_tables(&bus_pool, &kv_pool, &data_dir.join(BUS_DB_FILE), &KV_TABLES).await?;
-        let kv_checkpoints = SqlitePoolOptions::new()
+        let kv_checkpoints = pool_options()
             .max_connections(1)
             .connect_with(kv_options)
             .await?;
         let as_options = options.clone().filename(data_dir.join(AS_DB_FILE));
-        let appservice_pool = SqlitePoolOptions::new()
+        let appservice_pool = pool_options()
             .max_connections(1)
             .connect_with(as_options.clone())
             .await?;
@@ -174,11 +181,11 @@ impl SqliteStore {
             &super::appservice::MOVE,
         )
         .await?;
-        let appservice_checkpoints = SqlitePoolOptions::new()
+        let appservice_checkpoints = pool_options()
             .max_connections(1)
             .connect_with(as_options)
             .await?;
-        let stream_pool = SqlitePoolOptions::new()
+        let stream_pool = pool_options()
             .max_connections(1)
             .connect_with(options.pragma("cache_size", STREAM_CACHE_KIB))
             .await?;
@@ -356,6 +363,14 @@ impl SqliteStore {
     }
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        if batch.len() <= ENQUEUE_CHUNK
+            && batch.iter().all(|op| matches!(op, StoreOp::Enqueue { .. }))
+        {
+            // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips
+            // (a gateway's messages are committed one route at a time).
+            let mut conn = self.bus_pool.acquire().await?;
+            return insert_outbox(&mut conn, batch).await;
+        }
         let mut tx = self.bus_pool.begin().await?;
         // Runs of consecutive Enqueue and Ack ops become a few multi-row statements
         // (`flow`); everything else one by one. Each statement is a trip to the connection's
