@@ -369,11 +369,11 @@ impl SqliteStore {
             // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips
             // (a gateway's messages are committed one route at a time).
             let mut conn = self.bus_pool.acquire().await?;
-            return insert_outbox(&mut conn, batch).await;
+            return flow(&mut conn, batch).await;
         }
         let mut tx = self.bus_pool.begin().await?;
-        // Runs of consecutive Enqueue and Ack ops become a few multi-row statements
-        // (`flow`); everything else one by one. Each statement is a trip to the connection's
+        // Runs of consecutive Enqueue, Ack and Handled ops become one multi-statement query
+        // (`flow`); everything else one by one. Each query is a trip to the connection's
         // worker thread and back: one per op cost ~100 µs per op on a loaded node.
         for run in batch.chunk_by(|a, b| is_flow(a) && is_flow(b)) {
             if run.first().is_some_and(is_flow) {
@@ -403,9 +403,12 @@ impl SessionStore for SqliteStore {
     }
 }
 
-/// An op of the bus's hot path: `Enqueue` or `Ack`.
+/// An op of the bus's hot path: `Enqueue`, `Ack` or `Handled` (see [`flow`]).
 fn is_flow(op: &StoreOp) -> bool {
-    matches!(op, StoreOp::Enqueue { .. } | StoreOp::Ack { .. })
+    matches!(
+        op,
+        StoreOp::Enqueue { .. } | StoreOp::Ack { .. } | StoreOp::Handled { .. }
+    )
 }
 
 /// A sequence number or counter as stored (saturating; real values stay below 2^53).
@@ -418,46 +421,39 @@ fn from_db(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Applies a run of `Enqueue` and `Ack` ops in a few statements: each session's highest ack
-/// (its `acked_seq`, and its entries up to it deleted), then the entries above the sessions'
-/// acknowledged seq ([`ENQUEUE_TAIL`]). That gives what applying them one by one gives: an
-/// entry survives when its seq is above the session's final acknowledged seq, whatever the
-/// order of the entry and the ack in the run.
+/// Applies a run of `Enqueue`, `Ack` and `Handled` ops as one multi-statement query, one
+/// trip to the connection's worker thread (sqlx runs a query's statements in one go, binding
+/// the `?`s in order): each session's highest ack (its `acked_seq`, and its entries up to it
+/// deleted), the entries above the sessions' acknowledged seq ([`ENQUEUE_TAIL`]), each
+/// session's highest handled `cseq`. That gives what applying them one by one gives: an entry
+/// survives when its seq is above the session's final acknowledged seq, whatever the order of
+/// the entry and the ack in the run, and `Handled` touches nothing else.
 async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreError> {
-    let mut acks: Vec<(&str, i64)> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
-    for op in ops {
-        if let StoreOp::Ack { session, seq } = op {
-            let seq = to_db(*seq);
-            match at.get(&**session) {
-                Some(&i) => acks[i].1 = acks[i].1.max(seq),
-                None => {
-                    at.insert(session, acks.len());
-                    acks.push((session, seq));
-                }
-            }
+    let mut query = QueryBuilder::<Sqlite>::new("");
+    let mut statements = 0;
+    let mut next = |query: &mut QueryBuilder<Sqlite>, head: &str| {
+        if statements > 0 {
+            query.push("; ");
+        }
+        statements += 1;
+        query.push(head);
+    };
+    let acks = highest_per_session(ops.iter().filter_map(|op| match op {
+        StoreOp::Ack { session, seq } => Some((&**session, to_db(*seq))),
+        _ => None,
+    }));
+    for chunk in acks.chunks(ACK_CHUNK) {
+        for (head, tail) in [
+            (ACK_UPDATE_HEAD, ACK_UPDATE_TAIL),
+            (ACK_DELETE_HEAD, ACK_DELETE_TAIL),
+        ] {
+            next(&mut query, head);
+            query.push_values(chunk, |mut row, (session, seq)| {
+                row.push_bind(*session).push_bind(*seq);
+            });
+            query.push(tail);
         }
     }
-    for chunk in acks.chunks(ACK_CHUNK) {
-        let mut update = QueryBuilder::<Sqlite>::new(ACK_UPDATE_HEAD);
-        update.push_values(chunk, |mut row, (session, seq)| {
-            row.push_bind(*session).push_bind(*seq);
-        });
-        update.push(ACK_UPDATE_TAIL);
-        update.build().execute(&mut *conn).await?;
-        let mut delete = QueryBuilder::<Sqlite>::new(ACK_DELETE_HEAD);
-        delete.push_values(chunk, |mut row, (session, seq)| {
-            row.push_bind(*session).push_bind(*seq);
-        });
-        delete.push(ACK_DELETE_TAIL);
-        delete.build().execute(&mut *conn).await?;
-    }
-    insert_outbox(conn, ops).await
-}
-
-/// Inserts the `Enqueue` ops of `ops` (any other op is skipped) in chunks of
-/// [`ENQUEUE_CHUNK`] rows.
-async fn insert_outbox(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreError> {
     let entries: Vec<(&str, i64, &str)> = ops
         .iter()
         .filter_map(|op| match op {
@@ -468,14 +464,42 @@ async fn insert_outbox(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(
         })
         .collect();
     for chunk in entries.chunks(ENQUEUE_CHUNK) {
-        let mut query = QueryBuilder::<Sqlite>::new(ENQUEUE_HEAD);
+        next(&mut query, ENQUEUE_HEAD);
         query.push_values(chunk, |mut row, (session, seq, json)| {
             row.push_bind(*session).push_bind(*seq).push_bind(*json);
         });
         query.push(ENQUEUE_TAIL);
+    }
+    let handled = highest_per_session(ops.iter().filter_map(|op| match op {
+        StoreOp::Handled { session, cseq } => Some((&**session, to_db(*cseq))),
+        _ => None,
+    }));
+    for (session, cseq) in handled {
+        next(&mut query, "UPDATE sessions SET cseq = max(cseq, ");
+        query.push_bind(cseq);
+        query.push(") WHERE id = ");
+        query.push_bind(session);
+    }
+    if statements > 0 {
         query.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The highest value of each session among `items`, in the order of their first appearance.
+fn highest_per_session<'a>(items: impl Iterator<Item = (&'a str, i64)>) -> Vec<(&'a str, i64)> {
+    let mut out: Vec<(&str, i64)> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for (session, value) in items {
+        match at.get(session) {
+            Some(&i) => out[i].1 = out[i].1.max(value),
+            None => {
+                at.insert(session, out.len());
+                out.push((session, value));
+            }
+        }
+    }
+    out
 }
 
 /// Applies one op other than a run of `Enqueue`s. Ops on a session that does not exist affect
@@ -511,7 +535,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
                 sqlx::query(sql).bind(&**id).execute(&mut *conn).await?;
             }
         }
-        StoreOp::Enqueue { .. } | StoreOp::Ack { .. } => {
+        StoreOp::Enqueue { .. } | StoreOp::Ack { .. } | StoreOp::Handled { .. } => {
             flow(conn, std::slice::from_ref(op)).await?;
         }
         StoreOp::AddAddresses {
@@ -562,13 +586,6 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
                     .execute(&mut *conn)
                     .await?;
             }
-        }
-        StoreOp::Handled { session, cseq } => {
-            sqlx::query("UPDATE sessions SET cseq = max(cseq, ?) WHERE id = ?")
-                .bind(to_db(*cseq))
-                .bind(&**session)
-                .execute(&mut *conn)
-                .await?;
         }
         StoreOp::Group(ops) => {
             for op in ops {

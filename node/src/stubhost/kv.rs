@@ -10,7 +10,9 @@
 //! ... RETURNING` of the old values' sizes and one multi-row `INSERT` of the new values; the
 //! total changed once and checked before the commit. (One statement per key was a round trip
 //! to sqlx's SQLite worker thread, a thread wake-up each, for every message of another
-//! domain's stub.)
+//! domain's stub.) On SQLite a batch of up to 64 keys is one query of three statements
+//! (`sqlite_batch_sql`: the total, the deletion, the insertion), one trip between `BEGIN` and
+//! `COMMIT`.
 
 use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
@@ -90,6 +92,70 @@ fn put_sql(n: usize) -> String {
     sql
 }
 
+/// A batch of `n` keys of one stub on SQLite, as one query of three statements (binds: stub,
+/// the bytes the new values add, the `n` keys, then the value of each put): the stub's total
+/// changed by the new values less the old ones (returned; a write first, see
+/// `SQLITE_ADD_TO_TOTAL`), the old values deleted, the new ones inserted. `puts`: the index
+/// among the keys of each key set (its value is the bind after the keys, in this order).
+fn sqlite_batch_sql(n: usize, puts: &[(usize, &[u8])]) -> String {
+    let keys = (0..n)
+        .map(|i| format!("${}", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = format!(
+        "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2 - COALESCE((SELECT \
+         SUM({SQLITE_ROW_SIZE}) FROM stub_kv WHERE stub = $1 AND key IN ({keys})), 0)) \
+         ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + excluded.bytes \
+         RETURNING bytes; DELETE FROM stub_kv WHERE stub = $1 AND key IN ({keys})"
+    );
+    if !puts.is_empty() {
+        sql.push_str("; INSERT INTO stub_kv (stub, key, value) VALUES ");
+        for (j, (i, _)) in puts.iter().enumerate() {
+            if j > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, ${}, ${})", i + 3, n + 3 + j));
+        }
+    }
+    sql
+}
+
+/// Applies `ops` (each key's last, at most [`KV_CHUNK`]) of `stub` in `tx` with the query of
+/// [`sqlite_batch_sql`]; returns the stub's new total.
+async fn sqlite_batch(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    stub: &str,
+    ops: &[&KvOp],
+) -> Result<i64, sqlx::Error> {
+    let puts: Vec<(usize, &[u8])> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            KvOp::Set { value, .. } => Some((i, value.as_slice())),
+            KvOp::Delete { .. } => None,
+        })
+        .collect();
+    let added: i64 = ops
+        .iter()
+        .map(|op| match op {
+            KvOp::Set { key, value } => size_of(key, value),
+            KvOp::Delete { .. } => 0,
+        })
+        .sum();
+    let sql = sqlite_batch_sql(ops.len(), &puts);
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(stub)
+        .bind(added);
+    for op in ops {
+        q = q.bind(op.key());
+    }
+    for (_, value) in &puts {
+        q = q.bind(*value);
+    }
+    let totals: Vec<i64> = q.fetch_all(&mut **tx).await?;
+    Ok(totals.first().copied().unwrap_or(0))
+}
+
 /// Each key's last op, in the order of those last ops: what applying `ops` in order leaves.
 /// (The write-behind folds its batches already; another caller may not have.)
 fn last_per_key(ops: &[KvOp]) -> Vec<&KvOp> {
@@ -133,7 +199,20 @@ async fn apply_batch(
     } else {
         SQLITE_ROW_SIZE
     };
-    let mut tx = db.begin().await?;
+    let ops = last_per_key(ops);
+    let mut tx = match db.begin().await? {
+        // One trip to the connection's worker thread for the batch's statements.
+        Tx::Sqlite(mut tx) if ops.len() <= KV_CHUNK => {
+            let total = sqlite_batch(&mut tx, stub, &ops).await?;
+            // Over the quota: dropping the transaction rolls the batch back.
+            if let Err(f) = within_quota(as_size(total), max_total) {
+                return Ok(Err(f));
+            }
+            tx.commit().await?;
+            return Ok(Ok(as_size(total)));
+        }
+        tx => tx,
+    };
     if let Tx::Postgres(tx) = &mut tx {
         sqlx::query(PG_LOCK_STUB)
             .bind(stub)
@@ -142,7 +221,6 @@ async fn apply_batch(
     }
     // Per chunk of keys: their old values taken out in one statement (their sizes returned),
     // the new ones put in with another.
-    let ops = last_per_key(ops);
     let mut change: i64 = 0;
     for chunk in ops.chunks(KV_CHUNK) {
         let take = take_sql(row_size, chunk.len());
