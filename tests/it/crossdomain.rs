@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::relay::Relay;
 use crate::support::{Rt, TestNode};
@@ -110,23 +110,33 @@ pub(crate) async fn open_with_hyperty(mut rt: Rt, domain: &str, name: &str) -> (
     (rt, address)
 }
 
+/// Sends PING `{"n": 1}` from `from` (on `alice`'s node) to `to` (on `bob`'s, another
+/// domain) and returns it as `bob` gets it: the first message waits for the other domain's
+/// stub (downloaded, verified, compiled, connected).
+pub(crate) async fn first_ping(alice: &mut Rt, from: &str, bob: &mut Rt, to: &str) -> Value {
+    alice
+        .send(&json!({"id": 1, "type": "PING", "from": from, "to": to, "body": {"n": 1}}))
+        .await;
+    let got = bob
+        .try_recv(FIRST)
+        .await
+        .expect("the PING through the other domain's stub");
+    assert_eq!(
+        (&got["type"], &got["body"]["n"]),
+        (&json!("PING"), &json!(1)),
+        "{got}"
+    );
+    got
+}
+
 #[tokio::test]
 async fn a_hyperty_on_a_reaches_a_hyperty_on_b_and_gets_its_response() {
     let (a, b) = two_nodes().await;
     let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
     let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
 
-    alice
-        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
-        .await;
-    // The first message waits for B's stub: downloaded, verified, compiled, connected.
-    let got = bob
-        .try_recv(FIRST)
-        .await
-        .expect("the PING through B's stub");
-    assert_eq!(got["type"], "PING");
+    let got = first_ping(&mut alice, &ha, &mut bob, &hb).await;
     assert_eq!(got["from"], json!(ha));
-    assert_eq!(got["body"]["n"], 1);
 
     bob.send(&json!({"id": 1, "type": "response", "from": hb, "to": ha,
         "body": {"code": 200, "value": "pong"}}))
@@ -157,14 +167,7 @@ async fn a_sender_to_another_domain_does_not_wait_for_the_group_commit_delay() {
     .await;
     let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
     let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
-    alice
-        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
-        .await;
-    let first = bob
-        .try_recv(FIRST)
-        .await
-        .expect("the PING through B's stub");
-    assert_eq!(first["body"]["n"], 1);
+    first_ping(&mut alice, &ha, &mut bob, &hb).await;
     for n in 2..=4 {
         alice
             .send(&json!({"id": n, "type": "PING", "from": ha, "to": hb, "body": {"n": n}}))

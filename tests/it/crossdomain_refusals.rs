@@ -370,11 +370,7 @@ async fn a_proof_refused_beyond_the_leeway_is_renewed_and_the_same_session_resum
     .await;
     let (mut alice, ha) = hyperty(&a, A, "rt-alice").await;
     let (mut bob, hb) = hyperty(&b, B, "rt-bob").await;
-    alice
-        .send(&json!({"id": 1, "type": "PING", "from": ha, "to": hb, "body": {"n": 1}}))
-        .await;
-    let got = bob.try_recv(FIRST).await.expect("PING 1");
-    assert_eq!(got["body"]["n"], 1, "{got}");
+    crate::crossdomain::first_ping(&mut alice, &ha, &mut bob, &hb).await;
 
     b.advance(Duration::from_secs(700)).await;
     // B's connections idle that long are closed (bob's re-opens his session); the stub's is
