@@ -128,6 +128,14 @@ pub(super) async fn read_log(
     Ok(touches)
 }
 
+/// How many positions of `(after, upto]` have no log entry, when `found` had one. Every
+/// committed position has an entry until it is pruned, so any missing one was pruned.
+fn missing_entries(after: i64, upto: i64, found: usize) -> i64 {
+    (upto - after)
+        .saturating_sub(i64::try_from(found).unwrap_or(i64::MAX))
+        .max(0)
+}
+
 /// What the writer of a node on PostgreSQL keeps for the other nodes: the pool it reads their
 /// positions with, the room engine's [`RemoteHook`], the doorbell their notices ring, and the
 /// head of this node's last commit (announced to them by `cluster::stream`).
@@ -185,9 +193,32 @@ impl Follower {
             let mut conn = self.pool.acquire().await?;
             read_log(&mut conn, after, upto).await?
         };
+        let missing = missing_entries(after, upto, touches.len());
+        if missing > 0 {
+            tracing::error!(
+                after,
+                upto,
+                missing,
+                "matrix stream: positions other nodes committed were pruned from stream_log \
+                 before this node read them (it fell more than {LOG_KEEP} positions behind); \
+                 its caches and /sync wake-ups miss them until it restarts"
+            );
+        }
         if let Some(hook) = self.hook.get() {
             hook(touches.clone()).await?;
         }
         Ok(touches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_entries;
+
+    #[test]
+    fn positions_without_an_entry_are_counted_as_pruned() {
+        assert_eq!(missing_entries(10, 15, 5), 0);
+        assert_eq!(missing_entries(10, 15, 2), 3);
+        assert_eq!(missing_entries(10, 10, 0), 0);
     }
 }
