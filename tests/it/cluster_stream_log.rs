@@ -12,15 +12,19 @@
 //! be pruned anyway; the nodes see the head move and skip the positions without an entry), so
 //! that the next write passes a multiple of 4,096 and prunes everything written before.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-use crate::cluster::cluster;
+use crate::cluster::{cluster, cluster_with};
 use crate::matrix_cluster::alice_and_bob;
 use crate::support::NodeProcess;
 use crate::support::client::RECV_TIMEOUT;
-use crate::support::matrix::{V3, bodies, get, next_batch, ok, send_text, sync};
+use crate::support::http::wait_for_metric;
+use crate::support::matrix::{
+    V3, bodies, create_room, get, invite, join, next_batch, ok, register_session, send_text, sync,
+    user_id,
+};
 
 /// Where the test moves the head: the next position is a multiple of `PRUNE_EVERY` (4,096),
 /// and every position the test wrote before lies more than `LOG_KEEP` (100,000) behind it.
@@ -126,5 +130,89 @@ async fn the_log_is_pruned_behind_the_head_and_an_older_since_still_syncs() {
         got,
         ["m1", "m2", "m3", "m4"],
         "the late node's writes are followed"
+    );
+}
+
+/// A *running* node that falls more than `LOG_KEEP` positions behind: node 2 is stopped
+/// (SIGSTOP) while node 1 writes a join and a message and the log is pruned past them. What
+/// those positions touched is then unknown to node 2; the code promises that node 2 loads
+/// their room events from the `events` table, counts everything as changed for a `since` from
+/// before, and wakes every waiting `/sync`. So Bob's long-poll on node 2, waiting from before the
+/// pause, returns the message (nothing that was logged concerns Bob: only the wake of everyone
+/// can end his wait), and Carol, whose join node 2 never saw in the log, finds the room joined.
+#[tokio::test]
+async fn a_running_node_that_missed_pruned_positions_loads_them_and_wakes_every_sync() {
+    let c = cluster_with(
+        2,
+        // Nobody is found gone while node 2 is stopped.
+        &[("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "60000")],
+    )
+    .await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let (alice, bob, room) = alice_and_bob(n1, n2).await;
+    let carol = register_session(n1, "carol").await;
+    invite(n1, &alice.token, &room, &user_id("carol")).await;
+    let old = next_batch(&sync(n2, &bob.token, None).await);
+    send_text(n1, &alice.token, &room, "t1", "m1").await;
+    synced_since(n2, &bob.token, &room, &old, "m1").await;
+    let since = next_batch(&sync(n2, &bob.token, Some(&old)).await);
+
+    // Bob waits on node 2 from a position after m1.
+    let path = format!("{V3}/sync?timeout=60000&since={since}");
+    let poll = tokio::spawn({
+        let (addr, token) = (n2.addr(), bob.token.clone());
+        async move { ok(get(&addr, &path, &token).await) }
+    });
+    wait_for_metric(n2, "rethink_matrix_syncs_waiting", 1.0).await;
+
+    n2.signal("-STOP");
+    join(n1, &carol.token, &room).await;
+    send_text(n1, &alice.token, &room, "t2", "m2").await;
+    let mut conn = PgConnection::connect(&c.db).await.expect("connect");
+    sqlx::query("UPDATE stream_head SET pos = $1 WHERE id = 0")
+        .bind(JUMP_TO)
+        .execute(&mut conn)
+        .await
+        .expect("move the head");
+    conn.close().await.expect("close");
+    // A write that concerns only Alice passes the multiple of 4,096 and prunes the log.
+    create_room(n1, &alice.token, &json!({"name": "Alone"})).await;
+    assert_eq!(
+        scalar(
+            &c.db,
+            "SELECT count(*) FROM stream_log WHERE pos <= 25 * 4096 - 100000"
+        )
+        .await,
+        0,
+        "the join and m2 are pruned from the log"
+    );
+    n2.signal("-CONT");
+
+    let woken = tokio::time::timeout(RECV_TIMEOUT, poll)
+        .await
+        .expect("Bob's long-poll returns")
+        .expect("the poll task");
+    let events = woken["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(bodies(&events), ["m2"], "{woken}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == user_id("carol")),
+        "{woken}"
+    );
+
+    let carols = sync(n2, &carol.token, None).await;
+    let timeline = &carols["rooms"]["join"][&room]["timeline"]["events"];
+    assert_eq!(
+        bodies(
+            timeline
+                .as_array()
+                .expect("Carol's room is joined on node 2")
+        ),
+        ["m1", "m2"],
+        "{carols}"
     );
 }

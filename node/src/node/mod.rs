@@ -293,9 +293,9 @@ impl RunningNode {
         // Positions other nodes commit (PostgreSQL): their events into this node's caches.
         stream.set_remote_hook({
             let rooms = rooms.clone();
-            Arc::new(move |touches| {
+            Arc::new(move |after, upto| {
                 let rooms = rooms.clone();
-                Box::pin(async move { rooms.catch_up(touches).await })
+                Box::pin(async move { rooms.catch_up(after, upto).await })
             })
         });
         let (writer, _writer_task) = spawn_writer(

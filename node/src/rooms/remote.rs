@@ -13,49 +13,54 @@ use ruma::UserId;
 use ruma::events::TimelineEventType;
 
 use super::cache::CommittedEvent;
+use super::pdu::Pdu;
 use super::{Rooms, state};
 use crate::store::StoreError;
-use crate::stream::RemoteTouch;
+
+/// Events read from the database at a time while catching up.
+const PAGE: u32 = 1024;
 
 impl Rooms {
-    /// Applies the room events among `touches` (positions other nodes committed, in order) to
-    /// the caches, and forgets the in-memory images of their rooms.
-    pub async fn catch_up(&self, touches: Vec<RemoteTouch>) -> Result<(), StoreError> {
-        let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
-            return Ok(());
-        };
-        if !touches.iter().any(|t| t.touch.room_events.is_some()) {
-            return Ok(());
-        }
-        // The events table holds room events only: those of the range are the ones touched.
-        let events = self
-            .inner
-            .store
-            .events_between(first.pos - 1, last.pos, u32::MAX)
-            .await?;
-        for pdu in events {
-            let room_id = pdu.fields.room_id.clone();
-            self.evict(&room_id);
-            if *pdu.kind() == TimelineEventType::RoomRedaction
-                && let Some(target) = &pdu.fields.redacts
-                && let Some(redacted) = self.inner.store.event(target.as_str()).await?
-            {
-                self.inner.caches.redacted(&room_id, redacted);
+    /// Applies the room events of the positions `(after, upto]` (other nodes committed them) to
+    /// the caches, in order, and forgets the in-memory images of their rooms.
+    pub async fn catch_up(&self, after: i64, upto: i64) -> Result<(), StoreError> {
+        let mut from = after;
+        loop {
+            // The events table holds room events only, and is never pruned.
+            let events = self.inner.store.events_between(from, upto, PAGE).await?;
+            let full = events.len() == PAGE as usize;
+            for pdu in events {
+                from = pdu.stream;
+                self.load_remote(pdu).await?;
             }
-            let membership = (*pdu.kind() == TimelineEventType::RoomMember)
-                .then(|| state::membership_of(&pdu))
-                .flatten()
-                .zip(pdu.state_key().and_then(|k| UserId::parse(k).ok()))
-                .map(|(membership, target)| (target, membership.to_string()));
-            let pos = pdu.stream;
-            self.inner.caches.committed(
-                CommittedEvent {
-                    pdu: Arc::new(pdu),
-                    membership,
-                },
-                pos,
-            );
+            if !full {
+                return Ok(());
+            }
         }
+    }
+
+    async fn load_remote(&self, pdu: Pdu) -> Result<(), StoreError> {
+        let room_id = pdu.fields.room_id.clone();
+        self.evict(&room_id);
+        if *pdu.kind() == TimelineEventType::RoomRedaction
+            && let Some(target) = &pdu.fields.redacts
+            && let Some(redacted) = self.inner.store.event(target.as_str()).await?
+        {
+            self.inner.caches.redacted(&room_id, redacted);
+        }
+        let membership = (*pdu.kind() == TimelineEventType::RoomMember)
+            .then(|| state::membership_of(&pdu))
+            .flatten()
+            .zip(pdu.state_key().and_then(|k| UserId::parse(k).ok()))
+            .map(|(membership, target)| (target, membership.to_string()));
+        let pos = pdu.stream;
+        self.inner.caches.committed(
+            CommittedEvent {
+                pdu: Arc::new(pdu),
+                membership,
+            },
+            pos,
+        );
         Ok(())
     }
 }

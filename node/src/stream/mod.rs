@@ -44,7 +44,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use notifier::Notifier;
-use remote::Follower;
+use remote::{CaughtUp, Follower};
 pub use remote::{RemoteHook, RemoteTouch};
 
 use crate::store::StoreError;
@@ -347,13 +347,11 @@ async fn run(
                 // marks first, in order.
                 let foreign = match &follower {
                     Some(follower) if group.seen_head > head => {
-                        let touches = follower.catch_up(head, group.seen_head).await;
-                        for t in &touches {
-                            notifier.touch(&t.touch, t.pos);
-                        }
-                        touches
+                        let caught = follower.catch_up(head, group.seen_head).await;
+                        notifier.touch_remote(&caught);
+                        caught
                     }
-                    _ => Vec::new(),
+                    _ => CaughtUp::default(),
                 };
                 head = group.head;
                 let results = group.results;
@@ -371,9 +369,7 @@ async fn run(
                     .done
                     .fetch_add(batch.len() as u64, Ordering::AcqRel);
                 progress.committed.notify_waiters();
-                for t in foreign {
-                    notifier.wake(&t.touch.users, t.pos);
-                }
+                notifier.wake_remote(&foreign);
                 for (pending, result) in batch.drain(..).zip(results) {
                     if let Ok(pos) = result {
                         notifier.wake(&pending.touch.users, pos);
@@ -416,15 +412,11 @@ async fn follow(follower: &Follower, head: i64, progress: &Progress, notifier: &
             return head;
         }
     };
-    let touches = follower.catch_up(head, upto).await;
-    for t in &touches {
-        notifier.touch(&t.touch, t.pos);
-    }
+    let caught = follower.catch_up(head, upto).await;
+    notifier.touch_remote(&caught);
     progress.visible.store(upto, Ordering::Release);
     progress.committed.notify_waiters();
-    for t in touches {
-        notifier.wake(&t.touch.users, t.pos);
-    }
+    notifier.wake_remote(&caught);
     upto
 }
 

@@ -5,19 +5,23 @@
 //! last position that added an event and the last that changed its per-room user data. The
 //! writer sets them before a position becomes visible, so a reader that finds a mark at or
 //! below its `since` knows nothing of that kind changed since, without asking the database.
-//! Marks only cover what happened since the node started ([`Notifier::start`]): for an older
-//! `since`, everything counts as changed.
+//! Marks only cover what happened after the *floor*: the head when the node started, raised by
+//! [`Notifier::lost`] past positions whose touches this node never learnt (another node's,
+//! pruned from `stream_log` before this node read them). For an older `since`, everything
+//! counts as changed.
 //!
 //! Wake-ups: one `watch` channel per user that waits in `/sync`, holding the last position that
 //! concerned them; typing changes (not in the stream) poke the channel without a position.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 use super::Touch;
+use super::remote::CaughtUp;
 use crate::locks::lock;
 use crate::maps::update;
 
@@ -45,8 +49,9 @@ struct Marks {
 /// Change marks and wake-ups.
 #[derive(Debug)]
 pub struct Notifier {
-    /// The head when the node started: marks cover later positions only.
-    start: i64,
+    /// Marks cover later positions only: the head when the node started, or the end of the
+    /// last range of positions whose touches were lost.
+    floor: AtomicI64,
     marks: Mutex<Marks>,
     waiting: Mutex<HashMap<OwnedUserId, watch::Sender<i64>>>,
 }
@@ -54,15 +59,21 @@ pub struct Notifier {
 impl Notifier {
     pub(crate) fn new(head: i64) -> Self {
         Notifier {
-            start: head,
+            floor: AtomicI64::new(head),
             marks: Mutex::new(Marks::default()),
             waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The head when the node started.
-    pub fn start(&self) -> i64 {
-        self.start
+    /// The position after which the marks are complete.
+    pub fn floor(&self) -> i64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// Records that what the positions up to `upto` touched is not all known: a `since` before
+    /// `upto` counts everything as changed. Called before `upto` becomes visible.
+    fn lost(&self, upto: i64) {
+        self.floor.fetch_max(upto, Ordering::AcqRel);
     }
 
     /// Records what a committed op at `pos` touched.
@@ -85,9 +96,31 @@ impl Notifier {
         }
     }
 
+    /// Records what other nodes' positions touched (before they become visible); positions whose
+    /// touches were lost raise the floor.
+    pub(super) fn touch_remote(&self, caught: &CaughtUp) {
+        for t in &caught.touches {
+            self.touch(&t.touch, t.pos);
+        }
+        if let Some(upto) = caught.lost {
+            self.lost(upto);
+        }
+    }
+
+    /// Wakes whom other nodes' positions concern (after they became visible): everyone, when
+    /// some positions' touches were lost.
+    pub(super) fn wake_remote(&self, caught: &CaughtUp) {
+        for t in &caught.touches {
+            self.wake(&t.touch.users, t.pos);
+        }
+        if let Some(upto) = caught.lost {
+            self.wake_everyone(upto);
+        }
+    }
+
     /// Whether anything concerning `user` may have changed after `since`.
     pub fn user_changed(&self, user: &UserId, since: i64) -> bool {
-        since < self.start
+        since < self.floor()
             || lock(&self.marks)
                 .users
                 .get(user)
@@ -98,7 +131,7 @@ impl Notifier {
     /// `since`, or after the last such read (which may have delivered to-device messages that
     /// this sync, by passing them, acknowledges).
     pub fn global_due(&self, user: &UserId, device: &DeviceId, since: i64) -> bool {
-        if since < self.start {
+        if since < self.floor() {
             return true;
         }
         let marks = lock(&self.marks);
@@ -121,7 +154,7 @@ impl Notifier {
 
     /// Whether `room` may have new events, or changed per-room data, after `since`.
     pub fn room_changed(&self, room: &RoomId, since: i64) -> (bool, bool) {
-        if since < self.start {
+        if since < self.floor() {
             return (true, true);
         }
         let marks = lock(&self.marks);
@@ -151,15 +184,16 @@ impl Notifier {
         let waiting = lock(&self.waiting);
         for user in users {
             if let Some(sender) = waiting.get(user) {
-                sender.send_if_modified(|last| {
-                    if *last < pos {
-                        *last = pos;
-                        true
-                    } else {
-                        false
-                    }
-                });
+                raise(sender, pos);
             }
+        }
+    }
+
+    /// Wakes every waiting request for position `pos` (after [`Notifier::lost`]: anyone may be
+    /// concerned).
+    fn wake_everyone(&self, pos: i64) {
+        for sender in lock(&self.waiting).values() {
+            raise(sender, pos);
         }
     }
 
@@ -172,6 +206,18 @@ impl Notifier {
             }
         }
     }
+}
+
+/// Wakes one user's requests for `pos`, unless they were woken for it (or later) already.
+fn raise(sender: &watch::Sender<i64>, pos: i64) {
+    sender.send_if_modified(|last| {
+        if *last < pos {
+            *last = pos;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 #[cfg(test)]
@@ -217,5 +263,28 @@ mod tests {
         n.global_read(alice, phone, 12);
         assert!(!n.global_due(alice, phone, 12));
         assert_eq!(n.room_changed(room, 11), (false, false));
+
+        n.lost(20);
+        assert_eq!(n.floor(), 20);
+        assert!(n.user_changed(alice, 19), "what 13..=20 touched is unknown");
+        assert!(n.global_due(alice, phone, 19));
+        assert_eq!(n.room_changed(room, 12), (true, true));
+        assert!(!n.user_changed(alice, 20));
+        n.lost(15);
+        assert_eq!(n.floor(), 20, "the floor never goes down");
+    }
+
+    #[test]
+    fn everyone_waiting_is_woken_for_a_position_they_have_not_seen() {
+        let n = Notifier::new(10);
+        let mut alice = n.subscribe(user_id!("@alice:x"));
+        let mut bob = n.subscribe(user_id!("@bob:x"));
+        n.wake(&[user_id!("@bob:x").to_owned()], 12);
+        assert!(bob.has_changed().unwrap());
+        assert_eq!(*bob.borrow_and_update(), 12);
+        n.wake_everyone(12);
+        assert!(alice.has_changed().unwrap());
+        assert_eq!(*alice.borrow_and_update(), 12);
+        assert!(!bob.has_changed().unwrap(), "bob was woken for 12 already");
     }
 }

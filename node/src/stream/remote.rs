@@ -8,8 +8,12 @@
 //! its caches ([`RemoteHook`]), records the touches in its notifier and only then makes the
 //! positions visible: its `/sync` readers see another node's writes exactly as their own.
 //!
-//! The log is pruned behind the head ([`LOG_KEEP`] positions are kept): a node that is behind by
-//! more than that was not running, and a node rebuilds its caches from the tables at start.
+//! The log is pruned behind the head ([`LOG_KEEP`] positions are kept). A node starting builds
+//! its caches from the tables; a *running* node that fell further behind (paused, cut off from
+//! the database) finds positions without an entry: what they touched is unknown, so the room
+//! engine loads every room event of the range from the `events` table (which is never pruned),
+//! and the notifier counts everything up to the range's end as changed and wakes every waiting
+//! `/sync` ([`CaughtUp::lost`]).
 
 use std::sync::Arc;
 
@@ -31,11 +35,33 @@ pub struct RemoteTouch {
     pub touch: Touch,
 }
 
-/// Called with the positions another node committed, in order, before they become visible: the
-/// room engine loads the events of `room_events` positions into its caches. A failure is
-/// retried (the positions stay invisible until it succeeds).
+/// Called with a range of positions `(after, upto]` other nodes committed that holds room events,
+/// before the positions become visible: the room engine loads the range's events into its
+/// caches, in order. A failure is retried (the positions stay invisible until it succeeds).
 pub type RemoteHook =
-    Arc<dyn Fn(Vec<RemoteTouch>) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
+    Arc<dyn Fn(i64, i64) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
+
+/// What a catch-up found for the positions `(after, upto]` other nodes committed.
+#[derive(Debug, Default)]
+pub(super) struct CaughtUp {
+    /// The logged positions' touches, in order.
+    pub(super) touches: Vec<RemoteTouch>,
+    /// The end of the range, when some of its positions had no log entry (pruned before this
+    /// node read them): what those touched is unknown.
+    pub(super) lost: Option<i64>,
+}
+
+/// The range whose room events the room engine must load: all of `(after, upto]` when some
+/// positions were pruned, else from the first to the last logged room event (`None`: none).
+fn events_range(after: i64, upto: i64, touches: &[RemoteTouch], lost: bool) -> Option<(i64, i64)> {
+    if lost {
+        return Some((after, upto));
+    }
+    let mut rooms = touches.iter().filter(|t| t.touch.room_events.is_some());
+    let first = rooms.next()?.pos;
+    let last = rooms.next_back().map_or(first, |t| t.pos);
+    Some((first - 1, last))
+}
 
 /// Writes the touches of a group's positions, in the group's transaction.
 pub(super) async fn write_log(
@@ -173,8 +199,8 @@ impl Follower {
     }
 
     /// Reads the positions in `(after, upto]` and runs the hook on them, retrying until both
-    /// succeed (the positions must not become visible before): their touches, in order.
-    pub(super) async fn catch_up(&self, after: i64, upto: i64) -> Vec<RemoteTouch> {
+    /// succeed (the positions must not become visible before).
+    pub(super) async fn catch_up(&self, after: i64, upto: i64) -> CaughtUp {
         let mut delay = FIRST_RETRY;
         loop {
             match self.try_catch_up(after, upto).await {
@@ -188,7 +214,7 @@ impl Follower {
         }
     }
 
-    async fn try_catch_up(&self, after: i64, upto: i64) -> Result<Vec<RemoteTouch>, StoreError> {
+    async fn try_catch_up(&self, after: i64, upto: i64) -> Result<CaughtUp, StoreError> {
         let touches = {
             let mut conn = self.pool.acquire().await?;
             read_log(&mut conn, after, upto).await?
@@ -201,24 +227,55 @@ impl Follower {
                 missing,
                 "matrix stream: positions other nodes committed were pruned from stream_log \
                  before this node read them (it fell more than {LOG_KEEP} positions behind); \
-                 its caches and /sync wake-ups miss them until it restarts"
+                 their room events are loaded from the events table, and every /sync from \
+                 before {upto} counts everything as changed"
             );
         }
-        if let Some(hook) = self.hook.get() {
-            hook(touches.clone()).await?;
+        let lost = missing > 0;
+        if let (Some(hook), Some((from, to))) =
+            (self.hook.get(), events_range(after, upto, &touches, lost))
+        {
+            hook(from, to).await?;
         }
-        Ok(touches)
+        Ok(CaughtUp {
+            touches,
+            lost: lost.then_some(upto),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::missing_entries;
+    use super::{RemoteTouch, events_range, missing_entries};
+    use crate::stream::Touch;
 
     #[test]
     fn positions_without_an_entry_are_counted_as_pruned() {
         assert_eq!(missing_entries(10, 15, 5), 0);
         assert_eq!(missing_entries(10, 15, 2), 3);
         assert_eq!(missing_entries(10, 10, 0), 0);
+    }
+
+    #[test]
+    fn the_room_events_to_load_span_the_logged_ones_or_the_whole_range_when_some_were_lost() {
+        let touch = |pos: i64, room: bool| RemoteTouch {
+            pos,
+            touch: Touch {
+                users: Vec::new().into(),
+                room_events: room.then(|| ruma::owned_room_id!("!r:x")),
+                room_extras: None,
+            },
+        };
+        let touches = [
+            touch(11, false),
+            touch(12, true),
+            touch(14, true),
+            touch(15, false),
+        ];
+        assert_eq!(events_range(10, 20, &touches, false), Some((11, 14)));
+        assert_eq!(events_range(10, 20, &touches[..2], false), Some((11, 12)));
+        assert_eq!(events_range(10, 20, &[touch(11, false)], false), None);
+        assert_eq!(events_range(10, 20, &[], true), Some((10, 20)));
+        assert_eq!(events_range(10, 20, &touches, true), Some((10, 20)));
     }
 }

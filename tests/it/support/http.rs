@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 
 use super::TestNode;
 use super::client::RECV_TIMEOUT;
+use super::matrix::Served;
 
 /// A minimal HTTP/1.1 GET: status code and body.
 pub(crate) async fn get(node: &TestNode, path: &str) -> (u16, String) {
@@ -71,10 +72,10 @@ pub(crate) fn metric_if_any(text: &str, name: &str) -> Option<f64> {
 /// Waits until metric `name` reads `value`; panics after [`RECV_TIMEOUT`]. A bounded wait on a
 /// state the node publishes (never a guess at how long something takes): it reads the metric
 /// again and again, the pause between two reads only sets how soon it notices.
-pub(crate) async fn wait_for_metric(node: &TestNode, name: &str, value: f64) {
+pub(crate) async fn wait_for_metric(node: &impl Served, name: &str, value: f64) {
     let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
     loop {
-        let (_, text) = get(node, "/metrics").await;
+        let (_, text) = get_at(node.addr(), "/metrics").await;
         let now = metric_if_any(&text, name);
         if now == Some(value) {
             return;

@@ -20,6 +20,13 @@ impl Served for TestNode {
     }
 }
 
+/// A node's address, for a task that cannot borrow the node.
+impl Served for std::net::SocketAddr {
+    fn addr(&self) -> std::net::SocketAddr {
+        *self
+    }
+}
+
 impl Served for NodeProcess {
     fn addr(&self) -> std::net::SocketAddr {
         NodeProcess::addr(self)
