@@ -363,13 +363,19 @@ impl SqliteStore {
     }
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
-        if batch.len() <= ENQUEUE_CHUNK
-            && batch.iter().all(|op| matches!(op, StoreOp::Enqueue { .. }))
-        {
-            // One statement is a transaction of its own: no `BEGIN` and `COMMIT` round trips
-            // (a gateway's messages are committed one route at a time).
+        if batch.iter().all(is_flow) {
+            // The hot path's batch in one trip to the worker thread. One statement is a
+            // transaction of its own (a gateway's messages are committed one route at a time);
+            // several are wrapped in `BEGIN` and `COMMIT` in the same query.
             let mut conn = self.bus_pool.acquire().await?;
-            return flow(&mut conn, batch).await;
+            let wrap = !(batch.len() <= ENQUEUE_CHUNK
+                && batch.iter().all(|op| matches!(op, StoreOp::Enqueue { .. })));
+            let done = flow(&mut conn, batch, wrap).await;
+            if done.is_err() && wrap {
+                // The transaction may be open still: closing the connection rolls it back.
+                conn.close_on_drop();
+            }
+            return done;
         }
         let mut tx = self.bus_pool.begin().await?;
         // Runs of consecutive Enqueue, Ack and Handled ops become one multi-statement query
@@ -377,7 +383,7 @@ impl SqliteStore {
         // worker thread and back: one per op cost ~100 µs per op on a loaded node.
         for run in batch.chunk_by(|a, b| is_flow(a) && is_flow(b)) {
             if run.first().is_some_and(is_flow) {
-                flow(&mut tx, run).await?;
+                flow(&mut tx, run, false).await?;
             } else {
                 for op in run {
                     apply_op(&mut tx, op).await?;
@@ -427,9 +433,11 @@ fn from_db(value: i64) -> u64 {
 /// deleted), the entries above the sessions' acknowledged seq ([`ENQUEUE_TAIL`]), each
 /// session's highest handled `cseq`. That gives what applying them one by one gives: an entry
 /// survives when its seq is above the session's final acknowledged seq, whatever the order of
-/// the entry and the ack in the run, and `Handled` touches nothing else.
-async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new("");
+/// the entry and the ack in the run, and `Handled` touches nothing else. `wrap`: the query is a
+/// transaction of its own, `BEGIN IMMEDIATE` to `COMMIT` (on an error the caller must not reuse
+/// the connection as it is: the transaction may be open).
+async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp], wrap: bool) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(if wrap { "BEGIN IMMEDIATE; " } else { "" });
     let mut statements = 0;
     let mut next = |query: &mut QueryBuilder<Sqlite>, head: &str| {
         if statements > 0 {
@@ -481,6 +489,9 @@ async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreE
         query.push_bind(session);
     }
     if statements > 0 {
+        if wrap {
+            query.push("; COMMIT");
+        }
         query.build().execute(&mut *conn).await?;
     }
     Ok(())
@@ -536,7 +547,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
             }
         }
         StoreOp::Enqueue { .. } | StoreOp::Ack { .. } | StoreOp::Handled { .. } => {
-            flow(conn, std::slice::from_ref(op)).await?;
+            flow(conn, std::slice::from_ref(op), false).await?;
         }
         StoreOp::AddAddresses {
             session,

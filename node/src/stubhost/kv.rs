@@ -10,9 +10,10 @@
 //! ... RETURNING` of the old values' sizes and one multi-row `INSERT` of the new values; the
 //! total changed once and checked before the commit. (One statement per key was a round trip
 //! to sqlx's SQLite worker thread, a thread wake-up each, for every message of another
-//! domain's stub.) On SQLite a batch of up to 64 keys is one query of three statements
-//! (`sqlite_batch_sql`: the total, the deletion, the insertion), one trip between `BEGIN` and
-//! `COMMIT`.
+//! domain's stub.) On SQLite a batch of up to 64 keys is two trips to the connection's worker
+//! thread: one query of `BEGIN IMMEDIATE` and three statements (`sqlite_batch_sql`: the total,
+//! the deletion, the insertion), then `COMMIT` (or `ROLLBACK` over the quota); after a failure
+//! the connection is closed, which rolls back whatever it left open.
 
 use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
@@ -120,10 +121,12 @@ fn sqlite_batch_sql(n: usize, puts: &[(usize, &[u8])]) -> String {
     sql
 }
 
-/// Applies `ops` (each key's last, at most [`KV_CHUNK`]) of `stub` in `tx` with the query of
-/// [`sqlite_batch_sql`]; returns the stub's new total.
+/// Applies `ops` (each key's last, at most [`KV_CHUNK`]) of `stub` with the query of
+/// [`sqlite_batch_sql`], which opens the transaction (`BEGIN IMMEDIATE`, in the same trip to
+/// the connection's worker thread); returns the stub's new total. The caller commits or rolls
+/// back.
 async fn sqlite_batch(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    conn: &mut sqlx::SqliteConnection,
     stub: &str,
     ops: &[&KvOp],
 ) -> Result<i64, sqlx::Error> {
@@ -142,7 +145,7 @@ async fn sqlite_batch(
             KvOp::Delete { .. } => 0,
         })
         .sum();
-    let sql = sqlite_batch_sql(ops.len(), &puts);
+    let sql = format!("BEGIN IMMEDIATE; {}", sqlite_batch_sql(ops.len(), &puts));
     let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(stub)
         .bind(added);
@@ -152,7 +155,7 @@ async fn sqlite_batch(
     for (_, value) in &puts {
         q = q.bind(*value);
     }
-    let totals: Vec<i64> = q.fetch_all(&mut **tx).await?;
+    let totals: Vec<i64> = q.fetch_all(conn).await?;
     Ok(totals.first().copied().unwrap_or(0))
 }
 
@@ -200,19 +203,31 @@ async fn apply_batch(
         SQLITE_ROW_SIZE
     };
     let ops = last_per_key(ops);
-    let mut tx = match db.begin().await? {
-        // One trip to the connection's worker thread for the batch's statements.
-        Tx::Sqlite(mut tx) if ops.len() <= KV_CHUNK => {
-            let total = sqlite_batch(&mut tx, stub, &ops).await?;
-            // Over the quota: dropping the transaction rolls the batch back.
-            if let Err(f) = within_quota(as_size(total), max_total) {
-                return Ok(Err(f));
-            }
-            tx.commit().await?;
-            return Ok(Ok(as_size(total)));
+    if let Db::Sqlite(pool) = &db
+        && ops.len() <= KV_CHUNK
+    {
+        // Two trips to the connection's worker thread: `BEGIN` and the batch's statements,
+        // then `COMMIT` (or `ROLLBACK` over the quota).
+        let mut conn = pool.acquire().await?;
+        let done = async {
+            let total = sqlite_batch(&mut conn, stub, &ops).await?;
+            let checked = within_quota(as_size(total), max_total).map(|()| as_size(total));
+            let end = if checked.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            sqlx::query(end).execute(&mut *conn).await?;
+            Ok(checked)
         }
-        tx => tx,
-    };
+        .await;
+        if done.is_err() {
+            // The transaction may be open still: closing the connection rolls it back.
+            conn.close_on_drop();
+        }
+        return done;
+    }
+    let mut tx = db.begin().await?;
     if let Tx::Postgres(tx) = &mut tx {
         sqlx::query(PG_LOCK_STUB)
             .bind(stub)

@@ -157,3 +157,74 @@ async fn open_creates_the_data_directory() -> anyhow::Result<()> {
     assert!(data.join(BUS_DB_FILE).is_file());
     Ok(())
 }
+
+/// The hot path's batches open their transaction in the query of their statements
+/// (`BEGIN IMMEDIATE` in one trip to the worker thread; the stubs' key-value batch likewise).
+/// A statement failing in the middle (here a trigger's `RAISE`) must leave none of the batch
+/// and no transaction open on the connection: the next batch commits (an open transaction
+/// would hold the file's write lock and make it fail with "database is locked").
+#[tokio::test]
+async fn a_batch_failing_midway_leaves_nothing_and_the_next_one_commits() -> anyhow::Result<()> {
+    use rethink_stubs::{KvOp, KvStore};
+    let dir = TempDir::new()?;
+    let store = SqliteStore::open(dir.path()).await?;
+    store.apply(&[create("s1")]).await?;
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_13 BEFORE INSERT ON outbox WHEN NEW.seq = 13 \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(store.bus_pool())
+    .await?;
+    // Ops of several statements (entries and an ack): wrapped in BEGIN ... COMMIT.
+    let failing = [
+        enqueue("s1", 12),
+        StoreOp::Ack {
+            session: key("s1"),
+            seq: 1,
+        },
+        enqueue("s1", 13),
+    ];
+    for _ in 0..3 {
+        // More times than the pool has connections.
+        assert!(store.apply(&failing).await.is_err());
+    }
+    store
+        .apply(&[
+            enqueue("s1", 2),
+            StoreOp::Ack {
+                session: key("s1"),
+                seq: 1,
+            },
+        ])
+        .await?;
+    let restored = store.load_sessions().await?;
+    assert_eq!(seqs(&restored[0]), [2], "nothing of the failed batches");
+
+    let kv = crate::stubhost::SqliteKv::new(store.kv_pool().clone());
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON stub_kv WHEN NEW.key = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(store.kv_pool())
+    .await?;
+    let set = |k: &str| KvOp::Set {
+        key: k.into(),
+        value: b"v".to_vec(),
+    };
+    for _ in 0..3 {
+        assert!(
+            kv.apply("s", &[set("a"), set("boom")], 1 << 20)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        kv.apply("s", &[set("b")], 1 << 20)
+            .await
+            .map_err(|f| f.code),
+        Ok(2)
+    );
+    assert_eq!(kv.keys("s", "", 10).await, ["b"]);
+    store.close().await;
+    Ok(())
+}
