@@ -49,16 +49,7 @@ async fn terminate_holder(db: &str, key: &str) -> (i32, i32) {
         (1, 1),
         "one holder of {key} and one node waiting: {rows:?}"
     );
-    let mut conn = PgConnection::connect(db)
-        .await
-        .expect("connect to the database");
-    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(held[0].0)
-        .fetch_one(&mut conn)
-        .await
-        .expect("pg_terminate_backend");
-    assert!(done, "backend {} terminated", held[0].0);
-    conn.close().await.expect("close");
+    terminate(db, held[0].0).await;
     (held[0].0, waiting[0].0)
 }
 
@@ -196,4 +187,78 @@ async fn a_feeder_that_loses_its_lock_stops_and_each_message_is_answered_once() 
         "after the kill, at most the last event again, then m8: {after:?}"
     );
     assert_eq!(after.iter().filter(|t| *t == "echo: m8").count(), 1);
+}
+
+/// The duty's holder (node 1, feeding the echo connector) is stopped (SIGSTOP) and its lock
+/// connection terminated; node 2 *starts* now and finds the lock free. Node 1 resumes: until its
+/// next check it still believes it holds the duty. What the code promises: node 2 learns that
+/// another node held the lock last (`duty_holders`) and starts the duty only after
+/// `TAKE_OVER_AFTER`, by which time node 1 has noticed its loss and stopped, so the two never
+/// feed at once: node 2's "holds the duty" comes after node 1's "lock was lost".
+#[tokio::test]
+async fn a_node_starting_just_after_the_holder_lost_its_lock_waits_for_the_former_holder() {
+    let key = "rethink.connector-feed.echo";
+    let etc = tempfile::tempdir().expect("tempdir");
+    let config = write_config(etc.path());
+    let settings = [
+        ("RETHINK_CONFIG", config.as_str()),
+        // Nobody is found gone while node 1 is stopped.
+        ("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "60000"),
+    ];
+    let mut c = cluster_with(1, &settings).await;
+    c.nodes[0]
+        .wait_for_log(&format!("this node holds the duty duty={key}"))
+        .await;
+    let holder = until_held(&c.db, key, None).await;
+
+    c.nodes[0].signal("-STOP");
+    terminate(&c.db, holder).await;
+    c.add_node(&settings).await;
+    until_held(&c.db, key, Some(holder)).await;
+    c.nodes[0].signal("-CONT");
+    c.nodes[0].wait_for_log("a duty's lock was lost").await;
+    let early: Vec<String> = c.nodes[1]
+        .drain_log()
+        .await
+        .into_iter()
+        .filter(|l| l.contains("this node holds the duty"))
+        .collect();
+    assert_eq!(
+        early,
+        Vec::<String>::new(),
+        "node 2 started the duty while node 1 held it"
+    );
+    c.nodes[1]
+        .wait_for_log(&format!("this node holds the duty duty={key}"))
+        .await;
+}
+
+/// Waits until one backend other than `not` holds the advisory lock `key`; returns it.
+async fn until_held(db: &str, key: &str, not: Option<i32>) -> i32 {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let rows = locks(db, key).await;
+        if let Some((pid, _)) = rows.iter().find(|r| r.1 && Some(r.0) != not) {
+            return *pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody new holds {key}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Terminates the PostgreSQL backend `pid`.
+async fn terminate(db: &str, pid: i32) {
+    let mut conn = PgConnection::connect(db)
+        .await
+        .expect("connect to the database");
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_terminate_backend");
+    assert!(done, "backend {pid} terminated");
+    conn.close().await.expect("close");
 }

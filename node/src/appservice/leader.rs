@@ -13,14 +13,18 @@
 //!
 //! The lock passes at once to a waiting node when the holder's backend ends, but the former
 //! holder learns it only at its next check, and goes on meanwhile (its duty works on pool
-//! connections of its own). So a node that had to wait for the lock waits [`TAKE_OVER_AFTER`]
-//! more (longer than a check's period and time-out together) before it starts: by then a former
-//! holder that is still alive has noticed and stopped, and the duty is not done by two nodes at
-//! once (each event pushed or fed by one of them: `tests/it/cluster_leader.rs`). A node that
-//! finds the lock free starts at once (the cluster's first node; a node taking its own duty
-//! back): a duty's first start fixes where it begins in the stream, which a delay would move.
-//! Left open: a node that starts while the holder's backend has just ended and no other node
-//! was waiting can overlap with the former holder for up to `CHECK_EVERY + CHECK_TIMEOUT`.
+//! connections of its own). So a node that takes the lock after another node held it waits
+//! [`TAKE_OVER_AFTER`] more (longer than a check's period and time-out together) before it
+//! starts: by then a former holder that is still alive has noticed and stopped, and the duty is
+//! not done by two nodes at once (each event pushed or fed by one of them:
+//! `tests/it/cluster_leader.rs`). Who held it last is recorded with the lock, in `duty_holders`
+//! (`pg_migrations/0014`): so this holds also for a node that found the lock free because it
+//! started just after the holder's backend ended. A node that takes a duty no other node held
+//! last starts at once (the cluster's first node; a node taking its own duty back): a duty's
+//! first start fixes where it begins in the stream, which a delay would move.
+//! Left open: the lock is a lease, not a fence (the duty's own writes carry no token). A holder
+//! paused for longer than `TAKE_OVER_AFTER` after its backend ended (SIGSTOP, a frozen VM) may
+//! still act once more when it resumes, before its next check.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,17 +42,29 @@ const TAKE_OVER_AFTER: Duration = Duration::from_secs(2);
 /// Wait before asking for the lock again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// Where the duties' locks are taken: the cluster's database, and this node's id (recorded
+/// with each lock it takes).
+#[derive(Debug, Clone)]
+pub struct Leader {
+    pub pool: PgPool,
+    pub node: String,
+}
+
 /// Runs `push(stop)` while this node holds the lock `key` (e.g. `rethink.appservice.<id>`),
 /// from the first time it gets it until `stop`; while another node holds it, waits.
-pub(crate) async fn while_held<F, Fut>(pool: PgPool, key: String, stop: CancellationToken, push: F)
-where
+pub(crate) async fn while_held<F, Fut>(
+    leader: Leader,
+    key: String,
+    stop: CancellationToken,
+    push: F,
+) where
     F: Fn(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
     while !stop.is_cancelled() {
-        let (mut held, waited) = tokio::select! {
+        let (mut held, after_another) = tokio::select! {
             _ = stop.cancelled() => return,
-            held = lock(&pool, &key) => match held {
+            held = lock(&leader, &key) => match held {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(duty = %key, error = %e, "cluster: cannot take a duty's lock; retrying");
@@ -58,7 +74,7 @@ where
             },
         };
         // A former holder may not have noticed its loss yet (see the module's docs).
-        if waited {
+        if after_another {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 () = tokio::time::sleep(TAKE_OVER_AFTER) => {}
@@ -77,10 +93,11 @@ where
 }
 
 /// A connection of its own holding the lock `key` (waits in the database while another
-/// session holds it), and whether it had to wait.
-async fn lock(pool: &PgPool, key: &str) -> Result<(PgConnection, bool), sqlx::Error> {
+/// session holds it), and whether another node held it last (or held it while this one
+/// waited).
+async fn lock(leader: &Leader, key: &str) -> Result<(PgConnection, bool), sqlx::Error> {
     // Out of the pool: dropped (closed) rather than returned with the lock still held.
-    let mut conn = pool.acquire().await?.detach();
+    let mut conn = leader.pool.acquire().await?.detach();
     let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(key)
         .fetch_one(&mut conn)
@@ -91,7 +108,19 @@ async fn lock(pool: &PgPool, key: &str) -> Result<(PgConnection, bool), sqlx::Er
             .execute(&mut conn)
             .await?;
     }
-    Ok((conn, !free))
+    // Under the lock: the holder last recorded, replaced by this node.
+    let former: Option<String> = sqlx::query_scalar(
+        "WITH former AS (SELECT node FROM duty_holders WHERE duty = $1), \
+         mine AS (INSERT INTO duty_holders (duty, node) VALUES ($1, $2) \
+             ON CONFLICT (duty) DO UPDATE SET node = EXCLUDED.node) \
+         SELECT node FROM former",
+    )
+    .bind(key)
+    .bind(&leader.node)
+    .fetch_optional(&mut conn)
+    .await?;
+    let another = former.is_some_and(|n| n != leader.node);
+    Ok((conn, !free || another))
 }
 
 /// Resolves when the held connection fails or does not answer a check within

@@ -62,8 +62,9 @@ pub struct AppservicesDeps {
     /// Delivered and failed transactions are counted here.
     pub metrics: Arc<Metrics>,
     /// In a cluster (the Matrix stores on PostgreSQL): the database whose advisory locks elect
-    /// the one node that pushes to each service (`appservice/leader.rs`); `None` on one node.
-    pub leader: Option<sqlx::PgPool>,
+    /// the one node that pushes to each service, and this node's id (`appservice/leader.rs`);
+    /// `None` on one node.
+    pub leader: Option<leader::Leader>,
 }
 
 /// The bus session of each service id with `rethink_namespaces`, and the service it is for.
@@ -142,7 +143,7 @@ impl AppServices {
 
     /// In a cluster, the database whose advisory locks choose the one node doing a duty of
     /// the whole cluster (`leader.rs`); `None` on one node.
-    pub fn leader_pool(&self) -> Option<&sqlx::PgPool> {
+    pub fn leader(&self) -> Option<&leader::Leader> {
         self.inner.deps.leader.as_ref()
     }
 
@@ -256,9 +257,9 @@ impl AppServices {
                 }
             };
             match self.inner.deps.leader.clone() {
-                Some(pool) => {
+                Some(elected) => {
                     tokio::spawn(leader::while_held(
-                        pool,
+                        elected,
                         format!("rethink.appservice.{}", service.id()),
                         stop.clone(),
                         run,

@@ -258,6 +258,7 @@ impl RunningNode {
             Some(c) => Some(c.resolve_node_id(&config.data_dir)?),
             None => None,
         };
+        let leader_id = node_id.clone();
         let clustered = node_id
             .as_deref()
             .zip(config.cluster.as_ref().map(|c| c.membership_timeout));
@@ -376,8 +377,11 @@ impl RunningNode {
                     .map_err(NodeError::AppservicesTls)?,
                 metrics: Arc::clone(&metrics),
                 // In a cluster, one node pushes to each service.
-                leader: match (&config.cluster, bus_store.appservice_db()) {
-                    (Some(_), Db::Postgres(pool)) => Some(pool),
+                leader: match (&leader_id, bus_store.appservice_db()) {
+                    (Some(node), Db::Postgres(pool)) => Some(crate::appservice::leader::Leader {
+                        pool,
+                        node: node.clone(),
+                    }),
                     _ => None,
                 },
             },

@@ -88,13 +88,13 @@ impl NodeMatrix {
             }
             let (matrix, name) = (Arc::clone(self), c.name.clone());
             let stop = node.shutdown_token().clone();
-            match node.appservices().leader_pool() {
+            match node.appservices().leader() {
                 // In a cluster one node feeds each connector (`appservice/leader.rs`); the
                 // others' instances handle its bus messages only.
-                Some(pool) => {
+                Some(leader) => {
                     let key = format!("rethink.connector-feed.{name}");
                     let node = node.clone();
-                    tokio::spawn(while_held(pool.clone(), key, stop, move |stop| {
+                    tokio::spawn(while_held(leader.clone(), key, stop, move |stop| {
                         feed(Arc::clone(&matrix), node.clone(), name.clone(), stop)
                     }));
                 }
