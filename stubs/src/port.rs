@@ -69,6 +69,20 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         ops: &'a [KvOp],
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>>;
+
+    /// A writer of batches of its own that commits on the calling thread, if this store has
+    /// one (an embedded database: the host's write-behind then commits from a thread of its own,
+    /// with no hand-off to another thread and back for each batch). `None` by default: the
+    /// write-behind uses [`KvStore::apply`].
+    fn batches(&self) -> Option<Box<dyn KvBatches>> {
+        None
+    }
+}
+
+/// A blocking writer of batches ([`KvStore::batches`]), used by one thread.
+pub trait KvBatches: Send {
+    /// As [`KvStore::apply`], on the calling thread.
+    fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure>;
 }
 
 /// One write of a batch ([`KvStore::apply`]).

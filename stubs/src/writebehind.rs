@@ -6,7 +6,10 @@
 //! writing through would:
 //!
 //! - each write gets a ticket; the writer commits them in order and publishes the highest
-//!   ticket committed;
+//!   ticket committed. The writer is a task calling [`KvStore::apply`], or, for a store with a
+//!   blocking writer of its own ([`KvStore::batches`]: the node's SQLite file), a thread that
+//!   the writes wake and that commits in place: no hand-off to a database thread and back
+//!   for each batch;
 //! - an effect of the instance waits for every write issued before it ([`WriteBehind::barrier`]):
 //!   a WebSocket frame or close is held by the socket's writer (`net.rs`), an HTTP request by
 //!   its task, `bus.send` and the `appservice` calls by the call itself, as do `kv-get` and
@@ -33,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::Failure;
-use crate::port::{KvOp, KvStore, within_quota};
+use crate::port::{BoxFuture, KvBatches, KvOp, KvStore, within_quota};
 
 /// Writes committed in one batch, at most.
 const MAX_BATCH: usize = 4096;
@@ -129,6 +132,7 @@ impl WriteBehind {
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable, _) = watch::channel(Durable::default());
+        let batches = kv.batches();
         let wb = Arc::new(Self {
             stub: stub.to_owned(),
             kv,
@@ -137,7 +141,25 @@ impl WriteBehind {
             queue: Mutex::new(Some(tx)),
             durable,
         });
-        let writer = Arc::clone(&wb).write(rx);
+        let writer: BoxFuture<'static, ()> = match batches {
+            // The store commits on the calling thread: a thread of its own, which the stub's
+            // writes wake directly and which wakes the effects waiting for them directly.
+            Some(batches) => {
+                let (ended, end) = tokio::sync::oneshot::channel::<()>();
+                let writing = Arc::clone(&wb);
+                std::thread::Builder::new()
+                    .name("stub-kv-writer".into())
+                    .spawn(move || {
+                        writing.write_blocking(batches, rx);
+                        let _ = ended.send(());
+                    })
+                    .expect("the stub's key-value writer thread starts");
+                Box::pin(async move {
+                    let _ = end.await;
+                })
+            }
+            None => Box::pin(Arc::clone(&wb).write(rx)),
+        };
         (wb, writer)
     }
 
@@ -243,42 +265,79 @@ impl WriteBehind {
     async fn write(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u64, KvOp)>) {
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let last = batch.last().map_or(0, |(t, _)| *t);
-            let added: usize = batch
-                .iter()
-                .map(|(_, op)| match op {
-                    KvOp::Set { key, value } => key.len() + value.len(),
-                    KvOp::Delete { .. } => 0,
-                })
-                .sum();
-            let ops = fold(batch.drain(..).map(|(_, op)| op));
+            let (last, added, ops) = take(&mut batch);
             let result = self.kv.apply(&self.stub, &ops, self.max_total).await;
-            let mut b = lock(&self.books);
-            b.pending = b.pending.saturating_sub(added);
-            match result {
-                Ok(total) => {
-                    if b.total.is_some() {
-                        b.total = Some(total);
-                    }
-                    drop(b);
-                    self.durable.send_modify(|d| d.committed = last);
+            self.committed(last, added, result, &mut rx);
+        }
+    }
+
+    /// As [`WriteBehind::write`], on a thread of its own, with the store's blocking writer.
+    fn write_blocking(
+        &self,
+        mut batches: Box<dyn KvBatches>,
+        mut rx: mpsc::UnboundedReceiver<(u64, KvOp)>,
+    ) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
                 }
-                Err(f) => {
-                    // What is queued behind the failed batch builds on it: discarded too.
-                    let mut lost_to = last;
-                    while let Ok((t, _)) = rx.try_recv() {
-                        lost_to = t;
-                    }
-                    b.poisoned = true;
-                    b.pending = 0;
-                    drop(b);
-                    tracing::error!(stub = %self.stub, code = f.code, error = %f.description, writes = lost_to - self.durable.borrow().committed, "the stub's key-value writes were not committed: its instance restarts from what was");
-                    self.durable
-                        .send_modify(|d| d.lost = (d.committed, lost_to));
+            }
+            let (last, added, ops) = take(&mut batch);
+            let result = batches.apply(&self.stub, &ops, self.max_total);
+            self.committed(last, added, result, &mut rx);
+        }
+    }
+
+    /// Publishes the outcome of the batch of tickets up to `last` (`added` bytes).
+    fn committed(
+        &self,
+        last: u64,
+        added: usize,
+        result: Result<usize, Failure>,
+        rx: &mut mpsc::UnboundedReceiver<(u64, KvOp)>,
+    ) {
+        let mut b = lock(&self.books);
+        b.pending = b.pending.saturating_sub(added);
+        match result {
+            Ok(total) => {
+                if b.total.is_some() {
+                    b.total = Some(total);
                 }
+                drop(b);
+                self.durable.send_modify(|d| d.committed = last);
+            }
+            Err(f) => {
+                // What is queued behind the failed batch builds on it: discarded too.
+                let mut lost_to = last;
+                while let Ok((t, _)) = rx.try_recv() {
+                    lost_to = t;
+                }
+                b.poisoned = true;
+                b.pending = 0;
+                drop(b);
+                tracing::error!(stub = %self.stub, code = f.code, error = %f.description, writes = lost_to - self.durable.borrow().committed, "the stub's key-value writes were not committed: its instance restarts from what was");
+                self.durable
+                    .send_modify(|d| d.lost = (d.committed, lost_to));
             }
         }
     }
+}
+
+/// Takes a batch of queued writes: its last ticket, the bytes it added, its ops folded.
+fn take(batch: &mut Vec<(u64, KvOp)>) -> (u64, usize, Vec<KvOp>) {
+    let last = batch.last().map_or(0, |(t, _)| *t);
+    let added: usize = batch
+        .iter()
+        .map(|(_, op)| match op {
+            KvOp::Set { key, value } => key.len() + value.len(),
+            KvOp::Delete { .. } => 0,
+        })
+        .sum();
+    (last, added, fold(batch.drain(..).map(|(_, op)| op)))
 }
 
 /// The batch's writes with each key's last one only (one transaction: the order of different

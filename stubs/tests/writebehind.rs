@@ -1,6 +1,7 @@
 //! Write-behind (`StubSpec::kv_write_behind`) with the real `default` stub and a fake node on a
 //! real socket: the stub's frames reach the node only once the key-value writes made before
-//! them are committed, and none does when a commit fails.
+//! them are committed, and none does when a commit fails. Each test runs with the writer as a
+//! task (`KvStore::apply`) and as a thread of its own (`KvStore::batches`, as on SQLite).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use rethink_proto::Envelope;
 use rethink_stubs::catalogue::DEFAULT_STUB;
 use rethink_stubs::{
-    BoxFuture, BusPort, Failure, Host, HostConfig, KvOp, KvStore, LostReason, MemoryKv,
+    BoxFuture, BusPort, Failure, Host, HostConfig, KvBatches, KvOp, KvStore, LostReason, MemoryKv,
     StubMetrics, StubSpec,
 };
 use serde_json::{Value, json};
@@ -26,11 +27,63 @@ enum Gate {
 }
 
 /// A memory store whose batches wait at a gate the test opens, and that logs each commit.
+/// With `blocking`, it also offers a blocking batch writer (on that runtime's handle).
 #[derive(Debug)]
 struct GatedKv {
-    inner: MemoryKv,
+    inner: Arc<MemoryKv>,
     gate: watch::Receiver<Gate>,
     log: Arc<Mutex<Vec<String>>>,
+    blocking: Option<tokio::runtime::Handle>,
+}
+
+impl GatedKv {
+    /// What [`KvStore::apply`] does: through the gate, then into the memory store.
+    async fn gated_apply(
+        inner: &MemoryKv,
+        mut gate: watch::Receiver<Gate>,
+        log: &Mutex<Vec<String>>,
+        stub: &str,
+        ops: &[KvOp],
+        max_total: usize,
+    ) -> Result<usize, Failure> {
+        if ops.is_empty() {
+            return inner.apply(stub, ops, max_total).await;
+        }
+        let g = *gate.wait_for(|g| *g != Gate::Held).await.expect("gate");
+        if g == Gate::Fail {
+            return Err(Failure::new(503, "the test's store fails"));
+        }
+        let total = inner.apply(stub, ops, max_total).await?;
+        log.lock()
+            .expect("the log's lock")
+            .push(format!("commit {}", ops.len()));
+        Ok(total)
+    }
+}
+
+/// The blocking batch writer of a [`GatedKv`] (called on the write-behind's thread).
+struct GatedBatches {
+    inner: Arc<MemoryKv>,
+    gate: watch::Receiver<Gate>,
+    log: Arc<Mutex<Vec<String>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl KvBatches for GatedBatches {
+    fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure> {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "called on a thread of its own, not in a task"
+        );
+        self.runtime.block_on(GatedKv::gated_apply(
+            &self.inner,
+            self.gate.clone(),
+            &self.log,
+            stub,
+            ops,
+            max_total,
+        ))
+    }
 }
 
 impl KvStore for GatedKv {
@@ -63,22 +116,23 @@ impl KvStore for GatedKv {
         ops: &'a [KvOp],
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
-        Box::pin(async move {
-            if ops.is_empty() {
-                return self.inner.apply(stub, ops, max_total).await;
-            }
-            let mut gate = self.gate.clone();
-            let g = *gate.wait_for(|g| *g != Gate::Held).await.expect("gate");
-            if g == Gate::Fail {
-                return Err(Failure::new(503, "the test's store fails"));
-            }
-            let total = self.inner.apply(stub, ops, max_total).await?;
-            self.log
-                .lock()
-                .expect("the log's lock")
-                .push(format!("commit {}", ops.len()));
-            Ok(total)
-        })
+        Box::pin(Self::gated_apply(
+            &self.inner,
+            self.gate.clone(),
+            &self.log,
+            stub,
+            ops,
+            max_total,
+        ))
+    }
+    fn batches(&self) -> Option<Box<dyn KvBatches>> {
+        let runtime = self.blocking.clone()?;
+        Some(Box::new(GatedBatches {
+            inner: Arc::clone(&self.inner),
+            gate: self.gate.clone(),
+            log: Arc::clone(&self.log),
+            runtime,
+        }))
     }
 }
 
@@ -113,9 +167,18 @@ struct Rig {
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
 }
 
+/// How the write-behind commits.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    /// A task calling `KvStore::apply`.
+    Task,
+    /// A thread of its own with `KvStore::batches`.
+    Thread,
+}
+
 /// The default stub with write-behind over a held gate, connected to a fake node that has
 /// answered its `open`.
-async fn rig() -> Rig {
+async fn rig(writer: Writer) -> Rig {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut registry = prometheus_client::registry::Registry::default();
@@ -132,9 +195,13 @@ async fn rig() -> Rig {
     let (gate, gate_rx) = watch::channel(Gate::Held);
     let log = Arc::new(Mutex::new(Vec::new()));
     let kv = Arc::new(GatedKv {
-        inner: MemoryKv::default(),
+        inner: Arc::new(MemoryKv::default()),
         gate: gate_rx,
         log: Arc::clone(&log),
+        blocking: match writer {
+            Writer::Task => None,
+            Writer::Thread => Some(tokio::runtime::Handle::current()),
+        },
     });
     let handle = host.start(&checked, spec, Arc::new(Port::default()), kv);
     let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
@@ -198,17 +265,31 @@ async fn next_message(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reaches_the_node_only_once_its_stored_copy_is_committed() {
-    let mut rig = rig().await;
+    reaches_the_node_once_committed(Writer::Task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_the_node_only_once_committed_by_the_writer_thread() {
+    reaches_the_node_once_committed(Writer::Thread).await;
+}
+
+async fn reaches_the_node_once_committed(writer: Writer) {
+    let mut rig = rig(writer).await;
     rig.handle.deliver(ping(1)).expect("delivered");
     // Time for the stub to take the message and write it, were its frame not held (the
-    // stored copy `out/1` waits at the gate meanwhile).
+    // stored copy `out/1` waits at the gate meanwhile): then it would be on the socket now.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rig.log.lock().unwrap().push("gate opened".into());
+    let early = tokio::time::timeout(Duration::ZERO, next_message(&mut rig.ws)).await;
+    assert!(
+        early.is_err(),
+        "a frame reached the node before its write was committed: {early:?}"
+    );
+    rig.log.lock().expect("the log's lock").push("gate opened".into());
     rig.gate.send_replace(Gate::Commit);
     let m = next_message(&mut rig.ws).await.expect("the ping");
     assert_eq!(m["cseq"], 1, "{m}");
-    rig.log.lock().unwrap().push("ping received".into());
-    let log = rig.log.lock().unwrap().clone();
+    rig.log.lock().expect("the log's lock").push("ping received".into());
+    let log = rig.log.lock().expect("the log's lock").clone();
     let opened = log.iter().position(|l| l == "gate opened");
     let first_commit = log.iter().position(|l| l.starts_with("commit"));
     let received = log.iter().position(|l| l == "ping received");
@@ -222,7 +303,16 @@ async fn a_message_reaches_the_node_only_once_its_stored_copy_is_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_drops_the_frames_behind_it_and_closes_the_socket() {
-    let mut rig = rig().await;
+    a_failed_commit_closes_the_socket(Writer::Task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_of_the_writer_thread_closes_the_socket() {
+    a_failed_commit_closes_the_socket(Writer::Thread).await;
+}
+
+async fn a_failed_commit_closes_the_socket(writer: Writer) {
+    let mut rig = rig(writer).await;
     rig.handle.deliver(ping(1)).expect("delivered");
     tokio::time::sleep(Duration::from_millis(300)).await;
     rig.gate.send_replace(Gate::Fail);

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore};
+use rethink_stubs::{BoxFuture, Failure, KvBatches, KvOp, KvStore};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -102,13 +102,40 @@ impl HeldKv {
             rx,
         )
     }
+}
 
+impl Held {
     /// Once a write of `g` is committed: the stub holds everything up to it.
-    fn raise(&self, g: Option<u64>) {
+    fn raise_by_record(&self, g: Option<u64>) {
         if let Some(g) = g.filter(|g| *g > 0) {
-            self.held.by_records.store(true, Ordering::Relaxed);
-            self.held.raise(g);
+            self.by_records.store(true, Ordering::Relaxed);
+            self.raise(g);
         }
+    }
+}
+
+/// The highest top-level `g` a batch writes.
+fn batch_g(ops: &[KvOp]) -> Option<u64> {
+    ops.iter()
+        .filter_map(|op| match op {
+            KvOp::Set { value, .. } => held_of(value),
+            KvOp::Delete { .. } => None,
+        })
+        .max()
+}
+
+/// The inner store's blocking batch writer, reporting the highest `g` committed.
+struct HeldBatches {
+    inner: Box<dyn KvBatches>,
+    held: Arc<Held>,
+}
+
+impl KvBatches for HeldBatches {
+    fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure> {
+        let g = batch_g(ops);
+        let total = self.inner.apply(stub, ops, max_total)?;
+        self.held.raise_by_record(g);
+        Ok(total)
     }
 }
 
@@ -135,7 +162,7 @@ impl KvStore for HeldKv {
         Box::pin(async move {
             let g = held_of(&value);
             self.inner.set(stub, key, value, max_total).await?;
-            self.raise(g);
+            self.held.raise_by_record(g);
             Ok(())
         })
     }
@@ -147,17 +174,19 @@ impl KvStore for HeldKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
         Box::pin(async move {
-            let g = ops
-                .iter()
-                .filter_map(|op| match op {
-                    KvOp::Set { value, .. } => held_of(value),
-                    KvOp::Delete { .. } => None,
-                })
-                .max();
+            let g = batch_g(ops);
             let total = self.inner.apply(stub, ops, max_total).await?;
-            self.raise(g);
+            self.held.raise_by_record(g);
             Ok(total)
         })
+    }
+
+    fn batches(&self) -> Option<Box<dyn KvBatches>> {
+        let inner = self.inner.batches()?;
+        Some(Box::new(HeldBatches {
+            inner,
+            held: Arc::clone(&self.held),
+        }))
     }
 
     fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
@@ -177,6 +206,37 @@ impl KvStore for HeldKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The write-behind's thread commits through `batches()` (SQLite): a batch writing a
+    /// record with `g` raises what the gateway may acknowledge, once committed.
+    #[tokio::test]
+    async fn a_batch_committed_by_the_blocking_writer_raises_the_held_g() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let store = crate::store::sqlite::SqliteStore::open(dir.path())
+            .await
+            .expect("store");
+        let inner: Arc<dyn KvStore> =
+            Arc::new(crate::stubhost::SqliteKv::new(store.kv_pool().clone()));
+        let (kv, held, rx) = HeldKv::new(inner, "s").await;
+        assert_eq!(*rx.borrow(), 0);
+        let mut batches = kv.batches().expect("SQLite has a blocking batch writer");
+        let record = |g: u64| KvOp::Set {
+            key: format!("out/{g}"),
+            value: format!(r#"{{"g":{g},"m":{{}}}}"#).into_bytes(),
+        };
+        let ops = [record(3), record(5), record(4)];
+        let total = tokio::task::spawn_blocking(move || batches.apply("s", &ops, 1 << 20))
+            .await
+            .expect("the blocking task");
+        assert!(total.is_ok(), "{total:?}");
+        assert_eq!(held.get(), 5);
+        assert!(held.by_records());
+        assert_eq!(
+            kv.get("s", "out/5").await.as_deref(),
+            Some(&br#"{"g":5,"m":{}}"#[..])
+        );
+        store.close().await;
+    }
 
     #[test]
     fn reads_the_top_level_g_only() {

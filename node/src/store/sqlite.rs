@@ -64,7 +64,7 @@ const MAX_CONNECTIONS: u32 = 3;
 /// Connections to `bus.db`: the session writer's, and one for loads and checkpoints.
 const BUS_CONNECTIONS: u32 = 2;
 /// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the Matrix stream writer's connection: 1 MiB (SQLite's default is 2 MiB). It is
 /// the only connection whose cache survives the commits (see [`SqliteStore::stream_pool`]).
 const STREAM_CACHE_KIB: &str = "-1024";

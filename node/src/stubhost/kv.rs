@@ -6,19 +6,21 @@
 //! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
 //! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
 //! A batch ([`KvStore::apply`], the host's write-behind for other domains' stubs) is one
-//! transaction of few statements: per chunk of up to 64 keys (each key's last op) one `DELETE
-//! ... RETURNING` of the old values' sizes and one multi-row `INSERT` of the new values; the
-//! total changed once and checked before the commit. (One statement per key was a round trip
-//! to sqlx's SQLite worker thread, a thread wake-up each, for every message of another
-//! domain's stub.) On SQLite a batch of up to 64 keys is two trips to the connection's worker
-//! thread: one query of `BEGIN IMMEDIATE` and three statements (`sqlite_batch_sql`: the total,
-//! the deletion, the insertion), then `COMMIT` (or `ROLLBACK` over the quota); after a failure
-//! the connection is closed, which rolls back whatever it left open.
+//! transaction; each key's last op counts, the total is changed once and checked before the
+//! commit (413 and nothing applied beyond the quota).
+//! - On SQLite, [`SqliteBatches`]: a connection of its own (rusqlite, on the SQLite library sqlx
+//!   links) that commits on the calling thread, one cached statement per key. The host's
+//!   write-behind runs it on a thread of its own ([`KvStore::batches`]), so a stub's writes are
+//!   committed without a hand-off to sqlx's worker thread and back (each a thread wake-up:
+//!   about 150 µs a trip on a loaded 2-vCPU machine, BENCHMARKS.md); [`SqliteKv`]'s own `apply`
+//!   runs it in a blocking task.
+//! - On PostgreSQL, per chunk of up to 64 keys one `DELETE ... RETURNING` of the old values'
+//!   sizes and one multi-row `INSERT` of the new values, after the stub's advisory lock.
 
-use rethink_stubs::{BoxFuture, Failure, KvOp, KvStore, within_quota};
+use std::sync::Arc;
+
+use rethink_stubs::{BoxFuture, Failure, KvBatches, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
-
-use crate::store::db::{Db, Tx, on_db, on_tx};
 
 /// The bytes a key and its value count for.
 fn size_of(key: &str, value: &[u8]) -> i64 {
@@ -93,72 +95,6 @@ fn put_sql(n: usize) -> String {
     sql
 }
 
-/// A batch of `n` keys of one stub on SQLite, as one query of three statements (binds: stub,
-/// the bytes the new values add, the `n` keys, then the value of each put): the stub's total
-/// changed by the new values less the old ones (returned; a write first, see
-/// `SQLITE_ADD_TO_TOTAL`), the old values deleted, the new ones inserted. `puts`: the index
-/// among the keys of each key set (its value is the bind after the keys, in this order).
-fn sqlite_batch_sql(n: usize, puts: &[(usize, &[u8])]) -> String {
-    let keys = (0..n)
-        .map(|i| format!("${}", i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut sql = format!(
-        "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, $2 - COALESCE((SELECT \
-         SUM({SQLITE_ROW_SIZE}) FROM stub_kv WHERE stub = $1 AND key IN ({keys})), 0)) \
-         ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + excluded.bytes \
-         RETURNING bytes; DELETE FROM stub_kv WHERE stub = $1 AND key IN ({keys})"
-    );
-    if !puts.is_empty() {
-        sql.push_str("; INSERT INTO stub_kv (stub, key, value) VALUES ");
-        for (j, (i, _)) in puts.iter().enumerate() {
-            if j > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("($1, ${}, ${})", i + 3, n + 3 + j));
-        }
-    }
-    sql
-}
-
-/// Applies `ops` (each key's last, at most [`KV_CHUNK`]) of `stub` with the query of
-/// [`sqlite_batch_sql`], which opens the transaction (`BEGIN IMMEDIATE`, in the same trip to
-/// the connection's worker thread); returns the stub's new total. The caller commits or rolls
-/// back.
-async fn sqlite_batch(
-    conn: &mut sqlx::SqliteConnection,
-    stub: &str,
-    ops: &[&KvOp],
-) -> Result<i64, sqlx::Error> {
-    let puts: Vec<(usize, &[u8])> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
-            KvOp::Set { value, .. } => Some((i, value.as_slice())),
-            KvOp::Delete { .. } => None,
-        })
-        .collect();
-    let added: i64 = ops
-        .iter()
-        .map(|op| match op {
-            KvOp::Set { key, value } => size_of(key, value),
-            KvOp::Delete { .. } => 0,
-        })
-        .sum();
-    let sql = format!("BEGIN IMMEDIATE; {}", sqlite_batch_sql(ops.len(), &puts));
-    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(stub)
-        .bind(added);
-    for op in ops {
-        q = q.bind(op.key());
-    }
-    for (_, value) in &puts {
-        q = q.bind(*value);
-    }
-    let totals: Vec<i64> = q.fetch_all(conn).await?;
-    Ok(totals.first().copied().unwrap_or(0))
-}
-
 /// Each key's last op, in the order of those last ops: what applying `ops` in order leaves.
 /// (The write-behind folds its batches already; another caller may not have.)
 fn last_per_key(ops: &[KvOp]) -> Vec<&KvOp> {
@@ -179,73 +115,39 @@ const CHANGE_TOTAL: &str = "INSERT INTO stub_kv_total (stub, bytes) VALUES ($1, 
      ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + excluded.bytes \
      RETURNING bytes";
 
-/// [`KvStore::apply`] on either engine: each key's old value taken out (its size known), the
-/// new one put in, the total changed once, checked, committed. On PostgreSQL the stub's writes
-/// wait for each other first ([`PG_LOCK_STUB`]).
-async fn apply_batch(
-    db: Db,
+/// [`KvStore::apply`] on PostgreSQL: the stub's writes wait for each other first
+/// ([`PG_LOCK_STUB`]), then each key's old value is taken out (its size known), the new one
+/// put in, the total changed once, checked, committed. (On SQLite: [`SqliteBatches`].)
+async fn pg_apply_batch(
+    pool: &PgPool,
     stub: &str,
     ops: &[KvOp],
     max_total: usize,
 ) -> Result<Result<usize, Failure>, sqlx::Error> {
     if ops.is_empty() {
-        let total: Option<i64> = on_db!(&db, |e| {
+        let total: Option<i64> =
             sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = $1")
                 .bind(stub)
-                .fetch_optional(e)
-                .await?
-        });
+                .fetch_optional(pool)
+                .await?;
         return Ok(Ok(as_size(total.unwrap_or(0))));
     }
-    let row_size = if db.is_postgres() {
-        PG_ROW_SIZE
-    } else {
-        SQLITE_ROW_SIZE
-    };
     let ops = last_per_key(ops);
-    if let Db::Sqlite(pool) = &db
-        && ops.len() <= KV_CHUNK
-    {
-        // Two trips to the connection's worker thread: `BEGIN` and the batch's statements,
-        // then `COMMIT` (or `ROLLBACK` over the quota).
-        let mut conn = pool.acquire().await?;
-        let done = async {
-            let total = sqlite_batch(&mut conn, stub, &ops).await?;
-            let checked = within_quota(as_size(total), max_total).map(|()| as_size(total));
-            let end = if checked.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
-            };
-            sqlx::query(end).execute(&mut *conn).await?;
-            Ok(checked)
-        }
-        .await;
-        if done.is_err() {
-            // The transaction may be open still: closing the connection rolls it back.
-            conn.close_on_drop();
-        }
-        return done;
-    }
-    let mut tx = db.begin().await?;
-    if let Tx::Postgres(tx) = &mut tx {
-        sqlx::query(PG_LOCK_STUB)
-            .bind(stub)
-            .execute(&mut **tx)
-            .await?;
-    }
+    let mut tx = pool.begin().await?;
+    sqlx::query(PG_LOCK_STUB)
+        .bind(stub)
+        .execute(&mut *tx)
+        .await?;
     // Per chunk of keys: their old values taken out in one statement (their sizes returned),
     // the new ones put in with another.
     let mut change: i64 = 0;
     for chunk in ops.chunks(KV_CHUNK) {
-        let take = take_sql(row_size, chunk.len());
-        let old: Vec<i64> = on_tx!(&mut tx, |e| {
-            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(take)).bind(stub);
-            for op in chunk {
-                q = q.bind(op.key());
-            }
-            q.fetch_all(e).await?
-        });
+        let take = take_sql(PG_ROW_SIZE, chunk.len());
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(take)).bind(stub);
+        for op in chunk {
+            q = q.bind(op.key());
+        }
+        let old: Vec<i64> = q.fetch_all(&mut *tx).await?;
         change -= old.iter().sum::<i64>();
         let puts: Vec<(&str, &[u8])> = chunk
             .iter()
@@ -259,27 +161,120 @@ async fn apply_batch(
         }
         change += puts.iter().map(|(k, v)| size_of(k, v)).sum::<i64>();
         let put = put_sql(puts.len());
-        on_tx!(&mut tx, |e| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(put)).bind(stub);
-            for (key, value) in &puts {
-                q = q.bind(*key).bind(*value);
-            }
-            q.execute(e).await.map(drop)?
-        });
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(put)).bind(stub);
+        for (key, value) in &puts {
+            q = q.bind(*key).bind(*value);
+        }
+        q.execute(&mut *tx).await?;
     }
-    let total: i64 = on_tx!(&mut tx, |e| {
-        sqlx::query_scalar(CHANGE_TOTAL)
-            .bind(stub)
-            .bind(change)
-            .fetch_one(e)
-            .await?
-    });
+    let total: i64 = sqlx::query_scalar(CHANGE_TOTAL)
+        .bind(stub)
+        .bind(change)
+        .fetch_one(&mut *tx)
+        .await?;
     // Over the quota: dropping the transaction rolls the batch back.
     if let Err(f) = within_quota(as_size(total), max_total) {
         return Ok(Err(f));
     }
     tx.commit().await?;
     Ok(Ok(as_size(total)))
+}
+
+/// The blocking writer of batches on `stubs.db` ([`KvStore::batches`]): a connection of its
+/// own (rusqlite on the SQLite library sqlx links), used by the host's write-behind from its
+/// thread, and by [`SqliteKv`]'s own `apply` from a blocking task. Each op is a cached
+/// statement run in place, so a batch costs no hand-off to another thread.
+pub(super) struct SqliteBatches {
+    conn: rusqlite::Connection,
+}
+
+impl std::fmt::Debug for SqliteBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteBatches")
+    }
+}
+
+impl SqliteBatches {
+    /// A connection to `file` with the pool's settings: the busy timeout, `synchronous =
+    /// NORMAL`, no automatic checkpoints (`SqliteStore::checkpoints` runs them).
+    pub(super) fn open(file: &std::path::Path) -> rusqlite::Result<Self> {
+        let conn = rusqlite::Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(crate::store::sqlite::BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(Self { conn })
+    }
+
+    fn try_apply(
+        &mut self,
+        stub: &str,
+        ops: &[KvOp],
+        max_total: usize,
+    ) -> rusqlite::Result<Result<usize, Failure>> {
+        use rusqlite::OptionalExtension as _;
+        if ops.is_empty() {
+            let total: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT bytes FROM stub_kv_total WHERE stub = ?1")?
+                .query_row([stub], |r| r.get(0))
+                .optional()?;
+            return Ok(Ok(as_size(total.unwrap_or(0))));
+        }
+        // `IMMEDIATE`: the write lock at once (a read first would have to upgrade its snapshot;
+        // see `SQLITE_ADD_TO_TOTAL`). Dropped without a commit, it rolls back.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut change: i64 = 0;
+        {
+            let mut old = tx.prepare_cached(&format!(
+                "SELECT {SQLITE_ROW_SIZE} FROM stub_kv WHERE stub = ?1 AND key = ?2"
+            ))?;
+            let mut put = tx.prepare_cached(
+                "INSERT INTO stub_kv (stub, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (stub, key) DO UPDATE SET value = excluded.value",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM stub_kv WHERE stub = ?1 AND key = ?2")?;
+            for op in last_per_key(ops) {
+                let held: Option<i64> = old.query_row((stub, op.key()), |r| r.get(0)).optional()?;
+                change -= held.unwrap_or(0);
+                match op {
+                    KvOp::Set { key, value } => {
+                        put.execute((stub, key, value))?;
+                        change += size_of(key, value);
+                    }
+                    KvOp::Delete { key } => {
+                        if held.is_some() {
+                            delete.execute((stub, key))?;
+                        }
+                    }
+                }
+            }
+        }
+        let total: i64 = tx
+            .prepare_cached(
+                "INSERT INTO stub_kv_total (stub, bytes) VALUES (?1, ?2) \
+                 ON CONFLICT (stub) DO UPDATE SET bytes = stub_kv_total.bytes + excluded.bytes \
+                 RETURNING bytes",
+            )?
+            .query_row((stub, change), |r| r.get(0))?;
+        if let Err(f) = within_quota(as_size(total), max_total) {
+            return Ok(Err(f));
+        }
+        tx.commit()?;
+        Ok(Ok(as_size(total)))
+    }
+}
+
+impl KvBatches for SqliteBatches {
+    fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure> {
+        self.try_apply(stub, ops, max_total)
+            .unwrap_or_else(|e| Err(failed(&e)))
+    }
 }
 
 /// The total of a quota check, as a size.
@@ -291,16 +286,25 @@ fn as_size(total: i64) -> usize {
 #[derive(Debug, Clone)]
 pub struct SqliteKv {
     pool: SqlitePool,
+    /// The file behind `pool`, for [`SqliteBatches`].
+    file: std::path::PathBuf,
+    /// The batch writer of `apply` (opened at its first batch).
+    batches: Arc<std::sync::Mutex<Option<SqliteBatches>>>,
 }
 
 impl SqliteKv {
     /// The store in the database behind `pool` (`stubs.db`, one connection).
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        let file = pool.connect_options().get_filename().to_path_buf();
+        Self {
+            pool,
+            file,
+            batches: Arc::default(),
+        }
     }
 }
 
-fn failed(e: &sqlx::Error) -> Failure {
+fn failed(e: &dyn std::fmt::Display) -> Failure {
     tracing::error!(error = %e, "stub key-value store");
     Failure::new(503, "the key-value store is unavailable")
 }
@@ -408,11 +412,31 @@ impl KvStore for SqliteKv {
         ops: &'a [KvOp],
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
+        let (file, batches) = (self.file.clone(), Arc::clone(&self.batches));
+        let (stub, ops) = (stub.to_owned(), ops.to_vec());
         Box::pin(async move {
-            apply_batch(Db::from(self.pool.clone()), stub, ops, max_total)
-                .await
-                .unwrap_or_else(|e| Err(failed(&e)))
+            let applied = tokio::task::spawn_blocking(move || {
+                let mut slot = batches.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(SqliteBatches::open(&file).map_err(|e| failed(&e))?);
+                }
+                match slot.as_mut() {
+                    Some(b) => b.apply(&stub, &ops, max_total),
+                    None => Err(Failure::new(503, "the key-value store is unavailable")),
+                }
+            });
+            applied.await.unwrap_or_else(|e| Err(failed(&e)))
         })
+    }
+
+    fn batches(&self) -> Option<Box<dyn KvBatches>> {
+        match SqliteBatches::open(&self.file) {
+            Ok(b) => Some(Box::new(b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "stub key-value store: no batch writer of its own; batches go through the pool");
+                None
+            }
+        }
     }
 }
 
@@ -542,7 +566,7 @@ impl KvStore for PgKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
         Box::pin(async move {
-            apply_batch(Db::from(self.pool.clone()), stub, ops, max_total)
+            pg_apply_batch(&self.pool, stub, ops, max_total)
                 .await
                 .unwrap_or_else(|e| Err(failed(&e)))
         })
