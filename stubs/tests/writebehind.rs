@@ -284,11 +284,17 @@ async fn reaches_the_node_once_committed(writer: Writer) {
         early.is_err(),
         "a frame reached the node before its write was committed: {early:?}"
     );
-    rig.log.lock().expect("the log's lock").push("gate opened".into());
+    rig.log
+        .lock()
+        .expect("the log's lock")
+        .push("gate opened".into());
     rig.gate.send_replace(Gate::Commit);
     let m = next_message(&mut rig.ws).await.expect("the ping");
     assert_eq!(m["cseq"], 1, "{m}");
-    rig.log.lock().expect("the log's lock").push("ping received".into());
+    rig.log
+        .lock()
+        .expect("the log's lock")
+        .push("ping received".into());
     let log = rig.log.lock().expect("the log's lock").clone();
     let opened = log.iter().position(|l| l == "gate opened");
     let first_commit = log.iter().position(|l| l.starts_with("commit"));

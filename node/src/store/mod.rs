@@ -50,6 +50,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A write on one of the SQLite connections of our own (the bus's hot path).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The PostgreSQL database of `store.url` cannot be reached (`database`: where, no password).
     #[error("cannot connect to the database of `store.url` ({database}): {source}")]
     Connect {
@@ -84,7 +87,10 @@ impl StoreError {
             StoreError::Database(e) => e,
             StoreError::GroupCommit(e) => &**e,
             StoreError::Connect { .. } | StoreError::WriterStopped => return true,
-            StoreError::DataDir { .. } | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
+            StoreError::DataDir { .. }
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Sqlite(_) => {
                 return false;
             }
         };

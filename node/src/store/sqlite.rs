@@ -37,6 +37,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -112,7 +113,28 @@ pub struct SqliteStore {
     kv_pool: SqlitePool,
     /// `stubs.db` again, for its checkpoints only.
     kv_checkpoints: SqlitePool,
+    /// The session writer's own connection to `bus.db` for the hot path (see
+    /// [`HotPath`]), opened at its first batch.
+    hot: Arc<std::sync::Mutex<HotPath>>,
 }
+
+/// The hot path's writes to `bus.db` (`Enqueue`, `Ack`, `Handled`), committed on a connection
+/// of their own (rusqlite, on the SQLite library sqlx links), one cached statement per op. A
+/// batch of up to [`IN_PLACE`] ops is committed in place by the session writer's task: no
+/// hand-off to sqlx's worker thread and back (a thread wake-up each way, about 150 µs a trip on
+/// a loaded 2-vCPU machine, BENCHMARKS.md); such a commit takes tens of µs: checkpoints run
+/// elsewhere ([`SqliteStore::checkpoints`]), and the write lock is the writer's alone (its other
+/// batches are its own, in turn), so it waits for nothing but the disk; the busy timeout is
+/// short all the same ([`HOT_BUSY_TIMEOUT`]: a failed commit is retried by the writer). A
+/// larger batch (a busy node) goes to a blocking task, so as not to hold the worker thread.
+#[derive(Debug)]
+struct HotPath {
+    file: std::path::PathBuf,
+    conn: Option<rusqlite::Connection>,
+}
+
+/// How long the hot path's commit waits for the write lock of `bus.db`.
+const HOT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The options of every pool of the store. No test before each acquire: a connection to a
 /// local file does not go stale, and the test is a round trip to the connection's worker thread
@@ -191,6 +213,10 @@ impl SqliteStore {
             .await?;
         tracing::debug!(dir = %data_dir.display(), "sqlite store opened");
         Ok(SqliteStore {
+            hot: Arc::new(std::sync::Mutex::new(HotPath {
+                file: data_dir.join(BUS_DB_FILE),
+                conn: None,
+            })),
             bus_pool,
             pool,
             stream_pool,
@@ -364,18 +390,15 @@ impl SqliteStore {
 
     async fn apply_inner(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
         if batch.iter().all(is_flow) {
-            // The hot path's batch in one trip to the worker thread. One statement is a
-            // transaction of its own (a gateway's messages are committed one route at a time);
-            // several are wrapped in `BEGIN` and `COMMIT` in the same query.
-            let mut conn = self.bus_pool.acquire().await?;
-            let wrap = !(batch.len() <= ENQUEUE_CHUNK
-                && batch.iter().all(|op| matches!(op, StoreOp::Enqueue { .. })));
-            let done = flow(&mut conn, batch, wrap).await;
-            if done.is_err() && wrap {
-                // The transaction may be open still: closing the connection rolls it back.
-                conn.close_on_drop();
+            if batch.len() <= IN_PLACE {
+                return hot_path(&self.hot, &HotOps::of(batch));
             }
-            return done;
+            // A large batch (a busy node): its commit would hold the task's worker thread
+            // too long; a blocking task of its own.
+            let (hot, ops) = (Arc::clone(&self.hot), HotOps::of(batch));
+            return tokio::task::spawn_blocking(move || hot_path(&hot, &ops))
+                .await
+                .unwrap_or(Err(StoreError::WriterStopped));
         }
         let mut tx = self.bus_pool.begin().await?;
         // Runs of consecutive Enqueue, Ack and Handled ops become one multi-statement query
@@ -383,7 +406,7 @@ impl SqliteStore {
         // worker thread and back: one per op cost ~100 µs per op on a loaded node.
         for run in batch.chunk_by(|a, b| is_flow(a) && is_flow(b)) {
             if run.first().is_some_and(is_flow) {
-                flow(&mut tx, run, false).await?;
+                flow(&mut tx, run).await?;
             } else {
                 for op in run {
                     apply_op(&mut tx, op).await?;
@@ -407,6 +430,99 @@ impl SessionStore for SqliteStore {
     fn apply<'a>(&'a self, batch: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.apply_inner(batch))
     }
+}
+
+/// Hot-path batches of at most this many ops are committed on the writer task's own thread.
+const IN_PLACE: usize = 32;
+
+/// What a hot-path batch writes, owned (for a blocking task): each session's highest ack, the
+/// entries, each session's highest handled `cseq`.
+struct HotOps {
+    acks: Vec<(Arc<str>, i64)>,
+    entries: Vec<(Arc<str>, i64, Arc<str>)>,
+    handled: Vec<(Arc<str>, i64)>,
+}
+
+impl HotOps {
+    fn of(ops: &[StoreOp]) -> Self {
+        let owned = |v: Vec<(&str, i64)>| -> Vec<(Arc<str>, i64)> {
+            v.into_iter().map(|(s, n)| (Arc::from(s), n)).collect()
+        };
+        HotOps {
+            acks: owned(highest_per_session(ops.iter().filter_map(|op| match op {
+                StoreOp::Ack { session, seq } => Some((&**session, to_db(*seq))),
+                _ => None,
+            }))),
+            entries: ops
+                .iter()
+                .filter_map(|op| match op {
+                    StoreOp::Enqueue {
+                        session, seq, json, ..
+                    } => Some((Arc::clone(session), to_db(*seq), Arc::clone(json))),
+                    _ => None,
+                })
+                .collect(),
+            handled: owned(highest_per_session(ops.iter().filter_map(|op| match op {
+                StoreOp::Handled { session, cseq } => Some((&**session, to_db(*cseq))),
+                _ => None,
+            }))),
+        }
+    }
+}
+
+/// Commits a batch of `Enqueue`, `Ack` and `Handled` ops on the hot path's connection (see
+/// [`HotPath`]), with the effect of [`flow`]: each session's highest ack (its `acked_seq`
+/// raised, its entries up to it deleted), then the entries above their session's acknowledged
+/// seq (of sessions that exist), then each session's highest handled `cseq`.
+fn hot_path(hot: &std::sync::Mutex<HotPath>, ops: &HotOps) -> Result<(), StoreError> {
+    let mut hot = hot.lock().unwrap_or_else(|p| p.into_inner());
+    if hot.conn.is_none() {
+        let conn = rusqlite::Connection::open_with_flags(
+            &hot.file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(HOT_BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        hot.conn = Some(conn);
+    }
+    let Some(conn) = hot.conn.as_mut() else {
+        return Ok(());
+    };
+    // Dropped without a commit (an error), the transaction rolls back.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        if !ops.acks.is_empty() {
+            let mut raise = tx.prepare_cached(
+                "UPDATE sessions SET acked_seq = max(acked_seq, ?2) WHERE id = ?1",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND seq <= ?2")?;
+            for (session, seq) in &ops.acks {
+                raise.execute((&**session, seq))?;
+                delete.execute((&**session, seq))?;
+            }
+        }
+        if !ops.entries.is_empty() {
+            let mut enqueue = tx.prepare_cached(
+                "INSERT OR REPLACE INTO outbox (session, seq, json) \
+                 SELECT id, ?2, ?3 FROM sessions WHERE id = ?1 AND acked_seq < ?2",
+            )?;
+            for (session, seq, json) in &ops.entries {
+                enqueue.execute((&**session, seq, &**json))?;
+            }
+        }
+        if !ops.handled.is_empty() {
+            let mut record =
+                tx.prepare_cached("UPDATE sessions SET cseq = max(cseq, ?2) WHERE id = ?1")?;
+            for (session, cseq) in &ops.handled {
+                record.execute((&**session, cseq))?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// An op of the bus's hot path: `Enqueue`, `Ack` or `Handled` (see [`flow`]).
@@ -433,11 +549,10 @@ fn from_db(value: i64) -> u64 {
 /// deleted), the entries above the sessions' acknowledged seq ([`ENQUEUE_TAIL`]), each
 /// session's highest handled `cseq`. That gives what applying them one by one gives: an entry
 /// survives when its seq is above the session's final acknowledged seq, whatever the order of
-/// the entry and the ack in the run, and `Handled` touches nothing else. `wrap`: the query is a
-/// transaction of its own, `BEGIN IMMEDIATE` to `COMMIT` (on an error the caller must not reuse
-/// the connection as it is: the transaction may be open).
-async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp], wrap: bool) -> Result<(), StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(if wrap { "BEGIN IMMEDIATE; " } else { "" });
+/// the entry and the ack in the run, and `Handled` touches nothing else. (A batch of these ops
+/// only is committed by [`SqliteStore::hot_path`]; this serves the runs in a mixed batch.)
+async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new("");
     let mut statements = 0;
     let mut next = |query: &mut QueryBuilder<Sqlite>, head: &str| {
         if statements > 0 {
@@ -489,9 +604,6 @@ async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp], wrap: bool) -> Resul
         query.push_bind(session);
     }
     if statements > 0 {
-        if wrap {
-            query.push("; COMMIT");
-        }
         query.build().execute(&mut *conn).await?;
     }
     Ok(())
@@ -547,7 +659,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: &StoreOp) -> Result<(), Store
             }
         }
         StoreOp::Enqueue { .. } | StoreOp::Ack { .. } | StoreOp::Handled { .. } => {
-            flow(conn, std::slice::from_ref(op), false).await?;
+            flow(conn, std::slice::from_ref(op)).await?;
         }
         StoreOp::AddAddresses {
             session,

@@ -158,11 +158,11 @@ async fn open_creates_the_data_directory() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hot path's batches open their transaction in the query of their statements
-/// (`BEGIN IMMEDIATE` in one trip to the worker thread; the stubs' key-value batch likewise).
-/// A statement failing in the middle (here a trigger's `RAISE`) must leave none of the batch
-/// and no transaction open on the connection: the next batch commits (an open transaction
-/// would hold the file's write lock and make it fail with "database is locked").
+/// The hot path's batches and the stubs' key-value batches are committed on connections of
+/// their own (`HotPath`, `SqliteBatches`). A statement failing in the middle (here a trigger's
+/// `RAISE`) must leave none of the batch and no transaction open on the connection: the next
+/// batch commits (an open transaction would hold the file's write lock and make it fail with
+/// "database is locked").
 #[tokio::test]
 async fn a_batch_failing_midway_leaves_nothing_and_the_next_one_commits() -> anyhow::Result<()> {
     use rethink_stubs::{KvOp, KvStore};

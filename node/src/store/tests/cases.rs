@@ -203,8 +203,11 @@ pub(super) async fn remove_and_delete(place: Place) -> anyhow::Result<()> {
 pub(super) async fn data_survives_reopen(place: Place) -> anyhow::Result<()> {
     let opened = place.open().await?;
     let mut batch = vec![create("s1")];
-    // More than one chunk of SQLite's multi-row inserts.
-    batch.extend((1..=200).map(|seq| enqueue("s1", seq)));
+    // More than one chunk of SQLite's multi-row inserts (a mixed batch).
+    batch.extend((1..=100).map(|seq| enqueue("s1", seq)));
+    opened.sessions().apply(&batch).await?;
+    // A batch of the hot path's ops only, larger than SQLite commits in place.
+    let mut batch: Vec<StoreOp> = (101..=200).map(|seq| enqueue("s1", seq)).collect();
     batch.push(ack("s1", 150));
     batch.push(enqueue("s1", 100)); // already acknowledged: not written
     batch.push(enqueue("s1", 201));
