@@ -1,4 +1,7 @@
-//! The embedded default backend: SQLite through `sqlx`.
+//! The embedded default backend: SQLite through `sqlx`, and, for the bus's hot path
+//! ([`HotPath`]) and the stubs' key-value batches (`stubhost::kv::SqliteBatches`), connections
+//! of our own through rusqlite (the same SQLite library), committed on the thread that has the
+//! batch.
 //!
 //! Four database files in the data directory, each in WAL mode with `synchronous = NORMAL` (a
 //! commit survives a killed process):
