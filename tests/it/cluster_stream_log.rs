@@ -42,6 +42,17 @@ async fn scalar(db: &str, sql: &'static str) -> i64 {
     n
 }
 
+/// Moves the shared head to [`JUMP_TO`] (as 100,000 writes would, without their log entries).
+async fn move_head(db: &str) {
+    let mut conn = PgConnection::connect(db).await.expect("connect");
+    sqlx::query("UPDATE stream_head SET pos = $1 WHERE id = 0")
+        .bind(JUMP_TO)
+        .execute(&mut conn)
+        .await
+        .expect("move the head");
+    conn.close().await.expect("close");
+}
+
 /// The room's message bodies in Bob's `/sync` from `since` on `node`, once `last` is among them
 /// (long-polling: another node's writes arrive a moment after their answer).
 async fn synced_since(
@@ -86,13 +97,7 @@ async fn the_log_is_pruned_behind_the_head_and_an_older_since_still_syncs() {
     // Everything so far is in the log, behind where the test moves the head.
     let written = scalar(&c.db, "SELECT max(pos) FROM stream_log").await;
     assert!(written > 0 && written < JUMP_TO - 100_000, "head {written}");
-    let mut conn = PgConnection::connect(&c.db).await.expect("connect");
-    sqlx::query("UPDATE stream_head SET pos = $1 WHERE id = 0")
-        .bind(JUMP_TO)
-        .execute(&mut conn)
-        .await
-        .expect("move the head");
-    conn.close().await.expect("close");
+    move_head(&c.db).await;
 
     // The next group (position JUMP_TO + 1) prunes the log.
     send_text(&c.nodes[0], &alice.token, &room, "t2", "m2").await;
@@ -168,13 +173,7 @@ async fn a_running_node_that_missed_pruned_positions_loads_them_and_wakes_every_
     n2.signal("-STOP");
     join(n1, &carol.token, &room).await;
     send_text(n1, &alice.token, &room, "t2", "m2").await;
-    let mut conn = PgConnection::connect(&c.db).await.expect("connect");
-    sqlx::query("UPDATE stream_head SET pos = $1 WHERE id = 0")
-        .bind(JUMP_TO)
-        .execute(&mut conn)
-        .await
-        .expect("move the head");
-    conn.close().await.expect("close");
+    move_head(&c.db).await;
     // A write that concerns only Alice passes the multiple of 4,096 and prunes the log.
     create_room(n1, &alice.token, &json!({"name": "Alone"})).await;
     assert_eq!(

@@ -1,5 +1,5 @@
 //! The embedded default backend: SQLite through `sqlx`, and, for the bus's hot path
-//! ([`HotPath`]) and the stubs' key-value batches (`stubhost::kv::SqliteBatches`), connections
+//! (`HotPath`) and the stubs' key-value batches (`stubhost::kv::SqliteBatches`), connections
 //! of our own through rusqlite (the same SQLite library), committed on the thread that has the
 //! batch.
 //!
@@ -237,8 +237,8 @@ impl SqliteStore {
         })
     }
 
-    /// Runs a passive WAL checkpoint of `bus.db` and `stubs.db` every [`HOT_CHECKPOINT_EVERY`],
-    /// of the other files every [`CHECKPOINT_EVERY`], until `shutdown`.
+    /// Runs a passive WAL checkpoint of `bus.db` and `stubs.db` every `HOT_CHECKPOINT_EVERY`,
+    /// of the other files every `CHECKPOINT_EVERY`, until `shutdown`.
     pub async fn checkpoints(
         self: std::sync::Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,

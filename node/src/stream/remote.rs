@@ -13,7 +13,7 @@
 //! the database) finds positions without an entry: what they touched is unknown, so the room
 //! engine loads every room event of the range from the `events` table (which is never pruned),
 //! and the notifier counts everything up to the range's end as changed and wakes every waiting
-//! `/sync` ([`CaughtUp::lost`]).
+//! `/sync` (`CaughtUp::lost`).
 
 use std::sync::Arc;
 
