@@ -146,11 +146,13 @@ impl WriteBehind {
             // writes wake directly and which wakes the effects waiting for them directly.
             Some(batches) => {
                 let (ended, end) = tokio::sync::oneshot::channel::<()>();
-                let writing = Arc::clone(&wb);
+                // Weak: the queue's sender lives in the `WriteBehind`, so once it is gone (its
+                // stub ended without `close`, say) the queue ends and so does the thread.
+                let writing = Arc::downgrade(&wb);
                 std::thread::Builder::new()
                     .name("stub-kv-writer".into())
                     .spawn(move || {
-                        writing.write_blocking(batches, rx);
+                        Self::write_blocking(&writing, batches, rx);
                         let _ = ended.send(());
                     })
                     .expect("the stub's key-value writer thread starts");
@@ -273,12 +275,15 @@ impl WriteBehind {
 
     /// As [`WriteBehind::write`], on a thread of its own, with the store's blocking writer.
     fn write_blocking(
-        &self,
+        writing: &std::sync::Weak<Self>,
         mut batches: Box<dyn KvBatches>,
         mut rx: mpsc::UnboundedReceiver<(u64, KvOp)>,
     ) {
         let mut batch = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            let Some(wb) = writing.upgrade() else {
+                return;
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -287,8 +292,8 @@ impl WriteBehind {
                 }
             }
             let (last, added, ops) = take(&mut batch);
-            let result = batches.apply(&self.stub, &ops, self.max_total);
-            self.committed(last, added, result, &mut rx);
+            let result = batches.apply(&wb.stub, &ops, wb.max_total);
+            wb.committed(last, added, result, &mut rx);
         }
     }
 
@@ -390,6 +395,79 @@ mod tests {
         assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
         wb.close();
         task.await.unwrap();
+    }
+
+    /// A memory store with a blocking batch writer (on the test's runtime).
+    #[derive(Debug)]
+    struct Blocking(Arc<MemoryKv>, tokio::runtime::Handle);
+
+    struct BlockingBatches(Arc<MemoryKv>, tokio::runtime::Handle);
+
+    impl KvBatches for BlockingBatches {
+        fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure> {
+            self.1.block_on(self.0.apply(stub, ops, max_total))
+        }
+    }
+
+    impl KvStore for Blocking {
+        fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+            self.0.get(stub, key)
+        }
+        fn set<'a>(
+            &'a self,
+            stub: &'a str,
+            key: &'a str,
+            value: Vec<u8>,
+            max_total: usize,
+        ) -> BoxFuture<'a, Result<(), Failure>> {
+            self.0.set(stub, key, value, max_total)
+        }
+        fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+            self.0.delete(stub, key)
+        }
+        fn keys<'a>(
+            &'a self,
+            stub: &'a str,
+            prefix: &'a str,
+            limit: u32,
+        ) -> BoxFuture<'a, Vec<String>> {
+            self.0.keys(stub, prefix, limit)
+        }
+        fn apply<'a>(
+            &'a self,
+            stub: &'a str,
+            ops: &'a [KvOp],
+            max_total: usize,
+        ) -> BoxFuture<'a, Result<usize, Failure>> {
+            self.0.apply(stub, ops, max_total)
+        }
+        fn batches(&self) -> Option<Box<dyn KvBatches>> {
+            Some(Box::new(BlockingBatches(
+                Arc::clone(&self.0),
+                self.1.clone(),
+            )))
+        }
+    }
+
+    /// The writer thread commits, and ends once the write-behind is gone even if nobody
+    /// closed it (it holds no strong reference: the queue's sender goes with it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_thread_commits_and_ends_with_the_write_behind() {
+        let memory = Arc::new(MemoryKv::default());
+        let kv: Arc<dyn KvStore> = Arc::new(Blocking(
+            Arc::clone(&memory),
+            tokio::runtime::Handle::current(),
+        ));
+        let (wb, writer) = WriteBehind::new("s", kv, 1 << 20);
+        let writer = tokio::spawn(writer);
+        wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
+        assert!(wb.barrier().expect("a write is queued").wait().await);
+        assert_eq!(memory.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        drop(wb);
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer ends with the write-behind")
+            .expect("the writer's task");
     }
 
     #[tokio::test]
