@@ -146,6 +146,24 @@ struct HotPath {
 /// How long the hot path's commit waits for the write lock of `bus.db`.
 const HOT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// A rusqlite connection of our own to `file` (which sqlx created and migrated), with the
+/// pools' settings: `busy` as the busy timeout, `synchronous = NORMAL`, no automatic
+/// checkpoints ([`SqliteStore::checkpoints`] runs them), foreign keys on.
+pub(crate) fn own_connection(
+    file: &Path,
+    busy: Duration,
+) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
 /// The options of every pool of the store. No test before each acquire: a connection to a
 /// local file does not go stale, and the test is a round trip to the connection's worker thread
 /// (one more per transaction, on the hot paths of the bus and of the stubs' store).
@@ -461,12 +479,12 @@ struct HotOps {
 
 impl HotOps {
     fn of(ops: &[StoreOp]) -> Self {
-        let owned = |v: Vec<(&str, i64)>| -> Vec<(Arc<str>, i64)> {
-            v.into_iter().map(|(s, n)| (Arc::from(s), n)).collect()
+        let owned = |v: Vec<(&SessionKey, i64)>| -> Vec<(Arc<str>, i64)> {
+            v.into_iter().map(|(s, n)| (Arc::clone(s), n)).collect()
         };
         HotOps {
             acks: owned(highest_per_session(ops.iter().filter_map(|op| match op {
-                StoreOp::Ack { session, seq } => Some((&**session, to_db(*seq))),
+                StoreOp::Ack { session, seq } => Some((session, to_db(*seq))),
                 _ => None,
             }))),
             entries: ops
@@ -479,7 +497,7 @@ impl HotOps {
                 })
                 .collect(),
             handled: owned(highest_per_session(ops.iter().filter_map(|op| match op {
-                StoreOp::Handled { session, cseq } => Some((&**session, to_db(*cseq))),
+                StoreOp::Handled { session, cseq } => Some((session, to_db(*cseq))),
                 _ => None,
             }))),
         }
@@ -492,19 +510,10 @@ impl HotOps {
 /// seq (of sessions that exist), then each session's highest handled `cseq`.
 fn hot_path(hot: &std::sync::Mutex<HotPath>, ops: &HotOps) -> Result<(), StoreError> {
     let mut hot = hot.lock().unwrap_or_else(|p| p.into_inner());
-    if hot.conn.is_none() {
-        let conn = rusqlite::Connection::open_with_flags(
-            &hot.file,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(HOT_BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        hot.conn = Some(conn);
-    }
-    let Some(conn) = hot.conn.as_mut() else {
-        return Ok(());
+    let HotPath { file, conn } = &mut *hot;
+    let conn = match conn {
+        Some(conn) => conn,
+        None => conn.insert(own_connection(file, HOT_BUSY_TIMEOUT)?),
     };
     // Dropped without a commit (an error), the transaction rolls back.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -626,11 +635,13 @@ async fn flow(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), StoreE
 }
 
 /// The highest value of each session among `items`, in the order of their first appearance.
-fn highest_per_session<'a>(items: impl Iterator<Item = (&'a str, i64)>) -> Vec<(&'a str, i64)> {
-    let mut out: Vec<(&str, i64)> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
+fn highest_per_session<K: Copy + Eq + std::hash::Hash>(
+    items: impl Iterator<Item = (K, i64)>,
+) -> Vec<(K, i64)> {
+    let mut out: Vec<(K, i64)> = Vec::new();
+    let mut at: HashMap<K, usize> = HashMap::new();
     for (session, value) in items {
-        match at.get(session) {
+        match at.get(&session) {
             Some(&i) => out[i].1 = out[i].1.max(value),
             None => {
                 at.insert(session, out.len());

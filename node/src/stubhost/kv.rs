@@ -183,9 +183,12 @@ async fn pg_apply_batch(
 /// The blocking writer of batches on `stubs.db` ([`KvStore::batches`]): a connection of its
 /// own (rusqlite on the SQLite library sqlx links), used by the host's write-behind from its
 /// thread, and by [`SqliteKv`]'s own `apply` from a blocking task. Each op is a cached
-/// statement run in place, so a batch costs no hand-off to another thread.
+/// statement run in place, so a batch costs no hand-off to another thread. The connection is
+/// opened at the first batch; a batch that cannot open it fails (503) and the next one tries
+/// again.
 pub(super) struct SqliteBatches {
-    conn: rusqlite::Connection,
+    file: std::path::PathBuf,
+    conn: Option<rusqlite::Connection>,
 }
 
 impl std::fmt::Debug for SqliteBatches {
@@ -195,17 +198,9 @@ impl std::fmt::Debug for SqliteBatches {
 }
 
 impl SqliteBatches {
-    /// A connection to `file` with the pool's settings: the busy timeout, `synchronous =
-    /// NORMAL`, no automatic checkpoints (`SqliteStore::checkpoints` runs them).
-    pub(super) fn open(file: &std::path::Path) -> rusqlite::Result<Self> {
-        let conn = rusqlite::Connection::open_with_flags(
-            file,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(crate::store::sqlite::BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(Self { conn })
+    /// A writer on `file`, with the pool's settings (`store::sqlite::own_connection`).
+    fn new(file: std::path::PathBuf) -> Self {
+        Self { file, conn: None }
     }
 
     fn try_apply(
@@ -215,9 +210,15 @@ impl SqliteBatches {
         max_total: usize,
     ) -> rusqlite::Result<Result<usize, Failure>> {
         use rusqlite::OptionalExtension as _;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(crate::store::sqlite::own_connection(
+                &self.file,
+                crate::store::sqlite::BUSY_TIMEOUT,
+            )?),
+        };
         if ops.is_empty() {
-            let total: Option<i64> = self
-                .conn
+            let total: Option<i64> = conn
                 .prepare_cached("SELECT bytes FROM stub_kv_total WHERE stub = ?1")?
                 .query_row([stub], |r| r.get(0))
                 .optional()?;
@@ -225,9 +226,7 @@ impl SqliteBatches {
         }
         // `IMMEDIATE`: the write lock at once (a read first would have to upgrade its snapshot;
         // see `SQLITE_ADD_TO_TOTAL`). Dropped without a commit, it rolls back.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut change: i64 = 0;
         {
             let mut old = tx.prepare_cached(&format!(
@@ -288,8 +287,8 @@ pub struct SqliteKv {
     pool: SqlitePool,
     /// The file behind `pool`, for [`SqliteBatches`].
     file: std::path::PathBuf,
-    /// The batch writer of `apply` (opened at its first batch).
-    batches: Arc<std::sync::Mutex<Option<SqliteBatches>>>,
+    /// The batch writer of `apply`.
+    batches: Arc<std::sync::Mutex<SqliteBatches>>,
 }
 
 impl SqliteKv {
@@ -298,8 +297,8 @@ impl SqliteKv {
         let file = pool.connect_options().get_filename().to_path_buf();
         Self {
             pool,
+            batches: Arc::new(std::sync::Mutex::new(SqliteBatches::new(file.clone()))),
             file,
-            batches: Arc::default(),
         }
     }
 }
@@ -412,31 +411,19 @@ impl KvStore for SqliteKv {
         ops: &'a [KvOp],
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
-        let (file, batches) = (self.file.clone(), Arc::clone(&self.batches));
+        let batches = Arc::clone(&self.batches);
         let (stub, ops) = (stub.to_owned(), ops.to_vec());
         Box::pin(async move {
             let applied = tokio::task::spawn_blocking(move || {
-                let mut slot = batches.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
-                    *slot = Some(SqliteBatches::open(&file).map_err(|e| failed(&e))?);
-                }
-                match slot.as_mut() {
-                    Some(b) => b.apply(&stub, &ops, max_total),
-                    None => Err(Failure::new(503, "the key-value store is unavailable")),
-                }
+                let mut writer = batches.lock().unwrap_or_else(|p| p.into_inner());
+                writer.apply(&stub, &ops, max_total)
             });
             applied.await.unwrap_or_else(|e| Err(failed(&e)))
         })
     }
 
     fn batches(&self) -> Option<Box<dyn KvBatches>> {
-        match SqliteBatches::open(&self.file) {
-            Ok(b) => Some(Box::new(b)),
-            Err(e) => {
-                tracing::warn!(error = %e, "stub key-value store: no batch writer of its own; batches go through the pool");
-                None
-            }
-        }
+        Some(Box::new(SqliteBatches::new(self.file.clone())))
     }
 }
 

@@ -228,3 +228,26 @@ async fn a_batch_failing_midway_leaves_nothing_and_the_next_one_commits() -> any
     store.close().await;
     Ok(())
 }
+
+/// The stubs' key-value batch writer opens its connection at its first batch: a batch that
+/// cannot open it (here the file is gone) fails with 503, through `apply` and through the
+/// write-behind's own writer alike, and nothing panics.
+#[tokio::test]
+async fn a_key_value_batch_that_cannot_open_its_connection_is_a_503() -> anyhow::Result<()> {
+    use rethink_stubs::{KvOp, KvStore};
+    let dir = TempDir::new()?;
+    let store = SqliteStore::open(dir.path()).await?;
+    let kv = crate::stubhost::SqliteKv::new(store.kv_pool().clone());
+    std::fs::remove_file(dir.path().join(KV_DB_FILE))?;
+    let set = || KvOp::Set {
+        key: "k".into(),
+        value: b"v".to_vec(),
+    };
+    let refused = kv.apply("s", &[set()], 1 << 20).await;
+    assert_eq!(refused.map_err(|f| f.code), Err(503));
+    let mut writer = kv.batches().expect("a blocking writer");
+    let refused = tokio::task::spawn_blocking(move || writer.apply("s", &[set()], 1 << 20)).await?;
+    assert_eq!(refused.map_err(|f| f.code), Err(503));
+    store.close().await;
+    Ok(())
+}
