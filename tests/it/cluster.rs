@@ -500,6 +500,97 @@ async fn sessions_of_a_node_gone_past_the_resume_window_end() {
 
 /// A NATS server of the test's own (Debian's `nats-server`, as `scripts/nats-test-server` runs
 /// it), on `port`.
+/// A NATS server of the test's own (logging into `dir`), listening on a free port before this
+/// returns (a node does not start without NATS).
+async fn listening_nats_server(dir: &std::path::Path) -> (tokio::process::Child, u16) {
+    let port = super::support::free_port();
+    let nats = nats_server(port, dir);
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server listens"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (nats, port)
+}
+
+/// A forward never waits for NATS: with NATS gone, the messages for another node's session are
+/// still stored (so the sender's route goes on), more of them than the NATS client and the
+/// node's own notice queue can hold (notices dropped when full), and the holder's heartbeat
+/// delivers every one, in order.
+#[tokio::test]
+async fn forwards_go_on_while_nats_is_down_and_the_heartbeat_delivers_them_in_order() {
+    // More than the NATS client's queue (2048) and the node's notice queue (1024) hold.
+    const N: u64 = 4_000;
+    let files = tempfile::TempDir::new().unwrap();
+    let (mut nats, port) = listening_nats_server(files.path()).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let c = cluster_each(fresh_database().await, 2, |_| {
+        vec![
+            ("RETHINK_CLUSTER__NATS_URL".into(), url.clone()),
+            (
+                "RETHINK_SESSION__OUTBOX_MAX_MESSAGES".into(),
+                "20000".into(),
+            ),
+        ]
+    })
+    .await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let mut alice = open(n1, "rt-alice").await;
+    let mut carol = open(n2, "rt-carol").await;
+    let a = alice.allocate(1).await.remove(0);
+    let c_addr = carol.allocate(1).await.remove(0);
+    alice
+        .send(&json!({"id": 0, "type": "PING", "from": a, "to": c_addr}))
+        .await;
+    assert_eq!(carol.recv().await["id"], 0);
+
+    nats.kill().await.unwrap();
+    wait_for_health(n1, (503, "database: up\nnats: down")).await;
+    for id in 1..=N {
+        alice
+            .send(&json!({"id": id, "type": "PING", "from": a, "to": c_addr}))
+            .await;
+    }
+    // Every one stored while NATS is down: the count goes on growing until it has them all
+    // (it would stop where a forward waits for NATS).
+    let forwarded = format!(
+        "rethink_cluster_forwarded_total{{node=\"{}\"}} ",
+        node_id(&c.db, 2)
+    );
+    let (mut last, mut moved_at) = (0.0, tokio::time::Instant::now());
+    loop {
+        let now = metric(n1, &forwarded).await;
+        if now == (N + 1) as f64 {
+            break;
+        }
+        if now > last {
+            (last, moved_at) = (now, tokio::time::Instant::now());
+        }
+        assert!(
+            moved_at.elapsed() < RECV_TIMEOUT,
+            "{forwarded}stopped at {now} of {}",
+            N + 1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (NATS still down meanwhile.)
+    let (status, _) = get_at(n1.addr(), "/healthz").await;
+    assert_eq!(status, 503);
+    let mut ids = Vec::new();
+    while ids.len() < N as usize {
+        let frame = carol.recv().await;
+        ids.push(frame["id"].as_u64().unwrap());
+    }
+    assert!(ids.iter().copied().eq(1..=N), "in order, once");
+    carol.expect_nothing_queued().await;
+}
+
 fn nats_server(port: u16, dir: &std::path::Path) -> tokio::process::Child {
     tokio::process::Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
@@ -530,23 +621,10 @@ async fn wait_for_health(node: &NodeProcess, want: (u16, &str)) {
 #[tokio::test]
 async fn healthz_reports_nats_down_and_up_again() {
     let files = tempfile::TempDir::new().unwrap();
-    let port = super::support::free_port();
-    let mut nats = nats_server(port, files.path());
+    let (mut nats, port) = listening_nats_server(files.path()).await;
     let url = format!("nats://127.0.0.1:{port}");
     let db = fresh_database().await;
     let dir = tempfile::TempDir::new().unwrap();
-    // Listening before the node connects (a node does not start without NATS).
-    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nats-server listens"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let node = NodeProcess::spawn(
         dir.path(),
         &[

@@ -222,7 +222,7 @@ impl Link {
             }
         }
         self.metrics.received.inc_by(moved as u64);
-        refusals.notify(self).await;
+        refusals.notify(self);
         Ok(moved)
     }
 

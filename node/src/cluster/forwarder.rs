@@ -168,21 +168,17 @@ impl Link {
                 }
             }
         }
-        // The messages are durable: the routes go on while the holders are told (in a task
-        // of its own, so that the next group's statement does not wait for NATS either).
+        // The messages are durable: the routes go on while the holders are told (by the task
+        // publishing the notices, `Link::run_notifier`, so that the next group's statement does
+        // not wait for NATS either).
         let mut verdicts = verdicts.into_iter();
         for job in group {
             let mine: Vec<Verdict> = verdicts.by_ref().take(job.targets.len()).collect();
             // A route that stopped waiting has nothing to be told.
             let _ = job.done.send(mine);
         }
-        if !by_node.is_empty() {
-            tokio::spawn(async move {
-                for (node, sessions) in by_node {
-                    let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
-                    self.notify(&node, &sessions).await;
-                }
-            });
+        for (node, sessions) in by_node {
+            self.notify(&node, &sessions);
         }
     }
 }

@@ -6,20 +6,25 @@
 //!   `forwarder.rs`) stores the message in `cluster_inbox` for each target session
 //!   (holding the sessions' rows with `FOR KEY SHARE`, so that a takeover, which updates `node`
 //!   under `FOR UPDATE`, waits for it and then sees the row), then one NATS message per holder
-//!   node names the sessions to look at. NATS may lose that message (a node restarting): the
-//!   holder's heartbeat also looks for queued messages (`membership.rs`). The statement also
-//!   checks that each target session still holds its recipient; a stale target (the answer
-//!   was older than a release or a session's end) is looked up again, once.
+//!   node names the sessions to look at, published by a task of its own
+//!   ([`Link::run_notifier`]). NATS may lose that message (a node restarting, or the notifier's
+//!   queue full while NATS is down): the holder's heartbeat also looks for queued messages
+//!   (`membership.rs`). The statement also checks that each target session
+//!   still holds its recipient; a stale target (the answer was older than a release or a
+//!   session's end) is looked up again, once.
 //! - `drain` (`drain.rs`): on the holder, one transaction moves the queued messages of the
 //!   sessions a notice names into their outboxes.
 //! - `adopt` (`adopt.rs`) and `claim_runtime` (the session row, written at open under the
 //!   unique index on `sessions.runtime_url`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::forwarder::{Job, Verdict};
 use super::metrics::ClusterMetrics;
@@ -34,6 +39,9 @@ use crate::bus::{Denied, RouteError, RouteFailure, RuntimeStatus, Session, owner
 pub fn subject(node: &str) -> String {
     format!("rethink.node.{node}")
 }
+
+/// A notice for another node: its subject and payload.
+pub(super) type Outgoing = (String, Vec<u8>);
 
 /// This node's end of the cluster.
 #[derive(Debug)]
@@ -68,6 +76,13 @@ pub struct Link {
     pub(super) forwards: tokio::sync::mpsc::Sender<Job>,
     /// The task's end of `forwards`, until `Cluster::start` takes it.
     pub(super) forward_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Job>>>,
+    /// To the task publishing the notices for other nodes (`run_notifier`), in order: subject
+    /// and payload.
+    pub(super) notices: mpsc::Sender<Outgoing>,
+    /// The task's end of `notices`, until `Cluster::start` takes it.
+    pub(super) notice_queue: std::sync::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Notices dropped since the notifier last flushed (logged once per run of drops).
+    pub(super) notices_dropped: AtomicU64,
 }
 
 pub(super) fn db_down(e: &sqlx::Error) -> RouteError {
@@ -279,21 +294,68 @@ impl Link {
     }
 
     /// Tells `node` to look at the queues of `sessions` (the message is durable already: a
-    /// failure here only delays it until that node's next heartbeat).
-    pub(super) async fn notify(&self, node: &str, sessions: &[&str]) {
-        let started = Instant::now();
-        let payload = sessions.join("\n");
-        let sent = async {
-            self.nats.publish(subject(node), payload.into()).await?;
-            self.nats.flush().await?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        };
-        match sent.await {
-            Ok(()) => self
-                .metrics
-                .nats_round_trip
-                .observe(started.elapsed().as_secs_f64()),
-            Err(e) => tracing::warn!(error = %e, %node, "cluster: NATS notification not sent"),
+    /// notice lost only delays it until that node's next heartbeat).
+    pub(super) fn notify<S: AsRef<str>>(&self, node: &str, sessions: &[S]) {
+        let mut payload = Vec::new();
+        for (i, s) in sessions.iter().enumerate() {
+            if i > 0 {
+                payload.push(b'\n');
+            }
+            payload.extend_from_slice(s.as_ref().as_bytes());
+        }
+        self.send_notice(node, payload);
+    }
+
+    /// Hands one notice to the task publishing them in order (`run_notifier`); never waits: with
+    /// that task's queue full (NATS down or slow) the notice is dropped, and the holder's
+    /// heartbeat finds the rows.
+    fn send_notice(&self, node: &str, payload: Vec<u8>) {
+        if self.notices.try_send((subject(node), payload)).is_err()
+            && self.notices_dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::warn!(%node, "cluster: NATS notifications are being dropped (their queue is full: NATS down or slow); the holders' heartbeats find the messages");
+        }
+    }
+
+    /// Publishes the notices handed over on `notices`, in order, until `stop`. A burst's flush
+    /// is awaited by a task of its own (timed: `nats_round_trip`), so the next notices do not
+    /// wait for it.
+    pub(super) async fn run_notifier(
+        self: Arc<Self>,
+        mut notices: mpsc::Receiver<Outgoing>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = notices.recv() => n,
+            };
+            let Some(mut next) = first else { return };
+            let started = Instant::now();
+            loop {
+                let (subject, payload) = next;
+                if let Err(e) = self.nats.publish(subject, payload.into()).await {
+                    tracing::warn!(error = %e, "cluster: NATS notification not sent; the holder's heartbeat finds the messages");
+                }
+                match notices.try_recv() {
+                    Ok(more) => next = more,
+                    Err(_) => break,
+                }
+            }
+            let link = Arc::clone(&self);
+            tokio::spawn(async move {
+                match link.nats.flush().await {
+                    Ok(()) => link
+                        .metrics
+                        .nats_round_trip
+                        .observe(started.elapsed().as_secs_f64()),
+                    Err(e) => tracing::warn!(error = %e, "cluster: NATS notifications not flushed"),
+                }
+            });
+            let dropped = self.notices_dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::info!(dropped, "cluster: NATS notifications flow again");
+            }
         }
     }
 }

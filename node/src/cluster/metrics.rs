@@ -40,7 +40,8 @@ pub struct ClusterMetrics {
     pub adopted: Counter,
     /// Of those, the sessions a live node released to this one (`handover.rs`).
     pub handed_over: Counter,
-    /// NATS round trips (publish and flush, a PING/PONG with the server).
+    /// NATS notices to other nodes: from the publish until the client has written it to the
+    /// server (its `flush`; no PING/PONG).
     pub nats_round_trip: Histogram,
     /// Reload notices this node published (its copy of a directory changed).
     pub reload_notices_sent: Family<KindLabel, Counter>,
@@ -98,7 +99,7 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_nats_round_trip_seconds",
-            "NATS round trips: a publish to another node's subject and its flush",
+            "NATS notices to other nodes: from the publish until the client has written it to the server (flush)",
             m.nats_round_trip.clone(),
         );
         registry.register(

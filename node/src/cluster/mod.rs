@@ -54,6 +54,9 @@ use crate::bus::Bus;
 use crate::config::ClusterConfig;
 use crate::store::postgres::PgStore;
 
+/// How many notices for other nodes may wait to be published (`Link::run_notifier`).
+const NOTICE_QUEUE: usize = 1024;
+
 /// How long the node waits for NATS at start.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -118,6 +121,7 @@ impl Cluster {
                 source,
             })?;
         let (forwards, forward_jobs) = tokio::sync::mpsc::channel(forwarder::QUEUE);
+        let (notices, notice_queue) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
         let link = Arc::new(Link {
             node: Arc::from(node_id),
             pool: store.bus_pool().clone(),
@@ -135,6 +139,9 @@ impl Cluster {
             cache,
             forwards,
             forward_jobs: std::sync::Mutex::new(Some(forward_jobs)),
+            notices,
+            notice_queue: std::sync::Mutex::new(Some(notice_queue)),
+            notices_dropped: std::sync::atomic::AtomicU64::new(0),
         });
         link.heartbeat().await?;
         Ok(link)
@@ -176,6 +183,9 @@ impl Cluster {
         let jobs = crate::locks::lock(&link.forward_jobs).take();
         let forwarder =
             jobs.map(|jobs| tokio::spawn(Arc::clone(&link).run_forwarder(jobs, stop.clone())));
+        let queue = crate::locks::lock(&link.notice_queue).take();
+        let notifier =
+            queue.map(|queue| tokio::spawn(Arc::clone(&link).run_notifier(queue, stop.clone())));
         // The bus and the link hold each other until `stop` disconnects them.
         let _ = link.bus.set(bus.clone());
         bus.set_remote(Arc::clone(&link) as Arc<dyn crate::bus::remote::Remote>);
@@ -189,6 +199,7 @@ impl Cluster {
             tasks: [receiver, membership, directory, handover, status]
                 .into_iter()
                 .chain(forwarder)
+                .chain(notifier)
                 .collect(),
         })
     }

@@ -97,7 +97,7 @@ impl Refusals {
     }
 
     /// Tells the senders' nodes (after the commit).
-    pub(super) async fn notify(self, link: &Link) {
+    pub(super) fn notify(self, link: &Link) {
         let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for a in &self.answers {
             let list = by_node.entry(&a.node).or_default();
@@ -106,7 +106,7 @@ impl Refusals {
             }
         }
         for (node, sessions) in by_node {
-            link.notify(node, &sessions).await;
+            link.notify(node, &sessions);
         }
     }
 }
