@@ -56,6 +56,13 @@ pub(crate) struct ClusterArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The throw-away PostgreSQL server zero-fills each new WAL segment (PostgreSQL's default).
+    /// Without it the server runs with `wal_init_zero = off`: a fresh server has no segments to
+    /// recycle, and at 10,000 msg/s would zero-fill a new 16 MB one every ~1.1 s, each time
+    /// stalling every commit for 12-16 ms, which a server in steady state (recycling segments)
+    /// does not do (BENCHMARKS.md, 2026-12-04).
+    #[arg(long)]
+    zero_fill_wal: bool,
 }
 
 impl ClusterArgs {
@@ -66,6 +73,13 @@ impl ClusterArgs {
             && !url.starts_with("postgresql://")
         {
             return Err(format!("--pg-url must be a postgres:// URL, got {url:?}"));
+        }
+        if self.pg_url.is_some() && self.zero_fill_wal {
+            return Err(
+                "--zero-fill-wal is for the throw-away server; with --pg-url the server's own \
+                 settings apply"
+                    .into(),
+            );
         }
         if let Some(url) = &self.nats_url
             && !url.starts_with("nats://")
@@ -110,7 +124,8 @@ struct ScriptServer {
 }
 
 impl ScriptServer {
-    fn start(name: &str) -> Result<ScriptServer, ServiceError> {
+    /// Starts `scripts/<name>` with the environment variables `env` added.
+    fn start(name: &str, env: &[(&str, &str)]) -> Result<ScriptServer, ServiceError> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../scripts")
             .join(name);
@@ -121,6 +136,7 @@ impl ScriptServer {
         let out = Command::new(&script)
             .arg("start")
             .arg(dir.path())
+            .envs(env.iter().copied())
             .output()
             .map_err(|source| ServiceError::Run {
                 script: script.clone(),
@@ -167,11 +183,29 @@ pub(crate) async fn run(args: &ClusterArgs) -> Result<PairReport, ClusterError> 
     // Kept alive (and stopped at the end) by these handles.
     let pg = match &args.pg_url {
         Some(_) => None,
-        None => Some(ScriptServer::start("pg-test-server")?),
+        None => {
+            let settings = if args.zero_fill_wal {
+                ""
+            } else {
+                "-c wal_init_zero=off"
+            };
+            eprintln!(
+                "PostgreSQL: a throw-away server (scripts/pg-test-server), settings: {}",
+                if settings.is_empty() {
+                    "defaults"
+                } else {
+                    settings
+                }
+            );
+            Some(ScriptServer::start(
+                "pg-test-server",
+                &[("PG_TEST_SERVER_SETTINGS", settings)],
+            )?)
+        }
     };
     let nats = match &args.nats_url {
         Some(_) => None,
-        None => Some(ScriptServer::start("nats-test-server")?),
+        None => Some(ScriptServer::start("nats-test-server", &[])?),
     };
     let pg_url = args.pg_url.clone().or(pg.as_ref().map(|s| s.url.clone()));
     let nats_url = args
