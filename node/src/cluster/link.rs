@@ -81,7 +81,7 @@ pub struct Link {
     pub(super) notices: mpsc::Sender<Outgoing>,
     /// The task's end of `notices`, until `Cluster::start` takes it.
     pub(super) notice_queue: std::sync::Mutex<Option<mpsc::Receiver<Outgoing>>>,
-    /// Notices dropped since the notifier last flushed (logged once per run of drops).
+    /// Notices dropped since the notifier last published (logged once per run of drops).
     pub(super) notices_dropped: AtomicU64,
 }
 
