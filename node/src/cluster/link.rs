@@ -40,6 +40,9 @@ pub fn subject(node: &str) -> String {
     format!("rethink.node.{node}")
 }
 
+/// The most notices the notifier publishes before it has them flushed.
+const NOTIFIER_BURST: usize = 64;
+
 /// A notice for another node: its subject and payload.
 pub(super) type Outgoing = (String, Vec<u8>);
 
@@ -296,14 +299,8 @@ impl Link {
     /// Tells `node` to look at the queues of `sessions` (the message is durable already: a
     /// notice lost only delays it until that node's next heartbeat).
     pub(super) fn notify<S: AsRef<str>>(&self, node: &str, sessions: &[S]) {
-        let mut payload = Vec::new();
-        for (i, s) in sessions.iter().enumerate() {
-            if i > 0 {
-                payload.push(b'\n');
-            }
-            payload.extend_from_slice(s.as_ref().as_bytes());
-        }
-        self.send_notice(node, payload);
+        let sessions: Vec<&str> = sessions.iter().map(AsRef::as_ref).collect();
+        self.send_notice(node, sessions.join("\n").into_bytes());
     }
 
     /// Hands one notice to the task publishing them in order (`run_notifier`); never waits: with
@@ -325,21 +322,19 @@ impl Link {
         mut notices: mpsc::Receiver<Outgoing>,
         stop: CancellationToken,
     ) {
+        let mut burst = Vec::with_capacity(NOTIFIER_BURST);
         loop {
-            let first = tokio::select! {
+            let received = tokio::select! {
                 _ = stop.cancelled() => return,
-                n = notices.recv() => n,
+                n = notices.recv_many(&mut burst, NOTIFIER_BURST) => n,
             };
-            let Some(mut next) = first else { return };
+            if received == 0 {
+                return;
+            }
             let started = Instant::now();
-            loop {
-                let (subject, payload) = next;
+            for (subject, payload) in burst.drain(..) {
                 if let Err(e) = self.nats.publish(subject, payload.into()).await {
                     tracing::warn!(error = %e, "cluster: NATS notification not sent; the holder's heartbeat finds the messages");
-                }
-                match notices.try_recv() {
-                    Ok(more) => next = more,
-                    Err(_) => break,
                 }
             }
             let link = Arc::clone(&self);
