@@ -1,9 +1,9 @@
 //! `[store]`: where the node keeps its data. `store.url` chooses the backend of the bus's store
 //! (sessions, outboxes, address book, subscriptions, the start counter) and of the stubs'
 //! key-value store: absent, SQLite files in `data_dir`; `postgres://user@host:port/db`,
-//! PostgreSQL, which then also holds the Matrix accounts, devices, access tokens, profiles and
-//! filters; the rest of the Matrix store stays SQLite in `data_dir` either way (issue 14, next
-//! steps).
+//! PostgreSQL (`postgresql://` too), which then also holds the whole Matrix store (accounts,
+//! devices, tokens, profiles, filters, the server key, rooms, events, the stream, the
+//! application-service queues and the user data).
 
 use std::str::FromStr;
 use std::time::Duration;
