@@ -62,12 +62,17 @@ pub enum CrossDomainError {
     Proof(String),
     #[error("too many outstanding node challenges; try again later")]
     ChallengesFull,
+    /// A failure of this node's own (no randomness, its key cannot sign, its stub host cannot
+    /// start): nothing the other domain did. Answered 500; the details are for the log.
+    #[error("this node failed at {what}: {problem}")]
+    Internal { what: &'static str, problem: String },
 }
 
 impl CrossDomainError {
     /// The reTHINK (HTTP-style) code for a sender whose message needed this: 504 when the other
     /// domain did not answer in time, 401 for a refused node proof, 503 when challenges are
-    /// exhausted, 502 for everything the other domain got wrong (and our cache failing).
+    /// exhausted, 500 for a failure of this node's own, 502 for everything the other domain got
+    /// wrong (and our cache failing).
     pub fn code(&self) -> u16 {
         match self {
             Self::Fetch {
@@ -76,7 +81,17 @@ impl CrossDomainError {
             } => 504,
             Self::Proof(_) => 401,
             Self::ChallengesFull => 503,
+            Self::Internal { .. } => 500,
             _ => 502,
+        }
+    }
+
+    /// The text for the one who asked (a sender, the node asking for a challenge): the error
+    /// itself, except for a failure of this node's own, whose details are for the log only.
+    pub fn public_description(&self) -> String {
+        match self {
+            Self::Internal { what, .. } => format!("this node failed at {what}; see its log"),
+            _ => self.to_string(),
         }
     }
 
@@ -90,5 +105,27 @@ impl CrossDomainError {
                 ..
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CrossDomainError;
+
+    #[test]
+    fn a_failure_of_our_own_is_500_and_its_details_stay_in_the_log() {
+        let e = CrossDomainError::Internal {
+            what: "signing our node proof",
+            problem: "secret detail".into(),
+        };
+        assert_eq!(e.code(), 500);
+        assert!(e.to_string().contains("secret detail"), "{e}");
+        let public = e.public_description();
+        assert!(!public.contains("secret detail"), "{public}");
+        assert!(public.contains("signing our node proof"), "{public}");
+        // The other domain's errors are told as they are.
+        let theirs = CrossDomainError::Proof("expired".into());
+        assert_eq!(theirs.code(), 401);
+        assert_eq!(theirs.public_description(), theirs.to_string());
     }
 }

@@ -81,8 +81,10 @@ impl Challenges {
     /// A fresh challenge at `now_ms` (unix milliseconds).
     pub fn issue(&self, now_ms: u64) -> Result<Challenge, CrossDomainError> {
         let mut bytes = [0u8; CHALLENGE_BYTES];
-        getrandom::fill(&mut bytes[..RANDOM])
-            .map_err(|e| CrossDomainError::Proof(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut bytes[..RANDOM]).map_err(|e| CrossDomainError::Internal {
+            what: "a node challenge",
+            problem: format!("no randomness: {e}"),
+        })?;
         let expires_ts =
             now_ms.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
         bytes[RANDOM..RANDOM + 8].copy_from_slice(&expires_ts.to_be_bytes());

@@ -75,12 +75,16 @@ pub enum BridgeError {
 impl BridgeError {
     /// The reTHINK code of the answer to an update that failed with this error: what the room
     /// refused (too large, not a valid event, forbidden) or an internal failure (500, details
-    /// logged only).
+    /// logged only). A refusal by the bus is coded as on the WebSocket edge
+    /// ([`crate::ws::codec::denied_code`]).
     pub fn code(&self) -> Code {
         match self {
             BridgeError::Room(room) if room.is_internal() => Code::INTERNAL,
             BridgeError::Room(RoomError::TooLarge) => Code::TOO_LARGE,
-            BridgeError::Room(RoomError::Forbidden(_)) | BridgeError::Denied(_) => Code::FORBIDDEN,
+            BridgeError::Room(RoomError::Forbidden(_)) => Code::FORBIDDEN,
+            BridgeError::Denied(denied) => crate::ws::codec::denied_code(denied),
+            // Other nodes kept winning the room's writes: worth a retry, as on the Matrix edge.
+            BridgeError::Room(RoomError::Busy(_)) => Code::UNAVAILABLE,
             BridgeError::Room(RoomError::UnknownRoom(_) | RoomError::NotFound(_)) => {
                 Code::NOT_FOUND
             }
@@ -441,5 +445,24 @@ mod tests {
         assert_eq!(content, json!({"value": {"x": 1}, "attribute": "a"}));
         let e = room_event(None).unwrap();
         assert_eq!(e.content.get(), "{}");
+    }
+
+    #[test]
+    fn refusals_are_coded_as_on_the_websocket_edge_and_a_busy_room_is_retryable() {
+        let code = |e: BridgeError| e.code();
+        assert_eq!(code(Denied::RateLimited.into()), Code::TOO_MANY_REQUESTS);
+        assert_eq!(
+            code(Denied::TooManyRecipients { count: 2, max: 1 }.into()),
+            Code::TOO_LARGE
+        );
+        assert_eq!(
+            code(Denied::Spoofed { from: "f".into() }.into()),
+            Code::FORBIDDEN
+        );
+        let room: ruma::OwnedRoomId = "!r:example.org".try_into().unwrap();
+        assert_eq!(
+            code(BridgeError::Room(RoomError::Busy(room))),
+            Code::UNAVAILABLE
+        );
     }
 }

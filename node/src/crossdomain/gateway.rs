@@ -355,16 +355,19 @@ async fn start_stub(
         what: "the stub component",
         problem: e.to_string(),
     };
-    let host = ctx.host.get().map_err(malformed)?;
+    // Our own host failing to start is not the other domain's fault.
+    let host = ctx.host.get().map_err(|e| CrossDomainError::Internal {
+        what: "starting the stub host",
+        problem: e.to_string(),
+    })?;
     let checked = {
         let host = host.clone();
         let bytes = stub.bytes.clone();
         tokio::task::spawn_blocking(move || host.check(&bytes))
             .await
-            .map_err(|e| CrossDomainError::Malformed {
-                domain: domain.to_owned(),
-                what: "the stub component",
-                problem: format!("the check did not finish: {e}"),
+            .map_err(|e| CrossDomainError::Internal {
+                what: "checking a stub component",
+                problem: e.to_string(),
             })?
             .map_err(malformed)?
     };
@@ -510,7 +513,7 @@ async fn refuse_for(
     let deadline = tokio::time::sleep(period);
     tokio::pin!(deadline);
     let code = Code(error.code());
-    let description = error.to_string();
+    let description = error.public_description();
     let mut frames = Vec::with_capacity(BATCH);
     let mut settles = Vec::new();
     loop {

@@ -24,8 +24,9 @@ async fn challenge(State(node): State<Node>) -> Response {
     match node.cross_domain().issue_challenge() {
         Ok(c) => (json, serde_json::to_string(&c).unwrap_or_default()).into_response(),
         Err(e) => {
+            tracing::warn!(error = %e, "cross-domain: no node challenge issued");
             let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let body = serde_json::json!({"code": code.as_u16(), "desc": e.to_string()});
+            let body = serde_json::json!({"code": code.as_u16(), "desc": e.public_description()});
             (code, json, body.to_string()).into_response()
         }
     }

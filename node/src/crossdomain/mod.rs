@@ -231,7 +231,10 @@ impl CrossDomain {
             .rooms
             .server_key()
             .sign_json(&mut object)
-            .map_err(|e| CrossDomainError::Proof(format!("signing our proof: {e}")))?;
+            .map_err(|e| CrossDomainError::Internal {
+                what: "signing our node proof",
+                problem: e.to_string(),
+            })?;
         // Its life on the other node's clock, from when we asked (it issued the challenge
         // after that: the proof is thought to expire a little early, never late). A node that
         // does not say its time: our clock stands in for its.
