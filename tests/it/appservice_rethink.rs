@@ -195,6 +195,15 @@ async fn a_service_sends_only_from_its_namespace_and_with_its_token() {
     let (status, body) = service_send(&node, &json!({"id": 1, "type": "read"})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], 400, "{body}");
+    // A message larger than a frame may be: 413, read no further than the bound.
+    let big = "x".repeat(2 << 20);
+    let (status, body) = service_send(
+        &node,
+        &json!({"id": 3, "type": "read", "from": "slack://a", "to": h, "body": {"big": big}}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], 413, "{body}");
     // A recipient nobody holds: 404, as for a runtime.
     let (status, body) = service_send(
         &node,

@@ -48,22 +48,29 @@ pub(crate) async fn send(State(node): State<Node>, req: Request) -> Response {
     let max = node.config().session.max_frame_bytes.min(MAX_BODY_BYTES);
     let bytes: Bytes = match axum::body::to_bytes(req.into_body(), max).await {
         Ok(b) => b,
-        Err(_) => {
-            return reply(
-                Code::TOO_LARGE,
-                serde_json::json!({"code": Code::TOO_LARGE.as_u16(),
-                    "description": format!("the message is larger than {max} bytes")})
-                .to_string(),
-            );
+        Err(e) => {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if over_limit {
+                failure(
+                    Code::TOO_LARGE,
+                    &format!("the message is larger than {max} bytes"),
+                )
+            } else {
+                failure(
+                    Code::BAD_REQUEST,
+                    &format!("cannot read the request body: {e}"),
+                )
+            };
         }
     };
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
-        Err(_) => return bad_request("the message is not UTF-8"),
+        Err(_) => return failure(Code::BAD_REQUEST, "the message is not UTF-8"),
     };
     let env = match Envelope::parse(text) {
         Ok(env) => env,
-        Err(e) => return bad_request(&e.to_string()),
+        Err(e) => return failure(codec::parse_code(&e), &e.to_string()),
     };
     let origin = Origin::AppService(std::sync::Arc::clone(link.session()));
     let env = crate::bus::identity::stamp(&env, &origin).unwrap_or(env);
@@ -101,9 +108,10 @@ pub(crate) async fn send(State(node): State<Node>, req: Request) -> Response {
     }
 }
 
-fn bad_request(description: &str) -> Response {
-    let body = serde_json::json!({"code": Code::BAD_REQUEST.as_u16(), "description": description});
-    reply(Code::BAD_REQUEST, body.to_string())
+/// A request that is no message: `{"code", "description"}` (there is no envelope to answer).
+fn failure(code: Code, description: &str) -> Response {
+    let body = serde_json::json!({"code": code.as_u16(), "description": description});
+    reply(code, body.to_string())
 }
 
 fn reply(code: Code, json: String) -> Response {
