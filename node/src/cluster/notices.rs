@@ -1,13 +1,15 @@
 //! [`relay`]: what several `userdata` parts keep in memory per node and tell the other nodes of
 //! a cluster (typing, `typing.rs`; presence, `presence.rs`): this node's notices are published on
 //! a subject with the node's id, and the other nodes' notices on it are applied here. NATS
-//! without persistence: a lost notice is lost (each user of this says what makes it good).
+//! without persistence: a lost notice is lost (each user of this says what makes it good), and
+//! so is one dropped because the queue from its part was full (NATS down or slow: publishing
+//! waits once the client's own queue is full).
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +25,7 @@ pub(super) async fn relay<N>(
     nats: async_nats::Client,
     node: Arc<str>,
     subject: &'static str,
-    own: Option<UnboundedReceiver<N>>,
+    own: Option<Receiver<N>>,
     apply: impl Fn(N) + Send + 'static,
     stop: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, async_nats::SubscribeError>

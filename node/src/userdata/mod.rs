@@ -20,6 +20,11 @@
 //! decided by the Matrix handlers.
 
 mod account_data;
+
+/// How many of this node's typing or presence notices may wait for the cluster's link to
+/// publish them; when it cannot keep up (NATS down or slow) the newest are dropped, as a
+/// lost notice would be (`cluster/notices.rs`): memory stays bounded whatever clients do.
+const ANNOUNCE_QUEUE: usize = 1024;
 mod devices;
 mod filters;
 mod keys;

@@ -109,7 +109,7 @@ pub struct Presence {
     queued: Arc<Notify>,
     clock: Clock,
     /// Where this node's notices for the other nodes go, once a cluster took them.
-    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<PresenceNotice>>>,
+    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<PresenceNotice>>>,
 }
 
 /// What one node of a cluster tells the others of presence ([`Presence::announce`]).
@@ -186,9 +186,9 @@ impl Presence {
     }
 
     /// The notices of this node's presence for the other nodes of a cluster (once: `None`
-    /// the second time).
-    pub fn announce(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PresenceNotice>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// the second time), up to [`super::ANNOUNCE_QUEUE`] waiting; more are dropped.
+    pub fn announce(&self) -> Option<tokio::sync::mpsc::Receiver<PresenceNotice>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(super::ANNOUNCE_QUEUE);
         self.outbound.set(tx).ok().map(|()| rx)
     }
 
@@ -239,7 +239,7 @@ impl Presence {
     /// Tells the other nodes (if any) `notice`.
     fn tell(&self, notice: impl FnOnce() -> PresenceNotice) {
         if let Some(outbound) = self.outbound.get() {
-            let _ = outbound.send(notice());
+            let _ = outbound.try_send(notice());
         }
     }
 

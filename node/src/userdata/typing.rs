@@ -45,7 +45,7 @@ pub struct Typing {
     changes: Arc<tokio::sync::watch::Sender<()>>,
     /// In a cluster: where this node's own changes go, for the other nodes
     /// ([`Typing::announce`]).
-    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<TypingNotice>>>,
+    outbound: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<TypingNotice>>>,
 }
 
 /// A typing change made through this node, as the other nodes of a cluster apply it
@@ -110,9 +110,10 @@ impl Typing {
     }
 
     /// From now on, every change made through [`Typing::set`] is also handed to the returned
-    /// receiver (once per node: the cluster's link to the other nodes).
-    pub fn announce(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<TypingNotice>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// receiver (once per node: the cluster's link to the other nodes), up to
+    /// [`super::ANNOUNCE_QUEUE`] waiting; more are dropped.
+    pub fn announce(&self) -> Option<tokio::sync::mpsc::Receiver<TypingNotice>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(super::ANNOUNCE_QUEUE);
         self.outbound.set(tx).ok().map(|()| rx)
     }
 
@@ -137,7 +138,7 @@ impl Typing {
         members: Vec<OwnedUserId>,
     ) {
         if let Some(outbound) = self.outbound.get() {
-            let _ = outbound.send(TypingNotice {
+            let _ = outbound.try_send(TypingNotice {
                 room: room.to_owned(),
                 user: user.to_owned(),
                 timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
@@ -331,6 +332,25 @@ mod tests {
             .await
             .expect("woken in time")
             .expect("notifier alive");
+    }
+
+    #[tokio::test]
+    async fn announcements_nobody_publishes_are_bounded_and_do_not_stop_typing() {
+        let f = fixture().await;
+        let t = f.data.typing();
+        let own = t.announce().expect("the first announce");
+        assert!(t.announce().is_none(), "once per node");
+        let room = room_id!("!r:example.com");
+        let alice = user_id!("@alice:example.com");
+        let s0 = t.serial();
+        for i in 0..(super::super::ANNOUNCE_QUEUE + 500) {
+            let timeout = (i % 2 == 0).then_some(Duration::from_secs(30));
+            t.set(room, alice, timeout, vec![alice.to_owned()]);
+        }
+        // The link never read: the queue holds its bound, the rest were dropped, and every
+        // change still applied here.
+        assert_eq!(own.len(), super::super::ANNOUNCE_QUEUE);
+        assert!(t.serial() > s0 + 1000, "{} {s0}", t.serial());
     }
 
     #[tokio::test]
