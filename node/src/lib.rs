@@ -60,7 +60,9 @@
 //! 7. `server` (the listener), then `node` (builds and starts the parts) and `cli`.
 //!
 //! One exception: the node handle [`node::Node`] is the state of the request handlers of `server`,
-//! `ws` and `matrix`, which `node` builds.
+//! `ws`, `matrix` and `crossdomain` (its challenge endpoint), which `node` builds, and `stubhost`
+//! is given it once the node is built (its Matrix side calls the Matrix router, its connectors'
+//! feeds read the node's stream). No other module may name it (`tests/layering.rs`).
 
 pub mod appservice;
 pub mod auth;

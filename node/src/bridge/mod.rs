@@ -75,14 +75,13 @@ pub enum BridgeError {
 impl BridgeError {
     /// The reTHINK code of the answer to an update that failed with this error: what the room
     /// refused (too large, not a valid event, forbidden) or an internal failure (500, details
-    /// logged only). A refusal by the bus is coded as on the WebSocket edge
-    /// ([`crate::ws::codec::denied_code`]).
+    /// logged only). A refusal by the bus is coded as on every edge ([`Denied::code`]).
     pub fn code(&self) -> Code {
         match self {
             BridgeError::Room(room) if room.is_internal() => Code::INTERNAL,
             BridgeError::Room(RoomError::TooLarge) => Code::TOO_LARGE,
             BridgeError::Room(RoomError::Forbidden(_)) => Code::FORBIDDEN,
-            BridgeError::Denied(denied) => crate::ws::codec::denied_code(denied),
+            BridgeError::Denied(denied) => denied.code(),
             // Other nodes kept winning the room's writes: worth a retry, as on the Matrix edge.
             BridgeError::Room(RoomError::Busy(_)) => Code::UNAVAILABLE,
             BridgeError::Room(RoomError::UnknownRoom(_) | RoomError::NotFound(_)) => {

@@ -81,6 +81,21 @@ pub enum Denied {
     Policy { policies: Vec<String> },
 }
 
+impl Denied {
+    /// The reTHINK code a refusal is answered with, on every edge that answers in reTHINK
+    /// messages (the WebSocket edge, stubs, the bridge, the application services' send, the
+    /// cluster's refusals on arrival).
+    pub fn code(&self) -> rethink_proto::Code {
+        use rethink_proto::Code;
+        match self {
+            Denied::Spoofed { .. } | Denied::OutsideDomain { .. } => Code::FORBIDDEN,
+            Denied::RateLimited => Code::TOO_MANY_REQUESTS,
+            Denied::TooManyRecipients { .. } => Code::TOO_LARGE,
+            Denied::Policy { .. } => Code::FORBIDDEN,
+        }
+    }
+}
+
 fn policy_reason(policies: &[String]) -> String {
     if policies.is_empty() {
         "denied by policy: no policy permits this message".to_owned()
@@ -371,10 +386,7 @@ mod tests {
                 refused.to_string(),
                 format!("sender {from} is not an address of this runtime")
             );
-            assert_eq!(
-                crate::ws::codec::denied_code(&refused),
-                rethink_proto::Code::FORBIDDEN
-            );
+            assert_eq!(refused.code(), rethink_proto::Code::FORBIDDEN);
         }
     }
 

@@ -65,7 +65,7 @@ impl Refusals {
             env.id_json(),
             recipient,
             env.from(),
-            codec::denied_code(denied),
+            denied.code(),
             &denied.to_string(),
         );
         self.answers.push(Answer {

@@ -80,7 +80,7 @@ pub(crate) async fn send(State(node): State<Node>, req: Request) -> Response {
             env.id_json(),
             env.first_to(),
             env.from(),
-            codec::denied_code(&denied),
+            denied.code(),
             &denied.to_string(),
         )),
         Ok(permit) => {

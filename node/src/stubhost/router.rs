@@ -107,7 +107,7 @@ async fn send(
                 env.id_json(),
                 env.first_to(),
                 env.from(),
-                codec::denied_code(&denied),
+                denied.code(),
                 &denied.to_string(),
             );
             (Some(refusal), None)

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::error::SessionError;
 use crate::auth::AuthError;
 use crate::bus::bridge::Unbridgeable;
-use crate::bus::{Denied, RouteError, RouteFailure};
+use crate::bus::{RouteError, RouteFailure};
 
 /// The code for a refusal of the session protocol.
 pub fn session_code(e: &SessionError) -> Code {
@@ -22,7 +22,7 @@ pub fn session_code(e: &SessionError) -> Code {
             Code::BAD_REQUEST
         }
         SessionError::Auth(e) => auth_code(e),
-        SessionError::Denied(d) => denied_code(d),
+        SessionError::Denied(d) => d.code(),
         SessionError::Route(e) => route_code(e),
         SessionError::FrameTooLarge { .. } => Code::TOO_LARGE,
         SessionError::NoSession | SessionError::OtherIdentity | SessionError::CredentialExpired => {
@@ -112,19 +112,9 @@ pub fn route_code(e: &RouteError) -> Code {
         RouteError::BadRequest(_) | RouteError::BadAddress { .. } => Code::BAD_REQUEST,
         RouteError::Forbidden(_) => Code::FORBIDDEN,
         RouteError::Conflict(_) => Code::CONFLICT,
-        RouteError::Denied(d) => denied_code(d),
+        RouteError::Denied(d) => d.code(),
         RouteError::Unbridgeable(Unbridgeable::TooLarge { .. }) => Code::TOO_LARGE,
         RouteError::Unbridgeable(Unbridgeable::NotUnicode) => Code::BAD_REQUEST,
-    }
-}
-
-/// The code for a refusal by the enforcement point.
-pub fn denied_code(d: &Denied) -> Code {
-    match d {
-        Denied::Spoofed { .. } | Denied::OutsideDomain { .. } => Code::FORBIDDEN,
-        Denied::RateLimited => Code::TOO_MANY_REQUESTS,
-        Denied::TooManyRecipients { .. } => Code::TOO_LARGE,
-        Denied::Policy { .. } => Code::FORBIDDEN,
     }
 }
 
@@ -167,6 +157,7 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::Denied;
     use crate::bus::outbox::OutboxFull;
 
     #[test]
@@ -202,11 +193,8 @@ mod tests {
             route_code(&RouteError::Conflict("c".into())),
             Code::CONFLICT
         );
-        assert_eq!(denied_code(&Denied::RateLimited), Code::TOO_MANY_REQUESTS);
-        assert_eq!(
-            denied_code(&Denied::Spoofed { from: "f".into() }),
-            Code::FORBIDDEN
-        );
+        assert_eq!(Denied::RateLimited.code(), Code::TOO_MANY_REQUESTS);
+        assert_eq!(Denied::Spoofed { from: "f".into() }.code(), Code::FORBIDDEN);
         assert_eq!(auth_code(&AuthError::InvalidToken), Code::UNAUTHORIZED);
     }
 
