@@ -3,8 +3,8 @@
 //! It owns the wire shape of a message: the [`Envelope`] (`id`, `type`, `from`,
 //! `to`, `body`, unknown fields kept), [`address`] parsing, address [`pattern`]s (`slack://*`),
 //! [`MessageType`], response [`Code`]s and the response builder; and the node-owned addresses of a domain ([`Endpoints`], DESIGN.md
-//! section 3), which the bus serves and policies and their dry run name. It depends on serde only:
-//! no I/O, no async runtime.
+//! section 3), which the bus serves and policies and their dry run name. It depends on serde,
+//! serde_json and thiserror only: no I/O, no async runtime.
 //!
 //! Tolerant where runtimes differ (`id` number or string, `to` string or array, `body.desc` or
 //! `body.description`, unknown fields preserved), strict where safety needs it (missing header

@@ -1,9 +1,9 @@
 //! The PostgreSQL backend of the bus's store (`store.url = "postgres://..."`): sessions, their
 //! addresses, subscriptions and outboxes, and the start counter, in the tables of
 //! `pg_migrations/` (embedded at build time, applied by [`PgStore::open`]). The stubs' key-value
-//! store (`stubhost::PgKv`) and the Matrix account store (`store::accounts`, through
-//! [`Db`](super::db::Db)) share the pool; the other Matrix stores stay SQLite in `data_dir`
-//! (issue 14's next steps).
+//! store (`stubhost::PgKv`) and every Matrix store (accounts, rooms and events, the stream, the
+//! user data, the application services' queues, through [`Db`](super::db::Db);
+//! `node/backends.rs`) share the pool.
 //!
 //! The batch of the group-commit writer is applied in one transaction with a few statements
 //! whatever its size (`postgres/apply.rs`; a batch of one statement without `BEGIN`/`COMMIT`):
