@@ -200,7 +200,9 @@ pub(crate) struct Live {
 /// What a call was for.
 pub(crate) enum Call {
     Message(Envelope),
-    Timer(u64),
+    /// Timer `id` fired (its setting's token, see `State::take_fired`; `None`: called directly,
+    /// [`crate::DirectStub::on_timer`]).
+    Timer(u64, Option<u64>),
     Net(NetEvent),
     /// A Matrix event for `on-event`.
     Matrix(MatrixEvent),
@@ -213,6 +215,7 @@ struct Instruments {
     breaker: Gauge,
     memory: Gauge,
     skipped: Counter,
+    queued: Gauge,
 }
 
 pub(crate) struct Actor {
@@ -223,7 +226,7 @@ pub(crate) struct Actor {
     m: Instruments,
     generation: u64,
     failures: u32,
-    events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     net: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     /// The Matrix event whose call ended the last instance: the next instance's first call.
     retry: Option<MatrixEvent>,
@@ -249,7 +252,11 @@ impl Actor {
             breaker: metrics.breaker.get_or_create(&label).clone(),
             memory: metrics.memory.get_or_create(&label).clone(),
             skipped: metrics.events_skipped.get_or_create(&label).clone(),
+            queued: metrics.events_queued.get_or_create(&label).clone(),
         };
+        // A fired timer waits here until its `on-timer` call, and counts as set until then
+        // (`State::set_timer`): at most `max_timers` of them.
+        let events = mpsc::channel(ctx.spec.max_timers.max(1));
         Self {
             shared,
             pre,
@@ -258,7 +265,7 @@ impl Actor {
             m,
             generation: 0,
             failures: 0,
-            events: mpsc::unbounded_channel(),
+            events,
             net: mpsc::channel(NET_EVENTS),
             retry: None,
             event_tries: 0,
@@ -328,9 +335,9 @@ impl Actor {
                         matrix.close();
                         continue;
                     }
-                    Some(Event::Timer { generation, id }) = self.events.1.recv() => {
+                    Some(Event::Timer { generation, id, token }) = self.events.1.recv() => {
                         if generation != self.generation { continue; }
-                        Call::Timer(id)
+                        Call::Timer(id, Some(token))
                     }
                     Some(Event::Net { generation, event }) = self.net.1.recv() => {
                         if generation != self.generation { continue; }
@@ -535,6 +542,8 @@ impl Actor {
         self.m.calls.inc();
         self.m.latency.observe(elapsed.as_secs_f64());
         self.m.memory.set(live.store.data().limiter.peak as i64);
+        let queued = self.events.1.len() + self.net.1.len();
+        self.m.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
     }
 
     /// One export call. On failure: why, and the message that was lost with the instance.
@@ -543,6 +552,12 @@ impl Actor {
         live: &mut Live,
         call: Call,
     ) -> Result<(), (LostReason, Option<Envelope>)> {
+        if let Call::Timer(id, Some(token)) = call
+            && !live.store.data_mut().take_fired(id, token)
+        {
+            // Replaced or cancelled after it fired: not delivered.
+            return Ok(());
+        }
         self.arm(&mut live.store);
         let started = Instant::now();
         let store = &mut live.store;
@@ -553,8 +568,10 @@ impl Actor {
             (Instance::Connector(i), Call::Message(m)) => {
                 (i.call_on_message(&mut *store, &to_wit(&m)).await, Some(m))
             }
-            (Instance::Stub(i), Call::Timer(id)) => (i.call_on_timer(&mut *store, id).await, None),
-            (Instance::Connector(i), Call::Timer(id)) => {
+            (Instance::Stub(i), Call::Timer(id, _)) => {
+                (i.call_on_timer(&mut *store, id).await, None)
+            }
+            (Instance::Connector(i), Call::Timer(id, _)) => {
                 (i.call_on_timer(&mut *store, id).await, None)
             }
             (Instance::Stub(i), Call::Net(e)) => (i.call_on_network(&mut *store, &e).await, None),

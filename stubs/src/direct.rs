@@ -72,7 +72,7 @@ impl DirectStub {
     /// Calls `on-timer` with `id`.
     pub async fn on_timer(&mut self, id: u64) -> Result<(), LostReason> {
         self.actor
-            .call(&mut self.live, Call::Timer(id))
+            .call(&mut self.live, Call::Timer(id, None))
             .await
             .map_err(|(reason, _)| reason)
     }

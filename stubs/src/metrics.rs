@@ -1,6 +1,7 @@
 //! Per-stub metrics (`stub_*` under the registry's prefix: `rethink_stub_*` in the node; label
 //! `stub`), registered in a registry the embedder
-//! passes: calls, call latency, failures by reason, restarts, breaker state, memory.
+//! passes: calls, call latency, failures by reason, restarts, breaker state, memory, events
+//! waiting.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +66,9 @@ pub struct StubMetrics {
     /// Matrix events a connector skipped: their `on-event` ended every instance it was given
     /// to (`MAX_EVENT_TRIES`).
     pub events_skipped: Family<StubLabel, Counter>,
+    /// Timer and network events waiting for the live instance, after its last call (bounded:
+    /// by `max_timers` and the network queue).
+    pub events_queued: Family<StubLabel, Gauge>,
 }
 
 impl StubMetrics {
@@ -103,6 +107,11 @@ impl StubMetrics {
             "Matrix events a connector skipped after their on-event ended every instance tried",
             m.events_skipped.clone(),
         );
+        r.register(
+            "events_queued",
+            "Timer and network events waiting for the live stub instance after its last call",
+            m.events_queued.clone(),
+        );
         m
     }
 
@@ -116,6 +125,7 @@ impl StubMetrics {
             breaker: Family::default(),
             memory: Family::default(),
             events_skipped: Family::default(),
+            events_queued: Family::default(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub(crate) enum Event {
     Timer {
         generation: u64,
         id: u64,
+        /// Which setting of timer `id` fired: a fire of one since replaced or cancelled is
+        /// not delivered ([`State::take_fired`]).
+        token: u64,
     },
     Net {
         generation: u64,
@@ -107,8 +110,13 @@ pub(crate) struct State {
     pub(crate) deadline: Option<Instant>,
     /// The current call ran past its deadline.
     pub(crate) timed_out: bool,
-    pub(crate) events: mpsc::UnboundedSender<Event>,
-    timers: HashMap<u64, AbortHandle>,
+    pub(crate) events: mpsc::Sender<Event>,
+    /// The timers set and not yet delivered (armed, or fired with their event queued): what
+    /// `max_timers` bounds, so the events queued for the instance are bounded too. Each with the
+    /// token of its setting.
+    timers: HashMap<u64, (u64, AbortHandle)>,
+    /// The token of the next timer set.
+    next_token: u64,
     pub(crate) net: NetState,
     /// Built on first use: only guests that import `wasi:*` get one, and it is empty.
     wasi: Option<WasiCtx>,
@@ -127,18 +135,26 @@ impl std::fmt::Debug for State {
 impl Drop for State {
     fn drop(&mut self) {
         // The instance is gone: its timers must not fire into the next one.
-        for (_, t) in self.timers.drain() {
+        for (_, (_, t)) in self.timers.drain() {
             t.abort();
         }
     }
 }
 
 impl State {
-    pub(crate) fn new(
-        ctx: Arc<StubCtx>,
-        generation: u64,
-        events: mpsc::UnboundedSender<Event>,
-    ) -> Self {
+    /// Whether the fire of timer `id`'s setting `token` is to be delivered (it is still that
+    /// setting: not replaced nor cancelled since); from now on the timer is no longer set.
+    pub(crate) fn take_fired(&mut self, id: u64, token: u64) -> bool {
+        match self.timers.get(&id) {
+            Some((current, _)) if *current == token => {
+                self.timers.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn new(ctx: Arc<StubCtx>, generation: u64, events: mpsc::Sender<Event>) -> Self {
         let limiter = Limiter {
             max_bytes: ctx.spec.memory_bytes,
             exhausted: false,
@@ -153,6 +169,7 @@ impl State {
             timed_out: false,
             events,
             timers: HashMap::new(),
+            next_token: 0,
             net,
             wasi: None,
             table: ResourceTable::new(),
@@ -254,8 +271,7 @@ impl host::Host for State {
     }
 
     fn set_timer(&mut self, id: u64, delay_ms: u64) -> wasmtime::Result<Result<(), WitFailure>> {
-        self.timers.retain(|_, t| !t.is_finished());
-        if let Some(old) = self.timers.remove(&id) {
+        if let Some((_, old)) = self.timers.remove(&id) {
             old.abort();
         } else if self.timers.len() >= self.ctx.spec.max_timers {
             return Ok(Err(wit_failure(Failure::new(
@@ -265,17 +281,27 @@ impl host::Host for State {
         }
         let events = self.events.clone();
         let generation = self.generation;
+        let token = self.next_token;
+        self.next_token += 1;
         let delay = std::time::Duration::from_millis(delay_ms.min(u64::from(u32::MAX)));
         let task = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = events.send(Event::Timer { generation, id });
+            // Waits for room (aborted meanwhile if replaced or cancelled): the queue holds at
+            // most `max_timers`, as the timers set do.
+            let _ = events
+                .send(Event::Timer {
+                    generation,
+                    id,
+                    token,
+                })
+                .await;
         });
-        self.timers.insert(id, task.abort_handle());
+        self.timers.insert(id, (token, task.abort_handle()));
         Ok(Ok(()))
     }
 
     fn cancel_timer(&mut self, id: u64) -> wasmtime::Result<()> {
-        if let Some(t) = self.timers.remove(&id) {
+        if let Some((_, t)) = self.timers.remove(&id) {
             t.abort();
         }
         Ok(())

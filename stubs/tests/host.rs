@@ -173,6 +173,39 @@ async fn a_stub_loads_listens_and_echoes_with_every_field_kept() {
     );
 }
 
+/// A stub that sets every timer again in each `on-timer` call: the timers that fired and wait
+/// for their call count as set (`max_timers`), so the events waiting for the instance stay
+/// within that bound however long it goes on (they grew by ~15 a call when a fired timer no
+/// longer counted).
+#[tokio::test]
+async fn a_timer_storm_keeps_at_most_max_timers_events_waiting() {
+    let r = rig(quick());
+    let mut s = spec();
+    s.max_timers = 16;
+    let stub = r.start(&guests::storm(16), s);
+    let calls = "rethink_stub_calls_total{stub=\"echo\"}";
+    let queued = "rethink_stub_events_queued{stub=\"echo\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut most = 0.0f64;
+    loop {
+        let text = r.metrics();
+        most = most.max(metric(&text, queued));
+        if metric(&text, calls) >= 3000.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "too few calls: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let text = r.metrics();
+    most = most.max(metric(&text, queued));
+    assert!(most <= 16.0, "{most} events waited: {text}");
+    assert!(text.contains(queued), "{text}");
+    stub.stop().await;
+}
+
 #[tokio::test]
 async fn timers_fire_and_the_store_outlives_a_crashed_instance() {
     let mut r = rig(quick());

@@ -76,3 +76,10 @@ pub fn echo_with_version(version: &str) -> Vec<u8> {
         .replace("@0.1.0", &format!("@{version}"));
     component(&wat, &wit, "protocol-stub")
 }
+
+/// The timer storm guest (see storm.wat): keeps timers 0 .. `timers`-1 firing, each call
+/// setting them all again.
+pub fn storm(timers: u64) -> Vec<u8> {
+    let wat = include_str!("storm.wat").replace("{{N}}", &timers.to_string());
+    component(&wat, WIT, "protocol-stub")
+}
