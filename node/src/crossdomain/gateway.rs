@@ -41,8 +41,8 @@ use super::waiting::Waiting;
 use super::{CrossDomain, Proof};
 use crate::bus::{Bus, Origin, Session};
 use crate::stubhost::{
-    AckRule, LazyHost, NodePort, Outgoing, Pump, PumpTarget, QueueRx, answer_error, frame_seq,
-    outgoing, route_stub,
+    AckRule, LazyHost, LostRx, NodePort, Pump, PumpTarget, QueueRx, answer_error, frame_seq,
+    lost_queue, outgoing, route_stub,
 };
 
 /// Frames taken from the outbox at once while the domain is refused.
@@ -330,7 +330,7 @@ struct Running {
     handle: rethink_stubs::StubHandle,
     target: PumpTarget,
     sends: QueueRx,
-    lost: mpsc::UnboundedReceiver<Outgoing>,
+    lost: LostRx,
     /// The highest outbox position the stub holds durably.
     held: tokio::sync::watch::Receiver<u64>,
     /// How many times the other node refused the stub's proof (`tap.rs`).
@@ -428,7 +428,7 @@ async fn start_stub(
     let tap = Arc::new(tap);
     spec.tap = Some(Arc::clone(&tap) as Arc<dyn rethink_stubs::NetTap>);
     let (sends_tx, sends) = outgoing(OUTGOING);
-    let (lost_tx, lost) = mpsc::unbounded_channel();
+    let (lost_tx, lost) = lost_queue();
     let port = Arc::new(NodePort::new(sends_tx, lost_tx));
     let handle = host.start(&checked, spec, port.clone(), Arc::new(kv));
     handle.started().await;

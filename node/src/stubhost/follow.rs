@@ -17,7 +17,7 @@ use rethink_stubs::{Host, KvStore, StubError, StubHandle, StubSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::port::{NodePort, Outgoing, Queue};
+use super::port::{LostTx, NodePort, Queue};
 use super::pump::{PumpTarget, Swap};
 use super::versions::{RunningVersions, Version};
 
@@ -34,7 +34,7 @@ pub(super) struct Launcher {
     pub(super) kv: Arc<dyn KvStore>,
     /// The router's queues: every version's port sends into them.
     pub(super) sends: Queue,
-    pub(super) lost: mpsc::UnboundedSender<Outgoing>,
+    pub(super) lost: LostTx,
     pub(super) versions: RunningVersions,
     /// A connector's Matrix side (`[connectors.<name>.matrix]`).
     pub(super) matrix: Option<Arc<super::NodeMatrix>>,

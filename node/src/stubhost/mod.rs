@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, Claim, Origin, RouteError, Session};
 use crate::config::{StubRunConfig, StubSource, StubsConfig, registration_id};
 use follow::{Follower, Instance, Launcher, catalogue_version};
-pub(crate) use port::{NodePort, Outgoing, QueueRx, outgoing};
+pub(crate) use port::{LostRx, NodePort, QueueRx, lost_queue, outgoing};
 pub(crate) use pump::{AckRule, Pump, PumpTarget, frame_seq};
 pub(crate) use router::{answer_error, route_stub};
 
@@ -246,7 +246,7 @@ async fn start_one(
     };
     let host = deps.host.get().map_err(stub_error)?;
     let (sends, sends_rx) = outgoing(OUTGOING);
-    let (lost, lost_rx) = mpsc::unbounded_channel();
+    let (lost, lost_rx) = port::lost_queue();
     let launcher = Launcher {
         host,
         spec: spec_of(run),

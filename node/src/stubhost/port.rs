@@ -18,6 +18,19 @@ use crate::locks::lock;
 /// 503 for the sends past the queue's bound).
 const ROOM: usize = 32;
 
+/// Answers owed for lost messages that may wait for the router (see [`NodePort::answer_lost`]).
+const LOST: usize = 1024;
+
+/// The sending side of the queue of answers owed for lost messages.
+pub(crate) type LostTx = mpsc::Sender<Outgoing>;
+/// The router's side of it.
+pub(crate) type LostRx = mpsc::Receiver<Outgoing>;
+
+/// A stub's queue of answers owed for lost messages (every version's port sends into it).
+pub(crate) fn lost_queue() -> (LostTx, LostRx) {
+    mpsc::channel(LOST)
+}
+
 /// The sending side of a stub's outgoing queue (cheap to clone: every version's port sends
 /// into the same queue), with the router's word that it is stuck.
 #[derive(Debug, Clone)]
@@ -63,15 +76,14 @@ pub(crate) enum Outgoing {
 #[derive(Debug)]
 pub(crate) struct NodePort {
     sends: Queue,
-    /// Unbounded, but only messages the mailbox accepted can be lost: bounded by it.
-    lost: mpsc::UnboundedSender<Outgoing>,
+    lost: LostTx,
     /// What the stub listens on: addresses (and those below them), or patterns of its
     /// namespaces (`rethink_proto::AddressPattern`).
     listeners: Mutex<Vec<(String, Option<rethink_proto::AddressPattern>)>>,
 }
 
 impl NodePort {
-    pub(crate) fn new(sends: Queue, lost: mpsc::UnboundedSender<Outgoing>) -> Self {
+    pub(crate) fn new(sends: Queue, lost: LostTx) -> Self {
         Self {
             sends,
             lost,
@@ -94,10 +106,43 @@ impl NodePort {
             })
     }
 
-    /// Reports `message` lost (also used by the pump when the stub refuses it).
+    /// Reports `message` lost with an instance (the stub host's word, which cannot wait): queued,
+    /// or, the queue being full, handed over by a task of its own. Such messages are few: only
+    /// those an instance's mailbox had taken.
     pub(crate) fn report_lost(&self, message: Envelope, reason: LostReason) {
-        if self.lost.send(Outgoing::Lost(message, reason)).is_err() {
-            tracing::warn!("a stub's router has stopped: a lost message is not answered");
+        match self.lost.try_send(Outgoing::Lost(message, reason)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let lost = self.lost.clone();
+                tokio::spawn(async move {
+                    if lost.send(item).await.is_err() {
+                        tracing::warn!(
+                            "a stub's router has stopped: a lost message is not answered"
+                        );
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("a stub's router has stopped: a lost message is not answered");
+            }
+        }
+    }
+
+    /// Answers `message` as lost for the pump (the stub did not take it: breaker open, not
+    /// listened to, gone), once the queue has room: meanwhile the pump takes no more frames, which
+    /// wait in the stub's outbox, so the answers owed stay within [`LOST`] however fast senders
+    /// send. Not while the router is stuck answering the stub ([`QueueRx::stuck`]): it waits for
+    /// the pump then.
+    pub(crate) async fn answer_lost(&self, message: Envelope, reason: LostReason) {
+        let mut stuck = self.sends.stuck.clone();
+        tokio::select! {
+            permit = self.lost.reserve() => match permit {
+                Ok(permit) => permit.send(Outgoing::Lost(message, reason)),
+                Err(_) => {
+                    tracing::warn!("a stub's router has stopped: a lost message is not answered");
+                }
+            },
+            _ = stuck.wait_for(|s| *s) => self.report_lost(message, reason),
         }
     }
 }
@@ -161,5 +206,48 @@ impl BusPort for NodePort {
                 _ = stuck.wait_for(|s| *s) => {}
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn message() -> Envelope {
+        Envelope::parse(r#"{"id":1,"type":"read","from":"hyperty://a/x","to":"hyperty://a/y"}"#)
+            .expect("a message")
+    }
+
+    #[tokio::test]
+    async fn the_pump_waits_for_room_for_its_answers_unless_the_router_is_stuck() {
+        let (sends, queue) = outgoing(8);
+        let (lost, mut router) = lost_queue();
+        let port = NodePort::new(sends, lost);
+        // (`unconstrained`: tokio's co-operative budget would make the 129th reserve yield.)
+        for _ in 0..LOST {
+            tokio::task::unconstrained(port.answer_lost(message(), LostReason::NotListening))
+                .now_or_never()
+                .expect("room for the answer");
+        }
+        // Full: the next answer waits (and the pump with it) ...
+        let mut next = Box::pin(tokio::task::unconstrained(
+            port.answer_lost(message(), LostReason::NotListening),
+        ));
+        assert!((&mut next).now_or_never().is_none(), "waits for the router");
+        // ... until the router takes one.
+        assert!(router.recv().await.is_some());
+        next.await;
+        assert_eq!(router.len(), LOST);
+        // The router stuck answering the stub waits for the pump: the pump does not wait for it.
+        queue.stuck.send_replace(true);
+        tokio::task::unconstrained(port.answer_lost(message(), LostReason::NotListening))
+            .now_or_never()
+            .expect("no wait while the router is stuck");
+        // That answer is handed over once there is room.
+        for _ in 0..=LOST {
+            assert!(router.recv().await.is_some());
+        }
     }
 }

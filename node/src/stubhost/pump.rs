@@ -204,8 +204,7 @@ impl Pump {
         loop {
             let target = &self.target;
             if target.mailbox.breaker() == BreakerState::Open {
-                target.port.report_lost(env, LostReason::Unavailable);
-                return Some(Handed::Answered);
+                return self.answer(env, LostReason::Unavailable).await;
             }
             // Its listeners, and the addresses its session subscribed to (the registry
             // connector follows runtimes' `/status` this way).
@@ -213,8 +212,7 @@ impl Pump {
                 .to()
                 .any(|to| target.port.listens(to) || subscribes(&self.session, to))
             {
-                target.port.report_lost(env, LostReason::NotListening);
-                return Some(Handed::Answered);
+                return self.answer(env, LostReason::NotListening).await;
             }
             match target.mailbox.deliver(env) {
                 Ok(()) => return Some(Handed::ToStub),
@@ -226,11 +224,18 @@ impl Pump {
                         Some(swap) = self.swaps.recv() => self.switch(swap),
                     }
                 }
-                Err((_, back)) => {
-                    target.port.report_lost(back, LostReason::Unavailable);
-                    return Some(Handed::Answered);
-                }
+                Err((_, back)) => return self.answer(back, LostReason::Unavailable).await,
             }
+        }
+    }
+
+    /// Answers `env` here, as lost for `reason`, once the router has room for the answer
+    /// ([`NodePort::answer_lost`]). `None` if the pump was cancelled meanwhile (the frame stays
+    /// in the outbox).
+    async fn answer(&self, env: Envelope, reason: LostReason) -> Option<Handed> {
+        tokio::select! {
+            () = self.cancel.cancelled() => None,
+            () = self.target.port.answer_lost(env, reason) => Some(Handed::Answered),
         }
     }
 }

@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rethink_proto::{Code, Envelope, MessageType};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::port::{Outgoing, QueueRx};
+use super::port::{LostRx, Outgoing, QueueRx};
 use crate::bus::{Bus, Origin, PushError, Session, Settling};
 use crate::ws::codec;
 
@@ -32,7 +32,7 @@ pub(crate) async fn route_stub(
     origin: Origin,
     name: String,
     mut sends: QueueRx,
-    mut lost: mpsc::UnboundedReceiver<Outgoing>,
+    mut lost: LostRx,
 ) {
     let window = if matches!(origin, Origin::Stub(_)) {
         SETTLING
