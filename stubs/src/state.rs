@@ -351,9 +351,13 @@ impl host::Host for State {
     }
 
     async fn kv_delete(&mut self, key: String) -> wasmtime::Result<()> {
+        if key.len() > self.ctx.spec.kv_limits.0 {
+            // `kv-set` refuses such a key: nothing is stored under it.
+            return Ok(());
+        }
         let ctx = Arc::clone(&self.ctx);
         if let Some(wb) = &ctx.wb {
-            return Ok(wb.delete(key)?);
+            return Ok(wb.delete(key).await?);
         }
         ctx.kv.delete(&ctx.spec.name, &key).await;
         Ok(())

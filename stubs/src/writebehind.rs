@@ -23,6 +23,8 @@
 //!   plus every value written since, replaced values not taken off), so a write the store
 //!   would refuse is refused with 413 as before; near the quota a write may be refused that
 //!   writing through would have taken;
+//! - deletes are bounded too: past the quota's bytes of keys queued, a `kv-delete` waits for
+//!   the writer's commit (and a key longer than `kv-set` allows is not queued at all);
 //! - writes of the same key in one batch are folded into the last one;
 //! - when the stub stops, the writer commits what is queued before [`StubHandle::stop`]
 //!   returns.
@@ -71,6 +73,8 @@ struct Books {
     total: Option<usize>,
     /// Bytes (key and value) of the writes given and not yet committed.
     pending: usize,
+    /// Bytes of the keys of the deletes given and not yet committed.
+    deleting: usize,
     /// A commit failed: writes are refused until [`WriteBehind::reset`].
     poisoned: bool,
     /// The last ticket of the instances before the current one (their outcome is not the
@@ -242,12 +246,19 @@ impl WriteBehind {
         Ok(Ok(()))
     }
 
-    /// Queues the deletion of `key`.
-    pub(crate) fn delete(&self, key: String) -> Result<(), Lost> {
+    /// Queues the deletion of `key`. The keys of the deletes queued stay within the stub's
+    /// quota in bytes: past it, the writer's commit of what is queued is waited for first (a
+    /// stub deleting in a loop is paced by the store, as a stub writing is by its quota).
+    pub(crate) async fn delete(&self, key: String) -> Result<(), Lost> {
+        let over = lock(&self.books).deleting + key.len() > self.max_total;
+        if over {
+            self.flush().await?;
+        }
         let mut b = lock(&self.books);
         if b.poisoned {
             return Err(Lost(self.stub.clone()));
         }
+        b.deleting += key.len();
         self.enqueue(&mut b, KvOp::Delete { key })
     }
 
@@ -297,16 +308,18 @@ impl WriteBehind {
         }
     }
 
-    /// Publishes the outcome of the batch of tickets up to `last` (`added` bytes).
+    /// Publishes the outcome of the batch of tickets up to `last` (`added`: the bytes its sets
+    /// added, and its deletes' keys).
     fn committed(
         &self,
         last: u64,
-        added: usize,
+        added: (usize, usize),
         result: Result<usize, Failure>,
         rx: &mut mpsc::UnboundedReceiver<(u64, KvOp)>,
     ) {
         let mut b = lock(&self.books);
-        b.pending = b.pending.saturating_sub(added);
+        b.pending = b.pending.saturating_sub(added.0);
+        b.deleting = b.deleting.saturating_sub(added.1);
         match result {
             Ok(total) => {
                 if b.total.is_some() {
@@ -323,6 +336,7 @@ impl WriteBehind {
                 }
                 b.poisoned = true;
                 b.pending = 0;
+                b.deleting = 0;
                 drop(b);
                 tracing::error!(stub = %self.stub, code = f.code, error = %f.description, writes = lost_to - self.durable.borrow().committed, "the stub's key-value writes were not committed: its instance restarts from what was");
                 self.durable
@@ -332,16 +346,17 @@ impl WriteBehind {
     }
 }
 
-/// Takes a batch of queued writes: its last ticket, the bytes it added, its ops folded.
-fn take(batch: &mut Vec<(u64, KvOp)>) -> (u64, usize, Vec<KvOp>) {
+/// Takes a batch of queued writes: its last ticket, the bytes its sets added and its deletes'
+/// keys, its ops folded.
+fn take(batch: &mut Vec<(u64, KvOp)>) -> (u64, (usize, usize), Vec<KvOp>) {
     let last = batch.last().map_or(0, |(t, _)| *t);
-    let added: usize = batch
-        .iter()
-        .map(|(_, op)| match op {
-            KvOp::Set { key, value } => key.len() + value.len(),
-            KvOp::Delete { .. } => 0,
-        })
-        .sum();
+    let mut added = (0, 0);
+    for (_, op) in batch.iter() {
+        match op {
+            KvOp::Set { key, value } => added.0 += key.len() + value.len(),
+            KvOp::Delete { key } => added.1 += key.len(),
+        }
+    }
     (last, added, fold(batch.drain(..).map(|(_, op)| op)))
 }
 
@@ -393,6 +408,29 @@ mod tests {
         let task = tokio::spawn(writer);
         assert!(barrier.wait().await);
         assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        wb.close();
+        task.await.unwrap();
+    }
+
+    /// Deletes hold their keys until committed: past the quota's bytes of keys queued, the next
+    /// delete waits for the writer.
+    #[tokio::test]
+    async fn queued_deletes_stay_within_the_quota_and_then_wait_for_the_writer() {
+        use futures_util::FutureExt;
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let (wb, writer) = WriteBehind::new("s", Arc::clone(&kv), 1000);
+        let key = |i: usize| format!("{i:0>100}");
+        for i in 0..10 {
+            wb.delete(key(i))
+                .now_or_never()
+                .expect("within the bound: queued at once")
+                .unwrap();
+        }
+        // The writer has not run: 1,000 bytes of keys wait, the next one waits for it.
+        let mut next = Box::pin(wb.delete(key(10)));
+        assert!((&mut next).now_or_never().is_none(), "waits for the writer");
+        let task = tokio::spawn(writer);
+        next.await.unwrap();
         wb.close();
         task.await.unwrap();
     }
