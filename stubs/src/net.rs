@@ -273,15 +273,20 @@ impl net::Host for State {
         if let Some((out, _)) = self.net.sockets.get(&socket) {
             // A full buffer: the peer is not reading, and the close would wait behind it: the
             // connection is dropped instead.
+            // A close counts against the buffer as a frame would (the writer ends at the first
+            // one, so it is never given back): closes called again and again end with the
+            // connection dropped, not with a queue that grows.
             let full = out.queued.load(Ordering::Acquire) >= SEND_BUFFER_BYTES;
+            let cost = reason.len() + PER_MESSAGE;
             let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
-            if (full
-                || out
+            let queued = !full
+                && out
                     .tx
                     .send(WsCommand::Close(code, reason, barrier))
-                    .is_err())
-                && let Some((_, task)) = self.net.sockets.remove(&socket)
-            {
+                    .is_ok();
+            if queued {
+                out.queued.fetch_add(cost, Ordering::AcqRel);
+            } else if let Some((_, task)) = self.net.sockets.remove(&socket) {
                 task.abort();
             }
         }
