@@ -279,11 +279,7 @@ impl net::Host for State {
             let full = out.queued.load(Ordering::Acquire) >= SEND_BUFFER_BYTES;
             let cost = reason.len() + PER_MESSAGE;
             let barrier = self.ctx.wb.as_ref().and_then(|wb| wb.barrier());
-            let queued = !full
-                && out
-                    .tx
-                    .send(WsCommand::Close(code, reason, barrier))
-                    .is_ok();
+            let queued = !full && out.tx.send(WsCommand::Close(code, reason, barrier)).is_ok();
             if queued {
                 out.queued.fetch_add(cost, Ordering::AcqRel);
             } else if let Some((_, task)) = self.net.sockets.remove(&socket) {
