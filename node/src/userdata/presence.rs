@@ -186,7 +186,7 @@ impl Presence {
     }
 
     /// The notices of this node's presence for the other nodes of a cluster (once: `None`
-    /// the second time), up to [`super::ANNOUNCE_QUEUE`] waiting; more are dropped.
+    /// the second time), up to 1,024 (`ANNOUNCE_QUEUE`) waiting; more are dropped.
     pub fn announce(&self) -> Option<tokio::sync::mpsc::Receiver<PresenceNotice>> {
         let (tx, rx) = tokio::sync::mpsc::channel(super::ANNOUNCE_QUEUE);
         self.outbound.set(tx).ok().map(|()| rx)

@@ -111,7 +111,7 @@ impl Typing {
 
     /// From now on, every change made through [`Typing::set`] is also handed to the returned
     /// receiver (once per node: the cluster's link to the other nodes), up to
-    /// [`super::ANNOUNCE_QUEUE`] waiting; more are dropped.
+    /// 1,024 (`ANNOUNCE_QUEUE`) waiting; more are dropped.
     pub fn announce(&self) -> Option<tokio::sync::mpsc::Receiver<TypingNotice>> {
         let (tx, rx) = tokio::sync::mpsc::channel(super::ANNOUNCE_QUEUE);
         self.outbound.set(tx).ok().map(|()| rx)
