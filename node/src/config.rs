@@ -211,6 +211,7 @@ pub struct RawSession {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_recipients: usize,
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,6 +269,7 @@ impl Default for RawSession {
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             max_recipients: 100,
+            max_subscriptions: 1000,
         }
     }
 }
@@ -431,6 +433,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Most distinct recipients (`to`) of one message; beyond it the message is refused whole.
     pub max_recipients: usize,
+    /// Most addresses one session subscribes to; a subscription beyond it is refused whole.
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -535,6 +539,7 @@ impl RawConfig {
         positive("session.rate_per_second", u64::from(s.rate_per_second))?;
         positive("session.ping_interval_secs", s.ping_interval_secs)?;
         positive("session.max_recipients", s.max_recipients as u64)?;
+        positive("session.max_subscriptions", s.max_subscriptions as u64)?;
         if s.outbox_max_bytes < s.max_frame_bytes {
             return Err(invalid(
                 "session.outbox_max_bytes",
@@ -630,6 +635,7 @@ impl RawConfig {
                 ping_interval: Duration::from_secs(s.ping_interval_secs),
                 idle_timeout: Duration::from_secs(s.idle_timeout_secs),
                 max_recipients: s.max_recipients,
+                max_subscriptions: s.max_subscriptions,
             },
             allocation: AllocationConfig {
                 max_number: self.allocation.max_number,

@@ -113,3 +113,43 @@ async fn a_session_that_never_acknowledges_cannot_grow_its_outbox() {
     }
     assert_eq!(answered, (0..REQUESTS as u64).collect::<Vec<_>>());
 }
+
+/// A session's subscriptions are bounded (`session.max_subscriptions`): a subscribe that would
+/// go beyond the bound is refused whole with 403 and changes nothing; one already held, or named
+/// twice, counts once; an unsubscribe makes room again.
+#[tokio::test]
+async fn subscriptions_beyond_the_bound_are_refused_whole() {
+    let node = TestNode::spawn_with(|c| c.session.max_subscriptions = 3).await;
+    let mut rt = crate::support::Rt::open(&node, "rt-subs").await;
+    let sm = crate::support::sm_endpoint();
+    let from = format!("{}/sm", rt.url);
+    let addr = |i: u32| format!("hyperty://example.com/watched-{i}");
+    let subscribe = |kind: &'static str, resources: Vec<String>| json!({"type": kind, "from": from.clone(), "to": sm.clone(), "body": {"resources": resources}});
+    let ok = rt
+        .request(subscribe("subscribe", vec![addr(0), addr(1), addr(1)]))
+        .await;
+    assert_eq!(ok["body"]["code"], 200, "{ok}");
+    // Two held; three new would make five: refused whole.
+    let refused = rt
+        .request(subscribe(
+            "subscribe",
+            vec![addr(0), addr(2), addr(3), addr(4)],
+        ))
+        .await;
+    assert_eq!(refused["body"]["code"], 403, "{refused}");
+    assert_eq!(
+        refused["body"]["description"],
+        "forbidden: a runtime subscribes to at most 3 addresses"
+    );
+    // Nothing of it was taken: one more still fits (addr 0 is held already).
+    let ok = rt
+        .request(subscribe("subscribe", vec![addr(0), addr(2)]))
+        .await;
+    assert_eq!(ok["body"]["code"], 200, "{ok}");
+    let full = rt.request(subscribe("subscribe", vec![addr(3)])).await;
+    assert_eq!(full["body"]["code"], 403, "{full}");
+    let ok = rt.request(subscribe("unsubscribe", vec![addr(1)])).await;
+    assert_eq!(ok["body"]["code"], 200, "{ok}");
+    let ok = rt.request(subscribe("subscribe", vec![addr(3)])).await;
+    assert_eq!(ok["body"]["code"], 200, "{ok}");
+}

@@ -1,6 +1,7 @@
 //! What the Matrix edge refuses or ignores before any handler runs (issue 10, defects 5 and 11):
 //! JSON strings that are not Unicode (a lone surrogate escape) in any body, a token sent to
-//! `login` or `register`, and an inline `/sync` filter that is not JSON.
+//! `login` or `register`, an inline `/sync` filter that is not JSON, and `/keys/query` or
+//! `/keys/claim` naming more than 1,000 users or devices.
 
 use serde_json::{Value, json};
 
@@ -231,4 +232,46 @@ async fn an_inline_sync_filter_that_is_not_json_is_a_400() {
     assert_error(&sync("12345").await, 404, "M_NOT_FOUND");
     let (status, body) = sync("%7B%22room%22%3A%7B%7D%7D").await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// One `/keys/query` names at most 1,000 users and devices, one `/keys/claim` at most 1,000
+/// devices (each costs queries of its own): beyond that 400 `M_INVALID_PARAM`; at the bound 200.
+#[tokio::test]
+async fn key_queries_and_claims_naming_too_many_targets_are_400() {
+    let node = TestNode::spawn().await;
+    let alice = register(&node, "alice").await;
+    let users = |n: usize| -> serde_json::Map<String, Value> {
+        (0..n)
+            .map(|i| (format!("@u{i}:example.com"), json!([])))
+            .collect()
+    };
+    let query = format!("{V3}/keys/query");
+    let answer =
+        crate::support::matrix::post(&node, &query, &alice, &json!({"device_keys": users(1001)}))
+            .await;
+    assert_error(&answer, 400, "M_INVALID_PARAM");
+    let (status, body) =
+        crate::support::matrix::post(&node, &query, &alice, &json!({"device_keys": users(1000)}))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let devices: Vec<String> = (0..1001).map(|i| format!("D{i}")).collect();
+    let answer = crate::support::matrix::post(
+        &node,
+        &query,
+        &alice,
+        &json!({"device_keys": {"@bob:example.com": devices}}),
+    )
+    .await;
+    assert_error(&answer, 400, "M_INVALID_PARAM");
+    let claims: serde_json::Map<String, Value> = (0..1001)
+        .map(|i| (format!("D{i}"), json!("signed_curve25519")))
+        .collect();
+    let answer = crate::support::matrix::post(
+        &node,
+        &format!("{V3}/keys/claim"),
+        &alice,
+        &json!({"one_time_keys": {"@bob:example.com": claims}}),
+    )
+    .await;
+    assert_error(&answer, 400, "M_INVALID_PARAM");
 }

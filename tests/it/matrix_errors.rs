@@ -153,6 +153,28 @@ async fn wrong_field_types_are_400_m_bad_json() {
     assert_eq!(state(&node, &alice, &room).await, state_before);
 }
 
+/// One `createRoom` invites at most 100 users and sets at most 100 `initial_state` events (each
+/// is an event of its own): beyond that 400 `M_INVALID_PARAM`, and no room is made.
+#[tokio::test]
+async fn create_room_with_too_many_invites_or_initial_events_is_400_and_makes_nothing() {
+    let node = TestNode::spawn().await;
+    let (alice, _, _) = alices_room(&node).await;
+    let rooms_before = joined_rooms(&node, &alice).await;
+    let invites: Vec<String> = (0..101).map(|i| format!("@u{i}:example.com")).collect();
+    let state: Vec<Value> = (0..101)
+        .map(|i| json!({"type": "x.state", "state_key": format!("k{i}"), "content": {}}))
+        .collect();
+    for body in [json!({"invite": invites}), json!({"initial_state": state})] {
+        let answer = try_create_room(&node, &alice, &body).await;
+        assert_error(&answer, 400, "M_INVALID_PARAM");
+    }
+    assert_eq!(joined_rooms(&node, &alice).await, rooms_before);
+    // At the bound it is accepted.
+    let invites: Vec<String> = (0..100).map(|i| format!("@u{i}:example.com")).collect();
+    let answer = try_create_room(&node, &alice, &json!({"invite": invites})).await;
+    assert_eq!(answer.0, 200, "{:?}", answer.1);
+}
+
 #[tokio::test]
 async fn event_content_that_is_not_an_object_is_400_m_bad_json_and_stores_nothing() {
     let t = Refusals::new().await;

@@ -127,6 +127,31 @@ async fn messages_pages_have_no_duplicates_or_gaps_in_either_direction() {
     assert_eq!(first["type"], "m.room.create", "{first}");
 }
 
+/// A filter that matches nothing does not make one `/messages` request read the room's whole
+/// history: a page looks at 1,000 events at most, and gives an `end` to go on from (the spec
+/// allows an empty chunk with an `end`); the client reaches the room's start in a few pages.
+#[tokio::test]
+async fn a_filter_matching_nothing_scans_a_bounded_page_and_gives_where_to_go_on() {
+    let node = TestNode::spawn().await;
+    let (alice, room) = room_of_alice(&node, &json!({})).await;
+    send_many(&node, &alice, &room, "s", 1_050).await;
+    let filter = urlencode(&json!({"types": ["x.none"]}).to_string());
+    let mut query = format!("dir=b&limit=1&filter={filter}");
+    let mut pages = Vec::new();
+    loop {
+        assert!(pages.len() < 10, "no end after {} pages", pages.len());
+        let page = messages(&node, &alice, &room, &query).await;
+        assert!(chunk_ids(&page).is_empty(), "{page}");
+        pages.push(page["end"].clone());
+        match page["end"].as_str() {
+            Some(end) => query = format!("dir=b&limit=1&filter={filter}&from={end}"),
+            None => break,
+        }
+    }
+    // 1,050 texts and the room's creation events: more than one page's scan, fewer than three.
+    assert_eq!(pages.len(), 2, "{pages:?}");
+}
+
 #[tokio::test]
 async fn a_sync_prev_batch_continues_backwards_without_overlap() {
     let node = TestNode::spawn().await;

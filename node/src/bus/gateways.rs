@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::remote::{RemoteHolders, RemoteSession, RemoteTarget};
 use super::{Bus, Origin, Pending, RouteError, Session};
 use crate::auth::Identity;
-use crate::locks::{lock, read, write};
+use crate::locks::{read, write};
 use crate::store::StoreOp;
 
 /// The other domains of a route whose gateway is another node's (`Bus::open_gateways`): by
@@ -344,17 +344,9 @@ impl Bus {
         if resources.is_empty() {
             return;
         }
-        {
-            let mut st = lock(&session.state);
-            for r in &resources {
-                let present = st.subscriptions.iter().any(|s| **s == **r);
-                if subscribe && !present {
-                    st.subscriptions.push(Arc::from(r.as_str()));
-                } else if !subscribe && present {
-                    st.subscriptions.retain(|s| **s != **r);
-                }
-            }
-        }
+        // The gateway holds what every local runtime subscribed to through it (each within
+        // `session.max_subscriptions`): no bound of its own.
+        let _ = session.change_subscriptions(&resources, subscribe, usize::MAX);
         for r in &resources {
             if subscribe {
                 self.inner.book.subscribe(Arc::from(r.as_str()), session);

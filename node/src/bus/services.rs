@@ -320,17 +320,17 @@ impl Bus {
                 return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
             }
         }
-        {
-            let mut st = lock(&session.state);
-            for r in &resources {
-                let present = st.subscriptions.iter().any(|s| **s == **r);
-                if subscribe && !present {
-                    st.subscriptions.push(Arc::from(r.as_str()));
-                } else if !subscribe && present {
-                    st.subscriptions.retain(|s| **s != **r);
-                }
-            }
+        let max = self.inner.session_cfg.max_subscriptions;
+        if resources.len() > max {
+            return Err(RouteError::Forbidden(format!(
+                "a runtime subscribes to at most {max} addresses"
+            )));
         }
+        session
+            .change_subscriptions(&resources, subscribe, max)
+            .map_err(|max| {
+                RouteError::Forbidden(format!("a runtime subscribes to at most {max} addresses"))
+            })?;
         for r in &resources {
             if subscribe {
                 if let Some(object) = bridge::changes_of(r, &self.inner.domain) {

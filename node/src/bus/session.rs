@@ -86,6 +86,40 @@ pub struct Session {
 }
 
 impl Session {
+    /// Adds `resources` to the session's subscriptions (`subscribe`), or removes them. Adding
+    /// changes nothing and returns `Err(max)` when the session would then hold more than `max`
+    /// subscriptions. Set lookups: the cost is linear in the request and what the session holds.
+    pub(crate) fn change_subscriptions(
+        &self,
+        resources: &[String],
+        subscribe: bool,
+        max: usize,
+    ) -> Result<(), usize> {
+        let mut st = lock(&self.state);
+        if subscribe {
+            let fresh: Vec<Arc<str>> = {
+                let held: std::collections::HashSet<&str> =
+                    st.subscriptions.iter().map(|s| &**s).collect();
+                let mut seen = std::collections::HashSet::new();
+                resources
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|r| !held.contains(r) && seen.insert(*r))
+                    .map(Arc::from)
+                    .collect()
+            };
+            if st.subscriptions.len() + fresh.len() > max {
+                return Err(max);
+            }
+            st.subscriptions.extend(fresh);
+        } else {
+            let gone: std::collections::HashSet<&str> =
+                resources.iter().map(String::as_str).collect();
+            st.subscriptions.retain(|s| !gone.contains(&**s));
+        }
+        Ok(())
+    }
+
     /// Whether the session ended here because another node took it over (`bus/handover.rs`).
     pub fn handed_over(&self) -> bool {
         lock(&self.state).handed_over

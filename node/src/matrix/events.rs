@@ -181,9 +181,17 @@ pub(crate) async fn get_event(
     )))
 }
 
+/// Most events one [`page`] looks at: a filter that matches few of them makes the page stop
+/// there, with a position to go on from, rather than scan the room's whole history.
+const MAX_SCAN: u32 = MAX_PAGE;
+
+/// Fewest events [`page`] reads in one query (a page of 1 through a sparse filter would
+/// otherwise cost one query per event).
+const SCAN_BATCH: u32 = 100;
+
 /// Events of `room_id` in `(after, upto]` that pass `filter`: up to `limit`, forwards or
-/// backwards. Returns them and the position where the scan stopped (the last event looked at),
-/// `None` when the range is exhausted.
+/// backwards, looking at [`MAX_SCAN`] events at most. Returns them and the position where the
+/// scan stopped (the last event looked at), `None` when the range is exhausted.
 pub(crate) async fn page(
     node: &Node,
     room_id: &ruma::RoomId,
@@ -196,25 +204,33 @@ pub(crate) async fn page(
     let store = node.rooms().store();
     let mut out = Vec::new();
     let (mut lo, mut hi) = (after, upto);
+    let mut scanned = 0u32;
     loop {
         let want = limit.saturating_sub(out.len() as u32);
+        let read = want.max(SCAN_BATCH).min(MAX_SCAN - scanned);
         let batch = store
-            .events(room_id.as_str(), lo, hi, want, backwards)
+            .events(room_id.as_str(), lo, hi, read, backwards)
             .await?;
-        let exhausted = (batch.len() as u32) < want;
-        let Some(last) = batch.last().map(|p| p.stream) else {
+        let exhausted = (batch.len() as u32) < read;
+        scanned += batch.len() as u32;
+        let mut last = None;
+        for pdu in batch {
+            last = Some(pdu.stream);
+            if event_filter::matches(filter, &pdu) {
+                out.push(pdu);
+                if out.len() as u32 >= limit {
+                    return Ok((out, last));
+                }
+            }
+        }
+        let Some(last) = last else {
             return Ok((out, None));
         };
-        out.extend(
-            batch
-                .into_iter()
-                .filter(|p| event_filter::matches(filter, p)),
-        );
-        if out.len() as u32 >= limit {
-            return Ok((out, Some(last)));
-        }
         if exhausted {
             return Ok((out, None));
+        }
+        if scanned >= MAX_SCAN {
+            return Ok((out, Some(last)));
         }
         if backwards {
             hi = last - 1;

@@ -50,10 +50,27 @@ pub(crate) async fn upload_keys(
     Ok(RumaResponse(upload_keys::v3::Response::new(counts)))
 }
 
+/// Most users one `/keys/query` names, and most devices one `/keys/claim` names: each costs
+/// queries of its own, so one request's cost stays bounded (clients batch larger sets; beyond
+/// it: 400 `M_INVALID_PARAM`).
+const MAX_KEY_TARGETS: usize = 1000;
+
+fn at_most(what: &str, count: usize) -> Result<(), MatrixError> {
+    if count > MAX_KEY_TARGETS {
+        return Err(MatrixError::InvalidParam(format!(
+            "the request names {count} {what}; at most {MAX_KEY_TARGETS} are accepted"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn get_keys(
     State(node): State<Node>,
     req: Ruma<get_keys::v3::Request>,
 ) -> MatrixResult<get_keys::v3::Response> {
+    at_most("users", req.body.device_keys.len())?;
+    let devices: usize = req.body.device_keys.values().map(Vec::len).sum();
+    at_most("devices", devices)?;
     let keys = node.userdata().keys();
     let found = keys
         .query(&req.caller.user_id, &req.body.device_keys)
@@ -70,6 +87,8 @@ pub(crate) async fn claim_keys(
     State(node): State<Node>,
     req: Ruma<claim_keys::v3::Request>,
 ) -> MatrixResult<claim_keys::v3::Response> {
+    let devices: usize = req.body.one_time_keys.values().map(|d| d.len()).sum();
+    at_most("devices", devices)?;
     let claimed = node
         .userdata()
         .keys()

@@ -40,12 +40,27 @@ fn object<T>(raw: &ruma::serde::Raw<T>, field: &str) -> Result<Map<String, Value
         .map_err(|e| MatrixError::BadJson(format!("{field}: {e}")))
 }
 
+/// Most users one `createRoom` invites, and most `initial_state` events it sets: each is an
+/// event of its own, and each membership one re-derives the room's audience, so the cost of one
+/// request stays bounded (beyond it: 400 `M_INVALID_PARAM`; invite more afterwards).
+const MAX_CREATE_ITEMS: usize = 100;
+
 pub(crate) async fn create_room(
     State(node): State<Node>,
     req: Ruma<create_room::v3::Request>,
 ) -> MatrixResult<create_room::v3::Response> {
     let body = req.body;
     let creator = req.caller.user_id.clone();
+    for (field, count) in [
+        ("invite", body.invite.len()),
+        ("initial_state", body.initial_state.len()),
+    ] {
+        if count > MAX_CREATE_ITEMS {
+            return Err(MatrixError::InvalidParam(format!(
+                "{field} lists {count} entries; at most {MAX_CREATE_ITEMS} are accepted"
+            )));
+        }
+    }
     let preset = match body.preset {
         Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
         Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
