@@ -335,11 +335,13 @@ async fn state_section(
         return Ok(Vec::new());
     }
     let start = timeline.first().map_or(upto + 1, |p| p.stream);
+    // Incremental: only what was set since the token is read.
+    let after = if full { i64::MIN } else { ctx.from };
     let state = ctx
         .node
         .rooms()
         .store()
-        .state_upto(room_id.as_str(), upto)
+        .state_between(room_id.as_str(), after, upto)
         .await?;
     Ok(state
         .iter()

@@ -131,13 +131,25 @@ impl RoomStore {
 
     /// The room's current state events committed at or before `upto`.
     pub async fn state_upto(&self, room_id: &str, upto: i64) -> Result<Vec<Pdu>, StoreError> {
+        self.state_between(room_id, i64::MIN, upto).await
+    }
+
+    /// What [`Self::state_upto`] gives, of it only the entries set after `after` (what a
+    /// limited incremental `/sync` reports: not the whole state of a large room each time).
+    pub async fn state_between(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<Pdu>, StoreError> {
         on_db!(&self.db, |e| pdus(
             &sqlx::query(
                 "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, e.redacted_because \
                  FROM room_state s JOIN events e ON e.event_id = s.event_id \
-                 WHERE s.room_id = $1 AND s.stream <= $2",
+                 WHERE s.room_id = $1 AND s.stream > $2 AND s.stream <= $3",
             )
             .bind(room_id)
+            .bind(after)
             .bind(upto)
             .fetch_all(e)
             .await?
