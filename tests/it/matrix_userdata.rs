@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::support::matrix::{
-    Session, V3, anon_get, assert_error, call, create_room, join, login, next_batch, ok,
+    Session, V3, anon_get, assert_error, call, create_room, get, join, login, next_batch, ok,
     register_session, send_text, sync, user_id,
 };
 use crate::support::{DOMAIN, TestNode};
@@ -381,6 +381,47 @@ async fn send_to_device_accepts_a_transaction_and_its_repetition() {
         "M_MISSING_TOKEN",
     );
     assert_error(&alice.put(&node, path, &json!({})).await, 400, "M_BAD_JSON");
+}
+
+/// To-device messages waiting for a device come 100 a `/sync` at most, the rest in the syncs
+/// that follow (a long-poll returns at once while some wait): each once, in send order.
+#[tokio::test]
+async fn many_to_device_messages_come_in_bounded_syncs_each_once_in_order() {
+    let node = TestNode::spawn().await;
+    let alice = register_session(&node, "alice").await;
+    let bob = register_session(&node, "bob").await;
+    for i in 0..250 {
+        let messages = json!({"messages": {bob.user_id.clone(): {"*": {"n": i}}}});
+        ok(alice
+            .put(
+                &node,
+                &format!("/sendToDevice/org.example.n/t{i}"),
+                &messages,
+            )
+            .await);
+    }
+    let mut seen = Vec::new();
+    let mut since: Option<String> = None;
+    let mut syncs = 0;
+    while seen.len() < 250 {
+        syncs += 1;
+        assert!(syncs <= 4, "only {} of 250 after {syncs} syncs", seen.len());
+        // A long-poll: it must not wait while messages wait.
+        let path = match &since {
+            Some(s) => format!("{V3}/sync?timeout=30000&since={s}"),
+            None => format!("{V3}/sync?timeout=30000"),
+        };
+        let body = ok(get(&node, &path, &bob.token).await);
+        let events = body["to_device"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(events.len() <= 100, "{} in one sync", events.len());
+        seen.extend(events.iter().map(|e| e["content"]["n"].as_u64().unwrap()));
+        since = Some(body["next_batch"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, (0..250).collect::<Vec<u64>>());
+    assert_eq!(syncs, 3);
 }
 
 #[tokio::test]

@@ -157,7 +157,14 @@ async fn build(
 ) -> Result<v3::Response, MatrixError> {
     let upto = node.stream().visible();
     let typing = node.userdata().typing_serial();
-    let mut response = v3::Response::new(SyncToken { pos: upto, typing }.to_string());
+    let mut response = v3::Response::new(
+        SyncToken {
+            pos: upto,
+            typing,
+            to_device: None,
+        }
+        .to_string(),
+    );
     let notifier = node.stream().notifier();
     let ctx = Ctx {
         node,
@@ -169,8 +176,11 @@ async fn build(
         typing_changed: since.is_none_or(|t| t.typing != typing),
     };
     let incremental = since.is_some() && !full_state;
-    let global_due =
-        !incremental || notifier.global_due(&caller.user_id, &caller.device_id, ctx.from);
+    // To-device messages still waiting after the last sync's bound are due whatever changed.
+    let backlog = since.and_then(|t| t.to_device);
+    let global_due = !incremental
+        || backlog.is_some()
+        || notifier.global_due(&caller.user_id, &caller.device_id, ctx.from);
     // In every answer (the spec allows leaving the counts out only when no key is left).
     let counts = node
         .userdata()
@@ -226,8 +236,16 @@ async fn build(
         notifier.global_read(&caller.user_id, &caller.device_id, ctx.from);
         let global = node
             .userdata()
-            .sync_global(&caller.user_id, &caller.device_id, ctx.from, upto)
+            .sync_global(&caller.user_id, &caller.device_id, ctx.from, backlog, upto)
             .await?;
+        if let Some(cursor) = global.to_device_cursor {
+            response.next_batch = SyncToken {
+                pos: upto,
+                typing,
+                to_device: Some(cursor),
+            }
+            .to_string();
+        }
         response.account_data.events = global.account_data;
         response.to_device.events = global.to_device;
         response.device_lists.changed = global.device_lists_changed;

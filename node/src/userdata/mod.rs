@@ -56,7 +56,7 @@ use memberships::Memberships;
 pub use presence::{Presence, PresenceNotice, StoredPresence};
 pub use profiles::{Profile, ProfileField, Profiles};
 pub use receipts::Receipts;
-pub use to_device::ToDevice;
+pub use to_device::{Cursor as ToDeviceCursor, MAX_PER_SYNC as TO_DEVICE_PER_SYNC, ToDevice};
 pub use typing::{MAX_TIMEOUT as MAX_TYPING_TIMEOUT, Typing, TypingNotice};
 
 use crate::clock::Clock;
@@ -91,8 +91,10 @@ struct Inner {
 pub struct GlobalSync {
     /// Global account data: all of it on an initial sync, else what changed.
     pub account_data: Vec<Raw<AnyGlobalAccountDataEvent>>,
-    /// To-device messages waiting for the device.
+    /// To-device messages waiting for the device ([`TO_DEVICE_PER_SYNC`] at most).
     pub to_device: Vec<Raw<AnyToDeviceEvent>>,
+    /// When more wait: the last one delivered (for the next sync's token).
+    pub to_device_cursor: Option<ToDeviceCursor>,
     /// Users (the syncing one, or sharing a room with them) whose devices or keys changed.
     pub device_lists_changed: Vec<OwnedUserId>,
     /// Presence of the user and those sharing a room with them: all on an initial sync, else
@@ -208,19 +210,26 @@ impl UserData {
     }
 
     /// What `/sync` reports outside rooms for `device` between stream positions `since`
-    /// (exclusive; 0 for an initial sync) and `upto` (inclusive). To-device messages at or
-    /// below `since` were delivered by the previous sync and are deleted here.
+    /// (exclusive; 0 for an initial sync) and `upto` (inclusive). To-device messages the
+    /// previous sync delivered (at or below `since`, or up to its `to_device` cursor when it
+    /// stopped early) are deleted here.
     pub async fn sync_global(
         &self,
         user: &UserId,
         device: &DeviceId,
         since: i64,
+        to_device: Option<ToDeviceCursor>,
         upto: i64,
     ) -> Result<GlobalSync, StoreError> {
         let inner = &self.inner;
+        let (to_device, to_device_cursor) = inner
+            .to_device
+            .take(user, device, since, to_device, upto)
+            .await?;
         Ok(GlobalSync {
             account_data: inner.account_data.global_changes(user, since, upto).await?,
-            to_device: inner.to_device.take(user, device, since, upto).await?,
+            to_device,
+            to_device_cursor,
             device_lists_changed: if since == 0 {
                 Vec::new()
             } else {

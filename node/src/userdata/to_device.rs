@@ -2,6 +2,11 @@
 //! device at the stream position of their send, delivered by `/sync` and deleted once the device
 //! syncs with a token at or past them. A transaction ID is applied once per sending device.
 //!
+//! One `/sync` delivers [`MAX_PER_SYNC`] of them at most, in send order: when more wait, its
+//! token carries a [`Cursor`] (the last one delivered), the next sync deletes up to it and
+//! delivers what follows, and so on; so what one sync loads stays bounded however many were
+//! sent to the device.
+//!
 //! Recipients are local devices that exist when the message is sent (`*` means all of a user's
 //! devices); others are dropped, as there is no federation yet.
 
@@ -19,6 +24,17 @@ use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
 use crate::store::db::{Conn, Db, on_conn, on_db};
 use crate::stream::StreamWriter;
+
+/// Most to-device messages one `/sync` delivers (Synapse's figure).
+pub const MAX_PER_SYNC: usize = 100;
+
+/// The last to-device message a `/sync` delivered when more were waiting: its stream position
+/// and row id (messages are delivered in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub stream: i64,
+    pub id: i64,
+}
 
 /// The to-device store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -106,16 +122,30 @@ impl ToDevice {
         Ok(row.is_some())
     }
 
-    /// Deletes the device's messages at or below `since` (delivered by the previous sync) and
-    /// returns those up to `upto`, in stream order.
+    /// Deletes the device's messages the previous sync delivered (up to `cursor` when it
+    /// stopped early, else all at or below `since`) and returns the next ones up to `upto`, in
+    /// stream order, [`MAX_PER_SYNC`] at most; with the cursor of the last one when more wait.
     pub(super) async fn take(
         &self,
         user: &UserId,
         device: &DeviceId,
         since: i64,
+        cursor: Option<Cursor>,
         upto: i64,
-    ) -> Result<Vec<Raw<AnyToDeviceEvent>>, StoreError> {
-        if since > 0 {
+    ) -> Result<(Vec<Raw<AnyToDeviceEvent>>, Option<Cursor>), StoreError> {
+        if let Some(c) = cursor {
+            on_db!(&self.db, |e| sqlx::query(
+                "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 \
+                 AND (stream < $3 OR (stream = $3 AND id <= $4))",
+            )
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .bind(c.stream)
+            .bind(c.id)
+            .execute(e)
+            .await?
+            .rows_affected());
+        } else if since > 0 {
             on_db!(&self.db, |e| sqlx::query(
                 "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream <= $3",
             )
@@ -126,16 +156,31 @@ impl ToDevice {
             .await?
             .rows_affected());
         }
-        let rows: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(
-            "SELECT json FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream <= $3 \
-             ORDER BY stream, id",
+        let limit = i64::try_from(MAX_PER_SYNC + 1).unwrap_or(i64::MAX);
+        let mut rows: Vec<(i64, i64, String)> = on_db!(&self.db, |e| sqlx::query_as(
+            "SELECT stream, id, json FROM to_device WHERE user_id = $1 AND device_id = $2 \
+             AND stream <= $3 ORDER BY stream, id LIMIT $4",
         )
         .bind(user.as_str())
         .bind(device.as_str())
         .bind(upto)
+        .bind(limit)
         .fetch_all(e)
         .await?);
-        rows.into_iter().map(raw).collect()
+        let next = if rows.len() > MAX_PER_SYNC {
+            rows.truncate(MAX_PER_SYNC);
+            rows.last().map(|(stream, id, _)| Cursor {
+                stream: *stream,
+                id: *id,
+            })
+        } else {
+            None
+        };
+        let events = rows
+            .into_iter()
+            .map(|(_, _, json)| raw(json))
+            .collect::<Result<_, _>>()?;
+        Ok((events, next))
     }
 }
 
@@ -258,7 +303,8 @@ mod tests {
             let upto = f.visible();
 
             let bob = user_id!("@bob:example.com");
-            let got = td.take(bob, device_id!("B1"), 0, upto).await.unwrap();
+            let (got, more) = td.take(bob, device_id!("B1"), 0, None, upto).await.unwrap();
+            assert_eq!(more, None);
             assert_eq!(
                 got.len(),
                 1,
@@ -273,25 +319,105 @@ mod tests {
                 Some("@alice:example.com")
             );
             assert!(
-                td.take(bob, device_id!("B2"), 0, upto)
+                td.take(bob, device_id!("B2"), 0, None, upto)
                     .await
                     .unwrap()
+                    .0
                     .is_empty()
             );
             // Until a sync past them, they stay; then they are gone.
             assert_eq!(
-                td.take(bob, device_id!("B1"), 0, upto).await.unwrap().len(),
+                td.take(bob, device_id!("B1"), 0, None, upto)
+                    .await
+                    .unwrap()
+                    .0
+                    .len(),
                 1
             );
             assert!(
-                td.take(bob, device_id!("B1"), upto, upto)
+                td.take(bob, device_id!("B1"), upto, None, upto)
                     .await
                     .unwrap()
+                    .0
                     .is_empty()
             );
             Ok(())
         }
+
+        pub(super) async fn one_sync_delivers_a_bounded_batch_and_the_next_ones_follow_on(
+            place: Place,
+        ) -> anyhow::Result<()> {
+            let f = fixture_on(place).await?;
+            let accounts = AccountStore::new(f.db.clone());
+            let bob = NewAccount {
+                localpart: "bob",
+                password_hash: None,
+                external_subject: None,
+            };
+            let device = NewDevice {
+                device_id: "B1",
+                display_name: None,
+                token_hash: &[1; 32],
+            };
+            accounts.create_account(bob, Some(device), 1).await.unwrap();
+            let td = f.data.to_device();
+            let (alice, adev) = (user_id!("@alice:example.com"), device_id!("A"));
+            let total = 2 * MAX_PER_SYNC + 50;
+            for i in 0..total {
+                let content: Raw<_> = Raw::from_json_string(format!(r#"{{"n":{i}}}"#)).unwrap();
+                let messages: Messages = BTreeMap::from([(
+                    owned_user_id!("@bob:example.com"),
+                    BTreeMap::from([(
+                        DeviceIdOrAllDevices::DeviceId(owned_device_id!("B1")),
+                        content,
+                    )]),
+                )]);
+                let txn_id = format!("t{i}");
+                let txn: &TransactionId = txn_id.as_str().into();
+                td.send(alice, adev, txn, "m.test", &messages)
+                    .await
+                    .unwrap();
+            }
+            let upto = f.visible();
+            let (bob, b1) = (user_id!("@bob:example.com"), device_id!("B1"));
+            let numbers = |got: &[Raw<AnyToDeviceEvent>]| -> Vec<u64> {
+                got.iter()
+                    .map(|e| {
+                        let content: serde_json::Value = e.get_field("content").unwrap().unwrap();
+                        content["n"].as_u64().unwrap()
+                    })
+                    .collect()
+            };
+            // An initial sync: the first batch, and where it stopped.
+            let (first, cursor) = td.take(bob, b1, 0, None, upto).await.unwrap();
+            assert_eq!(
+                numbers(&first),
+                (0..MAX_PER_SYNC as u64).collect::<Vec<_>>()
+            );
+            let cursor = cursor.expect("more wait");
+            // The same token again (its answer was lost): the same batch after it.
+            let (second, again) = td.take(bob, b1, upto, Some(cursor), upto).await.unwrap();
+            let (retry, _) = td.take(bob, b1, upto, Some(cursor), upto).await.unwrap();
+            assert_eq!(numbers(&second), numbers(&retry));
+            assert_eq!(
+                numbers(&second),
+                (MAX_PER_SYNC as u64..2 * MAX_PER_SYNC as u64).collect::<Vec<_>>()
+            );
+            let (third, last) = td.take(bob, b1, upto, again, upto).await.unwrap();
+            assert_eq!(
+                numbers(&third),
+                (2 * MAX_PER_SYNC as u64..total as u64).collect::<Vec<_>>()
+            );
+            assert_eq!(last, None, "nothing more waits");
+            // The sync after that deletes them all.
+            let (none, _) = td.take(bob, b1, upto, None, upto).await.unwrap();
+            assert!(none.is_empty());
+            Ok(())
+        }
     }
 
-    crate::store::tests::on_both_backends!(cases: [a_transaction_is_delivered_once_and_deleted_after_the_next_sync]);
+    crate::store::tests::on_both_backends!(cases: [
+        a_transaction_is_delivered_once_and_deleted_after_the_next_sync,
+        one_sync_delivers_a_bounded_batch_and_the_next_ones_follow_on
+    ]);
 }
