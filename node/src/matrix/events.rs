@@ -185,8 +185,8 @@ pub(crate) async fn get_event(
 /// there, with a position to go on from, rather than scan the room's whole history.
 const MAX_SCAN: u32 = MAX_PAGE;
 
-/// Fewest events [`page`] reads in one query (a page of 1 through a sparse filter would
-/// otherwise cost one query per event).
+/// Fewest events [`page`] reads in a query after its first (a page of 1 through a sparse
+/// filter would otherwise cost one query per event).
 const SCAN_BATCH: u32 = 100;
 
 /// Events of `room_id` in `(after, upto]` that pass `filter`: up to `limit`, forwards or
@@ -207,7 +207,14 @@ pub(crate) async fn page(
     let mut scanned = 0u32;
     loop {
         let want = limit.saturating_sub(out.len() as u32);
-        let read = want.max(SCAN_BATCH).min(MAX_SCAN - scanned);
+        // The first query reads what is wanted (with no filter, all that is needed); those
+        // after it, which a filter made necessary, read whole batches.
+        let read = if scanned == 0 {
+            want
+        } else {
+            want.max(SCAN_BATCH)
+        };
+        let read = read.min(MAX_SCAN - scanned);
         let batch = store
             .events(room_id.as_str(), lo, hi, read, backwards)
             .await?;
