@@ -2,7 +2,7 @@
 //! (patterns with `*`) an application service claims, and whether exclusively.
 
 use regex::Regex;
-use rethink_proto::AddressPattern;
+use rethink_proto::{AddressPattern, PatternError};
 
 /// One `{regex, exclusive}` entry of `namespaces.users`, `.aliases` or `.rooms`.
 #[derive(Debug, Clone)]
@@ -20,11 +20,16 @@ pub struct RethinkNamespace {
     pub exclusive: bool,
 }
 
+/// Why a `rethink_namespaces` pattern is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NamespaceError(#[from] PatternError);
+
 impl RethinkNamespace {
     /// A pattern must be an address (`scheme://...`).
-    pub fn new(pattern: &str, exclusive: bool) -> Result<Self, String> {
+    pub fn new(pattern: &str, exclusive: bool) -> Result<Self, NamespaceError> {
         Ok(Self {
-            pattern: AddressPattern::parse(pattern).map_err(|e| e.to_string())?,
+            pattern: AddressPattern::parse(pattern)?,
             exclusive,
         })
     }

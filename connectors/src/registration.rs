@@ -143,7 +143,7 @@ impl Registration {
                 .pattern
                 .ok_or_else(|| RegistrationError::new(file, &field, "missing"))?;
             let compiled = RethinkNamespace::new(&pattern, ns.exclusive.unwrap_or(false))
-                .map_err(|reason| RegistrationError::new(file, &field, reason))?;
+                .map_err(|e| RegistrationError::new(file, &field, e.to_string()))?;
             rethink.push(compiled);
         }
         Ok(Registration {

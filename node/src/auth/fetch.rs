@@ -34,7 +34,26 @@ pub enum FetchError {
     #[error("the server answered {0}")]
     Status(StatusCode),
     #[error("the body is not readable or larger than {MAX_JWKS_BYTES} bytes: {0}")]
-    Body(String),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a key set URL is refused; each says the URL as written.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksUrlError {
+    #[error("{text:?} is not a URL: {source}")]
+    NotAUrl {
+        text: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{0:?}: credentials in the URL are not supported")]
+    Credentials(String),
+    #[error("{0:?}: must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)")]
+    PlainHttp(String),
+    #[error("{0:?}: must be an https:// URL")]
+    NotHttps(String),
 }
 
 /// A validated key set URL: `https://`, or `http://` on a loopback host.
@@ -59,17 +78,16 @@ fn is_loopback(host: &str) -> bool {
 
 impl JwksUrl {
     /// Checks a configured URL; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let uri: Uri = text
-            .parse()
-            .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, JwksUrlError> {
+        let uri: Uri = text.parse().map_err(|source| JwksUrlError::NotAUrl {
+            text: text.to_owned(),
+            source,
+        })?;
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("{text:?} has no host"))?;
+            .ok_or_else(|| JwksUrlError::NoHost(text.to_owned()))?;
         if authority.as_str().contains('@') {
-            return Err(format!(
-                "{text:?}: credentials in the URL are not supported"
-            ));
+            return Err(JwksUrlError::Credentials(text.to_owned()));
         }
         let host = authority
             .host()
@@ -77,17 +95,13 @@ impl JwksUrl {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         if host.is_empty() {
-            return Err(format!("{text:?} has no host"));
+            return Err(JwksUrlError::NoHost(text.to_owned()));
         }
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") if is_loopback(&host) => false,
-            Some("http") => {
-                return Err(format!(
-                    "{text:?}: must be https:// (plain http:// only for 127.0.0.1, ::1 or localhost)"
-                ));
-            }
-            _ => return Err(format!("{text:?}: must be an https:// URL")),
+            Some("http") => return Err(JwksUrlError::PlainHttp(text.to_owned())),
+            _ => return Err(JwksUrlError::NotHttps(text.to_owned())),
         };
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
@@ -154,7 +168,7 @@ where
         let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
             .collect()
             .await
-            .map_err(|e| FetchError::Body(e.to_string()))?;
+            .map_err(FetchError::Body)?;
         Ok(body.to_bytes().to_vec())
     };
     tokio::pin!(exchange);

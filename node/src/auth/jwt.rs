@@ -145,7 +145,7 @@ impl RawJwtIssuer {
                 JwksLocation::File(path)
             }
             (None, Some(url)) => {
-                JwksLocation::Url(JwksUrl::parse(&url).map_err(|e| err("jwks_url", e))?)
+                JwksLocation::Url(JwksUrl::parse(&url).map_err(|e| err("jwks_url", e.to_string()))?)
             }
             (Some(_), Some(_)) => {
                 return Err(err(

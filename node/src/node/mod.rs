@@ -68,8 +68,10 @@ pub enum NodeError {
     Server(#[from] ServerError),
     #[error("stub catalogue: {0}")]
     Catalogue(#[from] CatalogueError),
-    #[error("stub catalogue: opening it did not finish: {0}")]
-    CatalogueTask(String),
+    /// The task opening it panicked or was cancelled; the cause is the source (not repeated
+    /// here: the command line prints the chain).
+    #[error("stub catalogue: opening it did not finish")]
+    CatalogueTask(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Stubs(#[from] StubsError),
     #[error(transparent)]
@@ -250,7 +252,7 @@ impl RunningNode {
             let opened =
                 tokio::task::spawn_blocking(move || Catalogue::open(dir, DEFAULT_STUB, check))
                     .await
-                    .map_err(|e| NodeError::CatalogueTask(e.to_string()))?;
+                    .map_err(NodeError::CatalogueTask)?;
             Arc::new(opened?)
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);

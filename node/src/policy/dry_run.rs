@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use rethink_policy::Engine;
-use rethink_proto::Envelope;
+use rethink_proto::{Envelope, ParseError};
 
 use super::facts::{self, PolicyClock, Sender, Target};
 use super::{PolicyLoadError, load_dir};
@@ -32,8 +32,20 @@ pub struct CheckOptions {
 pub enum DryRunError {
     #[error(transparent)]
     Load(#[from] PolicyLoadError),
-    #[error("{path}: {problem}")]
-    Message { path: String, problem: String },
+    // The cause is the source, not repeated in the text: the command line prints the chain
+    // (`{e:#}`: "msg.json: not valid JSON: ...").
+    #[error("{path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Message {
+        path: String,
+        #[source]
+        source: ParseError,
+    },
 }
 
 /// `policy validate DIR`: the number of policies, or the first problem with file and line.
@@ -75,8 +87,12 @@ impl std::fmt::Display for Verdict {
 }
 
 /// Decides `message` (the JSON text of a reTHINK message) against `engine`.
-pub fn check(engine: &Engine, message: &str, opts: &CheckOptions) -> Result<Vec<Verdict>, String> {
-    let env = Envelope::parse(message).map_err(|e| e.to_string())?;
+pub fn check(
+    engine: &Engine,
+    message: &str,
+    opts: &CheckOptions,
+) -> Result<Vec<Verdict>, ParseError> {
+    let env = Envelope::parse(message)?;
     let now = PolicyClock::new(opts.utc_offset_minutes, opts.time).now();
     let sender = Sender {
         address: env.from(),
@@ -120,12 +136,12 @@ pub fn check_files(
     opts: &CheckOptions,
 ) -> Result<Vec<Verdict>, DryRunError> {
     let engine = load_dir(dir)?;
-    let text = std::fs::read_to_string(message).map_err(|e| DryRunError::Message {
+    let text = std::fs::read_to_string(message).map_err(|source| DryRunError::Read {
         path: message.display().to_string(),
-        problem: e.to_string(),
+        source,
     })?;
-    check(&engine, &text, opts).map_err(|problem| DryRunError::Message {
+    check(&engine, &text, opts).map_err(|source| DryRunError::Message {
         path: message.display().to_string(),
-        problem,
+        source,
     })
 }
