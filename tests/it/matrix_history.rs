@@ -308,4 +308,10 @@ async fn state_does_not_show_a_former_member_what_was_set_after_leaving() {
         status != 200 || topic["topic"] != "bob must not read this",
         "a topic set after bob left is visible to him: {status} {topic}"
     );
+    // What was set before he left he still reads, one entry at a time.
+    let create = ok(get(&t.node, &room_path(&t.room, "state/m.room.create/"), &t.bob).await);
+    assert_eq!(create["room_version"], "11", "{create}");
+    let member = format!("state/m.room.member/{}", user_id("bob"));
+    let mine = ok(get(&t.node, &room_path(&t.room, &member), &t.bob).await);
+    assert_eq!(mine["membership"], "leave", "{mine}");
 }

@@ -517,13 +517,12 @@ impl Rooms {
                 let guard = room.lock().await;
                 guard.get(kind, state_key).cloned().ok_or_else(missing)
             }
-            Some(_) => self
-                .current_state(room_id, user)
+            Some(bound) => self
+                .inner
+                .store
+                .state_entry_upto(room_id.as_str(), &kind.to_string(), state_key, bound)
                 .await?
-                .into_iter()
-                .find(|p| {
-                    p.kind().to_string() == kind.to_string() && p.state_key() == Some(state_key)
-                })
+                .map(Arc::new)
                 .ok_or_else(missing),
         }
     }

@@ -151,10 +151,14 @@ async fn reload_policy(State(node): State<Node>, headers: HeaderMap) -> axum::re
             StatusCode::BAD_REQUEST,
             serde_json::json!({"error": e.to_string()}),
         ),
-        Err(e) => json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"error": format!("reload task failed: {e}")}),
-        ),
+        Err(e) => {
+            // A panic in the reload: its text is for the log, not the client.
+            tracing::error!(error = %e, "the policy reload task failed");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": "internal error"}),
+            )
+        }
     }
 }
 

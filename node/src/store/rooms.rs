@@ -134,6 +134,31 @@ impl RoomStore {
         self.state_between(room_id, i64::MIN, upto).await
     }
 
+    /// The entry `(kind, state_key)` of what [`Self::state_upto`] gives, alone (one row by the
+    /// table's key, not the room's whole state).
+    pub async fn state_entry_upto(
+        &self,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+        upto: i64,
+    ) -> Result<Option<Pdu>, StoreError> {
+        let found: Vec<Pdu> = on_db!(&self.db, |e| pdus(
+            &sqlx::query(
+                "SELECT e.stream, e.event_id, e.json, e.txn_device, e.txn_id, \
+                 e.redacted_because FROM room_state s JOIN events e ON e.event_id = s.event_id \
+                 WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3 AND s.stream <= $4",
+            )
+            .bind(room_id)
+            .bind(kind)
+            .bind(state_key)
+            .bind(upto)
+            .fetch_all(e)
+            .await?
+        ))?;
+        Ok(found.into_iter().next())
+    }
+
     /// What [`Self::state_upto`] gives, of it only the entries set after `after` (what a
     /// limited incremental `/sync` reports: not the whole state of a large room each time).
     pub async fn state_between(
