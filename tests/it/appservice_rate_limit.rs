@@ -1,6 +1,7 @@
 //! The Matrix client API's rate limiter (`[matrix.rate_limit]`) and application services'
 //! `rate_limited`, against the real node: an ordinary user gets 429 `M_LIMIT_EXCEEDED` with
-//! `retry_after_ms` past their room-send bucket, logins and registrations have theirs; a
+//! `retry_after_ms` past their room-send bucket, to-device sends, logins and registrations
+//! have theirs; a
 //! service registered with `rate_limited: false` is not limited, as itself or masquerading,
 //! while one with `rate_limited: true` is.
 
@@ -17,8 +18,8 @@ use super::support::matrix::{
 const OTHER_AS: &str = "as-token-other-0123456789";
 const OTHER_HS: &str = "hs-token-other-0123456789";
 
-/// Buckets that cannot refill within a test: 5 room sends per user, 2 logins per user, 4
-/// registration requests for the node.
+/// Buckets that cannot refill within a test: 5 room sends and 3 to-device requests per user, 2
+/// logins per user, 4 registration requests for the node.
 fn tight() -> RateLimitConfig {
     let bucket = |burst| {
         Some(RawBucket {
@@ -28,6 +29,7 @@ fn tight() -> RateLimitConfig {
     };
     RateLimitConfig {
         room_sends: bucket(5),
+        to_device_sends: bucket(3),
         logins: bucket(2),
         registrations: bucket(4),
     }
@@ -160,4 +162,32 @@ async fn logins_and_registrations_have_their_buckets() {
     }
     assert_limited(&anon_post(&node, &login, &password_login("alice", "pw-alice")).await);
     ok(anon_post(&node, &login, &password_login("carol", "pw-carol")).await);
+}
+
+#[tokio::test]
+async fn to_device_sends_have_their_bucket() {
+    let (node, _dir) = node().await;
+    let alice = register(&node, "alice").await;
+    let messages = json!({"messages": {user_id("alice"): {"*": {"n": 1}}}});
+    for i in 0..3 {
+        ok(put(
+            &node,
+            &format!("{V3}/sendToDevice/org.example.n/t{i}"),
+            &alice,
+            &messages,
+        )
+        .await);
+    }
+    assert_limited(
+        &put(
+            &node,
+            &format!("{V3}/sendToDevice/org.example.n/t3"),
+            &alice,
+            &messages,
+        )
+        .await,
+    );
+    // Room sends are another bucket.
+    let room = create_room(&node, &alice, &json!({})).await;
+    ok(send(&node, &alice, &send_path(&room, "r0")).await);
 }

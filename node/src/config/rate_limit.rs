@@ -21,6 +21,8 @@ pub struct RawRateLimit {
     pub enabled: bool,
     /// Room events a user sends (`send`, state, `redact`), per user.
     pub room_sends: RawBucket,
+    /// To-device requests a user sends (`sendToDevice`), per user.
+    pub to_device_sends: RawBucket,
     /// Login attempts, per user named in the request.
     pub logins: RawBucket,
     /// Account registrations, for the whole node (the node does not see client addresses).
@@ -32,6 +34,10 @@ impl Default for RawRateLimit {
         Self {
             enabled: true,
             room_sends: RawBucket {
+                per_second: 10.0,
+                burst: 100,
+            },
+            to_device_sends: RawBucket {
                 per_second: 10.0,
                 burst: 100,
             },
@@ -51,6 +57,7 @@ impl Default for RawRateLimit {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimitConfig {
     pub room_sends: Option<RawBucket>,
+    pub to_device_sends: Option<RawBucket>,
     pub logins: Option<RawBucket>,
     pub registrations: Option<RawBucket>,
 }
@@ -60,6 +67,7 @@ impl RateLimitConfig {
     pub fn off() -> Self {
         Self {
             room_sends: None,
+            to_device_sends: None,
             logins: None,
             registrations: None,
         }
@@ -81,6 +89,7 @@ pub(super) fn validate_rate_limit(r: &RawRateLimit) -> Result<RateLimitConfig, C
     };
     Ok(RateLimitConfig {
         room_sends: check("matrix.rate_limit.room_sends", r.room_sends)?,
+        to_device_sends: check("matrix.rate_limit.to_device_sends", r.to_device_sends)?,
         logins: check("matrix.rate_limit.logins", r.logins)?,
         registrations: check("matrix.rate_limit.registrations", r.registrations)?,
     })

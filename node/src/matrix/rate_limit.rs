@@ -1,6 +1,7 @@
 //! [`RateLimits`]: the client API's request rate limiter, as homeservers have one
-//! (`[matrix.rate_limit]`): a token bucket per user for room sends (`send`, state, `redact`) and
-//! logins (the user the login names), and one for the node's registrations (it does not see
+//! (`[matrix.rate_limit]`): a token bucket per user for room sends (`send`, state, `redact`),
+//! to-device sends and logins (the user the login names), and one for the node's registrations
+//! (it does not see
 //! client addresses). Past the limit a request is 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
 //! An application service whose registration says `rate_limited: false` is not limited, nor
 //! are the users it masquerades as.
@@ -75,6 +76,7 @@ impl Buckets {
 #[derive(Debug)]
 pub struct RateLimits {
     room_sends: Option<Buckets>,
+    to_device_sends: Option<Buckets>,
     logins: Option<Buckets>,
     registrations: Option<Buckets>,
     clock: Clock,
@@ -84,6 +86,7 @@ impl RateLimits {
     pub fn new(config: &RateLimitConfig, clock: Clock) -> Self {
         Self {
             room_sends: config.room_sends.map(Buckets::new),
+            to_device_sends: config.to_device_sends.map(Buckets::new),
             logins: config.logins.map(Buckets::new),
             registrations: config.registrations.map(Buckets::new),
             clock,
@@ -116,6 +119,15 @@ impl RateLimits {
         service: Option<&AppService>,
     ) -> Result<(), MatrixError> {
         self.check(&self.room_sends, user, service)
+    }
+
+    /// A `sendToDevice` request of `user` (through `service`, if one acts).
+    pub(crate) fn to_device_send(
+        &self,
+        user: &str,
+        service: Option<&AppService>,
+    ) -> Result<(), MatrixError> {
+        self.check(&self.to_device_sends, user, service)
     }
 
     /// A login naming `user`.

@@ -13,6 +13,8 @@ pub(crate) async fn send_to_device(
     req: Ruma<send_event_to_device::v3::Request>,
 ) -> MatrixResult<send_event_to_device::v3::Response> {
     let (caller, body) = (&req.caller, &req.body);
+    node.rate_limits()
+        .to_device_send(caller.user_id.as_str(), caller.appservice.as_deref())?;
     let to_device = node.userdata().to_device();
     to_device
         .send(
