@@ -222,6 +222,37 @@ when { context.transport == "node" && context.message_type == "PING" };
     assert_eq!(resp["body"]["code"], 404, "{resp}");
 }
 
+/// Subscriptions to another domain's addresses count against the runtime's
+/// `session.max_subscriptions` (1,000) too: a subscribe past it is refused by the runtime's own
+/// node, whole, before it leaves; a smaller one still goes through.
+#[tokio::test]
+async fn a_subscribe_to_another_domain_past_the_bound_is_refused_here() {
+    let (_a, b) = two_nodes().await;
+    let (mut bob, _) = hyperty(&b, B, "rt-bob-many").await;
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!("comm://{A}/o{i}/changes"))
+        .collect();
+    let resp = bob
+        .request(
+            json!({"type": "subscribe", "from": format!("{}/sm", bob.url),
+            "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": many}}),
+        )
+        .await;
+    assert_eq!(resp["body"]["code"], 403, "{resp}");
+    assert_eq!(
+        resp["body"]["description"],
+        "forbidden: a runtime subscribes to at most 1000 addresses"
+    );
+    let few: Vec<String> = (0..2).map(|i| format!("comm://{A}/o{i}/changes")).collect();
+    let resp = bob
+        .request(
+            json!({"type": "subscribe", "from": format!("{}/sm", bob.url),
+            "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": few}}),
+        )
+        .await;
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
+}
+
 #[tokio::test]
 async fn a_hyperty_on_b_subscribes_at_a_and_receives_the_updates_of_an_object_on_a() {
     let (a, b) = two_nodes().await;

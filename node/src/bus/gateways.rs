@@ -266,7 +266,7 @@ impl Bus {
         match self.gateway(domain) {
             Some(gateway) => {
                 if let Some(session) = origin.session() {
-                    self.mirror_subscription(env, to, domain, session, pending);
+                    self.mirror_subscription(env, to, domain, session, pending)?;
                 }
                 self.deliver(&gateway, to, env.shared_json(), pending)
                     .map(|()| None)
@@ -275,7 +275,7 @@ impl Bus {
             None => match remote.and_then(|r| r.owner.clone().zip(r.via.clone())) {
                 Some((target, via)) => {
                     if let Some(session) = origin.session() {
-                        self.mirror_subscription(env, to, domain, session, pending);
+                        self.mirror_subscription(env, to, domain, session, pending)?;
                     }
                     pending.remote.push(RemoteTarget {
                         to: to.to_owned(),
@@ -316,8 +316,10 @@ impl Bus {
         }
     }
 
-    /// Records here what a `subscribe` / `unsubscribe` of `session` to `domain`'s subscription
-    /// manager asks for its resources in `domain`.
+    /// Records here what a `subscribe` / `unsubscribe` of `session` (the sending runtime's) to
+    /// `domain`'s subscription manager asks for its resources in `domain`. A subscribe that
+    /// would take the session past `session.max_subscriptions` (counting its subscriptions here
+    /// and in other domains) is refused whole, before it leaves.
     fn mirror_subscription(
         &self,
         env: &Envelope,
@@ -325,28 +327,30 @@ impl Bus {
         domain: &str,
         session: &Arc<Session>,
         pending: &mut Pending,
-    ) {
+    ) -> Result<(), RouteError> {
         let subscribe = match env.kind() {
             MessageType::Subscribe => true,
             MessageType::Unsubscribe => false,
-            _ => return,
+            _ => return Ok(()),
         };
         if to != format!("domain://msg-node.{domain}/sm") {
-            return;
+            return Ok(());
         }
         let Some(resources) = Self::subscription_resources(env) else {
-            return;
+            return Ok(());
         };
         let resources: Vec<String> = resources
             .into_iter()
             .filter(|r| AddressRef::parse(r).is_ok_and(|a| a.is_in_domain(domain)))
             .collect();
         if resources.is_empty() {
-            return;
+            return Ok(());
         }
-        // The gateway holds what every local runtime subscribed to through it (each within
-        // `session.max_subscriptions`): no bound of its own.
-        let _ = session.change_subscriptions(&resources, subscribe, usize::MAX);
+        session.change_subscriptions(
+            &resources,
+            subscribe,
+            self.inner.session_cfg.max_subscriptions,
+        )?;
         for r in &resources {
             if subscribe {
                 self.inner.book.subscribe(Arc::from(r.as_str()), session);
@@ -366,6 +370,7 @@ impl Bus {
                 addresses: resources,
             }
         });
+        Ok(())
     }
 }
 

@@ -615,10 +615,10 @@ impl Bus {
         remote: Option<&remote::RemoteHolders>,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
-        let sender = origin.session();
         if let Some(ep) = self.inner.endpoints.classify(to) {
-            return self.serve(ep, env, to, sender, pending);
+            return self.serve(ep, env, to, origin, pending);
         }
+        let sender = origin.session();
         if let Some(service) = self.claimed_route(to) {
             let json = env.shared_json();
             return self.deliver(&service, to, json, pending).map(|()| None);

@@ -12,7 +12,7 @@ use super::Endpoint;
 use super::bridge::{self, BridgeEvent};
 use super::error::RouteError;
 use super::session::{Allocation, Session};
-use super::{Bus, Pending};
+use super::{Bus, Origin, Pending};
 use crate::locks::lock;
 use crate::store::StoreOp;
 
@@ -90,9 +90,10 @@ impl Bus {
         ep: Endpoint,
         env: &Envelope,
         at: &str,
-        session: Option<&Arc<Session>>,
+        origin: &Origin,
         pending: &mut Pending,
     ) -> Result<Option<Envelope>, RouteError> {
+        let session = origin.session();
         match ep {
             Endpoint::Allocation | Endpoint::ObjectAllocation => {
                 let session = session.ok_or_else(|| {
@@ -110,7 +111,13 @@ impl Bus {
                 let session = session.ok_or_else(|| {
                     RouteError::Forbidden("only runtime sessions subscribe".into())
                 })?;
-                self.subscriptions(env, at, session, pending).map(Some)
+                // Another domain's node session holds what its runtimes subscribed to, each
+                // runtime within the bound on its own node (`gateways.rs`): no bound of its own.
+                let max = match origin {
+                    Origin::Node { .. } => usize::MAX,
+                    _ => self.inner.session_cfg.max_subscriptions,
+                };
+                self.subscriptions(env, at, session, max, pending).map(Some)
             }
             // A registry connector (`[connectors.registry]`) owns the address when it runs;
             // what a runtime registers must have been allocated to it (`registry_owner.rs`).
@@ -288,6 +295,7 @@ impl Bus {
         env: &Envelope,
         at: &str,
         session: &Arc<Session>,
+        max: usize,
         pending: &mut Pending,
     ) -> Result<Envelope, RouteError> {
         let body: SubscriptionBody = env
@@ -320,17 +328,7 @@ impl Bus {
                 return Err(RouteError::NoRouteToDomain(addr.authority().to_owned()));
             }
         }
-        let max = self.inner.session_cfg.max_subscriptions;
-        if resources.len() > max {
-            return Err(RouteError::Forbidden(format!(
-                "a runtime subscribes to at most {max} addresses"
-            )));
-        }
-        session
-            .change_subscriptions(&resources, subscribe, max)
-            .map_err(|max| {
-                RouteError::Forbidden(format!("a runtime subscribes to at most {max} addresses"))
-            })?;
+        session.change_subscriptions(&resources, subscribe, max)?;
         for r in &resources {
             if subscribe {
                 if let Some(object) = bridge::changes_of(r, &self.inner.domain) {

@@ -87,14 +87,20 @@ pub struct Session {
 
 impl Session {
     /// Adds `resources` to the session's subscriptions (`subscribe`), or removes them. Adding
-    /// changes nothing and returns `Err(max)` when the session would then hold more than `max`
+    /// changes nothing and is refused (403) when the session would then hold more than `max`
     /// subscriptions. Set lookups: the cost is linear in the request and what the session holds.
     pub(crate) fn change_subscriptions(
         &self,
         resources: &[String],
         subscribe: bool,
         max: usize,
-    ) -> Result<(), usize> {
+    ) -> Result<(), super::RouteError> {
+        let too_many = || {
+            super::RouteError::Forbidden(format!("a runtime subscribes to at most {max} addresses"))
+        };
+        if subscribe && resources.len() > max {
+            return Err(too_many());
+        }
         let mut st = lock(&self.state);
         if subscribe {
             let fresh: Vec<Arc<str>> = {
@@ -109,7 +115,7 @@ impl Session {
                     .collect()
             };
             if st.subscriptions.len() + fresh.len() > max {
-                return Err(max);
+                return Err(too_many());
             }
             st.subscriptions.extend(fresh);
         } else {
