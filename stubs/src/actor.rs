@@ -38,7 +38,7 @@ use crate::metrics::{BreakerState, FailureLabel, Reason, StubLabel};
 use crate::port::BusPort;
 use crate::state::{Event, State, StubCtx};
 
-/// Network events waiting for the stub, per instance.
+/// Network events waiting for the stub: the actor's queue, shared by its instances.
 const NET_EVENTS: usize = 256;
 
 /// The handle of a running stub.

@@ -16,7 +16,8 @@ use crate::spec::StubSpec;
 use crate::state::StubCtx;
 
 /// A stub instance driven directly (see the module docs). Timers it sets and network events
-/// are not delivered.
+/// are not delivered; as [`DirectStub::on_timer`] passes no setting's token, a timer set stays
+/// counted against `max_timers` until the stub cancels or replaces it.
 pub struct DirectStub {
     actor: Actor,
     live: Live,

@@ -10,7 +10,8 @@
 //!   `net.rs`: host-mediated WebSocket and HTTP; `envelope.rs`: the envelope across the
 //!   boundary; `bindings.rs`: the generated WIT bindings.
 //! - [`tls`]: the TLS client configuration of every outgoing connection of the node (stubs'
-//!   `net`, key fetches, application services), with the operator's extra roots.
+//!   `net`, key fetches, application services); only application services add the operator's
+//!   extra roots.
 //! - [`BusPort`], [`KvStore`] (`port.rs`): what the embedder (the node) provides;
 //!   `writebehind.rs`: a stub's key-value writes committed in batches behind its calls
 //!   ([`StubSpec::kv_write_behind`]), its effects held until they are;

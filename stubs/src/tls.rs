@@ -1,8 +1,10 @@
 //! The node's TLS client configuration, one piece of code for every outgoing TLS connection:
 //! the stub host's `net` (`wss://`, `https://` of stubs), the node's key-set and cross-domain
 //! fetches, and the client of external application services (`https://` service URLs). rustls
-//! with the ring provider, the web PKI roots (webpki-roots) plus the operator's extra roots
-//! (a private CA, a test certificate: [`load_roots`]), HTTP/1.1 by ALPN.
+//! with the ring provider, the web PKI roots (webpki-roots), HTTP/1.1 by ALPN. Extra roots (a
+//! private CA, a test certificate: [`load_roots`]) are added only for application services
+//! (the operator's `appservices` extra roots); stubs' `net` and the key fetches use the web PKI
+//! roots alone.
 
 use std::path::Path;
 use std::sync::Arc;

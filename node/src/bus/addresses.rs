@@ -79,7 +79,7 @@ impl AddressBook {
         }
     }
 
-    /// Calls `f` with the subscribers of `address`; returns false when there are none.
+    /// Calls `f` with the subscribers of `address`; returns `None` when there are none.
     pub fn with_subscribers<R>(
         &self,
         address: &str,

@@ -1,6 +1,7 @@
 //! The session outbox: every frame the node owes a runtime, numbered by `seq`, kept until the
-//! runtime acknowledges it, bounded in messages and bytes. The bounds hold for every frame,
-//! the node's own answers included.
+//! runtime acknowledges it, bounded in messages and bytes. The bounds hold for every frame
+//! pushed here, the node's own answers included; frames moved from another node
+//! ([`Outbox::push_moved`]) go past them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

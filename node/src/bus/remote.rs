@@ -7,8 +7,8 @@
 //! (PostgreSQL) is asked too for an address of this domain that no node endpoint or application
 //! service serves. Subscribers on every node get a publication; without subscribers anywhere, a
 //! local owner is preferred, else the remote owner. A message for remote sessions is handed over
-//! after the local frames of the route are settled, by [`Remote::forward`], which returns only
-//! once it is durable.
+//! by [`Remote::forward`], which returns only once it is durable, after the store writes of the
+//! route's local frames are submitted and before those frames are settled.
 
 use std::sync::Arc;
 
@@ -418,7 +418,7 @@ impl Bus {
     }
 }
 
-/// Whether `ops` add to the address book (sessions, addresses, subscriptions).
+/// Whether `ops` add to the address book (addresses or subscriptions).
 pub(super) fn changes_directory(ops: &[crate::store::StoreOp]) -> bool {
     use crate::store::StoreOp;
     ops.iter().any(|op| {
@@ -431,7 +431,7 @@ pub(super) fn changes_directory(ops: &[crate::store::StoreOp]) -> bool {
 
 /// Adds the remote share of one recipient to `pending`: every remote subscriber when there are
 /// subscribers anywhere, else the remote owner when there is no local one. Returns whether
-/// somebody (local or remote) was served.
+/// remote targets were added.
 pub(super) fn share(
     to: &str,
     holders: Option<&RemoteHolders>,

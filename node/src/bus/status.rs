@@ -14,9 +14,9 @@
 //! `live` while a connection is attached, `disconnected` while the session waits in its resume
 //! window (after a node restart, until the runtime resumes), `expired` without a session. In a
 //! cluster, a runtime whose session another node holds gets that node's view, asked before the
-//! route ([`Bus::remote_statuses`], `crate::cluster`'s `status.rs`); a runtime the cluster could
-//! not tell about (its database or the holder unreachable) is left out of the answer rather than
-//! called `expired`.
+//! route ([`Bus::remote_statuses`], `crate::cluster`'s `status.rs`): one whose holder is gone or
+//! does not answer is `disconnected`; when the cluster's database cannot be read, the runtimes
+//! are left out of the answer rather than called `expired`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -29,7 +29,7 @@ pub(super) enum Taken {
 impl Link {
     /// Takes over the gateway sessions to other domains (`bus/gateways.rs`) of the nodes that
     /// are gone: no runtime re-opens them, and what they hold must reach those domains. Each
-    /// is adopted by one node (the row lock of `adopt_once`), restored with what was queued
+    /// is adopted by one node (the row lock of `adopt_tx`), restored with what was queued
     /// for it, and its domain's stub started here (`Bus::take_over`).
     pub(super) async fn take_gone_gateways(
         &self,

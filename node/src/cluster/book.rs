@@ -37,7 +37,7 @@ struct Inner {
     generation: u64,
     /// This node listens on its directory subject (set at start).
     listening: bool,
-    /// NATS is connected (as the client's events tell).
+    /// NATS is disconnected (as the client's events tell).
     disconnected: bool,
     answers: HashMap<String, (Instant, RemoteHolders)>,
 }

@@ -259,7 +259,8 @@ impl Link {
             None => {
                 // Not restored here: it may be arriving (an adoption under way here took the
                 // row and restores it next), else it is a row given to this node whose re-open
-                // never came (see "Left open"), which is given on at once.
+                // never came (see the module docs: B giving up as A's release commits), which is
+                // given on at once.
                 let Ok(_quiet) = tokio::time::timeout(ARRIVAL_WAIT, self.arriving.lock()).await
                 else {
                     return Reply::NotHere;

@@ -1,6 +1,7 @@
 //! [`relay`]: what several `userdata` parts keep in memory per node and tell the other nodes of
-//! a cluster (typing, `typing.rs`; presence, `presence.rs`): this node's notices are published on
-//! a subject with the node's id, and the other nodes' notices on it are applied here. NATS
+//! a cluster (typing, `typing.rs`; presence, `presence.rs`): every node publishes its notices on
+//! one shared subject per part, with its id in the payload, and the other nodes' notices on it
+//! are applied here. NATS
 //! without persistence: a lost notice is lost (each user of this says what makes it good), and
 //! so is one dropped because the queue from its part was full (NATS down or slow: publishing
 //! waits once the client's own queue is full).
@@ -20,7 +21,7 @@ struct Published<N> {
 }
 
 /// Publishes what `own` yields on `subject` and applies the other nodes' notices on it with
-/// `apply`, until `stop`. `what` names the notices in log lines.
+/// `apply`, until `stop`. `subject` names the notices in log lines.
 pub(super) async fn relay<N>(
     nats: async_nats::Client,
     node: Arc<str>,

@@ -3,7 +3,8 @@
 //! in `bus.db` its writes waited for the bus writer's lock, see `SqliteStore::kv_pool`), [`PgKv`]
 //! in PostgreSQL (`store.url`). Sizes are counted in bytes (keys and values)
 //! by both; a database failure is a 503 to the stub. Each stub's total is kept in
-//! `stub_kv_total` (migration `0003_stub_kv_total.sql`), changed in the transaction of every
+//! `stub_kv_total` (`kv_migrations/0001_stub_kv.sql` for `stubs.db`, `0003_stub_kv_total.sql`
+//! in PostgreSQL), changed in the transaction of every
 //! write and delete, so a write's quota check costs one row, not a sum over the stub's keys.
 //! A batch ([`KvStore::apply`], the host's write-behind for other domains' stubs) is one
 //! transaction; each key's last op counts, the total is changed once and checked before the

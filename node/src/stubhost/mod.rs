@@ -5,8 +5,9 @@
 //!   land in its outbox (persisted, bounded: 503 when full);
 //! - a pump task (`pump.rs`) is its in-process connection: it takes frames from the outbox and
 //!   puts them in the stub's mailbox, acknowledging each once the mailbox took it (a message
-//!   lost after that is answered by the router: 502 or 504 naming the stub); while the mailbox
-//!   is full the frames wait in the outbox; with the breaker open they are answered 503;
+//!   lost after that is answered by the router, naming the stub: 502 or 504, or 503 if still in
+//!   the mailbox when the breaker opens or the stub stops during a restart backoff); while the
+//!   mailbox is full the frames wait in the outbox; with the breaker open they are answered 503;
 //! - the host calls the stub's `on-message` only while its outgoing queue (the router's, 256
 //!   messages) has room for the answers (`NodePort`'s `BusPort::ready`, `port.rs`): the stub
 //!   is not fed faster than its answers are routed; messages wait in the mailbox, then in the

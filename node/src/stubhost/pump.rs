@@ -1,8 +1,10 @@
 //! A running stub's pump: its in-process connection to the bus. It takes frames from the
 //! stub's outbox and puts them in the mailbox of the instance serving now, acknowledging each
-//! once a mailbox took it (a message lost after that is answered by the router: 502 or 504
-//! naming the stub); while the mailbox is full the frames wait in the outbox; with the breaker
-//! open they are answered 503.
+//! once a mailbox took it (a message lost after that is answered by the router, naming the
+//! stub: 502 or 504, or 503 if still in the mailbox when the breaker opens or the stub stops
+//! during a restart backoff); while the mailbox is full the frames wait in the outbox; with the
+//! breaker open they are answered 503, and a frame for an address the stub neither listens on
+//! nor subscribed to 404 (both through the router too).
 //!
 //! The gateway of another domain (`crate::crossdomain`) runs the same pump with
 //! [`AckRule::Held`]: each frame goes in with its outbox position as `gseq`, and the outbox is

@@ -1,7 +1,8 @@
 //! A running stub's router task: what the stub sends passes `Bus::authorize` and `Bus::route`
 //! with its session as origin (`Origin::Stub`, or `Origin::Node` for another domain's stub run
 //! by a gateway), refusals come back to it as responses; the
-//! senders of messages it lost are answered (502 / 503 / 504 naming the stub). One router per
+//! senders of messages it lost, or that its pump refused, are answered (404 / 502 / 503 / 504
+//! naming the stub). One router per
 //! instance name: every version of the stub started for it sends through the same one.
 //!
 //! A stub let go of a message when the host took it, so the router of a stub (`Origin::Stub`)
