@@ -229,27 +229,20 @@ when { context.transport == "node" && context.message_type == "PING" };
 async fn a_subscribe_to_another_domain_past_the_bound_is_refused_here() {
     let (_a, b) = two_nodes().await;
     let (mut bob, _) = hyperty(&b, B, "rt-bob-many").await;
-    let many: Vec<String> = (0..1001)
-        .map(|i| format!("comm://{A}/o{i}/changes"))
-        .collect();
-    let resp = bob
-        .request(
-            json!({"type": "subscribe", "from": format!("{}/sm", bob.url),
-            "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": many}}),
-        )
-        .await;
+    // A subscribe of `n` resources at A's subscription manager: A's answer, or B's refusal.
+    let from = format!("{}/sm", bob.url);
+    let subscribe = |n: usize| {
+        let resources: Vec<String> = (0..n).map(|i| format!("comm://{A}/o{i}/changes")).collect();
+        json!({"type": "subscribe", "from": from,
+            "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": resources}})
+    };
+    let resp = bob.request(subscribe(1001)).await;
     assert_eq!(resp["body"]["code"], 403, "{resp}");
     assert_eq!(
         resp["body"]["description"],
         "forbidden: a runtime subscribes to at most 1000 addresses"
     );
-    let few: Vec<String> = (0..2).map(|i| format!("comm://{A}/o{i}/changes")).collect();
-    let resp = bob
-        .request(
-            json!({"type": "subscribe", "from": format!("{}/sm", bob.url),
-            "to": format!("domain://msg-node.{A}/sm"), "body": {"resources": few}}),
-        )
-        .await;
+    let resp = bob.request(subscribe(2)).await;
     assert_eq!(resp["body"]["code"], 200, "{resp}");
 }
 

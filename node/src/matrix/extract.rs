@@ -276,14 +276,18 @@ pub(super) async fn authenticate<A: Authentication, B>(
     A::authenticate(node, token, request.uri().query()).await
 }
 
+/// Whether reading a body with `axum::body::to_bytes` failed because it was over the limit
+/// given (rather than unreadable).
+pub(crate) fn body_over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
 /// Buffers the body up to [`MAX_BODY_BYTES`].
 async fn read_body(body: Body) -> Result<axum::body::Bytes, MatrixError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|e| {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over_limit {
+            if body_over_limit(&e) {
                 MatrixError::TooLarge {
                     limit: MAX_BODY_BYTES,
                 }

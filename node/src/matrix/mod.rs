@@ -75,6 +75,7 @@ use ruma::api::path_builder::PathBuilder as _;
 
 pub use accounts::Accounts;
 pub use error::MatrixError;
+pub(crate) use extract::body_over_limit;
 pub use login::JWT_LOGIN_TYPE;
 pub use password::HashError;
 

@@ -49,9 +49,7 @@ pub(crate) async fn send(State(node): State<Node>, req: Request) -> Response {
     let bytes: Bytes = match axum::body::to_bytes(req.into_body(), max).await {
         Ok(b) => b,
         Err(e) => {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if over_limit {
+            return if crate::matrix::body_over_limit(&e) {
                 failure(
                     Code::TOO_LARGE,
                     &format!("the message is larger than {max} bytes"),

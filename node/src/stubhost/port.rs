@@ -21,6 +21,11 @@ const ROOM: usize = 32;
 /// Answers owed for lost messages that may wait for the router (see [`NodePort::answer_lost`]).
 const LOST: usize = 1024;
 
+/// Logs an answer owed that nobody will send: the stub's router has stopped (the node stops).
+fn router_gone() {
+    tracing::warn!("a stub's router has stopped: a lost message is not answered");
+}
+
 /// The sending side of the queue of answers owed for lost messages.
 pub(crate) type LostTx = mpsc::Sender<Outgoing>;
 /// The router's side of it.
@@ -116,14 +121,12 @@ impl NodePort {
                 let lost = self.lost.clone();
                 tokio::spawn(async move {
                     if lost.send(item).await.is_err() {
-                        tracing::warn!(
-                            "a stub's router has stopped: a lost message is not answered"
-                        );
+                        router_gone();
                     }
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::warn!("a stub's router has stopped: a lost message is not answered");
+                router_gone();
             }
         }
     }
@@ -139,7 +142,7 @@ impl NodePort {
             permit = self.lost.reserve() => match permit {
                 Ok(permit) => permit.send(Outgoing::Lost(message, reason)),
                 Err(_) => {
-                    tracing::warn!("a stub's router has stopped: a lost message is not answered");
+                    router_gone();
                 }
             },
             _ = stuck.wait_for(|s| *s) => self.report_lost(message, reason),

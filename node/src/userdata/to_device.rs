@@ -252,6 +252,28 @@ mod tests {
     use crate::store::accounts::{NewAccount, NewDevice};
     use crate::store::tests::Place;
 
+    /// Creates the account `bob` with the devices `ids` (the recipients of to-device messages).
+    async fn bob_with_devices(db: &Db, ids: &[&str]) {
+        let accounts = AccountStore::new(db.clone());
+        let bob = NewAccount {
+            localpart: "bob",
+            password_hash: None,
+            external_subject: None,
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let device = NewDevice {
+                device_id: id,
+                display_name: None,
+                token_hash: &[u8::try_from(i).unwrap(); 32],
+            };
+            if i == 0 {
+                accounts.create_account(bob, Some(device), 1).await.unwrap();
+            } else {
+                accounts.login_device("bob", device, 1).await.unwrap();
+            }
+        }
+    }
+
     mod cases {
         use super::*;
 
@@ -259,24 +281,7 @@ mod tests {
             place: Place,
         ) -> anyhow::Result<()> {
             let f = fixture_on(place).await?;
-            let accounts = AccountStore::new(f.db.clone());
-            let bob = NewAccount {
-                localpart: "bob",
-                password_hash: None,
-                external_subject: None,
-            };
-            for (i, id) in ["B1", "B2"].into_iter().enumerate() {
-                let device = NewDevice {
-                    device_id: id,
-                    display_name: None,
-                    token_hash: &[u8::try_from(i).unwrap(); 32],
-                };
-                if i == 0 {
-                    accounts.create_account(bob, Some(device), 1).await.unwrap();
-                } else {
-                    accounts.login_device("bob", device, 1).await.unwrap();
-                }
-            }
+            bob_with_devices(&f.db, &["B1", "B2"]).await;
             let td = f.data.to_device();
             let content: Raw<_> = Raw::from_json_string(r#"{"n":1}"#.to_owned()).unwrap();
             let messages: Messages = BTreeMap::from([(
@@ -348,18 +353,7 @@ mod tests {
             place: Place,
         ) -> anyhow::Result<()> {
             let f = fixture_on(place).await?;
-            let accounts = AccountStore::new(f.db.clone());
-            let bob = NewAccount {
-                localpart: "bob",
-                password_hash: None,
-                external_subject: None,
-            };
-            let device = NewDevice {
-                device_id: "B1",
-                display_name: None,
-                token_hash: &[1; 32],
-            };
-            accounts.create_account(bob, Some(device), 1).await.unwrap();
+            bob_with_devices(&f.db, &["B1"]).await;
             let td = f.data.to_device();
             let (alice, adev) = (user_id!("@alice:example.com"), device_id!("A"));
             let total = 2 * MAX_PER_SYNC + 50;
