@@ -467,8 +467,9 @@ impl Actor {
     pub(crate) async fn instantiate(&mut self) -> Option<Live> {
         self.generation += 1;
         if let Some(wb) = &self.ctx.wb {
-            // Starts from what was committed (`init` reads it, after the writes before).
-            wb.reset();
+            // Starts from what was committed (`init` reads it), once the writes of the
+            // instances before are.
+            wb.reset().await;
         }
         let mut state = State::new(
             Arc::clone(&self.ctx),

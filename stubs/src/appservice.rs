@@ -81,7 +81,10 @@ pub trait MatrixPort: Send + Sync + Debug {
 
     /// The delivery of the event at `position` to `connector` ended (`outcome`): the
     /// embedder records that the feed may go on after it. The host awaits it before the
-    /// instance's next call, so an event acknowledged is never given again.
+    /// instance's next call, so a restart goes on after the last event acknowledged. That is
+    /// at least once, not exactly once: events handed to a replacement version after newer
+    /// ones (`node/src/stubhost/follow.rs`) move the recorded position back when they are
+    /// acknowledged, and a restart then gives the events after it again.
     fn handled<'a>(
         &'a self,
         connector: &'a str,

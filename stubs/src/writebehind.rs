@@ -19,6 +19,9 @@
 //!   closes with 1011 without writing it), the instance's next import that needs the store
 //!   traps it, and the supervisor's next instance starts from what was committed
 //!   ([`WriteBehind::reset`]);
+//! - a new instance (after a trap, a failure or a restart) starts once every write of the
+//!   instances before it is committed or discarded ([`WriteBehind::reset`]), so its `init`
+//!   reads what they left, as it would had they written through;
 //! - the quota is checked at once against an upper bound (the total after the last commit
 //!   plus every value written since, replaced values not taken off), so a write the store
 //!   would refuse is refused with 413 as before; near the quota a write may be refused that
@@ -174,9 +177,14 @@ impl WriteBehind {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// A new instance starts: writes are taken again after a failure (the discarded ones
-    /// stay lost; the instance reads what was committed).
-    pub(crate) fn reset(&self) {
+    /// A new instance starts: waits until every write of the instances before it is committed
+    /// or discarded, so that what the new one reads (its `init` first) is what they left;
+    /// then writes are taken again after a failure (the discarded ones stay lost).
+    pub(crate) async fn reset(&self) {
+        let issued = lock(&self.books).issued;
+        let mut durable = self.durable.subscribe();
+        // The sender lives in `self`: the wait ends with the writer's outcome for `issued`.
+        let _ = durable.wait_for(|d| d.outcome(issued).is_some()).await;
         let mut b = lock(&self.books);
         b.poisoned = false;
         b.total = None;
@@ -431,6 +439,28 @@ mod tests {
         assert!((&mut next).now_or_never().is_none(), "waits for the writer");
         let task = tokio::spawn(writer);
         next.await.unwrap();
+        wb.close();
+        task.await.unwrap();
+    }
+
+    /// A new instance (after a trap) starts once the writes of the one before are committed:
+    /// its `init` reads them.
+    #[tokio::test]
+    async fn a_new_instance_starts_after_the_writes_of_the_one_before() {
+        use futures_util::FutureExt;
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let (wb, writer) = WriteBehind::new("s", Arc::clone(&kv), 1 << 20);
+        wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
+        // The instance traps here; the writer has not run.
+        let mut reset = Box::pin(wb.reset());
+        assert!(
+            (&mut reset).now_or_never().is_none(),
+            "the next instance waits for the write"
+        );
+        let task = tokio::spawn(writer);
+        reset.await;
+        wb.flush().await.unwrap();
+        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
         wb.close();
         task.await.unwrap();
     }
