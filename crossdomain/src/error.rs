@@ -66,13 +66,17 @@ pub enum CrossDomainError {
     /// start): nothing the other domain did. Answered 500; the details are for the log.
     #[error("this node failed at {what}: {problem}")]
     Internal { what: &'static str, problem: String },
+    /// This node's own store could not answer (its database unreachable): retry later.
+    /// Answered 503; the details are for the log.
+    #[error("this node's store is unavailable for {what}: {problem}")]
+    Unavailable { what: &'static str, problem: String },
 }
 
 impl CrossDomainError {
     /// The reTHINK (HTTP-style) code for a sender whose message needed this: 504 when the other
     /// domain did not answer in time, 401 for a refused node proof, 503 when challenges are
-    /// exhausted, 500 for a failure of this node's own, 502 for everything the other domain got
-    /// wrong (and our cache failing).
+    /// exhausted or this node's store is unavailable, 500 for a failure of this node's own, 502
+    /// for everything the other domain got wrong (and our cache failing).
     pub fn code(&self) -> u16 {
         match self {
             Self::Fetch {
@@ -80,7 +84,7 @@ impl CrossDomainError {
                 ..
             } => 504,
             Self::Proof(_) => 401,
-            Self::ChallengesFull => 503,
+            Self::ChallengesFull | Self::Unavailable { .. } => 503,
             Self::Internal { .. } => 500,
             _ => 502,
         }
@@ -91,6 +95,9 @@ impl CrossDomainError {
     pub fn public_description(&self) -> String {
         match self {
             Self::Internal { what, .. } => format!("this node failed at {what}; see its log"),
+            Self::Unavailable { what, .. } => {
+                format!("this node's store is unavailable for {what}; try again later")
+            }
             _ => self.to_string(),
         }
     }
@@ -123,6 +130,13 @@ mod tests {
         let public = e.public_description();
         assert!(!public.contains("secret detail"), "{public}");
         assert!(public.contains("signing our node proof"), "{public}");
+        // Our store unreachable: 503 (try again), its details in the log too.
+        let store = CrossDomainError::Unavailable {
+            what: "reading the gateway's queue",
+            problem: "secret detail".into(),
+        };
+        assert_eq!(store.code(), 503);
+        assert!(!store.public_description().contains("secret detail"));
         // The other domain's errors are told as they are.
         let theirs = CrossDomainError::Proof("expired".into());
         assert_eq!(theirs.code(), 401);

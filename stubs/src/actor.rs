@@ -32,7 +32,7 @@ use crate::appservice::{EventOutcome, MAX_EVENT_TRIES, MatrixEvent, MatrixEvents
 use crate::bindings::protocol_stub::rethink::stub::net_events::NetEvent;
 use crate::bindings::{connector, protocol_stub};
 use crate::envelope::to_wit;
-use crate::error::{LostReason, Refused};
+use crate::error::{LostReason, Refused, StoreUnavailable};
 use crate::host::{Pre, RuntimeOwner, Shared};
 use crate::metrics::{BreakerState, FailureLabel, Reason, StubLabel};
 use crate::port::BusPort;
@@ -370,6 +370,7 @@ impl Actor {
                 self.failed(match reason {
                     LostReason::Deadline => Reason::deadline,
                     LostReason::Memory => Reason::memory,
+                    LostReason::Unavailable => Reason::store,
                     _ => Reason::trap,
                 });
                 tracing::warn!(stub = %self.name(), %reason, failures = self.failures, "stub instance ended");
@@ -532,6 +533,7 @@ impl Actor {
                 self.failed(match reason {
                     LostReason::Deadline => Reason::deadline,
                     LostReason::Memory => Reason::memory,
+                    LostReason::Unavailable => Reason::store,
                     _ => Reason::init,
                 });
                 None
@@ -595,7 +597,8 @@ impl Actor {
 }
 
 /// Why a call failed: memory when the limiter refused a growth, deadline when the epoch
-/// callback found the call past its deadline, a trap otherwise.
+/// callback found the call past its deadline, unavailable when the key-value store could not
+/// answer, a trap otherwise.
 fn classify(e: &wasmtime::Error, store: &Store<State>) -> LostReason {
     if store.data().limiter.exhausted {
         LostReason::Memory
@@ -603,6 +606,8 @@ fn classify(e: &wasmtime::Error, store: &Store<State>) -> LostReason {
         || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
     {
         LostReason::Deadline
+    } else if e.downcast_ref::<StoreUnavailable>().is_some() {
+        LostReason::Unavailable
     } else {
         LostReason::Trap
     }

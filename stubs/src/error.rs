@@ -1,6 +1,7 @@
 //! The host's errors: [`StubError`] (loading, checking and starting a stub), [`Failure`] (what a
-//! host import answers the guest, a reTHINK code), [`Refused`] (a message the stub's mailbox did
-//! not take) and [`LostReason`] (why an accepted message was lost to a crash).
+//! host import answers the guest, a reTHINK code), [`StoreUnavailable`] (a key-value call that
+//! ends the instance), [`Refused`] (a message the stub's mailbox did not take) and
+//! [`LostReason`] (why an accepted message was lost to a crash).
 
 use std::fmt;
 
@@ -56,6 +57,18 @@ impl Failure {
             description: description.into(),
         }
     }
+}
+
+/// A key-value call the store could not answer (its database unreachable): the host traps the
+/// instance that made it rather than answer as if the key were absent, and the message being
+/// handled is answered 503 ([`LostReason::Unavailable`]); the supervisor's next instance reads
+/// again.
+#[derive(Debug, thiserror::Error)]
+#[error("stub {stub}: its key-value store could not answer ({failure})")]
+pub(crate) struct StoreUnavailable {
+    pub(crate) stub: String,
+    #[source]
+    pub(crate) failure: Failure,
 }
 
 /// Why [`crate::StubHandle::deliver`] did not take a message; every one is 503 at the edge.

@@ -48,5 +48,5 @@ pub use direct::DirectStub;
 pub use error::{Failure, LostReason, Refused, StubError};
 pub use host::{Checked, Host, WIT_VERSION, World};
 pub use metrics::{BreakerState, StubMetrics};
-pub use port::{BoxFuture, BusPort, KvBatches, KvOp, KvStore, MemoryKv, within_quota};
+pub use port::{BoxFuture, BusPort, FailingKv, KvBatches, KvOp, KvStore, MemoryKv, within_quota};
 pub use spec::{HostConfig, NetTap, StubSpec};

@@ -31,6 +31,8 @@ pub enum Reason {
     deadline,
     memory,
     init,
+    /// The key-value store could not answer a call (its database unreachable).
+    store,
 }
 
 /// Breaker states, as the gauge's values.

@@ -1,11 +1,13 @@
 //! What the host needs from its embedder: [`BusPort`] (the message bus a stub is attached to)
 //! and [`KvStore`] (each stub's key-value namespace), with [`MemoryKv`], an in-memory store for
-//! tests and embedders without persistence.
+//! tests and embedders without persistence, and [`FailingKv`], a test double of a store whose
+//! database goes away.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rethink_proto::Envelope;
 
@@ -43,10 +45,17 @@ pub trait BusPort: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Each stub's own key-value namespace.
+/// Each stub's own key-value namespace. Every call says when the store could not answer (`Err`,
+/// 503: a database unreachable): a read that failed is never taken for an absent key, nor a
+/// delete that failed for a done one (the host traps the instance that asked; the supervisor's
+/// next one reads again).
 pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// The value under `key` in `stub`'s namespace.
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>>;
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>>;
     /// Stores `value` (the host has checked the bounds of key and value).
     fn set<'a>(
         &'a self,
@@ -56,10 +65,14 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>>;
     /// Removes `key`.
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()>;
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>>;
     /// The keys starting with `prefix`, in byte order, at most `limit`.
-    fn keys<'a>(&'a self, stub: &'a str, prefix: &'a str, limit: u32)
-    -> BoxFuture<'a, Vec<String>>;
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>>;
     /// Applies `ops` in order, all or none (one transaction), and returns the bytes `stub`
     /// holds after them; refused (413, nothing applied) when that is over `max_total`. With
     /// no ops: the bytes held now. The host's write-behind (`writebehind.rs`) commits with it.
@@ -115,6 +128,80 @@ struct Space {
     total: usize,
 }
 
+/// A test double of a [`KvStore`] whose database goes away (for the host's own tests and its
+/// embedders'; not a stand-in for a third party): a [`MemoryKv`] whose next reads (`get`)
+/// fail with 503 once armed ([`FailingKv::fail_reads`]).
+#[derive(Debug, Default)]
+pub struct FailingKv {
+    memory: MemoryKv,
+    failing: AtomicU32,
+}
+
+impl FailingKv {
+    /// The next `n` reads fail.
+    pub fn fail_reads(&self, n: u32) {
+        self.failing.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the next reads will still fail.
+    pub fn reads_to_fail(&self) -> u32 {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    /// The store behind it (reads it without failing).
+    pub fn memory(&self) -> &MemoryKv {
+        &self.memory
+    }
+}
+
+impl KvStore for FailingKv {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
+        let fail = self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Box::pin(std::future::ready(Err(Failure::new(
+                503,
+                "the store's database is gone (FailingKv)",
+            ))));
+        }
+        self.memory.get(stub, key)
+    }
+    fn set<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        self.memory.set(stub, key, value, max_total)
+    }
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
+        self.memory.delete(stub, key)
+    }
+    fn keys<'a>(
+        &'a self,
+        stub: &'a str,
+        prefix: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
+        self.memory.keys(stub, prefix, limit)
+    }
+    fn apply<'a>(
+        &'a self,
+        stub: &'a str,
+        ops: &'a [KvOp],
+        max_total: usize,
+    ) -> BoxFuture<'a, Result<usize, Failure>> {
+        self.memory.apply(stub, ops, max_total)
+    }
+}
+
 /// The one check of a stub's store size, for every [`KvStore`]: 413 when the store would hold
 /// more than `max_total` bytes (keys and values) after a write.
 pub fn within_quota(total_after: usize, max_total: usize) -> Result<(), Failure> {
@@ -135,9 +222,13 @@ impl MemoryKv {
 }
 
 impl KvStore for MemoryKv {
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         let v = self.with(|s| s.get(stub).and_then(|m| m.entries.get(key)).cloned());
-        Box::pin(std::future::ready(v))
+        Box::pin(std::future::ready(Ok(v)))
     }
 
     fn set<'a>(
@@ -169,7 +260,7 @@ impl KvStore for MemoryKv {
         Box::pin(std::future::ready(r))
     }
 
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         self.with(|s| {
             if let Some(space) = s.get_mut(stub)
                 && let Some(v) = space.entries.remove(key)
@@ -177,7 +268,7 @@ impl KvStore for MemoryKv {
                 space.total -= key.len() + v.len();
             }
         });
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn keys<'a>(
@@ -185,7 +276,7 @@ impl KvStore for MemoryKv {
         stub: &'a str,
         prefix: &'a str,
         limit: u32,
-    ) -> BoxFuture<'a, Vec<String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
         let keys = self.with(|s| {
             s.get(stub).map_or_else(Vec::new, |m| {
                 m.entries
@@ -196,7 +287,7 @@ impl KvStore for MemoryKv {
                     .collect()
             })
         });
-        Box::pin(std::future::ready(keys))
+        Box::pin(std::future::ready(Ok(keys)))
     }
 
     fn apply<'a>(
@@ -270,9 +361,9 @@ mod tests {
         assert_eq!(full.map_err(|f| f.code), Err(413));
         // Another stub's namespace has its own total.
         assert!(now(kv.set("t", "k3", vec![0; 1], 20)).is_ok());
-        now(kv.delete("s", "k1"));
+        now(kv.delete("s", "k1")).unwrap();
         assert!(now(kv.set("s", "k3", vec![0; 8], 20)).is_ok());
-        assert_eq!(now(kv.get("s", "k1")), None);
-        assert_eq!(now(kv.keys("s", "k", 10)), vec!["k2", "k3"]);
+        assert_eq!(now(kv.get("s", "k1")), Ok(None));
+        assert_eq!(now(kv.keys("s", "k", 10)).unwrap(), vec!["k2", "k3"]);
     }
 }

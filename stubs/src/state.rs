@@ -17,7 +17,7 @@ use crate::bindings::connector::rethink::stub::appservice;
 use crate::bindings::protocol_stub::rethink::stub::{bus, host, net_events, types};
 use crate::bindings::{WitEnvelope, WitFailure};
 use crate::envelope::from_wit;
-use crate::error::Failure;
+use crate::error::{Failure, StoreUnavailable};
 use crate::net::NetState;
 use crate::port::{BusPort, KvStore};
 use crate::spec::StubSpec;
@@ -44,6 +44,14 @@ impl StubCtx {
             Some(wb) => wb.flush().await.map_err(wasmtime::Error::from),
             None => Ok(()),
         }
+    }
+
+    /// The trap of a key-value call the store could not answer.
+    pub(crate) fn unavailable(&self, failure: Failure) -> wasmtime::Error {
+        wasmtime::Error::from(StoreUnavailable {
+            stub: self.spec.name.clone(),
+            failure,
+        })
     }
 }
 
@@ -324,7 +332,10 @@ impl host::Host for State {
     async fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let ctx = Arc::clone(&self.ctx);
         ctx.flush().await?;
-        Ok(ctx.kv.get(&ctx.spec.name, &key).await)
+        ctx.kv
+            .get(&ctx.spec.name, &key)
+            .await
+            .map_err(|f| ctx.unavailable(f))
     }
 
     async fn kv_set(
@@ -359,14 +370,19 @@ impl host::Host for State {
         if let Some(wb) = &ctx.wb {
             return Ok(wb.delete(key).await?);
         }
-        ctx.kv.delete(&ctx.spec.name, &key).await;
-        Ok(())
+        ctx.kv
+            .delete(&ctx.spec.name, &key)
+            .await
+            .map_err(|f| ctx.unavailable(f))
     }
 
     async fn kv_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
         let ctx = Arc::clone(&self.ctx);
         ctx.flush().await?;
-        Ok(ctx.kv.keys(&ctx.spec.name, &prefix, limit.min(1000)).await)
+        ctx.kv
+            .keys(&ctx.spec.name, &prefix, limit.min(1000))
+            .await
+            .map_err(|f| ctx.unavailable(f))
     }
 }
 

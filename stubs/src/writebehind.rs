@@ -409,13 +409,13 @@ mod tests {
         wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
         let barrier = wb.barrier().expect("a write is queued");
         assert_eq!(
-            kv.get("s", "k").await,
+            kv.get("s", "k").await.unwrap(),
             None,
             "not committed before the writer runs"
         );
         let task = tokio::spawn(writer);
         assert!(barrier.wait().await);
-        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(kv.get("s", "k").await.unwrap().as_deref(), Some(&b"v"[..]));
         wb.close();
         task.await.unwrap();
     }
@@ -460,7 +460,7 @@ mod tests {
         let task = tokio::spawn(writer);
         reset.await;
         wb.flush().await.unwrap();
-        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(kv.get("s", "k").await.unwrap().as_deref(), Some(&b"v"[..]));
         wb.close();
         task.await.unwrap();
     }
@@ -478,7 +478,11 @@ mod tests {
     }
 
     impl KvStore for Blocking {
-        fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        fn get<'a>(
+            &'a self,
+            stub: &'a str,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
             self.0.get(stub, key)
         }
         fn set<'a>(
@@ -490,7 +494,7 @@ mod tests {
         ) -> BoxFuture<'a, Result<(), Failure>> {
             self.0.set(stub, key, value, max_total)
         }
-        fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+        fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
             self.0.delete(stub, key)
         }
         fn keys<'a>(
@@ -498,7 +502,7 @@ mod tests {
             stub: &'a str,
             prefix: &'a str,
             limit: u32,
-        ) -> BoxFuture<'a, Vec<String>> {
+        ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
             self.0.keys(stub, prefix, limit)
         }
         fn apply<'a>(
@@ -530,7 +534,10 @@ mod tests {
         let writer = tokio::spawn(writer);
         wb.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
         assert!(wb.barrier().expect("a write is queued").wait().await);
-        assert_eq!(memory.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            memory.get("s", "k").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
         drop(wb);
         tokio::time::timeout(std::time::Duration::from_secs(10), writer)
             .await

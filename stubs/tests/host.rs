@@ -10,8 +10,8 @@ use guests::Init;
 use prometheus_client::registry::Registry;
 use rethink_proto::Envelope;
 use rethink_stubs::{
-    BreakerState, BusPort, Failure, Host, HostConfig, KvStore, LostReason, MemoryKv, Refused,
-    StubError, StubHandle, StubMetrics, StubSpec, World,
+    BreakerState, BusPort, FailingKv, Failure, Host, HostConfig, KvStore, LostReason, MemoryKv,
+    Refused, StubError, StubHandle, StubMetrics, StubSpec, World,
 };
 use tokio::sync::mpsc;
 
@@ -212,7 +212,7 @@ async fn timers_fire_and_the_store_outlives_a_crashed_instance() {
     let stub = r.start(&guests::echo(Init::Normal { timer_ms: 1 }), spec());
     let tick = r.sent("\"t7\"").await;
     assert_eq!(tick.from(), "hyperty://localhost/stub");
-    assert_eq!(r.kv.get("echo", "boots").await, Some(vec![1]));
+    assert_eq!(r.kv.get("echo", "boots").await.unwrap(), Some(vec![1]));
     stub.deliver(message("1", "trap")).expect("taken");
     let (lost, reason) = r.lost().await;
     assert_eq!(
@@ -221,7 +221,7 @@ async fn timers_fire_and_the_store_outlives_a_crashed_instance() {
     );
     // The restarted instance ran init again (a second boot counted) and its timer fired.
     r.sent("\"t7\"").await;
-    assert_eq!(r.kv.get("echo", "boots").await, Some(vec![2]));
+    assert_eq!(r.kv.get("echo", "boots").await.unwrap(), Some(vec![2]));
     stub.deliver(message("2", "create")).expect("taken");
     r.sent("2").await;
     stub.stop().await;
@@ -237,6 +237,57 @@ async fn timers_fire_and_the_store_outlives_a_crashed_instance() {
             "rethink_stub_failures_total{stub=\"echo\",reason=\"trap\"}"
         ),
         1.0,
+        "{text}"
+    );
+}
+
+/// A read the store cannot answer is not taken for an absent key: the call's instance ends,
+/// its message is answered 503, and the next instance that starts reads what is stored (its
+/// `init` counts a second boot, not a first).
+#[tokio::test]
+async fn a_read_the_store_cannot_answer_ends_the_instance_with_503_and_the_next_reads_again() {
+    let mut r = rig(quick());
+    let kv = Arc::new(FailingKv::default());
+    let checked = r
+        .host
+        .check(&guests::echo(Init::Normal { timer_ms: 1 }))
+        .expect("the guest checks");
+    let stub = r.host.start(
+        &checked,
+        spec(),
+        r.port.clone(),
+        Arc::clone(&kv) as Arc<dyn KvStore>,
+    );
+    r.sent("\"t7\"").await;
+    assert_eq!(
+        kv.memory().get("echo", "boots").await.unwrap(),
+        Some(vec![1])
+    );
+    // The message's read fails, and so does the next instance's `init` read.
+    kv.fail_reads(2);
+    stub.deliver(message("1", "get")).expect("taken");
+    let (lost, reason) = r.lost().await;
+    assert_eq!(
+        (lost.id_json(), reason, reason.code()),
+        ("1", LostReason::Unavailable, 503)
+    );
+    // The instance after that one reads the store again.
+    r.sent("\"t7\"").await;
+    assert_eq!(kv.reads_to_fail(), 0);
+    assert_eq!(
+        kv.memory().get("echo", "boots").await.unwrap(),
+        Some(vec![2])
+    );
+    stub.deliver(message("2", "get")).expect("taken");
+    r.sent("2").await;
+    stub.stop().await;
+    let text = r.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            "rethink_stub_failures_total{stub=\"echo\",reason=\"store\"}"
+        ),
+        2.0,
         "{text}"
     );
 }

@@ -87,7 +87,11 @@ impl KvBatches for GatedBatches {
 }
 
 impl KvStore for GatedKv {
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         self.inner.get(stub, key)
     }
     fn set<'a>(
@@ -99,7 +103,7 @@ impl KvStore for GatedKv {
     ) -> BoxFuture<'a, Result<(), Failure>> {
         self.inner.set(stub, key, value, max_total)
     }
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         self.inner.delete(stub, key)
     }
     fn keys<'a>(
@@ -107,7 +111,7 @@ impl KvStore for GatedKv {
         stub: &'a str,
         prefix: &'a str,
         limit: u32,
-    ) -> BoxFuture<'a, Vec<String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
         self.inner.keys(stub, prefix, limit)
     }
     fn apply<'a>(

@@ -423,7 +423,12 @@ async fn start_stub(
     // its frames to the other node held until the writes before them are (rethink-stubs,
     // `writebehind.rs`).
     spec.kv_write_behind = true;
-    let (kv, raise, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name).await;
+    let (kv, raise, held) = HeldKv::new(Arc::clone(&ctx.kv), &spec.name)
+        .await
+        .map_err(|f| CrossDomainError::Unavailable {
+            what: "reading the gateway's queue",
+            problem: f.to_string(),
+        })?;
     let (tap, refused) = SessionTap::new(raise);
     let tap = Arc::new(tap);
     spec.tap = Some(Arc::clone(&tap) as Arc<dyn rethink_stubs::NetTap>);

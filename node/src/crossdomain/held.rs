@@ -78,13 +78,14 @@ impl HeldKv {
     /// Over `inner`; the receiver sees the highest `g` committed, starting from what the
     /// stub's session record (`SESSION_KEY`) of `stub` says it holds already (a restarted
     /// stub ignores the replays of those, so they are acknowledged without a new write).
+    /// `Err` when the store cannot be read (the gateway does not start: 503 to its senders).
     pub(super) async fn new(
         inner: Arc<dyn KvStore>,
         stub: &str,
-    ) -> (Self, Arc<Held>, watch::Receiver<u64>) {
+    ) -> Result<(Self, Arc<Held>, watch::Receiver<u64>), Failure> {
         let start = inner
             .get(stub, SESSION_KEY)
-            .await
+            .await?
             .as_deref()
             .and_then(held_of)
             .unwrap_or(0);
@@ -93,14 +94,14 @@ impl HeldKv {
             tx,
             by_records: AtomicBool::new(start > 0),
         });
-        (
+        Ok((
             Self {
                 inner,
                 held: Arc::clone(&held),
             },
             held,
             rx,
-        )
+        ))
     }
 }
 
@@ -148,7 +149,11 @@ fn held_of(value: &[u8]) -> Option<u64> {
 }
 
 impl KvStore for HeldKv {
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         self.inner.get(stub, key)
     }
 
@@ -189,7 +194,7 @@ impl KvStore for HeldKv {
         }))
     }
 
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         self.inner.delete(stub, key)
     }
 
@@ -198,7 +203,7 @@ impl KvStore for HeldKv {
         stub: &'a str,
         prefix: &'a str,
         limit: u32,
-    ) -> BoxFuture<'a, Vec<String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
         self.inner.keys(stub, prefix, limit)
     }
 }
@@ -217,7 +222,7 @@ mod tests {
             .expect("store");
         let inner: Arc<dyn KvStore> =
             Arc::new(crate::stubhost::SqliteKv::new(store.kv_pool().clone()));
-        let (kv, held, rx) = HeldKv::new(inner, "s").await;
+        let (kv, held, rx) = HeldKv::new(inner, "s").await.unwrap();
         assert_eq!(*rx.borrow(), 0);
         let mut batches = kv.batches().expect("SQLite has a blocking batch writer");
         let record = |g: u64| KvOp::Set {
@@ -232,7 +237,7 @@ mod tests {
         assert_eq!(held.get(), 5);
         assert!(held.by_records());
         assert_eq!(
-            kv.get("s", "out/5").await.as_deref(),
+            kv.get("s", "out/5").await.unwrap().as_deref(),
             Some(&br#"{"g":5,"m":{}}"#[..])
         );
         store.close().await;

@@ -156,6 +156,7 @@ on_both_backends!(
     kv_keys_in_byte_order_with_prefix_and_limit,
     kv_quota_counts_bytes_of_the_other_keys,
     kv_survives_reopen,
+    kv_says_when_the_store_cannot_answer,
     kv_quota_holds_under_concurrent_writes,
     kv_batch_is_all_or_nothing_within_the_quota,
     ],

@@ -11,7 +11,10 @@
 //! and the position is stored before the instance's next call. At start the feed goes on
 //! after the stored position, so events committed but not yet handled when the node stopped
 //! (or was killed) are given then: at least once, in stream order. A connector's first start
-//! stores the stream's position of that moment (history before it is not fed).
+//! stores the stream's position of that moment (history before it is not fed). A read the
+//! database does not answer (the position, the events, whether an event concerns the
+//! connector) is tried again after a pause, from where it was: an outage delays the feed and
+//! skips nothing.
 //!
 //! In a cluster (the positions in the shared database) one node feeds each connector: the
 //! holder of the advisory lock `rethink.connector-feed.<name>` (`appservice/leader.rs`); when it
@@ -19,7 +22,7 @@
 
 use std::sync::Arc;
 
-use rethink_stubs::{KvStore, MatrixEvent, MatrixEvents};
+use rethink_stubs::{Failure, KvStore, MatrixEvent, MatrixEvents};
 use tokio_util::sync::CancellationToken;
 
 use super::NodeMatrix;
@@ -29,6 +32,9 @@ use crate::node::Node;
 
 /// Most room events read from the stream at once by a feeder.
 const FEED_BATCH: u32 = 100;
+
+/// The pause before a read the database did not answer is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The namespace of the stubs' key-value store holding each connector's feed position (a
 /// name no stub instance can have: instance names are TOML keys, and this one is reserved).
@@ -45,10 +51,16 @@ impl FeedPositions {
         Self { kv }
     }
 
-    /// The stream position of the last event `connector` handled, if one is stored.
-    pub(super) async fn load(&self, connector: &str) -> Option<i64> {
-        let bytes = self.kv.get(FEED_NAMESPACE, connector).await?;
-        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    /// The stream position of the last event `connector` handled, if one is stored; `Err`
+    /// when the store could not answer (never taken for "none stored": that would start the
+    /// feed at the stream's end and skip what the connector has not handled).
+    pub(super) async fn load(&self, connector: &str) -> Result<Option<i64>, Failure> {
+        let Some(bytes) = self.kv.get(FEED_NAMESPACE, connector).await? else {
+            return Ok(None);
+        };
+        Ok(std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.parse().ok()))
     }
 
     /// Stores `position` as `connector`'s (logged if the store refuses: the events after the
@@ -74,19 +86,21 @@ pub(super) async fn feed(
     stop: CancellationToken,
 ) {
     let id = registration_id(&connector);
-    let mut pos = match matrix.positions.load(&connector).await {
-        Some(p) => p,
-        None => {
-            let p = node.stream().visible();
-            matrix.positions.store(&connector, p).await;
-            p
-        }
+    let Some(mut pos) = start_position(&matrix.positions, &connector, &stop, RETRY, || {
+        node.stream().visible()
+    })
+    .await
+    else {
+        return;
     };
     tracing::info!(connector, position = pos, "connector feed starts");
     loop {
         let commit = node.stream().next_commit();
         let visible = node.stream().visible();
-        while pos < visible {
+        // A read that failed (the database unreachable) is tried again after a pause, from
+        // the event it was about: nothing is skipped.
+        let mut failed = false;
+        while pos < visible && !failed {
             let Some(service) = node.appservices().directory().by_id(&id).cloned() else {
                 return;
             };
@@ -100,11 +114,12 @@ pub(super) async fn feed(
             {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(connector, error = %e, "connector feed: reading events");
+                    tracing::error!(connector, error = %e, "connector feed: reading events (tried again)");
+                    failed = true;
                     break;
                 }
             };
-            pos = match events.last() {
+            let mut next = match events.last() {
                 Some(last) if events.len() >= FEED_BATCH as usize => last.stream,
                 _ => visible,
             };
@@ -113,8 +128,10 @@ pub(super) async fn feed(
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
-                        tracing::warn!(connector, error = %e, "connector feed: interest");
-                        continue;
+                        tracing::warn!(connector, position = pdu.stream, error = %e, "connector feed: interest (tried again)");
+                        next = pdu.stream - 1;
+                        failed = true;
+                        break;
                     }
                 }
                 let event = MatrixEvent {
@@ -125,10 +142,40 @@ pub(super) async fn feed(
                     return;
                 }
             }
+            pos = next;
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = commit => {}
+            () = commit, if !failed => {}
+            () = tokio::time::sleep(RETRY), if failed => {}
+        }
+    }
+}
+
+/// Where `connector`'s feed starts: its stored position, or (first start) `visible()`, stored.
+/// A store that cannot answer is asked again every `retry` until `stop` (`None`).
+async fn start_position(
+    positions: &FeedPositions,
+    connector: &str,
+    stop: &CancellationToken,
+    retry: std::time::Duration,
+    visible: impl Fn() -> i64,
+) -> Option<i64> {
+    loop {
+        match positions.load(connector).await {
+            Ok(Some(p)) => return Some(p),
+            Ok(None) => {
+                let p = visible();
+                positions.store(connector, p).await;
+                return Some(p);
+            }
+            Err(f) => {
+                tracing::error!(connector, code = f.code, error = %f.description, "connector feed: its position could not be read (tried again)");
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(retry) => {}
+                }
+            }
         }
     }
 }
@@ -158,5 +205,34 @@ async fn deliver(
             },
         }
         last = Some(queue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rethink_stubs::FailingKv;
+
+    use super::*;
+
+    /// A stored position the store cannot read for a while is asked for again until it answers:
+    /// it is not taken for "none stored" (which would start the feed at the stream's end,
+    /// skipping the events after the stored position).
+    #[tokio::test]
+    async fn a_position_the_store_cannot_read_yet_is_asked_for_again() {
+        let retry = std::time::Duration::from_millis(1);
+        let kv = Arc::new(FailingKv::default());
+        let positions = FeedPositions::new(Arc::clone(&kv) as Arc<dyn KvStore>);
+        positions.store("c", 7).await;
+        kv.fail_reads(2);
+        let stop = CancellationToken::new();
+        let start = start_position(&positions, "c", &stop, retry, || 99).await;
+        assert_eq!(start, Some(7));
+        assert_eq!(kv.reads_to_fail(), 0, "both failed reads were retried");
+        // A first start (nothing stored) begins at the stream's end and stores it.
+        assert_eq!(
+            start_position(&positions, "new", &stop, retry, || 99).await,
+            Some(99)
+        );
+        assert_eq!(positions.load("new").await, Ok(Some(99)));
     }
 }

@@ -310,7 +310,11 @@ fn failed(e: &dyn std::fmt::Display) -> Failure {
 }
 
 impl KvStore for SqliteKv {
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         Box::pin(async move {
             sqlx::query_scalar("SELECT value FROM stub_kv WHERE stub = ? AND key = ?")
                 .bind(stub)
@@ -318,8 +322,6 @@ impl KvStore for SqliteKv {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| failed(&e))
-                .ok()
-                .flatten()
         })
     }
 
@@ -357,7 +359,7 @@ impl KvStore for SqliteKv {
         })
     }
 
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let deleted = async {
                 let mut tx = self.pool.begin().await?;
@@ -374,9 +376,7 @@ impl KvStore for SqliteKv {
                     .await?;
                 tx.commit().await
             };
-            if let Err(e) = deleted.await {
-                failed(&e);
-            }
+            deleted.await.map_err(|e| failed(&e))
         })
     }
 
@@ -385,7 +385,7 @@ impl KvStore for SqliteKv {
         stub: &'a str,
         prefix: &'a str,
         limit: u32,
-    ) -> BoxFuture<'a, Vec<String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
         Box::pin(async move {
             // Keys at or after the prefix, in byte order, while they start with it.
             let rows: Vec<String> = sqlx::query_scalar(
@@ -396,13 +396,11 @@ impl KvStore for SqliteKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .unwrap_or_else(|e| {
-                failed(&e);
-                Vec::new()
-            });
-            rows.into_iter()
+            .map_err(|e| failed(&e))?;
+            Ok(rows
+                .into_iter()
                 .take_while(|k| k.starts_with(prefix))
-                .collect()
+                .collect())
         })
     }
 
@@ -442,7 +440,11 @@ impl PgKv {
 }
 
 impl KvStore for PgKv {
-    fn get<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(
+        &'a self,
+        stub: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         Box::pin(async move {
             sqlx::query_scalar("SELECT value FROM stub_kv WHERE stub = $1 AND key = $2")
                 .bind(stub)
@@ -450,8 +452,6 @@ impl KvStore for PgKv {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| failed(&e))
-                .ok()
-                .flatten()
         })
     }
 
@@ -494,7 +494,7 @@ impl KvStore for PgKv {
         })
     }
 
-    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, ()> {
+    fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let deleted = async {
                 let mut tx = self.pool.begin().await?;
@@ -514,9 +514,7 @@ impl KvStore for PgKv {
                     .await?;
                 tx.commit().await
             };
-            if let Err(e) = deleted.await {
-                failed(&e);
-            }
+            deleted.await.map_err(|e| failed(&e))
         })
     }
 
@@ -525,7 +523,7 @@ impl KvStore for PgKv {
         stub: &'a str,
         prefix: &'a str,
         limit: u32,
-    ) -> BoxFuture<'a, Vec<String>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, Failure>> {
         Box::pin(async move {
             // The column compares in byte order (COLLATE "C"): the keys with the prefix are the
             // run that starts at the prefix.
@@ -537,13 +535,11 @@ impl KvStore for PgKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .unwrap_or_else(|e| {
-                failed(&e);
-                Vec::new()
-            });
-            rows.into_iter()
+            .map_err(|e| failed(&e))?;
+            Ok(rows
+                .into_iter()
                 .take_while(|k| k.starts_with(prefix))
-                .collect()
+                .collect())
         })
     }
 

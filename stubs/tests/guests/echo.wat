@@ -6,7 +6,7 @@
 ;; on-timer: sends {"id":"t7","type":"create","from":"{{STUB}} (or the address in config "listen")",
 ;;       "to":"hyperty://localhost/alice"}.
 ;; on-message, by the first letter of the type:
-;;   t: traps; l: loops forever; m: grows memory without bound;
+;;   t: traps; l: loops forever; m: grows memory without bound; g: reads kv "boots", then echoes;
 ;;   r (response): forwards it as a "report" (body kept) to {{OBSERVER}};
 ;;   f: sends it back from the sender's own address (forged);
 ;;   anything else: echoes it (from = the recipient, to = the sender).
@@ -97,6 +97,8 @@
     (local.set $c (i32.load8_u (local.get $ty)))
     (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))
     (if (i32.eq (local.get $c) (i32.const 108)) (then (loop $l (br $l))))
+    (if (i32.eq (local.get $c) (i32.const 103))
+      (then (call $kv_get (i32.const 96) (i32.const 5) (i32.const 1040))))
     (if (i32.eq (local.get $c) (i32.const 109))
       (then (loop $m (drop (memory.grow (i32.const 16))) (br $m))))
     (if (i32.eq (local.get $c) (i32.const 114))

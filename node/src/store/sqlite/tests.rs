@@ -112,7 +112,7 @@ async fn stub_keys_left_in_the_bus_file_are_moved_to_stubs_db() -> anyhow::Resul
         // Twice: the second start finds nothing left to move.
         let store = SqliteStore::open(dir.path()).await?;
         let kv = crate::stubhost::SqliteKv::new(store.kv_pool().clone());
-        assert_eq!(kv.get("s", "k").await.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(kv.get("s", "k").await.unwrap().as_deref(), Some(&b"v1"[..]));
         let total: i64 = sqlx::query_scalar("SELECT bytes FROM stub_kv_total WHERE stub = 's'")
             .fetch_one(store.kv_pool())
             .await?;
@@ -224,7 +224,7 @@ async fn a_batch_failing_midway_leaves_nothing_and_the_next_one_commits() -> any
             .map_err(|f| f.code),
         Ok(2)
     );
-    assert_eq!(kv.keys("s", "", 10).await, ["b"]);
+    assert_eq!(kv.keys("s", "", 10).await.unwrap(), ["b"]);
     store.close().await;
     Ok(())
 }

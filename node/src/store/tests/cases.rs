@@ -305,16 +305,25 @@ pub(super) async fn batch_with_everything_interleaved(place: Place) -> anyhow::R
 pub(super) async fn kv_get_set_delete_and_namespaces(place: Place) -> anyhow::Result<()> {
     let opened = place.open().await?;
     let kv = opened.kv();
-    assert_eq!(kv.get("a", "k").await, None);
+    assert_eq!(kv.get("a", "k").await.unwrap(), None);
     kv.set("a", "k", b"one".to_vec(), 1024).await?;
     kv.set("b", "k", b"other".to_vec(), 1024).await?;
-    assert_eq!(kv.get("a", "k").await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        kv.get("a", "k").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
     kv.set("a", "k", b"two".to_vec(), 1024).await?;
-    assert_eq!(kv.get("a", "k").await.as_deref(), Some(&b"two"[..]));
-    kv.delete("a", "k").await;
-    kv.delete("a", "never-set").await;
-    assert_eq!(kv.get("a", "k").await, None);
-    assert_eq!(kv.get("b", "k").await.as_deref(), Some(&b"other"[..]));
+    assert_eq!(
+        kv.get("a", "k").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    kv.delete("a", "k").await.unwrap();
+    kv.delete("a", "never-set").await.unwrap();
+    assert_eq!(kv.get("a", "k").await.unwrap(), None);
+    assert_eq!(
+        kv.get("b", "k").await.unwrap().as_deref(),
+        Some(&b"other"[..])
+    );
     opened.close().await;
     Ok(())
 }
@@ -329,13 +338,16 @@ pub(super) async fn kv_keys_in_byte_order_with_prefix_and_limit(
     }
     kv.set("other", "a/3", vec![1], 1024).await?;
     assert_eq!(
-        kv.keys("s", "", 100).await,
+        kv.keys("s", "", 100).await.unwrap(),
         ["A", "a", "a/1", "a/2", "ab", "b", "é"]
     );
-    assert_eq!(kv.keys("s", "a", 100).await, ["a", "a/1", "a/2", "ab"]);
-    assert_eq!(kv.keys("s", "a/", 1).await, ["a/1"]);
-    assert!(kv.keys("s", "z", 100).await.is_empty());
-    assert!(kv.keys("nobody", "", 100).await.is_empty());
+    assert_eq!(
+        kv.keys("s", "a", 100).await.unwrap(),
+        ["a", "a/1", "a/2", "ab"]
+    );
+    assert_eq!(kv.keys("s", "a/", 1).await.unwrap(), ["a/1"]);
+    assert!(kv.keys("s", "z", 100).await.unwrap().is_empty());
+    assert!(kv.keys("nobody", "", 100).await.unwrap().is_empty());
     opened.close().await;
     Ok(())
 }
@@ -351,14 +363,14 @@ pub(super) async fn kv_quota_counts_bytes_of_the_other_keys(place: Place) -> any
     assert_eq!(refused.map_err(|f| f.code), Err(413));
     kv.set("s", "k2", vec![1; 8], 20).await?; // a replacement: still 20
     kv.set("t", "k3", vec![0; 8], 20).await?; // another stub's space
-    kv.delete("s", "k2").await;
+    kv.delete("s", "k2").await.unwrap();
     kv.set("s", "é", vec![0; 8], 20).await?; // 10 + 2 + 8 = 20
     let refused = kv.set("s", "é", vec![0; 9], 20).await;
     assert_eq!(refused.map_err(|f| f.code), Err(413));
-    assert_eq!(kv.get("s", "é").await, Some(vec![0; 8]));
-    assert_eq!(kv.get("s", "k3").await, None);
+    assert_eq!(kv.get("s", "é").await.unwrap(), Some(vec![0; 8]));
+    assert_eq!(kv.get("s", "k3").await.unwrap(), None);
     // Now the non-ASCII key is one of the others: its 2 bytes count (not its 1 character).
-    kv.delete("s", "k1").await;
+    kv.delete("s", "k1").await.unwrap();
     kv.set("s", "k4", vec![0; 8], 20).await?; // 10 + 2 + 8 = 20
     let refused = kv.set("s", "k4", vec![0; 9], 20).await;
     assert_eq!(refused.map_err(|f| f.code), Err(413));
@@ -371,8 +383,22 @@ pub(super) async fn kv_survives_reopen(place: Place) -> anyhow::Result<()> {
     opened.kv().set("s", "k", b"kept".to_vec(), 1024).await?;
     opened.close().await;
     let opened = place.open().await?;
-    assert_eq!(opened.kv().get("s", "k").await, Some(b"kept".to_vec()));
+    assert_eq!(opened.kv().get("s", "k").await?, Some(b"kept".to_vec()));
     opened.close().await;
+    Ok(())
+}
+
+/// A store that cannot answer (its pools closed: every query fails, as with the database
+/// gone) says so with 503: a failed read is not "absent", a failed delete not "done".
+pub(super) async fn kv_says_when_the_store_cannot_answer(place: Place) -> anyhow::Result<()> {
+    let opened = place.open().await?;
+    let kv = opened.kv();
+    kv.set("s", "k", b"v".to_vec(), 1024).await?;
+    assert_eq!(kv.get("s", "k").await?, Some(b"v".to_vec()));
+    opened.close().await;
+    assert_eq!(kv.get("s", "k").await.map_err(|f| f.code), Err(503));
+    assert_eq!(kv.keys("s", "", 10).await.map_err(|f| f.code), Err(503));
+    assert_eq!(kv.delete("s", "k").await.map_err(|f| f.code), Err(503));
     Ok(())
 }
 
@@ -387,7 +413,7 @@ pub(super) async fn kv_quota_holds_under_concurrent_writes(place: Place) -> anyh
         async move { kv.set("s", &format!("{i:02}"), vec![0; 8], 40).await }
     });
     let results = futures_util::future::join_all(writes).await;
-    let stored = kv.keys("s", "", 100).await;
+    let stored = kv.keys("s", "", 100).await.unwrap();
     assert!(
         stored.len() <= 4,
         "{} keys stored: {stored:?}",
@@ -427,14 +453,14 @@ pub(super) async fn kv_batch_is_all_or_nothing_within_the_quota(
         .await?;
     assert_eq!(total, 16);
     assert_eq!(kv.apply("s", &[], 40).await?, 16);
-    assert_eq!(kv.get("s", "k1").await, Some(vec![0; 4]));
-    assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
+    assert_eq!(kv.get("s", "k1").await.unwrap(), Some(vec![0; 4]));
+    assert_eq!(kv.keys("s", "", 10).await.unwrap(), ["k1", "k2"]);
     // 16 - 10 (k2) + 30 (k4) = 36, then + 10 (k5) = 46 > 40: none of it is applied.
     let refused = kv
         .apply("s", &[del("k2"), set("k4", 28), set("k5", 8)], 40)
         .await;
     assert_eq!(refused.map_err(|f| f.code), Err(413));
-    assert_eq!(kv.keys("s", "", 10).await, ["k1", "k2"]);
+    assert_eq!(kv.keys("s", "", 10).await.unwrap(), ["k1", "k2"]);
     assert_eq!(kv.apply("s", &[], 40).await?, 16);
     // The single writes see the batch's total.
     kv.set("s", "k6", vec![0; 22], 40).await?; // 16 + 24 = 40
@@ -449,9 +475,9 @@ pub(super) async fn kv_batch_is_all_or_nothing_within_the_quota(
     // 40 - 6 (k1 was 4 + 2) + 8 (k1 now) + 148 x 12 (m002..m149) + 5 (m000) = 1823.
     assert_eq!(kv.apply("s", &many, 4096).await?, 1823);
     assert_eq!(kv.apply("s", &[], 4096).await?, 1823);
-    assert_eq!(kv.get("s", "m000").await, Some(vec![0; 1]));
-    assert_eq!(kv.get("s", "m001").await, None);
-    assert_eq!(kv.keys("s", "m", 200).await.len(), 149);
+    assert_eq!(kv.get("s", "m000").await.unwrap(), Some(vec![0; 1]));
+    assert_eq!(kv.get("s", "m001").await.unwrap(), None);
+    assert_eq!(kv.keys("s", "m", 200).await.unwrap().len(), 149);
     opened.close().await;
     Ok(())
 }
