@@ -59,6 +59,9 @@ const CHAIN_ATTEMPTS: usize = 16;
 /// How often expired client transactions are pruned (while rooms get transactions).
 const PRUNE_EVERY_MS: i64 = 1000;
 
+/// How many heroes a room summary names at most (the Client-Server API's "up to 5").
+const HEROES: usize = 5;
+
 /// A room and its lock.
 type SharedRoom = Arc<AsyncMutex<RoomState>>;
 
@@ -435,8 +438,9 @@ impl Rooms {
         Ok(guard.members_with(&MembershipState::Join))
     }
 
-    /// The room's joined and invited member counts, and up to five other members (heroes) by
-    /// user ID, for `viewer`'s sync summary.
+    /// The room's joined and invited member counts, and up to five other joined or invited
+    /// members (heroes) by user ID, for `viewer`'s sync summary. Kept by the room's state: the
+    /// cost does not grow with the room.
     pub async fn summary(
         &self,
         room_id: &RoomId,
@@ -444,17 +448,9 @@ impl Rooms {
     ) -> Result<(usize, usize, Vec<OwnedUserId>), RoomError> {
         let room = self.room(room_id).await?;
         let guard = room.lock().await;
-        let joined = guard.members_with(&MembershipState::Join);
-        let invited = guard.members_with(&MembershipState::Invite);
-        let mut heroes: Vec<OwnedUserId> = joined
-            .iter()
-            .chain(&invited)
-            .filter(|u| *u != viewer)
-            .cloned()
-            .collect();
-        heroes.sort();
-        heroes.truncate(5);
-        Ok((joined.len(), invited.len(), heroes))
+        let counts = guard.member_counts();
+        let heroes = guard.heroes(viewer, HEROES);
+        Ok((counts.joined, counts.invited, heroes))
     }
 
     /// How far `user` may read a room: `None` for a member (everything), the position of their
