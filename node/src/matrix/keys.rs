@@ -7,7 +7,9 @@
 //! none any more (`left`; never in `changed`). `/sync` asks the database for the membership part
 //! only when the room caches say that the caller's memberships, or the state of a room they are
 //! joined to, changed since the token (a look at memory): syncs that bring only messages read
-//! nothing more from the database.
+//! nothing more from the database. `GET /keys/changes` answers no further than the position a
+//! `/sync` would answer up to, whatever its `to` (`Keys::device_list_changes`), and reads no
+//! more than the users sharing a room with the caller, whatever its `from`.
 
 pub(super) mod cross_signing;
 

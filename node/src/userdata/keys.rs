@@ -7,11 +7,12 @@
 //! A device-key upload that changes a device's keys, and a device deletion, are device-list
 //! changes: each is recorded at its stream position, and the users sharing a room with the
 //! owner (and the owner) are woken, so that `/sync` reports `device_lists.changed` and
-//! `GET /keys/changes` answers between two tokens. Cross-signing keys and signatures
-//! ([`CrossSigning`], in `keys/cross_signing.rs`) are device-list changes too; a query answers
-//! them with the device keys, the signatures uploaded for a key merged into it. Memberships change
-//! device lists as well: who now shares an encrypted room with a user, and who shares none any
-//! more ([`DeviceListChanges`], in `keys/device_lists.rs`).
+//! `GET /keys/changes` answers between two tokens ([`Keys::changed_users`]: each user sharing a
+//! room with the caller looked up by an index, whatever the range). Cross-signing keys and
+//! signatures ([`CrossSigning`], in `keys/cross_signing.rs`) are device-list changes too; a query
+//! answers them with the device keys, the signatures uploaded for a key merged into it.
+//! Memberships change device lists as well: who now shares an encrypted room with a user, and who
+//! shares none any more ([`DeviceListChanges`], in `keys/device_lists.rs`).
 
 mod cross_signing;
 mod device_lists;
@@ -336,7 +337,24 @@ impl Keys {
     }
 
     /// Users whose device list changed in `(since, upto]` among `user` and those sharing a
-    /// room with `user` now.
+    /// room with `user` now, sorted.
+    ///
+    /// Driven by those users, not by the changes: for each, the last change up to `upto` is
+    /// read from the index `device_list_changes_by_user (user_id, stream)` (SQLite's `0012`,
+    /// PostgreSQL's `0015`), one entry, and kept if it is after `since`. So the cost is bounded
+    /// by the number of users sharing a room (the largest possible answer) whatever the range:
+    /// `since` the first token reads no more than a short range. A correlated scalar subquery
+    /// rather than `EXISTS`: PostgreSQL turns an `EXISTS` into a semi join, and a generic plan
+    /// of the prepared statement (default selectivities) then hashes every change of the range.
+    ///
+    /// The plans. SQLite (`EXPLAIN QUERY PLAN`): `CO-ROUTINE u` (the union, by
+    /// `memberships_by_user` and the memberships' primary key), `SCAN u`, `CORRELATED SCALAR
+    /// SUBQUERY`: `SEARCH c USING COVERING INDEX device_list_changes_by_user (user_id=? AND
+    /// stream<?)` (a `SeekLE` that stops at the first entry), `USE TEMP B-TREE FOR ORDER BY`.
+    /// PostgreSQL 15 (`EXPLAIN`, custom and generic plans alike): `Sort` over `Subquery Scan on
+    /// u` (a `HashAggregate` of the union) filtered by `SubPlan`: `Limit`, `Index Only Scan
+    /// Backward using device_list_changes_by_user`, `Index Cond: user_id = u.user_id AND stream
+    /// <= $2`, one row per user.
     pub async fn changed_users(
         &self,
         user: &UserId,
@@ -344,10 +362,12 @@ impl Keys {
         upto: i64,
     ) -> Result<Vec<OwnedUserId>, StoreError> {
         let users: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(concat!(
-            "SELECT DISTINCT c.user_id FROM device_list_changes c \
-             WHERE c.stream > $1 AND c.stream <= $2 AND c.user_id IN (",
+            "WITH u (user_id) AS (",
             sharing_a_room_sql!("$3", "$3"),
-            ") ORDER BY c.user_id"
+            ") SELECT u.user_id FROM u \
+             WHERE (SELECT MAX(c.stream) FROM device_list_changes c \
+             WHERE c.user_id = u.user_id AND c.stream <= $2) > $1 \
+             ORDER BY u.user_id"
         ))
         .bind(since)
         .bind(upto)

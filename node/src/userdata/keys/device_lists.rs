@@ -98,13 +98,20 @@ impl Keys {
     }
 
     /// What `GET /keys/changes` answers for `user` between `since` and `upto`: key changes and
-    /// membership changes.
+    /// membership changes. `upto` is taken no further than the stream's visible position (the
+    /// one a `/sync` answers up to): a client's token past it, or a change being committed,
+    /// does not widen the answer. A range that is empty then (`since` at or past `upto`)
+    /// answers nothing, without reading.
     pub async fn device_list_changes(
         &self,
         user: &UserId,
         since: i64,
         upto: i64,
     ) -> Result<DeviceListChanges, StoreError> {
+        let upto = upto.min(self.stream.visible());
+        if since >= upto {
+            return Ok(DeviceListChanges::default());
+        }
         let keys = self.changed_users(user, since, upto).await?;
         Ok(self
             .shared_room_changes(user, since, upto)

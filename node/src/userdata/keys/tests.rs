@@ -205,6 +205,61 @@ mod cases {
         );
         Ok(())
     }
+
+    pub(super) async fn key_changes_reach_no_further_than_the_visible_position(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        let f = fixture_on(place).await?;
+        let keys = f.data.keys();
+        let (alice, bob, carol) = (
+            user_id!("@alice:example.com"),
+            user_id!("@bob:example.com"),
+            user_id!("@carol:example.com"),
+        );
+        for user in [alice, bob, carol] {
+            f.join("!r:example.com", user.as_str()).await;
+        }
+        let start = f.visible();
+        keys.upload(
+            alice,
+            device_id!("DEV"),
+            KeyUpload {
+                device_keys: Some(device_keys(alice.as_str(), "DEV", "k1")),
+                ..KeyUpload::default()
+            },
+        )
+        .await?;
+        let now = f.visible();
+        // A change past the visible position (being committed, or another node's not read
+        // yet): no answer up to a token far beyond the stream names it.
+        on_db!(&f.db, |e| sqlx::query(
+            "INSERT INTO device_list_changes (stream, user_id) VALUES ($1, $2)",
+        )
+        .bind(now + 10)
+        .bind(carol.as_str())
+        .execute(e)
+        .await?
+        .rows_affected());
+        let current = keys.device_list_changes(bob, start, now).await?;
+        assert_eq!(current.changed, [alice]);
+        for far in [now + 10, 1_000_000, i64::MAX] {
+            assert_eq!(
+                keys.device_list_changes(bob, start, far).await?,
+                current,
+                "to = {far}"
+            );
+        }
+        // From the first token, and from or past the end: the same, and nothing.
+        assert_eq!(keys.device_list_changes(bob, 0, i64::MAX).await?, current);
+        for from in [now, now + 5, i64::MAX] {
+            assert_eq!(
+                keys.device_list_changes(bob, from, i64::MAX).await?,
+                DeviceListChanges::default(),
+                "from = {from}"
+            );
+        }
+        Ok(())
+    }
 }
 
-crate::store::tests::on_both_backends!(cases: [one_time_keys_are_claimed_once_then_the_fallback, a_fallback_key_is_unused_until_claimed_and_a_new_one_starts_unused, device_key_changes_are_seen_by_room_mates_only]);
+crate::store::tests::on_both_backends!(cases: [one_time_keys_are_claimed_once_then_the_fallback, a_fallback_key_is_unused_until_claimed_and_a_new_one_starts_unused, device_key_changes_are_seen_by_room_mates_only, key_changes_reach_no_further_than_the_visible_position]);
