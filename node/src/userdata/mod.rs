@@ -3,8 +3,10 @@
 //! messages, receipts, presence (`0005_presence.sql`) and typing notifications.
 //!
 //! One submodule per concern, each owning its SQL, stored in SQLite (`rethink.db`; tables in
-//! `migrations/0004_userdata.sql` to `0007_cross_signing.sql`) or PostgreSQL (`store.url`;
-//! `pg_migrations/0008_matrix_profiles_filters.sql` and `0011_matrix_userdata.sql`) through
+//! `migrations/0004_userdata.sql` to `0007_cross_signing.sql`, and
+//! `0012_device_list_changes_by_user.sql`) or PostgreSQL (`store.url`;
+//! `pg_migrations/0008_matrix_profiles_filters.sql`, `0011_matrix_userdata.sql` and
+//! `0015_device_list_changes_by_user.sql`) through
 //! [`Db`]: one SQL text with `$N` parameters for both engines, run with `on_db!` (reads) and
 //! `on_conn!` (writes). Every write a `/sync` reports (account data, receipts, presence,
 //! device-key changes, to-device messages) is a `Write` (for account data and receipts, one
