@@ -62,6 +62,7 @@ mod matrix_history;
 mod matrix_policy;
 mod matrix_postgres;
 mod matrix_presence;
+mod matrix_profile;
 mod matrix_redaction;
 mod matrix_rooms;
 mod matrix_signatures;

@@ -133,6 +133,11 @@ pub enum MatrixError {
 }
 
 impl MatrixError {
+    /// The status this error answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status_and_kind().0
+    }
+
     /// The status and error kind this error answers with.
     fn status_and_kind(&self) -> (StatusCode, ErrorKind) {
         use MatrixError as E;

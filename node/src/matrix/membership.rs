@@ -14,10 +14,11 @@ use serde_json::{Map, Value};
 
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
-use super::room::member_profile;
+use super::room::{member_content, member_profile};
 use crate::bus::MatrixPermit;
 use crate::node::Node;
 use crate::rooms::RoomError;
+use crate::userdata::Profile;
 
 /// The content of a member event.
 fn content(
@@ -73,29 +74,39 @@ pub(crate) async fn join(
     Ok(())
 }
 
-/// Re-sends `user`'s member event, with their current profile, in every room they joined (after
-/// a profile change).
-pub(crate) async fn resend_member_events(node: &Node, user: &UserId) -> Result<(), MatrixError> {
-    let profile = member_profile(node, user).await?;
-    let joined = node
+/// Re-sends `user`'s member event in `room_id` with `profile` (after a profile change;
+/// `profile::Resends`), unless it carries that profile already. Refused (a client error) when
+/// the user is no longer joined there, or the room's rules or policy refuse it.
+pub(crate) async fn resend_member_event(
+    node: &Node,
+    room_id: &RoomId,
+    user: &UserId,
+    profile: &Profile,
+) -> Result<(), MatrixError> {
+    let current = node
         .rooms()
-        .caches()
-        .user_rooms(user)
-        .into_iter()
-        .filter(|row| row.membership == MembershipState::Join.as_str())
-        .filter_map(|row| OwnedRoomId::try_from(row.room_id).ok());
-    for room_id in joined {
-        let permit = permit(node, "matrix:state", user, &room_id, None).await?;
-        node.rooms()
-            .set_membership(
-                &permit,
-                &room_id,
-                user,
-                user,
-                content(MembershipState::Join, None, profile.clone())?,
-            )
-            .await?;
+        .state_event(room_id, user, &StateEventType::RoomMember, user.as_str())
+        .await?;
+    let now: Map<String, Value> = serde_json::from_str(current.content().get()).unwrap_or_default();
+    let field = |name: &str| now.get(name).and_then(Value::as_str);
+    if field("membership") != Some(MembershipState::Join.as_str()) {
+        return Err(MatrixError::Forbidden("not joined to the room"));
     }
+    if field("displayname") == profile.displayname.as_deref()
+        && field("avatar_url") == profile.avatar_url.as_ref().map(|u| u.as_str())
+    {
+        return Ok(());
+    }
+    let permit = permit(node, "matrix:state", user, room_id, None).await?;
+    node.rooms()
+        .set_membership(
+            &permit,
+            room_id,
+            user,
+            user,
+            content(MembershipState::Join, None, member_content(profile))?,
+        )
+        .await?;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ mod logout;
 mod membership;
 mod password;
 mod presence;
-mod profile;
+pub(crate) mod profile;
 mod pushrules;
 pub mod rate_limit;
 mod receipts;

@@ -17,21 +17,26 @@ use crate::bridge::RESERVED_PREFIX;
 use crate::node::Node;
 use crate::rooms::RoomError;
 use crate::rooms::create::{CreateRoom, InitialState, Preset};
+use crate::userdata::Profile;
 
 /// The `displayname` and `avatar_url` of `user`, for their member events.
 pub(super) async fn member_profile(
     node: &Node,
     user: &UserId,
 ) -> Result<Map<String, Value>, MatrixError> {
-    let profile = node.userdata().profile(user).await?;
+    Ok(member_content(&node.userdata().profile(user).await?))
+}
+
+/// The profile fields of a member event's content.
+pub(super) fn member_content(profile: &Profile) -> Map<String, Value> {
     let mut content = Map::new();
-    if let Some(name) = profile.displayname {
-        content.insert("displayname".to_owned(), Value::String(name));
+    if let Some(name) = &profile.displayname {
+        content.insert("displayname".to_owned(), Value::String(name.clone()));
     }
-    if let Some(url) = profile.avatar_url {
+    if let Some(url) = &profile.avatar_url {
         content.insert("avatar_url".to_owned(), Value::String(url.to_string()));
     }
-    Ok(content)
+    content
 }
 
 /// A JSON object from a ruma `Raw` (of `creation_content`, `power_level_content_override`).

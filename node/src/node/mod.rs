@@ -97,6 +97,7 @@ struct Inner {
     appservices: AppServices,
     /// The Matrix client API's rate limiter (`[matrix.rate_limit]`).
     rate_limits: crate::matrix::rate_limit::RateLimits,
+    profile_resends: crate::matrix::profile::Resends,
     metrics: Arc<Metrics>,
     catalogue: Arc<Catalogue>,
     cross_domain: CrossDomain,
@@ -161,6 +162,11 @@ impl Node {
     /// The Matrix client API's rate limiter.
     pub fn rate_limits(&self) -> &crate::matrix::rate_limit::RateLimits {
         &self.inner.rate_limits
+    }
+
+    /// The re-sends of profile changes as member events running on this node.
+    pub(crate) fn profile_resends(&self) -> &crate::matrix::profile::Resends {
+        &self.inner.profile_resends
     }
 
     /// Matrix application services.
@@ -395,6 +401,7 @@ impl RunningNode {
                     &config.matrix.rate_limit,
                     config.clock.clone(),
                 ),
+                profile_resends: crate::matrix::profile::Resends::default(),
                 appservices,
                 auth,
                 accounts,
@@ -435,6 +442,11 @@ impl RunningNode {
             stub_kv,
             node.shutdown_token().clone(),
         );
+        // Profile changes whose member events a stop or a crash left behind.
+        let resuming = node.clone();
+        tokio::spawn(async move {
+            resuming.profile_resends().resume(&resuming).await;
+        });
         node.appservices().start().await;
         connector_matrix.bind(node.clone());
         connector_matrix.start_feeds().await;

@@ -51,6 +51,36 @@ mod cases {
         Ok(())
     }
 
+    /// Each change counts a version; a user's member events are behind until the re-send of
+    /// the latest version is marked done (the re-send of an older one does not clear it).
+    pub(super) async fn profile_changes_are_behind_until_their_re_send_is_done(
+        place: Place,
+    ) -> anyhow::Result<()> {
+        let opened = place.open().await?;
+        let db = opened.matrix_db();
+        let p = Profiles::new(db.clone(), AccountStore::new(db), "example.com".try_into()?);
+        let (alice, bob) = (user_id!("@alice:example.com"), user_id!("@bob:example.com"));
+        assert_eq!(p.versioned(alice).await?, (Profile::default(), 0));
+        assert!(p.members_behind("", 10).await?.is_empty());
+        p.set(alice, ProfileField::DisplayName(Some("A"))).await?;
+        p.set(bob, ProfileField::DisplayName(Some("B"))).await?;
+        let (profile, v1) = p.versioned(alice).await?;
+        assert_eq!((profile.displayname.as_deref(), v1), (Some("A"), 1));
+        assert_eq!(p.members_behind("", 10).await?, [alice, bob]);
+        assert_eq!(p.members_behind("", 1).await?, [alice]);
+        assert_eq!(p.members_behind(alice.as_str(), 10).await?, [bob]);
+        // A change during alice's re-send: its end does not clear the newer one.
+        p.set(alice, ProfileField::DisplayName(Some("A2"))).await?;
+        p.members_done(alice, v1).await?;
+        assert_eq!(p.members_behind("", 10).await?, [alice, bob]);
+        let (_, v2) = p.versioned(alice).await?;
+        assert_eq!(v2, 2);
+        p.members_done(alice, v2).await?;
+        p.members_done(alice, v1).await?;
+        assert_eq!(p.members_behind("", 10).await?, [bob]);
+        Ok(())
+    }
+
     pub(super) async fn a_filter_is_found_by_its_owner_only(place: Place) -> anyhow::Result<()> {
         let opened = place.open().await?;
         let filters = Filters::new(opened.matrix_db());
@@ -188,6 +218,7 @@ mod cases {
 crate::store::tests::on_both_backends!(
     cases: [
         profile_fields_are_set_and_removed_independently,
+        profile_changes_are_behind_until_their_re_send_is_done,
         a_filter_is_found_by_its_owner_only,
         presence_is_stored_and_seen_by_room_mates_only,
         concurrent_claims_hand_out_every_one_time_key_once,
