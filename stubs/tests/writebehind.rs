@@ -11,7 +11,7 @@ use rethink_proto::Envelope;
 use rethink_stubs::catalogue::DEFAULT_STUB;
 use rethink_stubs::{
     BoxFuture, BusPort, Failure, Host, HostConfig, KvBatches, KvOp, KvStore, LostReason, MemoryKv,
-    StubMetrics, StubSpec,
+    NetTap, StubMetrics, StubSpec,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -26,12 +26,14 @@ enum Gate {
     Fail,
 }
 
-/// A memory store whose batches wait at a gate the test opens, and that logs each commit.
+/// A memory store whose batches wait at a gate the test opens, and that logs each batch
+/// reaching the gate (and counts them in `at_gate`) and each commit.
 /// With `blocking`, it also offers a blocking batch writer (on that runtime's handle).
 #[derive(Debug)]
 struct GatedKv {
     inner: Arc<MemoryKv>,
     gate: watch::Receiver<Gate>,
+    at_gate: Arc<watch::Sender<usize>>,
     log: Arc<Mutex<Vec<String>>>,
     blocking: Option<tokio::runtime::Handle>,
 }
@@ -41,6 +43,7 @@ impl GatedKv {
     async fn gated_apply(
         inner: &MemoryKv,
         mut gate: watch::Receiver<Gate>,
+        at_gate: &watch::Sender<usize>,
         log: &Mutex<Vec<String>>,
         stub: &str,
         ops: &[KvOp],
@@ -49,6 +52,10 @@ impl GatedKv {
         if ops.is_empty() {
             return inner.apply(stub, ops, max_total).await;
         }
+        log.lock()
+            .expect("the log's lock")
+            .push(format!("at gate {}", ops.len()));
+        at_gate.send_modify(|n| *n += 1);
         let g = *gate.wait_for(|g| *g != Gate::Held).await.expect("gate");
         if g == Gate::Fail {
             return Err(Failure::new(503, "the test's store fails"));
@@ -65,6 +72,7 @@ impl GatedKv {
 struct GatedBatches {
     inner: Arc<MemoryKv>,
     gate: watch::Receiver<Gate>,
+    at_gate: Arc<watch::Sender<usize>>,
     log: Arc<Mutex<Vec<String>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -78,6 +86,7 @@ impl KvBatches for GatedBatches {
         self.runtime.block_on(GatedKv::gated_apply(
             &self.inner,
             self.gate.clone(),
+            &self.at_gate,
             &self.log,
             stub,
             ops,
@@ -123,6 +132,7 @@ impl KvStore for GatedKv {
         Box::pin(Self::gated_apply(
             &self.inner,
             self.gate.clone(),
+            &self.at_gate,
             &self.log,
             stub,
             ops,
@@ -134,6 +144,7 @@ impl KvStore for GatedKv {
         Some(Box::new(GatedBatches {
             inner: Arc::clone(&self.inner),
             gate: self.gate.clone(),
+            at_gate: Arc::clone(&self.at_gate),
             log: Arc::clone(&self.log),
             runtime,
         }))
@@ -160,12 +171,38 @@ impl BusPort for Port {
     }
 }
 
+/// Logs the stub's pings as the host takes them for writing (before any hold), and counts
+/// them in `sent`.
+#[derive(Debug)]
+struct Tap {
+    log: Arc<Mutex<Vec<String>>>,
+    sent: watch::Sender<usize>,
+}
+
+impl NetTap for Tap {
+    fn sent(&self, _socket: u64, text: &str) {
+        let v: Value = serde_json::from_str(text).expect("JSON");
+        if v["type"] == "ping" {
+            self.log
+                .lock()
+                .expect("the log's lock")
+                .push("ping handed to the socket".into());
+            self.sent.send_modify(|n| *n += 1);
+        }
+    }
+    fn received(&self, _socket: u64, _text: &str) {}
+}
+
 const RUNTIME: &str = "hyperty-runtime://a.test/node/b.test";
 
 struct Rig {
     _host: Host,
     handle: rethink_stubs::StubHandle,
     gate: watch::Sender<Gate>,
+    /// How many non-empty batches have reached the gate.
+    at_gate: watch::Receiver<usize>,
+    /// How many pings the stub has handed to its socket (held or not).
+    sent: watch::Receiver<usize>,
     log: Arc<Mutex<Vec<String>>>,
     /// The fake node's socket, the `open` answered.
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
@@ -197,10 +234,17 @@ async fn rig(writer: Writer) -> Rig {
     spec.addresses = vec!["hyperty://b.test".into()];
     spec.kv_write_behind = true;
     let (gate, gate_rx) = watch::channel(Gate::Held);
+    let (at_gate, at_gate_rx) = watch::channel(0);
     let log = Arc::new(Mutex::new(Vec::new()));
+    let (sent, sent_rx) = watch::channel(0);
+    spec.tap = Some(Arc::new(Tap {
+        log: Arc::clone(&log),
+        sent,
+    }));
     let kv = Arc::new(GatedKv {
         inner: Arc::new(MemoryKv::default()),
         gate: gate_rx,
+        at_gate: Arc::new(at_gate),
         log: Arc::clone(&log),
         blocking: match writer {
             Writer::Task => None,
@@ -226,6 +270,8 @@ async fn rig(writer: Writer) -> Rig {
         _host: host,
         handle,
         gate,
+        at_gate: at_gate_rx,
+        sent: sent_rx,
         log,
         ws,
     }
@@ -278,37 +324,66 @@ async fn a_message_reaches_the_node_only_once_committed_by_the_writer_thread() {
 }
 
 async fn reaches_the_node_once_committed(writer: Writer) {
-    let mut rig = rig(writer).await;
-    rig.handle.deliver(ping(1)).expect("delivered");
-    // Time for the stub to take the message and write it, were its frame not held (the
-    // stored copy `out/1` waits at the gate meanwhile): then it would be on the socket now.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let early = tokio::time::timeout(Duration::ZERO, next_message(&mut rig.ws)).await;
-    assert!(
-        early.is_err(),
-        "a frame reached the node before its write was committed: {early:?}"
-    );
-    rig.log
-        .lock()
+    let Rig {
+        _host,
+        handle,
+        gate,
+        mut at_gate,
+        mut sent,
+        log,
+        mut ws,
+    } = rig(writer).await;
+    // The fake node reads its socket all along and logs the ping the moment it arrives, in
+    // the same log as the store's batches and commits.
+    let reader = tokio::spawn({
+        let log = Arc::clone(&log);
+        async move {
+            let m = next_message(&mut ws).await;
+            if m.is_ok() {
+                log.lock()
+                    .expect("the log's lock")
+                    .push("ping received".into());
+            }
+            (ws, m)
+        }
+    });
+    handle.deliver(ping(1)).expect("delivered");
+    // The stored copy `out/1` has reached the gate, and the stub has handed its frame to the
+    // socket: not held, it is on its way to the node now. It then races the commit below, and
+    // this test sees it only when it wins; the failed-commit tests see it always (a frame not
+    // held arrives, and no close comes).
+    tokio::time::timeout(Duration::from_secs(10), at_gate.wait_for(|n| *n > 0))
+        .await
+        .expect("a batch reaches the gate within 10 s")
+        .expect("the store is alive");
+    tokio::time::timeout(Duration::from_secs(10), sent.wait_for(|n| *n > 0))
+        .await
+        .expect("the stub writes the ping within 10 s")
+        .expect("the tap is alive");
+    log.lock()
         .expect("the log's lock")
         .push("gate opened".into());
-    rig.gate.send_replace(Gate::Commit);
-    let m = next_message(&mut rig.ws).await.expect("the ping");
+    gate.send_replace(Gate::Commit);
+    let (ws, m) = reader.await.expect("the fake node's reader");
+    let m = m.expect("the ping");
     assert_eq!(m["cseq"], 1, "{m}");
-    rig.log
-        .lock()
-        .expect("the log's lock")
-        .push("ping received".into());
-    let log = rig.log.lock().expect("the log's lock").clone();
+    let log = log.lock().expect("the log's lock").clone();
+    let at = log.iter().position(|l| l.starts_with("at gate"));
+    let handed = log.iter().position(|l| l == "ping handed to the socket");
     let opened = log.iter().position(|l| l == "gate opened");
     let first_commit = log.iter().position(|l| l.starts_with("commit"));
     let received = log.iter().position(|l| l == "ping received");
     assert!(
-        opened < first_commit && first_commit < received,
+        at.is_some()
+            && handed.is_some()
+            && at < opened
+            && handed < opened
+            && opened < first_commit
+            && first_commit < received,
         "the frame waited for the commit: {log:?}"
     );
-    drop(rig.ws);
-    rig.handle.stop().await;
+    drop(ws);
+    handle.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +399,14 @@ async fn a_failed_commit_of_the_writer_thread_closes_the_socket() {
 async fn a_failed_commit_closes_the_socket(writer: Writer) {
     let mut rig = rig(writer).await;
     rig.handle.deliver(ping(1)).expect("delivered");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), rig.at_gate.wait_for(|n| *n > 0))
+        .await
+        .expect("a batch reaches the gate within 10 s")
+        .expect("the store is alive");
+    tokio::time::timeout(Duration::from_secs(10), rig.sent.wait_for(|n| *n > 0))
+        .await
+        .expect("the stub writes the ping within 10 s")
+        .expect("the tap is alive");
     rig.gate.send_replace(Gate::Fail);
     // Nothing the stub wrote after the failed writes reaches the node: the socket closes.
     let end = next_message(&mut rig.ws).await;
