@@ -401,7 +401,11 @@ impl Actor {
         let outcome = match failure {
             None => EventOutcome::Handled,
             Some(reason) => {
-                self.event_tries += 1;
+                // The store failing is not the event's fault: it is given again (the
+                // restarts paced by the backoff and the breaker) however often, never skipped.
+                if reason != LostReason::Unavailable {
+                    self.event_tries += 1;
+                }
                 if self.event_tries < MAX_EVENT_TRIES {
                     tracing::warn!(stub = %self.name(), position = event.position, %reason, tries = self.event_tries, "a Matrix event ended the instance: given again to the next one");
                     self.retry = Some(event);
@@ -598,7 +602,7 @@ impl Actor {
 
 /// Why a call failed: memory when the limiter refused a growth, deadline when the epoch
 /// callback found the call past its deadline, unavailable when the key-value store could not
-/// answer, a trap otherwise.
+/// answer (a read, or the commit of a write-behind write), a trap otherwise.
 fn classify(e: &wasmtime::Error, store: &Store<State>) -> LostReason {
     if store.data().limiter.exhausted {
         LostReason::Memory
@@ -606,7 +610,9 @@ fn classify(e: &wasmtime::Error, store: &Store<State>) -> LostReason {
         || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
     {
         LostReason::Deadline
-    } else if e.downcast_ref::<StoreUnavailable>().is_some() {
+    } else if e.downcast_ref::<StoreUnavailable>().is_some()
+        || e.downcast_ref::<crate::writebehind::Lost>().is_some()
+    {
         LostReason::Unavailable
     } else {
         LostReason::Trap

@@ -6,7 +6,9 @@
 //! Delivery is at least once: an event is acknowledged ([`MatrixPort::handled`], awaited
 //! before the instance's next call) once its `on-event` returned; an event whose call ends the
 //! instance (trap, deadline, memory) is given to the next instance, at most
-//! [`MAX_EVENT_TRIES`] times, then skipped ([`EventOutcome::Skipped`]).
+//! [`MAX_EVENT_TRIES`] times, then skipped ([`EventOutcome::Skipped`]). An instance ended by its
+//! key-value store failing (`LostReason::Unavailable`) does not count: the event is given again
+//! as long as the store fails, never skipped for it.
 //!
 //! The host never handles a token: it names the connector, and the embedder acts as the user
 //! of that connector's namespace (refusing with 403 outside it).

@@ -11,8 +11,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use rethink_proto::Envelope;
 use rethink_stubs::{
-    BoxFuture, BusPort, EventOutcome, Failure, Host, HostConfig, KvStore, LostReason, MatrixEvent,
-    MatrixPort, MemoryKv, StubMetrics, StubSpec,
+    BoxFuture, BusPort, EventOutcome, FailingKv, Failure, Host, HostConfig, KvStore, LostReason,
+    MatrixEvent, MatrixPort, MemoryKv, StubMetrics, StubSpec,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -203,4 +203,68 @@ async fn an_event_that_ended_a_replaced_instance_is_handed_to_its_successor() {
         ]
     );
     new.stop().await;
+}
+
+/// An event whose handling reads a store that cannot answer is given again however often that
+/// happens (more than `MAX_EVENT_TRIES`), not skipped as a poisonous event: the store's failure
+/// is not the event's. The bot's `!trap-once` reads the store before it traps (once).
+#[tokio::test]
+async fn an_event_the_store_fails_more_than_max_event_tries_times_is_not_skipped() {
+    let mut registry = Registry::with_prefix("rethink");
+    let metrics = StubMetrics::new(&mut registry);
+    let host = Host::new(
+        HostConfig {
+            restart_backoff: Duration::from_millis(1),
+            restart_backoff_max: Duration::from_millis(5),
+            breaker_threshold: 100,
+            ..HostConfig::default()
+        },
+        metrics,
+    )
+    .expect("host");
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/echo-connector/echo-connector.wasm"),
+    )
+    .expect("the committed echo connector");
+    let checked = host.check(&bytes).expect("checks");
+    let kv = Arc::new(FailingKv::default());
+    let (tx, mut did) = mpsc::unbounded_channel();
+    let mut spec = StubSpec::new("echo");
+    spec.call_timeout = Duration::from_secs(2);
+    let stub = host.start_connector(
+        &checked,
+        spec,
+        Arc::new(NoBus),
+        Arc::clone(&kv) as Arc<dyn KvStore>,
+        Arc::new(MatrixRecorder(tx)),
+    );
+    stub.started().await;
+    let tries = rethink_stubs::MAX_EVENT_TRIES + 2;
+    kv.fail_reads(tries);
+    stub.matrix_events()
+        .send(message(5, "!trap-once"))
+        .await
+        .expect("queued");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(10), did.recv())
+            .await
+            .expect("the bot acted in time")
+            .expect("recorder");
+        seen.push(match next {
+            Did::Sent { room, body } => format!("sent {room} {body}"),
+            Did::Handled(p, outcome) => format!("handled {p} {outcome:?}"),
+        });
+    }
+    assert_eq!(seen, ["sent !r:localhost recovered", "handled 5 Handled"]);
+    assert_eq!(kv.reads_to_fail(), 0, "every failed read was retried");
+    stub.stop().await;
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+    let store_failures = out
+        .lines()
+        .find(|l| l.starts_with("rethink_stub_failures_total{stub=\"echo\",reason=\"store\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(store_failures, Some(f64::from(tries)), "{out}");
 }
