@@ -36,10 +36,20 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyLoadError> {
         path: dir.display().to_string(),
         source,
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-        .collect();
+    // An entry that cannot be read fails the load (the previous set stays): skipping it could
+    // drop a `forbid` file and load a set that allows more than the operator wrote.
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| PolicyLoadError::Read {
+                path: dir.display().to_string(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|x| x == "cedar") {
+            files.push(path);
+        }
+    }
     files.sort();
     Ok(files)
 }
@@ -65,7 +75,14 @@ pub fn load_dir(dir: &Path) -> Result<Engine, PolicyLoadError> {
         texts.push((file_name(f), read(f)?));
     }
     let entities_path = dir.join("entities.json");
-    let entities = if entities_path.exists() {
+    // `try_exists`: a file that cannot be looked at fails the load rather than load without it.
+    let present = entities_path
+        .try_exists()
+        .map_err(|source| PolicyLoadError::Read {
+            path: entities_path.display().to_string(),
+            source,
+        })?;
+    let entities = if present {
         Some(read(&entities_path)?)
     } else {
         None
