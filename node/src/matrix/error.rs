@@ -461,4 +461,22 @@ mod tests {
         assert_eq!(body["errcode"], "M_UNKNOWN");
         assert!(!body.to_string().contains("secret"));
     }
+
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_a_503() {
+        for e in [
+            MatrixError::Store(crate::store::unavailable_tests::sqlite_busy().await),
+            MatrixError::Room(RoomError::Store(
+                crate::store::unavailable_tests::sqlite_busy().await,
+            )),
+        ] {
+            let (s, body) = answer(e).await;
+            assert_eq!(s, 503, "{body}");
+            assert_eq!(body["errcode"], "M_UNKNOWN");
+            assert_eq!(
+                body["error"],
+                "the database is unavailable; try again later"
+            );
+        }
+    }
 }

@@ -79,39 +79,69 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the error says the database cannot be reached or is not serving (a connection
-    /// refused or lost, no free connection in time, the server shutting down or out of
-    /// connections), rather than that a query failed: the edges answer it 503, and the same
-    /// request may succeed once the database is back.
+    /// refused or lost, no free connection in time, the pool closed, the server shutting down or
+    /// out of connections; on SQLite a file locked past the busy timeout, a full disk, an I/O
+    /// error or a file that cannot be opened), rather than that a query failed: the edges answer
+    /// it 503, and the same request may succeed once the database is back.
     pub fn is_unavailable(&self) -> bool {
-        let sqlx_error = match self {
-            StoreError::Database(e) => e,
-            StoreError::GroupCommit(e) => &**e,
-            StoreError::Connect { .. } | StoreError::WriterStopped => return true,
-            StoreError::DataDir { .. }
-            | StoreError::Migrate(_)
-            | StoreError::Corrupt { .. }
-            | StoreError::Sqlite(_) => {
-                return false;
+        match self {
+            StoreError::Database(e) => sqlx_unavailable(e),
+            StoreError::GroupCommit(e) => sqlx_unavailable(e),
+            StoreError::Sqlite(e) => e
+                .sqlite_error()
+                .is_some_and(|e| sqlite_code_unavailable(e.extended_code)),
+            StoreError::Connect { .. } | StoreError::WriterStopped => true,
+            StoreError::DataDir { .. } | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
+                false
             }
-        };
-        match sqlx_error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => true,
+        }
+    }
+}
+
+/// [`StoreError::is_unavailable`] for an error of sqlx, on either backend.
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLite's code is its extended result code, in decimal.
+        sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            e.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(sqlite_code_unavailable)
+        }
+        sqlx::Error::Database(e) => {
             // SQLSTATE classes 08 (connection exception), 53 (insufficient resources: too many
             // connections, out of memory or disk), 57 (operator intervention: shutdown, cannot
             // connect now, database dropped); 3D000: the database does not exist.
-            sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            e.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("53")
                     || code.starts_with("57")
                     || code == "3D000"
-            }),
-            _ => false,
+            })
         }
+        _ => false,
     }
+}
+
+/// Whether a SQLite result code (primary or extended: the primary code is its low byte) says
+/// the database is not serving rather than that the statement is wrong: BUSY (locked by another
+/// connection past the busy timeout), LOCKED, NOMEM, IOERR, FULL (the disk, or
+/// `max_page_count`), CANTOPEN.
+fn sqlite_code_unavailable(code: i32) -> bool {
+    use rusqlite::ffi;
+    matches!(
+        code & 0xff,
+        ffi::SQLITE_BUSY
+            | ffi::SQLITE_LOCKED
+            | ffi::SQLITE_NOMEM
+            | ffi::SQLITE_IOERR
+            | ffi::SQLITE_FULL
+            | ffi::SQLITE_CANTOPEN
+    )
 }
 
 /// A write that takes a stream position. Implemented by each store of a concern (rooms, account
@@ -256,3 +286,5 @@ pub trait SessionStore: Send + Sync + 'static {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+pub(crate) mod unavailable_tests;
