@@ -1,11 +1,14 @@
 //! Losing nothing: resume after a dropped connection, after a graceful restart and after a
-//! killed node; acknowledgements; expiry; close; a session taken over by a new connection.
+//! killed node (a node program killed with SIGKILL); acknowledgements; expiry; close; a session
+//! taken over by a new connection.
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::support::{Rt, TestNode, pair, wait_for_metric};
+use crate::support::client::RtMemory;
+use crate::support::matrix::Served;
+use crate::support::{NodeProcess, Rt, TestNode, pair, wait_for_metric};
 
 /// Reads frames until the re-open response; returns the ids of the messages replayed before it.
 async fn replayed_until_reopen(rt: &mut Rt, reopen_id: &serde_json::Value) -> Vec<u64> {
@@ -73,33 +76,36 @@ async fn acknowledged_messages_are_not_replayed() {
     assert_eq!(replayed_until_reopen(&mut b, &reopen["id"]).await, [4]);
 }
 
-async fn survives_restart(kill: bool) {
-    let node = TestNode::spawn().await;
-    let (mut a, mut b, fa, fb) = pair(&node, "rt-restart-a", "rt-restart-b").await;
+/// a (holding `fa`) sends four messages to b's `fb` while b is disconnected, and every one is
+/// accepted; then a drops its connection too. Returns a's and b's memories.
+async fn four_accepted_for_a_disconnected_recipient(
+    node: &impl Served,
+    (mut a, mut b): (Rt, Rt),
+    fa: &str,
+    fb: &str,
+) -> (RtMemory, RtMemory) {
     b.ack().await;
     let memory_b = b.drop_connection();
-    wait_for_metric(&node, "rethink_sessions_connected", 1.0).await;
+    wait_for_metric(node, "rethink_sessions_connected", 1.0).await;
     for i in 1..=4 {
         a.send(&json!({"id": i, "type": "PING", "from": fa, "to": fb}))
             .await;
     }
     // Every message was accepted: no error came back before the marker.
     a.expect_nothing_queued().await;
-    let memory_a = a.drop_connection();
+    (a.drop_connection(), memory_b)
+}
 
-    let node = if kill {
-        node.kill_and_restart().await
-    } else {
-        node.restart().await
-    };
-
-    let (mut b, reopen) = memory_b.resume(&node).await;
+/// After the restart, b's resume replays all four messages.
+async fn all_four_replayed(b: &mut Rt, reopen_b: &Value) {
     assert_eq!(
-        replayed_until_reopen(&mut b, &reopen["id"]).await,
+        replayed_until_reopen(b, &reopen_b["id"]).await,
         [1, 2, 3, 4]
     );
-    // Addresses survived too: a, resumed, still reaches b's hyperty, with seq still increasing.
-    let (mut a, reopen_a) = memory_a.resume(&node).await;
+}
+
+/// Addresses survived too: a, resumed, still reaches b's hyperty, with seq still increasing.
+async fn a_still_reaches_b(mut a: Rt, reopen_a: &Value, b: &mut Rt, fa: &str, fb: &str) {
     replayed_until_reopen(&mut a, &reopen_a["id"]).await;
     a.send(&json!({"id": 5, "type": "PING", "from": fa, "to": fb}))
         .await;
@@ -108,12 +114,34 @@ async fn survives_restart(kill: bool) {
 
 #[tokio::test]
 async fn graceful_restart_keeps_the_outbox_of_a_resumable_session() {
-    survives_restart(false).await;
+    let node = TestNode::spawn().await;
+    let (a, b, fa, fb) = pair(&node, "rt-restart-a", "rt-restart-b").await;
+    let (memory_a, memory_b) =
+        four_accepted_for_a_disconnected_recipient(&node, (a, b), &fa, &fb).await;
+    let node = node.restart().await;
+    let (mut b, reopen_b) = memory_b.resume(&node).await;
+    all_four_replayed(&mut b, &reopen_b).await;
+    let (a, reopen_a) = memory_a.resume(&node).await;
+    a_still_reaches_b(a, &reopen_a, &mut b, &fa, &fb).await;
 }
 
 #[tokio::test]
 async fn killed_node_keeps_every_accepted_message() {
-    survives_restart(true).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut node = NodeProcess::spawn(dir.path(), &[]).await;
+    let mut a = node.open_rt("rt-restart-a").await;
+    let mut b = node.open_rt("rt-restart-b").await;
+    let fa = a.allocate(1).await.remove(0);
+    let fb = b.allocate(1).await.remove(0);
+    let (memory_a, memory_b) =
+        four_accepted_for_a_disconnected_recipient(&node, (a, b), &fa, &fb).await;
+    // A real SIGKILL: nothing the node held only in memory survives it.
+    node.kill().await;
+    let node = node.restart().await;
+    let (mut b, reopen_b) = node.resume_rt(&memory_b).await;
+    all_four_replayed(&mut b, &reopen_b).await;
+    let (a, reopen_a) = node.resume_rt(&memory_a).await;
+    a_still_reaches_b(a, &reopen_a, &mut b, &fa, &fb).await;
 }
 
 #[tokio::test]

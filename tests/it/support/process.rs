@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::DOMAIN;
+use super::client::RtMemory;
+use super::{DOMAIN, Rt};
 
 /// How long a node may take to start or to exit before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -114,6 +116,36 @@ impl NodeProcess {
 
     pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// A runtime `name` connected over WebSocket with its session opened (as [`Rt::open`] on a
+    /// [`super::TestNode`]); panics unless the node answers 200.
+    pub(crate) async fn open_rt(&self, name: &str) -> Rt {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("connect");
+        let mut rt = Rt::from_ws(ws, name);
+        let resp = rt.open_session(json!({})).await;
+        assert_eq!(resp["body"]["code"], 200, "open: {resp}");
+        rt
+    }
+
+    /// Reconnects `memory`'s runtime and sends its re-open without waiting for the answer (as
+    /// [`RtMemory::resume`] on a [`super::TestNode`]); returns the client and the re-open sent.
+    pub(crate) async fn resume_rt(&self, memory: &RtMemory) -> (Rt, Value) {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("reconnect");
+        let mut rt = Rt::from_ws(ws, "resumed");
+        rt.url = memory.url.clone();
+        rt.token = memory.token.clone();
+        rt.last_seq = memory.last_seq;
+        let msg = json!({
+            "id": memory.next_id + 1000, "type": "re-open", "from": rt.url, "to": "mn:/session",
+            "body": {"runtimeToken": rt.token, "lastSeq": rt.last_seq}
+        });
+        rt.send(&msg).await;
+        (rt, msg)
     }
 
     /// The child's process id.
