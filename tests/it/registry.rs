@@ -1,10 +1,10 @@
 //! The domain registry connector (`[connectors.registry]`, the component of
 //! `stubs/guests/registry` run by the node), reached by real WebSocket runtimes: register,
 //! search, keep-alive and expiry; `/registration` notices when the registering runtime connects,
-//! disconnects and expires; the registry survives a node restart, after which the registrations
-//! of runtimes not back are `disconnected`; a runtime registers only what was allocated to it
-//! (403 from the node); and a connector (the probe component, as a `[connectors.*]` entry) may
-//! send only from its namespace.
+//! disconnects and expires; the registry survives a killed node (a SIGKILL of the node program),
+//! after which the registrations of runtimes not back are `disconnected`; a runtime registers
+//! only what was allocated to it (403 from the node); and a connector (the probe component, as
+//! a `[connectors.*]` entry) may send only from its namespace.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::client::RECV_TIMEOUT;
 use crate::support::connectors::{ask, hyperty, registry, with_connectors, with_registry};
-use crate::support::{DOMAIN, Rt, TestNode, allocation_endpoint};
+use crate::support::{DOMAIN, NodeProcess, Rt, TestNode, allocation_endpoint};
 
 /// The next frame, which must be a status notice for `url`; returns its status.
 async fn notice(rt: &mut Rt, url: &str) -> String {
@@ -231,23 +231,38 @@ async fn status_becomes(rt: &mut Rt, url: &str, want: &str) {
     }
 }
 
+/// A node program with `[connectors.registry]` (what [`with_registry`] gives a [`TestNode`]),
+/// its configuration file in `etc`, on the data directory `data`.
+async fn registry_process(etc: &Path, data: &Path) -> NodeProcess {
+    let config = etc.join("rethink.toml");
+    std::fs::write(&config, "[connectors.registry]\n").expect("write the configuration");
+    let config = config.display().to_string();
+    NodeProcess::spawn(data, &[("RETHINK_CONFIG", &config)]).await
+}
+
 #[tokio::test]
 async fn after_a_restart_registrations_of_runtimes_not_back_are_disconnected() {
-    let node = TestNode::spawn_with(with_registry).await;
-    let mut alice = Rt::open(&node, "alice").await;
+    let (etc, data) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let mut node = registry_process(etc.path(), data.path()).await;
+    let mut alice = node.open_rt("alice").await;
     let h = alice.allocate(1).await.remove(0);
     assert_eq!(
         ask(&mut alice, "create", hyperty(&h, 3600)).await["code"],
         200
     );
     assert_eq!(notice(&mut alice, &h).await, "live");
-    // Killed with Alice connected: nobody told the registry she went.
-    let node = node.kill_and_restart().await;
+    // Killed (SIGKILL of the node's process) with Alice connected: nobody told the registry
+    // she went.
+    node.kill().await;
+    let node = node.restart().await;
     let memory = alice.drop_connection();
-    let mut carol = Rt::open(&node, "carol").await;
+    let mut carol = node.open_rt("carol").await;
     status_becomes(&mut carol, &h, "disconnected").await;
     // She resumes: live again. (The notices of her hyperty are hers: nobody subscribed.)
-    let (mut alice, reopen) = memory.resume(&node).await;
+    let (mut alice, reopen) = node.resume_rt(&memory).await;
     let mut statuses = Vec::new();
     loop {
         let frame = alice.recv().await;
