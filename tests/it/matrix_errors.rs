@@ -1,22 +1,22 @@
 //! Matrix rooms over raw HTTP/1.1: every error path answers its exact status and `errcode`,
 //! and a refused request changes nothing (history and state are compared before and after).
 //! Also the `/sync` long-poll, `/sync` tokens as `/messages` tokens, transaction IDs, and the
-//! durability of every acknowledged send across a kill.
+//! durability of every acknowledged send across a kill (a SIGKILL of the node program).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::matrix::woken;
+use crate::support::matrix::{Served, woken};
 use crate::support::matrix::{
     V3, anon_post, assert_error, bodies, call, create_room, event_ids, get, invite, join, login,
     messages, next_batch, ok, post, put, register, room_path, send_path, send_text, sync, text,
     urlencode, user_id, whole_history,
 };
-use crate::support::{TestNode, wait_for_metric};
+use crate::support::{NodeProcess, TestNode, wait_for_metric};
 
 /// Alice's private room (bob is not in it): tokens of alice and bob, and the room ID.
-async fn alices_room(node: &TestNode) -> (String, String, String) {
+async fn alices_room(node: &impl Served) -> (String, String, String) {
     let alice = register(node, "alice").await;
     let bob = register(node, "bob").await;
     let room = create_room(node, &alice, &json!({"name": "Alice only"})).await;
@@ -428,10 +428,13 @@ async fn a_repeated_transaction_id_returns_the_first_event_and_creates_nothing()
 
 #[tokio::test]
 async fn a_repeated_transaction_id_is_recognised_after_a_kill() {
-    let node = TestNode::spawn().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut node = NodeProcess::spawn(dir.path(), &[]).await;
     let (alice, _, room) = alices_room(&node).await;
     let first = send_text(&node, &alice, &room, "txn-k", "durable once").await;
-    let node = node.kill_and_restart().await;
+    // Answered, so committed: a SIGKILL of the node's process right after loses none of it.
+    node.kill().await;
+    let node = node.restart().await;
     let again = send_text(&node, &alice, &room, "txn-k", "durable once").await;
     assert_eq!(again, first);
     assert_eq!(
@@ -523,7 +526,8 @@ async fn a_sync_next_batch_as_messages_from_includes_the_newest_event() {
 
 #[tokio::test]
 async fn every_acknowledged_send_survives_a_kill() {
-    let node = TestNode::spawn().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut node = NodeProcess::spawn(dir.path(), &[]).await;
     let (alice, _, room) = alices_room(&node).await;
     // Concurrent senders, so commits are grouped.
     let sends = (0..20).map(|i| {
@@ -531,7 +535,9 @@ async fn every_acknowledged_send_survives_a_kill() {
         async move { send_text(node, alice, room, &format!("d{i}"), &format!("durable {i}")).await }
     });
     let acknowledged = futures_util::future::join_all(sends).await;
-    let node = node.kill_and_restart().await;
+    // A SIGKILL of the node's process: what was not committed is gone.
+    node.kill().await;
+    let node = node.restart().await;
     let history = whole_history(&node, &alice, &room).await;
     let stored = event_ids(&history);
     for id in &acknowledged {
