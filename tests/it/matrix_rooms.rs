@@ -2,7 +2,7 @@
 //! joins, sends, receives through `/sync` (responses and event handlers), paginates history,
 //! redacts, reads room state, kicks, bans and leaves; an incremental `/sync` over a gap carries
 //! the state changed in it; `/sync` continues from the same `since` token across a graceful
-//! restart and a kill. What the client library hides is checked over raw HTTP in
+//! restart and a kill (a SIGKILL of the node program). What the client library hides is checked over raw HTTP in
 //! `matrix_history` and `matrix_redaction`.
 
 use std::collections::HashSet;
@@ -21,15 +21,16 @@ use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde_json::{Value, json};
 
-use crate::support::TestNode;
 use crate::support::matrix::{
-    bodies, register, sdk_login, sdk_say as say, sdk_sync, sdk_user_id, user_id, whole_history,
+    Served, bodies, register, sdk_login, sdk_say as say, sdk_sync, sdk_user_id, user_id,
+    whole_history,
 };
+use crate::support::{NodeProcess, TestNode};
 
 // --- helpers ------------------------------------------------------------------------------------
 
 /// Registers alice and bob and logs both in with matrix-sdk.
-async fn alice_and_bob(node: &TestNode) -> (Client, Client) {
+async fn alice_and_bob(node: &impl Served) -> (Client, Client) {
     register(node, "alice").await;
     register(node, "bob").await;
     (sdk_login(node, "alice").await, sdk_login(node, "bob").await)
@@ -55,7 +56,11 @@ async fn create_tea_room(alice: &Client) -> Room {
 
 /// A node where alice and bob are logged in with matrix-sdk and share [`joined_room`].
 async fn tea_party() -> (TestNode, Client, Client, OwnedRoomId) {
-    let node = TestNode::spawn().await;
+    tea_party_on(TestNode::spawn().await).await
+}
+
+/// [`tea_party`] on `node`.
+async fn tea_party_on<N: Served>(node: N) -> (N, Client, Client, OwnedRoomId) {
     let (alice, bob) = alice_and_bob(&node).await;
     let room = joined_room(&alice, &bob).await;
     (node, alice, bob, room)
@@ -512,10 +517,11 @@ async fn an_incremental_sync_with_a_gap_carries_the_state_changed_in_the_gap() {
 
 // --- restarts ---------------------------------------------------------------------------------------
 
-/// Bob syncs, alice sends `before`, the node restarts (`restart`), bob syncs from the same
-/// token and must get exactly `before`; alice sends one more and bob gets exactly that.
-async fn sync_continues_across(restart: impl AsyncFnOnce(TestNode) -> TestNode) {
-    let (node, alice, bob, room) = tea_party().await;
+/// On `node`, bob syncs, alice sends `before`, the node restarts (`restart`, on the same
+/// address), bob syncs from the same token and must get exactly `before`; alice sends one more
+/// and bob gets exactly that.
+async fn sync_continues_across<N: Served>(node: N, restart: impl AsyncFnOnce(N) -> N) {
+    let (node, alice, bob, room) = tea_party_on(node).await;
     say(&alice, &room, "first").await;
     let first = sync(&bob).await;
     assert_eq!(synced_texts(&first, &room), ["first"]);
@@ -556,10 +562,20 @@ async fn sync_continues_across(restart: impl AsyncFnOnce(TestNode) -> TestNode) 
 
 #[tokio::test]
 async fn sync_continues_from_the_same_token_after_a_graceful_restart() {
-    sync_continues_across(async |node: TestNode| node.restart().await).await;
+    sync_continues_across(TestNode::spawn().await, async |node: TestNode| {
+        node.restart().await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn sync_continues_from_the_same_token_after_a_kill() {
-    sync_continues_across(async |node: TestNode| node.kill_and_restart().await).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let node = NodeProcess::spawn(dir.path(), &[]).await;
+    // A SIGKILL of the node's process; it comes back on the same data directory and port.
+    sync_continues_across(node, async |mut node: NodeProcess| {
+        node.kill().await;
+        node.restart().await
+    })
+    .await;
 }
