@@ -1,7 +1,7 @@
 //! [`TestNode`]: the real node, started on an ephemeral port in its own tokio runtime so that a
-//! test can stop it gracefully, or kill it (drop every task at once, as a killed process would
-//! lose its memory), and start it again on the same data directory. A node may run on a manual
-//! clock ([`TestNode::spawn_with_clock`]) that the test advances instead of waiting.
+//! test can stop it gracefully and start it again on the same data directory. A node may run on
+//! a manual clock ([`TestNode::spawn_with_clock`]) that the test advances instead of waiting. A
+//! test that kills the node runs its program instead ([`super::NodeProcess`]): a real SIGKILL.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -101,16 +101,6 @@ impl TestNode {
         let runtime = self.runtime.take().expect("runtime");
         runtime.spawn(running.shutdown()).await.expect("shutdown");
         stop_runtime(runtime).await;
-        self.respawn().await
-    }
-
-    /// Kills the node: every task is dropped where it stands, nothing is flushed; then a new node
-    /// on the same data directory.
-    pub(crate) async fn kill_and_restart(mut self) -> Self {
-        drop(self.running.take());
-        if let Some(rt) = self.runtime.take() {
-            stop_runtime(rt).await;
-        }
         self.respawn().await
     }
 
