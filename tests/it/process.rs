@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::matrix::{login, register, sync, user_id};
 use crate::support::{NodeProcess, get_at};
 
 #[tokio::test]
@@ -12,6 +13,8 @@ async fn the_program_restarts_after_sigkill_and_stops_on_sigterm() {
     let (status, body) = get_at(node.addr(), "/healthz").await;
     assert_eq!(status, 200, "{body}");
     let addr = node.addr();
+    // Data the restarted node must still have: a user (password `pw-alice`).
+    register(&node, "alice").await;
 
     node.kill().await;
     let mut node = node.restart().await;
@@ -20,7 +23,12 @@ async fn the_program_restarts_after_sigkill_and_stops_on_sigterm() {
         addr,
         "the restarted node listens on the same port"
     );
-    assert!(node.ws_url().ends_with("/ws"));
+    let (status, body) = get_at(node.addr(), "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    // The user is still there: her password logs her in, and the new device's token works.
+    let alice = login(&node, "alice").await;
+    assert_eq!(alice.user_id, user_id("alice"));
+    sync(&node, &alice.token, None).await;
 
     node.terminate();
     let status = node
