@@ -206,31 +206,87 @@ async fn a_node_starting_just_after_the_holder_lost_its_lock_waits_for_the_forme
         ("RETHINK_CLUSTER__MEMBERSHIP_TIMEOUT_MS", "60000"),
     ];
     let mut c = cluster_with(1, &settings).await;
-    c.nodes[0]
-        .wait_for_log(&format!("this node holds the duty duty={key}"))
-        .await;
+    // Node 1 takes the duty as it starts, its "holds the duty" line maybe before the
+    // "listening" line that the start waits for (and reads past): the database shows it
+    // instead, the lock held and node 1 recorded as the duty's holder (what node 2 reads).
     let holder = until_held(&c.db, key, None).await;
+    until_recorded(&c.db, key).await;
 
     c.nodes[0].signal("-STOP");
     terminate(&c.db, holder).await;
     c.add_node(&settings).await;
     until_held(&c.db, key, Some(holder)).await;
     c.nodes[0].signal("-CONT");
-    c.nodes[0].wait_for_log("a duty's lock was lost").await;
-    let early: Vec<String> = c.nodes[1]
-        .drain_log()
-        .await
-        .into_iter()
-        .filter(|l| l.contains("this node holds the duty"))
-        .collect();
-    assert_eq!(
-        early,
-        Vec::<String>::new(),
-        "node 2 started the duty while node 1 held it"
-    );
-    c.nodes[1]
+    let lost = c.nodes[0]
+        .wait_for_log(&format!(
+            "a duty's lock was lost; waiting for it again duty={key}"
+        ))
+        .await;
+    let took = c.nodes[1]
         .wait_for_log(&format!("this node holds the duty duty={key}"))
         .await;
+    // Both processes stamp their lines from the one clock of this machine, when the event
+    // happens (not when the test reads the line): the order of the stamps is the order of
+    // the events.
+    assert!(
+        logged_at(&lost) < logged_at(&took),
+        "node 2 started the duty before node 1 knew its lock was lost:\n{lost}\n{took}"
+    );
+}
+
+/// When a node's log line was written: its leading timestamp (`tracing_subscriber`'s default
+/// format, RFC 3339 in UTC, e.g. `2026-12-02T07:00:00.123456Z`) as (year, month, day, hour,
+/// minute, second, nanosecond), which compare in time order.
+fn logged_at(line: &str) -> (u32, u32, u32, u32, u32, u32, u32) {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let parsed = (|| {
+        let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.splitn(3, '-').map(|n| n.parse::<u32>().ok());
+        let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+        let mut t = hms.splitn(3, ':').map(|n| n.parse::<u32>().ok());
+        if fraction.is_empty()
+            || fraction.len() > 9
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let nanos = format!("{fraction:0<9}").parse().ok()?;
+        Some((
+            d.next()??,
+            d.next()??,
+            d.next()??,
+            t.next()??,
+            t.next()??,
+            t.next()??,
+            nanos,
+        ))
+    })();
+    parsed.unwrap_or_else(|| panic!("no timestamp at the start of the log line {line:?}"))
+}
+
+#[test]
+fn reads_the_timestamps_of_log_lines_in_time_order() {
+    let line = |stamp: &str| format!("{stamp}  INFO rethink_node::cluster: a duty's lock was lost");
+    assert_eq!(
+        logged_at(&line("2026-12-02T07:00:00.123456Z")),
+        (2026, 12, 2, 7, 0, 0, 123_456_000)
+    );
+    let order = [
+        "2026-12-02T07:00:00.000009Z",
+        "2026-12-02T07:00:00.00001Z",
+        "2026-12-02T07:00:00.123456Z",
+        "2026-12-02T07:00:01.000001Z",
+        "2026-12-02T23:59:59.999999Z",
+        "2026-12-03T00:00:00.000000Z",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            logged_at(&line(pair[0])) < logged_at(&line(pair[1])),
+            "{pair:?}"
+        );
+    }
+    let garbled = std::panic::catch_unwind(|| logged_at("INFO no stamp"));
+    assert!(garbled.is_err(), "a line without a timestamp is refused");
 }
 
 /// Waits until one backend other than `not` holds the advisory lock `key`; returns it.
@@ -244,6 +300,32 @@ async fn until_held(db: &str, key: &str, not: Option<i32>) -> i32 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "nobody new holds {key}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a node is recorded as the holder of `key` (`duty_holders`, written under the
+/// lock once taken).
+async fn until_recorded(db: &str, key: &str) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let mut conn = PgConnection::connect(db)
+            .await
+            .expect("connect to the database");
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT node FROM duty_holders WHERE duty = $1")
+                .bind(key)
+                .fetch_optional(&mut conn)
+                .await
+                .expect("read duty_holders");
+        conn.close().await.expect("close");
+        if holder.is_some() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody recorded as holding {key}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
