@@ -35,7 +35,7 @@ use crate::store::StoreOp;
 
 /// The other domains of a route whose gateway is another node's (`Bus::open_gateways`): by
 /// domain, that gateway and the runtime URL it was found by (`None`: none anywhere), or the
-/// lookup's error.
+/// error of its lookup or of opening it here.
 pub(super) type Elsewhere = Vec<(String, Result<Option<(RemoteSession, String)>, RouteError>)>;
 
 /// At most this many domains have a gateway opened on first use (a message naming yet another
@@ -161,7 +161,8 @@ impl Bus {
     /// Opens the gateway session of every other domain `env` names that has none yet (with
     /// cross-domain routing on). In a cluster, a domain whose gateway is another node's is not
     /// opened here: returned with that gateway (or the lookup's error), for the route to forward
-    /// to it (`Bus::remote_holders`), so that it is looked up once per route.
+    /// to it (`Bus::remote_holders`), so that it is looked up once per route; a domain whose
+    /// gateway could not be opened here is returned with the error, which its recipients get.
     pub(super) async fn open_gateways(&self, env: &Envelope, origin: &Origin) -> Elsewhere {
         let mut elsewhere = Elsewhere::new();
         let Some(starter) = self.inner.gateways.starter.get() else {
@@ -218,7 +219,12 @@ impl Bus {
                         elsewhere.push((domain.to_owned(), found));
                     }
                 }
-                Err(e) => tracing::warn!(domain, error = %e, "no gateway to another domain"),
+                // Not opened (the shared database failed: `RouteError::Cluster`): the domain's
+                // recipients get this error (503, retry), not "no route to domain" (404).
+                Err(e) => {
+                    tracing::warn!(domain, error = %e, "no gateway to another domain");
+                    elsewhere.push((domain.to_owned(), Err(e)));
+                }
             }
         }
         elsewhere
@@ -392,5 +398,153 @@ impl Bus {
             .values()
             .find(|s| **s.runtime_url() == *url)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A gateway that cannot be opened because the shared database failed: its domain's
+    //! recipients get the cluster's error (503), not "no route to domain" (404).
+
+    use std::sync::Arc;
+
+    use futures_util::future::BoxFuture;
+    use rethink_proto::{Code, Envelope};
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use crate::bus::remote::{
+        Adopted, Claimed, Forwarded, Remote, RemoteHolders, RemoteTarget, RuntimeClaim,
+    };
+    use crate::bus::{Bus, BusConfig, Origin, RouteError, RouteFailure, RuntimeStatus, Session};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::policy::PolicyPoint;
+    use crate::store::{
+        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
+    };
+
+    /// A store that keeps nothing.
+    struct NoStore;
+
+    impl SessionStore for NoStore {
+        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+            Box::pin(async { Ok(1) })
+        }
+
+        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A cluster whose shared database answers lookups (nobody holds anything) and then fails
+    /// every claim of a runtime URL, as `cluster::Link` does when it cannot reach it.
+    #[derive(Debug)]
+    struct ClaimsFail;
+
+    fn db_down() -> RouteError {
+        RouteError::Cluster("the shared database is unreachable; retry".into())
+    }
+
+    impl Remote for ClaimsFail {
+        fn lookup<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>> {
+            Box::pin(async { Ok(RemoteHolders::default()) })
+        }
+
+        fn forward<'a>(
+            &'a self,
+            _: Forwarded<'a>,
+            _: Vec<RemoteTarget>,
+        ) -> BoxFuture<'a, Vec<RouteFailure>> {
+            Box::pin(async { Vec::new() })
+        }
+
+        fn announce(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+
+        fn adopt(&self, _: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+
+        fn find_by_token(
+            &self,
+            _: [u8; 32],
+        ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+
+        fn runtime_status<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn forget_lookups(&self) {}
+
+        fn drain<'a>(&'a self, _: &'a Arc<Session>) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
+        }
+
+        fn claim_runtime<'a>(
+            &'a self,
+            _: RuntimeClaim<'a>,
+        ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+    }
+
+    /// A bus of `example.com` routing to other domains, in a cluster of [`ClaimsFail`].
+    fn bus() -> (Bus, mpsc::UnboundedReceiver<String>) {
+        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
+        let metrics = Arc::new(Metrics::new());
+        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
+        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
+        let bus = Bus::new(
+            BusConfig {
+                domain: config.domain,
+                session: config.session,
+                allocation: config.allocation,
+                epoch: 1,
+                clock: config.clock,
+                node_id: Some("n1".into()),
+            },
+            writer,
+            metrics,
+            Arc::new(policy),
+            None,
+        );
+        let (starter, started) = mpsc::unbounded_channel();
+        bus.set_gateway_starter(starter);
+        bus.set_remote(Arc::new(ClaimsFail));
+        (bus, started)
+    }
+
+    #[tokio::test]
+    async fn a_gateway_the_shared_database_did_not_let_open_is_a_503_not_no_route() {
+        let (bus, mut started) = bus();
+        let message = json!({"id": 1, "type": "update", "from": "comm://example.com/chat-1",
+            "to": "hyperty://other.org/h-1", "body": {"value": {}}});
+        let env = Envelope::parse(&message.to_string()).unwrap();
+        let origin = Origin::Matrix(ruma::OwnedUserId::try_from("@alice:example.com").unwrap());
+        let permit = bus.authorize(&env, &origin).unwrap();
+        let report = bus.route(permit).await;
+
+        assert!(bus.gateway("other.org").is_none());
+        assert!(started.try_recv().is_err(), "no stub started");
+        let [failure] = &report.failures[..] else {
+            panic!("one failure expected: {:?}", report.failures);
+        };
+        assert_eq!(failure.recipient, "hyperty://other.org/h-1");
+        assert_eq!(failure.error, db_down());
+        assert_eq!(
+            crate::ws::codec::route_code(&failure.error),
+            Code::UNAVAILABLE
+        );
     }
 }
