@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::support::client::RECV_TIMEOUT;
 use crate::support::matrix::{
@@ -392,4 +393,69 @@ async fn a_create_for_another_runtimes_object_or_reporter_makes_no_room() {
         let answer = get(&node, &path, &alice).await;
         crate::support::matrix::assert_error(&answer, 404, "M_NOT_FOUND");
     }
+}
+
+/// The state a failed bridge write leaves: the object's room made, with its alias, and no
+/// `bridged_objects` row naming it (the database failed after the room's creation). The
+/// object is not refused for good (its alias taken, every later create would be refused): its
+/// next subscriber and updater find that room by its alias and the bridge row is written.
+#[tokio::test]
+async fn an_objects_room_whose_bridge_row_was_not_stored_is_found_by_its_alias() {
+    let mut data_dir = None;
+    let node = TestNode::spawn_with(|c| data_dir = Some(c.data_dir.clone())).await;
+    let db = data_dir.unwrap().join("rethink.db");
+    let mut rt = Rt::open(&node, "rt-half-made").await;
+    let reporter = rt.allocate(1).await.remove(0);
+    let object = allocate_object(&mut rt).await;
+    let changes = format!("{object}/changes");
+    rt.send(
+        &json!({"id": 50, "type": "create", "from": reporter, "to": object,
+        "body": {"value": {"name": "Half made", "reporter": reporter}}}),
+    )
+    .await;
+    let alice = register(&node, "alice").await;
+    let room = room_of(&node, &alice, id_of(&object)).await;
+    ok(post(
+        &node,
+        &format!("{V3}/rooms/{room}/join"),
+        &alice,
+        &json!({}),
+    )
+    .await);
+    // Handled after the create (one task, in order): the create's bridge row is written by then.
+    rt.send(
+        &json!({"id": 51, "type": "update", "from": reporter, "to": changes,
+        "body": {"value": {"msgtype": "m.text", "body": "before"}}}),
+    )
+    .await;
+    wait_for_messages(&node, &alice, &room, 1).await;
+    drop(rt);
+
+    // The bridge row goes, as if its write had failed; a restart empties the bridge's memory.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let deleted = sqlx::query("DELETE FROM bridged_objects WHERE object_url = ?")
+        .bind(&object)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 1);
+    conn.close().await.unwrap();
+    let node = node.restart().await;
+
+    // A new subscriber joins that room; its update lands there (refused with 400 before: the
+    // alias in use).
+    let (mut rt, hyperty) = subscribed_hyperty(&node, "rt-after", &object).await;
+    rt.send(
+        &json!({"id": 52, "type": "update", "from": hyperty, "to": changes,
+        "body": {"value": {"msgtype": "m.text", "body": "after"}}}),
+    )
+    .await;
+    let events = wait_for_messages(&node, &alice, &room, 2).await;
+    assert_eq!(bodies(&events), ["before", "after"]);
+    assert_eq!(events[1]["sender"], json!(virtual_user(&hyperty)));
+    assert_eq!(room_of(&node, &alice, id_of(&object)).await, room);
+    let name = state_event(&node, &alice, &room, "m.room.name").await;
+    assert_eq!(name["content"]["name"], "Half made");
 }

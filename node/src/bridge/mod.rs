@@ -8,9 +8,11 @@
 //! creator, named after the object's `value.name`, with the initial value in the state event.
 //! Objects whose `create` the node never saw (created before a restart, or by a runtime that
 //! sends its creation elsewhere) get their room lazily, at the first subscription or update,
-//! created by that hyperty's virtual user. Bus to rooms: a hyperty subscribing to
-//! `<object>/changes` gets its virtual user joined to the room; an `update` published to
-//! `<object>/changes` becomes a room event sent by the publisher's virtual user:
+//! created by that hyperty's virtual user. An object's room is the one its bridge row names
+//! (`bridged_objects`), else the room of its alias: a room made for the object whose bridge
+//! row a failed write left out is taken then, never made again. Bus to rooms: a hyperty
+//! subscribing to `<object>/changes` gets its virtual user joined to the room; an `update`
+//! published to `<object>/changes` becomes a room event sent by the publisher's virtual user:
 //! `m.room.message` when `body.value` carries `msgtype` and `body`, otherwise
 //! `org.rethink.update` with the message body as content. Rooms to bus: an event a Matrix client
 //! sends to such a room is published on the bus to `<object>/changes` as an `update` from the
@@ -263,8 +265,24 @@ impl Bridge {
             Some(room) => room,
             None => {
                 let alias = object_alias(object, self.inner.rooms.server_name())?;
-                let spec = room_spec(object, alias, hyperty, creation)?;
-                let room = self.inner.rooms.create(creator, spec).await?;
+                let spec = room_spec(object, alias.clone(), hyperty, creation)?;
+                let room = match self.inner.rooms.create(creator, spec).await {
+                    Ok(room) => room,
+                    // The object's own alias is taken: only the bridge makes aliases in the
+                    // reserved namespace, so its room was made for this object, and its bridge
+                    // row is missing (the database failed between the two writes, or another
+                    // node of a cluster is just writing it). That room is the object's.
+                    Err(RoomError::RoomInUse) => {
+                        match store.alias(alias.as_str()).await.map_err(RoomError::from)? {
+                            Some((room, _)) => {
+                                tracing::info!(%object, %room, "the room of the object's alias is bridged to it (its bridge row was missing)");
+                                room
+                            }
+                            None => return Err(RoomError::RoomInUse.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 store
                     .put_bridge(object, room.as_str())
                     .await
