@@ -7,13 +7,14 @@ use std::time::Duration;
 use rethink_node::config::TlsConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 
 use crate::support::{Rt, TestNode};
 
@@ -45,14 +46,69 @@ async fn tls_client(
     Rt::from_ws(ws, name)
 }
 
+/// A plain (not TLS) client reaches the TLS port, but gets no HTTP answer: the node takes its
+/// request for a broken TLS handshake, answers with a TLS alert at most, and closes. A TLS
+/// client on the same port then works, so the failure is not the port's.
 #[tokio::test]
 async fn plain_connections_to_a_tls_port_fail() {
-    let (node, _cert, _dir) = tls_node().await;
+    let (node, cert, _dir) = tls_node().await;
+
+    // Something listens (the connection is accepted, not refused) ...
+    let mut tcp = TcpStream::connect(node.addr())
+        .await
+        .expect("the TLS port accepts TCP connections");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        node.addr()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    // ... and ends the connection (end of stream or reset) after at most a TLS record.
+    let mut answer = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    // An HTTP answer (a plain server's) fails below without waiting for more.
+                    if answer.starts_with(b"HTTP/") {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the node closes a plain connection to its TLS port within 10 s");
+    assert_eq!(
+        end,
+        Ok(()),
+        "the node ends the connection; answer {answer:02x?}"
+    );
+    // A TLS record: alert (21), then a version, length 2, level fatal (2), and a description.
+    assert!(
+        answer.len() == 7 && answer[0] == 21 && answer[3..6] == [0, 2, 2],
+        "no HTTP answer, one fatal TLS alert: {answer:02x?} ({:?})",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A plain WebSocket client fails on that answer (not HTTP), not on a refused connection.
     let plain = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.addr())).await;
     assert!(
-        plain.is_err(),
-        "a plain WebSocket cannot talk to the TLS port"
+        matches!(
+            plain,
+            Err(WsError::Protocol(ProtocolError::HttparseError(_)))
+        ),
+        "a plain WebSocket gets no HTTP answer from the TLS port: {:?}",
+        plain.map(|_| "connected")
     );
+
+    // The same port speaks TLS.
+    let mut rt = tls_client(&node, &cert, "rt-tls-after-plain").await;
+    assert_eq!(rt.open_session(json!({})).await["body"]["code"], 200);
 }
 
 async fn tls_node() -> (TestNode, CertificateDer<'static>, tempfile::TempDir) {
