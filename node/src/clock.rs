@@ -287,9 +287,16 @@ impl ManualClock {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use super::*;
+
+    /// One poll of `fut` (with the calling task's waker): whether it is done now.
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) -> bool {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(Pin::new(&mut *fut).poll(cx).is_ready()))
+            .await
+    }
 
     #[tokio::test]
     async fn manual_time_moves_only_when_advanced() {
@@ -297,17 +304,38 @@ mod tests {
         let clock = manual.clock();
         let (t0, u0) = (clock.now(), clock.unix_ms());
         let deadline = t0 + Duration::from_secs(60);
+        // A task asleep until the deadline: it says when it waits (the send and the sleep's
+        // first poll are one poll of the task) and marks its wake.
+        let woken = Arc::new(AtomicBool::new(false));
+        let (waiting, is_waiting) = tokio::sync::oneshot::channel();
         let sleeper = tokio::spawn({
-            let clock = clock.clone();
-            async move { clock.sleep_until(deadline).await }
+            let (clock, woken) = (clock.clone(), Arc::clone(&woken));
+            async move {
+                let _ = waiting.send(());
+                clock.sleep_until(deadline).await;
+                woken.store(true, Ordering::SeqCst);
+            }
         });
-        let pending = clock.timeout_at(deadline, std::future::pending::<()>());
+        is_waiting.await.expect("the sleeper waits");
+        // The same waits, polled here.
+        let mut sleep = Box::pin(clock.sleep_until(deadline));
+        let mut pending = Box::pin(clock.timeout_at(deadline, std::future::pending::<()>()));
+        assert!(!poll_once(&mut sleep).await && !poll_once(&mut pending).await);
+
         manual.advance(Duration::from_secs(59)).await;
         assert_eq!(clock.now() - t0, Duration::from_secs(59));
         assert_eq!(clock.unix_ms() - u0, 59_000);
-        assert!(!sleeper.is_finished(), "not yet due");
+        assert!(!poll_once(&mut sleep).await, "a sleep not yet due");
+        assert!(!poll_once(&mut pending).await, "a deadline not yet due");
+        // The sleeper runs now if the advance woke it (on this one-thread runtime, the tasks
+        // woken run before a task that yields is polled again).
+        tokio::task::yield_now().await;
+        assert!(!woken.load(Ordering::SeqCst), "the sleeper not yet woken");
+
         manual.advance(Duration::from_secs(1)).await;
+        assert!(poll_once(&mut sleep).await, "a sleep due");
         sleeper.await.expect("woken at its deadline");
+        assert!(woken.load(Ordering::SeqCst));
         assert_eq!(pending.await, Err(Elapsed));
         let ready = clock.timeout_at(deadline, async { 7 }).await;
         assert_eq!(ready, Ok(7), "a ready future wins even after the deadline");

@@ -20,6 +20,7 @@ mod appservice_tls;
 mod archive;
 mod bad_input;
 mod bridge;
+mod bridge_postgres;
 mod canonical;
 mod catalogue;
 mod catalogue_reload;

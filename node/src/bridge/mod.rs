@@ -21,9 +21,12 @@
 //!
 //! Bus events arrive through a bounded channel ([`crate::bus::bridge::BridgeEvent`]) and are
 //! handled in order by one task (so an object's `create` is handled before the subscriptions
-//! that follow it); a failure is logged, and the next event goes on. An update the room does not
-//! take (the room refuses it, or it cannot be stored) is answered to its sender: a `response`
-//! from `<object>/changes` with the update's `id`, a code ([`BridgeError::code`]) and why. (What
+//! that follow it). A creation or subscription that failed for a reason that passes (the
+//! database unreachable: [`BridgeError::is_transient`]) is tried again, the events after it
+//! waiting, until it is carried over or the node stops; another failure is logged, and the next
+//! event goes on. An update the room does not take (the room refuses it, or it cannot be
+//! stored) is answered to its sender: a `response` from `<object>/changes` with the update's
+//! `id`, a code ([`BridgeError::code`]: 503 while the database is unreachable) and why. (What
 //! the bus can tell before routing, it refuses at once: `crate::bus::bridge::Unbridgeable`.)
 
 mod names;
@@ -31,6 +34,7 @@ pub mod object_room;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rethink_proto::{Code, Envelope, ResponseBuilder};
 use ruma::events::TimelineEventType;
@@ -52,6 +56,10 @@ use crate::rooms::{NewEvent, Pdu, RoomError, Rooms};
 
 /// Bus events waiting for the bridge before senders wait.
 const CHANNEL_CAPACITY: usize = 4096;
+
+/// How long the bridge waits before it tries an object's creation or subscription again, when
+/// it failed for a reason that passes ([`BridgeError::is_transient`]).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Why a bridged message could not be carried over.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +84,13 @@ pub enum BridgeError {
 
 impl BridgeError {
     /// The reTHINK code of the answer to an update that failed with this error: what the room
-    /// refused (too large, not a valid event, forbidden) or an internal failure (500, details
-    /// logged only). A refusal by the bus is coded as on every edge ([`Denied::code`]).
+    /// refused (too large, not a valid event, forbidden), the database unreachable (503, as on
+    /// the Matrix edge: the same update may be taken once it is back) or an internal failure
+    /// (500, details logged only). A refusal by the bus is coded as on every edge
+    /// ([`Denied::code`]).
     pub fn code(&self) -> Code {
         match self {
+            BridgeError::Room(RoomError::Store(e)) if e.is_unavailable() => Code::UNAVAILABLE,
             BridgeError::Room(room) if room.is_internal() => Code::INTERNAL,
             BridgeError::Room(RoomError::TooLarge) => Code::TOO_LARGE,
             BridgeError::Room(RoomError::Forbidden(_)) => Code::FORBIDDEN,
@@ -93,6 +104,16 @@ impl BridgeError {
                 Code::BAD_REQUEST
             }
             BridgeError::Envelope(_) => Code::INTERNAL,
+        }
+    }
+
+    /// Whether the same message may be carried over later: the database is unreachable, or
+    /// other nodes kept winning the room's writes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BridgeError::Room(RoomError::Store(e)) => e.is_unavailable(),
+            BridgeError::Room(RoomError::Busy(_)) => true,
+            _ => false,
         }
     }
 }
@@ -148,9 +169,9 @@ impl Bridge {
             let event = tokio::select! {
                 e = rx.recv() => e,
                 () = shutdown.cancelled() => {
-                    // Carry over what the bus already handed in, then stop.
+                    // Carry over what the bus already handed in (once each), then stop.
                     while let Ok(event) = rx.try_recv() {
-                        self.carry(&event).await;
+                        self.carry(&event, &shutdown).await;
                     }
                     None
                 }
@@ -158,31 +179,58 @@ impl Bridge {
             let Some(event) = event else {
                 return;
             };
-            self.carry(&event).await;
+            self.carry(&event, &shutdown).await;
         }
     }
 
-    /// Handles one bus event; a failed update is answered to its sender.
-    async fn carry(&self, event: &BridgeEvent) {
-        let Err(e) = self.handle(event).await else {
-            return;
-        };
-        tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
-        if let BridgeEvent::Update {
-            from, object, id, ..
-        } = event
-        {
-            self.refuse_update(from, object, id, &e).await;
+    /// Handles one bus event. A failed update is answered to its sender. The sender of a
+    /// creation or a subscription had its answer before the bridge saw it (the `create` routed,
+    /// the subscription's 200): one that failed for a reason that passes is tried again every
+    /// [`RETRY`] until it is carried over or the node stops (the events after it wait, so that
+    /// an object's room is still made from its `create`, and its order kept); one refused for
+    /// good is logged.
+    async fn carry(&self, event: &BridgeEvent, shutdown: &CancellationToken) {
+        let mut attempt: u32 = 1;
+        loop {
+            let Err(e) = self.handle(event).await else {
+                return;
+            };
+            if let BridgeEvent::Update {
+                from, object, id, ..
+            } = event
+            {
+                tracing::warn!(error = %e, ?event, "bridging an update to Matrix failed; answered to its sender");
+                self.refuse_update(from, object, id, &e).await;
+                return;
+            }
+            if !e.is_transient() {
+                tracing::warn!(error = %e, ?event, "bridging a bus message to Matrix failed");
+                return;
+            }
+            tracing::warn!(error = %e, ?event, attempt, "bridging a bus message to Matrix failed (tried again)");
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::warn!(?event, "a bus message not bridged to Matrix: the node stops");
+                    return;
+                }
+                () = tokio::time::sleep(RETRY) => {}
+            }
+            attempt += 1;
         }
     }
 
     /// Answers `from`'s update (`id`) of `object`, which the room did not take.
     async fn refuse_update(&self, from: &str, object: &str, id: &str, error: &BridgeError) {
         let code = error.code();
-        let description = if code == Code::INTERNAL {
-            "the update could not be stored in the object's room".to_owned()
-        } else {
-            format!("the object's room refused the update: {error}")
+        let description = match error {
+            _ if code == Code::INTERNAL => {
+                "the update could not be stored in the object's room".to_owned()
+            }
+            BridgeError::Room(RoomError::Store(_)) => {
+                "the database is unreachable: the update was not stored in the object's room; retry"
+                    .to_owned()
+            }
+            _ => format!("the object's room refused the update: {error}"),
         };
         let changes = format!("{object}/changes");
         let reply = match ResponseBuilder::new(id, &changes, from, code)
@@ -481,5 +529,28 @@ mod tests {
             code(BridgeError::Room(RoomError::Busy(room))),
             Code::UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_503_and_transient_and_a_failed_query_500() {
+        use crate::store::StoreError;
+        let unreachable = || {
+            BridgeError::Room(RoomError::Store(StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            )))
+        };
+        assert_eq!(unreachable().code(), Code::UNAVAILABLE);
+        assert!(unreachable().is_transient());
+        let stopped = BridgeError::Room(RoomError::Store(StoreError::WriterStopped));
+        assert_eq!(stopped.code(), Code::UNAVAILABLE);
+        let failed = BridgeError::Room(RoomError::Store(StoreError::Database(
+            sqlx::Error::RowNotFound,
+        )));
+        assert_eq!(failed.code(), Code::INTERNAL);
+        assert!(!failed.is_transient());
+        let room: ruma::OwnedRoomId = "!r:example.org".try_into().unwrap();
+        assert!(BridgeError::Room(RoomError::Busy(room)).is_transient());
+        assert!(!BridgeError::Room(RoomError::RoomInUse).is_transient());
+        assert!(!BridgeError::Room(RoomError::TooLarge).is_transient());
     }
 }
