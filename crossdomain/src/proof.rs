@@ -165,6 +165,10 @@ fn refused(why: impl Into<String>) -> CrossDomainError {
 }
 
 /// Verifies a node token presented to the node of `my_domain` at `now_ms` (see the module docs).
+/// A refused proof is a [`CrossDomainError::Proof`] (401); a proof that could not be checked
+/// because the origin's keys could not be fetched or read keeps the error of that fetch
+/// ([`CrossDomainError::Fetch`], 502 or 504; `NotJson` or `Malformed` of its key document,
+/// 502), so that its node tries again later rather than take its proof for refused.
 pub async fn verify(
     token: &str,
     my_domain: &str,
@@ -205,7 +209,16 @@ pub async fn verify(
     let peer = peers.resolve(&origin);
     keys.verify(fetch, &peer, "the node proof", &object)
         .await
-        .map_err(|e| refused(e.to_string()))?;
+        .map_err(|e| match e {
+            // The proof is not signed by a key `origin` publishes: refused.
+            CrossDomainError::NotSigned { .. }
+            | CrossDomainError::UnknownKey { .. }
+            | CrossDomainError::BadSignature { .. } => refused(e.to_string()),
+            // `origin`'s keys could not be had (its node unreachable, slow, or serving no
+            // valid key document), or this node failed: the proof is not checked, not
+            // refused, and its `code` is not 401 (retry later).
+            other => other,
+        })?;
     Ok(NodeProof {
         domain: origin,
         expires_ts,
@@ -310,6 +323,37 @@ mod tests {
         // Not JSON, not a node token.
         assert!(w.verify("rethink-node-proof:{", 2_000).await.is_err());
         assert!(w.verify("Bearer x", 2_000).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_proof_whose_keys_cannot_be_fetched_is_not_refused() {
+        let w = world();
+        let c = w.challenges.issue(1_000).unwrap();
+        let d = Domain::new("d.test", "n1");
+        let mut object = proof_object("d.test", "b.test", &c);
+        d.sign(&mut object);
+        let t = token(&object);
+        // d.test's key document cannot be fetched (the table answers 404): not checked, so
+        // not a refusal of the proof (401) but the fetch's failure (502).
+        let e = w.verify(&t, 2_000).await.unwrap_err();
+        assert!(matches!(e, CrossDomainError::Fetch { .. }), "{e:?}");
+        assert_eq!(e.code(), 502);
+        // A key document that is not JSON: not checked either.
+        let keys_url = w.peers.resolve("d.test").keys_url;
+        w.table.put(&keys_url, b"{".to_vec());
+        let e = w.verify(&t, 2_000).await.unwrap_err();
+        assert!(matches!(e, CrossDomainError::NotJson { .. }), "{e:?}");
+        assert_ne!(e.code(), 401);
+        // Once they can be had, the same proof is checked: accepted.
+        w.table.put(&keys_url, d.key_document());
+        assert_eq!(w.verify(&t, 2_000).await.expect("valid").domain, "d.test");
+        // Signed with another key than d.test publishes: refused.
+        let other = Domain::new("d.test", "n1");
+        let mut forged = proof_object("d.test", "b.test", &c);
+        other.sign(&mut forged);
+        let e = w.verify(&token(&forged), 2_000).await.unwrap_err();
+        assert!(matches!(e, CrossDomainError::Proof(_)), "{e:?}");
+        assert_eq!(e.code(), 401);
     }
 
     #[test]

@@ -45,13 +45,26 @@ enum Tamper {
 struct FakeDomain {
     name: String,
     key: Ed25519KeyPair,
-    task: tokio::task::JoinHandle<()>,
+    served: Arc<Served>,
+    /// Its servers: the first on the address it started on, then those of [`Self::serve_on`].
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for FakeDomain {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
+}
+
+/// Serves `served` on `addr`.
+async fn serve_on(addr: SocketAddr, served: Arc<Served>) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let app = Router::new().fallback(serve).with_state(served);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 #[derive(Debug)]
@@ -144,16 +157,19 @@ impl FakeDomain {
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|a| a.parse().ok()),
         });
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let app = Router::new().fallback(serve).with_state(served);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = serve_on(addr, Arc::clone(&served)).await;
         Self {
             name: name.to_owned(),
             key,
-            task,
+            served,
+            tasks: vec![task],
         }
+    }
+
+    /// The same domain (its key, its documents) served on `addr` too.
+    async fn serve_on(&mut self, addr: SocketAddr) {
+        let task = serve_on(addr, Arc::clone(&self.served)).await;
+        self.tasks.push(task);
     }
 
     /// A node token answering `challenge` for `destination`, claiming to be `origin`, signed
@@ -322,6 +338,27 @@ async fn a_node_session_sends_only_from_the_domain_it_proved() {
     let back = node_a.recv().await;
     assert_eq!(back["type"], "response");
     assert_eq!(back["to"], "hyperty://a.test/alice");
+}
+
+#[tokio::test]
+async fn a_proof_whose_keys_b_cannot_fetch_is_answered_retry_later_not_refused() {
+    // B knows A on `a_addr`, where nothing listens yet: B cannot fetch A's keys, so it cannot
+    // check A's proof. That is B's answer to give as such (5xx: try again later), not a 401,
+    // which tells A's gateway that its proof was refused and has it fetch a new one, in a loop.
+    let (a_addr, elsewhere) = (free_addr(), free_addr());
+    let b = node(B, free_addr(), &[(A, a_addr)]).await;
+    let mut fake_a = FakeDomain::start(A, elsewhere, "ws://127.0.0.1:9/ws", Tamper::None).await;
+    let c = challenge(&b).await;
+    let token = fake_a.token(A, B, &c);
+    let (_, resp) = open_as_node(&b, A, &token).await;
+    assert_eq!(resp["body"]["code"], 502, "{resp}");
+    let desc = resp["body"]["description"].as_str().expect("description");
+    assert!(desc.contains("domain a.test: fetching"), "{desc}");
+
+    // A's node is back: the same proof is accepted.
+    fake_a.serve_on(a_addr).await;
+    let (_, resp) = open_as_node(&b, A, &token).await;
+    assert_eq!(resp["body"]["code"], 200, "{resp}");
 }
 
 #[tokio::test]

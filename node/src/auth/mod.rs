@@ -75,7 +75,7 @@ impl Identity {
     }
 }
 
-/// Why a runtime was not let in. Each is a 401 at the edge.
+/// Why a runtime was not let in. Each is a 401 at the edge, but [`AuthError::Unchecked`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("the token is not valid")]
@@ -84,6 +84,12 @@ pub enum AuthError {
     AnonymousRefused,
     #[error("the token is bound to another runtime")]
     WrongRuntime,
+    /// The token could not be checked now, so it is neither accepted nor refused: a node token
+    /// whose domain's keys could not be fetched, or a failure of this node's own. `code` is the
+    /// 5xx the edge answers (`CrossDomainError::code`: 502, 504, 500 or 503; retry later),
+    /// `description` what the runtime is told.
+    #[error("{description}")]
+    Unchecked { code: u16, description: String },
 }
 
 /// What a token source says of a token.

@@ -123,9 +123,15 @@ pub fn parse_code(_: &ParseError) -> Code {
     Code::BAD_REQUEST
 }
 
-/// The code for a failed authentication.
-pub fn auth_code(_: &AuthError) -> Code {
-    Code::UNAUTHORIZED
+/// The code for a failed authentication: 401, but a token that could not be checked now
+/// (its 5xx: the runtime tries again later).
+pub fn auth_code(e: &AuthError) -> Code {
+    match e {
+        AuthError::Unchecked { code, .. } => Code(*code),
+        AuthError::InvalidToken | AuthError::AnonymousRefused | AuthError::WrongRuntime => {
+            Code::UNAUTHORIZED
+        }
+    }
 }
 
 /// Builds an error response. `id_json` is the request's raw id, or `null` when unknown.
@@ -196,6 +202,11 @@ mod tests {
         assert_eq!(Denied::RateLimited.code(), Code::TOO_MANY_REQUESTS);
         assert_eq!(Denied::Spoofed { from: "f".into() }.code(), Code::FORBIDDEN);
         assert_eq!(auth_code(&AuthError::InvalidToken), Code::UNAUTHORIZED);
+        let unchecked = AuthError::Unchecked {
+            code: 504,
+            description: "d".into(),
+        };
+        assert_eq!(auth_code(&unchecked), Code::GATEWAY_TIMEOUT);
     }
 
     #[test]
