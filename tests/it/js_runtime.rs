@@ -4,8 +4,9 @@
 //! files.
 //!
 //! These tests need `npm ci --prefix stubs/js` (jco, the WASI shims, playwright-core), `node`
-//! (20 or later) and, for the browser test, Debian's `chromium` (`CHROMIUM` overrides
-//! `/usr/bin/chromium`). When one is missing they fail and say which command installs it.
+//! (20 or later) and, for the browser test, Debian's `chromium` (`CHROMIUM`, when set and not
+//! empty, overrides `/usr/bin/chromium`; scripts/test sets it to the `chromium` on `PATH`). When
+//! one is missing they fail and say which command installs it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,9 +38,15 @@ fn require_node_modules() {
 
 /// Runs `node <args>` in `stubs/js` and fails with its output unless it exits 0.
 async fn run_node(args: &[&str]) {
+    run_node_with(args, &[]).await;
+}
+
+/// [`run_node`] with the environment variables `env` set for it.
+async fn run_node_with(args: &[&str], env: &[(&str, &str)]) {
     require_node_modules();
     let child = Command::new("node")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(js_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,14 +89,22 @@ async fn the_library_in_node_js_downloads_the_stub_and_resumes_without_loss() {
 
 #[tokio::test]
 async fn two_chromium_pages_chat_through_the_downloaded_stub_across_a_network_cut() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium = std::env::var("CHROMIUM")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
         "{chromium} is missing: run `apt-get install -y chromium` (or set CHROMIUM) before `cargo test`"
     );
     let node = TestNode::spawn().await;
     let base = format!("http://{}", node.addr());
-    run_node(&["test/chromium.mjs", base.as_str()]).await;
+    // The script runs the browser checked here.
+    run_node_with(
+        &["test/chromium.mjs", base.as_str()],
+        &[("CHROMIUM", chromium.as_str())],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 // one page's WebSocket (the network cut) and checks that it resumes without losing a message
 // either way (count and order).
 //
-// Run: node test/chromium.mjs http://127.0.0.1:PORT   (CHROMIUM overrides /usr/bin/chromium)
+// Run: node test/chromium.mjs http://127.0.0.1:PORT   (CHROMIUM, when set and not empty,
+// overrides /usr/bin/chromium; scripts/test sets it to the chromium on PATH)
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,7 +22,7 @@ const step = (s) => console.log(`- ${s}`);
 
 const profile = mkdtempSync(join(tmpdir(), 'rethink-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: [
     '--no-sandbox',
