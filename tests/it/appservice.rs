@@ -223,14 +223,34 @@ async fn queries_create_users_and_rooms_on_demand_and_ping_reaches_the_service()
     let port = free_port();
     let (node, _dir) = node_with_bridge(port).await;
     let alice = register(&node, "alice").await;
-    // Down: a ping fails with M_CONNECTION_FAILED, an unknown user stays unknown.
+    // Down (nothing listens on its port): a ping fails with M_CONNECTION_FAILED; a user or an
+    // alias of its namespace that the node does not know cannot be said not to exist, since
+    // the service could not be asked: 503 M_UNKNOWN (retry), not 404.
     let ping_path = "/_matrix/client/v1/appservice/bridge/ping";
     let down = post(&node, ping_path, AS_TOKEN, &json!({"transaction_id": "p1"})).await;
     assert_error(&down, 502, "M_CONNECTION_FAILED");
     let frank = user_id("bridge_frank");
     let profile = |u: &str| format!("{V3}/profile/{}", urlencode(u));
+    let unasked = get(&node, &profile(&frank), &alice).await;
+    assert_error(&unasked, 503, "M_UNKNOWN");
+    assert!(
+        unasked.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("application service")),
+        "{unasked:?}"
+    );
+    let alias = format!("#bridge_portal:{DOMAIN}");
+    let directory = format!("{V3}/directory/room/{}", urlencode(&alias));
+    assert_error(&get(&node, &directory, &alice).await, 503, "M_UNKNOWN");
+    let join = format!("{V3}/join/{}", urlencode(&alias));
     assert_error(
-        &get(&node, &profile(&frank), &alice).await,
+        &post(&node, &join, &alice, &json!({})).await,
+        503,
+        "M_UNKNOWN",
+    );
+    // Outside every namespace: nobody to ask, not found.
+    assert_error(
+        &get(&node, &profile(&user_id("zed")), &alice).await,
         404,
         "M_NOT_FOUND",
     );
@@ -265,13 +285,7 @@ async fn queries_create_users_and_rooms_on_demand_and_ping_reaches_the_service()
     );
 
     // The alias query: the service creates the portal room, the alias resolves.
-    let alias = format!("#bridge_portal:{DOMAIN}");
-    let resolved = ok(get(
-        &node,
-        &format!("{V3}/directory/room/{}", urlencode(&alias)),
-        &alice,
-    )
-    .await);
+    let resolved = ok(get(&node, &directory, &alice).await);
     let room = resolved["room_id"].as_str().expect("room_id");
     assert!(room.starts_with('!'), "{resolved}");
     let unknown = get(

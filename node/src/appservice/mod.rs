@@ -365,39 +365,45 @@ impl AppServices {
             .cloned()
     }
 
-    /// Asks the services whose user namespace holds `user` (`GET /_matrix/app/v1/users/..`);
-    /// `true` once one answers that it exists (it should have registered it meanwhile).
-    pub async fn query_user(&self, user: &UserId) -> bool {
+    /// Asks the services whose user namespace holds `user` (`GET /_matrix/app/v1/users/..`):
+    /// found once one answers that it exists (it should have registered it meanwhile).
+    pub async fn query_user(&self, user: &UserId) -> Queried {
         let directory = self.directory();
+        let mut queried = Queried::NotFound;
         for service in directory.interested(Kind::User, user.as_str()) {
             let Some(client) = &service.client else {
                 continue;
             };
             match client.query_user(OwnedUserId::from(user)).await {
-                Ok(true) => return true,
+                Ok(true) => return Queried::Found,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(service = %service.id(), error = %e, "user query failed"),
+                Err(e) => {
+                    tracing::warn!(service = %service.id(), error = %e, "user query failed");
+                    queried = Queried::Unanswered;
+                }
             }
         }
-        false
+        queried
     }
 
-    /// Asks the services whose alias namespace holds `alias`; `true` once one created it.
-    pub async fn query_alias(&self, alias: &OwnedRoomAliasId) -> bool {
+    /// Asks the services whose alias namespace holds `alias`: found once one created it.
+    pub async fn query_alias(&self, alias: &OwnedRoomAliasId) -> Queried {
         let directory = self.directory();
+        let mut queried = Queried::NotFound;
         for service in directory.interested(Kind::Alias, alias.as_str()) {
             let Some(client) = &service.client else {
                 continue;
             };
             match client.query_alias(alias.clone()).await {
-                Ok(true) => return true,
+                Ok(true) => return Queried::Found,
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(service = %service.id(), error = %e, "alias query failed");
+                    queried = Queried::Unanswered;
                 }
             }
         }
-        false
+        queried
     }
 
     /// Pings `service` (`POST /_matrix/app/v1/ping`): how long it took to answer.
@@ -411,6 +417,19 @@ impl AppServices {
         client.ping(txn_id).await?;
         Ok(start.elapsed())
     }
+}
+
+/// What the services asked about a user or an alias said ([`AppServices::query_user`],
+/// [`AppServices::query_alias`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queried {
+    /// A service answered that it exists (it made it).
+    Found,
+    /// Every service asked (none, when no namespace holds it) answered that it does not.
+    NotFound,
+    /// None said it exists, and at least one could not be asked (unreachable, no answer in
+    /// time, an error status): whether it exists is unknown, so nobody may be told it does not.
+    Unanswered,
 }
 
 /// Why a ping failed.

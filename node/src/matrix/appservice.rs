@@ -10,7 +10,7 @@ use ruma::{RoomAliasId, UserId};
 use super::accounts::Caller;
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
-use crate::appservice::PingError;
+use crate::appservice::{PingError, Queried};
 use crate::node::Node;
 
 pub(crate) async fn ping(
@@ -73,7 +73,8 @@ pub(crate) fn exclusive_alias(
 }
 
 /// Whether `user` exists, after asking the application services whose namespace holds it
-/// (`GET /_matrix/app/v1/users/{userId}`) when it does not yet.
+/// (`GET /_matrix/app/v1/users/{userId}`) when it does not yet: 503 when one of them could not
+/// be asked and none said it exists.
 pub(crate) async fn known_user(node: &Node, user: &UserId) -> Result<bool, MatrixError> {
     let profiles = node.userdata().profiles();
     if profiles.exists(user).await? {
@@ -82,5 +83,9 @@ pub(crate) async fn known_user(node: &Node, user: &UserId) -> Result<bool, Matri
     if user.server_name() != node.appservices().server_name() {
         return Ok(false);
     }
-    Ok(node.appservices().query_user(user).await && profiles.exists(user).await?)
+    match node.appservices().query_user(user).await {
+        Queried::Found => Ok(profiles.exists(user).await?),
+        Queried::NotFound => Ok(false),
+        Queried::Unanswered => Err(MatrixError::AsUnavailable),
+    }
 }

@@ -127,6 +127,11 @@ pub enum MatrixError {
     /// An application service's ping: it answered an error (502 `M_BAD_STATUS`).
     #[error("the application service answered {status}")]
     AsBadStatus { status: u16, body: String },
+    /// A user or alias query of the application services whose namespace holds the ID: none
+    /// said it exists and one could not be asked (503 `M_UNKNOWN`: whether it exists is
+    /// unknown; the services' errors are logged by `appservice`).
+    #[error("an application service that may hold it cannot be asked now; try again later")]
+    AsUnavailable,
     /// The request took longer than `server.request_timeout_secs` (503 `M_UNKNOWN`).
     #[error("the request took too long")]
     TimedOut,
@@ -187,7 +192,7 @@ impl MatrixError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown)
             }
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
-            E::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
+            E::TimedOut | E::AsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown),
             E::AsUrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),
             E::AsConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
             E::AsConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
@@ -218,7 +223,10 @@ impl MatrixError {
             "internal server error".to_owned()
         } else if status == StatusCode::SERVICE_UNAVAILABLE
             // A busy room is not a database outage: its own message ("retry").
-            && !matches!(self, Self::TimedOut | Self::Room(RoomError::Busy(_)))
+            && !matches!(
+                self,
+                Self::TimedOut | Self::AsUnavailable | Self::Room(RoomError::Busy(_))
+            )
         {
             tracing::warn!(error = %self, "matrix request failed: the database is unavailable");
             "the database is unavailable; try again later".to_owned()
@@ -430,6 +438,7 @@ mod tests {
                 400,
                 "M_INVALID_SIGNATURE",
             ),
+            (MatrixError::AsUnavailable, 503, "M_UNKNOWN"),
         ];
         for (e, status, errcode) in cases {
             let (s, body) = answer(e).await;

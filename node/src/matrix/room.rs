@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::error::{MatrixError, MatrixResult, RumaResponse};
 use super::extract::Ruma;
+use crate::appservice::Queried;
 use crate::bridge::RESERVED_PREFIX;
 use crate::node::Node;
 use crate::rooms::RoomError;
@@ -206,7 +207,7 @@ pub(crate) async fn create_alias(
 
 /// The room `alias` names. An unknown alias of this server in an application service's namespace
 /// is first asked of the service, which may create it (the directory and joins by alias both
-/// resolve through here).
+/// resolve through here); a service that cannot be asked makes it 503, not "not found".
 pub(crate) async fn resolve_alias(
     node: &Node,
     alias: &RoomAliasId,
@@ -214,8 +215,10 @@ pub(crate) async fn resolve_alias(
     let mut found = node.rooms().store().alias(alias.as_str()).await?;
     if found.is_none() && alias.server_name() == node.rooms().server_name() {
         let owned: OwnedRoomAliasId = alias.to_owned();
-        if node.appservices().query_alias(&owned).await {
-            found = node.rooms().store().alias(alias.as_str()).await?;
+        match node.appservices().query_alias(&owned).await {
+            Queried::Found => found = node.rooms().store().alias(alias.as_str()).await?,
+            Queried::NotFound => {}
+            Queried::Unanswered => return Err(MatrixError::AsUnavailable),
         }
     }
     found
