@@ -25,8 +25,16 @@
 //! the timeouts) stores them one after the other, so the table always ends with the state
 //! decided last, and no lock is held while the database is written. A caller that must know its
 //! write is stored (a presence `PUT`, a `/sync` that changes the state) waits for its turn.
+//!
+//! Nothing a failed database leaves is permanent: a write that could not be stored (a timeout,
+//! or a request's, whose caller gets the error) is decided again by the next sweep, or by the
+//! user's next `/sync`, until it is stored (`live`'s module docs); the users online before the
+//! start, if they cannot be read then, are read again at each sweep until they are, so that
+//! they time out.
 
 mod live;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -325,7 +333,8 @@ impl Presence {
     }
 
     /// Stores `write` for `user` with a new status message, or (`None`) the stored one. On
-    /// failure the user is forgotten, to be read again from the store.
+    /// failure the user's presence is marked not stored, to be written again
+    /// ([`LiveMap::store_failed`]).
     async fn store(
         &self,
         user: &UserId,
@@ -353,7 +362,7 @@ impl Presence {
         }
         .await;
         if stored.is_err() {
-            lock(&self.live).forget(user);
+            lock(&self.live).store_failed(user);
         }
         stored.map(|_| ())
     }
@@ -411,8 +420,9 @@ impl Presence {
     /// The presence writer: stores the queued writes in order, and queues the timeouts due every
     /// `config.sweep_interval()`, until `stop` (the node stops it once no request is left); what
     /// is queued by then is stored first. First learns the users the store has as not `offline`
-    /// (from before a restart): they have one offline timeout to sync again. (The ticker is made
-    /// at once, before the task runs, so that a test's manual clock knows it from the start.)
+    /// (from before a restart): they have one offline timeout to sync again; if the store cannot
+    /// be read, each sweep tries again until it is. (The ticker is made at once, before the task
+    /// runs, so that a test's manual clock knows it from the start.)
     pub fn run(
         self,
         config: PresenceConfig,
@@ -420,20 +430,28 @@ impl Presence {
     ) -> impl Future<Output = ()> + Send + 'static {
         let tick = self.clock.ticker(config.sweep_interval());
         async move {
-            if let Err(e) = self.restore(&config).await {
-                tracing::warn!(error = %e, "presence: the users online before the start were not read");
-            }
-            self.write_on(tick, &config, &stop).await;
+            let restored = self.try_restore(&config).await;
+            self.write_on(tick, &config, &stop, restored).await;
         }
     }
 
-    /// The writer's loop (see [`Presence::run`]).
-    async fn write_on(&self, mut tick: Ticker, config: &PresenceConfig, stop: &CancellationToken) {
+    /// The writer's loop (see [`Presence::run`]); `restored`: whether the users online before
+    /// the start were read.
+    async fn write_on(
+        &self,
+        mut tick: Ticker,
+        config: &PresenceConfig,
+        stop: &CancellationToken,
+        mut restored: bool,
+    ) {
         loop {
             let stopping = tokio::select! {
                 () = stop.cancelled() => true,
                 () = self.queued.notified() => false,
                 () = tick.tick() => {
+                    if !restored {
+                        restored = self.try_restore(config).await;
+                    }
                     let due = self.queue_timeouts(config);
                     if due > 0 {
                         tracing::debug!(changes = due, "presence timeouts applied");
@@ -479,9 +497,20 @@ impl Presence {
                 }
                 None => {
                     if let Err(e) = stored {
-                        tracing::warn!(user = %next.user, error = %e, "presence: storing a timeout failed");
+                        tracing::warn!(user = %next.user, error = %e, "presence: storing a timeout failed (stored again at the next sweep)");
                     }
                 }
+            }
+        }
+    }
+
+    /// [`Self::restore`]; whether it was done (a failure is logged).
+    async fn try_restore(&self, config: &PresenceConfig) -> bool {
+        match self.restore(config).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence: the users online before the start were not read (read again at the next sweep)");
+                false
             }
         }
     }
@@ -513,7 +542,7 @@ impl Presence {
         Ok(())
     }
 
-    /// Queues the timeouts due now; returns how many.
+    /// Queues the timeouts due now, and the writes to make again; returns how many.
     fn queue_timeouts(&self, config: &PresenceConfig) -> usize {
         let mut live = lock(&self.live);
         let due = live.due(

@@ -8,6 +8,12 @@
 //! A user who is not `offline`, has no counting `/sync` in progress (`set_presence` `online` or
 //! `unavailable`) and has neither ended one nor been active for the offline timeout goes
 //! `offline`.
+//!
+//! A write that could not be stored (the database failed) leaves the user known, their state as
+//! decided, marked not stored ([`LiveMap::store_failed`]): the next sweep ([`LiveMap::due`]) or
+//! the user's next `/sync` decides the write again, from what is known then, so the table comes
+//! to hold it and the user keeps timing out (a forgotten user who never came back would stay
+//! `online` for everyone).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +34,8 @@ struct Live {
     syncing: u32,
     /// When the user's last counting `/sync` ended (or, for a user restored at start, the start).
     last_sync_ms: i64,
+    /// The last write of the user's presence failed: what is stored may not be `state`.
+    unstored: bool,
 }
 
 /// A presence to store (the status message is the caller's business).
@@ -80,12 +88,16 @@ impl LiveMap {
             last_active_ms,
             syncing: 0,
             last_sync_ms: since_ms,
+            unstored: false,
         });
     }
 
-    /// Forgets `user` (their stored presence is not known for sure any more).
-    pub(super) fn forget(&mut self, user: &UserId) {
-        self.users.remove(user);
+    /// A write of `user`'s presence could not be stored: it is decided again, from what is
+    /// known of the user then, by the next sweep or `/sync` (see the module docs).
+    pub(super) fn store_failed(&mut self, user: &UserId) {
+        if let Some(live) = self.users.get_mut(user) {
+            live.unstored = true;
+        }
     }
 
     /// A `/sync` asking for `requested` starts at `now` (the user must be known). Returns
@@ -110,10 +122,12 @@ impl LiveMap {
         (counts, Self::wants(live, requested))
     }
 
-    /// Whether a sync asking for `requested` changes what is stored: another state, or an
-    /// `online` user becoming active again.
+    /// Whether a sync asking for `requested` changes what is stored: another state, an
+    /// `online` user becoming active again, or a state whose write failed.
     fn wants(live: &Live, requested: &PresenceState) -> bool {
-        live.state.as_ref() != Some(requested) || (is_online(requested) && !live.active)
+        live.unstored
+            || live.state.as_ref() != Some(requested)
+            || (is_online(requested) && !live.active)
     }
 
     /// What a `/sync` asking for `requested` stores, if it still changes anything; marks it
@@ -125,6 +139,7 @@ impl LiveMap {
         }
         live.state = Some(requested.clone());
         live.active = is_online(requested);
+        live.unstored = false;
         Some(Write {
             state: requested.clone(),
             last_active_ms: live.last_active_ms,
@@ -147,18 +162,21 @@ impl LiveMap {
             active: false,
             syncing: 0,
             last_sync_ms: 0,
+            unstored: false,
         });
         live.state = Some(state.clone());
         live.last_active_ms = live.last_active_ms.max(now);
         live.active = is_online(state);
+        live.unstored = false;
         Write {
             state: state.clone(),
             last_active_ms: live.last_active_ms,
         }
     }
 
-    /// The timeouts due at `now`, already marked stored: an idle `online` user (stored again as
-    /// `online`, no longer currently active) or a user going `offline`.
+    /// The writes due at `now`, already marked stored: the timeouts (an idle `online` user,
+    /// stored again as `online`, no longer currently active, or a user going `offline`) and the
+    /// presence of the users whose last write failed ([`Self::store_failed`]).
     pub(super) fn due(
         &mut self,
         idle: Duration,
@@ -179,10 +197,13 @@ impl LiveMap {
                 is_online(state) && live.active && now.saturating_sub(live.last_active_ms) >= idle;
             if goes_offline {
                 live.state = Some(PresenceState::Offline);
-            } else if !goes_idle {
+            } else if !goes_idle && !live.unstored {
                 continue;
             }
-            live.active = false;
+            if goes_offline || goes_idle {
+                live.active = false;
+            }
+            live.unstored = false;
             out.push((
                 user.clone(),
                 Write {
@@ -221,6 +242,8 @@ impl LiveMap {
             live.state = Some(write.state.clone());
             live.last_active_ms = live.last_active_ms.max(write.last_active_ms);
             live.active = active && is_online(&write.state);
+            // What is stored is that write, which this node now knows.
+            live.unstored = false;
         }
     }
 
@@ -396,6 +419,38 @@ mod tests {
         // An unavailable user is never currently active.
         map.set(&alice(), &PresenceState::Unavailable, 40 * S);
         assert!(!map.view(&alice()).unwrap().currently_active);
+    }
+
+    #[test]
+    fn a_write_that_failed_is_decided_again_by_the_next_sweep_or_sync() {
+        let mut map = known_alice(0);
+        sync(&mut map, PresenceState::Online, 0);
+        map.sync_ended(&alice(), 0);
+        let offline = Write {
+            state: PresenceState::Offline,
+            last_active_ms: 0,
+        };
+        assert_eq!(map.due(IDLE, OFFLINE, 30 * S), [(alice(), offline.clone())]);
+        // Its store failed: the user stays known and the next sweep writes it again, once.
+        map.store_failed(&alice());
+        assert!(map.knows(&alice()));
+        assert_eq!(map.due(IDLE, OFFLINE, 35 * S), [(alice(), offline)]);
+        assert!(map.due(IDLE, OFFLINE, 40 * S).is_empty(), "stored by then");
+        // An idle write that failed keeps the user online, not currently active.
+        let mut map = known_alice(0);
+        sync(&mut map, PresenceState::Online, 0);
+        assert_eq!(map.due(IDLE, OFFLINE, 300 * S).len(), 1);
+        map.store_failed(&alice());
+        let due = map.due(IDLE, OFFLINE, 305 * S);
+        assert_eq!(due[0].1.state, PresenceState::Online);
+        assert!(!map.view(&alice()).unwrap().currently_active);
+        // A sync asking for the state whose write failed writes it again itself.
+        map.store_failed(&alice());
+        map.set(&alice(), &PresenceState::Unavailable, 310 * S);
+        map.store_failed(&alice());
+        let (_, write) = sync(&mut map, PresenceState::Unavailable, 311 * S);
+        assert_eq!(write.map(|w| w.state), Some(PresenceState::Unavailable));
+        assert_eq!(sync(&mut map, PresenceState::Unavailable, 312 * S).1, None);
     }
 
     #[test]
