@@ -34,6 +34,7 @@ mod cluster_leader;
 mod cluster_pg_restart;
 mod cluster_reloads;
 mod cluster_room_busy;
+mod cluster_status_retry;
 mod cluster_stream_log;
 mod connector_cluster;
 mod connector_feed;

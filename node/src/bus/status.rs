@@ -17,17 +17,136 @@
 //! route ([`Bus::remote_statuses`], `crate::cluster`'s `status.rs`): one whose holder is gone or
 //! does not answer is `disconnected`; when the cluster's database cannot be read, the runtimes
 //! are left out of the answer rather than called `expired`.
+//!
+//! In a cluster, a notice's *remote part* (the lookup of `<runtime URL>/status`'s subscribers
+//! on the other nodes and the forward to them) can fail because the cluster is unavailable (the
+//! shared database unreachable: a [`RouteError::Cluster`]); the subscribers here were served,
+//! and the remote part is tried again after a pause (0.5 s, doubled up to 10 s) until it gets
+//! through or the node stops (leaves the cluster, `Bus::clear_remote`). A target that is gone
+//! or full is not tried again. The caller never waits for the retries: they run in a task.
+//!
+//! Order and bounds: each runtime has at most one remote part under way on a node, its *turn*
+//! (an entry of [`OWED`] and the call or task holding its [`Turn`]). A status published while
+//! the runtime's turn is under way is delivered here at once, and only recorded as the runtime's
+//! latest status for the other nodes; the turn's holder sends it after its own, never before.
+//! A turn that failed is one task per runtime, sending the runtime's *latest* status when it
+//! tries again: the statuses superseded during an outage are not sent (a subscriber may miss a
+//! `disconnected` followed by `live`, never get an older status after a newer one from this
+//! node), and a subscriber whose forward went through before another's failed may get the same
+//! status twice. So the tasks and entries are bounded by the runtimes with a status owed, each
+//! holding one status. Before each retry the task checks that the status is still this node's
+//! to tell: a runtime whose session left this node (handed over, taken over) has its later
+//! statuses published by its new holder, so an owed `live` or `disconnected` is dropped then,
+//! and an owed `expired` is dropped when a session of another node holds the runtime again
+//! (re-opened there; when the database cannot say, the retry waits). The check and the forward
+//! are not atomic: a runtime re-opened on another node in between can still see this node's
+//! `expired` after that node's `live`. The entries are kept by bus in a table of this module,
+//! as the bus's state is not reachable from here otherwise.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
 
 use rethink_proto::{Envelope, MessageType};
 
-use super::remote::{Forwarded, NODE_NOTICE, RemoteTarget};
+use super::remote::{Forwarded, NODE_NOTICE, Remote, RemoteTarget};
 use super::session::Session;
-use super::{Bus, Endpoint, Pending};
+use super::{Bus, Endpoint, Inner, Pending, RouteError};
 use crate::locks::lock;
+
+/// The first pause before a status notice's remote part is tried again; doubled after each
+/// failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest pause between two tries of a status notice's remote part.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// A runtime's status owed to the other nodes by one node: its turn is under way.
+#[derive(Debug)]
+struct Owed {
+    /// The runtime's latest status: being sent, or to be sent.
+    status: RuntimeStatus,
+    /// Published after the turn's holder took `status` (or the turn's own): to be sent next.
+    newer: bool,
+}
+
+/// The runtimes whose turn is under way, by bus (the address of its state, kept allocated by
+/// the [`Turn`]'s `Weak` while the entry exists) and runtime URL.
+static OWED: LazyLock<Mutex<HashMap<(usize, String), Owed>>> = LazyLock::new(Default::default);
+
+/// A runtime's turn at sending its status to the other nodes: one at a time per runtime and
+/// node. Its entry of [`OWED`] is removed when it ends, or when it is dropped (the node
+/// stopping: the sending call or the task cancelled).
+#[derive(Debug)]
+struct Turn {
+    bus: Weak<Inner>,
+    runtime: String,
+    ended: bool,
+}
+
+impl Turn {
+    fn key(bus: &Weak<Inner>, runtime: &str) -> (usize, String) {
+        (bus.as_ptr() as usize, runtime.to_owned())
+    }
+
+    /// Takes `runtime`'s turn with `status`; `None` when a turn is under way: `status` is then
+    /// recorded as the latest, which that turn sends next.
+    fn take(bus: &Bus, runtime: &str, status: RuntimeStatus) -> Option<Turn> {
+        let weak = Arc::downgrade(&bus.inner);
+        match lock(&OWED).entry(Self::key(&weak, runtime)) {
+            Entry::Occupied(mut owed) => {
+                *owed.get_mut() = Owed {
+                    status,
+                    newer: true,
+                };
+                return None;
+            }
+            Entry::Vacant(v) => {
+                v.insert(Owed {
+                    status,
+                    newer: false,
+                });
+            }
+        }
+        Some(Turn {
+            bus: weak,
+            runtime: runtime.to_owned(),
+            ended: false,
+        })
+    }
+
+    /// The runtime's latest status, taken to be sent.
+    fn next(&self) -> Option<RuntimeStatus> {
+        let mut owed = lock(&OWED);
+        let owed = owed.get_mut(&Self::key(&self.bus, &self.runtime))?;
+        owed.newer = false;
+        Some(owed.status)
+    }
+
+    /// After a status got through: ends the turn, unless a newer status was published
+    /// meanwhile (the turn goes on, to send it).
+    fn end(mut self) -> Option<Turn> {
+        let key = Self::key(&self.bus, &self.runtime);
+        {
+            let mut owed = lock(&OWED);
+            if owed.get(&key).is_some_and(|o| o.newer) {
+                return Some(self);
+            }
+            owed.remove(&key);
+        }
+        self.ended = true;
+        None
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.ended {
+            lock(&OWED).remove(&Self::key(&self.bus, &self.runtime));
+        }
+    }
+}
 
 /// A runtime's status, as published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +341,8 @@ impl Bus {
 
     /// Publishes `status` of `runtime` to the subscribers of `<runtime URL>/status` here
     /// (but `except`, the runtime's own session) and on the other nodes (their queues are
-    /// committed before this returns).
+    /// committed before this returns, unless an earlier status of the runtime is still owed to
+    /// them, or the cluster is unavailable: see the module documentation).
     async fn publish_runtime_status(
         &self,
         runtime: &str,
@@ -230,22 +350,25 @@ impl Bus {
         except: Option<&Arc<Session>>,
     ) {
         let to = format!("{runtime}/status");
-        let remote = match self.remote() {
-            Some(remote) => match remote.lookup(&to).await {
-                Ok(holders) => holders.subscribers,
-                Err(e) => {
-                    tracing::warn!(error = %e, %runtime, "a runtime status update reaches this node's subscribers only");
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
+        let remote = self.remote();
+        let turn = remote
+            .as_ref()
+            .and_then(|_| Turn::take(self, runtime, status));
+        // Looked up before the delivery here: a subscriber arriving here meanwhile is served
+        // here, not missed.
+        let looked_up = match (&turn, remote) {
+            (Some(_), Some(remote)) => remote_subscribers(&*remote, &to).await,
+            _ => Ok(Vec::new()),
         };
         let not_except = |s: &Arc<Session>| except.is_none_or(|e| !Arc::ptr_eq(s, e));
         let local = self
             .inner
             .book
             .with_subscribers(&to, |subs| subs.iter().any(not_except));
-        if local != Some(true) && remote.is_empty() {
+        if local != Some(true) && looked_up.as_ref().is_ok_and(Vec::is_empty) {
+            if let Some(turn) = turn {
+                self.turn_done(turn, status, None);
+            }
             return;
         }
         let Some(env) = self.status_envelope(runtime, status) else {
@@ -260,24 +383,192 @@ impl Bus {
                 }
             }
         });
-        // Subscribers handed to another node meanwhile are served there.
-        let mut targets = std::mem::take(&mut pending.remote);
+        // Subscribers handed to another node meanwhile are served there (by the turn under
+        // way, which looks them up, when this call has none).
+        let handed = std::mem::take(&mut pending.remote);
         self.commit(pending).await;
-        targets.extend(remote.into_iter().map(|target| RemoteTarget {
-            to: to.clone(),
-            target,
-            gateway: None,
-        }));
+        let Some(turn) = turn else {
+            return;
+        };
+        let unavailable = self
+            .forward_status(runtime, json, env.from(), looked_up, handed)
+            .await;
+        self.turn_done(turn, status, unavailable);
+    }
+
+    /// After the first try of `turn` (with `status`): when the cluster was `unavailable`, or a
+    /// newer status was published meanwhile, the turn goes on in a task of its own.
+    fn turn_done(&self, turn: Turn, status: RuntimeStatus, unavailable: Option<RouteError>) {
+        let pause = match unavailable {
+            Some(e) => {
+                tracing::warn!(error = %e, runtime = %turn.runtime, status = status.as_str(), "a runtime status update did not reach the other nodes: tried again until it does");
+                Some(RETRY_FIRST)
+            }
+            None => None,
+        };
+        let turn = match pause {
+            Some(_) => turn,
+            None => match turn.end() {
+                Some(turn) => turn,
+                None => return,
+            },
+        };
+        tokio::spawn(retry(turn, pause));
+    }
+
+    /// Sends `runtime`'s latest `status` to the subscribers on the other nodes (a new lookup);
+    /// `Some` when the cluster was unavailable.
+    async fn send_remote_status(
+        &self,
+        remote: &dyn Remote,
+        runtime: &str,
+        status: RuntimeStatus,
+    ) -> Option<RouteError> {
+        let to = format!("{runtime}/status");
+        let looked_up = remote_subscribers(remote, &to).await;
+        if looked_up.as_ref().is_ok_and(Vec::is_empty) {
+            return None;
+        }
+        let env = self.status_envelope(runtime, status)?;
+        self.forward_status(
+            runtime,
+            env.shared_json(),
+            env.from(),
+            looked_up,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Forwards the status notice `json` to `targets` and to the remote subscribers
+    /// `looked_up`; the error when the cluster was unavailable (the lookup failed, or the
+    /// forward to one of them), so that the notice is to be tried again.
+    async fn forward_status(
+        &self,
+        runtime: &str,
+        json: &Arc<str>,
+        from: &str,
+        looked_up: Result<Vec<RemoteTarget>, RouteError>,
+        mut targets: Vec<RemoteTarget>,
+    ) -> Option<RouteError> {
+        let mut unavailable = None;
+        match looked_up {
+            Ok(found) => targets.extend(found),
+            Err(e @ RouteError::Cluster(_)) => unavailable = Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, %runtime, "a runtime status update reaches this node's subscribers only");
+            }
+        }
         let notice = Forwarded {
             json,
-            from: env.from(),
+            from,
             sender: None,
             transport: NODE_NOTICE,
         };
         let mut failures = Vec::new();
         self.forward_remote(notice, targets, &mut failures).await;
         for f in failures {
-            tracing::warn!(error = %f.error, to = %f.recipient, "a runtime status update was not delivered");
+            match f.error {
+                RouteError::Cluster(_) => {
+                    tracing::debug!(error = %f.error, to = %f.recipient, "a runtime status update could not be forwarded");
+                    unavailable.get_or_insert(f.error);
+                }
+                error => {
+                    tracing::warn!(%error, to = %f.recipient, "a runtime status update was not delivered");
+                }
+            }
         }
+        unavailable
+    }
+
+    /// Whether `status` of `runtime`, owed to the other nodes, is still this node's to tell:
+    /// while a session here holds the runtime; once it left, only an `expired` that no session
+    /// of another node contradicts (see the module documentation).
+    async fn still_ours(
+        &self,
+        remote: &dyn Remote,
+        runtime: &str,
+        status: RuntimeStatus,
+    ) -> Result<bool, RouteError> {
+        match self.status_here(runtime) {
+            Here::Held(_) => Ok(true),
+            Here::NotARuntime | Here::Elsewhere if status != RuntimeStatus::Expired => Ok(false),
+            Here::NotARuntime | Here::Elsewhere => Ok(remote
+                .runtime_status(&[runtime.to_owned()])
+                .await?
+                .is_empty()),
+        }
+    }
+}
+
+/// The subscribers of `to` on the other nodes.
+async fn remote_subscribers(
+    remote: &dyn Remote,
+    to: &str,
+) -> Result<Vec<RemoteTarget>, RouteError> {
+    let holders = remote.lookup(to).await?;
+    Ok(holders
+        .subscribers
+        .into_iter()
+        .map(|target| RemoteTarget {
+            to: to.to_owned(),
+            target,
+            gateway: None,
+        })
+        .collect())
+}
+
+/// Goes on with `turn` after `pause` (`None`: at once): sends the runtime's latest status to
+/// the other nodes until one gets through with no newer one owed, pausing after each failure,
+/// or until the node stops.
+async fn retry(mut turn: Turn, mut pause: Option<Duration>) {
+    let mut failed = 0u32;
+    loop {
+        if let Some(p) = pause {
+            tokio::time::sleep(p).await;
+        }
+        // Nothing of the bus is held during the pause.
+        let Some(inner) = turn.bus.upgrade() else {
+            return;
+        };
+        let bus = Bus { inner };
+        let Some(remote) = bus.remote() else {
+            tracing::debug!(runtime = %turn.runtime, "the node left the cluster: a runtime status update is not tried again");
+            return;
+        };
+        let Some(status) = turn.next() else {
+            return;
+        };
+        let outcome = match bus.still_ours(&*remote, &turn.runtime, status).await {
+            Ok(true) => match bus
+                .send_remote_status(&*remote, &turn.runtime, status)
+                .await
+            {
+                None => Ok("a runtime status update reached the other nodes"),
+                Some(e) => Err(e),
+            },
+            Ok(false) => {
+                Ok("an owed runtime status update is another node's to tell now: not sent")
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Err(e) => {
+                failed += 1;
+                tracing::debug!(error = %e, runtime = %turn.runtime, tries = failed, "a runtime status update still does not reach the other nodes");
+                pause = Some(pause.map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX)));
+                continue;
+            }
+            Ok(done) if failed > 0 => {
+                tracing::info!(runtime = %turn.runtime, status = status.as_str(), tries = failed + 1, "{done}");
+                failed = 0;
+            }
+            Ok(_) => {}
+        }
+        turn = match turn.end() {
+            Some(turn) => turn,
+            None => return,
+        };
+        pause = None;
     }
 }
