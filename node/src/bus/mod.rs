@@ -149,6 +149,8 @@ struct Inner {
     gateways: gateways::Gateways,
     /// Ids of runtime status messages (`status.rs`).
     status_ids: AtomicU64,
+    /// The runtimes whose status is under way to the other nodes (`status.rs`).
+    status_owed: status::OwedStatuses,
     /// Addresses claimed by application services (`claims.rs`).
     claims: claims::Claims,
     /// The other nodes of the cluster, if any (`remote.rs`).
@@ -205,6 +207,7 @@ impl Bus {
                 matrix_rates: Default::default(),
                 gateways: Default::default(),
                 status_ids: AtomicU64::new(1),
+                status_owed: Default::default(),
                 claims: Default::default(),
                 remote: Default::default(),
                 route_gate: tokio::sync::RwLock::new(()),

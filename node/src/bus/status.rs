@@ -26,7 +26,7 @@
 //! or full is not tried again. The caller never waits for the retries: they run in a task.
 //!
 //! Order and bounds: each runtime has at most one remote part under way on a node, its *turn*
-//! (an entry of [`OWED`] and the call or task holding its [`Turn`]). A status published while
+//! (an entry of the bus's `status_owed` and the call or task holding its [`Turn`]). A status published while
 //! the runtime's turn is under way is delivered here at once, and only recorded as the runtime's
 //! latest status for the other nodes; the turn's holder sends it after its own, never before.
 //! A turn that failed is one task per runtime, sending the runtime's *latest* status when it
@@ -40,13 +40,12 @@
 //! and an owed `expired` is dropped when a session of another node holds the runtime again
 //! (re-opened there; when the database cannot say, the retry waits). The check and the forward
 //! are not atomic: a runtime re-opened on another node in between can still see this node's
-//! `expired` after that node's `live`. The entries are kept by bus in a table of this module,
-//! as the bus's state is not reachable from here otherwise.
+//! `expired` after that node's `live`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rethink_proto::{Envelope, MessageType};
@@ -64,20 +63,19 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// A runtime's status owed to the other nodes by one node: its turn is under way.
 #[derive(Debug)]
-struct Owed {
+pub(super) struct Owed {
     /// The runtime's latest status: being sent, or to be sent.
     status: RuntimeStatus,
     /// Published after the turn's holder took `status` (or the turn's own): to be sent next.
     newer: bool,
 }
 
-/// The runtimes whose turn is under way, by bus (the address of its state, kept allocated by
-/// the [`Turn`]'s `Weak` while the entry exists) and runtime URL.
-static OWED: LazyLock<Mutex<HashMap<(usize, String), Owed>>> = LazyLock::new(Default::default);
+/// The runtimes whose turn is under way, by runtime URL (the bus's `status_owed`).
+pub(super) type OwedStatuses = Mutex<HashMap<String, Owed>>;
 
 /// A runtime's turn at sending its status to the other nodes: one at a time per runtime and
-/// node. Its entry of [`OWED`] is removed when it ends, or when it is dropped (the node
-/// stopping: the sending call or the task cancelled).
+/// node. Its entry of the bus's `status_owed` is removed when it ends, or when it is dropped
+/// (the node stopping: the sending call or the task cancelled).
 #[derive(Debug)]
 struct Turn {
     bus: Weak<Inner>,
@@ -86,15 +84,11 @@ struct Turn {
 }
 
 impl Turn {
-    fn key(bus: &Weak<Inner>, runtime: &str) -> (usize, String) {
-        (bus.as_ptr() as usize, runtime.to_owned())
-    }
-
     /// Takes `runtime`'s turn with `status`; `None` when a turn is under way: `status` is then
     /// recorded as the latest, which that turn sends next.
     fn take(bus: &Bus, runtime: &str, status: RuntimeStatus) -> Option<Turn> {
         let weak = Arc::downgrade(&bus.inner);
-        match lock(&OWED).entry(Self::key(&weak, runtime)) {
+        match lock(&bus.inner.status_owed).entry(runtime.to_owned()) {
             Entry::Occupied(mut owed) => {
                 *owed.get_mut() = Owed {
                     status,
@@ -118,8 +112,9 @@ impl Turn {
 
     /// The runtime's latest status, taken to be sent.
     fn next(&self) -> Option<RuntimeStatus> {
-        let mut owed = lock(&OWED);
-        let owed = owed.get_mut(&Self::key(&self.bus, &self.runtime))?;
+        let inner = self.bus.upgrade()?;
+        let mut owed = lock(&inner.status_owed);
+        let owed = owed.get_mut(&self.runtime)?;
         owed.newer = false;
         Some(owed.status)
     }
@@ -127,13 +122,12 @@ impl Turn {
     /// After a status got through: ends the turn, unless a newer status was published
     /// meanwhile (the turn goes on, to send it).
     fn end(mut self) -> Option<Turn> {
-        let key = Self::key(&self.bus, &self.runtime);
-        {
-            let mut owed = lock(&OWED);
-            if owed.get(&key).is_some_and(|o| o.newer) {
+        if let Some(inner) = self.bus.upgrade() {
+            let mut owed = lock(&inner.status_owed);
+            if owed.get(&self.runtime).is_some_and(|o| o.newer) {
                 return Some(self);
             }
-            owed.remove(&key);
+            owed.remove(&self.runtime);
         }
         self.ended = true;
         None
@@ -142,8 +136,10 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        if !self.ended {
-            lock(&OWED).remove(&Self::key(&self.bus, &self.runtime));
+        if !self.ended
+            && let Some(inner) = self.bus.upgrade()
+        {
+            lock(&inner.status_owed).remove(&self.runtime);
         }
     }
 }
