@@ -129,18 +129,39 @@ struct Space {
 }
 
 /// A test double of a [`KvStore`] whose database goes away (for the host's own tests and its
-/// embedders'; not a stand-in for a third party): a [`MemoryKv`] whose next reads (`get`)
-/// fail with 503 once armed ([`FailingKv::fail_reads`]).
+/// embedders'; not a stand-in for a third party): a [`MemoryKv`] whose next reads (`get`) or
+/// writes (`set`, `apply` of a non-empty batch) fail with 503 once armed
+/// ([`FailingKv::fail_reads`], [`FailingKv::fail_writes`]).
 #[derive(Debug, Default)]
 pub struct FailingKv {
     memory: MemoryKv,
     failing: AtomicU32,
+    failing_writes: AtomicU32,
+}
+
+/// Takes one from `n` if it is not 0: whether the call fails.
+fn take_failure(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// What a [`FailingKv`] answers a call that fails.
+fn gone<T: Send + 'static>() -> BoxFuture<'static, Result<T, Failure>> {
+    Box::pin(std::future::ready(Err(Failure::new(
+        503,
+        "the store's database is gone (FailingKv)",
+    ))))
 }
 
 impl FailingKv {
     /// The next `n` reads fail.
     pub fn fail_reads(&self, n: u32) {
         self.failing.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` writes fail.
+    pub fn fail_writes(&self, n: u32) {
+        self.failing_writes.store(n, Ordering::SeqCst);
     }
 
     /// How many of the next reads will still fail.
@@ -160,15 +181,8 @@ impl KvStore for FailingKv {
         stub: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
-        let fail = self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if fail {
-            return Box::pin(std::future::ready(Err(Failure::new(
-                503,
-                "the store's database is gone (FailingKv)",
-            ))));
+        if take_failure(&self.failing) {
+            return gone();
         }
         self.memory.get(stub, key)
     }
@@ -179,6 +193,9 @@ impl KvStore for FailingKv {
         value: Vec<u8>,
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
+        if take_failure(&self.failing_writes) {
+            return gone();
+        }
         self.memory.set(stub, key, value, max_total)
     }
     fn delete<'a>(&'a self, stub: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
@@ -198,6 +215,9 @@ impl KvStore for FailingKv {
         ops: &'a [KvOp],
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
+        if !ops.is_empty() && take_failure(&self.failing_writes) {
+            return gone();
+        }
         self.memory.apply(stub, ops, max_total)
     }
 }

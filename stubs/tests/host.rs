@@ -292,6 +292,46 @@ async fn a_read_the_store_cannot_answer_ends_the_instance_with_503_and_the_next_
     );
 }
 
+/// With write-behind, a write the store fails to commit (here `init`'s count of its boots)
+/// ends the instance at its next call that needs the store, as the store's failure: the
+/// message is answered 503 and counted with reason `store`, not 502 as a stub bug.
+#[tokio::test]
+async fn a_write_behind_commit_the_store_fails_is_answered_503() {
+    let mut r = rig(quick());
+    let kv = Arc::new(FailingKv::default());
+    kv.fail_writes(1);
+    let checked = r
+        .host
+        .check(&guests::echo(Init::Normal { timer_ms: 60_000 }))
+        .expect("the guest checks");
+    let mut spec = spec();
+    spec.kv_write_behind = true;
+    let stub = r.host.start(
+        &checked,
+        spec,
+        r.port.clone(),
+        Arc::clone(&kv) as Arc<dyn KvStore>,
+    );
+    stub.started().await;
+    // Its read waits for the failed commit of init's write.
+    stub.deliver(message("1", "get")).expect("taken");
+    let (lost, reason) = r.lost().await;
+    assert_eq!(
+        (lost.id_json(), reason, reason.code()),
+        ("1", LostReason::Unavailable, 503)
+    );
+    stub.stop().await;
+    let text = r.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            "rethink_stub_failures_total{stub=\"echo\",reason=\"store\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_call_past_its_deadline_is_lost_with_504_and_the_stub_comes_back() {
     let mut r = rig(quick());
