@@ -102,15 +102,16 @@ impl CrossDomainError {
         }
     }
 
-    /// Whether the other domain's node is down or unreachable for now (rather than refused
-    /// for what it serves): its messages should wait for it.
+    /// Whether the way to the other domain is down for now (rather than refused for what it
+    /// serves): its node unreachable, or this node's own store unavailable. Its messages
+    /// should wait, kept, rather than be answered with an error.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
             Self::Fetch {
                 source: FetchFailure::Unreachable(_),
                 ..
-            }
+            } | Self::Unavailable { .. }
         )
     }
 }
@@ -136,6 +137,7 @@ mod tests {
             problem: "secret detail".into(),
         };
         assert_eq!(store.code(), 503);
+        assert!(store.is_unreachable(), "its messages wait, kept");
         assert!(!store.public_description().contains("secret detail"));
         // The other domain's errors are told as they are.
         let theirs = CrossDomainError::Proof("expired".into());
