@@ -130,13 +130,15 @@ struct Space {
 
 /// A test double of a [`KvStore`] whose database goes away (for the host's own tests and its
 /// embedders'; not a stand-in for a third party): a [`MemoryKv`] whose next reads (`get`) or
-/// writes (`set`, `apply` of a non-empty batch) fail with 503 once armed
-/// ([`FailingKv::fail_reads`], [`FailingKv::fail_writes`]).
+/// writes (`set`, `apply` of a non-empty batch) fail once armed ([`FailingKv::fail_reads`],
+/// [`FailingKv::fail_writes`]), with 503 or the code of [`FailingKv::fail_with`].
 #[derive(Debug, Default)]
 pub struct FailingKv {
     memory: MemoryKv,
     failing: AtomicU32,
     failing_writes: AtomicU32,
+    /// The code the failures answer (0: 503).
+    code: std::sync::atomic::AtomicU16,
 }
 
 /// Takes one from `n` if it is not 0: whether the call fails.
@@ -145,11 +147,11 @@ fn take_failure(n: &AtomicU32) -> bool {
         .is_ok()
 }
 
-/// What a [`FailingKv`] answers a call that fails.
-fn gone<T: Send + 'static>() -> BoxFuture<'static, Result<T, Failure>> {
+/// What a [`FailingKv`] answers a call that fails, with `code`.
+fn gone<T: Send + 'static>(code: u16) -> BoxFuture<'static, Result<T, Failure>> {
     Box::pin(std::future::ready(Err(Failure::new(
-        503,
-        "the store's database is gone (FailingKv)",
+        code,
+        "the store failed (FailingKv)",
     ))))
 }
 
@@ -157,6 +159,19 @@ impl FailingKv {
     /// The next `n` reads fail.
     pub fn fail_reads(&self, n: u32) {
         self.failing.store(n, Ordering::SeqCst);
+    }
+
+    /// The failures answer `code` (503 by default: the database gone; another code is a
+    /// failure of the store that is not an outage).
+    pub fn fail_with(&self, code: u16) {
+        self.code.store(code, Ordering::SeqCst);
+    }
+
+    fn failure_code(&self) -> u16 {
+        match self.code.load(Ordering::SeqCst) {
+            0 => 503,
+            code => code,
+        }
     }
 
     /// The next `n` writes fail.
@@ -182,7 +197,7 @@ impl KvStore for FailingKv {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, Failure>> {
         if take_failure(&self.failing) {
-            return gone();
+            return gone(self.failure_code());
         }
         self.memory.get(stub, key)
     }
@@ -194,7 +209,7 @@ impl KvStore for FailingKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         if take_failure(&self.failing_writes) {
-            return gone();
+            return gone(self.failure_code());
         }
         self.memory.set(stub, key, value, max_total)
     }
@@ -216,7 +231,7 @@ impl KvStore for FailingKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<usize, Failure>> {
         if !ops.is_empty() && take_failure(&self.failing_writes) {
-            return gone();
+            return gone(self.failure_code());
         }
         self.memory.apply(stub, ops, max_total)
     }

@@ -46,12 +46,21 @@ impl StubCtx {
         }
     }
 
-    /// The trap of a key-value call the store could not answer.
+    /// The trap of a key-value call the store could not answer: the store's outage (503,
+    /// [`StoreUnavailable`]: not counted against an event), or any other failure of the store
+    /// (an ordinary trap).
     pub(crate) fn unavailable(&self, failure: Failure) -> wasmtime::Error {
-        wasmtime::Error::from(StoreUnavailable {
-            stub: self.spec.name.clone(),
-            failure,
-        })
+        if failure.code == 503 {
+            wasmtime::Error::from(StoreUnavailable {
+                stub: self.spec.name.clone(),
+                failure,
+            })
+        } else {
+            wasmtime::format_err!(
+                "stub {}: its key-value store failed ({failure})",
+                self.spec.name
+            )
+        }
     }
 }
 

@@ -292,6 +292,34 @@ async fn a_read_the_store_cannot_answer_ends_the_instance_with_503_and_the_next_
     );
 }
 
+/// A read the store fails for another reason than an outage (500) is an ordinary failure of
+/// the call: 502, counted as a trap.
+#[tokio::test]
+async fn a_read_the_store_fails_otherwise_is_a_trap() {
+    let mut r = rig(quick());
+    let kv = Arc::new(FailingKv::default());
+    let checked = r
+        .host
+        .check(&guests::echo(Init::Normal { timer_ms: 60_000 }))
+        .expect("the guest checks");
+    let stub = r.host.start(
+        &checked,
+        spec(),
+        r.port.clone(),
+        Arc::clone(&kv) as Arc<dyn KvStore>,
+    );
+    stub.started().await;
+    kv.fail_with(500);
+    kv.fail_reads(1);
+    stub.deliver(message("1", "get")).expect("taken");
+    let (lost, reason) = r.lost().await;
+    assert_eq!(
+        (lost.id_json(), reason, reason.code()),
+        ("1", LostReason::Trap, 502)
+    );
+    stub.stop().await;
+}
+
 /// With write-behind, a write the store fails to commit (here `init`'s count of its boots)
 /// ends the instance at its next call that needs the store, as the store's failure: the
 /// message is answered 503 and counted with reason `store`, not 502 as a stub bug.

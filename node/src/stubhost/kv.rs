@@ -23,6 +23,8 @@ use std::sync::Arc;
 use rethink_stubs::{BoxFuture, Failure, KvBatches, KvOp, KvStore, within_quota};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::store::StoreError;
+
 /// The bytes a key and its value count for.
 fn size_of(key: &str, value: &[u8]) -> i64 {
     i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
@@ -273,7 +275,7 @@ impl SqliteBatches {
 impl KvBatches for SqliteBatches {
     fn apply(&mut self, stub: &str, ops: &[KvOp], max_total: usize) -> Result<usize, Failure> {
         self.try_apply(stub, ops, max_total)
-            .unwrap_or_else(|e| Err(failed(&e)))
+            .unwrap_or_else(|e| Err(failed(e)))
     }
 }
 
@@ -304,9 +306,24 @@ impl SqliteKv {
     }
 }
 
-fn failed(e: &dyn std::fmt::Display) -> Failure {
+/// What a store call answers when the database fails (logged): 503 when it is unavailable
+/// (it may answer again: the host ends the instance that asked, and the next one asks again,
+/// without counting it against an event), 500 for any other failure (an ordinary failure of
+/// the call, counted as a trap).
+fn failed(e: impl Into<StoreError>) -> Failure {
+    let e = e.into();
     tracing::error!(error = %e, "stub key-value store");
-    Failure::new(503, "the key-value store is unavailable")
+    if e.is_unavailable() {
+        Failure::new(503, "the key-value store is unavailable")
+    } else {
+        Failure::new(500, "the key-value store failed")
+    }
+}
+
+/// A store task that did not finish (it panicked): a failure of the call.
+fn task_failed(e: &tokio::task::JoinError) -> Failure {
+    tracing::error!(error = %e, "stub key-value store task");
+    Failure::new(500, "the key-value store failed")
 }
 
 impl KvStore for SqliteKv {
@@ -321,7 +338,7 @@ impl KvStore for SqliteKv {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| failed(&e))
+                .map_err(|e| failed(e))
         })
     }
 
@@ -334,7 +351,7 @@ impl KvStore for SqliteKv {
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             // The count first: a write (see `SQLITE_ADD_TO_TOTAL`).
-            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            let mut tx = self.pool.begin().await.map_err(|e| failed(e))?;
             let total: i64 = sqlx::query_scalar(SQLITE_ADD_TO_TOTAL)
                 .bind(stub)
                 .bind(size_of(key, &value))
@@ -342,7 +359,7 @@ impl KvStore for SqliteKv {
                 .bind(key)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| failed(e))?;
             // Over the quota: dropping the transaction rolls the count back.
             within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
@@ -354,8 +371,8 @@ impl KvStore for SqliteKv {
             .bind(value)
             .execute(&mut *tx)
             .await
-            .map_err(|e| failed(&e))?;
-            tx.commit().await.map_err(|e| failed(&e))
+            .map_err(|e| failed(e))?;
+            tx.commit().await.map_err(|e| failed(e))
         })
     }
 
@@ -376,7 +393,7 @@ impl KvStore for SqliteKv {
                     .await?;
                 tx.commit().await
             };
-            deleted.await.map_err(|e| failed(&e))
+            deleted.await.map_err(|e| failed(e))
         })
     }
 
@@ -396,7 +413,7 @@ impl KvStore for SqliteKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed(e))?;
             Ok(rows
                 .into_iter()
                 .take_while(|k| k.starts_with(prefix))
@@ -417,7 +434,7 @@ impl KvStore for SqliteKv {
                 let mut writer = batches.lock().unwrap_or_else(|p| p.into_inner());
                 writer.apply(&stub, &ops, max_total)
             });
-            applied.await.unwrap_or_else(|e| Err(failed(&e)))
+            applied.await.unwrap_or_else(|e| Err(task_failed(&e)))
         })
     }
 
@@ -451,7 +468,7 @@ impl KvStore for PgKv {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| failed(&e))
+                .map_err(|e| failed(e))
         })
     }
 
@@ -463,21 +480,21 @@ impl KvStore for PgKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(|e| failed(&e))?;
+            let mut tx = self.pool.begin().await.map_err(|e| failed(e))?;
             // Two writes of one stub would both pass the quota check on what the other has not
             // committed yet: one stub's writes wait for each other (a lock held to the commit).
             sqlx::query(PG_LOCK_STUB)
                 .bind(stub)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| failed(e))?;
             let total: i64 = sqlx::query_scalar(PG_ADD_TO_TOTAL)
                 .bind(stub)
                 .bind(size_of(key, &value))
                 .bind(key)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| failed(e))?;
             // Over the quota: dropping the transaction rolls the count back.
             within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
@@ -489,8 +506,8 @@ impl KvStore for PgKv {
             .bind(value)
             .execute(&mut *tx)
             .await
-            .map_err(|e| failed(&e))?;
-            tx.commit().await.map_err(|e| failed(&e))
+            .map_err(|e| failed(e))?;
+            tx.commit().await.map_err(|e| failed(e))
         })
     }
 
@@ -514,7 +531,7 @@ impl KvStore for PgKv {
                     .await?;
                 tx.commit().await
             };
-            deleted.await.map_err(|e| failed(&e))
+            deleted.await.map_err(|e| failed(e))
         })
     }
 
@@ -535,7 +552,7 @@ impl KvStore for PgKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed(e))?;
             Ok(rows
                 .into_iter()
                 .take_while(|k| k.starts_with(prefix))
@@ -552,7 +569,7 @@ impl KvStore for PgKv {
         Box::pin(async move {
             pg_apply_batch(&self.pool, stub, ops, max_total)
                 .await
-                .unwrap_or_else(|e| Err(failed(&e)))
+                .unwrap_or_else(|e| Err(failed(e)))
         })
     }
 }
