@@ -338,7 +338,7 @@ impl KvStore for SqliteKv {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| failed(e))
+                .map_err(failed)
         })
     }
 
@@ -351,7 +351,7 @@ impl KvStore for SqliteKv {
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             // The count first: a write (see `SQLITE_ADD_TO_TOTAL`).
-            let mut tx = self.pool.begin().await.map_err(|e| failed(e))?;
+            let mut tx = self.pool.begin().await.map_err(failed)?;
             let total: i64 = sqlx::query_scalar(SQLITE_ADD_TO_TOTAL)
                 .bind(stub)
                 .bind(size_of(key, &value))
@@ -359,7 +359,7 @@ impl KvStore for SqliteKv {
                 .bind(key)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| failed(e))?;
+                .map_err(failed)?;
             // Over the quota: dropping the transaction rolls the count back.
             within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
@@ -371,8 +371,8 @@ impl KvStore for SqliteKv {
             .bind(value)
             .execute(&mut *tx)
             .await
-            .map_err(|e| failed(e))?;
-            tx.commit().await.map_err(|e| failed(e))
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)
         })
     }
 
@@ -393,7 +393,7 @@ impl KvStore for SqliteKv {
                     .await?;
                 tx.commit().await
             };
-            deleted.await.map_err(|e| failed(e))
+            deleted.await.map_err(failed)
         })
     }
 
@@ -413,7 +413,7 @@ impl KvStore for SqliteKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| failed(e))?;
+            .map_err(failed)?;
             Ok(rows
                 .into_iter()
                 .take_while(|k| k.starts_with(prefix))
@@ -468,7 +468,7 @@ impl KvStore for PgKv {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| failed(e))
+                .map_err(failed)
         })
     }
 
@@ -480,21 +480,21 @@ impl KvStore for PgKv {
         max_total: usize,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(|e| failed(e))?;
+            let mut tx = self.pool.begin().await.map_err(failed)?;
             // Two writes of one stub would both pass the quota check on what the other has not
             // committed yet: one stub's writes wait for each other (a lock held to the commit).
             sqlx::query(PG_LOCK_STUB)
                 .bind(stub)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| failed(e))?;
+                .map_err(failed)?;
             let total: i64 = sqlx::query_scalar(PG_ADD_TO_TOTAL)
                 .bind(stub)
                 .bind(size_of(key, &value))
                 .bind(key)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| failed(e))?;
+                .map_err(failed)?;
             // Over the quota: dropping the transaction rolls the count back.
             within_quota(usize::try_from(total).unwrap_or(usize::MAX), max_total)?;
             sqlx::query(
@@ -506,8 +506,8 @@ impl KvStore for PgKv {
             .bind(value)
             .execute(&mut *tx)
             .await
-            .map_err(|e| failed(e))?;
-            tx.commit().await.map_err(|e| failed(e))
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)
         })
     }
 
@@ -531,7 +531,7 @@ impl KvStore for PgKv {
                     .await?;
                 tx.commit().await
             };
-            deleted.await.map_err(|e| failed(e))
+            deleted.await.map_err(failed)
         })
     }
 
@@ -552,7 +552,7 @@ impl KvStore for PgKv {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| failed(e))?;
+            .map_err(failed)?;
             Ok(rows
                 .into_iter()
                 .take_while(|k| k.starts_with(prefix))
