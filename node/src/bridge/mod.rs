@@ -111,8 +111,7 @@ impl BridgeError {
     /// other nodes kept winning the room's writes.
     pub fn is_transient(&self) -> bool {
         match self {
-            BridgeError::Room(RoomError::Store(e)) => e.is_unavailable(),
-            BridgeError::Room(RoomError::Busy(_)) => true,
+            BridgeError::Room(e) => e.is_transient(),
             _ => false,
         }
     }

@@ -6,8 +6,9 @@
 //! ([`Resends`]), not in the request: a `PUT` costs one write whatever the number of rooms. One
 //! task per user at a time; changes made while it runs are taken by one more pass, so a burst of
 //! changes costs at most two passes. A pass writes a member event only in a room whose member
-//! event differs from the profile, skips a room whose rules or policy refuse it (logged), and
-//! goes round again after a pause when the database fails. The change is durable before the
+//! event differs from the profile, skips a room that refuses it or fails otherwise (logged),
+//! and goes round again after a pause when the database is unavailable (503: an outage, a busy
+//! room). The change is durable before the
 //! `PUT` is answered (`Profiles::set` counts a version), and a pass marks its version done once
 //! every room has the profile: a node that starts re-sends what a stop or a crash interrupted
 //! ([`Resends::resume`]).
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use ruma::api::client::profile::{
     get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
 };
@@ -116,11 +118,16 @@ impl Resends {
             let Some(last) = page.last() else {
                 return;
             };
-            after = last.to_string();
+            after = last.clone();
             let full = page.len() == RESUME_PAGE as usize;
             for user in page {
-                tracing::info!(%user, "profile re-send resumed");
-                self.request(node, user);
+                match OwnedUserId::try_from(user.as_str()) {
+                    Ok(user) => {
+                        tracing::info!(%user, "profile re-send resumed");
+                        self.request(node, user);
+                    }
+                    Err(e) => tracing::error!(user, error = %e, "profile re-send: not a user ID"),
+                }
             }
             if !full {
                 return;
@@ -169,13 +176,16 @@ async fn resend(node: Node, user: OwnedUserId) {
             Ok(true) => {}
             // The node stops: the version stays behind, for its next start.
             Ok(false) => return,
-            Err(e) => {
-                tracing::error!(%user, error = %e, "profile re-send failed (tried again)");
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(%user, error = %e, "profile re-send: the database is unavailable (tried again)");
                 if pause(&node).await {
                     continue;
                 }
                 return;
             }
+            // Not an outage: asking again would fail again. The version stays behind (tried
+            // again at the next change, or the node's next start).
+            Err(e) => tracing::error!(%user, error = %e, "profile re-send failed"),
         }
         if !node.profile_resends().again(&user) {
             return;
@@ -200,10 +210,13 @@ async fn pass(node: &Node, user: &UserId) -> Result<bool, MatrixError> {
         }
         match super::membership::resend_member_event(node, &room_id, user, &profile).await {
             Ok(()) => {}
-            Err(e) if e.status().is_client_error() => {
-                tracing::warn!(%user, room = %room_id, error = %e, "profile not re-sent to a room that refuses it");
+            // The database's outage or a busy room: the pass is tried again.
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+            // Refused (the room's rules, the policy, no longer joined) or failing otherwise:
+            // that room keeps its member event; the others get theirs.
+            Err(e) => {
+                tracing::warn!(%user, room = %room_id, error = %e, "profile not re-sent to a room");
             }
-            Err(e) => return Err(e),
         }
     }
     node.userdata()

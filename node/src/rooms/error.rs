@@ -70,6 +70,17 @@ pub enum RoomError {
 }
 
 impl RoomError {
+    /// Whether the same action may succeed later without anything changing but time: the
+    /// database is unreachable, or other nodes kept winning the room's writes. What retries
+    /// (the bridge, a connector's feed, profile re-sends) retries these only.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RoomError::Store(e) => e.is_unavailable(),
+            RoomError::Busy(_) => true,
+            _ => false,
+        }
+    }
+
     /// A failure of the node (store, bug, corrupt data), not of the request: its details are
     /// logged, never sent.
     pub fn is_internal(&self) -> bool {

@@ -13,8 +13,9 @@
 //! (or was killed) are given then: at least once, in stream order. A connector's first start
 //! stores the stream's position of that moment (history before it is not fed). A read the
 //! database does not answer (the position, the events, whether an event concerns the
-//! connector) is tried again after a pause, from where it was: an outage delays the feed and
-//! skips nothing.
+//! connector: `RoomError::is_transient`) is tried again after a pause, from where it was: an
+//! outage delays the feed and skips nothing. An event whose interest fails otherwise is skipped
+//! (logged), as before.
 //!
 //! In a cluster (the positions in the shared database) one node feeds each connector: the
 //! holder of the advisory lock `rethink.connector-feed.<name>` (`appservice/leader.rs`); when it
@@ -127,11 +128,17 @@ pub(super) async fn feed(
                 match interest.concerns(pdu).await {
                     Ok(true) => {}
                     Ok(false) => continue,
-                    Err(e) => {
+                    Err(e) if e.is_transient() => {
                         tracing::warn!(connector, position = pdu.stream, error = %e, "connector feed: interest (tried again)");
                         next = pdu.stream - 1;
                         failed = true;
                         break;
+                    }
+                    Err(e) => {
+                        // Not the database's outage: asking again would fail again and stop
+                        // the feed for good.
+                        tracing::error!(connector, position = pdu.stream, error = %e, "connector feed: whether the event concerns the connector cannot be told: skipped");
+                        continue;
                     }
                 }
                 let event = MatrixEvent {

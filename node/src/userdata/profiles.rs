@@ -6,7 +6,7 @@
 //! re-send of the user's member events marks done (`members_done`) once every joined room has
 //! the profile: [`Profiles::members_behind`] are the users whose re-send has not finished.
 
-use ruma::{MxcUri, OwnedMxcUri, OwnedServerName, OwnedUserId, UserId};
+use ruma::{MxcUri, OwnedMxcUri, OwnedServerName, UserId};
 
 use crate::store::StoreError;
 use crate::store::accounts::AccountStore;
@@ -122,12 +122,9 @@ impl Profiles {
     }
 
     /// The users whose member events are behind their profile: a change whose re-send has not
-    /// finished (the node stopped or died during it), at most `limit`, after `after`.
-    pub async fn members_behind(
-        &self,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<OwnedUserId>, StoreError> {
+    /// finished (the node stopped or died during it), at most `limit`, after `after`, as stored
+    /// (the caller pages on them, and parses them).
+    pub async fn members_behind(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         let users: Vec<String> = on_db!(&self.db, |e| sqlx::query_scalar(
             "SELECT user_id FROM profiles WHERE members_version > members_done \
              AND user_id > $1 ORDER BY user_id LIMIT $2"
@@ -136,10 +133,7 @@ impl Profiles {
         .bind(i64::from(limit))
         .fetch_all(e)
         .await?);
-        Ok(users
-            .into_iter()
-            .filter_map(|u| OwnedUserId::try_from(u).ok())
-            .collect())
+        Ok(users)
     }
 
     /// The re-send of `user`'s member events for the profile of `version` has finished.
