@@ -76,7 +76,7 @@ impl Identity {
 }
 
 /// Why a runtime was not let in. Each is a 401 at the edge, but [`AuthError::Unchecked`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("the token is not valid")]
     InvalidToken,
@@ -85,11 +85,24 @@ pub enum AuthError {
     #[error("the token is bound to another runtime")]
     WrongRuntime,
     /// The token could not be checked now, so it is neither accepted nor refused: a node token
-    /// whose domain's keys could not be fetched, or a failure of this node's own. `code` is the
-    /// 5xx the edge answers (`CrossDomainError::code`: 502, 504, 500 or 503; retry later),
-    /// `description` what the runtime is told.
-    #[error("{description}")]
-    Unchecked { code: u16, description: String },
+    /// whose domain's keys could not be fetched, or a failure of this node's own. The edge
+    /// answers the error's own code (`CrossDomainError::code`: 502, 504, 500 or 503; retry
+    /// later) and its `public_description` (`ws::codec`).
+    #[error("the token could not be checked now")]
+    Unchecked(#[source] rethink_crossdomain::CrossDomainError),
+}
+
+/// Equal when of the same kind; tokens unchecked when their errors say the same (a
+/// `CrossDomainError` has no equality of its own: its sources, I/O and JSON errors, have none).
+impl PartialEq for AuthError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Unchecked(a), Self::Unchecked(b)) => {
+                a.code() == b.code() && a.to_string() == b.to_string()
+            }
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 /// What a token source says of a token.

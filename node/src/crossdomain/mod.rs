@@ -165,9 +165,10 @@ impl CrossDomain {
     }
 
     /// The identity a node token proves: `node://<domain>`, bound to that domain's node runtime
-    /// URL here. A refusal is logged with its reason and is a plain 401 for the connection; a
-    /// token that could not be checked (the domain's keys not fetched, a failure of ours) is
-    /// [`AuthError::Unchecked`] with [`CrossDomainError::code`] (5xx: retry later).
+    /// URL here. A refused proof ([`CrossDomainError::Proof`]) is logged with its reason and is a
+    /// plain 401 for the connection; a token that could not be checked (the domain's keys not
+    /// fetched, a failure of ours: any other error) is [`AuthError::Unchecked`], keeping the
+    /// error, which `ws::codec` answers with its code (5xx: retry later).
     pub async fn verify_node_token(&self, bus: &Bus, token: &str) -> Result<Identity, AuthError> {
         let i = &self.inner;
         if !i.config.enabled {
@@ -192,19 +193,16 @@ impl CrossDomain {
                 let runtime = bus.node_runtime_url(&p.domain);
                 Ok(Bus::node_identity(&p.domain, runtime))
             }
-            // A refused proof (401); else it could not be checked (the other domain's keys
-            // not fetched in time or at all, or a failure of ours): its node is told to retry
+            // A refused proof; else it could not be checked (the other domain's keys not
+            // fetched in time or at all, or a failure of ours): its node is told to retry
             // (5xx), not that its proof is refused, which would have it fetch a new one.
-            Err(e) if e.code() == 401 => {
+            Err(e @ CrossDomainError::Proof(_)) => {
                 tracing::warn!(error = %e, "a node token was refused");
                 Err(AuthError::InvalidToken)
             }
             Err(e) => {
                 tracing::warn!(error = %e, code = e.code(), "a node token could not be checked");
-                Err(AuthError::Unchecked {
-                    code: e.code(),
-                    description: e.public_description(),
-                })
+                Err(AuthError::Unchecked(e))
             }
         }
     }

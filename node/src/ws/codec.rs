@@ -43,6 +43,7 @@ pub fn session_description(e: &SessionError) -> Cow<'static, str> {
             tracing::error!(error = %e, %source, "internal error answering a runtime");
             Cow::Borrowed("internal error")
         }
+        SessionError::Auth(AuthError::Unchecked(e)) => Cow::Owned(e.public_description()),
         other => Cow::Owned(other.to_string()),
     }
 }
@@ -124,10 +125,10 @@ pub fn parse_code(_: &ParseError) -> Code {
 }
 
 /// The code for a failed authentication: 401, but a token that could not be checked now
-/// (its 5xx: the runtime tries again later).
+/// (its error's code, a 5xx: the runtime tries again later).
 pub fn auth_code(e: &AuthError) -> Code {
     match e {
-        AuthError::Unchecked { code, .. } => Code(*code),
+        AuthError::Unchecked(e) => Code(e.code()),
         AuthError::InvalidToken | AuthError::AnonymousRefused | AuthError::WrongRuntime => {
             Code::UNAUTHORIZED
         }
@@ -165,6 +166,7 @@ mod tests {
     use super::*;
     use crate::bus::Denied;
     use crate::bus::outbox::OutboxFull;
+    use rethink_crossdomain::{CrossDomainError, FetchFailure};
 
     #[test]
     fn every_error_has_its_code() {
@@ -202,11 +204,33 @@ mod tests {
         assert_eq!(Denied::RateLimited.code(), Code::TOO_MANY_REQUESTS);
         assert_eq!(Denied::Spoofed { from: "f".into() }.code(), Code::FORBIDDEN);
         assert_eq!(auth_code(&AuthError::InvalidToken), Code::UNAUTHORIZED);
-        let unchecked = AuthError::Unchecked {
-            code: 504,
-            description: "d".into(),
-        };
+        let unchecked = AuthError::Unchecked(CrossDomainError::Fetch {
+            domain: "a.test".into(),
+            url: "https://a.test/keys".into(),
+            source: FetchFailure::Timeout(std::time::Duration::from_secs(5)),
+        });
         assert_eq!(auth_code(&unchecked), Code::GATEWAY_TIMEOUT);
+        assert!(
+            std::error::Error::source(&unchecked).is_some(),
+            "the cross-domain error is kept"
+        );
+        let described = session_description(&SessionError::Auth(unchecked));
+        assert!(
+            described.starts_with("domain a.test: fetching"),
+            "{described}"
+        );
+    }
+
+    #[test]
+    fn a_token_unchecked_for_a_failure_of_ours_is_not_described() {
+        let e = SessionError::Auth(AuthError::Unchecked(CrossDomainError::Internal {
+            what: "checking a node proof",
+            problem: "secret detail".into(),
+        }));
+        assert_eq!(session_code(&e), Code::INTERNAL);
+        let described = session_description(&e);
+        assert!(!described.contains("secret"), "{described}");
+        assert!(described.contains("checking a node proof"), "{described}");
     }
 
     #[test]
