@@ -83,10 +83,11 @@ async fn plain_connections_to_a_tls_port_fail() {
     })
     .await
     .expect("the node closes a plain connection to its TLS port within 10 s");
-    assert_eq!(
-        end,
-        Ok(()),
-        "the node ends the connection; answer {answer:02x?}"
+    // A reset is an end too: the node closing with the unread rest of the request in its
+    // buffer sends RST rather than FIN.
+    assert!(
+        matches!(end, Ok(()) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the node ends the connection: {end:?}; answer {answer:02x?}"
     );
     // A TLS record: alert (21), then a version, length 2, level fatal (2), and a description.
     assert!(
