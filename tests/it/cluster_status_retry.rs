@@ -108,6 +108,11 @@ async fn next_status(sub: &mut Rt, runtime: &str) -> String {
         .try_recv(DEADLINE)
         .await
         .unwrap_or_else(|| panic!("no status update of {runtime} within {DEADLINE:?}"));
+    status_value(&v, runtime)
+}
+
+/// `v`, a status update of `runtime`: its value.
+fn status_value(v: &Value, runtime: &str) -> String {
     assert_eq!(
         (&v["type"], &v["to"], &v["body"]["resource"]),
         (
@@ -136,7 +141,8 @@ async fn a_status_published_while_the_database_is_down_reaches_other_nodes_once_
 
 /// A newer status published while an older one is still owed to the other nodes is not
 /// overtaken by it: the subscriber's last update is the newer one (the older one may come
-/// before it, or not at all: superseded).
+/// before it, or not at all: superseded). What node 1 sends is checked once its retry has ended
+/// (its log says so), up to a message R sends S after that (behind them in S's queue).
 #[tokio::test]
 async fn a_status_owed_during_the_outage_does_not_overtake_a_newer_one() {
     let pg = PgServer::start();
@@ -161,9 +167,26 @@ async fn a_status_owed_during_the_outage_does_not_overtake_a_newer_one() {
     }
     pg.resume();
 
-    let mut got = vec![next_status(&mut sub, &runtime).await];
-    if got[0] != "live" {
-        got.push(next_status(&mut sub, &runtime).await);
+    // Node 1's retry has ended: what it sent S is in S's queue.
+    let line = c.nodes[0]
+        .wait_for_log("a runtime status update reached the other nodes")
+        .await;
+    assert!(line.contains(&runtime) && line.contains("live"), "{line}");
+    again
+        .send(&json!({"id": "after", "type": "PING", "from": runtime,
+            "to": format!("{}/inbox", sub.url)}))
+        .await;
+    let mut got = Vec::new();
+    loop {
+        let v: Value = sub
+            .try_recv(DEADLINE)
+            .await
+            .expect("R's message reaches S after the status updates");
+        if v["type"] == "PING" {
+            assert_eq!(v["id"], "after", "{v}");
+            break;
+        }
+        got.push(status_value(&v, &runtime));
     }
     assert!(
         got == ["live"] || got == ["disconnected", "live"],

@@ -25,22 +25,27 @@
 //! through or the node stops (leaves the cluster, `Bus::clear_remote`). A target that is gone
 //! or full is not tried again. The caller never waits for the retries: they run in a task.
 //!
-//! Order and bounds: each runtime has at most one remote part under way on a node, its *turn*
-//! (an entry of the bus's `status_owed` and the call or task holding its [`Turn`]). A status published while
-//! the runtime's turn is under way is delivered here at once, and only recorded as the runtime's
-//! latest status for the other nodes; the turn's holder sends it after its own, never before.
-//! A turn that failed is one task per runtime, sending the runtime's *latest* status when it
-//! tries again: the statuses superseded during an outage are not sent (a subscriber may miss a
-//! `disconnected` followed by `live`, never get an older status after a newer one from this
-//! node), and a subscriber whose forward went through before another's failed may get the same
-//! status twice. So the tasks and entries are bounded by the runtimes with a status owed, each
-//! holding one status. Before each retry the task checks that the status is still this node's
-//! to tell: a runtime whose session left this node (handed over, taken over) has its later
-//! statuses published by its new holder, so an owed `live` or `disconnected` is dropped then,
-//! and an owed `expired` is dropped when a session of another node holds the runtime again
-//! (re-opened there; when the database cannot say, the retry waits). The check and the forward
-//! are not atomic: a runtime re-opened on another node in between can still see this node's
-//! `expired` after that node's `live`.
+//! Order and bounds: each runtime has at most one remote part under way on a node, its *turn* (an
+//! entry of the bus's `status_owed` and the call or task holding its [`Turn`]). Every call delivers
+//! its status here first, before anything is awaited, under `status_owed`'s lock as it takes the
+//! turn or finds one under way: the subscribers here get a runtime's statuses in the order the
+//! calls took that lock, never held back by a remote part waiting for the database. (The
+//! subscribers on the other nodes are looked up after that: one handed here from another node in
+//! between misses the status, one handed away gets it twice.) A status published while the
+//! runtime's turn is under way is only recorded as the runtime's latest status for the other nodes;
+//! the turn's holder sends it after its own, never before. A turn that failed is one task per
+//! runtime, sending the runtime's *latest* status when it tries again: the statuses superseded
+//! during an outage are not sent (a subscriber may miss a `disconnected` followed by `live`, never
+//! get an older status after a newer one from this node), and a subscriber whose forward went
+//! through before another's failed may get the same status twice. So the tasks and entries are
+//! bounded by the runtimes with a status owed, each holding one status. A task that failed ends
+//! with an info line (the status reached the other nodes, or is another node's to tell now). Before
+//! each retry the task checks that the status is still this node's to tell: a runtime whose session
+//! left this node (handed over, taken over) has its later statuses published by its new holder, so
+//! an owed `live` or `disconnected` is dropped then, and an owed `expired` is dropped when a
+//! session of another node holds the runtime again (re-opened there; when the database cannot say,
+//! the retry waits). The check and the forward are not atomic: a runtime re-opened on another node
+//! in between can still see this node's `expired` after that node's `live`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -84,11 +89,16 @@ struct Turn {
 }
 
 impl Turn {
-    /// Takes `runtime`'s turn with `status`; `None` when a turn is under way: `status` is then
-    /// recorded as the latest, which that turn sends next.
-    fn take(bus: &Bus, runtime: &str, status: RuntimeStatus) -> Option<Turn> {
-        let weak = Arc::downgrade(&bus.inner);
-        match lock(&bus.inner.status_owed).entry(runtime.to_owned()) {
+    /// Takes `runtime`'s turn with `status` (`owed`: the bus's `status_owed`, locked); `None`
+    /// when a turn is under way: `status` is then recorded as the latest, which that turn sends
+    /// next.
+    fn take(
+        bus: &Bus,
+        owed: &mut HashMap<String, Owed>,
+        runtime: &str,
+        status: RuntimeStatus,
+    ) -> Option<Turn> {
+        match owed.entry(runtime.to_owned()) {
             Entry::Occupied(mut owed) => {
                 *owed.get_mut() = Owed {
                     status,
@@ -104,7 +114,7 @@ impl Turn {
             }
         }
         Some(Turn {
-            bus: weak,
+            bus: Arc::downgrade(&bus.inner),
             runtime: runtime.to_owned(),
             ended: false,
         })
@@ -347,49 +357,74 @@ impl Bus {
     ) {
         let to = format!("{runtime}/status");
         let remote = self.remote();
-        let turn = remote
-            .as_ref()
-            .and_then(|_| Turn::take(self, runtime, status));
-        // Looked up before the delivery here: a subscriber arriving here meanwhile is served
-        // here, not missed.
-        let looked_up = match (&turn, remote) {
-            (Some(_), Some(remote)) => remote_subscribers(&*remote, &to).await,
-            _ => Ok(Vec::new()),
-        };
-        let not_except = |s: &Arc<Session>| except.is_none_or(|e| !Arc::ptr_eq(s, e));
-        let local = self
-            .inner
-            .book
-            .with_subscribers(&to, |subs| subs.iter().any(not_except));
-        if local != Some(true) && looked_up.as_ref().is_ok_and(Vec::is_empty) {
-            if let Some(turn) = turn {
-                self.turn_done(turn, status, None);
-            }
-            return;
-        }
-        let Some(env) = self.status_envelope(runtime, status) else {
-            return;
-        };
-        let json = env.shared_json();
         let mut pending = Pending::default();
-        self.inner.book.with_subscribers(&to, |subs| {
-            for s in subs.iter().filter(|s| not_except(s)) {
-                if let Err(e) = self.deliver(s, &to, json, &mut pending) {
-                    tracing::warn!(error = %e, %runtime, "a runtime status update was not delivered");
-                }
+        // Delivered here before anything is awaited, and in a cluster as the turn is taken
+        // (under `status_owed`'s lock): the subscribers here get a runtime's statuses in the
+        // order the calls took that lock, whatever the remote part waits for.
+        let (turn, env) = match remote {
+            Some(_) => {
+                let mut owed = lock(&self.inner.status_owed);
+                let turn = Turn::take(self, &mut owed, runtime, status);
+                (
+                    turn,
+                    self.deliver_status(runtime, &to, status, except, &mut pending),
+                )
             }
-        });
+            None => (
+                None,
+                self.deliver_status(runtime, &to, status, except, &mut pending),
+            ),
+        };
         // Subscribers handed to another node meanwhile are served there (by the turn under
         // way, which looks them up, when this call has none).
         let handed = std::mem::take(&mut pending.remote);
-        self.commit(pending).await;
-        let Some(turn) = turn else {
+        if env.is_some() {
+            self.commit(pending).await;
+        }
+        let (Some(turn), Some(remote)) = (turn, remote) else {
+            return;
+        };
+        // A subscriber handed here from another node since the delivery here misses this
+        // status (one handed away from here gets it twice).
+        let looked_up = remote_subscribers(&*remote, &to).await;
+        if handed.is_empty() && looked_up.as_ref().is_ok_and(Vec::is_empty) {
+            self.turn_done(turn, status, None);
+            return;
+        }
+        let Some(env) = env.or_else(|| self.status_envelope(runtime, status)) else {
             return;
         };
         let unavailable = self
-            .forward_status(runtime, json, env.from(), looked_up, handed)
+            .forward_status(runtime, env.shared_json(), env.from(), looked_up, handed)
             .await;
         self.turn_done(turn, status, unavailable);
+    }
+
+    /// Delivers `status` of `runtime` to the subscribers of `to` here but `except`; the update
+    /// delivered, `None` when there was nobody to deliver it to (nothing built).
+    fn deliver_status(
+        &self,
+        runtime: &str,
+        to: &str,
+        status: RuntimeStatus,
+        except: Option<&Arc<Session>>,
+        pending: &mut Pending,
+    ) -> Option<Envelope> {
+        let not_except = |s: &&Arc<Session>| except.is_none_or(|e| !Arc::ptr_eq(s, e));
+        self.inner
+            .book
+            .with_subscribers(to, |subs| {
+                let mut subs = subs.iter().filter(not_except).peekable();
+                subs.peek()?;
+                let env = self.status_envelope(runtime, status)?;
+                for s in subs {
+                    if let Err(e) = self.deliver(s, to, env.shared_json(), pending) {
+                        tracing::warn!(error = %e, %runtime, "a runtime status update was not delivered");
+                    }
+                }
+                Some(env)
+            })
+            .flatten()
     }
 
     /// After the first try of `turn` (with `status`): when the cluster was `unavailable`, or a
@@ -514,11 +549,12 @@ async fn remote_subscribers(
         .collect())
 }
 
-/// Goes on with `turn` after `pause` (`None`: at once): sends the runtime's latest status to
-/// the other nodes until one gets through with no newer one owed, pausing after each failure,
-/// or until the node stops.
+/// Goes on with `turn` after `pause` (`None`: at once; `Some`: the publishing call's try
+/// failed): sends the runtime's latest status to the other nodes until one gets through with
+/// no newer one owed, pausing after each failure, or until the node stops. A turn that failed
+/// ends with an info line (the status reached the other nodes, or is not this node's to tell).
 async fn retry(mut turn: Turn, mut pause: Option<Duration>) {
-    let mut failed = 0u32;
+    let mut failed = u32::from(pause.is_some());
     loop {
         if let Some(p) = pause {
             tokio::time::sleep(p).await;
@@ -553,18 +589,196 @@ async fn retry(mut turn: Turn, mut pause: Option<Duration>) {
                 failed += 1;
                 tracing::debug!(error = %e, runtime = %turn.runtime, tries = failed, "a runtime status update still does not reach the other nodes");
                 pause = Some(pause.map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX)));
-                continue;
             }
-            Ok(done) if failed > 0 => {
-                tracing::info!(runtime = %turn.runtime, status = status.as_str(), tries = failed + 1, "{done}");
-                failed = 0;
+            Ok(done) => {
+                let runtime = turn.runtime.clone();
+                match turn.end() {
+                    Some(next) => {
+                        turn = next;
+                        pause = None;
+                    }
+                    None => {
+                        if failed > 0 {
+                            tracing::info!(%runtime, status = status.as_str(), failed_tries = failed, "{done}");
+                        }
+                        return;
+                    }
+                }
             }
-            Ok(_) => {}
         }
-        turn = match turn.end() {
-            Some(turn) => turn,
-            None => return,
-        };
-        pause = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The subscribers here get a runtime's statuses in the order they were published, even
+    //! while the remote part of an earlier one waits for the cluster's database.
+
+    use std::sync::Arc;
+
+    use futures_util::future::BoxFuture;
+    use tokio::sync::Notify;
+
+    use super::RuntimeStatus;
+    use crate::auth::Identity;
+    use crate::bus::remote::{
+        Adopted, Claimed, Forwarded, Remote, RemoteHolders, RemoteTarget, RuntimeClaim,
+    };
+    use crate::bus::{Bus, BusConfig, RouteError, RouteFailure, Session};
+    use crate::config::Config;
+    use crate::locks::lock;
+    use crate::metrics::Metrics;
+    use crate::policy::PolicyPoint;
+    use crate::store::{
+        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
+    };
+
+    /// A store that keeps nothing.
+    struct NoStore;
+
+    impl SessionStore for NoStore {
+        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+            Box::pin(async { Ok(1) })
+        }
+
+        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn db_down() -> RouteError {
+        RouteError::Cluster("the shared database is unreachable; retry".into())
+    }
+
+    /// A cluster whose database is down: a lookup says it is entered (`entered`), then waits
+    /// for `release` (as for the pool's acquire timeout) and fails.
+    #[derive(Debug, Default)]
+    struct SlowLookups {
+        entered: Notify,
+        release: Notify,
+    }
+
+    impl Remote for SlowLookups {
+        fn lookup<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>> {
+            Box::pin(async {
+                self.entered.notify_one();
+                self.release.notified().await;
+                Err(db_down())
+            })
+        }
+
+        fn forward<'a>(
+            &'a self,
+            _: Forwarded<'a>,
+            _: Vec<RemoteTarget>,
+        ) -> BoxFuture<'a, Vec<RouteFailure>> {
+            Box::pin(async { Vec::new() })
+        }
+
+        fn announce(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+
+        fn adopt(&self, _: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+
+        fn find_by_token(
+            &self,
+            _: [u8; 32],
+        ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+
+        fn runtime_status<'a>(
+            &'a self,
+            _: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>> {
+            Box::pin(async { Err(db_down()) })
+        }
+
+        fn forget_lookups(&self) {}
+
+        fn drain<'a>(&'a self, _: &'a Arc<Session>) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
+        }
+
+        fn claim_runtime<'a>(
+            &'a self,
+            _: RuntimeClaim<'a>,
+        ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
+            Box::pin(async { Ok(Claimed::Yes) })
+        }
+    }
+
+    fn bus(remote: Arc<SlowLookups>) -> Bus {
+        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
+        let metrics = Arc::new(Metrics::new());
+        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
+        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
+        let bus = Bus::new(
+            BusConfig {
+                domain: config.domain,
+                session: config.session,
+                allocation: config.allocation,
+                epoch: 1,
+                clock: config.clock,
+                node_id: Some("n1".into()),
+            },
+            writer,
+            metrics,
+            Arc::new(policy),
+            None,
+        );
+        bus.set_remote(remote);
+        bus
+    }
+
+    /// The status values in `session`'s outbox, in order.
+    fn statuses(session: &Session) -> Vec<String> {
+        lock(&session.state)
+            .outbox
+            .snapshot()
+            .iter()
+            .map(|(_, json)| {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                v["body"]["value"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_status_here_is_not_overtaken_by_a_newer_one_while_its_lookup_waits() {
+        let remote = Arc::new(SlowLookups::default());
+        let bus = bus(Arc::clone(&remote));
+        let runtime = "hyperty-runtime://example.com/r";
+        bus.open(runtime, Identity::anonymous()).await.unwrap();
+        let (sub, _) = bus
+            .open("hyperty-runtime://example.com/s", Identity::anonymous())
+            .await
+            .unwrap();
+        bus.inner
+            .book
+            .subscribe(Arc::from(format!("{runtime}/status")), &sub);
+
+        // `disconnected` takes the turn, its lookup waits; `live` is published meanwhile.
+        let first = tokio::spawn({
+            let bus = bus.clone();
+            async move {
+                bus.publish_runtime_status(runtime, RuntimeStatus::Disconnected, None)
+                    .await
+            }
+        });
+        remote.entered.notified().await;
+        bus.publish_runtime_status(runtime, RuntimeStatus::Live, None)
+            .await;
+        remote.release.notify_one();
+        first.await.unwrap();
+
+        assert_eq!(statuses(&sub), ["disconnected", "live"]);
     }
 }
