@@ -12,14 +12,12 @@
 //! accepted (not refused) is delivered once, in order per sender.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -27,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::cluster::{Cluster, cluster_on, open};
 use crate::support::matrix::{V3, call_at, room_path, user_id};
+use crate::support::pg::PgServer;
 use crate::support::{NodeProcess, get_at};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -37,67 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const BARRIER: u64 = u64::MAX >> 12;
 /// A PING sent after the barrier: the last one the peer must see.
 const LAST: u64 = BARRIER - 1;
-
-/// A PostgreSQL server of this test's own (`scripts/pg-test-server`), stopped when dropped.
-struct PgServer {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl PgServer {
-    fn script(command: &str, dir: &std::path::Path) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-test-server");
-        let out = std::process::Command::new(script)
-            .arg(command)
-            .arg(dir)
-            .output()
-            .expect("scripts/pg-test-server runs");
-        assert!(
-            out.status.success(),
-            "pg-test-server {command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start() -> Self {
-        let dir = tempfile::TempDir::new().unwrap();
-        Self::script("start", dir.path());
-        let url = std::fs::read_to_string(dir.path().join("url")).unwrap();
-        Self {
-            url: url.trim().to_owned(),
-            dir,
-        }
-    }
-
-    /// `pg_ctl stop -m fast`: every connection ends, nothing answers on the port.
-    fn pause(&self) {
-        Self::script("pause", self.dir.path());
-    }
-
-    /// The same server again, on its data and port.
-    fn resume(&self) {
-        Self::script("resume", self.dir.path());
-    }
-
-    /// A new database on this server: its URL (the node ids derive from its name, unique on the
-    /// shared NATS server).
-    async fn database(&self) -> String {
-        let name = format!("rethink_restart_{}", rand::random::<u32>());
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let (base, _) = self.url.rsplit_once('/').unwrap();
-        format!("{base}/{name}")
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        Self::script("stop", self.dir.path());
-    }
-}
 
 /// What one runtime saw: the PINGs of its peer (their numbers, in arrival order), the answers
 /// to its own PINGs (number → code), and whether its barrier was answered.
@@ -357,7 +295,7 @@ fn check_direction(label: &str, sent: u64, sender: &Seen, receiver: &Seen) {
 #[tokio::test]
 async fn postgres_restarted_under_load_loses_nothing_accepted_and_the_nodes_recover() {
     let pg = PgServer::start();
-    let c: Cluster = cluster_on(pg.database().await, 2, &[]).await;
+    let c: Cluster = cluster_on(pg.database("rethink_restart").await, 2, &[]).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
     let up = (200, "ok\ndatabase: up\nnats: up".to_owned());
     let down = (503, "database: down\nnats: up".to_owned());

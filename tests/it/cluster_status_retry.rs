@@ -10,83 +10,22 @@
 //! not used: a session ends only once its deletion is committed, so its `expired` is published
 //! after the database is back.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::cluster::{Cluster, cluster_on, open};
 use crate::cluster_handover::{LIVE, send_reopen};
 use crate::support::Rt;
+use crate::support::pg::PgServer;
 
 /// How long the test waits for any one condition (the failure logged, the update received).
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A PostgreSQL server of this test's own (`scripts/pg-test-server`), stopped when dropped.
-struct PgServer {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl PgServer {
-    fn script(command: &str, dir: &std::path::Path) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-test-server");
-        let out = std::process::Command::new(script)
-            .arg(command)
-            .arg(dir)
-            .output()
-            .expect("scripts/pg-test-server runs");
-        assert!(
-            out.status.success(),
-            "pg-test-server {command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start() -> Self {
-        let dir = tempfile::TempDir::new().unwrap();
-        Self::script("start", dir.path());
-        let url = std::fs::read_to_string(dir.path().join("url")).unwrap();
-        Self {
-            url: url.trim().to_owned(),
-            dir,
-        }
-    }
-
-    /// `pg_ctl stop -m fast`: every connection ends, nothing answers on the port.
-    fn pause(&self) {
-        Self::script("pause", self.dir.path());
-    }
-
-    /// The same server again, on its data and port.
-    fn resume(&self) {
-        Self::script("resume", self.dir.path());
-    }
-
-    /// A new database on this server: its URL (the node ids derive from its name).
-    async fn database(&self) -> String {
-        let name = format!("rethink_status_retry_{}", rand::random::<u32>());
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let (base, _) = self.url.rsplit_once('/').unwrap();
-        format!("{base}/{name}")
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        Self::script("stop", self.dir.path());
-    }
-}
-
 /// Two nodes (never taken for gone during the outage) on `pg`; R on node 1 and S on node 2,
 /// subscribed to R's status; R's URL.
 async fn watched(pg: &PgServer) -> (Cluster, Rt, Rt, String) {
-    let c = cluster_on(pg.database().await, 2, &[LIVE]).await;
+    let c = cluster_on(pg.database("rethink_status_retry").await, 2, &[LIVE]).await;
     let r = open(&c.nodes[0], "rt-r").await;
     let mut sub = open(&c.nodes[1], "rt-sub").await;
     let runtime = r.url.clone();

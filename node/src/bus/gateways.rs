@@ -408,120 +408,24 @@ mod tests {
 
     use std::sync::Arc;
 
-    use futures_util::future::BoxFuture;
     use rethink_proto::{Code, Envelope};
     use serde_json::json;
     use tokio::sync::mpsc;
 
-    use crate::bus::remote::{
-        Adopted, Claimed, Forwarded, Remote, RemoteHolders, RemoteTarget, RuntimeClaim,
-    };
-    use crate::bus::{Bus, BusConfig, Origin, RouteError, RouteFailure, RuntimeStatus, Session};
-    use crate::config::Config;
-    use crate::metrics::Metrics;
-    use crate::policy::PolicyPoint;
-    use crate::store::{
-        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
-    };
+    use crate::bus::testing::{DownCluster, db_down};
+    use crate::bus::{Bus, Origin};
 
-    /// A store that keeps nothing.
-    struct NoStore;
-
-    impl SessionStore for NoStore {
-        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            Box::pin(async { Ok(1) })
-        }
-
-        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
-
-    /// A cluster whose shared database answers lookups (nobody holds anything) and then fails
-    /// every claim of a runtime URL, as `cluster::Link` does when it cannot reach it.
-    #[derive(Debug)]
-    struct ClaimsFail;
-
-    fn db_down() -> RouteError {
-        RouteError::Cluster("the shared database is unreachable; retry".into())
-    }
-
-    impl Remote for ClaimsFail {
-        fn lookup<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>> {
-            Box::pin(async { Ok(RemoteHolders::default()) })
-        }
-
-        fn forward<'a>(
-            &'a self,
-            _: Forwarded<'a>,
-            _: Vec<RemoteTarget>,
-        ) -> BoxFuture<'a, Vec<RouteFailure>> {
-            Box::pin(async { Vec::new() })
-        }
-
-        fn announce(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-
-        fn adopt(&self, _: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-
-        fn find_by_token(
-            &self,
-            _: [u8; 32],
-        ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-
-        fn runtime_status<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn forget_lookups(&self) {}
-
-        fn drain<'a>(&'a self, _: &'a Arc<Session>) -> BoxFuture<'a, ()> {
-            Box::pin(async {})
-        }
-
-        fn claim_runtime<'a>(
-            &'a self,
-            _: RuntimeClaim<'a>,
-        ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-    }
-
-    /// A bus of `example.com` routing to other domains, in a cluster of [`ClaimsFail`].
+    /// A bus of `example.com` routing to other domains, in a cluster whose shared database
+    /// answers lookups (nobody holds anything) and then fails every claim of a runtime URL, as
+    /// `cluster::Link` does when it cannot reach it.
     fn bus() -> (Bus, mpsc::UnboundedReceiver<String>) {
-        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
-        let metrics = Arc::new(Metrics::new());
-        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
-        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
-        let bus = Bus::new(
-            BusConfig {
-                domain: config.domain,
-                session: config.session,
-                allocation: config.allocation,
-                epoch: 1,
-                clock: config.clock,
-                node_id: Some("n1".into()),
-            },
-            writer,
-            metrics,
-            Arc::new(policy),
-            None,
-        );
+        let bus = crate::bus::testing::bus(Some("n1"));
         let (starter, started) = mpsc::unbounded_channel();
         bus.set_gateway_starter(starter);
-        bus.set_remote(Arc::new(ClaimsFail));
+        bus.set_remote(Arc::new(DownCluster {
+            claims_fail: true,
+            ..DownCluster::default()
+        }));
         (bus, started)
     }
 

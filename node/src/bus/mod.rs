@@ -40,6 +40,8 @@ pub mod session;
 mod settling;
 mod status;
 mod stub_port;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::sync::Arc;

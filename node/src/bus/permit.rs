@@ -298,58 +298,15 @@ mod tests {
     //! The built-in checks of [`Bus::authorize`] for messages the node publishes for Matrix
     //! users (no public path reaches the refusal: the bridge always sends from the room's object).
 
-    use std::sync::Arc;
-
-    use futures_util::future::BoxFuture;
     use rethink_proto::Envelope;
     use serde_json::json;
 
     use super::{Denied, Origin};
-    use crate::bus::{Bus, BusConfig};
-    use crate::config::Config;
-    use crate::metrics::Metrics;
-    use crate::policy::PolicyPoint;
-    use crate::store::{
-        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
-    };
-
-    /// A store that keeps nothing: these tests never write.
-    struct NoStore;
-
-    impl SessionStore for NoStore {
-        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            Box::pin(async { Ok(1) })
-        }
-
-        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
+    use crate::bus::Bus;
 
     /// A bus of `example.com` without policies (only the built-in checks decide).
     fn bus() -> Bus {
-        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
-        let metrics = Arc::new(Metrics::new());
-        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
-        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
-        Bus::new(
-            BusConfig {
-                domain: config.domain,
-                session: config.session,
-                allocation: config.allocation,
-                epoch: 1,
-                clock: config.clock,
-                node_id: None,
-            },
-            writer,
-            metrics,
-            Arc::new(policy),
-            None,
-        )
+        crate::bus::testing::bus(None)
     }
 
     /// A bridged Matrix event published on the bus from `from`.

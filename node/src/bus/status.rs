@@ -616,124 +616,16 @@ mod tests {
 
     use std::sync::Arc;
 
-    use futures_util::future::BoxFuture;
-    use tokio::sync::Notify;
-
     use super::RuntimeStatus;
     use crate::auth::Identity;
-    use crate::bus::remote::{
-        Adopted, Claimed, Forwarded, Remote, RemoteHolders, RemoteTarget, RuntimeClaim,
-    };
-    use crate::bus::{Bus, BusConfig, RouteError, RouteFailure, Session};
-    use crate::config::Config;
+    use crate::bus::testing::DownCluster;
+    use crate::bus::{Bus, Session};
     use crate::locks::lock;
-    use crate::metrics::Metrics;
-    use crate::policy::PolicyPoint;
-    use crate::store::{
-        PersistedSession, SessionStore, StoreError, StoreOp, WriterConfig, spawn_writer,
-    };
 
-    /// A store that keeps nothing.
-    struct NoStore;
-
-    impl SessionStore for NoStore {
-        fn next_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            Box::pin(async { Ok(1) })
-        }
-
-        fn load_sessions(&self) -> BoxFuture<'_, Result<Vec<PersistedSession>, StoreError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn apply<'a>(&'a self, _: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
-
-    fn db_down() -> RouteError {
-        RouteError::Cluster("the shared database is unreachable; retry".into())
-    }
-
-    /// A cluster whose database is down: a lookup says it is entered (`entered`), then waits
-    /// for `release` (as for the pool's acquire timeout) and fails.
-    #[derive(Debug, Default)]
-    struct SlowLookups {
-        entered: Notify,
-        release: Notify,
-    }
-
-    impl Remote for SlowLookups {
-        fn lookup<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<RemoteHolders, RouteError>> {
-            Box::pin(async {
-                self.entered.notify_one();
-                self.release.notified().await;
-                Err(db_down())
-            })
-        }
-
-        fn forward<'a>(
-            &'a self,
-            _: Forwarded<'a>,
-            _: Vec<RemoteTarget>,
-        ) -> BoxFuture<'a, Vec<RouteFailure>> {
-            Box::pin(async { Vec::new() })
-        }
-
-        fn announce(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-
-        fn adopt(&self, _: [u8; 32]) -> BoxFuture<'_, Result<Option<Adopted>, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-
-        fn find_by_token(
-            &self,
-            _: [u8; 32],
-        ) -> BoxFuture<'_, Result<Option<(String, String)>, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-
-        fn runtime_status<'a>(
-            &'a self,
-            _: &'a [String],
-        ) -> BoxFuture<'a, Result<Vec<(String, RuntimeStatus)>, RouteError>> {
-            Box::pin(async { Err(db_down()) })
-        }
-
-        fn forget_lookups(&self) {}
-
-        fn drain<'a>(&'a self, _: &'a Arc<Session>) -> BoxFuture<'a, ()> {
-            Box::pin(async {})
-        }
-
-        fn claim_runtime<'a>(
-            &'a self,
-            _: RuntimeClaim<'a>,
-        ) -> BoxFuture<'a, Result<Claimed, RouteError>> {
-            Box::pin(async { Ok(Claimed::Yes) })
-        }
-    }
-
-    fn bus(remote: Arc<SlowLookups>) -> Bus {
-        let config = Config::for_tests(std::path::Path::new("unused"), "example.com");
-        let metrics = Arc::new(Metrics::new());
-        let policy = PolicyPoint::new(&config.policy, Arc::clone(&metrics)).unwrap();
-        let (writer, _task) = spawn_writer(Arc::new(NoStore), WriterConfig::default());
-        let bus = Bus::new(
-            BusConfig {
-                domain: config.domain,
-                session: config.session,
-                allocation: config.allocation,
-                epoch: 1,
-                clock: config.clock,
-                node_id: Some("n1".into()),
-            },
-            writer,
-            metrics,
-            Arc::new(policy),
-            None,
-        );
+    /// A bus in a cluster whose database is down: a lookup waits for the test's `release`,
+    /// then fails.
+    fn bus(remote: Arc<DownCluster>) -> Bus {
+        let bus = crate::bus::testing::bus(Some("n1"));
         bus.set_remote(remote);
         bus
     }
@@ -753,7 +645,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_status_here_is_not_overtaken_by_a_newer_one_while_its_lookup_waits() {
-        let remote = Arc::new(SlowLookups::default());
+        let remote = Arc::new(DownCluster {
+            slow_lookups: true,
+            ..DownCluster::default()
+        });
         let bus = bus(Arc::clone(&remote));
         let runtime = "hyperty-runtime://example.com/r";
         bus.open(runtime, Identity::anonymous()).await.unwrap();

@@ -1,6 +1,6 @@
 //! Test support: a real node on 127.0.0.1:0 ([`TestNode`]), a real WebSocket runtime client
 //! ([`Rt`]), plain HTTP and metrics (`http`), the Matrix API over raw HTTP and matrix-sdk
-//! (`matrix`), and a test JWT issuer (`jwt`).
+//! (`matrix`), a test JWT issuer (`jwt`), and a PostgreSQL server of a test's own (`pg`).
 
 pub(crate) mod client;
 pub(crate) mod connectors;
@@ -9,6 +9,7 @@ pub(crate) mod jwt;
 pub(crate) mod keepalive;
 pub(crate) mod matrix;
 pub(crate) mod node;
+pub(crate) mod pg;
 pub(crate) mod process;
 pub(crate) mod relay;
 
