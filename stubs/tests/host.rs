@@ -89,6 +89,16 @@ impl Rig {
         self.host.start(&checked, spec, self.port.clone(), kv)
     }
 
+    /// Starts the echo stub (its timer after `timer_ms`) with `spec` over `kv`.
+    fn start_echo_on(&self, kv: &Arc<FailingKv>, timer_ms: u64, spec: StubSpec) -> StubHandle {
+        let checked = self
+            .host
+            .check(&guests::echo(Init::Normal { timer_ms }))
+            .expect("the guest checks");
+        let kv: Arc<dyn KvStore> = kv.clone();
+        self.host.start(&checked, spec, self.port.clone(), kv)
+    }
+
     /// The next event matching `f` (others are skipped); fails the test after 10 s.
     async fn until<T>(&mut self, mut f: impl FnMut(Seen) -> Option<T>) -> T {
         let wait = async {
@@ -248,16 +258,7 @@ async fn timers_fire_and_the_store_outlives_a_crashed_instance() {
 async fn a_read_the_store_cannot_answer_ends_the_instance_with_503_and_the_next_reads_again() {
     let mut r = rig(quick());
     let kv = Arc::new(FailingKv::default());
-    let checked = r
-        .host
-        .check(&guests::echo(Init::Normal { timer_ms: 1 }))
-        .expect("the guest checks");
-    let stub = r.host.start(
-        &checked,
-        spec(),
-        r.port.clone(),
-        Arc::clone(&kv) as Arc<dyn KvStore>,
-    );
+    let stub = r.start_echo_on(&kv, 1, spec());
     r.sent("\"t7\"").await;
     assert_eq!(
         kv.memory().get("echo", "boots").await.unwrap(),
@@ -298,16 +299,7 @@ async fn a_read_the_store_cannot_answer_ends_the_instance_with_503_and_the_next_
 async fn a_read_the_store_fails_otherwise_is_a_trap() {
     let mut r = rig(quick());
     let kv = Arc::new(FailingKv::default());
-    let checked = r
-        .host
-        .check(&guests::echo(Init::Normal { timer_ms: 60_000 }))
-        .expect("the guest checks");
-    let stub = r.host.start(
-        &checked,
-        spec(),
-        r.port.clone(),
-        Arc::clone(&kv) as Arc<dyn KvStore>,
-    );
+    let stub = r.start_echo_on(&kv, 60_000, spec());
     stub.started().await;
     kv.fail_with(500);
     kv.fail_reads(1);
@@ -328,18 +320,9 @@ async fn a_write_behind_commit_the_store_fails_is_answered_503() {
     let mut r = rig(quick());
     let kv = Arc::new(FailingKv::default());
     kv.fail_writes(1);
-    let checked = r
-        .host
-        .check(&guests::echo(Init::Normal { timer_ms: 60_000 }))
-        .expect("the guest checks");
     let mut spec = spec();
     spec.kv_write_behind = true;
-    let stub = r.host.start(
-        &checked,
-        spec,
-        r.port.clone(),
-        Arc::clone(&kv) as Arc<dyn KvStore>,
-    );
+    let stub = r.start_echo_on(&kv, 60_000, spec);
     stub.started().await;
     // Its read waits for the failed commit of init's write.
     stub.deliver(message("1", "get")).expect("taken");
