@@ -110,14 +110,37 @@ fn message(position: u64, body: &str) -> MatrixEvent {
     }
 }
 
-fn failures(registry: &Registry) -> f64 {
+/// The echo connector's failures counted with `reason`.
+fn failures(registry: &Registry, reason: &str) -> f64 {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+    let line = format!("rethink_stub_failures_total{{stub=\"echo\",reason=\"{reason}\"}}");
     out.lines()
-        .find(|l| l.starts_with("rethink_stub_failures_total{stub=\"echo\",reason=\"trap\"}"))
+        .find(|l| l.starts_with(&line))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The committed echo connector, checked by `host`.
+fn echo_connector(host: &Host) -> rethink_stubs::Checked {
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/echo-connector/echo-connector.wasm"),
+    )
+    .expect("the committed echo connector");
+    host.check(&bytes).expect("checks")
+}
+
+/// What the bot did next, as text; fails the test after 10 s.
+async fn next_did(did: &mut mpsc::UnboundedReceiver<Did>) -> String {
+    let next = tokio::time::timeout(Duration::from_secs(10), did.recv())
+        .await
+        .expect("the bot acted in time")
+        .expect("recorder");
+    match next {
+        Did::Sent { room, body } => format!("sent {room} {body}"),
+        Did::Handled(p, outcome) => format!("handled {p} {outcome:?}"),
+    }
 }
 
 #[tokio::test]
@@ -134,11 +157,7 @@ async fn an_event_that_ended_a_replaced_instance_is_handed_to_its_successor() {
         metrics,
     )
     .expect("host");
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/echo-connector/echo-connector.wasm"),
-    )
-    .expect("the committed echo connector");
-    let checked = host.check(&bytes).expect("checks");
+    let checked = echo_connector(&host);
     let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
     let (tx, mut did) = mpsc::unbounded_channel();
     let matrix: Arc<dyn MatrixPort> = Arc::new(MatrixRecorder(tx));
@@ -166,7 +185,7 @@ async fn an_event_that_ended_a_replaced_instance_is_handed_to_its_successor() {
         .await
         .expect("queued");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while failures(&registry) < 1.0 {
+    while failures(&registry, "trap") < 1.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the instance did not trap"
@@ -184,14 +203,7 @@ async fn an_event_that_ended_a_replaced_instance_is_handed_to_its_successor() {
     }
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let next = tokio::time::timeout(Duration::from_secs(10), did.recv())
-            .await
-            .expect("the new version acted in time")
-            .expect("recorder");
-        seen.push(match next {
-            Did::Sent { room, body } => format!("sent {room} {body}"),
-            Did::Handled(p, outcome) => format!("handled {p} {outcome:?}"),
-        });
+        seen.push(next_did(&mut did).await);
     }
     assert_eq!(
         seen,
@@ -222,11 +234,7 @@ async fn an_event_the_store_fails_more_than_max_event_tries_times_is_not_skipped
         metrics,
     )
     .expect("host");
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/echo-connector/echo-connector.wasm"),
-    )
-    .expect("the committed echo connector");
-    let checked = host.check(&bytes).expect("checks");
+    let checked = echo_connector(&host);
     let kv = Arc::new(FailingKv::default());
     let (tx, mut did) = mpsc::unbounded_channel();
     let mut spec = StubSpec::new("echo");
@@ -247,24 +255,10 @@ async fn an_event_the_store_fails_more_than_max_event_tries_times_is_not_skipped
         .expect("queued");
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let next = tokio::time::timeout(Duration::from_secs(10), did.recv())
-            .await
-            .expect("the bot acted in time")
-            .expect("recorder");
-        seen.push(match next {
-            Did::Sent { room, body } => format!("sent {room} {body}"),
-            Did::Handled(p, outcome) => format!("handled {p} {outcome:?}"),
-        });
+        seen.push(next_did(&mut did).await);
     }
     assert_eq!(seen, ["sent !r:localhost recovered", "handled 5 Handled"]);
     assert_eq!(kv.reads_to_fail(), 0, "every failed read was retried");
     stub.stop().await;
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
-    let store_failures = out
-        .lines()
-        .find(|l| l.starts_with("rethink_stub_failures_total{stub=\"echo\",reason=\"store\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(store_failures, Some(f64::from(tries)), "{out}");
+    assert_eq!(failures(&registry, "store"), f64::from(tries));
 }
