@@ -10,8 +10,8 @@ use sqlx::Connection;
 
 use crate::support::client::RECV_TIMEOUT;
 use crate::support::matrix::{
-    V3, bodies, get, next_batch, ok, post, register, send_text, sync, urlencode, user_id,
-    whole_history,
+    Served, V3, bodies, get, join, next_batch, ok, post, register, send_text, sync, urlencode,
+    user_id, whole_history,
 };
 use crate::support::{DOMAIN, Rt, TestNode, sm_endpoint};
 
@@ -39,8 +39,18 @@ async fn subscribed_hyperty(node: &TestNode, name: &str, object: &str) -> (Rt, S
 /// state the node publishes), bounded by [`RECV_TIMEOUT`]; the pause sets only how soon it
 /// notices.
 async fn room_of(node: &TestNode, token: &str, id: &str) -> String {
+    room_within(node, token, id, RECV_TIMEOUT).await
+}
+
+/// As [`room_of`], waiting up to `wait`.
+pub(crate) async fn room_within(
+    node: &impl Served,
+    token: &str,
+    id: &str,
+    wait: Duration,
+) -> String {
     let path = format!("{V3}/directory/room/{}", urlencode(&object_alias(id)));
-    let deadline = Instant::now() + RECV_TIMEOUT;
+    let deadline = Instant::now() + wait;
     loop {
         let (status, body) = get(node, &path, token).await;
         if status == 200 {
@@ -59,7 +69,7 @@ async fn room_of(node: &TestNode, token: &str, id: &str) -> String {
 /// the history is read again at each change for that user (a `/sync` long-poll wakes), up to
 /// [`RECV_TIMEOUT`].
 async fn history_once(
-    node: &TestNode,
+    node: &impl Served,
     token: &str,
     room: &str,
     done: impl Fn(&[Value]) -> bool,
@@ -91,7 +101,12 @@ fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 /// The messages of a room, oldest first, once there are at least `n` `m.room.message`s.
-async fn wait_for_messages(node: &TestNode, token: &str, room: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn wait_for_messages(
+    node: &impl Served,
+    token: &str,
+    room: &str,
+    n: usize,
+) -> Vec<Value> {
     let events = history_once(node, token, room, |e| {
         of_type(e, "m.room.message").len() >= n
     })
@@ -173,13 +188,7 @@ async fn other_updates_are_kept_as_rethink_update_events() {
     let (mut rt, hyperty) = subscribed_hyperty(&node, "rt-doc", &object).await;
     let alice = register(&node, "alice").await;
     let room = room_of(&node, &alice, "doc-9").await;
-    ok(post(
-        &node,
-        &format!("{V3}/rooms/{room}/join"),
-        &alice,
-        &json!({}),
-    )
-    .await);
+    join(&node, &alice, &room).await;
     let body = json!({"attribute": "participants.bob", "value": {"status": "away"}});
     rt.send(&json!({"id": 11, "type": "update", "from": hyperty,
         "to": format!("{object}/changes"), "body": body}))
@@ -415,13 +424,7 @@ async fn an_objects_room_whose_bridge_row_was_not_stored_is_found_by_its_alias()
     .await;
     let alice = register(&node, "alice").await;
     let room = room_of(&node, &alice, id_of(&object)).await;
-    ok(post(
-        &node,
-        &format!("{V3}/rooms/{room}/join"),
-        &alice,
-        &json!({}),
-    )
-    .await);
+    join(&node, &alice, &room).await;
     // Handled after the create (one task, in order): the create's bridge row is written by then.
     rt.send(
         &json!({"id": 51, "type": "update", "from": reporter, "to": changes,

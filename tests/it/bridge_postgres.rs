@@ -11,9 +11,10 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tempfile::TempDir;
 
+use crate::bridge::{room_within, wait_for_messages};
 use crate::store_postgres::fresh_database;
 use crate::support::client::RECV_TIMEOUT;
-use crate::support::matrix::{V3, bodies, get, ok, post, register, urlencode, whole_history};
+use crate::support::matrix::{V3, bodies, get, join, ok, post, register};
 use crate::support::relay::Relay;
 use crate::support::{DOMAIN, NodeProcess, Rt, sm_endpoint};
 
@@ -58,35 +59,6 @@ async fn backend_waiting_on_bridged_objects(url: &str, database: &str) -> i32 {
     }
 }
 
-/// The room of `comm://<DOMAIN>/<id>`, by its alias, once the bridge made it (polled: nobody is
-/// woken by it), within `wait`.
-async fn room_of(node: &NodeProcess, token: &str, id: &str, wait: Duration) -> String {
-    let alias = format!("#_hyperty_comm.{id}:{DOMAIN}");
-    let path = format!("{V3}/directory/room/{}", urlencode(&alias));
-    let deadline = Instant::now() + wait;
-    loop {
-        let (status, body) = get(node, &path, token).await;
-        if status == 200 {
-            return body["room_id"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "the room of {id} was never made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The text messages of `room` once there are `n` (polled), oldest first.
-async fn messages(node: &NodeProcess, token: &str, room: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + RECV_TIMEOUT;
-    loop {
-        let texts = bodies(&whole_history(node, token, room).await);
-        if texts.len() >= n {
-            return texts;
-        }
-        assert!(Instant::now() < deadline, "{room} has only {texts:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn text(hyperty: &str, object: &str, id: u64, body: &str) -> Value {
     json!({"id": id, "type": "update", "from": hyperty, "to": format!("{object}/changes"),
         "body": {"value": {"msgtype": "m.text", "body": body}}})
@@ -117,16 +89,13 @@ async fn an_update_the_database_fails_is_answered_503_and_a_subscription_is_brid
     // One object's room is made before the outage, with alice in it.
     let before = format!("comm://{DOMAIN}/before-outage");
     assert_eq!(subscribe(&mut rt, &hyperty, &before).await, 200);
-    let room = room_of(&node, &alice, "before-outage", RECV_TIMEOUT).await;
-    ok(post(
-        &node,
-        &format!("{V3}/rooms/{room}/join"),
-        &alice,
-        &json!({}),
-    )
-    .await);
+    let room = room_within(&node, &alice, "before-outage", RECV_TIMEOUT).await;
+    join(&node, &alice, &room).await;
     rt.send(&text(&hyperty, &before, 70, "first")).await;
-    assert_eq!(messages(&node, &alice, &room, 1).await, ["first"]);
+    assert_eq!(
+        bodies(&wait_for_messages(&node, &alice, &room, 1).await),
+        ["first"]
+    );
 
     relay.set_down(true);
     // The room cannot store the update: 503, and nothing of the database's error.
@@ -164,7 +133,7 @@ async fn an_update_the_database_fails_is_answered_503_and_a_subscription_is_brid
         .await;
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
 
-    let made = room_of(&node, &alice, "during-outage", OUTAGE_WAIT).await;
+    let made = room_within(&node, &alice, "during-outage", OUTAGE_WAIT).await;
     ok(post(
         &node,
         &format!("{V3}/rooms/{made}/join"),
@@ -183,5 +152,8 @@ async fn an_update_the_database_fails_is_answered_503_and_a_subscription_is_brid
     );
     // The first object's room takes updates again.
     rt.send(&text(&hyperty, &before, 72, "after")).await;
-    assert_eq!(messages(&node, &alice, &room, 2).await, ["first", "after"]);
+    assert_eq!(
+        bodies(&wait_for_messages(&node, &alice, &room, 2).await),
+        ["first", "after"]
+    );
 }
